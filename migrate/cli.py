@@ -1,0 +1,373 @@
+"""The `migrate` command: parses options, calls one library function, renders its result.
+
+No SQL, HTTP or mapping logic lives here; click and tqdm are imported here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from migrate import __version__
+from migrate.errors import MigrateError
+
+
+def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one readable line and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MigrateError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="migrate")
+def main() -> None:
+    """Move a construction project from Autodesk BIM 360 Field into Procore.
+
+    The pipeline is extract → transform → load, over a SQLite staging database that every
+    stage reads, writes and resumes from. `migrate demo` runs it against the built-in sandbox.
+    """
+
+
+# -- rendering helpers -------------------------------------------------------------------
+
+
+class TqdmProgress:
+    """The stages' progress callback, drawn as one tqdm bar per entity."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bars: dict[str, Any] = {}
+
+    def start(self, entity: str, total: int | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.finish(entity)
+        self._bars[entity] = tqdm(total=total, desc=f"{entity:<16}", unit="rec", leave=True)
+
+    def advance(self, entity: str, n: int = 1) -> None:
+        bar = self._bars.get(entity)
+        if bar is not None:
+            bar.update(n)
+
+    def finish(self, entity: str) -> None:
+        bar = self._bars.pop(entity, None)
+        if bar is not None:
+            bar.close()
+
+
+def _progress(quiet: bool) -> TqdmProgress:
+    return TqdmProgress(enabled=not quiet and sys.stderr.isatty())
+
+
+def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        envvar="MIGRATE_CONFIG",
+        help="Config file (default: ./migration.toml, or $MIGRATE_CONFIG).",
+    )(func)
+
+
+def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
+    return click.option("--verbose", "-v", is_flag=True, help="Mirror the run log to stderr.")(func)
+
+
+# -- setup and stages ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder to write migration.toml and mappings/ into.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing migration.toml and mappings.")
+@_fail_cleanly
+def init(directory: str, force: bool) -> None:
+    """Write a commented migration.toml and the default mappings/ to start from."""
+    from pathlib import Path
+
+    from migrate.mappings import write_default_mappings
+    from migrate.settings import default_config_text
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "migration.toml"
+    if config.exists() and not force:
+        click.echo(f"{config} exists; keeping it (use --force to overwrite).")
+    else:
+        config.write_text(default_config_text(), encoding="utf-8")
+        click.echo(f"Wrote {config}")
+    for path in write_default_mappings(folder / "mappings", overwrite=force):
+        click.echo(f"Wrote {path}")
+    click.echo(
+        "Next: fill in [source] and [target], set the credentials in the environment "
+        "(see the comments in migration.toml), then run `migrate extract`."
+    )
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Re-retrieve every record instead of only new and changed ones.",
+)
+@_output_options
+@_fail_cleanly
+def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: bool) -> None:
+    """Pull the BIM 360 Field project into the staging database (resumable, incremental)."""
+    from migrate.extract import extract_from_settings
+    from migrate.settings import load_settings
+
+    settings = load_settings(config_path)
+    result = extract_from_settings(
+        settings,
+        full_refresh=full_refresh,
+        progress=_progress(quiet),
+        verbose_stream=sys.stderr if verbose else None,
+    )
+    for line in result.summary_lines():
+        click.echo(line)
+
+
+# -- sandbox -------------------------------------------------------------------------------
+
+
+@main.group()
+def sandbox() -> None:
+    """Simulators of BIM 360 Field and Procore on loopback, for rehearsals and tests."""
+
+
+def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--error-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            help="Fraction of requests answered 500/502/503.",
+        ),
+        click.option(
+            "--rate-limit-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            help="Fraction of requests answered 429 with Retry-After 0-3 s.",
+        ),
+        click.option(
+            "--drop-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            help="Fraction of connections dropped mid-body (nothing applied).",
+        ),
+        click.option(
+            "--lost-response-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            help="Fraction of requests applied, then the answer is lost.",
+        ),
+        click.option(
+            "--slow-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            help="Fraction of requests delayed by --slow-seconds.",
+        ),
+        click.option("--slow-seconds", type=click.FloatRange(0), default=0.5, show_default=True),
+        click.option(
+            "--faults-on",
+            type=click.Choice(["both", "field", "procore"]),
+            default="both",
+            show_default=True,
+            help="Which simulator the faults hit.",
+        ),
+        click.option(
+            "--fault-seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the fault dice, so a failing run can be replayed.",
+        ),
+        click.option(
+            "--ticket-max-calls",
+            type=click.IntRange(1),
+            default=None,
+            help="BIM 360 Field tickets expire after this many calls.",
+        ),
+        click.option(
+            "--ticket-max-seconds",
+            type=click.FloatRange(0.1),
+            default=None,
+            help="BIM 360 Field tickets expire after this many seconds.",
+        ),
+        click.option(
+            "--token-ttl",
+            type=click.FloatRange(1),
+            default=None,
+            help="Procore access tokens expire after this many seconds.",
+        ),
+        click.option(
+            "--hourly-limit",
+            type=click.IntRange(1),
+            default=None,
+            help="Procore requests allowed per hourly window.",
+        ),
+        click.option(
+            "--spike-limit",
+            type=click.IntRange(1),
+            default=None,
+            help="Procore requests allowed per spike window.",
+        ),
+        click.option(
+            "--spike-window",
+            type=click.FloatRange(0.1),
+            default=None,
+            help="Length of the Procore spike window in seconds.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@sandbox.command("serve")
+@click.option(
+    "--port-field",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port for the BIM 360 Field simulator (0 = any free port).",
+)
+@click.option(
+    "--port-procore",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port for the Procore simulator (0 = any free port).",
+)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
+)
+@click.option(
+    "--issues",
+    type=click.IntRange(0),
+    default=300,
+    show_default=True,
+    help="How many issues the generated project has.",
+)
+@click.option(
+    "--project",
+    "project_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve a project written by `migrate sandbox generate` instead.",
+)
+@click.option("--field-username", default="demo@example.com", show_default=True)
+@click.option("--field-password", default="demo", show_default=True)
+@click.option("--procore-client-id", default="demo-client", show_default=True)
+@click.option("--procore-client-secret", default="demo-secret", show_default=True)
+@_fault_options
+@_fail_cleanly
+def sandbox_serve(**opts: Any) -> None:
+    """Serve both simulators until Ctrl-C; prints their base URLs and credentials."""
+    from migrate.sandbox.generator import load_project
+    from migrate.sandbox.runner import Sandbox
+
+    options = _sandbox_options(opts)
+    project = load_project(opts["project_file"]) if opts["project_file"] else None
+    with Sandbox(options, project=project) as box:
+        click.echo(f"BIM 360 Field  {box.field_url}")
+        click.echo(f"Procore        {box.procore_url}")
+        click.echo(
+            f"Field project  {box.field_project_id}   "
+            f"user {options.field_username} / password {options.field_password}"
+        )
+        click.echo(
+            f"Procore        company {box.procore_company_id}, project {box.procore_project_id}"
+            f"   client id {options.procore_client_id} / secret {options.procore_client_secret}"
+        )
+        click.echo("Serving; press Ctrl-C to stop.")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("Stopped.")
+
+
+def _sandbox_options(opts: dict[str, Any]) -> Any:
+    from migrate.sandbox.faults import FaultConfig
+    from migrate.sandbox.runner import SandboxOptions
+
+    faults = FaultConfig(
+        error_rate=opts["error_rate"],
+        rate_limit_rate=opts["rate_limit_rate"],
+        drop_rate=opts["drop_rate"],
+        lost_response_rate=opts["lost_response_rate"],
+        slow_rate=opts["slow_rate"],
+        slow_seconds=opts["slow_seconds"],
+        seed=opts["fault_seed"],
+    )
+    field_options = {
+        key: opts[key] for key in ("ticket_max_calls", "ticket_max_seconds") if opts[key]
+    }
+    procore_options = {
+        key: opts[key]
+        for key in ("token_ttl", "hourly_limit", "spike_limit", "spike_window")
+        if opts[key]
+    }
+    return SandboxOptions(
+        seed=opts["seed"],
+        issues=opts["issues"],
+        field_port=opts["port_field"],
+        procore_port=opts["port_procore"],
+        field_username=opts["field_username"],
+        field_password=opts["field_password"],
+        procore_client_id=opts["procore_client_id"],
+        procore_client_secret=opts["procore_client_secret"],
+        field_faults=faults if opts["faults_on"] in ("both", "field") else FaultConfig(),
+        procore_faults=faults if opts["faults_on"] in ("both", "procore") else FaultConfig(),
+        field_options=field_options,
+        procore_options=procore_options,
+    )
+
+
+@sandbox.command("generate")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--issues", type=click.IntRange(0), default=300, show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="sandbox-project.json",
+    show_default=True,
+)
+@_fail_cleanly
+def sandbox_generate(seed: int, issues: int, out: str) -> None:
+    """Write a generated project to a JSON file, so a rehearsal can be replayed exactly."""
+    from migrate.sandbox.generator import GeneratedProject
+
+    project = GeneratedProject(seed=seed, issues=issues)
+    project.dump(out)
+    click.echo(f"Wrote {issues} issues (seed {seed}) to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

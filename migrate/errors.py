@@ -1,0 +1,178 @@
+"""Exceptions the library raises and the exit codes the CLI maps them to.
+
+Every message is one line that says what went wrong, which value, and what to do next; the CLI
+prints it as ``Error: …`` without a traceback. Messages that may carry URLs or response bodies
+are redacted by ``migrate.clients.http`` before they get here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: Everything finished.
+EXIT_OK = 0
+#: A stage failed; what it had done is kept and running the same command resumes it.
+EXIT_FAILED = 1
+#: Usage, configuration or credential problem: fix the input, then run again.
+EXIT_USAGE = 2
+#: Finished, but some records were quarantined (see the report).
+EXIT_QUARANTINED = 3
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def one_line(text: str) -> str:
+    """Collapse newlines and runs of whitespace so a message prints as a single line."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+class MigrateError(Exception):
+    """Base of every error the CLI reports as ``Error: <message>`` with ``exit_code``."""
+
+    exit_code: int = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return one_line(str(self.args[0])) if self.args else ""
+
+
+class ConfigError(MigrateError):
+    """The configuration file, an option or an environment variable is wrong or missing."""
+
+    exit_code = EXIT_USAGE
+
+
+class CredentialError(MigrateError):
+    """A service rejected the credentials (login refused, token request denied)."""
+
+    exit_code = EXIT_USAGE
+
+
+class TransportError(MigrateError):
+    """The network or the service kept failing and the retries are used up.
+
+    ``url`` must already be redacted; ``cause`` is a redacted description of the last failure.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        method: str = "",
+        url: str = "",
+        attempts: int = 0,
+        cause: str = "",
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+        self.cause = cause
+        if message is None:
+            tries = f"{attempts} attempt" + ("" if attempts == 1 else "s")
+            message = (
+                f"{method} {url} failed after {tries} (last error: {cause}). "
+                "The service or the network is unavailable; what was done so far is kept, "
+                "so run the same command again to resume."
+            )
+        super().__init__(message)
+
+
+class IncompleteBody(TransportError):
+    """A response body ended before its Content-Length: retry the whole download.
+
+    The HTTP layer cannot retry this itself because part of the body was already written to
+    the caller's file; the blob store discards the partial file and asks again.
+    """
+
+    def __init__(
+        self, *, method: str, url: str, received: int, expected: int | None, cause: str = ""
+    ) -> None:
+        self.received = received
+        self.expected = expected
+        size = f"{received} of {expected}" if expected is not None else f"{received}"
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f"{method} {url} ended after {size} bytes{detail}. Retry the download; "
+            "the partial file must be discarded.",
+            method=method,
+            url=url,
+            attempts=1,
+            cause=cause or "body cut short",
+        )
+
+
+class ApiError(MigrateError):
+    """A service answered with a status the caller does not handle.
+
+    Build it with a full message, or with ``status``/``method``/``endpoint``/``body`` (already
+    redacted) to get the standard wording.
+    """
+
+    exit_code = EXIT_FAILED
+    BODY_EXCERPT = 200
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        method: str = "",
+        endpoint: str = "",
+        body: str = "",
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.endpoint = endpoint
+        excerpt = one_line(body)
+        if len(excerpt) > self.BODY_EXCERPT:
+            excerpt = excerpt[: self.BODY_EXCERPT] + "…"
+        self.body_excerpt = excerpt
+        if message is None:
+            answer = f"{method} {endpoint} answered HTTP {status}"
+            message = (
+                f"{answer}: {excerpt or '(empty body)'}. "
+                f"{_hint_for_status(status)}"
+            )
+        super().__init__(message)
+
+
+def _hint_for_status(status: int | None) -> str:
+    if status in (401, 403):
+        return "Check the credentials and the account's permissions, then run the command again."
+    if status == 404:
+        return "Check the project and ids in migration.toml, then run the command again."
+    if status is not None and status >= 500:
+        return "The service is failing; run the same command again later to resume."
+    return "This is unexpected; keep the log, then run the same command again to resume."
+
+
+class StageFailed(MigrateError):
+    """A stage stopped partway; ``partial`` holds what it had done and nothing of it is lost."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(
+        self, stage: str, reason: str, *, partial: Any = None, resume_command: str = ""
+    ) -> None:
+        self.stage = stage
+        self.reason = one_line(reason)
+        self.partial = partial
+        self.resume_command = resume_command or f"migrate {stage}"
+        super().__init__(
+            f"{stage} stopped before finishing: {self.reason.rstrip('.')}. "
+            f"What it had done is kept; resume with `{self.resume_command}`."
+        )
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The process exit code for an exception reaching the CLI."""
+    return error.exit_code if isinstance(error, MigrateError) else EXIT_FAILED

@@ -1,0 +1,550 @@
+"""Settings from ``migration.toml`` and credentials from the environment.
+
+The file holds everything that is not secret; passwords, client secrets and tokens are read
+from environment variables only, so a config file can be shared or committed safely.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from migrate.errors import ConfigError
+
+CONFIG_ENV = "MIGRATE_CONFIG"
+DEFAULT_CONFIG_NAME = "migration.toml"
+
+FIELD_USERNAME_ENV = "BIM360_FIELD_USERNAME"
+FIELD_PASSWORD_ENV = "BIM360_FIELD_PASSWORD"
+PROCORE_CLIENT_ID_ENV = "PROCORE_CLIENT_ID"
+PROCORE_CLIENT_SECRET_ENV = "PROCORE_CLIENT_SECRET"
+PROCORE_ACCESS_TOKEN_ENV = "PROCORE_ACCESS_TOKEN"
+
+UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+
+class Secret:
+    """A credential value that prints as ``***``; call :meth:`reveal` where it is really used."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the value somewhere we do not control (a process pool, a cache).
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class SourceCredentials:
+    """BIM 360 Field login, from BIM360_FIELD_USERNAME / BIM360_FIELD_PASSWORD."""
+
+    username: Secret
+    password: Secret
+
+    def redaction_values(self) -> tuple[str, ...]:
+        """Values the HTTP layer must mask in every message."""
+        return (self.password.reveal(),)
+
+
+@dataclass(frozen=True)
+class TargetCredentials:
+    """Procore client credentials, or a ready access token (which then wins)."""
+
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    access_token: Secret | None = None
+
+    def redaction_values(self) -> tuple[str, ...]:
+        """Values the HTTP layer must mask in every message."""
+        return tuple(s.reveal() for s in (self.client_secret, self.access_token) if s is not None)
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value else None
+
+
+def source_credentials(env: Mapping[str, str] = os.environ) -> SourceCredentials:
+    """BIM 360 Field credentials from the environment; a missing variable is a ConfigError."""
+    username = _env_value(env, FIELD_USERNAME_ENV)
+    password = _env_value(env, FIELD_PASSWORD_ENV)
+    for name, value in ((FIELD_USERNAME_ENV, username), (FIELD_PASSWORD_ENV, password)):
+        if value is None:
+            raise ConfigError(
+                f"{name} is not set. Set {FIELD_USERNAME_ENV} and {FIELD_PASSWORD_ENV} in the "
+                "environment to the BIM 360 Field login (credentials are never read from "
+                "migration.toml)."
+            )
+    assert username is not None and password is not None
+    return SourceCredentials(Secret(username), Secret(password))
+
+
+def target_credentials(env: Mapping[str, str] = os.environ) -> TargetCredentials:
+    """Procore credentials from the environment; a missing variable is a ConfigError."""
+    token = _env_value(env, PROCORE_ACCESS_TOKEN_ENV)
+    client_id = _env_value(env, PROCORE_CLIENT_ID_ENV)
+    client_secret = _env_value(env, PROCORE_CLIENT_SECRET_ENV)
+    if token is not None:
+        return TargetCredentials(
+            client_id=Secret(client_id) if client_id else None,
+            client_secret=Secret(client_secret) if client_secret else None,
+            access_token=Secret(token),
+        )
+    for name, value in (
+        (PROCORE_CLIENT_ID_ENV, client_id), (PROCORE_CLIENT_SECRET_ENV, client_secret)
+    ):
+        if value is None:
+            raise ConfigError(
+                f"{name} is not set. Set {PROCORE_CLIENT_ID_ENV} and "
+                f"{PROCORE_CLIENT_SECRET_ENV} in the environment to the Procore app's client "
+                f"credentials, or set {PROCORE_ACCESS_TOKEN_ENV}."
+            )
+    assert client_id is not None and client_secret is not None
+    return TargetCredentials(client_id=Secret(client_id), client_secret=Secret(client_secret))
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (by name or literal address, no DNS)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, where: str) -> str:
+    """Return ``url`` if it is http(s) with a host, and plain http only to loopback.
+
+    ``where`` names the setting for the message, e.g. ``[source] base_url in ./migration.toml``.
+    The HTTP client applies the same rule to every URL it is asked to call.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(
+            f"{where} is not a URL: expected http(s)://host, got {_quote(url)}. "
+            "Write the full URL, e.g. https://api.procore.com."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{where} contains a user name or password. Remove them; "
+            "credentials are read from environment variables."
+        )
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(
+            f"{where}: plain http is only allowed to loopback "
+            f"(got {parts.scheme}://{parts.netloc}). Use https://{parts.netloc}."
+        )
+    return url
+
+
+# -- settings dataclasses -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """BIM 360 Field: where to read from and how hard."""
+
+    base_url: str = "https://bim360field.autodesk.com"
+    project_id: str | None = None
+    project_name: str | None = None
+    workers: int = 4
+    page_size: int = 100
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Procore: where to write to and how hard."""
+
+    base_url: str = "https://api.procore.com"
+    auth_url: str = "https://login.procore.com"
+    company_id: int | None = None
+    project_id: int | None = None
+    workers: int = 4
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class StagingSettings:
+    """Staging database, blob store and log folder (relative paths are from the config file)."""
+
+    path: Path = Path("staging.db")
+    blobs: Path = Path("blobs")
+    logs: Path = Path("logs")
+
+
+@dataclass(frozen=True)
+class MappingsSettings:
+    dir: Path = Path("mappings")
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    checklist_items_as_issues: bool = False
+    unresolved_assignee: str = "unassign"
+    title_template: str = "{identifier} {description}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything in ``migration.toml``, validated, with paths made absolute."""
+
+    source: SourceSettings = field(default_factory=SourceSettings)
+    target: TargetSettings = field(default_factory=TargetSettings)
+    staging: StagingSettings = field(default_factory=StagingSettings)
+    mappings: MappingsSettings = field(default_factory=MappingsSettings)
+    transform: TransformSettings = field(default_factory=TransformSettings)
+    config_path: Path | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.config_path) if self.config_path else DEFAULT_CONFIG_NAME
+
+    def source_project(self) -> tuple[str, str]:
+        """``("project_id", value)`` or ``("project_name", value)``; extract needs one."""
+        if self.source.project_id is not None:
+            return "project_id", self.source.project_id
+        if self.source.project_name is not None:
+            return "project_name", self.source.project_name
+        raise ConfigError(
+            f"[source] in {self.where} names no project. Add project_id = \"…\" or "
+            "project_name = \"…\" (the BIM 360 Field project to extract)."
+        )
+
+    def target_ids(self) -> tuple[int, int]:
+        """``(company_id, project_id)`` of the Procore project; load needs both."""
+        for key in ("company_id", "project_id"):
+            if getattr(self.target, key) is None:
+                raise ConfigError(
+                    f"[target] {key} is not set in {self.where}. Add {key} = <number> "
+                    "(the Procore company and project to load into)."
+                )
+        assert self.target.company_id is not None and self.target.project_id is not None
+        return self.target.company_id, self.target.project_id
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type] = {
+    "source": SourceSettings,
+    "target": TargetSettings,
+    "staging": StagingSettings,
+    "mappings": MappingsSettings,
+    "transform": TransformSettings,
+}
+
+# Keys that look like credentials, and the environment variable to use instead.
+_SECRET_WORDS = ("password", "secret", "token", "ticket")
+_CREDENTIAL_ENV_HINTS = {
+    "source": {
+        "username": FIELD_USERNAME_ENV,
+        "user": FIELD_USERNAME_ENV,
+        "password": FIELD_PASSWORD_ENV,
+        "ticket": FIELD_PASSWORD_ENV,
+    },
+    "target": {
+        "client_id": PROCORE_CLIENT_ID_ENV,
+        "client_secret": PROCORE_CLIENT_SECRET_ENV,
+        "secret": PROCORE_CLIENT_SECRET_ENV,
+        "token": PROCORE_ACCESS_TOKEN_ENV,
+        "access_token": PROCORE_ACCESS_TOKEN_ENV,
+    },
+}
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+class _Reader:
+    """Validates one parsed file; every message names the file, section and key."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        self.base = path.parent
+
+    def fail(self, section: str, key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"[{section}] {key} in {self.path} {problem}. {fix}")
+
+    def read(self) -> Settings:
+        for name, value in self.data.items():
+            self._check_secret(None, name)
+            if name not in _SECTIONS:
+                raise ConfigError(
+                    f"[{name}] in {self.path} is not a known section.{_suggest(name, _SECTIONS)}"
+                    f" Known sections: {', '.join(_SECTIONS)}."
+                )
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{name} in {self.path} must be a table, written [{name}] on its own line, "
+                    f"got {_quote(value)}."
+                )
+        parts = {name: self._section(name, cls) for name, cls in _SECTIONS.items()}
+        return Settings(**parts, config_path=self.path)
+
+    def _check_secret(self, section: str | None, key: str) -> None:
+        lowered = key.lower()
+        env_name = _CREDENTIAL_ENV_HINTS.get(section or "", {}).get(lowered)
+        if env_name is None and not any(word in lowered for word in _SECRET_WORDS):
+            return
+        where = f"[{section}] {key}" if section else key
+        if env_name is None:
+            env_name = {
+                "source": FIELD_PASSWORD_ENV, "target": PROCORE_CLIENT_SECRET_ENV
+            }.get(section or "", f"the matching variable ({FIELD_PASSWORD_ENV}, "
+                  f"{PROCORE_CLIENT_SECRET_ENV} or {PROCORE_ACCESS_TOKEN_ENV})")
+        raise ConfigError(
+            f"{where} in {self.path} looks like a credential; credentials are read only from "
+            f"the environment. Remove it from the file and set {env_name} in the environment "
+            "instead."
+        )
+
+    def _section(self, name: str, cls: type) -> Any:
+        raw = self.data.get(name, {})
+        known = {f.name: f for f in fields(cls)}
+        for key in raw:
+            self._check_secret(name, key)
+            if key not in known:
+                raise ConfigError(
+                    f"[{name}] {key} in {self.path} is not a known key.{_suggest(key, known)}"
+                    f" Known keys in [{name}]: {', '.join(known)}."
+                )
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            special = getattr(self, f"_{name}_{key}", None)
+            if special is not None:
+                values[key] = special(name, key, value)
+            else:
+                values[key] = self._by_default(name, key, value, known[key].default)
+        for key, spec in known.items():
+            if key not in values and isinstance(spec.default, Path):
+                values[key] = self.base / spec.default  # defaults are relative to the file too
+        if name == "source" and "project_id" in values and "project_name" in values:
+            raise ConfigError(
+                f"[source] in {self.path} sets both project_id and project_name. Keep one of "
+                "them."
+            )
+        return cls(**values)
+
+    # -- typed readers ------------------------------------------------------------------------
+    def _by_default(self, section: str, key: str, value: Any, default: Any) -> Any:
+        # The dataclass default says what type a key takes; special cases have _section_key.
+        if isinstance(default, bool):
+            return self._bool(section, key, value)
+        if isinstance(default, int):
+            return self._positive_int(section, key, value, default)
+        if isinstance(default, float):
+            return self._positive_number(section, key, value, default)
+        if isinstance(default, Path):
+            return self._path(section, key, value)
+        if key == "base_url" or key == "auth_url":
+            return self._url(section, key, value)
+        return self._string(section, key, value)
+
+    def _bool(self, section: str, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(section, key, f"must be true or false, got {_quote(value)}",
+                            f"Write {key} = true or {key} = false.")
+        return value
+
+    def _positive_int(self, section: str, key: str, value: Any, default: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(section, key, f"must be a whole number of 1 or more, got "
+                            f"{_quote(value)}", f"Write e.g. {key} = {default}.")
+        return value
+
+    def _positive_number(self, section: str, key: str, value: Any, default: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise self.fail(section, key, f"must be a number of seconds above 0, got "
+                            f"{_quote(value)}", f"Write e.g. {key} = {default:g}.")
+        return float(value)
+
+    def _string(self, section: str, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            example = value if isinstance(value, int | float) else "…"
+            raise self.fail(section, key, f"must be a string, got {_quote(value)}",
+                            f"Write it in quotes, e.g. {key} = \"{example}\".")
+        if not value.strip():
+            raise self.fail(section, key, "is empty",
+                            "Give it a value, or remove the line to use the default.")
+        return value
+
+    def _path(self, section: str, key: str, value: Any) -> Path:
+        path = Path(self._string(section, key, value)).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def _url(self, section: str, key: str, value: Any) -> str:
+        url = self._string(section, key, value).rstrip("/")
+        return check_url(url, f"[{section}] {key} in {self.path}")
+
+    def _target_company_id(self, section: str, key: str, value: Any) -> int:
+        return self._positive_int(section, key, value, 123)
+
+    def _target_project_id(self, section: str, key: str, value: Any) -> int:
+        return self._positive_int(section, key, value, 456)
+
+    def _transform_unresolved_assignee(self, section: str, key: str, value: Any) -> str:
+        if value not in UNRESOLVED_ASSIGNEE_CHOICES:
+            choices = " or ".join(f'"{c}"' for c in UNRESOLVED_ASSIGNEE_CHOICES)
+            raise self.fail(section, key, f"must be {choices}, got {_quote(value)}",
+                            f"Write {key} = \"unassign\" to leave such issues unassigned, or "
+                            "\"quarantine\" to hold them back.")
+        return value
+
+    def _transform_title_template(self, section: str, key: str, value: Any) -> str:
+        template = self._string(section, key, value)
+        try:
+            list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise self.fail(section, key, f"is not a valid template ({exc})",
+                            "Use {field} placeholders and write literal braces as {{ }}.") from None
+        return template
+
+
+def _suggest(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f' Did you mean "{close[0]}"?' if close else ""
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def config_path_from(path: str | os.PathLike[str] | None = None,
+                     env: Mapping[str, str] = os.environ) -> Path:
+    """Which file to read: the argument, else $MIGRATE_CONFIG, else ./migration.toml."""
+    if path:
+        return Path(path)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] = os.environ) -> Settings:
+    """Read and validate the config file; any problem is a one-line ConfigError."""
+    config_path = config_path_from(path, env).expanduser()
+    config_path = config_path if config_path.is_absolute() else Path.cwd() / config_path
+    try:
+        raw = config_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"Config file {config_path} not found. Run `migrate init` to create one, or point "
+            f"to it with --config or {CONFIG_ENV}."
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"Cannot read config file {config_path}: {reason}. Check the path and its "
+            "permissions."
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {config_path} is not UTF-8 text (bad byte at offset {exc.start}). "
+            "Save it as UTF-8."
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"Config file {config_path} is not valid TOML: {exc}. Fix that line; "
+            "`migrate init` shows a valid example."
+        ) from None
+    return _Reader(config_path, data).read()
+
+
+def default_config_text() -> str:
+    """A commented ``migration.toml`` for ``migrate init``; it loads as the defaults."""
+    return _DEFAULT_CONFIG
+
+
+_DEFAULT_CONFIG = """\
+# migration.toml - settings for `migrate` (BIM 360 Field -> Procore).
+#
+# Credentials are NEVER written here. Set them in the environment:
+#   BIM360_FIELD_USERNAME, BIM360_FIELD_PASSWORD     (BIM 360 Field login)
+#   PROCORE_CLIENT_ID, PROCORE_CLIENT_SECRET         (Procore app, client-credentials grant)
+#   or PROCORE_ACCESS_TOKEN                          (a ready Procore token)
+# Relative paths below are relative to this file's folder.
+
+[source]            # BIM 360 Field
+base_url = "https://bim360field.autodesk.com"
+# The project to extract: set exactly one of project_id or project_name.
+# project_id = "00000000-0000-0000-0000-000000000000"
+# project_name = "North Campus"
+workers = 4         # attachment downloads in parallel
+page_size = 100     # records per page
+timeout = 60        # seconds to wait for a response (connecting has its own 10 s)
+
+[target]            # Procore
+base_url = "https://api.procore.com"
+auth_url = "https://login.procore.com"
+# The company and project to load into (numbers from the Procore URL).
+# company_id = 123
+# project_id = 456
+workers = 4
+timeout = 60
+
+[staging]
+path = "staging.db" # SQLite staging database
+blobs = "blobs"     # attachment files, by sha256
+logs = "logs"
+
+[mappings]
+dir = "mappings"    # status.csv, users.csv, ... (see the runbook)
+
+[transform]
+checklist_items_as_issues = false   # also turn failed checklist items into issues
+unresolved_assignee = "unassign"    # or "quarantine": hold back issues whose assignee is unknown
+title_template = "{identifier} {description}"
+"""

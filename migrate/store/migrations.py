@@ -1,0 +1,547 @@
+"""Numbered schema migrations for the staging DB.
+
+To change the schema, APPEND a Migration(N + 1, "short_name", SQL) to MIGRATIONS. Never edit or
+reorder one that has shipped: a DB that already applied it will not apply it again, so an edit
+would make two DBs with the same version differ. Each migration runs in its own transaction
+together with its row in schema_migrations, so it applies completely or not at all.
+
+Comments inside CREATE TABLE are kept by SQLite and shown by `.schema` and Datasette, so the
+column notes below are written for the person inspecting the DB. Avoid ";" inside comments.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from migrate.store.db import StoreError, utc_now
+
+if TYPE_CHECKING:
+    from migrate.store.db import Store
+
+
+class SchemaTooNewError(StoreError):
+    """The staging DB was written by a newer `migrate` than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: its number (1, 2, …), a short name and the SQL script."""
+
+    number: int
+    name: str
+    sql: str
+
+
+# One raw table per source endpoint family. Frozen here (not shared with code that may grow)
+# because migration 1 must create the same tables forever.
+_RAW_TABLES_V1 = (
+    ("raw_projects", "POST /api/projects or /fieldapi/admin/v1/project_names"),
+    ("raw_areas", "POST /fieldapi/admin/v1/locations"),
+    ("raw_companies", "POST /fieldapi/admin/v1/companies"),
+    ("raw_users", "POST /fieldapi/admin/v1/users"),
+    ("raw_issue_types", "POST /fieldapi/issues/v1/types"),
+    ("raw_root_causes", "POST /fieldapi/issues/v1/root_causes"),
+    ("raw_custom_fields", "POST /api/custom_fields"),
+    ("raw_issue_fields", "POST /fieldapi/issues/v1/fields (source_id: issue type id)"),
+    ("raw_issues", "listing record (get_issues / issues v1 search), used for change detection"),
+    ("raw_issue_details", "POST /fieldapi/issues/v1/retrieve"),
+    ("raw_issue_changes", "issue_changes (source_id: issue id, payload: that issue's array)"),
+    ("raw_checklists", "GET /fieldapi/checklists/v1 (header)"),
+    ("raw_checklist_details", "GET /fieldapi/checklists/v1/:id"),
+)
+
+
+def _raw_table_sql(name: str, source: str) -> str:
+    return f"""
+CREATE TABLE {name} (  -- {source}
+    source_id TEXT PRIMARY KEY,          -- id in BIM 360 Field
+    payload TEXT NOT NULL CHECK (json_valid(payload)),  -- JSON as received, ticket= removed
+    content_hash TEXT NOT NULL,          -- sha256 of the canonical JSON (sorted keys)
+    first_seen_run INTEGER NOT NULL REFERENCES runs(id),
+    last_seen_run INTEGER NOT NULL REFERENCES runs(id),
+    changed_run INTEGER NOT NULL REFERENCES runs(id),   -- run that stored this content
+    deleted_at_run INTEGER REFERENCES runs(id),         -- NULL unless gone from the source
+    fetched_at TEXT NOT NULL
+);
+CREATE INDEX {name}_last_seen_run ON {name}(last_seen_run);
+CREATE INDEX {name}_changed_run ON {name}(changed_run);
+"""
+
+
+# Foreign keys between normalised tables are DEFERRABLE INITIALLY DEFERRED (checked at COMMIT,
+# so rows of one page may arrive in any order) and nullable where the source may point at a
+# row it never returned: records.upsert_rows() turns such a reference into NULL plus a
+# source_problems row instead of failing the page.
+_M1_SQL = f"""
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,               -- extract, transform, load ...
+    args TEXT NOT NULL DEFAULT '{{}}' CHECK (json_valid(args)),  -- secrets replaced
+    pid INTEGER,
+    process_token TEXT,                  -- random per process, tells apart a reused pid
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL DEFAULT 'running'
+        CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+    counts TEXT CHECK (counts IS NULL OR json_valid(counts)),      -- per entity
+    requests TEXT CHECK (requests IS NULL OR json_valid(requests)),  -- per endpoint
+    error TEXT
+);
+CREATE INDEX runs_command ON runs(command, id);
+CREATE INDEX runs_status ON runs(status);
+
+CREATE TABLE cursors (
+    endpoint TEXT PRIMARY KEY,           -- what is being paged, e.g. get_issues
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    position INTEGER NOT NULL DEFAULT 0,  -- next offset to fetch
+    state TEXT NOT NULL DEFAULT '{{}}' CHECK (json_valid(state)),
+    updated_at TEXT NOT NULL
+);
+
+{"".join(_raw_table_sql(name, source) for name, source in _RAW_TABLES_V1)}
+
+CREATE TABLE source_problems (           -- what the source got wrong, kept as data
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    entity TEXT NOT NULL,                -- table or source entity
+    source_id TEXT,
+    endpoint TEXT,
+    reason TEXT NOT NULL,
+    raw_payload TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX source_problems_entity ON source_problems(entity, source_id);
+CREATE INDEX source_problems_run ON source_problems(run_id);
+
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    a360_project_id TEXT,
+    updated_at TEXT
+);
+
+CREATE TABLE areas (                     -- BIM 360 Field locations
+    id TEXT PRIMARY KEY,
+    parent_id TEXT REFERENCES areas(id) DEFERRABLE INITIALLY DEFERRED,
+    name TEXT NOT NULL,
+    full_path TEXT,                      -- as the source joins it with ">"
+    identifier TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    depth INTEGER                        -- 0 for a top-level area
+);
+CREATE INDEX areas_parent_id ON areas(parent_id);
+
+CREATE TABLE companies (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    company_type TEXT,
+    company_category TEXT,
+    account_company INTEGER CHECK (account_company IN (0, 1)),
+    telephone TEXT,
+    address TEXT CHECK (address IS NULL OR json_valid(address))
+);
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    company_id TEXT REFERENCES companies(id) DEFERRABLE INITIALLY DEFERRED,
+    roles TEXT CHECK (roles IS NULL OR json_valid(roles))  -- JSON array of role names
+);
+CREATE INDEX users_email ON users(email COLLATE NOCASE);
+CREATE INDEX users_company_id ON users(company_id);
+
+CREATE TABLE issue_types (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category_name TEXT
+);
+
+CREATE TABLE root_causes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category_name TEXT
+);
+
+CREATE TABLE custom_fields (             -- /api/custom_fields definitions
+    id TEXT PRIMARY KEY,                 -- bare id, without the "cf--" the issue API adds
+    name TEXT NOT NULL,
+    container_type TEXT,                 -- Issue, Checklist, ChecklistItemResponse, Area ...
+    container_id TEXT,                   -- checklist template when container_type = Checklist
+    display_type TEXT,
+    default_value TEXT,
+    possible_values TEXT CHECK (possible_values IS NULL OR json_valid(possible_values)),
+    required INTEGER CHECK (required IN (0, 1)),
+    position INTEGER,
+    updated_at TEXT
+);
+
+CREATE TABLE issue_fields (              -- /fieldapi/issues/v1/fields, per issue type
+    field_id TEXT NOT NULL,              -- "f--priority" or "cf--<custom field id>"
+    issue_type_id TEXT NOT NULL DEFAULT '',  -- '' = common to every type
+    section TEXT NOT NULL CHECK (section IN ('common', 'type', 'ancillary')),
+    name TEXT,
+    display_type TEXT,
+    required INTEGER CHECK (required IN (0, 1)),
+    position INTEGER,
+    possible_values TEXT CHECK (possible_values IS NULL OR json_valid(possible_values)),
+    PRIMARY KEY (field_id, issue_type_id)
+);
+
+CREATE TABLE issues (
+    source_id TEXT PRIMARY KEY,
+    identifier TEXT,
+    description TEXT,
+    status TEXT,
+    priority TEXT,
+    issue_type_id TEXT REFERENCES issue_types(id) DEFERRABLE INITIALLY DEFERRED,
+    issue_type_name TEXT,
+    category_name TEXT,
+    area_id TEXT REFERENCES areas(id) DEFERRABLE INITIALLY DEFERRED,
+    area_path TEXT,
+    location_detail TEXT,
+    responsible_company_id TEXT REFERENCES companies(id) DEFERRABLE INITIALLY DEFERRED,
+    root_cause_id TEXT REFERENCES root_causes(id) DEFERRABLE INITIALLY DEFERRED,
+    assigned_to_email TEXT,
+    due_date TEXT,
+    created_by TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    closed_at TEXT,
+    voided INTEGER NOT NULL DEFAULT 0 CHECK (voided IN (0, 1)),
+    deleted INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    custom_fields TEXT CHECK (custom_fields IS NULL OR json_valid(custom_fields)),  -- name: value
+    content_hash TEXT                    -- of the raw_issue_details payload this row came from
+);
+CREATE INDEX issues_identifier ON issues(identifier);
+CREATE INDEX issues_status ON issues(status);
+CREATE INDEX issues_issue_type_id ON issues(issue_type_id);
+CREATE INDEX issues_area_id ON issues(area_id);
+CREATE INDEX issues_responsible_company_id ON issues(responsible_company_id);
+CREATE INDEX issues_root_cause_id ON issues(root_cause_id);
+CREATE INDEX issues_assigned_to_email ON issues(assigned_to_email COLLATE NOCASE);
+
+CREATE TABLE comments (
+    id TEXT PRIMARY KEY,
+    container_type TEXT NOT NULL CHECK (container_type IN ('Issue', 'Checklist')),
+    container_id TEXT NOT NULL,          -- issues.source_id or checklists.id
+    created_by TEXT,
+    created_at TEXT,
+    text TEXT
+);
+CREATE INDEX comments_container ON comments(container_id, container_type);
+
+-- Signatures are attachments with kind = 'Signature': they are downloaded, hashed and
+-- uploaded exactly like photos, and custom_field_id says which signature field they fill.
+-- The download step owns state, sha256, size, error and downloaded_run: leave them out of
+-- extract upserts so a re-extract does not reset a stored file to pending.
+CREATE TABLE attachments (
+    id TEXT PRIMARY KEY,
+    container_type TEXT NOT NULL CHECK (container_type IN ('Issue', 'Checklist', 'ChecklistItem')),
+    container_id TEXT NOT NULL,
+    kind TEXT NOT NULL
+        CHECK (kind IN ('Attachment', 'Signature', 'DocumentReference', 'UriReference')),
+    filename TEXT,                       -- data only, never used as a path
+    content_type TEXT,
+    caption TEXT,
+    custom_field_id TEXT,                -- signature field, for kind = Signature
+    created_by TEXT,
+    created_at TEXT,
+    size_expected INTEGER,               -- size the source declared, if any
+    source_url TEXT,                     -- binary_data URL without ticket, or a UriReference's URI
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'stored', 'failed', 'skipped')),
+    sha256 TEXT CHECK (sha256 IS NULL
+        OR (length(sha256) = 64 AND NOT sha256 GLOB '*[^0-9a-f]*')),  -- blob store key
+    size INTEGER,
+    error TEXT,
+    downloaded_run INTEGER REFERENCES runs(id),
+    CHECK (state <> 'stored' OR (sha256 IS NOT NULL AND size IS NOT NULL))
+);
+CREATE INDEX attachments_container ON attachments(container_id, container_type);
+CREATE INDEX attachments_sha256 ON attachments(sha256);
+CREATE INDEX attachments_state ON attachments(state);
+
+CREATE TABLE issue_status_history (      -- issue_changes
+    id INTEGER PRIMARY KEY,
+    issue_id TEXT NOT NULL REFERENCES issues(source_id) DEFERRABLE INITIALLY DEFERRED,
+    status TEXT,
+    previous_status TEXT,
+    user TEXT,                           -- email, when the source knows it
+    start_dt TEXT,
+    end_dt TEXT                          -- NULL while the issue is still in this status
+);
+CREATE INDEX issue_status_history_issue_id ON issue_status_history(issue_id, start_dt);
+
+CREATE TABLE checklists (
+    id TEXT PRIMARY KEY,
+    identifier TEXT,
+    name TEXT,
+    description TEXT,
+    checklist_type TEXT,
+    status TEXT,
+    priority TEXT,
+    phase TEXT,
+    created_by TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    company_id TEXT REFERENCES companies(id) DEFERRABLE INITIALLY DEFERRED,
+    template_id TEXT,
+    template_name TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))
+);
+CREATE INDEX checklists_company_id ON checklists(company_id);
+
+CREATE TABLE checklist_sections (
+    id TEXT PRIMARY KEY,                 -- the source has none: "<checklist id>:<position>"
+    checklist_id TEXT NOT NULL REFERENCES checklists(id) DEFERRABLE INITIALLY DEFERRED,
+    position INTEGER NOT NULL,
+    section_name TEXT
+);
+CREATE INDEX checklist_sections_checklist_id ON checklist_sections(checklist_id, position);
+
+CREATE TABLE checklist_items (
+    id TEXT PRIMARY KEY,
+    checklist_id TEXT NOT NULL REFERENCES checklists(id) DEFERRABLE INITIALLY DEFERRED,
+    section_id TEXT REFERENCES checklist_sections(id) DEFERRABLE INITIALLY DEFERRED,
+    section_name TEXT,
+    position INTEGER,
+    display_number TEXT,
+    question_text TEXT,
+    display_type TEXT,
+    possible_values TEXT CHECK (possible_values IS NULL OR json_valid(possible_values)),
+    response TEXT,
+    is_conforming TEXT,                  -- Yes, No, Other as the source says
+    comment TEXT,
+    spec_ref TEXT,
+    linked_issue_ids TEXT CHECK (linked_issue_ids IS NULL OR json_valid(linked_issue_ids)),
+    created_by TEXT,
+    created_at TEXT,
+    updated_at TEXT
+);
+CREATE INDEX checklist_items_checklist_id ON checklist_items(checklist_id, position);
+CREATE INDEX checklist_items_section_id ON checklist_items(section_id);
+
+CREATE TABLE checklist_custom_field_values (
+    checklist_id TEXT NOT NULL REFERENCES checklists(id) DEFERRABLE INITIALLY DEFERRED,
+    custom_field_id TEXT NOT NULL,       -- id as given in custom_field_values
+    display_type TEXT,
+    value TEXT,
+    PRIMARY KEY (checklist_id, custom_field_id)
+);
+CREATE INDEX checklist_custom_field_values_field ON checklist_custom_field_values(custom_field_id);
+
+CREATE TABLE id_map (                    -- written by load: source record -> Procore record
+    entity TEXT NOT NULL,                -- coordination_issue, location, upload ...
+    source_id TEXT NOT NULL,
+    target_project_id INTEGER NOT NULL,
+    target_id INTEGER,                   -- NULL until Procore confirms
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'sent', 'loaded', 'rejected')),
+    batch_id TEXT,
+    payload_hash TEXT,                   -- hash of the payload sent, to spot changes
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (entity, source_id, target_project_id)
+);
+CREATE INDEX id_map_state ON id_map(state);
+CREATE INDEX id_map_target ON id_map(entity, target_id);
+"""
+
+_M2_SQL = """
+CREATE TABLE target_assignees (          -- Procore coordination-issue assignees, snapshot by transform
+    project_id INTEGER NOT NULL,         -- Procore project
+    id INTEGER NOT NULL,                 -- Procore user id
+    name TEXT,
+    login TEXT,                          -- email as Procore has it
+    login_lower TEXT,                    -- for case-insensitive matching
+    company_name TEXT,
+    snapshot_run INTEGER REFERENCES runs(id),
+    PRIMARY KEY (project_id, id)
+);
+CREATE INDEX target_assignees_login ON target_assignees(project_id, login_lower);
+CREATE TABLE target_locations (          -- Procore locations, snapshot by transform and load
+    project_id INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    name TEXT,                           -- full path joined by ">" (ambiguous if a node has ">")
+    node_name TEXT,
+    parent_id INTEGER,
+    snapshot_run INTEGER REFERENCES runs(id),
+    PRIMARY KEY (project_id, id)
+);
+CREATE TABLE planned_locations (         -- the location tree transform wants in Procore
+    source_id TEXT PRIMARY KEY,          -- "path:" + JSON path list: stable, unambiguous
+    path TEXT NOT NULL,                  -- JSON list of node names, root first
+    path_text TEXT NOT NULL,             -- the same joined by ">", for people
+    parent_source_id TEXT,               -- planned_locations.source_id of the parent
+    depth INTEGER NOT NULL,
+    is_leaf INTEGER NOT NULL,
+    field_area_ids TEXT,                 -- JSON list of Field area ids mapped here
+    existing_target_id INTEGER,          -- already in Procore according to the snapshot
+    plan_run INTEGER REFERENCES runs(id)
+);
+CREATE TABLE planned_issues (            -- one row per coordination issue to create or update
+    source_id TEXT PRIMARY KEY,          -- Field issue id, or "checklist_item:" + item id
+    source_kind TEXT NOT NULL,           -- issue or checklist_item
+    identifier TEXT,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority TEXT,
+    issue_type TEXT,
+    location_source_id TEXT REFERENCES planned_locations(source_id),
+    assignee_id INTEGER,
+    due_date TEXT,
+    uuid TEXT NOT NULL UNIQUE,           -- deterministic from (Procore project, source id)
+    payload TEXT NOT NULL,               -- exact sync payload except location_id and attachment_upload_uuids, filled at load
+    attachment_ids TEXT NOT NULL DEFAULT '[]',  -- JSON list of attachments.id to upload at create
+    payload_hash TEXT NOT NULL,          -- over payload + location + attachments
+    plan_run INTEGER REFERENCES runs(id)
+);
+CREATE INDEX planned_issues_status ON planned_issues(status);
+CREATE TABLE skipped_records (           -- records a mapping deliberately leaves out (e.g. Void)
+    entity TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id INTEGER REFERENCES runs(id),
+    PRIMARY KEY (entity, source_id)
+);
+CREATE TABLE quarantine (                -- records held back, with why and what to do
+    id INTEGER PRIMARY KEY,
+    entity TEXT NOT NULL,                -- issue, location, attachment, checklist_item
+    source_id TEXT,
+    stage TEXT NOT NULL,                 -- transform or load
+    reason TEXT NOT NULL,
+    hint TEXT,
+    record TEXT,                         -- the record or payload, JSON, URLs without tickets
+    run_id INTEGER REFERENCES runs(id),
+    created_at TEXT NOT NULL,
+    released_at TEXT,                    -- set when a later run fixed it
+    released_run INTEGER REFERENCES runs(id)
+);
+CREATE INDEX quarantine_open ON quarantine(entity, source_id) WHERE released_at IS NULL;
+CREATE TABLE uploads (                   -- Procore direct uploads, one per attachment per project
+    attachment_id TEXT NOT NULL,         -- attachments.id
+    target_project_id INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    upload_uuid TEXT,                    -- Procore upload uuid, NULL until created
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'created', 'stored', 'referenced', 'failed')),
+    created_at TEXT,                     -- when Procore created it (uploads expire)
+    error TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (attachment_id, target_project_id)
+);
+CREATE TABLE load_batches (              -- every write call load made, for audit and recovery
+    id TEXT PRIMARY KEY,                 -- batch id, also stored on id_map rows
+    run_id INTEGER REFERENCES runs(id),
+    kind TEXT NOT NULL,                  -- sync_create, sync_update, status_patch, close
+    item_count INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('sent', 'confirmed', 'failed')),
+    sent_at TEXT NOT NULL,
+    confirmed_at TEXT,
+    entities INTEGER,
+    errors INTEGER
+);
+ALTER TABLE id_map ADD COLUMN target_status TEXT;   -- status Procore has, to spot status changes
+ALTER TABLE id_map ADD COLUMN attachment_ids TEXT;  -- JSON list of attachments sent at create
+"""
+
+# Append new migrations at the end; numbers are contiguous from 1.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "extract_schema", _M1_SQL),
+    Migration(2, "transform_load_schema", _M2_SQL),
+]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies and comments survive)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    leftover = "\n".join(
+        line for line in buffer.splitlines() if line.strip() and not line.strip().startswith("--")
+    )
+    if leftover:
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {leftover[:200]!r}")
+    return statements
+
+
+def _check_sequence(migrations: Sequence[Migration]) -> None:
+    numbers = [m.number for m in migrations]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"migration numbers must be 1..N in order, got {numbers}")
+
+
+def applied_migrations(store: Store) -> dict[int, str]:
+    """Migrations recorded in the DB, number -> name."""
+    rows = store.conn.execute("SELECT number, name FROM schema_migrations ORDER BY number")
+    return dict(rows.fetchall())
+
+
+def apply_migrations(store: Store, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the pending migrations in order; return the numbers applied now.
+
+    Each migration commits with its schema_migrations row. A DB that records a migration this
+    code does not know raises SchemaTooNewError and is left untouched.
+    """
+    _check_sequence(migrations)
+    conn = store.conn
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not exists:
+        with store.transaction():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+    _check_known(store, migrations)
+    # Only take the write lock when there is something to do: opening the DB to read (status,
+    # Datasette-style inspection) must not wait for a running extract's transaction.
+    done = applied_migrations(store)
+    migrations = [m for m in migrations if m.number not in done]
+    applied_now: list[int] = []
+    for migration in migrations:
+        with store.transaction():
+            # Re-read under the write lock: another process may have applied it meanwhile.
+            if conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE number = ?", (migration.number,)
+            ).fetchone():
+                continue
+            for statement in split_statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                (migration.number, migration.name, utc_now()),
+            )
+            # Mirrors the schema version where `sqlite3 x.db 'PRAGMA user_version'` shows it.
+            conn.execute(f"PRAGMA user_version = {int(migration.number)}")
+            applied_now.append(migration.number)
+    if applied_now:
+        store._raw_tables = None
+    return applied_now
+
+
+def _check_known(store: Store, migrations: Sequence[Migration]) -> None:
+    known = {m.number: m.name for m in migrations}
+    newest_known = max(known, default=0)
+    for number, name in applied_migrations(store).items():
+        if number not in known:
+            raise SchemaTooNewError(
+                f"{store.path} has schema version {number} ({name!r}) but this migrate knows "
+                f"only up to version {newest_known}. Upgrade migrate, or start a new staging DB."
+            )
+        if known[number] != name:
+            raise StoreError(
+                f"{store.path}: schema migration {number} is {name!r} in the DB but "
+                f"{known[number]!r} in this code; the DB was made by a different branch of "
+                "migrate. Start a new staging DB."
+            )

@@ -1,0 +1,332 @@
+"""Write source records: raw payloads with change detection, normalised rows, source problems.
+
+The extract stage maps JSON to rows; these functions only write SQLite (the `save_*` layer).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.store.db import Store, strip_secret_params, utc_now
+
+
+class Change(enum.StrEnum):
+    """What save_raw found compared with the stored copy."""
+
+    NEW = "new"
+    CHANGED = "changed"  # content differs, or the record came back after being marked deleted
+    UNCHANGED = "unchanged"
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal data gives equal text, whatever key order.
+
+    ASCII-escaped so that any string the JSON parser can produce (even a lone surrogate)
+    encodes, and the hash never depends on the platform's text encoding.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 hex digest of canonical_json(obj)."""
+    return hashlib.sha256(canonical_json(obj).encode("ascii")).hexdigest()
+
+
+def strip_secrets(obj: Any) -> Any:
+    """Copy of a JSON value with ticket/token query parameters removed from every string."""
+    if isinstance(obj, str):
+        return strip_secret_params(obj)
+    if isinstance(obj, Mapping):
+        return {key: strip_secrets(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strip_secrets(value) for value in obj]
+    return obj
+
+
+def _readable_json(obj: Any) -> str:
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from the source cannot be stored as UTF-8
+        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
+def _check_raw_table(store: Store, table: str) -> None:
+    if table not in store.raw_tables:
+        raise ValueError(
+            f"{table!r} is not a raw table; expected one of: {', '.join(sorted(store.raw_tables))}"
+        )
+
+
+def save_raw(store: Store, table: str, source_id: str, payload: Any, run_id: int) -> Change:
+    """Store one source record as received and say whether it is new, changed or unchanged.
+
+    Ticket parameters are stripped from URLs again here (idempotent) so a slip upstream never
+    puts a live ticket in the DB; the hash is taken after stripping, since tickets change
+    every session and must not make a record look changed.
+    """
+    _check_raw_table(store, table)
+    if not isinstance(source_id, str) or not source_id:
+        raise ValueError(f"{table}: source_id must be a non-empty string, got {source_id!r}")
+    payload = strip_secrets(payload)
+    digest = content_hash(payload)
+    now = utc_now()
+    with store.transaction():
+        conn = store.conn
+        row = conn.execute(
+            f"SELECT content_hash, deleted_at_run FROM {table} WHERE source_id = ?",
+            (source_id,),
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                f"INSERT INTO {table} (source_id, payload, content_hash, first_seen_run, "
+                "last_seen_run, changed_run, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source_id, _readable_json(payload), digest, run_id, run_id, run_id, now),
+            )
+            return Change.NEW
+        old_hash, deleted_at_run = row
+        if old_hash == digest and deleted_at_run is None:
+            conn.execute(
+                f"UPDATE {table} SET last_seen_run = ?, fetched_at = ? WHERE source_id = ?",
+                (run_id, now, source_id),
+            )
+            return Change.UNCHANGED
+        conn.execute(
+            f"UPDATE {table} SET payload = ?, content_hash = ?, last_seen_run = ?, "
+            "changed_run = ?, deleted_at_run = NULL, fetched_at = ? WHERE source_id = ?",
+            (_readable_json(payload), digest, run_id, run_id, now, source_id),
+        )
+        return Change.CHANGED
+
+
+def load_raw(store: Store, table: str, source_id: str) -> Any | None:
+    """The stored payload of one raw record, parsed, or None."""
+    _check_raw_table(store, table)
+    row = store.conn.execute(
+        f"SELECT payload FROM {table} WHERE source_id = ?", (source_id,)
+    ).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def mark_missing(
+    store: Store, table: str, seen_ids_or_run: Iterable[str] | int, run_id: int
+) -> list[str]:
+    """Mark records the source no longer returns as deleted (deleted_at_run = run_id).
+
+    `seen_ids_or_run` is either every id the complete listing returned, or the id of the run
+    in which that listing pass started: records last seen before it are missing. Pass the
+    pass's starting run, not the current one, when the listing was resumed across runs.
+    Call only after a listing finished; returns the ids newly marked, sorted.
+    """
+    _check_raw_table(store, table)
+    conn = store.conn
+    with store.transaction():
+        if isinstance(seen_ids_or_run, int) and not isinstance(seen_ids_or_run, bool):
+            where = "last_seen_run < ?"
+            params: tuple[Any, ...] = (seen_ids_or_run,)
+        elif isinstance(seen_ids_or_run, str | bytes):
+            raise TypeError("seen_ids_or_run must be a collection of ids or a run id, not a string")
+        else:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _seen_ids (source_id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM _seen_ids")
+            conn.executemany(
+                "INSERT OR IGNORE INTO _seen_ids (source_id) VALUES (?)",
+                ((source_id,) for source_id in seen_ids_or_run),
+            )
+            where = "source_id NOT IN (SELECT source_id FROM _seen_ids)"
+            params = ()
+        missing = [
+            source_id
+            for (source_id,) in conn.execute(
+                f"SELECT source_id FROM {table} WHERE deleted_at_run IS NULL AND {where} "
+                "ORDER BY source_id",
+                params,
+            )
+        ]
+        conn.execute(
+            f"UPDATE {table} SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND {where}",
+            (run_id, *params),
+        )
+    return missing
+
+
+def record_problem(
+    store: Store,
+    run_id: int | None,
+    entity: str,
+    reason: str,
+    *,
+    source_id: str | None = None,
+    endpoint: str | None = None,
+    payload: Any = None,
+) -> int:
+    """Add a source_problems row (a dangling reference, an unparsable record …); return its id."""
+    if payload is None or isinstance(payload, str):
+        raw = payload
+    else:
+        raw = _readable_json(strip_secrets(payload))
+    if isinstance(raw, str):
+        raw = strip_secret_params(raw)
+    with store.transaction():
+        cursor = store.conn.execute(
+            "INSERT INTO source_problems (run_id, entity, source_id, endpoint, reason, "
+            "raw_payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, entity, source_id, endpoint, strip_secret_params(reason), raw, utc_now()),
+        )
+        return int(cursor.lastrowid or 0)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A single-column foreign key, as PRAGMA foreign_key_list reports it."""
+
+    column: str
+    other_table: str
+    other_column: str
+    not_null: bool
+
+
+def foreign_keys(store: Store, table: str) -> list[ForeignKey]:
+    """Single-column foreign keys declared on `table`."""
+    not_null = {
+        row[1]: bool(row[3]) for row in store.conn.execute(f"PRAGMA table_info({table!r})")
+    }
+    if not not_null:
+        raise ValueError(f"no table named {table!r} in {store.path}")
+    return [
+        ForeignKey(column, other, other_column, not_null[column])
+        for (_, _, other, column, other_column, *_rest) in store.conn.execute(
+            f"PRAGMA foreign_key_list({table!r})"
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Rows written, and how many dangling references were nulled or made a row be skipped."""
+
+    upserted: int
+    nulled: int  # dangling references set to NULL
+    skipped: int  # rows dropped because a required reference dangles
+
+
+def upsert_rows(
+    store: Store,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    pk: str | Sequence[str] | None,
+    *,
+    run_id: int | None,
+    endpoint: str | None = None,
+) -> UpsertResult:
+    """Upsert already-mapped rows into a normalised table without failing on dangling refs.
+
+    Why not plain sqlite-utils upsert_all: (1) a reference to a row the source never returned
+    would fail the whole page at COMMIT — here it becomes NULL (or, for a NOT NULL column, the
+    row is skipped) plus a source_problems row; (2) upsert_all writes NULL into every column a
+    row lacks but another row has — here all rows must have the same keys, so an upsert never
+    wipes a column by accident. Columns a row leaves out keep their stored values (the
+    download state of attachments, say). Referenced tables must be written first; references
+    between rows of the same batch (areas.parent_id) are fine. Dicts and lists become JSON.
+    pk=None inserts instead, for rows whose INTEGER PRIMARY KEY the table assigns.
+    """
+    if not rows:
+        return UpsertResult(0, 0, 0)
+    keys = set(rows[0])
+    for row in rows:
+        if set(row) != keys:
+            raise ValueError(
+                f"{table}: every row must have the same columns; {sorted(keys)} vs {sorted(row)}"
+            )
+    pk_columns = [] if pk is None else [pk] if isinstance(pk, str) else list(pk)
+    prepared = [dict(row) for row in rows]
+    nulled = skipped = 0
+    dropped: set[int] = set()
+    with store.transaction():
+        for fk in foreign_keys(store, table):
+            if fk.column not in keys:
+                continue
+            wanted = {row[fk.column] for row in prepared if row[fk.column] is not None}
+            if fk.other_table == table:
+                wanted -= {row.get(fk.other_column) for row in prepared}
+            missing = wanted - _existing(store, fk.other_table, fk.other_column, wanted)
+            if not missing:
+                continue
+            for index, row in enumerate(prepared):
+                value = row[fk.column]
+                if value not in missing or index in dropped:
+                    continue
+                row_id = ":".join(str(row.get(column)) for column in pk_columns) or None
+                action = "row skipped" if fk.not_null else f"{fk.column} stored as NULL"
+                record_problem(
+                    store,
+                    run_id,
+                    table,
+                    f"{table}.{fk.column} = {value!r} refers to {fk.other_table}."
+                    f"{fk.other_column} that the source did not return; {action}",
+                    source_id=row_id,
+                    endpoint=endpoint,
+                    payload=rows[index],
+                )
+                if fk.not_null:
+                    dropped.add(index)
+                    skipped += 1
+                else:
+                    row[fk.column] = None
+                    nulled += 1
+        kept = [row for index, row in enumerate(prepared) if index not in dropped]
+        if kept and pk_columns:
+            store.db.table(table).upsert_all(kept, pk=pk_columns, alter=False)
+        elif kept:
+            store.db.table(table).insert_all(kept, alter=False)
+    return UpsertResult(len(kept), nulled, skipped)
+
+
+def _existing(store: Store, table: str, column: str, values: set[Any]) -> set[Any]:
+    found: set[Any] = set()
+    ordered = list(values)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        placeholders = ", ".join("?" * len(chunk))
+        found.update(
+            value
+            for (value,) in store.conn.execute(
+                f'SELECT "{column}" FROM "{table}" WHERE "{column}" IN ({placeholders})', chunk
+            )
+        )
+    return found
+
+
+def replace_rows(
+    store: Store,
+    table: str,
+    where: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    pk: str | Sequence[str] | None,
+    *,
+    run_id: int | None,
+    endpoint: str | None = None,
+) -> UpsertResult:
+    """Delete the rows matching `where` (e.g. one issue's status history), then upsert `rows`.
+
+    For child records the source returns as a whole list with no ids of their own. Not for
+    attachments: deleting would forget what was downloaded.
+    """
+    if not where:
+        raise ValueError("replace_rows needs a non-empty where, or it would empty the table")
+    columns = {row[1] for row in store.conn.execute(f"PRAGMA table_info({table!r})")}
+    if not columns:
+        raise ValueError(f"no table named {table!r} in {store.path}")
+    unknown = set(where) - columns
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
+    condition = " AND ".join(f'"{column}" = ?' for column in where)
+    with store.transaction():
+        store.conn.execute(f'DELETE FROM "{table}" WHERE {condition}', tuple(where.values()))
+        return upsert_rows(store, table, rows, pk, run_id=run_id, endpoint=endpoint)
