@@ -123,6 +123,8 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 2: transform and load
         "target_assignees", "target_locations", "planned_locations", "planned_issues",
         "skipped_records", "quarantine", "uploads", "load_batches",
+        # migration 3: extract change tracking
+        "raw_voided_issues",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

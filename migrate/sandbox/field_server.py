@@ -239,6 +239,9 @@ class FieldApp(App):
         self._states = {data.id: _ProjectState(data) for data in project.projects}
         self._clock = parse_field_time(project.main.as_of) + timedelta(days=1)
         self.tickets_issued = 0
+        #: Every ticket ever handed out, so security tests can scan outputs for them.
+        self.issued_tickets: list[str] = []
+        self._live_checklist_cache: dict[int, list[int]] = {}
         self.stream_threshold = STREAM_THRESHOLD  # JSON bodies above this are streamed
         self._routes()
 
@@ -299,6 +302,7 @@ class FieldApp(App):
         with self.lock:
             self._tickets[ticket] = _Ticket()
             self.tickets_issued += 1
+            self.issued_tickets.append(ticket)
         return json_response({"ticket": ticket})
 
     def _logout(self, request: Request) -> Response:
@@ -600,8 +604,20 @@ class FieldApp(App):
              "start_dt": c["start_dt"], "end_dt": c["end_dt"]} for c in record["history"]])
 
     # -- checklists ----------------------------------------------------------------------
-    def _live_checklists(self, data: FieldProjectData) -> Iterator[dict[str, Any]]:
-        return (c for c in data.iter_checklists() if not c["deleted"])
+    def _live_checklist_indexes(self, data: FieldProjectData) -> list[int]:
+        # Checklists never change after generation, so which are live is worked out once per
+        # project; a page then generates only its own rows instead of every row before it.
+        key = id(data)
+        with self.lock:
+            cached = self._live_checklist_cache.get(key)
+        if cached is None:
+            cached = [
+                index for index in range(data.checklist_count)
+                if not data.checklist(index)["deleted"]
+            ]
+            with self.lock:
+                self._live_checklist_cache[key] = cached
+        return cached
 
     def _checklists(self, request: Request) -> Response:
         data = self._state(request).data
@@ -609,13 +625,11 @@ class FieldApp(App):
         if request.param("source_id"):
             return json_response([])  # no generated checklist hangs off a task or equipment
         rows = []
-        for position, record in enumerate(self._live_checklists(data)):
-            if position >= offset + limit:
-                break
-            if position >= offset:
-                rows.append({key: record[key] for key in (
-                    "status", "created_at", "checklist_type", "identifier", "name", "id",
-                    "updated_at", "created_by")})
+        for index in self._live_checklist_indexes(data)[offset : offset + limit]:
+            record = data.checklist(index)
+            rows.append({key: record[key] for key in (
+                "status", "created_at", "checklist_type", "identifier", "name", "id",
+                "updated_at", "created_by")})
         return json_response(rows)
 
     def _checklist(self, request: Request) -> Response:

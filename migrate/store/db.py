@@ -15,11 +15,13 @@ from pathlib import Path
 
 import sqlite_utils
 
+from migrate.errors import MigrateError
+
 BUSY_TIMEOUT_MS = 10_000
 _SIDE_FILE_SUFFIXES = ("-wal", "-shm")
 
 
-class StoreError(Exception):
+class StoreError(MigrateError):
     """The staging DB cannot be used as asked (schema, transaction or integrity problem)."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from migrate.errors import EXIT_USAGE
 from migrate.store.db import StoreError, utc_now
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 class SchemaTooNewError(StoreError):
     """The staging DB was written by a newer `migrate` than this one."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -352,7 +355,7 @@ CREATE INDEX id_map_target ON id_map(entity, target_id);
 """
 
 _M2_SQL = """
-CREATE TABLE target_assignees (          -- Procore coordination-issue assignees, snapshot by transform
+CREATE TABLE target_assignees (          -- Procore issue assignees, snapshot by transform
     project_id INTEGER NOT NULL,         -- Procore project
     id INTEGER NOT NULL,                 -- Procore user id
     name TEXT,
@@ -395,7 +398,7 @@ CREATE TABLE planned_issues (            -- one row per coordination issue to cr
     assignee_id INTEGER,
     due_date TEXT,
     uuid TEXT NOT NULL UNIQUE,           -- deterministic from (Procore project, source id)
-    payload TEXT NOT NULL,               -- exact sync payload except location_id and attachment_upload_uuids, filled at load
+    payload TEXT NOT NULL,               -- exact sync item; load adds location_id, upload uuids
     attachment_ids TEXT NOT NULL DEFAULT '[]',  -- JSON list of attachments.id to upload at create
     payload_hash TEXT NOT NULL,          -- over payload + location + attachments
     plan_run INTEGER REFERENCES runs(id)
@@ -449,10 +452,142 @@ ALTER TABLE id_map ADD COLUMN target_status TEXT;   -- status Procore has, to sp
 ALTER TABLE id_map ADD COLUMN attachment_ids TEXT;  -- JSON list of attachments sent at create
 """
 
+# Extract's change tracking: the voided-id list as a raw table, the listing hash each detail
+# record was retrieved for (so only changed records are retrieved again), download failures by
+# kind (so only transient ones are retried), and issue columns the transform reads.
+_M3_SQL = f"""
+{_raw_table_sql("raw_voided_issues", "POST /api/get_voided_issues (payload: {{id}})")}
+ALTER TABLE raw_issue_details ADD COLUMN listing_hash TEXT;  -- raw_issues hash it was retrieved for
+ALTER TABLE raw_checklist_details ADD COLUMN listing_hash TEXT;  -- raw_checklists hash likewise
+ALTER TABLE issues ADD COLUMN labor_hours REAL;
+ALTER TABLE issues ADD COLUMN cost TEXT;
+ALTER TABLE issues ADD COLUMN responsible_company_name TEXT;  -- from companies, refreshed
+ALTER TABLE issues ADD COLUMN root_cause_name TEXT;           -- from root_causes, refreshed
+ALTER TABLE attachments ADD COLUMN failure TEXT               -- why state = failed
+    CHECK (failure IS NULL OR failure IN ('transport', 'incomplete', 'size_mismatch',
+                                          'not_found'));
+ALTER TABLE attachments ADD COLUMN num_pages INTEGER;
+ALTER TABLE attachments ADD COLUMN tags TEXT;
+"""
+
+# Views for people inspecting the staging DB (Datasette, sqlite3): the common questions as one
+# SELECT each. Views hold no data, so a later migration may DROP and re-create them.
+_M4_SQL = """
+CREATE VIEW v_issue_journey AS           -- Field id, identifier, title, Procore id, state
+WITH sources AS (
+    SELECT source_id, 'issue' AS source_kind, identifier, description, status AS field_status,
+           deleted, voided
+    FROM issues
+    UNION ALL
+    SELECT source_id, source_kind, identifier, NULL, NULL, 0, 0
+    FROM planned_issues WHERE source_kind <> 'issue'
+),
+open_quarantine AS (
+    SELECT source_id, MIN(stage) AS stage, MIN(reason) AS reason, MIN(hint) AS hint
+    FROM quarantine WHERE released_at IS NULL AND source_id IS NOT NULL
+    GROUP BY source_id
+),
+skipped AS (
+    SELECT source_id, MIN(reason) AS reason FROM skipped_records GROUP BY source_id
+)
+SELECT
+    s.source_id,
+    s.source_kind,
+    s.identifier,
+    COALESCE(p.title, substr(s.description, 1, 80)) AS title,
+    s.field_status,
+    p.status AS procore_status_planned,
+    m.target_status AS procore_status_loaded,
+    p.uuid,
+    m.target_project_id AS procore_project_id,
+    m.target_id AS procore_id,
+    CASE
+        WHEN m.state = 'loaded' AND (s.deleted = 1 OR s.voided = 1)
+            THEN 'loaded_then_deleted_at_source'
+        WHEN m.state IN ('loaded', 'rejected', 'sent') THEN m.state
+        WHEN q.source_id IS NOT NULL THEN 'quarantined'
+        WHEN k.source_id IS NOT NULL THEN 'skipped'
+        WHEN p.source_id IS NOT NULL THEN 'planned'
+        ELSE 'extracted'
+    END AS state,
+    COALESCE(q.reason, k.reason) AS reason,
+    q.hint,
+    m.updated_at AS state_changed_at
+FROM sources s
+LEFT JOIN planned_issues p ON p.source_id = s.source_id
+LEFT JOIN id_map m ON m.entity = 'coordination_issue' AND m.source_id = s.source_id
+LEFT JOIN open_quarantine q ON q.source_id = s.source_id
+LEFT JOIN skipped k ON k.source_id = s.source_id;
+
+CREATE VIEW v_quarantine_by_reason AS    -- open quarantine, one row per entity, stage and reason
+SELECT
+    entity,
+    stage,
+    reason,
+    MIN(hint) AS hint,
+    COUNT(*) AS records,
+    MIN(created_at) AS first_quarantined_at,
+    MAX(created_at) AS last_quarantined_at,
+    substr(group_concat(source_id, ', '), 1, 300) AS example_source_ids
+FROM quarantine
+WHERE released_at IS NULL
+GROUP BY entity, stage, reason
+ORDER BY records DESC, entity, reason;
+
+CREATE VIEW v_attachments_pending AS     -- files not (yet) on their Procore issue, and why
+SELECT
+    a.id AS attachment_id,
+    a.container_type,
+    a.container_id,
+    a.kind,
+    a.filename,
+    COALESCE(a.size, a.size_expected) AS size,
+    a.state AS download_state,
+    NULL AS upload_state,
+    NULL AS procore_project_id,
+    NULL AS issue_state,
+    CASE a.state WHEN 'failed' THEN 'download failed' ELSE 'download pending' END AS waiting_for,
+    a.error
+FROM attachments a
+WHERE a.state IN ('pending', 'failed') AND a.kind <> 'UriReference'
+UNION ALL
+SELECT
+    a.id,
+    a.container_type,
+    a.container_id,
+    a.kind,
+    a.filename,
+    a.size,
+    a.state,
+    u.state,
+    m.target_project_id,
+    m.state,
+    CASE
+        WHEN m.state = 'loaded' THEN 'after load: Procore cannot add files to an existing issue'
+        WHEN m.state = 'rejected' THEN 'issue rejected by Procore'
+        WHEN u.state = 'failed' THEN 'upload failed'
+        ELSE 'upload pending'
+    END,
+    COALESCE(u.error, a.error)
+FROM planned_issues p
+JOIN json_each(p.attachment_ids) j
+JOIN attachments a ON a.id = j.value
+LEFT JOIN id_map m ON m.entity = 'coordination_issue' AND m.source_id = p.source_id
+LEFT JOIN uploads u ON u.attachment_id = a.id AND u.target_project_id = m.target_project_id
+WHERE a.state = 'stored' AND (
+    (m.state = 'loaded' AND NOT EXISTS (
+        SELECT 1 FROM json_each(COALESCE(m.attachment_ids, '[]')) sent WHERE sent.value = a.id))
+    OR (COALESCE(m.state, 'pending') <> 'loaded'
+        AND COALESCE(u.state, 'pending') NOT IN ('stored', 'referenced'))
+);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
     Migration(2, "transform_load_schema", _M2_SQL),
+    Migration(3, "extract_change_tracking", _M3_SQL),
+    Migration(4, "report_views", _M4_SQL),
 ]
 
 

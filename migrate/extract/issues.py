@@ -1,0 +1,368 @@
+"""Issues: listing, voided ids, complete records (retrieve), status history, flags.
+
+BIM 360 Field has no reliable updated-since filter, so change detection is by content hash:
+
+1. the mobile listing (``/api/get_issues``, 100 a page) is stored in ``raw_issues``; its records
+   carry ``updated_at`` and every comment and attachment, so their hash moves on any change;
+2. ``/api/get_voided_issues`` gives the voided ids (the listing leaves voided issues out);
+3. only issues whose listing hash differs from the one their stored details were retrieved
+   for (``raw_issue_details.listing_hash``), or that became voided, are retrieved again,
+   100 ids a call. This is derived from the DB, so a resumed run retrieves only the rest;
+4. status history (one call for the project) is fetched when any issue was retrieved;
+5. flags: voided / deleted and names copied from reference tables, by SQL.
+
+Known limit: a voided issue is not listed, so an edit made while it stays voided is only
+picked up by ``--full-refresh``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from migrate.clients.bim360field import MAX_RETRIEVE_IDS, FieldSession, MalformedBody
+from migrate.errors import ApiError
+from migrate.extract.listing import extract_listing
+from migrate.extract.normalise import Mapped, Problem, map_issue, map_status_history, record_id
+from migrate.extract.raw import save_raw_batch
+from migrate.extract.save import delete_where_in, insert_rows, save_issue_batch
+from migrate.extract.state import Context
+from migrate.store import Change, mark_missing
+
+LISTING_CURSOR = "issues:listing"
+VOIDED_CURSOR = "issues:voided"
+HISTORY_CURSOR = "issues:history"
+RETRIEVE_PATH = "/fieldapi/issues/v1/retrieve"
+VOIDED_BASIS = "voided"
+
+_ACTIVE_LISTED = "SELECT source_id FROM raw_issues WHERE deleted_at_run IS NULL"
+_ACTIVE_VOIDED = "SELECT source_id FROM raw_voided_issues WHERE deleted_at_run IS NULL"
+
+
+def _in(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+# -- 1. listing ----------------------------------------------------------------------------------
+
+
+def extract_issue_listing(ctx: Context) -> None:
+    extract_listing(ctx, cursor=LISTING_CURSOR, entity="issues", raw_table="raw_issues",
+                    method="POST", path="/api/get_issues", params={"project_id": ctx.project_id})
+
+
+# -- 2. voided ---------------------------------------------------------------------------------
+
+
+def fetch_voided_ids(session: FieldSession) -> Any:
+    return session.project_call("POST", "/api/get_voided_issues")
+
+
+def extract_voided(ctx: Context) -> None:
+    """Voided issue ids -> raw_voided_issues (ids no longer voided are marked deleted there)."""
+    ctx.tally.touch("voided_issues")
+    if ctx.is_done(VOIDED_CURSOR):
+        return
+    endpoint = "POST /api/get_voided_issues"
+    try:
+        answer = fetch_voided_ids(ctx.session)
+    except MalformedBody as exc:
+        with ctx.store.transaction():
+            ctx.problems([Problem("voided_issues", None, str(exc), exc.body_text)],
+                         endpoint=endpoint)
+        ctx.tally.incomplete.append("voided_issues")
+        return
+    problems: list[Problem] = []
+    if not isinstance(answer, list):
+        problems.append(Problem("voided_issues", None, "get_voided_issues answered with "
+                                f"{type(answer).__name__}, not a list of ids; nothing stored",
+                                answer))
+        with ctx.store.transaction():
+            ctx.problems(problems, endpoint=endpoint)
+        ctx.tally.incomplete.append("voided_issues")
+        return
+    ids: list[str] = []
+    for value in answer:
+        if isinstance(value, str) and value:
+            ids.append(value)
+        else:
+            problems.append(Problem("voided_issues", None, "a voided issue id is not text "
+                                    f"({json.dumps(value)[:60]}); ignored", value))
+    with ctx.store.transaction():
+        saved = save_raw_batch(ctx.store, "raw_voided_issues",
+                               [(issue_id, {"id": issue_id}) for issue_id in ids], ctx.run_id)
+        for result in saved.values():
+            ctx.tally.change("voided_issues", result.change)
+        gone = mark_missing(ctx.store, "raw_voided_issues", ids, ctx.run_id)
+        ctx.tally.change("voided_issues", "deleted", len(gone))
+        ctx.problems(problems, endpoint=endpoint)
+        ctx.mark_done(VOIDED_CURSOR)
+
+
+# -- 3. details -----------------------------------------------------------------------------------
+
+
+def pending_issue_details(ctx: Context) -> list[tuple[str, str]]:
+    """(issue id, basis) of issues to retrieve: new, changed, newly voided or back again.
+
+    The basis is the listing hash the details will correspond to ("voided" for voided issues,
+    which are not listed). With a full refresh, every issue not yet retrieved in this pass.
+    """
+    rows = ctx.store.conn.execute(
+        f"""
+        WITH wanted(source_id, basis) AS (
+            SELECT source_id, content_hash FROM raw_issues
+             WHERE deleted_at_run IS NULL AND source_id NOT IN ({_ACTIVE_VOIDED})
+            UNION ALL
+            SELECT source_id, ? FROM raw_voided_issues WHERE deleted_at_run IS NULL
+        )
+        SELECT w.source_id, w.basis FROM wanted w
+          LEFT JOIN raw_issue_details d ON d.source_id = w.source_id
+         WHERE d.source_id IS NULL OR d.listing_hash IS NOT w.basis
+            OR d.deleted_at_run IS NOT NULL OR (? AND d.last_seen_run < ?)
+         ORDER BY w.source_id
+        """,
+        (VOIDED_BASIS, int(ctx.full_refresh), ctx.pass_id),
+    )
+    return [(source_id, basis) for source_id, basis in rows]
+
+
+def fetch_issue_details(session: FieldSession, ids: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """Complete records for ``ids`` (at most 100), and the ids the source no longer has.
+
+    retrieve answers 404 for the whole call when any id is unknown (deleted since it was
+    listed), so a 404 splits the batch until the missing ids are found.
+    """
+    try:
+        answer = session.project_call("POST", RETRIEVE_PATH, ids=",".join(ids))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        if len(ids) == 1:
+            return [], list(ids)
+        middle = len(ids) // 2
+        first, first_gone = fetch_issue_details(session, ids[:middle])
+        second, second_gone = fetch_issue_details(session, ids[middle:])
+        return first + second, first_gone + second_gone
+    if not isinstance(answer, list):
+        raise MalformedBody(RETRIEVE_PATH, str(answer)[:2048],
+                            f"a JSON {type(answer).__name__} where a list was expected")
+    return answer, []
+
+
+def _custom_field_positions(ctx: Context) -> dict[str, int]:
+    return {
+        field_id: position for field_id, position in ctx.store.conn.execute(
+            "SELECT id, position FROM custom_fields WHERE position IS NOT NULL")
+    }
+
+
+def save_issue_details(ctx: Context, batch: Sequence[tuple[str, str]], records: list[Any],
+                       gone: Sequence[str], positions: dict[str, int]) -> None:
+    """One retrieve batch: raw details with their basis, normalised rows, ids now gone."""
+    store = ctx.store
+    conn = store.conn
+    endpoint = f"POST {RETRIEVE_PATH}"
+    basis = dict(batch)
+    ids = list(basis)
+    listings = {
+        source_id: json.loads(payload) for source_id, payload in conn.execute(
+            f"SELECT source_id, payload FROM raw_issues WHERE deleted_at_run IS NULL AND "
+            f"source_id IN ({_in(ids)})", ids)
+    }
+    voided = {source_id for (source_id,) in conn.execute(
+        f"{_ACTIVE_VOIDED} AND source_id IN ({_in(ids)})", ids)}
+    with store.transaction():
+        mapped = Mapped()
+        wanted: dict[str, Any] = {}
+        for record in records:
+            source_id, problem = record_id(record, "issues")
+            if problem is None and (source_id not in basis or source_id in wanted):
+                problem = Problem("issues", source_id, f"retrieve returned issue {source_id} "
+                                  "that was not asked for (or twice); ignored", record)
+            if problem is not None:
+                mapped.problems.append(problem)
+                continue
+            assert source_id is not None
+            wanted[source_id] = record
+        stored = save_raw_batch(store, "raw_issue_details", list(wanted.items()), ctx.run_id)
+        conn.executemany("UPDATE raw_issue_details SET listing_hash = ? WHERE source_id = ?",
+                         [(basis[source_id], source_id) for source_id in wanted])
+        for source_id, record in wanted.items():
+            ctx.tally.change("issue_details", stored[source_id].change)
+            mapped.extend(map_issue(record, source_id, listings.get(source_id),
+                                    content_hash=stored[source_id].digest,
+                                    voided=source_id in voided,
+                                    custom_field_positions=positions))
+        saved = list(wanted)
+        for source_id in ids:
+            if source_id not in saved and source_id not in gone:
+                mapped.problems.append(Problem(
+                    "issues", source_id, f"retrieve did not return issue {source_id}; it is "
+                    "asked for again by the next run", None))
+        save_issue_batch(ctx, mapped, saved, endpoint=endpoint)
+        if gone:
+            # Deleted between listing and retrieve: the flags step marks the issue deleted.
+            for table in ("raw_issues", "raw_voided_issues"):
+                conn.execute(
+                    f"UPDATE {table} SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND "
+                    f"source_id IN ({_in(gone)})", (ctx.run_id, *gone))
+            ctx.note("issues_gone", counts={"gone": len(gone)})
+
+
+def extract_issue_details(ctx: Context) -> None:
+    ctx.tally.touch("issue_details")
+    pending = pending_issue_details(ctx)
+    ctx.progress.start("issue details", len(pending))
+    ctx.note("details_start", entity="issues", counts={"pending": len(pending)})
+    positions = _custom_field_positions(ctx)
+    try:
+        for start in range(0, len(pending), MAX_RETRIEVE_IDS):
+            batch = pending[start:start + MAX_RETRIEVE_IDS]
+            try:
+                records, gone = fetch_issue_details(ctx.session, [i for i, _ in batch])
+            except MalformedBody as exc:
+                with ctx.store.transaction():
+                    ctx.problems([Problem("issues", None, f"retrieve of {len(batch)} issues: "
+                                          f"{exc}", exc.body_text)],
+                                 endpoint=f"POST {RETRIEVE_PATH}")
+                ctx.tally.incomplete.append("issue_details")
+                continue
+            save_issue_details(ctx, batch, records, gone, positions)
+            ctx.progress.advance("issue details", len(batch))
+    finally:
+        ctx.progress.finish("issue details")
+
+
+# -- 4. status history ---------------------------------------------------------------------------
+
+
+def _history_needed(ctx: Context) -> bool:
+    if ctx.full_refresh:
+        return True
+    conn = ctx.store.conn
+    retrieved = conn.execute(
+        "SELECT 1 FROM raw_issue_details WHERE last_seen_run >= ? LIMIT 1", (ctx.pass_id,)
+    ).fetchone()
+    never = conn.execute(
+        "SELECT 1 FROM issues i WHERE i.deleted = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM raw_issue_changes c WHERE c.source_id = i.source_id) LIMIT 1"
+    ).fetchone()
+    return retrieved is not None or never is not None
+
+
+def fetch_status_history(session: FieldSession, project_id: str) -> Any:
+    """Every status change of the project's issues (one call)."""
+    return session.json("GET", f"/api/v1/projects/{project_id}/issue_changes",
+                        {"project_id": project_id})
+
+
+def extract_status_history(ctx: Context) -> None:
+    """issue_changes -> raw_issue_changes (one record per issue) and issue_status_history.
+
+    Status changes move an issue's ``updated_at``, so when no issue was retrieved in this pass
+    the history cannot have changed and the call is skipped.
+    """
+    ctx.tally.touch("issue_changes")
+    if ctx.is_done(HISTORY_CURSOR):
+        return
+    endpoint = "GET /api/v1/projects/:id/issue_changes"
+    if not _history_needed(ctx):
+        with ctx.store.transaction():
+            ctx.mark_done(HISTORY_CURSOR)
+        return
+    try:
+        answer = fetch_status_history(ctx.session, ctx.project_id)
+        if not isinstance(answer, list):
+            raise MalformedBody(endpoint, str(answer)[:2048],
+                                f"a JSON {type(answer).__name__} where a list was expected")
+    except MalformedBody as exc:
+        with ctx.store.transaction():
+            ctx.problems([Problem("issue_changes", None, str(exc), exc.body_text)],
+                         endpoint=endpoint)
+        ctx.tally.incomplete.append("issue_changes")
+        return
+    problems: list[Problem] = []
+    grouped: dict[str, list[Any]] = {}
+    for change in answer:
+        issue_id, problem = record_id(change, "issue_changes")
+        if problem is not None:
+            problems.append(problem)
+            continue
+        grouped.setdefault(issue_id, []).append(change)
+    store = ctx.store
+    conn = store.conn
+    known = {source_id for (source_id,) in conn.execute("SELECT source_id FROM issues")}
+    with store.transaction():
+        rewrite: list[str] = []
+        mapped = Mapped()
+        # Issues created after the listing are left for the next run (issue and history).
+        stored = save_raw_batch(store, "raw_issue_changes",
+                                [(i, changes) for i, changes in grouped.items() if i in known],
+                                ctx.run_id)
+        for issue_id, saved in stored.items():
+            changes = grouped[issue_id]
+            change = saved.change
+            ctx.tally.change("issue_changes", change)
+            if change is not Change.UNCHANGED or ctx.full_refresh:
+                rewrite.append(issue_id)
+                mapped.extend(map_status_history(issue_id, changes))
+        without = [source_id for (source_id,) in conn.execute(
+            "SELECT i.source_id FROM issues i WHERE NOT EXISTS (SELECT 1 FROM "
+            "issue_status_history h WHERE h.issue_id = i.source_id)")]
+        rewriting = set(rewrite)
+        for issue_id in without:
+            if issue_id in grouped and issue_id not in rewriting:
+                rewrite.append(issue_id)
+                mapped.extend(map_status_history(issue_id, grouped[issue_id]))
+        delete_where_in(ctx, "issue_status_history", "issue_id", rewrite)
+        insert_rows(ctx, mapped, "issue_status_history")
+        gone = mark_missing(store, "raw_issue_changes", [i for i in grouped if i in known],
+                            ctx.run_id)
+        ctx.tally.change("issue_changes", "deleted", len(gone))
+        ctx.problems([*problems, *mapped.problems], endpoint=endpoint)
+        ctx.mark_done(HISTORY_CURSOR)
+
+
+# -- 5. flags --------------------------------------------------------------------------------
+
+
+def refresh_issue_flags(ctx: Context) -> None:
+    """voided / deleted from the raw listings, and names copied from the reference tables."""
+    conn = ctx.store.conn
+    with ctx.store.transaction():
+        newly_deleted = conn.execute(
+            f"SELECT count(*) FROM issues WHERE deleted = 0 AND source_id NOT IN "
+            f"({_ACTIVE_LISTED}) AND source_id NOT IN ({_ACTIVE_VOIDED})").fetchone()[0]
+        ctx.tally.change("issues", "deleted", newly_deleted)
+        conn.execute(
+            f"UPDATE issues SET deleted = CASE WHEN source_id IN ({_ACTIVE_LISTED}) OR "
+            f"source_id IN ({_ACTIVE_VOIDED}) THEN 0 ELSE 1 END")
+        conn.execute(f"UPDATE issues SET voided = source_id IN ({_ACTIVE_VOIDED})")
+        # The raw details of a deleted issue are marked too, so an issue that comes back is
+        # retrieved again whatever its listing hash.
+        conn.execute(
+            "UPDATE raw_issue_details SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND "
+            "source_id IN (SELECT source_id FROM issues WHERE deleted = 1)", (ctx.run_id,))
+        conn.execute("""
+            UPDATE issues SET
+              issue_type_name = (SELECT name FROM issue_types t WHERE t.id = issues.issue_type_id),
+              category_name = (SELECT category_name FROM issue_types t
+                                WHERE t.id = issues.issue_type_id),
+              area_path = (SELECT full_path FROM areas a WHERE a.id = issues.area_id),
+              responsible_company_name = (SELECT name FROM companies c
+                                           WHERE c.id = issues.responsible_company_id),
+              root_cause_name = (SELECT name FROM root_causes r
+                                  WHERE r.id = issues.root_cause_id)
+        """)
+    ctx.note("issue_flags", counts={"deleted": newly_deleted})
+
+
+def extract_issues(ctx: Context) -> None:
+    """All issue steps of the pass, in order."""
+    extract_issue_listing(ctx)
+    extract_voided(ctx)
+    extract_issue_details(ctx)
+    extract_status_history(ctx)
+    refresh_issue_flags(ctx)

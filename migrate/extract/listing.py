@@ -1,0 +1,99 @@
+"""Paged listings (get_issues, checklist headers): one page, one transaction, one cursor step.
+
+A page's raw records and the cursor that points past it commit together, so a resumed pass
+starts at the first page not yet stored and never asks for a stored page again. When the last
+(short) page is stored, records the pass did not see are marked deleted in the raw table, in
+the same transaction; if a page could not be read, deletions are not inferred this pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.clients.bim360field import FieldSession, MalformedBody
+from migrate.extract.normalise import Problem, record_id
+from migrate.extract.raw import save_raw_batch
+from migrate.extract.state import Context
+from migrate.store import mark_missing
+
+#: After this many unreadable pages in a row the listing gives up for this pass.
+MAX_BAD_PAGES = 3
+
+
+def fetch_page(session: FieldSession, method: str, path: str, params: dict[str, Any],
+               offset: int) -> list[Any]:
+    """One page of an offset/limit listing (at most ``session.page_size`` records)."""
+    rows = session.json(method, path, {**params, "offset": offset, "limit": session.page_size})
+    if not isinstance(rows, list):
+        raise MalformedBody(path, str(rows)[:2048],
+                            f"a JSON {type(rows).__name__} where a list was expected")
+    return rows
+
+
+def save_page(ctx: Context, *, cursor: str, entity: str, raw_table: str, rows: list[Any],
+              offset: int, last: bool, incomplete: bool, endpoint: str) -> None:
+    """Store one page's raw records and move the cursor past it, in one transaction."""
+    store = ctx.store
+    with store.transaction():
+        problems: list[Problem] = []
+        records: list[tuple[str, Any]] = []
+        for record in rows:
+            source_id, problem = record_id(record, entity)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                records.append((source_id, record))
+        for saved in save_raw_batch(store, raw_table, records, ctx.run_id).values():
+            ctx.tally.change(entity, saved.change)
+        ctx.problems(problems, endpoint=endpoint)
+        if last and not incomplete:
+            # Every record this pass saw has last_seen_run >= the pass's first run.
+            gone = mark_missing(store, raw_table, ctx.pass_id, ctx.run_id)
+            ctx.note("listing_missing", entity=entity, counts={"missing": len(gone)})
+        ctx.set_cursor(cursor, offset + len(rows), done=last, incomplete=incomplete)
+
+
+def extract_listing(ctx: Context, *, cursor: str, entity: str, raw_table: str, method: str,
+                    path: str, params: dict[str, Any]) -> None:
+    """Page through a listing from this pass's cursor to the short page."""
+    offset, state = ctx.cursor(cursor)
+    if state.get("done"):
+        return
+    incomplete = bool(state.get("incomplete"))
+    endpoint = f"{method} {path}"
+    bad_pages = 0
+    page_size = ctx.session.page_size
+    ctx.tally.touch(entity)
+    ctx.progress.start(entity, None)
+    ctx.note("listing_start", entity=entity, offset=offset)
+    try:
+        while True:
+            try:
+                rows = fetch_page(ctx.session, method, path, params, offset)
+            except MalformedBody as exc:
+                # Skip the unreadable page; without it the listing is not whole, so nothing
+                # may be marked deleted this pass.
+                bad_pages += 1
+                incomplete = True
+                give_up = bad_pages >= MAX_BAD_PAGES
+                with ctx.store.transaction():
+                    ctx.problems([Problem(entity, None, f"page at offset {offset}: {exc}",
+                                          exc.body_text)], endpoint=endpoint)
+                    ctx.set_cursor(cursor, offset + page_size, done=give_up, incomplete=True)
+                if entity not in ctx.tally.incomplete:
+                    ctx.tally.incomplete.append(entity)
+                if give_up:
+                    return
+                offset += page_size
+                continue
+            bad_pages = 0
+            last = len(rows) < page_size
+            save_page(ctx, cursor=cursor, entity=entity, raw_table=raw_table, rows=rows,
+                      offset=offset, last=last, incomplete=incomplete, endpoint=endpoint)
+            ctx.progress.advance(entity, len(rows))
+            if last:
+                break
+            offset += len(rows)
+        ctx.note("listing_done", entity=entity, counts=dict(ctx.tally.counts[entity]))
+    finally:
+        ctx.progress.finish(entity)

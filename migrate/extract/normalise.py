@@ -1,0 +1,719 @@
+"""Pure mapping of BIM 360 Field JSON to staging rows (``map_*``): record in, rows and problems out.
+
+Nothing here does HTTP or SQL. A value of the wrong type never stops a record: the row gets
+NULL (or the value as text) and a :class:`Problem` says which record, which field, what was
+found and what was kept, so the run carries on and the engineer can look it up in
+``source_problems``. Filenames are kept as data; nothing here builds a path from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.clients.bim360field import clean_url
+
+#: Attachment kinds whose bytes are downloaded (UriReferences are links, metadata only).
+BINARY_KINDS = ("Attachment", "Signature", "DocumentReference")
+ATTACHMENT_KINDS = ("Attachment", "DocumentReference", "UriReference")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Bad data from the source: which record, why, and the raw payload it came in."""
+
+    entity: str
+    source_id: str | None
+    reason: str
+    payload: Any = None
+
+
+@dataclass
+class Mapped:
+    """Rows per table plus the problems found while mapping."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def extend(self, other: Mapped) -> None:
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+        self.problems.extend(other.problems)
+
+
+class _Checker:
+    """Type checks for one record; each failure becomes a Problem naming record and field."""
+
+    def __init__(self, entity: str, source_id: str | None, payload: Any,
+                 problems: list[Problem]) -> None:
+        self.entity = entity
+        self.source_id = source_id
+        self.payload = payload
+        self.problems = problems
+
+    def problem(self, reason: str) -> None:
+        self.problems.append(Problem(self.entity, self.source_id, reason, self.payload))
+
+    def _what(self, name: str) -> str:
+        return f"{self.entity} {self.source_id}: {name}"
+
+    def text(self, value: Any, name: str) -> str | None:
+        """A string, or None. Numbers are kept as their text (with a problem)."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool | int | float):
+            shown = json.dumps(value)
+            self.problem(f"{self._what(name)} should be text, got {_kind(value)} {shown}; "
+                         f"stored as the text {shown}")
+            return shown
+        self.problem(f"{self._what(name)} should be text, got {_kind(value)}; stored as NULL")
+        return None
+
+    def ident(self, value: Any, name: str) -> str | None:
+        """An id: a non-empty string, or None."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.problem(f"{self._what(name)} should be an id (text), got the number {value}; "
+                         "stored as text")
+            return str(value)
+        self.problem(f"{self._what(name)} should be an id (text), got {_kind(value)}; "
+                     "stored as NULL")
+        return None
+
+    def number(self, value: Any, name: str) -> float | None:
+        """A finite number (numeric text accepted), or None."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                return float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
+        self.problem(f"{self._what(name)} should be a number, got {_kind(value)} "
+                     f"{_shown(value)}; stored as NULL")
+        return None
+
+    def integer(self, value: Any, name: str, *, minimum: int | None = None) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and (
+                minimum is None or value >= minimum):
+            return value
+        if isinstance(value, float) and value.is_integer() and (
+                minimum is None or value >= minimum):
+            return int(value)
+        floor = "" if minimum is None else f" of {minimum} or more"
+        self.problem(f"{self._what(name)} should be a whole number{floor}, got {_kind(value)} "
+                     f"{_shown(value)}; stored as NULL")
+        return None
+
+    def flag(self, value: Any, name: str) -> int | None:
+        """True/False (or 0/1, "true"/"false") as 1/0."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return int(value)
+        if value in (0, 1):
+            return int(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return int(value.strip().lower() in ("true", "1"))
+        self.problem(f"{self._what(name)} should be true or false, got {_kind(value)} "
+                     f"{_shown(value)}; stored as NULL")
+        return None
+
+    def date(self, value: Any, name: str) -> str | None:
+        """A YYYY-MM-DD date, or None."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and _DATE.match(value.strip()):
+            return value.strip()
+        self.problem(f"{self._what(name)} should be a date (YYYY-MM-DD), got {_kind(value)} "
+                     f"{_shown(value)}; stored as NULL")
+        return None
+
+    def items(self, value: Any, name: str) -> list[Any]:
+        """A JSON array (None counts as empty)."""
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        self.problem(f"{self._what(name)} should be a list, got {_kind(value)}; ignored")
+        return []
+
+    def mapping(self, value: Any, name: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        self.problem(f"{self._what(name)} should be an object, got {_kind(value)}; ignored")
+        return {}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def record_id(record: Any, entity: str, key: str = "id") -> tuple[str | None, Problem | None]:
+    """The record's id, or a Problem when the record is not an object or has no usable id."""
+    if not isinstance(record, Mapping):
+        return None, Problem(entity, None, f"{entity} record is {_kind(record)}, not an object; "
+                             "skipped", record)
+    value = record.get(key)
+    if isinstance(value, str) and value.strip():
+        return value, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    return None, Problem(entity, None, f"{entity} record has no {key} "
+                         f"(got {_kind(value)}); skipped", record)
+
+
+def json_text(value: Any) -> str | None:
+    """A value as JSON text for a JSON column, or None."""
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+# -- reference data ---------------------------------------------------------------------------
+
+
+def map_project(record: Mapping[str, Any], source_id: str) -> Mapped:
+    out = Mapped()
+    check = _Checker("projects", source_id, record, out.problems)
+    name = check.text(record.get("name"), "name")
+    if name is None:
+        check.problem(f"projects {source_id}: name is missing; stored as ''")
+        name = ""
+    out.add("projects", {"id": source_id, "name": name,
+                         "a360_project_id": check.text(record.get("a360_project_id"),
+                                                       "a360_project_id"),
+                         "updated_at": check.text(record.get("updated_at"), "updated_at")})
+    return out
+
+
+def map_areas(records: Mapping[str, Mapping[str, Any]]) -> Mapped:
+    """Rows for the whole location tree (depth needs every parent)."""
+    out = Mapped()
+    parents: dict[str, str | None] = {}
+    for source_id, record in records.items():
+        check = _Checker("areas", source_id, record, out.problems)
+        parents[source_id] = check.ident(record.get("parent_id"), "parent_id")
+    for source_id, record in records.items():
+        check = _Checker("areas", source_id, record, out.problems)
+        name = check.text(record.get("name"), "name")
+        if name is None:
+            check.problem(f"areas {source_id}: name is missing; stored as ''")
+            name = ""
+        depth: int | None = 0
+        seen = {source_id}
+        node = parents[source_id]
+        while node is not None:
+            if node in seen:
+                check.problem(f"areas {source_id}: parent chain loops back to {node}; "
+                              "depth stored as NULL")
+                depth = None
+                break
+            if node not in parents:
+                depth = None  # the parent is missing; upsert_rows reports that reference
+                break
+            seen.add(node)
+            depth = (depth or 0) + 1
+            node = parents[node]
+        deleted = check.flag(record.get("deleted"), "deleted")
+        out.add("areas", {
+            "id": source_id,
+            "parent_id": parents[source_id],
+            "name": name,
+            "full_path": check.text(record.get("full_path"), "full_path"),
+            "identifier": check.text(record.get("identifier"), "identifier"),
+            "deleted": deleted or 0,
+            "depth": depth,
+        })
+    return out
+
+
+def map_company(record: Mapping[str, Any], source_id: str) -> Mapped:
+    out = Mapped()
+    check = _Checker("companies", source_id, record, out.problems)
+    name = check.text(record.get("name"), "name")
+    if name is None:
+        check.problem(f"companies {source_id}: name is missing; stored as ''")
+        name = ""
+    address = record.get("address")
+    if address is not None and not isinstance(address, Mapping):
+        check.problem(f"companies {source_id}: address should be an object, got "
+                      f"{_kind(address)}; stored as NULL")
+        address = None
+    out.add("companies", {
+        "id": source_id,
+        "name": name,
+        "company_type": check.text(record.get("company_type"), "company_type"),
+        "company_category": check.text(record.get("company_category"), "company_category"),
+        "account_company": check.flag(record.get("account_company"), "account_company"),
+        "telephone": check.text(record.get("telephone"), "telephone"),
+        "address": json_text(address),
+    })
+    return out
+
+
+def map_user(record: Mapping[str, Any], source_id: str) -> Mapped:
+    out = Mapped()
+    check = _Checker("users", source_id, record, out.problems)
+    email = check.text(record.get("email"), "email")
+    if not email:
+        check.problem(f"users {source_id}: email is missing; user skipped (users are matched "
+                      "by email)")
+        return out
+    company = check.mapping(record.get("company"), "company")
+    roles_text = check.text(record.get("roles"), "roles")
+    roles = [role.strip() for role in (roles_text or "").split(",") if role.strip()]
+    out.add("users", {
+        "id": source_id,
+        "email": email,
+        "first_name": check.text(record.get("first_name"), "first_name"),
+        "last_name": check.text(record.get("last_name"), "last_name"),
+        "company_id": check.ident(company.get("id"), "company.id"),
+        "roles": json_text(roles),
+    })
+    return out
+
+
+def map_named(table: str, record: Mapping[str, Any], source_id: str) -> Mapped:
+    """issue_types and root_causes: id, name, category_name."""
+    out = Mapped()
+    check = _Checker(table, source_id, record, out.problems)
+    name = check.text(record.get("name"), "name")
+    if name is None:
+        check.problem(f"{table} {source_id}: name is missing; stored as ''")
+        name = ""
+    out.add(table, {"id": source_id, "name": name,
+                    "category_name": check.text(record.get("category_name"), "category_name")})
+    return out
+
+
+def map_custom_field(record: Mapping[str, Any], source_id: str) -> Mapped:
+    out = Mapped()
+    check = _Checker("custom_fields", source_id, record, out.problems)
+    name = check.text(record.get("name"), "name")
+    if name is None:
+        check.problem(f"custom_fields {source_id}: name is missing; stored as ''")
+        name = ""
+    raw_values = record.get("possible_values")
+    values: Any = None
+    if isinstance(raw_values, list):
+        values = raw_values
+    elif isinstance(raw_values, str):
+        values = parse_yaml_list(raw_values)
+        if values is None:
+            check.problem(f"custom_fields {source_id}: possible_values is not a YAML list of "
+                          "strings; kept as the text")
+            values = raw_values
+    elif raw_values is not None:
+        check.problem(f"custom_fields {source_id}: possible_values should be a YAML list, got "
+                      f"{_kind(raw_values)}; stored as NULL")
+    default = record.get("default_value")
+    out.add("custom_fields", {
+        "id": source_id,
+        "name": name,
+        "container_type": check.text(record.get("container_type"), "container_type"),
+        "container_id": check.ident(record.get("container_id"), "container_id"),
+        "display_type": check.text(record.get("display_type"), "display_type"),
+        "default_value": check.text(default, "default_value"),
+        "possible_values": json_text(values),
+        "required": check.flag(record.get("required"), "required"),
+        "position": check.integer(record.get("position"), "position"),
+        "updated_at": check.text(record.get("updated_at"), "updated_at"),
+    })
+    return out
+
+
+def parse_yaml_list(text: str) -> list[str] | None:
+    """The YAML list of strings Field (Ruby Psych) writes in ``possible_values``, or None.
+
+    Handles exactly the subset it writes: ``--- []``, and ``---`` followed by ``- value`` lines
+    with plain or single-quoted ('' for a quote) scalars.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("---"):
+        return None
+    head = lines[0][3:].strip()
+    if head == "[]":
+        return [] if len(lines) == 1 else None
+    if head:
+        return None
+    values: list[str] = []
+    for line in lines[1:]:
+        if not line.startswith("- ") and line != "-":
+            return None
+        item = line[2:] if line != "-" else ""
+        if item.startswith("'"):
+            if not item.endswith("'") or len(item) < 2:
+                return None
+            item = item[1:-1].replace("''", "'")
+        elif item.startswith('"'):
+            try:
+                item = json.loads(item)
+            except ValueError:
+                return None
+        values.append(item)
+    return values
+
+
+def map_issue_fields(section: str, record: Mapping[str, Any]) -> Mapped:
+    """One raw_issue_fields record: the "common", "ancillary" or a type's own fields."""
+    out = Mapped()
+    check = _Checker("issue_fields", section, record, out.problems)
+    if section in ("common", "ancillary"):
+        kind, type_id = section, ""
+    else:
+        kind, type_id = "type", section
+    for position, item in enumerate(check.items(record.get("fields"), "fields")):
+        field_id, problem = record_id(item, "issue_fields")
+        if problem is not None:
+            out.problems.append(problem)
+            continue
+        item_check = _Checker("issue_fields", field_id, item, out.problems)
+        possible = item.get("possible_values")
+        out.add("issue_fields", {
+            "field_id": field_id,
+            "issue_type_id": type_id,
+            "section": kind,
+            "name": item_check.text(item.get("name"), "name"),
+            "display_type": item_check.text(item.get("display_type"), "display_type"),
+            "required": item_check.flag(item.get("required"), "required"),
+            "position": item_check.integer(item.get("position", position), "position"),
+            "possible_values": json_text(possible if isinstance(possible, list) else None),
+        })
+    return out
+
+
+# -- issues --------------------------------------------------------------------------------------
+
+_TEXT_FIELDS = {
+    "f--identifier": "identifier",
+    "f--description": "description",
+    "f--status": "status",
+    "f--priority": "priority",
+    "f--location_detail": "location_detail",
+    "f--assigned_to": "assigned_to_email",
+}
+_ID_FIELDS = {
+    "f--issue_type_id": "issue_type_id",
+    "f--area_id": "area_id",
+    "f--responsible_company_id": "responsible_company_id",
+    "f--root_cause_id": "root_cause_id",
+}
+
+
+def listing_attachment_sizes(listing: Mapping[str, Any] | None) -> dict[str, Any]:
+    """attachment id -> size as the get_issues record declares it (retrieve has no sizes)."""
+    sizes: dict[str, Any] = {}
+    if not listing:
+        return sizes
+    items = listing.get("attachments")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Mapping) and isinstance(item.get("id"), str):
+            sizes[item["id"]] = item.get("size")
+    return sizes
+
+
+def map_issue(
+    detail: Mapping[str, Any],
+    source_id: str,
+    listing: Mapping[str, Any] | None,
+    *,
+    content_hash: str,
+    voided: bool,
+    custom_field_positions: Mapping[str, int] | None = None,
+) -> Mapped:
+    """An issue's rows: ``issues``, ``comments`` and ``attachments`` (download columns left out).
+
+    ``detail`` is the retrieve record (complete fields, comments, attachment URLs); ``listing``
+    the get_issues record, when the issue is listed, for timestamps and attachment sizes
+    (voided issues are not listed, so theirs stay NULL).
+    """
+    out = Mapped()
+    check = _Checker("issues", source_id, detail, out.problems)
+    row: dict[str, Any] = {
+        "source_id": source_id, "identifier": None, "description": None, "status": None,
+        "priority": None, "issue_type_id": None, "area_id": None, "location_detail": None,
+        "responsible_company_id": None, "root_cause_id": None, "assigned_to_email": None,
+        "due_date": None, "labor_hours": None, "cost": None,
+        "created_by": check.text(detail.get("created_by"), "created_by"),
+        "created_at": None, "updated_at": None, "closed_at": None,
+        "voided": int(voided), "deleted": 0, "content_hash": content_hash,
+    }
+    positions = custom_field_positions or {}
+    custom: dict[str, Any] = {}
+    for item in check.items(detail.get("fields"), "fields"):
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            check.problem(f"issues {source_id}: a field entry has no id ({_shown(item)}); "
+                          "ignored")
+            continue
+        field_id, value = item["id"], item.get("value")
+        if field_id in _TEXT_FIELDS:
+            row[_TEXT_FIELDS[field_id]] = check.text(value, field_id)
+        elif field_id in _ID_FIELDS:
+            row[_ID_FIELDS[field_id]] = check.ident(value, field_id)
+        elif field_id == "f--due_date":
+            row["due_date"] = check.date(value, field_id)
+        elif field_id == "f--labor_hours":
+            row["labor_hours"] = check.number(value, field_id)
+        elif field_id == "f--cost":
+            row["cost"] = (check.text(value, field_id) if not isinstance(value, int | float)
+                           or isinstance(value, bool) else str(value))
+        elif field_id.startswith("cf--"):
+            bare = field_id[4:]
+            name = item.get("name") if isinstance(item.get("name"), str) else field_id
+            if isinstance(value, list | Mapping):
+                check.problem(f"issues {source_id}: custom field {name!r} ({field_id}) should "
+                              f"be a single value, got {_kind(value)}; kept as given")
+            key = name if name not in custom else f"{name} ({field_id})"
+            entry: dict[str, Any] = {"id": bare, "value": value}
+            if bare in positions:
+                entry["position"] = positions[bare]
+            custom[key] = entry
+    row["custom_fields"] = json_text(custom)
+    if listing is not None:
+        listing_check = _Checker("issues", source_id, listing, out.problems)
+        for key in ("created_at", "updated_at", "closed_at"):
+            row[key] = listing_check.text(listing.get(key), key)
+    out.add("issues", row)
+
+    for comment in check.items(detail.get("comments"), "comments"):
+        comment_id, problem = record_id(comment, "comments")
+        if problem is not None:
+            out.problems.append(Problem("comments", source_id, f"issue {source_id}: "
+                                        + problem.reason, comment))
+            continue
+        comment_check = _Checker("comments", comment_id, comment, out.problems)
+        out.add("comments", {
+            "id": comment_id, "container_type": "Issue", "container_id": source_id,
+            "created_by": comment_check.text(comment.get("created_by"), "created_by"),
+            "created_at": comment_check.text(comment.get("created_at"), "created_at"),
+            "text": comment_check.text(comment.get("comment_text"), "comment_text"),
+        })
+
+    sizes = listing_attachment_sizes(listing)
+    for item in check.items(detail.get("attachments"), "attachments"):
+        out.extend(map_attachment(item, "Issue", source_id, sizes))
+    return out
+
+
+def map_attachment(
+    item: Any, container_type: str, container_id: str, sizes: Mapping[str, Any] | None = None,
+    *, kind: str | None = None,
+) -> Mapped:
+    """One attachment-list entry (Attachment, DocumentReference, UriReference, Signature)."""
+    out = Mapped()
+    attachment_id, problem = record_id(item, "attachments")
+    if problem is not None:
+        out.problems.append(Problem("attachments", container_id,
+                                    f"{container_type} {container_id}: " + problem.reason, item))
+        return out
+    check = _Checker("attachments", attachment_id, item, out.problems)
+    kind = kind or item.get("type")
+    if kind not in (*ATTACHMENT_KINDS, "Signature"):
+        check.problem(f"attachments {attachment_id} on {container_type} {container_id}: type "
+                      f"{_shown(kind)} is not one of {', '.join(ATTACHMENT_KINDS)}; skipped")
+        return out
+    size = None
+    if sizes and attachment_id in sizes:
+        size = check.integer(sizes[attachment_id], "size", minimum=0)
+    if kind == "UriReference":
+        source_url = check.text(item.get("path"), "path")
+    else:
+        source_url = clean_url(check.text(item.get("original_url"), "original_url"))
+        if not source_url:
+            check.problem(f"attachments {attachment_id} on {container_type} {container_id}: "
+                          "no original_url; downloaded by id anyway")
+    out.add("attachments", {
+        "id": attachment_id,
+        "container_type": container_type,
+        "container_id": container_id,
+        "kind": kind,
+        "filename": check.text(item.get("name"), "name"),
+        "content_type": check.text(item.get("content_type"), "content_type"),
+        "caption": check.text(item.get("caption"), "caption"),
+        "custom_field_id": check.ident(item.get("custom_field_id"), "custom_field_id"),
+        "created_by": check.text(item.get("created_by"), "created_by"),
+        "created_at": check.text(item.get("created_at"), "created_at"),
+        "size_expected": size,
+        "source_url": source_url,
+        "num_pages": check.integer(item.get("num_pages"), "num_pages", minimum=0),
+        "tags": check.text(item.get("tags"), "tags"),
+    })
+    return out
+
+
+def map_status_history(issue_id: str, changes: Iterable[Any]) -> Mapped:
+    """issue_status_history rows for one issue, in the order the source gives them."""
+    out = Mapped()
+    for change in changes:
+        check = _Checker("issue_status_history", issue_id, change, out.problems)
+        if not isinstance(change, Mapping):
+            check.problem(f"issue_changes for {issue_id}: entry is {_kind(change)}, not an "
+                          "object; skipped")
+            continue
+        out.add("issue_status_history", {
+            "issue_id": issue_id,
+            "status": check.text(change.get("status"), "status"),
+            "previous_status": check.text(change.get("previous_status"), "previous_status"),
+            "user": check.text(change.get("user"), "user"),
+            "start_dt": check.text(change.get("start_dt"), "start_dt"),
+            "end_dt": check.text(change.get("end_dt"), "end_dt"),
+        })
+    return out
+
+
+# -- checklists ----------------------------------------------------------------------------------
+
+
+def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
+    """A checklist's rows: the checklist, sections, items, comments, attachments (checklist,
+    item, signatures) and custom field values."""
+    out = Mapped()
+    check = _Checker("checklists", source_id, detail, out.problems)
+    company = check.mapping(detail.get("company"), "company")
+    template = check.mapping(detail.get("template"), "template")
+    out.add("checklists", {
+        "id": source_id,
+        "identifier": check.text(detail.get("identifier"), "identifier"),
+        "name": check.text(detail.get("name"), "name"),
+        "description": check.text(detail.get("description"), "description"),
+        "checklist_type": check.text(detail.get("checklist_type"), "checklist_type"),
+        "status": check.text(detail.get("status"), "status"),
+        "priority": check.text(detail.get("priority"), "priority"),
+        "phase": check.text(detail.get("phase"), "phase"),
+        "created_by": check.text(detail.get("created_by"), "created_by"),
+        "created_at": check.text(detail.get("created_at"), "created_at"),
+        "updated_at": check.text(detail.get("updated_at"), "updated_at"),
+        "company_id": check.ident(company.get("id"), "company.id"),
+        "template_id": check.ident(template.get("id"), "template.id"),
+        "template_name": check.text(template.get("name"), "template.name"),
+        "deleted": 0,
+    })
+    for position, section in enumerate(check.items(detail.get("sections"), "sections")):
+        section_check = _Checker("checklist_sections", source_id, section, out.problems)
+        if not isinstance(section, Mapping):
+            section_check.problem(f"checklists {source_id}: section {position} is "
+                                  f"{_kind(section)}, not an object; skipped")
+            continue
+        section_id = f"{source_id}:{position}"
+        section_name = section_check.text(section.get("section_name"), "section_name")
+        out.add("checklist_sections", {"id": section_id, "checklist_id": source_id,
+                                       "position": position, "section_name": section_name})
+        for item in section_check.items(section.get("items"), "items"):
+            out.extend(_map_item(item, source_id, section_id, section_name))
+    for comment in check.items(detail.get("comments"), "comments"):
+        comment_id, problem = record_id(comment, "comments")
+        if problem is not None:
+            out.problems.append(Problem("comments", source_id, f"checklist {source_id}: "
+                                        + problem.reason, comment))
+            continue
+        comment_check = _Checker("comments", comment_id, comment, out.problems)
+        out.add("comments", {
+            "id": comment_id, "container_type": "Checklist", "container_id": source_id,
+            "created_by": comment_check.text(comment.get("created_by"), "created_by"),
+            "created_at": comment_check.text(comment.get("created_at"), "created_at"),
+            "text": comment_check.text(comment.get("comment_text"), "comment_text"),
+        })
+    for item in check.items(detail.get("attachments"), "attachments"):
+        out.extend(map_attachment(item, "Checklist", source_id))
+    for item in check.items(detail.get("signatures"), "signatures"):
+        out.extend(map_attachment(item, "Checklist", source_id, kind="Signature"))
+    seen_values: set[str] = set()
+    for value in check.items(detail.get("custom_field_values"), "custom_field_values"):
+        value_id, problem = record_id(value, "checklist_custom_field_values")
+        if problem is not None:
+            out.problems.append(Problem("checklist_custom_field_values", source_id,
+                                        f"checklist {source_id}: " + problem.reason, value))
+            continue
+        if value_id in seen_values:
+            check.problem(f"checklists {source_id}: custom field value {value_id} appears "
+                          "twice; the first is kept")
+            continue
+        seen_values.add(value_id)
+        value_check = _Checker("checklist_custom_field_values", value_id, value, out.problems)
+        raw = value.get("value")
+        out.add("checklist_custom_field_values", {
+            "checklist_id": source_id, "custom_field_id": value_id,
+            "display_type": value_check.text(value.get("display_type"), "display_type"),
+            "value": value_check.text(raw, "value"),
+        })
+    return out
+
+
+def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str | None) -> Mapped:
+    out = Mapped()
+    item_id, problem = record_id(item, "checklist_items")
+    if problem is not None:
+        out.problems.append(Problem("checklist_items", checklist_id,
+                                    f"checklist {checklist_id}: " + problem.reason, item))
+        return out
+    check = _Checker("checklist_items", item_id, item, out.problems)
+    linked: list[str] = []
+    for link in check.items(item.get("issues"), "issues"):
+        link_id, link_problem = record_id(link, "checklist_items")
+        if link_problem is not None:
+            check.problem(f"checklist_items {item_id}: a linked issue has no id; ignored")
+            continue
+        linked.append(link_id)
+    possible = item.get("possible_values")
+    if possible is not None and not isinstance(possible, list):
+        check.problem(f"checklist_items {item_id}: possible_values should be a list, got "
+                      f"{_kind(possible)}; stored as NULL")
+        possible = None
+    out.add("checklist_items", {
+        "id": item_id,
+        "checklist_id": checklist_id,
+        "section_id": section_id,
+        "section_name": section_name,
+        "position": check.integer(item.get("position"), "position"),
+        "display_number": check.text(item.get("display_number"), "display_number"),
+        "question_text": check.text(item.get("question_text"), "question_text"),
+        "display_type": check.text(item.get("display_type"), "display_type"),
+        "possible_values": json_text(possible),
+        "response": check.text(item.get("response"), "response"),
+        "is_conforming": check.text(item.get("is_conforming"), "is_conforming"),
+        "comment": check.text(item.get("comment"), "comment"),
+        "spec_ref": check.text(item.get("spec_ref"), "spec_ref"),
+        "linked_issue_ids": json_text(linked),
+        "created_by": check.text(item.get("created_by"), "created_by"),
+        "created_at": check.text(item.get("created_at"), "created_at"),
+        "updated_at": check.text(item.get("updated_at"), "updated_at"),
+    })
+    for attachment in check.items(item.get("attachments"), "attachments"):
+        out.extend(map_attachment(attachment, "ChecklistItem", item_id))
+    return out
