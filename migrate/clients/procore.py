@@ -1,0 +1,660 @@
+"""Procore REST client: OAuth tokens, company header, paging, rate budget, uploads.
+
+One :class:`ProcoreClient` serves a whole run and may be shared by threads. Its HTTP goes
+through three :class:`~migrate.clients.http.HttpClient` instances, so that each carries only
+what belongs to it:
+
+- ``api`` (``[target] base_url``): every REST call, with ``Authorization: Bearer …`` and
+  ``Procore-Company-Id``, paced by the run's :class:`~migrate.clients.ratebudget.RateBudget`;
+- ``auth`` (``[target] auth_url``): the token grant, which is not part of the REST quota;
+- ``storage``: the upload form posted to the storage URL Procore hands out. Storage is not
+  Procore: it gets neither the token nor the company header, and is not counted against the
+  quota.
+
+Tokens come from the client-credentials grant and are renewed shortly before they expire, and
+once more if a call answers 401; a token given in ``PROCORE_ACCESS_TOKEN`` cannot be renewed.
+Every token is registered with the HTTP layer as a secret, so no message or log line shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid as uuidlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from migrate.clients.http import HttpClient, RetryPolicy
+from migrate.clients.ratebudget import RateBudget
+from migrate.errors import ApiError, ConfigError, CredentialError
+from migrate.settings import (
+    PROCORE_ACCESS_TOKEN_ENV,
+    PROCORE_CLIENT_ID_ENV,
+    PROCORE_CLIENT_SECRET_ENV,
+    Settings,
+    TargetCredentials,
+    TargetSettings,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger("migrate.procore")
+
+#: PATCH /coordination_issues/sync takes at most this many items (seed 001, notes).
+MAX_SYNC_ITEMS = 1000
+#: Procore caps ``per_page`` at 100; asking for more would only be cut down.
+MAX_PER_PAGE = 100
+#: Ids per ``filters[ids][]`` query, so URLs stay short and a chunk fits one page.
+IDS_PER_QUERY = 100
+#: Renew a token this long before it expires (less for short lifetimes, see _refresh_margin).
+REFRESH_MARGIN = 300.0
+
+TOKEN_PATH = "/oauth/token"
+COMPANIES_PATH = "/rest/v1.0/companies"
+PROJECTS_PATH = "/rest/v1.0/projects"
+ISSUES_PATH = "/rest/v1.0/coordination_issues"
+SYNC_PATH = "/rest/v1.0/coordination_issues/sync"
+ASSIGNEES_PATH = "/rest/v1.0/coordination_issues/assignees"
+
+_CREDENTIAL_ERRORS = {"invalid_client", "unauthorized_client", "invalid_grant"}
+_NUMERIC_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a sync call answered: the issues it created or updated, and the refused items.
+
+    Each error is the submitted item plus ``"errors": {"<field>": ["message", …]}``.
+    """
+
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Where to post a file: ``url`` plus form ``fields`` to send back unaltered."""
+
+    uuid: str
+    url: str
+    fields: dict[str, str]
+
+
+@dataclass
+class _Token:
+    value: str
+    renew_at: float | None  # on the client's clock; None: never (a token given by the user)
+
+
+class ProcoreClient:
+    """Typed calls to Procore's REST API for one company (``settings.company_id``).
+
+    ``budget`` paces every REST call; pass the run's shared one (a private budget is made when
+    none is given). ``clock`` (monotonic seconds) decides when a token is due for renewal.
+    """
+
+    def __init__(
+        self,
+        settings: TargetSettings,
+        credentials: TargetCredentials,
+        *,
+        budget: RateBudget | None = None,
+        policy: RetryPolicy | None = None,
+        pool_size: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.company_id = settings.company_id
+        self.budget = budget if budget is not None else RateBudget()
+        policy = policy or RetryPolicy(read_timeout=settings.timeout)
+        pool = pool_size or max(4, settings.workers)
+        secrets = credentials.redaction_values()
+        self.api = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets,
+                              hooks=[self.budget])
+        self.auth = HttpClient(settings.auth_url, policy=policy, pool_size=1, secrets=secrets)
+        self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool,
+                                  secrets=secrets)
+        self._clock = clock
+        self._token_lock = threading.Lock()
+        self._token: _Token | None = None
+        self._client_id = credentials.client_id
+        self._client_secret = credentials.client_secret
+        if credentials.access_token is not None:
+            self._token = _Token(credentials.access_token.reveal(), None)
+            self._add_secret(self._token.value)
+        elif self._client_id is None or self._client_secret is None:
+            raise ConfigError(
+                f"No Procore credentials. Set {PROCORE_CLIENT_ID_ENV} and "
+                f"{PROCORE_CLIENT_SECRET_ENV} in the environment, or {PROCORE_ACCESS_TOKEN_ENV}."
+            )
+        self._renewable = credentials.access_token is None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        for client in (self.api, self.auth, self.storage):
+            client.close()
+
+    def __enter__(self) -> ProcoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- counters -------------------------------------------------------------------------
+    def requests_made(self) -> dict[str, int]:
+        """REST requests sent (retries included) by ``"METHOD /path"``, ids shown as ``{id}``."""
+        counts: Counter[str] = Counter()
+        for key, count in self.api.stats.snapshot()["requests"].items():
+            counts[_NUMERIC_SEGMENT.sub("/{id}", key)] += count
+        return dict(sorted(counts.items()))
+
+    @property
+    def token_requests(self) -> int:
+        """Token grants requested so far (retries included)."""
+        return self.auth.stats.total_requests
+
+    # -- tokens -----------------------------------------------------------------------------
+    def _add_secret(self, value: str) -> None:
+        for client in (self.api, self.auth, self.storage):
+            client.add_secret(value)
+
+    def _current_token(self) -> str:
+        with self._token_lock:
+            token = self._token
+            if token is None or (token.renew_at is not None and self._clock() >= token.renew_at):
+                token = self._grant()
+            return token.value
+
+    def _renew_after_401(self, rejected: str, path: str, *, first: bool) -> str:
+        """A new token after ``rejected`` got a 401, or a CredentialError when that cannot help."""
+        if not self._renewable:
+            raise CredentialError(
+                f"Procore rejected the access token in {PROCORE_ACCESS_TOKEN_ENV} (expired or "
+                f"revoked). Set a fresh token, or unset {PROCORE_ACCESS_TOKEN_ENV} and set "
+                f"{PROCORE_CLIENT_ID_ENV} and {PROCORE_CLIENT_SECRET_ENV} so tokens are renewed "
+                "automatically."
+            )
+        if not first:
+            raise CredentialError(
+                f"Procore rejected a token it had just issued (on {path}). Check that the app is "
+                f"installed in company {self.company_id} with access to this tool, then run the "
+                "command again."
+            )
+        with self._token_lock:
+            # Another thread may have renewed it already while this call was on the wire.
+            if self._token is None or self._token.value == rejected:
+                self._grant()
+            assert self._token is not None
+            return self._token.value
+
+    def _grant(self) -> _Token:
+        """Ask for a token with the client-credentials grant (token lock held)."""
+        assert self._client_id is not None and self._client_secret is not None
+        started = self._clock()
+        response = self.auth.request("POST", TOKEN_PATH, data={
+            "grant_type": "client_credentials",
+            "client_id": self._client_id.reveal(),
+            "client_secret": self._client_secret.reveal(),
+        })
+        body = _json_or_none(response)
+        code = body.get("error") if isinstance(body, dict) else None
+        if response.status_code == 401 or (
+            response.status_code == 400 and code in _CREDENTIAL_ERRORS
+        ):
+            raise CredentialError(
+                f"Procore refused the client credentials in {PROCORE_CLIENT_ID_ENV} / "
+                f"{PROCORE_CLIENT_SECRET_ENV} ({code or f'HTTP {response.status_code}'}). Check "
+                f"both against the app in Procore's developer portal, and that [target] auth_url "
+                f"({self.auth.base_url}) is the login host for that app, then run the command "
+                "again."
+            )
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            raise ApiError(
+                status=response.status_code, method="POST",
+                endpoint=self.auth.url_for(TOKEN_PATH),
+                body=self.auth.redact(response.text if response.status_code != 200 else
+                                      "the answer holds no access_token"),
+            )
+        self._add_secret(token)
+        assert isinstance(body, dict)
+        lifetime = _seconds(body.get("expires_in"))
+        renew_at = None if lifetime is None else started + lifetime - _refresh_margin(lifetime)
+        self._token = _Token(token, renew_at)
+        log.info("Procore token obtained (valid for %s).",
+                 "an unknown time" if lifetime is None else f"{lifetime:.0f} s")
+        return self._token
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _headers(self, token: str, company: bool | int) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if company is not False:
+            company_id = self.company_id if company is True else company
+            if company_id is None:
+                raise ConfigError(
+                    "[target] company_id is not set. Procore needs it on every call but the "
+                    "company list; add company_id = <number> (from the Procore URL) to "
+                    "migration.toml."
+                )
+            headers["Procore-Company-Id"] = str(company_id)
+        return headers
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        ok: Sequence[int] = (200,),
+        company: bool | int = True,
+    ) -> requests.Response:
+        """One REST call; renews the token once on 401. Other statuses outside ``ok`` raise."""
+        token = self._current_token()
+        for first in (True, False):
+            response = self.api.request(
+                method, path, params=params, json=json, headers=self._headers(token, company),
+                ok=(*ok, 401),
+            )
+            if response.status_code != 401:
+                return response
+            response.close()
+            token = self._renew_after_401(token, _endpoint(path), first=first)
+        raise AssertionError("unreachable")  # the second 401 raised above
+
+    def _json(self, response: requests.Response, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"Procore {_endpoint(path)} answered HTTP {response.status_code} with a body "
+                "that is not JSON. This is unexpected; keep the log, then run the same command "
+                "again to resume."
+            ) from None
+
+    def _same_origin(self, url: str) -> str:
+        """``url`` if it is on the API host: the token must never go anywhere else."""
+        ours, theirs = urlsplit(self.api.base_url), urlsplit(url)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise ApiError(
+                f"Procore's next-page link points to {theirs.scheme}://{theirs.netloc}, not "
+                f"{ours.scheme}://{ours.netloc}; refusing to send the token there. Check "
+                "[target] base_url."
+            )
+        return url
+
+    # -- paging -------------------------------------------------------------------------------
+    def list_paged(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        per_page: int = MAX_PER_PAGE,
+        *,
+        company: bool | int = True,
+    ) -> Iterator[list[Any]]:
+        """Yield each page of a list endpoint, following ``Link: <…>; rel="next"``.
+
+        Without a Link header, pages are counted against ``Total``; without either, the
+        answer is one page. A next link seen before stops with an ApiError rather than loop.
+        """
+        query: dict[str, Any] = {**(params or {}),
+                                 "per_page": max(1, min(per_page, MAX_PER_PAGE))}
+        page = int(query.pop("page", 1))
+        url: str = path
+        args: dict[str, Any] | None = {**query, "page": page}
+        seen: set[str] = set()
+        fetched = 0
+        while True:
+            response = self._send("GET", url, params=args, company=company)
+            rows = self._json(response, path)
+            if not isinstance(rows, list):
+                raise ApiError(
+                    f"Procore {_endpoint(path)} answered with a {type(rows).__name__} where a "
+                    "list was expected. This is unexpected; keep the log and report it."
+                )
+            yield rows
+            fetched += len(rows)
+            next_link = response.links.get("next", {}).get("url")
+            if next_link:
+                if next_link in seen:
+                    raise ApiError(
+                        f"Procore {_endpoint(path)} sent the same next-page link twice "
+                        f"(page after {fetched} rows); stopped rather than loop. Run the "
+                        "command again; if it recurs, keep the log and report it."
+                    )
+                seen.add(next_link)
+                url, args = self._same_origin(next_link), None
+                continue
+            if response.headers.get("Link") is not None:
+                return  # a Link header without rel="next": that was the last page
+            total = _int(response.headers.get("Total"))
+            if total is None or not rows or fetched >= total:
+                return
+            page += 1
+            url, args = path, {**query, "page": page}
+
+    def _all(self, path: str, params: Mapping[str, Any] | None = None,
+             *, company: bool | int = True) -> list[Any]:
+        return [row for page in self.list_paged(path, params, company=company) for row in page]
+
+    # -- companies, projects, people ---------------------------------------------------------
+    def companies(self) -> list[dict[str, Any]]:
+        """Companies the token can see (the one call that needs no company header)."""
+        return self._all(COMPANIES_PATH, company=False)
+
+    def projects(self, company_id: int) -> list[dict[str, Any]]:
+        """Projects of ``company_id``."""
+        return self._all(PROJECTS_PATH, {"company_id": company_id}, company=company_id)
+
+    def project_users(self, project_id: int) -> list[dict[str, Any]]:
+        """People in the project's directory (``email_address``, ``vendor``)."""
+        return self._all(f"{PROJECTS_PATH}/{project_id}/users")
+
+    def assignees(self, project_id: int) -> list[dict[str, Any]]:
+        """Who may be assigned coordination issues (``id, name, login`` = email)."""
+        return self._all(ASSIGNEES_PATH, {"project_id": project_id})
+
+    # -- locations ----------------------------------------------------------------------------
+    def locations(self, project_id: int, **filters: Any) -> list[dict[str, Any]]:
+        """The project's locations; ``parent_id=…``, ``search=…`` become ``filters[…]``."""
+        return self._all(f"{PROJECTS_PATH}/{project_id}/locations", _filters(filters))
+
+    def find_or_create_location(
+        self, project_id: int, path: Sequence[str]
+    ) -> tuple[dict[str, Any], bool]:
+        """The leaf location of ``path`` (root first), and whether Procore had to create it.
+
+        Missing ancestors are created too. Safe to repeat: if an answer is lost and the call is
+        retried, the retry finds the location (and reports it as not created).
+        """
+        if isinstance(path, str) or not path or any(
+            not isinstance(name, str) or not name.strip() for name in path
+        ):
+            raise ValueError(f"a location path is a non-empty list of non-blank names, got "
+                             f"{path!r}")
+        url = f"{PROJECTS_PATH}/{project_id}/locations/find_or_create_by_path"
+        response = self._send("POST", url, json={"location": {"path": list(path)}},
+                              ok=(200, 201))
+        return self._json(response, url), response.status_code == 201
+
+    # -- coordination issues ------------------------------------------------------------------
+    def coordination_issues(
+        self,
+        project_id: int,
+        *,
+        ids: Iterable[int] | None = None,
+        search: str | None = None,
+        updated_at: str | tuple[Any, Any] | None = None,
+        view: str = "extended",
+    ) -> list[dict[str, Any]]:
+        """Coordination issues of a project, optionally filtered.
+
+        ``ids`` are asked for in chunks; ``updated_at`` is ``"start...end"`` or a
+        ``(start, end)`` pair of ISO strings, dates or datetimes. ``view="extended"`` includes
+        attachments; ``normal`` omits them, ``compact`` holds only ids.
+        """
+        params: dict[str, Any] = {"project_id": project_id, "view": view}
+        if search is not None:
+            params["filters[search]"] = search
+        if updated_at is not None:
+            params["filters[updated_at]"] = _date_range(updated_at)
+        if ids is None:
+            return self._all(ISSUES_PATH, params)
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start:start + IDS_PER_QUERY]
+            found.extend(self._all(ISSUES_PATH, {**params, "filters[ids][]": chunk}))
+        return found
+
+    def show_issue(self, project_id: int, issue_id: int) -> dict[str, Any]:
+        """One coordination issue, extended view (attachments included). 404 is an ApiError."""
+        url = f"{ISSUES_PATH}/{issue_id}"
+        response = self._send("GET", url, params={"project_id": project_id, "view": "extended"})
+        return self._json(response, url)
+
+    def sync_issues(self, project_id: int, items: Sequence[dict[str, Any]]) -> SyncResult:
+        """Create (items without ``id``) and update (items with ``id``) up to 1000 issues.
+
+        Refused items come back in ``errors`` as data; only envelope problems (no such
+        project, no permission, malformed call) raise ApiError. Batching is the caller's job:
+        more than 1000 items is a ValueError, raised before any request.
+
+        A sync whose answer is lost is sent again by the HTTP layer (PATCH is retried), so an
+        item may already have been created by the first attempt. That is safe when creates
+        carry a deterministic ``uuid``: the repeat answers that item with the per-item error
+        ``{"uuid": ["has already been taken"]}``, and the caller looks the issue up and records
+        it instead of creating it twice.
+        """
+        if len(items) > MAX_SYNC_ITEMS:
+            raise ValueError(f"a sync takes at most {MAX_SYNC_ITEMS} items, got {len(items)}; "
+                             "split them into batches")
+        if not items:
+            return SyncResult()
+        response = self._send("PATCH", SYNC_PATH,
+                              json={"project_id": project_id, "updates": list(items)})
+        body = self._json(response, SYNC_PATH)
+        entities = body.get("entities") if isinstance(body, dict) else None
+        errors = body.get("errors", []) if isinstance(body, dict) else None
+        if not isinstance(entities, list) or not isinstance(errors, list):
+            raise ApiError(
+                f"Procore {SYNC_PATH} answered without the entities and errors lists. This is "
+                "unexpected; keep the log, then run the same command again to resume."
+            )
+        return SyncResult(entities, errors)
+
+    def update_issue(
+        self, project_id: int, issue_id: int, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Update one issue (the only way to change its status). 422 is an ApiError."""
+        url = f"{ISSUES_PATH}/{issue_id}"
+        response = self._send("PATCH", url, json={"project_id": project_id,
+                                                  "coordination_issue": dict(fields)})
+        return self._json(response, url)
+
+    def create_issue(self, project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one issue (the naive baseline; the pipeline uses :meth:`sync_issues`).
+
+        A create whose answer is lost is retried, like every POST: without a ``uuid`` in
+        ``fields`` that can create the issue twice; with one, the repeat answers 422.
+        """
+        response = self._send("POST", ISSUES_PATH, json={"project_id": project_id,
+                                                         "coordination_issue": dict(fields)},
+                              ok=(200, 201))
+        return self._json(response, ISSUES_PATH)
+
+    # -- uploads ------------------------------------------------------------------------------
+    def create_upload(self, project_id: int, filename: str, content_type: str) -> Upload:
+        """Ask where to store a file; post it with :meth:`put_upload_bytes` within an hour."""
+        url = f"/rest/v1.1/projects/{project_id}/uploads"
+        response = self._send("POST", url, json={"response_filename": filename,
+                                                 "response_content_type": content_type},
+                              ok=(200, 201))
+        body = self._json(response, url)
+        if not (isinstance(body, dict) and isinstance(body.get("uuid"), str)
+                and isinstance(body.get("url"), str) and isinstance(body.get("fields"), dict)):
+            raise ApiError(
+                f"Procore {url} answered without uuid, url and fields. This is unexpected; keep "
+                "the log, then run the same command again to resume."
+            )
+        fields = {str(k): str(v) for k, v in body["fields"].items()}
+        return Upload(body["uuid"], body["url"], fields)
+
+    def put_upload_bytes(self, upload: Upload, file_path: str | Path) -> int:
+        """Post a file to storage as ``upload`` says; returns the bytes sent.
+
+        The form carries every field unaltered, then the file as the part named ``file``. The
+        body is read from disk while it is sent. Storage gets no Procore token, no company
+        header, and does not count against the rate budget. A refusal raises ApiError with its
+        status: 403 means the upload expired (an hour after creation): create a new one.
+        """
+        path = Path(file_path)
+        content_type = upload.fields.get("Content-Type") or "application/octet-stream"
+        body = _MultipartFile(upload.fields, path, path.name, content_type)
+        try:
+            self.storage.request("POST", upload.url, data=body,
+                                 headers={"Content-Type": body.content_type},
+                                 ok=range(200, 300))
+        finally:
+            body.close()
+        return body.file_size
+
+
+# -- multipart, streamed ----------------------------------------------------------------------
+
+
+class _MultipartFile:
+    """A multipart/form-data body that reads the file part from disk as it is sent.
+
+    It behaves as a file (read/seek/tell, so the HTTP layer can rewind it for a retry) with a
+    known length, so the request carries Content-Length, which storage requires.
+    """
+
+    def __init__(self, fields: Mapping[str, str], path: Path, filename: str,
+                 content_type: str) -> None:
+        self.boundary = uuidlib.uuid4().hex
+        parts = [
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'
+            .encode() + value.encode("utf-8") + b"\r\n"
+            for name, value in fields.items()
+        ]
+        parts.append(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quoted(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+        )
+        self._head = b"".join(parts)
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._handle = path.open("rb")
+        self.file_size = path.stat().st_size
+        self._length = len(self._head) + self.file_size + len(self._tail)
+        self._position = 0
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(1024 * 1024):
+            yield chunk
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: self._length}[whence]
+        self._position = max(0, min(self._length, base + offset))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._length - self._position
+        out = bytearray()
+        while size > 0 and self._position < self._length:
+            head, file_end = len(self._head), len(self._head) + self.file_size
+            if self._position < head:
+                piece = self._head[self._position:self._position + size]
+            elif self._position < file_end:
+                self._handle.seek(self._position - head)
+                piece = self._handle.read(min(size, file_end - self._position))
+                if not piece:
+                    raise OSError(f"{self._handle.name} got shorter while it was being sent")
+            else:
+                start = self._position - file_end
+                piece = self._tail[start:start + size]
+            out += piece
+            self._position += len(piece)
+            size -= len(piece)
+        return bytes(out)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _quoted(value: str) -> str:
+    # What browsers (and urllib3) do to a form field name or filename in Content-Disposition.
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace(
+        "\n", "%0A")
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def _endpoint(path: str) -> str:
+    return urlsplit(path).path or path
+
+
+def _refresh_margin(lifetime: float) -> float:
+    """Renew 5 minutes early, or a tenth of the lifetime when that is shorter."""
+    return min(REFRESH_MARGIN, lifetime / 10)
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple | set):
+            params[f"filters[{key}][]"] = list(value)
+        else:
+            params[f"filters[{key}]"] = value
+    return params
+
+
+def _date_range(value: str | tuple[Any, Any]) -> str:
+    if isinstance(value, str):
+        return value
+    start, end = value
+    return f"{_iso(start)}...{_iso(end)}"
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def client_from_settings(
+    settings: Settings, env: Mapping[str, str] | None = None, *, budget: RateBudget | None = None
+) -> ProcoreClient:
+    """The run's Procore client: credentials from the environment, one shared rate budget."""
+    import os
+
+    from migrate.settings import target_credentials
+
+    credentials = target_credentials(os.environ if env is None else env)
+    return ProcoreClient(settings.target, credentials, budget=budget or RateBudget())

@@ -1,0 +1,490 @@
+"""Procore's rate limits as one budget shared by every API call of a run.
+
+Procore counts requests in two windows (hourly and a 10-second spike window) and reports, on
+every response, ``X-Rate-Limit-Limit`` / ``-Remaining`` / ``-Reset`` for whichever window is
+closer to running out. :class:`RateBudget` plugs into :class:`~migrate.clients.http.HttpClient`
+as a request hook: it reads those headers after every response and, before every attempt,
+waits just long enough that no request is refused with 429, while keeping the quota busy.
+
+How it decides, and why:
+
+- **Certain floor.** Remaining quota only grows by itself (old requests leave a window), and
+  only our own requests use it up. So the latest report, minus every request of ours that it may
+  not have counted yet (sent later, or still in flight when it was sent), is a safe floor for
+  every window at once: the report is the smallest of them.
+- **When that floor runs out**, waiting for ``X-Rate-Limit-Reset`` is safe but slow: the header
+  is whole Unix seconds, rounded up, which on a short window wastes a large share of the quota.
+  So the budget also models each window as the sliding log Procore's sandbox uses. Every report
+  bounds the window's length from above (reset minus the send time of the oldest request the
+  window can still hold, :meth:`_learn_span`); a request of ours leaves the window at the latest
+  that long after its response arrived. That tells when slots free up, to a few milliseconds.
+  Each report also checks the model (the server must never count more requests than the model
+  allows for); when it does not hold (someone else spends the quota, or the windows are fixed
+  rather than sliding) the model is set aside and the budget waits for the reset instead, then
+  sends a single probe to learn the new state.
+- **Pacing.** Calls are spread evenly: by the learned window length over the limit, or, without
+  a model, by the time to the reset over what remains (so an hourly window is spent at about
+  one call a second rather than exhausted early and then waited for). Evenly spread requests
+  also keep a sliding window from refilling in bursts.
+- **Threads.** Uploads run several at a time on one budget. Decisions and the bookkeeping of
+  requests in flight happen under one lock, so two threads never both spend the last slot.
+- A 429 (HttpClient honours its ``Retry-After`` and retries) is recorded, and every thread
+  holds off until the wait it asks for is over; the reported window counts as empty until then.
+
+Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
+with the same limit cannot be told apart and share one entry; the model check then sets that
+model aside).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger("migrate.ratebudget")
+
+#: Completed requests examined beyond the ``n`` needed when bounding a window's length;
+#: covers requests that finished out of order.
+_REORDER_SLACK = 64
+#: Shortest window length the sliding-window model is used for (see ``_modelled``).
+_MIN_MODEL_SPAN = 1.0
+#: Waits this long or longer are logged, so a quiet run is explained.
+_LOG_WAITS_FROM = 10.0
+#: How long a thread waits before looking again while a probe's answer is outstanding.
+_POLL_SECONDS = 0.02
+
+
+class ResponseLike(Protocol):
+    """What the budget reads from a response: its status and headers."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+
+@dataclass
+class _Sent:
+    """One attempt released by the budget."""
+
+    seq: int
+    sent_at: float  # wall clock, never decreasing
+    sent_mono: float
+    in_flight_before: int  # others awaiting an answer when this one went out
+    done_at: float | None = None
+    # True: the server counted it. None: unknown (no answer came). 429s are dropped: a refused
+    # request takes no slot.
+    counted: bool | None = True
+
+
+@dataclass
+class _Report:
+    """What one response said about one window."""
+
+    limit: int
+    remaining: int
+    reset: float  # Unix seconds
+    seq: int  # of the request it answered
+    in_flight_before: int
+
+
+@dataclass
+class _Window:
+    """What the budget knows about one of Procore's windows (keyed by its limit)."""
+
+    limit: int
+    last: _Report
+    span: float | None = None  # upper bound of the window's length, from the resets seen
+    shortest: float = 0.0  # lower bound of the window's length
+    model_off_until: float = 0.0  # wall clock; math.inf once a 429 proved the model wrong
+    model_failures: int = 0
+
+
+class RateBudget:
+    """Paces requests to spend Procore's quota fully without a 429. Thread-safe.
+
+    ``clock`` (monotonic) spaces calls and times waits, ``wall`` (Unix seconds) compares with
+    ``X-Rate-Limit-Reset``, ``sleep`` waits. ``safety`` seconds are added to every wait that
+    rests on the server's clock; ``reserve_fraction`` of each window's limit is left unused
+    (1 % by default, none below a limit of 100), so a person can still use Procore while a
+    migration runs.
+
+    Counters: ``requests`` released, ``rate_limited`` (429s seen), ``waited_seconds`` (summed
+    over threads), and ``last_limit`` / ``last_remaining`` / ``last_reset`` as last reported.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        safety: float = 0.02,
+        *,
+        reserve_fraction: float = 0.01,
+        stale_after: float = 600.0,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self.safety = safety
+        self.reserve_fraction = reserve_fraction
+        #: A request without an answer after this long (its thread died) stops counting as in
+        #: flight; it is assumed to have been counted.
+        self.stale_after = stale_after
+        # With the real sleep, waiting threads park on the condition and wake when an answer
+        # arrives; an injected sleep (tests with a fake clock) is called instead.
+        self._cond = threading.Condition(threading.Lock())
+        self._use_condition = sleep is time.sleep
+        self._local = threading.local()
+
+        self._seq = 0
+        self._in_flight: dict[int, _Sent] = {}
+        self._done: list[_Sent] = []  # answered requests, in order of done_at
+        self._last_wall = -math.inf
+        self._last_sent_mono: float | None = None
+        self._windows: dict[int, _Window] = {}
+        self._latest: _Report | None = None
+        self._responses = 0
+        self._blocked_until = -math.inf  # wall clock
+
+        self.requests = 0
+        self.waited_seconds = 0.0
+        self.rate_limited = 0
+        self.last_limit: int | None = None
+        self.last_remaining: int | None = None
+        self.last_reset: float | None = None
+
+    # -- the RequestHook protocol ------------------------------------------------------------
+    def before_request(self, method: str, url: str) -> None:
+        """Wait until a request can go out without exceeding any window, then count it."""
+        with self._cond:
+            self._close_abandoned()
+            while True:
+                now, mono = self._now(), self._clock()
+                wait = self._wait_needed(now, mono)
+                if wait <= 0:
+                    self._release(now, mono)
+                    return
+                if wait >= _LOG_WAITS_FROM:
+                    log.info("Procore's rate limit is nearly used up (%s left of %s); waiting "
+                             "%.0f s before the next request.", self.last_remaining,
+                             self.last_limit, wait)
+                if self._use_condition:
+                    started = self._clock()
+                    self._cond.wait(wait)
+                    self.waited_seconds += max(0.0, self._clock() - started)
+                else:
+                    self.waited_seconds += wait
+                    self._cond.release()
+                    try:
+                        self._sleep(wait)
+                    finally:
+                        self._cond.acquire()
+
+    def after_response(self, response: ResponseLike) -> None:
+        """Read the rate-limit headers of any response (errors and 429s included)."""
+        status = response.status_code
+        headers = response.headers
+        with self._cond:
+            now = self._now()
+            self._responses += 1
+            entry: _Sent | None = getattr(self._local, "entry", None)
+            self._local.entry = None
+            if entry is not None:
+                self._in_flight.pop(entry.seq, None)
+                entry.done_at = now
+                if status == 429:
+                    entry.counted = False
+                else:
+                    self._done.append(entry)
+            report = _parse(headers)
+            if status == 429:
+                self._on_429(headers, report, now)
+            if report is not None:
+                limit, remaining, reset = report
+                self.last_limit, self.last_remaining, self.last_reset = limit, remaining, reset
+                self._observe(limit, 0 if status == 429 else remaining, reset, entry, status,
+                              now)
+            self._trim()
+            self._cond.notify_all()
+
+    # -- reporting ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Plain counters for run summaries and benchmarks."""
+        with self._cond:
+            return {
+                "requests": self.requests,
+                "waited_seconds": round(self.waited_seconds, 3),
+                "rate_limited": self.rate_limited,
+                "last": {"limit": self.last_limit, "remaining": self.last_remaining,
+                         "reset": self.last_reset},
+                "windows": {
+                    str(w.limit): {
+                        "remaining": w.last.remaining, "reset": w.last.reset,
+                        "span_seconds": None if w.span is None else round(w.span, 3),
+                        "model": self._modelled(w, self._now()),
+                    }
+                    for w in sorted(self._windows.values(), key=lambda w: w.limit)
+                },
+            }
+
+    # -- deciding (lock held) -----------------------------------------------------------------
+    def _wait_needed(self, now: float, mono: float) -> float:
+        """Seconds to wait before the next request may go; 0 or less means go now."""
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        if not self._windows:
+            # Until the first answer says what the quota is, send one request at a time.
+            return _POLL_SECONDS if self._in_flight and not self._responses else 0.0
+        gate = 0.0
+        spacing = 0.0
+        for window in self._windows.values():
+            free = self._free(window, now)
+            reserve = self._reserve(window)
+            if free - reserve < 1:
+                gate = max(gate, self._blocked_wait(window, now))
+            elif self._modelled(window, now):
+                # Pace by the likeliest length (the reset is rounded up to whole seconds); if
+                # that is too short, the model holds back whatever would not fit.
+                assert window.span is not None
+                likely = max(window.shortest, window.span - 0.5)
+                spacing = max(spacing, likely / max(1, window.limit - reserve))
+            elif now < window.last.reset:
+                spacing = max(spacing, (window.last.reset + self.safety - now) / (free - reserve))
+        if gate > 0:
+            return gate
+        if self._last_sent_mono is None:
+            return 0.0
+        return self._last_sent_mono + spacing - mono
+
+    def _free(self, window: _Window, now: float) -> int:
+        """A safe lower bound of the window's free slots now."""
+        best = self._floor(window.last)
+        if self._latest is not None:
+            best = max(best, self._floor(self._latest))  # the report names the fullest window
+        if self._modelled(window, now):
+            assert window.span is not None
+            best = max(best, window.limit - self._occupied(now - window.span - self.safety))
+        return best
+
+    @staticmethod
+    def _modelled(window: _Window, now: float) -> bool:
+        # A bound under a second says only that the first request came late in a window that
+        # resets all at once: headers in whole seconds cannot describe a shorter sliding one.
+        return (window.span is not None and window.span > _MIN_MODEL_SPAN
+                and window.model_off_until <= now)
+
+    def _floor(self, report: _Report) -> int:
+        """Remaining per ``report``, less every request it may not have counted."""
+        return report.remaining - report.in_flight_before - (self._seq - report.seq)
+
+    def _occupied(self, since: float) -> int:
+        """Requests that may still sit in a window holding everything counted after ``since``."""
+        index = bisect_right(self._done, since, key=_done_at)
+        return len(self._done) - index + len(self._in_flight)
+
+    def _blocked_wait(self, window: _Window, now: float) -> float:
+        """How long until a window that is full (as far as we know) may take a request."""
+        reset_wait = window.last.reset + self.safety - now
+        if self._modelled(window, now):
+            # The model frees a slot when our oldest request in the window ages out.
+            since = now - window.span - self.safety
+            index = bisect_right(self._done, since, key=_done_at)
+            if index < len(self._done):
+                model_wait = self._done[index].done_at + window.span + self.safety - now  # type: ignore[operator]
+                reset_wait = min(reset_wait, max(model_wait, 0.001))
+            elif self._in_flight:
+                reset_wait = min(reset_wait, _POLL_SECONDS)
+        if reset_wait > 0:
+            return reset_wait
+        # The reset has passed, so the window has room again, but how much is unknown: let one
+        # request through and wait for what its answer says.
+        latest_seq = self._latest.seq if self._latest is not None else 0
+        if any(seq > latest_seq for seq in self._in_flight):
+            return _POLL_SECONDS
+        return 0.0
+
+    def _reserve(self, window: _Window) -> int:
+        return int(window.limit * self.reserve_fraction)
+
+    def _release(self, now: float, mono: float) -> None:
+        self._seq += 1
+        entry = _Sent(self._seq, now, mono, len(self._in_flight))
+        self._in_flight[entry.seq] = entry
+        self._local.entry = entry
+        self._last_sent_mono = mono
+        self.requests += 1
+
+    # -- learning (lock held) -----------------------------------------------------------------
+    def _observe(
+        self, limit: int, remaining: int, reset: float, entry: _Sent | None, status: int,
+        now: float,
+    ) -> None:
+        if entry is not None:
+            seq, in_flight_before = entry.seq, entry.in_flight_before
+        else:  # an answer to a request the budget did not release: trust it least
+            seq, in_flight_before = self._seq, len(self._in_flight)
+        report = _Report(limit, remaining, reset, seq, in_flight_before)
+        window = self._windows.get(limit)
+        if window is None:
+            window = self._windows[limit] = _Window(limit, report)
+        elif seq >= window.last.seq:
+            window.last = report
+        if self._latest is None or seq >= self._latest.seq:
+            self._latest = report
+        if status != 429 and entry is not None and entry.counted:
+            self._learn_span(window, remaining, reset, entry)
+            self._check_model(window, remaining, entry, now)
+
+    def _learn_span(self, window: _Window, remaining: int, reset: float, entry: _Sent) -> None:
+        """Narrow the window's length using ``reset`` = the oldest request in it + the length.
+
+        The reset is whole seconds rounded up, so each report bounds the length to an interval
+        one second wide around ``reset`` minus the oldest request's count time; reports whose
+        oldest requests were counted at different fractions of a second narrow it quickly.
+
+        The window now holds ``n = limit - remaining`` requests. Requests answered before this
+        one was sent were surely counted before it, so the n-th latest send time among them and
+        this one is no later than the oldest request in the window: the upper bound. No request
+        can have been counted later than its answer, or than now: the n-th latest of those
+        times, over every request sent so far, is no earlier than the oldest: the lower bounds
+        (it is still in the window; it leaves less than a second before ``reset``).
+        Requests of other clients loosen the upper bound (safe) and may push the lower bound
+        too high, which the model check then notices.
+        """
+        held = window.limit - remaining
+        if held < 1:
+            return
+        now = entry.done_at if entry.done_at is not None else self._last_wall
+        if held == 1:
+            earliest = entry.sent_at
+        else:
+            end = self._answered_before(entry)
+            start = max(0, end - (held - 1) - _REORDER_SLACK)
+            sends = [s.sent_at for s in self._done[start:end] if s.counted]
+            earliest = heapq.nlargest(held - 1, sends)[-1] if len(sends) >= held - 1 else None
+        if earliest is not None:
+            bound = reset - earliest
+            if bound > 0 and (window.span is None or bound < window.span):
+                window.span = bound
+        # This request is the last entry of the answered list; those in flight count as "now".
+        from_end = held - len(self._in_flight)
+        if from_end <= 1:
+            latest = now
+        elif from_end <= len(self._done):
+            latest = _done_at(self._done[-from_end])
+        else:
+            return
+        # The oldest is still in the window, and the rounded-up reset is less than a second
+        # after it leaves.
+        window.shortest = max(window.shortest, entry.sent_at - latest, reset - 1 - latest)
+
+    def _answered_before(self, entry: _Sent) -> int:
+        """How many answered requests (from the start of the list) came back before ``entry``
+        was sent; ``entry`` itself, the last answered, never counts."""
+        return min(bisect_right(self._done, entry.sent_at, key=_done_at), len(self._done) - 1)
+
+    def _check_model(self, window: _Window, remaining: int, entry: _Sent, now: float) -> None:
+        """Set the model aside when the server's count does not fit a sliding window.
+
+        It must count no more than the requests answered within the longest possible window
+        length (else someone else spends the quota), and no fewer than those surely counted
+        within the shortest one (else the window is not sliding, e.g. it resets all at once).
+        """
+        if not self._modelled(window, now):
+            return
+        assert window.span is not None
+        held = window.limit - remaining
+        most = self._occupied(entry.sent_at - window.span)
+        least = 1
+        if window.shortest > 0:
+            cutoff = now - window.shortest
+            start = bisect_right(self._done, cutoff, key=_done_at)
+            end = self._answered_before(entry)
+            least += sum(1 for s in self._done[start:end] if s.counted and s.sent_at > cutoff)
+        if least <= held <= most and window.shortest <= window.span:
+            return
+        window.model_failures += 1
+        # Someone else's requests leave the window after one length; a second failure means the
+        # model itself does not fit (e.g. fixed windows), so it stays off.
+        window.model_off_until = now + 2 * window.span if window.model_failures < 2 else math.inf
+        log.info("Procore counts %d requests in its %d-request window where a sliding window "
+                 "would hold %d to %d of ours; pacing by its reset time instead.",
+                 held, window.limit, least, most)
+
+    def _on_429(self, headers: Mapping[str, str], report: tuple[int, int, float] | None,
+                now: float) -> None:
+        self.rate_limited += 1
+        retry_after = _number(headers.get("Retry-After"))
+        if retry_after is not None:
+            until = now + retry_after
+        elif report is not None:
+            until = report[2]
+        else:
+            until = now + 1.0
+        self._blocked_until = max(self._blocked_until, until + self.safety)
+        if report is not None and report[1] == 0:
+            # A real quota refusal: this window's model let us down, so stop trusting it.
+            window = self._windows.get(report[0])
+            if window is not None:
+                window.model_off_until = math.inf
+        log.info("Procore answered 429; holding all requests for %.1f s.", until - now)
+
+    # -- housekeeping (lock held) ---------------------------------------------------------
+    def _now(self) -> float:
+        # Never backwards, so the answered list stays ordered by time.
+        self._last_wall = max(self._last_wall, self._wall())
+        return self._last_wall
+
+    def _close_abandoned(self) -> None:
+        """Retire requests that will never see an answer (transport failures, dead threads)."""
+        now = self._now()
+        previous: _Sent | None = getattr(self._local, "entry", None)
+        if previous is not None:  # this thread's last attempt failed before any response
+            self._local.entry = None
+            self._retire(previous, now)
+        cutoff = self._clock() - self.stale_after
+        for entry in [e for e in self._in_flight.values() if e.sent_mono < cutoff]:
+            self._retire(entry, now)
+
+    def _retire(self, entry: _Sent, now: float) -> None:
+        if self._in_flight.pop(entry.seq, None) is None:
+            return
+        entry.done_at = now
+        entry.counted = None  # maybe counted: it occupies a slot but proves nothing
+        self._done.append(entry)
+
+    def _trim(self) -> None:
+        largest = max((w.limit for w in self._windows.values()), default=0)
+        keep = 2 * largest + 256
+        if len(self._done) > 2 * keep:
+            del self._done[: len(self._done) - keep]
+
+
+def _done_at(entry: _Sent) -> float:
+    return entry.done_at if entry.done_at is not None else math.inf
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _parse(headers: Mapping[str, str]) -> tuple[int, int, float] | None:
+    """(limit, remaining, reset) from the X-Rate-Limit-* headers, or None if any is missing."""
+    limit = _number(headers.get("X-Rate-Limit-Limit"))
+    remaining = _number(headers.get("X-Rate-Limit-Remaining"))
+    reset = _number(headers.get("X-Rate-Limit-Reset"))
+    if limit is None or remaining is None or reset is None or limit < 1:
+        return None
+    return int(limit), int(remaining), reset

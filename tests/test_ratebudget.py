@@ -1,0 +1,341 @@
+"""RateBudget: pacing against Procore's rate-limit headers without a single 429.
+
+The first half drives the budget with a fake clock against an in-process model of the quota
+(Procore's sliding log from the simulator, and a fixed-window variant); the second half runs it
+end to end over loopback against the Procore simulator, one thread and four.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from migrate.clients.procore import ProcoreClient
+from migrate.clients.ratebudget import RateBudget
+from migrate.sandbox.faults import FaultConfig
+from migrate.sandbox.httpbase import RunningServer
+from migrate.sandbox.procore_server import ProcoreApp, SlidingWindow
+from migrate.settings import Secret, TargetCredentials, TargetSettings
+
+# -- a fake clock and a fake quota ------------------------------------------------------------
+
+
+class FakeTime:
+    """Monotonic and wall clocks that move only when someone sleeps (or a request travels)."""
+
+    def __init__(self, start: float) -> None:
+        self.elapsed = 0.0
+        self.start = start
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def wall(self) -> float:
+        return self.start + self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        self.elapsed += max(0.0, seconds)
+
+
+class FixedWindow:
+    """A window that resets all at once every ``length`` seconds (the lenient alternative)."""
+
+    def __init__(self, limit: int, length: float) -> None:
+        self.limit, self.length = limit, length
+        self.count, self.started = 0, -math.inf
+        self.hits = self  # so Quota can append to it like a sliding log
+
+    def _roll(self, now: float) -> None:
+        start = math.floor(now / self.length) * self.length
+        if start != self.started:
+            self.started, self.count = start, 0
+
+    def append(self, now: float) -> None:
+        self._roll(now)
+        self.count += 1
+
+    def full(self, now: float) -> bool:
+        return self.remaining(now) <= 0
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        return self.limit - self.count
+
+    def reset_at(self, now: float) -> float:
+        self._roll(now)
+        return self.started + self.length
+
+
+@dataclass
+class Answer:
+    status_code: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Quota:
+    """Procore's quota rules as the simulator applies them, on the fake clock."""
+
+    def __init__(self, *windows: SlidingWindow | FixedWindow) -> None:
+        self.windows = windows
+        self.served = 0
+        self.refused = 0
+
+    @staticmethod
+    def headers(window: SlidingWindow | FixedWindow, now: float) -> dict[str, str]:
+        return {"X-Rate-Limit-Limit": str(window.limit),
+                "X-Rate-Limit-Remaining": str(window.remaining(now)),
+                "X-Rate-Limit-Reset": str(math.ceil(window.reset_at(now)))}
+
+    def answer(self, now: float) -> Answer:
+        exceeded = [w for w in self.windows if w.full(now)]
+        if exceeded:
+            self.refused += 1
+            window = max(exceeded, key=lambda w: w.reset_at(now))
+            wait = max(1, math.ceil(window.reset_at(now) - now))
+            return Answer(429, {**self.headers(window, now), "Retry-After": str(wait)})
+        for window in self.windows:
+            window.hits.append(now)
+        self.served += 1
+        window = min(self.windows, key=lambda w: w.remaining(now))
+        return Answer(200, self.headers(window, now))
+
+
+def drive(budget: RateBudget, clock: FakeTime, quota: Quota, count: int,
+          rtt: float = 0.002) -> float:
+    """Send ``count`` requests one after another; the seconds from first send to last answer."""
+    first: float | None = None
+    while quota.served < count:
+        budget.before_request("GET", "/rest/v1.0/companies")
+        first = clock.elapsed if first is None else first
+        clock.sleep(rtt / 2)
+        answer = quota.answer(clock.wall())
+        clock.sleep(rtt / 2)
+        budget.after_response(answer)
+        if answer.status_code == 429:  # what HttpClient does before trying again
+            clock.sleep(float(answer.headers["Retry-After"]))
+    assert first is not None
+    return clock.elapsed - first
+
+
+def utilisation(requests: int, limit: int, window: float, elapsed: float) -> float:
+    """Requests made per request the window allowed in that time."""
+    return requests / (limit * elapsed / window)
+
+
+def fake_budget(start: float, **kwargs: float) -> tuple[RateBudget, FakeTime]:
+    clock = FakeTime(start)
+    budget = RateBudget(clock=clock.monotonic, wall=clock.wall, sleep=clock.sleep, **kwargs)
+    return budget, clock
+
+
+# -- fake clock -------------------------------------------------------------------------------
+
+# Where in a second the run starts matters, because X-Rate-Limit-Reset is whole seconds.
+STARTS = (1_700_000_000.0, 1_700_000_000.37, 1_700_000_000.93)
+
+
+@pytest.mark.parametrize("start", STARTS)
+def test_sliding_window_is_used_fully_without_a_429(start: float) -> None:
+    budget, clock = fake_budget(start)
+    quota = Quota(SlidingWindow(20, 2.0), SlidingWindow(3600, 3600.0))
+    elapsed = drive(budget, clock, quota, 300)
+    assert quota.refused == 0 and budget.rate_limited == 0
+    assert utilisation(300, 20, 2.0, elapsed) >= 0.92
+    assert budget.requests == 300
+    window = budget.snapshot()["windows"]["20"]
+    assert window["model"] is True
+    assert 2.0 <= window["span_seconds"] < 2.05  # learned to within a few ms
+
+
+@pytest.mark.parametrize("start", STARTS)
+def test_fixed_windows_are_recognised_and_still_not_exceeded(start: float) -> None:
+    budget, clock = fake_budget(start)
+    quota = Quota(FixedWindow(20, 2.0), SlidingWindow(3600, 3600.0))
+    elapsed = drive(budget, clock, quota, 300)
+    assert quota.refused == 0
+    assert utilisation(300, 20, 2.0, elapsed) >= 0.9
+    assert budget.snapshot()["windows"]["20"]["model"] is False
+
+
+def test_small_fixed_window_starting_late_in_a_second_does_not_fool_the_model() -> None:
+    # A first request 50 ms before a 1-second window resets looks like a 50 ms sliding window.
+    budget, clock = fake_budget(1_700_000_000.95)
+    quota = Quota(FixedWindow(5, 1.0), SlidingWindow(3600, 3600.0))
+    drive(budget, clock, quota, 60)
+    assert quota.refused == 0
+
+
+def test_calls_are_spread_over_the_window_not_burst() -> None:
+    budget, clock = fake_budget(1_700_000_000.5)
+    quota = Quota(SlidingWindow(20, 2.0), SlidingWindow(3600, 3600.0))
+    sends: list[float] = []
+    while quota.served < 60:
+        budget.before_request("GET", "/x")
+        sends.append(clock.elapsed)
+        budget.after_response(quota.answer(clock.wall()))
+    gaps = [b - a for a, b in zip(sends[20:], sends[21:], strict=False)]
+    # Once learned: about window / limit apart, never a burst of back-to-back calls.
+    assert min(gaps) > 0.05 and max(gaps) < 0.2
+    assert sum(gaps) / len(gaps) == pytest.approx(0.1, abs=0.01)
+
+
+def test_both_windows_are_learned_and_kept() -> None:
+    # The headers report only the window closer to running out; each is remembered by its limit.
+    budget, clock = fake_budget(1_700_000_000.2, reserve_fraction=0.05)
+    quota = Quota(SlidingWindow(20, 2.0), SlidingWindow(100, 30.0))
+    elapsed = drive(budget, clock, quota, 250)
+    assert quota.refused == 0
+    windows = budget.snapshot()["windows"]
+    assert set(windows) == {"20", "100"}
+    assert windows["100"]["span_seconds"] == pytest.approx(30.0, abs=0.1)
+    # The 30-second window binds. Any 30 s may hold only 95 (100 less the reserve), so 250 take
+    # more than 60 s; spread evenly once that window is known, they take less than 250 / 95
+    # windows.
+    assert 60 < elapsed < 250 / 95 * 30
+
+
+def test_a_429_is_recorded_and_holds_every_request_until_retry_after() -> None:
+    budget, clock = fake_budget(1_700_000_000.0)
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(429, {"Retry-After": "5", "X-Rate-Limit-Limit": "150",
+                                       "X-Rate-Limit-Remaining": "0",
+                                       "X-Rate-Limit-Reset": "1700000003"}))
+    assert budget.rate_limited == 1
+    assert budget.last_remaining == 0 and budget.last_limit == 150
+    budget.before_request("GET", "/x")
+    assert clock.elapsed >= 5.0  # Retry-After wins over an earlier reset
+    assert budget.waited_seconds == pytest.approx(clock.elapsed)
+
+
+def test_remaining_is_spent_evenly_until_the_reset_without_a_model() -> None:
+    budget, clock = fake_budget(1_700_000_000.0, reserve_fraction=0.0)
+    # A window much longer than the run: no model yet, so 10 left over 100 s is one per 10 s.
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
+                                       "X-Rate-Limit-Remaining": "10",
+                                       "X-Rate-Limit-Reset": "1700000100"}))
+    budget.before_request("GET", "/x")
+    assert clock.elapsed == pytest.approx(10.0, abs=0.01)
+
+
+def test_responses_without_rate_headers_cost_nothing() -> None:
+    budget, clock = fake_budget(1_700_000_000.0)
+    for _ in range(50):
+        budget.before_request("GET", "/x")
+        budget.after_response(Answer(200))
+    assert clock.elapsed == 0 and budget.requests == 50 and budget.last_limit is None
+
+
+def test_an_attempt_that_never_got_an_answer_does_not_block_the_next() -> None:
+    budget, clock = fake_budget(1_700_000_000.0)
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "150",
+                                       "X-Rate-Limit-Remaining": "149",
+                                       "X-Rate-Limit-Reset": "1700000010"}))
+    budget.before_request("GET", "/x")  # this attempt's connection fails: no after_response
+    budget.before_request("GET", "/x")  # the retry
+    assert clock.elapsed < 1.0
+    assert budget.requests == 3
+
+
+def test_threads_never_spend_more_than_remains() -> None:
+    # 3 requests left (with a reset just past, so no pacing spreads them); 6 threads ask at
+    # once. Exactly 3 go out; the others wait until answers say there is room again.
+    budget = RateBudget(sleep=lambda seconds: time.sleep(min(seconds, 0.005)),
+                        reserve_fraction=0.0)
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
+                                       "X-Rate-Limit-Remaining": "3",
+                                       "X-Rate-Limit-Reset": str(int(time.time()) - 1)}))
+    released: list[int] = []
+    answer_now = threading.Event()
+    lock = threading.Lock()
+
+    def worker(number: int) -> None:
+        budget.before_request("GET", "/x")
+        with lock:
+            released.append(number)
+        answer_now.wait(5)
+        budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
+                                           "X-Rate-Limit-Remaining": "100",
+                                           "X-Rate-Limit-Reset": str(int(time.time()) - 1)}))
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 2
+    while len(released) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the other three must still be waiting
+    assert len(released) == 3
+    answer_now.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(released) == 6
+    assert budget.requests == 7
+
+
+# -- end to end against the simulator -----------------------------------------------------------
+
+SPIKE_LIMIT = 20
+SPIKE_WINDOW = 2.0
+
+
+@pytest.fixture
+def spiky() -> Iterator[tuple[ProcoreApp, ProcoreClient]]:
+    app = ProcoreApp(spike_limit=SPIKE_LIMIT, spike_window=SPIKE_WINDOW)
+    server = RunningServer(app)
+    settings = TargetSettings(base_url=server.url, auth_url=server.url, company_id=4100,
+                              project_id=5100)
+    credentials = TargetCredentials(client_id=Secret("demo-client"),
+                                    client_secret=Secret("demo-secret"))
+    client = ProcoreClient(settings, credentials, budget=RateBudget())
+    try:
+        yield app, client
+    finally:
+        client.close()
+        server.stop()
+        app.close()
+
+
+def timed(app: ProcoreApp, work: list[threading.Thread]) -> tuple[int, float]:
+    """Run the threads; the requests the quota counted and the seconds it took."""
+    before = app.rate_stats()["requests"]
+    started = time.monotonic()
+    for thread in work:
+        thread.start()
+    for thread in work:
+        thread.join(60)
+    return app.rate_stats()["requests"] - before, time.monotonic() - started
+
+
+def test_one_thread_uses_the_spike_window_fully_without_a_429(spiky: tuple) -> None:
+    app, client = spiky
+    client.companies()  # the token, outside the timing
+    count, elapsed = timed(app, [threading.Thread(
+        target=lambda: [client.assignees(5100) for _ in range(120)], daemon=True)])
+    assert count == 120
+    assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
+    assert utilisation(count, SPIKE_LIMIT, SPIKE_WINDOW, elapsed) >= 0.9
+    assert client.requests_made()["GET /rest/v1.0/coordination_issues/assignees"] == 120
+
+
+def test_four_threads_sharing_one_budget_get_no_429(spiky: tuple) -> None:
+    app, client = spiky
+    client.companies()
+    # A quarter of the answers take 0.25 s (after the request was counted), so several are
+    # in flight at once: the budget must count those it has not heard back from.
+    app.faults.configure(FaultConfig(slow_rate=0.25, slow_seconds=0.25, seed=4))
+    count, elapsed = timed(app, [threading.Thread(
+        target=lambda: [client.assignees(5100) for _ in range(30)], daemon=True)
+        for _ in range(4)])
+    assert count == 120
+    assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
+    # A slot is taken to be free only a window after its answer (when the server counted it
+    # is unknown), so slow answers cost some of the quota; still most of it is used.
+    assert utilisation(count, SPIKE_LIMIT, SPIKE_WINDOW, elapsed) >= 0.8
