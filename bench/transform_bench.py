@@ -1,0 +1,296 @@
+"""Transform throughput and memory: 10 000 and 100 000 synthetic issues, straight into SQLite.
+
+For each size one subprocess writes a staging DB (areas, reference data, a Procore snapshot, and
+issues with comments, status history, attachments and custom fields shaped like the sandbox's),
+and a second, fresh subprocess runs the transform on it, so the peak RSS measured is the
+transform's alone. Prints issues/s and peak RSS per size and appends a dated section to
+BENCHMARKS.md.
+
+    python -m bench.transform_bench                # 10 000 and 100 000
+    python -m bench.transform_bench --sizes 20000  # others
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SIZES = (10_000, 100_000)
+TARGET_PROJECT = 5100
+STATUSES = ("Draft", "Open", "Work Completed", "Ready to Inspect", "Not Approved", "In Dispute",
+            "Closed", "Void")
+STATUS_WEIGHTS = (4, 25, 10, 8, 5, 3, 40, 5)
+PRIORITIES = ("", "Low", "Medium", "High", "Critical")
+TYPES = (("t-clash", "Clash", "Coordination"), ("t-punch", "Punch item", "Quality"),
+         ("t-code", "Code Violation", "Safety"), ("t-design", "Design Change", "Design"))
+DEFECTS = ("Crack in drywall", "Water leak", "Missing fire caulk", "Door does not latch",
+           "Duct clashes with beam", "Paint touch-up needed", "Light fixture not working")
+DETAILS = ("at north wall", "near stair 2", "above ceiling grid", "by the façade — Zoë ✓",
+           "at column C4 🚧", "in corridor 2")
+ACTIONS = ("Provide submittal for review.", "Repair and notify.", "", "Coordinate with MEP.")
+
+
+def synthesise(path: Path, issues: int, seed: int = 7) -> None:
+    """Write a staging DB with `issues` normalised issues and their children."""
+    sys.path.insert(0, str(REPO))
+    from migrate.store import open_store, start_run
+
+    rng = random.Random(seed)
+    store = open_store(path)
+    conn = store.conn
+    emails = [f"user{n}@example.com" for n in range(40)]
+    with store.transaction():
+        run_id = start_run(store, "bench-synthesis", {})
+        conn.execute("INSERT INTO projects (id, name) VALUES ('proj-bench', 'Bench Tower')")
+        areas = []
+        for b in range(4):
+            areas.append((f"b{b}", None, f"Building {b}", 0))
+            for level in range(8):
+                areas.append((f"b{b}-l{level}", f"b{b}", f"Level {level}", 0))
+                for room in range(6):
+                    areas.append((f"b{b}-l{level}-r{room}", f"b{b}-l{level}",
+                                  f"Room {level}{room:02d}", int(rng.random() < 0.03)))
+        conn.executemany("INSERT INTO areas (id, parent_id, name, deleted) VALUES (?, ?, ?, ?)",
+                         areas)
+        conn.executemany("INSERT INTO companies (id, name) VALUES (?, ?)",
+                         [(f"c{n}", f"Company {n}") for n in range(10)])
+        conn.executemany("INSERT INTO root_causes (id, name) VALUES (?, ?)",
+                         [(f"rc{n}", f"Cause {n}") for n in range(8)])
+        conn.executemany("INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
+                         TYPES)
+        conn.executemany(
+            "INSERT INTO custom_fields (id, name, container_type, position) "
+            "VALUES (?, ?, 'Issue', ?)",
+            [("cf1", "Trade", 1), ("cf2", "Inspection Date", 2), ("cf3", "Notes", 3)],
+        )
+        conn.executemany(
+            "INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
+            "snapshot_run) VALUES (?, ?, ?, ?, ?, ?)",
+            [(TARGET_PROJECT, 7000 + n, f"User {n}", email, email, run_id)
+             for n, email in enumerate(emails) if n % 5]
+        )
+        conn.executemany(
+            "INSERT INTO target_locations (project_id, id, name, node_name, parent_id, "
+            "snapshot_run) VALUES (?, ?, ?, ?, ?, ?)",
+            [(TARGET_PROJECT, 9000, "Building 0", "Building 0", None, run_id)],
+        )
+    room_ids = [a[0] for a in areas if a[0].count("-") == 2]
+    start = datetime(2014, 1, 1, tzinfo=UTC)
+    chunk = 5000
+    for first in range(0, issues, chunk):
+        rows, comments, history, attachments = [], [], [], []
+        for index in range(first, min(first + chunk, issues)):
+            source_id = f"issue-{index:08d}"
+            created = start + timedelta(minutes=index * 7)
+            status = rng.choices(STATUSES, STATUS_WEIGHTS)[0]
+            type_id, type_name, category = rng.choice(TYPES)
+            text = f"{rng.choice(DEFECTS)} {rng.choice(DETAILS)}. {rng.choice(ACTIONS)}"
+            if rng.random() < 0.02:
+                text = " ".join([text] * 30)  # a long one
+            custom = {"Trade": rng.choice(("Mechanical", "Electrical", None)),
+                      "Inspection Date": (created + timedelta(days=3)).strftime("%m/%d/%Y"),
+                      "Notes": rng.choice(("See drawing A-201", None, "Ünïcödé nöte ✓"))}
+            due = (date(2014, 1, 1) + timedelta(days=index % 400)).isoformat() \
+                if rng.random() < 0.7 else None
+            rows.append((
+                source_id, f"{index + 1:06d}", text, status if rng.random() > 0.002 else "Parked",
+                rng.choice(PRIORITIES), type_id, type_name, category,
+                rng.choice(room_ids) if rng.random() > 0.03 else None,
+                rng.choice(("", "by the door", "north side")),
+                f"c{rng.randrange(10)}" if rng.random() > 0.1 else None,
+                f"rc{rng.randrange(8)}" if rng.random() < 0.45 else None,
+                rng.choice(emails) if rng.random() > 0.2 else None, due,
+                rng.choice(emails), created.strftime("%Y-%m-%d %H:%M:%S -0400"),
+                int(status == "Void"), json.dumps(custom),
+            ))
+            for n in range(rng.choices((0, 1, 2, 3), (45, 30, 15, 10))[0]):
+                moment = created + timedelta(hours=n + 1)
+                comments.append((f"{source_id}-c{n}", source_id, rng.choice(emails),
+                                 moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "Checked with foreman."))
+            previous = None
+            for n, state in enumerate(("Open", status)[: rng.randint(1, 2)]):
+                moment = created + timedelta(days=n)
+                history.append((source_id, state, previous, rng.choice(emails),
+                                moment.strftime("%Y-%m-%d %H:%M:%S -0400")))
+                previous = state
+            for n in range(rng.choices((0, 1, 2), (40, 45, 15))[0]):
+                kind = "UriReference" if rng.random() < 0.05 else "Attachment"
+                stored = kind == "Attachment"
+                attachments.append((
+                    f"{source_id}-a{n}", source_id, kind, f"IMG_{n:04d}.jpg",
+                    "stored" if stored else "skipped",
+                    f"{index:056x}{n:08x}" if stored else None, 1000 if stored else None,
+                    None if stored else "https://specs.example.com/09",
+                ))
+        with store.transaction():
+            conn.executemany(
+                "INSERT INTO issues (source_id, identifier, description, status, priority, "
+                "issue_type_id, issue_type_name, category_name, area_id, location_detail, "
+                "responsible_company_id, root_cause_id, assigned_to_email, due_date, created_by, "
+                "created_at, voided, custom_fields) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "INSERT INTO comments (id, container_type, container_id, created_by, created_at, "
+                "text) VALUES (?, 'Issue', ?, ?, ?, ?)",
+                comments,
+            )
+            conn.executemany(
+                "INSERT INTO issue_status_history (issue_id, status, previous_status, user, "
+                "start_dt) VALUES (?, ?, ?, ?, ?)",
+                history,
+            )
+            conn.executemany(
+                "INSERT INTO attachments (id, container_type, container_id, kind, filename, "
+                "state, sha256, size, source_url) VALUES (?, 'Issue', ?, ?, ?, ?, ?, ?, ?)",
+                attachments,
+            )
+    store.close()
+
+
+def measure(path: Path) -> dict[str, Any]:
+    """Run transform on the DB at `path`; elapsed seconds of run() and this process's peak RSS."""
+    sys.path.insert(0, str(REPO))
+    from migrate.mappings import default_mappings
+    from migrate.settings import TransformSettings
+    from migrate.store import open_store
+    from migrate.transform import run
+
+    store = open_store(path)
+    load_before = os.getloadavg()[0]
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
+    result = run(store, mappings=default_mappings(), settings=TransformSettings(),
+                 target_project_id=TARGET_PROJECT)
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before  # this process and its (reaped) worker processes
+    store.close()
+    # ru_maxrss is in kilobytes on Linux; RUSAGE_CHILDREN is the largest reaped worker.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"elapsed": elapsed, "cpu_seconds": cpu, "peak_rss_mb": own,
+            "worker_peak_rss_mb": workers, "load_before": load_before,
+            "counts": result.counts["issues"], "plan_hash": result.plan_hash}
+
+
+def _cpu_seconds() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def _child(argv: list[str]) -> int:
+    mode, size, path = argv[0], int(argv[1]), Path(argv[2])
+    if mode == "synthesise":
+        synthesise(path, size)
+        return 0
+    print(json.dumps(measure(path)))
+    return 0
+
+
+def bench_size(size: int, folder: Path) -> dict[str, Any]:
+    """Synthesise then transform `size` issues, each in its own subprocess."""
+    path = folder / f"bench-{size}.db"
+    script = str(Path(__file__).resolve())
+    started = time.perf_counter()
+    subprocess.run([sys.executable, script, "--child", "synthesise", str(size), str(path)],
+                   check=True)
+    synthesis = time.perf_counter() - started
+    output = subprocess.run(
+        [sys.executable, script, "--child", "measure", str(size), str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    figures = json.loads(output.strip().splitlines()[-1])
+    figures.update(size=size, issues_per_second=size / figures["elapsed"],
+                   synthesis_seconds=synthesis)
+    return figures
+
+
+def append_benchmarks(results: list[dict[str, Any]], path: Path = REPO / "BENCHMARKS.md") -> None:
+    """Append a dated section with the figures (the file is created with a title if missing)."""
+    today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = []
+    if not path.exists():
+        lines += ["# Benchmarks", ""]
+    lines += [
+        f"## Transform throughput — {today}",
+        "",
+        f"`python -m bench.transform_bench` on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, SQLite {_sqlite_version()}. Synthetic issues "
+        "(sandbox-like: 0-3 comments, 1-2 status changes, 0-2 attachments, 3 custom fields), "
+        "default mappings, one worker process per CPU; wall time of `migrate.transform.run` "
+        "only. CPU s = main + workers. Peak RSS of the main process (a fresh process that did "
+        "nothing else) and of the largest worker. Load = 1-minute load average before the run "
+        "(other work on the machine competes for the same cores).",
+        "",
+        "| issues | planned | quarantined | skipped | wall s | issues/s | CPU s | "
+        "issues per CPU s | peak RSS main | peak RSS worker | load |",
+        "|-------:|--------:|------------:|--------:|-------:|---------:|------:|"
+        "------:|------:|------:|-----:|",
+    ]
+    for figures in results:
+        counts = figures["counts"]
+        lines.append(
+            f"| {figures['size']:,} | {counts['planned']:,} | {counts['quarantined']:,} | "
+            f"{counts['skipped']:,} | {figures['elapsed']:.2f} | "
+            f"{figures['issues_per_second']:,.0f} | {figures['cpu_seconds']:.2f} | "
+            f"{figures['size'] / figures['cpu_seconds']:,.0f} | "
+            f"{figures['peak_rss_mb']:.0f} MB | {figures['worker_peak_rss_mb']:.0f} MB | "
+            f"{figures['load_before']:.1f} |"
+        )
+    lines.append("")
+    with open(path, "a", encoding="utf-8") as handle:
+        if path.stat().st_size if path.exists() else 0:
+            handle.write("\n")
+        handle.write("\n".join(lines) + "\n")
+
+
+def _sqlite_version() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark for each size and record it in BENCHMARKS.md."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return _child(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="transform-bench-") as folder:
+        for size in args.sizes:
+            figures = bench_size(size, Path(folder))
+            results.append(figures)
+            print(f"{size:>7} issues: {figures['elapsed']:.2f} s, "
+                  f"{figures['issues_per_second']:,.0f} issues/s, "
+                  f"CPU {figures['cpu_seconds']:.2f} s, "
+                  f"peak RSS {figures['peak_rss_mb']:.0f} MB main / "
+                  f"{figures['worker_peak_rss_mb']:.0f} MB worker, "
+                  f"load {figures['load_before']:.1f} "
+                  f"(synthesis {figures['synthesis_seconds']:.1f} s)", flush=True)
+    if not args.no_record:
+        append_benchmarks(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,379 @@
+"""Load: the plan into Procore, resumable, spending as few requests as possible.
+
+Order: locations → for each sync batch of ≤ 1000 creates, the uploads its issues reference
+(``workers`` at a time, one rate budget) then the sync call → delta updates (sync batches) →
+status changes (single PATCH) → deletions (reported; closed with ``apply_deletions``) →
+attachments added at the source after their issue was loaded (reported: Procore cannot add
+them). The id map records every step (see state.py), so ``migrate load`` after a crash or a
+``kill -9`` finishes the job with every record loaded exactly once, and a run with nothing to
+do makes no write call at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from migrate.errors import MigrateError, StageFailed
+from migrate.load.followups import FollowUps, classify
+from migrate.load.issues import IssueCreator, PlannedIssue, planned_issues
+from migrate.load.locations import push_locations
+from migrate.load.plan import compute_plan
+from migrate.load.state import (
+    ENTITY_ISSUE,
+    ENTITY_LOCATION,
+    LoadContext,
+    MapRow,
+    fail_open_batches,
+    id_map_rows,
+    open_quarantine_count,
+)
+from migrate.load.uploads import Uploader
+from migrate.results import LoadResult, Progress
+from migrate.runlog import RunLog
+from migrate.settings import Settings
+from migrate.store.blobs import BlobStore
+from migrate.store.db import Store, open_store, process_alive
+from migrate.store.runs import finish_run, start_run
+
+COMMAND = "load"
+STAGE = "load"
+RESUME_COMMAND = "migrate load"
+
+__all__ = ["COMMAND", "LoadOptions", "LoadResult", "load_from_settings", "run"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: the target project, parallel uploads, items per sync call, deletions."""
+
+    target_project_id: int
+    workers: int = 4
+    batch_size: int = 1000
+    apply_deletions: bool = False
+    #: Re-send creates Procore refused before even though their plan did not change (after
+    #: fixing the cause in Procore). Off: an unchanged refused record costs no request.
+    retry_rejected: bool = False
+
+
+class _Phase:
+    """Progress bars, tolerant of no Progress at all."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    @contextlib.contextmanager
+    def bar(self, entity: str, total: int | None) -> Iterator[None]:
+        if self.progress is None:
+            yield
+            return
+        self.progress.start(entity, total)
+        try:
+            yield
+        finally:
+            self.progress.finish(entity)
+
+
+def _http_clients(client: Any) -> list[Any]:
+    """Every HttpClient the Procore client talks through (API, storage ...)."""
+    from migrate.clients.http import HttpClient
+
+    found: list[Any] = []
+    for value in vars(client).values():
+        if isinstance(value, HttpClient) and all(value is not f for f in found):
+            found.append(value)
+    return found
+
+
+def _requests_by_endpoint(client: Any) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for http in _http_clients(client):
+        for (method, endpoint), n in http.stats.requests.items():
+            counts[f"{method} {endpoint}"] += n
+    return counts
+
+
+def _budget(client: Any) -> Any:
+    return getattr(client, "budget", None)
+
+
+def _budget_numbers(client: Any) -> tuple[float, int]:
+    budget = _budget(client)
+    if budget is None:
+        return 0.0, 0
+    return float(getattr(budget, "waited_seconds", 0.0)), int(getattr(budget, "rate_limited", 0))
+
+
+def _normalise_endpoint(key: str) -> str:
+    """``PATCH /rest/v1.0/coordination_issues/600123`` → ``…/coordination_issues/:id``."""
+    parts = key.split("/")
+    return "/".join(":id" if part.isdigit() else part for part in parts)
+
+
+def _guard_single_load(store: Store, run_id: int) -> None:
+    for other_id, pid in store.conn.execute(
+        "SELECT id, pid FROM runs WHERE command = ? AND status = 'running' AND id <> ?",
+        (COMMAND, run_id),
+    ):
+        if pid is not None and pid != os.getpid() and process_alive(int(pid)):
+            raise MigrateError(
+                f"Another `migrate load` is running (run {other_id}, pid {pid}) on this staging "
+                "DB. Wait for it to finish: two loads at once would send the same records twice."
+            )
+
+
+def run(
+    store: Store,
+    client: Any,
+    blobs: BlobStore,
+    *,
+    options: LoadOptions,
+    progress: Progress | None = None,
+    log: RunLog | None = None,
+    run_id: int | None = None,
+) -> LoadResult:
+    """Load the current plan into Procore; return what was done.
+
+    Without ``run_id`` the call records its own ``load`` run (with the requests it made).
+    Transport failures raise StageFailed carrying the partial LoadResult; per-item refusals
+    are quarantined and make ``exit_code`` 3.
+    """
+    own_run = run_id is None
+    if run_id is None:
+        run_id = start_run(store, COMMAND, {
+            "target_project_id": options.target_project_id, "workers": options.workers,
+            "batch_size": options.batch_size, "apply_deletions": options.apply_deletions,
+        })
+    loader = _Loader(store, client, blobs, options, progress, log, run_id)
+    try:
+        result = loader.load()
+    except MigrateError as exc:
+        partial = loader.result(completed=False)
+        if own_run:
+            finish_run(store, run_id, "failed", partial.as_json(), partial.requests_json(),
+                       error=str(exc))
+        if exc.exit_code == 1 and not isinstance(exc, StageFailed):
+            raise StageFailed(STAGE, str(exc), partial=partial,
+                              resume_command=RESUME_COMMAND) from exc
+        raise
+    except BaseException as exc:
+        if own_run:
+            partial = loader.result(completed=False)
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            finish_run(store, run_id, status, partial.as_json(), partial.requests_json(),
+                       error=str(exc) or type(exc).__name__)
+        raise
+    if own_run:
+        finish_run(store, run_id, "succeeded", result.as_json(), result.requests_json())
+    return result
+
+
+class _Loader:
+    """One load run: the phases in order over a shared LoadContext."""
+
+    def __init__(self, store: Store, client: Any, blobs: BlobStore, options: LoadOptions,
+                 progress: Progress | None, log: RunLog | None, run_id: int) -> None:
+        self.started = time.monotonic()
+        self.options = options
+        self.phase = _Phase(progress)
+        self.log = log
+        self.requests_before = _requests_by_endpoint(client)
+        self.waited_before, self.limited_before = _budget_numbers(client)
+        uploader = Uploader(
+            store, client, blobs, options.target_project_id, workers=options.workers,
+            on_upload=(lambda n: progress.advance("attachments", n)) if progress else None,
+        )
+        self.ctx = LoadContext(store=store, client=client, project_id=options.target_project_id,
+                               run_id=run_id, options=options, uploader=uploader,
+                               progress=progress, log=log)
+        self.attachments_after_load: list[dict[str, Any]] = []
+        self.deleted: list[dict[str, Any]] = []
+
+    def _event(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        if self.log is not None:
+            self.log.event(STAGE, event, level=level, **fields)
+
+    # -- the phases ------------------------------------------------------------------------
+    def load(self) -> LoadResult:
+        ctx = self.ctx
+        _guard_single_load(ctx.store, ctx.run_id)
+        abandoned = fail_open_batches(ctx.store)
+        if abandoned:
+            self._event("resume", message=f"{abandoned} batch(es) of a run that died are "
+                        "re-sent with the same uuids")
+        # The dry-run plan (no HTTP) checks the rows were planned for this project and names
+        # the loaded records whose source is gone; the state machine below decides the rest.
+        plan = compute_plan(ctx.store, ctx.project_id)
+        deleted_ids = plan.source_ids(ENTITY_ISSUE, "deleted_at_source")
+        planned = {issue.source_id: issue for issue in planned_issues(ctx.store)}
+        rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
+        creates = self._creates(planned, rows)
+
+        with self.phase.bar("locations", None):
+            counts = push_locations(
+                ctx.store, ctx.client, ctx.project_id,
+                advance=(lambda n: ctx.progress.advance("locations", n)) if ctx.progress else None,
+            )
+        ctx.count("created", ENTITY_LOCATION, counts.created)
+        ctx.count("unchanged", ENTITY_LOCATION, counts.unchanged)
+        ctx.location_ids = {sid: row.target_id for sid, row in id_map_rows(
+            ctx.store, ENTITY_LOCATION, ctx.project_id).items()
+            if row.state == "loaded" and row.target_id is not None}
+        self._event("locations", counts={"created": counts.created,
+                                         "unchanged": counts.unchanged})
+
+        IssueCreator(ctx).resolve_orphans(rows, planned)
+        if creates:
+            attachment_total = len({a for issue in creates for a in issue.attachment_ids})
+            with self.phase.bar("attachments", attachment_total), \
+                    self.phase.bar("coordination_issues", len(creates)):
+                IssueCreator(ctx).push(creates, rows)
+            self._event("creates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
+
+        rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
+        if ctx.loaded_now:  # a found orphan is loaded now, and deleted at source
+            deleted_ids = compute_plan(ctx.store, ctx.project_id).source_ids(
+                ENTITY_ISSUE, "deleted_at_source")
+        work = classify(ctx.store, planned, rows, deleted_ids, ctx.loaded_now)
+        self.attachments_after_load = work.attachments_after_load
+        self.deleted = work.deleted_at_source
+        ctx.count("unchanged", n=work.unchanged)
+        ctx.count("rejected", n=work.held)
+        followups = FollowUps(ctx)
+        followups.record_hash_only(work)
+        closing = [d for d in work.deleted_at_source if d["target_status"] != "closed"] \
+            if self.options.apply_deletions else []
+        calls = len(work.sync_updates) + len(work.status_changes) + len(closing)
+        if calls:
+            with self.phase.bar("updates", calls):
+                followups.push_updates(work)
+                followups.push_status_changes(work)
+                if self.options.apply_deletions:
+                    followups.close_deleted(work)
+            self._event("updates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
+        if self.attachments_after_load:
+            self._event("attachments_after_load", level="warning",
+                        count=len(self.attachments_after_load))
+        if self.deleted:
+            self._event("deleted_at_source", count=len(self.deleted))
+        return self.result(completed=True)
+
+    def _creates(self, planned: Mapping[str, PlannedIssue],
+                 rows: Mapping[str, MapRow]) -> list[PlannedIssue]:
+        """Planned issues not in Procore yet (sent-but-unconfirmed ones first)."""
+        creates: list[PlannedIssue] = []
+        for source_id, issue in planned.items():
+            row = rows.get(source_id)
+            retry = row is not None and row.state == "rejected" and (
+                row.payload_hash != issue.payload_hash or self.options.retry_rejected)
+            if row is None or row.state in ("pending", "sent") or retry:
+                creates.append(issue)
+            elif row.state == "rejected":
+                self.ctx.count("rejected")
+        # Rows a dead run left 'sent' go first: their look-ups then cover the shortest window.
+        creates.sort(key=lambda i: (rows.get(i.source_id) is None
+                                    or rows[i.source_id].state != "sent", i.source_id))
+        return creates
+
+    # -- the result -------------------------------------------------------------------------
+    def result(self, *, completed: bool) -> LoadResult:
+        ctx = self.ctx
+        requests = _requests_by_endpoint(ctx.client)
+        requests.subtract(self.requests_before)
+        by_endpoint: Counter[str] = Counter()
+        for key, n in requests.items():
+            if n > 0:
+                by_endpoint[_normalise_endpoint(key)] += n
+        waited, limited = _budget_numbers(ctx.client)
+        counts = {entity: {kind: ctx.counts.get(entity, Counter()).get(kind, 0)
+                           for kind in LoadResult.COUNT_KINDS}
+                  for entity in (ENTITY_LOCATION, ENTITY_ISSUE)}
+        return LoadResult(
+            run_id=ctx.run_id,
+            target_project_id=ctx.project_id,
+            counts=counts,
+            uploads_done=ctx.uploads_done,
+            uploads_reused=ctx.uploads_reused,
+            requests=dict(sorted(by_endpoint.items())),
+            quota_wait_seconds=max(0.0, waited - self.waited_before),
+            rate_limited=max(0, limited - self.limited_before),
+            sync_batch_sizes=tuple(ctx.sync_sizes),
+            attachments_after_load=tuple(self.attachments_after_load),
+            deleted_at_source=tuple(self.deleted),
+            quarantine_open=open_quarantine_count(ctx.store),
+            apply_deletions=self.options.apply_deletions,
+            elapsed_seconds=time.monotonic() - self.started,
+            completed=completed,
+        )
+
+
+# -- from settings (what the CLI calls) ---------------------------------------------------------
+
+
+def load_from_settings(
+    settings: Settings,
+    env: Mapping[str, str] = os.environ,
+    *,
+    apply_deletions: bool = False,
+    progress: Progress | None = None,
+    verbose_stream: IO[str] | None = None,
+) -> LoadResult:
+    """Open the store and blob store, build the Procore client (one rate budget), run."""
+    _company_id, project_id = settings.target_ids()
+    options = LoadOptions(target_project_id=project_id, workers=settings.target.workers,
+                          apply_deletions=apply_deletions)
+    store = open_store(settings.staging.path)
+    try:
+        blobs = BlobStore(settings.staging.blobs)
+        run_id = start_run(store, COMMAND, {
+            "target_project_id": project_id, "workers": options.workers,
+            "apply_deletions": apply_deletions,
+        })
+        log = RunLog(settings.staging.logs / f"{run_id}.jsonl", run_id=run_id,
+                     stream=verbose_stream)
+        result: LoadResult | None = None
+        try:
+            with _procore_client(settings, env) as client, \
+                    log.capture("migrate.http", STAGE):
+                try:
+                    result = run(store, client, blobs, options=options, progress=progress,
+                                 log=log, run_id=run_id)
+                except StageFailed as failure:
+                    partial = failure.partial if isinstance(failure.partial, LoadResult) \
+                        else None
+                    log.error(STAGE, "failed", message=str(failure))
+                    finish_run(store, run_id, "failed",
+                               partial.as_json() if partial else None,
+                               partial.requests_json() if partial else None,
+                               error=str(failure))
+                    raise
+        except StageFailed:
+            raise
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            message = str(exc) or type(exc).__name__
+            log.error(STAGE, status, message=message if isinstance(exc, MigrateError)
+                      else f"{type(exc).__name__}: {message}")
+            with contextlib.suppress(Exception):
+                finish_run(store, run_id, status, None, error=message)
+            raise
+        finally:
+            log.close()
+        assert result is not None
+        log_counts = result.as_json()
+        finish_run(store, run_id, "succeeded", log_counts, result.requests_json())
+        return result
+    finally:
+        store.close()
+
+
+def _procore_client(settings: Settings, env: Mapping[str, str]) -> Any:
+    """One ProcoreClient for the run: every REST call it makes draws on its one RateBudget."""
+    from migrate.clients.procore import client_from_settings
+
+    return client_from_settings(settings, env)

@@ -1,0 +1,394 @@
+"""Coordination issues: creates through ``PATCH /coordination_issues/sync``, ≤ 1000 a call.
+
+Batches go one at a time so the id map stays exact: each batch's rows are committed ``sent``
+before the call and ``loaded``/``rejected`` right after the answer. An item answered
+``{"uuid": ["has already been taken"]}`` was created by an earlier attempt whose answer never
+arrived (a lost response, or a process killed mid-call): it is looked up (issues updated since
+that attempt was sent, matched by uuid) and recorded, never created twice. Per-item errors
+become quarantine rows with Procore's message; the rest of the batch is recorded as loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from migrate.clients.procore import ISSUES_PATH
+from migrate.ids import issue_uuid
+from migrate.load.state import (
+    ENTITY_ISSUE,
+    LoadContext,
+    MapRow,
+    batch_sent_at,
+    finish_batch,
+    mark_loaded,
+    mark_rejected,
+    mark_sent,
+    mark_unsent,
+    quarantine_load,
+    release_load_quarantine,
+    start_batch,
+)
+from migrate.store.db import Store, utc_now
+
+#: Procore's limit of items per sync call.
+MAX_SYNC_ITEMS = 1000
+#: How far before a batch's sent_at the look-up for "already taken" items reaches, for a
+#: Procore clock a little behind ours.
+LOOKUP_SLACK = timedelta(minutes=2)
+TAKEN = "has already been taken"
+#: Messages that mean an upload (not the issue) was at fault: new uploads fix them.
+UPLOAD_PROBLEMS = ("does not exist", "has expired", "has no file", "already attached")
+
+
+@dataclass(frozen=True)
+class PlannedIssue:
+    """One planned_issues row."""
+
+    source_id: str
+    source_kind: str
+    uuid: str
+    payload: dict[str, Any]
+    location_source_id: str | None
+    attachment_ids: tuple[str, ...]
+    payload_hash: str
+
+    @property
+    def status(self) -> str | None:
+        return self.payload.get("status")
+
+    @property
+    def quarantine_entity(self) -> str:
+        # Load names its quarantine rows after the Procore entity; `status` folds them onto
+        # issue / checklist_item by source id.
+        return ENTITY_ISSUE
+
+
+def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> list[PlannedIssue]:
+    """Planned issues (all, or these source ids), in source id order."""
+    sql = ("SELECT source_id, source_kind, uuid, payload, location_source_id, attachment_ids, "
+           "payload_hash FROM planned_issues")
+    rows: list[Any]
+    if source_ids is None:
+        rows = store.conn.execute(sql + " ORDER BY source_id").fetchall()
+    else:
+        wanted = sorted(set(source_ids))
+        rows = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows.extend(store.conn.execute(f"{sql} WHERE source_id IN ({marks})", chunk))
+        rows.sort(key=lambda row: row[0])
+    return [
+        PlannedIssue(source_id=r[0], source_kind=r[1], uuid=r[2].lower(), payload=json.loads(r[3]),
+                     location_source_id=r[4], attachment_ids=tuple(json.loads(r[5] or "[]")),
+                     payload_hash=r[6])
+        for r in rows
+    ]
+
+
+def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """``items`` in consecutive slices of at most ``size`` (the 2 500 → 1000/1000/500 rule)."""
+    size = max(1, min(size, MAX_SYNC_ITEMS))
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def error_message(errors: Any) -> str:
+    """Procore's per-item errors as one readable line: ``field: message; …``."""
+    if isinstance(errors, Mapping):
+        parts = []
+        for field, messages in errors.items():
+            texts = messages if isinstance(messages, list) else [messages]
+            parts.append(f"{field} {'; '.join(str(t) for t in texts)}")
+        return "; ".join(parts) or "Procore refused the item without saying why"
+    return str(errors)
+
+
+_HINTS = {
+    "assignee_id": "The assignee is not on the project's coordination-issue assignee list in "
+                   "Procore: add them there and run `migrate transform` then `migrate load` "
+                   "again, or map the user differently in mappings/users.csv.",
+    "location_id": "The location is not in this Procore project: run `migrate load` again to "
+                   "re-create locations, or fix mappings/locations.csv.",
+    "title": "Shorten or fix the title (title_template in migration.toml), then run "
+             "`migrate transform` and `migrate load` again.",
+    "status": "Map the BIM 360 Field status to a Procore status in mappings/status.csv.",
+    "priority": "Map the priority to low, medium, high or critical in the mappings.",
+    "issue_type": "Map the issue type to one of Procore's issue types in the mappings.",
+    "due_date": "Fix the due date at the source or in the mappings (YYYY-MM-DD).",
+    "uuid": "Procore keeps the uuid of a deleted issue: restore it from Procore's recycle bin, "
+            "then run `migrate load` again.",
+}
+
+
+def hint_for(errors: Any) -> str:
+    """What to do about a refused item, from the fields Procore complained about."""
+    if isinstance(errors, Mapping):
+        for field in errors:
+            if field in _HINTS:
+                return _HINTS[field]
+    return ("Fix the record (see reason), run `migrate transform` and `migrate load` again; "
+            "an unchanged record is not re-sent.")
+
+
+def _instant(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class IssueCreator:
+    """Sends planned issue creates in sync batches and records every outcome."""
+
+    def __init__(self, ctx: LoadContext) -> None:
+        self.ctx = ctx
+
+    # -- public ----------------------------------------------------------------------------
+    def push(self, issues: Sequence[PlannedIssue], previous: Mapping[str, MapRow]) -> None:
+        """Create ``issues`` (rows pending, sent by a dead run, or rejected then changed)."""
+        for batch in chunked(list(issues), self.ctx.options.batch_size):
+            self._batch(batch, previous, retry_round=False)
+
+    def resolve_orphans(self, rows: Mapping[str, MapRow],
+                        planned: Mapping[str, PlannedIssue]) -> None:
+        """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
+
+        Nothing will re-send them, so find out whether Procore has them: found, they are
+        recorded (and then reported as deleted at source); not found, they never got there.
+        """
+        ctx = self.ctx
+        orphans = [
+            PlannedIssue(source_id=source_id, source_kind="", payload={},
+                         location_source_id=None, uuid=issue_uuid(ctx.project_id, source_id),
+                         attachment_ids=row.attachment_ids, payload_hash=row.payload_hash or "")
+            for source_id, row in sorted(rows.items())
+            if row.state == "sent" and source_id not in planned
+        ]
+        if not orphans:
+            return
+        found = self._look_up(orphans, rows, since=None, local_problem=True)
+        with ctx.store.transaction():
+            for orphan in orphans:
+                if orphan.uuid not in found:
+                    mark_unsent(ctx.store, ENTITY_ISSUE, ctx.project_id, orphan.source_id)
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _batch(self, batch: Sequence[PlannedIssue], previous: Mapping[str, MapRow],
+               *, retry_round: bool) -> None:
+        ctx = self.ctx
+        needed = sorted({a for issue in batch for a in issue.attachment_ids})
+        uploads = ctx.uploader.prepare(needed)
+        ctx.uploads_done += uploads.done
+        ctx.uploads_reused += uploads.reused
+        items: list[dict[str, Any]] = []
+        sending: dict[str, PlannedIssue] = {}
+        held: list[tuple[PlannedIssue, str, dict[str, Any]]] = []
+        for issue in batch:
+            problem = None
+            item = dict(issue.payload)
+            item["uuid"] = issue.uuid
+            if issue.location_source_id:
+                location_id = ctx.location_ids.get(issue.location_source_id)
+                if location_id is None:
+                    problem = (f"location {issue.location_source_id} has no Procore id "
+                               "(it was not created)")
+                else:
+                    item["location_id"] = location_id
+            failed = [a for a in issue.attachment_ids if a in uploads.failed]
+            if failed:
+                problem = "; ".join(uploads.failed[a] for a in failed)
+            elif issue.attachment_ids:
+                item["attachment_upload_uuids"] = [uploads.ready[a] for a in issue.attachment_ids]
+            if problem is not None:
+                held.append((issue, problem, item))
+                continue
+            items.append(item)
+            sending[issue.uuid] = issue
+        if held:
+            self._hold_back(held, previous)
+        if not items:
+            return
+        with ctx.store.transaction():
+            batch_id, sent_at = start_batch(ctx.store, ctx.run_id, "sync_create", len(items))
+            # A row re-sent after a dead run keeps the hash of its first send until confirmed:
+            # if that first send is what reached Procore, the hash must say so.
+            mark_sent(ctx.store, ENTITY_ISSUE, ctx.project_id, batch_id, {
+                issue.source_id: issue.payload_hash for issue in sending.values()
+                if (previous.get(issue.source_id) is None
+                    or previous[issue.source_id].state != "sent")
+            })
+            mark_sent(ctx.store, ENTITY_ISSUE, ctx.project_id, batch_id, {
+                issue.source_id: previous[issue.source_id].payload_hash or issue.payload_hash
+                for issue in sending.values()
+                if previous.get(issue.source_id) is not None
+                and previous[issue.source_id].state == "sent"
+            })
+        reply = ctx.client.sync_issues(ctx.project_id, items)
+        ctx.sync_sizes.append(len(items))
+        entities, errors = reply.entities, reply.errors
+        taken: list[PlannedIssue] = []
+        retry: list[PlannedIssue] = []
+        answered: set[str] = set()
+        sent_items = items_by_uuid(items)
+        with ctx.store.transaction():
+            for entity in entities:
+                issue = sending.get(str(entity.get("uuid") or "").lower())
+                if issue is None:
+                    continue
+                answered.add(issue.uuid)
+                self._loaded(issue, entity, batch_id, payload_hash=issue.payload_hash,
+                             upload_uuids=sent_items[issue.uuid].get(
+                                 "attachment_upload_uuids", []))
+                ctx.count("created")
+            for failure in errors:
+                if not isinstance(failure, Mapping):
+                    continue
+                issue = sending.get(str(failure.get("uuid") or "").lower())
+                if issue is None:
+                    continue
+                answered.add(issue.uuid)
+                item_errors = failure.get("errors") or {}
+                if TAKEN in _messages(item_errors, "uuid"):
+                    taken.append(issue)
+                elif not retry_round and _only_upload_trouble(item_errors):
+                    ctx.uploader.forget(issue.attachment_ids, error_message(item_errors))
+                    retry.append(issue)
+                else:
+                    self._reject(issue, item_errors, failure, batch_id)
+            missing = [issue for issue in sending.values() if issue.uuid not in answered]
+            finish_batch(ctx.store, batch_id, entities=len(entities), errors=len(errors))
+        if ctx.progress is not None:
+            ctx.progress.advance("coordination_issues", len(items) - len(retry))
+        if taken or missing:
+            earliest = min([sent_at, *batch_sent_at(ctx.store, [
+                previous[i.source_id].batch_id or "" for i in [*taken, *missing]
+                if i.source_id in previous]).values()])
+            self._look_up([*taken, *missing], previous, since=earliest, batch_id=batch_id,
+                          sent_items=sent_items)
+        if retry:
+            self._batch(retry, {}, retry_round=True)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _loaded(self, issue: PlannedIssue, entity: Mapping[str, Any], batch_id: str | None, *,
+                payload_hash: str, upload_uuids: Iterable[str]) -> None:
+        ctx = self.ctx
+        mark_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id, int(entity["id"]),
+                    payload_hash=payload_hash, target_status=entity.get("status"),
+                    attachment_ids=issue.attachment_ids, batch_id=batch_id)
+        ctx.uploader.mark_referenced(upload_uuids)
+        ctx.loaded_now.add(issue.source_id)
+        release_load_quarantine(ctx.store, issue.quarantine_entity, issue.source_id, ctx.run_id)
+
+    def _reject(self, issue: PlannedIssue, item_errors: Any, submitted: Mapping[str, Any],
+                batch_id: str | None) -> None:
+        ctx = self.ctx
+        mark_rejected(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id,
+                      payload_hash=issue.payload_hash, batch_id=batch_id)
+        payload = {k: v for k, v in submitted.items() if k != "errors"}
+        quarantine_load(
+            ctx.store, issue.quarantine_entity, issue.source_id,
+            reason=f"Procore refused the coordination issue: {error_message(item_errors)}",
+            hint=hint_for(item_errors),
+            record={"payload": payload, "payload_hash": issue.payload_hash,
+                    "procore_errors": item_errors, "batch_id": batch_id, "action": "create"},
+            run_id=ctx.run_id,
+        )
+        ctx.count("rejected")
+
+    def _hold_back(self, held: Sequence[tuple[PlannedIssue, str, dict[str, Any]]],
+                   previous: Mapping[str, MapRow]) -> None:
+        """Problems on our side (missing blob, upload refused): quarantine, retry next run.
+
+        A row a dead run left ``sent`` may be in Procore already: it is looked up rather than
+        sent without what it lacks now, and only held back if Procore does not have it.
+        """
+        ctx = self.ctx
+        in_flight = [issue for issue, _, _ in held if previous.get(issue.source_id) is not None
+                     and previous[issue.source_id].state == "sent"]
+        found = self._look_up(in_flight, previous, since=None, local_problem=True) \
+            if in_flight else set()
+        with ctx.store.transaction():
+            for issue, problem, item in held:
+                if issue.uuid in found:
+                    continue
+                quarantine_load(
+                    ctx.store, issue.quarantine_entity, issue.source_id,
+                    reason=f"not sent: {problem}",
+                    hint="Run `migrate extract` to fetch missing attachment files, then "
+                         "`migrate load` again; held-back records are retried on every run.",
+                    record={"payload": dict(item), "payload_hash": None, "action": "create"},
+                    run_id=ctx.run_id,
+                )
+                ctx.count("rejected")
+        if ctx.progress is not None:
+            ctx.progress.advance("coordination_issues", len(held))
+
+    def _look_up(self, issues: Sequence[PlannedIssue], previous: Mapping[str, MapRow], *,
+                 since: str | None, batch_id: str | None = None,
+                 local_problem: bool = False,
+                 sent_items: Mapping[str, Mapping[str, Any]] | None = None) -> set[str]:
+        """Find issues Procore already has by uuid and record them; the rest as refused.
+
+        Returns the uuids found. With ``local_problem`` the ones not found are left alone.
+        """
+        ctx = self.ctx
+        if since is None:
+            since = min(batch_sent_at(ctx.store, [
+                previous[i.source_id].batch_id or "" for i in issues
+                if i.source_id in previous]).values(), default=utc_now())
+        start = _instant(since) - LOOKUP_SLACK
+        end = datetime.now(UTC) + timedelta(days=1)
+        wanted = {issue.uuid: issue for issue in issues}
+        found: dict[str, Mapping[str, Any]] = {}
+        # Paged by hand (not coordination_issues()) to stop at the page holding the last one.
+        for page in ctx.client.list_paged(ISSUES_PATH, {
+            "project_id": ctx.project_id, "view": "normal",
+            "filters[updated_at]": f"{_iso(start)}...{_iso(end)}",
+        }):
+            for entity in page:
+                key = str(entity.get("uuid") or "").lower()
+                if key in wanted:
+                    found[key] = entity
+            if len(found) == len(wanted):
+                break
+        with ctx.store.transaction():
+            for key, issue in wanted.items():
+                entity = found.get(key)
+                row = previous.get(issue.source_id)
+                if entity is not None:
+                    # Created by an earlier send: its hash is the one that send recorded.
+                    first_hash = (row.payload_hash if row is not None and row.state == "sent"
+                                  and row.payload_hash else issue.payload_hash)
+                    sent = (sent_items or {}).get(key, {})
+                    self._loaded(issue, entity, batch_id, payload_hash=first_hash,
+                                 upload_uuids=sent.get("attachment_upload_uuids", []))
+                    ctx.count("created")
+                elif not local_problem:
+                    self._reject(issue, {"uuid": [
+                        f"{TAKEN} in Procore, but no coordination issue with this uuid is "
+                        "visible (deleted in Procore?)"]}, {"uuid": issue.uuid}, batch_id)
+        return set(found)
+
+
+def items_by_uuid(items: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Sync items by their (lower-case) uuid."""
+    return {str(item["uuid"]).lower(): item for item in items}
+
+
+def _messages(errors: Any, field: str) -> list[str]:
+    if not isinstance(errors, Mapping):
+        return []
+    value = errors.get(field) or []
+    return [str(m) for m in (value if isinstance(value, list) else [value])]
+
+
+def _only_upload_trouble(errors: Any) -> bool:
+    if not isinstance(errors, Mapping) or set(errors) != {"attachment_upload_uuids"}:
+        return False
+    return all(any(p in m for p in UPLOAD_PROBLEMS)
+               for m in _messages(errors, "attachment_upload_uuids"))

@@ -1,0 +1,183 @@
+"""Quarantine: records held back with the reason, a hint, and the record itself.
+
+Transform quarantines records that break a mapping rule or a Procore validation rule; load
+quarantines what Procore refused. A row stays open until a later run no longer finds the
+problem (transform releases it with ``released_run``) or a person releases it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.errors import EXIT_USAGE, MigrateError
+from migrate.store.db import Store, strip_secret_params, utc_now
+
+LIST_COLUMNS = (
+    "id", "entity", "source_id", "stage", "reason", "hint", "run_id", "created_at",
+    "released_at", "released_run",
+)
+
+
+class QuarantineNotFound(MigrateError):
+    """No quarantine row has the id asked for."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Held:
+    """One record to quarantine: which, why, what to do, and the record as JSON-able data."""
+
+    source_id: str
+    reason: str
+    hint: str
+    record: Any
+
+
+def record_json(record: Any) -> str:
+    """The record as stored: readable JSON, tickets and tokens stripped from every URL."""
+    text = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from the source cannot be stored as UTF-8
+        text = json.dumps(record, ensure_ascii=True, sort_keys=True, default=str)
+    return strip_secret_params(text)
+
+
+def hold(
+    store: Store, entity: str, stage: str, held: Sequence[Held], run_id: int
+) -> None:
+    """Quarantine `held` records: refresh the open row of a record already held, else add one.
+
+    A `Held.record` that is a str is taken as JSON already made by `record_json`.
+
+    Every row this touches gets `run_id`, which is how `release_unconfirmed` tells which open
+    rows the run did not confirm. Call inside the caller's transaction.
+    """
+    if not held:
+        return
+    conn = store.conn
+    open_rows: dict[str, list[int]] = {}
+    for row_id, source_id in conn.execute(
+        "SELECT id, source_id FROM quarantine WHERE entity = ? AND stage = ? "
+        "AND released_at IS NULL AND source_id IN (SELECT value FROM json_each(?))",
+        (entity, stage, json.dumps([item.source_id for item in held])),
+    ):
+        open_rows.setdefault(source_id, []).append(row_id)
+    now = utc_now()
+    updates, inserts = [], []
+    for item in held:
+        record = item.record if isinstance(item.record, str) else record_json(item.record)
+        for row_id in open_rows.get(item.source_id, ()):
+            updates.append((item.reason, item.hint, record, run_id, row_id))
+        if item.source_id not in open_rows:
+            inserts.append((entity, item.source_id, stage, item.reason, item.hint, record,
+                            run_id, now))
+    conn.executemany(
+        "UPDATE quarantine SET reason = ?, hint = ?, record = ?, run_id = ? WHERE id = ?", updates
+    )
+    conn.executemany(
+        "INSERT INTO quarantine (entity, source_id, stage, reason, hint, record, run_id, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        inserts,
+    )
+
+
+def release_unconfirmed(
+    store: Store, stage: str, entities: Iterable[str], run_id: int
+) -> dict[str, int]:
+    """Release the open rows of `entities` that run `run_id` did not hold again; count per entity.
+
+    A record the run planned, skipped, or no longer saw at all is no longer blocked.
+    """
+    entities = list(entities)
+    marks = ", ".join("?" for _ in entities)
+    where = (
+        f"stage = ? AND released_at IS NULL AND entity IN ({marks}) "
+        "AND (run_id IS NULL OR run_id <> ?)"
+    )
+    params = (stage, *entities, run_id)
+    counts = dict(store.conn.execute(
+        f"SELECT entity, COUNT(*) FROM quarantine WHERE {where} GROUP BY entity", params
+    ).fetchall())
+    store.conn.execute(
+        f"UPDATE quarantine SET released_at = ?, released_run = ? WHERE {where}",
+        (utc_now(), run_id, *params),
+    )
+    return {entity: counts.get(entity, 0) for entity in entities}
+
+
+# -- reading and releasing by hand ------------------------------------------------------------
+
+
+def list_quarantine(store: Store, *, include_released: bool = False) -> list[dict[str, Any]]:
+    """Quarantine rows, oldest first, without the record (see show_quarantine for it)."""
+    sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM quarantine"
+    if not include_released:
+        sql += " WHERE released_at IS NULL"
+    rows = store.conn.execute(sql + " ORDER BY id").fetchall()
+    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
+
+
+def show_quarantine(store: Store, quarantine_id: int) -> dict[str, Any]:
+    """One quarantine row with its record parsed; QuarantineNotFound (exit 2) for an unknown id."""
+    row = store.conn.execute(
+        f"SELECT {', '.join(LIST_COLUMNS)}, record FROM quarantine WHERE id = ?",
+        (_as_id(quarantine_id),),
+    ).fetchone()
+    if row is None:
+        raise _not_found(store, quarantine_id)
+    result = dict(zip((*LIST_COLUMNS, "record"), row, strict=True))
+    if result["record"] is not None:
+        with contextlib.suppress(ValueError):  # unparsable stays text: still what was held
+            result["record"] = json.loads(result["record"])
+    return result
+
+
+def release_quarantine(store: Store, quarantine_ids: Iterable[int]) -> list[int]:
+    """Release rows by hand (released_run stays NULL); returns the ids that were open.
+
+    Use it when the problem was fixed outside migrate (in Procore, say). A record that still
+    fails is quarantined again by the next run.
+    """
+    ids = [_as_id(value) for value in quarantine_ids]
+    with store.transaction():
+        known = {row[0]: row[1] for row in store.conn.execute(
+            "SELECT id, released_at FROM quarantine WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        )}
+        for value in ids:
+            if value not in known:
+                raise _not_found(store, value)
+        released = sorted(value for value in set(ids) if known[value] is None)
+        store.conn.executemany(
+            "UPDATE quarantine SET released_at = ? WHERE id = ? AND released_at IS NULL",
+            [(utc_now(), value) for value in released],
+        )
+    return released
+
+
+def open_counts(store: Store) -> Mapping[str, int]:
+    """Open quarantine rows per entity."""
+    return dict(store.conn.execute(
+        "SELECT entity, COUNT(*) FROM quarantine WHERE released_at IS NULL GROUP BY entity"
+    ).fetchall())
+
+
+def _as_id(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise QuarantineNotFound(
+            f"{value!r} is not a quarantine id (a number from `migrate quarantine list`)."
+        ) from None
+
+
+def _not_found(store: Store, value: int) -> QuarantineNotFound:
+    return QuarantineNotFound(
+        f"No quarantine row {value} in {store.path}. Run `migrate quarantine list` to see the ids."
+    )

@@ -1,0 +1,381 @@
+"""Transform: staged BIM 360 Field records → planned Procore payloads, skipped records, quarantine.
+
+`run` is pure database work: it reads staging and the target_* snapshot and rewrites
+planned_locations, planned_issues and skipped_records in one transaction, so a plan is always
+whole; quarantine rows are refreshed, and the ones whose record now plans are released.
+`transform_from_settings` is what the CLI calls: mappings, store, Procore snapshot, run row.
+The mapping itself lives in issues.py, locations.py and checklists.py (record in, payload or
+rejection out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+from migrate.errors import ConfigError, MigrateError
+from migrate.results import Progress, TransformResult
+from migrate.runlog import RunLog
+from migrate.settings import Settings, TransformSettings
+from migrate.store.db import Store, open_store
+from migrate.store.runs import finish_run, start_run
+from migrate.transform.titles import DEFAULT_TITLE_TEMPLATE, template_problems
+
+if TYPE_CHECKING:
+    from migrate.mappings import Mappings
+    from migrate.transform.issues import IssueContext
+    from migrate.transform.locations import LocationPlan
+
+# migrate.mappings imports migrate.transform.titles, which runs this file first: everything
+# that imports migrate.mappings is imported inside the functions below, never at module level.
+
+COMMAND = "transform"
+STAGE = "transform"
+#: Source entity (as counted in TransformResult) → entity name in quarantine / skipped_records.
+ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
+BATCH_SIZE = 2000
+
+__all__ = ["COMMAND", "StagingBusy", "TransformResult", "choose_title_template", "plan_hash",
+           "run", "transform_from_settings"]
+
+
+class StagingBusy(MigrateError):
+    """Another command held the staging DB's write lock for longer than the busy timeout."""
+
+
+@contextlib.contextmanager
+def busy_as_error(store: Store) -> Iterator[None]:
+    """Turn SQLite's "database is locked" into a StagingBusy that says what to do."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise StagingBusy(
+            f"{store.path} is locked by another migrate command that is writing to it ({exc}). "
+            "Nothing was changed; run `migrate transform` again when it has finished."
+        ) from exc
+
+
+def choose_title_template(mappings: Mappings, settings: TransformSettings) -> str:
+    """The title template: whichever of fields.csv and migration.toml changed the default.
+
+    Both may set it; one that still holds the default gives way to the other, and two
+    different non-default templates are a ConfigError rather than a silent choice.
+    """
+    from_fields = mappings.fields.title_template
+    from_settings = settings.title_template
+    chosen, where = DEFAULT_TITLE_TEMPLATE, "the default title template"
+    if from_fields and from_fields != DEFAULT_TITLE_TEMPLATE:
+        chosen, where = from_fields, f"the title_template row in {mappings.file('fields.csv')}"
+        if from_settings not in (DEFAULT_TITLE_TEMPLATE, from_fields):
+            raise ConfigError(
+                f"The title template is set twice: {from_fields!r} in "
+                f"{mappings.file('fields.csv')} and {from_settings!r} in [transform] "
+                "title_template. Keep one of them (or make them equal)."
+            )
+    elif from_settings:
+        chosen, where = from_settings, "[transform] title_template"
+    problems = template_problems(chosen)
+    if problems:
+        raise ConfigError(
+            f"{where} {chosen!r} " + "; ".join(problems)
+            + ". Use {identifier} {description} {type} {category} {area} {location_detail} "
+            "{status}."
+        )
+    return chosen
+
+
+def run(
+    store: Store,
+    *,
+    mappings: Mappings,
+    settings: TransformSettings,
+    target_project_id: int,
+    progress: Progress | None = None,
+    log: RunLog | None = None,
+    run_id: int | None = None,
+    offline: bool = False,
+    batch_size: int = BATCH_SIZE,
+    workers: int | None = None,
+) -> TransformResult:
+    """Plan every staged area, issue (and, if switched on, checklist item); return the counts.
+
+    Without `run_id` the call records its own ``transform`` run. The target_* snapshot of
+    `target_project_id` must already be in the store (see `transform_from_settings`).
+    `workers` processes map issue batches (default: one per CPU; 1 maps in this process);
+    the plan is the same whatever the number.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    started = time.monotonic()
+    template = choose_title_template(mappings, settings)
+    own_run = run_id is None
+    if run_id is None:
+        with busy_as_error(store):
+            run_id = start_run(store, COMMAND, {"target_project_id": target_project_id})
+    try:
+        with busy_as_error(store):
+            result = _run(store, mappings, settings, template, target_project_id, run_id,
+                          progress, log, offline, batch_size, workers, started)
+    except BaseException as exc:
+        if own_run:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            finish_run(store, run_id, status, None, error=str(exc) or type(exc).__name__)
+        raise
+    if own_run:
+        finish_run(store, run_id, "succeeded", result.as_json())
+    return result
+
+
+def _run(
+    store: Store,
+    mappings: Mappings,
+    settings: TransformSettings,
+    template: str,
+    target_project_id: int,
+    run_id: int,
+    progress: Progress | None,
+    log: RunLog | None,
+    offline: bool,
+    batch_size: int,
+    workers: int,
+    started: float,
+) -> TransformResult:
+    from migrate.quarantine import Held, hold, release_unconfirmed
+    from migrate.transform import checklists, issues, locations
+
+    tallies: dict[str, issues.EntityTally] = {}
+    with store.transaction():
+        conn = store.conn
+        # Children first: planned_issues references planned_locations.
+        conn.execute("DELETE FROM planned_issues")
+        conn.execute("DELETE FROM planned_locations")
+        conn.execute(
+            "DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", tuple(ENTITIES.values())
+        )
+
+        areas = locations.read_areas(store)
+        with _bar(progress, "areas", len(areas)) as advance:
+            location_plan = locations.map_areas(
+                areas, mappings, locations.read_target_index(store, target_project_id)
+            )
+            locations.save_planned_locations(store, location_plan, run_id)
+            conn.executemany(
+                issues.INSERT_SKIPPED,
+                [(locations.ENTITY, area_id, reason, run_id)
+                 for area_id, reason in location_plan.skipped],
+            )
+            hold(store, locations.ENTITY, STAGE, [
+                Held(r.area_id, r.reason, r.hint, {"staged": r.record})
+                for r in location_plan.rejected
+            ], run_id)
+            advance(len(areas))
+        tallies["areas"] = issues.EntityTally(
+            extracted=len(areas), planned=location_plan.planned_area_count,
+            quarantined=len(location_plan.rejected), skipped=len(location_plan.skipped),
+        )
+
+        context = _context(store, mappings, settings, template, target_project_id,
+                           location_plan)
+        total = int(conn.execute("SELECT COUNT(*) FROM issues").fetchone()[0])
+        with _bar(progress, "issues", total) as advance:
+            tallies["issues"] = issues.plan_issues(
+                store, context, run_id, advance=advance, batch_size=batch_size, workers=workers
+            )
+        if settings.checklist_items_as_issues:
+            with _bar(progress, "checklist_items", checklists.count_candidates(store)) as advance:
+                tallies["checklist_items"] = checklists.plan_checklist_items(
+                    store, context, run_id, advance=advance, batch_size=batch_size
+                )
+        released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
+        for name, entity in ENTITIES.items():
+            if name in tallies:
+                tallies[name].released = released.get(entity, 0)
+            elif released.get(entity):
+                tallies[name] = issues.EntityTally(released=released[entity])
+        planned_locations = int(
+            conn.execute("SELECT COUNT(*) FROM planned_locations").fetchone()[0]
+        )
+        digest = plan_hash(store)
+
+    order = [name for name in ("issues", "areas", "checklist_items") if name in tallies]
+    result = TransformResult(
+        run_id=run_id,
+        counts={name: tallies[name].as_dict() for name in order},
+        plan_hash=digest,
+        elapsed_seconds=time.monotonic() - started,
+        target_project_id=target_project_id,
+        offline=offline,
+        planned_locations=planned_locations,
+    )
+    if log is not None:
+        for name in order:
+            log.info(STAGE, "entity_done", entity=name, counts=result.counts[name])
+        log.info(STAGE, "finished", plan_hash=digest,
+                 elapsed_seconds=round(result.elapsed_seconds, 3))
+    return result
+
+
+def _context(
+    store: Store,
+    mappings: Mappings,
+    settings: TransformSettings,
+    template: str,
+    target_project_id: int,
+    location_plan: LocationPlan,
+) -> IssueContext:
+    """The small lookups every record needs, preloaded once (never per record)."""
+    from migrate.mappings import AssigneeDirectory, index_definitions
+    from migrate.transform.issues import IssueContext
+    from migrate.transform.target import read_assignees
+
+    conn = store.conn
+    definitions = [
+        {"id": row[0], "name": row[1], "position": row[2]}
+        for row in conn.execute(
+            "SELECT id, name, position FROM custom_fields WHERE container_type = 'Issue' "
+            "ORDER BY position, id"
+        )
+    ]
+    return IssueContext(
+        mappings=mappings,
+        title_template=template,
+        target_project_id=target_project_id,
+        unresolved_assignee=settings.unresolved_assignee,
+        assignees=AssigneeDirectory(read_assignees(store, target_project_id)),
+        area_location=location_plan.area_location,
+        area_names=location_plan.area_names,
+        deleted_areas=frozenset(location_plan.deleted),
+        rejected_areas={r.area_id: r.reason for r in location_plan.rejected},
+        companies=dict(conn.execute("SELECT id, name FROM companies").fetchall()),
+        root_causes=dict(conn.execute("SELECT id, name FROM root_causes").fetchall()),
+        issue_types={row[0]: (row[1], row[2]) for row in conn.execute(
+            "SELECT id, name, category_name FROM issue_types")},
+        custom_field_definitions=index_definitions(definitions),
+        field_project_id=field_project_id(store),
+    )
+
+
+def field_project_id(store: Store) -> str | None:
+    """The BIM 360 Field project the staged issues belong to (for origin deep links)."""
+    projects = store.conn.execute("SELECT id FROM projects LIMIT 2").fetchall()
+    if len(projects) == 1:
+        return str(projects[0][0])
+    row = store.conn.execute(
+        "SELECT json_extract(payload, '$.project_id') FROM raw_issues ORDER BY source_id LIMIT 1"
+    ).fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+def plan_hash(store: Store) -> str:
+    """sha256 over every planned location and issue row (plan_run left out), by source_id.
+
+    An issue's payload enters through payload_hash, which covers it with its location and
+    attachment digests.
+    """
+    digest = hashlib.sha256()
+    encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+    for table in ("planned_locations", "planned_issues"):
+        columns = [row[1] for row in store.conn.execute(f"PRAGMA table_info({table})")
+                   if row[1] not in ("plan_run", "payload")]
+        digest.update(f"{table}\n".encode())
+        for row in store.conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} ORDER BY source_id"
+        ):
+            digest.update(encode(row).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _bar(progress: Progress | None, entity: str, total: int | None) -> Iterator[Any]:
+    if progress is None:
+        yield lambda n: None
+        return
+    progress.start(entity, total)
+    try:
+        yield lambda n: progress.advance(entity, n)
+    finally:
+        progress.finish(entity)
+
+
+# -- from settings (what the CLI calls) ---------------------------------------------------------
+
+
+def transform_from_settings(
+    settings: Settings,
+    env: Mapping[str, str] = os.environ,
+    *,
+    offline: bool = False,
+    progress: Progress | None = None,
+    verbose_stream: IO[str] | None = None,
+) -> TransformResult:
+    """Load the mappings, snapshot Procore's assignees and locations (unless `offline`), run.
+
+    Mapping problems raise MappingError (exit 2) before the store is touched; `offline` without
+    a stored snapshot raises NoSnapshotError (exit 2).
+    """
+    from migrate.mappings import load_mappings
+    from migrate.transform.target import require_snapshot
+
+    if offline:
+        project_id = settings.target.project_id
+        if project_id is None:
+            raise ConfigError(
+                f"[target] project_id is not set in {settings.where}. Add project_id = <number> "
+                "(the Procore project to plan for)."
+            )
+    else:
+        _company_id, project_id = settings.target_ids()
+    mappings = load_mappings(settings.mappings.dir)
+    choose_title_template(mappings, settings.transform)
+    store = open_store(settings.staging.path)
+    try:
+        with busy_as_error(store):
+            run_id = start_run(store, COMMAND, {
+                "target_project_id": project_id, "offline": offline,
+                "mappings": str(settings.mappings.dir),
+            })
+        log = RunLog(settings.staging.logs / f"{run_id}.jsonl", run_id=run_id,
+                     stream=verbose_stream)
+        try:
+            if offline:
+                counts = require_snapshot(store, project_id)
+                log.info(STAGE, "snapshot_reused", counts=counts)
+            else:
+                counts = _snapshot(settings, env, store, project_id, run_id)
+                log.info(STAGE, "snapshot_taken", counts=counts)
+            result = run(store, mappings=mappings, settings=settings.transform,
+                         target_project_id=project_id, progress=progress, log=log,
+                         run_id=run_id, offline=offline)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            message = str(exc) or type(exc).__name__
+            log.error(STAGE, status, message=message if isinstance(exc, MigrateError) else
+                      f"{type(exc).__name__}: {message}")
+            finish_run(store, run_id, status, None, error=message)
+            raise
+        finally:
+            log.close()
+        finish_run(store, run_id, "succeeded", result.as_json())
+        return result
+    finally:
+        store.close()
+
+
+def _snapshot(
+    settings: Settings, env: Mapping[str, str], store: Store, project_id: int, run_id: int
+) -> dict[str, int]:
+    from migrate.clients.procore import ProcoreClient
+    from migrate.settings import target_credentials
+    from migrate.transform.target import snapshot_target
+
+    with ProcoreClient(settings.target, target_credentials(env)) as client:
+        return snapshot_target(store, client, project_id, run_id)

@@ -1,0 +1,681 @@
+"""Field issues → planned coordination issues, skipped records or quarantine.
+
+`map_issue` is pure: one staged issue (with its comments, status history and attachments) and
+the run's `IssueContext` in, a `Planned`, `Skipped` or `Rejected` out. `plan_issues` streams the
+issues table in batches (contiguous source_id ranges), fetches each batch's children with one
+range query per table, maps the batch (in forked worker processes when there are several
+batches) and writes it with executemany, so memory stays flat however big the project is.
+
+The stored payload is its canonical JSON (sorted keys, ASCII escapes), which is also what the
+payload hash covers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.ids import issue_uuid
+from migrate.mappings import AssigneeDirectory, Lookup, Mappings, field_value
+from migrate.quarantine import Held, hold, record_json
+from migrate.store.db import Store, open_store
+from migrate.transform.description import build_description
+from migrate.transform.titles import make_title
+from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
+
+ENTITY = "issue"
+SOURCE_KIND = "issue"
+DELETED_AT_SOURCE = "deleted at source"
+BATCH_SIZE = 2000
+#: Attachment kinds that become Procore attachments (files); others are listed in the footer.
+FILE_KINDS = ("Attachment", "DocumentReference")
+#: BIM 360 Field's web app, for the origin deep link (a link for people, not an API call).
+FIELD_WEB_URL = "https://bim360field.autodesk.com"
+ORIGIN_TYPE = "bim360_field_issue"
+
+
+@dataclass
+class IssueContext:
+    """Everything a mapping needs besides the record; built once per run."""
+
+    mappings: Mappings
+    title_template: str
+    target_project_id: int
+    unresolved_assignee: str  # unassign | quarantine
+    assignees: AssigneeDirectory
+    #: Field area id → planned location source_id (live areas that plan).
+    area_location: Mapping[str, str] = field(default_factory=dict)
+    #: Field area id → node names (display only).
+    area_names: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    deleted_areas: frozenset[str] = frozenset()
+    #: Field area id → reason the area itself is quarantined.
+    rejected_areas: Mapping[str, str] = field(default_factory=dict)
+    companies: Mapping[str, str] = field(default_factory=dict)
+    root_causes: Mapping[str, str] = field(default_factory=dict)
+    issue_types: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    custom_field_definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    field_project_id: str | None = None
+    run_id: int = 0
+    # A project has few distinct statuses, priorities, types and emails: ask the mappings
+    # once per value, not once per record.
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def resolve_assignee(self, email: str) -> tuple[int | None, str]:
+        """Memoised Mappings.resolve_assignee."""
+        key = ("assignee", email)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.resolve_assignee(email, self.assignees)
+        return answer
+
+    def status_for(self, value: str | None) -> Lookup:
+        key = ("status", value)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.status_for(value)
+        return answer
+
+    def priority_for(self, value: str | None) -> Lookup:
+        key = ("priority", value)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.priority_for(value)
+        return answer
+
+    def issue_type_for(self, category: str | None, type_name: str | None) -> Lookup:
+        key = ("type", category, type_name)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.issue_type_for(category, type_name)
+        return answer
+
+    def deep_link(self, kind: str, source_id: str) -> str:
+        if self.field_project_id:
+            return f"{FIELD_WEB_URL}/projects/{self.field_project_id}/{kind}/{source_id}"
+        return f"{FIELD_WEB_URL}/{kind}/{source_id}"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A planned_issues row (see migration 2)."""
+
+    source_id: str
+    source_kind: str
+    identifier: str | None
+    payload: dict[str, Any]
+    location_source_id: str | None
+    attachment_ids: list[str]
+    payload_json: str
+    payload_hash: str
+
+    def row(self, run_id: int) -> tuple[Any, ...]:
+        """Parameters of INSERT_PLANNED."""
+        payload = self.payload
+        return (
+            self.source_id, self.source_kind, self.identifier, payload["title"],
+            payload["status"], payload.get("priority"), payload.get("issue_type"),
+            self.location_source_id, payload.get("assignee_id"), payload.get("due_date"),
+            payload["uuid"], self.payload_json,
+            json.dumps(self.attachment_ids) if self.attachment_ids else "[]",
+            self.payload_hash, run_id,
+        )
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source_id: str
+    reason: str
+    hint: str
+
+
+Outcome = Planned | Skipped | Rejected
+
+
+# -- pure mapping -------------------------------------------------------------------------------
+
+
+class Problems:
+    """Reasons and hints collected for one record: all of them are reported at once."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.hints: list[str] = []
+
+    def add(self, reason: str, hint: str) -> None:
+        self.reasons.append(reason)
+        if hint and hint not in self.hints:
+            self.hints.append(hint)
+
+    def __bool__(self) -> bool:
+        return bool(self.reasons)
+
+    def rejected(self, source_id: str) -> Rejected:
+        return Rejected(source_id, "; ".join(self.reasons), " ".join(
+            hint if hint.endswith(".") else hint + "." for hint in self.hints
+        ))
+
+
+def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
+    """Plan, skip or reject one staged issue (pure).
+
+    `record` holds the issues columns plus ``comments``, ``status_history`` and
+    ``attachments`` lists, ``responsible_company_name``, ``root_cause_name`` and ``area_path``
+    (see `plan_issues` for how they are filled).
+    """
+    source_id = record["source_id"]
+    if record.get("deleted"):
+        return Skipped(source_id, DELETED_AT_SOURCE)
+    mappings = context.mappings
+    # The voided list is the source's word for it, whatever a stale detail record says.
+    status_source = "Void" if record.get("voided") else record.get("status")
+    status = context.status_for(status_source)
+    if status.value == "skip":
+        return Skipped(
+            source_id,
+            f"status '{status_source}' maps to skip in {mappings.file('status.csv')}",
+        )
+    problems = Problems()
+    if status.unmapped:
+        if status_source:
+            problems.add(f"unmapped status '{status_source}'", status.hint)
+        else:
+            problems.add("the issue has no status",
+                         "set a status on the issue in BIM 360 Field and run extract again")
+    priority = context.priority_for(record.get("priority"))
+    if priority.unmapped:
+        shown = record.get("priority") or ""
+        problems.add(f"unmapped priority '{shown}'", priority.hint)
+    category, type_name = record.get("category_name"), record.get("issue_type_name")
+    issue_type = context.issue_type_for(category, type_name)
+    if issue_type.unmapped:
+        shown = " > ".join(str(part) for part in (category, type_name) if part) or "(none)"
+        problems.add(f"unknown issue type '{shown}'", issue_type.hint)
+
+    identifier = _clean(record.get("identifier"))
+    if not identifier and not str(record.get("description") or "").strip():
+        problems.add(
+            "empty description and identifier",
+            "give the issue an identifier or a description in BIM 360 Field and run extract "
+            "again",
+        )
+        title = ""
+    else:
+        title = make_title(context.title_template, record)
+        if not title:
+            problems.add(
+                "empty title",
+                f"the title template '{context.title_template}' gives nothing for this issue; "
+                f"change the title_template row in {mappings.file('fields.csv')} or fill in "
+                "the fields it uses in BIM 360 Field",
+            )
+
+    definitions = context.custom_field_definitions
+    due_ref = mappings.fields.due_date
+    due_raw = field_value(record, due_ref, definitions) if due_ref else None
+    due_date, due_ok = normalise_due_date(due_raw)
+    if not due_ok:
+        problems.add(
+            f"due date '{due_raw}' is not a date",
+            f"fix the due date in BIM 360 Field (YYYY-MM-DD or MM/DD/YYYY) and run extract "
+            f"again, or send {due_ref} to the footer in {mappings.file('fields.csv')}",
+        )
+
+    assignee_id: int | None = None
+    assignee_note = ""
+    assignee_ref = mappings.fields.assignee
+    email = field_value(record, assignee_ref, definitions) if assignee_ref else None
+    if email:
+        assignee_id, note = context.resolve_assignee(str(email))
+        if assignee_id is None:
+            if context.unresolved_assignee == "quarantine":
+                problems.add("assignee cannot be resolved", note)
+            else:
+                assignee_note = note
+
+    location_source_id = _location_for(record.get("area_id"), context, problems)
+
+    attachment_ids, attachment_hashes, not_migrated = split_attachments(
+        record.get("attachments") or ()
+    )
+    if problems:
+        return problems.rejected(source_id)
+
+    description = build_description(record, mappings, {
+        "assignee_note": assignee_note,
+        "attachments_not_migrated": not_migrated,
+        "custom_field_definitions": definitions,
+    })
+    payload: dict[str, Any] = {
+        "uuid": issue_uuid(context.target_project_id, source_id),
+        "title": title,
+        "description": description,
+        "status": status.value,
+        "origin": {
+            "origin_type": ORIGIN_TYPE,
+            "origin_id": source_id,
+            "title": f"BIM 360 Field issue {identifier or source_id}",
+            "deep_link_url": context.deep_link("issues", source_id),
+        },
+    }
+    for key, value in (("priority", priority.value), ("issue_type", issue_type.value),
+                       ("assignee_id", assignee_id), ("due_date", due_date)):
+        if value is not None:
+            payload[key] = value
+    return finish_planned(
+        source_id, SOURCE_KIND, identifier or None, payload, location_source_id,
+        attachment_ids, attachment_hashes, context,
+    )
+
+
+def finish_planned(
+    source_id: str,
+    source_kind: str,
+    identifier: str | None,
+    payload: dict[str, Any],
+    location_source_id: str | None,
+    attachment_ids: list[str],
+    attachment_hashes: list[str],
+    context: IssueContext,
+) -> Planned | Rejected:
+    """Validate the payload against the sync rules and seal it (JSON text and payload hash)."""
+    errors = payload_problems(payload, assignee_ids=context.assignees.ids)
+    if errors:
+        # Mapping should never produce this: it is the last guard before Procore.
+        return Rejected(
+            source_id,
+            "Procore would refuse the planned payload: " + describe_problems(errors),
+            "fix the value in BIM 360 Field or the mapping that produced it, then run "
+            "transform again.",
+        )
+    # The stored payload is its canonical JSON (sorted keys, ASCII), so the hash input is built
+    # around that text instead of encoding the payload a second time. Equal, byte for byte, to
+    # canonical_json({"attachments": …, "location_source_id": …, "payload": …}).
+    payload_json = _canonical(payload)
+    # sha256 hex digests need no escaping; location ids repeat, so their JSON is memoised.
+    hashes = ",".join(f'"{digest}"' for digest in attachment_hashes)
+    location_json = _LOCATION_JSON.get(location_source_id)
+    if location_json is None:
+        location_json = _LOCATION_JSON[location_source_id] = _canonical(location_source_id)
+    hashed = (
+        f'{{"attachments":[{hashes}],"location_source_id":{location_json},'
+        f'"payload":{payload_json}}}'
+    )
+    digest = hashlib.sha256(hashed.encode("ascii")).hexdigest()
+    return Planned(source_id, source_kind, identifier, payload, location_source_id,
+                   attachment_ids, payload_json, digest)
+
+
+# store.records.canonical_json with one encoder built once (json.dumps builds one per call).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+_LOCATION_JSON: dict[str | None, str] = {}
+
+
+def _location_for(area_id: Any, context: IssueContext, problems: Problems) -> str | None:
+    if not area_id:
+        return None
+    area_id = str(area_id)
+    location = context.area_location.get(area_id)
+    if location is not None:
+        return location
+    if area_id in context.rejected_areas:
+        problems.add(
+            "location is quarantined",
+            f"area {area_id} cannot become a location ({context.rejected_areas[area_id]}); "
+            "fix it first (see `migrate quarantine list`)",
+        )
+    elif area_id in context.deleted_areas:
+        names = " > ".join(context.area_names.get(area_id, ())) or area_id
+        problems.add(
+            "location does not exist",
+            f"area '{names}' ({area_id}) is deleted in BIM 360 Field; move the issue to a live "
+            "area (or clear its area) in BIM 360 Field and run extract again",
+        )
+    else:
+        problems.add(
+            "location does not exist",
+            f"area {area_id} is not among the staged BIM 360 Field areas; run `migrate "
+            "extract` again, or clear the issue's area in BIM 360 Field",
+        )
+    return None
+
+
+def split_attachments(
+    attachments: Sequence[Mapping[str, Any]],
+) -> tuple[list[str], list[str], list[dict[str, str]]]:
+    """(ids to upload at create, their sha256 in the same order, [{name, reason}] for the rest).
+
+    Only stored files go to Procore; links, signatures and files that are not downloaded are
+    listed in the description footer with the reason.
+    """
+    if not attachments:
+        return [], [], []
+    files = sorted(
+        (str(a["id"]), a["sha256"]) for a in attachments
+        if a.get("kind") in FILE_KINDS and a.get("state") == "stored" and a.get("sha256")
+    )
+    migrated = {attachment_id for attachment_id, _ in files}
+    not_migrated = []
+    for attachment in sorted(attachments, key=lambda a: str(a["id"])):
+        if str(attachment["id"]) in migrated:
+            continue
+        name = attachment.get("filename") or str(attachment["id"])
+        not_migrated.append({"name": name, "reason": _not_migrated_reason(attachment)})
+    return [i for i, _ in files], [h for _, h in files], not_migrated
+
+
+_FAILURES = {
+    "not_found": "not found in BIM 360 Field (the file is gone at the source)",
+    "size_mismatch": "the file BIM 360 Field sent did not have the size it declared",
+}
+
+
+def _not_migrated_reason(attachment: Mapping[str, Any]) -> str:
+    kind, state = attachment.get("kind"), attachment.get("state")
+    if kind == "UriReference":
+        url = attachment.get("source_url")
+        return f"a link, not a file: {url}" if url else "a link, not a file"
+    if kind == "Signature":
+        return "a signature (Procore coordination issues take no signatures)"
+    if state == "failed":
+        failure = _FAILURES.get(attachment.get("failure") or "")
+        if failure:
+            return failure
+        error = attachment.get("error")
+        return f"download failed: {error}" if error else "download failed"
+    if state == "skipped":
+        error = attachment.get("error")
+        return f"not downloaded: {error}" if error else "not downloaded"
+    return "not downloaded yet (run `migrate extract` to fetch it)"
+
+
+def _clean(value: Any) -> str:
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+# -- SQLite: streaming driver --------------------------------------------------------------------
+
+ISSUE_COLUMNS = (
+    "source_id", "identifier", "description", "status", "priority", "issue_type_id",
+    "issue_type_name", "category_name", "area_id", "area_path", "location_detail",
+    "responsible_company_id", "root_cause_id", "assigned_to_email", "due_date", "created_by",
+    "created_at", "updated_at", "closed_at", "voided", "deleted", "custom_fields",
+    "labor_hours", "cost", "responsible_company_name", "root_cause_name",
+)
+#: Field's ancillary standard fields, shown with the custom fields in the footer (the footer
+#: has no line of its own for them, and nothing may be dropped silently).
+ANCILLARY_FIELDS = (("labor_hours", "Labor hours", "f--labor_hours"), ("cost", "Cost", "f--cost"))
+_ISSUE_SELECT = f"SELECT {', '.join(ISSUE_COLUMNS)} FROM issues"
+
+INSERT_PLANNED = (
+    "INSERT INTO planned_issues (source_id, source_kind, identifier, title, status, priority, "
+    "issue_type, location_source_id, assignee_id, due_date, uuid, payload, attachment_ids, "
+    "payload_hash, plan_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_SKIPPED = (
+    "INSERT INTO skipped_records (entity, source_id, reason, run_id) VALUES (?, ?, ?, ?)"
+)
+
+
+def batch_bounds(store: Store, batch_size: int = BATCH_SIZE) -> list[tuple[str, str]]:
+    """(first, last) source_id of each run of `batch_size` issues in source_id order.
+
+    A few dozen pairs even for 100 000 issues; each names exactly its issues, and children
+    keyed by issue id are found by the same range on their index.
+    """
+    bounds: list[tuple[str, str]] = []
+    first: str | None = None
+    previous = ""
+    for position, (source_id,) in enumerate(
+        store.conn.execute("SELECT source_id FROM issues ORDER BY source_id")
+    ):
+        if position % batch_size == 0:
+            if first is not None:
+                bounds.append((first, previous))
+            first = source_id
+        previous = source_id
+    if first is not None:
+        bounds.append((first, previous))
+    return bounds
+
+
+def read_issues(store: Store, first: str, last: str) -> list[dict[str, Any]]:
+    """The staged issues with first <= source_id <= last, children attached, in order."""
+    rows = store.conn.execute(
+        _ISSUE_SELECT + " WHERE source_id BETWEEN ? AND ? ORDER BY source_id", (first, last)
+    ).fetchall()
+    records = [dict(zip(ISSUE_COLUMNS, row, strict=True)) for row in rows]
+    attach_children(store, records, first, last)
+    return records
+
+
+def attach_children(store: Store, records: list[dict[str, Any]], first: str, last: str) -> None:
+    """Fill comments, status_history and attachments of a batch, one range query per table."""
+    conn = store.conn
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in records:
+        record["comments"] = []
+        record["status_history"] = []
+        record["attachments"] = []
+        by_id[record["source_id"]] = record
+    bounds = (first, last)
+    for container_id, created_by, created_at, text in conn.execute(
+        "SELECT container_id, created_by, created_at, text FROM comments "
+        "WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
+        "ORDER BY container_id, created_at, id",
+        bounds,
+    ):
+        by_id[container_id]["comments"].append(
+            {"created_by": created_by, "created_at": created_at, "text": text}
+        )
+    for issue_id, status, previous, user, start_dt, end_dt in conn.execute(
+        "SELECT issue_id, status, previous_status, user, start_dt, end_dt "
+        "FROM issue_status_history WHERE issue_id BETWEEN ? AND ? ORDER BY issue_id, start_dt, id",
+        bounds,
+    ):
+        by_id[issue_id]["status_history"].append({
+            "status": status, "previous_status": previous, "user": user,
+            "start_dt": start_dt, "end_dt": end_dt,
+        })
+    for attachment_id, container_id, kind, filename, state, sha256, url, error, failure in (
+        conn.execute(
+            "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure "
+            "FROM attachments WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
+            "ORDER BY container_id, id",
+            bounds,
+        )
+    ):
+        by_id[container_id]["attachments"].append({
+            "id": attachment_id, "kind": kind, "filename": filename, "state": state,
+            "sha256": sha256, "source_url": url, "error": error, "failure": failure,
+        })
+
+
+def enrich(record: dict[str, Any], context: IssueContext) -> None:
+    """Names the footer shows for ids, the area path from the tree, custom fields parsed."""
+    company = record.get("responsible_company_id")
+    if company and not record.get("responsible_company_name"):
+        record["responsible_company_name"] = context.companies.get(company, company)
+    cause = record.get("root_cause_id")
+    if cause and not record.get("root_cause_name"):
+        record["root_cause_name"] = context.root_causes.get(cause, cause)
+    type_id = record.get("issue_type_id")
+    if type_id and (not record.get("issue_type_name") or not record.get("category_name")):
+        name, category = context.issue_types.get(type_id, (None, None))
+        record["issue_type_name"] = record.get("issue_type_name") or name
+        record["category_name"] = record.get("category_name") or category
+    area = record.get("area_id")
+    if area and area in context.area_names:
+        record["area_path"] = ">".join(context.area_names[area])
+    raw = record.get("custom_fields")
+    custom = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+    for key, name, field_id in ANCILLARY_FIELDS:
+        value = record.get(key)
+        if value is not None and value != "" and name not in custom:
+            custom[name] = {"value": value, "id": field_id}
+    record["custom_fields"] = custom
+
+
+def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:
+    """The raw_issue_details payloads of these issues (what a quarantine row keeps)."""
+    if not source_ids:
+        return {}
+    return {source_id: json.loads(payload) for source_id, payload in store.conn.execute(
+        "SELECT source_id, payload FROM raw_issue_details "
+        "WHERE source_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(source_ids)),),
+    )}
+
+
+@dataclass
+class EntityTally:
+    """Per-entity counts of one transform run."""
+
+    extracted: int = 0
+    planned: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    released: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"extracted": self.extracted, "planned": self.planned,
+                "quarantined": self.quarantined, "skipped": self.skipped,
+                "released": self.released}
+
+
+@dataclass
+class BatchResult:
+    """One mapped batch, ready to write: INSERT_PLANNED rows, (source_id, reason), Held."""
+
+    count: int = 0
+    planned: list[tuple[Any, ...]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+
+
+def collect(
+    outcomes: Iterable[tuple[Mapping[str, Any], Outcome]],
+    run_id: int,
+    record_for: Callable[[Mapping[str, Any]], Any],
+) -> BatchResult:
+    """Sort a batch's outcomes into rows (quarantined records serialised here)."""
+    result = BatchResult()
+    for record, outcome in outcomes:
+        result.count += 1
+        if isinstance(outcome, Planned):
+            result.planned.append(outcome.row(run_id))
+        elif isinstance(outcome, Skipped):
+            result.skipped.append((outcome.source_id, outcome.reason))
+        else:
+            result.held.append(Held(outcome.source_id, outcome.reason, outcome.hint,
+                                    record_json(record_for(record))))
+    return result
+
+
+def write_batch(store: Store, entity: str, batch: BatchResult, run_id: int,
+                tally: EntityTally) -> None:
+    """Write one batch with executemany (inside the caller's transaction) and count it."""
+    store.conn.executemany(INSERT_PLANNED, batch.planned)
+    store.conn.executemany(
+        INSERT_SKIPPED, [(entity, source_id, reason, run_id) for source_id, reason in batch.skipped]
+    )
+    hold(store, entity, "transform", batch.held, run_id)
+    tally.extracted += batch.count
+    tally.planned += len(batch.planned)
+    tally.skipped += len(batch.skipped)
+    tally.quarantined += len(batch.held)
+
+
+def map_range(store: Store, context: IssueContext, first: str, last: str) -> BatchResult:
+    """Read, enrich and map the issues first..last (the unit of work, in or out of process)."""
+    records = read_issues(store, first, last)
+    outcomes = []
+    for record in records:
+        enrich(record, context)
+        outcomes.append((record, map_issue(record, context)))
+    raw = raw_payloads(store, [o.source_id for _r, o in outcomes if isinstance(o, Rejected)])
+    return collect(outcomes, context.run_id, lambda record: {
+        "staged": record, "raw": raw.get(record["source_id"])})
+
+
+def plan_issues(
+    store: Store,
+    context: IssueContext,
+    run_id: int,
+    *,
+    advance: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+    workers: int = 1,
+) -> EntityTally:
+    """Map every staged issue and write the outcomes, batch by batch (inside the caller's
+    transaction).
+
+    With `workers` > 1 (and a file-backed store with more than one batch) the batches are
+    mapped by that many forked processes, each reading staging through its own connection;
+    this process only writes, in batch order, so the result is the same as with one worker.
+    """
+    context.run_id = run_id
+    tally = EntityTally()
+    bounds = batch_bounds(store, batch_size)
+    if workers > 1 and len(bounds) > 1 and store.path != ":memory:":
+        batches: Iterable[BatchResult] = _map_in_processes(store.path, context, bounds, workers)
+    else:
+        batches = (map_range(store, context, first, last) for first, last in bounds)
+    for batch in batches:
+        write_batch(store, ENTITY, batch, run_id, tally)
+        if advance is not None:
+            advance(batch.count)
+    return tally
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+_worker_state: tuple[Store, IssueContext] | None = None
+
+
+def _init_worker(path: str, context: IssueContext) -> None:
+    global _worker_state
+    # A connection of its own: the parent's (inherited through fork) is never touched here.
+    # WAL lets it read staging while the parent holds the write transaction.
+    _worker_state = (open_store(path), context)
+
+
+def _map_bounds(bounds: tuple[str, str]) -> BatchResult:
+    assert _worker_state is not None
+    store, context = _worker_state
+    return map_range(store, context, *bounds)
+
+
+def _map_in_processes(
+    path: str, context: IssueContext, bounds: list[tuple[str, str]], workers: int
+) -> Iterator[BatchResult]:
+    """Batch results in `bounds` order, at most 2 per worker in flight (flat memory)."""
+    # fork: the context (mappings, lookups) is inherited, not pickled, and starting is cheap.
+    pool = multiprocessing.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(path, context)
+    )
+    try:
+        pending: deque[Any] = deque()
+        queue = iter(bounds)
+        for item in itertools.islice(queue, 2 * workers):
+            pending.append(pool.apply_async(_map_bounds, (item,)))
+        while pending:
+            result = pending.popleft().get()
+            for item in itertools.islice(queue, 1):
+                pending.append(pool.apply_async(_map_bounds, (item,)))
+            yield result
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
