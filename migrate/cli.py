@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from migrate import __version__
-from migrate.errors import MigrateError
+from migrate.errors import EXIT_OK, EXIT_QUARANTINED, MigrateError
 
 
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,6 +144,301 @@ def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: b
     result = extract_from_settings(
         settings,
         full_refresh=full_refresh,
+        progress=_progress(quiet),
+        verbose_stream=sys.stderr if verbose else None,
+    )
+    for line in result.summary_lines():
+        click.echo(line)
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--offline", is_flag=True, help="Reuse the last snapshot of Procore assignees and locations."
+)
+@_output_options
+@_fail_cleanly
+def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool) -> None:
+    """Apply mappings/ to the staging data: planned Procore rows, or quarantine with a reason."""
+    from migrate.settings import load_settings
+    from migrate.transform import transform_from_settings
+
+    settings = load_settings(config_path)
+    result = transform_from_settings(
+        settings,
+        offline=offline,
+        progress=_progress(quiet),
+        verbose_stream=sys.stderr if verbose else None,
+    )
+    for line in result.summary_lines():
+        click.echo(line)
+    sys.exit(EXIT_QUARANTINED if _open_quarantine(settings) else EXIT_OK)
+
+
+PLAN_KINDS = (
+    "create",
+    "update",
+    "status_change",
+    "unchanged",
+    "skipped",
+    "blocked",
+    "deleted_at_source",
+    "attachments_after_load",
+)
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--show",
+    type=click.Choice(PLAN_KINDS),
+    multiple=True,
+    help="List the records of this kind (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
+    """Dry run: what load would create, update or leave, per entity. Writes nothing."""
+    import json
+
+    from migrate.load.plan import plan_from_settings
+    from migrate.settings import load_settings
+
+    settings = load_settings(config_path)
+    the_plan = plan_from_settings(settings)
+    if as_json:
+        payload = the_plan.to_json()
+        if show:
+            payload = {**payload, "rows": {kind: the_plan.rows(kind) for kind in show}}
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return
+    _render_counts(the_plan.counts())
+    for kind in show:
+        rows = the_plan.rows(kind)
+        click.echo(f"\n{kind} ({len(rows)})")
+        _render_rows(rows)
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--apply-deletions",
+    is_flag=True,
+    help="Close in Procore the issues deleted or voided at the source.",
+)
+@_output_options
+@_fail_cleanly
+def load(config_path: str | None, apply_deletions: bool, quiet: bool, verbose: bool) -> None:
+    """Create and update the planned records in Procore (resumable, idempotent)."""
+    from migrate.load import load_from_settings
+    from migrate.settings import load_settings
+
+    settings = load_settings(config_path)
+    result = load_from_settings(
+        settings,
+        apply_deletions=apply_deletions,
+        progress=_progress(quiet),
+        verbose_stream=sys.stderr if verbose else None,
+    )
+    for line in result.summary_lines():
+        click.echo(line)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@_config_option
+@click.option("--dry-run", is_flag=True, help="Stop after the plan; write nothing to Procore.")
+@click.option("--full-refresh", is_flag=True, help="Extract every record again.")
+@click.option(
+    "--apply-deletions",
+    is_flag=True,
+    help="Close in Procore the issues deleted or voided at the source.",
+)
+@_output_options
+@_fail_cleanly
+def run(
+    config_path: str | None,
+    dry_run: bool,
+    full_refresh: bool,
+    apply_deletions: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """extract → transform → load, stopping at the first stage that fails (resumable)."""
+    from migrate.pipeline import run_pipeline
+    from migrate.settings import load_settings
+
+    settings = load_settings(config_path)
+    outcome = run_pipeline(
+        settings,
+        dry_run=dry_run,
+        full_refresh=full_refresh,
+        apply_deletions=apply_deletions,
+        progress=_progress(quiet),
+        verbose_stream=sys.stderr if verbose else None,
+    )
+    for line in outcome.summary_lines():
+        click.echo(line)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def status(config_path: str | None, as_json: bool) -> None:
+    """One screen: stages run, counts per state, quota used, and the next command."""
+    import json
+
+    from migrate.report.status import status_from_settings
+    from migrate.settings import load_settings
+
+    report = status_from_settings(load_settings(config_path))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str))
+        return
+    for line in report.lines():
+        click.echo(line)
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for report.html and the CSV files (default: report/ beside staging).",
+)
+@click.option("--offline", is_flag=True, help="Do not read Procore back; staging only.")
+@_fail_cleanly
+def report(config_path: str | None, out_dir: str | None, offline: bool) -> None:
+    """Reconcile Procore with the staging DB; write a self-contained HTML report and CSVs."""
+    from migrate.report import report_from_settings
+    from migrate.settings import load_settings
+
+    result = report_from_settings(load_settings(config_path), out_dir=out_dir, offline=offline)
+    for line in result.summary_lines():
+        click.echo(line)
+    sys.exit(result.exit_code)
+
+
+@main.group()
+def quarantine() -> None:
+    """Records held back by transform or load, with the reason and a hint."""
+
+
+@quarantine.command("list")
+@_config_option
+@click.option("--all", "include_released", is_flag=True, help="Include released rows.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def quarantine_list(config_path: str | None, include_released: bool, as_json: bool) -> None:
+    """One line per quarantined record."""
+    import json
+
+    from migrate.quarantine import list_quarantine
+    from migrate.settings import load_settings
+    from migrate.store import open_store
+
+    settings = load_settings(config_path)
+    with open_store(settings.staging.path) as store:
+        rows = list_quarantine(store, include_released=include_released)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    _render_rows(
+        [
+            {k: row.get(k) for k in ("id", "entity", "source_id", "stage", "reason", "hint")}
+            for row in rows
+        ]
+    )
+
+
+@quarantine.command("show")
+@_config_option
+@click.argument("quarantine_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) -> None:
+    """Everything kept about one quarantined record."""
+    import json
+
+    from migrate.quarantine import show_quarantine
+    from migrate.settings import load_settings
+    from migrate.store import open_store
+
+    settings = load_settings(config_path)
+    with open_store(settings.staging.path) as store:
+        row = show_quarantine(store, quarantine_id)
+    if as_json:
+        click.echo(json.dumps(row, indent=2, ensure_ascii=False, default=str))
+        return
+    for key, value in row.items():
+        if key == "record":
+            click.echo("record:")
+            click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+        else:
+            click.echo(f"{key}: {value}")
+
+
+def _open_quarantine(settings: Any) -> int:
+    from migrate.quarantine import list_quarantine
+    from migrate.store import open_store
+
+    with open_store(settings.staging.path) as store:
+        return len(list_quarantine(store))
+
+
+def _render_counts(counts: dict[str, dict[str, int]]) -> None:
+    for entity, by_kind in counts.items():
+        parts = ", ".join(f"{kind} {number}" for kind, number in by_kind.items())
+        click.echo(f"{entity:<20} {parts}")
+
+
+def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    columns = list(rows[0])
+    widths = {
+        c: min(40, max(len(c), *(len(str(r.get(c, ""))) for r in rows[:limit]))) for c in columns
+    }
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows[:limit]:
+        click.echo("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    if len(rows) > limit:
+        click.echo(f"… and {len(rows) - limit} more (use --json for all)")
+
+
+@main.command()
+@click.option(
+    "--issues",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="How many issues the generated project has.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="demo-work",
+    show_default=True,
+    help="Folder for the config, staging DB, blobs and report.",
+)
+@_output_options
+@_fail_cleanly
+def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> None:
+    """Run the whole migration against the built-in sandbox: no network, no credentials."""
+    from pathlib import Path
+
+    from migrate.demo import run_demo
+
+    click.echo(f"Starting the sandbox with a generated project of {issues} issues (seed {seed})…")
+    result = run_demo(
+        Path(workdir),
+        issues=issues,
+        seed=seed,
         progress=_progress(quiet),
         verbose_stream=sys.stderr if verbose else None,
     )

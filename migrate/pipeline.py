@@ -1,0 +1,82 @@
+"""`migrate run`: extract → transform → load, stopping at the first stage that fails."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from migrate.errors import EXIT_OK, EXIT_QUARANTINED, StageFailed
+from migrate.results import Progress
+from migrate.settings import Settings
+
+
+@dataclass
+class PipelineOutcome:
+    """What each stage returned, in order; ``exit_code`` follows the README's table."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    quarantined: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if "load" in self.results:
+            return self.results["load"].exit_code
+        return EXIT_QUARANTINED if self.quarantined else EXIT_OK
+
+    def summary_lines(self) -> list[str]:
+        lines: list[str] = []
+        for stage, result in self.results.items():
+            lines.append(f"== {stage}")
+            if hasattr(result, "summary_lines"):
+                lines.extend(result.summary_lines())
+            elif hasattr(result, "counts"):
+                for entity, counts in result.counts().items():
+                    parts = ", ".join(f"{kind} {n}" for kind, n in counts.items())
+                    lines.append(f"{entity:<20} {parts}")
+        if self.dry_run:
+            lines.append("Dry run: nothing was written to Procore. Run without --dry-run to load.")
+        return lines
+
+
+def run_pipeline(
+    settings: Settings,
+    env: Mapping[str, str] = os.environ,
+    *,
+    dry_run: bool = False,
+    full_refresh: bool = False,
+    apply_deletions: bool = False,
+    progress: Progress | None = None,
+    verbose_stream: IO[str] | None = None,
+) -> PipelineOutcome:
+    """Run the stages in order; a failing stage raises StageFailed resumable by `migrate run`."""
+    from migrate.extract import extract_from_settings
+    from migrate.load import load_from_settings
+    from migrate.load.plan import plan_from_settings
+    from migrate.transform import transform_from_settings
+
+    outcome = PipelineOutcome(dry_run=dry_run)
+    common = {"progress": progress, "verbose_stream": verbose_stream}
+    try:
+        outcome.results["extract"] = extract_from_settings(
+            settings, env, full_refresh=full_refresh, **common
+        )
+        transformed = transform_from_settings(settings, env, **common)
+        outcome.results["transform"] = transformed
+        if dry_run:
+            outcome.results["plan"] = plan_from_settings(settings)
+            outcome.quarantined = sum(
+                counts.get("quarantined", 0) for counts in transformed.counts.values()
+            )
+            return outcome
+        outcome.results["load"] = load_from_settings(
+            settings, env, apply_deletions=apply_deletions, **common
+        )
+    except StageFailed as failure:
+        failure.resume_command = "migrate run"
+        raise StageFailed(
+            failure.stage, failure.reason, partial=outcome, resume_command="migrate run"
+        ) from None
+    return outcome
