@@ -1,0 +1,255 @@
+"""Report: `migrate status` (status.py) and `migrate report` (reconciliation, HTML, CSV).
+
+``report_from_settings`` reads Procore back (unless offline), reconciles it with the staging
+DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
+
+- ``report.html``: one self-contained page (inline CSS and SVG, no script, nothing fetched);
+- ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
+  ``issues.csv`` (every issue's journey plus its reconciliation result).
+
+The report run is recorded in ``runs`` (command ``report``) with the Procore requests it made.
+Heavy imports (pandas) happen inside the functions so importing ``migrate.report`` is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED, ConfigError
+from migrate.settings import Settings
+
+REPORT_COMMAND = "report"
+HTML_NAME = "report.html"
+CSV_NAMES = {
+    "mismatches": "mismatches.csv",
+    "missing": "missing.csv",
+    "orphans": "orphans.csv",
+    "quarantine": "quarantine.csv",
+    "issues": "issues.csv",
+}
+
+__all__ = ["CSV_NAMES", "HTML_NAME", "ReportResult", "report_from_settings", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where the report went and what reconciliation found.
+
+    ``exit_code``: 0 when every loaded record matches and nothing is quarantined; 3 when it all
+    matches but records wait in quarantine; 1 when a mismatch, missing record or orphan was found.
+    """
+
+    path_html: Path
+    csv_paths: dict[str, Path]
+    mismatches: list[dict[str, Any]]
+    missing: list[dict[str, Any]]
+    orphans: list[dict[str, Any]]
+    matched: int
+    quarantined: int = 0
+    online: bool = True
+    run_id: int | None = None
+    checks_not_run: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.mismatches or self.missing or self.orphans)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.clean:
+            return EXIT_FAILED
+        return EXIT_QUARANTINED if self.quarantined else EXIT_OK
+
+    def summary_lines(self) -> list[str]:
+        """What the CLI prints after ``migrate report``."""
+        if self.online:
+            lines = [
+                f"Reconciliation: {self.matched} issues match, {len(self.mismatches)} "
+                f"mismatches, {len(self.missing)} missing in Procore, {len(self.orphans)} "
+                f"orphans; {self.quarantined} records quarantined."
+            ]
+        else:
+            lines = [f"Offline report (Procore not read); {self.quarantined} records "
+                     "quarantined."]
+        if self.checks_not_run:
+            lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
+        lines.append(f"Report: {self.path_html}")
+        lines.append("CSV: " + ", ".join(str(p) for p in self.csv_paths.values()))
+        return lines
+
+
+def report_from_settings(
+    settings: Settings,
+    env: Mapping[str, str] = os.environ,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    offline: bool = False,
+) -> ReportResult:
+    """Reconcile the staging DB with Procore and write the HTML and CSV report."""
+    from migrate.store import open_store
+
+    staging = Path(settings.staging.path)
+    if not staging.exists():
+        raise ConfigError(
+            f"No staging DB at {staging}: nothing to report on yet. Run `migrate extract` "
+            "first (or check [staging] path in the config)."
+        )
+    if offline:
+        project_id = settings.target.project_id
+    else:
+        _company_id, project_id = settings.target_ids()
+    out = Path(out_dir) if out_dir is not None else staging.parent / "report"
+    with open_store(staging) as store:
+        if offline:
+            return write_report(store, project_id, None, out)
+        with _procore_client(settings, env) as client:
+            return write_report(store, project_id, client, out)
+
+
+def _procore_client(settings: Settings, env: Mapping[str, str]) -> Any:
+    """The Procore client (read-only use here), built like the other stages build it."""
+    from migrate.clients.procore import client_from_settings
+
+    return client_from_settings(settings, env)
+
+
+def write_report(store: Any, project_id: int | None, client: Any | None, out_dir: Path
+                 ) -> ReportResult:
+    """Read Procore through ``client`` (None: offline), reconcile, write the files, record a run."""
+    from migrate.report.reconcile import fetch_target, reconcile
+    from migrate.store.db import utc_now
+    from migrate.store.runs import finish_run, start_run
+
+    run_id = start_run(store, REPORT_COMMAND, {
+        "target_project_id": project_id, "offline": client is None, "out_dir": str(out_dir),
+    })
+    before = _requests(client)
+    try:
+        target = None
+        if client is not None:
+            assert project_id is not None
+            target = fetch_target(client, project_id)
+        rec = reconcile(store, project_id, target)
+        rec.runs = [run for run in rec.runs if run["run_id"] != run_id]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv_paths = _write_csvs(store, rec, out_dir)
+        from migrate.report.html import render_report
+
+        html_path = out_dir / HTML_NAME
+        html_text = render_report(
+            rec,
+            title=f"Migration report: BIM 360 Field → Procore project {project_id}",
+            generated_at=utc_now(),
+            csv_files={key: path.name for key, path in csv_paths.items()},
+        )
+        _write_text(html_path, html_text)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        finish_run(store, run_id, status, None, _since(before, client),
+                   error=str(exc) or type(exc).__name__)
+        raise
+    counts = {
+        "issue": {"matched": rec.matched, "mismatched_fields": len(rec.mismatches),
+                  "missing": len(rec.missing), "orphans": len(rec.orphans)},
+        "quarantine": {"open": rec.quarantined},
+    }
+    finish_run(store, run_id, "succeeded", counts, _since(before, client))
+    return ReportResult(
+        path_html=html_path,
+        csv_paths=csv_paths,
+        mismatches=rec.mismatches,
+        missing=rec.missing,
+        orphans=rec.orphans,
+        matched=rec.matched,
+        quarantined=rec.quarantined,
+        online=rec.online,
+        run_id=run_id,
+        checks_not_run=[c.name for c in rec.checks if not c.ran],
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    # Write beside, then rename: a reader never sees half a report.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
+    import pandas as pd
+
+    from migrate.report.reconcile import (
+        MISMATCH_COLUMNS,
+        MISSING_COLUMNS,
+        ORPHAN_COLUMNS,
+        QUARANTINE_COLUMNS,
+    )
+
+    quarantine_rows = [
+        {"entity": g.entity, "stage": g.stage, "reason": g.reason, "hint": r["hint"],
+         "source_id": r["source_id"], "created_at": r["created_at"],
+         "record": r["record_compact"]}
+        for g in rec.quarantine for r in g.records
+    ]
+    issues = pd.read_sql_query(
+        "SELECT * FROM v_issue_journey ORDER BY source_kind, source_id", store.conn,
+        dtype={"procore_project_id": "Int64", "procore_id": "Int64"},
+    )
+    issues["reconciliation"] = [
+        rec.issue_results.get(source_id, "" if state in ("loaded", "sent") else state)
+        for source_id, state in zip(issues["source_id"], issues["state"], strict=True)
+    ]
+    frames = {
+        "mismatches": pd.DataFrame(rec.mismatches, columns=list(MISMATCH_COLUMNS)),
+        "missing": pd.DataFrame(rec.missing, columns=list(MISSING_COLUMNS)),
+        "orphans": pd.DataFrame(rec.orphans, columns=list(ORPHAN_COLUMNS)),
+        "quarantine": pd.DataFrame(quarantine_rows, columns=list(QUARANTINE_COLUMNS)),
+        "issues": issues,
+    }
+    paths: dict[str, Path] = {}
+    for key, frame in frames.items():
+        path = out_dir / CSV_NAMES[key]
+        partial = path.with_name(path.name + ".partial")
+        frame.to_csv(partial, index=False, encoding="utf-8")
+        os.replace(partial, path)
+        paths[key] = path
+    return paths
+
+
+def _http_clients(client: Any) -> list[Any]:
+    from migrate.clients.http import HttpClient
+
+    found: list[Any] = []
+    for value in vars(client).values() if client is not None else ():
+        if isinstance(value, HttpClient) and all(value is not f for f in found):
+            found.append(value)
+    return found
+
+
+def _requests(client: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for http in _http_clients(client):
+        for (method, endpoint), n in http.stats.requests.items():
+            key = f"{method} {endpoint}"
+            counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def _since(before: Mapping[str, int], client: Any) -> dict[str, int] | None:
+    if client is None:
+        return None
+    now = _requests(client)
+    return {k: n - before.get(k, 0) for k, n in sorted(now.items()) if n - before.get(k, 0) > 0}
+
+
+# Re-exported for callers that only want the status (no pandas import).
+def status_from_settings(settings: Settings) -> Any:
+    """See :func:`migrate.report.status.status_from_settings`."""
+    from migrate.report.status import status_from_settings as _status
+
+    return _status(settings)
+

@@ -1,0 +1,262 @@
+"""The reconciliation report as one self-contained HTML file (inline CSS and SVG, no script).
+
+It opens from disk with no server and fetches nothing: no external CSS, scripts, fonts or
+images. Long lists are cut at ``MAX_ROWS`` with a pointer to the CSV file that has them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+from migrate.report import charts
+from migrate.report.reconcile import Reconciliation
+
+MAX_ROWS = 500
+MAX_RECORDS_PER_REASON = 50
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;
+color:#222;padding:0 16px;line-height:1.4}
+h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:2px solid #eee;padding-bottom:4px}
+.meta{color:#666}
+.verdict{padding:12px 16px;border-radius:6px;font-size:1.1em;margin:16px 0}
+.verdict.ok{background:#e6f4ea;border:1px solid #7cb88a}
+.verdict.bad{background:#fdecea;border:1px solid #e08a80}
+.verdict.offline{background:#fff6e0;border:1px solid #e0b050}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.bad td{background:#fff4f2}
+.charts{display:flex;flex-wrap:wrap;gap:16px}
+.charts figure{margin:0;border:1px solid #eee;padding:8px;border-radius:6px}
+pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px;max-height:320px}
+details{margin:8px 0}summary{cursor:pointer}
+.hint{color:#555;font-style:italic}.muted{color:#888}
+"""
+
+
+def render_report(rec: Reconciliation, *, title: str, generated_at: str,
+                  csv_files: Mapping[str, str]) -> str:
+    """The whole report page; ``csv_files`` maps a CSV's name to its file name (same folder)."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">Generated {escape(generated_at)} · Procore project '
+        f"{escape(str(rec.target_project_id if rec.target_project_id is not None else '?'))}"
+        f" · {'Procore read back' if rec.online else 'offline (Procore not read)'}</p>",
+        _verdict(rec),
+        _section("Reconciliation per entity", _entity_table(rec)),
+        _section("Checks", _checks(rec)),
+        _section(f"Mismatches ({len(rec.mismatches)})", _table(
+            rec.mismatches,
+            ("entity", "source_id", "identifier", "procore_id", "field", "expected", "actual",
+             "note"),
+            empty="No field differs." if rec.online else "Not checked (offline).",
+            csv=csv_files.get("mismatches"),
+        )),
+        _section(f"Missing in Procore ({len(rec.missing)})", _table(
+            rec.missing,
+            ("entity", "source_id", "identifier", "title", "procore_id", "uuid", "loaded_at"),
+            empty="Every loaded record is in Procore." if rec.online else "Not checked (offline).",
+            csv=csv_files.get("missing"),
+        )),
+        _section(f"Orphans in Procore ({len(rec.orphans)})", _table(
+            rec.orphans,
+            ("procore_id", "uuid", "title", "status", "source_id", "staging_state", "why"),
+            empty="No Procore issue carries one of our uuids without being in the id map."
+            if rec.online else "Not checked (offline).",
+            csv=csv_files.get("orphans"),
+        )),
+        _section(
+            f"Files added after their issue was loaded ({len(rec.attachments_after_load)})",
+            '<p>Procore cannot add files to an existing coordination issue: each needs a '
+            "decision (attach by hand, or accept it as left out).</p>"
+            + _table(rec.attachments_after_load,
+                     ("source_id", "attachment_id", "filename", "size", "waiting_for"),
+                     empty="None."),
+        ),
+        _section(
+            f"Deleted or voided at the source after load ({len(rec.deleted_after_load)})",
+            "<p><code>migrate load --apply-deletions</code> closes them in Procore.</p>"
+            + _table(rec.deleted_after_load, ("source_id", "identifier", "procore_id", "what"),
+                     empty="None."),
+        ),
+        _section(f"Quarantine ({rec.quarantined} open)", _quarantine(rec, csv_files)),
+        _section("Charts", _charts(rec)),
+        _section("Run history", _table(
+            rec.runs,
+            ("run_id", "command", "status", "started_at", "finished_at", "duration_seconds",
+             "requests", "counts", "error"),
+            empty="No run recorded.",
+        )),
+        _section("Files", _files(csv_files)),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _section(heading: str, body: str) -> str:
+    return f"<section><h2>{escape(heading)}</h2>\n{body}\n</section>"
+
+
+def _verdict(rec: Reconciliation) -> str:
+    quarantined = (
+        f" {rec.quarantined} record(s) are quarantined (listed below with reasons)."
+        if rec.quarantined else " Nothing is quarantined."
+    )
+    if not rec.online:
+        return (
+            '<div class="verdict offline">Offline report: Procore was not read, so nothing was '
+            f"compared with it. {len(rec.issue_results)} issue(s) are recorded as "
+            f"loaded.{escape(quarantined)}</div>"
+        )
+    if rec.clean:
+        return (
+            f'<div class="verdict ok">All {rec.matched} migrated issue(s) match Procore field '
+            f"by field; no record is missing and no orphan was found.{escape(quarantined)}</div>"
+        )
+    records = len({(m["entity"], m["source_id"]) for m in rec.mismatches})
+    return (
+        f'<div class="verdict bad">{len(rec.mismatches)} field mismatch(es) on {records} '
+        f"record(s), {len(rec.missing)} record(s) missing in Procore, {len(rec.orphans)} "
+        f"orphan(s); {rec.matched} issue(s) match.{escape(quarantined)}</div>"
+    )
+
+
+def _cell(value: Any, column: str = "") -> str:
+    if value is None or value == "":
+        return '<td class="muted">–</td>'
+    if isinstance(value, bool):
+        return f"<td>{'yes' if value else 'no'}</td>"
+    if isinstance(value, int | float):
+        # Ids are names, not quantities: no thousands separators.
+        is_id = column == "id" or column.endswith("_id")
+        shown = f"{value:,}" if isinstance(value, int) and not is_id else str(value)
+        return f'<td class="num">{escape(shown)}</td>'
+    return f"<td>{escape(str(value))}</td>"
+
+
+def _table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    empty: str,
+    csv: str | None = None,
+    limit: int = MAX_ROWS,
+) -> str:
+    if not rows:
+        return f"<p>{escape(empty)}</p>"
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(_cell(row.get(c), c) for c in columns) + "</tr>"
+        for row in rows[:limit]
+    )
+    more = ""
+    if len(rows) > limit:
+        where = f" (all of them are in {escape(csv)})" if csv else ""
+        more = f"<p>Showing {limit} of {len(rows)}{where}.</p>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>{more}"
+
+
+def _entity_table(rec: Reconciliation) -> str:
+    columns = ("entity", "source", "staging", "planned", "skipped", "quarantined", "loaded",
+               "in_procore", "matching", "mismatching", "missing", "orphans")
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
+    rows = []
+    for row in rec.entity_rows:
+        bad = any(row.get(k) for k in ("mismatching", "missing", "orphans"))
+        cells = "".join(_cell(row.get(c)) for c in columns)
+        rows.append(f'<tr class="{"bad" if bad else ""}">{cells}</tr>')
+    note = (
+        "<p class=\"muted\">source: rows BIM 360 Field listed (not deleted) · staging: "
+        "normalised rows (Field areas for locations) · planned: what transform planned "
+        "(location paths for locations) · loaded: id map rows Procore confirmed.</p>"
+    )
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + note)
+
+
+def _checks(rec: Reconciliation) -> str:
+    rows = [{"check": c.name, "ran": c.ran, "detail": c.detail} for c in rec.checks]
+    return _table(rows, ("check", "ran", "detail"), empty="No check ran.")
+
+
+def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
+    if not rec.quarantine:
+        return "<p>Nothing is quarantined.</p>"
+    out = []
+    summary = [
+        {"entity": g.entity, "stage": g.stage, "reason": g.reason, "hint": g.hint,
+         "records": len(g.records)}
+        for g in rec.quarantine
+    ]
+    out.append(_table(summary, ("entity", "stage", "reason", "hint", "records"), empty=""))
+    where = csv_files.get("quarantine")
+    if where:
+        out.append(f"<p>Every record, link-free, is also in {escape(where)}.</p>")
+    # Open the groups when there are few records: the reader sees them without a click.
+    opened = " open" if rec.quarantined <= 20 else ""
+    for group in rec.quarantine:
+        out.append(
+            f'<details class="quarantine-group"{opened}><summary>'
+            f"<strong>{escape(group.reason)}</strong>"
+            f" — {len(group.records)} {escape(group.entity)} record(s), stage "
+            f"{escape(group.stage)}</summary>"
+        )
+        if group.hint:
+            out.append(f'<p class="hint">{escape(group.hint)}</p>')
+        for record in group.records[:MAX_RECORDS_PER_REASON]:
+            out.append(
+                f"<p><code>{escape(str(record['source_id']))}</code> "
+                f'<span class="muted">{escape(str(record["created_at"] or ""))}</span></p>'
+                f"<pre>{escape(record['record'])}</pre>"
+            )
+        if len(group.records) > MAX_RECORDS_PER_REASON:
+            out.append(f"<p>… and {len(group.records) - MAX_RECORDS_PER_REASON} more.</p>")
+        out.append("</details>")
+    return "\n".join(out)
+
+
+def _charts(rec: Reconciliation) -> str:
+    per_minute = rec.hourly_limit / 60
+    limit_label = f"quota {rec.hourly_limit}/h = {per_minute:g}/min" + (
+        "" if rec.hourly_limit_known else " (default)"
+    )
+    figures = [
+        charts.bar_chart("status-before", "Issues by BIM 360 Field status (before)",
+                         rec.status_before, empty_message="No issue extracted"),
+        charts.bar_chart(
+            "status-after",
+            "Migrated issues by Procore status (after)" if rec.online
+            else "Loaded issues by Procore status (id map)",
+            rec.status_after, color=charts.AFTER_COLOR, empty_message="No issue loaded"),
+        charts.bar_chart("by-location", f"Migrated issues by location (top {len(rec.by_location)})"
+                         if rec.by_location else "Migrated issues by location",
+                         rec.by_location, empty_message="No issue loaded", width=640,
+                         label_chars=44, keep_label_end=True),
+        charts.line_chart("load-progress", "Load progress: records created in Procore",
+                          rec.load_progress, y_label="records",
+                          empty_message="No load batch recorded"),
+        charts.rate_chart("requests-per-minute", "Procore requests per minute against quota",
+                          rec.write_calls_per_minute, limit=per_minute, limit_label=limit_label,
+                          averages=rec.run_request_rates,
+                          empty_message="No load run recorded"),
+    ]
+    return '<div class="charts">' + "".join(
+        f"<figure>{figure}</figure>" for figure in figures
+    ) + "</div>"
+
+
+def _files(csv_files: Mapping[str, str]) -> str:
+    items: Iterable[str] = (
+        f'<li><a href="{escape(name, quote=True)}">{escape(name)}</a> — {escape(key)}</li>'
+        for key, name in csv_files.items()
+    )
+    return "<ul>" + "".join(items) + "</ul>"

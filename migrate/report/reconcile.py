@@ -1,0 +1,815 @@
+"""Reconciliation: source ↔ staging ↔ Procore, per entity and field by field per loaded issue.
+
+``fetch_target`` only reads Procore (coordination issues with ``view=extended``, every page, and
+the project's locations); ``reconcile`` only reads the staging DB and compares. What each
+loaded issue is expected to look like comes from what transform planned and load recorded:
+
+- title, status, priority, issue_type, due_date, assignee: ``planned_issues``;
+- location: the planned path (node names, root first) against the path Procore's location ids
+  give, walked through ``parent_id`` (names joined by ">" are ambiguous when a name holds ">");
+- attachments: the files load sent at create (``id_map.attachment_ids``), by count and by name.
+  Procore does not expose attachment sizes over its API, so bytes are compared only when a size
+  is present in the answer; the report says which checks ran. Files are never downloaded.
+
+Orphans are Procore issues carrying a uuid this migration derives (``migrate.ids.issue_uuid``
+for any source id the staging DB knows, or a planned uuid) that id_map does not map to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from migrate.ids import issue_uuid
+from migrate.report.status import ENTITY_ISSUE, ENTITY_LOCATION, parse_time, request_total
+from migrate.store.db import Store
+
+MISMATCH_COLUMNS = (
+    "entity", "source_id", "identifier", "procore_id", "field", "expected", "actual", "note",
+)
+MISSING_COLUMNS = ("entity", "source_id", "identifier", "title", "procore_id", "uuid", "loaded_at")
+ORPHAN_COLUMNS = (
+    "procore_id", "uuid", "title", "status", "source_id", "staging_state", "why",
+)
+QUARANTINE_COLUMNS = ("entity", "stage", "reason", "hint", "source_id", "created_at", "record")
+#: Procore's documented default hourly quota, used when no run recorded the real one.
+DEFAULT_HOURLY_LIMIT = 3600
+TOP_LOCATIONS = 15
+NO_LOCATION = "(no location)"
+LINK_REMOVED = "[link removed]"
+_URL_RE = re.compile(r"(?i)\b(?:https?|ftp|file)://[^\s\"'<>]*|\bwww\.[^\s\"'<>]+")
+
+
+class TargetReader(Protocol):
+    """What reconciliation needs from the Procore client (read-only calls)."""
+
+    def coordination_issues(self, project_id: int, view: str = "extended") -> Iterable[Any]:
+        """Every coordination issue of the project (all pages)."""
+
+    def locations(self, project_id: int) -> Iterable[Any]:
+        """Every location of the project (all pages)."""
+
+
+@dataclass(frozen=True)
+class TargetSnapshot:
+    """What Procore holds now, as its API answered."""
+
+    project_id: int
+    issues: list[dict[str, Any]]
+    locations: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison and whether it ran (and why not)."""
+
+    name: str
+    ran: bool
+    detail: str
+
+
+@dataclass
+class QuarantineGroup:
+    """Open quarantine rows sharing entity, stage and reason."""
+
+    entity: str
+    stage: str
+    reason: str
+    hint: str | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Reconciliation:
+    """Everything the report shows; lists hold plain dicts ready for CSV and HTML."""
+
+    target_project_id: int | None
+    online: bool
+    checks: list[Check]
+    entity_rows: list[dict[str, Any]]
+    matched: int
+    matched_by_entity: dict[str, int]
+    mismatches: list[dict[str, Any]]
+    missing: list[dict[str, Any]]
+    orphans: list[dict[str, Any]]
+    attachments_after_load: list[dict[str, Any]]
+    deleted_after_load: list[dict[str, Any]]
+    quarantine: list[QuarantineGroup]
+    issue_results: dict[str, str]
+    runs: list[dict[str, Any]]
+    status_before: list[tuple[str, int]]
+    status_after: list[tuple[str, int]]
+    by_location: list[tuple[str, int]]
+    load_progress: list[tuple[Any, int]]
+    write_calls_per_minute: list[tuple[Any, int]]
+    run_request_rates: list[tuple[Any, Any, float]]
+    hourly_limit: int
+    hourly_limit_known: bool
+
+    @property
+    def quarantined(self) -> int:
+        return sum(len(group.records) for group in self.quarantine)
+
+    @property
+    def clean(self) -> bool:
+        """No mismatch, missing record or orphan."""
+        return not (self.mismatches or self.missing or self.orphans)
+
+
+# -- reading Procore ---------------------------------------------------------------------------
+
+
+def _flatten(items: Iterable[Any]) -> list[dict[str, Any]]:
+    # Clients may yield items or whole pages; accept both.
+    flat: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, list):
+            flat.extend(i for i in item if isinstance(i, dict))
+        elif isinstance(item, dict):
+            flat.append(item)
+    return flat
+
+
+def fetch_target(reader: TargetReader, project_id: int) -> TargetSnapshot:
+    """Read every coordination issue (extended view: with attachments) and every location."""
+    issues = _flatten(reader.coordination_issues(project_id, view="extended"))
+    locations = _flatten(reader.locations(project_id))
+    return TargetSnapshot(project_id=project_id, issues=issues, locations=locations)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def strip_links(value: Any) -> Any:
+    """A copy of a JSON-able value with every URL replaced by "[link removed]"."""
+    if isinstance(value, str):
+        return _URL_RE.sub(LINK_REMOVED, value)
+    if isinstance(value, Mapping):
+        return {str(k): strip_links(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strip_links(v) for v in value]
+    return value
+
+
+def link_free_record(text: str | None, *, indent: int | None = 2) -> str:
+    """A quarantine record (JSON text) with its links removed (pretty unless indent=None)."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return strip_links(text)
+    return json.dumps(strip_links(value), indent=indent, ensure_ascii=False, sort_keys=True)
+
+
+def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cursor = store.conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _json_list(text: str | None) -> list[Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _path_of(location_id: Any, by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
+    """Node names root → leaf for a Procore location id, via parent_id (None if unknown)."""
+    names: list[str] = []
+    seen: set[int] = set()
+    current = by_id.get(location_id) if isinstance(location_id, int) else None
+    if current is None:
+        return None
+    while current is not None:
+        if current["id"] in seen:  # a cycle would be Procore's bug; stop rather than loop
+            break
+        seen.add(current["id"])
+        names.append(str(current.get("node_name") or current.get("name") or ""))
+        parent = current.get("parent_id")
+        current = by_id.get(parent) if parent is not None else None
+    return list(reversed(names))
+
+
+def _actual_path(issue: Mapping[str, Any], by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
+    location = issue.get("location")
+    if not location:
+        return None
+    path = _path_of(location.get("id"), by_id)
+    if path is None:
+        # Not in the locations list (deleted since?): the ">"-joined name is all there is.
+        return str(location.get("name") or "").split(">")
+    return path
+
+
+def path_text(path: list[str] | None) -> str:
+    """A location path for people: node names joined by " > "."""
+    return "" if not path else " > ".join(path)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def _date(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)[:10]
+
+
+# -- the comparison --------------------------------------------------------------------------
+
+
+def reconcile(
+    store: Store, target_project_id: int | None, target: TargetSnapshot | None
+) -> Reconciliation:
+    """Compare the staging DB with ``target`` (None: offline, staging-only checks)."""
+    project = target_project_id
+    proj_sql, proj_params = _project_filter(project)
+    loaded = _rows(
+        store,
+        "SELECT m.source_id, m.target_id, m.payload_hash AS loaded_hash, m.target_status, "
+        "m.attachment_ids AS sent_attachment_ids, m.updated_at, m.target_project_id, "
+        "p.title, p.status, p.priority, p.issue_type, p.due_date, p.assignee_id, p.uuid, "
+        "p.identifier, p.payload_hash AS planned_hash, p.attachment_ids AS planned_attachment_ids, "
+        "p.location_source_id, l.path AS location_path, a.login AS assignee_login "
+        "FROM id_map m "
+        "LEFT JOIN planned_issues p ON p.source_id = m.source_id "
+        "LEFT JOIN planned_locations l ON l.source_id = p.location_source_id "
+        "LEFT JOIN target_assignees a ON a.id = p.assignee_id "
+        "AND a.project_id = m.target_project_id "
+        f"WHERE m.entity = ? AND m.state = 'loaded'{proj_sql} ORDER BY m.source_id",
+        (ENTITY_ISSUE, *proj_params),
+    )
+    attachment_info = {
+        row["id"]: row
+        for row in _rows(store, "SELECT id, filename, size FROM attachments")
+    }
+    checks: list[Check] = []
+    mismatches: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    orphans: list[dict[str, Any]] = []
+    issue_results: dict[str, str] = {}
+    matched_by_entity = {"issue": 0, "checklist_item": 0, "location": 0}
+
+    online = target is not None
+    procore_issues = {int(i["id"]): i for i in target.issues} if target else {}
+    locations_by_id = {int(loc["id"]): loc for loc in target.locations} if target else {}
+    sizes_exposed = bool(target) and any(
+        isinstance(a, dict) and isinstance(a.get("size"), int)
+        for issue in procore_issues.values()
+        for a in issue.get("attachments") or []
+    )
+
+    if online:
+        for row in loaded:
+            kind = _kind(row["source_id"])
+            actual = procore_issues.get(row["target_id"])
+            if actual is None:
+                missing.append(_missing_row(kind, row))
+                issue_results[row["source_id"]] = "missing in Procore"
+                continue
+            rows = _compare_issue(kind, row, actual, locations_by_id, attachment_info,
+                                  sizes_exposed)
+            mismatches.extend(rows)
+            if rows:
+                issue_results[row["source_id"]] = "mismatch: " + ", ".join(
+                    sorted({r["field"] for r in rows})
+                )
+            else:
+                issue_results[row["source_id"]] = "matches"
+                matched_by_entity[kind] += 1
+        location_mismatches, location_missing, matched_locations = _compare_locations(
+            store, project, locations_by_id
+        )
+        mismatches.extend(location_mismatches)
+        missing.extend(location_missing)
+        matched_by_entity["location"] = matched_locations
+        orphans = _orphans(store, project, procore_issues, loaded)
+        checks.extend(_online_checks(sizes_exposed, len(procore_issues), len(locations_by_id)))
+    else:
+        for row in loaded:
+            issue_results[row["source_id"]] = "loaded (not checked: offline)"
+        checks.append(Check(
+            "Procore read-back", False,
+            "offline: Procore was not read, so no field, missing or orphan check ran; the "
+            "report shows the staging DB and id_map only",
+        ))
+
+    status_after = _status_after(loaded, procore_issues, online)
+    by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
+    hourly_limit, known = _hourly_limit(store)
+    reconciliation = Reconciliation(
+        target_project_id=project,
+        online=online,
+        checks=checks,
+        entity_rows=_entity_rows(store, project, issue_results, missing, orphans,
+                                 matched_by_entity, online),
+        matched=matched_by_entity["issue"] + matched_by_entity["checklist_item"],
+        matched_by_entity=matched_by_entity,
+        mismatches=mismatches,
+        missing=missing,
+        orphans=orphans,
+        attachments_after_load=_rows(
+            store,
+            "SELECT attachment_id, container_id AS source_id, filename, size, waiting_for "
+            "FROM v_attachments_pending WHERE waiting_for LIKE 'after load%' "
+            "ORDER BY container_id, attachment_id",
+        ),
+        deleted_after_load=_rows(
+            store,
+            "SELECT m.source_id, i.identifier, m.target_id AS procore_id, "
+            "CASE WHEN i.deleted = 1 THEN 'deleted' ELSE 'voided' END AS what "
+            "FROM id_map m JOIN issues i ON i.source_id = m.source_id "
+            "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
+            f"{_project_filter(project, 'm')[0]} ORDER BY m.source_id",
+            (ENTITY_ISSUE, *proj_params),
+        ),
+        quarantine=_quarantine_groups(store),
+        issue_results=issue_results,
+        runs=_run_history(store),
+        status_before=_status_before(store),
+        status_after=status_after,
+        by_location=by_location,
+        load_progress=_load_progress(store),
+        write_calls_per_minute=_write_calls_per_minute(store),
+        run_request_rates=_run_request_rates(store),
+        hourly_limit=hourly_limit,
+        hourly_limit_known=known,
+    )
+    return reconciliation
+
+
+def _project_filter(project: int | None, alias: str = "m") -> tuple[str, tuple[Any, ...]]:
+    if project is None:
+        return "", ()
+    return f" AND {alias}.target_project_id = ?", (project,)
+
+
+def _kind(source_id: str) -> str:
+    return "checklist_item" if source_id.startswith("checklist_item:") else "issue"
+
+
+def _missing_row(kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "entity": kind, "source_id": row["source_id"], "identifier": row.get("identifier"),
+        "title": row.get("title"), "procore_id": row["target_id"], "uuid": row.get("uuid"),
+        "loaded_at": row.get("updated_at"),
+    }
+
+
+def _compare_issue(
+    kind: str,
+    row: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    locations_by_id: Mapping[int, dict[str, Any]],
+    attachment_info: Mapping[str, dict[str, Any]],
+    sizes_exposed: bool,
+) -> list[dict[str, Any]]:
+    notes = []
+    if row.get("planned_hash") is None:
+        notes.append("no planned row any more (deleted at the source?)")
+    elif row.get("loaded_hash") != row.get("planned_hash"):
+        notes.append("staging changed after load: `migrate load` sends the update")
+    if row.get("status") and row.get("target_status") and row["status"] != row["target_status"]:
+        notes.append("status change not loaded yet")
+    note = "; ".join(notes)
+    found: list[dict[str, Any]] = []
+
+    def differ(name: str, expected: Any, got: Any) -> None:
+        found.append({
+            "entity": kind, "source_id": row["source_id"], "identifier": row.get("identifier"),
+            "procore_id": row["target_id"], "field": name, "expected": _text(expected),
+            "actual": _text(got), "note": note,
+        })
+
+    if row.get("planned_hash") is None:
+        return found  # nothing planned to compare with; listed under deleted-after-load
+    if row.get("uuid") and str(actual.get("uuid") or "").lower() != str(row["uuid"]).lower():
+        differ("uuid", row["uuid"], actual.get("uuid"))  # id_map points at another issue
+    for name in ("title", "status", "priority", "issue_type"):
+        if (row.get(name) or None) != (actual.get(name) or None):
+            differ(name, row.get(name), actual.get(name))
+    expected_path = _json_list(row.get("location_path"))
+    actual_path = _actual_path(actual, locations_by_id)
+    if (expected_path or None) != (actual_path or None):
+        differ("location", path_text(expected_path), path_text(actual_path))
+    assignee = actual.get("assignee") or {}
+    if row.get("assignee_id") != assignee.get("id"):
+        differ(
+            "assignee",
+            _person(row.get("assignee_id"), row.get("assignee_login")),
+            _person(assignee.get("id"), assignee.get("login")),
+        )
+    if _date(row.get("due_date")) != _date(actual.get("due_date")):
+        differ("due_date", _date(row.get("due_date")), _date(actual.get("due_date")))
+
+    sent = _json_list(row.get("sent_attachment_ids"))
+    if sent is None:
+        sent = _json_list(row.get("planned_attachment_ids")) or []
+    expected_files = [attachment_info.get(a, {"filename": None, "size": None}) for a in sent]
+    expected_names = [f.get("filename") or f"attachment-{a}" for a, f in zip(sent, expected_files,
+                                                                              strict=True)]
+    actual_files = [a for a in actual.get("attachments") or [] if isinstance(a, dict)]
+    actual_names = [str(a.get("name") or "") for a in actual_files]
+    if len(expected_names) != len(actual_names):
+        differ("attachment_count", len(expected_names), len(actual_names))
+    elif Counter(expected_names) != Counter(actual_names):
+        only_expected = sorted((Counter(expected_names) - Counter(actual_names)).elements())
+        only_actual = sorted((Counter(actual_names) - Counter(expected_names)).elements())
+        differ("attachment_names", only_expected, only_actual)
+    if sizes_exposed:
+        expected_bytes = sum(int(f.get("size") or 0) for f in expected_files)
+        actual_bytes = sum(int(a.get("size") or 0) for a in actual_files)
+        if expected_bytes != actual_bytes:
+            differ("attachment_bytes", expected_bytes, actual_bytes)
+    return found
+
+
+def _person(user_id: Any, login: Any) -> str | None:
+    if user_id is None:
+        return None
+    return f"{user_id} ({login})" if login else str(user_id)
+
+
+def _compare_locations(
+    store: Store, project: int | None, by_id: Mapping[int, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    proj_sql, proj_params = _project_filter(project)
+    mismatches: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    matched = 0
+    for row in _rows(
+        store,
+        "SELECT m.source_id, m.target_id, m.updated_at, l.path, l.path_text FROM id_map m "
+        "LEFT JOIN planned_locations l ON l.source_id = m.source_id "
+        f"WHERE m.entity = ? AND m.state = 'loaded'{proj_sql} ORDER BY m.source_id",
+        (ENTITY_LOCATION, *proj_params),
+    ):
+        if row["target_id"] not in by_id:
+            missing.append({
+                "entity": "location", "source_id": row["source_id"], "identifier": None,
+                "title": row["path_text"], "procore_id": row["target_id"], "uuid": None,
+                "loaded_at": row["updated_at"],
+            })
+            continue
+        expected = _json_list(row["path"])
+        actual = _path_of(row["target_id"], by_id)
+        if expected is not None and expected != actual:
+            mismatches.append({
+                "entity": "location", "source_id": row["source_id"], "identifier": None,
+                "procore_id": row["target_id"], "field": "location", "expected":
+                path_text(expected), "actual": path_text(actual), "note": "",
+            })
+        else:
+            matched += 1
+    return mismatches, missing, matched
+
+
+def _orphans(
+    store: Store,
+    project: int | None,
+    procore_issues: Mapping[int, dict[str, Any]],
+    loaded: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    mapped_ids = {row["target_id"] for row in loaded}
+    ours: dict[str, str] = {}
+    for uuid, source_id in store.conn.execute("SELECT uuid, source_id FROM planned_issues"):
+        ours[str(uuid).lower()] = source_id
+    if project is not None:
+        known_ids = store.conn.execute(
+            "SELECT source_id FROM issues UNION SELECT source_id FROM planned_issues "
+            "UNION SELECT source_id FROM skipped_records WHERE source_id IS NOT NULL "
+            "UNION SELECT source_id FROM quarantine WHERE source_id IS NOT NULL "
+            "UNION SELECT source_id FROM id_map WHERE entity = ?",
+            (ENTITY_ISSUE,),
+        )
+        for (source_id,) in known_ids:
+            ours.setdefault(issue_uuid(project, source_id), source_id)
+    id_map_state = {
+        source_id: (state, target_id)
+        for source_id, state, target_id in store.conn.execute(
+            "SELECT source_id, state, target_id FROM id_map WHERE entity = ?"
+            + _project_filter(project, "id_map")[0],
+            (ENTITY_ISSUE, *_project_filter(project, "id_map")[1]),
+        )
+    }
+    journey = {
+        source_id: state
+        for source_id, state in store.conn.execute("SELECT source_id, state FROM v_issue_journey")
+    }
+    found: list[dict[str, Any]] = []
+    for procore_id, issue in sorted(procore_issues.items()):
+        uuid = str(issue.get("uuid") or "").lower()
+        if procore_id in mapped_ids or uuid not in ours:
+            continue
+        source_id = ours[uuid]
+        state, target_id = id_map_state.get(source_id, (None, None))
+        if state == "sent":
+            why = ("created by a load that stopped before recording it; `migrate load` "
+                   "finds and records it")
+        elif state == "loaded":
+            why = f"id_map maps {source_id} to Procore issue {target_id}, not this one"
+        elif state == "rejected":
+            why = "id_map says Procore refused this record, yet Procore has it"
+        else:
+            why = ("carries the uuid migrate derives for this record, but id_map does not "
+                   "know it (created outside this staging DB, or by an earlier one)")
+        found.append({
+            "procore_id": procore_id, "uuid": issue.get("uuid"), "title": issue.get("title"),
+            "status": issue.get("status"), "source_id": source_id,
+            "staging_state": journey.get(source_id, state or "unknown"), "why": why,
+        })
+    return found
+
+
+def _online_checks(sizes_exposed: bool, issues: int, locations: int) -> list[Check]:
+    checks = [
+        Check("Procore read-back", True,
+              f"read {issues} coordination issues (view=extended, every page) and "
+              f"{locations} locations"),
+        Check("uuid", True, "the Procore issue id_map names carries the planned uuid"),
+    ]
+    for name in ("title", "status", "priority", "issue_type", "due_date", "assignee"):
+        checks.append(Check(name, True, "planned value against Procore's"))
+    checks.append(Check("location", True,
+                        "planned path against the path of Procore's location ids (parent_id)"))
+    checks.append(Check("attachment_count", True, "files sent at create against Procore's list"))
+    checks.append(Check("attachment_names", True,
+                        "file names sent at create against Procore's attachment names"))
+    checks.append(Check(
+        "attachment_bytes", sizes_exposed,
+        "sizes compared" if sizes_exposed else
+        "not run: Procore's API gives attachments as {id, name, content_type, url} without a "
+        "size, and downloading every file to measure it was ruled out",
+    ))
+    checks.append(Check("missing", True, "every id_map 'loaded' issue and location looked up"))
+    checks.append(Check("orphans", True,
+                        "Procore issues whose uuid migrate derives but id_map does not map"))
+    return checks
+
+
+def _entity_rows(
+    store: Store,
+    project: int | None,
+    issue_results: Mapping[str, str],
+    missing: list[dict[str, Any]],
+    orphans: list[dict[str, Any]],
+    matched_by_entity: Mapping[str, int],
+    online: bool,
+) -> list[dict[str, Any]]:
+    from migrate.report.status import build_status
+
+    status = build_status(store, project)
+    source_counts = {
+        # The listing leaves voided issues out; the voided list names them.
+        "issue": _count(
+            store,
+            "SELECT COUNT(*) FROM (SELECT source_id FROM raw_issues WHERE deleted_at_run IS NULL "
+            "UNION SELECT source_id FROM raw_voided_issues WHERE deleted_at_run IS NULL)",
+        ),
+        "checklist_item": _count(store, "SELECT COUNT(*) FROM checklist_items"),
+        "location": _count(store, "SELECT COUNT(*) FROM raw_areas WHERE deleted_at_run IS NULL"),
+    }
+    mismatched = Counter(
+        _kind(sid) for sid, result in issue_results.items() if result.startswith("mismatch")
+    )
+    missing_by = Counter(row["entity"] for row in missing)
+    orphans_by = Counter(_kind(str(row["source_id"])) for row in orphans)
+    rows = []
+    for entity, states in status.entities.items():
+        loaded = states["loaded"]
+        rows.append({
+            "entity": entity,
+            "source": source_counts[entity],
+            "staging": states["extracted"],
+            "planned": states["planned"],
+            "skipped": states["skipped"],
+            "quarantined": states["quarantined"],
+            "loaded": loaded,
+            "in_procore": loaded - missing_by[entity] if online else None,
+            "matching": matched_by_entity[entity] if online else None,
+            "mismatching": (
+                mismatched[entity] if entity != "location" else
+                loaded - missing_by[entity] - matched_by_entity[entity]
+            ) if online else None,
+            "missing": missing_by[entity] if online else None,
+            "orphans": orphans_by[entity] if online and entity != "location" else None,
+        })
+    return rows
+
+
+def _count(store: Store, sql: str) -> int:
+    row = store.conn.execute(sql).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
+    groups: dict[tuple[str, str, str], QuarantineGroup] = {}
+    for row in _rows(
+        store,
+        "SELECT entity, stage, reason, hint, source_id, created_at, record FROM quarantine "
+        "WHERE released_at IS NULL ORDER BY entity, stage, reason, source_id, id",
+    ):
+        key = (row["entity"], row["stage"], row["reason"])
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = QuarantineGroup(row["entity"], row["stage"], row["reason"],
+                                                  row["hint"])
+        group.records.append({
+            "source_id": row["source_id"], "created_at": row["created_at"],
+            "hint": row["hint"], "record": link_free_record(row["record"]),
+            "record_compact": link_free_record(row["record"], indent=None),
+        })
+    return sorted(groups.values(), key=lambda g: (-len(g.records), g.entity, g.reason))
+
+
+def _run_history(store: Store) -> list[dict[str, Any]]:
+    history = []
+    for row in _rows(
+        store,
+        "SELECT id, command, status, started_at, finished_at, counts, requests, error "
+        "FROM runs ORDER BY id",
+    ):
+        start, end = parse_time(row["started_at"]), parse_time(row["finished_at"])
+        requests = json.loads(row["requests"]) if row["requests"] else {}
+        total, _ = request_total(requests)
+        history.append({
+            "run_id": row["id"], "command": row["command"], "status": row["status"],
+            "started_at": row["started_at"], "finished_at": row["finished_at"],
+            "duration_seconds": round((end - start).total_seconds(), 1) if start and end
+            else None,
+            "requests": total,
+            "counts": _compact_counts(row["counts"]),
+            "error": row["error"],
+        })
+    return history
+
+
+def _compact_counts(text: str | None, limit: int = 240) -> str:
+    full = _counts_text(text)
+    return full if len(full) <= limit else full[: limit - 1] + "…"
+
+
+def _counts_text(text: str | None) -> str:
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return _brief(value)
+
+
+def _brief(value: Any) -> str:
+    """Nested counts as short text, zeros and empty values left out: "issues (new 60)"."""
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            if item in (0, None, False, "", [], {}):
+                continue
+            inner = _brief(item)
+            if inner:
+                parts.append(f"{key} ({inner})" if isinstance(item, dict) else f"{key} {inner}")
+        return ", ".join(parts)
+    if isinstance(value, list):
+        return ", ".join(_brief(v) for v in value[:5]) + (" …" if len(value) > 5 else "")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _status_before(store: Store) -> list[tuple[str, int]]:
+    return [
+        (str(status or "(none)"), int(number))
+        for status, number in store.conn.execute(
+            "SELECT status, COUNT(*) FROM issues WHERE deleted = 0 GROUP BY status "
+            "ORDER BY COUNT(*) DESC, status"
+        )
+    ]
+
+
+def _status_after(
+    loaded: list[dict[str, Any]], procore_issues: Mapping[int, dict[str, Any]], online: bool
+) -> list[tuple[str, int]]:
+    counts: Counter[str] = Counter()
+    for row in loaded:
+        if online:
+            issue = procore_issues.get(row["target_id"])
+            if issue is not None:
+                counts[str(issue.get("status") or "(none)")] += 1
+        else:
+            counts[str(row.get("target_status") or row.get("status") or "(none)")] += 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _by_location(
+    store: Store,
+    loaded: list[dict[str, Any]],
+    procore_issues: Mapping[int, dict[str, Any]],
+    locations_by_id: Mapping[int, dict[str, Any]],
+    online: bool,
+) -> list[tuple[str, int]]:
+    counts: Counter[str] = Counter()
+    for row in loaded:
+        if online:
+            issue = procore_issues.get(row["target_id"])
+            if issue is None:
+                continue
+            path = _actual_path(issue, locations_by_id)
+        else:
+            path = _json_list(row.get("location_path"))
+        counts[path_text(path) or NO_LOCATION] += 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_LOCATIONS]
+
+
+def _load_progress(store: Store) -> list[tuple[Any, int]]:
+    """Records created so far, after each confirmed batch; starts at 0 when loading began."""
+    first_load = store.conn.execute(
+        "SELECT MIN(started_at) FROM runs WHERE command = 'load'"
+    ).fetchone()[0]
+    rows = store.conn.execute(
+        "SELECT confirmed_at, COALESCE(entities, item_count), kind FROM load_batches "
+        "WHERE state = 'confirmed' AND confirmed_at IS NOT NULL ORDER BY confirmed_at"
+    ).fetchall()
+    creates = [r for r in rows if "create" in str(r[2])]
+    chosen = creates or rows
+    points: list[tuple[Any, int]] = []
+    start = parse_time(first_load)
+    if start is not None and chosen:
+        points.append((start, 0))
+    total = 0
+    for confirmed_at, entities, _ in chosen:
+        moment = parse_time(confirmed_at)
+        if moment is None:
+            continue
+        total += int(entities or 0)
+        points.append((moment, total))
+    return points
+
+
+def _write_calls_per_minute(store: Store) -> list[tuple[Any, int]]:
+    counts: Counter[Any] = Counter()
+    for (sent_at,) in store.conn.execute("SELECT sent_at FROM load_batches"):
+        moment = parse_time(sent_at)
+        if moment is not None:
+            counts[moment.replace(second=0, microsecond=0)] += 1
+    return sorted(counts.items())
+
+
+def _run_request_rates(store: Store) -> list[tuple[Any, Any, float]]:
+    rates = []
+    for started, finished, requests in store.conn.execute(
+        "SELECT started_at, finished_at, requests FROM runs WHERE command = 'load' "
+        "AND finished_at IS NOT NULL AND requests IS NOT NULL ORDER BY id"
+    ):
+        start, end = parse_time(started), parse_time(finished)
+        if start is None or end is None:
+            continue
+        total, _ = request_total(json.loads(requests))
+        # A run shorter than a minute made all its requests within one minute.
+        minutes = max((end - start).total_seconds() / 60, 1.0)
+        rates.append((start, end, round(total / minutes, 1)))
+    return rates
+
+
+def _hourly_limit(store: Store) -> tuple[int, bool]:
+    """The largest X-Rate-Limit-Limit a load run recorded (the hourly window), else 3600."""
+    best = 0
+    for (requests,) in store.conn.execute(
+        "SELECT requests FROM runs WHERE command = 'load' AND requests IS NOT NULL"
+    ):
+        try:
+            value = json.loads(requests)
+        except ValueError:
+            continue
+        best = max(best, _limit_in(value))
+    return (best, True) if best else (DEFAULT_HOURLY_LIMIT, False)
+
+
+def _limit_in(value: Any) -> int:
+    if not isinstance(value, dict):
+        return 0
+    best = 0
+    windows = value.get("windows")
+    if isinstance(windows, dict):
+        for key in windows:
+            if str(key).isdigit():
+                best = max(best, int(key))
+    last = value.get("last")
+    if isinstance(last, dict) and isinstance(last.get("limit"), int):
+        best = max(best, last["limit"])
+    for item in value.values():
+        if isinstance(item, dict):
+            best = max(best, _limit_in(item))
+    return best
