@@ -57,7 +57,7 @@ class TqdmProgress:
         from tqdm import tqdm
 
         self.finish(entity)
-        self._bars[entity] = tqdm(total=total, desc=f"{entity:<16}", unit="rec", leave=True)
+        self._bars[entity] = tqdm(total=total, desc=f"{entity:<19}", unit="rec", leave=True)
 
     def advance(self, entity: str, n: int = 1) -> None:
         bar = self._bars.get(entity)
