@@ -75,7 +75,7 @@ def run_pipeline(
             settings, env, apply_deletions=apply_deletions, **common
         )
     except StageFailed as failure:
-        failure.resume_command = "migrate run"
+        # The stage named its own command; from `run`, the whole pipeline is what resumes.
         raise StageFailed(
             failure.stage, failure.reason, partial=outcome, resume_command="migrate run"
         ) from None
