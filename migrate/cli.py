@@ -212,7 +212,8 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
             payload = {**payload, "rows": {kind: the_plan.rows(kind) for kind in show}}
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         return
-    _render_counts(the_plan.counts())
+    for line in the_plan.summary_lines():
+        click.echo(line)
     for kind in show:
         rows = the_plan.rows(kind)
         click.echo(f"\n{kind} ({len(rows)})")
@@ -226,9 +227,20 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
     is_flag=True,
     help="Close in Procore the issues deleted or voided at the source.",
 )
+@click.option(
+    "--retry-rejected",
+    is_flag=True,
+    help="Send again records Procore refused before, though their payload has not changed.",
+)
 @_output_options
 @_fail_cleanly
-def load(config_path: str | None, apply_deletions: bool, quiet: bool, verbose: bool) -> None:
+def load(
+    config_path: str | None,
+    apply_deletions: bool,
+    retry_rejected: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Create and update the planned records in Procore (resumable, idempotent)."""
     from migrate.load import load_from_settings
     from migrate.settings import load_settings
@@ -237,6 +249,7 @@ def load(config_path: str | None, apply_deletions: bool, quiet: bool, verbose: b
     result = load_from_settings(
         settings,
         apply_deletions=apply_deletions,
+        retry_rejected=retry_rejected,
         progress=_progress(quiet),
         verbose_stream=sys.stderr if verbose else None,
     )
@@ -254,6 +267,11 @@ def load(config_path: str | None, apply_deletions: bool, quiet: bool, verbose: b
     is_flag=True,
     help="Close in Procore the issues deleted or voided at the source.",
 )
+@click.option(
+    "--retry-rejected",
+    is_flag=True,
+    help="Send again records Procore refused before, though their payload has not changed.",
+)
 @_output_options
 @_fail_cleanly
 def run(
@@ -261,6 +279,7 @@ def run(
     dry_run: bool,
     full_refresh: bool,
     apply_deletions: bool,
+    retry_rejected: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -274,6 +293,7 @@ def run(
         dry_run=dry_run,
         full_refresh=full_refresh,
         apply_deletions=apply_deletions,
+        retry_rejected=retry_rejected,
         progress=_progress(quiet),
         verbose_stream=sys.stderr if verbose else None,
     )
@@ -381,18 +401,29 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
             click.echo(f"{key}: {value}")
 
 
+@quarantine.command("release")
+@_config_option
+@click.argument("quarantine_ids", type=int, nargs=-1, required=True)
+@_fail_cleanly
+def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...]) -> None:
+    """Mark rows as dealt with (fixed outside migrate, or accepted as left out)."""
+    from migrate.quarantine import release_quarantine
+    from migrate.settings import load_settings
+    from migrate.store import open_store
+
+    settings = load_settings(config_path)
+    with open_store(settings.staging.path) as store:
+        released = release_quarantine(store, quarantine_ids)
+    click.echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
+    click.echo("A record that still fails is quarantined again by the next run.")
+
+
 def _open_quarantine(settings: Any) -> int:
     from migrate.quarantine import list_quarantine
     from migrate.store import open_store
 
     with open_store(settings.staging.path) as store:
         return len(list_quarantine(store))
-
-
-def _render_counts(counts: dict[str, dict[str, int]]) -> None:
-    for entity, by_kind in counts.items():
-        parts = ", ".join(f"{kind} {number}" for kind, number in by_kind.items())
-        click.echo(f"{entity:<20} {parts}")
 
 
 def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:

@@ -48,6 +48,7 @@ def run_pipeline(
     dry_run: bool = False,
     full_refresh: bool = False,
     apply_deletions: bool = False,
+    retry_rejected: bool = False,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> PipelineOutcome:
@@ -72,7 +73,7 @@ def run_pipeline(
             )
             return outcome
         outcome.results["load"] = load_from_settings(
-            settings, env, apply_deletions=apply_deletions, **common
+            settings, env, apply_deletions=apply_deletions, retry_rejected=retry_rejected, **common
         )
     except StageFailed as failure:
         # The stage named its own command; from `run`, the whole pipeline is what resumes.

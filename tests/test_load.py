@@ -457,6 +457,63 @@ def test_deleted_at_source_is_reported_then_closed_with_apply_deletions(chain: d
     assert writes(app) == again
 
 
+def test_refused_record_is_resent_only_with_retry_rejected(tmp_path: Path) -> None:
+    with Sandbox(SandboxOptions(issues=80, procore_options=GENEROUS)) as sandbox:
+        settings = settings_for(tmp_path, sandbox.procore_url, field_url=sandbox.field_url,
+                                field_project=sandbox.field_project_id)
+        env, app = sandbox.environment(), sandbox.procore_app
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        removed = db_rows(settings, "SELECT assignee_id FROM planned_issues WHERE assignee_id "
+                          "IS NOT NULL GROUP BY 1 ORDER BY COUNT(*) LIMIT 1")[0][0]
+        with app.lock:
+            app._assignees[PROJECT].remove(removed)
+        load_from_settings(settings, env)
+        refused = {sid for (sid,) in db_rows(
+            settings, "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' AND "
+                      "state = 'rejected'")}
+        assert refused
+        with app.lock:  # the engineer puts the assignee back on Procore's list
+            app._assignees[PROJECT].append(removed)
+        before = writes(app)
+        load_from_settings(settings, env)
+        assert writes(app) == before  # an unchanged refused payload is not re-sent by default
+        retried = load_from_settings(settings, env, retry_rejected=True)
+        assert retried.counts["coordination_issue"]["created"] == len(refused)
+        uuids = Counter(issue["uuid"] for issue in project_issues(app))
+        assert all(uuids[issue_uuid(PROJECT, sid)] == 1 for sid in refused)
+        states = dict(db_rows(settings, "SELECT source_id, state FROM id_map WHERE "
+                              "entity = 'coordination_issue'"))
+        assert {states[sid] for sid in refused} == {"loaded"}
+        assert not db_rows(
+            settings, "SELECT id FROM quarantine WHERE stage = 'load' AND released_at IS NULL "
+                      "AND source_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(refused)),))
+
+
+def test_load_and_plan_agree_when_procore_status_differs_from_the_plan(chain: dict) -> None:
+    sandbox, settings, env = chain["sandbox"], chain["settings"], chain["env"]
+    app = sandbox.procore_app
+    ((source_id, target_id, planned_status),) = db_rows(
+        settings, "SELECT m.source_id, m.target_id, p.status FROM id_map m JOIN planned_issues p "
+                  "USING (source_id) WHERE m.state = 'loaded' AND p.status = 'open' AND "
+                  "m.entity = 'coordination_issue' ORDER BY m.source_id LIMIT 1")
+    # Closed in Procore and recorded so, as the roll-back runbook's script does.
+    app.tamper_issue(target_id, status="closed")
+    with sqlite3.connect(settings.staging.path) as conn:
+        conn.execute("UPDATE id_map SET target_status = 'closed' WHERE source_id = ? AND "
+                     "entity = 'coordination_issue'", (source_id,))
+    with open_store(settings.staging.path) as store:
+        planned_changes = {row["source_id"] for row in
+                           compute_plan(store, PROJECT).rows("status_change")}
+    assert source_id in planned_changes
+    result = load_from_settings(settings, env)
+    assert result.counts["coordination_issue"]["status_changed"] == len(planned_changes)
+    assert {i["id"]: i["status"] for i in project_issues(app)}[target_id] == planned_status
+    with open_store(settings.staging.path) as store:
+        assert compute_plan(store, PROJECT).rows("status_change") == []
+
+
 # -- planted plans: one behaviour each ----------------------------------------------------------
 
 

@@ -145,28 +145,42 @@ def run(
     """
     own_run = run_id is None
     if run_id is None:
-        run_id = start_run(store, COMMAND, {
-            "target_project_id": options.target_project_id, "workers": options.workers,
-            "batch_size": options.batch_size, "apply_deletions": options.apply_deletions,
-        })
+        run_id = start_run(
+            store,
+            COMMAND,
+            {
+                "target_project_id": options.target_project_id,
+                "workers": options.workers,
+                "batch_size": options.batch_size,
+                "apply_deletions": options.apply_deletions,
+            },
+        )
     loader = _Loader(store, client, blobs, options, progress, log, run_id)
     try:
         result = loader.load()
     except MigrateError as exc:
         partial = loader.result(completed=False)
         if own_run:
-            finish_run(store, run_id, "failed", partial.as_json(), partial.requests_json(),
-                       error=str(exc))
+            finish_run(
+                store, run_id, "failed", partial.as_json(), partial.requests_json(), error=str(exc)
+            )
         if exc.exit_code == 1 and not isinstance(exc, StageFailed):
-            raise StageFailed(STAGE, str(exc), partial=partial,
-                              resume_command=RESUME_COMMAND) from exc
+            raise StageFailed(
+                STAGE, str(exc), partial=partial, resume_command=RESUME_COMMAND
+            ) from exc
         raise
     except BaseException as exc:
         if own_run:
             partial = loader.result(completed=False)
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            finish_run(store, run_id, status, partial.as_json(), partial.requests_json(),
-                       error=str(exc) or type(exc).__name__)
+            finish_run(
+                store,
+                run_id,
+                status,
+                partial.as_json(),
+                partial.requests_json(),
+                error=str(exc) or type(exc).__name__,
+            )
         raise
     if own_run:
         finish_run(store, run_id, "succeeded", result.as_json(), result.requests_json())
@@ -176,8 +190,16 @@ def run(
 class _Loader:
     """One load run: the phases in order over a shared LoadContext."""
 
-    def __init__(self, store: Store, client: Any, blobs: BlobStore, options: LoadOptions,
-                 progress: Progress | None, log: RunLog | None, run_id: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: Any,
+        blobs: BlobStore,
+        options: LoadOptions,
+        progress: Progress | None,
+        log: RunLog | None,
+        run_id: int,
+    ) -> None:
         self.started = time.monotonic()
         self.options = options
         self.phase = _Phase(progress)
@@ -185,12 +207,23 @@ class _Loader:
         self.requests_before = _requests_by_endpoint(client)
         self.waited_before, self.limited_before = _budget_numbers(client)
         uploader = Uploader(
-            store, client, blobs, options.target_project_id, workers=options.workers,
+            store,
+            client,
+            blobs,
+            options.target_project_id,
+            workers=options.workers,
             on_upload=(lambda n: progress.advance("attachments", n)) if progress else None,
         )
-        self.ctx = LoadContext(store=store, client=client, project_id=options.target_project_id,
-                               run_id=run_id, options=options, uploader=uploader,
-                               progress=progress, log=log)
+        self.ctx = LoadContext(
+            store=store,
+            client=client,
+            project_id=options.target_project_id,
+            run_id=run_id,
+            options=options,
+            uploader=uploader,
+            progress=progress,
+            log=log,
+        )
         self.attachments_after_load: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
 
@@ -204,8 +237,10 @@ class _Loader:
         _guard_single_load(ctx.store, ctx.run_id)
         abandoned = fail_open_batches(ctx.store)
         if abandoned:
-            self._event("resume", message=f"{abandoned} batch(es) of a run that died are "
-                        "re-sent with the same uuids")
+            self._event(
+                "resume",
+                message=f"{abandoned} batch(es) of a run that died are re-sent with the same uuids",
+            )
         # The dry-run plan (no HTTP) checks the rows were planned for this project and names
         # the loaded records whose source is gone; the state machine below decides the rest.
         plan = compute_plan(ctx.store, ctx.project_id)
@@ -216,29 +251,35 @@ class _Loader:
 
         with self.phase.bar("locations", None):
             counts = push_locations(
-                ctx.store, ctx.client, ctx.project_id,
+                ctx.store,
+                ctx.client,
+                ctx.project_id,
                 advance=(lambda n: ctx.progress.advance("locations", n)) if ctx.progress else None,
             )
         ctx.count("created", ENTITY_LOCATION, counts.created)
         ctx.count("unchanged", ENTITY_LOCATION, counts.unchanged)
-        ctx.location_ids = {sid: row.target_id for sid, row in id_map_rows(
-            ctx.store, ENTITY_LOCATION, ctx.project_id).items()
-            if row.state == "loaded" and row.target_id is not None}
-        self._event("locations", counts={"created": counts.created,
-                                         "unchanged": counts.unchanged})
+        ctx.location_ids = {
+            sid: row.target_id
+            for sid, row in id_map_rows(ctx.store, ENTITY_LOCATION, ctx.project_id).items()
+            if row.state == "loaded" and row.target_id is not None
+        }
+        self._event("locations", counts={"created": counts.created, "unchanged": counts.unchanged})
 
         IssueCreator(ctx).resolve_orphans(rows, planned)
         if creates:
             attachment_total = len({a for issue in creates for a in issue.attachment_ids})
-            with self.phase.bar("attachments", attachment_total), \
-                    self.phase.bar("coordination_issues", len(creates)):
+            with (
+                self.phase.bar("attachments", attachment_total),
+                self.phase.bar("coordination_issues", len(creates)),
+            ):
                 IssueCreator(ctx).push(creates, rows)
             self._event("creates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
 
         rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
         if ctx.loaded_now:  # a found orphan is loaded now, and deleted at source
             deleted_ids = compute_plan(ctx.store, ctx.project_id).source_ids(
-                ENTITY_ISSUE, "deleted_at_source")
+                ENTITY_ISSUE, "deleted_at_source"
+            )
         work = classify(ctx.store, planned, rows, deleted_ids, ctx.loaded_now)
         self.attachments_after_load = work.attachments_after_load
         self.deleted = work.deleted_at_source
@@ -246,8 +287,11 @@ class _Loader:
         ctx.count("rejected", n=work.held)
         followups = FollowUps(ctx)
         followups.record_hash_only(work)
-        closing = [d for d in work.deleted_at_source if d["target_status"] != "closed"] \
-            if self.options.apply_deletions else []
+        closing = (
+            [d for d in work.deleted_at_source if d["target_status"] != "closed"]
+            if self.options.apply_deletions
+            else []
+        )
         calls = len(work.sync_updates) + len(work.status_changes) + len(closing)
         if calls:
             with self.phase.bar("updates", calls):
@@ -257,27 +301,36 @@ class _Loader:
                     followups.close_deleted(work)
             self._event("updates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
         if self.attachments_after_load:
-            self._event("attachments_after_load", level="warning",
-                        count=len(self.attachments_after_load))
+            self._event(
+                "attachments_after_load", level="warning", count=len(self.attachments_after_load)
+            )
         if self.deleted:
             self._event("deleted_at_source", count=len(self.deleted))
         return self.result(completed=True)
 
-    def _creates(self, planned: Mapping[str, PlannedIssue],
-                 rows: Mapping[str, MapRow]) -> list[PlannedIssue]:
+    def _creates(
+        self, planned: Mapping[str, PlannedIssue], rows: Mapping[str, MapRow]
+    ) -> list[PlannedIssue]:
         """Planned issues not in Procore yet (sent-but-unconfirmed ones first)."""
         creates: list[PlannedIssue] = []
         for source_id, issue in planned.items():
             row = rows.get(source_id)
-            retry = row is not None and row.state == "rejected" and (
-                row.payload_hash != issue.payload_hash or self.options.retry_rejected)
+            retry = (
+                row is not None
+                and row.state == "rejected"
+                and (row.payload_hash != issue.payload_hash or self.options.retry_rejected)
+            )
             if row is None or row.state in ("pending", "sent") or retry:
                 creates.append(issue)
             elif row.state == "rejected":
                 self.ctx.count("rejected")
         # Rows a dead run left 'sent' go first: their look-ups then cover the shortest window.
-        creates.sort(key=lambda i: (rows.get(i.source_id) is None
-                                    or rows[i.source_id].state != "sent", i.source_id))
+        creates.sort(
+            key=lambda i: (
+                rows.get(i.source_id) is None or rows[i.source_id].state != "sent",
+                i.source_id,
+            )
+        )
         return creates
 
     # -- the result -------------------------------------------------------------------------
@@ -290,9 +343,13 @@ class _Loader:
             if n > 0:
                 by_endpoint[_normalise_endpoint(key)] += n
         waited, limited = _budget_numbers(ctx.client)
-        counts = {entity: {kind: ctx.counts.get(entity, Counter()).get(kind, 0)
-                           for kind in LoadResult.COUNT_KINDS}
-                  for entity in (ENTITY_LOCATION, ENTITY_ISSUE)}
+        counts = {
+            entity: {
+                kind: ctx.counts.get(entity, Counter()).get(kind, 0)
+                for kind in LoadResult.COUNT_KINDS
+            }
+            for entity in (ENTITY_LOCATION, ENTITY_ISSUE)
+        }
         return LoadResult(
             run_id=ctx.run_id,
             target_project_id=ctx.project_id,
@@ -320,45 +377,70 @@ def load_from_settings(
     env: Mapping[str, str] = os.environ,
     *,
     apply_deletions: bool = False,
+    retry_rejected: bool = False,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> LoadResult:
     """Open the store and blob store, build the Procore client (one rate budget), run."""
     _company_id, project_id = settings.target_ids()
-    options = LoadOptions(target_project_id=project_id, workers=settings.target.workers,
-                          apply_deletions=apply_deletions)
+    options = LoadOptions(
+        target_project_id=project_id,
+        workers=settings.target.workers,
+        apply_deletions=apply_deletions,
+        retry_rejected=retry_rejected,
+    )
     store = open_store(settings.staging.path)
     try:
         blobs = BlobStore(settings.staging.blobs)
-        run_id = start_run(store, COMMAND, {
-            "target_project_id": project_id, "workers": options.workers,
-            "apply_deletions": apply_deletions,
-        })
-        log = RunLog(settings.staging.logs / f"{run_id}.jsonl", run_id=run_id,
-                     stream=verbose_stream)
+        run_id = start_run(
+            store,
+            COMMAND,
+            {
+                "target_project_id": project_id,
+                "workers": options.workers,
+                "apply_deletions": apply_deletions,
+            },
+        )
+        log = RunLog(
+            settings.staging.logs / f"{run_id}.jsonl", run_id=run_id, stream=verbose_stream
+        )
         result: LoadResult | None = None
         try:
-            with _procore_client(settings, env) as client, \
-                    log.capture("migrate.http", STAGE):
+            with _procore_client(settings, env) as client, log.capture("migrate.http", STAGE):
                 try:
-                    result = run(store, client, blobs, options=options, progress=progress,
-                                 log=log, run_id=run_id)
+                    result = run(
+                        store,
+                        client,
+                        blobs,
+                        options=options,
+                        progress=progress,
+                        log=log,
+                        run_id=run_id,
+                    )
                 except StageFailed as failure:
-                    partial = failure.partial if isinstance(failure.partial, LoadResult) \
-                        else None
+                    partial = failure.partial if isinstance(failure.partial, LoadResult) else None
                     log.error(STAGE, "failed", message=str(failure))
-                    finish_run(store, run_id, "failed",
-                               partial.as_json() if partial else None,
-                               partial.requests_json() if partial else None,
-                               error=str(failure))
+                    finish_run(
+                        store,
+                        run_id,
+                        "failed",
+                        partial.as_json() if partial else None,
+                        partial.requests_json() if partial else None,
+                        error=str(failure),
+                    )
                     raise
         except StageFailed:
             raise
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             message = str(exc) or type(exc).__name__
-            log.error(STAGE, status, message=message if isinstance(exc, MigrateError)
-                      else f"{type(exc).__name__}: {message}")
+            log.error(
+                STAGE,
+                status,
+                message=message
+                if isinstance(exc, MigrateError)
+                else f"{type(exc).__name__}: {message}",
+            )
             with contextlib.suppress(Exception):
                 finish_run(store, run_id, status, None, error=message)
             raise

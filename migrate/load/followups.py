@@ -32,19 +32,31 @@ from migrate.store.db import Store
 from migrate.store.records import canonical_json
 
 #: Seed 001: what a sync update may change (trade_id is never planned, so never sent).
-SYNC_FIELDS = ("title", "description", "due_date", "location_id", "assignee_id", "issue_type",
-               "priority")
+SYNC_FIELDS = (
+    "title",
+    "description",
+    "due_date",
+    "location_id",
+    "assignee_id",
+    "issue_type",
+    "priority",
+)
 CLOSED = "closed"
 
 
-def planned_hash(payload: Mapping[str, Any], location_source_id: str | None,
-                 attachment_sha256s: Sequence[str]) -> str:
+def planned_hash(
+    payload: Mapping[str, Any], location_source_id: str | None, attachment_sha256s: Sequence[str]
+) -> str:
     """The payload hash exactly as transform computes it (transform/issues.finish_planned)."""
-    return hashlib.sha256(canonical_json({
-        "payload": dict(payload),
-        "location_source_id": location_source_id,
-        "attachments": list(attachment_sha256s),
-    }).encode("ascii")).hexdigest()
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "payload": dict(payload),
+                "location_source_id": location_source_id,
+                "attachments": list(attachment_sha256s),
+            }
+        ).encode("ascii")
+    ).hexdigest()
 
 
 @dataclass
@@ -67,7 +79,7 @@ def _sha256_of(store: Store, attachment_ids: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(attachment_ids))
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+        chunk = wanted[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
         for attachment_id, sha256 in store.conn.execute(
             f"SELECT id, sha256 FROM attachments WHERE id IN ({marks})", chunk
@@ -99,8 +111,15 @@ def classify(
     work = FollowUpWork()
     held = open_load_quarantine(store)
     loaded = {sid: row for sid, row in rows.items() if row.state == "loaded" and row.target_id}
-    sha_of = _sha256_of(store, [a for sid, row in loaded.items() if sid in planned
-                                for a in (*row.attachment_ids, *planned[sid].attachment_ids)])
+    sha_of = _sha256_of(
+        store,
+        [
+            a
+            for sid, row in loaded.items()
+            if sid in planned
+            for a in (*row.attachment_ids, *planned[sid].attachment_ids)
+        ],
+    )
     for source_id, row in sorted(loaded.items()):
         issue = planned.get(source_id)
         if issue is None:
@@ -108,22 +127,34 @@ def classify(
         added = sorted(set(issue.attachment_ids) - set(row.attachment_ids))
         if added:
             work.attachments_after_load.append(
-                {"source_id": source_id, "target_id": row.target_id, "attachment_ids": added})
+                {"source_id": source_id, "target_id": row.target_id, "attachment_ids": added}
+            )
+        status_differs = row.target_status is not None and issue.status != row.target_status
         if issue.payload_hash == row.payload_hash:
-            work.unchanged += source_id not in created
+            # Same payload, yet Procore's status can still differ (closed by --apply-deletions,
+            # then back at the source): the plan calls that a status change, and so do we.
+            if status_differs:
+                work.status_changes.append((issue, row))
+            else:
+                work.unchanged += source_id not in created
             continue
         if held.get((ENTITY_ISSUE, source_id), "") == issue.payload_hash:
             work.held += 1
             continue
         old_status_payload = _with_status(issue.payload, row.target_status)
         candidates = {
-            planned_hash(old_status_payload, issue.location_source_id,
-                         [sha_of.get(a, "") for a in issue.attachment_ids]),
-            planned_hash(old_status_payload, issue.location_source_id,
-                         [sha_of.get(a, "") for a in sorted(row.attachment_ids)]),
+            planned_hash(
+                old_status_payload,
+                issue.location_source_id,
+                [sha_of.get(a, "") for a in issue.attachment_ids],
+            ),
+            planned_hash(
+                old_status_payload,
+                issue.location_source_id,
+                [sha_of.get(a, "") for a in sorted(row.attachment_ids)],
+            ),
         }
         fields_same = row.payload_hash in candidates
-        status_differs = row.target_status is not None and issue.status != row.target_status
         if not fields_same:
             work.sync_updates.append((issue, row))
         if status_differs:
@@ -133,8 +164,13 @@ def classify(
     wanted = set(deleted_source_ids)
     for source_id, row in sorted(loaded.items()):
         if source_id in wanted and source_id not in planned:
-            work.deleted_at_source.append({"source_id": source_id, "target_id": row.target_id,
-                                           "target_status": row.target_status})
+            work.deleted_at_source.append(
+                {
+                    "source_id": source_id,
+                    "target_id": row.target_id,
+                    "target_status": row.target_status,
+                }
+            )
     return work
 
 
@@ -153,8 +189,13 @@ class FollowUps:
             return
         with ctx.store.transaction():
             for issue, _row in work.hash_only:
-                update_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id,
-                              payload_hash=issue.payload_hash)
+                update_loaded(
+                    ctx.store,
+                    ENTITY_ISSUE,
+                    ctx.project_id,
+                    issue.source_id,
+                    payload_hash=issue.payload_hash,
+                )
                 release_load_quarantine(ctx.store, ENTITY_ISSUE, issue.source_id, ctx.run_id)
         ctx.count("unchanged", n=len(work.hash_only))
 
@@ -162,8 +203,9 @@ class FollowUps:
         """Sync updates in batches of ≤ 1000; per-item refusals go to quarantine."""
         ctx = self.ctx
         status_pending = {issue.source_id for issue, _ in work.status_changes}
-        sha_of = _sha256_of(ctx.store, [a for issue, _ in work.sync_updates
-                                        for a in issue.attachment_ids])
+        sha_of = _sha256_of(
+            ctx.store, [a for issue, _ in work.sync_updates for a in issue.attachment_ids]
+        )
         for batch in chunked(work.sync_updates, ctx.options.batch_size):
             items: list[dict[str, Any]] = []
             by_id: dict[int, tuple[PlannedIssue, MapRow]] = {}
@@ -172,8 +214,11 @@ class FollowUps:
                 item: dict[str, Any] = {"id": row.target_id}
                 for name in SYNC_FIELDS:
                     if name == "location_id":
-                        item[name] = (ctx.location_ids.get(issue.location_source_id)
-                                      if issue.location_source_id else None)
+                        item[name] = (
+                            ctx.location_ids.get(issue.location_source_id)
+                            if issue.location_source_id
+                            else None
+                        )
                     else:
                         # Absent means "none" in the plan: send null so Procore clears it.
                         item[name] = issue.payload.get(name)
@@ -196,13 +241,18 @@ class FollowUps:
                         new_hash = planned_hash(
                             _with_status(issue.payload, row.target_status),
                             issue.location_source_id,
-                            [sha_of.get(a, "") for a in issue.attachment_ids])
+                            [sha_of.get(a, "") for a in issue.attachment_ids],
+                        )
                     else:
                         new_hash = issue.payload_hash
-                    update_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id,
-                                  payload_hash=new_hash)
-                    release_load_quarantine(ctx.store, ENTITY_ISSUE, issue.source_id,
-                                            ctx.run_id)
+                    update_loaded(
+                        ctx.store,
+                        ENTITY_ISSUE,
+                        ctx.project_id,
+                        issue.source_id,
+                        payload_hash=new_hash,
+                    )
+                    release_load_quarantine(ctx.store, ENTITY_ISSUE, issue.source_id, ctx.run_id)
                     ctx.count("updated")
                 for failure in errors:
                     if not isinstance(failure, Mapping):
@@ -212,15 +262,24 @@ class FollowUps:
                         continue
                     issue, row = found
                     item_errors = failure.get("errors") or {}
-                    self._hold(issue, row, f"Procore refused the update: "
-                                           f"{error_message(item_errors)}",
-                               hint_for(item_errors), failure, "sync_update", batch_id)
+                    self._hold(
+                        issue,
+                        row,
+                        f"Procore refused the update: {error_message(item_errors)}",
+                        hint_for(item_errors),
+                        failure,
+                        "sync_update",
+                        batch_id,
+                    )
                     status_pending.discard(issue.source_id)
                 finish_batch(ctx.store, batch_id, entities=len(entities), errors=len(errors))
             if ctx.progress is not None:
                 ctx.progress.advance("updates", len(items))
-        self._refused_updates = {sid for sid in {i.source_id for i, _ in work.status_changes}
-                                 if sid not in status_pending}
+        self._refused_updates = {
+            sid
+            for sid in {i.source_id for i, _ in work.status_changes}
+            if sid not in status_pending
+        }
 
     def push_status_changes(self, work: FollowUpWork) -> None:
         """One PATCH per status change (sync cannot change a status)."""
@@ -233,9 +292,14 @@ class FollowUps:
                 continue
             ctx = self.ctx
             with ctx.store.transaction():
-                update_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id,
-                              payload_hash=issue.payload_hash,
-                              target_status=entity.get("status") or status)
+                update_loaded(
+                    ctx.store,
+                    ENTITY_ISSUE,
+                    ctx.project_id,
+                    issue.source_id,
+                    payload_hash=issue.payload_hash,
+                    target_status=entity.get("status") or status,
+                )
                 release_load_quarantine(ctx.store, ENTITY_ISSUE, issue.source_id, ctx.run_id)
             ctx.count("status_changed")
 
@@ -245,20 +309,33 @@ class FollowUps:
         for deleted in work.deleted_at_source:
             if deleted["target_status"] == CLOSED:
                 continue
-            row = MapRow(deleted["source_id"], deleted["target_id"], "loaded", None, None,
-                         deleted["target_status"], ())
+            row = MapRow(
+                deleted["source_id"],
+                deleted["target_id"],
+                "loaded",
+                None,
+                None,
+                deleted["target_status"],
+                (),
+            )
             entity = self._patch_status(deleted["source_id"], row, CLOSED, issue=None)
             if entity is None:
                 continue
             with ctx.store.transaction():
-                update_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, deleted["source_id"],
-                              target_status=entity.get("status") or CLOSED)
+                update_loaded(
+                    ctx.store,
+                    ENTITY_ISSUE,
+                    ctx.project_id,
+                    deleted["source_id"],
+                    target_status=entity.get("status") or CLOSED,
+                )
             deleted["target_status"] = CLOSED
             ctx.count("closed")
 
     # -- helpers -------------------------------------------------------------------------------
-    def _patch_status(self, source_id: str, row: MapRow, status: str | None, *,
-                      issue: PlannedIssue | None) -> Mapping[str, Any] | None:
+    def _patch_status(
+        self, source_id: str, row: MapRow, status: str | None, *, issue: PlannedIssue | None
+    ) -> Mapping[str, Any] | None:
         ctx = self.ctx
         kind = "status_patch" if issue is not None else "close"
         with ctx.store.transaction():
@@ -269,19 +346,32 @@ class FollowUps:
             if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 429):
                 raise
             what = "status change" if issue is not None else "close"
-            reason = (f"Procore refused the {what} to {status!r} of coordination issue "
-                      f"{row.target_id}: HTTP {exc.status} {exc.body_excerpt}")
-            hint = ("The issue is gone from Procore (deleted there?): restore it, or release "
-                    "this row with `migrate quarantine release`." if exc.status == 404 else
-                    "Check the status mapping and the issue in Procore, then run `migrate load` "
-                    "again.")
+            reason = (
+                f"Procore refused the {what} to {status!r} of coordination issue "
+                f"{row.target_id}: HTTP {exc.status} {exc.body_excerpt}"
+            )
+            hint = (
+                "The issue is gone from Procore (deleted there?): restore it, or release "
+                "this row with `migrate quarantine release`."
+                if exc.status == 404
+                else "Check the status mapping and the issue in Procore, then run `migrate load` "
+                "again."
+            )
             with ctx.store.transaction():
                 finish_batch(ctx.store, batch_id, entities=0, errors=1, state="failed")
                 quarantine_load(
-                    ctx.store, ENTITY_ISSUE, source_id, reason=reason, hint=hint,
-                    record={"payload": {"status": status}, "target_id": row.target_id,
-                            "payload_hash": issue.payload_hash if issue else None,
-                            "action": kind, "batch_id": batch_id},
+                    ctx.store,
+                    ENTITY_ISSUE,
+                    source_id,
+                    reason=reason,
+                    hint=hint,
+                    record={
+                        "payload": {"status": status},
+                        "target_id": row.target_id,
+                        "payload_hash": issue.payload_hash if issue else None,
+                        "action": kind,
+                        "batch_id": batch_id,
+                    },
                     run_id=ctx.run_id,
                 )
             ctx.count("rejected")
@@ -292,15 +382,32 @@ class FollowUps:
             ctx.progress.advance("updates", 1)
         return entity if isinstance(entity, Mapping) else {}
 
-    def _hold(self, issue: PlannedIssue, row: MapRow, reason: str, hint: str,
-              submitted: Mapping[str, Any], action: str, batch_id: str) -> None:
+    def _hold(
+        self,
+        issue: PlannedIssue,
+        row: MapRow,
+        reason: str,
+        hint: str,
+        submitted: Mapping[str, Any],
+        action: str,
+        batch_id: str,
+    ) -> None:
         ctx = self.ctx
         payload = {k: v for k, v in submitted.items() if k != "errors"}
         quarantine_load(
-            ctx.store, ENTITY_ISSUE, issue.source_id, reason=reason, hint=hint,
-            record={"payload": payload, "payload_hash": issue.payload_hash,
-                    "target_id": row.target_id, "procore_errors": submitted.get("errors"),
-                    "action": action, "batch_id": batch_id},
+            ctx.store,
+            ENTITY_ISSUE,
+            issue.source_id,
+            reason=reason,
+            hint=hint,
+            record={
+                "payload": payload,
+                "payload_hash": issue.payload_hash,
+                "target_id": row.target_id,
+                "procore_errors": submitted.get("errors"),
+                "action": action,
+                "batch_id": batch_id,
+            },
             run_id=ctx.run_id,
         )
         ctx.count("rejected")

@@ -69,8 +69,10 @@ class PlannedIssue:
 
 def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> list[PlannedIssue]:
     """Planned issues (all, or these source ids), in source id order."""
-    sql = ("SELECT source_id, source_kind, uuid, payload, location_source_id, attachment_ids, "
-           "payload_hash FROM planned_issues")
+    sql = (
+        "SELECT source_id, source_kind, uuid, payload, location_source_id, attachment_ids, "
+        "payload_hash FROM planned_issues"
+    )
     rows: list[Any]
     if source_ids is None:
         rows = store.conn.execute(sql + " ORDER BY source_id").fetchall()
@@ -78,14 +80,20 @@ def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> lis
         wanted = sorted(set(source_ids))
         rows = []
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             rows.extend(store.conn.execute(f"{sql} WHERE source_id IN ({marks})", chunk))
         rows.sort(key=lambda row: row[0])
     return [
-        PlannedIssue(source_id=r[0], source_kind=r[1], uuid=r[2].lower(), payload=json.loads(r[3]),
-                     location_source_id=r[4], attachment_ids=tuple(json.loads(r[5] or "[]")),
-                     payload_hash=r[6])
+        PlannedIssue(
+            source_id=r[0],
+            source_kind=r[1],
+            uuid=r[2].lower(),
+            payload=json.loads(r[3]),
+            location_source_id=r[4],
+            attachment_ids=tuple(json.loads(r[5] or "[]")),
+            payload_hash=r[6],
+        )
         for r in rows
     ]
 
@@ -93,7 +101,7 @@ def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> lis
 def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     """``items`` in consecutive slices of at most ``size`` (the 2 500 → 1000/1000/500 rule)."""
     size = max(1, min(size, MAX_SYNC_ITEMS))
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def error_message(errors: Any) -> str:
@@ -109,18 +117,20 @@ def error_message(errors: Any) -> str:
 
 _HINTS = {
     "assignee_id": "The assignee is not on the project's coordination-issue assignee list in "
-                   "Procore: add them there and run `migrate transform` then `migrate load` "
-                   "again, or map the user differently in mappings/users.csv.",
-    "location_id": "The location is not in this Procore project: run `migrate load` again to "
-                   "re-create locations, or fix mappings/locations.csv.",
+    "Procore: add them there and run `migrate load --retry-rejected`, or map "
+    "the user differently in mappings/users.csv and run `migrate transform` "
+    "then `migrate load`.",
+    "location_id": "The location is no longer in this Procore project (deleted there after "
+    "migrate created it): restore it in Procore and run `migrate load "
+    "--retry-rejected`, or map the area elsewhere in mappings/locations.csv.",
     "title": "Shorten or fix the title (title_template in migration.toml), then run "
-             "`migrate transform` and `migrate load` again.",
+    "`migrate transform` and `migrate load` again.",
     "status": "Map the BIM 360 Field status to a Procore status in mappings/status.csv.",
     "priority": "Map the priority to low, medium, high or critical in the mappings.",
     "issue_type": "Map the issue type to one of Procore's issue types in the mappings.",
     "due_date": "Fix the due date at the source or in the mappings (YYYY-MM-DD).",
     "uuid": "Procore keeps the uuid of a deleted issue: restore it from Procore's recycle bin, "
-            "then run `migrate load` again.",
+    "then run `migrate load` again.",
 }
 
 
@@ -130,8 +140,10 @@ def hint_for(errors: Any) -> str:
         for field in errors:
             if field in _HINTS:
                 return _HINTS[field]
-    return ("Fix the record (see reason), run `migrate transform` and `migrate load` again; "
-            "an unchanged record is not re-sent.")
+    return (
+        "Fix the record (see reason), run `migrate transform` and `migrate load` again; "
+        "an unchanged record is re-sent only with `migrate load --retry-rejected`."
+    )
 
 
 def _instant(stamp: str) -> datetime:
@@ -154,8 +166,9 @@ class IssueCreator:
         for batch in chunked(list(issues), self.ctx.options.batch_size):
             self._batch(batch, previous, retry_round=False)
 
-    def resolve_orphans(self, rows: Mapping[str, MapRow],
-                        planned: Mapping[str, PlannedIssue]) -> None:
+    def resolve_orphans(
+        self, rows: Mapping[str, MapRow], planned: Mapping[str, PlannedIssue]
+    ) -> None:
         """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
 
         Nothing will re-send them, so find out whether Procore has them: found, they are
@@ -163,9 +176,15 @@ class IssueCreator:
         """
         ctx = self.ctx
         orphans = [
-            PlannedIssue(source_id=source_id, source_kind="", payload={},
-                         location_source_id=None, uuid=issue_uuid(ctx.project_id, source_id),
-                         attachment_ids=row.attachment_ids, payload_hash=row.payload_hash or "")
+            PlannedIssue(
+                source_id=source_id,
+                source_kind="",
+                payload={},
+                location_source_id=None,
+                uuid=issue_uuid(ctx.project_id, source_id),
+                attachment_ids=row.attachment_ids,
+                payload_hash=row.payload_hash or "",
+            )
             for source_id, row in sorted(rows.items())
             if row.state == "sent" and source_id not in planned
         ]
@@ -178,8 +197,9 @@ class IssueCreator:
                     mark_unsent(ctx.store, ENTITY_ISSUE, ctx.project_id, orphan.source_id)
 
     # -- one batch ---------------------------------------------------------------------------
-    def _batch(self, batch: Sequence[PlannedIssue], previous: Mapping[str, MapRow],
-               *, retry_round: bool) -> None:
+    def _batch(
+        self, batch: Sequence[PlannedIssue], previous: Mapping[str, MapRow], *, retry_round: bool
+    ) -> None:
         ctx = self.ctx
         needed = sorted({a for issue in batch for a in issue.attachment_ids})
         uploads = ctx.uploader.prepare(needed)
@@ -195,8 +215,10 @@ class IssueCreator:
             if issue.location_source_id:
                 location_id = ctx.location_ids.get(issue.location_source_id)
                 if location_id is None:
-                    problem = (f"location {issue.location_source_id} has no Procore id "
-                               "(it was not created)")
+                    problem = (
+                        f"location {issue.location_source_id} has no Procore id "
+                        "(it was not created)"
+                    )
                 else:
                     item["location_id"] = location_id
             failed = [a for a in issue.attachment_ids if a in uploads.failed]
@@ -217,17 +239,32 @@ class IssueCreator:
             batch_id, sent_at = start_batch(ctx.store, ctx.run_id, "sync_create", len(items))
             # A row re-sent after a dead run keeps the hash of its first send until confirmed:
             # if that first send is what reached Procore, the hash must say so.
-            mark_sent(ctx.store, ENTITY_ISSUE, ctx.project_id, batch_id, {
-                issue.source_id: issue.payload_hash for issue in sending.values()
-                if (previous.get(issue.source_id) is None
-                    or previous[issue.source_id].state != "sent")
-            })
-            mark_sent(ctx.store, ENTITY_ISSUE, ctx.project_id, batch_id, {
-                issue.source_id: previous[issue.source_id].payload_hash or issue.payload_hash
-                for issue in sending.values()
-                if previous.get(issue.source_id) is not None
-                and previous[issue.source_id].state == "sent"
-            })
+            mark_sent(
+                ctx.store,
+                ENTITY_ISSUE,
+                ctx.project_id,
+                batch_id,
+                {
+                    issue.source_id: issue.payload_hash
+                    for issue in sending.values()
+                    if (
+                        previous.get(issue.source_id) is None
+                        or previous[issue.source_id].state != "sent"
+                    )
+                },
+            )
+            mark_sent(
+                ctx.store,
+                ENTITY_ISSUE,
+                ctx.project_id,
+                batch_id,
+                {
+                    issue.source_id: previous[issue.source_id].payload_hash or issue.payload_hash
+                    for issue in sending.values()
+                    if previous.get(issue.source_id) is not None
+                    and previous[issue.source_id].state == "sent"
+                },
+            )
         reply = ctx.client.sync_issues(ctx.project_id, items)
         ctx.sync_sizes.append(len(items))
         entities, errors = reply.entities, reply.errors
@@ -241,9 +278,13 @@ class IssueCreator:
                 if issue is None:
                     continue
                 answered.add(issue.uuid)
-                self._loaded(issue, entity, batch_id, payload_hash=issue.payload_hash,
-                             upload_uuids=sent_items[issue.uuid].get(
-                                 "attachment_upload_uuids", []))
+                self._loaded(
+                    issue,
+                    entity,
+                    batch_id,
+                    payload_hash=issue.payload_hash,
+                    upload_uuids=sent_items[issue.uuid].get("attachment_upload_uuids", []),
+                )
                 ctx.count("created")
             for failure in errors:
                 if not isinstance(failure, Mapping):
@@ -265,62 +306,122 @@ class IssueCreator:
         if ctx.progress is not None:
             ctx.progress.advance("coordination_issues", len(items) - len(retry))
         if taken or missing:
-            earliest = min([sent_at, *batch_sent_at(ctx.store, [
-                previous[i.source_id].batch_id or "" for i in [*taken, *missing]
-                if i.source_id in previous]).values()])
-            self._look_up([*taken, *missing], previous, since=earliest, batch_id=batch_id,
-                          sent_items=sent_items)
+            earliest = min(
+                [
+                    sent_at,
+                    *batch_sent_at(
+                        ctx.store,
+                        [
+                            previous[i.source_id].batch_id or ""
+                            for i in [*taken, *missing]
+                            if i.source_id in previous
+                        ],
+                    ).values(),
+                ]
+            )
+            self._look_up(
+                [*taken, *missing],
+                previous,
+                since=earliest,
+                batch_id=batch_id,
+                sent_items=sent_items,
+            )
         if retry:
             self._batch(retry, {}, retry_round=True)
 
     # -- outcomes ----------------------------------------------------------------------------
-    def _loaded(self, issue: PlannedIssue, entity: Mapping[str, Any], batch_id: str | None, *,
-                payload_hash: str, upload_uuids: Iterable[str]) -> None:
+    def _loaded(
+        self,
+        issue: PlannedIssue,
+        entity: Mapping[str, Any],
+        batch_id: str | None,
+        *,
+        payload_hash: str,
+        upload_uuids: Iterable[str],
+    ) -> None:
         ctx = self.ctx
-        mark_loaded(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id, int(entity["id"]),
-                    payload_hash=payload_hash, target_status=entity.get("status"),
-                    attachment_ids=issue.attachment_ids, batch_id=batch_id)
+        mark_loaded(
+            ctx.store,
+            ENTITY_ISSUE,
+            ctx.project_id,
+            issue.source_id,
+            int(entity["id"]),
+            payload_hash=payload_hash,
+            target_status=entity.get("status"),
+            attachment_ids=issue.attachment_ids,
+            batch_id=batch_id,
+        )
         ctx.uploader.mark_referenced(upload_uuids)
         ctx.loaded_now.add(issue.source_id)
         release_load_quarantine(ctx.store, issue.quarantine_entity, issue.source_id, ctx.run_id)
 
-    def _reject(self, issue: PlannedIssue, item_errors: Any, submitted: Mapping[str, Any],
-                batch_id: str | None) -> None:
+    def _reject(
+        self,
+        issue: PlannedIssue,
+        item_errors: Any,
+        submitted: Mapping[str, Any],
+        batch_id: str | None,
+    ) -> None:
         ctx = self.ctx
-        mark_rejected(ctx.store, ENTITY_ISSUE, ctx.project_id, issue.source_id,
-                      payload_hash=issue.payload_hash, batch_id=batch_id)
+        mark_rejected(
+            ctx.store,
+            ENTITY_ISSUE,
+            ctx.project_id,
+            issue.source_id,
+            payload_hash=issue.payload_hash,
+            batch_id=batch_id,
+        )
         payload = {k: v for k, v in submitted.items() if k != "errors"}
         quarantine_load(
-            ctx.store, issue.quarantine_entity, issue.source_id,
+            ctx.store,
+            issue.quarantine_entity,
+            issue.source_id,
             reason=f"Procore refused the coordination issue: {error_message(item_errors)}",
             hint=hint_for(item_errors),
-            record={"payload": payload, "payload_hash": issue.payload_hash,
-                    "procore_errors": item_errors, "batch_id": batch_id, "action": "create"},
+            record={
+                "payload": payload,
+                "payload_hash": issue.payload_hash,
+                "procore_errors": item_errors,
+                "batch_id": batch_id,
+                "action": "create",
+            },
             run_id=ctx.run_id,
         )
         ctx.count("rejected")
 
-    def _hold_back(self, held: Sequence[tuple[PlannedIssue, str, dict[str, Any]]],
-                   previous: Mapping[str, MapRow]) -> None:
+    def _hold_back(
+        self,
+        held: Sequence[tuple[PlannedIssue, str, dict[str, Any]]],
+        previous: Mapping[str, MapRow],
+    ) -> None:
         """Problems on our side (missing blob, upload refused): quarantine, retry next run.
 
         A row a dead run left ``sent`` may be in Procore already: it is looked up rather than
         sent without what it lacks now, and only held back if Procore does not have it.
         """
         ctx = self.ctx
-        in_flight = [issue for issue, _, _ in held if previous.get(issue.source_id) is not None
-                     and previous[issue.source_id].state == "sent"]
-        found = self._look_up(in_flight, previous, since=None, local_problem=True) \
-            if in_flight else set()
+        in_flight = [
+            issue
+            for issue, _, _ in held
+            if previous.get(issue.source_id) is not None
+            and previous[issue.source_id].state == "sent"
+        ]
+        found = (
+            self._look_up(in_flight, previous, since=None, local_problem=True)
+            if in_flight
+            else set()
+        )
         with ctx.store.transaction():
             for issue, problem, item in held:
                 if issue.uuid in found:
                     continue
                 quarantine_load(
-                    ctx.store, issue.quarantine_entity, issue.source_id,
+                    ctx.store,
+                    issue.quarantine_entity,
+                    issue.source_id,
                     reason=f"not sent: {problem}",
                     hint="Run `migrate extract` to fetch missing attachment files, then "
-                         "`migrate load` again; held-back records are retried on every run.",
+                    "`migrate load` again; held-back records are retried on every run.",
                     record={"payload": dict(item), "payload_hash": None, "action": "create"},
                     run_id=ctx.run_id,
                 )
@@ -328,28 +429,46 @@ class IssueCreator:
         if ctx.progress is not None:
             ctx.progress.advance("coordination_issues", len(held))
 
-    def _look_up(self, issues: Sequence[PlannedIssue], previous: Mapping[str, MapRow], *,
-                 since: str | None, batch_id: str | None = None,
-                 local_problem: bool = False,
-                 sent_items: Mapping[str, Mapping[str, Any]] | None = None) -> set[str]:
+    def _look_up(
+        self,
+        issues: Sequence[PlannedIssue],
+        previous: Mapping[str, MapRow],
+        *,
+        since: str | None,
+        batch_id: str | None = None,
+        local_problem: bool = False,
+        sent_items: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> set[str]:
         """Find issues Procore already has by uuid and record them; the rest as refused.
 
         Returns the uuids found. With ``local_problem`` the ones not found are left alone.
         """
         ctx = self.ctx
         if since is None:
-            since = min(batch_sent_at(ctx.store, [
-                previous[i.source_id].batch_id or "" for i in issues
-                if i.source_id in previous]).values(), default=utc_now())
+            since = min(
+                batch_sent_at(
+                    ctx.store,
+                    [
+                        previous[i.source_id].batch_id or ""
+                        for i in issues
+                        if i.source_id in previous
+                    ],
+                ).values(),
+                default=utc_now(),
+            )
         start = _instant(since) - LOOKUP_SLACK
         end = datetime.now(UTC) + timedelta(days=1)
         wanted = {issue.uuid: issue for issue in issues}
         found: dict[str, Mapping[str, Any]] = {}
         # Paged by hand (not coordination_issues()) to stop at the page holding the last one.
-        for page in ctx.client.list_paged(ISSUES_PATH, {
-            "project_id": ctx.project_id, "view": "normal",
-            "filters[updated_at]": f"{_iso(start)}...{_iso(end)}",
-        }):
+        for page in ctx.client.list_paged(
+            ISSUES_PATH,
+            {
+                "project_id": ctx.project_id,
+                "view": "normal",
+                "filters[updated_at]": f"{_iso(start)}...{_iso(end)}",
+            },
+        ):
             for entity in page:
                 key = str(entity.get("uuid") or "").lower()
                 if key in wanted:
@@ -362,16 +481,32 @@ class IssueCreator:
                 row = previous.get(issue.source_id)
                 if entity is not None:
                     # Created by an earlier send: its hash is the one that send recorded.
-                    first_hash = (row.payload_hash if row is not None and row.state == "sent"
-                                  and row.payload_hash else issue.payload_hash)
+                    first_hash = (
+                        row.payload_hash
+                        if row is not None and row.state == "sent" and row.payload_hash
+                        else issue.payload_hash
+                    )
                     sent = (sent_items or {}).get(key, {})
-                    self._loaded(issue, entity, batch_id, payload_hash=first_hash,
-                                 upload_uuids=sent.get("attachment_upload_uuids", []))
+                    self._loaded(
+                        issue,
+                        entity,
+                        batch_id,
+                        payload_hash=first_hash,
+                        upload_uuids=sent.get("attachment_upload_uuids", []),
+                    )
                     ctx.count("created")
                 elif not local_problem:
-                    self._reject(issue, {"uuid": [
-                        f"{TAKEN} in Procore, but no coordination issue with this uuid is "
-                        "visible (deleted in Procore?)"]}, {"uuid": issue.uuid}, batch_id)
+                    self._reject(
+                        issue,
+                        {
+                            "uuid": [
+                                f"{TAKEN} in Procore, but no coordination issue with this uuid is "
+                                "visible (deleted in Procore?)"
+                            ]
+                        },
+                        {"uuid": issue.uuid},
+                        batch_id,
+                    )
         return set(found)
 
 
@@ -390,5 +525,6 @@ def _messages(errors: Any, field: str) -> list[str]:
 def _only_upload_trouble(errors: Any) -> bool:
     if not isinstance(errors, Mapping) or set(errors) != {"attachment_upload_uuids"}:
         return False
-    return all(any(p in m for p in UPLOAD_PROBLEMS)
-               for m in _messages(errors, "attachment_upload_uuids"))
+    return all(
+        any(p in m for p in UPLOAD_PROBLEMS) for m in _messages(errors, "attachment_upload_uuids")
+    )

@@ -52,8 +52,15 @@ def planned_locations(store: Store) -> list[PlannedLocation]:
         "SELECT source_id, path, is_leaf, existing_target_id FROM planned_locations "
         "ORDER BY depth, source_id"
     )
-    return [PlannedLocation(source_id=r[0], path=tuple(json.loads(r[1])), is_leaf=bool(r[2]),
-                            existing_target_id=r[3]) for r in rows]
+    return [
+        PlannedLocation(
+            source_id=r[0],
+            path=tuple(json.loads(r[1])),
+            is_leaf=bool(r[2]),
+            existing_target_id=r[3],
+        )
+        for r in rows
+    ]
 
 
 def _paths_by_id(locations: Iterable[dict[str, Any]]) -> dict[Path, int]:
@@ -94,8 +101,11 @@ def push_locations(
     """Create the planned locations Procore lacks and record every planned location's id."""
     counts = LocationCounts()
     planned = planned_locations(store)
-    loaded = {source_id: row for source_id, row in id_map_rows(
-        store, ENTITY_LOCATION, project_id).items() if row.state == "loaded" and row.target_id}
+    loaded = {
+        source_id: row
+        for source_id, row in id_map_rows(store, ENTITY_LOCATION, project_id).items()
+        if row.state == "loaded" and row.target_id
+    }
     todo = [loc for loc in planned if loc.source_id not in loaded]
     counts.unchanged = len(planned) - len(todo)
     if advance and counts.unchanged:
@@ -109,8 +119,14 @@ def push_locations(
 
     def record(loc: PlannedLocation, target_id: int, created: bool) -> None:
         with store.transaction():
-            mark_loaded(store, ENTITY_LOCATION, project_id, loc.source_id, target_id,
-                        payload_hash=loc.payload_hash)
+            mark_loaded(
+                store,
+                ENTITY_LOCATION,
+                project_id,
+                loc.source_id,
+                target_id,
+                payload_hash=loc.payload_hash,
+            )
         if created:
             counts.created += 1
         else:

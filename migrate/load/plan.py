@@ -38,8 +38,14 @@ ENTITY_LOCATION = "location"
 ENTITY_ISSUE = "coordination_issue"
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 PLAN_KINDS = (
-    "create", "update", "status_change", "unchanged", "skipped", "blocked",
-    "deleted_at_source", "attachments_after_load",
+    "create",
+    "update",
+    "status_change",
+    "unchanged",
+    "skipped",
+    "blocked",
+    "deleted_at_source",
+    "attachments_after_load",
 )
 #: Keys of every row `Plan.rows` returns.
 ROW_KEYS = ("entity", "source_id", "label", "target_id", "detail", "hint")
@@ -61,22 +67,35 @@ class Plan:
         default_factory=lambda: {entity: {kind: [] for kind in PLAN_KINDS} for entity in ENTITIES}
     )
 
-    def add(self, entity: str, kind: str, source_id: str, label: Any = None,
-            target_id: int | None = None, detail: Any = None, hint: str | None = None) -> None:
+    def add(
+        self,
+        entity: str,
+        kind: str,
+        source_id: str,
+        label: Any = None,
+        target_id: int | None = None,
+        detail: Any = None,
+        hint: str | None = None,
+    ) -> None:
         self._rows[entity][kind].append((entity, source_id, label, target_id, detail, hint))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{entity: {kind: how many}} for every entity and kind (zeros included)."""
-        return {entity: {kind: len(rows) for kind, rows in kinds.items()}
-                for entity, kinds in self._rows.items()}
+        return {
+            entity: {kind: len(rows) for kind, rows in kinds.items()}
+            for entity, kinds in self._rows.items()
+        }
 
     def rows(self, kind: str, entity: str | None = None) -> list[dict[str, Any]]:
         """The records of one kind (both entities unless `entity`), as JSON-able dicts."""
         if kind not in PLAN_KINDS:
             raise ValueError(f"kind must be one of {', '.join(PLAN_KINDS)}, not {kind!r}")
         entities = ENTITIES if entity is None else (entity,)
-        return [dict(zip(ROW_KEYS, row, strict=True))
-                for name in entities for row in self._rows[name][kind]]
+        return [
+            dict(zip(ROW_KEYS, row, strict=True))
+            for name in entities
+            for row in self._rows[name][kind]
+        ]
 
     def source_ids(self, entity: str, kind: str) -> list[str]:
         """Source ids of one entity and kind, in source_id order."""
@@ -100,16 +119,21 @@ class Plan:
         counts = self.counts()
         width = max(len(entity) for entity in ENTITIES)
         shown = list(PLAN_KINDS)
-        lines = [f"Plan for Procore project {self.target_project_id} "
-                 f"(transform run {self.transform_run_id}); nothing is written to Procore."]
+        lines = [
+            f"Plan for Procore project {self.target_project_id} "
+            f"(transform run {self.transform_run_id}); nothing is written to Procore."
+        ]
         lines.append(f"{'entity':<{width}}  " + "  ".join(f"{k:>{len(k)}}" for k in shown))
         for entity in ENTITIES:
-            lines.append(f"{entity:<{width}}  " + "  ".join(
-                f"{counts[entity][k]:>{len(k)}}" for k in shown))
+            lines.append(
+                f"{entity:<{width}}  " + "  ".join(f"{counts[entity][k]:>{len(k)}}" for k in shown)
+            )
         lines.extend(f"Warning: {warning}" for warning in self.warnings)
         if counts[ENTITY_ISSUE]["attachments_after_load"]:
-            lines.append("Some loaded issues have new attachments Procore cannot add to an "
-                         "existing issue: see `migrate plan --show attachments_after_load`.")
+            lines.append(
+                "Some loaded issues have new attachments Procore cannot add to an "
+                "existing issue: see `migrate plan --show attachments_after_load`."
+            )
         return lines
 
 
@@ -162,8 +186,7 @@ def _id_map(store: Store, entity: str, project_id: int) -> dict[str, tuple[Any, 
         "FROM id_map WHERE entity = ? AND target_project_id = ?",
         (entity, project_id),
     ):
-        result[source_id] = (state, target_id, payload_hash, status,
-                             _json_list(attachments))
+        result[source_id] = (state, target_id, payload_hash, status, _json_list(attachments))
     return result
 
 
@@ -190,11 +213,13 @@ def _open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, tuple[A
 def _skipped(store: Store, entities: Iterable[str]) -> dict[str, str]:
     entities = tuple(entities)
     marks = ", ".join("?" for _ in entities)
-    return dict(store.conn.execute(
-        f"SELECT source_id, reason FROM skipped_records WHERE entity IN ({marks}) "
-        "ORDER BY source_id",
-        entities,
-    ).fetchall())
+    return dict(
+        store.conn.execute(
+            f"SELECT source_id, reason FROM skipped_records WHERE entity IN ({marks}) "
+            "ORDER BY source_id",
+            entities,
+        ).fetchall()
+    )
 
 
 def _plan_locations(store: Store, plan: Plan) -> None:
@@ -203,8 +228,7 @@ def _plan_locations(store: Store, plan: Plan) -> None:
     held = _open_quarantine(store, SOURCE_ENTITIES[entity])
     planned: set[str] = set()
     for source_id, path_text, existing in store.conn.execute(
-        "SELECT source_id, path_text, existing_target_id FROM planned_locations "
-        "ORDER BY source_id"
+        "SELECT source_id, path_text, existing_target_id FROM planned_locations ORDER BY source_id"
     ):
         planned.add(source_id)
         mapped = id_map.get(source_id)
@@ -214,8 +238,14 @@ def _plan_locations(store: Store, plan: Plan) -> None:
         elif quarantined is not None:
             _blocked(plan, entity, source_id, quarantined, path_text)
         elif existing is not None:
-            plan.add(entity, "unchanged", source_id, path_text, existing,
-                     f"already in Procore (location {existing}); load links it")
+            plan.add(
+                entity,
+                "unchanged",
+                source_id,
+                path_text,
+                existing,
+                f"already in Procore (location {existing}); load links it",
+            )
         else:
             plan.add(entity, "create", source_id, path_text)
     for source_id, reason in _skipped(store, SOURCE_ENTITIES[entity]).items():
@@ -224,8 +254,14 @@ def _plan_locations(store: Store, plan: Plan) -> None:
         _blocked(plan, entity, source_id, quarantined)
     for source_id, mapped in sorted(id_map.items()):
         if mapped[0] == "loaded" and source_id not in planned:
-            plan.add(entity, "deleted_at_source", source_id, _path_label(source_id), mapped[1],
-                     "no live BIM 360 Field area maps to this path any more")
+            plan.add(
+                entity,
+                "deleted_at_source",
+                source_id,
+                _path_label(source_id),
+                mapped[1],
+                "no live BIM 360 Field area maps to this path any more",
+            )
 
 
 def _plan_issues(store: Store, plan: Plan) -> None:
@@ -261,38 +297,65 @@ def _plan_issues(store: Store, plan: Plan) -> None:
         if loaded_hash != payload_hash:
             plan.add(entity, "update", source_id, label, target_id)
         if status_differs:
-            plan.add(entity, "status_change", source_id, label, target_id,
-                     f"{target_status} → {status}")
+            plan.add(
+                entity, "status_change", source_id, label, target_id, f"{target_status} → {status}"
+            )
         if loaded_hash == payload_hash and not status_differs:
             plan.add(entity, "unchanged", source_id, label, target_id)
         missing = sorted(set(_json_list(attachments)) - set(loaded_attachments))
         if missing:
-            plan.add(entity, "attachments_after_load", source_id, label, target_id,
-                     missing, "Procore cannot add attachments to an existing coordination "
-                     "issue: decide whether to add them by hand or leave them in the footer")
+            plan.add(
+                entity,
+                "attachments_after_load",
+                source_id,
+                label,
+                target_id,
+                missing,
+                "Procore cannot add attachments to an existing coordination "
+                "issue: decide whether to add them by hand or leave them in the footer",
+            )
     for source_id, reason in skipped.items():
         mapped = id_map.get(source_id)
         if mapped is not None and mapped[0] == "loaded":
-            plan.add(entity, "deleted_at_source", source_id, None, mapped[1], reason,
-                     "reported only; `migrate load --apply-deletions` closes it in Procore")
+            plan.add(
+                entity,
+                "deleted_at_source",
+                source_id,
+                None,
+                mapped[1],
+                reason,
+                "reported only; `migrate load --apply-deletions` closes it in Procore",
+            )
         else:
             plan.add(entity, "skipped", source_id, None, None, reason)
         held.pop(source_id, None)
     for source_id, quarantined in sorted(held.items()):
         _blocked(plan, entity, source_id, quarantined)
     for source_id, mapped in sorted(id_map.items()):
-        if (mapped[0] == "loaded" and source_id not in planned and source_id not in skipped
-                and source_id not in held_ids):
-            plan.add(entity, "deleted_at_source", source_id, None, mapped[1],
-                     "no longer planned (gone from staging, or checklist items switched off)",
-                     "reported only; `migrate load --apply-deletions` closes it in Procore")
+        if (
+            mapped[0] == "loaded"
+            and source_id not in planned
+            and source_id not in skipped
+            and source_id not in held_ids
+        ):
+            plan.add(
+                entity,
+                "deleted_at_source",
+                source_id,
+                None,
+                mapped[1],
+                "no longer planned (gone from staging, or checklist items switched off)",
+                "reported only; `migrate load --apply-deletions` closes it in Procore",
+            )
 
 
-def _blocked(plan: Plan, entity: str, source_id: str, quarantined: tuple[Any, ...],
-             label: str | None = None) -> None:
+def _blocked(
+    plan: Plan, entity: str, source_id: str, quarantined: tuple[Any, ...], label: str | None = None
+) -> None:
     row_id, stage, reason, hint, _refused = quarantined
-    plan.add(entity, "blocked", source_id, label, None,
-             f"quarantine {row_id} ({stage}): {reason}", hint)
+    plan.add(
+        entity, "blocked", source_id, label, None, f"quarantine {row_id} ({stage}): {reason}", hint
+    )
 
 
 def _add_warnings(store: Store, plan: Plan) -> None:

@@ -47,8 +47,12 @@ def id_map_rows(store: Store, entity: str, project_id: int) -> dict[str, MapRow]
     )
     return {
         row[0]: MapRow(
-            source_id=row[0], target_id=row[1], state=row[2], batch_id=row[3],
-            payload_hash=row[4], target_status=row[5],
+            source_id=row[0],
+            target_id=row[1],
+            state=row[2],
+            batch_id=row[3],
+            payload_hash=row[4],
+            target_status=row[5],
             attachment_ids=tuple(json.loads(row[6])) if row[6] else (),
         )
         for row in rows
@@ -73,8 +77,16 @@ def mark_sent(
 ) -> None:
     """Record that these records (source id -> payload hash) are in ``batch_id``'s call."""
     for source_id, payload_hash in hashes.items():
-        _upsert(store, entity, project_id, source_id, state="sent", batch_id=batch_id,
-                payload_hash=payload_hash, target_id=None)
+        _upsert(
+            store,
+            entity,
+            project_id,
+            source_id,
+            state="sent",
+            batch_id=batch_id,
+            payload_hash=payload_hash,
+            target_id=None,
+        )
 
 
 def mark_loaded(
@@ -90,8 +102,11 @@ def mark_loaded(
     batch_id: str | None = None,
 ) -> None:
     """Record the Procore id of a record Procore confirmed."""
-    values: dict[str, Any] = {"state": "loaded", "target_id": target_id,
-                              "payload_hash": payload_hash}
+    values: dict[str, Any] = {
+        "state": "loaded",
+        "target_id": target_id,
+        "payload_hash": payload_hash,
+    }
     if target_status is not None:
         values["target_status"] = target_status
     if attachment_ids is not None:
@@ -125,12 +140,25 @@ def update_loaded(
 
 
 def mark_rejected(
-    store: Store, entity: str, project_id: int, source_id: str, *, payload_hash: str,
+    store: Store,
+    entity: str,
+    project_id: int,
+    source_id: str,
+    *,
+    payload_hash: str,
     batch_id: str | None,
 ) -> None:
     """Record that Procore refused to create this record (its reason is in quarantine)."""
-    _upsert(store, entity, project_id, source_id, state="rejected", batch_id=batch_id,
-            payload_hash=payload_hash, target_id=None)
+    _upsert(
+        store,
+        entity,
+        project_id,
+        source_id,
+        state="rejected",
+        batch_id=batch_id,
+        payload_hash=payload_hash,
+        target_id=None,
+    )
 
 
 def mark_unsent(store: Store, entity: str, project_id: int, source_id: str) -> None:
@@ -172,7 +200,7 @@ def batch_sent_at(store: Store, batch_ids: Iterable[str]) -> dict[str, str]:
     wanted = sorted({b for b in batch_ids if b})
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+        chunk = wanted[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
         for batch_id, sent_at in store.conn.execute(
             f"SELECT id, sent_at FROM load_batches WHERE id IN ({marks})", chunk
@@ -222,7 +250,8 @@ def open_load_quarantine(store: Store) -> dict[tuple[str, str], str | None]:
     found: dict[tuple[str, str], str | None] = {}
     for entity, source_id, record in store.conn.execute(
         "SELECT entity, source_id, record FROM quarantine WHERE stage = ? "
-        "AND released_at IS NULL ORDER BY id", (STAGE,),
+        "AND released_at IS NULL ORDER BY id",
+        (STAGE,),
     ):
         try:
             refused = json.loads(record).get("payload_hash") if record else None

@@ -98,23 +98,26 @@ class Uploader:
     def _files(self, attachment_ids: list[str]) -> dict[str, AttachmentFile]:
         found: dict[str, AttachmentFile] = {}
         for start in range(0, len(attachment_ids), 500):
-            chunk = attachment_ids[start:start + 500]
+            chunk = attachment_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             for row in self.store.conn.execute(
                 f"SELECT id, sha256, filename, content_type, state FROM attachments "
-                f"WHERE id IN ({marks})", chunk,
+                f"WHERE id IN ({marks})",
+                chunk,
             ):
                 found[row[0]] = AttachmentFile(
-                    attachment_id=row[0], sha256=row[1],
+                    attachment_id=row[0],
+                    sha256=row[1],
                     filename=row[2] or f"attachment-{row[0]}",
-                    content_type=row[3] or "application/octet-stream", state=row[4],
+                    content_type=row[3] or "application/octet-stream",
+                    state=row[4],
                 )
         return found
 
     def _rows(self, attachment_ids: list[str]) -> dict[str, tuple[str, str | None, str, str]]:
         found: dict[str, tuple[str, str | None, str, str]] = {}
         for start in range(0, len(attachment_ids), 500):
-            chunk = attachment_ids[start:start + 500]
+            chunk = attachment_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             for attachment_id, sha256, upload_uuid, state, created_at in self.store.conn.execute(
                 f"SELECT attachment_id, sha256, upload_uuid, state, created_at FROM uploads "
@@ -171,12 +174,14 @@ class Uploader:
             file = files.get(attachment_id)
             if file is None:
                 outcome.failed[attachment_id] = (
-                    f"attachment {attachment_id} is not in the staging DB")
+                    f"attachment {attachment_id} is not in the staging DB"
+                )
                 continue
             if file.state != "stored" or not file.sha256 or not self.blobs.has(file.sha256):
                 outcome.failed[attachment_id] = (
                     f"attachment {attachment_id} ({file.filename}) is not in the blob store "
-                    f"(download state {file.state})")
+                    f"(download state {file.state})"
+                )
                 continue
             row = rows.get(attachment_id)
             if row is not None:
@@ -187,8 +192,12 @@ class Uploader:
                     outcome.reused += 1
                     continue
                 known = self._instructions.get(upload_uuid or "")
-                if (same_bytes and state == "created" and known is not None
-                        and time.monotonic() - known.created_monotonic < CREATED_MAX_AGE):
+                if (
+                    same_bytes
+                    and state == "created"
+                    and known is not None
+                    and time.monotonic() - known.created_monotonic < CREATED_MAX_AGE
+                ):
                     jobs.append((file, known))
                     continue
             jobs.append((file, None))
@@ -196,11 +205,13 @@ class Uploader:
             self._run(jobs, outcome)
         return outcome
 
-    def _run(self, jobs: list[tuple[AttachmentFile, _Instructions | None]],
-             outcome: UploadOutcome) -> None:
+    def _run(
+        self, jobs: list[tuple[AttachmentFile, _Instructions | None]], outcome: UploadOutcome
+    ) -> None:
         events: queue.Queue[tuple[str, AttachmentFile, Any]] = queue.Queue()
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)),
-                                thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(jobs)), thread_name_prefix="upload"
+        ) as pool:
             for file, known in jobs:
                 pool.submit(self._work, file, known, events)
             finished = 0
@@ -210,14 +221,25 @@ class Uploader:
                 assert file.sha256 is not None
                 if kind == "created":
                     self._instructions[detail.uuid] = detail
-                    self._save(file.attachment_id, file.sha256, upload_uuid=detail.uuid,
-                               state="created", created_at=utc_now(), error=None)
+                    self._save(
+                        file.attachment_id,
+                        file.sha256,
+                        upload_uuid=detail.uuid,
+                        state="created",
+                        created_at=utc_now(),
+                        error=None,
+                    )
                     continue
                 finished += 1
                 if kind == "stored":
                     self._instructions.pop(detail, None)
-                    self._save(file.attachment_id, file.sha256, upload_uuid=detail,
-                               state="stored", error=None)
+                    self._save(
+                        file.attachment_id,
+                        file.sha256,
+                        upload_uuid=detail,
+                        state="stored",
+                        error=None,
+                    )
                     outcome.ready[file.attachment_id] = detail
                     outcome.done += 1
                     if self.on_upload:
@@ -230,8 +252,12 @@ class Uploader:
         if failure is not None:
             raise failure
 
-    def _work(self, file: AttachmentFile, known: _Instructions | None,
-              events: queue.Queue[tuple[str, AttachmentFile, Any]]) -> None:
+    def _work(
+        self,
+        file: AttachmentFile,
+        known: _Instructions | None,
+        events: queue.Queue[tuple[str, AttachmentFile, Any]],
+    ) -> None:
         """One attachment: create the upload (unless resuming one) and POST the bytes."""
         try:
             assert file.sha256 is not None
