@@ -1,7 +1,8 @@
 """Run the benchmarks: ``python -m bench [name ...] [-- options for each]``.
 
 Every module ``bench/<name>_bench.py`` that defines ``main(argv)`` is a benchmark; a new one
-registers itself just by existing. Without names, all run in alphabetical order.
+registers itself just by existing. ``bench/scenarios.py`` (the whole pipeline at several sizes)
+is one too, named ``scenarios``. Without names, all run in alphabetical order.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import sys
 from pathlib import Path
 
 SUFFIX = "_bench"
+#: Benchmarks whose module name does not end in SUFFIX: name -> module file stem.
+EXTRA = {"scenarios": "scenarios"}
 
 
 def available() -> dict[str, str]:
     """Benchmark name -> module name, e.g. {"extract": "bench.extract_bench"}."""
     folder = Path(__file__).resolve().parent
-    return {path.stem[: -len(SUFFIX)]: f"bench.{path.stem}"
-            for path in sorted(folder.glob(f"*{SUFFIX}.py"))}
+    found = {path.stem[: -len(SUFFIX)]: f"bench.{path.stem}"
+             for path in folder.glob(f"*{SUFFIX}.py")}
+    found.update({name: f"bench.{stem}" for name, stem in EXTRA.items()
+                  if (folder / f"{stem}.py").exists()})
+    return dict(sorted(found.items()))
 
 
 def main(argv: list[str]) -> int:

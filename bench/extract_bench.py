@@ -15,67 +15,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import (
+    REPO,
+    append_section,
+    field_lower_bound,
+    machine,
+    peak_rss_mb,
+    thinned_project,
+    timestamp,
+)
+
 PASSWORD = "bench-Pa55word"
-
-
-def _bench_project(issues: int, keep_every: int, cap: int) -> Any:
-    """The generator's project with fewer, smaller files (see the module docstring)."""
-    sys.path.insert(0, str(REPO))
-    from migrate.sandbox.generator import GeneratedFieldProject, GeneratedProject
-
-    class ThinnedFieldProject(GeneratedFieldProject):
-        def issue(self, index: int) -> dict[str, Any]:
-            record = super().issue(index)
-            keep = index % keep_every == 0
-            record["attachments"] = [_capped(a, cap) for a in record["attachments"]
-                                     if keep or a["type"] == "UriReference"]
-            return record
-
-        def checklist(self, index: int) -> dict[str, Any]:
-            record = super().checklist(index)
-            record["attachments"] = [_capped(a, cap) for a in record["attachments"]]
-            record["signatures"] = [_capped(s, cap) for s in record["signatures"]]
-            for section in record["sections"]:
-                for item in section["items"]:
-                    item["attachments"] = [_capped(a, cap) for a in item["attachments"]]
-            return record
-
-    project = GeneratedProject(seed=7, issues=issues)
-    main = project.projects[0]
-    project.projects[0] = ThinnedFieldProject(main.meta, main.seed, project.users)
-    return project
-
-
-def _capped(item: dict[str, Any], cap: int) -> dict[str, Any]:
-    if "size" in item:
-        item = dict(item, size=min(item["size"], cap))
-    return item
 
 
 def _child(config: str) -> int:
     """Run one extract from ``config``; print its figures as JSON."""
-    sys.path.insert(0, str(REPO))
     from migrate.extract import extract_from_settings
     from migrate.settings import load_settings
 
     started = time.perf_counter()
     result = extract_from_settings(load_settings(config))
     elapsed = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    print(json.dumps({"elapsed": elapsed, "peak_rss_mb": peak_kb / 1024,
+    print(json.dumps({"elapsed": elapsed, "peak_rss_mb": peak_rss_mb()[0],
                       "counts": result.counts, "blobs": result.blobs_downloaded,
                       "bytes": result.bytes_downloaded, "requests": result.total_requests,
                       "retries": result.retries, "changed": result.changed}))
@@ -86,8 +55,8 @@ def _run_child(config: Path) -> dict[str, Any]:
     env = {**os.environ, "BIM360_FIELD_USERNAME": "demo@example.com",
            "BIM360_FIELD_PASSWORD": PASSWORD}
     output = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", str(config)],
-        check=True, capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "bench.extract_bench", "--child", str(config)],
+        check=True, capture_output=True, text=True, env=env, cwd=REPO,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -98,7 +67,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
     from migrate.sandbox.httpbase import RunningServer
 
     load_average = os.getloadavg()[0]
-    project = _bench_project(issues, keep_every, cap)
+    project = thinned_project(issues, keep_every, cap)
     app = FieldApp(project, password=PASSWORD)
     counts = app.counts()
     server = RunningServer(app)
@@ -117,13 +86,10 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
             db_size = (Path(folder) / "staging.db").stat().st_size
     finally:
         server.stop()
-    listed = counts["issues"] - counts["voided_issues"]
     checklists = counts["checklists"]
     blobs = first["blobs"]
-    pages = (listed // 100 + 1) + (checklists // 100 + 1)
-    retrieves = math.ceil(counts["issues"] / 100)
-    reference = 8 + 2  # reference endpoints, voided ids, status history
-    lower_bound = pages + retrieves + blobs + reference
+    bound = field_lower_bound(counts, blobs)
+    lower_bound = bound["lower_bound"]
     records = counts["issues"] + checklists + blobs
     calls = sum(first_calls.values())
     return {
@@ -131,7 +97,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
         "attachments": counts["attachments"], "bytes": first["bytes"], "records": records,
         "first": first, "second": second, "calls": calls, "calls_by_route": first_calls,
         "second_calls": sum(second_calls.values()), "second_calls_by_route": second_calls,
-        "lower_bound": lower_bound, "lower_bound_with_checklists": lower_bound + checklists,
+        "lower_bound": lower_bound, "lower_bound_with_checklists": bound["with_checklists"],
         "requests_per_record": calls / records, "bound_per_record": lower_bound / records,
         "records_per_second": records / first["elapsed"], "db_mb": db_size / 1e6,
         "workers": workers, "cap": cap, "keep_every": keep_every,
@@ -139,19 +105,16 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
     }
 
 
-def append_benchmarks(figures: dict[str, Any], path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Append a dated section (the file is created with a title if missing)."""
-    today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def append_benchmarks(figures: dict[str, Any]) -> None:
+    """Append a dated section to BENCHMARKS.md."""
     first, second = figures["first"], figures["second"]
-    lines = [] if path.exists() else ["# Benchmarks", ""]
-    lines += [
-        f"## Extract — {today}",
+    lines = [
+        f"## Extract — {timestamp()}",
         "",
-        f"`python -m bench extract` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}. Generated project (seed 7) of {figures['issues']:,} "
-        f"issues and {figures['checklists']:,} checklists served by the simulator on loopback "
-        f"(in the benchmark's process); `migrate extract` in a fresh subprocess, "
-        f"{figures['workers']} download workers. Files thinned to every "
+        f"`python -m bench extract` on {machine()}. Generated project (seed 7) of "
+        f"{figures['issues']:,} issues and {figures['checklists']:,} checklists served by the "
+        f"simulator on loopback (in the benchmark's process); `migrate extract` in a fresh "
+        f"subprocess, {figures['workers']} download workers. Files thinned to every "
         f"{figures['keep_every']}th issue plus all checklist files and capped at "
         f"{figures['cap'] // 1024} KiB: {figures['blobs']:,} files "
         f"({figures['attachments']:,} attachments, the rest signatures and document "
@@ -178,12 +141,8 @@ def append_benchmarks(figures: dict[str, Any], path: Path = REPO / "BENCHMARKS.m
         f"{figures['second_calls_by_route'].get('issues_retrieve', 0)} retrieve / "
         f"{figures['second_calls_by_route'].get('binary_data', 0)} binary_data calls. "
         f"Staging DB {figures['db_mb']:.0f} MB.",
-        "",
     ]
-    with open(path, "a", encoding="utf-8") as handle:
-        if path.exists() and path.stat().st_size:
-            handle.write("\n")
-        handle.write("\n".join(lines) + "\n")
+    append_section(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     figures = bench(args.issues, args.keep_every, args.cap, args.workers)
     first = figures["first"]
     print(f"{figures['records']:,} records ({figures['issues']:,} issues, "

@@ -24,17 +24,22 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import (
+    REPO,
+    append_section,
+    machine,
+    naive_load,
+    procore_lower_bound,
+    timestamp,
+)
+
 DEFAULT_SIZES = (1_000, 10_000)
 PROJECT = 5100
 COMPANY = 4100
@@ -168,8 +173,8 @@ def bench_load(size: int, folder: Path) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         calls = app.call_counts()
         creates = result.counts["coordination_issue"]["created"]
-        lower = (math.ceil(size / 1000) + planted["new_leaves"] + planted["list_pages"]
-                 + 2 * planted["attachments"] + 1)
+        lower = procore_lower_bound(size, planted["new_leaves"], planted["list_pages"],
+                                    planted["attachments"])
         made = sum(calls.values())
         second = load_from_settings(_settings(folder, server.url), ENV)
         return {"size": size, "created": creates, **planted, "requests": made,
@@ -196,26 +201,7 @@ def bench_naive(size: int, folder: Path) -> dict[str, Any]:
         blobs = BlobStore(settings.staging.blobs)
         started = time.monotonic()
         with ProcoreClient(settings.target, target_credentials(ENV)) as client:
-            ids = {}
-            for source_id, path in store.conn.execute(
-                    "SELECT source_id, path FROM planned_locations ORDER BY depth"):
-                location, _ = client.find_or_create_location(PROJECT, json.loads(path))
-                ids[source_id] = location["id"]
-            files = {a: (s, n, c) for a, s, n, c in store.conn.execute(
-                "SELECT id, sha256, filename, content_type FROM attachments")}
-            for payload, location, attachment_ids in store.conn.execute(
-                    "SELECT payload, location_source_id, attachment_ids FROM planned_issues"):
-                fields = json.loads(payload)
-                fields["location_id"] = ids[location]
-                uploads = []
-                for attachment_id in json.loads(attachment_ids):
-                    sha256, name, content_type = files[attachment_id]
-                    upload = client.create_upload(PROJECT, name, content_type)
-                    client.put_upload_bytes(upload, blobs.path_for(sha256))
-                    uploads.append(upload.uuid)
-                if uploads:
-                    fields["attachment_upload_uuids"] = uploads
-                client.create_issue(PROJECT, fields)
+            naive_load(client, store, blobs, PROJECT)
         elapsed = time.monotonic() - started
         store.close()
         calls = app.call_counts()
@@ -248,17 +234,15 @@ def bench_pacing(folder: Path, issues: int = 125) -> dict[str, Any]:
 
 
 def append_benchmarks(loads: list[dict[str, Any]], naive: dict[str, Any] | None,
-                      pacing: dict[str, Any] | None, path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Append a dated section with the figures (the file is created with a title if missing)."""
-    today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [] if path.exists() else ["# Benchmarks", ""]
-    lines += [
-        f"## Load: Procore requests against the lower bound — {today}",
+                      pacing: dict[str, Any] | None) -> None:
+    """Append a dated section with the figures to BENCHMARKS.md."""
+    lines = [
+        f"## Load: Procore requests against the lower bound — {timestamp()}",
         "",
-        f"`python -m bench.load_bench` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}. Planted plans (4 × 8 × 6 location tree, one building "
-        "level already in Procore; 0-3 stored attachments per issue, 2-20 kB), loaded into the "
-        "Procore simulator on loopback with generous rate limits, 4 upload workers. Requests = "
+        f"`python -m bench.load_bench` on {machine()}. Planted plans (4 × 8 × 6 location "
+        "tree, one building level already in Procore; 0-3 stored attachments per issue, "
+        "2-20 kB), loaded into the Procore simulator on loopback with generous rate limits, "
+        "4 upload workers. Requests = "
         "every request Procore and its storage received (token included). Lower bound = "
         "ceil(issues/1000) + one call per new leaf location + locations list pages needed for "
         "inner-node ids + 2 per attachment + 1 token.",
@@ -292,9 +276,7 @@ def append_benchmarks(loads: list[dict[str, Any]], naive: dict[str, Any] | None,
                   f"requests in {pacing['elapsed']:.1f} s, {pacing['rate_limited']} × 429, at "
                   f"most {pacing['max_in_window']} in any window, "
                   f"{pacing['quota_use'] * 100:.1f} % of the quota over the run's wall time."]
-    lines.append("")
-    with path.open("a", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n")
+    append_section(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -26,7 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import REPO, append_section, machine, peak_rss_mb, timestamp
+
 DEFAULT_SIZES = (10_000, 100_000)
 TARGET_PROJECT = 5100
 STATUSES = ("Draft", "Open", "Work Completed", "Ready to Inspect", "Not Approved", "In Dispute",
@@ -178,9 +178,7 @@ def measure(path: Path) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before  # this process and its (reaped) worker processes
     store.close()
-    # ru_maxrss is in kilobytes on Linux; RUSAGE_CHILDREN is the largest reaped worker.
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own, workers = peak_rss_mb()  # RUSAGE_CHILDREN: the largest reaped worker
     return {"elapsed": elapsed, "cpu_seconds": cpu, "peak_rss_mb": own,
             "worker_peak_rss_mb": workers, "load_before": load_before,
             "counts": result.counts["issues"], "plan_hash": result.plan_hash}
@@ -206,14 +204,13 @@ def _child(argv: list[str]) -> int:
 def bench_size(size: int, folder: Path) -> dict[str, Any]:
     """Synthesise then transform `size` issues, each in its own subprocess."""
     path = folder / f"bench-{size}.db"
-    script = str(Path(__file__).resolve())
+    child = [sys.executable, "-m", "bench.transform_bench", "--child"]
     started = time.perf_counter()
-    subprocess.run([sys.executable, script, "--child", "synthesise", str(size), str(path)],
-                   check=True)
+    subprocess.run([*child, "synthesise", str(size), str(path)], check=True, cwd=REPO)
     synthesis = time.perf_counter() - started
     output = subprocess.run(
-        [sys.executable, script, "--child", "measure", str(size), str(path)],
-        check=True, capture_output=True, text=True,
+        [*child, "measure", str(size), str(path)],
+        check=True, capture_output=True, text=True, cwd=REPO,
     ).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     figures.update(size=size, issues_per_second=size / figures["elapsed"],
@@ -221,22 +218,17 @@ def bench_size(size: int, folder: Path) -> dict[str, Any]:
     return figures
 
 
-def append_benchmarks(results: list[dict[str, Any]], path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Append a dated section with the figures (the file is created with a title if missing)."""
-    today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = []
-    if not path.exists():
-        lines += ["# Benchmarks", ""]
-    lines += [
-        f"## Transform throughput — {today}",
+def append_benchmarks(results: list[dict[str, Any]]) -> None:
+    """Append a dated section with the figures to BENCHMARKS.md."""
+    lines = [
+        f"## Transform throughput — {timestamp()}",
         "",
-        f"`python -m bench.transform_bench` on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, SQLite {_sqlite_version()}. Synthetic issues "
-        "(sandbox-like: 0-3 comments, 1-2 status changes, 0-2 attachments, 3 custom fields), "
-        "default mappings, one worker process per CPU; wall time of `migrate.transform.run` "
-        "only. CPU s = main + workers. Peak RSS of the main process (a fresh process that did "
-        "nothing else) and of the largest worker. Load = 1-minute load average before the run "
-        "(other work on the machine competes for the same cores).",
+        f"`python -m bench.transform_bench` on {machine()}, SQLite {_sqlite_version()}. "
+        "Synthetic issues (sandbox-like: 0-3 comments, 1-2 status changes, 0-2 attachments, "
+        "3 custom fields), default mappings, one worker process per CPU; wall time of "
+        "`migrate.transform.run` only. CPU s = main + workers. Peak RSS of the main process (a "
+        "fresh process that did nothing else) and of the largest worker. Load = 1-minute load "
+        "average before the run (other work on the machine competes for the same cores).",
         "",
         "| issues | planned | quarantined | skipped | wall s | issues/s | CPU s | "
         "issues per CPU s | peak RSS main | peak RSS worker | load |",
@@ -253,11 +245,7 @@ def append_benchmarks(results: list[dict[str, Any]], path: Path = REPO / "BENCHM
             f"{figures['peak_rss_mb']:.0f} MB | {figures['worker_peak_rss_mb']:.0f} MB | "
             f"{figures['load_before']:.1f} |"
         )
-    lines.append("")
-    with open(path, "a", encoding="utf-8") as handle:
-        if path.stat().st_size if path.exists() else 0:
-            handle.write("\n")
-        handle.write("\n".join(lines) + "\n")
+    append_section(lines)
 
 
 def _sqlite_version() -> str:
