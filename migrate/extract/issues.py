@@ -29,6 +29,7 @@ from migrate.extract.raw import save_raw_batch
 from migrate.extract.save import delete_where_in, insert_rows, save_issue_batch
 from migrate.extract.state import Context
 from migrate.store import Change, mark_missing
+from migrate.store.records import storable_text
 
 LISTING_CURSOR = "issues:listing"
 VOIDED_CURSOR = "issues:voided"
@@ -84,7 +85,7 @@ def extract_voided(ctx: Context) -> None:
         return
     ids: list[str] = []
     for value in answer:
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and storable_text(value) == value:
             ids.append(value)
         else:
             problems.append(Problem("voided_issues", None, "a voided issue id is not text "

@@ -21,6 +21,8 @@ from migrate.clients.bim360field import clean_url
 BINARY_KINDS = ("Attachment", "Signature", "DocumentReference")
 ATTACHMENT_KINDS = ("Attachment", "DocumentReference", "UriReference")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: SQLite's INTEGER range; JSON numbers have none, and sqlite3 refuses anything beyond it.
+_SQLITE_MIN, _SQLITE_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,12 @@ class _Checker:
         if value is None or value == "":
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isfinite(value):
-                return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # JSON integers have no limit; floats do
+                number = math.nan
+            if math.isfinite(number):
+                return number
         elif isinstance(value, str):
             try:
                 number = float(value.strip())
@@ -112,12 +118,15 @@ class _Checker:
     def integer(self, value: Any, name: str, *, minimum: int | None = None) -> int | None:
         if value is None:
             return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and (
                 minimum is None or value >= minimum):
-            return value
-        if isinstance(value, float) and value.is_integer() and (
-                minimum is None or value >= minimum):
-            return int(value)
+            if _SQLITE_MIN <= value <= _SQLITE_MAX:
+                return value
+            self.problem(f"{self._what(name)} is {_shown(value)}, too large to store (64 bits); "
+                         "stored as NULL")
+            return None
         floor = "" if minimum is None else f" of {minimum} or more"
         self.problem(f"{self._what(name)} should be a whole number{floor}, got {_kind(value)} "
                      f"{_shown(value)}; stored as NULL")
@@ -193,6 +202,12 @@ def record_id(record: Any, entity: str, key: str = "id") -> tuple[str | None, Pr
                              "skipped", record)
     value = record.get(key)
     if isinstance(value, str) and value.strip():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: no id SQLite (or Procore) can key on
+                return None, Problem(entity, None, f"{entity} record has an id that is not "
+                                     f"valid Unicode ({ascii(value)[:60]}); skipped", record)
         return value, None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value), None

@@ -13,6 +13,7 @@ from typing import Any
 from migrate.extract.normalise import BINARY_KINDS, Mapped
 from migrate.extract.state import Context
 from migrate.store import strip_secret_params, upsert_rows
+from migrate.store.records import storable_text
 
 _CHUNK = 500
 
@@ -37,11 +38,14 @@ def delete_where_in(ctx: Context, table: str, column: str, values: Sequence[Any]
 
 
 def _clean(value: Any) -> Any:
-    """A column value as stored: JSON for lists and objects, no ticket in any URL in text."""
+    """A column value as stored: JSON for lists and objects, no ticket in any URL in text, no
+    lone surrogate."""
     if isinstance(value, dict | list):
         value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and "=" in value:
-        value = strip_secret_params(value)
+    if isinstance(value, str):
+        value = storable_text(value)
+        if "=" in value:
+            value = strip_secret_params(value)
     return value
 
 

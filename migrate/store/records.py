@@ -156,6 +156,21 @@ def mark_missing(
     return missing
 
 
+def storable_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD.
+
+    JSON may escape a lone surrogate ("\\udc80") and the parser hands it over as is, but
+    sqlite3 refuses to encode it and the whole transaction would fail on one bad character.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def record_problem(
     store: Store,
     run_id: int | None,
@@ -172,12 +187,15 @@ def record_problem(
     else:
         raw = _readable_json(strip_secrets(payload))
     if isinstance(raw, str):
-        raw = strip_secret_params(raw)
+        raw = storable_text(strip_secret_params(raw))
+    if source_id is not None:
+        source_id = storable_text(source_id)
     with store.transaction():
         cursor = store.conn.execute(
             "INSERT INTO source_problems (run_id, entity, source_id, endpoint, reason, "
             "raw_payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, entity, source_id, endpoint, strip_secret_params(reason), raw, utc_now()),
+            (run_id, entity, source_id, endpoint, storable_text(strip_secret_params(reason)),
+             raw, utc_now()),
         )
         return int(cursor.lastrowid or 0)
 

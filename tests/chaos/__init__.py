@@ -1,0 +1,1 @@
+"""Chaos suite: `migrate run` killed and resumed, and run under every injected fault."""
