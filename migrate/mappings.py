@@ -250,8 +250,12 @@ class Mappings:
     fields: FieldMap = field(default_factory=FieldMap)
 
     def file(self, name: str) -> str:
-        """How messages name a mapping file, e.g. ``mappings/status.csv``."""
-        return _join_display(self.directory, name)
+        """How hints name a mapping file, e.g. ``mappings/status.csv``.
+
+        Only the folder's own name is shown, never a path: hints end up in Procore
+        descriptions, which must not change with the directory a command runs from.
+        """
+        return _join_display(Path(self.directory).resolve().name, name)
 
     def status_for(self, field_status: str | None) -> Lookup:
         """Procore status, ``skip``, or None with a hint for an unmapped status."""

@@ -682,3 +682,19 @@ def test_footer_shows_what_fields_csv_leaves_unmapped(folder: Path) -> None:
 )
 def test_timestamps_for_ordering(value: str | None, expected: float | None) -> None:
     assert parse_timestamp(value) == expected
+
+
+def test_hints_name_mapping_files_the_same_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hints go into Procore descriptions: a path relative to the working directory would make
+    # an unchanged source look changed when the next run starts elsewhere.
+    folder = tmp_path / "project" / "mappings"
+    write_default_mappings(folder)
+    hints = []
+    for cwd in (tmp_path, tmp_path / "project", folder, Path("/")):
+        monkeypatch.chdir(cwd)
+        mappings = load_mappings(folder)
+        hints.append((mappings.status_for("Parked").hint, mappings.file("users.csv")))
+    assert len(set(hints)) == 1
+    assert hints[0][1] == "mappings/users.csv"
