@@ -212,6 +212,19 @@ def test_a_429_is_recorded_and_holds_every_request_until_retry_after() -> None:
     assert budget.waited_seconds == pytest.approx(clock.elapsed)
 
 
+def test_a_429_with_quota_left_waits_for_retry_after_not_the_window() -> None:
+    # A transient 429 (Retry-After 0, plenty remaining) must not hold every thread until the
+    # window resets ten seconds later.
+    budget, clock = fake_budget(1_700_000_000.0)
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(429, {"Retry-After": "0", "X-Rate-Limit-Limit": "100000",
+                                       "X-Rate-Limit-Remaining": "99900",
+                                       "X-Rate-Limit-Reset": "1700000010"}))
+    assert budget.rate_limited == 1
+    budget.before_request("GET", "/x")
+    assert clock.elapsed < 1.0
+
+
 def test_remaining_is_spent_evenly_until_the_reset_without_a_model() -> None:
     budget, clock = fake_budget(1_700_000_000.0, reserve_fraction=0.0)
     # A window much longer than the run: no model yet, so 10 left over 100 s is one per 10 s.

@@ -208,8 +208,10 @@ class RateBudget:
             if report is not None:
                 limit, remaining, reset = report
                 self.last_limit, self.last_remaining, self.last_reset = limit, remaining, reset
-                self._observe(limit, 0 if status == 429 else remaining, reset, entry, status,
-                              now)
+                # Trust the reported remaining even on a 429: a real quota refusal says 0, and
+                # a 429 with quota left (a transient refusal) is governed by its Retry-After
+                # alone, not by waiting out the whole window.
+                self._observe(limit, remaining, reset, entry, status, now)
             self._trim()
             self._cond.notify_all()
 
