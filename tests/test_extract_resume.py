@@ -123,7 +123,9 @@ def test_kill_9_mid_listing_retrieve_and_downloads_then_resume(tmp_path: Path) -
     assert not stored_before & set(final_downloads)
     per_object = app.downloads()
     assert max(per_object.values()) <= 2
-    assert sum(1 for n in per_object.values() if n == 2) <= WORKERS
+    # At the kill, up to WORKERS downloads are running and up to WORKERS more may have finished
+    # without the main thread having recorded them yet: both kinds are fetched again.
+    assert sum(1 for n in per_object.values() if n == 2) <= 2 * WORKERS
     assert set(per_object) == set(expected)
     # No listing page fetched twice but the one in flight at the first kill.
     offsets = Counter(app.asked_for("get_issues"))
