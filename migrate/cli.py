@@ -15,6 +15,7 @@ import click
 
 from migrate import __version__
 from migrate.errors import EXIT_OK, EXIT_QUARANTINED, MigrateError
+from migrate.load.plan import PLAN_KINDS
 
 
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,6 +88,19 @@ def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
     return click.option("--verbose", "-v", is_flag=True, help="Mirror the run log to stderr.")(func)
+
+
+def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--retry-rejected",
+        is_flag=True,
+        help="Send again records Procore refused before, though their payload has not changed.",
+    )(func)
+    return click.option(
+        "--apply-deletions",
+        is_flag=True,
+        help="Close in Procore the issues deleted or voided at the source.",
+    )(func)
 
 
 # -- setup and stages ----------------------------------------------------------------------
@@ -175,18 +189,6 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     sys.exit(EXIT_QUARANTINED if _open_quarantine(settings) else EXIT_OK)
 
 
-PLAN_KINDS = (
-    "create",
-    "update",
-    "status_change",
-    "unchanged",
-    "skipped",
-    "blocked",
-    "deleted_at_source",
-    "attachments_after_load",
-)
-
-
 @main.command()
 @_config_option
 @click.option(
@@ -222,16 +224,7 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @_config_option
-@click.option(
-    "--apply-deletions",
-    is_flag=True,
-    help="Close in Procore the issues deleted or voided at the source.",
-)
-@click.option(
-    "--retry-rejected",
-    is_flag=True,
-    help="Send again records Procore refused before, though their payload has not changed.",
-)
+@_load_options
 @_output_options
 @_fail_cleanly
 def load(
@@ -262,16 +255,7 @@ def load(
 @_config_option
 @click.option("--dry-run", is_flag=True, help="Stop after the plan; write nothing to Procore.")
 @click.option("--full-refresh", is_flag=True, help="Extract every record again.")
-@click.option(
-    "--apply-deletions",
-    is_flag=True,
-    help="Close in Procore the issues deleted or voided at the source.",
-)
-@click.option(
-    "--retry-rejected",
-    is_flag=True,
-    help="Send again records Procore refused before, though their payload has not changed.",
-)
+@_load_options
 @_output_options
 @_fail_cleanly
 def run(
