@@ -96,7 +96,6 @@ def payload_faults(payload: Mapping[str, Any]) -> list[str]:
     if not isinstance(payload.get("description", ""), str):
         faults.append("description is not text")
     # Procore keeps text in PostgreSQL: no lone surrogate anywhere, and no NUL in the title.
-    # NUL elsewhere: see the xfail tests at the end (description footer labels, origin title).
     for text in _strings(payload):
         try:
             text.encode("utf-8")
@@ -815,8 +814,6 @@ def plan_one(fields: dict[str, Any], attachments: list[dict[str, Any]] | None = 
 PLANNABLE = {"f--status": ("Status", "Open"), "f--description": ("Description", "Leak")}
 
 
-@pytest.mark.xfail(strict=True, reason="description.py cleans footer values, not labels: a "
-                   "custom field name or attachment file name with a NUL reaches Procore")
 @pytest.mark.parametrize("where", ["custom field name", "attachment file name"])
 def test_description_footer_has_no_nul(where: str) -> None:
     if where == "custom field name":
@@ -827,8 +824,6 @@ def test_description_footer_has_no_nul(where: str) -> None:
     assert "\x00" not in payload["description"]
 
 
-@pytest.mark.xfail(strict=True, reason="transform/issues.py puts the identifier into "
-                   "origin.title with whitespace collapsed but control characters kept")
 def test_origin_title_has_no_nul() -> None:
     payload = plan_one({**PLANNABLE, "f--identifier": ("Identifier", "ISS\x001")})
     assert "\x00" not in payload["title"]  # the title is cleaned ...

@@ -190,6 +190,8 @@ def _item(label: str, value: str, indent: str = "") -> list[str]:
     if not value:
         return []
     first, *rest = value.split("\n")
+    # Labels can be source data too (custom field names, file names): one clean line.
+    label = clean_text(label).replace("\n", " ")
     return [
         f"{indent}{label}: {first}".rstrip(),
         *(f"{indent}{INDENT}{line}".rstrip() for line in rest),

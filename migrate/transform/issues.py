@@ -25,7 +25,7 @@ from migrate.ids import issue_uuid
 from migrate.mappings import AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
-from migrate.transform.description import build_description
+from migrate.transform.description import build_description, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
 
@@ -290,6 +290,12 @@ def finish_planned(
     context: IssueContext,
 ) -> Planned | Rejected:
     """Validate the payload against the sync rules and seal it (JSON text and payload hash)."""
+    # Source text reaches origin (the identifier); control characters must not reach Procore.
+    if isinstance(payload.get("origin"), dict):
+        payload["origin"] = {
+            key: clean_text(value).replace("\n", " ") if isinstance(value, str) else value
+            for key, value in payload["origin"].items()
+        }
     errors = payload_problems(payload, assignee_ids=context.assignees.ids)
     if errors:
         # Mapping should never produce this: it is the last guard before Procore.
