@@ -830,8 +830,6 @@ def test_origin_title_has_no_nul() -> None:
     assert "\x00" not in payload["origin"]["title"]  # ... the origin title is not
 
 
-@pytest.mark.xfail(strict=True, reason="save_attachments upserts by id: an attachment id two "
-                   "issues both list ends under the last one, with no source problem")
 def test_an_attachment_id_claimed_by_two_issues_is_a_source_problem() -> None:
     store = reference_store()
     ctx = extract_context(store, BlobStore(tempfile.mkdtemp(prefix="bad-input-")))

@@ -7,10 +7,10 @@ batch is stored whole or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from migrate.extract.normalise import BINARY_KINDS, Mapped
+from migrate.extract.normalise import BINARY_KINDS, Mapped, Problem
 from migrate.extract.state import Context
 from migrate.store import strip_secret_params, upsert_rows
 from migrate.store.records import storable_text
@@ -97,6 +97,7 @@ def save_attachments(ctx: Context, containers: Sequence[tuple[str, str]], mapped
     rows = mapped.rows.get("attachments", [])
     keep = {row["id"] for row in rows}
     conn = ctx.store.conn
+    ctx.problems(_claimed_twice(conn, rows), endpoint=endpoint)
     by_type: dict[str, list[str]] = {}
     for container_type, container_id in containers:
         by_type.setdefault(container_type, []).append(container_id)
@@ -119,6 +120,28 @@ def save_attachments(ctx: Context, containers: Sequence[tuple[str, str]], mapped
             "AND size IS NOT size_expected))",
             tuple(chunk),
         )
+
+
+def _claimed_twice(conn: Any, rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """Attachment ids listed by two containers: the id is one row, so say which one lost it."""
+    owner: dict[str, tuple[str, str]] = {}
+    for chunk in _chunks([row["id"] for row in rows]):
+        owner.update({attachment_id: (container_type, container_id) for
+                      attachment_id, container_type, container_id in conn.execute(
+                          "SELECT id, container_type, container_id FROM attachments WHERE id IN "
+                          f"({_in(chunk)})", tuple(chunk))})
+    problems = []
+    for row in rows:
+        claim = (row["container_type"], row["container_id"])
+        previous = owner.get(row["id"])
+        if previous is not None and previous != claim:
+            problems.append(Problem(
+                "attachment", row["id"],
+                f"attachment {row['id']} is listed by {previous[0]} {previous[1]} and by "
+                f"{claim[0]} {claim[1]}; it is kept under the latter only, so the former "
+                "loses it: check both records in BIM 360 Field", dict(row)))
+        owner[row["id"]] = claim
+    return problems
 
 
 def save_issue_batch(ctx: Context, mapped: Mapped, issue_ids: Sequence[str], *,
