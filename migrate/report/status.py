@@ -211,7 +211,7 @@ class StatusReport:
             out.append(
                 f"Quota        {quota_requests(self.quota_by_endpoint)} requests against the "
                 f"Procore quota in the last load (run {self.quota_run_id}; "
-                f"{self.quota_requests} in all)"
+                f"{self.quota_requests} requests with token and storage calls)"
             )
         todo = {k: v for k, v in self.plan.items() if v and k in ("create", "update",
                                                                   "status_change")}
