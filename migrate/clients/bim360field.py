@@ -108,12 +108,12 @@ class FieldSession:
                 return self._login_locked()
             return self._ticket
 
-    def _renew(self, stale: str) -> str:
-        """A ticket newer than ``stale``: another thread's fresh one, or a new login."""
+    def _renew(self, stale: str) -> tuple[str, bool]:
+        """A ticket newer than ``stale``: another thread's fresh one, or a new login (True)."""
         with self._lock:
             if self._ticket is not None and self._ticket != stale:
-                return self._ticket
-            return self._login_locked()
+                return self._ticket, False
+            return self._login_locked(), True
 
     def logout(self) -> None:
         """Expire the ticket. Failures are ignored: the ticket expires on its own anyway."""
@@ -137,17 +137,21 @@ class FieldSession:
     ) -> Any:
         """One API call with the ticket, logging in again on 401. Returns the response."""
         ticket = self._current_ticket()
-        for attempt in range(1, MAX_LOGINS_PER_CALL + 1):
+        own_logins = 0
+        # Only logins this call made itself count towards the limit: a ticket another thread
+        # just fetched may be used up by the other threads before this call gets to it.
+        for _attempt in range(MAX_LOGINS_PER_CALL * 10):
             payload = _with_ticket(params or {}, ticket)
             if method == "GET":
                 response = self.http.request(method, path, params=payload, stream=stream)
             else:
                 response = self.http.request(method, path, data=payload, stream=stream)
-            if response.status_code != 401 or attempt == MAX_LOGINS_PER_CALL:
+            if response.status_code != 401 or own_logins == MAX_LOGINS_PER_CALL:
                 return response
             response.close()
-            ticket = self._renew(ticket)
-        return response  # pragma: no cover - the loop always returns
+            ticket, logged_in = self._renew(ticket)
+            own_logins += logged_in
+        return response
 
     def json(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         """Call and parse the JSON body; ApiError (with ``status``) for any 4xx answer."""
@@ -198,15 +202,17 @@ class FieldSession:
             "image_type": image_type,
         }
         ticket = self._current_ticket()
-        for attempt in range(1, MAX_LOGINS_PER_CALL + 1):
+        own_logins = 0
+        for _attempt in range(MAX_LOGINS_PER_CALL * 10):
             try:
                 # A 401/404 raises before any byte is written, so dest is still empty here.
                 written, _headers = self.http.download(
                     "POST", "/api/binary_data", dest, data=_with_ticket(params, ticket)
                 )
             except ApiError as exc:
-                if exc.status == 401 and attempt < MAX_LOGINS_PER_CALL:
-                    ticket = self._renew(ticket)
+                if exc.status == 401 and own_logins < MAX_LOGINS_PER_CALL:
+                    ticket, logged_in = self._renew(ticket)
+                    own_logins += logged_in
                     continue
                 if exc.status == 404:
                     raise FileNotFoundError(
@@ -214,9 +220,7 @@ class FieldSession:
                     ) from None
                 raise
             return written
-        raise ApiError(  # pragma: no cover - the loop returns or raises
-            "BIM 360 Field kept rejecting fresh tickets for binary_data"
-        )
+        raise ApiError("BIM 360 Field kept rejecting fresh tickets for binary_data")
 
     # -- helpers -------------------------------------------------------------------------
     def _raise_for_status(self, response: Any, method: str, path: str) -> None:
