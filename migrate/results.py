@@ -5,7 +5,7 @@ Stages never print: the CLI renders ``summary_lines()`` and wires :class:`Progre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,11 +103,7 @@ class ExtractResult:
         resumed = "" if self.pass_run_id == self.run_id else f", resuming run {self.pass_run_id}"
         lines = [f"Extract run {self.run_id} {state} in {self.elapsed_seconds:.1f} s "
                  f"({how}{resumed})."]
-        width = max([len(entity) for entity in self.counts] + [6])
-        lines.append(f"{'entity':<{width}}  " + "  ".join(f"{k:>9}" for k in CHANGE_KINDS))
-        for entity, counts in self.counts.items():
-            lines.append(f"{entity:<{width}}  "
-                         + "  ".join(f"{counts.get(k, 0):>9}" for k in CHANGE_KINDS))
+        lines += count_table(self.counts, CHANGE_KINDS, column_width=9)
         lines.append(
             f"Attachments: {self.blobs_downloaded} downloaded "
             f"({_megabytes(self.bytes_downloaded)}), {self.blobs_skipped} already stored, "
@@ -173,11 +169,7 @@ class TransformResult:
         snapshot = "last Procore snapshot (offline)" if self.offline else "fresh Procore snapshot"
         lines = [f"Transform run {self.run_id} finished in {self.elapsed_seconds:.1f} s "
                  f"against Procore project {self.target_project_id} ({snapshot})."]
-        width = max([len(entity) for entity in self.counts] + [6])
-        lines.append(f"{'entity':<{width}}  " + "  ".join(f"{k:>11}" for k in TRANSFORM_KINDS))
-        for entity, counts in self.counts.items():
-            lines.append(f"{entity:<{width}}  "
-                         + "  ".join(f"{counts.get(k, 0):>11}" for k in TRANSFORM_KINDS))
+        lines += count_table(self.counts, TRANSFORM_KINDS, column_width=11)
         lines.append(f"Planned locations (with ancestors): {self.planned_locations}.")
         lines.append(f"Plan hash: {self.plan_hash}")
         if self.quarantined:
@@ -283,11 +275,7 @@ class LoadResult:
         state = "finished" if self.completed else "stopped before finishing"
         lines = [f"Load run {self.run_id} {state} in {self.elapsed_seconds:.1f} s into Procore "
                  f"project {self.target_project_id}."]
-        width = max([len(entity) for entity in self.counts] + [6])
-        lines.append(f"{'entity':<{width}}  " + "  ".join(f"{k:>14}" for k in LOAD_KINDS))
-        for entity, counts in self.counts.items():
-            lines.append(f"{entity:<{width}}  "
-                         + "  ".join(f"{counts.get(k, 0):>14}" for k in LOAD_KINDS))
+        lines += count_table(self.counts, LOAD_KINDS, column_width=14)
         lines.append(f"Attachments: {self.uploads_done} uploaded, {self.uploads_reused} reused "
                      "from an earlier attempt.")
         lines.append(
@@ -316,3 +304,15 @@ class LoadResult:
         if not self.completed:
             lines.append("Run `migrate load` again to finish; it resumes where this one stopped.")
         return lines
+
+
+def count_table(
+    counts: Mapping[str, Mapping[str, int]], kinds: Sequence[str], *, column_width: int
+) -> list[str]:
+    """Per-entity counts as a text table: a header row, then one row per entity."""
+    width = max([len(entity) for entity in counts] + [6])
+    lines = [f"{'entity':<{width}}  " + "  ".join(f"{k:>{column_width}}" for k in kinds)]
+    for entity, by_kind in counts.items():
+        lines.append(f"{entity:<{width}}  "
+                     + "  ".join(f"{by_kind.get(k, 0):>{column_width}}" for k in kinds))
+    return lines
