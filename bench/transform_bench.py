@@ -99,9 +99,13 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
             text = f"{rng.choice(DEFECTS)} {rng.choice(DETAILS)}. {rng.choice(ACTIONS)}"
             if rng.random() < 0.02:
                 text = " ".join([text] * 30)  # a long one
-            custom = {"Trade": rng.choice(("Mechanical", "Electrical", None)),
-                      "Inspection Date": (created + timedelta(days=3)).strftime("%m/%d/%Y"),
-                      "Notes": rng.choice(("See drawing A-201", None, "Ünïcödé nöte ✓"))}
+            # The shape extract stages: name → {id, value, position}.
+            custom = {"Trade": {"id": "cf1", "position": 1,
+                                "value": rng.choice(("Mechanical", "Electrical", None))},
+                      "Inspection Date": {"id": "cf2", "position": 2, "value": (
+                          created + timedelta(days=3)).strftime("%m/%d/%Y")},
+                      "Notes": {"id": "cf3", "position": 3, "value": rng.choice(
+                          ("See drawing A-201", None, "Ünïcödé nöte ✓"))}}
             due = (date(2014, 1, 1) + timedelta(days=index % 400)).isoformat() \
                 if rng.random() < 0.7 else None
             rows.append((
@@ -114,6 +118,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
                 rng.choice(emails) if rng.random() > 0.2 else None, due,
                 rng.choice(emails), created.strftime("%Y-%m-%d %H:%M:%S -0400"),
                 int(status == "Void"), json.dumps(custom),
+                rng.choice((0.5, 1.0, 2.0, 4.0)) if rng.random() < 0.3 else None,
             ))
             for n in range(rng.choices((0, 1, 2, 3), (45, 30, 15, 10))[0]):
                 moment = created + timedelta(hours=n + 1)
@@ -139,8 +144,8 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
                 "INSERT INTO issues (source_id, identifier, description, status, priority, "
                 "issue_type_id, issue_type_name, category_name, area_id, location_detail, "
                 "responsible_company_id, root_cause_id, assigned_to_email, due_date, created_by, "
-                "created_at, voided, custom_fields) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, voided, custom_fields, labor_hours) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.executemany(
@@ -225,10 +230,11 @@ def append_benchmarks(results: list[dict[str, Any]]) -> None:
         "",
         f"`python -m bench.transform_bench` on {machine()}, SQLite {_sqlite_version()}. "
         "Synthetic issues (sandbox-like: 0-3 comments, 1-2 status changes, 0-2 attachments, "
-        "3 custom fields), default mappings, one worker process per CPU; wall time of "
-        "`migrate.transform.run` only. CPU s = main + workers. Peak RSS of the main process (a "
-        "fresh process that did nothing else) and of the largest worker. Load = 1-minute load "
-        "average before the run (other work on the machine competes for the same cores).",
+        "3 custom fields shaped as extract stages them, labor hours on 30 %), default mappings, "
+        "one worker process per CPU; wall time of `migrate.transform.run` only. CPU s = main + "
+        "workers. Peak RSS of the main process (a fresh process that did nothing else) and of "
+        "the largest worker. Load = 1-minute load average before the run (other work on the "
+        "machine competes for the same cores).",
         "",
         "| issues | planned | quarantined | skipped | wall s | issues/s | CPU s | "
         "issues per CPU s | peak RSS main | peak RSS worker | load |",

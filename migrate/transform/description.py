@@ -4,16 +4,28 @@ Procore has no place for most of what a Field issue carries (identifier, source 
 responsible company, custom fields, comments, status history…). The footer lists all of it in
 plain text so nothing is silently dropped; only fields that fields.csv maps elsewhere or marks
 ``drop`` stay out.
+
+`DescriptionWriter` answers every per-run question (which field goes where, its label, the
+order of custom fields) once, so that writing one description is string work only: transform
+writes one per issue and it is the largest part of the per-issue cost.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
-from migrate.mappings import Mappings, custom_field_entries, field_value, split_path
+from migrate.mappings import (
+    STANDARD_FIELDS,
+    Mappings,
+    custom_field_entries,
+    field_value,
+    index_definitions,
+    split_path,
+)
 
 FOOTER_HEADING = "From BIM 360 Field"
 SEPARATOR = "---"
@@ -24,6 +36,10 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\ud
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
+# Distinct custom-field layouts remembered per run (a project has a handful; hostile input
+# could have one per record, so the memo is bounded).
+_MAX_LAYOUTS = 4096
+_ABSENT = object()
 
 
 def build_description(
@@ -36,15 +52,12 @@ def build_description(
     `extras` may hold ``assignee_note`` (why the Field assignee was not carried over),
     ``attachments_not_migrated`` ([{"name", "reason"}]) and ``custom_field_definitions``
     ([{"id", "name", "position"}] or `index_definitions` of it, for cf-- ids and ordering).
-    Same input → same bytes.
+    Same input → same bytes. For many records, build one `DescriptionWriter` and reuse it.
     """
     extras = extras or {}
-    definitions = extras.get("custom_field_definitions")
-    body = clean_text(field_value(record, mappings.fields.description, definitions)).strip()
-    footer = "\n".join([FOOTER_HEADING, *footer_lines(record, mappings, extras)])
-    if not body:
-        return footer
-    return f"{body}\n\n{SEPARATOR}\n{footer}"
+    writer = DescriptionWriter(mappings, extras.get("custom_field_definitions"))
+    return writer.describe(record, _text(extras.get("assignee_note")),
+                           extras.get("attachments_not_migrated"))
 
 
 def footer_lines(
@@ -52,36 +65,158 @@ def footer_lines(
 ) -> list[str]:
     """The footer below its heading, one item per line (multi-line values indented)."""
     extras = extras or {}
-    fields = mappings.fields
-    lines: list[str] = []
-    for field_id, label, value_of in _STANDARD_ITEMS:
-        target = fields.target_for(field_id)
-        if target == "priority":
-            # Shown only when priority.csv sends no priority for a value Field had.
-            source = _text(record.get("priority"))
-            if source and mappings.priority_for(source).value is None:
-                target = "footer"
-        if target == "footer":
-            lines += _item(label, value_of(record))
-    created_by = _text(record.get("created_by"))
-    created = _text(record.get("created_at")) + (f" by {created_by}" if created_by else "")
-    lines += _item("Created", created)
-    lines += _item("Closed", _text(record.get("closed_at")))
-    if record.get("voided"):
-        lines += _item("Voided in BIM 360 Field", "yes")
-    lines += _item("Assignee not carried over", _text(extras.get("assignee_note")))
+    writer = DescriptionWriter(mappings, extras.get("custom_field_definitions"))
+    return writer.footer_lines(record, _text(extras.get("assignee_note")),
+                               extras.get("attachments_not_migrated"))
 
-    custom = []
-    for entry in custom_field_entries(record, extras.get("custom_field_definitions")):
-        if fields.target_for(entry.id, entry.name) == "footer":
-            custom += _item(entry.name, _text(entry.value), INDENT)
-    lines += _section("Custom fields", custom)
-    lines += _section("Comments", _comment_lines(record.get("comments")))
-    lines += _section("Status history", _history_lines(record.get("status_history")))
-    lines += _section(
-        "Attachments not migrated", _attachment_lines(extras.get("attachments_not_migrated"))
-    )
-    return lines
+
+class DescriptionWriter:
+    """`build_description` for one run's mappings and custom field definitions."""
+
+    def __init__(
+        self,
+        mappings: Mappings,
+        definitions: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._mappings = mappings
+        self._definitions = index_definitions(definitions)
+        fields = mappings.fields
+        body_ref = fields.description
+        standard = STANDARD_FIELDS.get(body_ref.strip().lower()) if body_ref else None
+        # The usual case, a standard field, is one dict look-up; a custom field is searched.
+        self._body_key = standard.record_key if standard is not None else None
+        self._body_ref = body_ref
+        self._standard: list[tuple[str, Callable[[Mapping[str, Any]], str], bool]] = []
+        for field_id, label, value_of in _STANDARD_ITEMS:
+            target = fields.target_for(field_id)
+            if target in ("footer", "priority"):
+                self._standard.append((_prefix(label), value_of, target == "priority"))
+        self._priority_unsent: dict[str, bool] = {}
+        self._layouts: dict[tuple[Any, ...], tuple[tuple[str, str | None], ...]] = {}
+        self._labels: dict[str, str] = {}
+
+    def describe(
+        self,
+        record: Mapping[str, Any],
+        assignee_note: str = "",
+        attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """The description of `record` (see `build_description`)."""
+        if self._body_key is not None:
+            raw_body = record.get(self._body_key)
+        else:
+            raw_body = field_value(record, self._body_ref, self._definitions)
+        body = clean_text(raw_body).strip()
+        footer = "\n".join([
+            FOOTER_HEADING,
+            *self.footer_lines(record, assignee_note, attachments_not_migrated),
+        ])
+        if not body:
+            return footer
+        return f"{body}\n\n{SEPARATOR}\n{footer}"
+
+    def footer_lines(
+        self,
+        record: Mapping[str, Any],
+        assignee_note: str = "",
+        attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        """The footer below its heading, one item per line (multi-line values indented)."""
+        lines: list[str] = []
+        for prefix, value_of, only_if_unsent in self._standard:
+            if only_if_unsent and not self._priority_not_sent(_text(record.get("priority"))):
+                continue
+            _add(lines, prefix, value_of(record))
+        created_by = _text(record.get("created_by"))
+        created = _text(record.get("created_at")) + (f" by {created_by}" if created_by else "")
+        _add(lines, "Created: ", created)
+        _add(lines, "Closed: ", _text(record.get("closed_at")))
+        if record.get("voided"):
+            lines.append("Voided in BIM 360 Field: yes")
+        _add(lines, "Assignee not carried over: ", assignee_note)
+
+        custom = self._custom_lines(record.get("custom_fields"))
+        if custom:
+            lines.append("Custom fields:")
+            lines += custom
+        comments = record.get("comments")
+        if comments:
+            lines += _section("Comments", _comment_lines(comments))
+        history = record.get("status_history")
+        if history:
+            lines += _section("Status history", _history_lines(history))
+        if attachments_not_migrated:
+            lines += _section("Attachments not migrated",
+                              _attachment_lines(attachments_not_migrated))
+        return lines
+
+    def _priority_not_sent(self, source: str) -> bool:
+        # Shown only when priority.csv sends no priority for a value Field had.
+        if not source:
+            return False
+        answer = self._priority_unsent.get(source)
+        if answer is None:
+            answer = self._priority_unsent[source] = (
+                self._mappings.priority_for(source).value is None
+            )
+        return answer
+
+    def _custom_lines(self, values: Any) -> list[str]:
+        if not values:
+            return []
+        layout = self._layout(values)
+        lines: list[str] = []
+        for name, prefix in layout:
+            if prefix is None:
+                continue
+            raw = values[name]
+            value = raw.get("value") if isinstance(raw, Mapping) else raw
+            _add(lines, prefix, _text(value), INDENT)
+        return lines
+
+    def _layout(self, values: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
+        """(name, line prefix or None when not in the footer) in footer order.
+
+        The order and targets depend only on the names, the ids and positions the values
+        carry, and the run's definitions, so they are worked out once per distinct layout.
+        """
+        key = _layout_key(values)
+        layout = self._layouts.get(key) if key is not None else None
+        if layout is None:
+            fields = self._mappings.fields
+            layout = tuple(
+                (entry.name, self._label_prefix(entry.name)
+                 if fields.target_for(entry.id, entry.name) == "footer" else None)
+                for entry in custom_field_entries({"custom_fields": values}, self._definitions)
+            )
+            if key is not None:
+                if len(self._layouts) >= _MAX_LAYOUTS:
+                    self._layouts.clear()
+                self._layouts[key] = layout
+        return layout
+
+    def _label_prefix(self, name: str) -> str:
+        prefix = self._labels.get(name)
+        if prefix is None:
+            prefix = self._labels[name] = INDENT + _prefix(name)
+        return prefix
+
+
+def _layout_key(values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What a custom-field layout depends on; None for ids or positions of unusual types
+    (1, 1.0 and True are equal keys but not equal ids)."""
+    parts: list[Any] = []
+    for name, raw in values.items():
+        if isinstance(raw, Mapping):
+            field_id, position = raw.get("id"), raw.get("position", _ABSENT)
+            if not (field_id is None or type(field_id) is str) or not (
+                position is _ABSENT or position is None or type(position) is int
+            ):
+                return None
+            parts.append((name, field_id, position))
+        else:
+            parts.append(name)
+    return tuple(parts)
 
 
 def clean_text(value: Any) -> str:
@@ -126,7 +261,7 @@ _STANDARD_ITEMS: tuple[tuple[str, str, Callable[[Mapping[str, Any]], str]], ...]
 )
 
 
-def _comment_lines(comments: Iterable[Mapping[str, Any]] | None) -> list[str]:
+def _comment_lines(comments: Iterable[Mapping[str, Any]]) -> list[str]:
     lines: list[str] = []
     for comment in _oldest_first(comments, "created_at"):
         heading = " ".join(
@@ -137,11 +272,15 @@ def _comment_lines(comments: Iterable[Mapping[str, Any]] | None) -> list[str]:
         if text is None:
             text = comment.get("comment_text")  # the Field API's own key
         lines.append(f"{INDENT}{heading or '(no date)'}:")
-        lines += _indented(clean_text(text).strip() or "(no text)", INDENT * 2)
+        text = clean_text(text).strip() or "(no text)"
+        if "\n" in text:
+            lines += _indented(text, INDENT * 2)
+        else:
+            lines.append(f"{INDENT * 2}{text}")
     return lines
 
 
-def _history_lines(history: Iterable[Mapping[str, Any]] | None) -> list[str]:
+def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = []
     for change in _oldest_first(history, "start_dt"):
         when = _text(change.get("start_dt")) or "(no date)"
@@ -152,9 +291,9 @@ def _history_lines(history: Iterable[Mapping[str, Any]] | None) -> list[str]:
     return lines
 
 
-def _attachment_lines(attachments: Iterable[Mapping[str, Any]] | None) -> list[str]:
-    lines = []
-    for attachment in attachments or ():
+def _attachment_lines(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for attachment in attachments:
         name = _text(attachment.get("name")) or "(unnamed)"
         reason = _text(attachment.get("reason"))
         lines += _item(name, reason or "not migrated", INDENT)
@@ -182,20 +321,36 @@ def _indented(text: str, indent: str) -> list[str]:
     return [f"{indent}{line}".rstrip() for line in text.split("\n")]
 
 
-def _item(label: str, value: str, indent: str = "") -> list[str]:
-    """``Label: value``; continuation lines of a multi-line value are indented under it."""
+def _prefix(label: str) -> str:
+    # Labels can be source data too (custom field names, file names): one clean line.
+    return clean_text(label).replace("\n", " ") + ": "
+
+
+def _add(lines: list[str], prefix: str, value: str, indent: str = "") -> None:
+    """Append ``prefix value``; continuation lines of a multi-line value are indented under it.
+
+    `prefix` is `indent`, the clean label and ": ".
+    """
     if not value:
-        return []
+        return
+    if value.isprintable():  # one line, nothing to clean: the common case
+        value = value.strip()
+        if value:
+            lines.append(prefix + value)
+        return
     value = clean_text(value).strip()
     if not value:
-        return []
+        return
     first, *rest = value.split("\n")
-    # Labels can be source data too (custom field names, file names): one clean line.
-    label = clean_text(label).replace("\n", " ")
-    return [
-        f"{indent}{label}: {first}".rstrip(),
-        *(f"{indent}{INDENT}{line}".rstrip() for line in rest),
-    ]
+    lines.append(f"{prefix}{first}".rstrip())
+    lines += [f"{indent}{INDENT}{line}".rstrip() for line in rest]
+
+
+def _item(label: str, value: str, indent: str = "") -> list[str]:
+    """``Label: value``; continuation lines of a multi-line value are indented under it."""
+    lines: list[str] = []
+    _add(lines, indent + _prefix(label), value, indent)
+    return lines
 
 
 def _section(title: str, lines: Sequence[str]) -> list[str]:
@@ -207,7 +362,7 @@ def _oldest_first(
 ) -> list[Mapping[str, Any]]:
     """Sorted by date (any offset), ties and undated items keeping their given order."""
     items = list(items or ())
-    if len(items) < 2:
+    if len(items) < 2 or _already_in_order([item.get(date_key) for item in items]):
         return items
     keyed = []
     for index, item in enumerate(items):
@@ -215,6 +370,50 @@ def _oldest_first(
         keyed.append(((0, moment, index) if moment is not None else (1, 0.0, index), item))
     keyed.sort(key=lambda pair: pair[0])
     return [item for _key, item in keyed]
+
+
+def _already_in_order(values: Sequence[Any]) -> bool:
+    """True when sorting `values` by `parse_timestamp` would leave them as they are.
+
+    Staging hands over comments and history ordered by their date text; when every value is
+    a valid timestamp written the same way (same length, same separator, same offset), text
+    order is time order and the parse is not needed. Anything else: False (sort them).
+    """
+    first = values[0]
+    if type(first) is not str:
+        return False
+    shape = _TIMESTAMP.match(first)
+    if shape is None or parse_timestamp(first) is None:
+        return False
+    length, separator, offset = len(first), first[10:11], shape.group(3)
+    time_length = len(shape.group(2) or "")
+    if time_length not in (0, 5, 8):  # fractions of a second: leave them to the parser
+        return False
+    previous = first
+    for value in values[1:]:
+        if type(value) is not str or len(value) != length or value < previous:
+            return False
+        match = _TIMESTAMP.match(value)
+        if (match is None or value[10:11] != separator or match.group(3) != offset
+                or len(match.group(2) or "") != time_length
+                or not _valid_day(match.group(1))
+                or (time_length and not _valid_time(match.group(2)))):
+            return False
+        previous = value
+    return True
+
+
+@lru_cache(maxsize=4096)
+def _valid_day(day: str) -> bool:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_time(time: str) -> bool:
+    return int(time[:2]) < 24 and int(time[3:5]) < 60 and (len(time) < 8 or int(time[6:]) < 60)
 
 
 def parse_timestamp(value: Any) -> float | None:
