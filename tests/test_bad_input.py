@@ -48,8 +48,8 @@ from migrate.settings import (
 )
 from migrate.settings import TransformSettings as TS
 from migrate.store import BlobStore, Store, open_store, start_run
+from migrate.transform import plan_hash, transform_from_settings
 from migrate.transform import run as transform
-from migrate.transform import transform_from_settings
 
 # Few, varied examples and no deadline: each example builds a store (or two servers).
 QUICK = settings(max_examples=120, deadline=None, database=None,
@@ -446,6 +446,7 @@ def test_every_generated_issue_is_planned_quarantined_skipped_or_a_source_proble
     # Transform: each staged issue ends in exactly one place; planned payloads pass the rules.
     result = transform(store, mappings=default_mappings(), settings=TS(),
                        target_project_id=PROJECT, workers=1)
+    assert result.plan_hash == plan_hash(store)
     counts = result.counts["issues"]
     assert counts["extracted"] == len(good)
     for source_id in good:
@@ -560,6 +561,7 @@ def test_every_generated_checklist_and_item_is_stored_or_a_source_problem(
     result = transform(store, mappings=default_mappings(),
                        settings=TS(checklist_items_as_issues=True),
                        target_project_id=PROJECT, workers=1)
+    assert result.plan_hash == plan_hash(store)
     counts = result.counts["checklist_items"]
     assert counts["planned"] + counts["quarantined"] + counts["skipped"] == counts["extracted"]
     candidates = [row[0] for row in store.conn.execute(

@@ -661,7 +661,7 @@ def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> Non
 
     serial = outcome(workers=1)
     parallel = outcome(workers=2, batch_size=3)  # 14 batches over two forked processes
-    assert parallel[0] == serial[0] and parallel[1] == serial[1]
+    assert parallel[0] == serial[0] == plan_hash(store) and parallel[1] == serial[1]
     assert [row[:-1] for row in parallel[2]] == [row[:-1] for row in serial[2]]  # plan_run aside
     assert parallel[3] == serial[3] and len(serial[3]) == 10
     assert json.loads(serial[3][0][4])["raw"] == {"n": 0}
@@ -702,9 +702,15 @@ def test_checklist_items_as_issues_off_plans_none(store: Store) -> None:
 
 def test_checklist_items_as_issues_on(store: Store) -> None:
     add_checklists(store)
+    add_issue(store, "z-after-checklist-items")  # sorts after "checklist_item:…", "i…" before
     result = transform(store, checklist_items_as_issues=True)
     assert result.counts["checklist_items"] == {
         "extracted": 2, "planned": 1, "quarantined": 0, "skipped": 1, "released": 0}
+    # The plan hash built while writing (issues, then checklist items) is the one read back.
+    kinds = [row[0] for row in store.conn.execute(
+        "SELECT source_kind FROM planned_issues ORDER BY source_id")]
+    assert kinds[-1] == "issue" and "checklist_item" in kinds
+    assert result.plan_hash == plan_hash(store)
     row = planned(store, "checklist_item:it-no")
     assert row["source_kind"] == "checklist_item"
     assert row["issue_type"] == "coordination"  # checklist type as the category

@@ -39,7 +39,7 @@ COMMAND = "transform"
 STAGE = "transform"
 #: Source entity (as counted in TransformResult) → entity name in quarantine / skipped_records.
 ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
-BATCH_SIZE = 2000
+BATCH_SIZE = 1000
 
 __all__ = ["COMMAND", "StagingBusy", "TransformResult", "choose_title_template", "plan_hash",
            "run", "transform_from_settings"]
@@ -182,17 +182,21 @@ def _run(
             quarantined=len(location_plan.rejected), skipped=len(location_plan.skipped),
         )
 
+        # The plan hash is built as the plan is written (see plan_hash for what it covers).
+        digest = _locations_digest(store)
         context = _context(store, mappings, settings, template, target_project_id,
                            location_plan)
         total = int(conn.execute("SELECT COUNT(*) FROM issues").fetchone()[0])
         with _bar(progress, "issues", total) as advance:
             tallies["issues"] = issues.plan_issues(
-                store, context, run_id, advance=advance, batch_size=batch_size, workers=workers
+                store, context, run_id, advance=advance, batch_size=batch_size, workers=workers,
+                digest=digest,
             )
         if settings.checklist_items_as_issues:
             with _bar(progress, "checklist_items", checklists.count_candidates(store)) as advance:
                 tallies["checklist_items"] = checklists.plan_checklist_items(
-                    store, context, run_id, advance=advance, batch_size=batch_size
+                    store, context, run_id, advance=advance, batch_size=batch_size,
+                    digest=digest,
                 )
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
         for name, entity in ENTITIES.items():
@@ -203,13 +207,13 @@ def _run(
         planned_locations = int(
             conn.execute("SELECT COUNT(*) FROM planned_locations").fetchone()[0]
         )
-        digest = plan_hash(store)
+        plan_digest = digest.hexdigest()
 
     order = [name for name in ("issues", "areas", "checklist_items") if name in tallies]
     result = TransformResult(
         run_id=run_id,
         counts={name: tallies[name].as_dict() for name in order},
-        plan_hash=digest,
+        plan_hash=plan_digest,
         elapsed_seconds=time.monotonic() - started,
         target_project_id=target_project_id,
         offline=offline,
@@ -218,7 +222,7 @@ def _run(
     if log is not None:
         for name in order:
             log.info(STAGE, "entity_done", entity=name, counts=result.counts[name])
-        log.info(STAGE, "finished", plan_hash=digest,
+        log.info(STAGE, "finished", plan_hash=plan_digest,
                  elapsed_seconds=round(result.elapsed_seconds, 3))
     return result
 
@@ -275,23 +279,39 @@ def field_project_id(store: Store) -> str | None:
 
 
 def plan_hash(store: Store) -> str:
-    """sha256 over every planned location and issue row (plan_run left out), by source_id.
+    """sha256 over every planned location and issue row (plan_run and payload left out).
 
-    An issue's payload enters through payload_hash, which covers it with its location and
-    attachment digests.
+    Locations by source_id, then coordination issues (Field issues, then checklist items, each
+    by source_id): the order transform writes them in, so `run` builds the same hash as it
+    writes. An issue's payload enters through payload_hash, which covers it with its location
+    and attachment digests.
     """
+    from migrate.transform.issues import HASHED_COLUMNS, plan_hash_lines
+
+    digest = _locations_digest(store)
+    rows = store.conn.execute(
+        f"SELECT {', '.join(HASHED_COLUMNS)} FROM planned_issues "
+        "ORDER BY source_kind <> 'issue', source_kind, source_id"
+    )
+    while chunk := rows.fetchmany(5000):
+        digest.update(plan_hash_lines(chunk))
+    return digest.hexdigest()
+
+
+def _locations_digest(store: Store) -> Any:
+    """A sha256 that has taken the planned locations and the planned_issues heading."""
     digest = hashlib.sha256()
     encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
-    for table in ("planned_locations", "planned_issues"):
-        columns = [row[1] for row in store.conn.execute(f"PRAGMA table_info({table})")
-                   if row[1] not in ("plan_run", "payload")]
-        digest.update(f"{table}\n".encode())
-        for row in store.conn.execute(
-            f"SELECT {', '.join(columns)} FROM {table} ORDER BY source_id"
-        ):
-            digest.update(encode(row).encode())
-            digest.update(b"\n")
-    return digest.hexdigest()
+    columns = [row[1] for row in store.conn.execute("PRAGMA table_info(planned_locations)")
+               if row[1] != "plan_run"]
+    digest.update(b"planned_locations\n")
+    for row in store.conn.execute(
+        f"SELECT {', '.join(columns)} FROM planned_locations ORDER BY source_id"
+    ):
+        digest.update(encode(row).encode())
+        digest.update(b"\n")
+    digest.update(b"planned_issues\n")
+    return digest
 
 
 @contextlib.contextmanager

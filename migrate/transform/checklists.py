@@ -194,13 +194,17 @@ def plan_checklist_items(
     *,
     advance: Callable[[int], None] | None = None,
     batch_size: int = 2000,
+    digest: Any | None = None,
 ) -> EntityTally:
-    """Map every candidate item and write the outcomes (inside the caller's transaction)."""
+    """Map every candidate item and write the outcomes (inside the caller's transaction).
+
+    `digest` takes the plan hash lines of the planned rows, in source_id order.
+    """
     tally = EntityTally()
     for records in iter_item_batches(store, batch_size):
         outcomes = [(record, map_checklist_item(record, context)) for record in records]
         batch = collect(outcomes, run_id, lambda record: {"staged": record})
-        write_batch(store, ENTITY, batch, run_id, tally)
+        write_batch(store, ENTITY, batch, run_id, tally, digest)
         if advance is not None:
             advance(len(records))
     return tally

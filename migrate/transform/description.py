@@ -86,11 +86,15 @@ class DescriptionWriter:
         # The usual case, a standard field, is one dict look-up; a custom field is searched.
         self._body_key = standard.record_key if standard is not None else None
         self._body_ref = body_ref
-        self._standard: list[tuple[str, Callable[[Mapping[str, Any]], str], bool]] = []
-        for field_id, label, value_of in _STANDARD_ITEMS:
+        # (line prefix, record key or None, value function or None, only if priority unsent)
+        self._standard: list[
+            tuple[str, str | None, Callable[[Mapping[str, Any]], str] | None, bool]
+        ] = []
+        for field_id, label, shown in _STANDARD_ITEMS:
             target = fields.target_for(field_id)
             if target in ("footer", "priority"):
-                self._standard.append((_prefix(label), value_of, target == "priority"))
+                key, value_of = (shown, None) if isinstance(shown, str) else (None, shown)
+                self._standard.append((_prefix(label), key, value_of, target == "priority"))
         self._priority_unsent: dict[str, bool] = {}
         self._layouts: dict[tuple[Any, ...], tuple[tuple[str, str | None], ...]] = {}
         self._labels: dict[str, str] = {}
@@ -123,10 +127,18 @@ class DescriptionWriter:
     ) -> list[str]:
         """The footer below its heading, one item per line (multi-line values indented)."""
         lines: list[str] = []
-        for prefix, value_of, only_if_unsent in self._standard:
-            if only_if_unsent and not self._priority_not_sent(_text(record.get("priority"))):
+        get = record.get
+        for prefix, key, value_of, only_if_unsent in self._standard:
+            if key is not None:
+                value = get(key)
+                if type(value) is not str:
+                    value = _text(value)
+            else:
+                value = value_of(record)  # type: ignore[misc]
+            if only_if_unsent and not self._priority_not_sent(value):
                 continue
-            _add(lines, prefix, value_of(record))
+            if value:
+                _add(lines, prefix, value)
         created_by = _text(record.get("created_by"))
         created = _text(record.get("created_at")) + (f" by {created_by}" if created_by else "")
         _add(lines, "Created: ", created)
@@ -170,8 +182,11 @@ class DescriptionWriter:
             if prefix is None:
                 continue
             raw = values[name]
-            value = raw.get("value") if isinstance(raw, Mapping) else raw
-            _add(lines, prefix, _text(value), INDENT)
+            value = raw.get("value") if type(raw) is dict or isinstance(raw, Mapping) else raw
+            if type(value) is not str:
+                value = _text(value)
+            if value:
+                _add(lines, prefix, value, INDENT)
         return lines
 
     def _layout(self, values: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
@@ -207,7 +222,7 @@ def _layout_key(values: Mapping[str, Any]) -> tuple[Any, ...] | None:
     (1, 1.0 and True are equal keys but not equal ids)."""
     parts: list[Any] = []
     for name, raw in values.items():
-        if isinstance(raw, Mapping):
+        if type(raw) is dict or isinstance(raw, Mapping):
             field_id, position = raw.get("id"), raw.get("position", _ABSENT)
             if not (field_id is None or type(field_id) is str) or not (
                 position is _ABSENT or position is None or type(position) is int
@@ -241,23 +256,20 @@ def _area(record: Mapping[str, Any]) -> str:
     return " > ".join(split_path(_text(record.get("area_path"))))
 
 
-def _field(key: str) -> Callable[[Mapping[str, Any]], str]:
-    return lambda record: _text(record.get(key))
-
-
-# In footer order; shown when fields.csv leaves the field in the footer (the default).
-_STANDARD_ITEMS: tuple[tuple[str, str, Callable[[Mapping[str, Any]], str]], ...] = (
-    ("f--identifier", "Identifier", _field("identifier")),
+# In footer order; shown when fields.csv leaves the field in the footer (the default). A field
+# is shown as the text of a record key, or as what a function makes of the record.
+_STANDARD_ITEMS: tuple[tuple[str, str, str | Callable[[Mapping[str, Any]], str]], ...] = (
+    ("f--identifier", "Identifier", "identifier"),
     ("f--issue_type_id", "Issue type", _issue_type),
-    ("f--status", "Status", _field("status")),
-    ("f--priority", "Priority", _field("priority")),
-    ("f--responsible_company_id", "Responsible company", _field("responsible_company_name")),
-    ("f--root_cause_id", "Root cause", _field("root_cause_name")),
+    ("f--status", "Status", "status"),
+    ("f--priority", "Priority", "priority"),
+    ("f--responsible_company_id", "Responsible company", "responsible_company_name"),
+    ("f--root_cause_id", "Root cause", "root_cause_name"),
     ("f--area_id", "Area", _area),
-    ("f--location_detail", "Location detail", _field("location_detail")),
-    ("f--description", "Description", _field("description")),
-    ("f--due_date", "Due date", _field("due_date")),
-    ("f--assigned_to", "Assigned to", _field("assigned_to_email")),
+    ("f--location_detail", "Location detail", "location_detail"),
+    ("f--description", "Description", "description"),
+    ("f--due_date", "Due date", "due_date"),
+    ("f--assigned_to", "Assigned to", "assigned_to_email"),
 )
 
 
@@ -383,14 +395,14 @@ def _already_in_order(values: Sequence[Any]) -> bool:
     if type(first) is not str:
         return False
     shape = _TIMESTAMP.match(first)
-    if shape is None or parse_timestamp(first) is None:
+    if shape is None or not _valid_offset(shape.group(3)):
         return False
     length, separator, offset = len(first), first[10:11], shape.group(3)
     time_length = len(shape.group(2) or "")
     if time_length not in (0, 5, 8):  # fractions of a second: leave them to the parser
         return False
-    previous = first
-    for value in values[1:]:
+    previous = ""
+    for value in values:
         if type(value) is not str or len(value) != length or value < previous:
             return False
         match = _TIMESTAMP.match(value)
@@ -410,6 +422,11 @@ def _valid_day(day: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@lru_cache(maxsize=64)
+def _valid_offset(offset: str | None) -> bool:
+    return parse_timestamp(f"2000-01-01T00:00{offset or ''}") is not None
 
 
 def _valid_time(time: str) -> bool:

@@ -13,6 +13,7 @@ payload hash covers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import itertools
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.ids import issue_uuid
-from migrate.mappings import AssigneeDirectory, Lookup, Mappings, field_value
+from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
 from migrate.transform.description import DescriptionWriter, clean_text
@@ -34,7 +35,7 @@ from migrate.transform.validate import describe_problems, normalise_due_date, pa
 ENTITY = "issue"
 SOURCE_KIND = "issue"
 DELETED_AT_SOURCE = "deleted at source"
-BATCH_SIZE = 2000
+BATCH_SIZE = 1000
 #: Attachment kinds that become Procore attachments (files); others are listed in the footer.
 FILE_KINDS = ("Attachment", "DocumentReference")
 #: BIM 360 Field's web app, for the origin deep link (a link for people, not an API call).
@@ -108,6 +109,14 @@ class IssueContext:
             answer = self._memo[key] = self.mappings.issue_type_for(category, type_name)
         return answer
 
+    def area_path(self, area_id: str) -> str:
+        """The area's names joined with ">" (as extract stages area_path)."""
+        key = ("area", area_id)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = ">".join(self.area_names[area_id])
+        return answer
+
     def deep_link(self, kind: str, source_id: str) -> str:
         if self.field_project_id:
             return f"{FIELD_WEB_URL}/projects/{self.field_project_id}/{kind}/{source_id}"
@@ -135,7 +144,7 @@ class Planned:
             payload["status"], payload.get("priority"), payload.get("issue_type"),
             self.location_source_id, payload.get("assignee_id"), payload.get("due_date"),
             payload["uuid"], self.payload_json,
-            json.dumps(self.attachment_ids) if self.attachment_ids else "[]",
+            _json_list(self.attachment_ids) if self.attachment_ids else "[]",
             self.payload_hash, run_id,
         )
 
@@ -236,7 +245,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
 
     definitions = context.custom_field_definitions
     due_ref = mappings.fields.due_date
-    due_raw = field_value(record, due_ref, definitions) if due_ref else None
+    due_raw = _field_value(record, due_ref, definitions) if due_ref else None
     due_date, due_ok = normalise_due_date(due_raw)
     if not due_ok:
         problems.add(
@@ -248,7 +257,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     assignee_id: int | None = None
     assignee_note = ""
     assignee_ref = mappings.fields.assignee
-    email = field_value(record, assignee_ref, definitions) if assignee_ref else None
+    email = _field_value(record, assignee_ref, definitions) if assignee_ref else None
     if email:
         assignee_id, note = context.resolve_assignee(str(email))
         if assignee_id is None:
@@ -300,10 +309,13 @@ def finish_planned(
 ) -> Planned | Rejected:
     """Validate the payload against the sync rules and seal it (JSON text and payload hash)."""
     # Source text reaches origin (the identifier); control characters must not reach Procore.
-    if isinstance(payload.get("origin"), dict):
+    origin = payload.get("origin")
+    if isinstance(origin, dict) and not all(
+        type(value) is str and value.isprintable() for value in origin.values()
+    ):
         payload["origin"] = {
             key: clean_text(value).replace("\n", " ") if isinstance(value, str) else value
-            for key, value in payload["origin"].items()
+            for key, value in origin.items()
         }
     errors = payload_problems(payload, assignee_ids=context.assignees.ids)
     if errors:
@@ -332,9 +344,23 @@ def finish_planned(
                    attachment_ids, payload_json, digest)
 
 
+# json.dumps with one encoder built once (json.dumps builds one per call).
+_json_list = json.JSONEncoder().encode
 # store.records.canonical_json with one encoder built once (json.dumps builds one per call).
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 _LOCATION_JSON: dict[str | None, str] = {}
+
+
+def _field_value(record: Mapping[str, Any], ref: str, definitions: Any) -> Any:
+    """mappings.field_value, with a standard field's record key looked up once per ref."""
+    key = _standard_key(ref)
+    return record.get(key) if key is not None else field_value(record, ref, definitions)
+
+
+@functools.lru_cache(maxsize=64)
+def _standard_key(ref: str) -> str | None:
+    standard = STANDARD_FIELDS.get(ref.strip().lower())
+    return standard.record_key if standard is not None else None
 
 
 def _location_for(area_id: Any, context: IssueContext, problems: Problems) -> str | None:
@@ -433,11 +459,28 @@ ISSUE_COLUMNS = (
 ANCILLARY_FIELDS = (("labor_hours", "Labor hours", "f--labor_hours"), ("cost", "Cost", "f--cost"))
 _ISSUE_SELECT = f"SELECT {', '.join(ISSUE_COLUMNS)} FROM issues"
 
-INSERT_PLANNED = (
-    "INSERT INTO planned_issues (source_id, source_kind, identifier, title, status, priority, "
-    "issue_type, location_source_id, assignee_id, due_date, uuid, payload, attachment_ids, "
-    "payload_hash, plan_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: planned_issues columns in the order of `Planned.row`.
+PLANNED_COLUMNS = (
+    "source_id", "source_kind", "identifier", "title", "status", "priority", "issue_type",
+    "location_source_id", "assignee_id", "due_date", "uuid", "payload", "attachment_ids",
+    "payload_hash", "plan_run",
 )
+INSERT_PLANNED = (
+    f"INSERT INTO planned_issues ({', '.join(PLANNED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in PLANNED_COLUMNS)})"
+)
+#: The columns the plan hash covers: all but the run that wrote the row and the payload (which
+#: enters through payload_hash).
+HASHED_COLUMNS = tuple(c for c in PLANNED_COLUMNS if c not in ("payload", "plan_run"))
+_HASHED_POSITIONS = tuple(PLANNED_COLUMNS.index(c) for c in HASHED_COLUMNS)
+_hash_line_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def plan_hash_lines(rows: Iterable[Sequence[Any]]) -> bytes:
+    """The plan hash's input for planned rows (HASHED_COLUMNS values): one JSON array a line."""
+    return b"".join(
+        (_hash_line_json(row) + "\n").encode("ascii") for row in rows
+    )
 INSERT_SKIPPED = (
     "INSERT INTO skipped_records (entity, source_id, reason, run_id) VALUES (?, ?, ?, ?)"
 )
@@ -532,7 +575,7 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
         record["category_name"] = record.get("category_name") or category
     area = record.get("area_id")
     if area and area in context.area_names:
-        record["area_path"] = ">".join(context.area_names[area])
+        record["area_path"] = context.area_path(area)
     raw = record.get("custom_fields")
     custom = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
     for key, name, field_id in ANCILLARY_FIELDS:
@@ -577,6 +620,8 @@ class BatchResult:
     planned: list[tuple[Any, ...]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
+    #: plan_hash_lines of `planned`, made where the batch is mapped (in a worker, in parallel).
+    hash_lines: bytes = b""
 
 
 def collect(
@@ -595,13 +640,22 @@ def collect(
         else:
             result.held.append(Held(outcome.source_id, outcome.reason, outcome.hint,
                                     record_json(record_for(record))))
+    positions = _HASHED_POSITIONS
+    result.hash_lines = plan_hash_lines(
+        [row[i] for i in positions] for row in result.planned
+    )
     return result
 
 
 def write_batch(store: Store, entity: str, batch: BatchResult, run_id: int,
-                tally: EntityTally) -> None:
-    """Write one batch with executemany (inside the caller's transaction) and count it."""
+                tally: EntityTally, digest: Any | None = None) -> None:
+    """Write one batch with executemany (inside the caller's transaction) and count it.
+
+    `digest` (a hashlib object), when given, takes the batch's plan hash lines.
+    """
     store.conn.executemany(INSERT_PLANNED, batch.planned)
+    if digest is not None:
+        digest.update(batch.hash_lines)
     store.conn.executemany(
         INSERT_SKIPPED, [(entity, source_id, reason, run_id) for source_id, reason in batch.skipped]
     )
@@ -647,6 +701,7 @@ def plan_issues(
     advance: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
     workers: int = 1,
+    digest: Any | None = None,
 ) -> EntityTally:
     """Map every staged issue and write the outcomes, batch by batch (inside the caller's
     transaction).
@@ -654,6 +709,7 @@ def plan_issues(
     With `workers` > 1 (and a file-backed store with more than one batch) the batches are
     mapped by that many forked processes, each reading staging through its own connection;
     this process only writes, in batch order, so the result is the same as with one worker.
+    `digest` takes the plan hash lines of the planned rows, in source_id order.
     """
     context.run_id = run_id
     tally = EntityTally()
@@ -662,11 +718,13 @@ def plan_issues(
         batches: Iterable[BatchResult] = _map_in_processes(store.path, context, bounds, workers)
     else:
         batches = (map_range(store, context, first, last) for first, last in bounds)
-    for batch in batches:
-        with gc_paused():
-            write_batch(store, ENTITY, batch, run_id, tally)
-        if advance is not None:
-            advance(batch.count)
+    # The whole loop, waiting for workers included: unpickling a batch allocates as much as
+    # mapping it (see gc_paused).
+    with gc_paused():
+        for batch in batches:
+            write_batch(store, ENTITY, batch, run_id, tally, digest)
+            if advance is not None:
+                advance(batch.count)
     return tally
 
 
@@ -677,6 +735,9 @@ _worker_state: tuple[Store, IssueContext] | None = None
 
 def _init_worker(path: str, context: IssueContext) -> None:
     global _worker_state
+    # A worker only maps batches (see gc_paused); what it inherited is never garbage.
+    gc.disable()
+    gc.freeze()
     # A connection of its own: the parent's (inherited through fork) is never touched here.
     # WAL lets it read staging while the parent holds the write transaction.
     _worker_state = (open_store(path), context)

@@ -147,11 +147,19 @@ def _is_mark(char: str) -> bool:
 
 
 def _limit_marks(text: str) -> str:
-    if text.isascii():
+    """`text` without the combining marks beyond 30 in a row, as far as the cut can see.
+
+    Only the first MAX_TITLE_LENGTH + 2 characters kept decide the title (and that there are
+    more), so the rest is left as it is.
+    """
+    # Each non-ASCII character adds at least one UTF-8 byte: fewer than 31 of them, no long run.
+    if len(text.encode("utf-8", "surrogatepass")) - len(text) <= _MAX_MARKS_IN_A_ROW:
         return text
-    kept = []
+    kept: list[str] = []
     run = 0
-    for char in text:
+    for index, char in enumerate(text):
+        if len(kept) > MAX_TITLE_LENGTH + 1:
+            return "".join(kept) + text[index:]
         if _is_mark(char):
             run += 1
             if run > _MAX_MARKS_IN_A_ROW:
