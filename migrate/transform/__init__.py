@@ -39,7 +39,7 @@ COMMAND = "transform"
 STAGE = "transform"
 #: Source entity (as counted in TransformResult) → entity name in quarantine / skipped_records.
 ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
-BATCH_SIZE = 1000
+BATCH_SIZE = 500
 
 __all__ = ["COMMAND", "StagingBusy", "TransformResult", "choose_title_template", "plan_hash",
            "run", "transform_from_settings"]

@@ -16,6 +16,7 @@ from migrate.ids import issue_uuid
 from migrate.store.db import Store
 from migrate.transform.description import FOOTER_HEADING, INDENT, SEPARATOR, clean_text
 from migrate.transform.issues import (
+    BATCH_SIZE,
     EntityTally,
     IssueContext,
     Outcome,
@@ -193,7 +194,7 @@ def plan_checklist_items(
     run_id: int,
     *,
     advance: Callable[[int], None] | None = None,
-    batch_size: int = 2000,
+    batch_size: int = BATCH_SIZE,
     digest: Any | None = None,
 ) -> EntityTally:
     """Map every candidate item and write the outcomes (inside the caller's transaction).

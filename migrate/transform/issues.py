@@ -35,7 +35,7 @@ from migrate.transform.validate import describe_problems, normalise_due_date, pa
 ENTITY = "issue"
 SOURCE_KIND = "issue"
 DELETED_AT_SOURCE = "deleted at source"
-BATCH_SIZE = 1000
+BATCH_SIZE = 500
 #: Attachment kinds that become Procore attachments (files); others are listed in the footer.
 FILE_KINDS = ("Attachment", "DocumentReference")
 #: BIM 360 Field's web app, for the origin deep link (a link for people, not an API call).
