@@ -33,6 +33,10 @@ from bench.common import REPO, append_section, machine, peak_rss_mb, timestamp
 
 DEFAULT_SIZES = (10_000, 100_000)
 DEFAULT_REPEAT = 3
+#: Custom field ids as Field writes them (uuids), as the sandbox has four on every issue.
+CF_IDS = tuple(f"00006b0d-0007-0000-0000-00000000000{n}" for n in range(1, 5))
+#: Status changes before the current status (the sandbox has 1-4 per issue, 2.8 on average).
+HISTORY_STEPS = ("Draft", "Open", "Work Completed")
 TARGET_ISSUES_PER_SECOND = 10_000
 TARGET_PROJECT = 5100
 STATUSES = ("Draft", "Open", "Work Completed", "Ready to Inspect", "Not Approved", "In Dispute",
@@ -56,7 +60,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     store = open_store(path)
     conn = store.conn
-    emails = [f"user{n}@example.com" for n in range(40)]
+    emails = [f"user.number{n}@generalcontractor{n % 7}.example.com" for n in range(40)]
     with store.transaction():
         run_id = start_run(store, "bench-synthesis", {})
         conn.execute("INSERT INTO projects (id, name) VALUES ('proj-bench', 'Bench Tower')")
@@ -79,7 +83,8 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
         conn.executemany(
             "INSERT INTO custom_fields (id, name, container_type, position) "
             "VALUES (?, ?, 'Issue', ?)",
-            [("cf1", "Trade", 1), ("cf2", "Inspection Date", 2), ("cf3", "Notes", 3)],
+            [(CF_IDS[0], "Trade", 1), (CF_IDS[1], "Inspection Date", 2),
+             (CF_IDS[2], "Backcharge", 3), (CF_IDS[3], "Notes", 4)],
         )
         conn.executemany(
             "INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
@@ -106,11 +111,13 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
             if rng.random() < 0.02:
                 text = " ".join([text] * 30)  # a long one
             # The shape extract stages: name → {id, value, position}.
-            custom = {"Trade": {"id": "cf1", "position": 1,
+            custom = {"Trade": {"id": CF_IDS[0], "position": 1,
                                 "value": rng.choice(("Mechanical", "Electrical", None))},
-                      "Inspection Date": {"id": "cf2", "position": 2, "value": (
+                      "Inspection Date": {"id": CF_IDS[1], "position": 2, "value": (
                           created + timedelta(days=3)).strftime("%m/%d/%Y")},
-                      "Notes": {"id": "cf3", "position": 3, "value": rng.choice(
+                      "Backcharge": {"id": CF_IDS[2], "position": 3,
+                                     "value": rng.choice(("1", "0", None))},
+                      "Notes": {"id": CF_IDS[3], "position": 4, "value": rng.choice(
                           ("See drawing A-201", None, "Ünïcödé nöte ✓"))}}
             due = (date(2014, 1, 1) + timedelta(days=index % 400)).isoformat() \
                 if rng.random() < 0.7 else None
@@ -126,17 +133,19 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
                 int(status == "Void"), json.dumps(custom),
                 rng.choice((0.5, 1.0, 2.0, 4.0)) if rng.random() < 0.3 else None,
             ))
-            for n in range(rng.choices((0, 1, 2, 3), (45, 30, 15, 10))[0]):
+            for n in range(rng.choices((0, 1, 2, 3, 4), (45, 25, 15, 10, 5))[0]):
                 moment = created + timedelta(hours=n + 1)
                 comments.append((f"{source_id}-c{n}", source_id, rng.choice(emails),
-                                 moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "Checked with foreman."))
+                                 moment.strftime("%Y-%m-%dT%H:%M:%S-04:00"),
+                                 "Checked with foreman."))
             previous = None
-            for n, state in enumerate(("Open", status)[: rng.randint(1, 2)]):
+            steps = rng.choices((1, 2, 3, 4), (12, 39, 9, 40))[0]
+            for n, state in enumerate((*HISTORY_STEPS[: steps - 1], status)):
                 moment = created + timedelta(days=n)
                 history.append((source_id, state, previous, rng.choice(emails),
                                 moment.strftime("%Y-%m-%d %H:%M:%S -0400")))
                 previous = state
-            for n in range(rng.choices((0, 1, 2), (40, 45, 15))[0]):
+            for n in range(rng.choices((0, 1, 2, 3), (40, 35, 15, 10))[0]):
                 kind = "UriReference" if rng.random() < 0.05 else "Attachment"
                 stored = kind == "Attachment"
                 attachments.append((
@@ -244,8 +253,9 @@ def append_benchmarks(results: list[dict[str, Any]]) -> None:
         f"## Transform throughput — {timestamp()}",
         "",
         f"`python -m bench.transform_bench` on {machine()}, SQLite {_sqlite_version()}. "
-        "Synthetic issues (sandbox-like: 0-3 comments, 1-2 status changes, 0-2 attachments, "
-        "3 custom fields shaped as extract stages them, labor hours on 30 %), default mappings, "
+        "Synthetic issues shaped like the sandbox generator's (0-4 comments, 1-4 status changes, "
+        "0-3 attachments, 4 custom fields as extract stages them, labor hours on 30 %), "
+        "default mappings, "
         "one worker process per CPU; each size transformed once per run on a fresh copy of "
         "the same synthesised DB; wall time of `migrate.transform.run` only. CPU s = main + "
         "workers. Peak RSS of the main process (a fresh process that did nothing else) and of "

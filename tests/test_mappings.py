@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -698,3 +699,38 @@ def test_hints_name_mapping_files_the_same_from_any_working_directory(
         hints.append((mappings.status_for("Parked").hint, mappings.file("users.csv")))
     assert len(set(hints)) == 1
     assert hints[0][1] == "mappings/users.csv"
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        # Text order is time order: kept as staged.
+        ["2013-06-04 13:01:17 -0400", "2013-06-04 13:01:18 -0400", "2013-06-05 09:00:00 -0400"],
+        # Text order is not time order: different offsets, or a time written shorter.
+        ["2013-06-04T18:00:00+02:00", "2013-06-04T17:30:00Z"],
+        ["2013-06-04 13:01 -0400", "2013-06-04 13:00:59 -0400"],
+        # Not dates at all, or not real ones (they sort last, in their given order).
+        ["2013-02-29 10:00:00 -0400", "2013-02-28 10:00:00 -0400"],
+        ["2013-04-31 10:00:00 -0400", "2013-04-30 10:00:00 -0400"],
+        ["0000-01-01 10:00:00 -0400", "2013-01-01 10:00:00 -0400"],
+        ["2012-02-29 10:00:00 -0400", "2012-03-01 10:00:00 -0400"],
+        ["2013-06-04 24:00:00 -0400", "2013-06-04 23:00:00 -0400"],
+        ["2013-06-04 13:01:18 +2500", "2013-06-04 13:01:19 +2500"],
+        # A value of two lines looks like two dates in order, but is no date.
+        ["2013-06-04 13:01:17 -0400\n2013-06-04 13:01:10 -0400", "2013-06-04 13:01:18 -0400"],
+        ["2013-06-04 13:01:16 -0400", "2013-06-04 13:01:17 -0400\n2013-06-04 13:01:10 -0400",
+         "2013-06-04 13:01:18 -0400"],
+        ["2013-06-04 13:01:18 -0400", None, "2013-06-04 13:01:17 -0400"],
+        ["2013-06-04T13:01:18.50Z", "2013-06-04T13:01:18.05Z"],
+    ],
+)
+def test_comments_and_history_oldest_first_undated_last(dates: list[str | None]) -> None:
+    history = [{"status": f"S{n}", "start_dt": when} for n, when in enumerate(dates)]
+    comments = [{"created_at": when, "text": f"C{n}"} for n, when in enumerate(dates)]
+    text = build_description({"status_history": history, "comments": comments},
+                             default_mappings())
+    moments = [parse_timestamp(when) for when in dates]
+    expected = sorted(range(len(dates)), key=lambda n: (
+        moments[n] is None, moments[n] or 0.0, n))
+    assert re.findall(r": S(\d+)$", text, re.M) == [str(n) for n in expected]
+    assert re.findall(r"^    C(\d+)$", text, re.M) == [str(n) for n in expected]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -388,49 +388,45 @@ def _already_in_order(values: Sequence[Any]) -> bool:
     """True when sorting `values` by `parse_timestamp` would leave them as they are.
 
     Staging hands over comments and history ordered by their date text; when every value is
-    a valid timestamp written the same way (same length, same separator, same offset), text
-    order is time order and the parse is not needed. Anything else: False (sort them).
+    a valid timestamp written the same way (same separator, time length and offset), text
+    order is time order and nothing needs parsing. Anything else: False (sort them).
     """
     first = values[0]
     if type(first) is not str:
         return False
+    try:
+        joined = "\n".join(values)
+    except TypeError:  # not all text
+        return False
+    if joined.count("\n") != len(values) - 1:  # a value of several lines is no timestamp
+        return False
     shape = _TIMESTAMP.match(first)
     if shape is None or not _valid_offset(shape.group(3)):
         return False
-    length, separator, offset = len(first), first[10:11], shape.group(3)
-    time_length = len(shape.group(2) or "")
-    if time_length not in (0, 5, 8):  # fractions of a second: leave them to the parser
+    time = shape.group(2) or ""
+    if len(time) not in (0, 5, 8):  # fractions of a second: leave them to the parser
         return False
-    previous = ""
-    for value in values:
-        if type(value) is not str or len(value) != length or value < previous:
-            return False
-        match = _TIMESTAMP.match(value)
-        if (match is None or value[10:11] != separator or match.group(3) != offset
-                or len(match.group(2) or "") != time_length
-                or not _valid_day(match.group(1))
-                or (time_length and not _valid_time(match.group(2)))):
-            return False
-        previous = value
-    return True
+    layout = _layout_pattern(first[10:11] if time else "", len(time),
+                             first[10 + (1 + len(time) if time else 0):])
+    return layout.fullmatch(joined) is not None and sorted(values) == list(values)
 
 
-@lru_cache(maxsize=4096)
-def _valid_day(day: str) -> bool:
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        return False
-    return True
+# A calendar day Python accepts, without 02-29 (leap years are left to the parser).
+_DAY = (r"(?!0000)\d{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+        r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)")
+_CLOCK = {0: "", 5: r"(?:[01]\d|2[0-3]):[0-5]\d", 8: r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"}
+
+
+@lru_cache(maxsize=64)
+def _layout_pattern(separator: str, time_length: int, tail: str) -> re.Pattern[str]:
+    """Lines of valid timestamps that all look like the first one (see _already_in_order)."""
+    one = _DAY + re.escape(separator) + _CLOCK[time_length] + re.escape(tail)
+    return re.compile(f"{one}(?:\n{one})*")
 
 
 @lru_cache(maxsize=64)
 def _valid_offset(offset: str | None) -> bool:
     return parse_timestamp(f"2000-01-01T00:00{offset or ''}") is not None
-
-
-def _valid_time(time: str) -> bool:
-    return int(time[:2]) < 24 and int(time[3:5]) < 60 and (len(time) < 8 or int(time[6:]) < 60)
 
 
 def parse_timestamp(value: Any) -> float | None:
