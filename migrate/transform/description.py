@@ -137,7 +137,13 @@ class DescriptionWriter:
                 value = value_of(record)  # type: ignore[misc]
             if only_if_unsent and not self._priority_not_sent(value):
                 continue
-            if value:
+            if not value:
+                continue
+            if value.isprintable():  # _add's common case, inline: most records take it 11 times
+                value = value.strip()
+                if value:
+                    lines.append(prefix + value)
+            else:
                 _add(lines, prefix, value)
         created_by = _text(record.get("created_by"))
         created = _text(record.get("created_at")) + (f" by {created_by}" if created_by else "")
@@ -295,11 +301,14 @@ def _comment_lines(comments: Iterable[Mapping[str, Any]]) -> list[str]:
 def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = []
     for change in _oldest_first(history, "start_dt"):
-        when = _text(change.get("start_dt")) or "(no date)"
-        previous, status = _text(change.get("previous_status")), _text(change.get("status"))
+        get = change.get
+        when, previous, status, user = (
+            value if type(value) is str else _text(value)
+            for value in (get("start_dt"), get("previous_status"), get("status"), get("user"))
+        )
         step = f"{previous} → {status}" if previous else status or "(no status)"
-        user = _text(change.get("user"))
-        lines.append(f"{INDENT}{when}: {step}" + (f" by {user}" if user else ""))
+        lines.append(f"{INDENT}{when or '(no date)'}: {step} by {user}" if user
+                     else f"{INDENT}{when or '(no date)'}: {step}")
     return lines
 
 

@@ -22,7 +22,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from migrate.ids import issue_uuid
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
@@ -123,9 +123,8 @@ class IssueContext:
         return f"{FIELD_WEB_URL}/{kind}/{source_id}"
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A planned_issues row (see migration 2)."""
+class Planned(NamedTuple):
+    """A planned_issues row (see migration 2). A tuple: one is made per planned issue."""
 
     source_id: str
     source_kind: str
