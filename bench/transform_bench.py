@@ -191,6 +191,7 @@ def measure(path: Path) -> dict[str, Any]:
 
     store = open_store(path)
     load_before = os.getloadavg()[0]
+    calibration = calibrate()
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
     result = run(store, mappings=default_mappings(), settings=TransformSettings(),
@@ -201,7 +202,22 @@ def measure(path: Path) -> dict[str, Any]:
     own, workers = peak_rss_mb()  # RUSAGE_CHILDREN: the largest reaped worker
     return {"elapsed": elapsed, "cpu_seconds": cpu, "peak_rss_mb": own,
             "worker_peak_rss_mb": workers, "load_before": load_before,
+            "calibration_ms": calibration,
             "counts": result.counts["issues"], "plan_hash": result.plan_hash}
+
+
+def calibrate() -> float:
+    """Milliseconds of CPU time for a fixed piece of dict and string work, single core.
+
+    The machine is shared: the same transform takes up to ~45 % longer in one hour than in
+    another. This figure, taken just before each run, shows how fast the core was then.
+    """
+    started = time.process_time()
+    total = 0  # nothing kept: the run's peak RSS must stay the transform's
+    for n in range(300_000):
+        record = {"id": n, "text": str(n)}
+        total += len(f"{record['text']}: {record['id']}")
+    return (time.process_time() - started) * 1000
 
 
 def _cpu_seconds() -> float:
@@ -260,12 +276,13 @@ def append_benchmarks(results: list[dict[str, Any]]) -> None:
         "the same synthesised DB; wall time of `migrate.transform.run` only. CPU s = main + "
         "workers. Peak RSS of the main process (a fresh process that did nothing else) and of "
         "the largest worker. Load = 1-minute load average before the run (other work on the "
-        "machine competes for the same cores).",
+        "machine competes for the same cores). Calibration = CPU ms of a fixed piece of dict "
+        "and string work just before the run (lower: a faster core at that moment).",
         "",
         "| issues | run | planned | quarantined | skipped | wall s | issues/s | CPU s | "
-        "issues per CPU s | peak RSS main | peak RSS worker | load |",
+        "issues per CPU s | peak RSS main | peak RSS worker | load | calibration ms |",
         "|-------:|----:|--------:|------------:|--------:|-------:|---------:|------:|"
-        "------:|------:|------:|-----:|",
+        "------:|------:|------:|-----:|-----:|",
     ]
     for figures in results:
         counts = figures["counts"]
@@ -276,7 +293,7 @@ def append_benchmarks(results: list[dict[str, Any]]) -> None:
             f"{figures['issues_per_second']:,.0f} | {figures['cpu_seconds']:.2f} | "
             f"{figures['size'] / figures['cpu_seconds']:,.0f} | "
             f"{figures['peak_rss_mb']:.0f} MB | {figures['worker_peak_rss_mb']:.0f} MB | "
-            f"{figures['load_before']:.1f} |"
+            f"{figures['load_before']:.1f} | {figures['calibration_ms']:.0f} |"
         )
     lines += ["", summary(results)]
     append_section(lines)
@@ -331,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"CPU {figures['cpu_seconds']:.2f} s, "
                       f"peak RSS {figures['peak_rss_mb']:.0f} MB main / "
                       f"{figures['worker_peak_rss_mb']:.0f} MB worker, "
-                      f"load {figures['load_before']:.1f} "
+                      f"load {figures['load_before']:.1f}, "
+                      f"calibration {figures['calibration_ms']:.0f} ms "
                       f"(synthesis {figures['synthesis_seconds']:.1f} s)", flush=True)
     print(summary(results))
     if not args.no_record:
