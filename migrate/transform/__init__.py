@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sqlite3
 import time
@@ -300,16 +299,15 @@ def plan_hash(store: Store) -> str:
 
 def _locations_digest(store: Store) -> Any:
     """A sha256 that has taken the planned locations and the planned_issues heading."""
+    from migrate.transform.issues import plan_hash_lines
+
     digest = hashlib.sha256()
-    encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
     columns = [row[1] for row in store.conn.execute("PRAGMA table_info(planned_locations)")
                if row[1] != "plan_run"]
     digest.update(b"planned_locations\n")
-    for row in store.conn.execute(
+    digest.update(plan_hash_lines(store.conn.execute(
         f"SELECT {', '.join(columns)} FROM planned_locations ORDER BY source_id"
-    ):
-        digest.update(encode(row).encode())
-        digest.update(b"\n")
+    )))
     digest.update(b"planned_issues\n")
     return digest
 

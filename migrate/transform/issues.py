@@ -475,14 +475,14 @@ _HASHED_POSITIONS = tuple(PLANNED_COLUMNS.index(c) for c in HASHED_COLUMNS)
 _hash_line_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-def plan_hash_lines(rows: Iterable[Sequence[Any]]) -> bytes:
-    """The plan hash's input for planned rows (HASHED_COLUMNS values): one JSON array a line."""
-    return b"".join(
-        (_hash_line_json(row) + "\n").encode("ascii") for row in rows
-    )
 INSERT_SKIPPED = (
     "INSERT INTO skipped_records (entity, source_id, reason, run_id) VALUES (?, ?, ?, ?)"
 )
+
+
+def plan_hash_lines(rows: Iterable[Sequence[Any]]) -> bytes:
+    """The plan hash's input for planned rows: one JSON array a line (see transform.plan_hash)."""
+    return b"".join((_hash_line_json(row) + "\n").encode("ascii") for row in rows)
 
 
 def batch_bounds(store: Store, batch_size: int = BATCH_SIZE) -> list[tuple[str, str]]:
