@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from migrate.errors import MigrateError, StageFailed
 from migrate.load.followups import FollowUps, classify
-from migrate.load.issues import IssueCreator, PlannedIssue, planned_issues
+from migrate.load.issues import IssueCreator, PlanEntry, plan_entries
 from migrate.load.locations import push_locations
 from migrate.load.plan import compute_plan
 from migrate.load.state import (
@@ -245,7 +245,8 @@ class _Loader:
         # the loaded records whose source is gone; the state machine below decides the rest.
         plan = compute_plan(ctx.store, ctx.project_id)
         deleted_ids = plan.source_ids(ENTITY_ISSUE, "deleted_at_source")
-        planned = {issue.source_id: issue for issue in planned_issues(ctx.store)}
+        # Entries without payloads: the payloads are read batch by batch as they are sent.
+        planned = plan_entries(ctx.store)
         rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
         creates = self._creates(planned, rows)
 
@@ -309,10 +310,10 @@ class _Loader:
         return self.result(completed=True)
 
     def _creates(
-        self, planned: Mapping[str, PlannedIssue], rows: Mapping[str, MapRow]
-    ) -> list[PlannedIssue]:
+        self, planned: Mapping[str, PlanEntry], rows: Mapping[str, MapRow]
+    ) -> list[PlanEntry]:
         """Planned issues not in Procore yet (sent-but-unconfirmed ones first)."""
-        creates: list[PlannedIssue] = []
+        creates: list[PlanEntry] = []
         for source_id, issue in planned.items():
             row = rows.get(source_id)
             retry = (

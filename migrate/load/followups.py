@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ApiError
-from migrate.load.issues import PlannedIssue, chunked, error_message, hint_for
+from migrate.load.issues import (
+    PlanEntry,
+    PlannedIssue,
+    chunked,
+    error_message,
+    hint_for,
+    with_payloads,
+)
 from migrate.load.state import (
     ENTITY_ISSUE,
     LoadContext,
@@ -63,10 +70,11 @@ def planned_hash(
 class FollowUpWork:
     """What the loaded issues need, decided from staging alone."""
 
-    sync_updates: list[tuple[PlannedIssue, MapRow]] = field(default_factory=list)
-    status_changes: list[tuple[PlannedIssue, MapRow]] = field(default_factory=list)
+    #: Payloads are read again batch by batch when sent (see PlanEntry).
+    sync_updates: list[tuple[PlanEntry, MapRow]] = field(default_factory=list)
+    status_changes: list[tuple[PlanEntry, MapRow]] = field(default_factory=list)
     #: Changed only in what Procore cannot change (origin, attachments): new hash, no call.
-    hash_only: list[tuple[PlannedIssue, MapRow]] = field(default_factory=list)
+    hash_only: list[tuple[PlanEntry, MapRow]] = field(default_factory=list)
     unchanged: int = 0
     held: int = 0  # refused before with this very payload: not re-sent
     #: Loaded issues whose source gained files after load: {source_id, target_id, attachment_ids}.
@@ -98,69 +106,73 @@ def _with_status(payload: Mapping[str, Any], status: str | None) -> dict[str, An
 
 def classify(
     store: Store,
-    planned: Mapping[str, PlannedIssue],
+    planned: Mapping[str, PlanEntry],
     rows: Mapping[str, MapRow],
     deleted_source_ids: Iterable[str],
     loaded_now: Iterable[str] = (),
 ) -> FollowUpWork:
     """Sort loaded issues into sync update / status change / hash only / unchanged.
 
-    ``loaded_now``: created by this run, so not counted as unchanged.
+    ``loaded_now``: created by this run, so not counted as unchanged. Payloads are read only
+    for issues whose payload hash changed, a batch at a time.
     """
     created = set(loaded_now)
     work = FollowUpWork()
     held = open_load_quarantine(store)
     loaded = {sid: row for sid, row in rows.items() if row.state == "loaded" and row.target_id}
-    sha_of = _sha256_of(
-        store,
-        [
-            a
-            for sid, row in loaded.items()
-            if sid in planned
-            for a in (*row.attachment_ids, *planned[sid].attachment_ids)
-        ],
-    )
+    changed: list[tuple[PlanEntry, MapRow]] = []
     for source_id, row in sorted(loaded.items()):
-        issue = planned.get(source_id)
-        if issue is None:
+        entry = planned.get(source_id)
+        if entry is None:
             continue
-        added = sorted(set(issue.attachment_ids) - set(row.attachment_ids))
+        added = sorted(set(entry.attachment_ids) - set(row.attachment_ids))
         if added:
             work.attachments_after_load.append(
                 {"source_id": source_id, "target_id": row.target_id, "attachment_ids": added}
             )
-        status_differs = row.target_status is not None and issue.status != row.target_status
-        if issue.payload_hash == row.payload_hash:
+        if entry.payload_hash == row.payload_hash:
             # Same payload, yet Procore's status can still differ (closed by --apply-deletions,
             # then back at the source): the plan calls that a status change, and so do we.
-            if status_differs:
-                work.status_changes.append((issue, row))
+            if _status_differs(entry, row):
+                work.status_changes.append((entry, row))
             else:
                 work.unchanged += source_id not in created
             continue
-        if held.get((ENTITY_ISSUE, source_id), "") == issue.payload_hash:
+        if held.get((ENTITY_ISSUE, source_id), "") == entry.payload_hash:
             work.held += 1
             continue
-        old_status_payload = _with_status(issue.payload, row.target_status)
-        candidates = {
-            planned_hash(
-                old_status_payload,
-                issue.location_source_id,
-                [sha_of.get(a, "") for a in issue.attachment_ids],
-            ),
-            planned_hash(
-                old_status_payload,
-                issue.location_source_id,
-                [sha_of.get(a, "") for a in sorted(row.attachment_ids)],
-            ),
-        }
-        fields_same = row.payload_hash in candidates
-        if not fields_same:
-            work.sync_updates.append((issue, row))
-        if status_differs:
-            work.status_changes.append((issue, row))
-        if fields_same and not status_differs:
-            work.hash_only.append((issue, row))
+        changed.append((entry, row))
+    sha_of = _sha256_of(
+        store, [a for entry, row in changed for a in (*row.attachment_ids, *entry.attachment_ids)]
+    )
+    for batch in chunked(changed, 500):
+        by_id = {issue.source_id: issue for issue in with_payloads(store, [e for e, _ in batch])}
+        for entry, row in batch:
+            issue = by_id.get(entry.source_id)
+            if issue is None:  # re-planned meanwhile: the next load looks at it
+                continue
+            old_status_payload = _with_status(issue.payload, row.target_status)
+            candidates = {
+                planned_hash(
+                    old_status_payload,
+                    issue.location_source_id,
+                    [sha_of.get(a, "") for a in issue.attachment_ids],
+                ),
+                planned_hash(
+                    old_status_payload,
+                    issue.location_source_id,
+                    [sha_of.get(a, "") for a in sorted(row.attachment_ids)],
+                ),
+            }
+            fields_same = row.payload_hash in candidates
+            status_differs = _status_differs(entry, row)
+            if not fields_same:
+                work.sync_updates.append((entry, row))
+            if status_differs:
+                work.status_changes.append((entry, row))
+            if fields_same and not status_differs:
+                work.hash_only.append((entry, row))
+    work.status_changes.sort(key=lambda pair: pair[0].source_id)
     wanted = set(deleted_source_ids)
     for source_id, row in sorted(loaded.items()):
         if source_id in wanted and source_id not in planned:
@@ -172,6 +184,10 @@ def classify(
                 }
             )
     return work
+
+
+def _status_differs(entry: PlanEntry, row: MapRow) -> bool:
+    return row.target_status is not None and entry.status != row.target_status
 
 
 class FollowUps:
@@ -209,7 +225,9 @@ class FollowUps:
         for batch in chunked(work.sync_updates, ctx.options.batch_size):
             items: list[dict[str, Any]] = []
             by_id: dict[int, tuple[PlannedIssue, MapRow]] = {}
-            for issue, row in batch:
+            row_of = {entry.source_id: row for entry, row in batch}
+            for issue in with_payloads(ctx.store, [entry for entry, _ in batch]):
+                row = row_of[issue.source_id]
                 assert row.target_id is not None
                 item: dict[str, Any] = {"id": row.target_id}
                 for name in SYNC_FIELDS:
@@ -334,7 +352,7 @@ class FollowUps:
 
     # -- helpers -------------------------------------------------------------------------------
     def _patch_status(
-        self, source_id: str, row: MapRow, status: str | None, *, issue: PlannedIssue | None
+        self, source_id: str, row: MapRow, status: str | None, *, issue: PlanEntry | None
     ) -> Mapping[str, Any] | None:
         ctx = self.ctx
         kind = "status_patch" if issue is not None else "close"
@@ -384,7 +402,7 @@ class FollowUps:
 
     def _hold(
         self,
-        issue: PlannedIssue,
+        issue: PlanEntry,
         row: MapRow,
         reason: str,
         hint: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,20 +45,20 @@ UPLOAD_PROBLEMS = ("does not exist", "has expired", "has no file", "already atta
 
 
 @dataclass(frozen=True)
-class PlannedIssue:
-    """One planned_issues row."""
+class PlanEntry:
+    """A planned_issues row without its payload: all that deciding what to send needs.
+
+    A few hundred bytes an issue where the parsed payload is a few kilobytes, so load holds
+    every entry and reads payloads only for the batch it is sending (`with_payloads`).
+    """
 
     source_id: str
     source_kind: str
     uuid: str
-    payload: dict[str, Any]
+    status: str | None
     location_source_id: str | None
     attachment_ids: tuple[str, ...]
     payload_hash: str
-
-    @property
-    def status(self) -> str | None:
-        return self.payload.get("status")
 
     @property
     def quarantine_entity(self) -> str:
@@ -67,12 +67,39 @@ class PlannedIssue:
         return ENTITY_ISSUE
 
 
+@dataclass(frozen=True)
+class PlannedIssue(PlanEntry):
+    """One planned_issues row with its payload (the exact sync item)."""
+
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+_ENTRY_COLUMNS = (
+    "source_id, source_kind, uuid, status, location_source_id, attachment_ids, payload_hash"
+)
+
+
+def plan_entries(store: Store) -> dict[str, PlanEntry]:
+    """Every planned issue without its payload, by source id (in source id order)."""
+    return {
+        r[0]: PlanEntry(
+            source_id=r[0],
+            source_kind=r[1],
+            uuid=r[2].lower(),
+            status=r[3],
+            location_source_id=r[4],
+            attachment_ids=tuple(json.loads(r[5] or "[]")),
+            payload_hash=r[6],
+        )
+        for r in store.conn.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM planned_issues ORDER BY source_id"
+        )
+    }
+
+
 def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> list[PlannedIssue]:
-    """Planned issues (all, or these source ids), in source id order."""
-    sql = (
-        "SELECT source_id, source_kind, uuid, payload, location_source_id, attachment_ids, "
-        "payload_hash FROM planned_issues"
-    )
+    """Planned issues with payloads (all, or these source ids), in source id order."""
+    sql = f"SELECT {_ENTRY_COLUMNS}, payload FROM planned_issues"
     rows: list[Any]
     if source_ids is None:
         rows = store.conn.execute(sql + " ORDER BY source_id").fetchall()
@@ -89,13 +116,26 @@ def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> lis
             source_id=r[0],
             source_kind=r[1],
             uuid=r[2].lower(),
-            payload=json.loads(r[3]),
+            status=r[3],
             location_source_id=r[4],
             attachment_ids=tuple(json.loads(r[5] or "[]")),
             payload_hash=r[6],
+            payload=json.loads(r[7]),
         )
         for r in rows
     ]
+
+
+def with_payloads(store: Store, entries: Sequence[PlanEntry]) -> list[PlannedIssue]:
+    """`entries` with their payloads read now, in the same order.
+
+    An entry whose row has gone since (a transform ran meanwhile) is left out: the next load
+    sees the new plan.
+    """
+    found = {issue.source_id: issue for issue in planned_issues(
+        store, [entry.source_id for entry in entries]
+    )}
+    return [found[entry.source_id] for entry in entries if entry.source_id in found]
 
 
 def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -161,13 +201,16 @@ class IssueCreator:
         self.ctx = ctx
 
     # -- public ----------------------------------------------------------------------------
-    def push(self, issues: Sequence[PlannedIssue], previous: Mapping[str, MapRow]) -> None:
-        """Create ``issues`` (rows pending, sent by a dead run, or rejected then changed)."""
+    def push(self, issues: Sequence[PlanEntry], previous: Mapping[str, MapRow]) -> None:
+        """Create ``issues`` (rows pending, sent by a dead run, or rejected then changed).
+
+        Payloads are read batch by batch, so memory holds one batch of them at a time.
+        """
         for batch in chunked(list(issues), self.ctx.options.batch_size):
-            self._batch(batch, previous, retry_round=False)
+            self._batch(with_payloads(self.ctx.store, batch), previous, retry_round=False)
 
     def resolve_orphans(
-        self, rows: Mapping[str, MapRow], planned: Mapping[str, PlannedIssue]
+        self, rows: Mapping[str, MapRow], planned: Mapping[str, PlanEntry]
     ) -> None:
         """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
 
@@ -179,6 +222,7 @@ class IssueCreator:
             PlannedIssue(
                 source_id=source_id,
                 source_kind="",
+                status=None,
                 payload={},
                 location_source_id=None,
                 uuid=issue_uuid(ctx.project_id, source_id),
