@@ -24,6 +24,7 @@ from migrate.clients.bim360field import FieldSession
 from migrate.clients.http import HttpClient, RetryPolicy
 from migrate.errors import ConfigError, CredentialError, StageFailed
 from migrate.extract import ExtractOptions, ExtractResult, extract_from_settings, run
+from migrate.extract import issues as extract_issues
 from migrate.sandbox.faults import FaultConfig, Faults
 from migrate.sandbox.field_server import FieldApp
 from migrate.sandbox.generator import GeneratedProject
@@ -509,6 +510,18 @@ def test_429_5xx_and_drops_at_10_percent_give_the_same_db(project: GeneratedProj
     assert result.completed and result.retries > 30
     assert snapshot(tmp_path / "staging.db") == snapshot(clean / "staging.db")
     assert_blobs_match(tmp_path, expected)
+
+
+def test_status_history_stored_slice_by_slice_gives_the_same_db(
+        app: RecordingFieldApp, clean: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The project's whole history is one answer, stored a slice of issues at a time (2 000 in
+    # production, so the 150 issues here would be one slice): 7 makes 22 slices.
+    monkeypatch.setattr(extract_issues, "HISTORY_SLICE", 7)
+    result = extract(app, tmp_path)
+    assert result.completed
+    assert result.counts["issue_changes"]["new"] > 7 * 20  # issues with history: > 20 slices
+    assert snapshot(tmp_path / "staging.db") == snapshot(clean / "staging.db")
 
 
 def test_ticket_expiry_mid_run_logs_in_again_and_completes(app: RecordingFieldApp,

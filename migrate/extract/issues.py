@@ -34,6 +34,8 @@ from migrate.store.records import storable_text
 LISTING_CURSOR = "issues:listing"
 VOIDED_CURSOR = "issues:voided"
 HISTORY_CURSOR = "issues:history"
+#: Issues whose status history is stored per step (see extract_status_history).
+HISTORY_SLICE = 2000
 RETRIEVE_PATH = "/fieldapi/issues/v1/retrieve"
 VOIDED_BASIS = "voided"
 
@@ -292,38 +294,46 @@ def extract_status_history(ctx: Context) -> None:
             problems.append(problem)
             continue
         grouped.setdefault(issue_id, []).append(change)
+    del answer  # the changes live on in `grouped`, which is emptied as they are stored
     store = ctx.store
     conn = store.conn
     known = {source_id for (source_id,) in conn.execute("SELECT source_id FROM issues")}
+    # Issues created after the listing are left for the next run (issue and history).
+    issue_ids = [i for i in grouped if i in known]
     with store.transaction():
-        rewrite: list[str] = []
-        mapped = Mapped()
-        # Issues created after the listing are left for the next run (issue and history).
-        stored = save_raw_batch(store, "raw_issue_changes",
-                                [(i, changes) for i, changes in grouped.items() if i in known],
-                                ctx.run_id)
-        for issue_id, saved in stored.items():
-            changes = grouped[issue_id]
-            change = saved.change
-            ctx.tally.change("issue_changes", change)
-            if change is not Change.UNCHANGED or ctx.full_refresh:
-                rewrite.append(issue_id)
-                mapped.extend(map_status_history(issue_id, changes))
-        without = [source_id for (source_id,) in conn.execute(
+        without = {source_id for (source_id,) in conn.execute(
             "SELECT i.source_id FROM issues i WHERE NOT EXISTS (SELECT 1 FROM "
-            "issue_status_history h WHERE h.issue_id = i.source_id)")]
-        rewriting = set(rewrite)
-        for issue_id in without:
-            if issue_id in grouped and issue_id not in rewriting:
-                rewrite.append(issue_id)
-                mapped.extend(map_status_history(issue_id, grouped[issue_id]))
-        delete_where_in(ctx, "issue_status_history", "issue_id", rewrite)
-        insert_rows(ctx, mapped, "issue_status_history")
-        gone = mark_missing(store, "raw_issue_changes", [i for i in grouped if i in known],
-                            ctx.run_id)
+            "issue_status_history h WHERE h.issue_id = i.source_id)")}
+        # The one answer holds the whole project's history: stored a slice of issues at a
+        # time, so raw records and rows of one slice are in memory, not of the project.
+        for start in range(0, len(issue_ids), HISTORY_SLICE):
+            problems += _save_history_slice(
+                ctx, {i: grouped.pop(i) for i in issue_ids[start:start + HISTORY_SLICE]}, without
+            )
+        gone = mark_missing(store, "raw_issue_changes", issue_ids, ctx.run_id)
         ctx.tally.change("issue_changes", "deleted", len(gone))
-        ctx.problems([*problems, *mapped.problems], endpoint=endpoint)
+        ctx.problems(problems, endpoint=endpoint)
         ctx.mark_done(HISTORY_CURSOR)
+
+
+def _save_history_slice(
+    ctx: Context, changes_by_issue: dict[str, list[Any]], without: set[str]
+) -> list[Problem]:
+    """Store some issues' changes (raw, and as status history rows where they changed or the
+    issue has none yet); the problems found mapping them."""
+    rewrite: list[str] = []
+    mapped = Mapped()
+    stored = save_raw_batch(ctx.store, "raw_issue_changes", list(changes_by_issue.items()),
+                            ctx.run_id)
+    for issue_id, saved in stored.items():
+        change = saved.change
+        ctx.tally.change("issue_changes", change)
+        if change is not Change.UNCHANGED or ctx.full_refresh or issue_id in without:
+            rewrite.append(issue_id)
+            mapped.extend(map_status_history(issue_id, changes_by_issue[issue_id]))
+    delete_where_in(ctx, "issue_status_history", "issue_id", rewrite)
+    insert_rows(ctx, mapped, "issue_status_history")
+    return mapped.problems
 
 
 # -- 5. flags --------------------------------------------------------------------------------
