@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from migrate import jsontext
 from migrate.store.db import Store, strip_secret_params, utc_now
 
 
@@ -29,7 +30,7 @@ def canonical_json(obj: Any) -> str:
     ASCII-escaped so that any string the JSON parser can produce (even a lone surrogate)
     encodes, and the hash never depends on the platform's text encoding.
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return jsontext.canonical_json(obj)
 
 
 def content_hash(obj: Any) -> str:

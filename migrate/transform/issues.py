@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from migrate.ids import issue_uuid
+from migrate.jsontext import canonical_json, compact_json, default_json
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
@@ -143,7 +144,7 @@ class Planned(NamedTuple):
             payload["status"], payload.get("priority"), payload.get("issue_type"),
             self.location_source_id, payload.get("assignee_id"), payload.get("due_date"),
             payload["uuid"], self.payload_json,
-            _json_list(self.attachment_ids) if self.attachment_ids else "[]",
+            default_json(self.attachment_ids) if self.attachment_ids else "[]",
             self.payload_hash, run_id,
         )
 
@@ -328,12 +329,12 @@ def finish_planned(
     # The stored payload is its canonical JSON (sorted keys, ASCII), so the hash input is built
     # around that text instead of encoding the payload a second time. Equal, byte for byte, to
     # canonical_json({"attachments": …, "location_source_id": …, "payload": …}).
-    payload_json = _canonical(payload)
+    payload_json = canonical_json(payload)
     # sha256 hex digests need no escaping; location ids repeat, so their JSON is memoised.
     hashes = ",".join(f'"{digest}"' for digest in attachment_hashes)
     location_json = _LOCATION_JSON.get(location_source_id)
     if location_json is None:
-        location_json = _LOCATION_JSON[location_source_id] = _canonical(location_source_id)
+        location_json = _LOCATION_JSON[location_source_id] = canonical_json(location_source_id)
     hashed = (
         f'{{"attachments":[{hashes}],"location_source_id":{location_json},'
         f'"payload":{payload_json}}}'
@@ -343,10 +344,6 @@ def finish_planned(
                    attachment_ids, payload_json, digest)
 
 
-# json.dumps with one encoder built once (json.dumps builds one per call).
-_json_list = json.JSONEncoder().encode
-# store.records.canonical_json with one encoder built once (json.dumps builds one per call).
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 _LOCATION_JSON: dict[str | None, str] = {}
 
 
@@ -472,7 +469,6 @@ INSERT_PLANNED = (
 #: enters through payload_hash).
 HASHED_COLUMNS = tuple(c for c in PLANNED_COLUMNS if c not in ("payload", "plan_run"))
 _HASHED_POSITIONS = tuple(PLANNED_COLUMNS.index(c) for c in HASHED_COLUMNS)
-_hash_line_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 INSERT_SKIPPED = (
@@ -482,7 +478,8 @@ INSERT_SKIPPED = (
 
 def plan_hash_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     """The plan hash's input for planned rows: one JSON array a line (see transform.plan_hash)."""
-    return b"".join((_hash_line_json(row) + "\n").encode("ascii") for row in rows)
+    lines = [compact_json(row) for row in rows]
+    return ("\n".join(lines) + "\n").encode("ascii") if lines else b""
 
 
 def batch_bounds(store: Store, batch_size: int = BATCH_SIZE) -> list[tuple[str, str]]:
