@@ -4,6 +4,10 @@ determinism, checklist items — on hand-made records written straight into a fr
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import re
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from migrate.settings import MappingsSettings, Settings, StagingSettings, Target
 from migrate.settings import TransformSettings as TS
 from migrate.store import Store, open_store, start_run
 from migrate.transform import StagingBusy, plan_hash, run, transform_from_settings
+from migrate.transform import issues as transform_issues
 from migrate.transform.target import NoSnapshotError
 from migrate.transform.validate import normalise_due_date, payload_problems
 
@@ -665,6 +670,59 @@ def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> Non
     assert [row[:-1] for row in parallel[2]] == [row[:-1] for row in serial[2]]  # plan_run aside
     assert parallel[3] == serial[3] and len(serial[3]) == 10
     assert json.loads(serial[3][0][4])["raw"] == {"n": 0}
+
+
+def _fail_in_worker_on(monkeypatch: pytest.MonkeyPatch, first_id: str, failure: Any) -> None:
+    """Make the batch starting at `first_id` fail, in the worker process that maps it."""
+    real = transform_issues.map_range
+
+    def map_range(store: Store, context: Any, first: str, last: str) -> Any:
+        if first == first_id and os.getpid() != parent:
+            failure()
+        return real(store, context, first, last)
+
+    parent = os.getpid()
+    monkeypatch.setattr(transform_issues, "map_range", map_range)
+
+
+def _boom() -> None:
+    raise ValueError("boom")
+
+
+def _killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("failure", "said"), [(_boom, r"ValueError: boom"),
+                                                (_killed, r"ended \(exit code -9\)")])
+def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
+    store: Store, monkeypatch: pytest.MonkeyPatch, failure: Any, said: str
+) -> None:
+    for n in range(40):
+        add_issue(store, f"i{n:02d}")
+    before = run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
+                 workers=1)
+    rows = store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall()
+    with store.transaction():  # what a finished run would plan differently
+        store.conn.execute("UPDATE issues SET description = 'changed since' WHERE source_id "
+                           "IN ('i01', 'i30')")
+    _fail_in_worker_on(monkeypatch, "i21", failure)  # batch 8 of 14
+
+    with pytest.raises(transform_issues.WorkerFailed, match=said):
+        run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
+            workers=2, batch_size=3)
+
+    assert store.conn.execute(
+        "SELECT * FROM planned_issues ORDER BY source_id").fetchall() == rows
+    assert plan_hash(store) == before.plan_hash
+    status, error = store.conn.execute(
+        "SELECT status, error FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert status == "failed" and re.search(said, error)
+    assert multiprocessing.active_children() == []
+    monkeypatch.undo()  # the same run without the failure plans the change
+    after = run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
+                workers=2, batch_size=3)
+    assert after.plan_hash != before.plan_hash and after.counts["issues"]["planned"] == 40
 
 
 # -- checklist items -----------------------------------------------------------------------------

@@ -13,17 +13,20 @@ payload hash covers.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gc
 import hashlib
-import itertools
 import json
 import multiprocessing
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import multiprocessing.connection
+import pickle
+import traceback
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
 from migrate.jsontext import canonical_json, compact_json, default_json
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
@@ -711,12 +714,14 @@ def plan_issues(
     tally = EntityTally()
     bounds = batch_bounds(store, batch_size)
     if workers > 1 and len(bounds) > 1 and store.path != ":memory:":
-        batches: Iterable[BatchResult] = _map_in_processes(store.path, context, bounds, workers)
+        batches: Generator[BatchResult, None, None] = _map_in_processes(
+            store.path, context, bounds, workers
+        )
     else:
         batches = (map_range(store, context, first, last) for first, last in bounds)
     # The whole loop, waiting for workers included: unpickling a batch allocates as much as
-    # mapping it (see gc_paused).
-    with gc_paused():
+    # mapping it (see gc_paused). Closing stops the workers at once if writing fails.
+    with gc_paused(), contextlib.closing(batches):
         for batch in batches:
             write_batch(store, ENTITY, batch, run_id, tally, digest)
             if advance is not None:
@@ -726,44 +731,134 @@ def plan_issues(
 
 # -- worker processes -------------------------------------------------------------------------
 
-_worker_state: tuple[Store, IssueContext] | None = None
+#: Bytes a result pipe is asked to hold (Linux F_SETPIPE_SZ; pipe-max-size is 1 MiB by default):
+#: about one mapped batch (~0.9 MB for 500 issues), so a worker goes on with its next batch
+#: instead of waiting for this process to read. Through multiprocessing.Pool's shared 64 KiB
+#: pipe a worker spent ~5 ms of every ~45 ms batch sending its result.
+RESULT_PIPE_BYTES = 1 << 20
+#: Batches taken by workers and not yet written, per worker: bounds memory (see _Share).
+IN_FLIGHT_PER_WORKER = 2
 
 
-def _init_worker(path: str, context: IssueContext) -> None:
-    global _worker_state
+class WorkerFailed(MigrateError):
+    """A worker process raised, or died without sending its result: the run's transaction is
+    rolled back, so the plan is what it was before the run."""
+
+
+@dataclass
+class _Share:
+    """What the workers share (inherited through fork): the batches, the index of the next
+    one to take, and a slot per batch taken but not yet written, which this process gives
+    back as it writes one, so a fast worker cannot run far ahead of a slow one."""
+
+    bounds: list[tuple[str, str]]
+    next_index: Any  # multiprocessing.Value
+    slots: Any  # multiprocessing.Semaphore
+
+    def take(self) -> int | None:
+        self.slots.acquire()
+        with self.next_index.get_lock():
+            index = self.next_index.value
+            self.next_index.value = index + 1
+        return index if index < len(self.bounds) else None
+
+
+def _worker(path: str, context: IssueContext, share: _Share, sender: Any) -> None:
+    """A worker's life: take the next batch, map it, send (index, result); None when done."""
     # A worker only maps batches (see gc_paused); what it inherited is never garbage.
     gc.disable()
     gc.freeze()
-    # A connection of its own: the parent's (inherited through fork) is never touched here.
-    # WAL lets it read staging while the parent holds the write transaction.
-    _worker_state = (open_store(path), context)
-
-
-def _map_bounds(bounds: tuple[str, str]) -> BatchResult:
-    assert _worker_state is not None
-    store, context = _worker_state
-    return map_range(store, context, *bounds)
+    try:
+        # A connection of its own: the parent's (inherited through fork) is never touched here.
+        # WAL lets it read staging while the parent holds the write transaction.
+        store = open_store(path)
+        try:
+            while (index := share.take()) is not None:
+                result = map_range(store, context, *share.bounds[index])
+                sender.send_bytes(pickle.dumps((index, result), protocol=pickle.HIGHEST_PROTOCOL))
+        finally:
+            store.close()
+        sender.send_bytes(pickle.dumps(None))
+    except BaseException as exc:  # every failure must reach the parent
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        with contextlib.suppress(Exception):
+            sender.send_bytes(pickle.dumps(WorkerFailed(
+                f"a transform worker failed ({detail}); nothing of this run was kept. Run "
+                "transform again; if it fails the same way, keep the log and report it"
+            )))
+        raise
 
 
 def _map_in_processes(
     path: str, context: IssueContext, bounds: list[tuple[str, str]], workers: int
-) -> Iterator[BatchResult]:
-    """Batch results in `bounds` order, at most 2 per worker in flight (flat memory)."""
+) -> Generator[BatchResult, None, None]:
+    """Batch results in `bounds` order, mapped by `workers` forked processes.
+
+    Each worker takes the next batch when it is free and sends its results through a pipe of
+    its own; this process reads whichever pipe has something and yields the batches in order.
+    Reading here, not in a result thread, leaves the writer the GIL. At most
+    IN_FLIGHT_PER_WORKER batches a worker are taken and not yet written (flat memory).
+    """
     # fork: the context (mappings, lookups) is inherited, not pickled, and starting is cheap.
-    pool = multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(path, context)
-    )
+    fork = multiprocessing.get_context("fork")
+    share = _Share(bounds, fork.Value("q", 0), fork.Semaphore(IN_FLIGHT_PER_WORKER * workers))
+    processes: list[Any] = []
+    receivers: dict[Any, Any] = {}  # open receiving end -> its worker process
     try:
-        pending: deque[Any] = deque()
-        queue = iter(bounds)
-        for item in itertools.islice(queue, 2 * workers):
-            pending.append(pool.apply_async(_map_bounds, (item,)))
-        while pending:
-            result = pending.popleft().get()
-            for item in itertools.islice(queue, 1):
-                pending.append(pool.apply_async(_map_bounds, (item,)))
-            yield result
-        pool.close()
+        for _ in range(workers):
+            receiver, sender = fork.Pipe(duplex=False)
+            _widen(sender)
+            process = fork.Process(target=_worker, args=(path, context, share, sender),
+                                   daemon=True)
+            process.start()
+            sender.close()  # so that a worker's death reads as end of file here
+            processes.append(process)
+            receivers[receiver] = process
+        arrived: dict[int, BatchResult] = {}
+        for index in range(len(bounds)):
+            while index not in arrived:
+                if not receivers:
+                    raise WorkerFailed(f"no transform worker sent batch {index + 1}")
+                for ready in multiprocessing.connection.wait(list(receivers)):
+                    _receive(ready, receivers, arrived, index, len(bounds))
+            yield arrived.pop(index)
+            share.slots.release()
+        for process in processes:
+            process.join()
     finally:
-        pool.terminate()
-        pool.join()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        for receiver in receivers:
+            receiver.close()
+
+
+def _receive(receiver: Any, receivers: dict[Any, Any], arrived: dict[int, BatchResult],
+             waiting_for: int, batches: int) -> None:
+    """Read one message from a worker's pipe into `arrived`; a worker that is done (or died)
+    leaves `receivers`."""
+    try:
+        message = pickle.loads(receiver.recv_bytes())
+    except EOFError:
+        process = receivers.pop(receiver)
+        receiver.close()
+        process.join(5)
+        raise WorkerFailed(
+            f"a transform worker ended (exit code {process.exitcode}) while batch "
+            f"{waiting_for + 1} of {batches} was due; nothing of this run was kept, run "
+            "transform again"
+        ) from None
+    if isinstance(message, WorkerFailed):
+        raise message
+    if message is None:
+        receivers.pop(receiver)
+        receiver.close()
+        return
+    index, result = message
+    arrived[index] = result
+
+
+def _widen(connection: Any) -> None:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or above pipe-max-size
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
