@@ -259,7 +259,12 @@ def _issue_type(record: Mapping[str, Any]) -> str:
 
 
 def _area(record: Mapping[str, Any]) -> str:
-    return " > ".join(split_path(_text(record.get("area_path"))))
+    return _area_text(_text(record.get("area_path")))
+
+
+@lru_cache(maxsize=4096)  # a project has a few hundred areas; issues repeat them
+def _area_text(path: str) -> str:
+    return " > ".join(split_path(path))
 
 
 # In footer order; shown when fields.csv leaves the field in the footer (the default). A field
@@ -303,9 +308,12 @@ def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
     for change in _oldest_first(history, "start_dt"):
         get = change.get
         when, previous, status, user = (
-            value if type(value) is str else _text(value)
-            for value in (get("start_dt"), get("previous_status"), get("status"), get("user"))
+            get("start_dt"), get("previous_status"), get("status"), get("user")
         )
+        if not (type(when) is type(previous) is type(status) is type(user) is str):
+            when, previous, status, user = (
+                _text(when), _text(previous), _text(status), _text(user)
+            )
         step = f"{previous} → {status}" if previous else status or "(no status)"
         lines.append(f"{INDENT}{when or '(no date)'}: {step} by {user}" if user
                      else f"{INDENT}{when or '(no date)'}: {step}")

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
-from migrate.jsontext import canonical_json, compact_json, default_json
+from migrate.jsontext import canonical_json, compact_json, default_json, parse_json
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
@@ -313,9 +313,7 @@ def finish_planned(
     """Validate the payload against the sync rules and seal it (JSON text and payload hash)."""
     # Source text reaches origin (the identifier); control characters must not reach Procore.
     origin = payload.get("origin")
-    if isinstance(origin, dict) and not all(
-        type(value) is str and value.isprintable() for value in origin.values()
-    ):
+    if isinstance(origin, dict) and not _printable_text(origin.values()):
         payload["origin"] = {
             key: clean_text(value).replace("\n", " ") if isinstance(value, str) else value
             for key, value in origin.items()
@@ -348,6 +346,14 @@ def finish_planned(
 
 
 _LOCATION_JSON: dict[str | None, str] = {}
+
+
+def _printable_text(values: Iterable[Any]) -> bool:
+    """All values are str with nothing to clean (what joining them tells at C speed)."""
+    try:
+        return "".join(values).isprintable()
+    except TypeError:  # a value that is not text
+        return False
 
 
 def _field_value(record: Mapping[str, Any], ref: str, definitions: Any) -> Any:
@@ -576,7 +582,7 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
     if area and area in context.area_names:
         record["area_path"] = context.area_path(area)
     raw = record.get("custom_fields")
-    custom = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+    custom = parse_json(raw) if isinstance(raw, str) and raw else (raw or {})
     for key, name, field_id in ANCILLARY_FIELDS:
         value = record.get(key)
         if value is not None and value != "" and name not in custom:
