@@ -82,15 +82,7 @@ _ENTRY_COLUMNS = (
 def plan_entries(store: Store) -> dict[str, PlanEntry]:
     """Every planned issue without its payload, by source id (in source id order)."""
     return {
-        r[0]: PlanEntry(
-            source_id=r[0],
-            source_kind=r[1],
-            uuid=r[2].lower(),
-            status=r[3],
-            location_source_id=r[4],
-            attachment_ids=tuple(json.loads(r[5] or "[]")),
-            payload_hash=r[6],
-        )
+        r[0]: PlanEntry(**_entry_fields(r))
         for r in store.conn.execute(
             f"SELECT {_ENTRY_COLUMNS} FROM planned_issues ORDER BY source_id"
         )
@@ -111,19 +103,20 @@ def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> lis
             marks = ", ".join("?" for _ in chunk)
             rows.extend(store.conn.execute(f"{sql} WHERE source_id IN ({marks})", chunk))
         rows.sort(key=lambda row: row[0])
-    return [
-        PlannedIssue(
-            source_id=r[0],
-            source_kind=r[1],
-            uuid=r[2].lower(),
-            status=r[3],
-            location_source_id=r[4],
-            attachment_ids=tuple(json.loads(r[5] or "[]")),
-            payload_hash=r[6],
-            payload=json.loads(r[7]),
-        )
-        for r in rows
-    ]
+    return [PlannedIssue(**_entry_fields(r), payload=json.loads(r[7])) for r in rows]
+
+
+def _entry_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """PlanEntry's fields from a row that starts with _ENTRY_COLUMNS."""
+    return {
+        "source_id": row[0],
+        "source_kind": row[1],
+        "uuid": row[2].lower(),
+        "status": row[3],
+        "location_source_id": row[4],
+        "attachment_ids": tuple(json.loads(row[5] or "[]")),
+        "payload_hash": row[6],
+    }
 
 
 def with_payloads(store: Store, entries: Sequence[PlanEntry]) -> list[PlannedIssue]:
