@@ -57,7 +57,9 @@ def _encoder(*, sort_keys: bool, item_separator: str, key_separator: str) -> Cal
     return encode if agrees else reference
 
 
-#: Sorted keys, no whitespace, ASCII escapes: equal data gives equal text (what hashes cover).
+#: Sorted keys, no whitespace: equal data gives equal text, whatever the key order (what hashes
+#: cover). ASCII escapes, so that any string the JSON parser can produce (even a lone
+#: surrogate) encodes, and a hash never depends on the platform's text encoding.
 canonical_json: Callable[[Any], str] = _encoder(
     sort_keys=True, item_separator=",", key_separator=":"
 )

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from migrate import jsontext
+from migrate.jsontext import canonical_json
 from migrate.store.db import Store, strip_secret_params, utc_now
 
 
@@ -22,15 +22,6 @@ class Change(enum.StrEnum):
     NEW = "new"
     CHANGED = "changed"  # content differs, or the record came back after being marked deleted
     UNCHANGED = "unchanged"
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal data gives equal text, whatever key order.
-
-    ASCII-escaped so that any string the JSON parser can produce (even a lone surrogate)
-    encodes, and the hash never depends on the platform's text encoding.
-    """
-    return jsontext.canonical_json(obj)
 
 
 def content_hash(obj: Any) -> str:
