@@ -20,10 +20,12 @@ EXTRA = {"scenarios": "scenarios"}
 def available() -> dict[str, str]:
     """Benchmark name -> module name, e.g. {"extract": "bench.extract_bench"}."""
     folder = Path(__file__).resolve().parent
-    found = {path.stem[: -len(SUFFIX)]: f"bench.{path.stem}"
-             for path in folder.glob(f"*{SUFFIX}.py")}
-    found.update({name: f"bench.{stem}" for name, stem in EXTRA.items()
-                  if (folder / f"{stem}.py").exists()})
+    found = {
+        path.stem[: -len(SUFFIX)]: f"bench.{path.stem}" for path in folder.glob(f"*{SUFFIX}.py")
+    }
+    found.update(
+        {name: f"bench.{stem}" for name, stem in EXTRA.items() if (folder / f"{stem}.py").exists()}
+    )
     return dict(sorted(found.items()))
 
 
@@ -31,12 +33,15 @@ def main(argv: list[str]) -> int:
     names, passed = argv, []
     if "--" in argv:
         cut = argv.index("--")
-        names, passed = argv[:cut], argv[cut + 1:]
+        names, passed = argv[:cut], argv[cut + 1 :]
     known = available()
     unknown = [name for name in names if name not in known]
     if unknown:
-        print(f"Error: no benchmark named {', '.join(unknown)}; available: "
-              f"{', '.join(known) or 'none'}.", file=sys.stderr)
+        print(
+            f"Error: no benchmark named {', '.join(unknown)}; available: "
+            f"{', '.join(known) or 'none'}.",
+            file=sys.stderr,
+        )
         return 2
     status = 0
     for name in names or list(known):

@@ -49,8 +49,11 @@ def append_section(lines: list[str], path: Path = BENCHMARKS) -> None:
         with open(path, "rb") as handle:
             handle.seek(max(0, path.stat().st_size - 2))
             tail = handle.read().decode("utf-8", "replace")
-    prefix = "# Benchmarks\n\n" if not tail else (
-        "" if tail.endswith("\n\n") else "\n" if tail.endswith("\n") else "\n\n")
+    prefix = (
+        "# Benchmarks\n\n"
+        if not tail
+        else ("" if tail.endswith("\n\n") else "\n" if tail.endswith("\n") else "\n\n")
+    )
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(prefix + "\n".join(lines).strip("\n") + "\n")
 
@@ -92,8 +95,11 @@ def thinned_project(issues: int, keep_every: int, cap: int, seed: int = 7) -> An
         def issue(self, index: int) -> dict[str, Any]:
             record = super().issue(index)
             keep = index % keep_every == 0
-            record["attachments"] = [_capped(a, cap) for a in record["attachments"]
-                                     if keep or a["type"] == "UriReference"]
+            record["attachments"] = [
+                _capped(a, cap)
+                for a in record["attachments"]
+                if keep or a["type"] == "UriReference"
+            ]
             return record
 
         def checklist(self, index: int) -> dict[str, Any]:
@@ -131,21 +137,39 @@ def field_lower_bound(counts: Mapping[str, int], blobs: int) -> dict[str, int]:
     pages = (listed // FIELD_PAGE + 1) + (checklists // FIELD_PAGE + 1)
     retrieves = math.ceil(counts["issues"] / FIELD_PAGE)
     bound = pages + retrieves + blobs + FIELD_ONE_CALL_ENDPOINTS
-    return {"pages": pages, "retrieves": retrieves, "blobs": blobs,
-            "one_call": FIELD_ONE_CALL_ENDPOINTS, "lower_bound": bound,
-            "checklists": checklists, "with_checklists": bound + checklists}
+    return {
+        "pages": pages,
+        "retrieves": retrieves,
+        "blobs": blobs,
+        "one_call": FIELD_ONE_CALL_ENDPOINTS,
+        "lower_bound": bound,
+        "checklists": checklists,
+        "with_checklists": bound + checklists,
+    }
 
 
-def procore_lower_bound(issues: int, location_calls: int, location_reads: int,
-                        attachments: int, other_reads: int = 0, tokens: int = 1) -> int:
+def procore_lower_bound(
+    issues: int,
+    location_calls: int,
+    location_reads: int,
+    attachments: int,
+    other_reads: int = 0,
+    tokens: int = 1,
+) -> int:
     """The fewest Procore requests that create ``issues`` issues with their files.
 
     ``ceil(issues / 1000)`` sync calls + one call per leaf location Procore lacks (no bulk
     create) + the list pages needed for inner-node ids + 2 per attachment (create the upload,
     POST it to storage) + ``other_reads`` (e.g. a snapshot) + the token.
     """
-    return (math.ceil(issues / SYNC_ITEMS) + location_calls + location_reads + 2 * attachments
-            + other_reads + tokens)
+    return (
+        math.ceil(issues / SYNC_ITEMS)
+        + location_calls
+        + location_reads
+        + 2 * attachments
+        + other_reads
+        + tokens
+    )
 
 
 # -- the naive way --------------------------------------------------------------------------
@@ -158,18 +182,21 @@ def naive_load(client: Any, store: Any, blobs: Any, project_id: int) -> dict[str
     """
     ids: dict[str, int] = {}
     for source_id, path in store.conn.execute(
-            "SELECT source_id, path FROM planned_locations ORDER BY depth, source_id"):
+        "SELECT source_id, path FROM planned_locations ORDER BY depth, source_id"
+    ):
         location, _ = client.find_or_create_location(project_id, json.loads(path))
         ids[source_id] = int(location["id"])
     # Names and types as the real load sends them (migrate/load/uploads.py).
-    files = {a: (s, n or f"attachment-{a}", c or "application/octet-stream")
-             for a, s, n, c in store.conn.execute(
-                 "SELECT id, sha256, filename, content_type FROM attachments "
-                 "WHERE sha256 IS NOT NULL")}
+    files = {
+        a: (s, n or f"attachment-{a}", c or "application/octet-stream")
+        for a, s, n, c in store.conn.execute(
+            "SELECT id, sha256, filename, content_type FROM attachments WHERE sha256 IS NOT NULL"
+        )
+    }
     issues = uploads = 0
     for payload, location, attachment_ids in store.conn.execute(
-            "SELECT payload, location_source_id, attachment_ids FROM planned_issues "
-            "ORDER BY source_id").fetchall():
+        "SELECT payload, location_source_id, attachment_ids FROM planned_issues ORDER BY source_id"
+    ).fetchall():
         fields = json.loads(payload)
         if location is not None:
             fields["location_id"] = ids[location]

@@ -44,19 +44,36 @@ def _child(config: str) -> int:
     started = time.perf_counter()
     result = extract_from_settings(load_settings(config))
     elapsed = time.perf_counter() - started
-    print(json.dumps({"elapsed": elapsed, "peak_rss_mb": peak_rss_mb()[0],
-                      "counts": result.counts, "blobs": result.blobs_downloaded,
-                      "bytes": result.bytes_downloaded, "requests": result.total_requests,
-                      "retries": result.retries, "changed": result.changed}))
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "peak_rss_mb": peak_rss_mb()[0],
+                "counts": result.counts,
+                "blobs": result.blobs_downloaded,
+                "bytes": result.bytes_downloaded,
+                "requests": result.total_requests,
+                "retries": result.retries,
+                "changed": result.changed,
+            }
+        )
+    )
     return 0
 
 
 def _run_child(config: Path) -> dict[str, Any]:
-    env = {**os.environ, "BIM360_FIELD_USERNAME": "demo@example.com",
-           "BIM360_FIELD_PASSWORD": PASSWORD}
+    env = {
+        **os.environ,
+        "BIM360_FIELD_USERNAME": "demo@example.com",
+        "BIM360_FIELD_PASSWORD": PASSWORD,
+    }
     output = subprocess.run(
         [sys.executable, "-m", "bench.extract_bench", "--child", str(config)],
-        check=True, capture_output=True, text=True, env=env, cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -76,8 +93,9 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
             config = Path(folder) / "migration.toml"
             config.write_text(
                 f'[source]\nbase_url = "{server.url}"\nproject_id = "{project.main.id}"\n'
-                f"workers = {workers}\n[staging]\npath = \"staging.db\"\nblobs = \"blobs\"\n",
-                encoding="utf-8")
+                f'workers = {workers}\n[staging]\npath = "staging.db"\nblobs = "blobs"\n',
+                encoding="utf-8",
+            )
             first = _run_child(config)
             first_calls = dict(app.calls)
             app.reset_counts()
@@ -93,14 +111,27 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
     records = counts["issues"] + checklists + blobs
     calls = sum(first_calls.values())
     return {
-        "issues": counts["issues"], "checklists": checklists, "blobs": blobs,
-        "attachments": counts["attachments"], "bytes": first["bytes"], "records": records,
-        "first": first, "second": second, "calls": calls, "calls_by_route": first_calls,
-        "second_calls": sum(second_calls.values()), "second_calls_by_route": second_calls,
-        "lower_bound": lower_bound, "lower_bound_with_checklists": bound["with_checklists"],
-        "requests_per_record": calls / records, "bound_per_record": lower_bound / records,
-        "records_per_second": records / first["elapsed"], "db_mb": db_size / 1e6,
-        "workers": workers, "cap": cap, "keep_every": keep_every,
+        "issues": counts["issues"],
+        "checklists": checklists,
+        "blobs": blobs,
+        "attachments": counts["attachments"],
+        "bytes": first["bytes"],
+        "records": records,
+        "first": first,
+        "second": second,
+        "calls": calls,
+        "calls_by_route": first_calls,
+        "second_calls": sum(second_calls.values()),
+        "second_calls_by_route": second_calls,
+        "lower_bound": lower_bound,
+        "lower_bound_with_checklists": bound["with_checklists"],
+        "requests_per_record": calls / records,
+        "bound_per_record": lower_bound / records,
+        "records_per_second": records / first["elapsed"],
+        "db_mb": db_size / 1e6,
+        "workers": workers,
+        "cap": cap,
+        "keep_every": keep_every,
         "load_average": load_average,
     }
 
@@ -152,24 +183,30 @@ def main(argv: list[str] | None = None) -> int:
         return _child(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--issues", type=int, default=10_000)
-    parser.add_argument("--keep-every", type=int, default=8,
-                        help="Only every Nth issue keeps its files (default 8).")
+    parser.add_argument(
+        "--keep-every",
+        type=int,
+        default=8,
+        help="Only every Nth issue keeps its files (default 8).",
+    )
     parser.add_argument("--cap", type=int, default=256 * 1024, help="Largest file, bytes.")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = parser.parse_args(argv)
     figures = bench(args.issues, args.keep_every, args.cap, args.workers)
     first = figures["first"]
-    print(f"{figures['records']:,} records ({figures['issues']:,} issues, "
-          f"{figures['checklists']:,} checklists, {figures['blobs']:,} files, "
-          f"{figures['bytes'] / 1e6:,.0f} MB) in {first['elapsed']:.1f} s: "
-          f"{figures['records_per_second']:,.0f} records/s, {figures['calls']:,} Field calls = "
-          f"{figures['requests_per_record']:.3f}/record (lower bound "
-          f"{figures['bound_per_record']:.3f}; with checklist details "
-          f"{figures['lower_bound_with_checklists'] / figures['records']:.3f}), peak RSS "
-          f"{first['peak_rss_mb']:.0f} MB; re-run without change: "
-          f"{figures['second_calls']} calls in {figures['second']['elapsed']:.1f} s",
-          flush=True)
+    print(
+        f"{figures['records']:,} records ({figures['issues']:,} issues, "
+        f"{figures['checklists']:,} checklists, {figures['blobs']:,} files, "
+        f"{figures['bytes'] / 1e6:,.0f} MB) in {first['elapsed']:.1f} s: "
+        f"{figures['records_per_second']:,.0f} records/s, {figures['calls']:,} Field calls = "
+        f"{figures['requests_per_record']:.3f}/record (lower bound "
+        f"{figures['bound_per_record']:.3f}; with checklist details "
+        f"{figures['lower_bound_with_checklists'] / figures['records']:.3f}), peak RSS "
+        f"{first['peak_rss_mb']:.0f} MB; re-run without change: "
+        f"{figures['second_calls']} calls in {figures['second']['elapsed']:.1f} s",
+        flush=True,
+    )
     print("calls by route:", json.dumps(figures["calls_by_route"], sort_keys=True), flush=True)
     if not args.no_record:
         append_benchmarks(figures)

@@ -58,8 +58,9 @@ def _paths() -> list[tuple[str, ...]]:
     return paths
 
 
-def plant(folder: Path, issues: int, existing: dict[tuple[str, ...], int], seed: int = 7
-          ) -> dict[str, int]:
+def plant(
+    folder: Path, issues: int, existing: dict[tuple[str, ...], int], seed: int = 7
+) -> dict[str, int]:
     """Write planned locations and issues (and stored attachments) as transform would."""
     sys.path.insert(0, str(REPO))
     from migrate.ids import issue_uuid
@@ -78,13 +79,22 @@ def plant(folder: Path, issues: int, existing: dict[tuple[str, ...], int], seed:
             store.conn.execute(
                 "INSERT INTO planned_locations (source_id, path, path_text, parent_source_id, "
                 "depth, is_leaf, existing_target_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (location_source_id(path), json.dumps(path), ">".join(path),
-                 location_source_id(path[:-1]) if len(path) > 1 else None, len(path),
-                 int(path in leaves), existing.get(path)))
+                (
+                    location_source_id(path),
+                    json.dumps(path),
+                    ">".join(path),
+                    location_source_id(path[:-1]) if len(path) > 1 else None,
+                    len(path),
+                    int(path in leaves),
+                    existing.get(path),
+                ),
+            )
         store.conn.execute(
             "INSERT INTO runs (command, args, started_at, finished_at, status) VALUES "
             "('transform', ?, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z', "
-            "'succeeded')", (json.dumps({"target_project_id": PROJECT}),))
+            "'succeeded')",
+            (json.dumps({"target_project_id": PROJECT}),),
+        )
         for index in range(issues):
             source_id = f"issue-{index:08d}"
             files = []
@@ -97,36 +107,60 @@ def plant(folder: Path, issues: int, existing: dict[tuple[str, ...], int], seed:
                     "INSERT INTO attachments (id, container_type, container_id, kind, filename, "
                     "content_type, state, sha256, size) VALUES (?, 'Issue', ?, 'Attachment', "
                     "?, 'image/jpeg', 'stored', ?, ?)",
-                    (attachment_id, source_id, f"IMG_{index}_{slot}.jpg", info.sha256,
-                     info.size))
+                    (attachment_id, source_id, f"IMG_{index}_{slot}.jpg", info.sha256, info.size),
+                )
                 files.append((attachment_id, info.sha256))
                 attachments += 1
             path = rng.choice(paths[1:])  # rooms mostly, some levels (inner nodes)
             location = location_source_id(path)
             payload = {
-                "uuid": issue_uuid(PROJECT, source_id), "title": f"Bench issue {index}",
-                "description": "Generated for the load benchmark.", "status": "open",
+                "uuid": issue_uuid(PROJECT, source_id),
+                "title": f"Bench issue {index}",
+                "description": "Generated for the load benchmark.",
+                "status": "open",
                 "priority": rng.choice(("low", "medium", "high")),
-                "origin": {"origin_type": "bim360_field_issue", "origin_id": source_id,
-                           "title": f"{index + 1:06d}",
-                           "deep_link_url": f"https://bim360field.autodesk.com/{source_id}"},
+                "origin": {
+                    "origin_type": "bim360_field_issue",
+                    "origin_id": source_id,
+                    "title": f"{index + 1:06d}",
+                    "deep_link_url": f"https://bim360field.autodesk.com/{source_id}",
+                },
             }
-            digest = hashlib.sha256(canonical_json({
-                "payload": payload, "location_source_id": location,
-                "attachments": [s for _, s in files]}).encode("ascii")).hexdigest()
+            digest = hashlib.sha256(
+                canonical_json(
+                    {
+                        "payload": payload,
+                        "location_source_id": location,
+                        "attachments": [s for _, s in files],
+                    }
+                ).encode("ascii")
+            ).hexdigest()
             store.conn.execute(
                 "INSERT INTO planned_issues (source_id, source_kind, identifier, title, status, "
                 "priority, location_source_id, uuid, payload, attachment_ids, payload_hash) "
                 "VALUES (?, 'issue', ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-                (source_id, payload["origin"]["title"], payload["title"], payload["priority"],
-                 location, payload["uuid"], json.dumps(payload),
-                 json.dumps([a for a, _ in files]), digest))
+                (
+                    source_id,
+                    payload["origin"]["title"],
+                    payload["title"],
+                    payload["priority"],
+                    location,
+                    payload["uuid"],
+                    json.dumps(payload),
+                    json.dumps([a for a, _ in files]),
+                    digest,
+                ),
+            )
     store.close()
     new_leaves = sum(1 for p in leaves if p not in existing)
     inner_needed = any(p not in existing for p in paths if p not in leaves)
     list_pages = math.ceil((len(paths) + 1) / 100) if inner_needed else 0
-    return {"attachments": attachments, "locations": len(paths), "new_leaves": new_leaves,
-            "list_pages": list_pages}
+    return {
+        "attachments": attachments,
+        "locations": len(paths),
+        "new_leaves": new_leaves,
+        "list_pages": list_pages,
+    }
 
 
 def _server(**options: Any) -> tuple[Any, Any]:
@@ -135,8 +169,9 @@ def _server(**options: Any) -> tuple[Any, Any]:
     from migrate.sandbox.procore_server import DEFAULT_STATE, ProcoreApp
 
     state = json.loads(json.dumps(DEFAULT_STATE))
-    state["locations"] = {str(PROJECT): [["Building 0", "Level 0", f"Room 0{r:02d}"]
-                                         for r in range(6)]}
+    state["locations"] = {
+        str(PROJECT): [["Building 0", "Level 0", f"Room 0{r:02d}"] for r in range(6)]
+    }
     app = ProcoreApp(state, keep_upload_bytes=False, **options)
     return app, RunningServer(app)
 
@@ -156,8 +191,9 @@ def _settings(folder: Path, url: str) -> Any:
 
     return Settings(
         target=TargetSettings(base_url=url, auth_url=url, company_id=COMPANY, project_id=PROJECT),
-        staging=StagingSettings(path=folder / "staging.db", blobs=folder / "blobs",
-                                logs=folder / "logs"),
+        staging=StagingSettings(
+            path=folder / "staging.db", blobs=folder / "blobs", logs=folder / "logs"
+        ),
     )
 
 
@@ -173,15 +209,24 @@ def bench_load(size: int, folder: Path) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         calls = app.call_counts()
         creates = result.counts["coordination_issue"]["created"]
-        lower = procore_lower_bound(size, planted["new_leaves"], planted["list_pages"],
-                                    planted["attachments"])
+        lower = procore_lower_bound(
+            size, planted["new_leaves"], planted["list_pages"], planted["attachments"]
+        )
         made = sum(calls.values())
         second = load_from_settings(_settings(folder, server.url), ENV)
-        return {"size": size, "created": creates, **planted, "requests": made,
-                "by_route": calls, "lower_bound": lower, "ratio": made / lower,
-                "quota_requests": app.rate_stats()["requests"], "rate_limited":
-                app.rate_stats()["rate_limited"], "elapsed": elapsed,
-                "rerun_requests": second.total_requests}
+        return {
+            "size": size,
+            "created": creates,
+            **planted,
+            "requests": made,
+            "by_route": calls,
+            "lower_bound": lower,
+            "ratio": made / lower,
+            "quota_requests": app.rate_stats()["requests"],
+            "rate_limited": app.rate_stats()["rate_limited"],
+            "elapsed": elapsed,
+            "rerun_requests": second.total_requests,
+        }
     finally:
         server.stop()
         app.close()
@@ -205,8 +250,12 @@ def bench_naive(size: int, folder: Path) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         store.close()
         calls = app.call_counts()
-        return {"size": size, "requests": sum(calls.values()), "by_route": calls,
-                "elapsed": elapsed}
+        return {
+            "size": size,
+            "requests": sum(calls.values()),
+            "by_route": calls,
+            "elapsed": elapsed,
+        }
     finally:
         server.stop()
         app.close()
@@ -223,18 +272,23 @@ def bench_pacing(folder: Path, issues: int = 125) -> dict[str, Any]:
         result = load_from_settings(_settings(folder, server.url), ENV)
         elapsed = time.monotonic() - started
         stats = app.rate_stats()
-        return {"issues": issues, "quota_requests": stats["requests"],
-                "rate_limited": stats["rate_limited"], "elapsed": elapsed,
-                "quota_use": stats["requests"] / (elapsed * 20 / 2.0),
-                "max_in_window": stats["max_in_spike_window"],
-                "waited": result.quota_wait_seconds}
+        return {
+            "issues": issues,
+            "quota_requests": stats["requests"],
+            "rate_limited": stats["rate_limited"],
+            "elapsed": elapsed,
+            "quota_use": stats["requests"] / (elapsed * 20 / 2.0),
+            "max_in_window": stats["max_in_spike_window"],
+            "waited": result.quota_wait_seconds,
+        }
     finally:
         server.stop()
         app.close()
 
 
-def append_benchmarks(loads: list[dict[str, Any]], naive: dict[str, Any] | None,
-                      pacing: dict[str, Any] | None) -> None:
+def append_benchmarks(
+    loads: list[dict[str, Any]], naive: dict[str, Any] | None, pacing: dict[str, Any] | None
+) -> None:
     """Append a dated section with the figures to BENCHMARKS.md."""
     lines = [
         f"## Load: Procore requests against the lower bound — {timestamp()}",
@@ -257,25 +311,36 @@ def append_benchmarks(loads: list[dict[str, Any]], naive: dict[str, Any] | None,
             f"| {f['size']:,} | {f['attachments']:,} | {f['locations']} ({f['new_leaves']}) | "
             f"{f['requests']:,} | {f['lower_bound']:,} | {f['ratio']:.4f} | "
             f"{f['by_route'].get('coordination_issues.sync', 0)} | {f['rate_limited']} | "
-            f"{f['elapsed']:.1f} | {f['rerun_requests']} |")
+            f"{f['elapsed']:.1f} | {f['rerun_requests']} |"
+        )
     if naive is not None:
         ours = next((f for f in loads if f["size"] == naive["size"]), None)
-        lines += ["", f"Naive baseline at {naive['size']:,} issues (one find_or_create per "
-                  "location node, one `create_issue` per issue, same uploads): "
-                  f"{naive['requests']:,} requests in {naive['elapsed']:.1f} s"
-                  + (f", {naive['requests'] / ours['requests']:.2f} × the batched load "
-                     f"({naive['by_route'].get('coordination_issues.create', 0):,} issue "
-                     f"creates where the load made "
-                     f"{ours['by_route'].get('coordination_issues.sync', 0)} sync calls; "
-                     "uploads, 2 per attachment, are the same in both): "
-                     f"{naive['requests'] - ours['requests']:,} more requests against a "
-                     "3 600-an-hour quota." if ours else ".")]
+        lines += [
+            "",
+            f"Naive baseline at {naive['size']:,} issues (one find_or_create per "
+            "location node, one `create_issue` per issue, same uploads): "
+            f"{naive['requests']:,} requests in {naive['elapsed']:.1f} s"
+            + (
+                f", {naive['requests'] / ours['requests']:.2f} × the batched load "
+                f"({naive['by_route'].get('coordination_issues.create', 0):,} issue "
+                f"creates where the load made "
+                f"{ours['by_route'].get('coordination_issues.sync', 0)} sync calls; "
+                "uploads, 2 per attachment, are the same in both): "
+                f"{naive['requests'] - ours['requests']:,} more requests against a "
+                "3 600-an-hour quota."
+                if ours
+                else "."
+            ),
+        ]
     if pacing is not None:
-        lines += ["", f"Pacing: {pacing['issues']} issues (0-3 attachments each) against a "
-                  f"spike window of 20 requests per 2 s: {pacing['quota_requests']} quota "
-                  f"requests in {pacing['elapsed']:.1f} s, {pacing['rate_limited']} × 429, at "
-                  f"most {pacing['max_in_window']} in any window, "
-                  f"{pacing['quota_use'] * 100:.1f} % of the quota over the run's wall time."]
+        lines += [
+            "",
+            f"Pacing: {pacing['issues']} issues (0-3 attachments each) against a "
+            f"spike window of 20 requests per 2 s: {pacing['quota_requests']} quota "
+            f"requests in {pacing['elapsed']:.1f} s, {pacing['rate_limited']} × 429, at "
+            f"most {pacing['max_in_window']} in any window, "
+            f"{pacing['quota_use'] * 100:.1f} % of the quota over the run's wall time.",
+        ]
     append_section(lines)
 
 
@@ -284,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    parser.add_argument("--naive-size", type=int, default=10_000,
-                        help="Issues for the naive baseline (0: skip it).")
+    parser.add_argument(
+        "--naive-size", type=int, default=10_000, help="Issues for the naive baseline (0: skip it)."
+    )
     parser.add_argument("--no-pacing", action="store_true", help="Skip the tight-quota run.")
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = parser.parse_args(argv)
@@ -296,19 +362,27 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             figures = bench_load(size, Path(folder) / f"load-{size}")
             loads.append(figures)
-            print(f"{size:>7} issues: {figures['requests']:,} requests, lower bound "
-                  f"{figures['lower_bound']:,} (ratio {figures['ratio']:.4f}), "
-                  f"{figures['rate_limited']} × 429, {figures['elapsed']:.1f} s; re-run "
-                  f"{figures['rerun_requests']} requests", flush=True)
+            print(
+                f"{size:>7} issues: {figures['requests']:,} requests, lower bound "
+                f"{figures['lower_bound']:,} (ratio {figures['ratio']:.4f}), "
+                f"{figures['rate_limited']} × 429, {figures['elapsed']:.1f} s; re-run "
+                f"{figures['rerun_requests']} requests",
+                flush=True,
+            )
         if args.naive_size:
             naive = bench_naive(args.naive_size, Path(folder) / "naive")
-            print(f"  naive {args.naive_size:,} issues: {naive['requests']:,} requests, "
-                  f"{naive['elapsed']:.1f} s", flush=True)
+            print(
+                f"  naive {args.naive_size:,} issues: {naive['requests']:,} requests, "
+                f"{naive['elapsed']:.1f} s",
+                flush=True,
+            )
         if not args.no_pacing:
             pacing = bench_pacing(Path(folder) / "pacing")
-            print(f"  pacing: {pacing['quota_requests']} requests in {pacing['elapsed']:.1f} s, "
-                  f"{pacing['rate_limited']} × 429, quota use {pacing['quota_use']:.1%}",
-                  flush=True)
+            print(
+                f"  pacing: {pacing['quota_requests']} requests in {pacing['elapsed']:.1f} s, "
+                f"{pacing['rate_limited']} × 429, quota use {pacing['quota_use']:.1%}",
+                flush=True,
+            )
     if not args.no_record:
         append_benchmarks(loads, naive, pacing)
     return 0

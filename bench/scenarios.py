@@ -66,10 +66,17 @@ CONNECTOR_THROTTLE = (100, 60.0)
 MARK = "@@scenario "
 GENEROUS = {"hourly_limit": 10_000_000, "spike_limit": 1_000_000}
 #: Procore simulator routes that change something.
-PROCORE_WRITES = frozenset({
-    "coordination_issues.sync", "coordination_issues.create", "coordination_issues.update",
-    "locations.find_or_create_by_path", "locations.create", "uploads.create", "storage.upload",
-})
+PROCORE_WRITES = frozenset(
+    {
+        "coordination_issues.sync",
+        "coordination_issues.create",
+        "coordination_issues.update",
+        "locations.find_or_create_by_path",
+        "locations.create",
+        "uploads.create",
+        "storage.upload",
+    }
+)
 
 
 # -- the pipeline subprocess -----------------------------------------------------------------
@@ -85,16 +92,28 @@ def _child(mode: str, config: str) -> int:
     from migrate.transform import transform_from_settings
 
     runners: dict[str, Callable[..., Any]] = {
-        "extract": extract_from_settings, "transform": transform_from_settings,
-        "load": load_from_settings}
+        "extract": extract_from_settings,
+        "transform": transform_from_settings,
+        "load": load_from_settings,
+    }
     for stage in STAGES:
         started = time.perf_counter()
         result = runners[stage](settings, os.environ)
         elapsed = time.perf_counter() - started
         own, workers = peak_rss_mb()
-        print(MARK + json.dumps({"stage": stage, "elapsed": elapsed, "peak_rss_mb": own,
-                                 "worker_peak_rss_mb": workers, **_summary(stage, result)}),
-              flush=True)
+        print(
+            MARK
+            + json.dumps(
+                {
+                    "stage": stage,
+                    "elapsed": elapsed,
+                    "peak_rss_mb": own,
+                    "worker_peak_rss_mb": workers,
+                    **_summary(stage, result),
+                }
+            ),
+            flush=True,
+        )
         sys.stdin.readline()  # the parent reads the simulators' counters meanwhile
     return 0
 
@@ -102,14 +121,24 @@ def _child(mode: str, config: str) -> int:
 def _summary(stage: str, result: Any) -> dict[str, Any]:
     counts = {entity: dict(c) for entity, c in result.counts.items()}
     if stage == "extract":
-        return {"counts": counts, "blobs": result.blobs_downloaded,
-                "bytes": result.bytes_downloaded, "changed": result.changed,
-                "retries": result.retries}
+        return {
+            "counts": counts,
+            "blobs": result.blobs_downloaded,
+            "bytes": result.bytes_downloaded,
+            "changed": result.changed,
+            "retries": result.retries,
+        }
     if stage == "transform":
         return {"counts": counts, "planned_locations": result.planned_locations}
-    return {"counts": counts, "uploads": result.uploads_done, "reused": result.uploads_reused,
-            "quota_wait": result.quota_wait_seconds, "rate_limited": result.rate_limited,
-            "sync_batches": list(result.sync_batch_sizes), "writes": result.write_requests}
+    return {
+        "counts": counts,
+        "uploads": result.uploads_done,
+        "reused": result.uploads_reused,
+        "quota_wait": result.quota_wait_seconds,
+        "rate_limited": result.rate_limited,
+        "sync_batches": list(result.sync_batch_sizes),
+        "writes": result.write_requests,
+    }
 
 
 def _child_naive(settings: Any) -> int:
@@ -120,28 +149,35 @@ def _child_naive(settings: Any) -> int:
     store = open_store(settings.staging.path)
     started = time.perf_counter()
     with ProcoreClient(settings.target, target_credentials(os.environ)) as client:
-        done = naive_load(client, store, BlobStore(settings.staging.blobs),
-                          int(settings.target.project_id))
+        done = naive_load(
+            client, store, BlobStore(settings.staging.blobs), int(settings.target.project_id)
+        )
     elapsed = time.perf_counter() - started
     store.close()
     print(MARK + json.dumps({"stage": "naive", "elapsed": elapsed, **done}), flush=True)
     return 0
 
 
-def _run_child(mode: str, config: Path, env: Mapping[str, str],
-               on_stage: Callable[[dict[str, Any]], None]) -> dict[str, dict[str, Any]]:
+def _run_child(
+    mode: str, config: Path, env: Mapping[str, str], on_stage: Callable[[dict[str, Any]], None]
+) -> dict[str, dict[str, Any]]:
     """Run the subprocess; ``on_stage`` sees each stage's record before the next one starts."""
     stages: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errors:
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.scenarios", "--child", mode, str(config)],
-            cwd=REPO, env={**os.environ, **env}, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=errors, text=True)
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
         assert child.stdin is not None and child.stdout is not None
         for line in child.stdout:
             if not line.startswith(MARK):
                 continue
-            record = json.loads(line[len(MARK):])
+            record = json.loads(line[len(MARK) :])
             stages[record["stage"]] = record
             on_stage(record)
             if mode == "pipeline":
@@ -202,13 +238,13 @@ class StageMeter:
     def on_stage(self, record: dict[str, Any]) -> None:
         stage = record["stage"]
         field_app, procore_app = self.box.field_app, self.box.procore_app
-        self.calls[stage] = {"field": field_app.call_counts(),
-                             "procore": procore_app.call_counts()}
+        self.calls[stage] = {"field": field_app.call_counts(), "procore": procore_app.call_counts()}
         field_app.reset_counts()
         procore_app.reset_counts()
         stats = procore_app.rate_stats()
-        self.quota[stage] = {key: stats[key] - self._quota_before[key]
-                             for key in ("requests", "rate_limited")}
+        self.quota[stage] = {
+            key: stats[key] - self._quota_before[key] for key in ("requests", "rate_limited")
+        }
         self._quota_before = stats
         if stage == "load" and self.sampler is not None:
             self.sampler.stop()
@@ -248,39 +284,54 @@ def _procore_bound(store_path: Path, box: Any, created: int) -> dict[str, int]:
     project_id = box.procore_project_id
     conn = sqlite3.connect(store_path)
     try:
-        rows = conn.execute("SELECT path, is_leaf, existing_target_id FROM planned_locations"
-                            ).fetchall()
+        rows = conn.execute(
+            "SELECT path, is_leaf, existing_target_id FROM planned_locations"
+        ).fetchall()
         (attachments,) = conn.execute(
             "SELECT COALESCE(SUM(json_array_length(attachment_ids)), 0) FROM planned_issues"
         ).fetchone()
-        assignees, snapshot_locations = (conn.execute(
-            f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)).fetchone()[0]
-            for table in ("target_assignees", "target_locations"))
+        assignees, snapshot_locations = (
+            conn.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)
+            ).fetchone()[0]
+            for table in ("target_assignees", "target_locations")
+        )
     finally:
         conn.close()
-    pending = [(tuple(json.loads(p)), bool(leaf)) for p, leaf, existing in rows
-               if existing is None]
+    pending = [(tuple(json.loads(p)), bool(leaf)) for p, leaf, existing in rows if existing is None]
     new_leaves = [path for path, leaf in pending if leaf]
     parents = {path[:-1] for path in new_leaves}
     # Inner nodes whose id no leaf answer gives: a list of every location, or one call each.
     unknown_inner = [path for path, leaf in pending if not leaf and path not in parents]
     located = len(box.procore_app.snapshot()["projects"][str(project_id)]["locations"])
     reads = min(len(unknown_inner), math.ceil(located / 100)) if unknown_inner else 0
-    snapshot_pages = max(1, math.ceil(assignees / 100)) + max(1, math.ceil(
-        snapshot_locations / 100))
-    bound = procore_lower_bound(created, len(new_leaves), reads, attachments,
-                                other_reads=snapshot_pages)
-    return {"lower_bound": bound, "attachments": attachments, "new_leaves": len(new_leaves),
-            "location_reads": reads, "snapshot_pages": snapshot_pages}
+    snapshot_pages = max(1, math.ceil(assignees / 100)) + max(
+        1, math.ceil(snapshot_locations / 100)
+    )
+    bound = procore_lower_bound(
+        created, len(new_leaves), reads, attachments, other_reads=snapshot_pages
+    )
+    return {
+        "lower_bound": bound,
+        "attachments": attachments,
+        "new_leaves": len(new_leaves),
+        "location_reads": reads,
+        "snapshot_pages": snapshot_pages,
+    }
 
 
-def bench_size(size: int, folder: Path, *, time_scale: float, cap: int, keep_every: int
-               ) -> dict[str, Any]:
+def bench_size(
+    size: int, folder: Path, *, time_scale: float, cap: int, keep_every: int
+) -> dict[str, Any]:
     """Serve a ``size``-issue project; run the pipeline, then run it again without changes."""
     keep, cap = files_policy(size, cap, keep_every)
     project = thinned_project(size, keep, cap)
-    windows = {"hourly_limit": HOURLY[0], "hourly_window": HOURLY[1] / time_scale,
-               "spike_limit": SPIKE[0], "spike_window": SPIKE[1] / time_scale}
+    windows = {
+        "hourly_limit": HOURLY[0],
+        "hourly_window": HOURLY[1] / time_scale,
+        "spike_limit": SPIKE[0],
+        "spike_window": SPIKE[1] / time_scale,
+    }
     load_average = os.getloadavg()[0]
     folder.mkdir(parents=True, exist_ok=True)
     with _sandbox(project, windows) as box:
@@ -303,13 +354,25 @@ def bench_size(size: int, folder: Path, *, time_scale: float, cap: int, keep_eve
         arrived = len(box.procore_app.issues(box.procore_project_id)) - issues_before
         box.procore_app.close()
     blobs_mb = sum(p.stat().st_size for p in (folder / "blobs").rglob("*") if p.is_file()) / 1e6
-    return {"size": size, "keep_every": keep, "cap": cap, "time_scale": time_scale,
-            "windows": windows, "load_average": load_average, "stages": stages,
-            "calls": first.calls, "quota": first.quota, "rerun": again,
-            "rerun_calls": rerun.calls, "field_counts": field_counts,
-            "field_bound": field_lower_bound(field_counts, stages["extract"]["blobs"]),
-            "procore_bound": bound, "arrived": arrived, "blobs_mb": blobs_mb,
-            "folder": str(folder)}
+    return {
+        "size": size,
+        "keep_every": keep,
+        "cap": cap,
+        "time_scale": time_scale,
+        "windows": windows,
+        "load_average": load_average,
+        "stages": stages,
+        "calls": first.calls,
+        "quota": first.quota,
+        "rerun": again,
+        "rerun_calls": rerun.calls,
+        "field_counts": field_counts,
+        "field_bound": field_lower_bound(field_counts, stages["extract"]["blobs"]),
+        "procore_bound": bound,
+        "arrived": arrived,
+        "blobs_mb": blobs_mb,
+        "folder": str(folder),
+    }
 
 
 def bench_naive(folder: Path, size: int) -> dict[str, Any]:
@@ -323,9 +386,12 @@ def bench_naive(folder: Path, size: int) -> dict[str, Any]:
         text = config.read_text(encoding="utf-8")
         relative = 'path = "staging.db"\nblobs = "blobs"'
         assert relative in text, "migrate.demo writes its config differently now"
-        config.write_text(text.replace(relative, f'path = "{folder / "staging.db"}"\n'
-                                                 f'blobs = "{folder / "blobs"}"'),
-                          encoding="utf-8")
+        config.write_text(
+            text.replace(
+                relative, f'path = "{folder / "staging.db"}"\nblobs = "{folder / "blobs"}"'
+            ),
+            encoding="utf-8",
+        )
         box.procore_app.reset_counts()
         done = _run_child("naive", config, box.environment(), lambda record: None)["naive"]
         calls = box.procore_app.call_counts()
@@ -344,8 +410,11 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
     records = {
         "extract": counts["issues"] + counts["checklists"] + extract["blobs"],
         "transform": sum(c.get("extracted", 0) for c in transform["counts"].values()),
-        "load": (load_counts["coordination_issue"]["created"]
-                 + load_counts["location"]["created"] + load["uploads"]),
+        "load": (
+            load_counts["coordination_issue"]["created"]
+            + load_counts["location"]["created"]
+            + load["uploads"]
+        ),
     }
     field_requests = sum(sum(calls[s]["field"].values()) for s in STAGES)
     procore_requests = sum(sum(calls[s]["procore"].values()) for s in STAGES)
@@ -355,8 +424,10 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
     # rate over a load longer than a window (the spike window allows 15× that rate).
     allowed = windows["hourly_limit"] * max(1.0, load["elapsed"] / windows["hourly_window"])
     rerun_calls = run["rerun_calls"]
-    rerun_field = {k: sum(rerun_calls[s]["field"].get(k, 0) for s in STAGES)
-                   for k in ("issues_retrieve", "binary_data")}
+    rerun_field = {
+        k: sum(rerun_calls[s]["field"].get(k, 0) for s in STAGES)
+        for k in ("issues_retrieve", "binary_data")
+    }
     rerun_procore = {}
     for stage in STAGES:
         for route, n in rerun_calls[stage]["procore"].items():
@@ -376,8 +447,9 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
         "rerun_field": sum(sum(rerun_calls[s]["field"].values()) for s in STAGES),
         "rerun_field_routes": rerun_field,
         "rerun_procore": sum(rerun_procore.values()),
-        "rerun_procore_writes": sum(n for route, n in rerun_procore.items()
-                                    if route in PROCORE_WRITES),
+        "rerun_procore_writes": sum(
+            n for route, n in rerun_procore.items() if route in PROCORE_WRITES
+        ),
         "rerun_procore_routes": rerun_procore,
         "rerun_seconds": sum(run["rerun"][s]["elapsed"] for s in STAGES),
     }
@@ -413,9 +485,11 @@ def describe(run: dict[str, Any]) -> list[str]:
     lines = [f"{run['size']:>7,} issues ({run['blobs_mb']:,.0f} MB of files):"]
     for stage in STAGES:
         s = stages[stage]
-        lines.append(f"  {stage:<9} {s['elapsed']:7.1f} s  {f['records'][stage]:>8,} records "
-                     f"{f['rates'][stage]:>8,.0f}/s  peak RSS {s['peak_rss_mb']:.0f} MB"
-                     + (f" (workers {_workers_rss(s)})" if stage == "transform" else ""))
+        lines.append(
+            f"  {stage:<9} {s['elapsed']:7.1f} s  {f['records'][stage]:>8,} records "
+            f"{f['rates'][stage]:>8,.0f}/s  peak RSS {s['peak_rss_mb']:.0f} MB"
+            + (f" (workers {_workers_rss(s)})" if stage == "transform" else "")
+        )
     quota = run["quota"]["load"]
     lines += [
         f"  Field   {f['field_requests']:,} requests, lower bound {f['field_bound']:,} "
@@ -440,11 +514,11 @@ def naive_figures(naive: dict[str, Any], ours: dict[str, Any] | None) -> dict[st
     """Calls and the time they need at Procore's quota and at a connector's throttle."""
     connector_calls = naive["requests"] - naive["calls"].get("oauth.token", 0)
     result = {
-        "requests": naive["requests"], "quota_requests": naive["quota_requests"],
+        "requests": naive["requests"],
+        "quota_requests": naive["quota_requests"],
         "creates": naive["calls"].get("coordination_issues.create", 0),
         "connector_calls": connector_calls,
-        "connector_hours": connector_calls * CONNECTOR_THROTTLE[1] / CONNECTOR_THROTTLE[0]
-        / 3600,
+        "connector_hours": connector_calls * CONNECTOR_THROTTLE[1] / CONNECTOR_THROTTLE[0] / 3600,
         "quota_hours": naive["quota_requests"] / HOURLY[0] * HOURLY[1] / 3600,
         "elapsed": naive["elapsed"],
     }
@@ -453,26 +527,34 @@ def naive_figures(naive: dict[str, Any], ours: dict[str, Any] | None) -> dict[st
         our_requests = sum(load_calls.values())
         our_quota = ours["quota"]["load"]["requests"]
         result.update(
-            our_requests=our_requests, our_quota=our_quota,
+            our_requests=our_requests,
+            our_quota=our_quota,
             our_syncs=load_calls.get("coordination_issues.sync", 0),
             ratio=naive["requests"] / our_requests,
             quota_ratio=naive["quota_requests"] / our_quota,
             our_quota_hours=our_quota / HOURLY[0] * HOURLY[1] / 3600,
             our_connector_hours=(our_requests - load_calls.get("oauth.token", 0))
-            * CONNECTOR_THROTTLE[1] / CONNECTOR_THROTTLE[0] / 3600)
+            * CONNECTOR_THROTTLE[1]
+            / CONNECTOR_THROTTLE[0]
+            / 3600,
+        )
     return result
 
 
 def describe_naive(naive: dict[str, Any], ours: dict[str, Any] | None) -> list[str]:
     n = naive_figures(naive, ours)
-    line = (f"  naive {naive['issues']:,} issues: {n['requests']:,} Procore requests "
-            f"({n['creates']:,} single creates, {n['quota_requests']:,} against the quota) in "
-            f"{n['elapsed']:.1f} s; at Procore's 3 600/h: {n['quota_hours']:.1f} h; through a "
-            f"connector at 100 calls/60 s: {n['connector_hours']:.1f} h")
+    line = (
+        f"  naive {naive['issues']:,} issues: {n['requests']:,} Procore requests "
+        f"({n['creates']:,} single creates, {n['quota_requests']:,} against the quota) in "
+        f"{n['elapsed']:.1f} s; at Procore's 3 600/h: {n['quota_hours']:.1f} h; through a "
+        f"connector at 100 calls/60 s: {n['connector_hours']:.1f} h"
+    )
     if ours is not None:
-        line += (f"; batched load: {n['our_requests']:,} requests ({n['our_syncs']} sync "
-                 f"calls), {n['ratio']:.2f}× fewer, {n['quota_ratio']:.2f}× fewer against the "
-                 f"quota ({n['our_quota_hours']:.1f} h at 3 600/h)")
+        line += (
+            f"; batched load: {n['our_requests']:,} requests ({n['our_syncs']} sync "
+            f"calls), {n['ratio']:.2f}× fewer, {n['quota_ratio']:.2f}× fewer against the "
+            f"quota ({n['our_quota_hours']:.1f} h at 3 600/h)"
+        )
     return [line]
 
 
@@ -483,7 +565,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
     thinned = [r for r in runs if r["keep_every"] > 1]
     lines = [
         "## Scenarios: the whole pipeline at "
-        + ", ".join(f"{r['size']:,}" for r in runs) + f" issues — {timestamp()}",
+        + ", ".join(f"{r['size']:,}" for r in runs)
+        + f" issues — {timestamp()}",
         "",
         f"`python -m bench scenarios` on {machine()}. Generated project (seed 7: comments, "
         "status history, checklists at one per 8 issues, files) served by both simulators "
@@ -491,16 +574,20 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
         "`migrate run` makes) in a fresh subprocess, so its peak RSS is its own (transform "
         "workers listed apart). Requests are what the simulators received, attributed to the "
         "stage that made them. Load averages at the start: "
-        + ", ".join(f"{r['load_average']:.1f}" for r in runs) + ".",
+        + ", ".join(f"{r['load_average']:.1f}" for r in runs)
+        + ".",
         "",
         f"**Deviations.** Every file is capped at {cap // 1024} KiB (the generator's own mix "
         "averages ~125 kB with some 5-8 MB videos: 1.2 GB at 10 000 issues, ~12 GB at "
         "100 000)"
-        + ("; at " + ", ".join(f"{r['size']:,}" for r in thinned) + " issues only every "
-           f"{thinned[0]['keep_every']}th issue keeps its files (checklist files and links "
-           "are all kept), so that size finishes within the time budget of `make bench`; "
-           "requests per record are lower there because files are fewer per issue"
-           if thinned else "")
+        + (
+            "; at " + ", ".join(f"{r['size']:,}" for r in thinned) + " issues only every "
+            f"{thinned[0]['keep_every']}th issue keeps its files (checklist files and links "
+            "are all kept), so that size finishes within the time budget of `make bench`; "
+            "requests per record are lower there because files are fewer per issue"
+            if thinned
+            else ""
+        )
         + ". Procore's upload bytes are hashed, not kept (`keep_upload_bytes=False`). "
         f"Quota in scaled time: Procore's windows (3 600 an hour, 150 per 10 s) with both "
         f"lengths divided by {scale:g} (hourly {HOURLY[1] / scale:g} s, spike "
@@ -521,7 +608,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
                 rss += f" (workers {_workers_rss(s)})"
             lines.append(
                 f"| {run['size']:,} | {run['blobs_mb']:,.0f} | {stage} | {s['elapsed']:.1f} | "
-                f"{f['records'][stage]:,} | {f['rates'][stage]:,.0f} | {rss} |")
+                f"{f['records'][stage]:,} | {f['rates'][stage]:,.0f} | {rss} |"
+            )
     lines += [
         "",
         "Records: extract = issues + checklists + files downloaded; transform = source records "
@@ -536,11 +624,12 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
     for run in runs:
         f = figures(run)
         for api in ("field", "procore"):
-            made, bound, records = (f[f"{api}_requests"], f[f"{api}_bound"],
-                                    f[f"{api}_records"])
-            lines.append(f"| {run['size']:,} | {'BIM 360 Field' if api == 'field' else 'Procore'}"
-                         f" | {made:,} | {bound:,} | {made / bound:.3f} | "
-                         f"{made / records:.3f} | {bound / records:.3f} |")
+            made, bound, records = (f[f"{api}_requests"], f[f"{api}_bound"], f[f"{api}_records"])
+            lines.append(
+                f"| {run['size']:,} | {'BIM 360 Field' if api == 'field' else 'Procore'}"
+                f" | {made:,} | {bound:,} | {made / bound:.3f} | "
+                f"{made / records:.3f} | {bound / records:.3f} |"
+            )
     lines += [
         "",
         "Field lower bound: listing pages (100 a page, issues and checklists) + retrieve "
@@ -564,7 +653,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
             f"| {run['size']:,} | {quota['requests']:,} | {run['stages']['load']['elapsed']:.1f}"
             f" | {f['quota_allowed']:,.0f} | {f['quota_share']:.1%} | "
             f"{quota.get('peak_hourly', 0):,} / {HOURLY[0]:,} | "
-            f"{quota.get('peak_spike', 0)} / {SPIKE[0]} | {quota['rate_limited']} |")
+            f"{quota.get('peak_spike', 0)} / {SPIKE[0]} | {quota['rate_limited']} |"
+        )
     lines += [
         "",
         "Quota allowed meanwhile = 3 600 × max(1, load seconds / scaled hour): one full "
@@ -586,7 +676,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
             f"| {run['size']:,} | {f['rerun_seconds']:.1f} | {f['rerun_field']:,} | "
             f"{f['rerun_field_routes']['issues_retrieve']} | "
             f"{f['rerun_field_routes']['binary_data']} | {f['rerun_procore']} | "
-            f"{f['rerun_procore_writes']} |")
+            f"{f['rerun_procore_writes']} |"
+        )
     lines += [
         "",
         "No-change re-run: the same pipeline again in a new process; the Field side lists "
@@ -601,7 +692,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
             "Procore with a generous quota): one find_or_create per location node, one "
             "`ProcoreClient.create_issue` per issue, the same uploads: "
             f"{n['requests']:,} requests ({n['creates']:,} single creates), "
-            f"{n['quota_requests']:,} against the quota, {n['elapsed']:.1f} s unthrottled.")
+            f"{n['quota_requests']:,} against the quota, {n['elapsed']:.1f} s unthrottled."
+        )
         if ours is not None:
             text += (
                 f" The batched load made {n['our_requests']:,} ({n['our_syncs']} sync calls): "
@@ -611,7 +703,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
                 f"{n['our_quota_hours']:.1f} h. Through a per-item connector throttled at "
                 f"100 calls per 60 s (seed 002; every request but the token counted, storage "
                 f"POSTs included) the naive load takes {n['connector_hours']:.1f} h (the same "
-                f"throttle on the batched load's calls: {n['our_connector_hours']:.1f} h).")
+                f"throttle on the batched load's calls: {n['our_connector_hours']:.1f} h)."
+            )
         lines += ["", text]
     append_section(lines)
 
@@ -623,13 +716,24 @@ def main(argv: list[str] | None = None) -> int:
         return _child(argv[1], argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    parser.add_argument("--time-scale", type=float, default=100.0,
-                        help="Procore's windows run this many times faster (default 100).")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=100.0,
+        help="Procore's windows run this many times faster (default 100).",
+    )
     parser.add_argument("--cap", type=int, default=64 * 1024, help="Largest file, bytes.")
-    parser.add_argument("--keep-every", type=int, default=8,
-                        help="Above 10 000 issues only every Nth issue keeps its files.")
-    parser.add_argument("--no-naive", action="store_true",
-                        help=f"Skip the naive load of the {NAIVE_SIZE:,}-issue plan.")
+    parser.add_argument(
+        "--keep-every",
+        type=int,
+        default=8,
+        help="Above 10 000 issues only every Nth issue keeps its files.",
+    )
+    parser.add_argument(
+        "--no-naive",
+        action="store_true",
+        help=f"Skip the naive load of the {NAIVE_SIZE:,}-issue plan.",
+    )
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
     parser.add_argument("--json", type=Path, help="Also write every raw figure to this file.")
     args = parser.parse_args(argv)
@@ -637,8 +741,13 @@ def main(argv: list[str] | None = None) -> int:
     naive = None
     with tempfile.TemporaryDirectory(prefix="scenario-bench-") as tmp:
         for size in args.sizes:
-            run = bench_size(size, Path(tmp) / f"issues-{size}", time_scale=args.time_scale,
-                             cap=args.cap, keep_every=args.keep_every)
+            run = bench_size(
+                size,
+                Path(tmp) / f"issues-{size}",
+                time_scale=args.time_scale,
+                cap=args.cap,
+                keep_every=args.keep_every,
+            )
             runs.append(run)
             print("\n".join(describe(run)), flush=True)
             if size == NAIVE_SIZE and not args.no_naive:

@@ -40,16 +40,41 @@ CF_IDS = tuple(f"00006b0d-0007-0000-0000-00000000000{n}" for n in range(1, 5))
 HISTORY_STEPS = ("Draft", "Open", "Work Completed")
 TARGET_ISSUES_PER_SECOND = 10_000
 TARGET_PROJECT = 5100
-STATUSES = ("Draft", "Open", "Work Completed", "Ready to Inspect", "Not Approved", "In Dispute",
-            "Closed", "Void")
+STATUSES = (
+    "Draft",
+    "Open",
+    "Work Completed",
+    "Ready to Inspect",
+    "Not Approved",
+    "In Dispute",
+    "Closed",
+    "Void",
+)
 STATUS_WEIGHTS = (4, 25, 10, 8, 5, 3, 40, 5)
 PRIORITIES = ("", "Low", "Medium", "High", "Critical")
-TYPES = (("t-clash", "Clash", "Coordination"), ("t-punch", "Punch item", "Quality"),
-         ("t-code", "Code Violation", "Safety"), ("t-design", "Design Change", "Design"))
-DEFECTS = ("Crack in drywall", "Water leak", "Missing fire caulk", "Door does not latch",
-           "Duct clashes with beam", "Paint touch-up needed", "Light fixture not working")
-DETAILS = ("at north wall", "near stair 2", "above ceiling grid", "by the façade — Zoë ✓",
-           "at column C4 🚧", "in corridor 2")
+TYPES = (
+    ("t-clash", "Clash", "Coordination"),
+    ("t-punch", "Punch item", "Quality"),
+    ("t-code", "Code Violation", "Safety"),
+    ("t-design", "Design Change", "Design"),
+)
+DEFECTS = (
+    "Crack in drywall",
+    "Water leak",
+    "Missing fire caulk",
+    "Door does not latch",
+    "Duct clashes with beam",
+    "Paint touch-up needed",
+    "Light fixture not working",
+)
+DETAILS = (
+    "at north wall",
+    "near stair 2",
+    "above ceiling grid",
+    "by the façade — Zoë ✓",
+    "at column C4 🚧",
+    "in corridor 2",
+)
 ACTIONS = ("Provide submittal for review.", "Repair and notify.", "", "Coordinate with MEP.")
 
 
@@ -71,27 +96,46 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
             for level in range(8):
                 areas.append((f"b{b}-l{level}", f"b{b}", f"Level {level}", 0))
                 for room in range(6):
-                    areas.append((f"b{b}-l{level}-r{room}", f"b{b}-l{level}",
-                                  f"Room {level}{room:02d}", int(rng.random() < 0.03)))
-        conn.executemany("INSERT INTO areas (id, parent_id, name, deleted) VALUES (?, ?, ?, ?)",
-                         areas)
-        conn.executemany("INSERT INTO companies (id, name) VALUES (?, ?)",
-                         [(f"c{n}", f"Company {n}") for n in range(10)])
-        conn.executemany("INSERT INTO root_causes (id, name) VALUES (?, ?)",
-                         [(f"rc{n}", f"Cause {n}") for n in range(8)])
-        conn.executemany("INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
-                         TYPES)
+                    areas.append(
+                        (
+                            f"b{b}-l{level}-r{room}",
+                            f"b{b}-l{level}",
+                            f"Room {level}{room:02d}",
+                            int(rng.random() < 0.03),
+                        )
+                    )
+        conn.executemany(
+            "INSERT INTO areas (id, parent_id, name, deleted) VALUES (?, ?, ?, ?)", areas
+        )
+        conn.executemany(
+            "INSERT INTO companies (id, name) VALUES (?, ?)",
+            [(f"c{n}", f"Company {n}") for n in range(10)],
+        )
+        conn.executemany(
+            "INSERT INTO root_causes (id, name) VALUES (?, ?)",
+            [(f"rc{n}", f"Cause {n}") for n in range(8)],
+        )
+        conn.executemany(
+            "INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)", TYPES
+        )
         conn.executemany(
             "INSERT INTO custom_fields (id, name, container_type, position) "
             "VALUES (?, ?, 'Issue', ?)",
-            [(CF_IDS[0], "Trade", 1), (CF_IDS[1], "Inspection Date", 2),
-             (CF_IDS[2], "Backcharge", 3), (CF_IDS[3], "Notes", 4)],
+            [
+                (CF_IDS[0], "Trade", 1),
+                (CF_IDS[1], "Inspection Date", 2),
+                (CF_IDS[2], "Backcharge", 3),
+                (CF_IDS[3], "Notes", 4),
+            ],
         )
         conn.executemany(
             "INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
             "snapshot_run) VALUES (?, ?, ?, ?, ?, ?)",
-            [(TARGET_PROJECT, 7000 + n, f"User {n}", email, email, run_id)
-             for n, email in enumerate(emails) if n % 5]
+            [
+                (TARGET_PROJECT, 7000 + n, f"User {n}", email, email, run_id)
+                for n, email in enumerate(emails)
+                if n % 5
+            ],
         )
         conn.executemany(
             "INSERT INTO target_locations (project_id, id, name, node_name, parent_id, "
@@ -112,49 +156,96 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
             if rng.random() < 0.02:
                 text = " ".join([text] * 30)  # a long one
             # The shape extract stages: name → {id, value, position}.
-            custom = {"Trade": {"id": CF_IDS[0], "position": 1,
-                                "value": rng.choice(("Mechanical", "Electrical", None))},
-                      "Inspection Date": {"id": CF_IDS[1], "position": 2, "value": (
-                          created + timedelta(days=3)).strftime("%m/%d/%Y")},
-                      "Backcharge": {"id": CF_IDS[2], "position": 3,
-                                     "value": rng.choice(("1", "0", None))},
-                      "Notes": {"id": CF_IDS[3], "position": 4, "value": rng.choice(
-                          ("See drawing A-201", None, "Ünïcödé nöte ✓"))}}
-            due = (date(2014, 1, 1) + timedelta(days=index % 400)).isoformat() \
-                if rng.random() < 0.7 else None
-            rows.append((
-                source_id, f"{index + 1:06d}", text, status if rng.random() > 0.002 else "Parked",
-                rng.choice(PRIORITIES), type_id, type_name, category,
-                rng.choice(room_ids) if rng.random() > 0.03 else None,
-                rng.choice(("", "by the door", "north side")),
-                f"c{rng.randrange(10)}" if rng.random() > 0.1 else None,
-                f"rc{rng.randrange(8)}" if rng.random() < 0.45 else None,
-                rng.choice(emails) if rng.random() > 0.2 else None, due,
-                rng.choice(emails), created.strftime("%Y-%m-%d %H:%M:%S -0400"),
-                int(status == "Void"), json.dumps(custom),
-                rng.choice((0.5, 1.0, 2.0, 4.0)) if rng.random() < 0.3 else None,
-            ))
+            custom = {
+                "Trade": {
+                    "id": CF_IDS[0],
+                    "position": 1,
+                    "value": rng.choice(("Mechanical", "Electrical", None)),
+                },
+                "Inspection Date": {
+                    "id": CF_IDS[1],
+                    "position": 2,
+                    "value": (created + timedelta(days=3)).strftime("%m/%d/%Y"),
+                },
+                "Backcharge": {
+                    "id": CF_IDS[2],
+                    "position": 3,
+                    "value": rng.choice(("1", "0", None)),
+                },
+                "Notes": {
+                    "id": CF_IDS[3],
+                    "position": 4,
+                    "value": rng.choice(("See drawing A-201", None, "Ünïcödé nöte ✓")),
+                },
+            }
+            due = (
+                (date(2014, 1, 1) + timedelta(days=index % 400)).isoformat()
+                if rng.random() < 0.7
+                else None
+            )
+            rows.append(
+                (
+                    source_id,
+                    f"{index + 1:06d}",
+                    text,
+                    status if rng.random() > 0.002 else "Parked",
+                    rng.choice(PRIORITIES),
+                    type_id,
+                    type_name,
+                    category,
+                    rng.choice(room_ids) if rng.random() > 0.03 else None,
+                    rng.choice(("", "by the door", "north side")),
+                    f"c{rng.randrange(10)}" if rng.random() > 0.1 else None,
+                    f"rc{rng.randrange(8)}" if rng.random() < 0.45 else None,
+                    rng.choice(emails) if rng.random() > 0.2 else None,
+                    due,
+                    rng.choice(emails),
+                    created.strftime("%Y-%m-%d %H:%M:%S -0400"),
+                    int(status == "Void"),
+                    json.dumps(custom),
+                    rng.choice((0.5, 1.0, 2.0, 4.0)) if rng.random() < 0.3 else None,
+                )
+            )
             for n in range(rng.choices((0, 1, 2, 3, 4), (45, 25, 15, 10, 5))[0]):
                 moment = created + timedelta(hours=n + 1)
-                comments.append((f"{source_id}-c{n}", source_id, rng.choice(emails),
-                                 moment.strftime("%Y-%m-%dT%H:%M:%S-04:00"),
-                                 "Checked with foreman."))
+                comments.append(
+                    (
+                        f"{source_id}-c{n}",
+                        source_id,
+                        rng.choice(emails),
+                        moment.strftime("%Y-%m-%dT%H:%M:%S-04:00"),
+                        "Checked with foreman.",
+                    )
+                )
             previous = None
             steps = rng.choices((1, 2, 3, 4), (12, 39, 9, 40))[0]
             for n, state in enumerate((*HISTORY_STEPS[: steps - 1], status)):
                 moment = created + timedelta(days=n)
-                history.append((source_id, state, previous, rng.choice(emails),
-                                moment.strftime("%Y-%m-%d %H:%M:%S -0400")))
+                history.append(
+                    (
+                        source_id,
+                        state,
+                        previous,
+                        rng.choice(emails),
+                        moment.strftime("%Y-%m-%d %H:%M:%S -0400"),
+                    )
+                )
                 previous = state
             for n in range(rng.choices((0, 1, 2, 3), (40, 35, 15, 10))[0]):
                 kind = "UriReference" if rng.random() < 0.05 else "Attachment"
                 stored = kind == "Attachment"
-                attachments.append((
-                    f"{source_id}-a{n}", source_id, kind, f"IMG_{n:04d}.jpg",
-                    "stored" if stored else "skipped",
-                    f"{index:056x}{n:08x}" if stored else None, 1000 if stored else None,
-                    None if stored else "https://specs.example.com/09",
-                ))
+                attachments.append(
+                    (
+                        f"{source_id}-a{n}",
+                        source_id,
+                        kind,
+                        f"IMG_{n:04d}.jpg",
+                        "stored" if stored else "skipped",
+                        f"{index:056x}{n:08x}" if stored else None,
+                        1000 if stored else None,
+                        None if stored else "https://specs.example.com/09",
+                    )
+                )
         with store.transaction():
             conn.executemany(
                 "INSERT INTO issues (source_id, identifier, description, status, priority, "
@@ -200,16 +291,26 @@ def measure(path: Path) -> dict[str, Any]:
     calibration = calibrate()
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
-    result = run(store, mappings=default_mappings(), settings=TransformSettings(),
-                 target_project_id=TARGET_PROJECT)
+    result = run(
+        store,
+        mappings=default_mappings(),
+        settings=TransformSettings(),
+        target_project_id=TARGET_PROJECT,
+    )
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_before  # this process and its (reaped) worker processes
     store.close()
     own, workers = peak_rss_mb()  # RUSAGE_CHILDREN: the largest reaped worker
-    return {"elapsed": elapsed, "cpu_seconds": cpu, "peak_rss_mb": own,
-            "worker_peak_rss_mb": workers, "load_before": load_before,
-            "calibration_ms": calibration,
-            "counts": result.counts["issues"], "plan_hash": result.plan_hash}
+    return {
+        "elapsed": elapsed,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": own,
+        "worker_peak_rss_mb": workers,
+        "load_before": load_before,
+        "calibration_ms": calibration,
+        "counts": result.counts["issues"],
+        "plan_hash": result.plan_hash,
+    }
 
 
 def calibrate() -> float:
@@ -257,14 +358,21 @@ def bench_size(size: int, folder: Path, repeat: int = DEFAULT_REPEAT) -> list[di
         shutil.copyfile(path, copy)
         output = subprocess.run(
             [*child, "measure", str(size), str(copy)],
-            check=True, capture_output=True, text=True, cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         ).stdout
         copy.unlink()
         for suffix in ("-wal", "-shm"):
             Path(f"{copy}{suffix}").unlink(missing_ok=True)
         figures = json.loads(output.strip().splitlines()[-1])
-        figures.update(size=size, run=attempt, issues_per_second=size / figures["elapsed"],
-                       synthesis_seconds=synthesis)
+        figures.update(
+            size=size,
+            run=attempt,
+            issues_per_second=size / figures["elapsed"],
+            synthesis_seconds=synthesis,
+        )
         runs.append(figures)
     return runs
 
@@ -312,18 +420,24 @@ def summary(results: list[dict[str, Any]]) -> str:
     for size in sizes:
         rates = sorted(f["issues_per_second"] for f in results if f["size"] == size)
         verdict = "meets" if rates[0] >= TARGET_ISSUES_PER_SECOND else "misses"
-        parts.append(f"{size:,} issues: slowest run {rates[0]:,.0f} issues/s, median "
-                     f"{statistics.median(rates):,.0f} ({verdict} the "
-                     f"{TARGET_ISSUES_PER_SECOND:,} issues/s target)")
+        parts.append(
+            f"{size:,} issues: slowest run {rates[0]:,.0f} issues/s, median "
+            f"{statistics.median(rates):,.0f} ({verdict} the "
+            f"{TARGET_ISSUES_PER_SECOND:,} issues/s target)"
+        )
     text = "; ".join(parts) + "."
     if len(sizes) > 1:
+
         def peak(size: int, key: str) -> float:
             return max(f[key] for f in results if f["size"] == size)
+
         first, last = sizes[0], sizes[-1]
-        text += (f" Peak RSS from {first:,} to {last:,} issues: main "
-                 f"{peak(first, 'peak_rss_mb'):.0f} → {peak(last, 'peak_rss_mb'):.0f} MB, worker "
-                 f"{peak(first, 'worker_peak_rss_mb'):.0f} → "
-                 f"{peak(last, 'worker_peak_rss_mb'):.0f} MB.")
+        text += (
+            f" Peak RSS from {first:,} to {last:,} issues: main "
+            f"{peak(first, 'peak_rss_mb'):.0f} → {peak(last, 'peak_rss_mb'):.0f} MB, worker "
+            f"{peak(first, 'worker_peak_rss_mb'):.0f} → "
+            f"{peak(last, 'worker_peak_rss_mb'):.0f} MB."
+        )
     return text
 
 
@@ -340,8 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         return _child(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
-                        help="Transform runs per size, each on a fresh copy (default 3).")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=DEFAULT_REPEAT,
+        help="Transform runs per size, each on a fresh copy (default 3).",
+    )
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = parser.parse_args(argv)
     results = []
@@ -349,14 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             for figures in bench_size(size, Path(folder), max(1, args.repeat)):
                 results.append(figures)
-                print(f"{size:>7} issues, run {figures['run']}: {figures['elapsed']:.2f} s, "
-                      f"{figures['issues_per_second']:,.0f} issues/s, "
-                      f"CPU {figures['cpu_seconds']:.2f} s, "
-                      f"peak RSS {figures['peak_rss_mb']:.0f} MB main / "
-                      f"{figures['worker_peak_rss_mb']:.0f} MB worker, "
-                      f"load {figures['load_before']:.1f}, "
-                      f"calibration {figures['calibration_ms']:.0f} ms "
-                      f"(synthesis {figures['synthesis_seconds']:.1f} s)", flush=True)
+                print(
+                    f"{size:>7} issues, run {figures['run']}: {figures['elapsed']:.2f} s, "
+                    f"{figures['issues_per_second']:,.0f} issues/s, "
+                    f"CPU {figures['cpu_seconds']:.2f} s, "
+                    f"peak RSS {figures['peak_rss_mb']:.0f} MB main / "
+                    f"{figures['worker_peak_rss_mb']:.0f} MB worker, "
+                    f"load {figures['load_before']:.1f}, "
+                    f"calibration {figures['calibration_ms']:.0f} ms "
+                    f"(synthesis {figures['synthesis_seconds']:.1f} s)",
+                    flush=True,
+                )
     print(summary(results))
     if not args.no_record:
         append_benchmarks(results)

@@ -138,10 +138,7 @@ class ApiError(MigrateError):
         self.body_excerpt = excerpt
         if message is None:
             answer = f"{method} {endpoint} answered HTTP {status}"
-            message = (
-                f"{answer}: {excerpt or '(empty body)'}. "
-                f"{_hint_for_status(status)}"
-            )
+            message = f"{answer}: {excerpt or '(empty body)'}. {_hint_for_status(status)}"
         super().__init__(message)
 
 

@@ -33,15 +33,24 @@ _SAMPLE = {
 
 def _encoder(*, sort_keys: bool, item_separator: str, key_separator: str) -> Callable[[Any], str]:
     reference = json.JSONEncoder(
-        sort_keys=sort_keys, separators=(item_separator, key_separator), ensure_ascii=True,
+        sort_keys=sort_keys,
+        separators=(item_separator, key_separator),
+        ensure_ascii=True,
         check_circular=False,
     ).encode
     if _c_make_encoder is None:  # pragma: no cover
         return reference
     try:
         chunks = _c_make_encoder(
-            None, json.JSONEncoder().default, _encode_basestring_ascii, None, key_separator,
-            item_separator, sort_keys, False, True,
+            None,
+            json.JSONEncoder().default,
+            _encode_basestring_ascii,
+            None,
+            key_separator,
+            item_separator,
+            sort_keys,
+            False,
+            True,
         )
     except TypeError:  # pragma: no cover - another interpreter's private signature
         return reference

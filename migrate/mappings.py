@@ -21,12 +21,24 @@ from migrate.transform.titles import TITLE_PLACEHOLDERS, template_problems
 
 # Seed 000 enum values, in the order the seed lists them (priority in natural order).
 PROCORE_STATUSES = (
-    "blocked", "open", "ready_for_review", "moved_to_observation", "unblocked", "closed",
+    "blocked",
+    "open",
+    "ready_for_review",
+    "moved_to_observation",
+    "unblocked",
+    "closed",
 )
 PROCORE_PRIORITIES = ("low", "medium", "high", "critical")
 PROCORE_ISSUE_TYPES = (
-    "building_code", "existing_condition", "clash", "other", "coordination",
-    "constructability", "client_feedback", "requirement_change", "design_review",
+    "building_code",
+    "existing_condition",
+    "clash",
+    "other",
+    "coordination",
+    "constructability",
+    "client_feedback",
+    "requirement_change",
+    "design_review",
 )
 SKIP = "skip"
 NO_PRIORITY = "(none)"
@@ -288,7 +300,10 @@ class Mappings:
         """Procore issue type by (category, type), (category, *), (*, type), then (*, *)."""
         category_key, type_key = _key(category), _key(type_name)
         for candidate in (
-            (category_key, type_key), (category_key, ANY), (ANY, type_key), (ANY, ANY),
+            (category_key, type_key),
+            (category_key, ANY),
+            (ANY, type_key),
+            (ANY, ANY),
         ):
             value = self.issue_types.get(candidate)
             if value is not None:
@@ -305,9 +320,11 @@ class Mappings:
         The longest overridden prefix in locations.csv wins, so a row for a building also
         moves its floors and rooms. No area gives [].
         """
-        nodes = split_path(area) if isinstance(area, str) or area is None else [
-            " ".join(str(node).split()) for node in area if str(node).strip()
-        ]
+        nodes = (
+            split_path(area)
+            if isinstance(area, str) or area is None
+            else [" ".join(str(node).split()) for node in area if str(node).strip()]
+        )
         if not nodes or not self.locations:
             return nodes
         keys = tuple(_key(node) for node in nodes)
@@ -331,8 +348,7 @@ class Mappings:
         if not email:
             return None, ""
         directory = (
-            assignees if isinstance(assignees, AssigneeDirectory)
-            else AssigneeDirectory(assignees)
+            assignees if isinstance(assignees, AssigneeDirectory) else AssigneeDirectory(assignees)
         )
         users_file = self.file("users.csv")
         target = self.users.get(email.casefold())
@@ -457,7 +473,7 @@ def load_mappings(directory: str | os.PathLike[str]) -> Mappings:
             texts[name] = path.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             problems.append(
-                f'{where}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); '
+                f"{where}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                 'save it as "CSV UTF-8".'
             )
             texts[name] = None
@@ -526,9 +542,7 @@ class _Row:
     values: dict[str, str]
 
 
-def _parse_csv(
-    text: str, where: str, columns: tuple[str, ...], problems: list[str]
-) -> list[_Row]:
+def _parse_csv(text: str, where: str, columns: tuple[str, ...], problems: list[str]) -> list[_Row]:
     state = {"row_start": True, "row_line": 0}
 
     def lines() -> Iterator[str]:
@@ -559,12 +573,15 @@ def _parse_csv(
                     problems.append(
                         f"{where}:{line}: missing column{'s' if len(missing) > 1 else ''} "
                         + ", ".join(f'"{column}"' for column in missing)
-                        + " (found: " + ", ".join(f'"{cell}"' for cell in cells)
-                        + "; expected: " + ", ".join(f'"{column}"' for column in columns) + ")."
+                        + " (found: "
+                        + ", ".join(f'"{cell}"' for cell in cells)
+                        + "; expected: "
+                        + ", ".join(f'"{column}"' for column in columns)
+                        + ")."
                     )
                     return []
                 continue
-            if len(cells) > len(header) and any(cells[len(header):]):
+            if len(cells) > len(header) and any(cells[len(header) :]):
                 problems.append(
                     f"{where}:{line}: {len(cells)} values but the header has {len(header)} "
                     "columns (put a value that contains a comma in double quotes)."
@@ -579,9 +596,7 @@ def _parse_csv(
         problems.append(f"{where}:{state['row_line']}: not valid CSV ({exc}).")
         return []
     if header is None:
-        problems.append(
-            f"{where}: no header row (expected columns: " + ", ".join(columns) + ")."
-        )
+        problems.append(f"{where}: no header row (expected columns: " + ", ".join(columns) + ").")
     return result
 
 
@@ -632,9 +647,7 @@ def _load_priorities(rows: list[_Row], problems: list[str]) -> dict[str, str | N
         if _check_duplicate(seen, _key(source), row, "field_priority", f'"{source}"', problems):
             continue
         if not target:
-            problems.append(
-                f'{row.where}: "{source}" has no procore_priority {_allowed(allowed)}.'
-            )
+            problems.append(f'{row.where}: "{source}" has no procore_priority {_allowed(allowed)}.')
         elif target.lower() not in allowed:
             problems.append(
                 f'{row.where}: "{source}" → "{target}" is not a Procore priority '
@@ -759,7 +772,8 @@ def _load_fields(rows: list[_Row], problems: list[str]) -> FieldMap:
             if lowered.startswith("f--") and lowered not in STANDARD_FIELDS:
                 problems.append(
                     f'{row.where}: "{ref}" is not a BIM 360 Field standard field (known: '
-                    + ", ".join(sorted(STANDARD_FIELDS)) + ")."
+                    + ", ".join(sorted(STANDARD_FIELDS))
+                    + ")."
                 )
                 continue
             own_file = _FIELDS_WITH_OWN_FILE.get(lowered)

@@ -17,8 +17,16 @@ from migrate.errors import EXIT_USAGE, MigrateError
 from migrate.store.db import Store, strip_secret_params, utc_now
 
 LIST_COLUMNS = (
-    "id", "entity", "source_id", "stage", "reason", "hint", "run_id", "created_at",
-    "released_at", "released_run",
+    "id",
+    "entity",
+    "source_id",
+    "stage",
+    "reason",
+    "hint",
+    "run_id",
+    "created_at",
+    "released_at",
+    "released_run",
 )
 
 
@@ -48,9 +56,7 @@ def record_json(record: Any) -> str:
     return strip_secret_params(text)
 
 
-def hold(
-    store: Store, entity: str, stage: str, held: Sequence[Held], run_id: int
-) -> None:
+def hold(store: Store, entity: str, stage: str, held: Sequence[Held], run_id: int) -> None:
     """Quarantine `held` records: refresh the open row of a record already held, else add one.
 
     A `Held.record` that is a str is taken as JSON already made by `record_json`.
@@ -75,8 +81,9 @@ def hold(
         for row_id in open_rows.get(item.source_id, ()):
             updates.append((item.reason, item.hint, record, run_id, row_id))
         if item.source_id not in open_rows:
-            inserts.append((entity, item.source_id, stage, item.reason, item.hint, record,
-                            run_id, now))
+            inserts.append(
+                (entity, item.source_id, stage, item.reason, item.hint, record, run_id, now)
+            )
     conn.executemany(
         "UPDATE quarantine SET reason = ?, hint = ?, record = ?, run_id = ? WHERE id = ?", updates
     )
@@ -101,9 +108,11 @@ def release_unconfirmed(
         "AND (run_id IS NULL OR run_id <> ?)"
     )
     params = (stage, *entities, run_id)
-    counts = dict(store.conn.execute(
-        f"SELECT entity, COUNT(*) FROM quarantine WHERE {where} GROUP BY entity", params
-    ).fetchall())
+    counts = dict(
+        store.conn.execute(
+            f"SELECT entity, COUNT(*) FROM quarantine WHERE {where} GROUP BY entity", params
+        ).fetchall()
+    )
     store.conn.execute(
         f"UPDATE quarantine SET released_at = ?, released_run = ? WHERE {where}",
         (utc_now(), run_id, *params),
@@ -146,10 +155,14 @@ def release_quarantine(store: Store, quarantine_ids: Iterable[int]) -> list[int]
     """
     ids = [_as_id(value) for value in quarantine_ids]
     with store.transaction():
-        known = {row[0]: row[1] for row in store.conn.execute(
-            "SELECT id, released_at FROM quarantine WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(ids),),
-        )}
+        known = {
+            row[0]: row[1]
+            for row in store.conn.execute(
+                "SELECT id, released_at FROM quarantine "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+        }
         for value in ids:
             if value not in known:
                 raise _not_found(store, value)
@@ -163,9 +176,11 @@ def release_quarantine(store: Store, quarantine_ids: Iterable[int]) -> list[int]
 
 def open_counts(store: Store) -> Mapping[str, int]:
     """Open quarantine rows per entity."""
-    return dict(store.conn.execute(
-        "SELECT entity, COUNT(*) FROM quarantine WHERE released_at IS NULL GROUP BY entity"
-    ).fetchall())
+    return dict(
+        store.conn.execute(
+            "SELECT entity, COUNT(*) FROM quarantine WHERE released_at IS NULL GROUP BY entity"
+        ).fetchall()
+    )
 
 
 def _as_id(value: Any) -> int:

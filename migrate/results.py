@@ -77,15 +77,21 @@ class ExtractResult:
     @property
     def changed(self) -> int:
         """Records new, changed or deleted across every entity (0 after a no-change re-run)."""
-        return sum(c.get("new", 0) + c.get("changed", 0) + c.get("deleted", 0)
-                   for c in self.counts.values())
+        return sum(
+            c.get("new", 0) + c.get("changed", 0) + c.get("deleted", 0)
+            for c in self.counts.values()
+        )
 
     def as_json(self) -> dict[str, Any]:
         """A plain dict for the runs table and logs."""
         return {
             "counts": {entity: dict(counts) for entity, counts in self.counts.items()},
-            "blobs": {"downloaded": self.blobs_downloaded, "skipped": self.blobs_skipped,
-                      "failed": self.blobs_failed, "bytes": self.bytes_downloaded},
+            "blobs": {
+                "downloaded": self.blobs_downloaded,
+                "skipped": self.blobs_skipped,
+                "failed": self.blobs_failed,
+                "bytes": self.bytes_downloaded,
+            },
             "retries": self.retries,
             "download_retries": self.download_retries,
             "logins": self.logins,
@@ -101,25 +107,33 @@ class ExtractResult:
         how = "full refresh" if self.full_refresh else "incremental"
         state = "finished" if self.completed else "stopped before finishing"
         resumed = "" if self.pass_run_id == self.run_id else f", resuming run {self.pass_run_id}"
-        lines = [f"Extract run {self.run_id} {state} in {self.elapsed_seconds:.1f} s "
-                 f"({how}{resumed})."]
+        lines = [
+            f"Extract run {self.run_id} {state} in {self.elapsed_seconds:.1f} s ({how}{resumed})."
+        ]
         lines += count_table(self.counts, CHANGE_KINDS, column_width=9)
         lines.append(
             f"Attachments: {self.blobs_downloaded} downloaded "
             f"({_megabytes(self.bytes_downloaded)}), {self.blobs_skipped} already stored, "
             f"{self.blobs_failed} failed."
         )
-        lines.append(f"Requests to BIM 360 Field: {self.total_requests} "
-                     f"({self.retries} retried, {self.logins} logins).")
+        lines.append(
+            f"Requests to BIM 360 Field: {self.total_requests} "
+            f"({self.retries} retried, {self.logins} logins)."
+        )
         if self.source_problems:
-            lines.append(f"Source problems: {self.source_problems} recorded this run; see the "
-                         "source_problems table in the staging DB.")
+            lines.append(
+                f"Source problems: {self.source_problems} recorded this run; see the "
+                "source_problems table in the staging DB."
+            )
         if self.blobs_failed:
-            lines.append("Failed attachments keep state = 'failed' in the attachments table with "
-                         "the reason; transient failures are retried by the next run.")
+            lines.append(
+                "Failed attachments keep state = 'failed' in the attachments table with "
+                "the reason; transient failures are retried by the next run."
+            )
         if not self.completed:
-            lines.append("Run `migrate extract` again to finish; it resumes where this one "
-                         "stopped.")
+            lines.append(
+                "Run `migrate extract` again to finish; it resumes where this one stopped."
+            )
         return lines
 
 
@@ -167,14 +181,18 @@ class TransformResult:
     def summary_lines(self) -> list[str]:
         """The one-screen summary the CLI prints after ``migrate transform``."""
         snapshot = "last Procore snapshot (offline)" if self.offline else "fresh Procore snapshot"
-        lines = [f"Transform run {self.run_id} finished in {self.elapsed_seconds:.1f} s "
-                 f"against Procore project {self.target_project_id} ({snapshot})."]
+        lines = [
+            f"Transform run {self.run_id} finished in {self.elapsed_seconds:.1f} s "
+            f"against Procore project {self.target_project_id} ({snapshot})."
+        ]
         lines += count_table(self.counts, TRANSFORM_KINDS, column_width=11)
         lines.append(f"Planned locations (with ancestors): {self.planned_locations}.")
         lines.append(f"Plan hash: {self.plan_hash}")
         if self.quarantined:
-            lines.append(f"{self.quarantined} records are quarantined: see `migrate quarantine "
-                         "list`, fix the mapping or the source, then run transform again.")
+            lines.append(
+                f"{self.quarantined} records are quarantined: see `migrate quarantine "
+                "list`, fix the mapping or the source, then run transform again."
+            )
         lines.append("Next: `migrate plan` shows what load would do.")
         return lines
 
@@ -227,8 +245,11 @@ class LoadResult:
     @property
     def write_requests(self) -> int:
         """Requests that may change Procore (everything but GETs and the token)."""
-        return sum(n for key, n in self.requests.items()
-                   if not key.startswith("GET ") and "/oauth/" not in key)
+        return sum(
+            n
+            for key, n in self.requests.items()
+            if not key.startswith("GET ") and "/oauth/" not in key
+        )
 
     @property
     def attachments_after_load_count(self) -> int:
@@ -273,34 +294,46 @@ class LoadResult:
     def summary_lines(self) -> list[str]:
         """The one-screen summary the CLI prints after ``migrate load``."""
         state = "finished" if self.completed else "stopped before finishing"
-        lines = [f"Load run {self.run_id} {state} in {self.elapsed_seconds:.1f} s into Procore "
-                 f"project {self.target_project_id}."]
+        lines = [
+            f"Load run {self.run_id} {state} in {self.elapsed_seconds:.1f} s into Procore "
+            f"project {self.target_project_id}."
+        ]
         lines += count_table(self.counts, LOAD_KINDS, column_width=14)
-        lines.append(f"Attachments: {self.uploads_done} uploaded, {self.uploads_reused} reused "
-                     "from an earlier attempt.")
+        lines.append(
+            f"Attachments: {self.uploads_done} uploaded, {self.uploads_reused} reused "
+            "from an earlier attempt."
+        )
         lines.append(
             f"Requests to Procore: {self.total_requests} ({self.quota_requests} against the "
             f"quota, {self.write_requests} writes); {self.quota_wait_seconds:.1f} s waited on "
-            f"the quota (summed over threads), {self.rate_limited} answered 429.")
+            f"the quota (summed over threads), {self.rate_limited} answered 429."
+        )
         if self.attachments_after_load:
             lines.append(
                 f"{self.attachments_after_load_count} attachments appeared at the source after "
                 f"their issue was loaded ({len(self.attachments_after_load)} issues). Procore "
                 "cannot add attachments to an existing coordination issue: decide what to do "
-                "(see `migrate status` and the report).")
+                "(see `migrate status` and the report)."
+            )
         if self.deleted_at_source:
-            closed = sum(1 for item in self.deleted_at_source
-                         if item.get("target_status") == "closed")
+            closed = sum(
+                1 for item in self.deleted_at_source if item.get("target_status") == "closed"
+            )
             if self.apply_deletions:
-                lines.append(f"{self.deleted_at_source_count} loaded issues are deleted or voided "
-                             f"at the source; {closed} are closed in Procore.")
+                lines.append(
+                    f"{self.deleted_at_source_count} loaded issues are deleted or voided "
+                    f"at the source; {closed} are closed in Procore."
+                )
             else:
-                lines.append(f"{self.deleted_at_source_count} loaded issues are deleted or voided "
-                             "at the source; `migrate load --apply-deletions` closes them in "
-                             "Procore.")
+                lines.append(
+                    f"{self.deleted_at_source_count} loaded issues are deleted or voided "
+                    "at the source; `migrate load --apply-deletions` closes them in "
+                    "Procore."
+                )
         if self.quarantine_open:
-            lines.append(f"{self.quarantine_open} records are in quarantine: see `migrate "
-                         "quarantine list`.")
+            lines.append(
+                f"{self.quarantine_open} records are in quarantine: see `migrate quarantine list`."
+            )
         if not self.completed:
             lines.append("Run `migrate load` again to finish; it resumes where this one stopped.")
         return lines
@@ -313,6 +346,8 @@ def count_table(
     width = max([len(entity) for entity in counts] + [6])
     lines = [f"{'entity':<{width}}  " + "  ".join(f"{k:>{column_width}}" for k in kinds)]
     for entity, by_kind in counts.items():
-        lines.append(f"{entity:<{width}}  "
-                     + "  ".join(f"{by_kind.get(k, 0):>{column_width}}" for k in kinds))
+        lines.append(
+            f"{entity:<{width}}  "
+            + "  ".join(f"{by_kind.get(k, 0):>{column_width}}" for k in kinds)
+        )
     return lines

@@ -143,8 +143,12 @@ class _ForwardHandler(logging.Handler):
 
 def _readable(record: Mapping[str, Any]) -> str:
     """One line for people: time level stage event key=value ..."""
-    parts = [str(record["time"])[11:23], str(record["level"]).upper(), str(record["stage"]),
-             str(record["event"])]
+    parts = [
+        str(record["time"])[11:23],
+        str(record["level"]).upper(),
+        str(record["stage"]),
+        str(record["event"]),
+    ]
     for key, value in record.items():
         if key in ("time", "level", "stage", "event", "run"):
             continue

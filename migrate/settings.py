@@ -121,7 +121,8 @@ def target_credentials(env: Mapping[str, str] = os.environ) -> TargetCredentials
             access_token=Secret(token),
         )
     for name, value in (
-        (PROCORE_CLIENT_ID_ENV, client_id), (PROCORE_CLIENT_SECRET_ENV, client_secret)
+        (PROCORE_CLIENT_ID_ENV, client_id),
+        (PROCORE_CLIENT_SECRET_ENV, client_secret),
     ):
         if value is None:
             raise ConfigError(
@@ -246,8 +247,8 @@ class Settings:
         if self.source.project_name is not None:
             return "project_name", self.source.project_name
         raise ConfigError(
-            f"[source] in {self.where} names no project. Add project_id = \"…\" or "
-            "project_name = \"…\" (the BIM 360 Field project to extract)."
+            f'[source] in {self.where} names no project. Add project_id = "…" or '
+            'project_name = "…" (the BIM 360 Field project to extract).'
         )
 
     def target_ids(self) -> tuple[int, int]:
@@ -338,10 +339,11 @@ class _Reader:
             return
         where = f"[{section}] {key}" if section else key
         if env_name is None:
-            env_name = {
-                "source": FIELD_PASSWORD_ENV, "target": PROCORE_CLIENT_SECRET_ENV
-            }.get(section or "", f"the matching variable ({FIELD_PASSWORD_ENV}, "
-                  f"{PROCORE_CLIENT_SECRET_ENV} or {PROCORE_ACCESS_TOKEN_ENV})")
+            env_name = {"source": FIELD_PASSWORD_ENV, "target": PROCORE_CLIENT_SECRET_ENV}.get(
+                section or "",
+                f"the matching variable ({FIELD_PASSWORD_ENV}, "
+                f"{PROCORE_CLIENT_SECRET_ENV} or {PROCORE_ACCESS_TOKEN_ENV})",
+            )
         raise ConfigError(
             f"{where} in {self.path} looks like a credential; credentials are read only from "
             f"the environment. Remove it from the file and set {env_name} in the environment "
@@ -370,8 +372,7 @@ class _Reader:
                 values[key] = self.base / spec.default  # defaults are relative to the file too
         if name == "source" and "project_id" in values and "project_name" in values:
             raise ConfigError(
-                f"[source] in {self.path} sets both project_id and project_name. Keep one of "
-                "them."
+                f"[source] in {self.path} sets both project_id and project_name. Keep one of them."
             )
         return cls(**values)
 
@@ -392,30 +393,47 @@ class _Reader:
 
     def _bool(self, section: str, key: str, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(section, key, f"must be true or false, got {_quote(value)}",
-                            f"Write {key} = true or {key} = false.")
+            raise self.fail(
+                section,
+                key,
+                f"must be true or false, got {_quote(value)}",
+                f"Write {key} = true or {key} = false.",
+            )
         return value
 
     def _positive_int(self, section: str, key: str, value: Any, default: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(section, key, f"must be a whole number of 1 or more, got "
-                            f"{_quote(value)}", f"Write e.g. {key} = {default}.")
+            raise self.fail(
+                section,
+                key,
+                f"must be a whole number of 1 or more, got {_quote(value)}",
+                f"Write e.g. {key} = {default}.",
+            )
         return value
 
     def _positive_number(self, section: str, key: str, value: Any, default: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise self.fail(section, key, f"must be a number of seconds above 0, got "
-                            f"{_quote(value)}", f"Write e.g. {key} = {default:g}.")
+            raise self.fail(
+                section,
+                key,
+                f"must be a number of seconds above 0, got {_quote(value)}",
+                f"Write e.g. {key} = {default:g}.",
+            )
         return float(value)
 
     def _string(self, section: str, key: str, value: Any) -> str:
         if not isinstance(value, str):
             example = value if isinstance(value, int | float) else "…"
-            raise self.fail(section, key, f"must be a string, got {_quote(value)}",
-                            f"Write it in quotes, e.g. {key} = \"{example}\".")
+            raise self.fail(
+                section,
+                key,
+                f"must be a string, got {_quote(value)}",
+                f'Write it in quotes, e.g. {key} = "{example}".',
+            )
         if not value.strip():
-            raise self.fail(section, key, "is empty",
-                            "Give it a value, or remove the line to use the default.")
+            raise self.fail(
+                section, key, "is empty", "Give it a value, or remove the line to use the default."
+            )
         return value
 
     def _path(self, section: str, key: str, value: Any) -> Path:
@@ -435,9 +453,13 @@ class _Reader:
     def _transform_unresolved_assignee(self, section: str, key: str, value: Any) -> str:
         if value not in UNRESOLVED_ASSIGNEE_CHOICES:
             choices = " or ".join(f'"{c}"' for c in UNRESOLVED_ASSIGNEE_CHOICES)
-            raise self.fail(section, key, f"must be {choices}, got {_quote(value)}",
-                            f"Write {key} = \"unassign\" to leave such issues unassigned, or "
-                            "\"quarantine\" to hold them back.")
+            raise self.fail(
+                section,
+                key,
+                f"must be {choices}, got {_quote(value)}",
+                f'Write {key} = "unassign" to leave such issues unassigned, or '
+                '"quarantine" to hold them back.',
+            )
         return value
 
     def _transform_title_template(self, section: str, key: str, value: Any) -> str:
@@ -445,8 +467,12 @@ class _Reader:
         try:
             list(string.Formatter().parse(template))
         except ValueError as exc:
-            raise self.fail(section, key, f"is not a valid template ({exc})",
-                            "Use {field} placeholders and write literal braces as {{ }}.") from None
+            raise self.fail(
+                section,
+                key,
+                f"is not a valid template ({exc})",
+                "Use {field} placeholders and write literal braces as {{ }}.",
+            ) from None
         return template
 
 
@@ -458,8 +484,9 @@ def _suggest(word: str, candidates: Any) -> str:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def config_path_from(path: str | os.PathLike[str] | None = None,
-                     env: Mapping[str, str] = os.environ) -> Path:
+def config_path_from(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ
+) -> Path:
     """Which file to read: the argument, else $MIGRATE_CONFIG, else ./migration.toml."""
     if path:
         return Path(path)
@@ -468,8 +495,9 @@ def config_path_from(path: str | os.PathLike[str] | None = None,
     return Path(DEFAULT_CONFIG_NAME)
 
 
-def load_settings(path: str | os.PathLike[str] | None = None,
-                  env: Mapping[str, str] = os.environ) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ
+) -> Settings:
     """Read and validate the config file; any problem is a one-line ConfigError."""
     config_path = config_path_from(path, env).expanduser()
     config_path = config_path if config_path.is_absolute() else Path.cwd() / config_path
@@ -483,8 +511,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(
-            f"Cannot read config file {config_path}: {reason}. Check the path and its "
-            "permissions."
+            f"Cannot read config file {config_path}: {reason}. Check the path and its permissions."
         ) from None
     try:
         text = raw.decode("utf-8")

@@ -52,10 +52,18 @@ from migrate.transform import plan_hash, transform_from_settings
 from migrate.transform import run as transform
 
 # Few, varied examples and no deadline: each example builds a store (or two servers).
-QUICK = settings(max_examples=120, deadline=None, database=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-OVER_HTTP = settings(max_examples=12, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+QUICK = settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+OVER_HTTP = settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 PROJECT = 5100
 RETRIEVE = "POST /fieldapi/issues/v1/retrieve"
@@ -64,8 +72,17 @@ TICKET = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"  # a ticket-shaped value that mu
 # -- the Procore sync rules, written out again from seed 000 (not imported from transform) --------
 STATUSES = {"blocked", "open", "ready_for_review", "moved_to_observation", "unblocked", "closed"}
 PRIORITIES = {"low", "medium", "high", "critical"}
-ISSUE_TYPES = {"building_code", "existing_condition", "clash", "other", "coordination",
-               "constructability", "client_feedback", "requirement_change", "design_review"}
+ISSUE_TYPES = {
+    "building_code",
+    "existing_condition",
+    "clash",
+    "other",
+    "coordination",
+    "constructability",
+    "client_feedback",
+    "requirement_change",
+    "design_review",
+}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 YMD = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 BLOB_PATH = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -124,10 +141,27 @@ def _strings(value: Any) -> Iterator[str]:
 # value that causes it.
 LONE_SURROGATE = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 CONTROL = st.characters(min_codepoint=0, max_codepoint=0x1F)
-NASTY_TEXT = ["a\x00b", "\x00", "\udc80", "x\ud800y", "\x01\x02\x03", "\x1b[31mred",
-              "\u202egpj.exe", "\r\n\r\n", "\u200b", "\ufeff", "\U0001F600" * 3, "e\u0301" * 50,
-              "   ", "\t\n", "Stair 2 > Landing", "100%", "'; DROP TABLE issues; --",
-              "{identifier}", "photo.jpg?ticket=" + TICKET]
+NASTY_TEXT = [
+    "a\x00b",
+    "\x00",
+    "\udc80",
+    "x\ud800y",
+    "\x01\x02\x03",
+    "\x1b[31mred",
+    "\u202egpj.exe",
+    "\r\n\r\n",
+    "\u200b",
+    "\ufeff",
+    "\U0001f600" * 3,
+    "e\u0301" * 50,
+    "   ",
+    "\t\n",
+    "Stair 2 > Landing",
+    "100%",
+    "'; DROP TABLE issues; --",
+    "{identifier}",
+    "photo.jpg?ticket=" + TICKET,
+]
 HUGE_NUMBERS = [2**63, -(2**63) - 1, 2**64 + 7, 10**30, 10**400, -(10**400)]
 
 
@@ -144,46 +178,97 @@ odd_text = st.one_of(
 )
 # 100 KB and more: one character repeated (hypothesis draws no such sizes itself). Only where
 # size matters (description, identifier, file name, comment), to keep the test's memory small.
-huge_text = st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "\U0001F600", "word "]),
-                      st.integers(100_000, 110_000))
+huge_text = st.builds(
+    lambda c, n: c * n,
+    st.sampled_from(["x", "é", "\U0001f600", "word "]),
+    st.integers(100_000, 110_000),
+)
 long_text = st.one_of(odd_text, huge_text)
-big_int = st.one_of(st.integers(min_value=-(2**70), max_value=2**70),
-                    st.sampled_from(HUGE_NUMBERS))
+big_int = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from(HUGE_NUMBERS))
 # No NaN or Infinity: they are not JSON (RFC 8259), and the client refuses a body holding them
 # before anything is stored (see test_nan_in_a_retrieve_body_is_an_unreadable_answer_not_a_crash).
 finite = st.floats(allow_nan=False, allow_infinity=False)
 scalar = st.one_of(st.none(), st.booleans(), big_int, finite, odd_text)
-wrong = st.one_of(scalar, st.lists(scalar, max_size=3),
-                  st.dictionaries(st.text(max_size=4), scalar, max_size=3))
-ODD_DATES = ["13/45/2020", "2020-02-30", "yesterday", "2020-01-01T25:00", "0000-00-00",
-             "2020-13-01", "20200101", "2020-1-1", "06/05/2013", "2020-01-01T10:00:00Z",
-             "2013-06-04 13:00:17 -0400", " 2020-01-01 ", "9999-12-31", "1e9", "",
-             "2011-02-07 12:37:21 EST", "2020-02-29", "2021-02-29"]
-dates = st.one_of(st.sampled_from(ODD_DATES), st.dates().map(str),
-                  st.integers(0, 2**40), finite, st.text(max_size=12), st.none())
-HOSTILE_NAMES = ["../../x", "../../../../etc/passwd", "/etc/passwd", "/tmp/x", "a\x00b.jpg",
-                 "\x00", "..\\..\\windows\\win.ini", "C:\\x.jpg", "n" * 5000, ".", "..", "",
-                 "a/b/c.jpg", "%2e%2e%2fx", "\u202egpj.exe", "photo.jpg?ticket=" + TICKET]
-filenames = st.one_of(st.sampled_from(HOSTILE_NAMES), long_text, wrong,
-                      st.builds(lambda p, s: p + s, st.sampled_from(["../", "/", "\\", "~/"]),
-                                st.text(max_size=20)))
+wrong = st.one_of(
+    scalar, st.lists(scalar, max_size=3), st.dictionaries(st.text(max_size=4), scalar, max_size=3)
+)
+ODD_DATES = [
+    "13/45/2020",
+    "2020-02-30",
+    "yesterday",
+    "2020-01-01T25:00",
+    "0000-00-00",
+    "2020-13-01",
+    "20200101",
+    "2020-1-1",
+    "06/05/2013",
+    "2020-01-01T10:00:00Z",
+    "2013-06-04 13:00:17 -0400",
+    " 2020-01-01 ",
+    "9999-12-31",
+    "1e9",
+    "",
+    "2011-02-07 12:37:21 EST",
+    "2020-02-29",
+    "2021-02-29",
+]
+dates = st.one_of(
+    st.sampled_from(ODD_DATES),
+    st.dates().map(str),
+    st.integers(0, 2**40),
+    finite,
+    st.text(max_size=12),
+    st.none(),
+)
+HOSTILE_NAMES = [
+    "../../x",
+    "../../../../etc/passwd",
+    "/etc/passwd",
+    "/tmp/x",
+    "a\x00b.jpg",
+    "\x00",
+    "..\\..\\windows\\win.ini",
+    "C:\\x.jpg",
+    "n" * 5000,
+    ".",
+    "..",
+    "",
+    "a/b/c.jpg",
+    "%2e%2e%2fx",
+    "\u202egpj.exe",
+    "photo.jpg?ticket=" + TICKET,
+]
+filenames = st.one_of(
+    st.sampled_from(HOSTILE_NAMES),
+    long_text,
+    wrong,
+    st.builds(lambda p, s: p + s, st.sampled_from(["../", "/", "\\", "~/"]), st.text(max_size=20)),
+)
 # A few repeated ids make duplicates likely; one id in five is wrong in some way. (An id with
 # a NUL is left out: Field ids are UUIDs the server makes, see the report.)
 ID_POOL = ["id-1", "id-2", "id-3", "00000aac-0000-0000-0000-000000000001", "../../x", 17]
 good_ids = st.one_of(st.sampled_from(ID_POOL), st.uuids().map(str))
-bad_ids = st.one_of(big_int, st.none(), st.booleans(), st.lists(st.integers(), max_size=2),
-                    st.sampled_from(["", "   ", "\udc80", "a\ud800"]), _around(LONE_SURROGATE))
+bad_ids = st.one_of(
+    big_int,
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.sampled_from(["", "   ", "\udc80", "a\ud800"]),
+    _around(LONE_SURROGATE),
+)
 record_ids = st.integers(0, 4).flatmap(lambda n: bad_ids if n == 0 else good_ids)
 
 
 @st.composite
-def objects(draw: st.DrawFn, values: dict[str, st.SearchStrategy[Any]],
-            whole: st.SearchStrategy[Any] | None = None) -> Any:
+def objects(
+    draw: st.DrawFn,
+    values: dict[str, st.SearchStrategy[Any]],
+    whole: st.SearchStrategy[Any] | None = None,
+) -> Any:
     """A JSON object with now and then a key left out; one in ten is not an object at all."""
     if whole is not None and draw(st.integers(0, 9)) == 0:
         return draw(whole)
-    return {key: draw(strategy) for key, strategy in values.items()
-            if draw(st.integers(0, 7)) > 0}
+    return {key: draw(strategy) for key, strategy in values.items() if draw(st.integers(0, 7)) > 0}
 
 
 def either(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -192,26 +277,38 @@ def either(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.Sear
 
 
 def ticket_url(object_id: Any) -> str:
-    return (f"http://127.0.0.1:9/api/binary_data?ticket={TICKET}&project_id=p&object_id="
-            f"{object_id}&image_type=original")
+    return (
+        f"http://127.0.0.1:9/api/binary_data?ticket={TICKET}&project_id=p&object_id="
+        f"{object_id}&image_type=original"
+    )
 
 
-attachment_entries = objects({
-    "id": record_ids,
-    "type": either(st.sampled_from(["Attachment", "DocumentReference", "UriReference",
-                                    "Signature"]), st.sampled_from(["Photo", None, 3, ""])),
-    "name": either(st.sampled_from(["photo.jpg", "IMG 0001.JPG"]), filenames),
-    "original_url": either(st.builds(ticket_url, st.text(max_size=8)), wrong),
-    "path": either(st.just("https://example.com/doc?ticket=" + TICKET), wrong),
-    "content_type": either(st.just("image/jpeg"), wrong),
-    "caption": odd_text,
-    "num_pages": either(st.integers(0, 5), st.one_of(big_int, wrong)),
-    "created_at": dates,
-}, whole=wrong)
-comment_entries = objects({
-    "id": record_ids, "comment_text": either(st.just("Checked on site."), long_text),
-    "created_by": odd_text, "created_at": dates,
-}, whole=wrong)
+attachment_entries = objects(
+    {
+        "id": record_ids,
+        "type": either(
+            st.sampled_from(["Attachment", "DocumentReference", "UriReference", "Signature"]),
+            st.sampled_from(["Photo", None, 3, ""]),
+        ),
+        "name": either(st.sampled_from(["photo.jpg", "IMG 0001.JPG"]), filenames),
+        "original_url": either(st.builds(ticket_url, st.text(max_size=8)), wrong),
+        "path": either(st.just("https://example.com/doc?ticket=" + TICKET), wrong),
+        "content_type": either(st.just("image/jpeg"), wrong),
+        "caption": odd_text,
+        "num_pages": either(st.integers(0, 5), st.one_of(big_int, wrong)),
+        "created_at": dates,
+    },
+    whole=wrong,
+)
+comment_entries = objects(
+    {
+        "id": record_ids,
+        "comment_text": either(st.just("Checked on site."), long_text),
+        "created_by": odd_text,
+        "created_at": dates,
+    },
+    whole=wrong,
+)
 
 #: A value the mapping accepts, per field; FIELD_VALUES below has every wrong one.
 GOOD_VALUES: dict[str, st.SearchStrategy[Any]] = {
@@ -261,21 +358,25 @@ def field_lists(draw: st.DrawFn) -> Any:
             value = draw(GOOD_VALUES[field_id])
         else:
             value = draw(FIELD_VALUES[field_id])
-        entries.append({"id": field_id, "name": draw(st.sampled_from(["", "Name", "a\x00"])),
-                        "value": value})
+        entries.append(
+            {"id": field_id, "name": draw(st.sampled_from(["", "Name", "a\x00"])), "value": value}
+        )
     if draw(st.integers(0, 4)) == 0:
         odd_entry = draw(st.one_of(wrong, st.fixed_dictionaries({"id": wrong})))
         entries.insert(draw(st.integers(0, len(entries))), odd_entry)
     return entries
 
 
-issue_records = objects({
-    "id": record_ids,
-    "created_by": either(st.just("moe@example.com"), wrong),
-    "fields": field_lists(),
-    "comments": either(st.lists(comment_entries, max_size=3), wrong),
-    "attachments": either(st.lists(attachment_entries, max_size=4), wrong),
-}, whole=wrong)
+issue_records = objects(
+    {
+        "id": record_ids,
+        "created_by": either(st.just("moe@example.com"), wrong),
+        "fields": field_lists(),
+        "comments": either(st.lists(comment_entries, max_size=3), wrong),
+        "attachments": either(st.lists(attachment_entries, max_size=4), wrong),
+    },
+    whole=wrong,
+)
 
 
 # -- a real staging store -----------------------------------------------------------------------
@@ -285,22 +386,36 @@ def reference_store() -> Store:
     with store.transaction():
         conn = store.conn
         conn.execute("INSERT INTO projects (id, name) VALUES ('proj-1', 'Harbor Point')")
-        for area_id, parent, name, deleted in (("a-north", None, "North", 0),
-                                               ("a-n1", "a-north", "Level 1", 0),
-                                               ("a-old", None, "Old Trailer", 1)):
-            conn.execute("INSERT INTO areas (id, parent_id, name, full_path, deleted) "
-                         "VALUES (?, ?, ?, ?, ?)", (area_id, parent, name, name, deleted))
+        for area_id, parent, name, deleted in (
+            ("a-north", None, "North", 0),
+            ("a-n1", "a-north", "Level 1", 0),
+            ("a-old", None, "Old Trailer", 1),
+        ):
+            conn.execute(
+                "INSERT INTO areas (id, parent_id, name, full_path, deleted) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (area_id, parent, name, name, deleted),
+            )
         conn.execute("INSERT INTO companies (id, name) VALUES ('c-1', 'Acme Drywall')")
-        for type_id, name, category in (("t-clash", "Clash", "Coordination"),
-                                        ("t-punch", "Punch item", "Quality")):
-            conn.execute("INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
-                         (type_id, name, category))
-        conn.execute("INSERT INTO custom_fields (id, name, container_type, position) "
-                     "VALUES ('cf-1', 'Beverage', 'Issue', 1)")
+        for type_id, name, category in (
+            ("t-clash", "Clash", "Coordination"),
+            ("t-punch", "Punch item", "Quality"),
+        ):
+            conn.execute(
+                "INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
+                (type_id, name, category),
+            )
+        conn.execute(
+            "INSERT INTO custom_fields (id, name, container_type, position) "
+            "VALUES ('cf-1', 'Beverage', 'Issue', 1)"
+        )
         run_id = start_run(store, "snapshot-for-test", {})
-        conn.execute("INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
-                     "snapshot_run) VALUES (?, 7001, 'alice', 'alice@example.com', "
-                     "'alice@example.com', ?)", (PROJECT, run_id))
+        conn.execute(
+            "INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
+            "snapshot_run) VALUES (?, 7001, 'alice', 'alice@example.com', "
+            "'alice@example.com', ?)",
+            (PROJECT, run_id),
+        )
     return store
 
 
@@ -312,9 +427,17 @@ def blobs(tmp_path_factory: pytest.TempPathFactory) -> BlobStore:
 def extract_context(store: Store, blobs: BlobStore) -> Context:
     """What extract passes its save functions; nothing here makes an HTTP call."""
     run_id = start_run(store, "extract", {"project_id": "proj-1"})
-    return Context(store=store, session=None, blobs=blobs,  # type: ignore[arg-type]
-                   options=ExtractOptions(project_id="proj-1"), run_id=run_id,
-                   pass_id=run_id, full_refresh=False, progress=NoProgress(), log=None)
+    return Context(
+        store=store,
+        session=None,
+        blobs=blobs,  # type: ignore[arg-type]
+        options=ExtractOptions(project_id="proj-1"),
+        run_id=run_id,
+        pass_id=run_id,
+        full_refresh=False,
+        progress=NoProgress(),
+        log=None,
+    )
 
 
 def usable_id(record: Any) -> str | None:
@@ -334,12 +457,16 @@ def usable_id(record: Any) -> str | None:
     return text
 
 
-def problems(store: Store, entity: str | None = None, endpoint: str | None = None
-             ) -> list[tuple[str, str | None, str]]:
+def problems(
+    store: Store, entity: str | None = None, endpoint: str | None = None
+) -> list[tuple[str, str | None, str]]:
     """(entity, source_id, reason) of the source problems, of one entity and endpoint if given."""
     rows = store.conn.execute("SELECT entity, source_id, reason, endpoint FROM source_problems")
-    return [row[:3] for row in rows if (entity is None or row[0] == entity)
-            and (endpoint is None or row[3] == endpoint)]
+    return [
+        row[:3]
+        for row in rows
+        if (entity is None or row[0] == entity) and (endpoint is None or row[3] == endpoint)
+    ]
 
 
 def one_value(store: Store, sql: str, *params: Any) -> Any:
@@ -349,14 +476,27 @@ def one_value(store: Store, sql: str, *params: Any) -> Any:
 def outcome_of(store: Store, entity: str, source_id: str) -> list[str]:
     """Where a staged record ended: planned, quarantined and/or skipped (exactly one is right)."""
     found = []
-    if one_value(store, "SELECT COUNT(*) FROM planned_issues WHERE source_id = ? AND "
-                        "source_kind = ?", source_id, entity):
+    if one_value(
+        store,
+        "SELECT COUNT(*) FROM planned_issues WHERE source_id = ? AND source_kind = ?",
+        source_id,
+        entity,
+    ):
         found.append("planned")
-    if one_value(store, "SELECT COUNT(*) FROM quarantine WHERE entity = ? AND source_id = ? "
-                        "AND released_at IS NULL AND reason != ''", entity, source_id):
+    if one_value(
+        store,
+        "SELECT COUNT(*) FROM quarantine WHERE entity = ? AND source_id = ? "
+        "AND released_at IS NULL AND reason != ''",
+        entity,
+        source_id,
+    ):
         found.append("quarantined")
-    if one_value(store, "SELECT COUNT(*) FROM skipped_records WHERE entity = ? AND "
-                        "source_id = ? AND reason != ''", entity, source_id):
+    if one_value(
+        store,
+        "SELECT COUNT(*) FROM skipped_records WHERE entity = ? AND source_id = ? AND reason != ''",
+        entity,
+        source_id,
+    ):
         found.append("skipped")
     return found
 
@@ -371,11 +511,13 @@ def check_stored_values(store: Store) -> None:
     """What reached the normalised tables has the declared shape and carries no ticket."""
     for (due,) in store.conn.execute("SELECT due_date FROM issues WHERE due_date IS NOT NULL"):
         assert YMD.match(due), due
-    for (hours,) in store.conn.execute("SELECT labor_hours FROM issues "
-                                       "WHERE labor_hours IS NOT NULL"):
+    for (hours,) in store.conn.execute(
+        "SELECT labor_hours FROM issues WHERE labor_hours IS NOT NULL"
+    ):
         assert isinstance(hours, float) and math.isfinite(hours)
-    for (url,) in store.conn.execute("SELECT source_url FROM attachments "
-                                     "WHERE source_url IS NOT NULL"):
+    for (url,) in store.conn.execute(
+        "SELECT source_url FROM attachments WHERE source_url IS NOT NULL"
+    ):
         assert TICKET not in url and "ticket=" not in url.lower(), url
     for table in ("raw_issues", "raw_issue_details", "raw_checklist_details", "source_problems"):
         column = "raw_payload" if table == "source_problems" else "payload"
@@ -414,26 +556,46 @@ def test_every_generated_issue_is_planned_quarantined_skipped_or_a_source_proble
         if data.draw(st.integers(0, 7).map(bool), label=f"listed {source_id}"):
             record = good[source_id]
             attachments = record.get("attachments")
-            sizes = [{"id": item.get("id"), "size": data.draw(st.one_of(big_int, wrong))}
-                     for item in (attachments if isinstance(attachments, list) else [])
-                     if isinstance(item, Mapping)]
-            listing.append({"id": good[source_id]["id"], "updated_at": data.draw(dates),
-                            "created_at": data.draw(st.one_of(odd_text, wrong)),
-                            "attachments": sizes})
-    junk_rows = data.draw(st.lists(st.one_of(wrong, st.fixed_dictionaries({"id": wrong})),
-                                   max_size=2), label="junk listing rows")
+            sizes = [
+                {"id": item.get("id"), "size": data.draw(st.one_of(big_int, wrong))}
+                for item in (attachments if isinstance(attachments, list) else [])
+                if isinstance(item, Mapping)
+            ]
+            listing.append(
+                {
+                    "id": good[source_id]["id"],
+                    "updated_at": data.draw(dates),
+                    "created_at": data.draw(st.one_of(odd_text, wrong)),
+                    "attachments": sizes,
+                }
+            )
+    junk_rows = data.draw(
+        st.lists(st.one_of(wrong, st.fixed_dictionaries({"id": wrong})), max_size=2),
+        label="junk listing rows",
+    )
 
-    save_page(ctx, cursor="issues:listing", entity="issues", raw_table="raw_issues",
-              rows=listing + junk_rows, offset=0, last=False, incomplete=False,
-              endpoint="POST /api/get_issues")
+    save_page(
+        ctx,
+        cursor="issues:listing",
+        entity="issues",
+        raw_table="raw_issues",
+        rows=listing + junk_rows,
+        offset=0,
+        last=False,
+        incomplete=False,
+        endpoint="POST /api/get_issues",
+    )
     save_issue_details(ctx, batch, records, [], {"cf-1": 1})
     refresh_issue_flags(ctx)
 
     # Extract: one row per good record, a problem for every other one; children likewise.
     staged = {row[0] for row in store.conn.execute("SELECT source_id FROM issues")}
     assert staged == set(good)
-    record_problems = [p for p in problems(store, "issues", RETRIEVE) if re.search(
-        r"^issues record (is|has)|that was not asked for", p[2])]
+    record_problems = [
+        p
+        for p in problems(store, "issues", RETRIEVE)
+        if re.search(r"^issues record (is|has)|that was not asked for", p[2])
+    ]
     assert len(record_problems) == rejected
     junk_problems = problems(store, "issues", "POST /api/get_issues")
     assert len(junk_problems) == sum(usable_id(row) is None for row in junk_rows)
@@ -444,16 +606,18 @@ def test_every_generated_issue_is_planned_quarantined_skipped_or_a_source_proble
     check_stored_values(store)
 
     # Transform: each staged issue ends in exactly one place; planned payloads pass the rules.
-    result = transform(store, mappings=default_mappings(), settings=TS(),
-                       target_project_id=PROJECT, workers=1)
+    result = transform(
+        store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, workers=1
+    )
     assert result.plan_hash == plan_hash(store)
     counts = result.counts["issues"]
     assert counts["extracted"] == len(good)
     for source_id in good:
         assert len(outcome_of(store, "issue", source_id)) == 1, source_id
     assert counts["planned"] + counts["quarantined"] + counts["skipped"] == len(good)
-    assert len(records) == counts["planned"] + counts["quarantined"] + counts["skipped"] \
-        + len(record_problems)
+    assert len(records) == counts["planned"] + counts["quarantined"] + counts["skipped"] + len(
+        record_problems
+    )
     check_planned_payloads(store)
     for outcome in ("planned", "quarantined", "skipped"):
         event(f"some issue {outcome}: {counts[outcome] > 0}")
@@ -465,9 +629,14 @@ def test_every_generated_issue_is_planned_quarantined_skipped_or_a_source_proble
 def check_children(store: Store, issue_id: str, record: Mapping[str, Any]) -> None:
     """Each comment and attachment of a stored issue has a row, or a problem saying why not."""
     reasons = [p[2] for p in problems(store)]
-    for key, table, kinds in (("comments", "comments", None),
-                              ("attachments", "attachments",
-                               {"Attachment", "DocumentReference", "UriReference", "Signature"})):
+    for key, table, kinds in (
+        ("comments", "comments", None),
+        (
+            "attachments",
+            "attachments",
+            {"Attachment", "DocumentReference", "UriReference", "Signature"},
+        ),
+    ):
         entries = record.get(key)
         if entries is None:
             continue
@@ -477,56 +646,82 @@ def check_children(store: Store, issue_id: str, record: Mapping[str, Any]) -> No
         for entry in entries:
             child_id = usable_id(entry)
             if child_id is None:
-                assert any(f"issue {issue_id}: {key} record" in r
-                           or f"Issue {issue_id}: attachments record" in r for r in reasons), \
-                    (issue_id, entry)
+                assert any(
+                    f"issue {issue_id}: {key} record" in r
+                    or f"Issue {issue_id}: attachments record" in r
+                    for r in reasons
+                ), (issue_id, entry)
             elif kinds is not None and entry.get("type") not in kinds:
-                assert any(f"attachments {child_id} on Issue {issue_id}: type" in r
-                           for r in reasons)
+                assert any(
+                    f"attachments {child_id} on Issue {issue_id}: type" in r for r in reasons
+                )
             else:
-                assert one_value(store, f"SELECT COUNT(*) FROM {table} WHERE id = ?",
-                                 child_id) == 1, (table, child_id)
+                assert (
+                    one_value(store, f"SELECT COUNT(*) FROM {table} WHERE id = ?", child_id) == 1
+                ), (table, child_id)
 
 
 # -- checklists: details → rows → checklist items as issues ---------------------------------------
-item_entries = objects({
-    "id": record_ids,
-    "position": st.one_of(st.integers(0, 9), big_int, wrong),
-    "question_text": st.one_of(odd_text, wrong),
-    "display_type": st.one_of(st.just("yes_no_na"), wrong),
-    "response": st.one_of(st.sampled_from(["No", "Yes", ""]), wrong),
-    "is_conforming": st.one_of(st.sampled_from(["No", "no ", "Yes", ""]), wrong),
-    "comment": st.one_of(odd_text, wrong),
-    "possible_values": wrong,
-    "issues": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"id": record_ids}), wrong),
-                                 max_size=2), wrong),
-    "attachments": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
-}, whole=wrong)
-section_entries = objects({
-    "section_name": st.one_of(odd_text, wrong),
-    "items": st.one_of(st.lists(item_entries, max_size=4), wrong),
-}, whole=wrong)
-checklist_records = objects({
-    "id": record_ids,
-    "name": st.one_of(odd_text, wrong),
-    "identifier": st.one_of(odd_text, wrong),
-    "status": st.one_of(st.sampled_from(["Open", "Closed"]), wrong),
-    "company": st.one_of(st.fixed_dictionaries({"id": record_ids}), wrong),
-    "template": st.one_of(st.fixed_dictionaries({"id": record_ids, "name": odd_text}), wrong),
-    "sections": st.one_of(st.lists(section_entries, max_size=3), wrong),
-    "comments": st.one_of(st.lists(comment_entries, max_size=2), wrong),
-    "attachments": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
-    "signatures": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
-    "custom_field_values": st.one_of(st.lists(st.one_of(
-        st.fixed_dictionaries({"id": record_ids, "value": wrong}), wrong), max_size=3), wrong),
-}, whole=wrong)
+item_entries = objects(
+    {
+        "id": record_ids,
+        "position": st.one_of(st.integers(0, 9), big_int, wrong),
+        "question_text": st.one_of(odd_text, wrong),
+        "display_type": st.one_of(st.just("yes_no_na"), wrong),
+        "response": st.one_of(st.sampled_from(["No", "Yes", ""]), wrong),
+        "is_conforming": st.one_of(st.sampled_from(["No", "no ", "Yes", ""]), wrong),
+        "comment": st.one_of(odd_text, wrong),
+        "possible_values": wrong,
+        "issues": st.one_of(
+            st.lists(st.one_of(st.fixed_dictionaries({"id": record_ids}), wrong), max_size=2), wrong
+        ),
+        "attachments": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
+    },
+    whole=wrong,
+)
+section_entries = objects(
+    {
+        "section_name": st.one_of(odd_text, wrong),
+        "items": st.one_of(st.lists(item_entries, max_size=4), wrong),
+    },
+    whole=wrong,
+)
+checklist_records = objects(
+    {
+        "id": record_ids,
+        "name": st.one_of(odd_text, wrong),
+        "identifier": st.one_of(odd_text, wrong),
+        "status": st.one_of(st.sampled_from(["Open", "Closed"]), wrong),
+        "company": st.one_of(st.fixed_dictionaries({"id": record_ids}), wrong),
+        "template": st.one_of(st.fixed_dictionaries({"id": record_ids, "name": odd_text}), wrong),
+        "sections": st.one_of(st.lists(section_entries, max_size=3), wrong),
+        "comments": st.one_of(st.lists(comment_entries, max_size=2), wrong),
+        "attachments": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
+        "signatures": st.one_of(st.lists(attachment_entries, max_size=2), wrong),
+        "custom_field_values": st.one_of(
+            st.lists(
+                st.one_of(st.fixed_dictionaries({"id": record_ids, "value": wrong}), wrong),
+                max_size=3,
+            ),
+            wrong,
+        ),
+    },
+    whole=wrong,
+)
 
 
 @QUICK
-@given(fetched=st.lists(st.tuples(st.sampled_from(["cl-1", "cl-2", "cl-3", "id-1"]),
-                                  st.one_of(checklist_records, st.none())), max_size=4,
-                        unique_by=lambda pair: pair[0]),
-       same_id=st.lists(st.booleans(), min_size=4, max_size=4))
+@given(
+    fetched=st.lists(
+        st.tuples(
+            st.sampled_from(["cl-1", "cl-2", "cl-3", "id-1"]),
+            st.one_of(checklist_records, st.none()),
+        ),
+        max_size=4,
+        unique_by=lambda pair: pair[0],
+    ),
+    same_id=st.lists(st.booleans(), min_size=4, max_size=4),
+)
 def test_every_generated_checklist_and_item_is_stored_or_a_source_problem(
     blobs: BlobStore, fetched: list[tuple[str, Any]], same_id: list[bool]
 ) -> None:
@@ -551,22 +746,30 @@ def test_every_generated_checklist_and_item_is_stored_or_a_source_problem(
             expected_items |= items_of(record, reasons)
         else:
             assert asked not in stored
-            assert any(f"asked for checklist {asked}" in r or "checklists record" in r
-                       for r in reasons), record
+            assert any(
+                f"asked for checklist {asked}" in r or "checklists record" in r for r in reasons
+            ), record
     for item_id in expected_items:
-        assert one_value(store, "SELECT COUNT(*) FROM checklist_items WHERE id = ?",
-                         item_id) == 1
+        assert one_value(store, "SELECT COUNT(*) FROM checklist_items WHERE id = ?", item_id) == 1
     check_stored_values(store)
 
-    result = transform(store, mappings=default_mappings(),
-                       settings=TS(checklist_items_as_issues=True),
-                       target_project_id=PROJECT, workers=1)
+    result = transform(
+        store,
+        mappings=default_mappings(),
+        settings=TS(checklist_items_as_issues=True),
+        target_project_id=PROJECT,
+        workers=1,
+    )
     assert result.plan_hash == plan_hash(store)
     counts = result.counts["checklist_items"]
     assert counts["planned"] + counts["quarantined"] + counts["skipped"] == counts["extracted"]
-    candidates = [row[0] for row in store.conn.execute(
-        "SELECT id FROM checklist_items WHERE lower(trim(is_conforming)) = 'no' AND "
-        "(linked_issue_ids IS NULL OR json_array_length(linked_issue_ids) = 0)")]
+    candidates = [
+        row[0]
+        for row in store.conn.execute(
+            "SELECT id FROM checklist_items WHERE lower(trim(is_conforming)) = 'no' AND "
+            "(linked_issue_ids IS NULL OR json_array_length(linked_issue_ids) = 0)"
+        )
+    ]
     assert counts["extracted"] == len(candidates)
     for item_id in candidates:
         assert len(outcome_of(store, "checklist_item", item_id)) == 1, item_id
@@ -633,27 +836,48 @@ planted_names = st.one_of(
     st.sampled_from([f"{SURROGATE_MARK}.jpg", f"..{BAD_UTF8_MARK}/x", f"a{SURROGATE_MARK}"]),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40),
 )
-planted_fields = st.fixed_dictionaries({}, optional={
-    "due_date": st.one_of(st.sampled_from(ODD_DATES), st.integers(0, 2**40), st.dates().map(str)),
-    "priority": st.one_of(st.sampled_from(["High", "Urgent", ""]), st.integers()),
-    "labor_hours": st.one_of(st.sampled_from(["lots", "2.5"]), finite),
-    "identifier": st.one_of(st.text(max_size=10), st.integers(), st.just("a\x00b")),
-    "f--status": st.sampled_from(["Parked", "", "Closed"]),
-    "assigned_to": st.sampled_from(["nobody@example.com", "", f"x{SURROGATE_MARK}"]),
-})
-planted_issues = st.lists(st.fixed_dictionaries({
-    "description": st.one_of(st.text(max_size=60), st.sampled_from(
-        ["", "\x00\x01\x02", f"Leak {SURROGATE_MARK}", f"bad {BAD_UTF8_MARK} bytes",
-         "é" * 100_001])),
-    "fields": planted_fields,
-    "attachments": st.lists(st.tuples(planted_names, st.integers(0, 3000)), max_size=3),
-}), min_size=1, max_size=4)
+planted_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "due_date": st.one_of(
+            st.sampled_from(ODD_DATES), st.integers(0, 2**40), st.dates().map(str)
+        ),
+        "priority": st.one_of(st.sampled_from(["High", "Urgent", ""]), st.integers()),
+        "labor_hours": st.one_of(st.sampled_from(["lots", "2.5"]), finite),
+        "identifier": st.one_of(st.text(max_size=10), st.integers(), st.just("a\x00b")),
+        "f--status": st.sampled_from(["Parked", "", "Closed"]),
+        "assigned_to": st.sampled_from(["nobody@example.com", "", f"x{SURROGATE_MARK}"]),
+    },
+)
+planted_issues = st.lists(
+    st.fixed_dictionaries(
+        {
+            "description": st.one_of(
+                st.text(max_size=60),
+                st.sampled_from(
+                    [
+                        "",
+                        "\x00\x01\x02",
+                        f"Leak {SURROGATE_MARK}",
+                        f"bad {BAD_UTF8_MARK} bytes",
+                        "é" * 100_001,
+                    ]
+                ),
+            ),
+            "fields": planted_fields,
+            "attachments": st.lists(st.tuples(planted_names, st.integers(0, 3000)), max_size=3),
+        }
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @OVER_HTTP
 @given(planted=planted_issues)
-def test_hostile_issues_over_http_migrate_or_are_accounted_for(planted: list[dict[str, Any]]
-                                                               ) -> None:
+def test_hostile_issues_over_http_migrate_or_are_accounted_for(
+    planted: list[dict[str, Any]],
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="bad-input-e2e-"))
     root = work / "run" / "staging"  # two levels below, so "../../x" from blobs/ stays in work
     root.mkdir(parents=True)
@@ -667,18 +891,24 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(planted: list[dic
             for name, size in spec["attachments"]:
                 field.add_attachment(issue_id, name, size)
         settings_ = Settings(
-            source=SourceSettings(base_url=servers[0].url, project_id=project.main.id,
-                                  workers=2),
-            target=TargetSettings(base_url=servers[1].url, auth_url=servers[1].url,
-                                  company_id=procore.company["id"],
-                                  project_id=project.target_state()["projects"][0]["id"]),
-            staging=StagingSettings(path=root / "staging.db", blobs=root / "blobs",
-                                    logs=root / "logs"),
+            source=SourceSettings(base_url=servers[0].url, project_id=project.main.id, workers=2),
+            target=TargetSettings(
+                base_url=servers[1].url,
+                auth_url=servers[1].url,
+                company_id=procore.company["id"],
+                project_id=project.target_state()["projects"][0]["id"],
+            ),
+            staging=StagingSettings(
+                path=root / "staging.db", blobs=root / "blobs", logs=root / "logs"
+            ),
             mappings=MappingsSettings(dir=work / "mappings"),
         )
         write_default_mappings(work / "mappings")
-        env = {**FIELD_ENV, "PROCORE_CLIENT_ID": "demo-client",
-               "PROCORE_CLIENT_SECRET": "demo-secret"}
+        env = {
+            **FIELD_ENV,
+            "PROCORE_CLIENT_ID": "demo-client",
+            "PROCORE_CLIENT_SECRET": "demo-secret",
+        }
         extracted = extract_from_settings(settings_, env)
         result = transform_from_settings(settings_, env)
         live = field.counts()
@@ -688,10 +918,16 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(planted: list[dic
     try:
         with open_store(root / "staging.db") as store:
             counts = result.counts["issues"]
-            reached = Counter(o for (source_id,) in store.conn.execute(
-                "SELECT source_id FROM issues") for o in outcome_of(store, "issue", source_id))
-            without_row = one_value(store, "SELECT COUNT(*) FROM source_problems WHERE "
-                                           "entity = 'issues' AND source_id IS NULL")
+            reached = Counter(
+                o
+                for (source_id,) in store.conn.execute("SELECT source_id FROM issues")
+                for o in outcome_of(store, "issue", source_id)
+            )
+            without_row = one_value(
+                store,
+                "SELECT COUNT(*) FROM source_problems WHERE "
+                "entity = 'issues' AND source_id IS NULL",
+            )
             # Every issue the simulator has went somewhere, once.
             assert live["issues"] == counts["extracted"] + without_row
             assert sum(reached.values()) == counts["extracted"]
@@ -699,13 +935,28 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(planted: list[dic
             assert reached["quarantined"] == counts["quarantined"]
             assert reached["skipped"] == counts["skipped"]
             # Every planted attachment has a row; stored ones are content-addressed.
-            assert one_value(store, "SELECT COUNT(*) FROM attachments WHERE kind = "
-                                    "'Attachment' AND container_type = 'Issue'"
-                             ) == live["issue_attachments"]
-            assert one_value(store, "SELECT COUNT(*) FROM attachments WHERE state = 'failed' "
-                                    "AND failure = 'transport'") == 0
-            digests = {d for (d,) in store.conn.execute(
-                "SELECT sha256 FROM attachments WHERE state = 'stored'")}
+            assert (
+                one_value(
+                    store,
+                    "SELECT COUNT(*) FROM attachments WHERE kind = "
+                    "'Attachment' AND container_type = 'Issue'",
+                )
+                == live["issue_attachments"]
+            )
+            assert (
+                one_value(
+                    store,
+                    "SELECT COUNT(*) FROM attachments WHERE state = 'failed' "
+                    "AND failure = 'transport'",
+                )
+                == 0
+            )
+            digests = {
+                d
+                for (d,) in store.conn.execute(
+                    "SELECT sha256 FROM attachments WHERE state = 'stored'"
+                )
+            }
             check_stored_values(store)
             check_planned_payloads(store)
         assert extracted.blobs_failed == 0
@@ -713,8 +964,13 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(planted: list[dic
         # Nothing was written anywhere a file name could have pointed to.
         assert sorted(p.name for p in work.iterdir()) == ["mappings", "run"]
         assert sorted(p.name for p in (work / "run").iterdir()) == ["staging"]
-        assert {p.name for p in root.iterdir()} <= {"blobs", "logs", "staging.db",
-                                                    "staging.db-wal", "staging.db-shm"}
+        assert {p.name for p in root.iterdir()} <= {
+            "blobs",
+            "logs",
+            "staging.db",
+            "staging.db-wal",
+            "staging.db-shm",
+        }
         assert all(p.suffix == ".jsonl" for p in (root / "logs").iterdir())
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -737,9 +993,12 @@ def assert_blob_store_closed(blobs_root: Path, digests: set[str]) -> None:
 
 
 def field_only(url: str, project: GeneratedProject, folder: Path) -> Settings:
-    return Settings(source=SourceSettings(base_url=url, project_id=project.main.id),
-                    staging=StagingSettings(path=folder / "staging.db", blobs=folder / "blobs",
-                                            logs=folder / "logs"))
+    return Settings(
+        source=SourceSettings(base_url=url, project_id=project.main.id),
+        staging=StagingSettings(
+            path=folder / "staging.db", blobs=folder / "blobs", logs=folder / "logs"
+        ),
+    )
 
 
 def test_voided_ids_that_are_not_text_are_source_problems(tmp_path: Path) -> None:
@@ -756,11 +1015,14 @@ def test_voided_ids_that_are_not_text_are_source_problems(tmp_path: Path) -> Non
         server.stop()
     assert result.completed
     with open_store(tmp_path / "staging.db") as store:
-        reasons = [row[0] for row in store.conn.execute(
-            "SELECT reason FROM source_problems WHERE entity = 'voided_issues'")]
+        reasons = [
+            row[0]
+            for row in store.conn.execute(
+                "SELECT reason FROM source_problems WHERE entity = 'voided_issues'"
+            )
+        ]
         assert len(reasons) == 4 and all("is not text" in reason for reason in reasons)
-        assert one_value(store, "SELECT COUNT(*) FROM raw_voided_issues") == \
-            live["voided_issues"]
+        assert one_value(store, "SELECT COUNT(*) FROM raw_voided_issues") == live["voided_issues"]
         assert one_value(store, "SELECT COUNT(*) FROM issues") == live["issues"]
 
 
@@ -781,32 +1043,52 @@ def test_nan_in_a_retrieve_body_is_an_unreadable_answer_not_a_crash(tmp_path: Pa
         server.stop()
     assert not first.completed and second.completed
     with open_store(tmp_path / "staging.db") as store:
-        reasons = [row[0] for row in store.conn.execute(
-            "SELECT reason FROM source_problems WHERE run_id = ? AND endpoint = ?",
-            (first.run_id, RETRIEVE))]
+        reasons = [
+            row[0]
+            for row in store.conn.execute(
+                "SELECT reason FROM source_problems WHERE run_id = ? AND endpoint = ?",
+                (first.run_id, RETRIEVE),
+            )
+        ]
         assert len(reasons) == 1 and "answered with a body that is not JSON" in reasons[0]
         assert one_value(store, "SELECT COUNT(*) FROM issues") == live["issues"]
-        assert one_value(store, "SELECT description FROM issues WHERE source_id = ?",
-                         odd) == "Readable again"
+        assert (
+            one_value(store, "SELECT description FROM issues WHERE source_id = ?", odd)
+            == "Readable again"
+        )
 
 
 # -- known gaps, kept as failing reproductions (strict: they flip when fixed) ---------------------
-def plan_one(fields: dict[str, Any], attachments: list[dict[str, Any]] | None = None
-             ) -> dict[str, Any]:
+def plan_one(
+    fields: dict[str, Any], attachments: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Extract one retrieve record through the real save functions, transform it, return the
     planned payload."""
     store = reference_store()
     ctx = extract_context(store, BlobStore(tempfile.mkdtemp(prefix="bad-input-")))
-    record = {"id": "id-1", "fields": [{"id": key, "name": name, "value": value}
-                                       for key, (name, value) in fields.items()],
-              "attachments": attachments or []}
-    save_page(ctx, cursor="issues:listing", entity="issues", raw_table="raw_issues",
-              rows=[{"id": "id-1"}], offset=0, last=False, incomplete=False,
-              endpoint="POST /api/get_issues")
+    record = {
+        "id": "id-1",
+        "fields": [
+            {"id": key, "name": name, "value": value} for key, (name, value) in fields.items()
+        ],
+        "attachments": attachments or [],
+    }
+    save_page(
+        ctx,
+        cursor="issues:listing",
+        entity="issues",
+        raw_table="raw_issues",
+        rows=[{"id": "id-1"}],
+        offset=0,
+        last=False,
+        incomplete=False,
+        endpoint="POST /api/get_issues",
+    )
     save_issue_details(ctx, [("id-1", "basis")], [record], [], {"cf-1": 1})
     refresh_issue_flags(ctx)
-    transform(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
-              workers=1)
+    transform(
+        store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, workers=1
+    )
     row = store.conn.execute("SELECT payload FROM planned_issues").fetchone()
     store.close()
     assert row is not None
@@ -821,8 +1103,7 @@ def test_description_footer_has_no_nul(where: str) -> None:
     if where == "custom field name":
         payload = plan_one({**PLANNABLE, "cf--cf-9": ("Bev\x00erage", "Tea")})
     else:
-        payload = plan_one(PLANNABLE, [{"id": "att-1", "type": "Attachment",
-                                        "name": "a\x00b.jpg"}])
+        payload = plan_one(PLANNABLE, [{"id": "att-1", "type": "Attachment", "name": "a\x00b.jpg"}])
     assert "\x00" not in payload["description"]
 
 
@@ -835,14 +1116,26 @@ def test_origin_title_has_no_nul() -> None:
 def test_an_attachment_id_claimed_by_two_issues_is_a_source_problem() -> None:
     store = reference_store()
     ctx = extract_context(store, BlobStore(tempfile.mkdtemp(prefix="bad-input-")))
-    records = [{"id": issue, "attachments": [{"id": "att-1", "type": "Attachment"}]}
-               for issue in ("id-1", "id-2")]
-    save_page(ctx, cursor="issues:listing", entity="issues", raw_table="raw_issues",
-              rows=records, offset=0, last=False, incomplete=False,
-              endpoint="POST /api/get_issues")
+    records = [
+        {"id": issue, "attachments": [{"id": "att-1", "type": "Attachment"}]}
+        for issue in ("id-1", "id-2")
+    ]
+    save_page(
+        ctx,
+        cursor="issues:listing",
+        entity="issues",
+        raw_table="raw_issues",
+        rows=records,
+        offset=0,
+        last=False,
+        incomplete=False,
+        endpoint="POST /api/get_issues",
+    )
     save_issue_details(ctx, [("id-1", "basis"), ("id-2", "basis")], records, [], {})
-    owners = [row[0] for row in store.conn.execute(
-        "SELECT container_id FROM attachments WHERE id = 'att-1'")]
+    owners = [
+        row[0]
+        for row in store.conn.execute("SELECT container_id FROM attachments WHERE id = 'att-1'")
+    ]
     reasons = [p[2] for p in problems(store) if "att-1" in p[2] and "original_url" not in p[2]]
     store.close()
     assert owners == ["id-2"]  # one row: the id is the primary key

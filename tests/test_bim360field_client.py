@@ -72,8 +72,7 @@ def _session(url: str, password: str = PASSWORD, **kwargs: Any) -> FieldSession:
     return FieldSession(http, Secret(USER), Secret(password), **kwargs)
 
 
-def test_login_and_logout(field: tuple[TicketRecordingApp, str], project: GeneratedProject
-                          ) -> None:
+def test_login_and_logout(field: tuple[TicketRecordingApp, str], project: GeneratedProject) -> None:
     app, url = field
     session = _session(url, project_id=project.main.id)
     with session:
@@ -90,8 +89,9 @@ def test_login_and_logout(field: tuple[TicketRecordingApp, str], project: Genera
     session.http.close()
 
 
-def test_bad_credentials_are_a_one_line_credential_error(field: tuple[TicketRecordingApp, str]
-                                                         ) -> None:
+def test_bad_credentials_are_a_one_line_credential_error(
+    field: tuple[TicketRecordingApp, str],
+) -> None:
     app, url = field
     wrong = "not-the-Pa55word-71"
     session = _session(url, password=wrong)
@@ -101,8 +101,10 @@ def test_bad_credentials_are_a_one_line_credential_error(field: tuple[TicketReco
     assert caught.value.exit_code == EXIT_USAGE == 2
     assert "\n" not in message
     assert wrong not in message and PASSWORD not in message
-    assert message == ("BIM 360 Field rejected the credentials in BIM360_FIELD_USERNAME / "
-                       "BIM360_FIELD_PASSWORD. Check them, then run the command again.")
+    assert message == (
+        "BIM 360 Field rejected the credentials in BIM360_FIELD_USERNAME / "
+        "BIM360_FIELD_PASSWORD. Check them, then run the command again."
+    )
     assert app.issued == []
     session.http.close()
 
@@ -127,8 +129,9 @@ def test_relogin_is_shared_by_threads(project: GeneratedProject) -> None:
 
         def work(_: int) -> int:
             barrier.wait()
-            return sum(len(session.project_call("POST", "/fieldapi/issues/v1/types"))
-                       for _ in range(10))
+            return sum(
+                len(session.project_call("POST", "/fieldapi/issues/v1/types")) for _ in range(10)
+            )
 
         with ThreadPoolExecutor(4) as pool:
             totals = list(pool.map(work, range(4)))
@@ -144,8 +147,9 @@ def test_paging_stops_at_the_short_page(page_size: int, count: int, calls: int) 
     project = GeneratedProject(seed=3, issues=count, checklists=count)
     with _serve(project) as (app, url):
         session = _session(url, page_size=page_size)
-        pages = list(session.pages("GET", "/fieldapi/checklists/v1",
-                                   {"project_id": project.main.id}))
+        pages = list(
+            session.pages("GET", "/fieldapi/checklists/v1", {"project_id": project.main.id})
+        )
         live = app.counts()["checklists"]
         assert sum(len(rows) for _, rows in pages) == live
         assert app.calls["checklists"] == len(pages) == (live // page_size) + 1
@@ -187,14 +191,16 @@ def test_download_streams_the_exact_bytes(project: GeneratedProject) -> None:
         sink = Sink()
         written = session.download(sink, object_type="Attachment", object_id=item["id"])
         assert written == item["size"]
-        assert sink.digest.hexdigest() == big.attachment_sha256(item["id"], item["size"],
-                                                                item["content_type"])
+        assert sink.digest.hexdigest() == big.attachment_sha256(
+            item["id"], item["size"], item["content_type"]
+        )
         assert sink.largest <= 1024 * 1024  # streamed in chunks, never held whole
         session.http.close()
 
 
-def test_download_of_a_missing_file_is_file_not_found(field: tuple[TicketRecordingApp, str],
-                                                      project: GeneratedProject) -> None:
+def test_download_of_a_missing_file_is_file_not_found(
+    field: tuple[TicketRecordingApp, str], project: GeneratedProject
+) -> None:
     _, url = field
     session = _session(url, project_id=project.main.id)
     sink = io.BytesIO()
@@ -206,22 +212,27 @@ def test_download_of_a_missing_file_is_file_not_found(field: tuple[TicketRecordi
 
 
 def test_download_relogs_in_when_the_ticket_expired(project: GeneratedProject) -> None:
-    record = next(r for r in project.main.iter_issues()
-                  if any(a["type"] == "Attachment" for a in r["attachments"]))
+    record = next(
+        r
+        for r in project.main.iter_issues()
+        if any(a["type"] == "Attachment" for a in r["attachments"])
+    )
     item = next(a for a in record["attachments"] if a["type"] == "Attachment")
     with _serve(project) as (app, url):
         session = _session(url, project_id=project.main.id)
         session.login()
         app.expire_tickets()
         sink = io.BytesIO()
-        assert session.download(sink, object_type="Attachment", object_id=item["id"]) == \
-            item["size"]
+        assert (
+            session.download(sink, object_type="Attachment", object_id=item["id"]) == item["size"]
+        )
         assert session.logins == 2
         session.http.close()
 
 
-def test_error_answers_carry_the_status_and_no_ticket(field: tuple[TicketRecordingApp, str],
-                                                      project: GeneratedProject) -> None:
+def test_error_answers_carry_the_status_and_no_ticket(
+    field: tuple[TicketRecordingApp, str], project: GeneratedProject
+) -> None:
     app, url = field
     session = _session(url, project_id=project.main.id)
     with pytest.raises(ApiError) as caught:
@@ -234,8 +245,12 @@ def test_error_answers_carry_the_status_and_no_ticket(field: tuple[TicketRecordi
 class BrokenJsonApp(TicketRecordingApp):
     def __init__(self, project: Any) -> None:
         super().__init__(project)
-        self.add_route("POST", "/broken", lambda request: Response(
-            200, b'[{"id": "x", ', {"Content-Type": "application/json"}), "broken")
+        self.add_route(
+            "POST",
+            "/broken",
+            lambda request: Response(200, b'[{"id": "x", ', {"Content-Type": "application/json"}),
+            "broken",
+        )
         self.add_route("POST", "/object", lambda request: json_response({"a": 1}), "object")
 
 

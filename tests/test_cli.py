@@ -33,9 +33,22 @@ ALL_COMMANDS = _commands(main)
 
 def test_the_documented_commands_exist() -> None:
     names = {" ".join(c) for c in ALL_COMMANDS}
-    assert {"init", "extract", "transform", "plan", "load", "run", "status", "report", "demo",
-            "sandbox serve", "sandbox generate", "quarantine list", "quarantine show",
-            "quarantine release"} <= names
+    assert {
+        "init",
+        "extract",
+        "transform",
+        "plan",
+        "load",
+        "run",
+        "status",
+        "report",
+        "demo",
+        "sandbox serve",
+        "sandbox generate",
+        "quarantine list",
+        "quarantine show",
+        "quarantine release",
+    } <= names
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
@@ -56,9 +69,17 @@ def test_a_config_error_is_one_line_exit_2_without_traceback(tmp_path: Path) -> 
     config = tmp_path / "migration.toml"
     config.write_text('[source]\nbase_url = "http://example.com"\nproject_id = "x"\n')
     done = subprocess.run(
-        [sys.executable, "-c", "from migrate.cli import main; main()", "extract",
-         "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "from migrate.cli import main; main()",
+            "extract",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == EXIT_USAGE
     assert done.stderr.startswith("Error: ")
@@ -78,8 +99,13 @@ def test_init_writes_a_config_that_loads_and_the_mappings(tmp_path: Path) -> Non
     assert result.exit_code == 0
     assert (tmp_path / "migration.toml").exists()
     assert {p.name for p in (tmp_path / "mappings").iterdir()} >= {
-        "status.csv", "priority.csv", "issue_types.csv", "users.csv", "locations.csv",
-        "fields.csv"}
+        "status.csv",
+        "priority.csv",
+        "issue_types.csv",
+        "users.csv",
+        "locations.csv",
+        "fields.csv",
+    }
     settings = load_settings(tmp_path / "migration.toml")
     assert settings.staging.path == tmp_path / "staging.db"
     again = CliRunner().invoke(main, ["init", "--dir", str(tmp_path)])
@@ -116,7 +142,6 @@ def test_quarantine_release_clears_exit_code_3(migrated) -> None:
     config, outcome, box = migrated
     runner = CliRunner()
     listed = runner.invoke(main, ["quarantine", "list", "--json", "--config", str(config)])
-
 
     rows = json.loads(listed.output)
     assert rows, "the generated project always quarantines its issue in a deleted area"

@@ -40,9 +40,22 @@ ENV = {"BIM360_FIELD_USERNAME": USER, "BIM360_FIELD_PASSWORD": PASSWORD}
 FAST = RetryPolicy(max_attempts=14, base=0.005, cap=0.05, rate_limit_floor=0.005)
 
 NORMALISED = (
-    "projects", "areas", "companies", "users", "issue_types", "root_causes", "custom_fields",
-    "issue_fields", "issues", "comments", "attachments", "issue_status_history", "checklists",
-    "checklist_sections", "checklist_items", "checklist_custom_field_values",
+    "projects",
+    "areas",
+    "companies",
+    "users",
+    "issue_types",
+    "root_causes",
+    "custom_fields",
+    "issue_fields",
+    "issues",
+    "comments",
+    "attachments",
+    "issue_status_history",
+    "checklists",
+    "checklist_sections",
+    "checklist_items",
+    "checklist_custom_field_values",
 )
 #: Columns that say which run did something, not what the source holds.
 RUN_COLUMNS = {"downloaded_run"}
@@ -97,9 +110,13 @@ class RecordingFieldApp(FieldApp):
 
 
 @contextlib.contextmanager
-def serve(project: GeneratedProject, *, faults: FaultConfig | None = None,
-          app_class: type[RecordingFieldApp] = RecordingFieldApp,
-          **options: Any) -> Iterator[RecordingFieldApp]:
+def serve(
+    project: GeneratedProject,
+    *,
+    faults: FaultConfig | None = None,
+    app_class: type[RecordingFieldApp] = RecordingFieldApp,
+    **options: Any,
+) -> Iterator[RecordingFieldApp]:
     app = app_class(project, faults=Faults(faults or FaultConfig()), **options)
     server = RunningServer(app)
     app.url = server.url
@@ -109,31 +126,44 @@ def serve(project: GeneratedProject, *, faults: FaultConfig | None = None,
         server.stop()
 
 
-def extract(app: RecordingFieldApp, workdir: Path, *, policy: RetryPolicy = FAST,
-            workers: int = 4, full_refresh: bool = False) -> ExtractResult:
+def extract(
+    app: RecordingFieldApp,
+    workdir: Path,
+    *,
+    policy: RetryPolicy = FAST,
+    workers: int = 4,
+    full_refresh: bool = False,
+) -> ExtractResult:
     """One in-process run of the stage into ``workdir`` (staging.db + blobs/)."""
     store = open_store(workdir / "staging.db")
     http = HttpClient(app.url, policy=policy, pool_size=workers, secrets=[PASSWORD])
     session = FieldSession(http, Secret(USER), Secret(PASSWORD))
     try:
-        return run(store, session, BlobStore(workdir / "blobs"),
-                   options=ExtractOptions(project_id=app.project.main.id, workers=workers,
-                                          full_refresh=full_refresh))
+        return run(
+            store,
+            session,
+            BlobStore(workdir / "blobs"),
+            options=ExtractOptions(
+                project_id=app.project.main.id, workers=workers, full_refresh=full_refresh
+            ),
+        )
     finally:
         session.logout()
         http.close()
         store.close()
 
 
-def write_config(folder: Path, url: str, *, project_line: str, workers: int = 4,
-                 page_size: int = 100) -> Path:
+def write_config(
+    folder: Path, url: str, *, project_line: str, workers: int = 4, page_size: int = 100
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "migration.toml"
     path.write_text(
         f'[source]\nbase_url = "{url}"\n{project_line}\nworkers = {workers}\n'
-        f'page_size = {page_size}\ntimeout = 20\n'
+        f"page_size = {page_size}\ntimeout = 20\n"
         '[staging]\npath = "staging.db"\nblobs = "blobs"\nlogs = "logs"\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return path
 
 
@@ -166,8 +196,7 @@ class RecordingProgress:
 def _rows(conn: sqlite3.Connection, sql: str) -> list[str]:
     cursor = conn.execute(sql)
     names = [d[0] for d in cursor.description]
-    return sorted(json.dumps(dict(zip(names, row, strict=True)), sort_keys=True)
-                  for row in cursor)
+    return sorted(json.dumps(dict(zip(names, row, strict=True)), sort_keys=True) for row in cursor)
 
 
 def snapshot(db_path: Path, *, live_only: bool = False) -> dict[str, list[str]]:
@@ -178,32 +207,43 @@ def snapshot(db_path: Path, *, live_only: bool = False) -> dict[str, list[str]]:
     """
     conn = sqlite3.connect(db_path)
     try:
-        gone = ("SELECT source_id FROM issues WHERE deleted = 1" if live_only
-                else "SELECT NULL WHERE 0")
+        gone = (
+            "SELECT source_id FROM issues WHERE deleted = 1" if live_only else "SELECT NULL WHERE 0"
+        )
         result: dict[str, list[str]] = {}
         for table in NORMALISED:
-            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")
-                       if row[1] not in RUN_COLUMNS
-                       and not (table == "issue_status_history" and row[1] == "id")]
+            columns = [
+                row[1]
+                for row in conn.execute(f"PRAGMA table_info({table})")
+                if row[1] not in RUN_COLUMNS
+                and not (table == "issue_status_history" and row[1] == "id")
+            ]
             where = {
                 "issues": f"source_id NOT IN ({gone})",
                 "comments": f"container_id NOT IN ({gone})",
                 "attachments": f"container_id NOT IN ({gone})",
                 "issue_status_history": f"issue_id NOT IN ({gone})",
             }.get(table, "1")
-            result[table] = _rows(conn, f"SELECT {', '.join(columns)} FROM {table} "
-                                        f"WHERE {where}")
-        raw_tables = [name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'raw\\_%' "
-            "ESCAPE '\\'")]
+            result[table] = _rows(conn, f"SELECT {', '.join(columns)} FROM {table} WHERE {where}")
+        raw_tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'raw\\_%' "
+                "ESCAPE '\\'"
+            )
+        ]
         for table in raw_tables:
             columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
             extra = ", listing_hash" if "listing_hash" in columns else ""
             where = "deleted_at_run IS NULL" if live_only else "1"
-            result[table] = _rows(conn, f"SELECT source_id, content_hash, deleted_at_run IS NULL "
-                                        f"AS live{extra} FROM {table} WHERE {where}")
+            result[table] = _rows(
+                conn,
+                f"SELECT source_id, content_hash, deleted_at_run IS NULL "
+                f"AS live{extra} FROM {table} WHERE {where}",
+            )
         result["source_problems"] = _rows(
-            conn, "SELECT entity, source_id, endpoint, reason FROM source_problems")
+            conn, "SELECT entity, source_id, endpoint, reason FROM source_problems"
+        )
         return result
     finally:
         conn.close()
@@ -218,8 +258,10 @@ def staged_counts(db_path: Path) -> dict[str, int]:
 
     live_issue = "container_id IN (SELECT source_id FROM issues WHERE deleted = 0)"
     live_list = "container_id IN (SELECT id FROM checklists WHERE deleted = 0)"
-    live_item = ("container_id IN (SELECT ci.id FROM checklist_items ci JOIN checklists c "
-                 "ON c.id = ci.checklist_id WHERE c.deleted = 0)")
+    live_item = (
+        "container_id IN (SELECT ci.id FROM checklist_items ci JOIN checklists c "
+        "ON c.id = ci.checklist_id WHERE c.deleted = 0)"
+    )
     try:
         counts = {
             "projects": count("SELECT count(*) FROM projects"),
@@ -232,41 +274,56 @@ def staged_counts(db_path: Path) -> dict[str, int]:
             "custom_fields": count("SELECT count(*) FROM custom_fields"),
             "issues": count("SELECT count(*) FROM issues WHERE deleted = 0"),
             "voided_issues": count("SELECT count(*) FROM issues WHERE deleted = 0 AND voided"),
-            "comments": count(f"SELECT count(*) FROM comments WHERE container_type = 'Issue' "
-                              f"AND {live_issue}"),
-            "issue_changes": count("SELECT count(*) FROM issue_status_history WHERE issue_id IN "
-                                   "(SELECT source_id FROM issues WHERE deleted = 0)"),
+            "comments": count(
+                f"SELECT count(*) FROM comments WHERE container_type = 'Issue' AND {live_issue}"
+            ),
+            "issue_changes": count(
+                "SELECT count(*) FROM issue_status_history WHERE issue_id IN "
+                "(SELECT source_id FROM issues WHERE deleted = 0)"
+            ),
             "checklists": count("SELECT count(*) FROM checklists WHERE deleted = 0"),
             "checklist_sections": count(
                 "SELECT count(*) FROM checklist_sections WHERE checklist_id IN "
-                "(SELECT id FROM checklists WHERE deleted = 0)"),
+                "(SELECT id FROM checklists WHERE deleted = 0)"
+            ),
             "checklist_items": count(
                 "SELECT count(*) FROM checklist_items WHERE checklist_id IN "
-                "(SELECT id FROM checklists WHERE deleted = 0)"),
-            "checklist_comments": count(f"SELECT count(*) FROM comments WHERE container_type = "
-                                        f"'Checklist' AND {live_list}"),
-            "signatures": count(f"SELECT count(*) FROM attachments WHERE kind = 'Signature' "
-                                f"AND {live_list}"),
+                "(SELECT id FROM checklists WHERE deleted = 0)"
+            ),
+            "checklist_comments": count(
+                f"SELECT count(*) FROM comments WHERE container_type = 'Checklist' AND {live_list}"
+            ),
+            "signatures": count(
+                f"SELECT count(*) FROM attachments WHERE kind = 'Signature' AND {live_list}"
+            ),
             "checklist_item_issue_links": count(
                 "SELECT sum(json_array_length(linked_issue_ids)) FROM checklist_items WHERE "
-                "checklist_id IN (SELECT id FROM checklists WHERE deleted = 0)"),
+                "checklist_id IN (SELECT id FROM checklists WHERE deleted = 0)"
+            ),
             "checklist_custom_field_values": count(
                 "SELECT count(*) FROM checklist_custom_field_values WHERE checklist_id IN "
-                "(SELECT id FROM checklists WHERE deleted = 0)"),
+                "(SELECT id FROM checklists WHERE deleted = 0)"
+            ),
         }
-        for owner, container, live in (("issue", "Issue", live_issue),
-                                       ("checklist", "Checklist", live_list),
-                                       ("checklist_item", "ChecklistItem", live_item)):
-            for kind, name in (("Attachment", "attachments"),
-                               ("DocumentReference", "document_references"),
-                               ("UriReference", "uri_references")):
+        for owner, container, live in (
+            ("issue", "Issue", live_issue),
+            ("checklist", "Checklist", live_list),
+            ("checklist_item", "ChecklistItem", live_item),
+        ):
+            for kind, name in (
+                ("Attachment", "attachments"),
+                ("DocumentReference", "document_references"),
+                ("UriReference", "uri_references"),
+            ):
                 counts[f"{owner}_{name}"] = count(
                     f"SELECT count(*) FROM attachments WHERE container_type = '{container}' "
-                    f"AND kind = '{kind}' AND {live}")
-        attachment = (f"kind = 'Attachment' AND ({live_issue} OR {live_list} OR {live_item})")
+                    f"AND kind = '{kind}' AND {live}"
+                )
+        attachment = f"kind = 'Attachment' AND ({live_issue} OR {live_list} OR {live_item})"
         counts["attachments"] = count(f"SELECT count(*) FROM attachments WHERE {attachment}")
         counts["attachment_bytes"] = count(
-            f"SELECT sum(size) FROM attachments WHERE state = 'stored' AND {attachment}")
+            f"SELECT sum(size) FROM attachments WHERE state = 'stored' AND {attachment}"
+        )
         return counts
     finally:
         conn.close()
@@ -282,8 +339,10 @@ def expected_blobs(project: GeneratedProject, app: FieldApp) -> dict[str, tuple[
             return
         blob_id = item.get("document_id") or item["id"]
         kind = content_type or item["content_type"]
-        expected[item["id"]] = (project.attachment_sha256(blob_id, item["size"], kind),
-                                item["size"])
+        expected[item["id"]] = (
+            project.attachment_sha256(blob_id, item["size"], kind),
+            item["size"],
+        )
 
     view = app._states[data.id].view()  # the current records, mutations included
     for record in view.scan(include_void=True):
@@ -306,8 +365,12 @@ def expected_blobs(project: GeneratedProject, app: FieldApp) -> dict[str, tuple[
 def assert_blobs_match(workdir: Path, expected: dict[str, tuple[str, int]]) -> None:
     conn = sqlite3.connect(workdir / "staging.db")
     try:
-        stored = {row[0]: row[1:] for row in conn.execute(
-            "SELECT id, state, sha256, size FROM attachments WHERE kind != 'UriReference'")}
+        stored = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT id, state, sha256, size FROM attachments WHERE kind != 'UriReference'"
+            )
+        }
     finally:
         conn.close()
     assert set(stored) == set(expected)
@@ -376,9 +439,9 @@ def test_1000_issue_project_matches_the_simulator_entity_by_entity(tmp_path: Pat
     assert run_row.requests == dict(result.requests)
 
 
-def test_every_entity_is_stored_and_every_blob_verified(project: GeneratedProject,
-                                                        app: RecordingFieldApp,
-                                                        clean: Path) -> None:
+def test_every_entity_is_stored_and_every_blob_verified(
+    project: GeneratedProject, app: RecordingFieldApp, clean: Path
+) -> None:
     counts = app.counts()
     expected = expected_blobs(project, app)
     wanted = {key: value for key, value in counts.items() if key != "deleted_checklists"}
@@ -386,8 +449,9 @@ def test_every_entity_is_stored_and_every_blob_verified(project: GeneratedProjec
     assert_blobs_match(clean, expected)
     # Filenames are data: "../../etc/passwd.jpg" is kept as written, the file lives by hash.
     db = sqlite3.connect(clean / "staging.db")
-    name, sha256 = db.execute("SELECT filename, sha256 FROM attachments WHERE filename LIKE "
-                              "'../../etc/passwd%'").fetchone()
+    name, sha256 = db.execute(
+        "SELECT filename, sha256 FROM attachments WHERE filename LIKE '../../etc/passwd%'"
+    ).fetchone()
     db.close()
     assert name == "../../etc/passwd.jpg"
     assert BlobStore(clean / "blobs").path_for(sha256).is_relative_to(clean / "blobs")
@@ -396,7 +460,8 @@ def test_every_entity_is_stored_and_every_blob_verified(project: GeneratedProjec
 
 # -- incremental ---------------------------------------------------------------------------------
 def test_a_rerun_without_source_change_retrieves_and_downloads_nothing(
-        app: RecordingFieldApp, tmp_path: Path) -> None:
+    app: RecordingFieldApp, tmp_path: Path
+) -> None:
     first = extract(app, tmp_path)
     before = snapshot(tmp_path / "staging.db")
     app.forget()
@@ -416,11 +481,18 @@ def test_a_rerun_without_source_change_retrieves_and_downloads_nothing(
 
 def _unlinked_issues(project: GeneratedProject) -> list[str]:
     """Issues no checklist item links to (a linked issue's text shows inside checklists)."""
-    linked = {link["id"] for checklist in project.main.iter_checklists()
-              for section in checklist["sections"] for item in section["items"]
-              for link in item["issues"]}
-    return [r["id"] for r in project.main.iter_issues()
-            if r["id"] not in linked and r["fields"]["f--status"] not in ("Void",)]
+    linked = {
+        link["id"]
+        for checklist in project.main.iter_checklists()
+        for section in checklist["sections"]
+        for item in section["items"]
+        for link in item["issues"]
+    }
+    return [
+        r["id"]
+        for r in project.main.iter_issues()
+        if r["id"] not in linked and r["fields"]["f--status"] not in ("Void",)
+    ]
 
 
 def test_changes_are_picked_up_and_only_changed_issues_retrieved(tmp_path: Path) -> None:
@@ -437,8 +509,7 @@ def test_changes_are_picked_up_and_only_changed_issues_retrieved(tmp_path: Path)
         app.delete_issue(deleted)
         attachment_id = app.add_attachment(attached, "fresh photo.jpg", 4321, "image/jpeg")
         result = extract(app, tmp_path / "incremental")
-        assert sorted(app.retrieved_ids()) == sorted([updated, commented, added, voided,
-                                                      attached])
+        assert sorted(app.retrieved_ids()) == sorted([updated, commented, added, voided, attached])
         assert app.downloads() == Counter({attachment_id: 1})
         expected = expected_blobs(project, app)
         extract(app, tmp_path / "fresh")
@@ -448,31 +519,45 @@ def test_changes_are_picked_up_and_only_changed_issues_retrieved(tmp_path: Path)
     assert result.blobs_downloaded == 1
 
     db = sqlite3.connect(tmp_path / "incremental" / "staging.db")
-    row = db.execute("SELECT status, description, closed_at IS NOT NULL FROM issues "
-                     "WHERE source_id = ?", (updated,)).fetchone()
+    row = db.execute(
+        "SELECT status, description, closed_at IS NOT NULL FROM issues WHERE source_id = ?",
+        (updated,),
+    ).fetchone()
     assert row == ("Closed", "Fixed on site", 1)
     assert db.execute("SELECT text FROM comments WHERE id = ?", (comment_id,)).fetchone() == (
-        "Checked again — still open",)
-    assert db.execute("SELECT description, deleted FROM issues WHERE source_id = ?",
-                      (added,)).fetchone() == ("New crack in the lobby", 0)
-    assert db.execute("SELECT status, voided, deleted FROM issues WHERE source_id = ?",
-                      (voided,)).fetchone() == ("Void", 1, 0)
-    assert db.execute("SELECT deleted FROM issues WHERE source_id = ?",
-                      (deleted,)).fetchone() == (1,)
-    assert db.execute("SELECT filename, size_expected, state FROM attachments WHERE id = ?",
-                      (attachment_id,)).fetchone() == ("fresh photo.jpg", 4321, "stored")
-    statuses = [s for (s,) in db.execute("SELECT status FROM issue_status_history WHERE "
-                                         "issue_id = ? ORDER BY start_dt, id", (updated,))]
+        "Checked again — still open",
+    )
+    assert db.execute(
+        "SELECT description, deleted FROM issues WHERE source_id = ?", (added,)
+    ).fetchone() == ("New crack in the lobby", 0)
+    assert db.execute(
+        "SELECT status, voided, deleted FROM issues WHERE source_id = ?", (voided,)
+    ).fetchone() == ("Void", 1, 0)
+    assert db.execute("SELECT deleted FROM issues WHERE source_id = ?", (deleted,)).fetchone() == (
+        1,
+    )
+    assert db.execute(
+        "SELECT filename, size_expected, state FROM attachments WHERE id = ?", (attachment_id,)
+    ).fetchone() == ("fresh photo.jpg", 4321, "stored")
+    statuses = [
+        s
+        for (s,) in db.execute(
+            "SELECT status FROM issue_status_history WHERE issue_id = ? ORDER BY start_dt, id",
+            (updated,),
+        )
+    ]
     assert statuses[-1] == "Closed"
     db.close()
     # What the re-run holds equals a fresh extraction of the changed source.
-    assert snapshot(tmp_path / "incremental" / "staging.db", live_only=True) == \
-        snapshot(tmp_path / "fresh" / "staging.db", live_only=True)
+    assert snapshot(tmp_path / "incremental" / "staging.db", live_only=True) == snapshot(
+        tmp_path / "fresh" / "staging.db", live_only=True
+    )
     assert_blobs_match(tmp_path / "fresh", expected)
 
 
 def test_full_refresh_retrieves_everything_but_downloads_only_what_is_missing(
-        app: RecordingFieldApp, clean: Path, tmp_path: Path) -> None:
+    app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
     import shutil
 
     shutil.copytree(clean, tmp_path / "copy")
@@ -496,12 +581,13 @@ def test_full_refresh_retrieves_everything_but_downloads_only_what_is_missing(
 
 
 # -- faults --------------------------------------------------------------------------------------
-def test_429_5xx_and_drops_at_10_percent_give_the_same_db(project: GeneratedProject,
-                                                          app: RecordingFieldApp,
-                                                          clean: Path, tmp_path: Path) -> None:
+def test_429_5xx_and_drops_at_10_percent_give_the_same_db(
+    project: GeneratedProject, app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
     fired_before = dict(app.faults.fired)
-    app.faults.configure(FaultConfig(error_rate=0.1, rate_limit_rate=0.1, retry_after=(0,),
-                                     drop_rate=0.1, seed=4))
+    app.faults.configure(
+        FaultConfig(error_rate=0.1, rate_limit_rate=0.1, retry_after=(0,), drop_rate=0.1, seed=4)
+    )
     result = extract(app, tmp_path)
     fired = {kind: n - fired_before[kind] for kind, n in app.faults.fired.items()}
     app.faults.clear()
@@ -513,8 +599,8 @@ def test_429_5xx_and_drops_at_10_percent_give_the_same_db(project: GeneratedProj
 
 
 def test_status_history_stored_slice_by_slice_gives_the_same_db(
-        app: RecordingFieldApp, clean: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    app: RecordingFieldApp, clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The project's whole history is one answer, stored a slice of issues at a time (2 000 in
     # production, so the 150 issues here would be one slice): 7 makes 22 slices.
     monkeypatch.setattr(extract_issues, "HISTORY_SLICE", 7)
@@ -524,8 +610,9 @@ def test_status_history_stored_slice_by_slice_gives_the_same_db(
     assert snapshot(tmp_path / "staging.db") == snapshot(clean / "staging.db")
 
 
-def test_ticket_expiry_mid_run_logs_in_again_and_completes(app: RecordingFieldApp,
-                                                           clean: Path, tmp_path: Path) -> None:
+def test_ticket_expiry_mid_run_logs_in_again_and_completes(
+    app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
     app.ticket_max_calls = 40
     issued_before = len(app.issued)
     result = extract(app, tmp_path)
@@ -537,7 +624,8 @@ def test_ticket_expiry_mid_run_logs_in_again_and_completes(app: RecordingFieldAp
 
 
 def test_a_service_that_stays_down_fails_the_stage_and_the_next_run_resumes(
-        app: RecordingFieldApp, clean: Path, tmp_path: Path) -> None:
+    app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
     app.faults.configure(FaultConfig(error_rate=1.0, paths="binary_data"))
     policy = RetryPolicy(max_attempts=2, base=0.001, cap=0.002)
     with pytest.raises(StageFailed) as caught:
@@ -583,15 +671,22 @@ class BadDataApp(RecordingFieldApp):
         return json_response(rows)
 
     def _custom_fields(self, request: Request) -> Response:
-        return Response(200, b'[{"custom_field_id": "x", "name": ',
-                        {"Content-Type": "application/json; charset=utf-8"})
+        return Response(
+            200,
+            b'[{"custom_field_id": "x", "name": ',
+            {"Content-Type": "application/json; charset=utf-8"},
+        )
 
 
 def test_bad_source_data_is_kept_as_source_problems(tmp_path: Path) -> None:
     project = GeneratedProject(seed=7, issues=60)
-    liar = next(item for record in project.main.iter_issues()
-                if record["fields"]["f--status"] != "Void"
-                for item in record["attachments"] if item["type"] == "Attachment")
+    liar = next(
+        item
+        for record in project.main.iter_issues()
+        if record["fields"]["f--status"] != "Void"
+        for item in record["attachments"]
+        if item["type"] == "Attachment"
+    )
     with serve(project, app_class=BadDataApp) as app:
         app.lie_about = liar["id"]
         odd = app.add_issue(description=12345, labor_hours="lots", due_date="soon-ish")
@@ -602,10 +697,12 @@ def test_bad_source_data_is_kept_as_source_problems(tmp_path: Path) -> None:
         assert app.calls["binary_data"] == 0  # a wrong size is not retried without a change
     assert result.completed is False  # custom fields could not be read whole
     db = sqlite3.connect(tmp_path / "staging.db")
-    problems = db.execute("SELECT entity, source_id, reason, raw_payload FROM source_problems "
-                          "WHERE run_id = ?", (result.run_id,)).fetchall()
+    problems = db.execute(
+        "SELECT entity, source_id, reason, raw_payload FROM source_problems WHERE run_id = ?",
+        (result.run_id,),
+    ).fetchall()
     reasons = "\n".join(reason for _, _, reason, _ in problems)
-    assert f"issues {odd}: f--labor_hours should be a number, got text \"lots\"" in reasons
+    assert f'issues {odd}: f--labor_hours should be a number, got text "lots"' in reasons
     assert f"issues {odd}: f--due_date should be a date (YYYY-MM-DD)" in reasons
     assert f"issues {odd}: f--description should be text, got a number 12345" in reasons
     assert "checklists record has no id" in reasons
@@ -615,10 +712,12 @@ def test_bad_source_data_is_kept_as_source_problems(tmp_path: Path) -> None:
     assert json.loads(size_problem[3])["failure"] == "size_mismatch"
     assert any(p[3] == '[{"custom_field_id": "x", "name": ' for p in problems)
     # The run carried on: everything else is there, the odd values as far as they go.
-    assert db.execute("SELECT labor_hours, due_date, description FROM issues WHERE "
-                      "source_id = ?", (odd,)).fetchone() == (None, None, "12345")
-    assert db.execute("SELECT state, failure FROM attachments WHERE id = ?",
-                      (liar["id"],)).fetchone() == ("failed", "size_mismatch")
+    assert db.execute(
+        "SELECT labor_hours, due_date, description FROM issues WHERE source_id = ?", (odd,)
+    ).fetchone() == (None, None, "12345")
+    assert db.execute(
+        "SELECT state, failure FROM attachments WHERE id = ?", (liar["id"],)
+    ).fetchone() == ("failed", "size_mismatch")
     assert db.execute("SELECT count(*) FROM issues").fetchone()[0] == live["issues"]
     assert db.execute("SELECT count(*) FROM checklists").fetchone()[0] == live["checklists"] - 1
     assert db.execute("SELECT count(*) FROM custom_fields").fetchone()[0] == 0
@@ -628,20 +727,21 @@ def test_bad_source_data_is_kept_as_source_problems(tmp_path: Path) -> None:
 
 
 # -- settings, credentials, secrets ---------------------------------------------------------------
-def test_extract_from_settings_resolves_the_project_by_name(project: GeneratedProject,
-                                                            app: RecordingFieldApp,
-                                                            clean: Path, tmp_path: Path) -> None:
-    config = write_config(tmp_path, app.url,
-                          project_line=f'project_name = "{project.main.name.upper()}"')
+def test_extract_from_settings_resolves_the_project_by_name(
+    project: GeneratedProject, app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path, app.url, project_line=f'project_name = "{project.main.name.upper()}"'
+    )
     progress = RecordingProgress()
     result = extract_from_settings(load_settings(config, env={}), ENV, progress=progress)
     assert app.calls["project_names"] == 1
     assert progress.open == set()  # every bar started was finished
-    assert progress.totals["attachments"] == progress.done["attachments"] == \
-        result.blobs_downloaded
+    assert progress.totals["attachments"] == progress.done["attachments"] == result.blobs_downloaded
     assert progress.done["issues"] == result.counts["issues"]["new"]
-    assert progress.totals["issue details"] == progress.done["issue details"] == \
-        app.counts()["issues"]
+    assert (
+        progress.totals["issue details"] == progress.done["issue details"] == app.counts()["issues"]
+    )
     assert result.completed
     log_file = tmp_path / "logs" / f"{result.run_id}.jsonl"
     events = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
@@ -650,12 +750,15 @@ def test_extract_from_settings_resolves_the_project_by_name(project: GeneratedPr
     assert snapshot(tmp_path / "staging.db") == snapshot(clean / "staging.db")
 
 
-def test_unknown_project_and_bad_credentials_are_one_line_errors(app: RecordingFieldApp,
-                                                                 tmp_path: Path) -> None:
-    config = write_config(tmp_path / "a", app.url,
-                          project_line='project_id = "00000330-ffff-0000-0000-000000000001"')
-    with pytest.raises(ConfigError, match="is not a BIM 360 Field project this user can "
-                                          "see") as caught:
+def test_unknown_project_and_bad_credentials_are_one_line_errors(
+    app: RecordingFieldApp, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "a", app.url, project_line='project_id = "00000330-ffff-0000-0000-000000000001"'
+    )
+    with pytest.raises(
+        ConfigError, match="is not a BIM 360 Field project this user can see"
+    ) as caught:
         extract_from_settings(load_settings(config, env={}), ENV)
     assert "\n" not in str(caught.value)
     settings = settings_for(tmp_path / "b", app)
@@ -670,10 +773,9 @@ def test_unknown_project_and_bad_credentials_are_one_line_errors(app: RecordingF
     assert "Pa55word" not in last[2]
 
 
-def test_no_password_or_ticket_in_the_db_logs_or_output(app: RecordingFieldApp,
-                                                        tmp_path: Path,
-                                                        capfd: pytest.CaptureFixture[str]
-                                                        ) -> None:
+def test_no_password_or_ticket_in_the_db_logs_or_output(
+    app: RecordingFieldApp, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     app.faults.configure(FaultConfig(error_rate=0.05, drop_rate=0.03, seed=9))
     app.ticket_max_calls = 25
     settings = settings_for(tmp_path, app, workers=3)
@@ -693,8 +795,9 @@ def test_no_password_or_ticket_in_the_db_logs_or_output(app: RecordingFieldApp,
         for secret in secrets:
             assert secret.encode() not in content, f"a secret in {where}"
     db = sqlite3.connect(tmp_path / "staging.db")
-    urls = [u for (u,) in db.execute("SELECT source_url FROM attachments WHERE kind != "
-                                     "'UriReference'")]
+    urls = [
+        u for (u,) in db.execute("SELECT source_url FROM attachments WHERE kind != 'UriReference'")
+    ]
     db.close()
     assert urls and all("ticket" not in url and "object_id=" in url for url in urls)
 
@@ -711,8 +814,7 @@ class DeletesOnRetrieveApp(RecordingFieldApp):
         return super()._retrieve(request)
 
 
-def test_an_issue_deleted_between_listing_and_retrieve_is_marked_deleted(tmp_path: Path
-                                                                         ) -> None:
+def test_an_issue_deleted_between_listing_and_retrieve_is_marked_deleted(tmp_path: Path) -> None:
     project = GeneratedProject(seed=7, issues=60)
     victim = _unlinked_issues(project)[7]
     with serve(project, app_class=DeletesOnRetrieveApp) as app:
@@ -724,10 +826,12 @@ def test_an_issue_deleted_between_listing_and_retrieve_is_marked_deleted(tmp_pat
         live = app.counts()
     assert result.completed and result.counts["issues"]["deleted"] == 0
     db = sqlite3.connect(tmp_path / "staging.db")
-    assert db.execute("SELECT count(*) FROM issues WHERE source_id = ?", (victim,)
-                      ).fetchone() == (0,)
-    assert db.execute("SELECT deleted_at_run IS NOT NULL FROM raw_issues WHERE source_id = ?",
-                      (victim,)).fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM issues WHERE source_id = ?", (victim,)).fetchone() == (
+        0,
+    )
+    assert db.execute(
+        "SELECT deleted_at_run IS NOT NULL FROM raw_issues WHERE source_id = ?", (victim,)
+    ).fetchone() == (1,)
     assert db.execute("SELECT count(*) FROM issues").fetchone()[0] == live["issues"]
     db.close()
 
@@ -759,10 +863,13 @@ def test_an_unreadable_listing_page_infers_no_deletions(tmp_path: Path) -> None:
     assert "issues" in " ".join(second.summary_lines()) and "again" in second.summary_lines()[-1]
     db = sqlite3.connect(tmp_path / "staging.db")
     assert db.execute("SELECT count(*) FROM issues WHERE deleted = 1").fetchone() == (0,)
-    assert db.execute("SELECT count(*) FROM raw_issues WHERE deleted_at_run IS NOT NULL"
-                      ).fetchone() == (0,)
-    reason = db.execute("SELECT reason FROM source_problems WHERE run_id = ?",
-                        (second.run_id,)).fetchone()[0]
+    assert db.execute(
+        "SELECT count(*) FROM raw_issues WHERE deleted_at_run IS NOT NULL"
+    ).fetchone() == (0,)
+    reason = db.execute(
+        "SELECT reason FROM source_problems WHERE run_id = ?", (second.run_id,)
+    ).fetchone()[0]
     db.close()
-    assert reason.startswith("page at offset 0: BIM 360 Field /api/get_issues answered with a "
-                             "body that is not JSON")
+    assert reason.startswith(
+        "page at offset 0: BIM 360 Field /api/get_issues answered with a body that is not JSON"
+    )

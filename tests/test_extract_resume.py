@@ -50,7 +50,9 @@ def _kill_when(app: RecordingFieldApp, config: Path, route: str, calls: int) -> 
     start = app.calls[route]
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(config)],
-        env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     try:
@@ -73,39 +75,46 @@ def test_kill_9_mid_listing_retrieve_and_downloads_then_resume(tmp_path: Path) -
     project = GeneratedProject(seed=7, issues=150)
     with serve(project) as app:
         line = f'project_id = "{project.main.id}"'
-        reference = write_config(tmp_path / "reference", app.url, project_line=line,
-                                 workers=WORKERS, page_size=PAGE_SIZE)
+        reference = write_config(
+            tmp_path / "reference", app.url, project_line=line, workers=WORKERS, page_size=PAGE_SIZE
+        )
         extract_from_settings(load_settings(reference, env={}), ENV)
         expected = expected_blobs(project, app)
         app.forget()
 
         workdir = tmp_path / "killed"
-        config = write_config(workdir, app.url, project_line=line, workers=WORKERS,
-                              page_size=PAGE_SIZE)
+        config = write_config(
+            workdir, app.url, project_line=line, workers=WORKERS, page_size=PAGE_SIZE
+        )
         # Every aimed-at call takes 50 ms, so the kill lands while one is in flight.
-        app.faults.configure(FaultConfig(slow_rate=1.0, slow_seconds=0.05,
-                                         paths="get_issues|retrieve|binary_data"))
+        app.faults.configure(
+            FaultConfig(slow_rate=1.0, slow_seconds=0.05, paths="get_issues|retrieve|binary_data")
+        )
 
         _kill_when(app, config, "get_issues", 3)
         db = _db(workdir)
-        listing = db.execute("SELECT position, state FROM cursors WHERE endpoint = "
-                             "'extract:issues:listing'").fetchone()
+        listing = db.execute(
+            "SELECT position, state FROM cursors WHERE endpoint = 'extract:issues:listing'"
+        ).fetchone()
         db.close()
         assert listing is not None and 0 < listing[0] < 140 and '"done": false' in listing[1]
 
         _kill_when(app, config, "issues_retrieve", 1)
         db = _db(workdir)
         assert db.execute("SELECT count(*) FROM raw_issue_details").fetchone()[0] < 150
-        assert db.execute("SELECT count(*) FROM attachments WHERE state = 'stored'"
-                          ).fetchone()[0] == 0
+        assert (
+            db.execute("SELECT count(*) FROM attachments WHERE state = 'stored'").fetchone()[0] == 0
+        )
         db.close()
 
         _kill_when(app, config, "binary_data", 30)
         db = _db(workdir)
-        stored_before = {i for (i,) in db.execute(
-            "SELECT id FROM attachments WHERE state = 'stored'")}
-        total = db.execute("SELECT count(*) FROM attachments WHERE kind != 'UriReference'"
-                           ).fetchone()[0]
+        stored_before = {
+            i for (i,) in db.execute("SELECT id FROM attachments WHERE state = 'stored'")
+        }
+        total = db.execute(
+            "SELECT count(*) FROM attachments WHERE kind != 'UriReference'"
+        ).fetchone()[0]
         db.close()
         assert 0 < len(stored_before) < total
         assert list((workdir / "blobs" / "tmp").iterdir())  # a download was cut off mid-file

@@ -27,11 +27,26 @@ from migrate.sandbox.generator import (
 )
 from migrate.sandbox.httpbase import RunningServer
 
-PROCORE_STATUSES = {"blocked", "open", "ready_for_review", "moved_to_observation", "unblocked",
-                    "closed"}
+PROCORE_STATUSES = {
+    "blocked",
+    "open",
+    "ready_for_review",
+    "moved_to_observation",
+    "unblocked",
+    "closed",
+}
 PROCORE_PRIORITIES = {"low", "medium", "high", "critical"}
-PROCORE_TYPES = {"building_code", "existing_condition", "clash", "other", "coordination",
-                 "constructability", "client_feedback", "requirement_change", "design_review"}
+PROCORE_TYPES = {
+    "building_code",
+    "existing_condition",
+    "clash",
+    "other",
+    "coordination",
+    "constructability",
+    "client_feedback",
+    "requirement_change",
+    "design_review",
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +88,9 @@ def test_ids_are_a_pure_function_of_the_index(project: GeneratedProject) -> None
     assert parse_id("0169b770-5abe-11e4-b890-000a2702005e") is not None
     assert main.issue_index("0169b770-5abe-11e4-b890-000a2702005e") is None
     all_ids = [r["id"] for p in project.projects for r in p.iter_issues()]
-    all_ids += [a["id"] for p in project.projects for r in p.iter_issues() for a in
-                r["attachments"]]
+    all_ids += [
+        a["id"] for p in project.projects for r in p.iter_issues() for a in r["attachments"]
+    ]
     assert len(all_ids) == len(set(all_ids))
     for identifier in all_ids[:5]:
         assert len(identifier) == 36
@@ -98,8 +114,11 @@ def test_status_history_leads_to_the_current_status(issues: list[dict[str, Any]]
         assert history[0]["start_dt"] == record["created_at"]
         assert record["updated_at"] >= history[-1]["start_dt"]
         closed = record["fields"]["f--status"] == "Closed"
-        assert (record["closed_at"] == history[-1]["start_dt"]) if closed else (
-            record["closed_at"] is None)
+        assert (
+            (record["closed_at"] == history[-1]["start_dt"])
+            if closed
+            else (record["closed_at"] is None)
+        )
 
 
 def test_timestamps_use_the_seed_formats(issues: list[dict[str, Any]]) -> None:
@@ -111,8 +130,9 @@ def test_timestamps_use_the_seed_formats(issues: list[dict[str, Any]]) -> None:
     assert len(dated["fields"]["f--due_date"]) == 10
 
 
-def test_awkward_data_is_there_on_purpose(project: GeneratedProject,
-                                          issues: list[dict[str, Any]]) -> None:
+def test_awkward_data_is_there_on_purpose(
+    project: GeneratedProject, issues: list[dict[str, Any]]
+) -> None:
     def fields(name: str) -> dict[str, Any]:
         return issues[AWKWARD_ISSUES[name]]["fields"]
 
@@ -121,8 +141,10 @@ def test_awkward_data_is_there_on_purpose(project: GeneratedProject,
     assert len(fields("long_description")["f--description"]) > 2000
     assert fields("empty_description")["f--description"] == ""
     duplicate = AWKWARD_ISSUES["duplicate_identifier"]
-    assert (issues[duplicate]["fields"]["f--identifier"]
-            == issues[duplicate - 1]["fields"]["f--identifier"])
+    assert (
+        issues[duplicate]["fields"]["f--identifier"]
+        == issues[duplicate - 1]["fields"]["f--identifier"]
+    )
     assert fields("missing_area")["f--area_id"] is None
     deleted_areas = {a["id"] for a in project.main.areas if a["deleted"]}
     assert fields("deleted_area")["f--area_id"] in deleted_areas
@@ -186,8 +208,7 @@ def test_people_types_and_custom_fields(project: GeneratedProject) -> None:
     assert drop_down["possible_values"].startswith("---\n- ''\n")  # YAML, like Rails writes it
     typed = main.issue_fields["category"]
     assert typed["fields"] and all(f["id"].startswith("cf--") for f in typed["fields"])
-    record = next(r for r in main.iter_issues()
-                  if r["fields"]["f--issue_type_id"] == typed["id"])
+    record = next(r for r in main.iter_issues() if r["fields"]["f--issue_type_id"] == typed["id"])
     assert {f["id"] for f in typed["fields"]} <= set(record["fields"])
     other = next(r for r in main.iter_issues() if r["fields"]["f--issue_type_id"] != typed["id"])
     assert not {f["id"] for f in typed["fields"]} & set(other["fields"])
@@ -215,7 +236,8 @@ def test_checklists_link_to_real_issues(project: GeneratedProject) -> None:
 
 
 def test_attachment_bytes_are_deterministic_streamed_and_signed(
-        project: GeneratedProject, issues: list[dict[str, Any]]) -> None:
+    project: GeneratedProject, issues: list[dict[str, Any]]
+) -> None:
     files = [a for r in issues for a in r["attachments"] if a["type"] == "Attachment"]
     sizes = [a["size"] for a in files]
     assert min(sizes) < 10_000 and 1 <= sum(s >= 5 * 2**20 for s in sizes) <= 3
@@ -226,12 +248,12 @@ def test_attachment_bytes_are_deterministic_streamed_and_signed(
     data = b"".join(chunks)
     assert len(data) == jpeg["size"] and data.startswith(b"\xff\xd8\xff")
     assert project.attachment_sha256(jpeg["id"], jpeg["size"], jpeg["content_type"]) == (
-        hashlib.sha256(data).hexdigest())
+        hashlib.sha256(data).hexdigest()
+    )
     again = GeneratedProject(seed=7, issues=300)
     assert b"".join(again.attachment_chunks(jpeg["id"], jpeg["size"], "image/jpeg")) == data
     other = files[-1]
-    assert project.attachment_sha256(other["id"], jpeg["size"]) != hashlib.sha256(
-        data).hexdigest()
+    assert project.attachment_sha256(other["id"], jpeg["size"]) != hashlib.sha256(data).hexdigest()
     assert b"".join(project.attachment_chunks(jpeg["id"], 0)) == b""
 
 
@@ -264,8 +286,14 @@ def test_a_50_mb_attachment_streams_in_constant_memory() -> None:
 def test_target_state_matches_the_contract(project: GeneratedProject) -> None:
     state = project.target_state()
     assert json.loads(json.dumps(state)) == state
-    assert set(state) == {"company", "projects", "users", "assignee_user_ids", "locations",
-                          "coordination_issues"}
+    assert set(state) == {
+        "company",
+        "projects",
+        "users",
+        "assignee_user_ids",
+        "locations",
+        "coordination_issues",
+    }
     assert state["company"]["id"] == 4100
     assert [p["id"] for p in state["projects"]] == [5100, 5101]
     assert state["projects"][0]["name"] == project.main.name
@@ -273,16 +301,25 @@ def test_target_state_matches_the_contract(project: GeneratedProject) -> None:
     field_emails = {u["email"] for u in project.users}
     procore = state["users"]
     exact = [u for u in procore if u["email_address"] in field_emails]
-    case_only = [u for u in procore if u["email_address"] not in field_emails
-                 and u["email_address"].lower() in {e.lower() for e in field_emails}]
-    procore_only = [u for u in procore if u["email_address"].lower()
-                    not in {e.lower() for e in field_emails}]
-    missing = field_emails - {u["email_address"].lower() for u in procore} - {
-        u["email_address"] for u in procore}
+    case_only = [
+        u
+        for u in procore
+        if u["email_address"] not in field_emails
+        and u["email_address"].lower() in {e.lower() for e in field_emails}
+    ]
+    procore_only = [
+        u for u in procore if u["email_address"].lower() not in {e.lower() for e in field_emails}
+    ]
+    missing = (
+        field_emails
+        - {u["email_address"].lower() for u in procore}
+        - {u["email_address"] for u in procore}
+    )
     assert len(exact) > len(procore) // 2
     assert case_only and procore_only and missing
-    assert all({"id", "name", "email_address", "company_name", "project_ids"} <= set(u)
-               for u in procore)
+    assert all(
+        {"id", "name", "email_address", "company_name", "project_ids"} <= set(u) for u in procore
+    )
     user_ids = {u["id"] for u in procore}
     for project_id, assignees in state["assignee_user_ids"].items():
         members = {u["id"] for u in procore if int(project_id) in u["project_ids"]}
@@ -304,8 +341,9 @@ def _answers(project: Any) -> list[Any]:
     server = RunningServer(FieldApp(project))
     try:
         http = requests.Session()
-        ticket = http.post(f"{server.url}/api/login", data={
-            "username": "demo@example.com", "password": "demo"}).json()["ticket"]
+        ticket = http.post(
+            f"{server.url}/api/login", data={"username": "demo@example.com", "password": "demo"}
+        ).json()["ticket"]
         main = project.main.id
         results = []
         for method, path, params in [
@@ -317,27 +355,46 @@ def _answers(project: Any) -> list[Any]:
             ("POST", "/fieldapi/issues/v1/search", {"limit": 100}),
             ("POST", "/api/get_issues", {"limit": 100}),
             ("POST", "/api/get_voided_issues", {}),
-            ("POST", "/fieldapi/issues/v1/retrieve",
-             {"ids": ",".join(project.main.issue_id(i) for i in range(project.main.issue_count))}),
+            (
+                "POST",
+                "/fieldapi/issues/v1/retrieve",
+                {
+                    "ids": ",".join(
+                        project.main.issue_id(i) for i in range(project.main.issue_count)
+                    )
+                },
+            ),
             ("GET", f"/api/v1/projects/{main}/issue_changes", {}),
             ("GET", "/fieldapi/checklists/v1", {"limit": 100}),
             ("POST", "/api/get_checklist_headers", {"limit": 100}),
             ("POST", "/api/get_issues", {"project_id": project.projects[1].id}),
         ]:
             params = {"ticket": ticket, "project_id": main} | params
-            reply = http.request(method, server.url + path, data=params if method == "POST"
-                                 else None, params=params if method == "GET" else None)
+            reply = http.request(
+                method,
+                server.url + path,
+                data=params if method == "POST" else None,
+                params=params if method == "GET" else None,
+            )
             assert reply.status_code == 200, (path, reply.text[:200])
             results.append(json.loads(reply.text.replace(ticket, "T").replace(server.url, "U")))
         for row in results[10]:
-            reply = http.get(f"{server.url}/fieldapi/checklists/v1/{row['id']}",
-                             params={"ticket": ticket, "project_id": main})
+            reply = http.get(
+                f"{server.url}/fieldapi/checklists/v1/{row['id']}",
+                params={"ticket": ticket, "project_id": main},
+            )
             results.append(json.loads(reply.text.replace(ticket, "T").replace(server.url, "U")))
         record = project.main.issue(AWKWARD_ISSUES["big_attachment"])
         item = record["attachments"][0]
-        blob = http.post(f"{server.url}/api/binary_data", data={
-            "ticket": ticket, "project_id": main, "object_type": "Attachment",
-            "object_id": item["id"]}).content
+        blob = http.post(
+            f"{server.url}/api/binary_data",
+            data={
+                "ticket": ticket,
+                "project_id": main,
+                "object_type": "Attachment",
+                "object_id": item["id"],
+            },
+        ).content
         results.append(hashlib.sha256(blob).hexdigest())
         http.close()
         return results

@@ -96,8 +96,9 @@ class PolicyApp(App):
 
     def blob(self, request: Request) -> Response:
         size = int(request.path_params["size"])
-        return Response(200, blob_bytes(size), {"Content-Type": "application/octet-stream"},
-                        length=size)
+        return Response(
+            200, blob_bytes(size), {"Content-Type": "application/octet-stream"}, length=size
+        )
 
 
 class RecordingSleep:
@@ -138,9 +139,7 @@ def sleeper() -> RecordingSleep:
     return RecordingSleep()
 
 
-def make_client(
-    server: RunningServer, sleeper: RecordingSleep, **kwargs: Any
-) -> HttpClient:
+def make_client(server: RunningServer, sleeper: RecordingSleep, **kwargs: Any) -> HttpClient:
     kwargs.setdefault("policy", RetryPolicy(max_attempts=5, read_timeout=5))
     return HttpClient(server.url, sleep=sleeper, secrets=(PASSWORD,), **kwargs)
 
@@ -211,8 +210,17 @@ def test_429_with_retry_after_waits_that_long(server, app, sleeper):
 
 def test_429_without_retry_after_waits_until_rate_limit_reset(server, app, sleeper):
     now = 1_700_000_000.0
-    app.script.append((429, {"X-Rate-Limit-Limit": "3600", "X-Rate-Limit-Remaining": "0",
-                             "X-Rate-Limit-Reset": str(int(now) + 7)}, None))
+    app.script.append(
+        (
+            429,
+            {
+                "X-Rate-Limit-Limit": "3600",
+                "X-Rate-Limit-Remaining": "0",
+                "X-Rate-Limit-Reset": str(int(now) + 7),
+            },
+            None,
+        )
+    )
     with make_client(server, sleeper, clock=lambda: now) as client:
         assert client.request("GET", "/scripted").status_code == 200
     assert sleeper.calls == [7.0]
@@ -245,7 +253,9 @@ def test_file_body_is_rewound_before_a_retry(server, app, sleeper):
     body = io.BytesIO(b"name=From+a+file")
     with make_client(server, sleeper) as client:
         response = client.request(
-            "POST", "/items", data=body,
+            "POST",
+            "/items",
+            data=body,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     assert response.json()["name"] == "From a file"
@@ -317,8 +327,11 @@ def test_connection_refused_names_the_url_and_keeps_the_ticket_out(sleeper):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api/attachments?ticket={TICKET}&id=9"
-    client = HttpClient(f"http://127.0.0.1:{port}", sleep=sleeper,
-                        policy=RetryPolicy(max_attempts=2, connect_timeout=1))
+    client = HttpClient(
+        f"http://127.0.0.1:{port}",
+        sleep=sleeper,
+        policy=RetryPolicy(max_attempts=2, connect_timeout=1),
+    )
     with client, pytest.raises(TransportError) as caught:
         client.request("GET", url)
     text = str(caught.value)
@@ -353,10 +366,14 @@ def test_hooks_run_around_every_attempt_in_order(server, app, sleeper):
         client.request("GET", "/scripted", params={"page": 2})
     url = f"{server.url}/scripted"
     assert events == [
-        ("pace", "before", "GET", url), ("quota", "before", "GET", url),
-        ("pace", "after", 503), ("quota", "after", 503),
-        ("pace", "before", "GET", url), ("quota", "before", "GET", url),
-        ("pace", "after", 200), ("quota", "after", 200),
+        ("pace", "before", "GET", url),
+        ("quota", "before", "GET", url),
+        ("pace", "after", 503),
+        ("quota", "after", 503),
+        ("pace", "before", "GET", url),
+        ("quota", "before", "GET", url),
+        ("pace", "after", 200),
+        ("quota", "after", 200),
     ]
 
 
@@ -459,11 +476,15 @@ def test_plain_http_is_refused_except_to_loopback(sleeper):
     ("text", "expected"),
     [
         (f"/api/issues?ticket={TICKET}&limit=5", "/api/issues?ticket=***&limit=5"),
-        ("grant_type=client_credentials&client_id=demo&client_secret=s3cr3t",
-         "grant_type=client_credentials&client_id=demo&client_secret=***"),
+        (
+            "grant_type=client_credentials&client_id=demo&client_secret=s3cr3t",
+            "grant_type=client_credentials&client_id=demo&client_secret=***",
+        ),
         ("username=a%40b.com&password=p%40ss+word", "username=a%40b.com&password=***"),
-        ('{"access_token":"eyJhbGciOi.abc-123","token_type":"bearer"}',
-         '{"access_token":"***","token_type":"bearer"}'),
+        (
+            '{"access_token":"eyJhbGciOi.abc-123","token_type":"bearer"}',
+            '{"access_token":"***","token_type":"bearer"}',
+        ),
         ("{'ticket': 'abc'}", "{'ticket': '***'}"),
         ("Authorization: Bearer eyJhbGciOi.abc-123_x==", "Authorization: Bearer ***"),
         (f"login failed for {PASSWORD}", "login failed for ***"),

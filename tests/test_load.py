@@ -45,9 +45,15 @@ COMPANY = 4100
 PROJECT = 5100
 PROCORE_ENV = {"PROCORE_CLIENT_ID": "demo-client", "PROCORE_CLIENT_SECRET": "demo-secret"}
 #: Routes that change Procore: a no-change re-run must not touch any of them.
-WRITE_ROUTES = ("coordination_issues.sync", "coordination_issues.create",
-                "coordination_issues.update", "uploads.create", "storage.upload",
-                "locations.find_or_create_by_path", "locations.create")
+WRITE_ROUTES = (
+    "coordination_issues.sync",
+    "coordination_issues.create",
+    "coordination_issues.update",
+    "uploads.create",
+    "storage.upload",
+    "locations.find_or_create_by_path",
+    "locations.create",
+)
 GENEROUS = {"spike_limit": 100_000, "hourly_limit": 1_000_000}
 
 
@@ -69,8 +75,11 @@ class RecordingProcoreApp(ProcoreApp):
         self.refuse_held_syncs = False
 
     def decorate(self, request: Request, route: Route | None, response: Any) -> None:
-        if route is not None and route.name == "coordination_issues.sync" \
-                and self.sync_answer_delay:
+        if (
+            route is not None
+            and route.name == "coordination_issues.sync"
+            and self.sync_answer_delay
+        ):
             time.sleep(self.sync_answer_delay)
         super().decorate(request, route, response)
 
@@ -110,14 +119,28 @@ def writes(app: ProcoreApp) -> dict[str, int]:
     return {route: counts.get(route, 0) for route in WRITE_ROUTES}
 
 
-def settings_for(tmp: Path, procore_url: str, *, field_url: str | None = None,
-                 field_project: str | None = None, workers: int = 4) -> Settings:
-    source = SourceSettings(base_url=field_url, project_id=field_project) if field_url \
+def settings_for(
+    tmp: Path,
+    procore_url: str,
+    *,
+    field_url: str | None = None,
+    field_project: str | None = None,
+    workers: int = 4,
+) -> Settings:
+    source = (
+        SourceSettings(base_url=field_url, project_id=field_project)
+        if field_url
         else SourceSettings()
+    )
     return Settings(
         source=source,
-        target=TargetSettings(base_url=procore_url, auth_url=procore_url, company_id=COMPANY,
-                              project_id=PROJECT, workers=workers),
+        target=TargetSettings(
+            base_url=procore_url,
+            auth_url=procore_url,
+            company_id=COMPANY,
+            project_id=PROJECT,
+            workers=workers,
+        ),
         staging=StagingSettings(path=tmp / "staging.db", blobs=tmp / "blobs", logs=tmp / "logs"),
         mappings=MappingsSettings(dir=REPO / "mappings"),
     )
@@ -125,23 +148,36 @@ def settings_for(tmp: Path, procore_url: str, *, field_url: str | None = None,
 
 # -- planting planned rows (the transform contract) -------------------------------------------
 
-PATHS = (("Tower",), ("Tower", "Level 1"), ("Tower", "Level 2"), ("Tower", "Level 2", "Room 2A"),
-         ("Annex > East",), ("Annex > East", "Roof"))
+PATHS = (
+    ("Tower",),
+    ("Tower", "Level 1"),
+    ("Tower", "Level 2"),
+    ("Tower", "Level 2", "Room 2A"),
+    ("Annex > East",),
+    ("Annex > East", "Roof"),
+)
 
 
 def payload_hash(payload: dict[str, Any], location: str | None, sha256s: list[str]) -> str:
-    return hashlib.sha256(canonical_json({
-        "payload": payload, "location_source_id": location, "attachments": sha256s,
-    }).encode("ascii")).hexdigest()
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "payload": payload,
+                "location_source_id": location,
+                "attachments": sha256s,
+            }
+        ).encode("ascii")
+    ).hexdigest()
 
 
-def plant(settings: Settings, count: int, *, attachments: int = 0, start: int = 0,
-          blob_size: int = 1500) -> list[str]:
+def plant(
+    settings: Settings, count: int, *, attachments: int = 0, start: int = 0, blob_size: int = 1500
+) -> list[str]:
     """Planned locations (PATHS) and ``count`` planned issues; every ``attachments``-th issue
     (1: every one) gets a stored file. Returns the issues' source ids."""
     store = open_store(settings.staging.path)
     blobs = BlobStore(settings.staging.blobs)
-    leaves = {p for p in PATHS if not any(q[:len(p)] == p and len(q) > len(p) for q in PATHS)}
+    leaves = {p for p in PATHS if not any(q[: len(p)] == p and len(q) > len(p) for q in PATHS)}
     source_ids = []
     try:
         with store.transaction():
@@ -149,14 +185,21 @@ def plant(settings: Settings, count: int, *, attachments: int = 0, start: int = 
                 store.conn.execute(
                     "INSERT OR IGNORE INTO planned_locations (source_id, path, path_text, "
                     "parent_source_id, depth, is_leaf) VALUES (?, ?, ?, ?, ?, ?)",
-                    (location_source_id(path), json.dumps(path), ">".join(path),
-                     location_source_id(path[:-1]) if len(path) > 1 else None, len(path),
-                     int(path in leaves)))
+                    (
+                        location_source_id(path),
+                        json.dumps(path),
+                        ">".join(path),
+                        location_source_id(path[:-1]) if len(path) > 1 else None,
+                        len(path),
+                        int(path in leaves),
+                    ),
+                )
             store.conn.execute(
                 "INSERT INTO runs (command, args, started_at, finished_at, status) "
                 "VALUES ('transform', ?, '2026-01-01T00:00:00.000Z', "
                 "'2026-01-01T00:00:01.000Z', 'succeeded')",
-                (json.dumps({"target_project_id": PROJECT}),))
+                (json.dumps({"target_project_id": PROJECT}),),
+            )
             for index in range(start, start + count):
                 source_id = f"field-issue-{index:05d}"
                 files = []
@@ -168,23 +211,38 @@ def plant(settings: Settings, count: int, *, attachments: int = 0, start: int = 
                         "INSERT INTO attachments (id, container_type, container_id, kind, "
                         "filename, content_type, state, sha256, size) "
                         "VALUES (?, 'Issue', ?, 'Attachment', ?, 'image/jpeg', 'stored', ?, ?)",
-                        (attachment_id, source_id, f"IMG_{index}.jpg", info.sha256, info.size))
+                        (attachment_id, source_id, f"IMG_{index}.jpg", info.sha256, info.size),
+                    )
                     files.append((attachment_id, info.sha256))
                 location = location_source_id(PATHS[index % len(PATHS)])
                 payload = {
-                    "uuid": issue_uuid(PROJECT, source_id), "title": f"Planted issue {index}",
-                    "description": f"Body of {index}", "status": "open", "priority": "low",
-                    "origin": {"origin_type": "bim360_field_issue", "origin_id": source_id,
-                               "title": f"{index:06d}",
-                               "deep_link_url": f"https://bim360field.autodesk.com/{source_id}"},
+                    "uuid": issue_uuid(PROJECT, source_id),
+                    "title": f"Planted issue {index}",
+                    "description": f"Body of {index}",
+                    "status": "open",
+                    "priority": "low",
+                    "origin": {
+                        "origin_type": "bim360_field_issue",
+                        "origin_id": source_id,
+                        "title": f"{index:06d}",
+                        "deep_link_url": f"https://bim360field.autodesk.com/{source_id}",
+                    },
                 }
                 store.conn.execute(
                     "INSERT INTO planned_issues (source_id, source_kind, identifier, title, "
                     "status, priority, location_source_id, uuid, payload, attachment_ids, "
                     "payload_hash) VALUES (?, 'issue', ?, ?, 'open', 'low', ?, ?, ?, ?, ?)",
-                    (source_id, f"{index:06d}", payload["title"], location, payload["uuid"],
-                     json.dumps(payload), json.dumps([a for a, _ in files]),
-                     payload_hash(payload, location, [s for _, s in files])))
+                    (
+                        source_id,
+                        f"{index:06d}",
+                        payload["title"],
+                        location,
+                        payload["uuid"],
+                        json.dumps(payload),
+                        json.dumps([a for a, _ in files]),
+                        payload_hash(payload, location, [s for _, s in files]),
+                    ),
+                )
                 source_ids.append(source_id)
     finally:
         store.close()
@@ -229,15 +287,22 @@ def location_paths(app: ProcoreApp) -> dict[int, tuple[str, ...]]:
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("chain")
     with Sandbox(SandboxOptions(issues=1000, procore_options=GENEROUS)) as sandbox:
-        settings = settings_for(tmp, sandbox.procore_url, field_url=sandbox.field_url,
-                                field_project=sandbox.field_project_id)
+        settings = settings_for(
+            tmp,
+            sandbox.procore_url,
+            field_url=sandbox.field_url,
+            field_project=sandbox.field_project_id,
+        )
         env = sandbox.environment()
         extract_from_settings(settings, env)
         transform_from_settings(settings, env)
         # Plant refusals: one assignee leaves Procore's assignee list after transform planned
         # issues for them, so Procore refuses those items at load.
-        removed = db_rows(settings, "SELECT assignee_id, COUNT(*) FROM planned_issues WHERE "
-                          "assignee_id IS NOT NULL GROUP BY 1 ORDER BY 2 LIMIT 1")[0][0]
+        removed = db_rows(
+            settings,
+            "SELECT assignee_id, COUNT(*) FROM planned_issues WHERE "
+            "assignee_id IS NOT NULL GROUP BY 1 ORDER BY 2 LIMIT 1",
+        )[0][0]
         app = sandbox.procore_app
         with app.lock:
             app._assignees[PROJECT].remove(removed)
@@ -245,26 +310,46 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         existing = len(project_issues(app))
         started = time.monotonic()
         result = load_from_settings(settings, env)
-        yield {"sandbox": sandbox, "settings": settings, "env": env, "result": result,
-               "removed_assignee": removed, "calls_before": before, "existing": existing,
-               "seconds": time.monotonic() - started}
+        yield {
+            "sandbox": sandbox,
+            "settings": settings,
+            "env": env,
+            "result": result,
+            "removed_assignee": removed,
+            "calls_before": before,
+            "existing": existing,
+            "seconds": time.monotonic() - started,
+        }
 
 
 def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict) -> None:
     settings, app = chain["settings"], chain["sandbox"].procore_app
-    planned = db_rows(settings, "SELECT source_id, uuid, payload, location_source_id, "
-                      "attachment_ids, assignee_id FROM planned_issues")
+    planned = db_rows(
+        settings,
+        "SELECT source_id, uuid, payload, location_source_id, "
+        "attachment_ids, assignee_id FROM planned_issues",
+    )
     assert len(planned) > 900
     issues = project_issues(app)
     by_uuid: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         by_uuid.setdefault(issue["uuid"], []).append(issue)
     assert all(len(found) == 1 for found in by_uuid.values()), "a uuid is in Procore twice"
-    id_map = dict(db_rows(settings, "SELECT source_id, target_id FROM id_map WHERE "
-                          "entity = 'coordination_issue' AND state = 'loaded'"))
-    locations = {row[0]: row[1] for row in db_rows(
-        settings, "SELECT source_id, target_id FROM id_map WHERE entity = 'location' "
-                  "AND state = 'loaded'")}
+    id_map = dict(
+        db_rows(
+            settings,
+            "SELECT source_id, target_id FROM id_map WHERE "
+            "entity = 'coordination_issue' AND state = 'loaded'",
+        )
+    )
+    locations = {
+        row[0]: row[1]
+        for row in db_rows(
+            settings,
+            "SELECT source_id, target_id FROM id_map WHERE entity = 'location' "
+            "AND state = 'loaded'",
+        )
+    }
     paths = location_paths(app)
     sha_of = dict(db_rows(settings, "SELECT id, sha256 FROM attachments"))
     removed = chain["removed_assignee"]
@@ -276,15 +361,23 @@ def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict
         payload = json.loads(payload_text)
         (issue,) = by_uuid[uuid]
         assert id_map[source_id] == issue["id"]
-        for name in ("title", "description", "status", "priority", "issue_type", "due_date",
-                     "assignee_id", "origin"):
+        for name in (
+            "title",
+            "description",
+            "status",
+            "priority",
+            "issue_type",
+            "due_date",
+            "assignee_id",
+            "origin",
+        ):
             assert issue[name] == payload.get(name), (source_id, name)
         assert issue["origin"]["origin_id"] == source_id
         if location is None:
             assert issue["location_id"] is None
         else:
             assert issue["location_id"] == locations[location]
-            assert paths[issue["location_id"]] == tuple(json.loads(location[len("path:"):]))
+            assert paths[issue["location_id"]] == tuple(json.loads(location[len("path:") :]))
         expected = sorted(sha_of[a] for a in json.loads(attachment_ids))
         assert sorted(a["sha256"] for a in issue["attachments"]) == expected, source_id
         loaded += 1
@@ -292,8 +385,9 @@ def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict
     # Nothing else was created: the project's own starting issues plus the loaded ones.
     assert len(issues) == chain["existing"] + loaded
     # Every planned location exists once, at its path.
-    planned_paths = [tuple(json.loads(p)) for (p,) in db_rows(
-        settings, "SELECT path FROM planned_locations")]
+    planned_paths = [
+        tuple(json.loads(p)) for (p,) in db_rows(settings, "SELECT path FROM planned_locations")
+    ]
     counted = Counter(paths.values())
     for path in planned_paths:
         assert counted[path] == 1, path
@@ -302,11 +396,17 @@ def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict
 
 def test_chain_attachments_carry_the_source_bytes(chain: dict) -> None:
     sandbox, settings = chain["sandbox"], chain["settings"]
-    rows = db_rows(settings, "SELECT id, sha256, size, content_type FROM attachments WHERE "
-                   "state = 'stored' AND id IN (SELECT value FROM planned_issues, "
-                   "json_each(planned_issues.attachment_ids))")
-    attached = {a["sha256"]: a for issue in project_issues(sandbox.procore_app)
-                for a in issue["attachments"]}
+    rows = db_rows(
+        settings,
+        "SELECT id, sha256, size, content_type FROM attachments WHERE "
+        "state = 'stored' AND id IN (SELECT value FROM planned_issues, "
+        "json_each(planned_issues.attachment_ids))",
+    )
+    attached = {
+        a["sha256"]: a
+        for issue in project_issues(sandbox.procore_app)
+        for a in issue["attachments"]
+    }
     checked = 0
     for attachment_id, sha256, size, content_type in rows:
         if sha256 not in attached:
@@ -320,12 +420,20 @@ def test_chain_attachments_carry_the_source_bytes(chain: dict) -> None:
 
 def test_chain_refused_items_are_quarantined_with_procores_reason(chain: dict) -> None:
     settings, result = chain["settings"], chain["result"]
-    refused = {sid for (sid,) in db_rows(
-        settings, "SELECT source_id FROM planned_issues WHERE assignee_id = ?",
-        (chain["removed_assignee"],))}
+    refused = {
+        sid
+        for (sid,) in db_rows(
+            settings,
+            "SELECT source_id FROM planned_issues WHERE assignee_id = ?",
+            (chain["removed_assignee"],),
+        )
+    }
     assert refused
-    rows = db_rows(settings, "SELECT source_id, reason, hint, record FROM quarantine WHERE "
-                   "stage = 'load' AND released_at IS NULL")
+    rows = db_rows(
+        settings,
+        "SELECT source_id, reason, hint, record FROM quarantine WHERE "
+        "stage = 'load' AND released_at IS NULL",
+    )
     assert {row[0] for row in rows} == refused
     for source_id, reason, hint, record in rows:
         assert "assignee_id is not a permitted assignee on this project" in reason
@@ -333,9 +441,11 @@ def test_chain_refused_items_are_quarantined_with_procores_reason(chain: dict) -
         stored = json.loads(record)
         assert stored["payload"]["uuid"] == issue_uuid(PROJECT, source_id)
         assert stored["procore_errors"] == {
-            "assignee_id": ["is not a permitted assignee on this project"]}
-    states = dict(db_rows(settings, "SELECT source_id, state FROM id_map WHERE "
-                          "entity = 'coordination_issue'"))
+            "assignee_id": ["is not a permitted assignee on this project"]
+        }
+    states = dict(
+        db_rows(settings, "SELECT source_id, state FROM id_map WHERE entity = 'coordination_issue'")
+    )
     assert {states[sid] for sid in refused} == {"rejected"}
     assert result.counts["coordination_issue"]["rejected"] == len(refused)
     assert result.exit_code == EXIT_QUARANTINED
@@ -343,16 +453,24 @@ def test_chain_refused_items_are_quarantined_with_procores_reason(chain: dict) -
 
 def test_chain_spends_requests_close_to_the_lower_bound(chain: dict) -> None:
     result, app, settings = chain["result"], chain["sandbox"].procore_app, chain["settings"]
-    creates = result.counts["coordination_issue"]["created"] + \
-        result.counts["coordination_issue"]["rejected"]
+    creates = (
+        result.counts["coordination_issue"]["created"]
+        + result.counts["coordination_issue"]["rejected"]
+    )
     attachments = db_rows(settings, "SELECT COUNT(*) FROM uploads")[0][0]
-    new_leaves = db_rows(settings, "SELECT COUNT(*) FROM planned_locations WHERE is_leaf = 1 "
-                         "AND existing_target_id IS NULL")[0][0]
+    new_leaves = db_rows(
+        settings,
+        "SELECT COUNT(*) FROM planned_locations WHERE is_leaf = 1 AND existing_target_id IS NULL",
+    )[0][0]
     lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments
     calls = app.call_counts()
     before = chain["calls_before"]
-    made = sum(calls.values()) - sum(before.values()) - calls.get("oauth.token", 0) \
+    made = (
+        sum(calls.values())
+        - sum(before.values())
+        - calls.get("oauth.token", 0)
         + before.get("oauth.token", 0)
+    )
     assert calls["coordination_issues.sync"] - before.get("coordination_issues.sync", 0) == 1
     assert made <= 1.02 * lower_bound, (made, lower_bound, result.requests)
     assert result.rate_limited == 0
@@ -372,10 +490,13 @@ def test_no_change_rerun_makes_no_write_call(chain: dict) -> None:
 def test_status_change_goes_through_patch_and_new_attachment_is_reported(chain: dict) -> None:
     sandbox, settings, env = chain["sandbox"], chain["settings"], chain["env"]
     app = sandbox.procore_app
-    loaded = db_rows(settings, "SELECT m.source_id, m.target_id FROM id_map m JOIN "
-                     "planned_issues p USING (source_id) WHERE m.state = 'loaded' AND "
-                     "p.status = 'open' AND m.entity = 'coordination_issue' "
-                     "ORDER BY m.source_id LIMIT 2")
+    loaded = db_rows(
+        settings,
+        "SELECT m.source_id, m.target_id FROM id_map m JOIN "
+        "planned_issues p USING (source_id) WHERE m.state = 'loaded' AND "
+        "p.status = 'open' AND m.entity = 'coordination_issue' "
+        "ORDER BY m.source_id LIMIT 2",
+    )
     (closed_id, closed_target), (grown_id, grown_target) = loaded
     sandbox.field_app.update_issue(closed_id, status="Closed")
     new_file = sandbox.field_app.add_attachment(grown_id, "late photo.jpg", 4096, "image/jpeg")
@@ -384,7 +505,8 @@ def test_status_change_goes_through_patch_and_new_attachment_is_reported(chain: 
     plan = compute_plan(open_store(settings.staging.path), PROJECT)
     assert [r["source_id"] for r in plan.rows("status_change")] == [closed_id]
     assert [(r["source_id"], r["detail"]) for r in plan.rows("attachments_after_load")] == [
-        (grown_id, [new_file])]
+        (grown_id, [new_file])
+    ]
 
     before = app.call_counts()
     result = load_from_settings(settings, env)
@@ -397,8 +519,9 @@ def test_status_change_goes_through_patch_and_new_attachment_is_reported(chain: 
     assert result.counts["coordination_issue"]["status_changed"] == 1
     (issue,) = [i for i in project_issues(app) if i["id"] == closed_target]
     assert issue["status"] == "closed"
-    assert [(a["source_id"], a["target_id"], a["attachment_ids"])
-            for a in result.attachments_after_load] == [(grown_id, grown_target, [new_file])]
+    assert [
+        (a["source_id"], a["target_id"], a["attachment_ids"]) for a in result.attachments_after_load
+    ] == [(grown_id, grown_target, [new_file])]
     assert result.attachments_after_load_count == 1
     assert any("appeared at the source after" in line for line in result.summary_lines())
     # Reported again on the next run (never silently dropped), still without writes.
@@ -411,10 +534,12 @@ def test_status_change_goes_through_patch_and_new_attachment_is_reported(chain: 
 def test_field_edit_goes_through_sync_update(chain: dict) -> None:
     sandbox, settings, env = chain["sandbox"], chain["settings"], chain["env"]
     app = sandbox.procore_app
-    (source_id, target_id), = db_rows(
-        settings, "SELECT m.source_id, m.target_id FROM id_map m JOIN planned_issues p "
-                  "USING (source_id) WHERE m.state = 'loaded' AND p.status = 'open' AND "
-                  "m.entity = 'coordination_issue' ORDER BY m.source_id DESC LIMIT 1")
+    ((source_id, target_id),) = db_rows(
+        settings,
+        "SELECT m.source_id, m.target_id FROM id_map m JOIN planned_issues p "
+        "USING (source_id) WHERE m.state = 'loaded' AND p.status = 'open' AND "
+        "m.entity = 'coordination_issue' ORDER BY m.source_id DESC LIMIT 1",
+    )
     sandbox.field_app.update_issue(source_id, description="Rewritten at the source")
     extract_from_settings(settings, env)
     transform_from_settings(settings, env)
@@ -425,8 +550,9 @@ def test_field_edit_goes_through_sync_update(chain: dict) -> None:
     assert after.get("coordination_issues.update", 0) == before.get("coordination_issues.update", 0)
     assert result.counts["coordination_issue"]["updated"] == 1
     (issue,) = [i for i in project_issues(app) if i["id"] == target_id]
-    (payload,) = db_rows(settings, "SELECT payload FROM planned_issues WHERE source_id = ?",
-                         (source_id,))
+    (payload,) = db_rows(
+        settings, "SELECT payload FROM planned_issues WHERE source_id = ?", (source_id,)
+    )
     assert issue["description"] == json.loads(payload[0])["description"]
     assert "Rewritten at the source" in issue["description"]
 
@@ -435,9 +561,11 @@ def test_deleted_at_source_is_reported_then_closed_with_apply_deletions(chain: d
     sandbox, settings, env = chain["sandbox"], chain["settings"], chain["env"]
     app = sandbox.procore_app
     (voided, voided_target), (deleted, deleted_target) = db_rows(
-        settings, "SELECT m.source_id, m.target_id FROM id_map m JOIN planned_issues p "
-                  "USING (source_id) WHERE m.state = 'loaded' AND p.status <> 'closed' AND "
-                  "m.entity = 'coordination_issue' ORDER BY m.source_id LIMIT 2 OFFSET 5")
+        settings,
+        "SELECT m.source_id, m.target_id FROM id_map m JOIN planned_issues p "
+        "USING (source_id) WHERE m.state = 'loaded' AND p.status <> 'closed' AND "
+        "m.entity = 'coordination_issue' ORDER BY m.source_id LIMIT 2 OFFSET 5",
+    )
     sandbox.field_app.void_issue(voided)
     sandbox.field_app.delete_issue(deleted)
     extract_from_settings(settings, env)
@@ -459,19 +587,31 @@ def test_deleted_at_source_is_reported_then_closed_with_apply_deletions(chain: d
 
 def test_refused_record_is_resent_only_with_retry_rejected(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions(issues=80, procore_options=GENEROUS)) as sandbox:
-        settings = settings_for(tmp_path, sandbox.procore_url, field_url=sandbox.field_url,
-                                field_project=sandbox.field_project_id)
+        settings = settings_for(
+            tmp_path,
+            sandbox.procore_url,
+            field_url=sandbox.field_url,
+            field_project=sandbox.field_project_id,
+        )
         env, app = sandbox.environment(), sandbox.procore_app
         extract_from_settings(settings, env)
         transform_from_settings(settings, env)
-        removed = db_rows(settings, "SELECT assignee_id FROM planned_issues WHERE assignee_id "
-                          "IS NOT NULL GROUP BY 1 ORDER BY COUNT(*) LIMIT 1")[0][0]
+        removed = db_rows(
+            settings,
+            "SELECT assignee_id FROM planned_issues WHERE assignee_id "
+            "IS NOT NULL GROUP BY 1 ORDER BY COUNT(*) LIMIT 1",
+        )[0][0]
         with app.lock:
             app._assignees[PROJECT].remove(removed)
         load_from_settings(settings, env)
-        refused = {sid for (sid,) in db_rows(
-            settings, "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' AND "
-                      "state = 'rejected'")}
+        refused = {
+            sid
+            for (sid,) in db_rows(
+                settings,
+                "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' AND "
+                "state = 'rejected'",
+            )
+        }
         assert refused
         with app.lock:  # the engineer puts the assignee back on Procore's list
             app._assignees[PROJECT].append(removed)
@@ -482,30 +622,41 @@ def test_refused_record_is_resent_only_with_retry_rejected(tmp_path: Path) -> No
         assert retried.counts["coordination_issue"]["created"] == len(refused)
         uuids = Counter(issue["uuid"] for issue in project_issues(app))
         assert all(uuids[issue_uuid(PROJECT, sid)] == 1 for sid in refused)
-        states = dict(db_rows(settings, "SELECT source_id, state FROM id_map WHERE "
-                              "entity = 'coordination_issue'"))
+        states = dict(
+            db_rows(
+                settings, "SELECT source_id, state FROM id_map WHERE entity = 'coordination_issue'"
+            )
+        )
         assert {states[sid] for sid in refused} == {"loaded"}
         assert not db_rows(
-            settings, "SELECT id FROM quarantine WHERE stage = 'load' AND released_at IS NULL "
-                      "AND source_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(refused)),))
+            settings,
+            "SELECT id FROM quarantine WHERE stage = 'load' AND released_at IS NULL "
+            "AND source_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(refused)),),
+        )
 
 
 def test_load_and_plan_agree_when_procore_status_differs_from_the_plan(chain: dict) -> None:
     sandbox, settings, env = chain["sandbox"], chain["settings"], chain["env"]
     app = sandbox.procore_app
     ((source_id, target_id, planned_status),) = db_rows(
-        settings, "SELECT m.source_id, m.target_id, p.status FROM id_map m JOIN planned_issues p "
-                  "USING (source_id) WHERE m.state = 'loaded' AND p.status = 'open' AND "
-                  "m.entity = 'coordination_issue' ORDER BY m.source_id LIMIT 1")
+        settings,
+        "SELECT m.source_id, m.target_id, p.status FROM id_map m JOIN planned_issues p "
+        "USING (source_id) WHERE m.state = 'loaded' AND p.status = 'open' AND "
+        "m.entity = 'coordination_issue' ORDER BY m.source_id LIMIT 1",
+    )
     # Closed in Procore and recorded so, as the roll-back runbook's script does.
     app.tamper_issue(target_id, status="closed")
     with sqlite3.connect(settings.staging.path) as conn:
-        conn.execute("UPDATE id_map SET target_status = 'closed' WHERE source_id = ? AND "
-                     "entity = 'coordination_issue'", (source_id,))
+        conn.execute(
+            "UPDATE id_map SET target_status = 'closed' WHERE source_id = ? AND "
+            "entity = 'coordination_issue'",
+            (source_id,),
+        )
     with open_store(settings.staging.path) as store:
-        planned_changes = {row["source_id"] for row in
-                           compute_plan(store, PROJECT).rows("status_change")}
+        planned_changes = {
+            row["source_id"] for row in compute_plan(store, PROJECT).rows("status_change")
+        }
     assert source_id in planned_changes
     result = load_from_settings(settings, env)
     assert result.counts["coordination_issue"]["status_changed"] == len(planned_changes)
@@ -517,14 +668,12 @@ def test_load_and_plan_agree_when_procore_status_differs_from_the_plan(chain: di
 # -- planted plans: one behaviour each ----------------------------------------------------------
 
 
-def test_2500_creates_go_out_as_1000_1000_500(procore: RecordingProcoreApp,
-                                             tmp_path: Path) -> None:
+def test_2500_creates_go_out_as_1000_1000_500(procore: RecordingProcoreApp, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, procore.url)  # type: ignore[attr-defined]
     source_ids = plant(settings, 2500, attachments=500)
     progress = RecordingProgress()
     result = load_from_settings(settings, PROCORE_ENV, progress=progress)
-    assert progress.done == {"locations": len(PATHS), "attachments": 5,
-                             "coordination_issues": 2500}
+    assert progress.done == {"locations": len(PATHS), "attachments": 5, "coordination_issues": 2500}
     assert progress.finished == set(progress.done)
     assert procore.sync_sizes == [1000, 1000, 500]
     assert result.sync_batch_sizes == (1000, 1000, 500)
@@ -533,8 +682,11 @@ def test_2500_creates_go_out_as_1000_1000_500(procore: RecordingProcoreApp,
     assert result.counts["coordination_issue"]["created"] == 2500
     assert result.exit_code == 0
     batches = db_rows(settings, "SELECT kind, item_count, state FROM load_batches ORDER BY id")
-    assert batches == [("sync_create", 1000, "confirmed"), ("sync_create", 1000, "confirmed"),
-                       ("sync_create", 500, "confirmed")]
+    assert batches == [
+        ("sync_create", 1000, "confirmed"),
+        ("sync_create", 1000, "confirmed"),
+        ("sync_create", 500, "confirmed"),
+    ]
 
 
 def test_lost_sync_response_is_resent_and_nothing_is_duplicated(
@@ -554,8 +706,12 @@ def test_lost_sync_response_is_resent_and_nothing_is_duplicated(
     assert len(project_issues(procore)) == 1 + 120
     assert result.counts["coordination_issue"]["created"] == 120
     assert result.exit_code == 0
-    states = Counter(state for (state,) in db_rows(
-        settings, "SELECT state FROM id_map WHERE entity = 'coordination_issue'"))
+    states = Counter(
+        state
+        for (state,) in db_rows(
+            settings, "SELECT state FROM id_map WHERE entity = 'coordination_issue'"
+        )
+    )
     assert states == {"loaded": 120}
     with_files = [i for i in project_issues(procore) if i["attachments"]]
     assert len(with_files) == 40
@@ -578,18 +734,22 @@ def test_stale_uploads_are_replaced_and_stored_ones_reused(
     with ProcoreClient(settings.target, target_credentials(PROCORE_ENV)) as client:
         ghost = client.create_upload(PROJECT, "ghost.jpg", "image/jpeg")
         real = client.create_upload(PROJECT, "IMG_2.jpg", "image/jpeg")
-        (sha2,) = store.conn.execute("SELECT sha256 FROM attachments WHERE id = 'att-00002'"
-                                     ).fetchone()
+        (sha2,) = store.conn.execute(
+            "SELECT sha256 FROM attachments WHERE id = 'att-00002'"
+        ).fetchone()
         client.put_upload_bytes(real, blobs.path_for(sha2))
     with store.transaction():
-        for attachment_id, upload_uuid, state in (("att-00000", "01DEADPROCESS", "created"),
-                                                   ("att-00001", ghost.uuid, "stored"),
-                                                   ("att-00002", real.uuid, "stored")):
+        for attachment_id, upload_uuid, state in (
+            ("att-00000", "01DEADPROCESS", "created"),
+            ("att-00001", ghost.uuid, "stored"),
+            ("att-00002", real.uuid, "stored"),
+        ):
             store.conn.execute(
                 "INSERT INTO uploads (attachment_id, target_project_id, sha256, upload_uuid, "
                 "state, created_at, updated_at) SELECT id, ?, sha256, ?, ?, "
                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'x' FROM attachments WHERE id = ?",
-                (PROJECT, upload_uuid, state, attachment_id))
+                (PROJECT, upload_uuid, state, attachment_id),
+            )
     store.close()
     before = client_app.call_counts()["uploads.create"]
     result = load_from_settings(settings, PROCORE_ENV)
@@ -608,14 +768,17 @@ def test_stale_uploads_are_replaced_and_stored_ones_reused(
     assert set(states.values()) == {"referenced"}
 
 
-def replan(settings: Settings, source_id: str, *, attachment_ids: list[str] | None = None,
-           **changes: Any) -> None:
+def replan(
+    settings: Settings, source_id: str, *, attachment_ids: list[str] | None = None, **changes: Any
+) -> None:
     """Change a planned issue as a new transform would (payload, attachments, hash)."""
     store = open_store(settings.staging.path)
     try:
         payload_text, location, ids_text = store.conn.execute(
             "SELECT payload, location_source_id, attachment_ids FROM planned_issues "
-            "WHERE source_id = ?", (source_id,)).fetchone()
+            "WHERE source_id = ?",
+            (source_id,),
+        ).fetchone()
         payload = {**json.loads(payload_text), **changes}
         ids = sorted(attachment_ids if attachment_ids is not None else json.loads(ids_text))
         sha_of = dict(store.conn.execute("SELECT id, sha256 FROM attachments"))
@@ -623,8 +786,15 @@ def replan(settings: Settings, source_id: str, *, attachment_ids: list[str] | No
             store.conn.execute(
                 "UPDATE planned_issues SET payload = ?, status = ?, title = ?, "
                 "attachment_ids = ?, payload_hash = ? WHERE source_id = ?",
-                (json.dumps(payload), payload["status"], payload["title"], json.dumps(ids),
-                 payload_hash(payload, location, [sha_of[i] for i in ids]), source_id))
+                (
+                    json.dumps(payload),
+                    payload["status"],
+                    payload["title"],
+                    json.dumps(ids),
+                    payload_hash(payload, location, [sha_of[i] for i in ids]),
+                    source_id,
+                ),
+            )
     finally:
         store.close()
 
@@ -635,16 +805,28 @@ def test_delta_sends_fields_by_sync_and_status_by_patch_only_when_they_changed(
     settings = settings_for(tmp_path, procore.url)  # type: ignore[attr-defined]
     ids = plant(settings, 5, attachments=5)
     load_from_settings(settings, PROCORE_ENV)
-    target = dict(db_rows(settings, "SELECT source_id, target_id FROM id_map WHERE "
-                          "entity = 'coordination_issue'"))
-    replan(settings, ids[0], status="closed")                      # status only
-    replan(settings, ids[1], title="Renamed at the source")        # a sync field only
+    target = dict(
+        db_rows(
+            settings, "SELECT source_id, target_id FROM id_map WHERE entity = 'coordination_issue'"
+        )
+    )
+    replan(settings, ids[0], status="closed")  # status only
+    replan(settings, ids[1], title="Renamed at the source")  # a sync field only
     replan(settings, ids[2], title="Renamed and closed", status="closed")  # both
     # ids[3]: only the origin changed, which Procore cannot change after create; staging
     # cannot tell it from a sync field without the old payload, so it rides in the sync batch.
-    replan(settings, ids[3], origin={**json.loads(db_rows(
-        settings, "SELECT payload FROM planned_issues WHERE source_id = ?",
-        (ids[3],))[0][0])["origin"], "title": "renumbered"})
+    replan(
+        settings,
+        ids[3],
+        origin={
+            **json.loads(
+                db_rows(
+                    settings, "SELECT payload FROM planned_issues WHERE source_id = ?", (ids[3],)
+                )[0][0]
+            )["origin"],
+            "title": "renumbered",
+        },
+    )
     # ids[4]: a file appeared at the source after load (and is downloaded)
     blobs = BlobStore(settings.staging.blobs)
     info = blobs.write_stream([b"late photo bytes"])
@@ -653,7 +835,9 @@ def test_delta_sends_fields_by_sync_and_status_by_patch_only_when_they_changed(
         store.conn.execute(
             "INSERT INTO attachments (id, container_type, container_id, kind, filename, "
             "content_type, state, sha256, size) VALUES ('att-late', 'Issue', ?, 'Attachment', "
-            "'late.jpg', 'image/jpeg', 'stored', ?, ?)", (ids[4], info.sha256, info.size))
+            "'late.jpg', 'image/jpeg', 'stored', ?, ?)",
+            (ids[4], info.sha256, info.size),
+        )
     store.close()
     replan(settings, ids[4], attachment_ids=["att-late"])
     before = procore.call_counts()
@@ -669,7 +853,9 @@ def test_delta_sends_fields_by_sync_and_status_by_patch_only_when_they_changed(
     assert by_id[target[ids[0]]]["status"] == "closed"
     assert by_id[target[ids[1]]]["title"] == "Renamed at the source"
     assert (by_id[target[ids[2]]]["title"], by_id[target[ids[2]]]["status"]) == (
-        "Renamed and closed", "closed")
+        "Renamed and closed",
+        "closed",
+    )
     assert [a["attachment_ids"] for a in result.attachments_after_load] == [["att-late"]]
     # Everything is recorded: the next run writes nothing and still reports the late file.
     before = writes(procore)
@@ -688,8 +874,10 @@ def test_refused_update_is_quarantined_and_not_resent_until_the_plan_changes(
     replan(settings, source_id, assignee_id=999999)
     first = load_from_settings(settings, PROCORE_ENV)
     assert first.exit_code == EXIT_QUARANTINED
-    ((reason, record),) = db_rows(settings, "SELECT reason, record FROM quarantine WHERE "
-                                  "stage = 'load' AND released_at IS NULL")
+    ((reason, record),) = db_rows(
+        settings,
+        "SELECT reason, record FROM quarantine WHERE stage = 'load' AND released_at IS NULL",
+    )
     assert "assignee_id is not a permitted assignee" in reason
     assert json.loads(record)["action"] == "sync_update"
     before = writes(procore)
@@ -715,20 +903,29 @@ def test_procore_failing_stops_the_stage_keeping_what_was_done(
     procore.faults.inject("error", count=2, path="coordination_issues/sync")
     store = open_store(settings.staging.path)
     quick = RetryPolicy(max_attempts=2, base=0.01, cap=0.02)
-    with ProcoreClient(settings.target, target_credentials(PROCORE_ENV), policy=quick) as client, \
-            pytest.raises(StageFailed) as failed:
-        run(store, client, BlobStore(settings.staging.blobs),
-            options=LoadOptions(target_project_id=PROJECT))
+    with (
+        ProcoreClient(settings.target, target_credentials(PROCORE_ENV), policy=quick) as client,
+        pytest.raises(StageFailed) as failed,
+    ):
+        run(
+            store,
+            client,
+            BlobStore(settings.staging.blobs),
+            options=LoadOptions(target_project_id=PROJECT),
+        )
     store.close()
     assert failed.value.resume_command == "migrate load"
     assert "migrate load" in str(failed.value)
     partial = failed.value.partial
     assert partial.completed is False and partial.uploads_done == 20
     assert db_rows(settings, "SELECT status FROM runs WHERE command = 'load'") == [("failed",)]
-    assert db_rows(settings, "SELECT state, COUNT(*) FROM id_map WHERE entity = "
-                   "'coordination_issue' GROUP BY state") == [("sent", 40)]
+    assert db_rows(
+        settings,
+        "SELECT state, COUNT(*) FROM id_map WHERE entity = 'coordination_issue' GROUP BY state",
+    ) == [("sent", 40)]
     assert db_rows(settings, "SELECT state, COUNT(*) FROM uploads GROUP BY state") == [
-        ("stored", 20)]
+        ("stored", 20)
+    ]
     uploads_before = procore.call_counts()["uploads.create"]
     result = load_from_settings(settings, PROCORE_ENV)
     assert result.exit_code == 0 and result.uploads_reused == 20
@@ -736,7 +933,9 @@ def test_procore_failing_stops_the_stage_keeping_what_was_done(
     uuids = Counter(i["uuid"] for i in project_issues(procore))
     assert [uuids[issue_uuid(PROJECT, sid)] for sid in source_ids] == [1] * 40
     assert db_rows(settings, "SELECT kind, state FROM load_batches ORDER BY rowid") == [
-        ("sync_create", "failed"), ("sync_create", "confirmed")]
+        ("sync_create", "failed"),
+        ("sync_create", "confirmed"),
+    ]
 
 
 def test_in_flight_rows_whose_source_was_deleted_since_are_resolved(
@@ -750,24 +949,31 @@ def test_in_flight_rows_whose_source_was_deleted_since_are_resolved(
     with store.transaction():
         store.conn.execute(
             "INSERT INTO load_batches (id, kind, item_count, state, sent_at) VALUES "
-            "('dead-1', 'sync_create', 2, 'sent', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))")
+            "('dead-1', 'sync_create', 2, 'sent', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+        )
         for source_id in ids[:2]:
             store.conn.execute(
                 "INSERT INTO id_map (entity, source_id, target_project_id, state, batch_id, "
                 "payload_hash, updated_at) SELECT 'coordination_issue', source_id, ?, 'sent', "
                 "'dead-1', payload_hash, 'x' FROM planned_issues WHERE source_id = ?",
-                (PROJECT, source_id))
+                (PROJECT, source_id),
+            )
             store.conn.execute("DELETE FROM planned_issues WHERE source_id = ?", (source_id,))
-            store.conn.execute("INSERT INTO skipped_records (entity, source_id, reason) "
-                               "VALUES ('issue', ?, 'deleted at source')", (source_id,))
+            store.conn.execute(
+                "INSERT INTO skipped_records (entity, source_id, reason) "
+                "VALUES ('issue', ?, 'deleted at source')",
+                (source_id,),
+            )
     store.close()
     reached = procore.add_issue(PROJECT, title="Planted issue 0", uuid=issue_uuid(PROJECT, ids[0]))
     result = load_from_settings(settings, PROCORE_ENV)
-    states = dict(db_rows(settings, "SELECT source_id, state FROM id_map WHERE "
-                          "entity = 'coordination_issue'"))
+    states = dict(
+        db_rows(settings, "SELECT source_id, state FROM id_map WHERE entity = 'coordination_issue'")
+    )
     assert states == {ids[0]: "loaded", ids[1]: "pending", ids[2]: "loaded", ids[3]: "loaded"}
     assert [(d["source_id"], d["target_id"]) for d in result.deleted_at_source] == [
-        (ids[0], reached["id"])]
+        (ids[0], reached["id"])
+    ]
     assert Counter(i["uuid"] for i in project_issues(procore))[issue_uuid(PROJECT, ids[0])] == 1
     assert issue_uuid(PROJECT, ids[1]) not in {i["uuid"] for i in project_issues(procore)}
 
@@ -783,17 +989,22 @@ def test_storage_refusing_the_file_holds_the_issue_back_instead_of_losing_it(
     # Each file: an upload, storage 403, a new upload, 403 again; then the issue waits.
     assert (calls["uploads.create"], calls["storage.upload"]) == (4, 4)
     assert first.exit_code == EXIT_QUARANTINED
-    held = dict(db_rows(settings, "SELECT source_id, reason FROM quarantine WHERE "
-                        "stage = 'load' AND released_at IS NULL"))
+    held = dict(
+        db_rows(
+            settings,
+            "SELECT source_id, reason FROM quarantine WHERE stage = 'load' AND released_at IS NULL",
+        )
+    )
     assert set(held) == {ids[0], ids[2]}
-    assert all("storage refused the file" in reason and "403" in reason
-               for reason in held.values())
+    assert all("storage refused the file" in reason and "403" in reason for reason in held.values())
     assert {i["origin"]["origin_id"] for i in project_issues(procore)[1:]} == {ids[1], ids[3]}
     procore.upload_start_expiry = 3600.0
     second = load_from_settings(settings, PROCORE_ENV)
     assert second.exit_code == 0 and second.counts["coordination_issue"]["created"] == 2
-    assert all(len(i["attachments"]) == (1 if i["origin"]["origin_id"] in (ids[0], ids[2])
-                                          else 0) for i in project_issues(procore)[1:])
+    assert all(
+        len(i["attachments"]) == (1 if i["origin"]["origin_id"] in (ids[0], ids[2]) else 0)
+        for i in project_issues(procore)[1:]
+    )
 
 
 def test_issue_deleted_in_procore_keeps_its_uuid_and_is_quarantined(
@@ -806,8 +1017,9 @@ def test_issue_deleted_in_procore_keeps_its_uuid_and_is_quarantined(
     procore.delete_issue(made["id"])
     result = load_from_settings(settings, PROCORE_ENV)
     assert result.exit_code == EXIT_QUARANTINED
-    ((reason, hint),) = db_rows(settings, "SELECT reason, hint FROM quarantine WHERE "
-                                "stage = 'load'")
+    ((reason, hint),) = db_rows(
+        settings, "SELECT reason, hint FROM quarantine WHERE stage = 'load'"
+    )
     assert "has already been taken" in reason and "recycle bin" in hint
     assert len(project_issues(procore)) == 1
 

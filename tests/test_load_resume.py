@@ -40,10 +40,12 @@ from tests.test_load import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CHILD = "import os, sys\n" \
-        "from migrate.load import load_from_settings\n" \
-        "from migrate.settings import load_settings\n" \
-        "load_from_settings(load_settings(sys.argv[1]), os.environ)\n"
+CHILD = (
+    "import os, sys\n"
+    "from migrate.load import load_from_settings\n"
+    "from migrate.settings import load_settings\n"
+    "load_from_settings(load_settings(sys.argv[1]), os.environ)\n"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +63,17 @@ def write_config(tmp: Path, procore_url: str) -> Path:
 
 def start_child(config: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **PROCORE_ENV, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
-def kill_when(app: RecordingProcoreApp, child: subprocess.Popen[bytes],
-              ready: Any, *, timeout: float = 60.0) -> bool:
+def kill_when(
+    app: RecordingProcoreApp, child: subprocess.Popen[bytes], ready: Any, *, timeout: float = 60.0
+) -> bool:
     """SIGKILL the child as soon as ``ready()`` holds; False if it finished first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,8 +97,16 @@ def requests_seen(app: RecordingProcoreApp) -> int:
 #: as a sync call arrives (Procore applies it after the process died), right after a sync was
 #: answered (applied, the answer maybe not yet recorded), or during the look-up of issues a
 #: killed sync had created.
-KILL_PLAN = ("requests", "sync-arrived", "look-up", "requests", "sync-answered", "requests",
-             "sync-arrived", "sync-answered")
+KILL_PLAN = (
+    "requests",
+    "sync-arrived",
+    "look-up",
+    "requests",
+    "sync-answered",
+    "requests",
+    "sync-arrived",
+    "sync-answered",
+)
 
 
 def kill_point(app: RecordingProcoreApp, kind: str, rng: random.Random) -> Any:
@@ -122,11 +137,23 @@ def procore_state(app: RecordingProcoreApp) -> dict[str, Any]:
             continue
         assert issue["uuid"] not in issues, f"uuid {issue['uuid']} is in Procore twice"
         issues[issue["uuid"]] = {
-            **{k: issue[k] for k in ("title", "description", "status", "priority",
-                                     "issue_type", "due_date", "assignee_id", "origin")},
+            **{
+                k: issue[k]
+                for k in (
+                    "title",
+                    "description",
+                    "status",
+                    "priority",
+                    "issue_type",
+                    "due_date",
+                    "assignee_id",
+                    "origin",
+                )
+            },
             "location": paths.get(issue["location_id"]) if issue["location_id"] else None,
-            "attachments": sorted((a["sha256"], a["size"], a["name"])
-                                  for a in issue["attachments"]),
+            "attachments": sorted(
+                (a["sha256"], a["size"], a["name"]) for a in issue["attachments"]
+            ),
         }
     locations = sorted(paths.values())
     assert len(locations) == len(set(locations)), "a location path is in Procore twice"
@@ -150,12 +177,13 @@ def clean_run(tmp: Path, planted_db: Path) -> dict[str, Any]:
 
 
 def assert_finished(settings: Any) -> None:
-    states = db_rows(settings, "SELECT state, COUNT(*) FROM id_map WHERE "
-                     "entity = 'coordination_issue' GROUP BY state")
+    states = db_rows(
+        settings,
+        "SELECT state, COUNT(*) FROM id_map WHERE entity = 'coordination_issue' GROUP BY state",
+    )
     (planned,) = db_rows(settings, "SELECT COUNT(*) FROM planned_issues")[0]
     assert dict(states) == {"loaded": planned}
-    assert db_rows(settings, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL") \
-        == [(0,)]
+    assert db_rows(settings, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL") == [(0,)]
 
 
 def test_killed_at_random_points_then_resumed_equals_one_clean_run(tmp_path: Path) -> None:
@@ -178,8 +206,9 @@ def test_killed_at_random_points_then_resumed_equals_one_clean_run(tmp_path: Pat
             child = start_child(config)
             ready = kill_point(app, kind, rng)
             if not kill_when(app, child, ready):
-                assert child.returncode == 0, child.stderr.read().decode() if child.stderr \
-                    else child.returncode
+                assert child.returncode == 0, (
+                    child.stderr.read().decode() if child.stderr else child.returncode
+                )
                 break
             kills.append(kind)
         assert len(kills) >= 6, kills
@@ -233,8 +262,9 @@ def test_killed_while_a_sync_call_is_in_flight(tmp_path: Path, applied: bool) ->
             app.sync_gate.set()
         time.sleep(0.5)  # let the simulator finish the call the dead process started
         app.sync_answer_delay, app.sync_gate = 0.0, None
-        (state,) = db_rows(settings, "SELECT DISTINCT state FROM id_map WHERE "
-                           "entity = 'coordination_issue'")
+        (state,) = db_rows(
+            settings, "SELECT DISTINCT state FROM id_map WHERE entity = 'coordination_issue'"
+        )
         assert state == ("sent",)
         created_before_resume = len(project_issues(app)) - 1
         assert created_before_resume == (300 if applied else 0)

@@ -202,40 +202,56 @@ ASSIGNEES = [
         ("ann@example.com", (7001, "")),  # case-insensitive match
         ("  BOB@example.com ", (7002, "")),
         ("cy@example.com", (7003, "")),  # two case variants: the exact one wins
-        ("Cy@Example.com", (
-            None,
-            "Cy@Example.com matches several Procore assignees (7003, 7004); add a row for "
-            "'Cy@Example.com' to mappings/users.csv",
-        )),
-        ("dan@example.com", (
-            None,
-            "dan@example.com is not among the project's coordination-issue assignees in "
-            "Procore; add a row for 'dan@example.com' to mappings/users.csv",
-        )),
+        (
+            "Cy@Example.com",
+            (
+                None,
+                "Cy@Example.com matches several Procore assignees (7003, 7004); add a row for "
+                "'Cy@Example.com' to mappings/users.csv",
+            ),
+        ),
+        (
+            "dan@example.com",
+            (
+                None,
+                "dan@example.com is not among the project's coordination-issue assignees in "
+                "Procore; add a row for 'dan@example.com' to mappings/users.csv",
+            ),
+        ),
         ("old@field.com", (7002, "")),  # users.csv row → Procore email
         ("OLD.ID@field.com", (7003, "")),  # users.csv row → Procore id
-        ("gone@field.com", (
-            None,
-            "gone@field.com is mapped to Procore user 9999 in mappings/users.csv, who is not "
-            "among the project's coordination-issue assignees in Procore",
-        )),
-        ("left@field.com", (
-            None,
-            "left@field.com is mapped to eve@example.com in mappings/users.csv, which is not "
-            "among the project's coordination-issue assignees in Procore",
-        )),
+        (
+            "gone@field.com",
+            (
+                None,
+                "gone@field.com is mapped to Procore user 9999 in mappings/users.csv, who is not "
+                "among the project's coordination-issue assignees in Procore",
+            ),
+        ),
+        (
+            "left@field.com",
+            (
+                None,
+                "left@field.com is mapped to eve@example.com in mappings/users.csv, which is not "
+                "among the project's coordination-issue assignees in Procore",
+            ),
+        ),
         ("", (None, "")),
         (None, (None, "")),
     ],
 )
 def test_assignee_resolution(folder: Path, email: str | None, expected: tuple) -> None:
-    write(folder, "users.csv", (
-        "field_email,procore\n"
-        "old@field.com,BOB@example.com\n"
-        "old.id@field.com,7003\n"
-        "gone@field.com,9999\n"
-        "left@field.com,eve@example.com\n"
-    ))
+    write(
+        folder,
+        "users.csv",
+        (
+            "field_email,procore\n"
+            "old@field.com,BOB@example.com\n"
+            "old.id@field.com,7003\n"
+            "gone@field.com,9999\n"
+            "left@field.com,eve@example.com\n"
+        ),
+    )
     mappings = load_mappings(folder)
     assert mappings.resolve_assignee(email, ASSIGNEES) == expected
     assert mappings.resolve_assignee(email, AssigneeDirectory(ASSIGNEES)) == expected
@@ -258,11 +274,15 @@ def test_assignee_resolution(folder: Path, email: str | None, expected: tuple) -
     ],
 )
 def test_location_overrides(folder: Path, area: object, expected: list[str]) -> None:
-    write(folder, "locations.csv", (
-        "field_path,procore_path\n"
-        "Bldg A,North Building\n"
-        "Bldg A>Level 2,North Building > Second Floor\n"
-    ))
+    write(
+        folder,
+        "locations.csv",
+        (
+            "field_path,procore_path\n"
+            "Bldg A,North Building\n"
+            "Bldg A>Level 2,North Building > Second Floor\n"
+        ),
+    )
     assert load_mappings(folder).location_path_for(area) == expected
 
 
@@ -274,19 +294,26 @@ def test_locations_without_overrides_split_the_path() -> None:
 
 
 def test_field_targets(folder: Path) -> None:
-    write(folder, "fields.csv", (
-        "field,target\n"
-        '"{identifier}: {type}, {description}",title_template\n'
-        "Notes,description\n"
-        "cf--5bf288e4,drop\n"
-        "Trade,trade\n"
-        "f--description,footer\n"
-        "f--priority,footer\n"
-    ))
+    write(
+        folder,
+        "fields.csv",
+        (
+            "field,target\n"
+            '"{identifier}: {type}, {description}",title_template\n'
+            "Notes,description\n"
+            "cf--5bf288e4,drop\n"
+            "Trade,trade\n"
+            "f--description,footer\n"
+            "f--priority,footer\n"
+        ),
+    )
     fields = load_mappings(folder).fields
     assert fields.title_template == "{identifier}: {type}, {description}"
     assert (fields.description, fields.trade, fields.due_date, fields.assignee) == (
-        "Notes", "Trade", None, None,
+        "Notes",
+        "Trade",
+        None,
+        None,
     )
     assert fields.dropped == ("cf--5bf288e4",)
     assert fields.footer == ("f--description", "f--priority")
@@ -348,8 +375,7 @@ def test_field_value_finds_standard_and_custom_fields() -> None:
         (
             "status.csv",
             "# only a comment\n",
-            "mappings/status.csv: no header row (expected columns: field_status, "
-            "procore_status).",
+            "mappings/status.csv: no header row (expected columns: field_status, procore_status).",
         ),
         (
             "priority.csv",
@@ -436,7 +462,7 @@ def test_field_value_finds_standard_and_custom_fields() -> None:
         (
             "fields.csv",
             "field,target\n{identifier,title_template\n",
-            'mappings/fields.csv:2: "{identifier" is not a valid template (expected \'}\' before '
+            "mappings/fields.csv:2: \"{identifier\" is not a valid template (expected '}' before "
             f"end of string; write {{{{ or }}}} for a literal brace) {PLACEHOLDERS}.",
         ),
         (
@@ -511,7 +537,7 @@ def test_every_problem_in_every_file_is_reported_at_once(folder: Path) -> None:
         "mappings/fields.csv:3",
     ]
     assert str(error).splitlines()[0] == "5 problems in the mapping files:"
-    assert str(error).splitlines()[1] == f'  {error.problems[0]}'
+    assert str(error).splitlines()[1] == f"  {error.problems[0]}"
     assert isinstance(error, ConfigError) and error.exit_code == EXIT_USAGE == 2
 
 
@@ -534,12 +560,11 @@ def test_spreadsheet_quirks_are_accepted(folder: Path) -> None:
 
 
 def test_line_numbers_count_comments_and_quoted_newlines(folder: Path) -> None:
-    write(folder, "locations.csv", (
-        "# one\nfield_path,procore_path\n"
-        '"A",X\n'
-        '"B\n#not a comment",Y\n'
-        "C,\n"
-    ))
+    write(
+        folder,
+        "locations.csv",
+        ('# one\nfield_path,procore_path\n"A",X\n"B\n#not a comment",Y\nC,\n'),
+    )
     # Line 5 starts with # but sits inside a quoted value: it is data, not a comment.
     assert problems_for(folder) == ['mappings/locations.csv:6: "C" has no procore_path.']
     write(folder, "locations.csv", 'field_path,procore_path\n"B\n#not a comment",Y\n')
@@ -574,16 +599,32 @@ RICH_RECORD = {
         "Internal code": "X-1",
     },
     "comments": [
-        {"created_by": "b@example.com", "created_at": "2013-06-04T13:01:29-04:00",
-         "text": "Second comment"},
-        {"created_by": "a@example.com", "created_at": "2013-06-04 13:01:18 -0400",
-         "text": "First comment\nwith two lines"},
+        {
+            "created_by": "b@example.com",
+            "created_at": "2013-06-04T13:01:29-04:00",
+            "text": "Second comment",
+        },
+        {
+            "created_by": "a@example.com",
+            "created_at": "2013-06-04 13:01:18 -0400",
+            "text": "First comment\nwith two lines",
+        },
     ],
     "status_history": [
-        {"status": "Open", "previous_status": "Draft", "user": "moe@example.com",
-         "start_dt": "2013-06-04 13:00:17 -0400", "end_dt": None},
-        {"status": "Draft", "previous_status": None, "user": "moe@example.com",
-         "start_dt": "2013-06-04 12:00:00 -0400", "end_dt": "2013-06-04 13:00:17 -0400"},
+        {
+            "status": "Open",
+            "previous_status": "Draft",
+            "user": "moe@example.com",
+            "start_dt": "2013-06-04 13:00:17 -0400",
+            "end_dt": None,
+        },
+        {
+            "status": "Draft",
+            "previous_status": None,
+            "user": "moe@example.com",
+            "start_dt": "2013-06-04 12:00:00 -0400",
+            "end_dt": "2013-06-04 13:00:17 -0400",
+        },
     ],
 }
 DEFINITIONS = [
@@ -652,13 +693,19 @@ def test_description_footer_for_a_near_empty_record() -> None:
 
 
 def test_footer_shows_what_fields_csv_leaves_unmapped(folder: Path) -> None:
-    write(folder, "fields.csv", (
-        "field,target\nNotes,description\nf--status,drop\nf--identifier,drop\n"
-    ))
+    write(
+        folder,
+        "fields.csv",
+        ("field,target\nNotes,description\nf--status,drop\nf--identifier,drop\n"),
+    )
     write(folder, "priority.csv", "field_priority,procore_priority\nHigh,(none)\n")
     record = {
-        "identifier": "A-1", "status": "Open", "description": "Long text",
-        "due_date": "2024-01-02", "assigned_to_email": "x@y.com", "priority": "High",
+        "identifier": "A-1",
+        "status": "Open",
+        "description": "Long text",
+        "due_date": "2024-01-02",
+        "assigned_to_email": "x@y.com",
+        "priority": "High",
         "custom_fields": {"Notes": "Body from a custom field", "Extra": "kept"},
     }
     assert build_description(record, load_mappings(folder)) == (
@@ -718,8 +765,11 @@ def test_hints_name_mapping_files_the_same_from_any_working_directory(
         ["2013-06-04 13:01:18 +2500", "2013-06-04 13:01:19 +2500"],
         # A value of two lines looks like two dates in order, but is no date.
         ["2013-06-04 13:01:17 -0400\n2013-06-04 13:01:10 -0400", "2013-06-04 13:01:18 -0400"],
-        ["2013-06-04 13:01:16 -0400", "2013-06-04 13:01:17 -0400\n2013-06-04 13:01:10 -0400",
-         "2013-06-04 13:01:18 -0400"],
+        [
+            "2013-06-04 13:01:16 -0400",
+            "2013-06-04 13:01:17 -0400\n2013-06-04 13:01:10 -0400",
+            "2013-06-04 13:01:18 -0400",
+        ],
         ["2013-06-04 13:01:18 -0400", None, "2013-06-04 13:01:17 -0400"],
         ["2013-06-04T13:01:18.50Z", "2013-06-04T13:01:18.05Z"],
     ],
@@ -727,10 +777,8 @@ def test_hints_name_mapping_files_the_same_from_any_working_directory(
 def test_comments_and_history_oldest_first_undated_last(dates: list[str | None]) -> None:
     history = [{"status": f"S{n}", "start_dt": when} for n, when in enumerate(dates)]
     comments = [{"created_at": when, "text": f"C{n}"} for n, when in enumerate(dates)]
-    text = build_description({"status_history": history, "comments": comments},
-                             default_mappings())
+    text = build_description({"status_history": history, "comments": comments}, default_mappings())
     moments = [parse_timestamp(when) for when in dates]
-    expected = sorted(range(len(dates)), key=lambda n: (
-        moments[n] is None, moments[n] or 0.0, n))
+    expected = sorted(range(len(dates)), key=lambda n: (moments[n] is None, moments[n] or 0.0, n))
     assert re.findall(r": S(\d+)$", text, re.M) == [str(n) for n in expected]
     assert re.findall(r"^    C(\d+)$", text, re.M) == [str(n) for n in expected]

@@ -18,17 +18,34 @@ from tests.test_transform import PROJECT, add_issue, make_store, planned, transf
 SHA = "ab" * 32
 
 
-def map_row(store: Store, entity: str, source_id: str, state: str = "loaded", *,
-            target_id: int | None = None, payload_hash: str | None = None,
-            target_status: str | None = None, attachment_ids: list[str] | None = None,
-            project: int = PROJECT) -> None:
+def map_row(
+    store: Store,
+    entity: str,
+    source_id: str,
+    state: str = "loaded",
+    *,
+    target_id: int | None = None,
+    payload_hash: str | None = None,
+    target_status: str | None = None,
+    attachment_ids: list[str] | None = None,
+    project: int = PROJECT,
+) -> None:
     with store.transaction():
         store.conn.execute(
             "INSERT INTO id_map (entity, source_id, target_project_id, target_id, state, "
             "payload_hash, target_status, attachment_ids, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (entity, source_id, project, target_id, state, payload_hash, target_status,
-             json.dumps(attachment_ids) if attachment_ids is not None else None, utc_now()),
+            (
+                entity,
+                source_id,
+                project,
+                target_id,
+                state,
+                payload_hash,
+                target_status,
+                json.dumps(attachment_ids) if attachment_ids is not None else None,
+                utc_now(),
+            ),
         )
 
 
@@ -45,20 +62,35 @@ def load_quarantine(store: Store, source_id: str, payload_hash: str) -> None:
 @pytest.fixture
 def store(tmp_path: Path):
     with make_store(tmp_path / "staging.db") as opened:
-        for name in ("new", "same", "changed", "closed", "both", "sent", "attach", "refused",
-                     "retry"):
+        for name in (
+            "new",
+            "same",
+            "changed",
+            "closed",
+            "both",
+            "sent",
+            "attach",
+            "refused",
+            "retry",
+        ):
             status = "Closed" if name in ("closed", "both") else "Open"
-            attachments = [{"id": f"{name}-a1", "state": "stored", "sha256": SHA, "size": 1},
-                           {"id": f"{name}-a2", "state": "stored", "sha256": SHA, "size": 1}] \
-                if name == "attach" else []
+            attachments = (
+                [
+                    {"id": f"{name}-a1", "state": "stored", "sha256": SHA, "size": 1},
+                    {"id": f"{name}-a2", "state": "stored", "sha256": SHA, "size": 1},
+                ]
+                if name == "attach"
+                else []
+            )
             add_issue(opened, name, status=status, area_id="a-n1-101", attachments=attachments)
         add_issue(opened, "void", status="Void")
         add_issue(opened, "voidloaded", status="Void")
         add_issue(opened, "parked", status="Parked")
         add_issue(opened, "south", area_id="a-s1")
         with opened.transaction():
-            opened.conn.execute("INSERT INTO areas (id, parent_id, name) VALUES "
-                                "('a-blank', NULL, ' ')")
+            opened.conn.execute(
+                "INSERT INTO areas (id, parent_id, name) VALUES ('a-blank', NULL, ' ')"
+            )
         transform(opened)
         yield opened
 
@@ -69,15 +101,29 @@ def hash_of(store: Store, source_id: str) -> str:
 
 def test_every_kind_is_counted_and_listed(store: Store) -> None:
     issue = "coordination_issue"
-    map_row(store, issue, "same", target_id=1, payload_hash=hash_of(store, "same"),
-            target_status="open")
+    map_row(
+        store, issue, "same", target_id=1, payload_hash=hash_of(store, "same"), target_status="open"
+    )
     map_row(store, issue, "changed", target_id=2, payload_hash="old", target_status="open")
-    map_row(store, issue, "closed", target_id=3, payload_hash=hash_of(store, "closed"),
-            target_status="open")
+    map_row(
+        store,
+        issue,
+        "closed",
+        target_id=3,
+        payload_hash=hash_of(store, "closed"),
+        target_status="open",
+    )
     map_row(store, issue, "both", target_id=4, payload_hash="old", target_status="open")
     map_row(store, issue, "sent", "sent", payload_hash=hash_of(store, "sent"))
-    map_row(store, issue, "attach", target_id=5, payload_hash=hash_of(store, "attach"),
-            target_status="open", attachment_ids=["attach-a1"])
+    map_row(
+        store,
+        issue,
+        "attach",
+        target_id=5,
+        payload_hash=hash_of(store, "attach"),
+        target_status="open",
+        attachment_ids=["attach-a1"],
+    )
     map_row(store, issue, "voidloaded", target_id=6, payload_hash="x", target_status="open")
     map_row(store, issue, "vanished", target_id=7, payload_hash="x", target_status="open")
     map_row(store, issue, "refused", "rejected", payload_hash=hash_of(store, "refused"))
@@ -92,12 +138,24 @@ def test_every_kind_is_counted_and_listed(store: Store) -> None:
     plan = compute_plan(store, PROJECT)
     counts = plan.counts()
     assert counts[issue] == {
-        "create": 4, "update": 2, "status_change": 2, "unchanged": 2, "skipped": 1,
-        "blocked": 2, "deleted_at_source": 2, "attachments_after_load": 1,
+        "create": 4,
+        "update": 2,
+        "status_change": 2,
+        "unchanged": 2,
+        "skipped": 1,
+        "blocked": 2,
+        "deleted_at_source": 2,
+        "attachments_after_load": 1,
     }
     assert counts["location"] == {
-        "create": 3, "update": 0, "status_change": 0, "unchanged": 3, "skipped": 2,
-        "blocked": 1, "deleted_at_source": 1, "attachments_after_load": 0,
+        "create": 3,
+        "update": 0,
+        "status_change": 0,
+        "unchanged": 3,
+        "skipped": 2,
+        "blocked": 1,
+        "deleted_at_source": 1,
+        "attachments_after_load": 0,
     }
 
     def ids(kind: str, entity: str = issue) -> list[str]:
@@ -111,12 +169,16 @@ def test_every_kind_is_counted_and_listed(store: Store) -> None:
     assert ids("blocked") == ["parked", "refused"]
     assert ids("deleted_at_source") == ["vanished", "voidloaded"]
     assert ids("attachments_after_load") == ["attach"]
-    assert ids("create", "location") == ['path:["North Building", "Stair 2 > Landing"]',
-                                         'path:["South Building", "Level 1"]',
-                                         'path:["South Building"]']
-    assert ids("unchanged", "location") == ['path:["North Building", "Level 1", "Room 101"]',
-                                            'path:["North Building", "Level 1"]',
-                                            'path:["North Building"]']
+    assert ids("create", "location") == [
+        'path:["North Building", "Stair 2 > Landing"]',
+        'path:["South Building", "Level 1"]',
+        'path:["South Building"]',
+    ]
+    assert ids("unchanged", "location") == [
+        'path:["North Building", "Level 1", "Room 101"]',
+        'path:["North Building", "Level 1"]',
+        'path:["North Building"]',
+    ]
     assert ids("skipped", "location") == ["a-old", "a-old-desk"]
     assert ids("blocked", "location") == ["a-blank"]
     assert ids("deleted_at_source", "location") == ['path:["Gone"]']
@@ -165,14 +227,16 @@ def test_newer_extract_is_a_warning(store: Store) -> None:
 def test_plan_from_settings_needs_a_transform(tmp_path: Path) -> None:
     settings = Settings(
         staging=StagingSettings(path=tmp_path / "empty.db"),
-        mappings=MappingsSettings(dir=tmp_path), target=TargetSettings(project_id=PROJECT),
+        mappings=MappingsSettings(dir=tmp_path),
+        target=TargetSettings(project_id=PROJECT),
     )
     with pytest.raises(ConfigError, match="Run `migrate transform` first"):
         plan_from_settings(settings)
 
 
 def test_plan_from_settings_reads_the_store(store: Store, tmp_path: Path) -> None:
-    settings = Settings(staging=StagingSettings(path=Path(store.path)),
-                        target=TargetSettings(project_id=PROJECT))
+    settings = Settings(
+        staging=StagingSettings(path=Path(store.path)), target=TargetSettings(project_id=PROJECT)
+    )
     plan: Any = plan_from_settings(settings)
     assert plan.counts()["coordination_issue"]["create"] == 10

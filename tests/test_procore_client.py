@@ -46,16 +46,22 @@ def connect() -> Iterator[Connect]:
     """``connect(app_kwargs..., credentials=…, company_id=…, clock=…)`` → (app, client)."""
     opened: list[tuple[ProcoreApp, RunningServer, ProcoreClient]] = []
 
-    def make(*, credentials: TargetCredentials = DEMO, company_id: int | None = COMPANY,
-             clock: Callable[[], float] = time.monotonic,
-             **app_kwargs: Any) -> tuple[ProcoreApp, ProcoreClient]:
+    def make(
+        *,
+        credentials: TargetCredentials = DEMO,
+        company_id: int | None = COMPANY,
+        clock: Callable[[], float] = time.monotonic,
+        **app_kwargs: Any,
+    ) -> tuple[ProcoreApp, ProcoreClient]:
         app = ProcoreApp(**app_kwargs)
         server = RunningServer(app)
-        settings = TargetSettings(base_url=server.url, auth_url=server.url,
-                                  company_id=company_id, project_id=PROJECT)
+        settings = TargetSettings(
+            base_url=server.url, auth_url=server.url, company_id=company_id, project_id=PROJECT
+        )
         # The budget reads the simulator's clock, which tests move forward to expire things.
-        client = ProcoreClient(settings, credentials, budget=RateBudget(wall=app.now),
-                               policy=FAST, clock=clock)
+        client = ProcoreClient(
+            settings, credentials, budget=RateBudget(wall=app.now), policy=FAST, clock=clock
+        )
         opened.append((app, server, client))
         return app, client
 
@@ -73,9 +79,15 @@ def status_count(app: ProcoreApp, status: int) -> int:
 
 def fetch_token(url: str) -> str:
     with HttpClient(url, policy=FAST) as http:
-        response = http.request("POST", "/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": "demo-client",
-            "client_secret": "demo-secret"})
+        response = http.request(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "demo-client",
+                "client_secret": "demo-secret",
+            },
+        )
         return response.json()["access_token"]
 
 
@@ -121,8 +133,9 @@ def test_a_fresh_token_refused_again_is_a_credential_error(connect: Connect) -> 
 
 def test_bad_client_credentials_are_a_one_line_credential_error(connect: Connect) -> None:
     secret = "wrong-secret-4f9a"
-    app, client = connect(credentials=TargetCredentials(
-        client_id=Secret("demo-client"), client_secret=Secret(secret)))
+    app, client = connect(
+        credentials=TargetCredentials(client_id=Secret("demo-client"), client_secret=Secret(secret))
+    )
     with pytest.raises(CredentialError) as caught:
         client.companies()
     message = str(caught.value)
@@ -137,8 +150,12 @@ def test_a_given_access_token_that_expires_asks_for_a_new_one(connect: Connect) 
     server_url = other.settings.base_url
     token = fetch_token(server_url)
     settings = TargetSettings(base_url=server_url, auth_url=server_url, company_id=COMPANY)
-    with ProcoreClient(settings, TargetCredentials(access_token=Secret(token)),
-                       budget=RateBudget(wall=app.now), policy=FAST) as client:
+    with ProcoreClient(
+        settings,
+        TargetCredentials(access_token=Secret(token)),
+        budget=RateBudget(wall=app.now),
+        policy=FAST,
+    ) as client:
         assert client.assignees(PROJECT)
         app.advance_clock(601)
         with pytest.raises(CredentialError) as caught:
@@ -200,8 +217,14 @@ class LookAlike(App):
         self.add_route("GET", "/rest/v1.0/things", self._things, "things")
 
     def _token(self, request: Request) -> Response:
-        return json_response({"access_token": TOKEN, "token_type": "bearer",
-                              "expires_in": 5400, "created_at": int(time.time())})
+        return json_response(
+            {
+                "access_token": TOKEN,
+                "token_type": "bearer",
+                "expires_in": 5400,
+                "created_at": int(time.time()),
+            }
+        )
 
     def _things(self, request: Request) -> Response:
         self.headers_seen.append({k.lower(): v for k, v in request.headers.items()})
@@ -290,12 +313,15 @@ def test_find_or_create_location_says_whether_it_created(connect: Connect) -> No
 def test_sync_returns_refused_items_as_data(connect: Connect) -> None:
     app, client = connect()
     key = str(uuid.uuid4())
-    result = client.sync_issues(PROJECT, [
-        {"uuid": key, "title": "Clash at grid B2", "priority": "high"},
-        {"title": ""},
-        {"title": "Bad priority", "priority": "urgent"},
-        {"uuid": key, "title": "Same uuid again"},
-    ])
+    result = client.sync_issues(
+        PROJECT,
+        [
+            {"uuid": key, "title": "Clash at grid B2", "priority": "high"},
+            {"title": ""},
+            {"title": "Bad priority", "priority": "urgent"},
+            {"uuid": key, "title": "Same uuid again"},
+        ],
+    )
     assert isinstance(result, SyncResult)
     assert [e["title"] for e in result.entities] == ["Clash at grid B2"]
     assert [sorted(e["errors"]) for e in result.errors] == [["title"], ["priority"], ["uuid"]]
@@ -366,18 +392,17 @@ def test_upload_end_to_end_lands_as_an_attachment(connect: Connect, tmp_path: Pa
     assert app.calls["storage.upload"] == 1
     assert not any("/s3/" in key for key in client.requests_made())
 
-    issue = client.sync_issues(PROJECT, [{"title": "Crack in facade",
-                                          "attachment_upload_uuids": [upload.uuid]}]).entities[0]
+    issue = client.sync_issues(
+        PROJECT, [{"title": "Crack in facade", "attachment_upload_uuids": [upload.uuid]}]
+    ).entities[0]
     shown = client.show_issue(PROJECT, issue["id"])
-    assert [(a["name"], a["content_type"]) for a in shown["attachments"]] == [
-        (name, "image/jpeg")]
+    assert [(a["name"], a["content_type"]) for a in shown["attachments"]] == [(name, "image/jpeg")]
     stored = next(i for i in app.issues(PROJECT) if i["id"] == issue["id"])["attachments"]
     assert stored[0]["size"] == len(data)
     assert stored[0]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_a_storage_failure_is_retried_with_the_whole_file(connect: Connect,
-                                                         tmp_path: Path) -> None:
+def test_a_storage_failure_is_retried_with_the_whole_file(connect: Connect, tmp_path: Path) -> None:
     app, client = connect()
     data = os.urandom(150_000)
     path = tmp_path / "plan.pdf"
@@ -413,13 +438,18 @@ def test_no_token_or_secret_in_logs_or_errors(
     client.assignees(PROJECT)
     app.advance_clock(61)  # forces a 401 and a renewal
     client.assignees(PROJECT)
-    for call in (lambda: client.show_issue(PROJECT, 1),
-                 lambda: client.sync_issues(999, [{"title": "x"}])):
+    for call in (
+        lambda: client.show_issue(PROJECT, 1),
+        lambda: client.sync_issues(999, [{"title": "x"}]),
+    ):
         with pytest.raises(ApiError) as caught:
             call()
         messages.append(str(caught.value))
-    _, refused = connect(credentials=TargetCredentials(
-        client_id=Secret("demo-client"), client_secret=Secret("not-the-secret-77")))
+    _, refused = connect(
+        credentials=TargetCredentials(
+            client_id=Secret("demo-client"), client_secret=Secret("not-the-secret-77")
+        )
+    )
     with pytest.raises(CredentialError) as denied:
         refused.companies()
     messages.append(str(denied.value))
@@ -431,4 +461,3 @@ def test_no_token_or_secret_in_logs_or_errors(
     assert "Bearer" not in caplog.text or "Bearer ***" in caplog.text
     for secret in (*tokens, "demo-secret", "not-the-secret-77"):
         assert secret not in text
-

@@ -87,9 +87,11 @@ class Quota:
 
     @staticmethod
     def headers(window: SlidingWindow | FixedWindow, now: float) -> dict[str, str]:
-        return {"X-Rate-Limit-Limit": str(window.limit),
-                "X-Rate-Limit-Remaining": str(window.remaining(now)),
-                "X-Rate-Limit-Reset": str(math.ceil(window.reset_at(now)))}
+        return {
+            "X-Rate-Limit-Limit": str(window.limit),
+            "X-Rate-Limit-Remaining": str(window.remaining(now)),
+            "X-Rate-Limit-Reset": str(math.ceil(window.reset_at(now))),
+        }
 
     def answer(self, now: float) -> Answer:
         exceeded = [w for w in self.windows if w.full(now)]
@@ -105,8 +107,9 @@ class Quota:
         return Answer(200, self.headers(window, now))
 
 
-def drive(budget: RateBudget, clock: FakeTime, quota: Quota, count: int,
-          rtt: float = 0.002) -> float:
+def drive(
+    budget: RateBudget, clock: FakeTime, quota: Quota, count: int, rtt: float = 0.002
+) -> float:
     """Send ``count`` requests one after another; the seconds from first send to last answer."""
     first: float | None = None
     while quota.served < count:
@@ -202,9 +205,17 @@ def test_both_windows_are_learned_and_kept() -> None:
 def test_a_429_is_recorded_and_holds_every_request_until_retry_after() -> None:
     budget, clock = fake_budget(1_700_000_000.0)
     budget.before_request("GET", "/x")
-    budget.after_response(Answer(429, {"Retry-After": "5", "X-Rate-Limit-Limit": "150",
-                                       "X-Rate-Limit-Remaining": "0",
-                                       "X-Rate-Limit-Reset": "1700000003"}))
+    budget.after_response(
+        Answer(
+            429,
+            {
+                "Retry-After": "5",
+                "X-Rate-Limit-Limit": "150",
+                "X-Rate-Limit-Remaining": "0",
+                "X-Rate-Limit-Reset": "1700000003",
+            },
+        )
+    )
     assert budget.rate_limited == 1
     assert budget.last_remaining == 0 and budget.last_limit == 150
     budget.before_request("GET", "/x")
@@ -217,9 +228,17 @@ def test_a_429_with_quota_left_waits_for_retry_after_not_the_window() -> None:
     # window resets ten seconds later.
     budget, clock = fake_budget(1_700_000_000.0)
     budget.before_request("GET", "/x")
-    budget.after_response(Answer(429, {"Retry-After": "0", "X-Rate-Limit-Limit": "100000",
-                                       "X-Rate-Limit-Remaining": "99900",
-                                       "X-Rate-Limit-Reset": "1700000010"}))
+    budget.after_response(
+        Answer(
+            429,
+            {
+                "Retry-After": "0",
+                "X-Rate-Limit-Limit": "100000",
+                "X-Rate-Limit-Remaining": "99900",
+                "X-Rate-Limit-Reset": "1700000010",
+            },
+        )
+    )
     assert budget.rate_limited == 1
     budget.before_request("GET", "/x")
     assert clock.elapsed < 1.0
@@ -229,9 +248,16 @@ def test_remaining_is_spent_evenly_until_the_reset_without_a_model() -> None:
     budget, clock = fake_budget(1_700_000_000.0, reserve_fraction=0.0)
     # A window much longer than the run: no model yet, so 10 left over 100 s is one per 10 s.
     budget.before_request("GET", "/x")
-    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
-                                       "X-Rate-Limit-Remaining": "10",
-                                       "X-Rate-Limit-Reset": "1700000100"}))
+    budget.after_response(
+        Answer(
+            200,
+            {
+                "X-Rate-Limit-Limit": "3600",
+                "X-Rate-Limit-Remaining": "10",
+                "X-Rate-Limit-Reset": "1700000100",
+            },
+        )
+    )
     budget.before_request("GET", "/x")
     assert clock.elapsed == pytest.approx(10.0, abs=0.01)
 
@@ -247,9 +273,16 @@ def test_responses_without_rate_headers_cost_nothing() -> None:
 def test_an_attempt_that_never_got_an_answer_does_not_block_the_next() -> None:
     budget, clock = fake_budget(1_700_000_000.0)
     budget.before_request("GET", "/x")
-    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "150",
-                                       "X-Rate-Limit-Remaining": "149",
-                                       "X-Rate-Limit-Reset": "1700000010"}))
+    budget.after_response(
+        Answer(
+            200,
+            {
+                "X-Rate-Limit-Limit": "150",
+                "X-Rate-Limit-Remaining": "149",
+                "X-Rate-Limit-Reset": "1700000010",
+            },
+        )
+    )
     budget.before_request("GET", "/x")  # this attempt's connection fails: no after_response
     budget.before_request("GET", "/x")  # the retry
     assert clock.elapsed < 1.0
@@ -259,12 +292,18 @@ def test_an_attempt_that_never_got_an_answer_does_not_block_the_next() -> None:
 def test_threads_never_spend_more_than_remains() -> None:
     # 3 requests left (with a reset just past, so no pacing spreads them); 6 threads ask at
     # once. Exactly 3 go out; the others wait until answers say there is room again.
-    budget = RateBudget(sleep=lambda seconds: time.sleep(min(seconds, 0.005)),
-                        reserve_fraction=0.0)
+    budget = RateBudget(sleep=lambda seconds: time.sleep(min(seconds, 0.005)), reserve_fraction=0.0)
     budget.before_request("GET", "/x")
-    budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
-                                       "X-Rate-Limit-Remaining": "3",
-                                       "X-Rate-Limit-Reset": str(int(time.time()) - 1)}))
+    budget.after_response(
+        Answer(
+            200,
+            {
+                "X-Rate-Limit-Limit": "3600",
+                "X-Rate-Limit-Remaining": "3",
+                "X-Rate-Limit-Reset": str(int(time.time()) - 1),
+            },
+        )
+    )
     released: list[int] = []
     answer_now = threading.Event()
     lock = threading.Lock()
@@ -274,9 +313,16 @@ def test_threads_never_spend_more_than_remains() -> None:
         with lock:
             released.append(number)
         answer_now.wait(5)
-        budget.after_response(Answer(200, {"X-Rate-Limit-Limit": "3600",
-                                           "X-Rate-Limit-Remaining": "100",
-                                           "X-Rate-Limit-Reset": str(int(time.time()) - 1)}))
+        budget.after_response(
+            Answer(
+                200,
+                {
+                    "X-Rate-Limit-Limit": "3600",
+                    "X-Rate-Limit-Remaining": "100",
+                    "X-Rate-Limit-Reset": str(int(time.time()) - 1),
+                },
+            )
+        )
 
     threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(6)]
     for thread in threads:
@@ -303,10 +349,12 @@ SPIKE_WINDOW = 2.0
 def spiky() -> Iterator[tuple[ProcoreApp, ProcoreClient]]:
     app = ProcoreApp(spike_limit=SPIKE_LIMIT, spike_window=SPIKE_WINDOW)
     server = RunningServer(app)
-    settings = TargetSettings(base_url=server.url, auth_url=server.url, company_id=4100,
-                              project_id=5100)
-    credentials = TargetCredentials(client_id=Secret("demo-client"),
-                                    client_secret=Secret("demo-secret"))
+    settings = TargetSettings(
+        base_url=server.url, auth_url=server.url, company_id=4100, project_id=5100
+    )
+    credentials = TargetCredentials(
+        client_id=Secret("demo-client"), client_secret=Secret("demo-secret")
+    )
     client = ProcoreClient(settings, credentials, budget=RateBudget())
     try:
         yield app, client
@@ -330,8 +378,14 @@ def timed(app: ProcoreApp, work: list[threading.Thread]) -> tuple[int, float]:
 def test_one_thread_uses_the_spike_window_fully_without_a_429(spiky: tuple) -> None:
     app, client = spiky
     client.companies()  # the token, outside the timing
-    count, elapsed = timed(app, [threading.Thread(
-        target=lambda: [client.assignees(5100) for _ in range(120)], daemon=True)])
+    count, elapsed = timed(
+        app,
+        [
+            threading.Thread(
+                target=lambda: [client.assignees(5100) for _ in range(120)], daemon=True
+            )
+        ],
+    )
     assert count == 120
     assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
     assert utilisation(count, SPIKE_LIMIT, SPIKE_WINDOW, elapsed) >= 0.9
@@ -344,9 +398,15 @@ def test_four_threads_sharing_one_budget_get_no_429(spiky: tuple) -> None:
     # A quarter of the answers take 0.25 s (after the request was counted), so several are
     # in flight at once: the budget must count those it has not heard back from.
     app.faults.configure(FaultConfig(slow_rate=0.25, slow_seconds=0.25, seed=4))
-    count, elapsed = timed(app, [threading.Thread(
-        target=lambda: [client.assignees(5100) for _ in range(30)], daemon=True)
-        for _ in range(4)])
+    count, elapsed = timed(
+        app,
+        [
+            threading.Thread(
+                target=lambda: [client.assignees(5100) for _ in range(30)], daemon=True
+            )
+            for _ in range(4)
+        ],
+    )
     assert count == 120
     assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
     # A slot is taken to be free only a window after its answer (when the server counted it

@@ -49,8 +49,7 @@ class Migrated:
         return conn
 
     def report(self, name: str, **kwargs: Any) -> ReportResult:
-        return report_from_settings(self.settings, self.env, out_dir=self.workdir / name,
-                                    **kwargs)
+        return report_from_settings(self.settings, self.env, out_dir=self.workdir / name, **kwargs)
 
     @property
     def project_id(self) -> int:
@@ -74,8 +73,9 @@ def _migrate(workdir: Path, box: Sandbox) -> Migrated:
 @pytest.fixture
 def migrated(tmp_path: Path) -> Iterator[Migrated]:
     # A roomy spike window keeps the load quick; quota pacing is tested elsewhere.
-    with Sandbox(SandboxOptions(issues=ISSUES, seed=7,
-                                procore_options={"spike_limit": 2000})) as box:
+    with Sandbox(
+        SandboxOptions(issues=ISSUES, seed=7, procore_options={"spike_limit": 2000})
+    ) as box:
         yield _migrate(tmp_path, box)
 
 
@@ -94,20 +94,24 @@ def _header(path: Path) -> list[str]:
 
 def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     app = migrated.box.procore_app
-    writes_before = {k: v for k, v in app.calls.items()
-                     if not k.endswith((".list", ".show", ".token"))}
+    writes_before = {
+        k: v for k, v in app.calls.items() if not k.endswith((".list", ".show", ".token"))
+    }
 
     result = migrated.report("clean")
 
     with migrated.db() as conn:
-        loaded = conn.execute("SELECT COUNT(*) FROM id_map WHERE entity = 'coordination_issue' "
-                              "AND state = 'loaded'").fetchone()[0]
+        loaded = conn.execute(
+            "SELECT COUNT(*) FROM id_map WHERE entity = 'coordination_issue' AND state = 'loaded'"
+        ).fetchone()[0]
         planned = conn.execute("SELECT COUNT(*) FROM planned_issues").fetchone()[0]
         open_rows = conn.execute(
             "SELECT entity, source_id, reason, hint FROM quarantine WHERE released_at IS NULL "
-            "ORDER BY source_id").fetchall()
-        report_run = conn.execute("SELECT status, requests FROM runs WHERE id = ?",
-                                  (result.run_id,)).fetchone()
+            "ORDER BY source_id"
+        ).fetchall()
+        report_run = conn.execute(
+            "SELECT status, requests FROM runs WHERE id = ?", (result.run_id,)
+        ).fetchone()
     assert result.online
     assert result.mismatches == [] and result.missing == [] and result.orphans == []
     assert result.matched == loaded == planned > 80
@@ -116,8 +120,9 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     assert "attachment_bytes" in result.checks_not_run  # Procore exposes no sizes: said so
 
     # The report only read Procore: no write call, no attachment download, every page read.
-    writes_after = {k: v for k, v in app.calls.items()
-                    if not k.endswith((".list", ".show", ".token"))}
+    writes_after = {
+        k: v for k, v in app.calls.items() if not k.endswith((".list", ".show", ".token"))
+    }
     assert writes_after == writes_before
     assert app.calls.get("storage.download", 0) == 0
     assert report_run["status"] == "succeeded"
@@ -144,14 +149,22 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     # Quarantined records are listed with their reasons and hints, link-free.
     quarantined = _csv(paths["quarantine"])
     assert sorted((r["source_id"], r["reason"], r["hint"]) for r in quarantined) == sorted(
-        (row["source_id"], row["reason"], row["hint"] or "") for row in open_rows)
+        (row["source_id"], row["reason"], row["hint"] or "") for row in open_rows
+    )
     for row in quarantined:
         assert "http://" not in row["record"] and "https://" not in row["record"]
     html = result.path_html.read_text(encoding="utf-8")
     assert f"All {loaded} migrated issue(s) match Procore" in html
     for row in open_rows:
-        assert row["reason"].replace("&", "&amp;").replace('"', "&quot;").replace(
-            "<", "&lt;").replace(">", "&gt;").replace("'", "&#x27;") in html
+        assert (
+            row["reason"]
+            .replace("&", "&amp;")
+            .replace('"', "&quot;")
+            .replace("<", "&lt;")
+            .replace(">", "&gt;")
+            .replace("'", "&#x27;")
+            in html
+        )
     assert "http://" not in html and "https://" not in html
 
 
@@ -165,12 +178,17 @@ def test_planted_discrepancies_are_each_listed(migrated: Migrated) -> None:
             "SELECT m.source_id, m.target_id, p.title, p.identifier FROM id_map m "
             "JOIN planned_issues p ON p.source_id = m.source_id "
             "WHERE m.entity = 'coordination_issue' AND m.state = 'loaded' "
-            "ORDER BY m.source_id").fetchall()
+            "ORDER BY m.source_id"
+        ).fetchall()
         skipped = conn.execute(
             "SELECT source_id FROM skipped_records WHERE entity = 'issue' ORDER BY source_id"
         ).fetchone()
-        location_names = [row[0] for row in conn.execute(
-            "SELECT path FROM planned_locations WHERE is_leaf = 1 ORDER BY source_id")]
+        location_names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT path FROM planned_locations WHERE is_leaf = 1 ORDER BY source_id"
+            )
+        ]
     assert len(loaded) > 3 and skipped is not None
     retitled, deleted, moved = loaded[0], loaded[1], loaded[2]
 
@@ -180,43 +198,55 @@ def test_planted_discrepancies_are_each_listed(migrated: Migrated) -> None:
     elsewhere = app.find_or_create_location(migrated.project_id, ["Annex", "Roof"])
     app.tamper_issue(moved["target_id"], location_id=elsewhere["id"])
     orphan_uuid = issue_uuid(migrated.project_id, skipped["source_id"])
-    orphan = app.add_issue(migrated.project_id, title="Created outside the id map",
-                           uuid=orphan_uuid, status="open")
+    orphan = app.add_issue(
+        migrated.project_id, title="Created outside the id map", uuid=orphan_uuid, status="open"
+    )
     stranger = app.add_issue(migrated.project_id, title="Someone else's issue", status="open")
 
     result = migrated.report("planted")
 
-    assert [(m["source_id"], m["field"], m["expected"], m["actual"])
-            for m in result.mismatches if m["field"] == "title"] == [
-        (retitled["source_id"], "title", retitled["title"], "Changed by hand in Procore")]
+    assert [
+        (m["source_id"], m["field"], m["expected"], m["actual"])
+        for m in result.mismatches
+        if m["field"] == "title"
+    ] == [(retitled["source_id"], "title", retitled["title"], "Changed by hand in Procore")]
     location_rows = [m for m in result.mismatches if m["field"] == "location"]
     assert [(m["source_id"], m["actual"]) for m in location_rows] == [
-        (moved["source_id"], "Annex > Roof")]
+        (moved["source_id"], "Annex > Roof")
+    ]
     assert location_rows[0]["expected"] != "Annex > Roof"
     assert {m["source_id"] for m in result.mismatches} == {
-        retitled["source_id"], moved["source_id"]}
+        retitled["source_id"],
+        moved["source_id"],
+    }
     assert [(m["source_id"], m["procore_id"]) for m in result.missing] == [
-        (deleted["source_id"], deleted["target_id"])]
-    assert [(o["procore_id"], o["uuid"], o["source_id"], o["staging_state"])
-            for o in result.orphans] == [
-        (orphan["id"], orphan_uuid, skipped["source_id"], "skipped")]
+        (deleted["source_id"], deleted["target_id"])
+    ]
+    assert [
+        (o["procore_id"], o["uuid"], o["source_id"], o["staging_state"]) for o in result.orphans
+    ] == [(orphan["id"], orphan_uuid, skipped["source_id"], "skipped")]
     assert stranger["id"] not in {o["procore_id"] for o in result.orphans}
     assert result.matched == len(loaded) - 3
     assert result.exit_code == 1
 
     # The same rows in the CSV files.
     mismatches = _csv(result.csv_paths["mismatches"])
-    assert [(r["source_id"], r["field"], r["expected"], r["actual"]) for r in mismatches
-            if r["field"] == "title"] == [
-        (retitled["source_id"], "title", retitled["title"], "Changed by hand in Procore")]
+    assert [
+        (r["source_id"], r["field"], r["expected"], r["actual"])
+        for r in mismatches
+        if r["field"] == "title"
+    ] == [(retitled["source_id"], "title", retitled["title"], "Changed by hand in Procore")]
     assert {(r["source_id"], r["field"]) for r in mismatches} == {
-        (retitled["source_id"], "title"), (moved["source_id"], "location")}
-    assert [(r["source_id"], r["procore_id"], r["identifier"])
-            for r in _csv(result.csv_paths["missing"])] == [
-        (deleted["source_id"], str(deleted["target_id"]), deleted["identifier"] or "")]
-    assert [(r["procore_id"], r["uuid"], r["source_id"])
-            for r in _csv(result.csv_paths["orphans"])] == [
-        (str(orphan["id"]), orphan_uuid, skipped["source_id"])]
+        (retitled["source_id"], "title"),
+        (moved["source_id"], "location"),
+    }
+    assert [
+        (r["source_id"], r["procore_id"], r["identifier"])
+        for r in _csv(result.csv_paths["missing"])
+    ] == [(deleted["source_id"], str(deleted["target_id"]), deleted["identifier"] or "")]
+    assert [
+        (r["procore_id"], r["uuid"], r["source_id"]) for r in _csv(result.csv_paths["orphans"])
+    ] == [(str(orphan["id"]), orphan_uuid, skipped["source_id"])]
     journey = {r["source_id"]: r for r in _csv(result.csv_paths["issues"])}
     assert journey[retitled["source_id"]]["reconciliation"] == "mismatch: title"
     assert journey[deleted["source_id"]]["reconciliation"] == "missing in Procore"
@@ -236,8 +266,7 @@ def test_issues_a_killed_load_created_are_orphans_until_load_resumes(tmp_path: P
     from migrate.transform import transform_from_settings
     from tests.test_status import kill_load_mid_batch
 
-    with Sandbox(SandboxOptions(issues=30, seed=3,
-                                procore_options={"spike_limit": 2000})) as box:
+    with Sandbox(SandboxOptions(issues=30, seed=3, procore_options={"spike_limit": 2000})) as box:
         from migrate.extract import extract_from_settings
 
         write_default_mappings(tmp_path / "mappings")
@@ -247,8 +276,9 @@ def test_issues_a_killed_load_created_are_orphans_until_load_resumes(tmp_path: P
         transform_from_settings(settings, env)
         migrated = Migrated(box, settings, env, tmp_path)
         with migrated.db() as conn:
-            planned = {r[0]: r[1] for r in conn.execute(
-                "SELECT uuid, source_id FROM planned_issues")}
+            planned = {
+                r[0]: r[1] for r in conn.execute("SELECT uuid, source_id FROM planned_issues")
+            }
         kill_load_mid_batch(settings, box)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not _ours(box, planned):
@@ -259,7 +289,8 @@ def test_issues_a_killed_load_created_are_orphans_until_load_resumes(tmp_path: P
         before = migrated.report("after-kill")
 
         assert {(o["uuid"], o["source_id"], o["staging_state"]) for o in before.orphans} == {
-            (uuid, planned[uuid], "sent") for uuid in created}
+            (uuid, planned[uuid], "sent") for uuid in created
+        }
         assert all("stopped before recording it" in o["why"] for o in before.orphans)
         assert before.missing == [] and before.mismatches == []
 
@@ -283,16 +314,20 @@ def test_source_changes_after_load_are_reported_for_a_decision(tmp_path: Path) -
     from migrate.report.status import status_from_settings
     from migrate.transform import transform_from_settings
 
-    with Sandbox(SandboxOptions(issues=30, seed=4,
-                                procore_options={"spike_limit": 2000})) as box:
+    with Sandbox(SandboxOptions(issues=30, seed=4, procore_options={"spike_limit": 2000})) as box:
         migrated = _migrate(tmp_path, box)
         with migrated.db() as conn:
-            loaded = [r[0] for r in conn.execute(
-                "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' "
-                "AND state = 'loaded' ORDER BY source_id")]
+            loaded = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' "
+                    "AND state = 'loaded' ORDER BY source_id"
+                )
+            ]
         late_file_issue, voided_issue = loaded[0], loaded[1]
-        late_file = box.field_app.add_attachment(late_file_issue, "late photo.jpg", 2048,
-                                                 "image/jpeg")
+        late_file = box.field_app.add_attachment(
+            late_file_issue, "late photo.jpg", 2048, "image/jpeg"
+        )
         box.field_app.void_issue(voided_issue)
         extract_from_settings(migrated.settings, migrated.env)
         transform_from_settings(migrated.settings, migrated.env)

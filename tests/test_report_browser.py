@@ -29,9 +29,18 @@ pytestmark = pytest.mark.skipif(
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args,
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
@@ -44,8 +53,7 @@ def report_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from migrate.transform import transform_from_settings
 
     workdir = tmp_path_factory.mktemp("browser")
-    with Sandbox(SandboxOptions(issues=30, seed=5,
-                                procore_options={"spike_limit": 2000})) as box:
+    with Sandbox(SandboxOptions(issues=30, seed=5, procore_options={"spike_limit": 2000})) as box:
         write_default_mappings(workdir / "mappings")
         settings = load_settings(write_demo_config(workdir, box))
         env = box.environment()
@@ -85,8 +93,13 @@ def test_report_renders_with_its_charts(report_path: Path, tmp_path: Path) -> No
         assert bad not in dom, f"{bad!r} in the rendered report"
 
     shot = tmp_path / "report.png"
-    taken = _chromium(tmp_path / "profile-png", f"--screenshot={shot}",
-                      "--window-size=1280,2000", "--hide-scrollbars", url)
+    taken = _chromium(
+        tmp_path / "profile-png",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        url,
+    )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 20_000  # a real page, not a blank image
 

@@ -22,107 +22,249 @@ from migrate.sandbox.generator import STATUSES, GeneratedProject
 from migrate.sandbox.httpbase import RunningServer
 
 # -- examples from seeds/003 (repaired where the README says they are not valid JSON) -----------
-SEED_LOCATION = {"full_path": "Building Two>Floor Two", "path": "Building Two",
-                 "name": "Floor Two", "identifier": "",
-                 "id": "00000000-0002-0000-0000-afea20000001",
-                 "parent_id": "00000000-0001-0000-0000-afea10000003", "deleted": 0}
-SEED_COMPANY = {"account_company": True, "address": {
-    "country": "US", "address3": None, "postal_code": "56000", "county": None, "latitude": None,
-    "city": "Sioux Falls", "address2": None, "state": "SD", "longitude": None,
-    "address1": "7 Emeritus St"}, "url": "www.testaccount.com", "duns_no": None, "ein_no": None,
-    "telephone": None, "company_type": "", "name": "Test Account Company", "fax": None,
-    "description": None, "company_category": "Contractor",
-    "id": "f47f034f-b727-11e1-9edf-ad27ba32cc68"}
-SEED_USER = {"roles": "project_admin,document_manager,contractor",
-             "company": {"id": "f47f034f-b727-11e1-9edf-ad27ba32cc68",
-                         "name": "Gaylord Focker, Inc."},
-             "junior": False, "first_name": "test", "telephone": None,
-             "email": "testadmin@gmail.com", "last_name": "admin",
-             "id": "f47f035a-b727-11e1-9edf-ad27ba32cc68"}
-SEED_PROJECT_NAME = {"id": "12345678-12312-12313-1231312", "name": "Daniel's SNout House",
-                     "a360_project_id": None, "updated_at": "2013-07-10T12:30:10Z",
-                     "include_in_reports": True}
-SEED_TYPE = {"category_name": "Punch List", "name": "Punch List",
-             "id": "f498d0ed-0be0-11e2-9694-14f6960d7e4f"}
-SEED_ROOT_CAUSE = {"category_name": "Human", "name": "Drunk",
-                   "id": "99b432f1-13e2-11e2-9453-24b41a66b040"}
-SEED_FIELD = {"display_type": "drop-down", "required": True, "position": 10001,
-              "name": "Issue type", "possible_values": [], "id": "f--issue_type_id"}
+SEED_LOCATION = {
+    "full_path": "Building Two>Floor Two",
+    "path": "Building Two",
+    "name": "Floor Two",
+    "identifier": "",
+    "id": "00000000-0002-0000-0000-afea20000001",
+    "parent_id": "00000000-0001-0000-0000-afea10000003",
+    "deleted": 0,
+}
+SEED_COMPANY = {
+    "account_company": True,
+    "address": {
+        "country": "US",
+        "address3": None,
+        "postal_code": "56000",
+        "county": None,
+        "latitude": None,
+        "city": "Sioux Falls",
+        "address2": None,
+        "state": "SD",
+        "longitude": None,
+        "address1": "7 Emeritus St",
+    },
+    "url": "www.testaccount.com",
+    "duns_no": None,
+    "ein_no": None,
+    "telephone": None,
+    "company_type": "",
+    "name": "Test Account Company",
+    "fax": None,
+    "description": None,
+    "company_category": "Contractor",
+    "id": "f47f034f-b727-11e1-9edf-ad27ba32cc68",
+}
+SEED_USER = {
+    "roles": "project_admin,document_manager,contractor",
+    "company": {"id": "f47f034f-b727-11e1-9edf-ad27ba32cc68", "name": "Gaylord Focker, Inc."},
+    "junior": False,
+    "first_name": "test",
+    "telephone": None,
+    "email": "testadmin@gmail.com",
+    "last_name": "admin",
+    "id": "f47f035a-b727-11e1-9edf-ad27ba32cc68",
+}
+SEED_PROJECT_NAME = {
+    "id": "12345678-12312-12313-1231312",
+    "name": "Daniel's SNout House",
+    "a360_project_id": None,
+    "updated_at": "2013-07-10T12:30:10Z",
+    "include_in_reports": True,
+}
+SEED_TYPE = {
+    "category_name": "Punch List",
+    "name": "Punch List",
+    "id": "f498d0ed-0be0-11e2-9694-14f6960d7e4f",
+}
+SEED_ROOT_CAUSE = {
+    "category_name": "Human",
+    "name": "Drunk",
+    "id": "99b432f1-13e2-11e2-9453-24b41a66b040",
+}
+SEED_FIELD = {
+    "display_type": "drop-down",
+    "required": True,
+    "position": 10001,
+    "name": "Issue type",
+    "possible_values": [],
+    "id": "f--issue_type_id",
+}
 SEED_FIELDS = {
     "common": {"fields": [SEED_FIELD]},
-    "category": {"category": "Safety", "fields": [SEED_FIELD], "name": "Safety Incident",
-                 "id": "f498d134-0be0-11e2-9694-14f6960d7e4f"},
-    "ancillary": {"fields": [{"display_type": "numeric", "required": False,
-                              "name": "Labor hours", "possible_values": [],
-                              "id": "f--labor_hours"}]},
+    "category": {
+        "category": "Safety",
+        "fields": [SEED_FIELD],
+        "name": "Safety Incident",
+        "id": "f498d134-0be0-11e2-9694-14f6960d7e4f",
+    },
+    "ancillary": {
+        "fields": [
+            {
+                "display_type": "numeric",
+                "required": False,
+                "name": "Labor hours",
+                "possible_values": [],
+                "id": "f--labor_hours",
+            }
+        ]
+    },
 }
-_URL = ("https://bim360field.autodesk.com/api/binary_data?ticket=t&project_id=p&object_id=o"
-        "&object_type=Attachment&image_type=original&page=0")
+_URL = (
+    "https://bim360field.autodesk.com/api/binary_data?ticket=t&project_id=p&object_id=o"
+    "&object_type=Attachment&image_type=original&page=0"
+)
 SEED_RETRIEVE = {
-    "id": "00000aac-0001-0000-0000-00000000000b", "created_by": "quentin@example.org",
-    "fields": [{"id": "f--identifier", "name": "Identifier", "display_type": "text",
-                "value": "austinpowers"}],
-    "comments": [{"created_at": "2013-06-04T13:01:18-04:00",
-                  "created_by": "barry.walker@autodesk.com", "comment_text": "first",
-                  "id": "f3f72b19-cd37-11e2-a818-cadae7f720b9"}],
+    "id": "00000aac-0001-0000-0000-00000000000b",
+    "created_by": "quentin@example.org",
+    "fields": [
+        {
+            "id": "f--identifier",
+            "name": "Identifier",
+            "display_type": "text",
+            "value": "austinpowers",
+        }
+    ],
+    "comments": [
+        {
+            "created_at": "2013-06-04T13:01:18-04:00",
+            "created_by": "barry.walker@autodesk.com",
+            "comment_text": "first",
+            "id": "f3f72b19-cd37-11e2-a818-cadae7f720b9",
+        }
+    ],
     "attachments": [
-        {"id": "0169b770-5abe-11e4-b890-000a2702005e", "type": "Attachment",
-         "name": "Example_JPG_iPhone4S.jpg", "caption": "hotel", "tags": "suitcase",
-         "content_type": "image/jpeg", "original_url": _URL, "thumb_url": _URL, "num_pages": 1,
-         "composites": [{"page": 0, "url": _URL}], "created_at": "2014-10-23 10:08:04 -0400",
-         "updated_at": "2014-10-23 10:08:04 -0400",
-         "created_by": "moe.syzlack@moes.springfield.somewhere.gov"},
-        {"type": "DocumentReference", "num_pages": 1, "content_type": "application/pdf",
-         "thumb_url": _URL, "composites": [{"page": 0, "url": _URL}], "original_url": _URL,
-         "id": "429f6331-cd38-11e2-a818-cadae7f720b9"},
-        {"type": "UriReference", "path": "http://www.google.com", "name": "Google",
-         "id": "565199f2-cd38-11e2-a818-cadae7f720b9"},
+        {
+            "id": "0169b770-5abe-11e4-b890-000a2702005e",
+            "type": "Attachment",
+            "name": "Example_JPG_iPhone4S.jpg",
+            "caption": "hotel",
+            "tags": "suitcase",
+            "content_type": "image/jpeg",
+            "original_url": _URL,
+            "thumb_url": _URL,
+            "num_pages": 1,
+            "composites": [{"page": 0, "url": _URL}],
+            "created_at": "2014-10-23 10:08:04 -0400",
+            "updated_at": "2014-10-23 10:08:04 -0400",
+            "created_by": "moe.syzlack@moes.springfield.somewhere.gov",
+        },
+        {
+            "type": "DocumentReference",
+            "num_pages": 1,
+            "content_type": "application/pdf",
+            "thumb_url": _URL,
+            "composites": [{"page": 0, "url": _URL}],
+            "original_url": _URL,
+            "id": "429f6331-cd38-11e2-a818-cadae7f720b9",
+        },
+        {
+            "type": "UriReference",
+            "path": "http://www.google.com",
+            "name": "Google",
+            "id": "565199f2-cd38-11e2-a818-cadae7f720b9",
+        },
     ],
 }
-SEED_SEARCH = {"id": "00000aac-0001-0000-0000-00000000000b", "closed_at": "closed at date",
-               "fields": [{"value": "000001", "name": "Identifier", "display_type": "text",
-                           "id": "f--identifier"}]}
-SEED_CHECKLIST_ROW = {"status": "Open", "created_at": "2013-05-20 12:23:07 -0400",
-                      "checklist_type": "Safety", "identifier": "000001",
-                      "name": "Field Safety Checklist",
-                      "id": "8e6c33ea-c169-11e2-92bf-93adab508ed6",
-                      "updated_at": "2013-05-20 12:49:09 -0400", "created_by": "moe@example.com"}
-SEED_ITEM = {"created_at": "2013-06-04 13:00:17 -0400",
-             "issues": [{"description": "d", "identifier": "BW-00059",
-                         "id": "f3f72b20-cd37-11e2-a818-cadae7f720b9"}],
-             "question_text": "q", "created_by": "barry.walker@autodesk.com",
-             "display_type": "single-select", "response": "Non-conforming choice",
-             "display_number": "3.", "position": 4, "comment": None,
-             "spec_ref": "Division 10 Specialties", "is_conforming": "No",
-             "attachments": SEED_RETRIEVE["attachments"],
-             "id": "3b8f9f56-cd38-11e2-a818-cadae7f720b9",
-             "possible_values": ["Conforming Choice", "Non-conforming choice"],
-             "updated_at": "2013-06-04 13:03:19 -0400"}
+SEED_SEARCH = {
+    "id": "00000aac-0001-0000-0000-00000000000b",
+    "closed_at": "closed at date",
+    "fields": [
+        {"value": "000001", "name": "Identifier", "display_type": "text", "id": "f--identifier"}
+    ],
+}
+SEED_CHECKLIST_ROW = {
+    "status": "Open",
+    "created_at": "2013-05-20 12:23:07 -0400",
+    "checklist_type": "Safety",
+    "identifier": "000001",
+    "name": "Field Safety Checklist",
+    "id": "8e6c33ea-c169-11e2-92bf-93adab508ed6",
+    "updated_at": "2013-05-20 12:49:09 -0400",
+    "created_by": "moe@example.com",
+}
+SEED_ITEM = {
+    "created_at": "2013-06-04 13:00:17 -0400",
+    "issues": [
+        {"description": "d", "identifier": "BW-00059", "id": "f3f72b20-cd37-11e2-a818-cadae7f720b9"}
+    ],
+    "question_text": "q",
+    "created_by": "barry.walker@autodesk.com",
+    "display_type": "single-select",
+    "response": "Non-conforming choice",
+    "display_number": "3.",
+    "position": 4,
+    "comment": None,
+    "spec_ref": "Division 10 Specialties",
+    "is_conforming": "No",
+    "attachments": SEED_RETRIEVE["attachments"],
+    "id": "3b8f9f56-cd38-11e2-a818-cadae7f720b9",
+    "possible_values": ["Conforming Choice", "Non-conforming choice"],
+    "updated_at": "2013-06-04 13:03:19 -0400",
+}
 SEED_CHECKLIST = {
-    "comments": SEED_RETRIEVE["comments"], "status": "Open",
-    "created_at": "2013-06-04 13:00:17 -0400", "created_by": "moe@example.com",
-    "checklist_type": "QA/QC", "project_id": "ca0e24b0-be43-11e2-92b9-bd56764d1fb2",
+    "comments": SEED_RETRIEVE["comments"],
+    "status": "Open",
+    "created_at": "2013-06-04 13:00:17 -0400",
+    "created_by": "moe@example.com",
+    "checklist_type": "QA/QC",
+    "project_id": "ca0e24b0-be43-11e2-92b9-bd56764d1fb2",
     "company": {"name": "Acme Drywall", "id": "9662301c-be44-11e2-92b9-bd56764d1fb2"},
-    "custom_field_values": [{"value": "0", "display_type": "checkbox",
-                             "id": "3b8f9f42-cd38-11e2-a818-cadae7f720b9"}],
-    "description": "d", "source": {}, "phase": None, "identifier": "000009",
-    "signatures": [{"type": "Signature", "original_url": _URL,
-                    "id": "429f6326-cd38-11e2-a818-cadae7f720b9"}],
+    "custom_field_values": [
+        {"value": "0", "display_type": "checkbox", "id": "3b8f9f42-cd38-11e2-a818-cadae7f720b9"}
+    ],
+    "description": "d",
+    "source": {},
+    "phase": None,
+    "identifier": "000009",
+    "signatures": [
+        {"type": "Signature", "original_url": _URL, "id": "429f6326-cd38-11e2-a818-cadae7f720b9"}
+    ],
     "name": "Wall closing checklist",
     "template": {"name": "Wall closing checklist", "id": "402980b2-cd34-11e2-a818-cadae7f720b9"},
-    "attachments": SEED_RETRIEVE["attachments"], "id": "3b8f9f38-cd38-11e2-a818-cadae7f720b9",
+    "attachments": SEED_RETRIEVE["attachments"],
+    "id": "3b8f9f38-cd38-11e2-a818-cadae7f720b9",
     "sections": [{"items": [SEED_ITEM], "section_name": "Section 1"}],
-    "priority": "Medium", "updated_at": "2013-06-04 13:03:28 -0400",
+    "priority": "Medium",
+    "updated_at": "2013-06-04 13:03:28 -0400",
 }
-SEED_CHANGE = {"id": "issue id value", "status": "Open", "previous_status": "Draft",
-               "user": "email of user if available", "start_dt": "2014-01-01 10:00:00 -0400",
-               "end_dt": None}
-CUSTOM_FIELD_KEYS = {"custom_field_id", "container_id", "container_type", "display_type",
-                     "default_value", "required", "position", "updated_at", "name",
-                     "possible_values"}
-HEADER_KEYS = {"completed_checklist_id", "checklist_template_id", "checklist_type",
-               "identifier", "name", "description", "created_by", "phase", "priority",
-               "status", "tags", "created_at", "updated_at", "deleted"}
+SEED_CHANGE = {
+    "id": "issue id value",
+    "status": "Open",
+    "previous_status": "Draft",
+    "user": "email of user if available",
+    "start_dt": "2014-01-01 10:00:00 -0400",
+    "end_dt": None,
+}
+CUSTOM_FIELD_KEYS = {
+    "custom_field_id",
+    "container_id",
+    "container_type",
+    "display_type",
+    "default_value",
+    "required",
+    "position",
+    "updated_at",
+    "name",
+    "possible_values",
+}
+HEADER_KEYS = {
+    "completed_checklist_id",
+    "checklist_template_id",
+    "checklist_type",
+    "identifier",
+    "name",
+    "description",
+    "created_by",
+    "phase",
+    "priority",
+    "status",
+    "tags",
+    "created_at",
+    "updated_at",
+    "deleted",
+}
 
 
 def assert_shape(actual: Any, example: Any, where: str = "$") -> None:
@@ -133,7 +275,8 @@ def assert_shape(actual: Any, example: Any, where: str = "$") -> None:
         assert isinstance(actual, dict), f"{where}: expected an object, got {actual!r:.80}"
         assert set(actual) == set(example), (
             f"{where}: keys differ: extra {set(actual) - set(example)}, "
-            f"missing {set(example) - set(actual)}")
+            f"missing {set(example) - set(actual)}"
+        )
         for key, value in example.items():
             if key != "value":  # field values take the type of their field
                 assert_shape(actual[key], value, f"{where}.{key}")
@@ -144,8 +287,9 @@ def assert_shape(actual: Any, example: Any, where: str = "$") -> None:
         for position, element in enumerate(actual):
             model = example[0]
             if isinstance(element, dict) and "type" in element:
-                same = [e for e in example if isinstance(e, dict) and e.get("type") ==
-                        element["type"]]
+                same = [
+                    e for e in example if isinstance(e, dict) and e.get("type") == element["type"]
+                ]
                 if not same:
                     continue
                 model = same[0]
@@ -171,8 +315,9 @@ class Field:
         self.project_id = project.main.id
 
     def login(self, password: str = "demo") -> str:
-        reply = self.http.post(f"{self.url}/api/login",
-                               data={"username": "demo@example.com", "password": password})
+        reply = self.http.post(
+            f"{self.url}/api/login", data={"username": "demo@example.com", "password": password}
+        )
         assert reply.status_code == 200, reply.text
         return reply.json()["ticket"]
 
@@ -223,40 +368,59 @@ def _issue_with(project: GeneratedProject, predicate: Any) -> dict[str, Any]:
 # -- auth -----------------------------------------------------------------------------------------
 def test_login_returns_a_36_character_ticket_and_rejects_bad_credentials(field: Field) -> None:
     assert len(field.ticket) == 36
-    bad = requests.post(f"{field.url}/api/login",
-                        data={"username": "demo@example.com", "password": "nope"})
+    bad = requests.post(
+        f"{field.url}/api/login", data={"username": "demo@example.com", "password": "nope"}
+    )
     assert bad.status_code == 401
     assert "nope" not in bad.text
     assert bad.json()["error"] == "Unauthorized"
-    wrong_user = requests.post(f"{field.url}/api/login",
-                               params={"username": "someone@example.com", "password": "demo"})
+    wrong_user = requests.post(
+        f"{field.url}/api/login", params={"username": "someone@example.com", "password": "demo"}
+    )
     assert wrong_user.status_code == 401
 
 
 ROUTES = [
-    ("POST", "/api/logout"), ("POST", "/api/projects"), ("POST", "/api/project"),
-    ("POST", "/fieldapi/admin/v1/project_names"), ("POST", "/fieldapi/admin/v1/ping"),
-    ("POST", "/fieldapi/admin/v1/locations"), ("POST", "/api/areas"),
-    ("POST", "/fieldapi/admin/v1/companies"), ("POST", "/fieldapi/admin/v1/users"),
-    ("POST", "/fieldapi/issues/v1/types"), ("POST", "/fieldapi/issues/v1/fields"),
-    ("POST", "/fieldapi/issues/v1/root_causes"), ("POST", "/api/custom_fields"),
-    ("GET", "/fieldapi/issues/v1/list"), ("POST", "/fieldapi/issues/v1/search"),
-    ("POST", "/fieldapi/issues/v1/retrieve"), ("POST", "/api/get_issues"),
-    ("POST", "/api/get_voided_issues"), ("GET", "/api/v1/projects/P/issue_changes"),
-    ("GET", "/api/v1/projects/P/issue_changes/I"), ("GET", "/fieldapi/checklists/v1"),
-    ("GET", "/fieldapi/checklists/v1/C.json"), ("POST", "/api/get_checklist_headers"),
-    ("POST", "/api/binary_data"), ("GET", "/api/binary_data"),
+    ("POST", "/api/logout"),
+    ("POST", "/api/projects"),
+    ("POST", "/api/project"),
+    ("POST", "/fieldapi/admin/v1/project_names"),
+    ("POST", "/fieldapi/admin/v1/ping"),
+    ("POST", "/fieldapi/admin/v1/locations"),
+    ("POST", "/api/areas"),
+    ("POST", "/fieldapi/admin/v1/companies"),
+    ("POST", "/fieldapi/admin/v1/users"),
+    ("POST", "/fieldapi/issues/v1/types"),
+    ("POST", "/fieldapi/issues/v1/fields"),
+    ("POST", "/fieldapi/issues/v1/root_causes"),
+    ("POST", "/api/custom_fields"),
+    ("GET", "/fieldapi/issues/v1/list"),
+    ("POST", "/fieldapi/issues/v1/search"),
+    ("POST", "/fieldapi/issues/v1/retrieve"),
+    ("POST", "/api/get_issues"),
+    ("POST", "/api/get_voided_issues"),
+    ("GET", "/api/v1/projects/P/issue_changes"),
+    ("GET", "/api/v1/projects/P/issue_changes/I"),
+    ("GET", "/fieldapi/checklists/v1"),
+    ("GET", "/fieldapi/checklists/v1/C.json"),
+    ("POST", "/api/get_checklist_headers"),
+    ("POST", "/api/binary_data"),
+    ("GET", "/api/binary_data"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 @pytest.mark.parametrize("ticket", [None, "00000000-0000-0000-0000-000000000000"])
-def test_every_call_but_login_needs_a_live_ticket(field: Field, method: str, path: str,
-                                                   ticket: str | None) -> None:
+def test_every_call_but_login_needs_a_live_ticket(
+    field: Field, method: str, path: str, ticket: str | None
+) -> None:
     params = {"project_id": field.project_id} | ({"ticket": ticket} if ticket else {})
-    reply = requests.request(method, field.url + path.replace("/P/", f"/{field.project_id}/"),
-                             data=params if method == "POST" else None,
-                             params=params if method == "GET" else None)
+    reply = requests.request(
+        method,
+        field.url + path.replace("/P/", f"/{field.project_id}/"),
+        data=params if method == "POST" else None,
+        params=params if method == "GET" else None,
+    )
     assert reply.status_code == 401
     assert reply.json()["error"] == "Unauthorized"
 
@@ -291,12 +455,19 @@ def test_ticket_expires_after_max_seconds() -> None:
 
 
 # -- project scoping ----------------------------------------------------------------------------
-def test_project_scoped_calls_need_a_visible_project(field: Field, project: GeneratedProject
-                                                     ) -> None:
-    for path in ("/api/project", "/fieldapi/admin/v1/locations", "/fieldapi/issues/v1/search",
-                 "/api/get_issues", "/api/binary_data"):
-        assert field.post(path, project_id="00000330-dead-0000-0000-000000000001"
-                          ).status_code == 404, path
+def test_project_scoped_calls_need_a_visible_project(
+    field: Field, project: GeneratedProject
+) -> None:
+    for path in (
+        "/api/project",
+        "/fieldapi/admin/v1/locations",
+        "/fieldapi/issues/v1/search",
+        "/api/get_issues",
+        "/api/binary_data",
+    ):
+        assert (
+            field.post(path, project_id="00000330-dead-0000-0000-000000000001").status_code == 404
+        ), path
         assert field.post(path, project_id="").status_code == 404, path
     listed = field.ok("POST", "/api/projects")
     assert [p["id"] for p in listed] == [p.id for p in project.projects]
@@ -304,35 +475,41 @@ def test_project_scoped_calls_need_a_visible_project(field: Field, project: Gene
     other_issue = other.issue_id(0)
     # An issue of the second project is not visible through the first project.
     assert field.post("/fieldapi/issues/v1/retrieve", ids=other_issue).status_code == 404
-    found = field.ok("POST", "/fieldapi/issues/v1/retrieve", ids=other_issue,
-                     project_id=other.id)
+    found = field.ok("POST", "/fieldapi/issues/v1/retrieve", ids=other_issue, project_id=other.id)
     assert found[0]["id"] == other_issue
-    assert field.ok("POST", "/fieldapi/issues/v1/search", count=1,
-                    project_id=other.id) == {"count": other.issue_count}
+    assert field.ok("POST", "/fieldapi/issues/v1/search", count=1, project_id=other.id) == {
+        "count": other.issue_count
+    }
     assert len(field.ok("POST", "/fieldapi/admin/v1/users", project_id=other.id)) < len(
-        field.ok("POST", "/fieldapi/admin/v1/users"))
+        field.ok("POST", "/fieldapi/admin/v1/users")
+    )
 
 
 def test_form_and_query_string_parameters_are_equivalent(field: Field) -> None:
     as_form = field.post("/fieldapi/issues/v1/search", offset=30, limit=7)
-    as_query = field.http.post(f"{field.url}/fieldapi/issues/v1/search", params={
-        "ticket": field.ticket, "project_id": field.project_id, "offset": 30, "limit": 7})
+    as_query = field.http.post(
+        f"{field.url}/fieldapi/issues/v1/search",
+        params={"ticket": field.ticket, "project_id": field.project_id, "offset": 30, "limit": 7},
+    )
     assert as_form.status_code == as_query.status_code == 200
     assert as_form.json() == as_query.json()
     assert len(as_form.json()) == 7
 
 
 # -- shapes --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("path", "example"), [
-    ("/fieldapi/admin/v1/locations", [SEED_LOCATION]),
-    ("/fieldapi/admin/v1/companies", [SEED_COMPANY]),
-    ("/fieldapi/admin/v1/users", [SEED_USER]),
-    ("/fieldapi/admin/v1/project_names", [SEED_PROJECT_NAME]),
-    ("/fieldapi/issues/v1/types", [SEED_TYPE]),
-    ("/fieldapi/issues/v1/root_causes", [SEED_ROOT_CAUSE]),
-    ("/fieldapi/issues/v1/fields", SEED_FIELDS),
-    ("/fieldapi/issues/v1/search", [SEED_SEARCH]),
-])
+@pytest.mark.parametrize(
+    ("path", "example"),
+    [
+        ("/fieldapi/admin/v1/locations", [SEED_LOCATION]),
+        ("/fieldapi/admin/v1/companies", [SEED_COMPANY]),
+        ("/fieldapi/admin/v1/users", [SEED_USER]),
+        ("/fieldapi/admin/v1/project_names", [SEED_PROJECT_NAME]),
+        ("/fieldapi/issues/v1/types", [SEED_TYPE]),
+        ("/fieldapi/issues/v1/root_causes", [SEED_ROOT_CAUSE]),
+        ("/fieldapi/issues/v1/fields", SEED_FIELDS),
+        ("/fieldapi/issues/v1/search", [SEED_SEARCH]),
+    ],
+)
 def test_reference_endpoints_have_the_seed_shape(field: Field, path: str, example: Any) -> None:
     answer = field.ok("POST", path)
     assert answer
@@ -340,7 +517,8 @@ def test_reference_endpoints_have_the_seed_shape(field: Field, path: str, exampl
 
 
 def test_list_custom_fields_headers_and_changes_have_the_documented_shape(
-        field: Field, project: GeneratedProject) -> None:
+    field: Field, project: GeneratedProject
+) -> None:
     listed = field.ok("GET", "/fieldapi/issues/v1/list", limit=5)
     assert_shape(listed, [SEED_SEARCH])
     definitions = field.ok("POST", "/api/custom_fields")
@@ -351,30 +529,48 @@ def test_list_custom_fields_headers_and_changes_have_the_documented_shape(
             assert definition["possible_values"].startswith("---\n- ")
     headers = field.ok("POST", "/api/get_checklist_headers", limit=100)
     assert all(set(h) >= HEADER_KEYS for h in headers)
-    assert_shape(field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes"),
-                 [SEED_CHANGE])
-    one = field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes/"
-                          f"{project.main.issue_id(6)}")
+    assert_shape(
+        field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes"), [SEED_CHANGE]
+    )
+    one = field.ok(
+        "GET", f"/api/v1/projects/{field.project_id}/issue_changes/{project.main.issue_id(6)}"
+    )
     assert_shape(one, [{k: v for k, v in SEED_CHANGE.items() if k != "previous_status"}])
     assert field.post("/fieldapi/admin/v1/ping").text == "I;200;Successful"
     assert field.ok("POST", "/api/project")["id"] == field.project_id
 
 
-def test_retrieve_gives_complete_records_with_ticketed_urls(field: Field,
-                                                            project: GeneratedProject) -> None:
-    with_all = _issue_with(project, lambda r: {a["type"] for a in r["attachments"]} >= {
-        "Attachment", "DocumentReference"} and r["comments"])
-    uri = _issue_with(project, lambda r: any(a["type"] == "UriReference"
-                                             for a in r["attachments"]))
+def test_retrieve_gives_complete_records_with_ticketed_urls(
+    field: Field, project: GeneratedProject
+) -> None:
+    with_all = _issue_with(
+        project,
+        lambda r: (
+            {a["type"] for a in r["attachments"]} >= {"Attachment", "DocumentReference"}
+            and r["comments"]
+        ),
+    )
+    uri = _issue_with(project, lambda r: any(a["type"] == "UriReference" for a in r["attachments"]))
     ids = [with_all["id"], uri["id"], project.main.issue_id(0)]
     answer = field.ok("POST", "/fieldapi/issues/v1/retrieve", ids=",".join(ids))
     assert [r["id"] for r in answer] == ids
     assert_shape(answer, [SEED_RETRIEVE])
     record = answer[0]
     assert [f["id"] for f in record["fields"]][:13] == [
-        "f--identifier", "f--issue_type_id", "f--responsible_company_id", "f--description",
-        "f--priority", "f--status", "f--area_id", "f--location_detail", "f--root_cause_id",
-        "f--due_date", "f--assigned_to", "f--labor_hours", "f--cost"]
+        "f--identifier",
+        "f--issue_type_id",
+        "f--responsible_company_id",
+        "f--description",
+        "f--priority",
+        "f--status",
+        "f--area_id",
+        "f--location_detail",
+        "f--root_cause_id",
+        "f--due_date",
+        "f--assigned_to",
+        "f--labor_hours",
+        "f--cost",
+    ]
     assert {f["id"]: f["value"] for f in record["fields"]} == with_all["fields"]
     assert record["comments"] == with_all["comments"]
     for item in record["attachments"]:
@@ -387,7 +583,8 @@ def test_retrieve_gives_complete_records_with_ticketed_urls(field: Field,
     download = field.http.get(photo["original_url"])  # the URL alone is enough
     assert download.status_code == 200
     assert hashlib.sha256(download.content).hexdigest() == project.attachment_sha256(
-        stored["id"], stored["size"], stored["content_type"])
+        stored["id"], stored["size"], stored["content_type"]
+    )
 
 
 def test_retrieve_limits(field: Field, project: GeneratedProject) -> None:
@@ -401,8 +598,7 @@ def test_retrieve_limits(field: Field, project: GeneratedProject) -> None:
     assert field.post("/fieldapi/issues/v1/retrieve", ids="not-an-id").status_code == 404
 
 
-def test_get_issues_flat_records_and_voided_issues(field: Field, project: GeneratedProject
-                                                   ) -> None:
+def test_get_issues_flat_records_and_voided_issues(field: Field, project: GeneratedProject) -> None:
     voided = field.ok("POST", "/api/get_voided_issues")
     expected_void = [project.main.issue_id(i) for i in project.main.voided_indexes()]
     assert voided == expected_void and voided
@@ -420,14 +616,20 @@ def test_get_issues_flat_records_and_voided_issues(field: Field, project: Genera
     source = project.main.issue(0)
     assert first["updated_at"] == source["updated_at"]
     assert first["description"] == source["fields"]["f--description"]
-    assert {"attachments", "comments", "document_references", "uri_references",
-            "custom_field_values"} <= set(first)
+    assert {
+        "attachments",
+        "comments",
+        "document_references",
+        "uri_references",
+        "custom_field_values",
+    } <= set(first)
     with_files = next(r for r in seen if r["attachments"])
     assert {"id", "filename", "size", "content_type"} <= set(with_files["attachments"][0])
 
 
-def test_issue_changes_follow_each_issue_to_its_current_status(field: Field,
-                                                                project: GeneratedProject) -> None:
+def test_issue_changes_follow_each_issue_to_its_current_status(
+    field: Field, project: GeneratedProject
+) -> None:
     changes = field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes")
     by_issue: dict[str, list[dict[str, Any]]] = {}
     for change in changes:
@@ -441,18 +643,28 @@ def test_issue_changes_follow_each_issue_to_its_current_status(field: Field,
         for before, after in zip(history, history[1:], strict=False):
             assert after["previous_status"] == before["status"]
             assert before["end_dt"] == after["start_dt"]
-    closed = field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes",
-                      status="Closed,Void")
+    closed = field.ok(
+        "GET", f"/api/v1/projects/{field.project_id}/issue_changes", status="Closed,Void"
+    )
     assert closed and {c["status"] for c in closed} == {"Closed", "Void"}
     start, end = "2015-01-01", "2015-02-28"
-    window = field.ok("GET", f"/api/v1/projects/{field.project_id}/issue_changes",
-                      start_dt=start, end_dt=end)
+    window = field.ok(
+        "GET", f"/api/v1/projects/{field.project_id}/issue_changes", start_dt=start, end_dt=end
+    )
     assert window and all(start <= c["start_dt"][:10] <= end for c in window)
     assert len(window) < len(changes)
-    assert field.get(f"/api/v1/projects/{field.project_id}/issue_changes",
-                     start_dt="yesterday").status_code == 400
-    assert field.get(f"/api/v1/projects/{field.project_id}/issue_changes/"
-                     f"{project.main.issue_id(9999)}").status_code == 404
+    assert (
+        field.get(
+            f"/api/v1/projects/{field.project_id}/issue_changes", start_dt="yesterday"
+        ).status_code
+        == 400
+    )
+    assert (
+        field.get(
+            f"/api/v1/projects/{field.project_id}/issue_changes/{project.main.issue_id(9999)}"
+        ).status_code
+        == 404
+    )
 
 
 def test_large_issue_changes_are_streamed_with_the_same_content(fresh: Field) -> None:
@@ -465,13 +677,20 @@ def test_large_issue_changes_are_streamed_with_the_same_content(fresh: Field) ->
 
 
 # -- paging -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/fieldapi/issues/v1/search"), ("GET", "/fieldapi/issues/v1/list"),
-    ("POST", "/api/get_issues"), ("GET", "/fieldapi/checklists/v1"),
-    ("POST", "/api/get_checklist_headers"), ("POST", "/api/areas"),
-])
-def test_paging_defaults_to_25_caps_at_100_and_ends_cleanly(field: Field, method: str,
-                                                             path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/fieldapi/issues/v1/search"),
+        ("GET", "/fieldapi/issues/v1/list"),
+        ("POST", "/api/get_issues"),
+        ("GET", "/fieldapi/checklists/v1"),
+        ("POST", "/api/get_checklist_headers"),
+        ("POST", "/api/areas"),
+    ],
+)
+def test_paging_defaults_to_25_caps_at_100_and_ends_cleanly(
+    field: Field, method: str, path: str
+) -> None:
     assert len(field.ok(method, path)) == 25
     everything: list[str] = []
     while True:
@@ -485,28 +704,34 @@ def test_paging_defaults_to_25_caps_at_100_and_ends_cleanly(field: Field, method
     assert len(capped) == min(100, len(everything))
     assert field.ok(method, path, offset=len(everything)) == []
     assert field.ok(method, path, offset=0, limit=100)[:40] == [
-        json.loads(row) for row in everything[:40]]
+        json.loads(row) for row in everything[:40]
+    ]
     for bad in ({"limit": 0}, {"limit": "ten"}, {"offset": -1}):
         assert (field.post if method == "POST" else field.get)(path, **bad).status_code == 400
 
 
-def test_search_count_conditions_and_area_filter(field: Field, project: GeneratedProject
-                                                 ) -> None:
+def test_search_count_conditions_and_area_filter(field: Field, project: GeneratedProject) -> None:
     assert field.ok("POST", "/fieldapi/issues/v1/search", count="true") == {"count": 300}
     condition = json.dumps(['f--status,in,["Closed","Void"]'])
-    closed = field.ok("POST", "/fieldapi/issues/v1/search", conditions=condition, limit=100,
-                      count=1)
-    expected = sum(1 for r in project.main.iter_issues()
-                   if r["fields"]["f--status"] in ("Closed", "Void"))
+    closed = field.ok(
+        "POST", "/fieldapi/issues/v1/search", conditions=condition, limit=100, count=1
+    )
+    expected = sum(
+        1 for r in project.main.iter_issues() if r["fields"]["f--status"] in ("Closed", "Void")
+    )
     assert closed == {"count": expected}
     page = field.ok("POST", "/fieldapi/issues/v1/search", conditions=condition, limit=10)
-    assert all({f["id"]: f["value"] for f in r["fields"]}["f--status"] in ("Closed", "Void")
-               for r in page)
-    assert field.post("/fieldapi/issues/v1/search",
-                      conditions='["f--status,between,1"]').status_code == 400
+    assert all(
+        {f["id"]: f["value"] for f in r["fields"]}["f--status"] in ("Closed", "Void") for r in page
+    )
+    assert (
+        field.post("/fieldapi/issues/v1/search", conditions='["f--status,between,1"]').status_code
+        == 400
+    )
     no_area = field.ok("GET", "/fieldapi/issues/v1/list", area_ids="No Area", limit=100)
     assert no_area and all(
-        {f["id"]: f["value"] for f in r["fields"]}["f--area_id"] is None for r in no_area)
+        {f["id"]: f["value"] for f in r["fields"]}["f--area_id"] is None for r in no_area
+    )
 
 
 # -- checklists ---------------------------------------------------------------------------------
@@ -519,8 +744,10 @@ def test_checklists_list_detail_and_headers(field: Field, project: GeneratedProj
     headers = field.ok("POST", "/api/get_checklist_headers", limit=100)
     deleted = [h for h in headers if h["deleted"]]
     assert deleted and all(h["deleted_at"] for h in deleted)
-    assert field.get(f"/fieldapi/checklists/v1/{deleted[0]['completed_checklist_id']}"
-                     ).status_code == 404
+    assert (
+        field.get(f"/fieldapi/checklists/v1/{deleted[0]['completed_checklist_id']}").status_code
+        == 404
+    )
     linked_issue_ids = []
     for row in listed:
         detail = field.ok("GET", f"/fieldapi/checklists/v1/{row['id']}.json")
@@ -532,63 +759,85 @@ def test_checklists_list_detail_and_headers(field: Field, project: GeneratedProj
         for signature in detail["signatures"]:
             assert f"ticket={field.ticket}" in signature["original_url"]
     assert linked_issue_ids
-    retrieved = field.ok("POST", "/fieldapi/issues/v1/retrieve",
-                         ids=",".join(dict.fromkeys(linked_issue_ids)))
+    retrieved = field.ok(
+        "POST", "/fieldapi/issues/v1/retrieve", ids=",".join(dict.fromkeys(linked_issue_ids))
+    )
     assert len(retrieved) == len(set(linked_issue_ids))
     assert field.get("/fieldapi/checklists/v1/nope").status_code == 404
 
 
 # -- binary data --------------------------------------------------------------------------------
 def test_binary_data_streams_the_generator_bytes(field: Field, project: GeneratedProject) -> None:
-    record = _issue_with(project, lambda r: any(a["type"] == "Attachment" and a["size"] > 200_000
-                                                for a in r["attachments"]))
+    record = _issue_with(
+        project,
+        lambda r: any(a["type"] == "Attachment" and a["size"] > 200_000 for a in r["attachments"]),
+    )
     item = next(a for a in record["attachments"] if a["type"] == "Attachment")
     reply = field.post("/api/binary_data", object_type="Attachment", object_id=item["id"])
     assert reply.status_code == 200
     assert int(reply.headers["Content-Length"]) == item["size"] == len(reply.content)
     assert reply.headers["Content-Type"] == item["content_type"]
     assert hashlib.sha256(reply.content).hexdigest() == project.attachment_sha256(
-        item["id"], item["size"], item["content_type"])
-    thumb = field.post("/api/binary_data", object_type="Attachment", object_id=item["id"],
-                       image_type="thumb")
+        item["id"], item["size"], item["content_type"]
+    )
+    thumb = field.post(
+        "/api/binary_data", object_type="Attachment", object_id=item["id"], image_type="thumb"
+    )
     assert thumb.status_code == 200 and 0 < len(thumb.content) < item["size"]
-    assert field.post("/api/binary_data", object_type="Attachment",
-                      object_id=project.main.issue_id(0)).status_code == 404
+    assert (
+        field.post(
+            "/api/binary_data", object_type="Attachment", object_id=project.main.issue_id(0)
+        ).status_code
+        == 404
+    )
     groups = item["id"].split("-")
     no_such_slot = "-".join(groups[:3] + ["7ffe"] + groups[4:])
-    assert field.post("/api/binary_data", object_type="Attachment",
-                      object_id=no_such_slot).status_code == 404
+    assert (
+        field.post("/api/binary_data", object_type="Attachment", object_id=no_such_slot).status_code
+        == 404
+    )
     assert field.post("/api/binary_data", object_type="Attachment").status_code == 400
     assert field.post("/api/binary_data", object_id=item["id"]).status_code == 400
-    assert field.post("/api/binary_data", object_type="Photo",
-                      object_id=item["id"]).status_code == 400
-    assert field.post("/api/binary_data", object_type="Attachment", object_id=item["id"],
-                      page=5).status_code == 404
+    assert (
+        field.post("/api/binary_data", object_type="Photo", object_id=item["id"]).status_code == 400
+    )
+    assert (
+        field.post(
+            "/api/binary_data", object_type="Attachment", object_id=item["id"], page=5
+        ).status_code
+        == 404
+    )
 
 
-def test_binary_data_for_signatures_and_document_references(field: Field,
-                                                            project: GeneratedProject) -> None:
-    checklist = next(c for c in project.main.iter_checklists()
-                     if c["signatures"] and not c["deleted"])
+def test_binary_data_for_signatures_and_document_references(
+    field: Field, project: GeneratedProject
+) -> None:
+    checklist = next(
+        c for c in project.main.iter_checklists() if c["signatures"] and not c["deleted"]
+    )
     signature = checklist["signatures"][0]
     reply = field.post("/api/binary_data", object_type="Signature", object_id=signature["id"])
     assert reply.status_code == 200 and len(reply.content) == signature["size"]
     assert reply.content.startswith(b"\x89PNG")
-    record = _issue_with(project, lambda r: any(a["type"] == "DocumentReference"
-                                                for a in r["attachments"]))
+    record = _issue_with(
+        project, lambda r: any(a["type"] == "DocumentReference" for a in r["attachments"])
+    )
     reference = next(a for a in record["attachments"] if a["type"] == "DocumentReference")
-    by_reference = field.post("/api/binary_data", object_type="DocumentReference",
-                              object_id=reference["id"])
-    by_document = field.post("/api/binary_data", object_type="Document",
-                             object_id=reference["document_id"])
+    by_reference = field.post(
+        "/api/binary_data", object_type="DocumentReference", object_id=reference["id"]
+    )
+    by_document = field.post(
+        "/api/binary_data", object_type="Document", object_id=reference["document_id"]
+    )
     assert by_reference.status_code == by_document.status_code == 200
     assert by_reference.content == by_document.content
     assert by_reference.content.startswith(b"%PDF")
-    uri = _issue_with(project, lambda r: any(a["type"] == "UriReference"
-                                             for a in r["attachments"]))
+    uri = _issue_with(project, lambda r: any(a["type"] == "UriReference" for a in r["attachments"]))
     uri_id = next(a["id"] for a in uri["attachments"] if a["type"] == "UriReference")
-    assert field.post("/api/binary_data", object_type="Attachment",
-                      object_id=uri_id).status_code == 404
+    assert (
+        field.post("/api/binary_data", object_type="Attachment", object_id=uri_id).status_code
+        == 404
+    )
 
 
 @pytest.mark.slow
@@ -601,9 +850,16 @@ def test_a_50_mb_attachment_streams_without_being_held() -> None:
         digest = hashlib.sha256()
         tracemalloc.start()
         tracemalloc.reset_peak()
-        with running.http.post(f"{running.url}/api/binary_data", stream=True, data={
-                "ticket": running.ticket, "project_id": running.project_id,
-                "object_type": "Attachment", "object_id": big["id"]}) as reply:
+        with running.http.post(
+            f"{running.url}/api/binary_data",
+            stream=True,
+            data={
+                "ticket": running.ticket,
+                "project_id": running.project_id,
+                "object_type": "Attachment",
+                "object_id": big["id"],
+            },
+        ) as reply:
             assert int(reply.headers["Content-Length"]) == size
             received = 0
             for chunk in reply.iter_content(256 * 1024):
@@ -612,10 +868,10 @@ def test_a_50_mb_attachment_streams_without_being_held() -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert received == size
-        assert digest.hexdigest() == project.attachment_sha256(big["id"], size,
-                                                               big["content_type"])
-        print(f"\n50 MB download: peak traced Python memory (server + client) "
-              f"{peak / 2**20:.2f} MiB")
+        assert digest.hexdigest() == project.attachment_sha256(big["id"], size, big["content_type"])
+        print(
+            f"\n50 MB download: peak traced Python memory (server + client) {peak / 2**20:.2f} MiB"
+        )
         assert peak < 8 * 2**20, f"streaming held {peak / 2**20:.1f} MiB"
     finally:
         running.close()
@@ -668,13 +924,19 @@ def test_random_faults_leave_auth_first(fresh: Field) -> None:
 
 # -- determinism and mutations ------------------------------------------------------------------
 def _snapshot(running: Field) -> list[str]:
-    calls = [("POST", "/fieldapi/admin/v1/locations", {}), ("POST", "/fieldapi/admin/v1/users", {}),
-             ("POST", "/fieldapi/issues/v1/search", {"limit": 100}),
-             ("POST", "/api/get_issues", {"limit": 100, "offset": 20}),
-             ("POST", "/fieldapi/issues/v1/retrieve",
-              {"ids": ",".join(running.project.main.issue_id(i) for i in range(40))}),
-             ("GET", f"/api/v1/projects/{running.project_id}/issue_changes", {}),
-             ("POST", "/api/get_checklist_headers", {"limit": 100})]
+    calls = [
+        ("POST", "/fieldapi/admin/v1/locations", {}),
+        ("POST", "/fieldapi/admin/v1/users", {}),
+        ("POST", "/fieldapi/issues/v1/search", {"limit": 100}),
+        ("POST", "/api/get_issues", {"limit": 100, "offset": 20}),
+        (
+            "POST",
+            "/fieldapi/issues/v1/retrieve",
+            {"ids": ",".join(running.project.main.issue_id(i) for i in range(40))},
+        ),
+        ("GET", f"/api/v1/projects/{running.project_id}/issue_changes", {}),
+        ("POST", "/api/get_checklist_headers", {"limit": 100}),
+    ]
     answers = []
     for method, path, params in calls:
         reply = (running.post if method == "POST" else running.get)(path, **params)
@@ -682,8 +944,11 @@ def _snapshot(running: Field) -> list[str]:
         answers.append(reply.text.replace(running.ticket, "T").replace(running.url, "U"))
     first = running.ok("GET", "/fieldapi/checklists/v1", limit=3)
     for row in first:
-        answers.append(running.get(f"/fieldapi/checklists/v1/{row['id']}").text.replace(
-            running.ticket, "T").replace(running.url, "U"))
+        answers.append(
+            running.get(f"/fieldapi/checklists/v1/{row['id']}")
+            .text.replace(running.ticket, "T")
+            .replace(running.url, "U")
+        )
     return answers
 
 
@@ -707,8 +972,9 @@ def test_mutations_show_through_every_endpoint(fresh: Field) -> None:
     before = app.counts()
     target = next(r for r in main.iter_issues() if r["fields"]["f--status"] == "Open")
     issue_id = target["id"]
-    old_mobile = next(r for r in fresh.ok("POST", "/api/get_issues", limit=100)
-                      if r["id"] == issue_id)
+    old_mobile = next(
+        r for r in fresh.ok("POST", "/api/get_issues", limit=100) if r["id"] == issue_id
+    )
 
     app.update_issue(issue_id, status="Closed", priority="High", description="Fixed ✓")
     comment_id = app.add_comment(issue_id, "Closed after walk-through", "demo@example.com")
@@ -717,11 +983,15 @@ def test_mutations_show_through_every_endpoint(fresh: Field) -> None:
     record = fresh.ok("POST", "/fieldapi/issues/v1/retrieve", ids=issue_id)[0]
     values = _fields(record)
     assert (values["f--status"], values["f--priority"], values["f--description"]) == (
-        "Closed", "High", "Fixed ✓")
+        "Closed",
+        "High",
+        "Fixed ✓",
+    )
     assert record["comments"][-1]["id"] == comment_id
     assert record["attachments"][-1]["id"] == attachment_id
-    searched = next(r for r in fresh.ok("POST", "/fieldapi/issues/v1/search", limit=100)
-                    if r["id"] == issue_id)
+    searched = next(
+        r for r in fresh.ok("POST", "/fieldapi/issues/v1/search", limit=100) if r["id"] == issue_id
+    )
     assert searched["closed_at"] and _fields(searched)["f--status"] == "Closed"
     mobile = next(r for r in fresh.ok("POST", "/api/get_issues", limit=100) if r["id"] == issue_id)
     assert mobile["updated_at"] > old_mobile["updated_at"]
@@ -741,10 +1011,15 @@ def test_mutations_show_through_every_endpoint(fresh: Field) -> None:
 
     app.delete_issue(issue_id)
     assert fresh.post("/fieldapi/issues/v1/retrieve", ids=issue_id).status_code == 404
-    assert fresh.post("/api/binary_data", object_type="Attachment",
-                      object_id=attachment_id).status_code == 404
-    assert issue_id not in {r["id"] for r in fresh.ok("POST", "/fieldapi/issues/v1/search",
-                                                      limit=100)}
+    assert (
+        fresh.post(
+            "/api/binary_data", object_type="Attachment", object_id=attachment_id
+        ).status_code
+        == 404
+    )
+    assert issue_id not in {
+        r["id"] for r in fresh.ok("POST", "/fieldapi/issues/v1/search", limit=100)
+    }
     after = app.counts()
     assert after["issues"] == before["issues"]  # one added, one deleted
     assert after["voided_issues"] == before["voided_issues"] + 1
@@ -759,17 +1034,23 @@ def test_counts_agree_with_the_api(fresh: Field) -> None:
     assert counts["issues"] == fresh.ok("POST", "/fieldapi/issues/v1/search", count=1)["count"]
     assert counts["voided_issues"] == len(fresh.ok("POST", "/api/get_voided_issues"))
     assert counts["issue_changes"] == len(
-        fresh.ok("GET", f"/api/v1/projects/{fresh.project_id}/issue_changes"))
+        fresh.ok("GET", f"/api/v1/projects/{fresh.project_id}/issue_changes")
+    )
     assert counts["areas"] == len(fresh.ok("POST", "/fieldapi/admin/v1/locations"))
     assert counts["users"] == len(fresh.ok("POST", "/fieldapi/admin/v1/users"))
     assert counts["checklists"] == len(fresh.ok("GET", "/fieldapi/checklists/v1", limit=100))
     assert counts["checklists"] + counts["deleted_checklists"] == len(
-        fresh.ok("POST", "/api/get_checklist_headers", limit=100))
-    retrieved = fresh.ok("POST", "/fieldapi/issues/v1/retrieve",
-                         ids=",".join(fresh.project.main.issue_id(i) for i in range(60)))
+        fresh.ok("POST", "/api/get_checklist_headers", limit=100)
+    )
+    retrieved = fresh.ok(
+        "POST",
+        "/fieldapi/issues/v1/retrieve",
+        ids=",".join(fresh.project.main.issue_id(i) for i in range(60)),
+    )
     assert counts["comments"] == sum(len(r["comments"]) for r in retrieved)
     assert counts["issue_attachments"] == sum(
-        1 for r in retrieved for a in r["attachments"] if a["type"] == "Attachment")
+        1 for r in retrieved for a in r["attachments"] if a["type"] == "Attachment"
+    )
 
 
 def test_concurrent_readers_and_writers_agree(fresh: Field) -> None:
@@ -780,8 +1061,10 @@ def test_concurrent_readers_and_writers_agree(fresh: Field) -> None:
         try:
             with requests.Session() as http:
                 for _ in range(10):
-                    reply = http.post(f"{fresh.url}/api/get_issues", data={
-                        "ticket": fresh.ticket, "project_id": fresh.project_id, "limit": 100})
+                    reply = http.post(
+                        f"{fresh.url}/api/get_issues",
+                        data={"ticket": fresh.ticket, "project_id": fresh.project_id, "limit": 100},
+                    )
                     assert reply.status_code == 200
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -795,8 +1078,9 @@ def test_concurrent_readers_and_writers_agree(fresh: Field) -> None:
         thread.join()
     assert not errors
     assert fresh.app.counts()["comments"] == comments_before + 20
-    retrieved = fresh.ok("POST", "/fieldapi/issues/v1/retrieve",
-                         ids=fresh.project.main.issue_id(3))[0]
+    retrieved = fresh.ok(
+        "POST", "/fieldapi/issues/v1/retrieve", ids=fresh.project.main.issue_id(3)
+    )[0]
     assert [c["comment_text"] for c in retrieved["comments"]][-2:] == ["note 3", "note 13"]
 
 
@@ -843,13 +1127,20 @@ _SCALE_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_serving_100k_issues_stays_small() -> None:
-    result = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT], capture_output=True,
-                            text=True, timeout=180, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-c", _SCALE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ),
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"\n100k issues: paged {figures['issues']} mobile issues in {figures['seconds']:.1f} s; "
-          f"RSS {figures['rss_before_mib']:.0f} MiB before, {figures['rss_after_mib']:.0f} MiB "
-          f"after, peak {figures['max_rss_mib']:.0f} MiB")
+    print(
+        f"\n100k issues: paged {figures['issues']} mobile issues in {figures['seconds']:.1f} s; "
+        f"RSS {figures['rss_before_mib']:.0f} MiB before, {figures['rss_after_mib']:.0f} MiB "
+        f"after, peak {figures['max_rss_mib']:.0f} MiB"
+    )
     assert figures["issues"] == 100_000 - figures["voided"]
     assert figures["max_rss_mib"] < 250
 

@@ -33,9 +33,15 @@ class Api:
         self.token = self.fetch_token()
 
     def fetch_token(self) -> str:
-        reply = self.session.post(f"{self.url}/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": "demo-client",
-            "client_secret": "demo-secret"}, timeout=5)
+        reply = self.session.post(
+            f"{self.url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "demo-client",
+                "client_secret": "demo-secret",
+            },
+            timeout=5,
+        )
         assert reply.status_code == 200, reply.text
         return reply.json()["access_token"]
 
@@ -46,33 +52,53 @@ class Api:
         return headers
 
     def get(self, path: str, params: Any = None, **kwargs: Any) -> requests.Response:
-        return self.session.get(self.url + path, params=params,
-                                headers=kwargs.pop("headers", self.headers()), timeout=5,
-                                **kwargs)
+        return self.session.get(
+            self.url + path,
+            params=params,
+            headers=kwargs.pop("headers", self.headers()),
+            timeout=5,
+            **kwargs,
+        )
 
     def post(self, path: str, body: Any, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.url + path, json=body,
-                                 headers=kwargs.pop("headers", self.headers()), timeout=5,
-                                 **kwargs)
+        return self.session.post(
+            self.url + path,
+            json=body,
+            headers=kwargs.pop("headers", self.headers()),
+            timeout=5,
+            **kwargs,
+        )
 
     def patch(self, path: str, body: Any, **kwargs: Any) -> requests.Response:
-        return self.session.patch(self.url + path, json=body,
-                                  headers=kwargs.pop("headers", self.headers()), timeout=5,
-                                  **kwargs)
+        return self.session.patch(
+            self.url + path,
+            json=body,
+            headers=kwargs.pop("headers", self.headers()),
+            timeout=5,
+            **kwargs,
+        )
 
     def sync(self, updates: list[Any], project: int = PROJECT) -> requests.Response:
-        return self.patch("/rest/v1.0/coordination_issues/sync",
-                          {"project_id": project, "updates": updates})
+        return self.patch(
+            "/rest/v1.0/coordination_issues/sync", {"project_id": project, "updates": updates}
+        )
 
-    def upload(self, data: bytes, filename: str = "photo.jpg",
-               content_type: str = "image/jpeg") -> str:
+    def upload(
+        self, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg"
+    ) -> str:
         """Create an upload and store its bytes; returns the upload uuid."""
-        instructions = self.post(f"/rest/v1.1/projects/{PROJECT}/uploads", {
-            "response_filename": filename, "response_content_type": content_type})
+        instructions = self.post(
+            f"/rest/v1.1/projects/{PROJECT}/uploads",
+            {"response_filename": filename, "response_content_type": content_type},
+        )
         assert instructions.status_code == 201, instructions.text
         body = instructions.json()
-        stored = requests.post(body["url"], data=body["fields"],
-                               files={"file": (filename, data, content_type)}, timeout=10)
+        stored = requests.post(
+            body["url"],
+            data=body["fields"],
+            files={"file": (filename, data, content_type)},
+            timeout=10,
+        )
         assert stored.status_code == 204, stored.text
         return body["uuid"]
 
@@ -105,24 +131,38 @@ def new_uuid() -> str:
 
 
 def test_token_grant_accepts_the_right_client_and_refuses_others(api: Api) -> None:
-    good = requests.post(f"{api.url}/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": "demo-client",
-        "client_secret": "demo-secret"}, timeout=5)
+    good = requests.post(
+        f"{api.url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "demo-client",
+            "client_secret": "demo-secret",
+        },
+        timeout=5,
+    )
     assert good.status_code == 200
     body = good.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 5400
     assert isinstance(body["created_at"], int) and len(body["access_token"]) > 20
     assert "X-Rate-Limit-Limit" not in good.headers  # the login host is not the REST quota
 
-    bad = requests.post(f"{api.url}/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": "demo-client",
-        "client_secret": "wrong"}, timeout=5)
+    bad = requests.post(
+        f"{api.url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "demo-client",
+            "client_secret": "wrong",
+        },
+        timeout=5,
+    )
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_client"
     assert "wrong" not in bad.text
 
-    password = requests.post(f"{api.url}/oauth/token", data={
-        "grant_type": "password", "client_id": "demo-client", "client_secret": "demo-secret"},
-        timeout=5)
+    password = requests.post(
+        f"{api.url}/oauth/token",
+        data={"grant_type": "password", "client_id": "demo-client", "client_secret": "demo-secret"},
+        timeout=5,
+    )
     assert password.status_code == 400 and password.json()["error"] == "unsupported_grant_type"
     assert api.app.rate_stats()["requests"] == 0
 
@@ -159,16 +199,26 @@ def test_company_header_is_required_except_for_companies_and_me(api: Api) -> Non
     assert [p["id"] for p in projects.json()] == [PROJECT, OTHER_PROJECT]
     users = api.get(f"/rest/v1.0/projects/{PROJECT}/users").json()
     assert {u["email_address"] for u in users} == {
-        "alice.carter@example.com", "Bruno.Diaz@example.com", "chen.wei@example.com"}
+        "alice.carter@example.com",
+        "Bruno.Diaz@example.com",
+        "chen.wei@example.com",
+    }
 
 
 def test_unknown_project_is_404_and_another_companys_project_is_403(make_api: Any) -> None:
-    api = make_api({
-        "company": {"id": COMPANY, "name": "Sandbox Builders"},
-        "projects": [{"id": PROJECT, "name": "Ours", "company_id": COMPANY},
-                     {"id": 5199, "name": "Theirs", "company_id": 4199}],
-        "users": [], "assignee_user_ids": {}, "locations": {}, "coordination_issues": {},
-    })
+    api = make_api(
+        {
+            "company": {"id": COMPANY, "name": "Sandbox Builders"},
+            "projects": [
+                {"id": PROJECT, "name": "Ours", "company_id": COMPANY},
+                {"id": 5199, "name": "Theirs", "company_id": 4199},
+            ],
+            "users": [],
+            "assignee_user_ids": {},
+            "locations": {},
+            "coordination_issues": {},
+        }
+    )
     assert api.sync([{"title": "x"}], project=424242).status_code == 404
     assert api.sync([{"title": "x"}], project=5199).status_code == 403
     assert api.sync([{"title": "x"}]).status_code == 200
@@ -179,34 +229,66 @@ def test_unknown_project_is_404_and_another_companys_project_is_403(make_api: An
 
 def test_sync_creates_then_updates_with_full_issue_objects(api: Api) -> None:
     location = api.app.find_or_create_location(PROJECT, ["North Building", "Level 1"])
-    created = api.sync([
-        {"title": "Pipe clash", "uuid": new_uuid(), "priority": "high", "issue_type": "clash",
-         "location_id": location["id"], "assignee_id": 7002, "due_date": "2025-03-01",
-         "description": "Sprinkler vs duct",
-         "origin": {"title": "Issue 12", "origin_id": "field-12", "origin_type": "bim360field",
-                    "deep_link_url": "https://field.example/issues/12"}},
-        {"title": "Second"},
-    ])
+    created = api.sync(
+        [
+            {
+                "title": "Pipe clash",
+                "uuid": new_uuid(),
+                "priority": "high",
+                "issue_type": "clash",
+                "location_id": location["id"],
+                "assignee_id": 7002,
+                "due_date": "2025-03-01",
+                "description": "Sprinkler vs duct",
+                "origin": {
+                    "title": "Issue 12",
+                    "origin_id": "field-12",
+                    "origin_type": "bim360field",
+                    "deep_link_url": "https://field.example/issues/12",
+                },
+            },
+            {"title": "Second"},
+        ]
+    )
     assert created.status_code == 200
     body = created.json()
     assert body["errors"] == []
     first, second = body["entities"]
     assert first["issue_number"] == 2 and second["issue_number"] == 3  # seed issue is #1
     assert first["status"] == "open" and first["attachments"] == []
-    assert first["location"] == {"id": location["id"], "name": "North Building>Level 1",
-                                 "node_name": "Level 1", "parent_id": location["parent_id"]}
-    assert first["assignee"] == {"id": 7002, "name": "Bruno Diaz",
-                                 "login": "Bruno.Diaz@example.com",
-                                 "company_name": "Diaz Mechanical"}
+    assert first["location"] == {
+        "id": location["id"],
+        "name": "North Building>Level 1",
+        "node_name": "Level 1",
+        "parent_id": location["parent_id"],
+    }
+    assert first["assignee"] == {
+        "id": 7002,
+        "name": "Bruno Diaz",
+        "login": "Bruno.Diaz@example.com",
+        "company_name": "Diaz Mechanical",
+    }
     assert first["origin"]["origin_id"] == "field-12"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["created_at"])
 
-    updated = api.sync([{"id": first["id"], "title": "Pipe clash (moved)", "priority": "low",
-                         "location_id": None, "assignee_id": 7001}]).json()
+    updated = api.sync(
+        [
+            {
+                "id": first["id"],
+                "title": "Pipe clash (moved)",
+                "priority": "low",
+                "location_id": None,
+                "assignee_id": 7001,
+            }
+        ]
+    ).json()
     assert updated["errors"] == []
     entity = updated["entities"][0]
     assert (entity["title"], entity["priority"], entity["location"]) == (
-        "Pipe clash (moved)", "low", None)
+        "Pipe clash (moved)",
+        "low",
+        None,
+    )
     assert entity["assignee"]["id"] == 7001 and entity["uuid"] == first["uuid"]
     assert len(api.app.issues(PROJECT)) == 3
 
@@ -225,8 +307,9 @@ def test_title_limit_counts_code_points(api: Api) -> None:
     # 80 code points but 200+ UTF-8 bytes and fewer grapheme clusters: still valid.
     fancy = ("🏗" * 30) + ("e\u0301" * 20) + ("Ж" * 10)
     assert len(fancy) == 80 and len(fancy.encode()) > 80
-    reply = api.sync([{"title": fancy}, {"title": "x" * 81}, {"title": fancy + "!"},
-                      {"title": "   "}, {}]).json()
+    reply = api.sync(
+        [{"title": fancy}, {"title": "x" * 81}, {"title": fancy + "!"}, {"title": "   "}, {}]
+    ).json()
     assert [e["title"] for e in reply["entities"]] == [fancy]
     assert [e["errors"] for e in reply["errors"]] == [
         {"title": ["is too long (maximum is 80 characters)"]},
@@ -241,8 +324,9 @@ def test_reused_uuid_is_taken_even_within_one_batch_and_in_other_case(api: Api) 
     key = new_uuid()
     reply = api.sync([{"title": "a", "uuid": key}, {"title": "b", "uuid": key}]).json()
     assert len(reply["entities"]) == 1
-    assert reply["errors"] == [{"title": "b", "uuid": key,
-                                "errors": {"uuid": ["has already been taken"]}}]
+    assert reply["errors"] == [
+        {"title": "b", "uuid": key, "errors": {"uuid": ["has already been taken"]}}
+    ]
     again = api.sync([{"title": "c", "uuid": key.upper()}]).json()
     assert again["errors"][0]["errors"] == {"uuid": ["has already been taken"]}
     bad = api.sync([{"title": "d", "uuid": "not-a-uuid"}]).json()
@@ -254,42 +338,48 @@ def test_reused_uuid_is_taken_even_within_one_batch_and_in_other_case(api: Api) 
 def test_sync_update_may_not_touch_status_or_attachments(api: Api) -> None:
     issue = api.sync([{"title": "keep me"}]).json()["entities"][0]
     upload = api.upload(b"late attachment")
-    reply = api.sync([
-        {"id": issue["id"], "status": "closed"},
-        {"id": issue["id"], "attachment_upload_uuids": [upload], "title": "changed"},
-        {"id": issue["id"], "uuid": new_uuid()},
-        {"id": 999999, "title": "ghost"},
-    ]).json()
+    reply = api.sync(
+        [
+            {"id": issue["id"], "status": "closed"},
+            {"id": issue["id"], "attachment_upload_uuids": [upload], "title": "changed"},
+            {"id": issue["id"], "uuid": new_uuid()},
+            {"id": 999999, "title": "ghost"},
+        ]
+    ).json()
     assert reply["entities"] == []
     errors = [set(e["errors"]) for e in reply["errors"]]
     assert errors == [{"status"}, {"attachment_upload_uuids"}, {"uuid"}, {"id"}]
-    shown = api.get(f"/rest/v1.0/coordination_issues/{issue['id']}",
-                    {"project_id": PROJECT}).json()
+    shown = api.get(f"/rest/v1.0/coordination_issues/{issue['id']}", {"project_id": PROJECT}).json()
     assert (shown["title"], shown["status"]) == ("keep me", "open")
     assert api.app.uploads(PROJECT)[0]["state"] == "stored"  # not consumed by the refusal
 
 
 def test_sync_checks_references_enums_and_dates(api: Api) -> None:
     foreign = api.app.find_or_create_location(OTHER_PROJECT, ["Depot"])
-    reply = api.sync([
-        {"title": "a", "location_id": foreign["id"]},
-        {"title": "b", "location_id": 123456789},
-        {"title": "c", "assignee_id": 7003},  # a project user, but not an assignee
-        {"title": "d", "assignee_id": 7004},  # an assignee of the other project only
-        {"title": "e", "status": "parked", "priority": "urgent", "issue_type": "rfi"},
-        {"title": "f", "due_date": "03/01/2025"},
-        {"title": "g", "due_date": "2025-02-30"},
-        {"title": "h", "colour": "red"},
-        {"title": "i", "location_id": "12"},
-    ]).json()
+    reply = api.sync(
+        [
+            {"title": "a", "location_id": foreign["id"]},
+            {"title": "b", "location_id": 123456789},
+            {"title": "c", "assignee_id": 7003},  # a project user, but not an assignee
+            {"title": "d", "assignee_id": 7004},  # an assignee of the other project only
+            {"title": "e", "status": "parked", "priority": "urgent", "issue_type": "rfi"},
+            {"title": "f", "due_date": "03/01/2025"},
+            {"title": "g", "due_date": "2025-02-30"},
+            {"title": "h", "colour": "red"},
+            {"title": "i", "location_id": "12"},
+        ]
+    ).json()
     assert reply["entities"] == []
     assert [e["errors"] for e in reply["errors"]] == [
         {"location_id": ["must be a location in this project"]},
         {"location_id": ["must be a location in this project"]},
         {"assignee_id": ["is not a permitted assignee on this project"]},
         {"assignee_id": ["is not a permitted assignee on this project"]},
-        {"status": ["is not included in the list"], "priority": ["is not included in the list"],
-         "issue_type": ["is not included in the list"]},
+        {
+            "status": ["is not included in the list"],
+            "priority": ["is not included in the list"],
+            "issue_type": ["is not included in the list"],
+        },
         {"due_date": ["must be a date formatted YYYY-MM-DD"]},
         {"due_date": ["must be a date formatted YYYY-MM-DD"]},
         {"colour": ["is not a permitted attribute"]},
@@ -311,12 +401,16 @@ def test_mixed_batch_keeps_the_good_items_in_order(api: Api) -> None:
 
 
 def test_single_create_show_and_status_update(api: Api) -> None:
-    created = api.post("/rest/v1.0/coordination_issues", {
-        "project_id": PROJECT, "coordination_issue": {"title": "Single", "priority": "medium"}})
+    created = api.post(
+        "/rest/v1.0/coordination_issues",
+        {"project_id": PROJECT, "coordination_issue": {"title": "Single", "priority": "medium"}},
+    )
     assert created.status_code == 201
     issue = created.json()
-    invalid = api.post("/rest/v1.0/coordination_issues", {
-        "project_id": PROJECT, "coordination_issue": {"title": "x" * 81}})
+    invalid = api.post(
+        "/rest/v1.0/coordination_issues",
+        {"project_id": PROJECT, "coordination_issue": {"title": "x" * 81}},
+    )
     assert invalid.status_code == 422
     assert invalid.json() == {"errors": {"title": ["is too long (maximum is 80 characters)"]}}
 
@@ -330,13 +424,23 @@ def test_single_create_show_and_status_update(api: Api) -> None:
         moved = api.patch(path, {"project_id": PROJECT, "coordination_issue": {"status": status}})
         assert moved.status_code == 200 and moved.json()["status"] == status
     upload = api.upload(b"bytes")
-    refused = api.patch(path, {"project_id": PROJECT, "coordination_issue": {
-        "attachment_upload_uuids": [upload]}})
+    refused = api.patch(
+        path, {"project_id": PROJECT, "coordination_issue": {"attachment_upload_uuids": [upload]}}
+    )
     assert refused.status_code == 422 and "attachment_upload_uuids" in refused.json()["errors"]
-    assert api.patch(path, {"project_id": PROJECT, "coordination_issue": {
-        "status": "done"}}).status_code == 422
-    assert api.patch("/rest/v1.0/coordination_issues/999999", {
-        "project_id": PROJECT, "coordination_issue": {"status": "open"}}).status_code == 404
+    assert (
+        api.patch(
+            path, {"project_id": PROJECT, "coordination_issue": {"status": "done"}}
+        ).status_code
+        == 422
+    )
+    assert (
+        api.patch(
+            "/rest/v1.0/coordination_issues/999999",
+            {"project_id": PROJECT, "coordination_issue": {"status": "open"}},
+        ).status_code
+        == 404
+    )
 
 
 def test_list_pages_with_headers_filters_and_views(api: Api) -> None:
@@ -371,8 +475,9 @@ def test_list_pages_with_headers_filters_and_views(api: Api) -> None:
     api.app.advance_clock(120)
     changed = api.sync([{"id": everything[2]["id"], "title": "Touched later"}]).json()
     since = changed["entities"][0]["updated_at"]
-    recent = api.get(listing, {"project_id": PROJECT,
-                               "filters[updated_at]": f"{since}...2999-01-01T00:00:00Z"}).json()
+    recent = api.get(
+        listing, {"project_id": PROJECT, "filters[updated_at]": f"{since}...2999-01-01T00:00:00Z"}
+    ).json()
     assert [i["title"] for i in recent] == ["Touched later"]
 
 
@@ -380,10 +485,18 @@ def test_assignees_list_who_can_be_assigned(api: Api) -> None:
     reply = api.get("/rest/v1.0/coordination_issues/assignees", {"project_id": PROJECT})
     assert reply.status_code == 200
     assert reply.json() == [
-        {"id": 7001, "name": "Alice Carter", "login": "alice.carter@example.com",
-         "company_name": "Sandbox Builders"},
-        {"id": 7002, "name": "Bruno Diaz", "login": "Bruno.Diaz@example.com",
-         "company_name": "Diaz Mechanical"},
+        {
+            "id": 7001,
+            "name": "Alice Carter",
+            "login": "alice.carter@example.com",
+            "company_name": "Sandbox Builders",
+        },
+        {
+            "id": 7002,
+            "name": "Bruno Diaz",
+            "login": "Bruno.Diaz@example.com",
+            "company_name": "Diaz Mechanical",
+        },
     ]
 
 
@@ -392,23 +505,28 @@ def test_assignees_list_who_can_be_assigned(api: Api) -> None:
 
 def test_find_or_create_by_path_creates_missing_ancestors(api: Api) -> None:
     path = f"/rest/v1.0/projects/{PROJECT}/locations"
-    existing = api.post(f"{path}/find_or_create_by_path",
-                        {"location": {"path": ["North Building", "Level 1"]}})
+    existing = api.post(
+        f"{path}/find_or_create_by_path", {"location": {"path": ["North Building", "Level 1"]}}
+    )
     assert existing.status_code == 200 and existing.json()["name"] == "North Building>Level 1"
     before = int(api.get(path).headers["Total"])
-    created = api.post(f"{path}/find_or_create_by_path",
-                       {"location": {"path": ["South Building", "Level 3", "Plant Room"]}})
+    created = api.post(
+        f"{path}/find_or_create_by_path",
+        {"location": {"path": ["South Building", "Level 3", "Plant Room"]}},
+    )
     assert created.status_code == 201
     leaf = created.json()
-    assert (leaf["name"], leaf["node_name"]) == ("South Building>Level 3>Plant Room",
-                                                 "Plant Room")
+    assert (leaf["name"], leaf["node_name"]) == ("South Building>Level 3>Plant Room", "Plant Room")
     assert int(api.get(path).headers["Total"]) == before + 3
     children = api.get(path, {"filters[parent_id]": leaf["parent_id"]}).json()
     assert [c["id"] for c in children] == [leaf["id"]]
     assert [loc["node_name"] for loc in api.get(path, {"filters[search]": "plant"}).json()] == [
-        "Plant Room"]
-    again = api.post(f"{path}/find_or_create_by_path",
-                     {"location": {"path": ["South Building", "Level 3", "Plant Room"]}})
+        "Plant Room"
+    ]
+    again = api.post(
+        f"{path}/find_or_create_by_path",
+        {"location": {"path": ["South Building", "Level 3", "Plant Room"]}},
+    )
     assert again.status_code == 200 and again.json()["id"] == leaf["id"]
     for bad in ([], ["North Building", "  "], ["ok", 3]):
         refused = api.post(f"{path}/find_or_create_by_path", {"location": {"path": bad}})
@@ -421,8 +539,7 @@ def test_admin_location_create_refuses_duplicates(api: Api) -> None:
     assert root.status_code == 201 and root.json()["parent_id"] is None
     child = api.post(path, {"location": {"node_name": "P1", "parent_id": root.json()["id"]}})
     assert child.status_code == 201 and child.json()["name"] == "Car Park>P1"
-    duplicate = api.post(path, {"location": {"node_name": "P1",
-                                             "parent_id": root.json()["id"]}})
+    duplicate = api.post(path, {"location": {"node_name": "P1", "parent_id": root.json()["id"]}})
     assert duplicate.status_code == 422
     assert duplicate.json() == {"errors": {"node_name": ["has already been taken"]}}
     orphan = api.post(path, {"location": {"node_name": "X", "parent_id": 1}})
@@ -458,15 +575,21 @@ def test_upload_flow_attaches_the_exact_bytes(api: Api) -> None:
 
 def test_storage_refuses_altered_missing_late_or_doubly_authorised_posts(api: Api) -> None:
     def instructions() -> dict[str, Any]:
-        reply = api.post(f"/rest/v1.1/projects/{PROJECT}/uploads", {
-            "response_filename": "a.pdf", "response_content_type": "application/pdf"})
+        reply = api.post(
+            f"/rest/v1.1/projects/{PROJECT}/uploads",
+            {"response_filename": "a.pdf", "response_content_type": "application/pdf"},
+        )
         assert reply.status_code == 201
         return reply.json()
 
     def store(body: dict[str, Any], fields: dict[str, str], **kwargs: Any) -> requests.Response:
-        return requests.post(body["url"], data=fields,
-                             files={"file": ("a.pdf", b"%PDF-1.4", "application/pdf")},
-                             timeout=5, **kwargs)
+        return requests.post(
+            body["url"],
+            data=fields,
+            files={"file": ("a.pdf", b"%PDF-1.4", "application/pdf")},
+            timeout=5,
+            **kwargs,
+        )
 
     body = instructions()
     assert {"key", "policy", "x-amz-signature"} <= set(body["fields"])
@@ -474,8 +597,9 @@ def test_storage_refuses_altered_missing_late_or_doubly_authorised_posts(api: Ap
     assert store(body, altered).status_code == 403
     missing = {k: v for k, v in body["fields"].items() if k != "x-amz-date"}
     assert store(body, missing).status_code == 403
-    assert store(body, {**body["fields"], "policy": body["fields"]["policy"] + "x"}
-                 ).status_code == 403
+    assert (
+        store(body, {**body["fields"], "policy": body["fields"]["policy"] + "x"}).status_code == 403
+    )
     assert store(body, {**body["fields"], "acl": "public-read"}).status_code == 403
     sent_token = store(body, body["fields"], headers={"Authorization": f"Bearer {api.token}"})
     assert sent_token.status_code == 400 and "<Code>InvalidArgument</Code>" in sent_token.text
@@ -486,8 +610,7 @@ def test_storage_refuses_altered_missing_late_or_doubly_authorised_posts(api: Ap
     assert store(late, late["fields"]).status_code == 403
     unstored = instructions()["uuid"]
     reply = api.sync([{"title": "No bytes", "attachment_upload_uuids": [unstored]}]).json()
-    assert "post it to storage first" in reply["errors"][0]["errors"][
-        "attachment_upload_uuids"][0]
+    assert "post it to storage first" in reply["errors"][0]["errors"]["attachment_upload_uuids"][0]
     ghost = api.sync([{"title": "Ghost", "attachment_upload_uuids": ["01NOPE"]}]).json()
     assert "does not exist" in ghost["errors"][0]["errors"]["attachment_upload_uuids"][0]
 
@@ -505,10 +628,14 @@ class _StreamedForm:
 
     def __init__(self, fields: dict[str, str], size: int, seed: bytes) -> None:
         self.boundary = "sandbox" + uuid.uuid4().hex
-        head = "".join(f'--{self.boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n'
-                       f"\r\n{v}\r\n" for k, v in fields.items())
-        head += (f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
-                 'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n')
+        head = "".join(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in fields.items()
+        )
+        head += (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
         self.head = head.encode()
         self.tail = f"\r\n--{self.boundary}--\r\n".encode()
         self.size = size
@@ -540,14 +667,20 @@ class _StreamedForm:
 
 
 def test_storage_streams_a_large_file_without_holding_it(api: Api) -> None:
-    reply = api.post(f"/rest/v1.1/projects/{PROJECT}/uploads", {
-        "response_filename": "big.bin", "response_content_type": "application/octet-stream"})
+    reply = api.post(
+        f"/rest/v1.1/projects/{PROJECT}/uploads",
+        {"response_filename": "big.bin", "response_content_type": "application/octet-stream"},
+    )
     body = reply.json()
     form = _StreamedForm(body["fields"], 24 * 1024 * 1024, b"seed")
     tracemalloc.start()
     try:
-        stored = requests.post(body["url"], data=form, timeout=30, headers={
-            "Content-Type": f"multipart/form-data; boundary={form.boundary}"})
+        stored = requests.post(
+            body["url"],
+            data=form,
+            timeout=30,
+            headers={"Content-Type": f"multipart/form-data; boundary={form.boundary}"},
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -647,8 +780,9 @@ def test_drop_applies_nothing_but_lost_response_applies_the_write(api: Api) -> N
     assert api.app.issues(PROJECT)[-1]["uuid"] == key
     retry = api.sync([{"title": "applied in the dark", "uuid": key}]).json()
     assert retry["errors"][0]["errors"] == {"uuid": ["has already been taken"]}
-    found = api.get("/rest/v1.0/coordination_issues",
-                    {"project_id": PROJECT, "filters[search]": "in the dark"}).json()
+    found = api.get(
+        "/rest/v1.0/coordination_issues", {"project_id": PROJECT, "filters[search]": "in the dark"}
+    ).json()
     assert [i["uuid"] for i in found] == [key]
 
 
@@ -660,8 +794,7 @@ def test_python_api_snapshot_tamper_delete_and_add(api: Api) -> None:
     snapshot = api.app.snapshot()
     json.dumps(snapshot)
     project = snapshot["projects"][str(PROJECT)]
-    assert [i["title"] for i in project["issues"]] == ["Existing duct clash at grid C4",
-                                                       "Original"]
+    assert [i["title"] for i in project["issues"]] == ["Existing duct clash at grid C4", "Original"]
     assert {loc["name"] for loc in project["locations"]} >= {"North Building>Level 2>Room 201"}
     project["issues"][1]["title"] = "mutating the copy"
     assert api.app.issues(PROJECT)[1]["title"] == "Original"

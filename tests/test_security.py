@@ -49,8 +49,9 @@ BLOB_PATH = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
 
 
 def faults(seed: int) -> FaultConfig:
-    return FaultConfig(error_rate=0.06, rate_limit_rate=0.04, retry_after=(0, 1),
-                       drop_rate=0.04, seed=seed)
+    return FaultConfig(
+        error_rate=0.06, rate_limit_rate=0.04, retry_after=(0, 1), drop_rate=0.04, seed=seed
+    )
 
 
 def encoded_forms(secret: str) -> set[bytes]:
@@ -96,9 +97,12 @@ def test_faulted_full_run_leaves_no_secret_and_keeps_files_private(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     options = SandboxOptions(
-        issues=40, seed=7,
-        field_password=FIELD_PASSWORD, procore_client_secret=PROCORE_CLIENT_SECRET,
-        field_faults=faults(1), procore_faults=faults(2),
+        issues=40,
+        seed=7,
+        field_password=FIELD_PASSWORD,
+        procore_client_secret=PROCORE_CLIENT_SECRET,
+        field_faults=faults(1),
+        procore_faults=faults(2),
         field_options={"ticket_max_calls": 30},
         # A roomy, short spike window keeps the run quick: after a 429 the client waits for
         # the window's reset. Quota pacing is test_load's.
@@ -115,34 +119,46 @@ def test_faulted_full_run_leaves_no_secret_and_keeps_files_private(
         # The simulator has no public list of issued tokens: its private token table holds
         # every token it ever granted (expired ones are never removed).
         tokens = list(box.procore_app._tokens)
-        refused_tokens = sum(n for (route, status), n in box.procore_app.statuses.items()
-                             if status == 401 and route != "oauth.token")
-        fired = {"field": dict(box.field_app.faults.fired),
-                 "procore": dict(box.procore_app.faults.fired)}
+        refused_tokens = sum(
+            n
+            for (route, status), n in box.procore_app.statuses.items()
+            if status == 401 and route != "oauth.token"
+        )
+        fired = {
+            "field": dict(box.field_app.faults.fired),
+            "procore": dict(box.procore_app.faults.fired),
+        }
     out, err = capfd.readouterr()
 
     # The run really went through the weather it was meant to.
-    assert outcome.results["load"].counts["coordination_issue"]["created"] > 0, \
+    assert outcome.results["load"].counts["coordination_issue"]["created"] > 0, (
         outcome.summary_lines()
-    assert len(tickets) >= 3 and len(tokens) >= 3 and refused_tokens >= 1, \
-        (len(tickets), len(tokens), refused_tokens)
+    )
+    assert len(tickets) >= 3 and len(tokens) >= 3 and refused_tokens >= 1, (
+        len(tickets),
+        len(tokens),
+        refused_tokens,
+    )
     for side in ("field", "procore"):
         assert fired[side]["error"] and fired[side]["drop"], fired
     assert fired["field"]["rate_limit"] + fired["procore"]["rate_limit"] > 0, fired
     assert "retry" in err  # the HTTP layer's retries reached the mirrored run log
 
     # Every secret, in every encoding, is absent from every file and from the output.
-    secrets = {"the Field password": FIELD_PASSWORD,
-               "the Procore client secret": PROCORE_CLIENT_SECRET,
-               **{f"Field ticket {n}": t for n, t in enumerate(tickets)},
-               **{f"Procore token {n}": t for n, t in enumerate(tokens)}}
+    secrets = {
+        "the Field password": FIELD_PASSWORD,
+        "the Procore client secret": PROCORE_CLIENT_SECRET,
+        **{f"Field ticket {n}": t for n, t in enumerate(tickets)},
+        **{f"Procore token {n}": t for n, t in enumerate(tokens)},
+    }
     staging = Path(settings.staging.path)
     places: dict[str, bytes] = {}
     for path in sorted(staging.parent.glob(staging.name + "*")):  # the DB, -wal, -shm
         places[str(path)] = path.read_bytes()
     blobs = Path(settings.staging.blobs)
     places["blob file names"] = "\n".join(
-        p.relative_to(blobs).as_posix() for p in blobs.rglob("*")).encode()
+        p.relative_to(blobs).as_posix() for p in blobs.rglob("*")
+    ).encode()
     for folder in (Path(settings.staging.logs), tmp_path / "report"):
         files = [p for p in folder.rglob("*") if p.is_file()]
         assert files, f"nothing written in {folder}"
@@ -152,17 +168,25 @@ def test_faulted_full_run_leaves_no_secret_and_keeps_files_private(
     places["stderr"] = err.encode("utf-8", "replace")
     places["the report's summary"] = "\n".join(report.summary_lines()).encode()
     assert any(name.endswith("staging.db") for name in places)
-    found = [f"{what} in {where}" for what, secret in secrets.items()
-             for form in encoded_forms(secret) for where, content in places.items()
-             if form in content]
+    found = [
+        f"{what} in {where}"
+        for what, secret in secrets.items()
+        for form in encoded_forms(secret)
+        for where, content in places.items()
+        if form in content
+    ]
     assert found == [], found
 
     # URLs from the API are stored without their ticket.
     db = sqlite3.connect(staging)
-    urls = [url for (url,) in db.execute(
-        "SELECT source_url FROM attachments WHERE kind != 'UriReference'")]
-    stored = {row[0]: row[1] for row in db.execute(
-        "SELECT id, sha256 FROM attachments WHERE state = 'stored'")}
+    urls = [
+        url
+        for (url,) in db.execute("SELECT source_url FROM attachments WHERE kind != 'UriReference'")
+    ]
+    stored = {
+        row[0]: row[1]
+        for row in db.execute("SELECT id, sha256 FROM attachments WHERE state = 'stored'")
+    }
     db.close()
     assert urls and all("object_id=" in url and "ticket" not in url.lower() for url in urls)
 
@@ -222,10 +246,29 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         pytest.skip("needs openssl and a non-loopback interface")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=migrate-test", "-addext", f"subjectAltName=IP:{address}"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=migrate-test",
+            "-addext",
+            f"subjectAltName=IP:{address}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server = http.server.ThreadingHTTPServer((address, 0), _Hello)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -261,8 +304,12 @@ def test_https_to_a_non_loopback_host_verifies_the_certificate(
 def test_every_procore_and_field_client_keeps_verification_on() -> None:
     """No client turns verification off for a real host: the setting, where no handshake can
     be made without the network."""
-    target = TargetSettings(base_url="https://api.procore.com",
-                            auth_url="https://login.procore.com", company_id=1, project_id=2)
+    target = TargetSettings(
+        base_url="https://api.procore.com",
+        auth_url="https://login.procore.com",
+        company_id=1,
+        project_id=2,
+    )
     credentials = TargetCredentials(client_id=Secret("id"), client_secret=Secret("secret"))
     field = HttpClient("https://bim360field.autodesk.com")
     with ProcoreClient(target, credentials) as procore, field:
@@ -270,7 +317,10 @@ def test_every_procore_and_field_client_keeps_verification_on() -> None:
             assert client.session.verify is True, client.base_url
             adapter = client.session.get_adapter(client.base_url)
             assert adapter.poolmanager.connection_pool_kw.get("cert_reqs") in (
-                None, "CERT_REQUIRED", ssl.CERT_REQUIRED), client.base_url
+                None,
+                "CERT_REQUIRED",
+                ssl.CERT_REQUIRED,
+            ), client.base_url
 
 
 # -- plain http only to loopback ---------------------------------------------------------------
@@ -288,28 +338,49 @@ path = "staging.db"
 """
 
 
-@pytest.mark.parametrize(("section", "key", "url"), [
-    ("source", "base_url", "http://example.com"),
-    ("source", "base_url", "http://10.1.2.3:8080/api"),
-    ("target", "base_url", "http://10.1.2.3"),
-    ("target", "base_url", "http://example.com"),
-    ("target", "auth_url", "http://login.example.com"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "url"),
+    [
+        ("source", "base_url", "http://example.com"),
+        ("source", "base_url", "http://10.1.2.3:8080/api"),
+        ("target", "base_url", "http://10.1.2.3"),
+        ("target", "base_url", "http://example.com"),
+        ("target", "auth_url", "http://login.example.com"),
+    ],
+)
 def test_plain_http_to_a_non_loopback_host_is_refused_by_the_cli(
     tmp_path: Path, section: str, key: str, url: str
 ) -> None:
-    urls = {"source": "https://bim360field.autodesk.com", "target": "https://api.procore.com",
-            "auth": "https://login.procore.com"}
+    urls = {
+        "source": "https://bim360field.autodesk.com",
+        "target": "https://api.procore.com",
+        "auth": "https://login.procore.com",
+    }
     urls["auth" if key == "auth_url" else section] = url
     config = tmp_path / "migration.toml"
     config.write_text(CONFIG.format(**urls), encoding="utf-8")
-    env = {**os.environ, "BIM360_FIELD_USERNAME": "u@example.com",
-           "BIM360_FIELD_PASSWORD": FIELD_PASSWORD, "PROCORE_CLIENT_ID": "id",
-           "PROCORE_CLIENT_SECRET": PROCORE_CLIENT_SECRET}
+    env = {
+        **os.environ,
+        "BIM360_FIELD_USERNAME": "u@example.com",
+        "BIM360_FIELD_PASSWORD": FIELD_PASSWORD,
+        "PROCORE_CLIENT_ID": "id",
+        "PROCORE_CLIENT_SECRET": PROCORE_CLIENT_SECRET,
+    }
     done = subprocess.run(
-        [sys.executable, "-c", "from migrate.cli import main; main()", "extract",
-         "--config", str(config), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "from migrate.cli import main; main()",
+            "extract",
+            "--config",
+            str(config),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 2, done
     assert done.stdout == ""
     lines = done.stderr.splitlines()
@@ -320,8 +391,16 @@ def test_plain_http_to_a_non_loopback_host_is_refused_by_the_cli(
     assert not (tmp_path / "staging.db").exists()  # refused before anything was opened
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:2",
-                                 "https://example.com", "https://10.1.2.3"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://localhost:1",
+        "http://[::1]:2",
+        "https://example.com",
+        "https://10.1.2.3",
+    ],
+)
 def test_https_anywhere_and_http_to_loopback_are_accepted(url: str) -> None:
     client = HttpClient(url)
     client.close()

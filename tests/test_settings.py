@@ -38,38 +38,38 @@ BAD_CONFIGS = [
         "Known sections: source, target, staging, mappings, transform.",
     ),
     (
-        "[source]\npassword = \"hunter2\"\n",
+        '[source]\npassword = "hunter2"\n',
         "[source] password in {path} looks like a credential; credentials are read only from "
         "the environment. Remove it from the file and set BIM360_FIELD_PASSWORD in the "
         "environment instead.",
     ),
     (
-        "[target]\nclient_secret = \"s3cr3t\"\n",
+        '[target]\nclient_secret = "s3cr3t"\n',
         "[target] client_secret in {path} looks like a credential; credentials are read only "
         "from the environment. Remove it from the file and set PROCORE_CLIENT_SECRET in the "
         "environment instead.",
     ),
     (
-        "[target]\naccess_token = \"eyJ\"\n",
+        '[target]\naccess_token = "eyJ"\n',
         "[target] access_token in {path} looks like a credential; credentials are read only "
         "from the environment. Remove it from the file and set PROCORE_ACCESS_TOKEN in the "
         "environment instead.",
     ),
     (
-        "[source]\nticket = \"abc\"\n",
+        '[source]\nticket = "abc"\n',
         "[source] ticket in {path} looks like a credential; credentials are read only from "
         "the environment. Remove it from the file and set BIM360_FIELD_PASSWORD in the "
         "environment instead.",
     ),
     (
-        "api_token = \"abc\"\n",
+        'api_token = "abc"\n',
         "api_token in {path} looks like a credential; credentials are read only from the "
         "environment. Remove it from the file and set the matching variable "
         "(BIM360_FIELD_PASSWORD, PROCORE_CLIENT_SECRET or PROCORE_ACCESS_TOKEN) in the "
         "environment instead.",
     ),
     (
-        "[source]\nworkers = \"4\"\n",
+        '[source]\nworkers = "4"\n',
         '[source] workers in {path} must be a whole number of 1 or more, got "4". '
         "Write e.g. workers = 4.",
     ),
@@ -90,56 +90,56 @@ BAD_CONFIGS = [
     ),
     (
         "[source]\nproject_id = 1234\n",
-        '[source] project_id in {path} must be a string, got 1234. '
+        "[source] project_id in {path} must be a string, got 1234. "
         'Write it in quotes, e.g. project_id = "1234".',
     ),
     (
-        "[source]\nproject_name = \"  \"\n",
+        '[source]\nproject_name = "  "\n',
         "[source] project_name in {path} is empty. Give it a value, or remove the line to use "
         "the default.",
     ),
     (
-        "[source]\nproject_id = \"a1\"\nproject_name = \"North\"\n",
+        '[source]\nproject_id = "a1"\nproject_name = "North"\n',
         "[source] in {path} sets both project_id and project_name. Keep one of them.",
     ),
     (
-        "[target]\ncompany_id = \"4100\"\n",
+        '[target]\ncompany_id = "4100"\n',
         '[target] company_id in {path} must be a whole number of 1 or more, got "4100". '
         "Write e.g. company_id = 123.",
     ),
     (
-        "[source]\nbase_url = \"http://bim360field.autodesk.com\"\n",
+        '[source]\nbase_url = "http://bim360field.autodesk.com"\n',
         "[source] base_url in {path}: plain http is only allowed to loopback "
         "(got http://bim360field.autodesk.com). Use https://bim360field.autodesk.com.",
     ),
     (
-        "[target]\nauth_url = \"http://10.0.0.5:8080\"\n",
+        '[target]\nauth_url = "http://10.0.0.5:8080"\n',
         "[target] auth_url in {path}: plain http is only allowed to loopback "
         "(got http://10.0.0.5:8080). Use https://10.0.0.5:8080.",
     ),
     (
-        "[target]\nbase_url = \"api.procore.com\"\n",
-        '[target] base_url in {path} is not a URL: expected http(s)://host, got '
+        '[target]\nbase_url = "api.procore.com"\n',
+        "[target] base_url in {path} is not a URL: expected http(s)://host, got "
         '"api.procore.com". Write the full URL, e.g. https://api.procore.com.',
     ),
     (
-        "[target]\nbase_url = \"https://me:pw@api.procore.com\"\n",
+        '[target]\nbase_url = "https://me:pw@api.procore.com"\n',
         "[target] base_url in {path} contains a user name or password. Remove them; "
         "credentials are read from environment variables.",
     ),
     (
-        "[transform]\nunresolved_assignee = \"drop\"\n",
+        '[transform]\nunresolved_assignee = "drop"\n',
         '[transform] unresolved_assignee in {path} must be "unassign" or "quarantine", got '
         '"drop". Write unresolved_assignee = "unassign" to leave such issues unassigned, or '
         '"quarantine" to hold them back.',
     ),
     (
-        "[transform]\nchecklist_items_as_issues = \"yes\"\n",
+        '[transform]\nchecklist_items_as_issues = "yes"\n',
         '[transform] checklist_items_as_issues in {path} must be true or false, got "yes". '
         "Write checklist_items_as_issues = true or checklist_items_as_issues = false.",
     ),
     (
-        "[transform]\ntitle_template = \"{identifier\"\n",
+        '[transform]\ntitle_template = "{identifier"\n',
         "[transform] title_template in {path} is not a valid template (expected '}' before "
         "end of string). Use {field} placeholders and write literal braces as {{ }}.",
     ),
@@ -212,8 +212,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     folder.mkdir()
     config = folder / "migration.toml"
     config.write_text(
-        "[staging]\npath = \"work/staging.db\"\nblobs = \"/srv/blobs\"\n"
-        "[mappings]\ndir = \"../shared-mappings\"\n"
+        '[staging]\npath = "work/staging.db"\nblobs = "/srv/blobs"\n'
+        '[mappings]\ndir = "../shared-mappings"\n'
     )
     settings = load_settings(config, env={})
     assert settings.staging.path == folder / "work" / "staging.db"
@@ -273,14 +273,25 @@ def test_default_config_text_loads_as_the_defaults(tmp_path):
     assert settings.mappings.dir == tmp_path / "mappings"
     # Every documented key is in the template, and no credential is.
     text = default_config_text()
-    for key in ("project_id", "project_name", "company_id", "auth_url", "title_template",
-                "unresolved_assignee", "checklist_items_as_issues", "page_size"):
+    for key in (
+        "project_id",
+        "project_name",
+        "company_id",
+        "auth_url",
+        "title_template",
+        "unresolved_assignee",
+        "checklist_items_as_issues",
+        "page_size",
+    ):
         assert key in text
     for name in ("BIM360_FIELD_PASSWORD", "PROCORE_CLIENT_SECRET", "PROCORE_ACCESS_TOKEN"):
         assert name in text
     # Uncommenting the examples gives a config the stages accept.
-    filled = text.replace("# project_id = \"0000", "project_id = \"0000").replace(
-        "# company_id", "company_id").replace("# project_id = 456", "project_id = 456")
+    filled = (
+        text.replace('# project_id = "0000', 'project_id = "0000')
+        .replace("# company_id", "company_id")
+        .replace("# project_id = 456", "project_id = 456")
+    )
     config.write_text(filled, encoding="utf-8")
     filled_settings = load_settings(config, env={})
     assert filled_settings.source_project()[0] == "project_id"
@@ -322,8 +333,9 @@ def test_missing_source_credential_names_the_variable(env, missing):
 
 
 def test_target_credentials_client_pair_or_token():
-    pair = target_credentials({"PROCORE_CLIENT_ID": "demo-client",
-                               "PROCORE_CLIENT_SECRET": "demo-secret"})
+    pair = target_credentials(
+        {"PROCORE_CLIENT_ID": "demo-client", "PROCORE_CLIENT_SECRET": "demo-secret"}
+    )
     assert pair.client_id.reveal() == "demo-client"
     assert pair.client_secret.reveal() == "demo-secret"
     assert pair.access_token is None
@@ -352,9 +364,17 @@ def test_secret_hides_its_value():
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
-        ("localhost", True), ("LOCALHOST.", True), ("127.0.0.1", True), ("127.8.9.10", True),
-        ("::1", True), ("[::1]", True), ("10.0.0.1", False), ("128.0.0.1", False),
-        ("localhost.example.com", False), ("api.procore.com", False), ("::2", False),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("10.0.0.1", False),
+        ("128.0.0.1", False),
+        ("localhost.example.com", False),
+        ("api.procore.com", False),
+        ("::2", False),
     ],
 )
 def test_loopback_detection(host, loopback):
@@ -362,8 +382,12 @@ def test_loopback_detection(host, loopback):
 
 
 def test_check_url_accepts_https_anywhere_and_http_on_loopback():
-    for url in ("https://api.procore.com", "http://127.0.0.1:9/x", "http://localhost",
-                "http://[::1]:8080/api"):
+    for url in (
+        "https://api.procore.com",
+        "http://127.0.0.1:9/x",
+        "http://localhost",
+        "http://[::1]:8080/api",
+    ):
         assert check_url(url, "test") == url
     with pytest.raises(ConfigError, match="plain http is only allowed to loopback"):
         check_url("http://127.0.0.1.nip.io", "test")

@@ -49,8 +49,9 @@ def _settings(workdir: Path, box: Sandbox) -> Settings:
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     # A roomy spike window keeps the load quick; quota pacing is tested elsewhere.
-    with Sandbox(SandboxOptions(issues=ISSUES, seed=11,
-                                procore_options={"spike_limit": 2000})) as box:
+    with Sandbox(
+        SandboxOptions(issues=ISSUES, seed=11, procore_options={"spike_limit": 2000})
+    ) as box:
         yield box
 
 
@@ -126,9 +127,14 @@ def test_status_on_an_empty_staging_db_says_extract(tmp_path: Path) -> None:
 # -- the JSON schema -------------------------------------------------------------------------
 
 _STAGE_TYPES = {
-    "command": str, "run_id": int, "status": str, "started_at": str,
-    "finished_at": (str, type(None)), "duration_seconds": (float, int, type(None)),
-    "counts": (dict, type(None)), "error": (str, type(None)),
+    "command": str,
+    "run_id": int,
+    "status": str,
+    "started_at": str,
+    "finished_at": (str, type(None)),
+    "duration_seconds": (float, int, type(None)),
+    "counts": (dict, type(None)),
+    "error": (str, type(None)),
 }
 
 
@@ -136,9 +142,21 @@ def _check_schema(data: dict[str, Any]) -> None:
     """Keys and types exactly as documented in migrate/report/status.py (schema_version 1)."""
     assert json.loads(json.dumps(data)) == data  # plain JSON, nothing lost
     assert set(data) == {
-        "schema_version", "generated_at", "staging_db", "staging_db_exists", "target_project_id",
-        "stages", "entities", "attachments", "deleted_after_load", "quota", "plan",
-        "quarantine_open", "running", "next_command", "next_reason",
+        "schema_version",
+        "generated_at",
+        "staging_db",
+        "staging_db_exists",
+        "target_project_id",
+        "stages",
+        "entities",
+        "attachments",
+        "deleted_after_load",
+        "quota",
+        "plan",
+        "quarantine_open",
+        "running",
+        "next_command",
+        "next_reason",
     }
     assert data["schema_version"] == SCHEMA_VERSION == 1
     assert isinstance(data["generated_at"], str) and data["generated_at"].endswith("Z")
@@ -164,8 +182,9 @@ def _check_schema(data: dict[str, Any]) -> None:
     assert data["quota"]["run_id"] is None or type(data["quota"]["run_id"]) is int
     assert type(data["quota"]["requests"]) is int
     assert type(data["quota"]["against_quota"]) is int
-    assert all(isinstance(k, str) and type(v) is int
-               for k, v in data["quota"]["by_endpoint"].items())
+    assert all(
+        isinstance(k, str) and type(v) is int for k, v in data["quota"]["by_endpoint"].items()
+    )
     assert list(data["plan"]) == list(PLAN_KEYS)
     assert all(type(v) is int for v in data["plan"].values())
     assert type(data["quarantine_open"]) is int
@@ -191,11 +210,13 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     assert issues["extracted"] == ISSUES == _scalar(settings, "SELECT COUNT(*) FROM issues")
     assert issues["planned"] == issues["loaded"] == 0
     assert after_extract.entities["location"]["extracted"] == _scalar(
-        settings, "SELECT COUNT(*) FROM areas")
+        settings, "SELECT COUNT(*) FROM areas"
+    )
     stored = _scalar(settings, "SELECT COUNT(*) FROM attachments WHERE state = 'stored'")
     assert after_extract.attachments["stored"] == stored > 0
     assert after_extract.attachments["bytes_stored"] == _scalar(
-        settings, "SELECT SUM(size) FROM attachments WHERE state = 'stored'")
+        settings, "SELECT SUM(size) FROM attachments WHERE state = 'stored'"
+    )
     assert after_extract.next_command == "migrate transform"
 
     _transform(settings, sandbox)
@@ -209,12 +230,15 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     assert after_transform.entities["location"]["planned"] > 0
     assert after_transform.plan["create"] == issues["planned"] + (
         after_transform.entities["location"]["pending"]
-        - _scalar(settings, "SELECT COUNT(*) FROM planned_locations "
-                            "WHERE existing_target_id IS NOT NULL"))
+        - _scalar(
+            settings, "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL"
+        )
+    )
     assert after_transform.attachments["pending_upload"] > 0
     with _db(settings) as conn:  # the Datasette view says the same, file by file
-        waiting = conn.execute("SELECT waiting_for, COUNT(*) FROM v_attachments_pending "
-                               "GROUP BY waiting_for").fetchall()
+        waiting = conn.execute(
+            "SELECT waiting_for, COUNT(*) FROM v_attachments_pending GROUP BY waiting_for"
+        ).fetchall()
     assert waiting == [("upload pending", after_transform.attachments["pending_upload"])]
     assert after_transform.next_command == "migrate load"
     assert f"{after_transform.plan['create']} to create" in after_transform.next_reason
@@ -224,13 +248,17 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     after_load = status_from_settings(settings)
     _check_schema(after_load.to_json())
     issues = after_load.entities["issue"]
-    assert issues["loaded"] == issues["planned"] == len(sandbox.procore_app.issues(
-        sandbox.procore_project_id)) - _issues_before(sandbox)
+    assert (
+        issues["loaded"]
+        == issues["planned"]
+        == len(sandbox.procore_app.issues(sandbox.procore_project_id)) - _issues_before(sandbox)
+    )
     assert issues["pending"] == 0 and issues["rejected"] == 0
     assert after_load.entities["location"]["pending"] == 0
     assert after_load.attachments["pending_upload"] == 0
     assert after_load.attachments["uploaded"] == len(
-        sandbox.procore_app.uploads(sandbox.procore_project_id))
+        sandbox.procore_app.uploads(sandbox.procore_project_id)
+    )
     assert after_load.plan == dict.fromkeys(PLAN_KEYS, 0)
     # quota: what the load run recorded, which is what the simulator counted for it
     load_run = after_load.stages[-1]
@@ -238,8 +266,7 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     assert after_load.quota_run_id == load_run.run_id == result.run_id
     assert after_load.quota_requests == result.total_requests > 0
     assert after_load.to_json()["quota"]["against_quota"] == result.quota_requests
-    open_quarantine = _scalar(settings,
-                              "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
+    open_quarantine = _scalar(settings, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
     assert after_load.quarantine_open == open_quarantine
     if open_quarantine:
         assert after_load.next_command == "migrate quarantine list"
@@ -252,9 +279,20 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
 
 
 JOURNEY_COLUMNS = [
-    "source_id", "source_kind", "identifier", "title", "field_status", "procore_status_planned",
-    "procore_status_loaded", "uuid", "procore_project_id", "procore_id", "state", "reason",
-    "hint", "state_changed_at",
+    "source_id",
+    "source_kind",
+    "identifier",
+    "title",
+    "field_status",
+    "procore_status_planned",
+    "procore_status_loaded",
+    "uuid",
+    "procore_project_id",
+    "procore_id",
+    "state",
+    "reason",
+    "hint",
+    "state_changed_at",
 ]
 
 
@@ -265,13 +303,19 @@ def _check_views(settings: Settings, report: StatusReport) -> None:
         journey = conn.execute("SELECT * FROM v_issue_journey").fetchall()
         by_reason = conn.execute("SELECT * FROM v_quarantine_by_reason").fetchall()
         pending = conn.execute("SELECT * FROM v_attachments_pending").fetchall()
-        loaded = {r[0]: r[1] for r in conn.execute(
-            "SELECT source_id, target_id FROM id_map WHERE entity = 'coordination_issue' "
-            "AND state = 'loaded'")}
+        loaded = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT source_id, target_id FROM id_map WHERE entity = 'coordination_issue' "
+                "AND state = 'loaded'"
+            )
+        }
     assert list(journey[0].keys()) == JOURNEY_COLUMNS
     issues = [r for r in journey if r["source_kind"] == "issue"]
-    states = {state: sum(1 for r in issues if r["state"] == state)
-              for state in {r["state"] for r in issues}}
+    states = {
+        state: sum(1 for r in issues if r["state"] == state)
+        for state in {r["state"] for r in issues}
+    }
     counts = report.entities["issue"]
     assert len(issues) == counts["extracted"]
     assert states.get("loaded", 0) == counts["loaded"]
@@ -331,12 +375,17 @@ def kill_load_mid_batch(settings: Settings, box: Sandbox, hold_seconds: float = 
     )
     env = {**os.environ, **box.environment()}
     process = subprocess.Popen(
-        [sys.executable, "-c", _LOAD_SCRIPT, str(settings.config_path)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-c", _LOAD_SCRIPT, str(settings.config_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: _scalar(settings, "SELECT COUNT(*) FROM id_map WHERE state = 'sent'"),
-                  30, "a sync batch in flight")
+        _wait_for(
+            lambda: _scalar(settings, "SELECT COUNT(*) FROM id_map WHERE state = 'sent'"),
+            30,
+            "a sync batch in flight",
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
@@ -357,8 +406,10 @@ def test_killed_load_shows_interrupted_and_next_command_resumes(
     assert load.status == "interrupted"  # shown so; status itself writes nothing
     assert load.finished_at is None
     with _db(settings) as conn:
-        assert conn.execute("SELECT status FROM runs WHERE id = ?",
-                            (load.run_id,)).fetchone()[0] == "running"
+        assert (
+            conn.execute("SELECT status FROM runs WHERE id = ?", (load.run_id,)).fetchone()[0]
+            == "running"
+        )
     assert report.running == []
     assert report.next_command == "migrate load"
     assert f"run {load.run_id}" in report.next_reason and "interrupted" in report.next_reason

@@ -112,17 +112,49 @@ def test_in_memory_store_for_tests() -> None:
 
 def test_schema_has_the_documented_tables(store: Store) -> None:
     expected = {
-        "schema_migrations", "runs", "cursors", "source_problems", "id_map",
-        "raw_projects", "raw_areas", "raw_companies", "raw_users", "raw_issue_types",
-        "raw_root_causes", "raw_custom_fields", "raw_issue_fields", "raw_issues",
-        "raw_issue_details", "raw_issue_changes", "raw_checklists", "raw_checklist_details",
-        "projects", "areas", "companies", "users", "issue_types", "root_causes",
-        "custom_fields", "issue_fields", "issues", "comments", "attachments",
-        "issue_status_history", "checklists", "checklist_sections", "checklist_items",
+        "schema_migrations",
+        "runs",
+        "cursors",
+        "source_problems",
+        "id_map",
+        "raw_projects",
+        "raw_areas",
+        "raw_companies",
+        "raw_users",
+        "raw_issue_types",
+        "raw_root_causes",
+        "raw_custom_fields",
+        "raw_issue_fields",
+        "raw_issues",
+        "raw_issue_details",
+        "raw_issue_changes",
+        "raw_checklists",
+        "raw_checklist_details",
+        "projects",
+        "areas",
+        "companies",
+        "users",
+        "issue_types",
+        "root_causes",
+        "custom_fields",
+        "issue_fields",
+        "issues",
+        "comments",
+        "attachments",
+        "issue_status_history",
+        "checklists",
+        "checklist_sections",
+        "checklist_items",
         "checklist_custom_field_values",
         # migration 2: transform and load
-        "target_assignees", "target_locations", "planned_locations", "planned_issues",
-        "skipped_records", "quarantine", "uploads", "load_batches",
+        "target_assignees",
+        "target_locations",
+        "planned_locations",
+        "planned_issues",
+        "skipped_records",
+        "quarantine",
+        "uploads",
+        "load_batches",
         # migration 3: extract change tracking
         "raw_voided_issues",
     }
@@ -151,9 +183,7 @@ def test_migrations_apply_once_and_reopen_is_a_no_op(db_path: Path) -> None:
     with open_store(db_path):
         pass
     first = applied(db_path)
-    assert [(number, name) for number, name, _ in first] == [
-        (m.number, m.name) for m in MIGRATIONS
-    ]
+    assert [(number, name) for number, name, _ in first] == [(m.number, m.name) for m in MIGRATIONS]
     with open_store(db_path) as store:
         assert apply_migrations(store) == []
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
@@ -424,22 +454,41 @@ def test_upsert_rows_turns_dangling_references_into_source_problems(
         ("a2", None)
     ]
     assert problems(store) == [
-        (run_id, "areas", "a3", "locations",
-         "areas.parent_id = 'gone' refers to areas.id that the source did not return; "
-         "parent_id stored as NULL"),
-        (run_id, "issues", "i1", None,
-         "issues.issue_type_id = 't9' refers to issue_types.id that the source did not return; "
-         "issue_type_id stored as NULL"),
-        (run_id, "issue_status_history", "2", "issue_changes",
-         "issue_status_history.issue_id = 'i404' refers to issues.source_id that the source did "
-         "not return; row skipped"),
+        (
+            run_id,
+            "areas",
+            "a3",
+            "locations",
+            "areas.parent_id = 'gone' refers to areas.id that the source did not return; "
+            "parent_id stored as NULL",
+        ),
+        (
+            run_id,
+            "issues",
+            "i1",
+            None,
+            "issues.issue_type_id = 't9' refers to issue_types.id that the source did not return; "
+            "issue_type_id stored as NULL",
+        ),
+        (
+            run_id,
+            "issue_status_history",
+            "2",
+            "issue_changes",
+            "issue_status_history.issue_id = 'i404' refers to issues.source_id that the source did "
+            "not return; row skipped",
+        ),
     ]
 
 
 def test_upsert_rows_keeps_columns_a_row_leaves_out(store: Store, run_id: int) -> None:
     listed = {
-        "id": "att1", "container_type": "Issue", "container_id": "i1", "kind": "Attachment",
-        "filename": "../../etc/passwd", "source_url": "https://f.example/api/binary_data?x=1",
+        "id": "att1",
+        "container_type": "Issue",
+        "container_id": "i1",
+        "kind": "Attachment",
+        "filename": "../../etc/passwd",
+        "source_url": "https://f.example/api/binary_data?x=1",
     }
     upsert_rows(store, "attachments", [listed], "id", run_id=run_id)
     store.db.table("attachments").update(
@@ -512,7 +561,9 @@ def test_run_lifecycle_and_redacted_args(store: Store, tmp_path: Path) -> None:
     )
     run = get_run(store, run_id)
     assert (run.status, run.counts, run.requests) == (
-        "failed", {"issues": 3}, {"POST /fieldapi/issues/v1/retrieve": 4}
+        "failed",
+        {"issues": 3},
+        {"POST /fieldapi/issues/v1/retrieve": 4},
     )
     assert run.error == "GET https://f.example/api/binary_data?object_id=a1 → 500"
     assert run.finished_at >= run.started_at
@@ -557,9 +608,10 @@ def test_runs_of_dead_processes_are_marked_interrupted(store: Store) -> None:
         start_run(store, "report", {})  # a new start notices on its own
         assert get_run(store, concurrent).status == "interrupted"
         assert get_run(store, ours).status == "running"
-        assert PROCESS_TOKEN in store.conn.execute(
-            "SELECT process_token FROM runs WHERE id = ?", (ours,)
-        ).fetchone()
+        assert (
+            PROCESS_TOKEN
+            in store.conn.execute("SELECT process_token FROM runs WHERE id = ?", (ours,)).fetchone()
+        )
     finally:
         alive.kill()
         alive.wait()

@@ -54,7 +54,7 @@ def assert_well_cut(source: str, title: str) -> None:
     assert title.endswith(ELLIPSIS)
     head = title[: -len(ELLIPSIS)]
     assert source.startswith(head)
-    assert not dangling(head, source[len(head):])
+    assert not dangling(head, source[len(head) :])
 
 
 # -- exact lengths -------------------------------------------------------------------------
@@ -141,9 +141,32 @@ def test_a_single_cluster_longer_than_the_budget_is_cut_before_a_joiner() -> Non
 
 def test_random_texts_are_always_cut_cleanly() -> None:
     pieces = [
-        "a", "bc", "Z", " ", "  ", "\n", "\t", "\u00a0", "é", E_ACUTE, "\u0301", FAMILY,
-        FLAG_FR, "\U0001f1eb", THUMBS_MEDIUM, "\U0001f600", "\u200d", "\ufe0f", ENGLAND, "-",
-        ",", "\x00", "\u200b", "\u1100\u1161", "\u11a8", "日本",
+        "a",
+        "bc",
+        "Z",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\u00a0",
+        "é",
+        E_ACUTE,
+        "\u0301",
+        FAMILY,
+        FLAG_FR,
+        "\U0001f1eb",
+        THUMBS_MEDIUM,
+        "\U0001f600",
+        "\u200d",
+        "\ufe0f",
+        ENGLAND,
+        "-",
+        ",",
+        "\x00",
+        "\u200b",
+        "\u1100\u1161",
+        "\u11a8",
+        "日本",
     ]
     rng = random.Random(20240601)
     for _ in range(2000):
@@ -235,19 +258,29 @@ def test_make_title_handles_missing_and_odd_values() -> None:
     [
         ("{identifier} {description}", []),
         ("{identifer}", ["uses unknown placeholder {identifer}"]),
-        ("{} {0} {a.b}", [
-            "uses unknown placeholder {}", "uses unknown placeholder {0}",
-            "uses unknown placeholder {a.b}",
-        ]),
+        (
+            "{} {0} {a.b}",
+            [
+                "uses unknown placeholder {}",
+                "uses unknown placeholder {0}",
+                "uses unknown placeholder {a.b}",
+            ],
+        ),
         ("{status!r}", ["placeholder {status} takes no format spec or conversion"]),
-        ("{identifier", [
-            "is not a valid template (expected '}' before end of string; "
-            "write {{ or }} for a literal brace)"
-        ]),
-        ("}", [
-            "is not a valid template (Single '}' encountered in format string; "
-            "write {{ or }} for a literal brace)"
-        ]),
+        (
+            "{identifier",
+            [
+                "is not a valid template (expected '}' before end of string; "
+                "write {{ or }} for a literal brace)"
+            ],
+        ),
+        (
+            "}",
+            [
+                "is not a valid template (Single '}' encountered in format string; "
+                "write {{ or }} for a literal brace)"
+            ],
+        ),
     ],
 )
 def test_template_problems(template: str, problems: list[str]) -> None:

@@ -65,18 +65,25 @@ def make_store(path: Path) -> Store:
             )
         conn.execute("INSERT INTO companies (id, name) VALUES ('c-1', 'Acme Drywall')")
         conn.execute("INSERT INTO root_causes (id, name) VALUES ('rc-1', 'Design error')")
-        for type_id, name, category in (("t-clash", "Clash", "Coordination"),
-                                        ("t-punch", "Punch item", "Quality"),
-                                        ("t-code", "Code Violation", "Safety")):
-            conn.execute("INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
-                         (type_id, name, category))
+        for type_id, name, category in (
+            ("t-clash", "Clash", "Coordination"),
+            ("t-punch", "Punch item", "Quality"),
+            ("t-code", "Code Violation", "Safety"),
+        ):
+            conn.execute(
+                "INSERT INTO issue_types (id, name, category_name) VALUES (?, ?, ?)",
+                (type_id, name, category),
+            )
         conn.execute(
             "INSERT INTO custom_fields (id, name, container_type, position) "
             "VALUES ('cf-1', 'Beverage of Choice', 'Issue', 1)"
         )
         run_id = start_run(store, "snapshot-for-test", {})
-        for person_id, login in ((ALICE, "alice@example.com"), (BRUNO, "Bruno.Diaz@example.com"),
-                                 (CHEN, "chen@example.com")):
+        for person_id, login in (
+            (ALICE, "alice@example.com"),
+            (BRUNO, "Bruno.Diaz@example.com"),
+            (CHEN, "chen@example.com"),
+        ):
             conn.execute(
                 "INSERT INTO target_assignees (project_id, id, name, login, login_lower, "
                 "snapshot_run) VALUES (?, ?, ?, ?, ?, ?)",
@@ -98,11 +105,21 @@ def add_issue(store: Store, source_id: str, **fields: Any) -> None:
     attachments = fields.pop("attachments", [])
     raw = fields.pop("raw", None)
     row = {
-        "source_id": source_id, "identifier": source_id.upper(), "description": "Leak at joint",
-        "status": "Open", "priority": "High", "issue_type_id": "t-punch",
-        "issue_type_name": "Punch item", "category_name": "Quality", "area_id": None,
-        "assigned_to_email": None, "due_date": None, "voided": 0, "deleted": 0,
-        "created_by": "moe@example.com", "created_at": "2014-10-23 10:08:04 -0400",
+        "source_id": source_id,
+        "identifier": source_id.upper(),
+        "description": "Leak at joint",
+        "status": "Open",
+        "priority": "High",
+        "issue_type_id": "t-punch",
+        "issue_type_name": "Punch item",
+        "category_name": "Quality",
+        "area_id": None,
+        "assigned_to_email": None,
+        "due_date": None,
+        "voided": 0,
+        "deleted": 0,
+        "created_by": "moe@example.com",
+        "created_at": "2014-10-23 10:08:04 -0400",
         **fields,
     }
     if isinstance(row.get("custom_fields"), dict):
@@ -110,8 +127,10 @@ def add_issue(store: Store, source_id: str, **fields: Any) -> None:
     with store.transaction():
         conn = store.conn
         columns = ", ".join(row)
-        conn.execute(f"INSERT INTO issues ({columns}) VALUES ({', '.join('?' for _ in row)})",
-                     tuple(row.values()))
+        conn.execute(
+            f"INSERT INTO issues ({columns}) VALUES ({', '.join('?' for _ in row)})",
+            tuple(row.values()),
+        )
         for n, comment in enumerate(comments):
             conn.execute(
                 "INSERT INTO comments (id, container_type, container_id, created_by, "
@@ -125,8 +144,13 @@ def add_issue(store: Store, source_id: str, **fields: Any) -> None:
                 (source_id, status, previous, user, start),
             )
         for attachment in attachments:
-            values = {"container_type": "Issue", "container_id": source_id,
-                      "kind": "Attachment", "state": "pending", **attachment}
+            values = {
+                "container_type": "Issue",
+                "container_id": source_id,
+                "kind": "Attachment",
+                "state": "pending",
+                **attachment,
+            }
             conn.execute(
                 f"INSERT INTO attachments ({', '.join(values)}) "
                 f"VALUES ({', '.join('?' for _ in values)})",
@@ -142,8 +166,12 @@ def add_issue(store: Store, source_id: str, **fields: Any) -> None:
 
 
 def transform(store: Store, mappings: Any = None, **settings: Any) -> Any:
-    return run(store, mappings=mappings or default_mappings(), settings=TS(**settings),
-               target_project_id=PROJECT)
+    return run(
+        store,
+        mappings=mappings or default_mappings(),
+        settings=TS(**settings),
+        target_project_id=PROJECT,
+    )
 
 
 def planned(store: Store, source_id: str) -> dict[str, Any]:
@@ -188,11 +216,19 @@ def write_mappings(folder: Path, **overrides: str) -> Path:
 # -- status, priority, issue type --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field_status", "procore"), [
-    ("Draft", "open"), ("Open", "open"), ("Work Completed", "ready_for_review"),
-    ("Ready to Inspect", "ready_for_review"), ("Not Approved", "open"),
-    ("In Dispute", "blocked"), ("Closed", "closed"), ("closed", "closed"),
-])
+@pytest.mark.parametrize(
+    ("field_status", "procore"),
+    [
+        ("Draft", "open"),
+        ("Open", "open"),
+        ("Work Completed", "ready_for_review"),
+        ("Ready to Inspect", "ready_for_review"),
+        ("Not Approved", "open"),
+        ("In Dispute", "blocked"),
+        ("Closed", "closed"),
+        ("closed", "closed"),
+    ],
+)
 def test_status_mapping(store: Store, field_status: str, procore: str) -> None:
     add_issue(store, "i1", status=field_status)
     transform(store)
@@ -209,7 +245,12 @@ def test_void_and_voided_and_deleted_issues_are_skipped_with_the_reason(store: S
     assert skipped(store, "voided") == "status 'Void' maps to skip in mappings/status.csv"
     assert skipped(store, "gone") == "deleted at source"
     assert result.counts["issues"] == {
-        "extracted": 3, "planned": 0, "quarantined": 0, "skipped": 3, "released": 0}
+        "extracted": 3,
+        "planned": 0,
+        "quarantined": 0,
+        "skipped": 3,
+        "released": 0,
+    }
 
 
 def test_unmapped_status_is_quarantined_with_a_hint_and_the_raw_record(store: Store) -> None:
@@ -241,12 +282,27 @@ def test_priority_mapping(store: Store) -> None:
 
 
 def test_issue_type_mapping_by_category_and_type(store: Store) -> None:
-    add_issue(store, "coord", issue_type_id="t-clash", issue_type_name="Clash",
-              category_name="Coordination")
-    add_issue(store, "code", issue_type_id="t-code", issue_type_name="Code Violation",
-              category_name="Safety")
-    add_issue(store, "other", issue_type_id="t-punch", issue_type_name="Punch item",
-              category_name="Quality")
+    add_issue(
+        store,
+        "coord",
+        issue_type_id="t-clash",
+        issue_type_name="Clash",
+        category_name="Coordination",
+    )
+    add_issue(
+        store,
+        "code",
+        issue_type_id="t-code",
+        issue_type_name="Code Violation",
+        category_name="Safety",
+    )
+    add_issue(
+        store,
+        "other",
+        issue_type_id="t-punch",
+        issue_type_name="Punch item",
+        category_name="Quality",
+    )
     # Only the id is staged: name and category come from the issue_types table.
     add_issue(store, "by-id", issue_type_id="t-clash", issue_type_name=None, category_name=None)
     transform(store)
@@ -259,8 +315,10 @@ def test_issue_type_mapping_by_category_and_type(store: Store) -> None:
 def test_unknown_issue_type_without_a_default_row_is_quarantined(
     store: Store, tmp_path: Path
 ) -> None:
-    folder = write_mappings(tmp_path / "maps", **{"issue_types.csv": (
-        "category,type,procore_issue_type\nCoordination,*,coordination\n")})
+    folder = write_mappings(
+        tmp_path / "maps",
+        **{"issue_types.csv": ("category,type,procore_issue_type\nCoordination,*,coordination\n")},
+    )
     add_issue(store, "punch")
     transform(store, load_mappings(folder))
     row = held(store, "punch")
@@ -273,8 +331,14 @@ def test_unknown_issue_type_without_a_default_row_is_quarantined(
 
 
 def test_assignee_matching(store: Store, tmp_path: Path) -> None:
-    folder = write_mappings(tmp_path / "maps", **{"users.csv": (
-        "field_email,procore\nold.chen@example.com,chen@example.com\nnum@example.com,7002\n")})
+    folder = write_mappings(
+        tmp_path / "maps",
+        **{
+            "users.csv": (
+                "field_email,procore\nold.chen@example.com,chen@example.com\nnum@example.com,7002\n"
+            )
+        },
+    )
     add_issue(store, "exact", assigned_to_email="alice@example.com")
     add_issue(store, "case", assigned_to_email="bruno.diaz@EXAMPLE.com")
     add_issue(store, "row", assigned_to_email="old.chen@example.com")
@@ -293,8 +357,10 @@ def test_unresolved_assignee_is_unassigned_with_a_footer_note_by_default(store: 
     transform(store)
     payload = planned(store, "gone")["payload"]
     assert "assignee_id" not in payload
-    assert ("Assignee not carried over: j.ortega@closed.example.com is not among the project's "
-            "coordination-issue assignees in Procore") in payload["description"]
+    assert (
+        "Assignee not carried over: j.ortega@closed.example.com is not among the project's "
+        "coordination-issue assignees in Procore"
+    ) in payload["description"]
 
 
 def test_unresolved_assignee_policy_quarantine(store: Store) -> None:
@@ -308,14 +374,18 @@ def test_unresolved_assignee_policy_quarantine(store: Store) -> None:
 # -- titles ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("identifier", "description", "expected"), [
-    ("A1", "x" * 77, "A1 " + "x" * 77),                       # exactly 80
-    ("A1", "word " * 15 + "tail", None),                      # 81+: cut at a word, ellipsis
-    ("A1", "Crack 🚧 near façade 👨‍👩‍👧‍👦 " * 6, None),        # emoji never split
-    ("A1", "cafe\u0301 " * 20, None),                           # combining marks
-])
-def test_title_edge_cases(store: Store, identifier: str, description: str,
-                          expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("identifier", "description", "expected"),
+    [
+        ("A1", "x" * 77, "A1 " + "x" * 77),  # exactly 80
+        ("A1", "word " * 15 + "tail", None),  # 81+: cut at a word, ellipsis
+        ("A1", "Crack 🚧 near façade 👨‍👩‍👧‍👦 " * 6, None),  # emoji never split
+        ("A1", "cafe\u0301 " * 20, None),  # combining marks
+    ],
+)
+def test_title_edge_cases(
+    store: Store, identifier: str, description: str, expected: str | None
+) -> None:
     add_issue(store, "t", identifier=identifier, description=description)
     transform(store)
     title = planned(store, "t")["payload"]["title"]
@@ -364,9 +434,14 @@ def test_bad_title_template_is_a_config_error(store: Store) -> None:
 
 
 def test_two_different_title_templates_are_refused(store: Store, tmp_path: Path) -> None:
-    folder = write_mappings(tmp_path / "maps", **{"fields.csv": DEFAULT_FILES["fields.csv"]
-                                                  .replace("{identifier} {description},",
-                                                           "{type}: {description},")})
+    folder = write_mappings(
+        tmp_path / "maps",
+        **{
+            "fields.csv": DEFAULT_FILES["fields.csv"].replace(
+                "{identifier} {description},", "{type}: {description},"
+            )
+        },
+    )
     with pytest.raises(ConfigError, match="title template is set twice"):
         transform(store, load_mappings(folder), title_template="{identifier}")
     add_issue(store, "t", description="Leak")
@@ -379,17 +454,32 @@ def test_two_different_title_templates_are_refused(store: Store, tmp_path: Path)
 
 def test_description_has_the_full_text_and_the_field_footer(store: Store) -> None:
     add_issue(
-        store, "full", description="Water leak.\nSee photo.", identifier="000042",
-        responsible_company_id="c-1", root_cause_id="rc-1", location_detail="by the door",
-        area_id="a-n1-101", custom_fields={"Beverage of Choice": "Wine"}, labor_hours=4.0,
+        store,
+        "full",
+        description="Water leak.\nSee photo.",
+        identifier="000042",
+        responsible_company_id="c-1",
+        root_cause_id="rc-1",
+        location_detail="by the door",
+        area_id="a-n1-101",
+        custom_fields={"Beverage of Choice": "Wine"},
+        labor_hours=4.0,
         cost="250.00",
-        comments=[("barry@example.com", "2013-06-04T13:01:29-04:00", "second"),
-                  ("moe@example.com", "2013-06-04T13:01:18-04:00", "first")],
-        history=[("Open", None, "moe@example.com", "2013-06-01 09:00:00 -0400"),
-                 ("Work Completed", "Open", "barry@example.com", "2013-06-03 09:00:00 -0400")],
+        comments=[
+            ("barry@example.com", "2013-06-04T13:01:29-04:00", "second"),
+            ("moe@example.com", "2013-06-04T13:01:18-04:00", "first"),
+        ],
+        history=[
+            ("Open", None, "moe@example.com", "2013-06-01 09:00:00 -0400"),
+            ("Work Completed", "Open", "barry@example.com", "2013-06-03 09:00:00 -0400"),
+        ],
         attachments=[
-            {"id": "u1", "kind": "UriReference", "filename": "Spec", "source_url":
-             "https://specs.example.com/09"},
+            {
+                "id": "u1",
+                "kind": "UriReference",
+                "filename": "Spec",
+                "source_url": "https://specs.example.com/09",
+            },
             {"id": "f1", "filename": "broken.jpg", "state": "failed", "error": "HTTP 500"},
             {"id": "f2", "filename": "gone.jpg", "state": "failed", "failure": "not_found"},
         ],
@@ -398,26 +488,42 @@ def test_description_has_the_full_text_and_the_field_footer(store: Store) -> Non
     text = planned(store, "full")["payload"]["description"]
     body, footer = text.split("\n\n---\n")
     assert body == "Water leak.\nSee photo."
-    for line in ("From BIM 360 Field", "Identifier: 000042", "Issue type: Quality > Punch item",
-                 "Status: Open", "Responsible company: Acme Drywall",
-                 "Root cause: Design error", "Area: North Building > Level 1 > Room 101",
-                 "Location detail: by the door", "Beverage of Choice: Wine",
-                 "2013-06-04T13:01:18-04:00 moe@example.com:", "first",
-                 "2013-06-01 09:00:00 -0400: Open by moe@example.com",
-                 "Open → Work Completed by barry@example.com",
-                 "Spec: a link, not a file: https://specs.example.com/09",
-                 "Labor hours: 4", "Cost: 250.00",
-                 "broken.jpg: download failed: HTTP 500",
-                 "gone.jpg: not found in BIM 360 Field"):
+    for line in (
+        "From BIM 360 Field",
+        "Identifier: 000042",
+        "Issue type: Quality > Punch item",
+        "Status: Open",
+        "Responsible company: Acme Drywall",
+        "Root cause: Design error",
+        "Area: North Building > Level 1 > Room 101",
+        "Location detail: by the door",
+        "Beverage of Choice: Wine",
+        "2013-06-04T13:01:18-04:00 moe@example.com:",
+        "first",
+        "2013-06-01 09:00:00 -0400: Open by moe@example.com",
+        "Open → Work Completed by barry@example.com",
+        "Spec: a link, not a file: https://specs.example.com/09",
+        "Labor hours: 4",
+        "Cost: 250.00",
+        "broken.jpg: download failed: HTTP 500",
+        "gone.jpg: not found in BIM 360 Field",
+    ):
         assert line in footer, line
     assert footer.index("first") < footer.index("second")  # comments oldest first
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("2024-03-05", "2024-03-05"), ("2024-03-05 13:00:17 -0400", "2024-03-05"),
-    ("2024-03-05T23:30:00Z", "2024-03-05"), ("03/05/2024", "2024-03-05"),
-    ("2011-02-07 12:37:21 EST", "2011-02-07"), (None, None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-03-05", "2024-03-05"),
+        ("2024-03-05 13:00:17 -0400", "2024-03-05"),
+        ("2024-03-05T23:30:00Z", "2024-03-05"),
+        ("03/05/2024", "2024-03-05"),
+        ("2011-02-07 12:37:21 EST", "2011-02-07"),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_due_date_normalised(store: Store, raw: str | None, expected: str | None) -> None:
     add_issue(store, "due", due_date=raw)
     transform(store)
@@ -436,12 +542,21 @@ def test_unparseable_due_date_is_quarantined_with_the_value(store: Store, raw: s
 
 def test_only_stored_files_are_planned_as_attachments(store: Store) -> None:
     sha = "ab" * 32
-    add_issue(store, "att", attachments=[
-        {"id": "z-photo", "state": "stored", "sha256": sha, "size": 3},
-        {"id": "a-doc", "kind": "DocumentReference", "state": "stored", "sha256": "cd" * 32,
-         "size": 4},
-        {"id": "m-later", "filename": "later.jpg", "state": "pending"},
-    ])
+    add_issue(
+        store,
+        "att",
+        attachments=[
+            {"id": "z-photo", "state": "stored", "sha256": sha, "size": 3},
+            {
+                "id": "a-doc",
+                "kind": "DocumentReference",
+                "state": "stored",
+                "sha256": "cd" * 32,
+                "size": 4,
+            },
+            {"id": "m-later", "filename": "later.jpg", "state": "pending"},
+        ],
+    )
     transform(store)
     row = planned(store, "att")
     assert json.loads(row["attachment_ids"]) == ["a-doc", "z-photo"]
@@ -457,37 +572,55 @@ def test_areas_become_a_location_tree(store: Store) -> None:
     add_issue(store, "south", area_id="a-s1")
     add_issue(store, "none", area_id=None)
     result = transform(store)
-    rows = {row[0]: row for row in store.conn.execute(
-        "SELECT source_id, parent_source_id, depth, is_leaf, field_area_ids, existing_target_id "
-        "FROM planned_locations")}
+    rows = {
+        row[0]: row
+        for row in store.conn.execute(
+            "SELECT source_id, parent_source_id, depth, is_leaf, field_area_ids, "
+            "existing_target_id "
+            "FROM planned_locations"
+        )
+    }
     room = 'path:["North Building", "Level 1", "Room 101"]'
     assert planned(store, "room")["location_source_id"] == room
     assert rows[room][1:] == ('path:["North Building", "Level 1"]', 2, 1, '["a-n1-101"]', None)
     assert rows['path:["North Building", "Level 1"]'][5] == 9002  # in the Procore snapshot
     assert rows['path:["North Building"]'][3] == 0  # not a leaf
     # ">" inside a name stays one node; the same name under another parent stays distinct.
-    assert planned(store, "stair")["location_source_id"] == \
-        'path:["North Building", "Stair 2 > Landing"]'
+    assert (
+        planned(store, "stair")["location_source_id"]
+        == 'path:["North Building", "Stair 2 > Landing"]'
+    )
     assert planned(store, "south")["location_source_id"] == 'path:["South Building", "Level 1"]'
     assert planned(store, "none")["location_source_id"] is None
     assert skipped(store, "a-old", "area") == "deleted at source"
     assert result.counts["areas"] == {
-        "extracted": 8, "planned": 6, "quarantined": 0, "skipped": 2, "released": 0}
+        "extracted": 8,
+        "planned": 6,
+        "quarantined": 0,
+        "skipped": 2,
+        "released": 0,
+    }
 
 
 def test_locations_csv_moves_a_subtree(store: Store, tmp_path: Path) -> None:
-    folder = write_mappings(tmp_path / "maps", **{"locations.csv": (
-        "field_path,procore_path\nSouth Building,Campus > South Wing\n")})
+    folder = write_mappings(
+        tmp_path / "maps",
+        **{"locations.csv": ("field_path,procore_path\nSouth Building,Campus > South Wing\n")},
+    )
     add_issue(store, "south", area_id="a-s1")
     transform(store, load_mappings(folder))
-    assert planned(store, "south")["location_source_id"] == \
-        'path:["Campus", "South Wing", "Level 1"]'
+    assert (
+        planned(store, "south")["location_source_id"] == 'path:["Campus", "South Wing", "Level 1"]'
+    )
 
 
-@pytest.mark.parametrize(("area_id", "hint"), [
-    ("a-old-desk", "area 'Old Trailer > Desk' (a-old-desk) is deleted in BIM 360 Field"),
-    ("a-missing", "area a-missing is not among the staged BIM 360 Field areas"),
-])
+@pytest.mark.parametrize(
+    ("area_id", "hint"),
+    [
+        ("a-old-desk", "area 'Old Trailer > Desk' (a-old-desk) is deleted in BIM 360 Field"),
+        ("a-missing", "area a-missing is not among the staged BIM 360 Field areas"),
+    ],
+)
 def test_issue_in_a_deleted_or_unknown_area_is_quarantined(
     store: Store, area_id: str, hint: str
 ) -> None:
@@ -501,15 +634,18 @@ def test_issue_in_a_deleted_or_unknown_area_is_quarantined(
 
 def test_area_with_a_blank_name_and_its_issue_are_quarantined(store: Store) -> None:
     with store.transaction():
-        store.conn.execute("INSERT INTO areas (id, parent_id, name) VALUES ('a-blank', "
-                           "'a-north', '  ')")
-        store.conn.execute("INSERT INTO areas (id, parent_id, name) VALUES ('a-under', "
-                           "'a-blank', 'Room')")
+        store.conn.execute(
+            "INSERT INTO areas (id, parent_id, name) VALUES ('a-blank', 'a-north', '  ')"
+        )
+        store.conn.execute(
+            "INSERT INTO areas (id, parent_id, name) VALUES ('a-under', 'a-blank', 'Room')"
+        )
     add_issue(store, "i", area_id="a-under")
     result = transform(store)
     assert held(store, "a-blank", "area")["reason"] == "the area has a blank name"
-    assert held(store, "a-under", "area")["reason"] == \
-        "parent area a-blank cannot become a location"
+    assert (
+        held(store, "a-under", "area")["reason"] == "parent area a-blank cannot become a location"
+    )
     assert held(store, "i")["reason"] == "location is quarantined"
     counts = result.counts["areas"]
     assert counts["planned"] + counts["quarantined"] + counts["skipped"] == counts["extracted"]
@@ -519,33 +655,76 @@ def test_area_with_a_blank_name_and_its_issue_are_quarantined(store: Store) -> N
 
 
 def test_payload_validation_mirrors_the_sync_rules() -> None:
-    good = {"uuid": issue_uuid(PROJECT, "x"), "title": "T", "status": "open",
-            "origin": {"origin_type": "a", "origin_id": "b", "title": "c", "deep_link_url": "d"}}
+    good = {
+        "uuid": issue_uuid(PROJECT, "x"),
+        "title": "T",
+        "status": "open",
+        "origin": {"origin_type": "a", "origin_id": "b", "title": "c", "deep_link_url": "d"},
+    }
     assert payload_problems(good, assignee_ids={ALICE}) == {}
-    bad = {**good, "title": "x" * 81, "status": "parked", "priority": "urgent",
-           "issue_type": "bug", "due_date": "2020-02-30", "assignee_id": 1, "trade": 3,
-           "uuid": "nope", "origin": {"origin_type": "a"}}
+    bad = {
+        **good,
+        "title": "x" * 81,
+        "status": "parked",
+        "priority": "urgent",
+        "issue_type": "bug",
+        "due_date": "2020-02-30",
+        "assignee_id": 1,
+        "trade": 3,
+        "uuid": "nope",
+        "origin": {"origin_type": "a"},
+    }
     assert set(payload_problems(bad, assignee_ids={ALICE}, location_resolvable=False)) == {
-        "title", "status", "priority", "issue_type", "due_date", "assignee_id", "trade",
-        "uuid", "origin", "location_id"}
+        "title",
+        "status",
+        "priority",
+        "issue_type",
+        "due_date",
+        "assignee_id",
+        "trade",
+        "uuid",
+        "origin",
+        "location_id",
+    }
     assert normalise_due_date("2020-02-30") == (None, False)
 
 
 GOOD_PAYLOAD = {
-    "uuid": issue_uuid(PROJECT, "x"), "title": "T", "status": "open", "priority": "low",
-    "issue_type": "clash", "due_date": "2024-02-29", "assignee_id": ALICE, "description": "d",
+    "uuid": issue_uuid(PROJECT, "x"),
+    "title": "T",
+    "status": "open",
+    "priority": "low",
+    "issue_type": "clash",
+    "due_date": "2024-02-29",
+    "assignee_id": ALICE,
+    "description": "d",
     "origin": {"origin_type": "a", "origin_id": "b", "title": "c", "deep_link_url": "d"},
 }
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("title", "x" * 81), ("title", " \u3000 "), ("title", 5), ("status", "parked"),
-    ("status", None), ("priority", "urgent"), ("issue_type", "bug"), ("due_date", "2023-02-29"),
-    ("due_date", "20240101"), ("uuid", "nope"), ("uuid", issue_uuid(PROJECT, "x").upper()),
-    ("origin", {"origin_type": "a"}), ("origin", {**GOOD_PAYLOAD["origin"], "title": ""}),
-    ("assignee_id", 1), ("assignee_id", True), ("assignee_id", str(ALICE)),
-    ("description", 3), ("trade_id", 4),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("title", "x" * 81),
+        ("title", " \u3000 "),
+        ("title", 5),
+        ("status", "parked"),
+        ("status", None),
+        ("priority", "urgent"),
+        ("issue_type", "bug"),
+        ("due_date", "2023-02-29"),
+        ("due_date", "20240101"),
+        ("uuid", "nope"),
+        ("uuid", issue_uuid(PROJECT, "x").upper()),
+        ("origin", {"origin_type": "a"}),
+        ("origin", {**GOOD_PAYLOAD["origin"], "title": ""}),
+        ("assignee_id", 1),
+        ("assignee_id", True),
+        ("assignee_id", str(ALICE)),
+        ("description", 3),
+        ("trade_id", 4),
+    ],
+)
 def test_each_sync_rule_is_checked(field: str, value: Any) -> None:
     assert payload_problems(GOOD_PAYLOAD, assignee_ids={ALICE}) == {}
     broken = {**GOOD_PAYLOAD, field: value}
@@ -567,11 +746,14 @@ def test_uuid_follows_the_contract(store: Store) -> None:
 
 
 def test_mapping_file_error_names_file_and_line_and_exits_2(tmp_path: Path) -> None:
-    folder = write_mappings(tmp_path / "maps", **{"status.csv": (
-        "field_status,procore_status\nOpen,open\nParked,parkd\n")})
+    folder = write_mappings(
+        tmp_path / "maps",
+        **{"status.csv": ("field_status,procore_status\nOpen,open\nParked,parkd\n")},
+    )
     settings = Settings(
         staging=StagingSettings(path=tmp_path / "staging.db", logs=tmp_path / "logs"),
-        mappings=MappingsSettings(dir=folder), target=TargetSettings(project_id=PROJECT),
+        mappings=MappingsSettings(dir=folder),
+        target=TargetSettings(project_id=PROJECT),
     )
     with pytest.raises(MappingError) as caught:
         transform_from_settings(settings, {}, offline=True)
@@ -588,8 +770,10 @@ def test_a_locked_staging_db_is_a_clear_error_and_changes_nothing(tmp_path: Path
         transform(first)
         before = plan_hash(first)
         first.conn.execute("BEGIN IMMEDIATE")  # another command is writing
-        with (open_store(path, busy_timeout_ms=50) as second,
-              pytest.raises(StagingBusy, match="locked by another migrate command")):
+        with (
+            open_store(path, busy_timeout_ms=50) as second,
+            pytest.raises(StagingBusy, match="locked by another migrate command"),
+        ):
             transform(second)
         first.conn.execute("ROLLBACK")
         assert plan_hash(first) == before
@@ -619,8 +803,9 @@ def test_rerun_after_fixing_a_mapping_releases_the_quarantined_rows(
     second = transform(store, load_mappings(folder))  # same problem: same open row
     assert held(store, "parked")["id"] == row["id"]
     assert second.counts["issues"]["released"] == 0
-    (folder / "status.csv").write_text(DEFAULT_FILES["status.csv"] + "Parked,blocked\n",
-                                       encoding="utf-8")
+    (folder / "status.csv").write_text(
+        DEFAULT_FILES["status.csv"] + "Parked,blocked\n", encoding="utf-8"
+    )
     third = transform(store, load_mappings(folder))
     assert planned(store, "parked")["status"] == "blocked"
     released = store.conn.execute(
@@ -628,20 +813,32 @@ def test_rerun_after_fixing_a_mapping_releases_the_quarantined_rows(
     ).fetchone()
     assert released[0] is not None and released[1] == third.run_id
     assert third.counts["issues"] == {
-        "extracted": 2, "planned": 2, "quarantined": 0, "skipped": 0, "released": 1}
+        "extracted": 2,
+        "planned": 2,
+        "quarantined": 0,
+        "skipped": 0,
+        "released": 1,
+    }
 
 
 def test_two_runs_give_identical_plans(store: Store) -> None:
-    add_issue(store, "b", area_id="a-n1", assigned_to_email="alice@example.com",
-              comments=[("m@example.com", "2014-01-01T00:00:00Z", "ok")],
-              custom_fields={"Beverage of Choice": "Tea"}, due_date="03/05/2024")
+    add_issue(
+        store,
+        "b",
+        area_id="a-n1",
+        assigned_to_email="alice@example.com",
+        comments=[("m@example.com", "2014-01-01T00:00:00Z", "ok")],
+        custom_fields={"Beverage of Choice": "Tea"},
+        due_date="03/05/2024",
+    )
     add_issue(store, "a", description="Émoji 🚧 " * 20)
     add_issue(store, "c", status="Parked")
 
     def snapshot() -> list[tuple[Any, ...]]:
         return store.conn.execute(
             "SELECT source_id, title, payload, payload_hash, attachment_ids, location_source_id "
-            "FROM planned_issues ORDER BY source_id").fetchall()
+            "FROM planned_issues ORDER BY source_id"
+        ).fetchall()
 
     first = transform(store)
     rows = snapshot()
@@ -653,16 +850,27 @@ def test_two_runs_give_identical_plans(store: Store) -> None:
 
 def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> None:
     for n in range(40):
-        add_issue(store, f"i{n:02d}", status=("Parked" if n % 7 == 0 else "Open"),
-                  area_id=("a-old" if n % 9 == 0 else "a-n1"), raw={"n": n})
+        add_issue(
+            store,
+            f"i{n:02d}",
+            status=("Parked" if n % 7 == 0 else "Open"),
+            area_id=("a-old" if n % 9 == 0 else "a-n1"),
+            raw={"n": n},
+        )
 
     def outcome(**options: Any) -> tuple[Any, ...]:
-        result = run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
-                     **options)
-        return (result.plan_hash, result.counts,
-                store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall(),
-                store.conn.execute("SELECT entity, source_id, reason, hint, record FROM quarantine "
-                                   "WHERE released_at IS NULL ORDER BY id").fetchall())
+        result = run(
+            store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, **options
+        )
+        return (
+            result.plan_hash,
+            result.counts,
+            store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall(),
+            store.conn.execute(
+                "SELECT entity, source_id, reason, hint, record FROM quarantine "
+                "WHERE released_at IS NULL ORDER BY id"
+            ).fetchall(),
+        )
 
     serial = outcome(workers=1)
     parallel = outcome(workers=2, batch_size=3)  # 14 batches over two forked processes
@@ -693,35 +901,50 @@ def _killed() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.parametrize(("failure", "said"), [(_boom, r"ValueError: boom"),
-                                                (_killed, r"ended \(exit code -9\)")])
+@pytest.mark.parametrize(
+    ("failure", "said"), [(_boom, r"ValueError: boom"), (_killed, r"ended \(exit code -9\)")]
+)
 def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
     store: Store, monkeypatch: pytest.MonkeyPatch, failure: Any, said: str
 ) -> None:
     for n in range(40):
         add_issue(store, f"i{n:02d}")
-    before = run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
-                 workers=1)
+    before = run(
+        store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, workers=1
+    )
     rows = store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall()
     with store.transaction():  # what a finished run would plan differently
-        store.conn.execute("UPDATE issues SET description = 'changed since' WHERE source_id "
-                           "IN ('i01', 'i30')")
+        store.conn.execute(
+            "UPDATE issues SET description = 'changed since' WHERE source_id IN ('i01', 'i30')"
+        )
     _fail_in_worker_on(monkeypatch, "i21", failure)  # batch 8 of 14
 
     with pytest.raises(transform_issues.WorkerFailed, match=said):
-        run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
-            workers=2, batch_size=3)
+        run(
+            store,
+            mappings=default_mappings(),
+            settings=TS(),
+            target_project_id=PROJECT,
+            workers=2,
+            batch_size=3,
+        )
 
-    assert store.conn.execute(
-        "SELECT * FROM planned_issues ORDER BY source_id").fetchall() == rows
+    assert store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall() == rows
     assert plan_hash(store) == before.plan_hash
     status, error = store.conn.execute(
-        "SELECT status, error FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        "SELECT status, error FROM runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     assert status == "failed" and re.search(said, error)
     assert multiprocessing.active_children() == []
     monkeypatch.undo()  # the same run without the failure plans the change
-    after = run(store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT,
-                workers=2, batch_size=3)
+    after = run(
+        store,
+        mappings=default_mappings(),
+        settings=TS(),
+        target_project_id=PROJECT,
+        workers=2,
+        batch_size=3,
+    )
     assert after.plan_hash != before.plan_hash and after.counts["issues"]["planned"] == 40
 
 
@@ -735,10 +958,14 @@ def add_checklists(store: Store) -> None:
             conn.execute(
                 "INSERT INTO checklists (id, identifier, name, checklist_type, status, priority, "
                 "deleted) VALUES (?, '000009', 'Wall closing checklist', 'Coordination', "
-                "'Open', 'Medium', ?)", (cid, deleted))
+                "'Open', 'Medium', ?)",
+                (cid, deleted),
+            )
         for item_id, checklist, conforming, linked in (
-            ("it-no", "cl-1", "No", None), ("it-linked", "cl-1", "No", '["i1"]'),
-            ("it-yes", "cl-1", "Yes", None), ("it-gone", "cl-gone", "No", "[]"),
+            ("it-no", "cl-1", "No", None),
+            ("it-linked", "cl-1", "No", '["i1"]'),
+            ("it-yes", "cl-1", "Yes", None),
+            ("it-gone", "cl-gone", "No", "[]"),
         ):
             conn.execute(
                 "INSERT INTO checklist_items (id, checklist_id, section_name, display_number, "
@@ -753,9 +980,12 @@ def test_checklist_items_as_issues_off_plans_none(store: Store) -> None:
     add_checklists(store)
     result = transform(store)
     assert "checklist_items" not in result.counts
-    assert store.conn.execute(
-        "SELECT COUNT(*) FROM planned_issues WHERE source_kind = 'checklist_item'"
-    ).fetchone()[0] == 0
+    assert (
+        store.conn.execute(
+            "SELECT COUNT(*) FROM planned_issues WHERE source_kind = 'checklist_item'"
+        ).fetchone()[0]
+        == 0
+    )
 
 
 def test_checklist_items_as_issues_on(store: Store) -> None:
@@ -763,10 +993,17 @@ def test_checklist_items_as_issues_on(store: Store) -> None:
     add_issue(store, "z-after-checklist-items")  # sorts after "checklist_item:…", "i…" before
     result = transform(store, checklist_items_as_issues=True)
     assert result.counts["checklist_items"] == {
-        "extracted": 2, "planned": 1, "quarantined": 0, "skipped": 1, "released": 0}
+        "extracted": 2,
+        "planned": 1,
+        "quarantined": 0,
+        "skipped": 1,
+        "released": 0,
+    }
     # The plan hash built while writing (issues, then checklist items) is the one read back.
-    kinds = [row[0] for row in store.conn.execute(
-        "SELECT source_kind FROM planned_issues ORDER BY source_id")]
+    kinds = [
+        row[0]
+        for row in store.conn.execute("SELECT source_kind FROM planned_issues ORDER BY source_id")
+    ]
     assert kinds[-1] == "issue" and "checklist_item" in kinds
     assert result.plan_hash == plan_hash(store)
     row = planned(store, "checklist_item:it-no")
@@ -775,9 +1012,13 @@ def test_checklist_items_as_issues_on(store: Store) -> None:
     assert row["payload"]["priority"] == "medium"
     assert row["title"] == "000009 #3 Wall closing checklist: Fire stopping complete?"
     description = row["payload"]["description"]
-    for line in ("Checklist: Wall closing checklist (000009)", "Section: Section 1",
-                 "Question: Fire stopping complete?", "Response: -",
-                 "Comment: Minor rework needed."):
+    for line in (
+        "Checklist: Wall closing checklist (000009)",
+        "Section: Section 1",
+        "Question: Fire stopping complete?",
+        "Response: -",
+        "Comment: Minor rework needed.",
+    ):
         assert line in description
     assert skipped(store, "checklist_item:it-gone", "checklist_item") == "deleted at source"
     # Switched off again: nothing planned, nothing left blocking.
@@ -802,7 +1043,8 @@ def test_quarantine_list_show_release(store: Store) -> None:
     transform(store)
     rows = list_quarantine(store)
     assert [(r["entity"], r["source_id"], r["stage"]) for r in rows] == [
-        ("issue", "parked", "transform")]
+        ("issue", "parked", "transform")
+    ]
     shown = show_quarantine(store, rows[0]["id"])
     assert shown["record"]["staged"]["source_id"] == "parked"
     with pytest.raises(QuarantineNotFound) as caught:

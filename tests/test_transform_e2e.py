@@ -50,11 +50,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     with Sandbox() as sandbox:
         settings = Settings(
             source=SourceSettings(base_url=sandbox.field_url, project_id=sandbox.field_project_id),
-            target=TargetSettings(base_url=sandbox.procore_url, auth_url=sandbox.procore_url,
-                                  company_id=sandbox.procore_company_id,
-                                  project_id=sandbox.procore_project_id),
-            staging=StagingSettings(path=work / "staging.db", blobs=work / "blobs",
-                                    logs=work / "logs"),
+            target=TargetSettings(
+                base_url=sandbox.procore_url,
+                auth_url=sandbox.procore_url,
+                company_id=sandbox.procore_company_id,
+                project_id=sandbox.procore_project_id,
+            ),
+            staging=StagingSettings(
+                path=work / "staging.db", blobs=work / "blobs", logs=work / "logs"
+            ),
             mappings=MappingsSettings(dir=work / "mappings"),
             transform=TransformSettings(checklist_items_as_issues=True),
         )
@@ -70,22 +74,35 @@ def count(store: Store, sql: str, *params: Any) -> int:
 def test_every_issue_and_area_is_planned_quarantined_or_skipped(pipeline: Pipeline) -> None:
     counts = pipeline.result.counts
     with pipeline.store() as store:
-        staged = {"issues": count(store, "SELECT COUNT(*) FROM issues"),
-                  "areas": count(store, "SELECT COUNT(*) FROM areas")}
+        staged = {
+            "issues": count(store, "SELECT COUNT(*) FROM issues"),
+            "areas": count(store, "SELECT COUNT(*) FROM areas"),
+        }
         for entity in ("issues", "areas", "checklist_items"):
             c = counts[entity]
             assert c["planned"] + c["quarantined"] + c["skipped"] == c["extracted"], entity
         assert counts["issues"]["extracted"] == staged["issues"] == 300
         assert counts["areas"]["extracted"] == staged["areas"]
         voided = len(pipeline.sandbox.project.main.voided_indexes())
-        assert count(store, "SELECT COUNT(*) FROM skipped_records WHERE entity = 'issue'") \
-            == counts["issues"]["skipped"] == voided
-        assert count(store, "SELECT COUNT(*) FROM planned_issues WHERE source_kind = 'issue'") \
+        assert (
+            count(store, "SELECT COUNT(*) FROM skipped_records WHERE entity = 'issue'")
+            == counts["issues"]["skipped"]
+            == voided
+        )
+        assert (
+            count(store, "SELECT COUNT(*) FROM planned_issues WHERE source_kind = 'issue'")
             == counts["issues"]["planned"]
-        assert count(store, "SELECT COUNT(*) FROM quarantine WHERE entity = 'issue' AND "
-                            "released_at IS NULL") == counts["issues"]["quarantined"]
-        run = store.conn.execute("SELECT command, status, counts FROM runs WHERE id = ?",
-                                 (pipeline.result.run_id,)).fetchone()
+        )
+        assert (
+            count(
+                store,
+                "SELECT COUNT(*) FROM quarantine WHERE entity = 'issue' AND released_at IS NULL",
+            )
+            == counts["issues"]["quarantined"]
+        )
+        run = store.conn.execute(
+            "SELECT command, status, counts FROM runs WHERE id = ?", (pipeline.result.run_id,)
+        ).fetchone()
         assert run[:2] == ("transform", "succeeded")
         assert json.loads(run[2])["plan_hash"] == pipeline.result.plan_hash
 
@@ -93,15 +110,18 @@ def test_every_issue_and_area_is_planned_quarantined_or_skipped(pipeline: Pipeli
 def test_awkward_sandbox_records(pipeline: Pipeline) -> None:
     project = pipeline.sandbox.project.main
     with pipeline.store() as store:
+
         def planned(index: int) -> dict[str, Any] | None:
             row = store.conn.execute(
                 "SELECT payload, location_source_id FROM planned_issues WHERE source_id = ?",
-                (project.issue_id(index),)).fetchone()
+                (project.issue_id(index),),
+            ).fetchone()
             return None if row is None else {**json.loads(row[0]), "location": row[1]}
 
         deleted_area = store.conn.execute(
             "SELECT reason FROM quarantine WHERE source_id = ?",
-            (project.issue_id(AWKWARD_ISSUES["deleted_area"]),)).fetchone()
+            (project.issue_id(AWKWARD_ISSUES["deleted_area"]),),
+        ).fetchone()
         assert deleted_area == ("location does not exist",)
         assert planned(AWKWARD_ISSUES["missing_area"])["location"] is None
         assert "assignee_id" in planned(AWKWARD_ISSUES["assignee_case_mismatch"])
@@ -109,8 +129,9 @@ def test_awkward_sandbox_records(pipeline: Pipeline) -> None:
         assert "assignee_id" not in unknown
         assert f"Assignee not carried over: {UNKNOWN_ASSIGNEE}" in unknown["description"]
         assert len(planned(AWKWARD_ISSUES["long_description"])["title"]) <= 80
-        paths = [json.loads(row[0]) for row in store.conn.execute(
-            "SELECT path FROM planned_locations")]
+        paths = [
+            json.loads(row[0]) for row in store.conn.execute("SELECT path FROM planned_locations")
+        ]
         assert any(path[-1] == AWKWARD_AREA_NAME for path in paths)  # one node, not split
 
 
@@ -121,15 +142,17 @@ def test_planned_payloads_pass_the_procore_sync(pipeline: Pipeline) -> None:
         rows = store.conn.execute(
             "SELECT p.payload, l.path FROM planned_issues AS p "
             "LEFT JOIN planned_locations AS l ON l.source_id = p.location_source_id "
-            "ORDER BY p.source_id").fetchall()
+            "ORDER BY p.source_id"
+        ).fetchall()
         location_ids: dict[str, int] = {}
         items = []
         for payload_json, path in rows:
             item = json.loads(payload_json)
             if path is not None:
                 if path not in location_ids:
-                    location, _created = client.find_or_create_location(project_id,
-                                                                         json.loads(path))
+                    location, _created = client.find_or_create_location(
+                        project_id, json.loads(path)
+                    )
                     location_ids[path] = int(location["id"])
                 item["location_id"] = location_ids[path]
             items.append(item)

@@ -36,7 +36,10 @@ class MalformedBody(ApiError):
         super().__init__(
             f"BIM 360 Field {endpoint} answered with {reason}. The body is kept in "
             "source_problems; run the command again later, or report it to Autodesk.",
-            status=200, method="", endpoint=endpoint, body=body_excerpt,
+            status=200,
+            method="",
+            endpoint=endpoint,
+            body=body_excerpt,
         )
 
 
@@ -176,8 +179,11 @@ class FieldSession:
                 method, path, {**(params or {}), "offset": offset, "limit": self.page_size}
             )
             if not isinstance(rows, list):
-                raise MalformedBody(path, self.http.redact(str(rows)[:2048]),
-                                    f"a JSON {type(rows).__name__} where a list was expected")
+                raise MalformedBody(
+                    path,
+                    self.http.redact(str(rows)[:2048]),
+                    f"a JSON {type(rows).__name__} where a list was expected",
+                )
             yield offset, rows
             if len(rows) < self.page_size:
                 return
@@ -232,7 +238,9 @@ class FieldSession:
         except Exception:  # a body that cannot even be read adds nothing
             body = ""
         raise ApiError(
-            status=status, method=method, endpoint=f"BIM 360 Field {path}",
+            status=status,
+            method=method,
+            endpoint=f"BIM 360 Field {path}",
             body=self.http.redact(body),
         )
 

@@ -72,7 +72,8 @@ def strip_query_param(url: str, name: str) -> str:
         return url
     wanted = name.lower()
     kept = [
-        piece for piece in parts.query.split("&")
+        piece
+        for piece in parts.query.split("&")
         if piece and unquote_plus(piece.split("=", 1)[0]).lower() != wanted
     ]
     return urlunsplit(parts._replace(query="&".join(kept)))
@@ -249,7 +250,9 @@ class HttpClient:
         self.session = requests.Session()
         # max_retries=0: no urllib3 Retry at all; every retry is decided below, explicitly.
         adapter = _CountingAdapter(
-            self.stats.count_connection, pool_connections=4, pool_maxsize=pool_size,
+            self.stats.count_connection,
+            pool_connections=4,
+            pool_maxsize=pool_size,
             max_retries=0,
         )
         self.session.mount("http://", adapter)
@@ -337,8 +340,15 @@ class HttpClient:
             self.stats.count_request(method, endpoint)
             try:
                 response = self.session.request(
-                    method, url, params=params, data=data, json=json, files=files,
-                    headers=dict(headers) if headers else None, stream=stream, timeout=timeout,
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    json=json,
+                    files=files,
+                    headers=dict(headers) if headers else None,
+                    stream=stream,
+                    timeout=timeout,
                 )
                 if not stream:
                     _check_complete(response)
@@ -353,8 +363,14 @@ class HttpClient:
                 failures += 1
                 if attempt < max_attempts:
                     self._wait(
-                        "backoff", self.policy.backoff(failures, self._rng), reason,
-                        method, shown_url, last_cause, attempt, max_attempts,
+                        "backoff",
+                        self.policy.backoff(failures, self._rng),
+                        reason,
+                        method,
+                        shown_url,
+                        last_cause,
+                        attempt,
+                        max_attempts,
                     )
                 continue
 
@@ -367,7 +383,9 @@ class HttpClient:
             if status != 429 and status < 500:
                 body = _body_excerpt(response, streamed=stream)
                 raise ApiError(
-                    status=status, method=method, endpoint=shown_url,
+                    status=status,
+                    method=method,
+                    endpoint=shown_url,
                     body=self.redact(body, extra_secrets),
                 )
             response.close()
@@ -381,12 +399,23 @@ class HttpClient:
             else:
                 consecutive_429 = 0
                 retry_after = _retry_after_seconds(response.headers, self._clock)
-                wait = (min(retry_after, self.policy.max_wait) if retry_after is not None
-                        else self.policy.backoff(failures, self._rng))
+                wait = (
+                    min(retry_after, self.policy.max_wait)
+                    if retry_after is not None
+                    else self.policy.backoff(failures, self._rng)
+                )
                 kind = "backoff"
             if attempt < max_attempts:
-                self._wait(kind, wait, f"HTTP {status}", method, shown_url, last_cause,
-                           attempt, max_attempts)
+                self._wait(
+                    kind,
+                    wait,
+                    f"HTTP {status}",
+                    method,
+                    shown_url,
+                    last_cause,
+                    attempt,
+                    max_attempts,
+                )
         raise TransportError(
             method=method, url=shown_url, attempts=max_attempts, cause=last_cause
         ) from None
@@ -414,8 +443,14 @@ class HttpClient:
         # exactly what we read.
         all_headers = {"Accept-Encoding": "identity", **(headers or {})}
         response = self.request(
-            method, path_or_url, params=params, data=data, json=json, headers=all_headers,
-            stream=True, ok=range(200, 300),
+            method,
+            path_or_url,
+            params=params,
+            data=data,
+            json=json,
+            headers=all_headers,
+            stream=True,
+            ok=range(200, 300),
         )
         shown_url = self.redact(self.url_for(path_or_url), _sensitive_values(params, data, json))
         expected = _content_length(response)
@@ -427,7 +462,10 @@ class HttpClient:
         except requests.RequestException as exc:
             _, cause = _classify(exc, self.policy)
             raise IncompleteBody(
-                method=method.upper(), url=shown_url, received=written, expected=expected,
+                method=method.upper(),
+                url=shown_url,
+                received=written,
+                expected=expected,
                 cause=self.redact(cause),
             ) from None
         finally:
@@ -456,13 +494,28 @@ class HttpClient:
         return min(max(wait, floor), self.policy.max_wait), basis
 
     def _wait(
-        self, kind: str, seconds: float, reason: str, method: str, shown_url: str,
-        cause: str, attempt: int, max_attempts: int,
+        self,
+        kind: str,
+        seconds: float,
+        reason: str,
+        method: str,
+        shown_url: str,
+        cause: str,
+        attempt: int,
+        max_attempts: int,
     ) -> None:
         self.stats.count_retry(reason)
         level = logging.WARNING if seconds >= 10 else logging.INFO
-        log.log(level, "%s %s: %s; attempt %d of %d in %.1f s",
-                method, shown_url, cause, attempt + 1, max_attempts, seconds)
+        log.log(
+            level,
+            "%s %s: %s; attempt %d of %d in %.1f s",
+            method,
+            shown_url,
+            cause,
+            attempt + 1,
+            max_attempts,
+            seconds,
+        )
         if seconds > 0:
             self.stats.add_sleep(kind, seconds)
             self._sleep(seconds)
@@ -521,8 +574,9 @@ def _sensitive_values(*payloads: Any) -> list[str]:
             continue
         for key, value in items:
             if str(key).lower() in SENSITIVE_KEYS and isinstance(value, str | bytes) and value:
-                found.append(value.decode("utf-8", "replace") if isinstance(value, bytes)
-                             else value)
+                found.append(
+                    value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                )
     return found
 
 
@@ -589,8 +643,10 @@ def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
-_REASON_RE = re.compile(r"(IncompleteRead\([^)]*\)|Connection broken: [^'\"]+|"
-                        r"RemoteDisconnected\([^)]*\)|Connection aborted)")
+_REASON_RE = re.compile(
+    r"(IncompleteRead\([^)]*\)|Connection broken: [^'\"]+|"
+    r"RemoteDisconnected\([^)]*\)|Connection aborted)"
+)
 
 
 def _innermost(text: str) -> str:

@@ -117,11 +117,11 @@ class ProcoreClient:
         policy = policy or RetryPolicy(read_timeout=settings.timeout)
         pool = pool_size or max(4, settings.workers)
         secrets = credentials.redaction_values()
-        self.api = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets,
-                              hooks=[self.budget])
+        self.api = HttpClient(
+            settings.base_url, policy=policy, pool_size=pool, secrets=secrets, hooks=[self.budget]
+        )
         self.auth = HttpClient(settings.auth_url, policy=policy, pool_size=1, secrets=secrets)
-        self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool,
-                                  secrets=secrets)
+        self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets)
         self._clock = clock
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
@@ -199,11 +199,15 @@ class ProcoreClient:
         """Ask for a token with the client-credentials grant (token lock held)."""
         assert self._client_id is not None and self._client_secret is not None
         started = self._clock()
-        response = self.auth.request("POST", TOKEN_PATH, data={
-            "grant_type": "client_credentials",
-            "client_id": self._client_id.reveal(),
-            "client_secret": self._client_secret.reveal(),
-        })
+        response = self.auth.request(
+            "POST",
+            TOKEN_PATH,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._client_id.reveal(),
+                "client_secret": self._client_secret.reveal(),
+            },
+        )
         body = _json_or_none(response)
         code = body.get("error") if isinstance(body, dict) else None
         if response.status_code == 401 or (
@@ -219,18 +223,24 @@ class ProcoreClient:
         token = body.get("access_token") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not token:
             raise ApiError(
-                status=response.status_code, method="POST",
+                status=response.status_code,
+                method="POST",
                 endpoint=self.auth.url_for(TOKEN_PATH),
-                body=self.auth.redact(response.text if response.status_code != 200 else
-                                      "the answer holds no access_token"),
+                body=self.auth.redact(
+                    response.text
+                    if response.status_code != 200
+                    else "the answer holds no access_token"
+                ),
             )
         self._add_secret(token)
         assert isinstance(body, dict)
         lifetime = _seconds(body.get("expires_in"))
         renew_at = None if lifetime is None else started + lifetime - _refresh_margin(lifetime)
         self._token = _Token(token, renew_at)
-        log.info("Procore token obtained (valid for %s).",
-                 "an unknown time" if lifetime is None else f"{lifetime:.0f} s")
+        log.info(
+            "Procore token obtained (valid for %s).",
+            "an unknown time" if lifetime is None else f"{lifetime:.0f} s",
+        )
         return self._token
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -261,7 +271,11 @@ class ProcoreClient:
         token = self._current_token()
         for first in (True, False):
             response = self.api.request(
-                method, path, params=params, json=json, headers=self._headers(token, company),
+                method,
+                path,
+                params=params,
+                json=json,
+                headers=self._headers(token, company),
                 ok=(*ok, 401),
             )
             if response.status_code != 401:
@@ -305,8 +319,7 @@ class ProcoreClient:
         Without a Link header, pages are counted against ``Total``; without either, the
         answer is one page. A next link seen before stops with an ApiError rather than loop.
         """
-        query: dict[str, Any] = {**(params or {}),
-                                 "per_page": max(1, min(per_page, MAX_PER_PAGE))}
+        query: dict[str, Any] = {**(params or {}), "per_page": max(1, min(per_page, MAX_PER_PAGE))}
         page = int(query.pop("page", 1))
         url: str = path
         args: dict[str, Any] | None = {**query, "page": page}
@@ -341,8 +354,9 @@ class ProcoreClient:
             page += 1
             url, args = path, {**query, "page": page}
 
-    def _all(self, path: str, params: Mapping[str, Any] | None = None,
-             *, company: bool | int = True) -> list[Any]:
+    def _all(
+        self, path: str, params: Mapping[str, Any] | None = None, *, company: bool | int = True
+    ) -> list[Any]:
         return [row for page in self.list_paged(path, params, company=company) for row in page]
 
     # -- companies, projects, people ---------------------------------------------------------
@@ -375,14 +389,16 @@ class ProcoreClient:
         Missing ancestors are created too. Safe to repeat: if an answer is lost and the call is
         retried, the retry finds the location (and reports it as not created).
         """
-        if isinstance(path, str) or not path or any(
-            not isinstance(name, str) or not name.strip() for name in path
+        if (
+            isinstance(path, str)
+            or not path
+            or any(not isinstance(name, str) or not name.strip() for name in path)
         ):
-            raise ValueError(f"a location path is a non-empty list of non-blank names, got "
-                             f"{path!r}")
+            raise ValueError(
+                f"a location path is a non-empty list of non-blank names, got {path!r}"
+            )
         url = f"{PROJECTS_PATH}/{project_id}/locations/find_or_create_by_path"
-        response = self._send("POST", url, json={"location": {"path": list(path)}},
-                              ok=(200, 201))
+        response = self._send("POST", url, json={"location": {"path": list(path)}}, ok=(200, 201))
         return self._json(response, url), response.status_code == 201
 
     # -- coordination issues ------------------------------------------------------------------
@@ -411,7 +427,7 @@ class ProcoreClient:
         wanted = list(dict.fromkeys(int(i) for i in ids))
         found: list[dict[str, Any]] = []
         for start in range(0, len(wanted), IDS_PER_QUERY):
-            chunk = wanted[start:start + IDS_PER_QUERY]
+            chunk = wanted[start : start + IDS_PER_QUERY]
             found.extend(self._all(ISSUES_PATH, {**params, "filters[ids][]": chunk}))
         return found
 
@@ -435,12 +451,15 @@ class ProcoreClient:
         it instead of creating it twice.
         """
         if len(items) > MAX_SYNC_ITEMS:
-            raise ValueError(f"a sync takes at most {MAX_SYNC_ITEMS} items, got {len(items)}; "
-                             "split them into batches")
+            raise ValueError(
+                f"a sync takes at most {MAX_SYNC_ITEMS} items, got {len(items)}; "
+                "split them into batches"
+            )
         if not items:
             return SyncResult()
-        response = self._send("PATCH", SYNC_PATH,
-                              json={"project_id": project_id, "updates": list(items)})
+        response = self._send(
+            "PATCH", SYNC_PATH, json={"project_id": project_id, "updates": list(items)}
+        )
         body = self._json(response, SYNC_PATH)
         entities = body.get("entities") if isinstance(body, dict) else None
         errors = body.get("errors", []) if isinstance(body, dict) else None
@@ -456,8 +475,9 @@ class ProcoreClient:
     ) -> dict[str, Any]:
         """Update one issue (the only way to change its status). 422 is an ApiError."""
         url = f"{ISSUES_PATH}/{issue_id}"
-        response = self._send("PATCH", url, json={"project_id": project_id,
-                                                  "coordination_issue": dict(fields)})
+        response = self._send(
+            "PATCH", url, json={"project_id": project_id, "coordination_issue": dict(fields)}
+        )
         return self._json(response, url)
 
     def create_issue(self, project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -466,21 +486,31 @@ class ProcoreClient:
         A create whose answer is lost is retried, like every POST: without a ``uuid`` in
         ``fields`` that can create the issue twice; with one, the repeat answers 422.
         """
-        response = self._send("POST", ISSUES_PATH, json={"project_id": project_id,
-                                                         "coordination_issue": dict(fields)},
-                              ok=(200, 201))
+        response = self._send(
+            "POST",
+            ISSUES_PATH,
+            json={"project_id": project_id, "coordination_issue": dict(fields)},
+            ok=(200, 201),
+        )
         return self._json(response, ISSUES_PATH)
 
     # -- uploads ------------------------------------------------------------------------------
     def create_upload(self, project_id: int, filename: str, content_type: str) -> Upload:
         """Ask where to store a file; post it with :meth:`put_upload_bytes` within an hour."""
         url = f"/rest/v1.1/projects/{project_id}/uploads"
-        response = self._send("POST", url, json={"response_filename": filename,
-                                                 "response_content_type": content_type},
-                              ok=(200, 201))
+        response = self._send(
+            "POST",
+            url,
+            json={"response_filename": filename, "response_content_type": content_type},
+            ok=(200, 201),
+        )
         body = self._json(response, url)
-        if not (isinstance(body, dict) and isinstance(body.get("uuid"), str)
-                and isinstance(body.get("url"), str) and isinstance(body.get("fields"), dict)):
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("uuid"), str)
+            and isinstance(body.get("url"), str)
+            and isinstance(body.get("fields"), dict)
+        ):
             raise ApiError(
                 f"Procore {url} answered without uuid, url and fields. This is unexpected; keep "
                 "the log, then run the same command again to resume."
@@ -500,9 +530,13 @@ class ProcoreClient:
         content_type = upload.fields.get("Content-Type") or "application/octet-stream"
         body = _MultipartFile(upload.fields, path, path.name, content_type)
         try:
-            self.storage.request("POST", upload.url, data=body,
-                                 headers={"Content-Type": body.content_type},
-                                 ok=range(200, 300))
+            self.storage.request(
+                "POST",
+                upload.url,
+                data=body,
+                headers={"Content-Type": body.content_type},
+                ok=range(200, 300),
+            )
         finally:
             body.close()
         return body.file_size
@@ -518,12 +552,17 @@ class _MultipartFile:
     known length, so the request carries Content-Length, which storage requires.
     """
 
-    def __init__(self, fields: Mapping[str, str], path: Path, filename: str,
-                 content_type: str) -> None:
+    def __init__(
+        self, fields: Mapping[str, str], path: Path, filename: str, content_type: str
+    ) -> None:
         self.boundary = uuidlib.uuid4().hex
         parts = [
-            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'
-            .encode() + value.encode("utf-8") + b"\r\n"
+            (
+                f"--{self.boundary}\r\n"
+                f'Content-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'
+            ).encode()
+            + value.encode("utf-8")
+            + b"\r\n"
             for name, value in fields.items()
         ]
         parts.append(
@@ -563,7 +602,7 @@ class _MultipartFile:
         while size > 0 and self._position < self._length:
             head, file_end = len(self._head), len(self._head) + self.file_size
             if self._position < head:
-                piece = self._head[self._position:self._position + size]
+                piece = self._head[self._position : self._position + size]
             elif self._position < file_end:
                 self._handle.seek(self._position - head)
                 piece = self._handle.read(min(size, file_end - self._position))
@@ -571,7 +610,7 @@ class _MultipartFile:
                     raise OSError(f"{self._handle.name} got shorter while it was being sent")
             else:
                 start = self._position - file_end
-                piece = self._tail[start:start + size]
+                piece = self._tail[start : start + size]
             out += piece
             self._position += len(piece)
             size -= len(piece)
@@ -583,8 +622,7 @@ class _MultipartFile:
 
 def _quoted(value: str) -> str:
     # What browsers (and urllib3) do to a form field name or filename in Content-Disposition.
-    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace(
-        "\n", "%0A")
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
 # -- small helpers ----------------------------------------------------------------------------

@@ -171,9 +171,13 @@ class RateBudget:
                     self._release(now, mono)
                     return
                 if wait >= _LOG_WAITS_FROM:
-                    log.info("Procore's rate limit is nearly used up (%s left of %s); waiting "
-                             "%.0f s before the next request.", self.last_remaining,
-                             self.last_limit, wait)
+                    log.info(
+                        "Procore's rate limit is nearly used up (%s left of %s); waiting "
+                        "%.0f s before the next request.",
+                        self.last_remaining,
+                        self.last_limit,
+                        wait,
+                    )
                 if self._use_condition:
                     started = self._clock()
                     self._cond.wait(wait)
@@ -223,11 +227,15 @@ class RateBudget:
                 "requests": self.requests,
                 "waited_seconds": round(self.waited_seconds, 3),
                 "rate_limited": self.rate_limited,
-                "last": {"limit": self.last_limit, "remaining": self.last_remaining,
-                         "reset": self.last_reset},
+                "last": {
+                    "limit": self.last_limit,
+                    "remaining": self.last_remaining,
+                    "reset": self.last_reset,
+                },
                 "windows": {
                     str(w.limit): {
-                        "remaining": w.last.remaining, "reset": w.last.reset,
+                        "remaining": w.last.remaining,
+                        "reset": w.last.reset,
                         "span_seconds": None if w.span is None else round(w.span, 3),
                         "model": self._modelled(w, self._now()),
                     }
@@ -278,8 +286,11 @@ class RateBudget:
     def _modelled(window: _Window, now: float) -> bool:
         # A bound under a second says only that the first request came late in a window that
         # resets all at once: headers in whole seconds cannot describe a shorter sliding one.
-        return (window.span is not None and window.span > _MIN_MODEL_SPAN
-                and window.model_off_until <= now)
+        return (
+            window.span is not None
+            and window.span > _MIN_MODEL_SPAN
+            and window.model_off_until <= now
+        )
 
     def _floor(self, report: _Report) -> int:
         """Remaining per ``report``, less every request it may not have counted."""
@@ -324,7 +335,12 @@ class RateBudget:
 
     # -- learning (lock held) -----------------------------------------------------------------
     def _observe(
-        self, limit: int, remaining: int, reset: float, entry: _Sent | None, status: int,
+        self,
+        limit: int,
+        remaining: int,
+        reset: float,
+        entry: _Sent | None,
+        status: int,
         now: float,
     ) -> None:
         if entry is not None:
@@ -415,12 +431,18 @@ class RateBudget:
         # Someone else's requests leave the window after one length; a second failure means the
         # model itself does not fit (e.g. fixed windows), so it stays off.
         window.model_off_until = now + 2 * window.span if window.model_failures < 2 else math.inf
-        log.info("Procore counts %d requests in its %d-request window where a sliding window "
-                 "would hold %d to %d of ours; pacing by its reset time instead.",
-                 held, window.limit, least, most)
+        log.info(
+            "Procore counts %d requests in its %d-request window where a sliding window "
+            "would hold %d to %d of ours; pacing by its reset time instead.",
+            held,
+            window.limit,
+            least,
+            most,
+        )
 
-    def _on_429(self, headers: Mapping[str, str], report: tuple[int, int, float] | None,
-                now: float) -> None:
+    def _on_429(
+        self, headers: Mapping[str, str], report: tuple[int, int, float] | None, now: float
+    ) -> None:
         self.rate_limited += 1
         retry_after = _number(headers.get("Retry-After"))
         if retry_after is not None:

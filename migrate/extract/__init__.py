@@ -8,5 +8,11 @@ from migrate.extract.stage import extract_from_settings, resolve_project, run
 from migrate.extract.state import ExtractOptions
 from migrate.results import ExtractResult, Progress
 
-__all__ = ["ExtractOptions", "ExtractResult", "Progress", "extract_from_settings",
-           "resolve_project", "run"]
+__all__ = [
+    "ExtractOptions",
+    "ExtractResult",
+    "Progress",
+    "extract_from_settings",
+    "resolve_project",
+    "run",
+]

@@ -110,8 +110,14 @@ def adopt_temp(blobs: BlobStore, temp: Path, sha256: str, size: int) -> BlobInfo
     return BlobInfo(sha256=sha256, size=size, path=target)
 
 
-def download_blob(session: FieldSession, blobs: BlobStore, item: PendingBlob, *, attempts: int,
-                  pause: Callable[[int], float]) -> Outcome:
+def download_blob(
+    session: FieldSession,
+    blobs: BlobStore,
+    item: PendingBlob,
+    *,
+    attempts: int,
+    pause: Callable[[int], float],
+) -> Outcome:
     """Fetch one attachment into the blob store (runs on a worker thread: no DB access).
 
     A body cut short is fetched again up to ``attempts`` times. TransportError (the HTTP
@@ -138,12 +144,21 @@ def download_blob(session: FieldSession, blobs: BlobStore, item: PendingBlob, *,
             continue
         except FileNotFoundError:
             _discard(temp)
-            return Outcome("failed", failure="not_found", retries=retries,
-                           error="the source answered 404: it has no file for this attachment")
+            return Outcome(
+                "failed",
+                failure="not_found",
+                retries=retries,
+                error="the source answered 404: it has no file for this attachment",
+            )
         except _SizeExceeded as exc:
             _discard(temp)
-            return Outcome("failed", failure="size_mismatch", retries=retries, size=exc.received,
-                           error=f"the source declared {item.size_expected} bytes but sent {exc}")
+            return Outcome(
+                "failed",
+                failure="size_mismatch",
+                retries=retries,
+                size=exc.received,
+                error=f"the source declared {item.size_expected} bytes but sent {exc}",
+            )
         except TransportError as exc:
             _discard(temp)
             return Outcome("failed", failure="transport", retries=retries, error=str(exc))
@@ -152,14 +167,23 @@ def download_blob(session: FieldSession, blobs: BlobStore, item: PendingBlob, *,
             raise
         if item.size_expected is not None and writer.size != item.size_expected:
             _discard(temp)
-            return Outcome("failed", failure="size_mismatch", size=writer.size, retries=retries,
-                           error=f"the source declared {item.size_expected} bytes but sent "
-                                 f"{writer.size}")
+            return Outcome(
+                "failed",
+                failure="size_mismatch",
+                size=writer.size,
+                retries=retries,
+                error=f"the source declared {item.size_expected} bytes but sent {writer.size}",
+            )
         info = adopt_temp(blobs, temp, writer.hexdigest(), writer.size)
-        return Outcome("stored", sha256=info.sha256, size=info.size, retries=retries,
-                       downloaded=True)
-    return Outcome("failed", failure="incomplete", retries=retries,
-                   error=f"cut short {attempts} times; last: {last_error}")
+        return Outcome(
+            "stored", sha256=info.sha256, size=info.size, retries=retries, downloaded=True
+        )
+    return Outcome(
+        "failed",
+        failure="incomplete",
+        retries=retries,
+        error=f"cut short {attempts} times; last: {last_error}",
+    )
 
 
 def _discard(temp: Path) -> None:
@@ -178,7 +202,8 @@ def recheck_stored(ctx: Context) -> int:
     present = 0
     missing: list[str] = []
     for attachment_id, sha256 in ctx.store.conn.execute(
-            "SELECT id, sha256 FROM attachments WHERE state = 'stored'"):
+        "SELECT id, sha256 FROM attachments WHERE state = 'stored'"
+    ):
         if ctx.blobs.has(sha256):
             present += 1
         else:
@@ -186,11 +211,16 @@ def recheck_stored(ctx: Context) -> int:
     if missing:
         with ctx.store.transaction():
             ctx.store.conn.executemany(
-                "UPDATE attachments SET state = 'pending', sha256 = NULL, size = NULL "
-                "WHERE id = ?", [(attachment_id,) for attachment_id in missing])
-        ctx.note("blobs_missing", level="warning", counts={"missing": len(missing)},
-                 message="stored attachments whose file is gone from the blob store are "
-                         "downloaded again")
+                "UPDATE attachments SET state = 'pending', sha256 = NULL, size = NULL WHERE id = ?",
+                [(attachment_id,) for attachment_id in missing],
+            )
+        ctx.note(
+            "blobs_missing",
+            level="warning",
+            counts={"missing": len(missing)},
+            message="stored attachments whose file is gone from the blob store are "
+            "downloaded again",
+        )
     return present
 
 
@@ -229,31 +259,45 @@ def save_outcome(ctx: Context, item: PendingBlob, outcome: Outcome) -> None:
             store.conn.execute(
                 "UPDATE attachments SET state = 'stored', sha256 = ?, size = ?, error = NULL, "
                 "failure = NULL, downloaded_run = ? WHERE id = ?",
-                (outcome.sha256, outcome.size, ctx.run_id, item.id))
+                (outcome.sha256, outcome.size, ctx.run_id, item.id),
+            )
             tally.blobs_downloaded += 1
             tally.bytes_downloaded += outcome.size or 0
             return
         store.conn.execute(
             "UPDATE attachments SET state = 'failed', sha256 = NULL, size = NULL, error = ?, "
             "failure = ?, downloaded_run = ? WHERE id = ?",
-            (outcome.error, outcome.failure, ctx.run_id, item.id))
+            (outcome.error, outcome.failure, ctx.run_id, item.id),
+        )
         tally.blobs_failed += 1
         if outcome.failure == "transport":
             # The network's fault, not the source data's: the run log has it, and the next
             # run tries again.
-            ctx.note("download_failed", level="warning", attachment=item.id,
-                     message=outcome.error)
+            ctx.note("download_failed", level="warning", attachment=item.id, message=outcome.error)
             return
         name = f" ({item.filename!r})" if item.filename else ""
-        ctx.problems([Problem(
-            "attachments", item.id,
-            f"{item.kind} {item.id}{name} on {item.container_type} {item.container_id}: "
-            f"{outcome.error}; state failed ({outcome.failure})",
-            {"id": item.id, "kind": item.kind, "filename": item.filename,
-             "container_type": item.container_type, "container_id": item.container_id,
-             "size_expected": item.size_expected, "size_received": outcome.size,
-             "failure": outcome.failure, "at": utc_now()},
-        )], endpoint="POST /api/binary_data")
+        ctx.problems(
+            [
+                Problem(
+                    "attachments",
+                    item.id,
+                    f"{item.kind} {item.id}{name} on {item.container_type} {item.container_id}: "
+                    f"{outcome.error}; state failed ({outcome.failure})",
+                    {
+                        "id": item.id,
+                        "kind": item.kind,
+                        "filename": item.filename,
+                        "container_type": item.container_type,
+                        "container_id": item.container_id,
+                        "size_expected": item.size_expected,
+                        "size_received": outcome.size,
+                        "failure": outcome.failure,
+                        "at": utc_now(),
+                    },
+                )
+            ],
+            endpoint="POST /api/binary_data",
+        )
 
 
 def _pause(policy_backoff: Callable[[int, random.Random], float]) -> Callable[[int], float]:
@@ -268,8 +312,10 @@ def extract_attachments(ctx: Context) -> None:
     pending = pending_blobs(ctx)
     workers = max(1, ctx.options.workers)
     ctx.progress.start("attachments", len(pending))
-    ctx.note("downloads_start", counts={"pending": len(pending), "stored": ctx.tally.blobs_skipped,
-                                        "workers": workers})
+    ctx.note(
+        "downloads_start",
+        counts={"pending": len(pending), "stored": ctx.tally.blobs_skipped, "workers": workers},
+    )
     pause = _pause(ctx.session.http.policy.backoff)
     queue: Iterator[PendingBlob] = iter(pending)
     in_flight: dict[Future[Outcome], PendingBlob] = {}
@@ -279,8 +325,14 @@ def extract_attachments(ctx: Context) -> None:
     def submit_next() -> None:
         item = next(queue, None)
         if item is not None:
-            future = pool.submit(download_blob, ctx.session, ctx.blobs, item,
-                                 attempts=max(1, ctx.options.download_attempts), pause=pause)
+            future = pool.submit(
+                download_blob,
+                ctx.session,
+                ctx.blobs,
+                item,
+                attempts=max(1, ctx.options.download_attempts),
+                pause=pause,
+            )
             in_flight[future] = item
 
     try:
@@ -298,7 +350,8 @@ def extract_attachments(ctx: Context) -> None:
                     if transport_failures >= MAX_TRANSPORT_FAILURES_IN_A_ROW:
                         raise TransportError(
                             f"{transport_failures} attachment downloads in a row failed "
-                            f"(last: {outcome.error})")
+                            f"(last: {outcome.error})"
+                        )
                 elif outcome.state == "stored":
                     transport_failures = 0
                 submit_next()
@@ -315,10 +368,22 @@ def extract_attachments(ctx: Context) -> None:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         ctx.progress.finish("attachments")
-    ctx.note("downloads_done", counts={"downloaded": ctx.tally.blobs_downloaded,
-                                       "failed": ctx.tally.blobs_failed,
-                                       "bytes": ctx.tally.bytes_downloaded})
+    ctx.note(
+        "downloads_done",
+        counts={
+            "downloaded": ctx.tally.blobs_downloaded,
+            "failed": ctx.tally.blobs_failed,
+            "bytes": ctx.tally.bytes_downloaded,
+        },
+    )
 
 
-__all__ = ["Outcome", "PendingBlob", "adopt_temp", "download_blob", "extract_attachments",
-           "pending_blobs", "save_outcome"]
+__all__ = [
+    "Outcome",
+    "PendingBlob",
+    "adopt_temp",
+    "download_blob",
+    "extract_attachments",
+    "pending_blobs",
+    "save_outcome",
+]

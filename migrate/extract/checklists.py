@@ -30,8 +30,15 @@ SAVE_EVERY = 20
 
 
 def extract_checklist_listing(ctx: Context) -> None:
-    extract_listing(ctx, cursor=LISTING_CURSOR, entity="checklists", raw_table="raw_checklists",
-                    method="GET", path=LIST_PATH, params={"project_id": ctx.project_id})
+    extract_listing(
+        ctx,
+        cursor=LISTING_CURSOR,
+        entity="checklists",
+        raw_table="raw_checklists",
+        method="GET",
+        path=LIST_PATH,
+        params={"project_id": ctx.project_id},
+    )
 
 
 def pending_checklist_details(ctx: Context) -> list[tuple[str, str]]:
@@ -60,8 +67,9 @@ def fetch_checklist(session: FieldSession, project_id: str, checklist_id: str) -
             return None
         raise
     if not isinstance(answer, dict):
-        raise MalformedBody(path, str(answer)[:2048],
-                            f"a JSON {type(answer).__name__} where an object was expected")
+        raise MalformedBody(
+            path, str(answer)[:2048], f"a JSON {type(answer).__name__} where an object was expected"
+        )
     return answer
 
 
@@ -80,8 +88,12 @@ def save_checklist_details(ctx: Context, fetched: list[tuple[str, str, Any | Non
                 continue
             source_id, problem = record_id(record, "checklists")
             if problem is None and source_id != checklist_id:
-                problem = Problem("checklists", checklist_id, f"asked for checklist "
-                                  f"{checklist_id}, got {source_id}; ignored", record)
+                problem = Problem(
+                    "checklists",
+                    checklist_id,
+                    f"asked for checklist {checklist_id}, got {source_id}; ignored",
+                    record,
+                )
             if problem is not None:
                 problems.append(problem)
                 continue
@@ -90,15 +102,24 @@ def save_checklist_details(ctx: Context, fetched: list[tuple[str, str, Any | Non
         # Deleted since it was listed: the flags step marks it deleted.
         store.conn.executemany(
             "UPDATE raw_checklists SET deleted_at_run = ? WHERE source_id = ? AND "
-            "deleted_at_run IS NULL", [(ctx.run_id, checklist_id) for checklist_id in gone])
+            "deleted_at_run IS NULL",
+            [(ctx.run_id, checklist_id) for checklist_id in gone],
+        )
         saved = save_raw_batch(store, "raw_checklist_details", list(wanted.items()), ctx.run_id)
         store.conn.executemany(
             "UPDATE raw_checklist_details SET listing_hash = ? WHERE source_id = ?",
-            [(basis[checklist_id], checklist_id) for checklist_id in wanted])
+            [(basis[checklist_id], checklist_id) for checklist_id in wanted],
+        )
         for checklist_id in wanted:
             ctx.tally.change("checklist_details", saved[checklist_id].change)
-        save_checklists(ctx, [(checklist_id, map_checklist(record, checklist_id))
-                              for checklist_id, record in wanted.items()], endpoint=endpoint)
+        save_checklists(
+            ctx,
+            [
+                (checklist_id, map_checklist(record, checklist_id))
+                for checklist_id, record in wanted.items()
+            ],
+            endpoint=endpoint,
+        )
         ctx.problems(problems, endpoint=endpoint)
 
 
@@ -115,8 +136,10 @@ def extract_checklist_details(ctx: Context) -> None:
                 record = fetch_checklist(ctx.session, ctx.project_id, checklist_id)
             except MalformedBody as exc:
                 with ctx.store.transaction():
-                    ctx.problems([Problem("checklists", checklist_id, str(exc),
-                                          exc.body_text)], endpoint=f"GET {LIST_PATH}/:id")
+                    ctx.problems(
+                        [Problem("checklists", checklist_id, str(exc), exc.body_text)],
+                        endpoint=f"GET {LIST_PATH}/:id",
+                    )
                 if "checklist_details" not in ctx.tally.incomplete:
                     ctx.tally.incomplete.append("checklist_details")
                 continue
@@ -141,7 +164,9 @@ def refresh_checklist_flags(ctx: Context) -> None:
         conn.execute(f"UPDATE checklists SET deleted = id NOT IN ({_ACTIVE})")
         conn.execute(
             "UPDATE raw_checklist_details SET deleted_at_run = ? WHERE deleted_at_run IS NULL "
-            "AND source_id IN (SELECT id FROM checklists WHERE deleted = 1)", (ctx.run_id,))
+            "AND source_id IN (SELECT id FROM checklists WHERE deleted = 1)",
+            (ctx.run_id,),
+        )
 
 
 def extract_checklists(ctx: Context) -> None:

@@ -51,8 +51,15 @@ def _in(values: Sequence[Any]) -> str:
 
 
 def extract_issue_listing(ctx: Context) -> None:
-    extract_listing(ctx, cursor=LISTING_CURSOR, entity="issues", raw_table="raw_issues",
-                    method="POST", path="/api/get_issues", params={"project_id": ctx.project_id})
+    extract_listing(
+        ctx,
+        cursor=LISTING_CURSOR,
+        entity="issues",
+        raw_table="raw_issues",
+        method="POST",
+        path="/api/get_issues",
+        params={"project_id": ctx.project_id},
+    )
 
 
 # -- 2. voided ---------------------------------------------------------------------------------
@@ -72,15 +79,22 @@ def extract_voided(ctx: Context) -> None:
         answer = fetch_voided_ids(ctx.session)
     except MalformedBody as exc:
         with ctx.store.transaction():
-            ctx.problems([Problem("voided_issues", None, str(exc), exc.body_text)],
-                         endpoint=endpoint)
+            ctx.problems(
+                [Problem("voided_issues", None, str(exc), exc.body_text)], endpoint=endpoint
+            )
         ctx.tally.incomplete.append("voided_issues")
         return
     problems: list[Problem] = []
     if not isinstance(answer, list):
-        problems.append(Problem("voided_issues", None, "get_voided_issues answered with "
-                                f"{type(answer).__name__}, not a list of ids; nothing stored",
-                                answer))
+        problems.append(
+            Problem(
+                "voided_issues",
+                None,
+                "get_voided_issues answered with "
+                f"{type(answer).__name__}, not a list of ids; nothing stored",
+                answer,
+            )
+        )
         with ctx.store.transaction():
             ctx.problems(problems, endpoint=endpoint)
         ctx.tally.incomplete.append("voided_issues")
@@ -90,11 +104,21 @@ def extract_voided(ctx: Context) -> None:
         if isinstance(value, str) and value and storable_text(value) == value:
             ids.append(value)
         else:
-            problems.append(Problem("voided_issues", None, "a voided issue id is not text "
-                                    f"({json.dumps(value)[:60]}); ignored", value))
+            problems.append(
+                Problem(
+                    "voided_issues",
+                    None,
+                    f"a voided issue id is not text ({json.dumps(value)[:60]}); ignored",
+                    value,
+                )
+            )
     with ctx.store.transaction():
-        saved = save_raw_batch(ctx.store, "raw_voided_issues",
-                               [(issue_id, {"id": issue_id}) for issue_id in ids], ctx.run_id)
+        saved = save_raw_batch(
+            ctx.store,
+            "raw_voided_issues",
+            [(issue_id, {"id": issue_id}) for issue_id in ids],
+            ctx.run_id,
+        )
         for result in saved.values():
             ctx.tally.change("voided_issues", result.change)
         gone = mark_missing(ctx.store, "raw_voided_issues", ids, ctx.run_id)
@@ -149,20 +173,30 @@ def fetch_issue_details(session: FieldSession, ids: Sequence[str]) -> tuple[list
         second, second_gone = fetch_issue_details(session, ids[middle:])
         return first + second, first_gone + second_gone
     if not isinstance(answer, list):
-        raise MalformedBody(RETRIEVE_PATH, str(answer)[:2048],
-                            f"a JSON {type(answer).__name__} where a list was expected")
+        raise MalformedBody(
+            RETRIEVE_PATH,
+            str(answer)[:2048],
+            f"a JSON {type(answer).__name__} where a list was expected",
+        )
     return answer, []
 
 
 def _custom_field_positions(ctx: Context) -> dict[str, int]:
     return {
-        field_id: position for field_id, position in ctx.store.conn.execute(
-            "SELECT id, position FROM custom_fields WHERE position IS NOT NULL")
+        field_id: position
+        for field_id, position in ctx.store.conn.execute(
+            "SELECT id, position FROM custom_fields WHERE position IS NOT NULL"
+        )
     }
 
 
-def save_issue_details(ctx: Context, batch: Sequence[tuple[str, str]], records: list[Any],
-                       gone: Sequence[str], positions: dict[str, int]) -> None:
+def save_issue_details(
+    ctx: Context,
+    batch: Sequence[tuple[str, str]],
+    records: list[Any],
+    gone: Sequence[str],
+    positions: dict[str, int],
+) -> None:
     """One retrieve batch: raw details with their basis, normalised rows, ids now gone."""
     store = ctx.store
     conn = store.conn
@@ -170,47 +204,73 @@ def save_issue_details(ctx: Context, batch: Sequence[tuple[str, str]], records: 
     basis = dict(batch)
     ids = list(basis)
     listings = {
-        source_id: json.loads(payload) for source_id, payload in conn.execute(
+        source_id: json.loads(payload)
+        for source_id, payload in conn.execute(
             f"SELECT source_id, payload FROM raw_issues WHERE deleted_at_run IS NULL AND "
-            f"source_id IN ({_in(ids)})", ids)
+            f"source_id IN ({_in(ids)})",
+            ids,
+        )
     }
-    voided = {source_id for (source_id,) in conn.execute(
-        f"{_ACTIVE_VOIDED} AND source_id IN ({_in(ids)})", ids)}
+    voided = {
+        source_id
+        for (source_id,) in conn.execute(f"{_ACTIVE_VOIDED} AND source_id IN ({_in(ids)})", ids)
+    }
     with store.transaction():
         mapped = Mapped()
         wanted: dict[str, Any] = {}
         for record in records:
             source_id, problem = record_id(record, "issues")
             if problem is None and (source_id not in basis or source_id in wanted):
-                problem = Problem("issues", source_id, f"retrieve returned issue {source_id} "
-                                  "that was not asked for (or twice); ignored", record)
+                problem = Problem(
+                    "issues",
+                    source_id,
+                    f"retrieve returned issue {source_id} "
+                    "that was not asked for (or twice); ignored",
+                    record,
+                )
             if problem is not None:
                 mapped.problems.append(problem)
                 continue
             assert source_id is not None
             wanted[source_id] = record
         stored = save_raw_batch(store, "raw_issue_details", list(wanted.items()), ctx.run_id)
-        conn.executemany("UPDATE raw_issue_details SET listing_hash = ? WHERE source_id = ?",
-                         [(basis[source_id], source_id) for source_id in wanted])
+        conn.executemany(
+            "UPDATE raw_issue_details SET listing_hash = ? WHERE source_id = ?",
+            [(basis[source_id], source_id) for source_id in wanted],
+        )
         for source_id, record in wanted.items():
             ctx.tally.change("issue_details", stored[source_id].change)
-            mapped.extend(map_issue(record, source_id, listings.get(source_id),
-                                    content_hash=stored[source_id].digest,
-                                    voided=source_id in voided,
-                                    custom_field_positions=positions))
+            mapped.extend(
+                map_issue(
+                    record,
+                    source_id,
+                    listings.get(source_id),
+                    content_hash=stored[source_id].digest,
+                    voided=source_id in voided,
+                    custom_field_positions=positions,
+                )
+            )
         saved = list(wanted)
         for source_id in ids:
             if source_id not in saved and source_id not in gone:
-                mapped.problems.append(Problem(
-                    "issues", source_id, f"retrieve did not return issue {source_id}; it is "
-                    "asked for again by the next run", None))
+                mapped.problems.append(
+                    Problem(
+                        "issues",
+                        source_id,
+                        f"retrieve did not return issue {source_id}; it is "
+                        "asked for again by the next run",
+                        None,
+                    )
+                )
         save_issue_batch(ctx, mapped, saved, endpoint=endpoint)
         if gone:
             # Deleted between listing and retrieve: the flags step marks the issue deleted.
             for table in ("raw_issues", "raw_voided_issues"):
                 conn.execute(
                     f"UPDATE {table} SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND "
-                    f"source_id IN ({_in(gone)})", (ctx.run_id, *gone))
+                    f"source_id IN ({_in(gone)})",
+                    (ctx.run_id, *gone),
+                )
             ctx.note("issues_gone", counts={"gone": len(gone)})
 
 
@@ -222,14 +282,22 @@ def extract_issue_details(ctx: Context) -> None:
     positions = _custom_field_positions(ctx)
     try:
         for start in range(0, len(pending), MAX_RETRIEVE_IDS):
-            batch = pending[start:start + MAX_RETRIEVE_IDS]
+            batch = pending[start : start + MAX_RETRIEVE_IDS]
             try:
                 records, gone = fetch_issue_details(ctx.session, [i for i, _ in batch])
             except MalformedBody as exc:
                 with ctx.store.transaction():
-                    ctx.problems([Problem("issues", None, f"retrieve of {len(batch)} issues: "
-                                          f"{exc}", exc.body_text)],
-                                 endpoint=f"POST {RETRIEVE_PATH}")
+                    ctx.problems(
+                        [
+                            Problem(
+                                "issues",
+                                None,
+                                f"retrieve of {len(batch)} issues: {exc}",
+                                exc.body_text,
+                            )
+                        ],
+                        endpoint=f"POST {RETRIEVE_PATH}",
+                    )
                 ctx.tally.incomplete.append("issue_details")
                 continue
             save_issue_details(ctx, batch, records, gone, positions)
@@ -257,8 +325,9 @@ def _history_needed(ctx: Context) -> bool:
 
 def fetch_status_history(session: FieldSession, project_id: str) -> Any:
     """Every status change of the project's issues (one call)."""
-    return session.json("GET", f"/api/v1/projects/{project_id}/issue_changes",
-                        {"project_id": project_id})
+    return session.json(
+        "GET", f"/api/v1/projects/{project_id}/issue_changes", {"project_id": project_id}
+    )
 
 
 def extract_status_history(ctx: Context) -> None:
@@ -278,12 +347,16 @@ def extract_status_history(ctx: Context) -> None:
     try:
         answer = fetch_status_history(ctx.session, ctx.project_id)
         if not isinstance(answer, list):
-            raise MalformedBody(endpoint, str(answer)[:2048],
-                                f"a JSON {type(answer).__name__} where a list was expected")
+            raise MalformedBody(
+                endpoint,
+                str(answer)[:2048],
+                f"a JSON {type(answer).__name__} where a list was expected",
+            )
     except MalformedBody as exc:
         with ctx.store.transaction():
-            ctx.problems([Problem("issue_changes", None, str(exc), exc.body_text)],
-                         endpoint=endpoint)
+            ctx.problems(
+                [Problem("issue_changes", None, str(exc), exc.body_text)], endpoint=endpoint
+            )
         ctx.tally.incomplete.append("issue_changes")
         return
     problems: list[Problem] = []
@@ -301,14 +374,18 @@ def extract_status_history(ctx: Context) -> None:
     # Issues created after the listing are left for the next run (issue and history).
     issue_ids = [i for i in grouped if i in known]
     with store.transaction():
-        without = {source_id for (source_id,) in conn.execute(
-            "SELECT i.source_id FROM issues i WHERE NOT EXISTS (SELECT 1 FROM "
-            "issue_status_history h WHERE h.issue_id = i.source_id)")}
+        without = {
+            source_id
+            for (source_id,) in conn.execute(
+                "SELECT i.source_id FROM issues i WHERE NOT EXISTS (SELECT 1 FROM "
+                "issue_status_history h WHERE h.issue_id = i.source_id)"
+            )
+        }
         # The one answer holds the whole project's history: stored a slice of issues at a
         # time, so raw records and rows of one slice are in memory, not of the project.
         for start in range(0, len(issue_ids), HISTORY_SLICE):
             problems += _save_history_slice(
-                ctx, {i: grouped.pop(i) for i in issue_ids[start:start + HISTORY_SLICE]}, without
+                ctx, {i: grouped.pop(i) for i in issue_ids[start : start + HISTORY_SLICE]}, without
             )
         gone = mark_missing(store, "raw_issue_changes", issue_ids, ctx.run_id)
         ctx.tally.change("issue_changes", "deleted", len(gone))
@@ -323,8 +400,9 @@ def _save_history_slice(
     issue has none yet); the problems found mapping them."""
     rewrite: list[str] = []
     mapped = Mapped()
-    stored = save_raw_batch(ctx.store, "raw_issue_changes", list(changes_by_issue.items()),
-                            ctx.run_id)
+    stored = save_raw_batch(
+        ctx.store, "raw_issue_changes", list(changes_by_issue.items()), ctx.run_id
+    )
     for issue_id, saved in stored.items():
         change = saved.change
         ctx.tally.change("issue_changes", change)
@@ -345,17 +423,21 @@ def refresh_issue_flags(ctx: Context) -> None:
     with ctx.store.transaction():
         newly_deleted = conn.execute(
             f"SELECT count(*) FROM issues WHERE deleted = 0 AND source_id NOT IN "
-            f"({_ACTIVE_LISTED}) AND source_id NOT IN ({_ACTIVE_VOIDED})").fetchone()[0]
+            f"({_ACTIVE_LISTED}) AND source_id NOT IN ({_ACTIVE_VOIDED})"
+        ).fetchone()[0]
         ctx.tally.change("issues", "deleted", newly_deleted)
         conn.execute(
             f"UPDATE issues SET deleted = CASE WHEN source_id IN ({_ACTIVE_LISTED}) OR "
-            f"source_id IN ({_ACTIVE_VOIDED}) THEN 0 ELSE 1 END")
+            f"source_id IN ({_ACTIVE_VOIDED}) THEN 0 ELSE 1 END"
+        )
         conn.execute(f"UPDATE issues SET voided = source_id IN ({_ACTIVE_VOIDED})")
         # The raw details of a deleted issue are marked too, so an issue that comes back is
         # retrieved again whatever its listing hash.
         conn.execute(
             "UPDATE raw_issue_details SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND "
-            "source_id IN (SELECT source_id FROM issues WHERE deleted = 1)", (ctx.run_id,))
+            "source_id IN (SELECT source_id FROM issues WHERE deleted = 1)",
+            (ctx.run_id,),
+        )
         conn.execute("""
             UPDATE issues SET
               issue_type_name = (SELECT name FROM issue_types t WHERE t.id = issues.issue_type_id),

@@ -20,18 +20,30 @@ from migrate.store import mark_missing
 MAX_BAD_PAGES = 3
 
 
-def fetch_page(session: FieldSession, method: str, path: str, params: dict[str, Any],
-               offset: int) -> list[Any]:
+def fetch_page(
+    session: FieldSession, method: str, path: str, params: dict[str, Any], offset: int
+) -> list[Any]:
     """One page of an offset/limit listing (at most ``session.page_size`` records)."""
     rows = session.json(method, path, {**params, "offset": offset, "limit": session.page_size})
     if not isinstance(rows, list):
-        raise MalformedBody(path, str(rows)[:2048],
-                            f"a JSON {type(rows).__name__} where a list was expected")
+        raise MalformedBody(
+            path, str(rows)[:2048], f"a JSON {type(rows).__name__} where a list was expected"
+        )
     return rows
 
 
-def save_page(ctx: Context, *, cursor: str, entity: str, raw_table: str, rows: list[Any],
-              offset: int, last: bool, incomplete: bool, endpoint: str) -> None:
+def save_page(
+    ctx: Context,
+    *,
+    cursor: str,
+    entity: str,
+    raw_table: str,
+    rows: list[Any],
+    offset: int,
+    last: bool,
+    incomplete: bool,
+    endpoint: str,
+) -> None:
     """Store one page's raw records and move the cursor past it, in one transaction."""
     store = ctx.store
     with store.transaction():
@@ -53,8 +65,16 @@ def save_page(ctx: Context, *, cursor: str, entity: str, raw_table: str, rows: l
         ctx.set_cursor(cursor, offset + len(rows), done=last, incomplete=incomplete)
 
 
-def extract_listing(ctx: Context, *, cursor: str, entity: str, raw_table: str, method: str,
-                    path: str, params: dict[str, Any]) -> None:
+def extract_listing(
+    ctx: Context,
+    *,
+    cursor: str,
+    entity: str,
+    raw_table: str,
+    method: str,
+    path: str,
+    params: dict[str, Any],
+) -> None:
     """Page through a listing from this pass's cursor to the short page."""
     offset, state = ctx.cursor(cursor)
     if state.get("done"):
@@ -77,8 +97,10 @@ def extract_listing(ctx: Context, *, cursor: str, entity: str, raw_table: str, m
                 incomplete = True
                 give_up = bad_pages >= MAX_BAD_PAGES
                 with ctx.store.transaction():
-                    ctx.problems([Problem(entity, None, f"page at offset {offset}: {exc}",
-                                          exc.body_text)], endpoint=endpoint)
+                    ctx.problems(
+                        [Problem(entity, None, f"page at offset {offset}: {exc}", exc.body_text)],
+                        endpoint=endpoint,
+                    )
                     ctx.set_cursor(cursor, offset + page_size, done=give_up, incomplete=True)
                 if entity not in ctx.tally.incomplete:
                     ctx.tally.incomplete.append(entity)
@@ -88,8 +110,17 @@ def extract_listing(ctx: Context, *, cursor: str, entity: str, raw_table: str, m
                 continue
             bad_pages = 0
             last = len(rows) < page_size
-            save_page(ctx, cursor=cursor, entity=entity, raw_table=raw_table, rows=rows,
-                      offset=offset, last=last, incomplete=incomplete, endpoint=endpoint)
+            save_page(
+                ctx,
+                cursor=cursor,
+                entity=entity,
+                raw_table=raw_table,
+                rows=rows,
+                offset=offset,
+                last=last,
+                incomplete=incomplete,
+                endpoint=endpoint,
+            )
             ctx.progress.advance(entity, len(rows))
             if last:
                 break

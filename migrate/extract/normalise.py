@@ -54,8 +54,9 @@ class Mapped:
 class _Checker:
     """Type checks for one record; each failure becomes a Problem naming record and field."""
 
-    def __init__(self, entity: str, source_id: str | None, payload: Any,
-                 problems: list[Problem]) -> None:
+    def __init__(
+        self, entity: str, source_id: str | None, payload: Any, problems: list[Problem]
+    ) -> None:
         self.entity = entity
         self.source_id = source_id
         self.payload = payload
@@ -73,8 +74,10 @@ class _Checker:
             return value
         if isinstance(value, bool | int | float):
             shown = json.dumps(value)
-            self.problem(f"{self._what(name)} should be text, got {_kind(value)} {shown}; "
-                         f"stored as the text {shown}")
+            self.problem(
+                f"{self._what(name)} should be text, got {_kind(value)} {shown}; "
+                f"stored as the text {shown}"
+            )
             return shown
         self.problem(f"{self._what(name)} should be text, got {_kind(value)}; stored as NULL")
         return None
@@ -86,11 +89,13 @@ class _Checker:
         if isinstance(value, str):
             return value
         if isinstance(value, int) and not isinstance(value, bool):
-            self.problem(f"{self._what(name)} should be an id (text), got the number {value}; "
-                         "stored as text")
+            self.problem(
+                f"{self._what(name)} should be an id (text), got the number {value}; stored as text"
+            )
             return str(value)
-        self.problem(f"{self._what(name)} should be an id (text), got {_kind(value)}; "
-                     "stored as NULL")
+        self.problem(
+            f"{self._what(name)} should be an id (text), got {_kind(value)}; stored as NULL"
+        )
         return None
 
     def number(self, value: Any, name: str) -> float | None:
@@ -111,8 +116,10 @@ class _Checker:
                 number = math.nan
             if math.isfinite(number):
                 return number
-        self.problem(f"{self._what(name)} should be a number, got {_kind(value)} "
-                     f"{_shown(value)}; stored as NULL")
+        self.problem(
+            f"{self._what(name)} should be a number, got {_kind(value)} "
+            f"{_shown(value)}; stored as NULL"
+        )
         return None
 
     def integer(self, value: Any, name: str, *, minimum: int | None = None) -> int | None:
@@ -120,16 +127,23 @@ class _Checker:
             return None
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and (
-                minimum is None or value >= minimum):
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (minimum is None or value >= minimum)
+        ):
             if _SQLITE_MIN <= value <= _SQLITE_MAX:
                 return value
-            self.problem(f"{self._what(name)} is {_shown(value)}, too large to store (64 bits); "
-                         "stored as NULL")
+            self.problem(
+                f"{self._what(name)} is {_shown(value)}, too large to store (64 bits); "
+                "stored as NULL"
+            )
             return None
         floor = "" if minimum is None else f" of {minimum} or more"
-        self.problem(f"{self._what(name)} should be a whole number{floor}, got {_kind(value)} "
-                     f"{_shown(value)}; stored as NULL")
+        self.problem(
+            f"{self._what(name)} should be a whole number{floor}, got {_kind(value)} "
+            f"{_shown(value)}; stored as NULL"
+        )
         return None
 
     def flag(self, value: Any, name: str) -> int | None:
@@ -142,8 +156,10 @@ class _Checker:
             return int(value)
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
             return int(value.strip().lower() in ("true", "1"))
-        self.problem(f"{self._what(name)} should be true or false, got {_kind(value)} "
-                     f"{_shown(value)}; stored as NULL")
+        self.problem(
+            f"{self._what(name)} should be true or false, got {_kind(value)} "
+            f"{_shown(value)}; stored as NULL"
+        )
         return None
 
     def date(self, value: Any, name: str) -> str | None:
@@ -152,8 +168,10 @@ class _Checker:
             return None
         if isinstance(value, str) and _DATE.match(value.strip()):
             return value.strip()
-        self.problem(f"{self._what(name)} should be a date (YYYY-MM-DD), got {_kind(value)} "
-                     f"{_shown(value)}; stored as NULL")
+        self.problem(
+            f"{self._what(name)} should be a date (YYYY-MM-DD), got {_kind(value)} "
+            f"{_shown(value)}; stored as NULL"
+        )
         return None
 
     def items(self, value: Any, name: str) -> list[Any]:
@@ -198,21 +216,28 @@ def _shown(value: Any) -> str:
 def record_id(record: Any, entity: str, key: str = "id") -> tuple[str | None, Problem | None]:
     """The record's id, or a Problem when the record is not an object or has no usable id."""
     if not isinstance(record, Mapping):
-        return None, Problem(entity, None, f"{entity} record is {_kind(record)}, not an object; "
-                             "skipped", record)
+        return None, Problem(
+            entity, None, f"{entity} record is {_kind(record)}, not an object; skipped", record
+        )
     value = record.get(key)
     if isinstance(value, str) and value.strip():
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: no id SQLite (or Procore) can key on
-                return None, Problem(entity, None, f"{entity} record has an id that is not "
-                                     f"valid Unicode ({ascii(value)[:60]}); skipped", record)
+                return None, Problem(
+                    entity,
+                    None,
+                    f"{entity} record has an id that is not "
+                    f"valid Unicode ({ascii(value)[:60]}); skipped",
+                    record,
+                )
         return value, None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value), None
-    return None, Problem(entity, None, f"{entity} record has no {key} "
-                         f"(got {_kind(value)}); skipped", record)
+    return None, Problem(
+        entity, None, f"{entity} record has no {key} (got {_kind(value)}); skipped", record
+    )
 
 
 def json_text(value: Any) -> str | None:
@@ -230,10 +255,15 @@ def map_project(record: Mapping[str, Any], source_id: str) -> Mapped:
     if name is None:
         check.problem(f"projects {source_id}: name is missing; stored as ''")
         name = ""
-    out.add("projects", {"id": source_id, "name": name,
-                         "a360_project_id": check.text(record.get("a360_project_id"),
-                                                       "a360_project_id"),
-                         "updated_at": check.text(record.get("updated_at"), "updated_at")})
+    out.add(
+        "projects",
+        {
+            "id": source_id,
+            "name": name,
+            "a360_project_id": check.text(record.get("a360_project_id"), "a360_project_id"),
+            "updated_at": check.text(record.get("updated_at"), "updated_at"),
+        },
+    )
     return out
 
 
@@ -255,8 +285,9 @@ def map_areas(records: Mapping[str, Mapping[str, Any]]) -> Mapped:
         node = parents[source_id]
         while node is not None:
             if node in seen:
-                check.problem(f"areas {source_id}: parent chain loops back to {node}; "
-                              "depth stored as NULL")
+                check.problem(
+                    f"areas {source_id}: parent chain loops back to {node}; depth stored as NULL"
+                )
                 depth = None
                 break
             if node not in parents:
@@ -266,15 +297,18 @@ def map_areas(records: Mapping[str, Mapping[str, Any]]) -> Mapped:
             depth = (depth or 0) + 1
             node = parents[node]
         deleted = check.flag(record.get("deleted"), "deleted")
-        out.add("areas", {
-            "id": source_id,
-            "parent_id": parents[source_id],
-            "name": name,
-            "full_path": check.text(record.get("full_path"), "full_path"),
-            "identifier": check.text(record.get("identifier"), "identifier"),
-            "deleted": deleted or 0,
-            "depth": depth,
-        })
+        out.add(
+            "areas",
+            {
+                "id": source_id,
+                "parent_id": parents[source_id],
+                "name": name,
+                "full_path": check.text(record.get("full_path"), "full_path"),
+                "identifier": check.text(record.get("identifier"), "identifier"),
+                "deleted": deleted or 0,
+                "depth": depth,
+            },
+        )
     return out
 
 
@@ -287,18 +321,23 @@ def map_company(record: Mapping[str, Any], source_id: str) -> Mapped:
         name = ""
     address = record.get("address")
     if address is not None and not isinstance(address, Mapping):
-        check.problem(f"companies {source_id}: address should be an object, got "
-                      f"{_kind(address)}; stored as NULL")
+        check.problem(
+            f"companies {source_id}: address should be an object, got "
+            f"{_kind(address)}; stored as NULL"
+        )
         address = None
-    out.add("companies", {
-        "id": source_id,
-        "name": name,
-        "company_type": check.text(record.get("company_type"), "company_type"),
-        "company_category": check.text(record.get("company_category"), "company_category"),
-        "account_company": check.flag(record.get("account_company"), "account_company"),
-        "telephone": check.text(record.get("telephone"), "telephone"),
-        "address": json_text(address),
-    })
+    out.add(
+        "companies",
+        {
+            "id": source_id,
+            "name": name,
+            "company_type": check.text(record.get("company_type"), "company_type"),
+            "company_category": check.text(record.get("company_category"), "company_category"),
+            "account_company": check.flag(record.get("account_company"), "account_company"),
+            "telephone": check.text(record.get("telephone"), "telephone"),
+            "address": json_text(address),
+        },
+    )
     return out
 
 
@@ -307,20 +346,24 @@ def map_user(record: Mapping[str, Any], source_id: str) -> Mapped:
     check = _Checker("users", source_id, record, out.problems)
     email = check.text(record.get("email"), "email")
     if not email:
-        check.problem(f"users {source_id}: email is missing; user skipped (users are matched "
-                      "by email)")
+        check.problem(
+            f"users {source_id}: email is missing; user skipped (users are matched by email)"
+        )
         return out
     company = check.mapping(record.get("company"), "company")
     roles_text = check.text(record.get("roles"), "roles")
     roles = [role.strip() for role in (roles_text or "").split(",") if role.strip()]
-    out.add("users", {
-        "id": source_id,
-        "email": email,
-        "first_name": check.text(record.get("first_name"), "first_name"),
-        "last_name": check.text(record.get("last_name"), "last_name"),
-        "company_id": check.ident(company.get("id"), "company.id"),
-        "roles": json_text(roles),
-    })
+    out.add(
+        "users",
+        {
+            "id": source_id,
+            "email": email,
+            "first_name": check.text(record.get("first_name"), "first_name"),
+            "last_name": check.text(record.get("last_name"), "last_name"),
+            "company_id": check.ident(company.get("id"), "company.id"),
+            "roles": json_text(roles),
+        },
+    )
     return out
 
 
@@ -332,8 +375,14 @@ def map_named(table: str, record: Mapping[str, Any], source_id: str) -> Mapped:
     if name is None:
         check.problem(f"{table} {source_id}: name is missing; stored as ''")
         name = ""
-    out.add(table, {"id": source_id, "name": name,
-                    "category_name": check.text(record.get("category_name"), "category_name")})
+    out.add(
+        table,
+        {
+            "id": source_id,
+            "name": name,
+            "category_name": check.text(record.get("category_name"), "category_name"),
+        },
+    )
     return out
 
 
@@ -351,25 +400,32 @@ def map_custom_field(record: Mapping[str, Any], source_id: str) -> Mapped:
     elif isinstance(raw_values, str):
         values = parse_yaml_list(raw_values)
         if values is None:
-            check.problem(f"custom_fields {source_id}: possible_values is not a YAML list of "
-                          "strings; kept as the text")
+            check.problem(
+                f"custom_fields {source_id}: possible_values is not a YAML list of "
+                "strings; kept as the text"
+            )
             values = raw_values
     elif raw_values is not None:
-        check.problem(f"custom_fields {source_id}: possible_values should be a YAML list, got "
-                      f"{_kind(raw_values)}; stored as NULL")
+        check.problem(
+            f"custom_fields {source_id}: possible_values should be a YAML list, got "
+            f"{_kind(raw_values)}; stored as NULL"
+        )
     default = record.get("default_value")
-    out.add("custom_fields", {
-        "id": source_id,
-        "name": name,
-        "container_type": check.text(record.get("container_type"), "container_type"),
-        "container_id": check.ident(record.get("container_id"), "container_id"),
-        "display_type": check.text(record.get("display_type"), "display_type"),
-        "default_value": check.text(default, "default_value"),
-        "possible_values": json_text(values),
-        "required": check.flag(record.get("required"), "required"),
-        "position": check.integer(record.get("position"), "position"),
-        "updated_at": check.text(record.get("updated_at"), "updated_at"),
-    })
+    out.add(
+        "custom_fields",
+        {
+            "id": source_id,
+            "name": name,
+            "container_type": check.text(record.get("container_type"), "container_type"),
+            "container_id": check.ident(record.get("container_id"), "container_id"),
+            "display_type": check.text(record.get("display_type"), "display_type"),
+            "default_value": check.text(default, "default_value"),
+            "possible_values": json_text(values),
+            "required": check.flag(record.get("required"), "required"),
+            "position": check.integer(record.get("position"), "position"),
+            "updated_at": check.text(record.get("updated_at"), "updated_at"),
+        },
+    )
     return out
 
 
@@ -420,16 +476,19 @@ def map_issue_fields(section: str, record: Mapping[str, Any]) -> Mapped:
             continue
         item_check = _Checker("issue_fields", field_id, item, out.problems)
         possible = item.get("possible_values")
-        out.add("issue_fields", {
-            "field_id": field_id,
-            "issue_type_id": type_id,
-            "section": kind,
-            "name": item_check.text(item.get("name"), "name"),
-            "display_type": item_check.text(item.get("display_type"), "display_type"),
-            "required": item_check.flag(item.get("required"), "required"),
-            "position": item_check.integer(item.get("position", position), "position"),
-            "possible_values": json_text(possible if isinstance(possible, list) else None),
-        })
+        out.add(
+            "issue_fields",
+            {
+                "field_id": field_id,
+                "issue_type_id": type_id,
+                "section": kind,
+                "name": item_check.text(item.get("name"), "name"),
+                "display_type": item_check.text(item.get("display_type"), "display_type"),
+                "required": item_check.flag(item.get("required"), "required"),
+                "position": item_check.integer(item.get("position", position), "position"),
+                "possible_values": json_text(possible if isinstance(possible, list) else None),
+            },
+        )
     return out
 
 
@@ -481,20 +540,33 @@ def map_issue(
     out = Mapped()
     check = _Checker("issues", source_id, detail, out.problems)
     row: dict[str, Any] = {
-        "source_id": source_id, "identifier": None, "description": None, "status": None,
-        "priority": None, "issue_type_id": None, "area_id": None, "location_detail": None,
-        "responsible_company_id": None, "root_cause_id": None, "assigned_to_email": None,
-        "due_date": None, "labor_hours": None, "cost": None,
+        "source_id": source_id,
+        "identifier": None,
+        "description": None,
+        "status": None,
+        "priority": None,
+        "issue_type_id": None,
+        "area_id": None,
+        "location_detail": None,
+        "responsible_company_id": None,
+        "root_cause_id": None,
+        "assigned_to_email": None,
+        "due_date": None,
+        "labor_hours": None,
+        "cost": None,
         "created_by": check.text(detail.get("created_by"), "created_by"),
-        "created_at": None, "updated_at": None, "closed_at": None,
-        "voided": int(voided), "deleted": 0, "content_hash": content_hash,
+        "created_at": None,
+        "updated_at": None,
+        "closed_at": None,
+        "voided": int(voided),
+        "deleted": 0,
+        "content_hash": content_hash,
     }
     positions = custom_field_positions or {}
     custom: dict[str, Any] = {}
     for item in check.items(detail.get("fields"), "fields"):
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
-            check.problem(f"issues {source_id}: a field entry has no id ({_shown(item)}); "
-                          "ignored")
+            check.problem(f"issues {source_id}: a field entry has no id ({_shown(item)}); ignored")
             continue
         field_id, value = item["id"], item.get("value")
         if field_id in _TEXT_FIELDS:
@@ -506,14 +578,19 @@ def map_issue(
         elif field_id == "f--labor_hours":
             row["labor_hours"] = check.number(value, field_id)
         elif field_id == "f--cost":
-            row["cost"] = (check.text(value, field_id) if not isinstance(value, int | float)
-                           or isinstance(value, bool) else str(value))
+            row["cost"] = (
+                check.text(value, field_id)
+                if not isinstance(value, int | float) or isinstance(value, bool)
+                else str(value)
+            )
         elif field_id.startswith("cf--"):
             bare = field_id[4:]
             name = item.get("name") if isinstance(item.get("name"), str) else field_id
             if isinstance(value, list | Mapping):
-                check.problem(f"issues {source_id}: custom field {name!r} ({field_id}) should "
-                              f"be a single value, got {_kind(value)}; kept as given")
+                check.problem(
+                    f"issues {source_id}: custom field {name!r} ({field_id}) should "
+                    f"be a single value, got {_kind(value)}; kept as given"
+                )
             key = name if name not in custom else f"{name} ({field_id})"
             entry: dict[str, Any] = {"id": bare, "value": value}
             if bare in positions:
@@ -529,16 +606,22 @@ def map_issue(
     for comment in check.items(detail.get("comments"), "comments"):
         comment_id, problem = record_id(comment, "comments")
         if problem is not None:
-            out.problems.append(Problem("comments", source_id, f"issue {source_id}: "
-                                        + problem.reason, comment))
+            out.problems.append(
+                Problem("comments", source_id, f"issue {source_id}: " + problem.reason, comment)
+            )
             continue
         comment_check = _Checker("comments", comment_id, comment, out.problems)
-        out.add("comments", {
-            "id": comment_id, "container_type": "Issue", "container_id": source_id,
-            "created_by": comment_check.text(comment.get("created_by"), "created_by"),
-            "created_at": comment_check.text(comment.get("created_at"), "created_at"),
-            "text": comment_check.text(comment.get("comment_text"), "comment_text"),
-        })
+        out.add(
+            "comments",
+            {
+                "id": comment_id,
+                "container_type": "Issue",
+                "container_id": source_id,
+                "created_by": comment_check.text(comment.get("created_by"), "created_by"),
+                "created_at": comment_check.text(comment.get("created_at"), "created_at"),
+                "text": comment_check.text(comment.get("comment_text"), "comment_text"),
+            },
+        )
 
     sizes = listing_attachment_sizes(listing)
     for item in check.items(detail.get("attachments"), "attachments"):
@@ -547,21 +630,33 @@ def map_issue(
 
 
 def map_attachment(
-    item: Any, container_type: str, container_id: str, sizes: Mapping[str, Any] | None = None,
-    *, kind: str | None = None,
+    item: Any,
+    container_type: str,
+    container_id: str,
+    sizes: Mapping[str, Any] | None = None,
+    *,
+    kind: str | None = None,
 ) -> Mapped:
     """One attachment-list entry (Attachment, DocumentReference, UriReference, Signature)."""
     out = Mapped()
     attachment_id, problem = record_id(item, "attachments")
     if problem is not None:
-        out.problems.append(Problem("attachments", container_id,
-                                    f"{container_type} {container_id}: " + problem.reason, item))
+        out.problems.append(
+            Problem(
+                "attachments",
+                container_id,
+                f"{container_type} {container_id}: " + problem.reason,
+                item,
+            )
+        )
         return out
     check = _Checker("attachments", attachment_id, item, out.problems)
     kind = kind or item.get("type")
     if kind not in (*ATTACHMENT_KINDS, "Signature"):
-        check.problem(f"attachments {attachment_id} on {container_type} {container_id}: type "
-                      f"{_shown(kind)} is not one of {', '.join(ATTACHMENT_KINDS)}; skipped")
+        check.problem(
+            f"attachments {attachment_id} on {container_type} {container_id}: type "
+            f"{_shown(kind)} is not one of {', '.join(ATTACHMENT_KINDS)}; skipped"
+        )
         return out
     size = None
     if sizes and attachment_id in sizes:
@@ -571,24 +666,29 @@ def map_attachment(
     else:
         source_url = clean_url(check.text(item.get("original_url"), "original_url"))
         if not source_url:
-            check.problem(f"attachments {attachment_id} on {container_type} {container_id}: "
-                          "no original_url; downloaded by id anyway")
-    out.add("attachments", {
-        "id": attachment_id,
-        "container_type": container_type,
-        "container_id": container_id,
-        "kind": kind,
-        "filename": check.text(item.get("name"), "name"),
-        "content_type": check.text(item.get("content_type"), "content_type"),
-        "caption": check.text(item.get("caption"), "caption"),
-        "custom_field_id": check.ident(item.get("custom_field_id"), "custom_field_id"),
-        "created_by": check.text(item.get("created_by"), "created_by"),
-        "created_at": check.text(item.get("created_at"), "created_at"),
-        "size_expected": size,
-        "source_url": source_url,
-        "num_pages": check.integer(item.get("num_pages"), "num_pages", minimum=0),
-        "tags": check.text(item.get("tags"), "tags"),
-    })
+            check.problem(
+                f"attachments {attachment_id} on {container_type} {container_id}: "
+                "no original_url; downloaded by id anyway"
+            )
+    out.add(
+        "attachments",
+        {
+            "id": attachment_id,
+            "container_type": container_type,
+            "container_id": container_id,
+            "kind": kind,
+            "filename": check.text(item.get("name"), "name"),
+            "content_type": check.text(item.get("content_type"), "content_type"),
+            "caption": check.text(item.get("caption"), "caption"),
+            "custom_field_id": check.ident(item.get("custom_field_id"), "custom_field_id"),
+            "created_by": check.text(item.get("created_by"), "created_by"),
+            "created_at": check.text(item.get("created_at"), "created_at"),
+            "size_expected": size,
+            "source_url": source_url,
+            "num_pages": check.integer(item.get("num_pages"), "num_pages", minimum=0),
+            "tags": check.text(item.get("tags"), "tags"),
+        },
+    )
     return out
 
 
@@ -598,17 +698,21 @@ def map_status_history(issue_id: str, changes: Iterable[Any]) -> Mapped:
     for change in changes:
         check = _Checker("issue_status_history", issue_id, change, out.problems)
         if not isinstance(change, Mapping):
-            check.problem(f"issue_changes for {issue_id}: entry is {_kind(change)}, not an "
-                          "object; skipped")
+            check.problem(
+                f"issue_changes for {issue_id}: entry is {_kind(change)}, not an object; skipped"
+            )
             continue
-        out.add("issue_status_history", {
-            "issue_id": issue_id,
-            "status": check.text(change.get("status"), "status"),
-            "previous_status": check.text(change.get("previous_status"), "previous_status"),
-            "user": check.text(change.get("user"), "user"),
-            "start_dt": check.text(change.get("start_dt"), "start_dt"),
-            "end_dt": check.text(change.get("end_dt"), "end_dt"),
-        })
+        out.add(
+            "issue_status_history",
+            {
+                "issue_id": issue_id,
+                "status": check.text(change.get("status"), "status"),
+                "previous_status": check.text(change.get("previous_status"), "previous_status"),
+                "user": check.text(change.get("user"), "user"),
+                "start_dt": check.text(change.get("start_dt"), "start_dt"),
+                "end_dt": check.text(change.get("end_dt"), "end_dt"),
+            },
+        )
     return out
 
 
@@ -622,48 +726,66 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
     check = _Checker("checklists", source_id, detail, out.problems)
     company = check.mapping(detail.get("company"), "company")
     template = check.mapping(detail.get("template"), "template")
-    out.add("checklists", {
-        "id": source_id,
-        "identifier": check.text(detail.get("identifier"), "identifier"),
-        "name": check.text(detail.get("name"), "name"),
-        "description": check.text(detail.get("description"), "description"),
-        "checklist_type": check.text(detail.get("checklist_type"), "checklist_type"),
-        "status": check.text(detail.get("status"), "status"),
-        "priority": check.text(detail.get("priority"), "priority"),
-        "phase": check.text(detail.get("phase"), "phase"),
-        "created_by": check.text(detail.get("created_by"), "created_by"),
-        "created_at": check.text(detail.get("created_at"), "created_at"),
-        "updated_at": check.text(detail.get("updated_at"), "updated_at"),
-        "company_id": check.ident(company.get("id"), "company.id"),
-        "template_id": check.ident(template.get("id"), "template.id"),
-        "template_name": check.text(template.get("name"), "template.name"),
-        "deleted": 0,
-    })
+    out.add(
+        "checklists",
+        {
+            "id": source_id,
+            "identifier": check.text(detail.get("identifier"), "identifier"),
+            "name": check.text(detail.get("name"), "name"),
+            "description": check.text(detail.get("description"), "description"),
+            "checklist_type": check.text(detail.get("checklist_type"), "checklist_type"),
+            "status": check.text(detail.get("status"), "status"),
+            "priority": check.text(detail.get("priority"), "priority"),
+            "phase": check.text(detail.get("phase"), "phase"),
+            "created_by": check.text(detail.get("created_by"), "created_by"),
+            "created_at": check.text(detail.get("created_at"), "created_at"),
+            "updated_at": check.text(detail.get("updated_at"), "updated_at"),
+            "company_id": check.ident(company.get("id"), "company.id"),
+            "template_id": check.ident(template.get("id"), "template.id"),
+            "template_name": check.text(template.get("name"), "template.name"),
+            "deleted": 0,
+        },
+    )
     for position, section in enumerate(check.items(detail.get("sections"), "sections")):
         section_check = _Checker("checklist_sections", source_id, section, out.problems)
         if not isinstance(section, Mapping):
-            section_check.problem(f"checklists {source_id}: section {position} is "
-                                  f"{_kind(section)}, not an object; skipped")
+            section_check.problem(
+                f"checklists {source_id}: section {position} is "
+                f"{_kind(section)}, not an object; skipped"
+            )
             continue
         section_id = f"{source_id}:{position}"
         section_name = section_check.text(section.get("section_name"), "section_name")
-        out.add("checklist_sections", {"id": section_id, "checklist_id": source_id,
-                                       "position": position, "section_name": section_name})
+        out.add(
+            "checklist_sections",
+            {
+                "id": section_id,
+                "checklist_id": source_id,
+                "position": position,
+                "section_name": section_name,
+            },
+        )
         for item in section_check.items(section.get("items"), "items"):
             out.extend(_map_item(item, source_id, section_id, section_name))
     for comment in check.items(detail.get("comments"), "comments"):
         comment_id, problem = record_id(comment, "comments")
         if problem is not None:
-            out.problems.append(Problem("comments", source_id, f"checklist {source_id}: "
-                                        + problem.reason, comment))
+            out.problems.append(
+                Problem("comments", source_id, f"checklist {source_id}: " + problem.reason, comment)
+            )
             continue
         comment_check = _Checker("comments", comment_id, comment, out.problems)
-        out.add("comments", {
-            "id": comment_id, "container_type": "Checklist", "container_id": source_id,
-            "created_by": comment_check.text(comment.get("created_by"), "created_by"),
-            "created_at": comment_check.text(comment.get("created_at"), "created_at"),
-            "text": comment_check.text(comment.get("comment_text"), "comment_text"),
-        })
+        out.add(
+            "comments",
+            {
+                "id": comment_id,
+                "container_type": "Checklist",
+                "container_id": source_id,
+                "created_by": comment_check.text(comment.get("created_by"), "created_by"),
+                "created_at": comment_check.text(comment.get("created_at"), "created_at"),
+                "text": comment_check.text(comment.get("comment_text"), "comment_text"),
+            },
+        )
     for item in check.items(detail.get("attachments"), "attachments"):
         out.extend(map_attachment(item, "Checklist", source_id))
     for item in check.items(detail.get("signatures"), "signatures"):
@@ -672,21 +794,33 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
     for value in check.items(detail.get("custom_field_values"), "custom_field_values"):
         value_id, problem = record_id(value, "checklist_custom_field_values")
         if problem is not None:
-            out.problems.append(Problem("checklist_custom_field_values", source_id,
-                                        f"checklist {source_id}: " + problem.reason, value))
+            out.problems.append(
+                Problem(
+                    "checklist_custom_field_values",
+                    source_id,
+                    f"checklist {source_id}: " + problem.reason,
+                    value,
+                )
+            )
             continue
         if value_id in seen_values:
-            check.problem(f"checklists {source_id}: custom field value {value_id} appears "
-                          "twice; the first is kept")
+            check.problem(
+                f"checklists {source_id}: custom field value {value_id} appears "
+                "twice; the first is kept"
+            )
             continue
         seen_values.add(value_id)
         value_check = _Checker("checklist_custom_field_values", value_id, value, out.problems)
         raw = value.get("value")
-        out.add("checklist_custom_field_values", {
-            "checklist_id": source_id, "custom_field_id": value_id,
-            "display_type": value_check.text(value.get("display_type"), "display_type"),
-            "value": value_check.text(raw, "value"),
-        })
+        out.add(
+            "checklist_custom_field_values",
+            {
+                "checklist_id": source_id,
+                "custom_field_id": value_id,
+                "display_type": value_check.text(value.get("display_type"), "display_type"),
+                "value": value_check.text(raw, "value"),
+            },
+        )
     return out
 
 
@@ -694,8 +828,14 @@ def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str |
     out = Mapped()
     item_id, problem = record_id(item, "checklist_items")
     if problem is not None:
-        out.problems.append(Problem("checklist_items", checklist_id,
-                                    f"checklist {checklist_id}: " + problem.reason, item))
+        out.problems.append(
+            Problem(
+                "checklist_items",
+                checklist_id,
+                f"checklist {checklist_id}: " + problem.reason,
+                item,
+            )
+        )
         return out
     check = _Checker("checklist_items", item_id, item, out.problems)
     linked: list[str] = []
@@ -707,28 +847,33 @@ def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str |
         linked.append(link_id)
     possible = item.get("possible_values")
     if possible is not None and not isinstance(possible, list):
-        check.problem(f"checklist_items {item_id}: possible_values should be a list, got "
-                      f"{_kind(possible)}; stored as NULL")
+        check.problem(
+            f"checklist_items {item_id}: possible_values should be a list, got "
+            f"{_kind(possible)}; stored as NULL"
+        )
         possible = None
-    out.add("checklist_items", {
-        "id": item_id,
-        "checklist_id": checklist_id,
-        "section_id": section_id,
-        "section_name": section_name,
-        "position": check.integer(item.get("position"), "position"),
-        "display_number": check.text(item.get("display_number"), "display_number"),
-        "question_text": check.text(item.get("question_text"), "question_text"),
-        "display_type": check.text(item.get("display_type"), "display_type"),
-        "possible_values": json_text(possible),
-        "response": check.text(item.get("response"), "response"),
-        "is_conforming": check.text(item.get("is_conforming"), "is_conforming"),
-        "comment": check.text(item.get("comment"), "comment"),
-        "spec_ref": check.text(item.get("spec_ref"), "spec_ref"),
-        "linked_issue_ids": json_text(linked),
-        "created_by": check.text(item.get("created_by"), "created_by"),
-        "created_at": check.text(item.get("created_at"), "created_at"),
-        "updated_at": check.text(item.get("updated_at"), "updated_at"),
-    })
+    out.add(
+        "checklist_items",
+        {
+            "id": item_id,
+            "checklist_id": checklist_id,
+            "section_id": section_id,
+            "section_name": section_name,
+            "position": check.integer(item.get("position"), "position"),
+            "display_number": check.text(item.get("display_number"), "display_number"),
+            "question_text": check.text(item.get("question_text"), "question_text"),
+            "display_type": check.text(item.get("display_type"), "display_type"),
+            "possible_values": json_text(possible),
+            "response": check.text(item.get("response"), "response"),
+            "is_conforming": check.text(item.get("is_conforming"), "is_conforming"),
+            "comment": check.text(item.get("comment"), "comment"),
+            "spec_ref": check.text(item.get("spec_ref"), "spec_ref"),
+            "linked_issue_ids": json_text(linked),
+            "created_by": check.text(item.get("created_by"), "created_by"),
+            "created_at": check.text(item.get("created_at"), "created_at"),
+            "updated_at": check.text(item.get("updated_at"), "updated_at"),
+        },
+    )
     for attachment in check.items(item.get("attachments"), "attachments"):
         out.extend(map_attachment(attachment, "ChecklistItem", item_id))
     return out

@@ -56,8 +56,9 @@ class Saved(NamedTuple):
     digest: str
 
 
-def save_raw_batch(store: Store, table: str, records: Sequence[tuple[str, Any]],
-                   run_id: int) -> dict[str, Saved]:
+def save_raw_batch(
+    store: Store, table: str, records: Sequence[tuple[str, Any]], run_id: int
+) -> dict[str, Saved]:
     """Store ``(source_id, payload)`` records in raw table ``table``; say what each was.
 
     Call inside ``store.transaction()`` with the rest of the page. ``table`` must be one of the
@@ -69,10 +70,15 @@ def save_raw_batch(store: Store, table: str, records: Sequence[tuple[str, Any]],
     ids = list(dict.fromkeys(source_id for source_id, _ in records))
     known: dict[str, tuple[str, Any]] = {}
     for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        known.update((source_id, (digest, deleted)) for source_id, digest, deleted in conn.execute(
-            f"SELECT source_id, content_hash, deleted_at_run FROM {table} "
-            f"WHERE source_id IN ({', '.join('?' * len(chunk))})", chunk))
+        chunk = ids[start : start + _CHUNK]
+        known.update(
+            (source_id, (digest, deleted))
+            for source_id, digest, deleted in conn.execute(
+                f"SELECT source_id, content_hash, deleted_at_run FROM {table} "
+                f"WHERE source_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+        )
     now = utc_now()
     inserts: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
@@ -96,10 +102,15 @@ def save_raw_batch(store: Store, table: str, records: Sequence[tuple[str, Any]],
         result.setdefault(source_id, Saved(change, digest))
     conn.executemany(
         f"INSERT INTO {table} (source_id, payload, content_hash, first_seen_run, last_seen_run, "
-        "changed_run, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
+        "changed_run, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        inserts,
+    )
     conn.executemany(
         f"UPDATE {table} SET payload = ?, content_hash = ?, last_seen_run = ?, changed_run = ?, "
-        "deleted_at_run = NULL, fetched_at = ? WHERE source_id = ?", updates)
+        "deleted_at_run = NULL, fetched_at = ? WHERE source_id = ?",
+        updates,
+    )
     conn.executemany(
-        f"UPDATE {table} SET last_seen_run = ?, fetched_at = ? WHERE source_id = ?", touches)
+        f"UPDATE {table} SET last_seen_run = ?, fetched_at = ? WHERE source_id = ?", touches
+    )
     return result

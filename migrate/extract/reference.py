@@ -49,10 +49,15 @@ REFERENCES = (
     Reference("areas", "raw_areas", "/fieldapi/admin/v1/locations", "id"),
     Reference("issue_types", "raw_issue_types", "/fieldapi/issues/v1/types", "id"),
     Reference("root_causes", "raw_root_causes", "/fieldapi/issues/v1/root_causes", "id"),
-    Reference("custom_fields", "raw_custom_fields", "/api/custom_fields", "id",
-              id_key="custom_field_id"),
-    Reference("issue_fields", "raw_issue_fields", "/fieldapi/issues/v1/fields",
-              ("field_id", "issue_type_id")),
+    Reference(
+        "custom_fields", "raw_custom_fields", "/api/custom_fields", "id", id_key="custom_field_id"
+    ),
+    Reference(
+        "issue_fields",
+        "raw_issue_fields",
+        "/fieldapi/issues/v1/fields",
+        ("field_id", "issue_type_id"),
+    ),
 )
 
 _MAPPERS: dict[str, Callable[[Any, str], Mapped]] = {
@@ -80,8 +85,14 @@ def split_records(reference: Reference, answer: Any) -> tuple[dict[str, Any], li
     if reference.entity == "issue_fields":
         # One object: common and ancillary fields, plus one issue type's own fields.
         if not isinstance(answer, dict):
-            problems.append(Problem("issue_fields", None, "issue fields answer is not an "
-                                    "object; nothing stored", answer))
+            problems.append(
+                Problem(
+                    "issue_fields",
+                    None,
+                    "issue fields answer is not an object; nothing stored",
+                    answer,
+                )
+            )
             return records, problems
         for section in ("common", "ancillary"):
             if isinstance(answer.get(section), dict):
@@ -95,17 +106,30 @@ def split_records(reference: Reference, answer: Any) -> tuple[dict[str, Any], li
                 records[type_id] = category
         return records, problems
     if not isinstance(answer, list):
-        problems.append(Problem(reference.entity, None, f"{reference.entity} answer is not a "
-                                "list; nothing stored", answer))
+        problems.append(
+            Problem(
+                reference.entity,
+                None,
+                f"{reference.entity} answer is not a list; nothing stored",
+                answer,
+            )
+        )
         return records, problems
     for record in answer:
         source_id, problem = record_id(record, reference.entity, reference.id_key)
         if problem is not None:
             problems.append(problem)
         elif source_id in records:
-            problems.append(Problem(reference.entity, source_id, f"{reference.entity} "
-                                    f"{source_id} appears twice in one answer; the first is "
-                                    "kept", record))
+            problems.append(
+                Problem(
+                    reference.entity,
+                    source_id,
+                    f"{reference.entity} "
+                    f"{source_id} appears twice in one answer; the first is "
+                    "kept",
+                    record,
+                )
+            )
         else:
             records[source_id] = record
     return records, problems
@@ -125,8 +149,9 @@ def check_project(ctx: Context, answer: Any) -> None:
         )
 
 
-def save_reference(ctx: Context, reference: Reference, records: dict[str, Any],
-                   problems: list[Problem]) -> None:
+def save_reference(
+    ctx: Context, reference: Reference, records: dict[str, Any], problems: list[Problem]
+) -> None:
     """Raw records, normalised rows of the new and changed ones, deletions, and the cursor."""
     store = ctx.store
     endpoint = f"POST {reference.path}"
@@ -145,10 +170,11 @@ def save_reference(ctx: Context, reference: Reference, records: dict[str, Any],
             mapped = map_areas(records) if changed or gone else Mapped()
             if gone:
                 for chunk_start in range(0, len(gone), 500):
-                    chunk = gone[chunk_start:chunk_start + 500]
+                    chunk = gone[chunk_start : chunk_start + 500]
                     store.conn.execute(
                         f"UPDATE areas SET deleted = 1 WHERE id IN ({', '.join('?' * len(chunk))})",
-                        chunk)
+                        chunk,
+                    )
         else:
             mapped = Mapped()
             for source_id, record in changed.items():
@@ -160,7 +186,8 @@ def save_reference(ctx: Context, reference: Reference, records: dict[str, Any],
                 section = source_id if source_id in ("common", "ancillary") else "type"
                 store.conn.execute(
                     "DELETE FROM issue_fields WHERE issue_type_id = ? AND section = ?",
-                    (type_id, section))
+                    (type_id, section),
+                )
         save_rows(ctx, mapped, reference.entity, reference.pk, endpoint=endpoint)
         ctx.problems([*problems, *mapped.problems], endpoint=endpoint)
         ctx.mark_done(f"reference:{reference.entity}")
@@ -180,8 +207,10 @@ def extract_reference(ctx: Context) -> None:
             except MalformedBody as exc:
                 # Nothing to store: keep the body as a problem, infer no deletions, go on.
                 with ctx.store.transaction():
-                    ctx.problems([Problem(reference.entity, None, str(exc), exc.body_text)],
-                                 endpoint=f"POST {reference.path}")
+                    ctx.problems(
+                        [Problem(reference.entity, None, str(exc), exc.body_text)],
+                        endpoint=f"POST {reference.path}",
+                    )
                 ctx.tally.incomplete.append(reference.entity)
                 ctx.progress.advance("reference")
                 continue
@@ -189,11 +218,19 @@ def extract_reference(ctx: Context) -> None:
             if not isinstance(answer, expected):
                 # A wrong shape says nothing about what exists: store nothing, delete nothing.
                 with ctx.store.transaction():
-                    ctx.problems([Problem(
-                        reference.entity, None,
-                        f"POST {reference.path} answered with a JSON {type(answer).__name__} "
-                        f"where a {expected.__name__} was expected; nothing stored", answer)],
-                        endpoint=f"POST {reference.path}")
+                    ctx.problems(
+                        [
+                            Problem(
+                                reference.entity,
+                                None,
+                                f"POST {reference.path} answered with a JSON "
+                                f"{type(answer).__name__} "
+                                f"where a {expected.__name__} was expected; nothing stored",
+                                answer,
+                            )
+                        ],
+                        endpoint=f"POST {reference.path}",
+                    )
                 ctx.tally.incomplete.append(reference.entity)
                 ctx.progress.advance("reference")
                 continue
@@ -201,8 +238,11 @@ def extract_reference(ctx: Context) -> None:
                 check_project(ctx, answer)
             records, problems = split_records(reference, answer)
             save_reference(ctx, reference, records, problems)
-            ctx.note("reference_saved", entity=reference.entity,
-                     counts=dict(ctx.tally.counts[reference.entity]))
+            ctx.note(
+                "reference_saved",
+                entity=reference.entity,
+                counts=dict(ctx.tally.counts[reference.entity]),
+            )
             ctx.progress.advance("reference")
     finally:
         ctx.progress.finish("reference")

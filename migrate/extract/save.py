@@ -20,15 +20,21 @@ _CHUNK = 500
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def _in(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def delete_where_in(ctx: Context, table: str, column: str, values: Sequence[Any],
-                    extra: str = "", params: Sequence[Any] = ()) -> None:
+def delete_where_in(
+    ctx: Context,
+    table: str,
+    column: str,
+    values: Sequence[Any],
+    extra: str = "",
+    params: Sequence[Any] = (),
+) -> None:
     """DELETE FROM table WHERE column IN values [AND extra]."""
     for chunk in _chunks(list(values)):
         ctx.store.conn.execute(
@@ -49,8 +55,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def save_rows(ctx: Context, mapped: Mapped, table: str, pk: str | Sequence[str] | None, *,
-              endpoint: str | None) -> None:
+def save_rows(
+    ctx: Context,
+    mapped: Mapped,
+    table: str,
+    pk: str | Sequence[str] | None,
+    *,
+    endpoint: str | None,
+) -> None:
     """Upsert rows whose references may dangle (a dangling one becomes NULL + a problem)."""
     rows = mapped.rows.get(table, [])
     if rows:
@@ -58,8 +70,9 @@ def save_rows(ctx: Context, mapped: Mapped, table: str, pk: str | Sequence[str] 
         upsert_rows(ctx.store, table, clean, pk, run_id=ctx.run_id, endpoint=endpoint)
 
 
-def write_rows(ctx: Context, rows: Sequence[dict[str, Any]], table: str,
-               pk: str | Sequence[str] | None) -> None:
+def write_rows(
+    ctx: Context, rows: Sequence[dict[str, Any]], table: str, pk: str | Sequence[str] | None
+) -> None:
     """Upsert rows with plain SQL: for tables whose references are written in the same
     transaction (children of the record being saved), so nothing can dangle. Columns a row
     leaves out keep their stored values."""
@@ -75,18 +88,21 @@ def write_rows(ctx: Context, rows: Sequence[dict[str, Any]], table: str,
         keys = [pk] if isinstance(pk, str) else list(pk)
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in keys)
         conflict = ", ".join(f'"{key}"' for key in keys)
-        sql += f" ON CONFLICT ({conflict}) " + (f"DO UPDATE SET {updates}" if updates
-                                                else "DO NOTHING")
-    ctx.store.conn.executemany(sql, [tuple(_clean(row[column]) for column in columns)
-                                     for row in rows])
+        sql += f" ON CONFLICT ({conflict}) " + (
+            f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        )
+    ctx.store.conn.executemany(
+        sql, [tuple(_clean(row[column]) for column in columns) for row in rows]
+    )
 
 
 def insert_rows(ctx: Context, mapped: Mapped, table: str) -> None:
     write_rows(ctx, mapped.rows.get(table, []), table, None)
 
 
-def save_attachments(ctx: Context, containers: Sequence[tuple[str, str]], mapped: Mapped, *,
-                     endpoint: str | None) -> None:
+def save_attachments(
+    ctx: Context, containers: Sequence[tuple[str, str]], mapped: Mapped, *, endpoint: str | None
+) -> None:
     """Upsert attachment metadata of ``containers``; forget attachments they no longer have.
 
     The download columns (state, sha256, size, error, downloaded_run) are left alone, so a
@@ -103,9 +119,15 @@ def save_attachments(ctx: Context, containers: Sequence[tuple[str, str]], mapped
         by_type.setdefault(container_type, []).append(container_id)
     for container_type, ids in by_type.items():
         for chunk in _chunks(ids):
-            gone = [attachment_id for (attachment_id,) in conn.execute(
-                f"SELECT id FROM attachments WHERE container_type = ? AND container_id IN "
-                f"({_in(chunk)})", (container_type, *chunk)) if attachment_id not in keep]
+            gone = [
+                attachment_id
+                for (attachment_id,) in conn.execute(
+                    f"SELECT id FROM attachments WHERE container_type = ? AND container_id IN "
+                    f"({_in(chunk)})",
+                    (container_type, *chunk),
+                )
+                if attachment_id not in keep
+            ]
             delete_where_in(ctx, "attachments", "id", gone)
     binary = [row for row in rows if row["kind"] in BINARY_KINDS]
     links = [dict(row, state="skipped") for row in rows if row["kind"] not in BINARY_KINDS]
@@ -126,38 +148,51 @@ def _claimed_twice(conn: Any, rows: Sequence[Mapping[str, Any]]) -> list[Problem
     """Attachment ids listed by two containers: the id is one row, so say which one lost it."""
     owner: dict[str, tuple[str, str]] = {}
     for chunk in _chunks([row["id"] for row in rows]):
-        owner.update({attachment_id: (container_type, container_id) for
-                      attachment_id, container_type, container_id in conn.execute(
-                          "SELECT id, container_type, container_id FROM attachments WHERE id IN "
-                          f"({_in(chunk)})", tuple(chunk))})
+        owner.update(
+            {
+                attachment_id: (container_type, container_id)
+                for attachment_id, container_type, container_id in conn.execute(
+                    "SELECT id, container_type, container_id FROM attachments WHERE id IN "
+                    f"({_in(chunk)})",
+                    tuple(chunk),
+                )
+            }
+        )
     problems = []
     for row in rows:
         claim = (row["container_type"], row["container_id"])
         previous = owner.get(row["id"])
         if previous is not None and previous != claim:
-            problems.append(Problem(
-                "attachment", row["id"],
-                f"attachment {row['id']} is listed by {previous[0]} {previous[1]} and by "
-                f"{claim[0]} {claim[1]}; it is kept under the latter only, so the former "
-                "loses it: check both records in BIM 360 Field", dict(row)))
+            problems.append(
+                Problem(
+                    "attachment",
+                    row["id"],
+                    f"attachment {row['id']} is listed by {previous[0]} {previous[1]} and by "
+                    f"{claim[0]} {claim[1]}; it is kept under the latter only, so the former "
+                    "loses it: check both records in BIM 360 Field",
+                    dict(row),
+                )
+            )
         owner[row["id"]] = claim
     return problems
 
 
-def save_issue_batch(ctx: Context, mapped: Mapped, issue_ids: Sequence[str], *,
-                     endpoint: str) -> None:
+def save_issue_batch(
+    ctx: Context, mapped: Mapped, issue_ids: Sequence[str], *, endpoint: str
+) -> None:
     """Rows of a retrieve batch: issues, their comments and attachments."""
     save_rows(ctx, mapped, "issues", "source_id", endpoint=endpoint)
-    delete_where_in(ctx, "comments", "container_id", list(issue_ids),
-                    " AND container_type = 'Issue'")
+    delete_where_in(
+        ctx, "comments", "container_id", list(issue_ids), " AND container_type = 'Issue'"
+    )
     write_rows(ctx, mapped.rows.get("comments", []), "comments", "id")
-    save_attachments(ctx, [("Issue", issue_id) for issue_id in issue_ids], mapped,
-                     endpoint=endpoint)
+    save_attachments(
+        ctx, [("Issue", issue_id) for issue_id in issue_ids], mapped, endpoint=endpoint
+    )
     ctx.problems(mapped.problems, endpoint=endpoint)
 
 
-def save_checklists(ctx: Context, details: Sequence[tuple[str, Mapped]], *,
-                    endpoint: str) -> None:
+def save_checklists(ctx: Context, details: Sequence[tuple[str, Mapped]], *, endpoint: str) -> None:
     """Rows of several checklist details: the checklists, their sections, items, comments,
     custom field values and files (checklist, item, signatures), each replaced whole."""
     if not details:
@@ -169,8 +204,12 @@ def save_checklists(ctx: Context, details: Sequence[tuple[str, Mapped]], *,
         merged.extend(mapped)
     old_items: list[str] = []
     for chunk in _chunks(ids):
-        old_items += [item_id for (item_id,) in conn.execute(
-            f"SELECT id FROM checklist_items WHERE checklist_id IN ({_in(chunk)})", chunk)]
+        old_items += [
+            item_id
+            for (item_id,) in conn.execute(
+                f"SELECT id FROM checklist_items WHERE checklist_id IN ({_in(chunk)})", chunk
+            )
+        ]
     save_rows(ctx, merged, "checklists", "id", endpoint=endpoint)
     delete_where_in(ctx, "checklist_items", "checklist_id", ids)
     delete_where_in(ctx, "checklist_sections", "checklist_id", ids)
@@ -179,10 +218,15 @@ def save_checklists(ctx: Context, details: Sequence[tuple[str, Mapped]], *,
     write_rows(ctx, merged.rows.get("checklist_sections", []), "checklist_sections", "id")
     write_rows(ctx, merged.rows.get("checklist_items", []), "checklist_items", "id")
     write_rows(ctx, merged.rows.get("comments", []), "comments", "id")
-    write_rows(ctx, merged.rows.get("checklist_custom_field_values", []),
-               "checklist_custom_field_values", ("checklist_id", "custom_field_id"))
+    write_rows(
+        ctx,
+        merged.rows.get("checklist_custom_field_values", []),
+        "checklist_custom_field_values",
+        ("checklist_id", "custom_field_id"),
+    )
     new_items = [row["id"] for row in merged.rows.get("checklist_items", [])]
     containers = [("Checklist", checklist_id) for checklist_id in ids] + [
-        ("ChecklistItem", item_id) for item_id in dict.fromkeys([*old_items, *new_items])]
+        ("ChecklistItem", item_id) for item_id in dict.fromkeys([*old_items, *new_items])
+    ]
     save_attachments(ctx, containers, merged, endpoint=endpoint)
     ctx.problems(merged.problems, endpoint=endpoint)

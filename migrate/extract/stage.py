@@ -47,8 +47,13 @@ def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int
             return found.run_id, bool(found.state.get("full_refresh")) or options.full_refresh
     with store.transaction():
         store.conn.execute("DELETE FROM cursors WHERE endpoint LIKE ?", (CURSOR_PREFIX + "%",))
-        set_cursor(store, PASS_CURSOR, run_id, 0,
-                   {"project_id": options.project_id, "full_refresh": options.full_refresh})
+        set_cursor(
+            store,
+            PASS_CURSOR,
+            run_id,
+            0,
+            {"project_id": options.project_id, "full_refresh": options.full_refresh},
+        )
     return run_id, options.full_refresh
 
 
@@ -74,30 +79,57 @@ def run(
     """
     started = time.monotonic()
     own_run = options.run_id is None
-    run_id = options.run_id if options.run_id is not None else start_run(
-        store, "extract", {"project_id": options.project_id, "workers": options.workers,
-                           "full_refresh": options.full_refresh})
+    run_id = (
+        options.run_id
+        if options.run_id is not None
+        else start_run(
+            store,
+            "extract",
+            {
+                "project_id": options.project_id,
+                "workers": options.workers,
+                "full_refresh": options.full_refresh,
+            },
+        )
+    )
     session.project_id = options.project_id
     stats = session.http.stats
     before = stats.snapshot()["requests"]
     retries_before = stats.total_retries
     logins_before = session.logins
     pass_id, full_refresh = _begin_pass(store, options, run_id)
-    ctx = Context(store=store, session=session, blobs=blobs, options=options, run_id=run_id,
-                  pass_id=pass_id, full_refresh=full_refresh,
-                  progress=progress or NoProgress(), log=log)
-    ctx.note("start", project_id=options.project_id, pass_run=pass_id,
-             full_refresh=full_refresh, workers=options.workers)
+    ctx = Context(
+        store=store,
+        session=session,
+        blobs=blobs,
+        options=options,
+        run_id=run_id,
+        pass_id=pass_id,
+        full_refresh=full_refresh,
+        progress=progress or NoProgress(),
+        log=log,
+    )
+    ctx.note(
+        "start",
+        project_id=options.project_id,
+        pass_run=pass_id,
+        full_refresh=full_refresh,
+        workers=options.workers,
+    )
 
     def result(completed: bool) -> ExtractResult:
         problems = store.conn.execute(
-            "SELECT count(*) FROM source_problems WHERE run_id = ?", (run_id,)).fetchone()[0]
+            "SELECT count(*) FROM source_problems WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
         ctx.tally.source_problems = problems
         return build_result(
-            ctx, requests=requests_delta(stats.snapshot()["requests"], before),
+            ctx,
+            requests=requests_delta(stats.snapshot()["requests"], before),
             retries=stats.total_retries - retries_before,
             logins=session.logins - logins_before,
-            elapsed=time.monotonic() - started, completed=completed)
+            elapsed=time.monotonic() - started,
+            completed=completed,
+        )
 
     capture = log.capture("migrate.http", "http") if log is not None else contextlib.nullcontext()
     try:
@@ -111,21 +143,32 @@ def run(
         partial = result(completed=False)
         ctx.note("failed", level="error", message=str(exc), counts=partial.as_json()["blobs"])
         if own_run:
-            finish_run(store, run_id, "failed", partial.as_json(), partial.requests,
-                       error=str(exc))
+            finish_run(store, run_id, "failed", partial.as_json(), partial.requests, error=str(exc))
         raise StageFailed(STAGE, str(exc), partial=partial) from exc
     except BaseException as exc:
         if own_run:
             with contextlib.suppress(Exception):
                 partial = result(completed=False)
                 status = "failed" if isinstance(exc, Exception) else "interrupted"
-                finish_run(store, run_id, status, partial.as_json(), partial.requests,
-                           error=str(exc) or type(exc).__name__)
+                finish_run(
+                    store,
+                    run_id,
+                    status,
+                    partial.as_json(),
+                    partial.requests,
+                    error=str(exc) or type(exc).__name__,
+                )
         raise
     final = result(completed=True)
-    ctx.note("finished", counts={"changed": final.changed, "requests": final.total_requests,
-                                 "problems": final.source_problems},
-             elapsed_seconds=round(final.elapsed_seconds, 3))
+    ctx.note(
+        "finished",
+        counts={
+            "changed": final.changed,
+            "requests": final.total_requests,
+            "problems": final.source_problems,
+        },
+        elapsed_seconds=round(final.elapsed_seconds, 3),
+    )
     if own_run:
         finish_run(store, run_id, "succeeded", final.as_json(), final.requests)
     return final
@@ -134,9 +177,12 @@ def run(
 def _whole_session(result: ExtractResult, session: FieldSession) -> ExtractResult:
     """The result with requests, retries and logins of the whole session (login included)."""
     stats = session.http.stats
-    return replace(result, requests=requests_delta(stats.snapshot()["requests"], {}),
-                   retries=stats.total_retries + result.download_retries,
-                   logins=session.logins)
+    return replace(
+        result,
+        requests=requests_delta(stats.snapshot()["requests"], {}),
+        retries=stats.total_retries + result.download_retries,
+        logins=session.logins,
+    )
 
 
 def resolve_project(session: FieldSession, settings: Settings) -> str:
@@ -154,12 +200,13 @@ def resolve_project(session: FieldSession, settings: Settings) -> str:
     names = ", ".join(f'"{row.get("name")}"' for row in rows[:10]) or "none"
     if len(exact) > 1:
         raise ConfigError(
-            f"[source] project_name \"{value}\" in {settings.where} matches {len(exact)} BIM 360 "
+            f'[source] project_name "{value}" in {settings.where} matches {len(exact)} BIM 360 '
             "Field projects. Use project_id instead (ids: "
-            + ", ".join(str(row.get("id")) for row in exact) + ")."
+            + ", ".join(str(row.get("id")) for row in exact)
+            + ")."
         )
     raise ConfigError(
-        f"[source] project_name \"{value}\" in {settings.where} is not a BIM 360 Field project "
+        f'[source] project_name "{value}" in {settings.where} is not a BIM 360 Field project '
         f"this user can see (visible: {names}). Fix the name, or set project_id."
     )
 
@@ -190,8 +237,11 @@ def extract_from_settings(
         kind, value = settings.source_project()
         args: dict[str, Any] = {
             "config": str(settings.config_path) if settings.config_path else None,
-            "base_url": source.base_url, kind: value, "workers": source.workers,
-            "page_size": source.page_size, "full_refresh": full_refresh,
+            "base_url": source.base_url,
+            kind: value,
+            "workers": source.workers,
+            "page_size": source.page_size,
+            "full_refresh": full_refresh,
         }
         run_id = start_run(store, "extract", args)
         http = HttpClient(
@@ -200,21 +250,27 @@ def extract_from_settings(
             pool_size=max(4, source.workers),
             secrets=credentials.redaction_values(),
         )
-        log = RunLog(settings.staging.logs / f"{run_id}.jsonl", run_id=run_id,
-                     stream=verbose_stream, redact=http.redact)
-        session = FieldSession(http, credentials.username, credentials.password,
-                               page_size=source.page_size)
+        log = RunLog(
+            settings.staging.logs / f"{run_id}.jsonl",
+            run_id=run_id,
+            stream=verbose_stream,
+            redact=http.redact,
+        )
+        session = FieldSession(
+            http, credentials.username, credentials.password, page_size=source.page_size
+        )
         try:
             session.login()
             project_id = resolve_project(session, settings)
         except (TransportError, ApiError) as exc:
             raise StageFailed(STAGE, str(exc)) from exc
-        options = ExtractOptions(project_id=project_id, workers=source.workers,
-                                 full_refresh=full_refresh, run_id=run_id)
+        options = ExtractOptions(
+            project_id=project_id, workers=source.workers, full_refresh=full_refresh, run_id=run_id
+        )
         try:
             result = _whole_session(
-                run(store, session, blobs, options=options, progress=progress, log=log),
-                session)
+                run(store, session, blobs, options=options, progress=progress, log=log), session
+            )
         except StageFailed as exc:
             if isinstance(exc.partial, ExtractResult):
                 exc.partial = _whole_session(exc.partial, session)
@@ -222,8 +278,14 @@ def extract_from_settings(
     except StageFailed as exc:
         if run_id is not None:
             partial = exc.partial if isinstance(exc.partial, ExtractResult) else None
-            finish_run(store, run_id, "failed", partial.as_json() if partial else None,
-                       partial.requests if partial else None, error=str(exc))
+            finish_run(
+                store,
+                run_id,
+                "failed",
+                partial.as_json() if partial else None,
+                partial.requests if partial else None,
+                error=str(exc),
+            )
         if log is not None:
             log.error(STAGE, "stopped", message=str(exc))
         raise
@@ -231,8 +293,7 @@ def extract_from_settings(
         if run_id is not None:
             with contextlib.suppress(Exception):
                 status = "failed" if isinstance(exc, Exception) else "interrupted"
-                finish_run(store, run_id, status, None, None,
-                           error=str(exc) or type(exc).__name__)
+                finish_run(store, run_id, status, None, None, error=str(exc) or type(exc).__name__)
         if log is not None:
             with contextlib.suppress(Exception):
                 log.error(STAGE, "stopped", message=str(exc) or type(exc).__name__)
@@ -240,8 +301,9 @@ def extract_from_settings(
     else:
         assert run_id is not None and log is not None
         finish_run(store, run_id, "succeeded", result.as_json(), result.requests)
-        log.info(STAGE, "summary", mirror=False, result=result.as_json(),
-                 requests=dict(result.requests))
+        log.info(
+            STAGE, "summary", mirror=False, result=result.as_json(), requests=dict(result.requests)
+        )
         return result
     finally:
         if session is not None:

@@ -91,12 +91,24 @@ class Context:
     def problems(self, problems: Iterable[Problem], *, endpoint: str | None) -> None:
         """Store source problems (call inside the transaction of the data they concern)."""
         for problem in problems:
-            record_problem(self.store, self.run_id, problem.entity, problem.reason,
-                           source_id=problem.source_id, endpoint=endpoint,
-                           payload=problem.payload)
+            record_problem(
+                self.store,
+                self.run_id,
+                problem.entity,
+                problem.reason,
+                source_id=problem.source_id,
+                endpoint=endpoint,
+                payload=problem.payload,
+            )
             self.tally.source_problems += 1
-            self.note("source_problem", level="warning", entity=problem.entity,
-                      source_id=problem.source_id, endpoint=endpoint, message=problem.reason)
+            self.note(
+                "source_problem",
+                level="warning",
+                entity=problem.entity,
+                source_id=problem.source_id,
+                endpoint=endpoint,
+                message=problem.reason,
+            )
 
     # -- pass cursors --------------------------------------------------------------------
     def cursor(self, name: str) -> tuple[int, dict[str, Any]]:
@@ -118,7 +130,7 @@ class Context:
 
 
 def endpoint_key(method: str, path: str) -> str:
-    """"GET /fieldapi/checklists/v1/:id" for stats: ids in paths folded together."""
+    """ "GET /fieldapi/checklists/v1/:id" for stats: ids in paths folded together."""
     return f"{method} {_ID_SEGMENT.sub('/:id', path)}"
 
 
@@ -133,14 +145,23 @@ def requests_delta(after: Mapping[str, int], before: Mapping[str, int]) -> dict[
     return dict(sorted(folded.items()))
 
 
-def build_result(ctx: Context, *, requests: Mapping[str, int], retries: int, logins: int,
-                 elapsed: float, completed: bool) -> ExtractResult:
+def build_result(
+    ctx: Context,
+    *,
+    requests: Mapping[str, int],
+    retries: int,
+    logins: int,
+    elapsed: float,
+    completed: bool,
+) -> ExtractResult:
     tally = ctx.tally
     return ExtractResult(
         run_id=ctx.run_id,
         pass_run_id=ctx.pass_id,
-        counts={entity: {k: int(counts[k]) for k in CHANGE_KINDS}
-                for entity, counts in tally.counts.items()},
+        counts={
+            entity: {k: int(counts[k]) for k in CHANGE_KINDS}
+            for entity, counts in tally.counts.items()
+        },
         blobs_downloaded=tally.blobs_downloaded,
         blobs_skipped=tally.blobs_skipped,
         blobs_failed=tally.blobs_failed,

@@ -125,9 +125,10 @@ def with_payloads(store: Store, entries: Sequence[PlanEntry]) -> list[PlannedIss
     An entry whose row has gone since (a transform ran meanwhile) is left out: the next load
     sees the new plan.
     """
-    found = {issue.source_id: issue for issue in planned_issues(
-        store, [entry.source_id for entry in entries]
-    )}
+    found = {
+        issue.source_id: issue
+        for issue in planned_issues(store, [entry.source_id for entry in entries])
+    }
     return [found[entry.source_id] for entry in entries if entry.source_id in found]
 
 
@@ -202,9 +203,7 @@ class IssueCreator:
         for batch in chunked(list(issues), self.ctx.options.batch_size):
             self._batch(with_payloads(self.ctx.store, batch), previous, retry_round=False)
 
-    def resolve_orphans(
-        self, rows: Mapping[str, MapRow], planned: Mapping[str, PlanEntry]
-    ) -> None:
+    def resolve_orphans(self, rows: Mapping[str, MapRow], planned: Mapping[str, PlanEntry]) -> None:
         """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
 
         Nothing will re-send them, so find out whether Procore has them: found, they are

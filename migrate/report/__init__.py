@@ -73,8 +73,7 @@ class ReportResult:
                 f"orphans; {self.quarantined} records quarantined."
             ]
         else:
-            lines = [f"Offline report (Procore not read); {self.quarantined} records "
-                     "quarantined."]
+            lines = [f"Offline report (Procore not read); {self.quarantined} records quarantined."]
         if self.checks_not_run:
             lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
         lines.append(f"Report: {self.path_html}")
@@ -117,16 +116,23 @@ def _procore_client(settings: Settings, env: Mapping[str, str]) -> Any:
     return client_from_settings(settings, env)
 
 
-def write_report(store: Any, project_id: int | None, client: Any | None, out_dir: Path
-                 ) -> ReportResult:
+def write_report(
+    store: Any, project_id: int | None, client: Any | None, out_dir: Path
+) -> ReportResult:
     """Read Procore through ``client`` (None: offline), reconcile, write the files, record a run."""
     from migrate.report.reconcile import fetch_target, reconcile
     from migrate.store.db import utc_now
     from migrate.store.runs import finish_run, start_run
 
-    run_id = start_run(store, REPORT_COMMAND, {
-        "target_project_id": project_id, "offline": client is None, "out_dir": str(out_dir),
-    })
+    run_id = start_run(
+        store,
+        REPORT_COMMAND,
+        {
+            "target_project_id": project_id,
+            "offline": client is None,
+            "out_dir": str(out_dir),
+        },
+    )
     before = _requests(client)
     try:
         target = None
@@ -149,12 +155,22 @@ def write_report(store: Any, project_id: int | None, client: Any | None, out_dir
         _write_text(html_path, html_text)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        finish_run(store, run_id, status, None, _since(before, client),
-                   error=str(exc) or type(exc).__name__)
+        finish_run(
+            store,
+            run_id,
+            status,
+            None,
+            _since(before, client),
+            error=str(exc) or type(exc).__name__,
+        )
         raise
     counts = {
-        "issue": {"matched": rec.matched, "mismatched_fields": len(rec.mismatches),
-                  "missing": len(rec.missing), "orphans": len(rec.orphans)},
+        "issue": {
+            "matched": rec.matched,
+            "mismatched_fields": len(rec.mismatches),
+            "missing": len(rec.missing),
+            "orphans": len(rec.orphans),
+        },
         "quarantine": {"open": rec.quarantined},
     }
     finish_run(store, run_id, "succeeded", counts, _since(before, client))
@@ -190,13 +206,21 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
     )
 
     quarantine_rows = [
-        {"entity": g.entity, "stage": g.stage, "reason": g.reason, "hint": r["hint"],
-         "source_id": r["source_id"], "created_at": r["created_at"],
-         "record": r["record_compact"]}
-        for g in rec.quarantine for r in g.records
+        {
+            "entity": g.entity,
+            "stage": g.stage,
+            "reason": g.reason,
+            "hint": r["hint"],
+            "source_id": r["source_id"],
+            "created_at": r["created_at"],
+            "record": r["record_compact"],
+        }
+        for g in rec.quarantine
+        for r in g.records
     ]
     issues = pd.read_sql_query(
-        "SELECT * FROM v_issue_journey ORDER BY source_kind, source_id", store.conn,
+        "SELECT * FROM v_issue_journey ORDER BY source_kind, source_id",
+        store.conn,
         dtype={"procore_project_id": "Int64", "procore_id": "Int64"},
     )
     issues["reconciliation"] = [
@@ -252,4 +276,3 @@ def status_from_settings(settings: Settings) -> Any:
     from migrate.report.status import status_from_settings as _status
 
     return _status(settings)
-

@@ -49,7 +49,7 @@ def _empty(parts: list[str], width: int, height: int, message: str) -> str:
 def _truncate(label: str, limit: int, *, keep_end: bool = False) -> str:
     if len(label) <= limit:
         return label
-    return "…" + label[-(limit - 1):] if keep_end else label[: limit - 1] + "…"
+    return "…" + label[-(limit - 1) :] if keep_end else label[: limit - 1] + "…"
 
 
 def nice_ceiling(value: float) -> float:
@@ -261,11 +261,16 @@ def rate_chart(
             f'stroke-width="2"><title>{escape(limit_label)}</title></line>'
         )
     _time_axis(parts, start, end, left, right, baseline)
-    _legend(parts, 20.0, height - 8.0, [
-        ("box", BAR_COLOR, "write calls/min"),
-        ("bar", AVERAGE_COLOR, "requests/min (run average)"),
-        *([("dash", LIMIT_COLOR, limit_label)] if limit else []),
-    ])
+    _legend(
+        parts,
+        20.0,
+        height - 8.0,
+        [
+            ("box", BAR_COLOR, "write calls/min"),
+            ("bar", AVERAGE_COLOR, "requests/min (run average)"),
+            *([("dash", LIMIT_COLOR, limit_label)] if limit else []),
+        ],
+    )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -274,15 +279,20 @@ def _legend(parts: list[str], x: float, y: float, items: Sequence[tuple[str, str
     """One row of legend entries; widths estimated from the text (no font metrics here)."""
     for kind, color, label in items:
         if kind == "box":
-            parts.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" '
-                         f'fill="{color}"/>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" fill="{color}"/>'
+            )
         elif kind == "bar":
-            parts.append(f'<rect x="{x:.1f}" y="{y - 6:.1f}" width="12" height="3" '
-                         f'fill="{color}"/>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y - 6:.1f}" width="12" height="3" fill="{color}"/>'
+            )
         else:
-            parts.append(f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 12:.1f}" '
-                         f'y2="{y - 4:.1f}" stroke="{color}" stroke-dasharray="4 2" '
-                         'stroke-width="2"/>')
-        parts.append(f'<text x="{x + 15:.1f}" y="{y:.1f}" fill="{TEXT_COLOR}">'
-                     f"{escape(label)}</text>")
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 12:.1f}" '
+                f'y2="{y - 4:.1f}" stroke="{color}" stroke-dasharray="4 2" '
+                'stroke-width="2"/>'
+            )
+        parts.append(
+            f'<text x="{x + 15:.1f}" y="{y:.1f}" fill="{TEXT_COLOR}">{escape(label)}</text>'
+        )
         x += 15 + 6.4 * len(label) + 12

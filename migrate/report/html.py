@@ -37,8 +37,9 @@ details{margin:8px 0}summary{cursor:pointer}
 """
 
 
-def render_report(rec: Reconciliation, *, title: str, generated_at: str,
-                  csv_files: Mapping[str, str]) -> str:
+def render_report(
+    rec: Reconciliation, *, title: str, generated_at: str, csv_files: Mapping[str, str]
+) -> str:
     """The whole report page; ``csv_files`` maps a CSV's name to its file name (same folder)."""
     parts = [
         "<!DOCTYPE html>",
@@ -54,48 +55,85 @@ def render_report(rec: Reconciliation, *, title: str, generated_at: str,
         _verdict(rec),
         _section("Reconciliation per entity", _entity_table(rec)),
         _section("Checks", _checks(rec)),
-        _section(f"Mismatches ({len(rec.mismatches)})", _table(
-            rec.mismatches,
-            ("entity", "source_id", "identifier", "procore_id", "field", "expected", "actual",
-             "note"),
-            empty="No field differs." if rec.online else "Not checked (offline).",
-            csv=csv_files.get("mismatches"),
-        )),
-        _section(f"Missing in Procore ({len(rec.missing)})", _table(
-            rec.missing,
-            ("entity", "source_id", "identifier", "title", "procore_id", "uuid", "loaded_at"),
-            empty="Every loaded record is in Procore." if rec.online else "Not checked (offline).",
-            csv=csv_files.get("missing"),
-        )),
-        _section(f"Orphans in Procore ({len(rec.orphans)})", _table(
-            rec.orphans,
-            ("procore_id", "uuid", "title", "status", "source_id", "staging_state", "why"),
-            empty="No Procore issue carries one of our uuids without being in the id map."
-            if rec.online else "Not checked (offline).",
-            csv=csv_files.get("orphans"),
-        )),
+        _section(
+            f"Mismatches ({len(rec.mismatches)})",
+            _table(
+                rec.mismatches,
+                (
+                    "entity",
+                    "source_id",
+                    "identifier",
+                    "procore_id",
+                    "field",
+                    "expected",
+                    "actual",
+                    "note",
+                ),
+                empty="No field differs." if rec.online else "Not checked (offline).",
+                csv=csv_files.get("mismatches"),
+            ),
+        ),
+        _section(
+            f"Missing in Procore ({len(rec.missing)})",
+            _table(
+                rec.missing,
+                ("entity", "source_id", "identifier", "title", "procore_id", "uuid", "loaded_at"),
+                empty="Every loaded record is in Procore."
+                if rec.online
+                else "Not checked (offline).",
+                csv=csv_files.get("missing"),
+            ),
+        ),
+        _section(
+            f"Orphans in Procore ({len(rec.orphans)})",
+            _table(
+                rec.orphans,
+                ("procore_id", "uuid", "title", "status", "source_id", "staging_state", "why"),
+                empty="No Procore issue carries one of our uuids without being in the id map."
+                if rec.online
+                else "Not checked (offline).",
+                csv=csv_files.get("orphans"),
+            ),
+        ),
         _section(
             f"Files added after their issue was loaded ({len(rec.attachments_after_load)})",
-            '<p>Procore cannot add files to an existing coordination issue: each needs a '
+            "<p>Procore cannot add files to an existing coordination issue: each needs a "
             "decision (attach by hand, or accept it as left out).</p>"
-            + _table(rec.attachments_after_load,
-                     ("source_id", "attachment_id", "filename", "size", "waiting_for"),
-                     empty="None."),
+            + _table(
+                rec.attachments_after_load,
+                ("source_id", "attachment_id", "filename", "size", "waiting_for"),
+                empty="None.",
+            ),
         ),
         _section(
             f"Deleted or voided at the source after load ({len(rec.deleted_after_load)})",
             "<p><code>migrate load --apply-deletions</code> closes them in Procore.</p>"
-            + _table(rec.deleted_after_load, ("source_id", "identifier", "procore_id", "what"),
-                     empty="None."),
+            + _table(
+                rec.deleted_after_load,
+                ("source_id", "identifier", "procore_id", "what"),
+                empty="None.",
+            ),
         ),
         _section(f"Quarantine ({rec.quarantined} open)", _quarantine(rec, csv_files)),
         _section("Charts", _charts(rec)),
-        _section("Run history", _table(
-            rec.runs,
-            ("run_id", "command", "status", "started_at", "finished_at", "duration_seconds",
-             "requests", "counts", "error"),
-            empty="No run recorded.",
-        )),
+        _section(
+            "Run history",
+            _table(
+                rec.runs,
+                (
+                    "run_id",
+                    "command",
+                    "status",
+                    "started_at",
+                    "finished_at",
+                    "duration_seconds",
+                    "requests",
+                    "counts",
+                    "error",
+                ),
+                empty="No run recorded.",
+            ),
+        ),
         _section("Files", _files(csv_files)),
         "</body></html>",
     ]
@@ -109,7 +147,8 @@ def _section(heading: str, body: str) -> str:
 def _verdict(rec: Reconciliation) -> str:
     quarantined = (
         f" {rec.quarantined} record(s) are quarantined (listed below with reasons)."
-        if rec.quarantined else " Nothing is quarantined."
+        if rec.quarantined
+        else " Nothing is quarantined."
     )
     if not rec.online:
         return (
@@ -155,8 +194,7 @@ def _table(
         return f"<p>{escape(empty)}</p>"
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "\n".join(
-        "<tr>" + "".join(_cell(row.get(c), c) for c in columns) + "</tr>"
-        for row in rows[:limit]
+        "<tr>" + "".join(_cell(row.get(c), c) for c in columns) + "</tr>" for row in rows[:limit]
     )
     more = ""
     if len(rows) > limit:
@@ -166,8 +204,20 @@ def _table(
 
 
 def _entity_table(rec: Reconciliation) -> str:
-    columns = ("entity", "source", "staging", "planned", "skipped", "quarantined", "loaded",
-               "in_procore", "matching", "mismatching", "missing", "orphans")
+    columns = (
+        "entity",
+        "source",
+        "staging",
+        "planned",
+        "skipped",
+        "quarantined",
+        "loaded",
+        "in_procore",
+        "matching",
+        "mismatching",
+        "missing",
+        "orphans",
+    )
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
     rows = []
     for row in rec.entity_rows:
@@ -175,12 +225,11 @@ def _entity_table(rec: Reconciliation) -> str:
         cells = "".join(_cell(row.get(c)) for c in columns)
         rows.append(f'<tr class="{"bad" if bad else ""}">{cells}</tr>')
     note = (
-        "<p class=\"muted\">source: rows BIM 360 Field listed (not deleted) · staging: "
+        '<p class="muted">source: rows BIM 360 Field listed (not deleted) · staging: '
         "normalised rows (Field areas for locations) · planned: what transform planned "
         "(location paths for locations) · loaded: id map rows Procore confirmed.</p>"
     )
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + note)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + note
 
 
 def _checks(rec: Reconciliation) -> str:
@@ -193,8 +242,13 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
         return "<p>Nothing is quarantined.</p>"
     out = []
     summary = [
-        {"entity": g.entity, "stage": g.stage, "reason": g.reason, "hint": g.hint,
-         "records": len(g.records)}
+        {
+            "entity": g.entity,
+            "stage": g.stage,
+            "reason": g.reason,
+            "hint": g.hint,
+            "records": len(g.records),
+        }
         for g in rec.quarantine
     ]
     out.append(_table(summary, ("entity", "stage", "reason", "hint", "records"), empty=""))
@@ -230,28 +284,54 @@ def _charts(rec: Reconciliation) -> str:
         "" if rec.hourly_limit_known else " (default)"
     )
     figures = [
-        charts.bar_chart("status-before", "Issues by BIM 360 Field status (before)",
-                         rec.status_before, empty_message="No issue extracted"),
+        charts.bar_chart(
+            "status-before",
+            "Issues by BIM 360 Field status (before)",
+            rec.status_before,
+            empty_message="No issue extracted",
+        ),
         charts.bar_chart(
             "status-after",
-            "Migrated issues by Procore status (after)" if rec.online
+            "Migrated issues by Procore status (after)"
+            if rec.online
             else "Loaded issues by Procore status (id map)",
-            rec.status_after, color=charts.AFTER_COLOR, empty_message="No issue loaded"),
-        charts.bar_chart("by-location", f"Migrated issues by location (top {len(rec.by_location)})"
-                         if rec.by_location else "Migrated issues by location",
-                         rec.by_location, empty_message="No issue loaded", width=640,
-                         label_chars=44, keep_label_end=True),
-        charts.line_chart("load-progress", "Load progress: records created in Procore",
-                          rec.load_progress, y_label="records",
-                          empty_message="No load batch recorded"),
-        charts.rate_chart("requests-per-minute", "Procore requests per minute against quota",
-                          rec.write_calls_per_minute, limit=per_minute, limit_label=limit_label,
-                          averages=rec.run_request_rates,
-                          empty_message="No load run recorded"),
+            rec.status_after,
+            color=charts.AFTER_COLOR,
+            empty_message="No issue loaded",
+        ),
+        charts.bar_chart(
+            "by-location",
+            f"Migrated issues by location (top {len(rec.by_location)})"
+            if rec.by_location
+            else "Migrated issues by location",
+            rec.by_location,
+            empty_message="No issue loaded",
+            width=640,
+            label_chars=44,
+            keep_label_end=True,
+        ),
+        charts.line_chart(
+            "load-progress",
+            "Load progress: records created in Procore",
+            rec.load_progress,
+            y_label="records",
+            empty_message="No load batch recorded",
+        ),
+        charts.rate_chart(
+            "requests-per-minute",
+            "Procore requests per minute against quota",
+            rec.write_calls_per_minute,
+            limit=per_minute,
+            limit_label=limit_label,
+            averages=rec.run_request_rates,
+            empty_message="No load run recorded",
+        ),
     ]
-    return '<div class="charts">' + "".join(
-        f"<figure>{figure}</figure>" for figure in figures
-    ) + "</div>"
+    return (
+        '<div class="charts">'
+        + "".join(f"<figure>{figure}</figure>" for figure in figures)
+        + "</div>"
+    )
 
 
 def _files(csv_files: Mapping[str, str]) -> str:

@@ -29,11 +29,24 @@ from migrate.report.status import ENTITY_ISSUE, ENTITY_LOCATION, parse_time, req
 from migrate.store.db import Store
 
 MISMATCH_COLUMNS = (
-    "entity", "source_id", "identifier", "procore_id", "field", "expected", "actual", "note",
+    "entity",
+    "source_id",
+    "identifier",
+    "procore_id",
+    "field",
+    "expected",
+    "actual",
+    "note",
 )
 MISSING_COLUMNS = ("entity", "source_id", "identifier", "title", "procore_id", "uuid", "loaded_at")
 ORPHAN_COLUMNS = (
-    "procore_id", "uuid", "title", "status", "source_id", "staging_state", "why",
+    "procore_id",
+    "uuid",
+    "title",
+    "status",
+    "source_id",
+    "staging_state",
+    "why",
 )
 QUARANTINE_COLUMNS = ("entity", "stage", "reason", "hint", "source_id", "created_at", "record")
 #: Procore's documented default hourly quota, used when no run recorded the real one.
@@ -252,8 +265,7 @@ def reconcile(
         (ENTITY_ISSUE, *proj_params),
     )
     attachment_info = {
-        row["id"]: row
-        for row in _rows(store, "SELECT id, filename, size FROM attachments")
+        row["id"]: row for row in _rows(store, "SELECT id, filename, size FROM attachments")
     }
     checks: list[Check] = []
     mismatches: list[dict[str, Any]] = []
@@ -279,8 +291,9 @@ def reconcile(
                 missing.append(_missing_row(kind, row))
                 issue_results[row["source_id"]] = "missing in Procore"
                 continue
-            rows = _compare_issue(kind, row, actual, locations_by_id, attachment_info,
-                                  sizes_exposed)
+            rows = _compare_issue(
+                kind, row, actual, locations_by_id, attachment_info, sizes_exposed
+            )
             mismatches.extend(rows)
             if rows:
                 issue_results[row["source_id"]] = "mismatch: " + ", ".join(
@@ -300,11 +313,14 @@ def reconcile(
     else:
         for row in loaded:
             issue_results[row["source_id"]] = "loaded (not checked: offline)"
-        checks.append(Check(
-            "Procore read-back", False,
-            "offline: Procore was not read, so no field, missing or orphan check ran; the "
-            "report shows the staging DB and id_map only",
-        ))
+        checks.append(
+            Check(
+                "Procore read-back",
+                False,
+                "offline: Procore was not read, so no field, missing or orphan check ran; the "
+                "report shows the staging DB and id_map only",
+            )
+        )
 
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
@@ -313,8 +329,9 @@ def reconcile(
         target_project_id=project,
         online=online,
         checks=checks,
-        entity_rows=_entity_rows(store, project, issue_results, missing, orphans,
-                                 matched_by_entity, online),
+        entity_rows=_entity_rows(
+            store, project, issue_results, missing, orphans, matched_by_entity, online
+        ),
         matched=matched_by_entity["issue"] + matched_by_entity["checklist_item"],
         matched_by_entity=matched_by_entity,
         mismatches=mismatches,
@@ -362,8 +379,12 @@ def _kind(source_id: str) -> str:
 
 def _missing_row(kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "entity": kind, "source_id": row["source_id"], "identifier": row.get("identifier"),
-        "title": row.get("title"), "procore_id": row["target_id"], "uuid": row.get("uuid"),
+        "entity": kind,
+        "source_id": row["source_id"],
+        "identifier": row.get("identifier"),
+        "title": row.get("title"),
+        "procore_id": row["target_id"],
+        "uuid": row.get("uuid"),
         "loaded_at": row.get("updated_at"),
     }
 
@@ -387,11 +408,18 @@ def _compare_issue(
     found: list[dict[str, Any]] = []
 
     def differ(name: str, expected: Any, got: Any) -> None:
-        found.append({
-            "entity": kind, "source_id": row["source_id"], "identifier": row.get("identifier"),
-            "procore_id": row["target_id"], "field": name, "expected": _text(expected),
-            "actual": _text(got), "note": note,
-        })
+        found.append(
+            {
+                "entity": kind,
+                "source_id": row["source_id"],
+                "identifier": row.get("identifier"),
+                "procore_id": row["target_id"],
+                "field": name,
+                "expected": _text(expected),
+                "actual": _text(got),
+                "note": note,
+            }
+        )
 
     if row.get("planned_hash") is None:
         return found  # nothing planned to compare with; listed under deleted-after-load
@@ -418,8 +446,9 @@ def _compare_issue(
     if sent is None:
         sent = _json_list(row.get("planned_attachment_ids")) or []
     expected_files = [attachment_info.get(a, {"filename": None, "size": None}) for a in sent]
-    expected_names = [f.get("filename") or f"attachment-{a}" for a, f in zip(sent, expected_files,
-                                                                              strict=True)]
+    expected_names = [
+        f.get("filename") or f"attachment-{a}" for a, f in zip(sent, expected_files, strict=True)
+    ]
     actual_files = [a for a in actual.get("attachments") or [] if isinstance(a, dict)]
     actual_names = [str(a.get("name") or "") for a in actual_files]
     if len(expected_names) != len(actual_names):
@@ -457,20 +486,33 @@ def _compare_locations(
         (ENTITY_LOCATION, *proj_params),
     ):
         if row["target_id"] not in by_id:
-            missing.append({
-                "entity": "location", "source_id": row["source_id"], "identifier": None,
-                "title": row["path_text"], "procore_id": row["target_id"], "uuid": None,
-                "loaded_at": row["updated_at"],
-            })
+            missing.append(
+                {
+                    "entity": "location",
+                    "source_id": row["source_id"],
+                    "identifier": None,
+                    "title": row["path_text"],
+                    "procore_id": row["target_id"],
+                    "uuid": None,
+                    "loaded_at": row["updated_at"],
+                }
+            )
             continue
         expected = _json_list(row["path"])
         actual = _path_of(row["target_id"], by_id)
         if expected is not None and expected != actual:
-            mismatches.append({
-                "entity": "location", "source_id": row["source_id"], "identifier": None,
-                "procore_id": row["target_id"], "field": "location", "expected":
-                path_text(expected), "actual": path_text(actual), "note": "",
-            })
+            mismatches.append(
+                {
+                    "entity": "location",
+                    "source_id": row["source_id"],
+                    "identifier": None,
+                    "procore_id": row["target_id"],
+                    "field": "location",
+                    "expected": path_text(expected),
+                    "actual": path_text(actual),
+                    "note": "",
+                }
+            )
         else:
             matched += 1
     return mismatches, missing, matched
@@ -516,46 +558,71 @@ def _orphans(
         source_id = ours[uuid]
         state, target_id = id_map_state.get(source_id, (None, None))
         if state == "sent":
-            why = ("created by a load that stopped before recording it; `migrate load` "
-                   "finds and records it")
+            why = (
+                "created by a load that stopped before recording it; `migrate load` "
+                "finds and records it"
+            )
         elif state == "loaded":
             why = f"id_map maps {source_id} to Procore issue {target_id}, not this one"
         elif state == "rejected":
             why = "id_map says Procore refused this record, yet Procore has it"
         else:
-            why = ("carries the uuid migrate derives for this record, but id_map does not "
-                   "know it (created outside this staging DB, or by an earlier one)")
-        found.append({
-            "procore_id": procore_id, "uuid": issue.get("uuid"), "title": issue.get("title"),
-            "status": issue.get("status"), "source_id": source_id,
-            "staging_state": journey.get(source_id, state or "unknown"), "why": why,
-        })
+            why = (
+                "carries the uuid migrate derives for this record, but id_map does not "
+                "know it (created outside this staging DB, or by an earlier one)"
+            )
+        found.append(
+            {
+                "procore_id": procore_id,
+                "uuid": issue.get("uuid"),
+                "title": issue.get("title"),
+                "status": issue.get("status"),
+                "source_id": source_id,
+                "staging_state": journey.get(source_id, state or "unknown"),
+                "why": why,
+            }
+        )
     return found
 
 
 def _online_checks(sizes_exposed: bool, issues: int, locations: int) -> list[Check]:
     checks = [
-        Check("Procore read-back", True,
-              f"read {issues} coordination issues (view=extended, every page) and "
-              f"{locations} locations"),
+        Check(
+            "Procore read-back",
+            True,
+            f"read {issues} coordination issues (view=extended, every page) and "
+            f"{locations} locations",
+        ),
         Check("uuid", True, "the Procore issue id_map names carries the planned uuid"),
     ]
     for name in ("title", "status", "priority", "issue_type", "due_date", "assignee"):
         checks.append(Check(name, True, "planned value against Procore's"))
-    checks.append(Check("location", True,
-                        "planned path against the path of Procore's location ids (parent_id)"))
+    checks.append(
+        Check(
+            "location", True, "planned path against the path of Procore's location ids (parent_id)"
+        )
+    )
     checks.append(Check("attachment_count", True, "files sent at create against Procore's list"))
-    checks.append(Check("attachment_names", True,
-                        "file names sent at create against Procore's attachment names"))
-    checks.append(Check(
-        "attachment_bytes", sizes_exposed,
-        "sizes compared" if sizes_exposed else
-        "not run: Procore's API gives attachments as {id, name, content_type, url} without a "
-        "size, and downloading every file to measure it was ruled out",
-    ))
+    checks.append(
+        Check(
+            "attachment_names", True, "file names sent at create against Procore's attachment names"
+        )
+    )
+    checks.append(
+        Check(
+            "attachment_bytes",
+            sizes_exposed,
+            "sizes compared"
+            if sizes_exposed
+            else "not run: Procore's API gives attachments as {id, name, content_type, url} "
+            "without a "
+            "size, and downloading every file to measure it was ruled out",
+        )
+    )
     checks.append(Check("missing", True, "every id_map 'loaded' issue and location looked up"))
-    checks.append(Check("orphans", True,
-                        "Procore issues whose uuid migrate derives but id_map does not map"))
+    checks.append(
+        Check("orphans", True, "Procore issues whose uuid migrate derives but id_map does not map")
+    )
     return checks
 
 
@@ -589,23 +656,28 @@ def _entity_rows(
     rows = []
     for entity, states in status.entities.items():
         loaded = states["loaded"]
-        rows.append({
-            "entity": entity,
-            "source": source_counts[entity],
-            "staging": states["extracted"],
-            "planned": states["planned"],
-            "skipped": states["skipped"],
-            "quarantined": states["quarantined"],
-            "loaded": loaded,
-            "in_procore": loaded - missing_by[entity] if online else None,
-            "matching": matched_by_entity[entity] if online else None,
-            "mismatching": (
-                mismatched[entity] if entity != "location" else
-                loaded - missing_by[entity] - matched_by_entity[entity]
-            ) if online else None,
-            "missing": missing_by[entity] if online else None,
-            "orphans": orphans_by[entity] if online and entity != "location" else None,
-        })
+        rows.append(
+            {
+                "entity": entity,
+                "source": source_counts[entity],
+                "staging": states["extracted"],
+                "planned": states["planned"],
+                "skipped": states["skipped"],
+                "quarantined": states["quarantined"],
+                "loaded": loaded,
+                "in_procore": loaded - missing_by[entity] if online else None,
+                "matching": matched_by_entity[entity] if online else None,
+                "mismatching": (
+                    mismatched[entity]
+                    if entity != "location"
+                    else loaded - missing_by[entity] - matched_by_entity[entity]
+                )
+                if online
+                else None,
+                "missing": missing_by[entity] if online else None,
+                "orphans": orphans_by[entity] if online and entity != "location" else None,
+            }
+        )
     return rows
 
 
@@ -624,13 +696,18 @@ def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
         key = (row["entity"], row["stage"], row["reason"])
         group = groups.get(key)
         if group is None:
-            group = groups[key] = QuarantineGroup(row["entity"], row["stage"], row["reason"],
-                                                  row["hint"])
-        group.records.append({
-            "source_id": row["source_id"], "created_at": row["created_at"],
-            "hint": row["hint"], "record": link_free_record(row["record"]),
-            "record_compact": link_free_record(row["record"], indent=None),
-        })
+            group = groups[key] = QuarantineGroup(
+                row["entity"], row["stage"], row["reason"], row["hint"]
+            )
+        group.records.append(
+            {
+                "source_id": row["source_id"],
+                "created_at": row["created_at"],
+                "hint": row["hint"],
+                "record": link_free_record(row["record"]),
+                "record_compact": link_free_record(row["record"], indent=None),
+            }
+        )
     return sorted(groups.values(), key=lambda g: (-len(g.records), g.entity, g.reason))
 
 
@@ -644,15 +721,21 @@ def _run_history(store: Store) -> list[dict[str, Any]]:
         start, end = parse_time(row["started_at"]), parse_time(row["finished_at"])
         requests = json.loads(row["requests"]) if row["requests"] else {}
         total, _ = request_total(requests)
-        history.append({
-            "run_id": row["id"], "command": row["command"], "status": row["status"],
-            "started_at": row["started_at"], "finished_at": row["finished_at"],
-            "duration_seconds": round((end - start).total_seconds(), 1) if start and end
-            else None,
-            "requests": total,
-            "counts": _compact_counts(row["counts"]),
-            "error": row["error"],
-        })
+        history.append(
+            {
+                "run_id": row["id"],
+                "command": row["command"],
+                "status": row["status"],
+                "started_at": row["started_at"],
+                "finished_at": row["finished_at"],
+                "duration_seconds": round((end - start).total_seconds(), 1)
+                if start and end
+                else None,
+                "requests": total,
+                "counts": _compact_counts(row["counts"]),
+                "error": row["error"],
+            }
+        )
     return history
 
 

@@ -58,7 +58,12 @@ SCHEMA_VERSION = 1
 ENTITIES = ("issue", "checklist_item", "location")
 ENTITY_STATES = ("extracted", "planned", "loaded", "rejected", "skipped", "pending", "quarantined")
 ATTACHMENT_KEYS = (
-    "stored", "bytes_stored", "failed", "pending_download", "pending_upload", "uploaded",
+    "stored",
+    "bytes_stored",
+    "failed",
+    "pending_download",
+    "pending_upload",
+    "uploaded",
     "after_load_needing_decision",
 )
 #: The commands shown under "stages", in pipeline order (others follow in the order seen).
@@ -99,9 +104,13 @@ class StageRun:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "command": self.command, "run_id": self.run_id, "status": self.status,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "duration_seconds": self.duration_seconds, "counts": self.counts,
+            "command": self.command,
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_seconds": self.duration_seconds,
+            "counts": self.counts,
             "error": self.error,
         }
 
@@ -180,8 +189,9 @@ class StatusReport:
             if stage.error and stage.status != "succeeded":
                 out.append(f"             {stage.error[:90]}")
         for run in self.running:
-            out.append(f"  running now: migrate {run['command']} (run {run['run_id']}, "
-                       f"pid {run['pid']})")
+            out.append(
+                f"  running now: migrate {run['command']} (run {run['run_id']}, pid {run['pid']})"
+            )
         out.append("")
         header = "".join(f"{state:>12}" for state in ENTITY_STATES)
         out.append(f"{'Records':<15}{header}")
@@ -213,11 +223,13 @@ class StatusReport:
                 f"Procore quota in the last load (run {self.quota_run_id}; "
                 f"{self.quota_requests} requests with token and storage calls)"
             )
-        todo = {k: v for k, v in self.plan.items() if v and k in ("create", "update",
-                                                                  "status_change")}
+        todo = {
+            k: v for k, v in self.plan.items() if v and k in ("create", "update", "status_change")
+        }
         if todo:
-            out.append("Load to do   " + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                                   for k, v in todo.items()))
+            out.append(
+                "Load to do   " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in todo.items())
+            )
         if self.quarantine_open:
             out.append(f"Quarantine   {self.quarantine_open} open")
         out.append("")
@@ -424,9 +436,8 @@ def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, 
         if state in ("loaded", "rejected"):
             counts["location"][state] += int(number)
 
-    join = (
-        "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id"
-        + _project_clause(project_id, "m")
+    join = "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id" + _project_clause(
+        project_id, "m"
     )
     pending = "(m.state IS NULL OR m.state IN ('pending', 'sent'))"
     for kind, number in conn.execute(
@@ -474,8 +485,10 @@ def _attachment_counts(store: Store, project_id: int | None) -> dict[str, int]:
         + _project_clause(project_id),
         _project_params(project_id),
     )
-    waiting_clause = "" if project_id is None else (
-        " AND (procore_project_id IS NULL OR procore_project_id = ?)"
+    waiting_clause = (
+        ""
+        if project_id is None
+        else (" AND (procore_project_id IS NULL OR procore_project_id = ?)")
     )
     for reason, number in store.conn.execute(
         "SELECT waiting_for, COUNT(*) FROM v_attachments_pending WHERE 1 = 1"
@@ -513,7 +526,8 @@ def request_total(requests: Any) -> tuple[int, dict[str, int]]:
     by_endpoint = {
         str(key): int(value)
         for key, value in requests.items()
-        if isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, int)
+        and not isinstance(value, bool)
         and str(key).split(" ", 1)[0] in _METHODS
     }
     return sum(by_endpoint.values()), by_endpoint
@@ -577,8 +591,10 @@ def _next_command(
     extract = last.get("extract")
     extracted = entities["issue"]["extracted"] + entities["location"]["extracted"]
     if extract is None and not extracted:
-        return "migrate extract", "Nothing has been extracted yet: start by pulling the " \
-            "BIM 360 Field project."
+        return (
+            "migrate extract",
+            "Nothing has been extracted yet: start by pulling the BIM 360 Field project.",
+        )
     if extract is not None and extract.status != "succeeded":
         return "migrate extract", (
             f"The last extract (run {extract.run_id}) {_ended(extract)}; running it again "
@@ -586,8 +602,11 @@ def _next_command(
         )
     transform = last.get("transform")
     if transform is None:
-        return "migrate transform", "Extracted records are not transformed yet: apply the " \
-            "mappings to plan the Procore records."
+        return (
+            "migrate transform",
+            "Extracted records are not transformed yet: apply the "
+            "mappings to plan the Procore records.",
+        )
     if transform.status != "succeeded":
         return "migrate transform", (
             f"The last transform (run {transform.run_id}) {_ended(transform)}; run it again."
@@ -622,8 +641,10 @@ def _next_command(
             f"{quarantine_open} record(s) are quarantined: fix the mappings or the source "
             "data, then transform and load again (or accept them as left out)."
         )
-    return "migrate report", "Everything planned is loaded: reconcile with Procore and " \
-        "hand over the report."
+    return (
+        "migrate report",
+        "Everything planned is loaded: reconcile with Procore and hand over the report.",
+    )
 
 
 def _ended(stage: StageRun) -> str:

@@ -35,7 +35,13 @@ VIEWS: dict[str, str] = {
 
 #: Issue states in v_issue_journey, in pipeline order.
 JOURNEY_STATES = (
-    "extracted", "planned", "skipped", "quarantined", "sent", "loaded", "rejected",
+    "extracted",
+    "planned",
+    "skipped",
+    "quarantined",
+    "sent",
+    "loaded",
+    "rejected",
     "loaded_then_deleted_at_source",
 )
 

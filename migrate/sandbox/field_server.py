@@ -67,8 +67,20 @@ _OVERLAY_SLOT = 0x8000  # slots of comments/attachments added at run time start 
 _TRUTHY = {"1", "true", "t", "yes", "y", "on"}
 _BINARY_TYPES = ("Attachment", "Signature", "DocumentReference", "Document")
 _IMAGE_TYPES = ("original", "thumb", "composite", "vv")
-_CONDITION_OPS = ("eq", "neq", "like", "nlike", "startswith", "nstartswith", "endswith",
-                  "nendswith", "in", "nin", "geq", "leq")
+_CONDITION_OPS = (
+    "eq",
+    "neq",
+    "like",
+    "nlike",
+    "startswith",
+    "nstartswith",
+    "endswith",
+    "nendswith",
+    "in",
+    "nin",
+    "geq",
+    "leq",
+)
 
 
 class _Ticket:
@@ -82,8 +94,9 @@ class _Ticket:
 class _View:
     """An immutable snapshot of one project's issues: generated base + overlay."""
 
-    def __init__(self, data: FieldProjectData, overlay: dict[int, dict[str, Any] | None],
-                 total: int) -> None:
+    def __init__(
+        self, data: FieldProjectData, overlay: dict[int, dict[str, Any] | None], total: int
+    ) -> None:
         self.data = data
         self.overlay = overlay
         self.total = total
@@ -103,8 +116,11 @@ class _View:
         excluded = {i for i, record in self.overlay.items() if record is None}
         if not include_void:
             excluded.update(i for i in self.data.voided_indexes() if i not in self.overlay)
-            excluded.update(i for i, record in self.overlay.items()
-                            if record is not None and record["fields"]["f--status"] == "Void")
+            excluded.update(
+                i
+                for i, record in self.overlay.items()
+                if record is not None and record["fields"]["f--status"] == "Void"
+            )
         return sorted(excluded)
 
     def count(self, include_void: bool = True) -> int:
@@ -139,8 +155,11 @@ class _View:
 
     def voided_ids(self) -> list[str]:
         voided = {i for i in self.data.voided_indexes() if i not in self.overlay}
-        voided.update(i for i, record in self.overlay.items()
-                      if record is not None and record["fields"]["f--status"] == "Void")
+        voided.update(
+            i
+            for i, record in self.overlay.items()
+            if record is not None and record["fields"]["f--status"] == "Void"
+        )
         return [self.data.issue_id(i) for i in sorted(voided)]
 
 
@@ -176,14 +195,19 @@ class _ProjectState:
 
 
 def _issue_counts(record: dict[str, Any]) -> Counter[str]:
-    counts: Counter[str] = Counter(issues=1, comments=len(record["comments"]),
-                                   issue_changes=len(record["history"]))
+    counts: Counter[str] = Counter(
+        issues=1, comments=len(record["comments"]), issue_changes=len(record["history"])
+    )
     if record["fields"]["f--status"] == "Void":
         counts["voided_issues"] += 1
     for item in record["attachments"]:
-        counts[{"Attachment": "issue_attachments", "DocumentReference":
-                "issue_document_references", "UriReference": "issue_uri_references"}[
-                    item["type"]]] += 1
+        counts[
+            {
+                "Attachment": "issue_attachments",
+                "DocumentReference": "issue_document_references",
+                "UriReference": "issue_uri_references",
+            }[item["type"]]
+        ] += 1
         if item["type"] == "Attachment":
             counts["attachments"] += 1
             counts["attachment_bytes"] += item["size"]
@@ -194,9 +218,11 @@ def _checklist_counts(record: dict[str, Any]) -> Counter[str]:
     if record["deleted"]:
         return Counter(deleted_checklists=1)
     counts: Counter[str] = Counter(
-        checklists=1, checklist_comments=len(record["comments"]),
+        checklists=1,
+        checklist_comments=len(record["comments"]),
         signatures=len(record["signatures"]),
-        checklist_custom_field_values=len(record["custom_field_values"]))
+        checklist_custom_field_values=len(record["custom_field_values"]),
+    )
     owned = [("checklist", record["attachments"])]
     for section in record["sections"]:
         counts["checklist_sections"] += 1
@@ -206,8 +232,11 @@ def _checklist_counts(record: dict[str, Any]) -> Counter[str]:
             owned.append(("checklist_item", item["attachments"]))
     for owner, items in owned:
         for item in items:
-            kind = {"Attachment": "attachments", "DocumentReference": "document_references",
-                    "UriReference": "uri_references"}[item["type"]]
+            kind = {
+                "Attachment": "attachments",
+                "DocumentReference": "document_references",
+                "UriReference": "uri_references",
+            }[item["type"]]
             counts[f"{owner}_{kind}"] += 1
             if item["type"] == "Attachment":
                 counts["attachments"] += 1
@@ -225,10 +254,16 @@ class FieldApp(App):
     name = "bim360field"
     strip_json_suffix = True
 
-    def __init__(self, project: Any, *, username: str = "demo@example.com",
-                 password: str = "demo", ticket_max_calls: int | None = None,
-                 ticket_max_seconds: float | None = None, faults: Faults | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        project: Any,
+        *,
+        username: str = "demo@example.com",
+        password: str = "demo",
+        ticket_max_calls: int | None = None,
+        ticket_max_seconds: float | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         super().__init__(faults)
         self.project = project
         self.username = username
@@ -267,8 +302,12 @@ class FieldApp(App):
         add("POST", "/api/get_issues", self._get_issues, "get_issues")
         add("POST", "/api/get_voided_issues", self._voided, "get_voided_issues")
         add("GET", "/api/v1/projects/{project_id}/issue_changes", self._changes, "issue_changes")
-        add("GET", "/api/v1/projects/{project_id}/issue_changes/{issue_id}", self._issue_changes,
-            "issue_changes_one")
+        add(
+            "GET",
+            "/api/v1/projects/{project_id}/issue_changes/{issue_id}",
+            self._issue_changes,
+            "issue_changes_one",
+        )
         add("GET", "/fieldapi/checklists/v1", self._checklists, "checklists")
         add("GET", "/fieldapi/checklists/v1/{checklist_id}", self._checklist, "checklist")
         add("POST", "/api/get_checklist_headers", self._checklist_headers, "checklist_headers")
@@ -287,16 +326,20 @@ class FieldApp(App):
                 return _unauthorized("missing, unknown or expired ticket")
             state.calls += 1
             too_many = self.ticket_max_calls is not None and state.calls > self.ticket_max_calls
-            too_old = (self.ticket_max_seconds is not None
-                       and time.monotonic() - state.created > self.ticket_max_seconds)
+            too_old = (
+                self.ticket_max_seconds is not None
+                and time.monotonic() - state.created > self.ticket_max_seconds
+            )
             if too_many or too_old:
                 del self._tickets[ticket or ""]
                 return _unauthorized("ticket expired; log in again")
         return None
 
     def _login(self, request: Request) -> Response:
-        if (request.param("username") != self.username
-                or request.param("password") != self._password):
+        if (
+            request.param("username") != self.username
+            or request.param("password") != self._password
+        ):
             return _unauthorized("The user's credentials have been rejected.")
         ticket = str(uuid.uuid4())
         with self.lock:
@@ -319,13 +362,20 @@ class FieldApp(App):
     def _state(self, request: Request, project_id: str | None = None) -> _ProjectState:
         wanted = project_id or request.param("project_id")
         if not wanted and request.param("a360_project_id"):
-            wanted = next((d.id for d in self.project.projects
-                           if d.meta.get("a360_project_id") == request.param("a360_project_id")),
-                          None)
+            wanted = next(
+                (
+                    d.id
+                    for d in self.project.projects
+                    if d.meta.get("a360_project_id") == request.param("a360_project_id")
+                ),
+                None,
+            )
         state = self._states.get(wanted or "")
         if state is None:
-            raise HTTPError(404, {"error": "Not Found",
-                                  "message": "project not found or not visible to this user"})
+            raise HTTPError(
+                404,
+                {"error": "Not Found", "message": "project not found or not visible to this user"},
+            )
         return state
 
     def _view(self, request: Request, project_id: str | None = None) -> _View:
@@ -333,12 +383,26 @@ class FieldApp(App):
         with self.lock:
             return state.view()
 
-    def _url(self, request: Request, data: FieldProjectData, object_id: str, object_type: str,
-             image_type: str, page: int = 0) -> str:
+    def _url(
+        self,
+        request: Request,
+        data: FieldProjectData,
+        object_id: str,
+        object_type: str,
+        image_type: str,
+        page: int = 0,
+    ) -> str:
         host = request.headers.get("Host") or "127.0.0.1"
-        query = urlencode({"ticket": request.param("ticket") or "", "project_id": data.id,
-                           "object_id": object_id, "object_type": object_type,
-                           "image_type": image_type, "page": page})
+        query = urlencode(
+            {
+                "ticket": request.param("ticket") or "",
+                "project_id": data.id,
+                "object_id": object_id,
+                "object_type": object_type,
+                "image_type": image_type,
+                "page": page,
+            }
+        )
         return f"http://{host}/api/binary_data?{query}"
 
     def _now(self) -> datetime:
@@ -349,9 +413,14 @@ class FieldApp(App):
     # -- account and reference data ------------------------------------------------------
     def _project_hash(self, data: FieldProjectData) -> dict[str, Any]:
         meta = data.meta
-        return {"id": data.id, "name": data.name, "a360_project_id": meta["a360_project_id"],
-                "created_at": meta["created_at"], "updated_at": meta["updated_at"],
-                "filters": meta["filters"]}
+        return {
+            "id": data.id,
+            "name": data.name,
+            "a360_project_id": meta["a360_project_id"],
+            "created_at": meta["created_at"],
+            "updated_at": meta["updated_at"],
+            "filters": meta["filters"],
+        }
 
     def _projects(self, request: Request) -> Response:
         return json_response([self._project_hash(d) for d in self.project.projects])
@@ -360,16 +429,28 @@ class FieldApp(App):
         return json_response(self._project_hash(self._state(request).data))
 
     def _project_names(self, request: Request) -> Response:
-        rows = [{"id": d.id, "name": d.name, "a360_project_id": d.meta["a360_project_id"],
-                 "updated_at": parse_field_time(d.meta["updated_at"]).astimezone(
-                     UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "include_in_reports": True} for d in self.project.projects]
+        rows = [
+            {
+                "id": d.id,
+                "name": d.name,
+                "a360_project_id": d.meta["a360_project_id"],
+                "updated_at": parse_field_time(d.meta["updated_at"])
+                .astimezone(UTC)
+                .strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "include_in_reports": True,
+            }
+            for d in self.project.projects
+        ]
         order = request.param("sort_order")
         direction = request.param("sort_direction") or "asc"
         if order not in (None, "", "name", "updated_at") or direction not in ("asc", "desc"):
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": "sort_order must be name or updated_at, "
-                                             "sort_direction asc or desc"})
+            raise HTTPError(
+                400,
+                {
+                    "error": "Bad Request",
+                    "message": "sort_order must be name or updated_at, sort_direction asc or desc",
+                },
+            )
         if order:
             rows.sort(key=lambda row: row[order], reverse=direction == "desc")
         return json_response(rows)
@@ -385,10 +466,18 @@ class FieldApp(App):
         updated_at}``, paged like every mobile list."""
         data = self._state(request).data
         offset, limit = _page(request)
-        rows = [{"id": a["id"], "parent_id": a["parent_id"], "name": a["name"],
-                 "identifier": a["identifier"], "deleted": bool(a["deleted"]),
-                 "created_at": data.meta["created_at"], "updated_at": data.meta["created_at"]}
-                for a in data.areas[offset:offset + limit]]
+        rows = [
+            {
+                "id": a["id"],
+                "parent_id": a["parent_id"],
+                "name": a["name"],
+                "identifier": a["identifier"],
+                "deleted": bool(a["deleted"]),
+                "created_at": data.meta["created_at"],
+                "updated_at": data.meta["created_at"],
+            }
+            for a in data.areas[offset : offset + limit]
+        ]
         return json_response(rows)
 
     def _companies(self, request: Request) -> Response:
@@ -412,8 +501,9 @@ class FieldApp(App):
 
     def _custom_fields(self, request: Request) -> Response:
         data = self._state(request).data
-        return json_response([{k: v for k, v in d.items() if not k.startswith("_")}
-                              for d in data.custom_fields])
+        return json_response(
+            [{k: v for k, v in d.items() if not k.startswith("_")} for d in data.custom_fields]
+        )
 
     # -- issues --------------------------------------------------------------------------
     def _search_row(self, data: FieldProjectData, record: dict[str, Any]) -> dict[str, Any]:
@@ -421,14 +511,24 @@ class FieldApp(App):
         fields = []
         for field_id, value in record["fields"].items():
             name, shown = data.field_catalog.get(field_id, (field_id, "text"))
-            fields.append({"value": value, "name": name,
-                           "display_type": shown if field_id.startswith("cf--") else "text",
-                           "id": field_id})
+            fields.append(
+                {
+                    "value": value,
+                    "name": name,
+                    "display_type": shown if field_id.startswith("cf--") else "text",
+                    "id": field_id,
+                }
+            )
         return {"id": record["id"], "closed_at": record["closed_at"], "fields": fields}
 
-    def _filtered(self, request: Request, view: _View, *, include_void: bool,
-                  conditions: list[tuple[str, str, Any]] | None = None
-                  ) -> tuple[Iterable[dict[str, Any]] | None, Callable[[], int]]:
+    def _filtered(
+        self,
+        request: Request,
+        view: _View,
+        *,
+        include_void: bool,
+        conditions: list[tuple[str, str, Any]] | None = None,
+    ) -> tuple[Iterable[dict[str, Any]] | None, Callable[[], int]]:
         """Records matching area_ids/conditions, or None when nothing filters (fast path)."""
         area_ids = [a.strip() for a in (request.param("area_ids") or "").split(",") if a.strip()]
         if not area_ids and not conditions:
@@ -446,11 +546,18 @@ class FieldApp(App):
 
         return records(), lambda: sum(1 for _ in records())
 
-    def _paged(self, request: Request, view: _View, *, include_void: bool,
-               conditions: list[tuple[str, str, Any]] | None = None) -> list[dict[str, Any]]:
+    def _paged(
+        self,
+        request: Request,
+        view: _View,
+        *,
+        include_void: bool,
+        conditions: list[tuple[str, str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
         offset, limit = _page(request)
-        matching, _ = self._filtered(request, view, include_void=include_void,
-                                     conditions=conditions)
+        matching, _ = self._filtered(
+            request, view, include_void=include_void, conditions=conditions
+        )
         if matching is None:
             return view.page(offset, limit, include_void)
         found = []
@@ -469,8 +576,9 @@ class FieldApp(App):
     def _search(self, request: Request) -> Response:
         view = self._view(request)
         filter_id = request.param("filter_id")
-        if filter_id and filter_id not in {f["id"] for f in view.data.meta["filters"]
-                                           if f["container"] == "Issue"}:
+        if filter_id and filter_id not in {
+            f["id"] for f in view.data.meta["filters"] if f["container"] == "Issue"
+        }:
             raise HTTPError(404, {"error": "Not Found", "message": "filter not found"})
         conditions = _parse_conditions(request, view.data)
         if (request.param("count") or "").strip().lower() in _TRUTHY:
@@ -481,21 +589,25 @@ class FieldApp(App):
 
     def _retrieve(self, request: Request) -> Response:
         view = self._view(request)
-        ids = list(dict.fromkeys(i.strip() for i in (request.param("ids") or "").split(",")
-                                 if i.strip()))
+        ids = list(
+            dict.fromkeys(i.strip() for i in (request.param("ids") or "").split(",") if i.strip())
+        )
         if not ids:
             raise HTTPError(400, {"error": "Bad Request", "message": "ids is required"})
         if len(ids) > RETRIEVE_MAX:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"at most {RETRIEVE_MAX} ids per call"})
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": f"at most {RETRIEVE_MAX} ids per call"}
+            )
         records = [view.find(issue_id) for issue_id in ids]
         if any(record is None for record in records):
             raise HTTPError(404, {"error": "Not Found", "message": "One or more issues not found"})
-        return json_response([self._retrieve_record(request, view.data, r)
-                              for r in records if r is not None])
+        return json_response(
+            [self._retrieve_record(request, view.data, r) for r in records if r is not None]
+        )
 
-    def _retrieve_record(self, request: Request, data: FieldProjectData,
-                         record: dict[str, Any]) -> dict[str, Any]:
+    def _retrieve_record(
+        self, request: Request, data: FieldProjectData, record: dict[str, Any]
+    ) -> dict[str, Any]:
         fields = []
         for field_id, value in record["fields"].items():
             name, shown = data.field_catalog.get(field_id, (field_id, "text"))
@@ -505,12 +617,14 @@ class FieldApp(App):
             "created_by": record["created_by"],
             "fields": fields,
             "comments": [dict(c) for c in record["comments"]],
-            "attachments": [self._render_attachment(request, data, item)
-                            for item in record["attachments"]],
+            "attachments": [
+                self._render_attachment(request, data, item) for item in record["attachments"]
+            ],
         }
 
-    def _render_attachment(self, request: Request, data: FieldProjectData,
-                           item: dict[str, Any]) -> dict[str, Any]:
+    def _render_attachment(
+        self, request: Request, data: FieldProjectData, item: dict[str, Any]
+    ) -> dict[str, Any]:
         """One attachment-list entry in the seed shape of its type, URLs with the ticket."""
         kind = item["type"]
         if kind == "UriReference":
@@ -518,23 +632,33 @@ class FieldApp(App):
         pages = range(item.get("num_pages") or 1)
         if kind == "DocumentReference":
             return {
-                "type": kind, "num_pages": item["num_pages"],
+                "type": kind,
+                "num_pages": item["num_pages"],
                 "content_type": item["content_type"],
                 "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
-                "composites": [{"page": p, "url": self._url(request, data, item["id"], kind,
-                                                            "composite", p)} for p in pages],
+                "composites": [
+                    {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
+                    for p in pages
+                ],
                 "original_url": self._url(request, data, item["id"], kind, "original"),
                 "id": item["id"],
             }
         return {
-            "id": item["id"], "type": kind, "name": item["name"], "caption": item["caption"],
-            "tags": item["tags"], "content_type": item["content_type"],
+            "id": item["id"],
+            "type": kind,
+            "name": item["name"],
+            "caption": item["caption"],
+            "tags": item["tags"],
+            "content_type": item["content_type"],
             "original_url": self._url(request, data, item["id"], kind, "original"),
             "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
             "num_pages": item["num_pages"],
-            "composites": [{"page": p, "url": self._url(request, data, item["id"], kind,
-                                                        "composite", p)} for p in pages],
-            "created_at": item["created_at"], "updated_at": item["updated_at"],
+            "composites": [
+                {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
+                for p in pages
+            ],
+            "created_at": item["created_at"],
+            "updated_at": item["updated_at"],
             "created_by": item["created_by"],
         }
 
@@ -561,8 +685,9 @@ class FieldApp(App):
         """
         view = self._view(request)
         filter_id = request.param("issue_filter_id")
-        if filter_id and filter_id not in {f["id"] for f in view.data.meta["filters"]
-                                           if f["container"] == "Issue"}:
+        if filter_id and filter_id not in {
+            f["id"] for f in view.data.meta["filters"] if f["container"] == "Issue"
+        }:
             raise HTTPError(404, {"error": "Not Found", "message": "issue filter not found"})
         if request.param("count_only"):
             _, count = self._filtered(request, view, include_void=False)
@@ -588,9 +713,14 @@ class FieldApp(App):
                         moment = parse_field_time(change["start_dt"])
                         if (start and moment < start) or (end and moment > end):
                             continue
-                    yield {"id": record["id"], "status": change["status"],
-                           "previous_status": change["previous_status"], "user": change["user"],
-                           "start_dt": change["start_dt"], "end_dt": change["end_dt"]}
+                    yield {
+                        "id": record["id"],
+                        "status": change["status"],
+                        "previous_status": change["previous_status"],
+                        "user": change["user"],
+                        "start_dt": change["start_dt"],
+                        "end_dt": change["end_dt"],
+                    }
 
         return _json_array_response(rows, self.stream_threshold)
 
@@ -599,9 +729,18 @@ class FieldApp(App):
         record = view.find(request.path_params["issue_id"])
         if record is None:
             raise HTTPError(404, {"error": "Not Found", "message": "issue not found"})
-        return json_response([
-            {"id": record["id"], "status": c["status"], "user": c["user"],
-             "start_dt": c["start_dt"], "end_dt": c["end_dt"]} for c in record["history"]])
+        return json_response(
+            [
+                {
+                    "id": record["id"],
+                    "status": c["status"],
+                    "user": c["user"],
+                    "start_dt": c["start_dt"],
+                    "end_dt": c["end_dt"],
+                }
+                for c in record["history"]
+            ]
+        )
 
     # -- checklists ----------------------------------------------------------------------
     def _live_checklist_indexes(self, data: FieldProjectData) -> list[int]:
@@ -612,7 +751,8 @@ class FieldApp(App):
             cached = self._live_checklist_cache.get(key)
         if cached is None:
             cached = [
-                index for index in range(data.checklist_count)
+                index
+                for index in range(data.checklist_count)
                 if not data.checklist(index)["deleted"]
             ]
             with self.lock:
@@ -627,9 +767,21 @@ class FieldApp(App):
         rows = []
         for index in self._live_checklist_indexes(data)[offset : offset + limit]:
             record = data.checklist(index)
-            rows.append({key: record[key] for key in (
-                "status", "created_at", "checklist_type", "identifier", "name", "id",
-                "updated_at", "created_by")})
+            rows.append(
+                {
+                    key: record[key]
+                    for key in (
+                        "status",
+                        "created_at",
+                        "checklist_type",
+                        "identifier",
+                        "name",
+                        "id",
+                        "updated_at",
+                        "created_by",
+                    )
+                }
+            )
         return json_response(rows)
 
     def _checklist(self, request: Request) -> Response:
@@ -643,8 +795,9 @@ class FieldApp(App):
             view = state.view()
         return json_response(self._checklist_detail(request, view, record))
 
-    def _checklist_detail(self, request: Request, view: _View,
-                          record: dict[str, Any]) -> dict[str, Any]:
+    def _checklist_detail(
+        self, request: Request, view: _View, record: dict[str, Any]
+    ) -> dict[str, Any]:
         data = view.data
         sections = []
         for section in record["sections"]:
@@ -654,11 +807,20 @@ class FieldApp(App):
                 for link in item["issues"]:
                     current = view.find(link["id"])
                     if current is not None:  # a deleted issue drops out of the link list
-                        linked.append({"description": current["fields"]["f--description"],
-                                       "identifier": current["fields"]["f--identifier"],
-                                       "id": current["id"]})
-                rendered = dict(item, issues=linked, attachments=[
-                    self._render_attachment(request, data, a) for a in item["attachments"]])
+                        linked.append(
+                            {
+                                "description": current["fields"]["f--description"],
+                                "identifier": current["fields"]["f--identifier"],
+                                "id": current["id"],
+                            }
+                        )
+                rendered = dict(
+                    item,
+                    issues=linked,
+                    attachments=[
+                        self._render_attachment(request, data, a) for a in item["attachments"]
+                    ],
+                )
                 items.append(rendered)
             sections.append({"items": items, "section_name": section["section_name"]})
         return {
@@ -674,14 +836,19 @@ class FieldApp(App):
             "source": {},
             "phase": record["phase"],
             "identifier": record["identifier"],
-            "signatures": [{"type": "Signature",
-                            "original_url": self._url(request, data, s["id"], "Signature",
-                                                      "original"),
-                            "id": s["id"]} for s in record["signatures"]],
+            "signatures": [
+                {
+                    "type": "Signature",
+                    "original_url": self._url(request, data, s["id"], "Signature", "original"),
+                    "id": s["id"],
+                }
+                for s in record["signatures"]
+            ],
             "name": record["name"],
             "template": dict(record["template"]),
-            "attachments": [self._render_attachment(request, data, a)
-                            for a in record["attachments"]],
+            "attachments": [
+                self._render_attachment(request, data, a) for a in record["attachments"]
+            ],
             "id": record["id"],
             "sections": sections,
             "priority": record["priority"],
@@ -694,17 +861,25 @@ class FieldApp(App):
         rows = []
         for index in range(offset, min(offset + limit, data.checklist_count)):
             record = data.checklist(index)
-            rows.append({
-                "completed_checklist_id": record["id"],
-                "checklist_template_id": record["template"]["id"],
-                "checklist_type": record["checklist_type"],
-                "identifier": record["identifier"], "name": record["name"],
-                "description": record["description"], "created_by": record["created_by"],
-                "phase": record["phase"], "priority": record["priority"],
-                "status": record["status"], "tags": record["tags"],
-                "created_at": record["created_at"], "updated_at": record["updated_at"],
-                "deleted": record["deleted"], "deleted_at": record["deleted_at"],
-            })
+            rows.append(
+                {
+                    "completed_checklist_id": record["id"],
+                    "checklist_template_id": record["template"]["id"],
+                    "checklist_type": record["checklist_type"],
+                    "identifier": record["identifier"],
+                    "name": record["name"],
+                    "description": record["description"],
+                    "created_by": record["created_by"],
+                    "phase": record["phase"],
+                    "priority": record["priority"],
+                    "status": record["status"],
+                    "tags": record["tags"],
+                    "created_at": record["created_at"],
+                    "updated_at": record["updated_at"],
+                    "deleted": record["deleted"],
+                    "deleted_at": record["deleted_at"],
+                }
+            )
         return json_response(rows)
 
     # -- binary data ---------------------------------------------------------------------
@@ -714,23 +889,31 @@ class FieldApp(App):
         object_id = request.param("object_id")
         image_type = request.param("image_type") or "original"
         if not object_type or not object_id:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": "object_type and object_id are required"})
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": "object_type and object_id are required"}
+            )
         if object_type not in _BINARY_TYPES or image_type not in _IMAGE_TYPES:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"object_type must be one of {_BINARY_TYPES}, "
-                                             f"image_type one of {_IMAGE_TYPES}"})
+            raise HTTPError(
+                400,
+                {
+                    "error": "Bad Request",
+                    "message": f"object_type must be one of {_BINARY_TYPES}, "
+                    f"image_type one of {_IMAGE_TYPES}",
+                },
+            )
         try:
             page = int(request.param("page") or 0)
         except ValueError:
-            raise HTTPError(400, {"error": "Bad Request", "message": "page must be a number"}
-                            ) from None
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": "page must be a number"}
+            ) from None
         with self.lock:
             view = state.view()
         found = _find_object(view, object_type, object_id)
         if found is None or not 0 <= page < (found.get("num_pages") or 1):
-            raise HTTPError(404, {"error": "Not Found",
-                                  "message": "The requested file does not exist"})
+            raise HTTPError(
+                404, {"error": "Not Found", "message": "The requested file does not exist"}
+            )
         blob_id = found.get("document_id") or found["id"]
         content_type = found["content_type"]
         size = found["size"]
@@ -758,26 +941,45 @@ class FieldApp(App):
                 issue_counts.subtract(_issue_counts(data.issue(index)))
             if record is not None:
                 issue_counts.update(_issue_counts(record))
-        counts: Counter[str] = Counter({
-            "projects": len(self.project.projects),
-            "areas": len(data.areas),
-            "deleted_areas": sum(1 for a in data.areas if a["deleted"]),
-            "companies": len(data.company_ids),
-            "users": len(data.user_ids),
-            "issue_types": len(data.issue_types),
-            "root_causes": len(data.root_causes),
-            "custom_fields": len(data.custom_fields),
-        })
+        counts: Counter[str] = Counter(
+            {
+                "projects": len(self.project.projects),
+                "areas": len(data.areas),
+                "deleted_areas": sum(1 for a in data.areas if a["deleted"]),
+                "companies": len(data.company_ids),
+                "users": len(data.user_ids),
+                "issue_types": len(data.issue_types),
+                "root_causes": len(data.root_causes),
+                "custom_fields": len(data.custom_fields),
+            }
+        )
         counts.update(issue_counts)
         counts.update(state.checklist_counts())
-        keys = ("issues", "voided_issues", "comments", "issue_changes", "issue_attachments",
-                "issue_document_references", "issue_uri_references", "checklists",
-                "deleted_checklists", "checklist_items", "checklist_sections",
-                "checklist_comments", "signatures", "checklist_attachments",
-                "checklist_document_references", "checklist_uri_references",
-                "checklist_item_attachments", "checklist_item_document_references",
-                "checklist_item_uri_references", "checklist_item_issue_links",
-                "checklist_custom_field_values", "attachments", "attachment_bytes")
+        keys = (
+            "issues",
+            "voided_issues",
+            "comments",
+            "issue_changes",
+            "issue_attachments",
+            "issue_document_references",
+            "issue_uri_references",
+            "checklists",
+            "deleted_checklists",
+            "checklist_items",
+            "checklist_sections",
+            "checklist_comments",
+            "signatures",
+            "checklist_attachments",
+            "checklist_document_references",
+            "checklist_uri_references",
+            "checklist_item_attachments",
+            "checklist_item_document_references",
+            "checklist_item_uri_references",
+            "checklist_item_issue_links",
+            "checklist_custom_field_values",
+            "attachments",
+            "attachment_bytes",
+        )
         return {**{key: 0 for key in keys}, **{k: int(v) for k, v in counts.items()}}
 
     def _locate(self, issue_id: str) -> tuple[_ProjectState, int, dict[str, Any]]:
@@ -824,33 +1026,60 @@ class FieldApp(App):
             moment = self._now()
             comment_id = state.data.make_id(KIND_COMMENT, state.next_slot, index)
             state.next_slot += 1
-            record["comments"].append({"created_at": iso_time(moment), "created_by": author,
-                                       "comment_text": text, "id": comment_id})
+            record["comments"].append(
+                {
+                    "created_at": iso_time(moment),
+                    "created_by": author,
+                    "comment_text": text,
+                    "id": comment_id,
+                }
+            )
             record["updated_at"] = field_time(moment)
             state.overlay[index] = record
             return comment_id
 
-    def add_attachment(self, issue_id: str, filename: str, size: int,
-                       content_type: str = "application/octet-stream") -> str:
+    def add_attachment(
+        self,
+        issue_id: str,
+        filename: str,
+        size: int,
+        content_type: str = "application/octet-stream",
+    ) -> str:
         """Attach a file of ``size`` generated bytes to an issue; returns its id."""
         with self.lock:
             state, index, record = self._locate(issue_id)
             moment = self._now()
             attachment_id = state.data.make_id(KIND_ATTACHMENT, state.next_slot, index)
             state.next_slot += 1
-            record["attachments"].append({
-                "id": attachment_id, "type": "Attachment", "name": filename, "caption": "",
-                "tags": "", "content_type": content_type, "size": size,
-                "num_pages": 1, "created_at": field_time(moment),
-                "updated_at": field_time(moment), "created_by": self.username,
-            })
+            record["attachments"].append(
+                {
+                    "id": attachment_id,
+                    "type": "Attachment",
+                    "name": filename,
+                    "caption": "",
+                    "tags": "",
+                    "content_type": content_type,
+                    "size": size,
+                    "num_pages": 1,
+                    "created_at": field_time(moment),
+                    "updated_at": field_time(moment),
+                    "created_by": self.username,
+                }
+            )
             record["updated_at"] = field_time(moment)
             state.overlay[index] = record
             return attachment_id
 
-    def add_issue(self, *, project_id: str | None = None, description: str = "",
-                  status: str = "Open", issue_type_id: str | None = None,
-                  created_by: str | None = None, **field_values: Any) -> str:
+    def add_issue(
+        self,
+        *,
+        project_id: str | None = None,
+        description: str = "",
+        status: str = "Open",
+        issue_type_id: str | None = None,
+        created_by: str | None = None,
+        **field_values: Any,
+    ) -> str:
         """Create an issue at the end of the project's list; returns its id."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {STATUSES}")
@@ -862,22 +1091,41 @@ class FieldApp(App):
             moment = self._now()
             type_id = issue_type_id or data.issue_types[0]["id"]
             fields: dict[str, Any] = dict.fromkeys(STANDARD_FIELD_IDS)
-            fields.update({"f--identifier": f"{index + 1:06d}", "f--issue_type_id": type_id,
-                           "f--description": description, "f--priority": "",
-                           "f--status": status, "f--location_detail": ""})
+            fields.update(
+                {
+                    "f--identifier": f"{index + 1:06d}",
+                    "f--issue_type_id": type_id,
+                    "f--description": description,
+                    "f--priority": "",
+                    "f--status": status,
+                    "f--location_detail": "",
+                }
+            )
             fields.update(dict.fromkeys(data.issue_custom_field_ids(type_id)))
             for name, value in field_values.items():
                 fields[name if name.startswith(("f--", "cf--")) else f"f--{name}"] = value
             stamp = field_time(moment)
             issue_id = data.issue_id(index)
             state.overlay[index] = {
-                "id": issue_id, "project_id": data.id, "index": index, "fields": fields,
-                "created_by": created_by or self.username, "created_at": stamp,
-                "updated_at": stamp, "closed_at": stamp if status == "Closed" else None,
-                "comments": [], "attachments": [],
-                "history": [{"status": status, "previous_status": None,
-                             "user": created_by or self.username, "start_dt": stamp,
-                             "end_dt": None}],
+                "id": issue_id,
+                "project_id": data.id,
+                "index": index,
+                "fields": fields,
+                "created_by": created_by or self.username,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "closed_at": stamp if status == "Closed" else None,
+                "comments": [],
+                "attachments": [],
+                "history": [
+                    {
+                        "status": status,
+                        "previous_status": None,
+                        "user": created_by or self.username,
+                        "start_dt": stamp,
+                        "end_dt": None,
+                    }
+                ],
             }
             return issue_id
 
@@ -896,8 +1144,9 @@ def _int_param(request: Request, name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise HTTPError(400, {"error": "Bad Request",
-                              "message": f"{name} must be a whole number"}) from None
+        raise HTTPError(
+            400, {"error": "Bad Request", "message": f"{name} must be a whole number"}
+        ) from None
 
 
 def _page(request: Request) -> tuple[int, int]:
@@ -905,8 +1154,9 @@ def _page(request: Request) -> tuple[int, int]:
     offset = _int_param(request, "offset", 0)
     limit = _int_param(request, "limit", PAGE_DEFAULT)
     if offset < 0 or limit < 1:
-        raise HTTPError(400, {"error": "Bad Request",
-                              "message": "offset must be >= 0 and limit >= 1"})
+        raise HTTPError(
+            400, {"error": "Bad Request", "message": "offset must be >= 0 and limit >= 1"}
+        )
     return offset, min(limit, PAGE_MAX)
 
 
@@ -917,8 +1167,7 @@ def _date_param(request: Request, name: str, *, end_of_day: bool) -> datetime | 
     try:
         moment = parse_field_time(raw)
     except ValueError:
-        raise HTTPError(400, {"error": "Bad Request",
-                              "message": f"{name} is not a date"}) from None
+        raise HTTPError(400, {"error": "Bad Request", "message": f"{name} is not a date"}) from None
     if end_of_day and len(raw) == 10:
         moment += timedelta(days=1, microseconds=-1)
     return moment
@@ -932,28 +1181,29 @@ def _parse_conditions(request: Request, data: FieldProjectData) -> list[tuple[st
         try:
             items = json.loads(raw_list[0])
         except ValueError:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": "conditions is not a JSON array"}) from None
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": "conditions is not a JSON array"}
+            ) from None
     else:
         items = raw_list
     conditions = []
     for item in items:
         parts = item.split(",", 2) if isinstance(item, str) else []
         if len(parts) != 3 or parts[1] not in _CONDITION_OPS:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"bad condition {item!r}"})
+            raise HTTPError(400, {"error": "Bad Request", "message": f"bad condition {item!r}"})
         field_id, op, raw_value = parts
         if field_id not in data.field_catalog:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"unknown field {field_id!r}"})
+            raise HTTPError(400, {"error": "Bad Request", "message": f"unknown field {field_id!r}"})
         try:
             value = json.loads(raw_value)
         except ValueError:
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"condition value is not JSON: {item!r}"}) from None
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": f"condition value is not JSON: {item!r}"}
+            ) from None
         if op in ("in", "nin") and not isinstance(value, list):
-            raise HTTPError(400, {"error": "Bad Request",
-                                  "message": f"{op} needs a JSON array: {item!r}"})
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": f"{op} needs a JSON array: {item!r}"}
+            )
         conditions.append((field_id, op, value))
     return conditions
 
@@ -963,8 +1213,13 @@ def _condition_holds(record: dict[str, Any], condition: tuple[str, str, Any]) ->
     actual = record["fields"].get(field_id)
     text = "" if actual is None else str(actual)
     negate = op.startswith("n")  # neq, nlike, nstartswith, nendswith, nin
-    base = {"neq": "eq", "nlike": "like", "nstartswith": "startswith",
-            "nendswith": "endswith", "nin": "in"}.get(op, op)
+    base = {
+        "neq": "eq",
+        "nlike": "like",
+        "nstartswith": "startswith",
+        "nendswith": "endswith",
+        "nin": "in",
+    }.get(op, op)
     if base in ("geq", "leq"):
         try:
             number, limit = float(text), float(wanted)
@@ -994,8 +1249,15 @@ def _change_status(record: dict[str, Any], status: str, moment: datetime, user: 
     history = record["history"]
     if history:
         history[-1]["end_dt"] = stamp
-    history.append({"status": status, "previous_status": previous, "user": user,
-                    "start_dt": stamp, "end_dt": None})
+    history.append(
+        {
+            "status": status,
+            "previous_status": previous,
+            "user": user,
+            "start_dt": stamp,
+            "end_dt": None,
+        }
+    )
     record["closed_at"] = stamp if status == "Closed" else None
 
 
@@ -1005,33 +1267,79 @@ def _mobile_issue(record: dict[str, Any]) -> dict[str, Any]:
     for field_id in STANDARD_FIELD_IDS:
         flat[field_id[3:]] = fields.get(field_id)
     issue_id = record["id"]
-    flat.update({
-        "created_by": record["created_by"], "created_at": record["created_at"],
-        "updated_at": record["updated_at"], "closed_at": record["closed_at"], "deleted": False,
-        "custom_field_values": [
-            {"id": f"{issue_id}:{field_id[4:]}", "custom_field_definition_id": field_id[4:],
-             "container_id": issue_id, "container_type": "Issue", "value": value}
-            for field_id, value in fields.items() if field_id.startswith("cf--")],
-        "comments": [{"id": c["id"], "object_id": issue_id, "comment_text": c["comment_text"],
-                      "created_by": c["created_by"], "created_at": c["created_at"]}
-                     for c in record["comments"]],
-        "attachments": [
-            {"id": a["id"], "filename": a["name"], "content_type": a["content_type"],
-             "size": a["size"], "num_pages": a["num_pages"], "caption": a["caption"],
-             "tags": a["tags"], "container_id": issue_id, "container_type": "Issue",
-             "created_at": a["created_at"], "updated_at": a["updated_at"],
-             "created_by": a["created_by"]}
-            for a in record["attachments"] if a["type"] == "Attachment"],
-        "document_references": [
-            {"id": a["id"], "document_id": a["document_id"], "num_pages": a["num_pages"],
-             "content_type": a["content_type"], "container_id": issue_id,
-             "container_type": "Issue", "caption": a["caption"], "tags": a["tags"]}
-            for a in record["attachments"] if a["type"] == "DocumentReference"],
-        "uri_references": [
-            {"id": a["id"], "name": a["name"], "path": a["path"], "caption": a["caption"],
-             "tags": a["tags"]}
-            for a in record["attachments"] if a["type"] == "UriReference"],
-    })
+    flat.update(
+        {
+            "created_by": record["created_by"],
+            "created_at": record["created_at"],
+            "updated_at": record["updated_at"],
+            "closed_at": record["closed_at"],
+            "deleted": False,
+            "custom_field_values": [
+                {
+                    "id": f"{issue_id}:{field_id[4:]}",
+                    "custom_field_definition_id": field_id[4:],
+                    "container_id": issue_id,
+                    "container_type": "Issue",
+                    "value": value,
+                }
+                for field_id, value in fields.items()
+                if field_id.startswith("cf--")
+            ],
+            "comments": [
+                {
+                    "id": c["id"],
+                    "object_id": issue_id,
+                    "comment_text": c["comment_text"],
+                    "created_by": c["created_by"],
+                    "created_at": c["created_at"],
+                }
+                for c in record["comments"]
+            ],
+            "attachments": [
+                {
+                    "id": a["id"],
+                    "filename": a["name"],
+                    "content_type": a["content_type"],
+                    "size": a["size"],
+                    "num_pages": a["num_pages"],
+                    "caption": a["caption"],
+                    "tags": a["tags"],
+                    "container_id": issue_id,
+                    "container_type": "Issue",
+                    "created_at": a["created_at"],
+                    "updated_at": a["updated_at"],
+                    "created_by": a["created_by"],
+                }
+                for a in record["attachments"]
+                if a["type"] == "Attachment"
+            ],
+            "document_references": [
+                {
+                    "id": a["id"],
+                    "document_id": a["document_id"],
+                    "num_pages": a["num_pages"],
+                    "content_type": a["content_type"],
+                    "container_id": issue_id,
+                    "container_type": "Issue",
+                    "caption": a["caption"],
+                    "tags": a["tags"],
+                }
+                for a in record["attachments"]
+                if a["type"] == "DocumentReference"
+            ],
+            "uri_references": [
+                {
+                    "id": a["id"],
+                    "name": a["name"],
+                    "path": a["path"],
+                    "caption": a["caption"],
+                    "tags": a["tags"],
+                }
+                for a in record["attachments"]
+                if a["type"] == "UriReference"
+            ],
+        }
+    )
     return flat
 
 
@@ -1058,9 +1366,16 @@ def _find_object(view: _View, object_type: str, object_id: str) -> dict[str, Any
         checklist = view.data.checklist(index)
         if checklist["deleted"]:
             return None
-        candidates = checklist["attachments"] + checklist["signatures"] + [
-            a for section in checklist["sections"] for item in section["items"]
-            for a in item["attachments"]]
+        candidates = (
+            checklist["attachments"]
+            + checklist["signatures"]
+            + [
+                a
+                for section in checklist["sections"]
+                for item in section["items"]
+                for a in item["attachments"]
+            ]
+        )
     else:
         return None
     for candidate in candidates:

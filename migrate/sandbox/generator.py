@@ -50,8 +50,14 @@ from typing import Any
 
 FIELD_TZ = timezone(timedelta(hours=-4))
 STATUSES = (
-    "Draft", "Open", "Work Completed", "Ready to Inspect", "Not Approved", "In Dispute",
-    "Closed", "Void",
+    "Draft",
+    "Open",
+    "Work Completed",
+    "Ready to Inspect",
+    "Not Approved",
+    "In Dispute",
+    "Closed",
+    "Void",
 )
 PRIORITIES = ("", "Low", "Medium", "High", "Critical")
 CHECKLIST_STATUSES = ("Open", "In Progress", "Closed")
@@ -142,21 +148,85 @@ STANDARD_FIELD_IDS = tuple(field_id for field_id, _, _ in STANDARD_FIELDS)
 
 # -- vocabulary -------------------------------------------------------------------------------
 _FIRST_NAMES = (
-    "Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Gustavo", "Hannah", "Ivan", "Jamal",
-    "Keiko", "Liam", "Maria", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sanjay", "Tomasz",
-    "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoë", "Aoife", "Björn", "Chloé", "Dmitri",
-    "Eitan", "Farah", "Giulia", "Hiro", "Inés", "Jonas",
+    "Alice",
+    "Bruno",
+    "Chen",
+    "Dana",
+    "Emeka",
+    "Fatima",
+    "Gustavo",
+    "Hannah",
+    "Ivan",
+    "Jamal",
+    "Keiko",
+    "Liam",
+    "Maria",
+    "Noah",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Sanjay",
+    "Tomasz",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zoë",
+    "Aoife",
+    "Björn",
+    "Chloé",
+    "Dmitri",
+    "Eitan",
+    "Farah",
+    "Giulia",
+    "Hiro",
+    "Inés",
+    "Jonas",
 )
 _LAST_NAMES = (
-    "Anderson", "Baptiste", "Castillo", "Dubois", "Eriksen", "Fischer", "García", "Hughes",
-    "Ibrahim", "Jensen", "Kowalski", "Lindqvist", "Müller", "Nakamura", "O'Brien", "Patel",
-    "Quintero", "Rossi", "Schmidt", "Tanaka", "Ueda", "Varga", "Walsh", "Xu", "Yilmaz",
-    "Zimmermann", "Okafor", "Novak", "Moreau", "Larsen",
+    "Anderson",
+    "Baptiste",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "García",
+    "Hughes",
+    "Ibrahim",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Müller",
+    "Nakamura",
+    "O'Brien",
+    "Patel",
+    "Quintero",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Ueda",
+    "Varga",
+    "Walsh",
+    "Xu",
+    "Yilmaz",
+    "Zimmermann",
+    "Okafor",
+    "Novak",
+    "Moreau",
+    "Larsen",
 )
 _COMPANIES = (
     ("Harborline Builders", "General Contractor", "Contractor", "Boston", "MA", "02110"),
-    ("Benson Industries", "Doors, Frames, & Hardware Supply", "Contractor", "Lakewood", "WA",
-     "98496"),
+    (
+        "Benson Industries",
+        "Doors, Frames, & Hardware Supply",
+        "Contractor",
+        "Lakewood",
+        "WA",
+        "98496",
+    ),
     ("Acme Drywall", "Drywall and framing", "Subcontractor", "Quincy", "MA", "02169"),
     ("Voltline Electric", "Electrical", "Subcontractor", "Worcester", "MA", "01608"),
     ("Northeast Mechanical", "HVAC and plumbing", "Subcontractor", "Providence", "RI", "02903"),
@@ -168,49 +238,97 @@ _COMPANIES = (
 )
 _STREETS = ("Main", "Harbor", "Elm", "Industrial")
 _PROJECT_NAMES = (
-    "Harbor View Medical Center", "Riverside Lofts Phase 2", "Eastgate Elementary School",
-    "Summit Logistics Hub", "Cedar Point Library", "Bayfront Parking Structure",
+    "Harbor View Medical Center",
+    "Riverside Lofts Phase 2",
+    "Eastgate Elementary School",
+    "Summit Logistics Hub",
+    "Cedar Point Library",
+    "Bayfront Parking Structure",
 )
 _ISSUE_TYPES = (
-    ("Punch List", "Punch List"), ("Punch List", "Pre-Punch List"), ("Punch List", "Issue"),
-    ("Work List", "Concealment of Work/Closure"), ("Work List", "Work to Complete List"),
-    ("QA/QC", "Conforming"), ("QA/QC", "Non-conforming"),
-    ("Safety", "Safety Infraction"), ("Safety", "Safety Incident"),
-    ("Safety", "Safety Observation"), ("Commissioning", "Commissioning"),
+    ("Punch List", "Punch List"),
+    ("Punch List", "Pre-Punch List"),
+    ("Punch List", "Issue"),
+    ("Work List", "Concealment of Work/Closure"),
+    ("Work List", "Work to Complete List"),
+    ("QA/QC", "Conforming"),
+    ("QA/QC", "Non-conforming"),
+    ("Safety", "Safety Infraction"),
+    ("Safety", "Safety Incident"),
+    ("Safety", "Safety Observation"),
+    ("Commissioning", "Commissioning"),
 )
 _ISSUE_TYPE_WEIGHTS = (30, 8, 12, 4, 6, 3, 8, 5, 2, 6, 3)
 _TYPE_WITH_OWN_FIELDS = "Safety Incident"
 _ROOT_CAUSES = (
-    ("Human", "Workmanship"), ("Human", "Communication"), ("Human", "Training"),
-    ("Design", "Design Error"), ("Design", "Coordination Conflict"),
-    ("Material", "Defective Material"), ("Material", "Wrong Material Delivered"),
-    ("Environment", "Weather Damage"), ("Other", "Unknown"),
+    ("Human", "Workmanship"),
+    ("Human", "Communication"),
+    ("Human", "Training"),
+    ("Design", "Design Error"),
+    ("Design", "Coordination Conflict"),
+    ("Material", "Defective Material"),
+    ("Material", "Wrong Material Delivered"),
+    ("Environment", "Weather Damage"),
+    ("Other", "Unknown"),
 )
 _DEFECTS = (
-    "Drywall seam visible", "Paint touch-up required", "Missing outlet cover plate",
-    "Ceiling tile stained", "Door closer not adjusted", "Fire caulking incomplete at penetration",
-    "Duct insulation torn", "Sprinkler head escutcheon missing", "Floor tile cracked",
-    "Handrail loose", "Window sealant gap", "Concrete spall at slab edge", "Exposed rebar",
-    "Cable tray not bonded", "Pipe hanger missing", "Guardrail missing at floor opening",
-    "Ladder not secured", "Debris blocking egress corridor", "HVAC diffuser misaligned",
-    "Grout missing at tile joint", "Damaged door frame", "Light fixture not working",
-    "Base cove adhesive failing", "Firestopping label missing",
+    "Drywall seam visible",
+    "Paint touch-up required",
+    "Missing outlet cover plate",
+    "Ceiling tile stained",
+    "Door closer not adjusted",
+    "Fire caulking incomplete at penetration",
+    "Duct insulation torn",
+    "Sprinkler head escutcheon missing",
+    "Floor tile cracked",
+    "Handrail loose",
+    "Window sealant gap",
+    "Concrete spall at slab edge",
+    "Exposed rebar",
+    "Cable tray not bonded",
+    "Pipe hanger missing",
+    "Guardrail missing at floor opening",
+    "Ladder not secured",
+    "Debris blocking egress corridor",
+    "HVAC diffuser misaligned",
+    "Grout missing at tile joint",
+    "Damaged door frame",
+    "Light fixture not working",
+    "Base cove adhesive failing",
+    "Firestopping label missing",
 )
 _DETAILS = (
-    "near column line C-4", "at north wall", "above door frame", "behind access panel",
-    "at corridor intersection", "by the east stair", "under window sill", "at grid B/7",
-    "in ceiling plenum", "next to elevator lobby",
+    "near column line C-4",
+    "at north wall",
+    "above door frame",
+    "behind access panel",
+    "at corridor intersection",
+    "by the east stair",
+    "under window sill",
+    "at grid B/7",
+    "in ceiling plenum",
+    "next to elevator lobby",
 )
 _ACTIONS = (
-    "Contractor to repair and notify for re-inspection.", "Replace and clean area.",
-    "Adjust per manufacturer spec.", "Provide submittal for review.",
-    "Coordinate with MEP trades before closing ceiling.", "", "",
+    "Contractor to repair and notify for re-inspection.",
+    "Replace and clean area.",
+    "Adjust per manufacturer spec.",
+    "Provide submittal for review.",
+    "Coordinate with MEP trades before closing ceiling.",
+    "",
+    "",
 )
 _COMMENTS = (
-    "Reviewed on site, still open.", "Sub notified by email.", "Repaired, ready for inspection.",
-    "Rejected: finish does not match sample.", "Material on order, ETA two weeks.",
-    "Photo attached.", "Discussed at OAC meeting.", "Not our scope — back to GC.",
-    "Closing per walk-through with owner.", "See RFI 112.",
+    "Reviewed on site, still open.",
+    "Sub notified by email.",
+    "Repaired, ready for inspection.",
+    "Rejected: finish does not match sample.",
+    "Material on order, ETA two weeks.",
+    "Photo attached.",
+    "Discussed at OAC meeting.",
+    "Not our scope — back to GC.",
+    "Closing per walk-through with owner.",
+    "See RFI 112.",
 )
 _EMOJI_DESCRIPTION = (
     "Crack in façade panel — see photo 📷 ✅. Coordinate with Zoë Müller (Müller Glas GmbH). "
@@ -224,27 +342,61 @@ _AWKWARD_FILENAMES = {
     "attachment_spaces": ("IMG 0042 copy (2).JPG", " leading and trailing spaces .png "),
 }
 _CHECKLIST_TEMPLATES = (
-    ("Wall closing checklist", "QA/QC", (
-        ("Framing", ("Studs plumb and aligned", "Blocking installed for fixtures",
-                     "Fire-rated assembly per detail")),
-        ("MEP rough-in", ("Electrical rough-in inspected", "Plumbing pressure test passed",
-                          "Duct penetrations sealed")),
-    )),
-    ("Field Safety Checklist", "Safety", (
-        ("", ()),
-        ("Site", ("Perimeter fencing intact", "Housekeeping acceptable", "Signage posted")),
-        ("Fall protection", ("Guardrails in place", "Harnesses inspected",
-                             "Floor openings covered")),
-    )),
-    ("Pre-pour concrete inspection", "Pre-Installation", (
-        ("Formwork", ("Forms clean and oiled", "Dimensions verified")),
-        ("Reinforcing", ("Rebar size and spacing per drawings", "Cover chairs installed",
-                         "Embeds located")),
-    )),
-    ("Equipment start-up", "Commissioning", (
-        ("Pre-functional", ("Nameplate data recorded", "Rotation verified",
-                            "Vibration isolation installed")),
-    )),
+    (
+        "Wall closing checklist",
+        "QA/QC",
+        (
+            (
+                "Framing",
+                (
+                    "Studs plumb and aligned",
+                    "Blocking installed for fixtures",
+                    "Fire-rated assembly per detail",
+                ),
+            ),
+            (
+                "MEP rough-in",
+                (
+                    "Electrical rough-in inspected",
+                    "Plumbing pressure test passed",
+                    "Duct penetrations sealed",
+                ),
+            ),
+        ),
+    ),
+    (
+        "Field Safety Checklist",
+        "Safety",
+        (
+            ("", ()),
+            ("Site", ("Perimeter fencing intact", "Housekeeping acceptable", "Signage posted")),
+            (
+                "Fall protection",
+                ("Guardrails in place", "Harnesses inspected", "Floor openings covered"),
+            ),
+        ),
+    ),
+    (
+        "Pre-pour concrete inspection",
+        "Pre-Installation",
+        (
+            ("Formwork", ("Forms clean and oiled", "Dimensions verified")),
+            (
+                "Reinforcing",
+                ("Rebar size and spacing per drawings", "Cover chairs installed", "Embeds located"),
+            ),
+        ),
+    ),
+    (
+        "Equipment start-up",
+        "Commissioning",
+        (
+            (
+                "Pre-functional",
+                ("Nameplate data recorded", "Rotation verified", "Vibration isolation installed"),
+            ),
+        ),
+    ),
 )
 
 
@@ -267,8 +419,10 @@ def field_time(moment: datetime) -> str:
     if moment.tzinfo is not FIELD_TZ:
         moment = moment.astimezone(FIELD_TZ)
     # Hand-formatted: this runs for every timestamp of every generated record.
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
-            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} -0400")
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} -0400"
+    )
 
 
 def iso_time(moment: datetime) -> str:
@@ -281,8 +435,13 @@ def iso_time(moment: datetime) -> str:
 def parse_field_time(text: str) -> datetime:
     """Parse either timestamp form the generator writes (or a bare date)."""
     text = text.strip()
-    for pattern in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S",
-                    "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+    for pattern in (
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d",
+    ):
         try:
             moment = datetime.strptime(text, pattern)
         except ValueError:
@@ -300,16 +459,20 @@ def yaml_list(values: list[str]) -> str:
     lines = ["---"]
     for value in values:
         needs_quotes = (
-            value == "" or value != value.strip() or value[0] in "-?:,[]{}#&*!|>'\"%@`+"
-            or ": " in value or " #" in value or value.lower() in ("yes", "no", "true", "false",
-                                                                 "null", "~", "on", "off")
+            value == ""
+            or value != value.strip()
+            or value[0] in "-?:,[]{}#&*!|>'\"%@`+"
+            or ": " in value
+            or " #" in value
+            or value.lower() in ("yes", "no", "true", "false", "null", "~", "on", "off")
         )
         lines.append("- '" + value.replace("'", "''") + "'" if needs_quotes else f"- {value}")
     return "\n".join(lines) + "\n"
 
 
-def blob_chunks(seed: int, object_id: str, size: int, content_type: str = "",
-                variant: str = "original") -> Iterator[bytes]:
+def blob_chunks(
+    seed: int, object_id: str, size: int, content_type: str = "", variant: str = "original"
+) -> Iterator[bytes]:
     """The bytes of one stored file, in 64 KiB blocks, deterministic from (seed, id, size).
 
     Each block has its own RNG, so nothing but the current block is ever held, whatever the
@@ -321,7 +484,7 @@ def blob_chunks(seed: int, object_id: str, size: int, content_type: str = "",
         length = min(BLOCK_SIZE, size - block * BLOCK_SIZE)
         data = random.Random(f"blob:{seed}:{variant}:{object_id}:{size}:{block}").randbytes(length)
         if block == 0 and magic:
-            data = (magic + data[len(magic):])[:length]
+            data = (magic + data[len(magic) :])[:length]
         yield data
 
 
@@ -434,13 +597,16 @@ class FieldProjectData:
         for definition in self.custom_fields:
             if definition["container_type"] == "Issue":
                 catalog["cf--" + definition["custom_field_id"]] = (
-                    definition["name"], definition["display_type"])
+                    definition["name"],
+                    definition["display_type"],
+                )
         return catalog
 
     def issue_custom_field_ids(self, issue_type_id: str | None) -> list[str]:
         """Custom field ids (``cf--…``) an issue of this type carries, in position order."""
         return [
-            "cf--" + d["custom_field_id"] for d in self.custom_fields
+            "cf--" + d["custom_field_id"]
+            for d in self.custom_fields
             if d["container_type"] == "Issue"
             and (d["container_id"] is None or d["container_id"] == issue_type_id)
         ]
@@ -449,8 +615,13 @@ class FieldProjectData:
 class GeneratedFieldProject(FieldProjectData):
     """A Field project whose issues and checklists are generated on demand."""
 
-    def __init__(self, meta: dict[str, Any], seed: int, users: list[dict[str, Any]],
-                 big_attachment_size: int | None = None) -> None:
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        seed: int,
+        users: list[dict[str, Any]],
+        big_attachment_size: int | None = None,
+    ) -> None:
         super().__init__(meta, seed)
         self._key = f"{seed}:{self.index}"
         self._main = self.index == 0
@@ -465,7 +636,8 @@ class GeneratedFieldProject(FieldProjectData):
         self._type_ids = [t["id"] for t in self.issue_types]
         self._type_names = {t["id"]: t["name"] for t in self.issue_types}
         self._cf_defs = {
-            "cf--" + d["custom_field_id"]: d for d in self.custom_fields
+            "cf--" + d["custom_field_id"]: d
+            for d in self.custom_fields
             if d["container_type"] == "Issue"
         }
         self._big_attachment_size = big_attachment_size
@@ -476,9 +648,15 @@ class GeneratedFieldProject(FieldProjectData):
         if index < len(STATUSES):
             return STATUSES[index]  # every status appears, even in a tiny project
         roll = random.Random(f"{self._key}:status:{index}").random()
-        for status, share in (("Draft", .04), ("Open", .25), ("Work Completed", .10),
-                              ("Ready to Inspect", .08), ("Not Approved", .05),
-                              ("In Dispute", .03), ("Closed", .40)):
+        for status, share in (
+            ("Draft", 0.04),
+            ("Open", 0.25),
+            ("Work Completed", 0.10),
+            ("Ready to Inspect", 0.08),
+            ("Not Approved", 0.05),
+            ("In Dispute", 0.03),
+            ("Closed", 0.40),
+        ):
             if roll < share:
                 return status
             roll -= share
@@ -500,7 +678,8 @@ class GeneratedFieldProject(FieldProjectData):
         issue_id = self.issue_id(index)
         status = self._status(index)
         created = self._start + timedelta(
-            seconds=self._span * index / max(self.issue_count, 1) + rng.uniform(0, 4 * 3600))
+            seconds=self._span * index / max(self.issue_count, 1) + rng.uniform(0, 4 * 3600)
+        )
         created_by = rng.choice(self._emails)
         type_id = self._type_ids[_weighted_index(rng, _ISSUE_TYPE_WEIGHTS)]
 
@@ -510,23 +689,28 @@ class GeneratedFieldProject(FieldProjectData):
         updated += timedelta(seconds=rng.randint(0, 600))
 
         fields: dict[str, Any] = {
-            "f--identifier": f"{index + 1:06d}" if rng.random() > 0.1
-            else f"PL-{index + 1:05d}",
+            "f--identifier": f"{index + 1:06d}" if rng.random() > 0.1 else f"PL-{index + 1:05d}",
             "f--issue_type_id": type_id,
-            "f--responsible_company_id": (rng.choice(self.company_ids)
-                                          if rng.random() > 0.08 else None),
+            "f--responsible_company_id": (
+                rng.choice(self.company_ids) if rng.random() > 0.08 else None
+            ),
             "f--description": self._description(rng, index),
             "f--priority": rng.choice(PRIORITIES),
             "f--status": status,
             "f--area_id": self._area(rng, index),
             "f--location_detail": rng.choice(_DETAILS) if rng.random() < 0.4 else "",
-            "f--root_cause_id": (rng.choice(self.root_causes)["id"]
-                                 if rng.random() < 0.45 else None),
-            "f--due_date": ((created + timedelta(days=rng.randint(3, 60))).date().isoformat()
-                            if rng.random() < 0.7 else None),
+            "f--root_cause_id": (
+                rng.choice(self.root_causes)["id"] if rng.random() < 0.45 else None
+            ),
+            "f--due_date": (
+                (created + timedelta(days=rng.randint(3, 60))).date().isoformat()
+                if rng.random() < 0.7
+                else None
+            ),
             "f--assigned_to": self._assignee(rng, index),
             "f--labor_hours": rng.choice((0.5, 1.0, 1.5, 2.0, 4.0, 6.0, 8.0, 12.0))
-            if rng.random() < 0.3 else None,
+            if rng.random() < 0.3
+            else None,
             "f--cost": f"{rng.randint(50, 25000)}.00" if rng.random() < 0.2 else None,
         }
         if self._awkward("duplicate_identifier", index):
@@ -548,48 +732,68 @@ class GeneratedFieldProject(FieldProjectData):
             "history": history,
         }
 
-    def _history(self, rng: random.Random, status: str,
-                 created: datetime) -> tuple[list[dict[str, Any]], datetime]:
+    def _history(
+        self, rng: random.Random, status: str, created: datetime
+    ) -> tuple[list[dict[str, Any]], datetime]:
         path = {
             "Draft": ["Draft"],
-            "Open": rng.choice((["Open"], ["Draft", "Open"],
-                                ["Open", "Work Completed", "Not Approved", "Open"])),
+            "Open": rng.choice(
+                (["Open"], ["Draft", "Open"], ["Open", "Work Completed", "Not Approved", "Open"])
+            ),
             "Work Completed": ["Open", "Work Completed"],
             "Ready to Inspect": ["Open", "Work Completed", "Ready to Inspect"],
             "Not Approved": ["Open", "Work Completed", "Ready to Inspect", "Not Approved"],
-            "In Dispute": rng.choice((["Open", "In Dispute"],
-                                      ["Open", "Work Completed", "In Dispute"])),
-            "Closed": rng.choice((["Open", "Closed"],
-                                  ["Open", "Work Completed", "Ready to Inspect", "Closed"],
-                                  ["Draft", "Open", "Work Completed", "Closed"])),
+            "In Dispute": rng.choice(
+                (["Open", "In Dispute"], ["Open", "Work Completed", "In Dispute"])
+            ),
+            "Closed": rng.choice(
+                (
+                    ["Open", "Closed"],
+                    ["Open", "Work Completed", "Ready to Inspect", "Closed"],
+                    ["Draft", "Open", "Work Completed", "Closed"],
+                )
+            ),
             "Void": rng.choice((["Open", "Void"], ["Draft", "Void"])),
         }[status]
         moments = [created]
         for _ in path[1:]:
-            moments.append(min(moments[-1] + timedelta(hours=rng.uniform(1, 20 * 24)),
-                               self._as_of - timedelta(minutes=5 * (len(path) - len(moments)))))
+            moments.append(
+                min(
+                    moments[-1] + timedelta(hours=rng.uniform(1, 20 * 24)),
+                    self._as_of - timedelta(minutes=5 * (len(path) - len(moments))),
+                )
+            )
             if moments[-1] <= moments[-2]:
                 moments[-1] = moments[-2] + timedelta(seconds=1)
         history = []
         for position, state in enumerate(path):
-            history.append({
-                "status": state,
-                "previous_status": path[position - 1] if position else None,
-                "user": rng.choice(self._emails),
-                "start_dt": field_time(moments[position]),
-                "end_dt": field_time(moments[position + 1]) if position + 1 < len(path) else None,
-            })
+            history.append(
+                {
+                    "status": state,
+                    "previous_status": path[position - 1] if position else None,
+                    "user": rng.choice(self._emails),
+                    "start_dt": field_time(moments[position]),
+                    "end_dt": field_time(moments[position + 1])
+                    if position + 1 < len(path)
+                    else None,
+                }
+            )
         return history, moments[-1]
 
-    def _comments(self, rng: random.Random, kind: int, index: int, start: datetime,
-                  end: datetime) -> tuple[list[dict[str, Any]], datetime]:
+    def _comments(
+        self, rng: random.Random, kind: int, index: int, start: datetime, end: datetime
+    ) -> tuple[list[dict[str, Any]], datetime]:
         """Comments between ``start`` and ``end``, and the time of the last one (or start)."""
         count = rng.choices((0, 1, 2, 3, 4), (45, 25, 15, 10, 5))[0]
         span = max((end - start).total_seconds(), 60)
         moments = sorted(start + timedelta(seconds=rng.uniform(30, span)) for _ in range(count))
         comments = [
-            {"created_at": iso_time(moment), "created_by": rng.choice(self._emails),
-             "comment_text": rng.choice(_COMMENTS), "id": self.make_id(kind, slot, index)}
+            {
+                "created_at": iso_time(moment),
+                "created_by": rng.choice(self._emails),
+                "comment_text": rng.choice(_COMMENTS),
+                "id": self.make_id(kind, slot, index),
+            }
             for slot, moment in enumerate(moments)
         ]
         return comments, (moments[-1] if moments else start)
@@ -601,8 +805,10 @@ class GeneratedFieldProject(FieldProjectData):
         if self._awkward("long_description", index):
             sentences = []
             while sum(len(s) + 1 for s in sentences) < 2600:
-                sentences.append(f"{rng.choice(_DEFECTS)} {rng.choice(_DETAILS)}; "
-                                 f"{rng.choice(_ACTIONS) or 'Monitor.'}")
+                sentences.append(
+                    f"{rng.choice(_DEFECTS)} {rng.choice(_DETAILS)}; "
+                    f"{rng.choice(_ACTIONS) or 'Monitor.'}"
+                )
             return " ".join(sentences)
         if self._awkward("empty_description", index):
             return ""
@@ -642,8 +848,9 @@ class GeneratedFieldProject(FieldProjectData):
             return _case_variant(email)
         return email
 
-    def _custom_value(self, rng: random.Random, definition: dict[str, Any],
-                      created: datetime) -> str | None:
+    def _custom_value(
+        self, rng: random.Random, definition: dict[str, Any], created: datetime
+    ) -> str | None:
         if rng.random() < 0.25:
             return None
         shown = definition["display_type"]
@@ -655,11 +862,19 @@ class GeneratedFieldProject(FieldProjectData):
             return str(round(rng.uniform(0, 100), rng.choice((0, 2))))
         if shown == "checkbox":
             return rng.choice(("0", "1"))
-        return rng.choice(("Inspection has been scheduled", "See drawing A-201", "N/A",
-                           "Observed by site super", "Ünïcödé nöte ✓"))
+        return rng.choice(
+            (
+                "Inspection has been scheduled",
+                "See drawing A-201",
+                "N/A",
+                "Observed by site super",
+                "Ünïcödé nöte ✓",
+            )
+        )
 
-    def _attachments(self, rng: random.Random, index: int, created: datetime,
-                     created_by: str) -> list[dict[str, Any]]:
+    def _attachments(
+        self, rng: random.Random, index: int, created: datetime, created_by: str
+    ) -> list[dict[str, Any]]:
         count = rng.choices((0, 1, 2, 3), (40, 35, 15, 10))[0]
         awkward_names: tuple[str, ...] = ()
         for name, names in _AWKWARD_FILENAMES.items():
@@ -677,15 +892,27 @@ class GeneratedFieldProject(FieldProjectData):
                 items.append(self._document_reference(rng, slot, index, KIND_DOCUMENT_REFERENCE))
                 continue
             if kind_roll < 0.08 and not awkward_names and not (big and slot == 0):
-                items.append({"id": self.make_id(KIND_URI_REFERENCE, slot, index),
-                              "type": "UriReference", "name": "Spec section 09 29 00",
-                              "path": "https://specs.example.com/09-29-00?rev=3&lang=en",
-                              "caption": "", "tags": ""})
+                items.append(
+                    {
+                        "id": self.make_id(KIND_URI_REFERENCE, slot, index),
+                        "type": "UriReference",
+                        "name": "Spec section 09 29 00",
+                        "path": "https://specs.example.com/09-29-00?rev=3&lang=en",
+                        "caption": "",
+                        "tags": "",
+                    }
+                )
                 continue
             content_type, extension = rng.choices(
-                (("image/jpeg", "jpg"), ("image/png", "png"), ("application/pdf", "pdf"),
-                 ("video/quicktime", "mov"), ("application/octet-stream", "dwg")),
-                (70, 10, 15, 2, 3))[0]
+                (
+                    ("image/jpeg", "jpg"),
+                    ("image/png", "png"),
+                    ("application/pdf", "pdf"),
+                    ("video/quicktime", "mov"),
+                    ("application/octet-stream", "dwg"),
+                ),
+                (70, 10, 15, 2, 3),
+            )[0]
             size = _file_size(rng)
             if big and slot == 0:
                 content_type, extension = "video/quicktime", "mov"
@@ -693,34 +920,48 @@ class GeneratedFieldProject(FieldProjectData):
             name = f"IMG_{rng.randint(1, 9999):04d}.{extension}"
             if slot < len(awkward_names):
                 name = awkward_names[slot]
-                content_type = "application/pdf" if name.endswith(".pdf") else (
-                    "image/png" if name.strip().endswith(".png") else "image/jpeg")
-            items.append({
-                "id": self.make_id(KIND_ATTACHMENT, slot, index),
-                "type": "Attachment",
-                "name": name,
-                "caption": rng.choice(("", "", "before repair", "after repair", "overview")),
-                "tags": rng.choice(("", "", "punch", "punch,level-2", "safety")),
-                "content_type": content_type,
-                "size": size,
-                "num_pages": rng.randint(1, 6) if content_type == "application/pdf" else 1,
-                "created_at": field_time(moment),
-                "updated_at": field_time(moment),
-                "created_by": created_by if rng.random() < 0.7 else rng.choice(self._emails),
-            })
+                content_type = (
+                    "application/pdf"
+                    if name.endswith(".pdf")
+                    else ("image/png" if name.strip().endswith(".png") else "image/jpeg")
+                )
+            items.append(
+                {
+                    "id": self.make_id(KIND_ATTACHMENT, slot, index),
+                    "type": "Attachment",
+                    "name": name,
+                    "caption": rng.choice(("", "", "before repair", "after repair", "overview")),
+                    "tags": rng.choice(("", "", "punch", "punch,level-2", "safety")),
+                    "content_type": content_type,
+                    "size": size,
+                    "num_pages": rng.randint(1, 6) if content_type == "application/pdf" else 1,
+                    "created_at": field_time(moment),
+                    "updated_at": field_time(moment),
+                    "created_by": created_by if rng.random() < 0.7 else rng.choice(self._emails),
+                }
+            )
         if self._main and index == 0 and self._big_attachment_size:
             moment = created + timedelta(minutes=5)
-            items.append({
-                "id": self.make_id(KIND_ATTACHMENT, 0x7FFF, index), "type": "Attachment",
-                "name": "site walkthrough (full).mov", "caption": "", "tags": "",
-                "content_type": "video/quicktime", "size": self._big_attachment_size,
-                "num_pages": 1, "created_at": field_time(moment),
-                "updated_at": field_time(moment), "created_by": created_by,
-            })
+            items.append(
+                {
+                    "id": self.make_id(KIND_ATTACHMENT, 0x7FFF, index),
+                    "type": "Attachment",
+                    "name": "site walkthrough (full).mov",
+                    "caption": "",
+                    "tags": "",
+                    "content_type": "video/quicktime",
+                    "size": self._big_attachment_size,
+                    "num_pages": 1,
+                    "created_at": field_time(moment),
+                    "updated_at": field_time(moment),
+                    "created_by": created_by,
+                }
+            )
         return items
 
-    def _document_reference(self, rng: random.Random, slot: int, index: int,
-                            kind: int) -> dict[str, Any]:
+    def _document_reference(
+        self, rng: random.Random, slot: int, index: int, kind: int
+    ) -> dict[str, Any]:
         document_kind = next(doc for doc, ref in DOCUMENT_KINDS.items() if ref == kind)
         return {
             "id": self.make_id(kind, slot, index),
@@ -730,7 +971,8 @@ class GeneratedFieldProject(FieldProjectData):
             "num_pages": rng.randint(1, 4),
             "content_type": "application/pdf",
             "size": rng.randint(40_000, 900_000),
-            "caption": "", "tags": "",
+            "caption": "",
+            "tags": "",
         }
 
     # -- checklists ------------------------------------------------------------------------
@@ -740,7 +982,8 @@ class GeneratedFieldProject(FieldProjectData):
         rng = random.Random(f"{self._key}:checklist:{index}")
         template = rng.choice(self.templates)
         created = self._start + timedelta(
-            seconds=self._span * index / max(self.checklist_count, 1) + rng.uniform(0, 3600))
+            seconds=self._span * index / max(self.checklist_count, 1) + rng.uniform(0, 3600)
+        )
         created_by = rng.choice(self._emails)
         moments = [created]
         sections = []
@@ -749,48 +992,65 @@ class GeneratedFieldProject(FieldProjectData):
             items = []
             for question in section["questions"]:
                 moments.append(moments[-1] + timedelta(minutes=rng.randint(1, 90)))
-                items.append(self._checklist_item(rng, index, item_no, question, moments[-1],
-                                                  created_by))
+                items.append(
+                    self._checklist_item(rng, index, item_no, question, moments[-1], created_by)
+                )
                 item_no += 1
             sections.append({"items": items, "section_name": section["name"]})
-        comments, last_comment = self._comments(rng, KIND_CHECKLIST_COMMENT, index, created,
-                                                moments[-1])
+        comments, last_comment = self._comments(
+            rng, KIND_CHECKLIST_COMMENT, index, created, moments[-1]
+        )
         updated = max(moments[-1], last_comment)
         deleted = rng.random() < 0.04
         status = rng.choices(CHECKLIST_STATUSES, (40, 20, 40))[0]
         company = rng.choice(self.company_ids)
         custom_values = [
-            {"value": self._checklist_custom_value(rng, d), "display_type": d["display_type"],
-             "id": self.make_id(KIND_CF_VALUE, position, index)}
+            {
+                "value": self._checklist_custom_value(rng, d),
+                "display_type": d["display_type"],
+                "id": self.make_id(KIND_CF_VALUE, position, index),
+            }
             for position, d in enumerate(self.custom_fields)
             if d["container_type"] == "Checklist" and d["container_id"] == template["id"]
         ]
         signatures = [
-            {"type": "Signature", "id": self.make_id(KIND_SIGNATURE, slot, index),
-             "content_type": "image/png", "size": rng.randint(3_000, 12_000)}
+            {
+                "type": "Signature",
+                "id": self.make_id(KIND_SIGNATURE, slot, index),
+                "content_type": "image/png",
+                "size": rng.randint(3_000, 12_000),
+            }
             for slot in range(rng.choices((0, 1, 2), (50, 35, 15))[0])
         ]
         attachments: list[dict[str, Any]] = []
         for slot in range(rng.choices((0, 1, 2), (60, 30, 10))[0]):
             roll = rng.random()
             if roll < 0.3:
-                attachments.append({"type": "UriReference", "path": "http://www.example.com/qa",
-                                    "name": "QA manual", "id": self.make_id(
-                                        KIND_CHECKLIST_ATTACHMENT, slot, index)})
+                attachments.append(
+                    {
+                        "type": "UriReference",
+                        "path": "http://www.example.com/qa",
+                        "name": "QA manual",
+                        "id": self.make_id(KIND_CHECKLIST_ATTACHMENT, slot, index),
+                    }
+                )
             elif roll < 0.6:
-                attachments.append(self._document_reference(rng, slot, index,
-                                                            KIND_CHECKLIST_ATTACHMENT))
+                attachments.append(
+                    self._document_reference(rng, slot, index, KIND_CHECKLIST_ATTACHMENT)
+                )
             else:
-                attachments.append(self._photo(rng, KIND_CHECKLIST_ATTACHMENT, slot, index,
-                                               created, created_by))
+                attachments.append(
+                    self._photo(rng, KIND_CHECKLIST_ATTACHMENT, slot, index, created, created_by)
+                )
         return {
             "id": self.checklist_id(index),
             "project_id": self.id,
             "index": index,
             "identifier": f"{index + 1:06d}",
             "name": template["name"],
-            "description": rng.choice(("", "Weekly inspection.", "Prior to closing walls.",
-                                       "Per spec section 01 45 00.")),
+            "description": rng.choice(
+                ("", "Weekly inspection.", "Prior to closing walls.", "Per spec section 01 45 00.")
+            ),
             "status": status,
             "priority": rng.choice(("Low", "Medium", "High", None)),
             "phase": rng.choice((None, "Construction", "Closeout")),
@@ -814,10 +1074,18 @@ class GeneratedFieldProject(FieldProjectData):
     def _company_name(self, company_id: str) -> str:
         return self.meta["company_names"][company_id]
 
-    def _checklist_item(self, rng: random.Random, index: int, item_no: int, question: str,
-                        moment: datetime, created_by: str) -> dict[str, Any]:
-        shown = rng.choices(("drop-down", "date", "single-select", "multi-select", "text"),
-                            (50, 10, 20, 10, 10))[0]
+    def _checklist_item(
+        self,
+        rng: random.Random,
+        index: int,
+        item_no: int,
+        question: str,
+        moment: datetime,
+        created_by: str,
+    ) -> dict[str, Any]:
+        shown = rng.choices(
+            ("drop-down", "date", "single-select", "multi-select", "text"), (50, 10, 20, 10, 10)
+        )[0]
         possible: list[str] = []
         if shown == "drop-down":
             possible = ["+", "-", "N/A"]
@@ -838,15 +1106,22 @@ class GeneratedFieldProject(FieldProjectData):
         issues = []
         if conforming == "No" and rng.random() < 0.6 and self.issue_count:
             linked = self.issue((index * 13 + item_no * 7) % self.issue_count)
-            issues.append({"description": linked["fields"]["f--description"],
-                           "identifier": linked["fields"]["f--identifier"], "id": linked["id"]})
+            issues.append(
+                {
+                    "description": linked["fields"]["f--description"],
+                    "identifier": linked["fields"]["f--identifier"],
+                    "id": linked["id"],
+                }
+            )
         attachments = []
         if rng.random() < 0.12:
-            attachments.append(self._photo(rng, KIND_ITEM_ATTACHMENT, item_no * 16, index,
-                                           moment, created_by))
+            attachments.append(
+                self._photo(rng, KIND_ITEM_ATTACHMENT, item_no * 16, index, moment, created_by)
+            )
         if rng.random() < 0.04:
-            attachments.append(self._document_reference(rng, item_no * 16 + 1, index,
-                                                        KIND_ITEM_ATTACHMENT))
+            attachments.append(
+                self._document_reference(rng, item_no * 16 + 1, index, KIND_ITEM_ATTACHMENT)
+            )
         return {
             "created_at": field_time(moment),
             "issues": issues,
@@ -865,13 +1140,26 @@ class GeneratedFieldProject(FieldProjectData):
             "updated_at": field_time(moment + timedelta(minutes=rng.randint(0, 30))),
         }
 
-    def _photo(self, rng: random.Random, kind: int, slot: int, index: int, moment: datetime,
-               created_by: str) -> dict[str, Any]:
+    def _photo(
+        self,
+        rng: random.Random,
+        kind: int,
+        slot: int,
+        index: int,
+        moment: datetime,
+        created_by: str,
+    ) -> dict[str, Any]:
         return {
-            "id": self.make_id(kind, slot, index), "type": "Attachment",
-            "name": f"IMG_{rng.randint(1, 9999):04d}.jpg", "caption": "", "tags": "",
-            "content_type": "image/jpeg", "size": _file_size(rng), "num_pages": 1,
-            "created_at": field_time(moment), "updated_at": field_time(moment),
+            "id": self.make_id(kind, slot, index),
+            "type": "Attachment",
+            "name": f"IMG_{rng.randint(1, 9999):04d}.jpg",
+            "caption": "",
+            "tags": "",
+            "content_type": "image/jpeg",
+            "size": _file_size(rng),
+            "num_pages": 1,
+            "created_at": field_time(moment),
+            "updated_at": field_time(moment),
             "created_by": created_by,
         }
 
@@ -921,37 +1209,56 @@ class _AccountBuilder:
         picked = [_COMPANIES[0]] + rng.sample(_COMPANIES[1:], 7)
         result = []
         for position, (name, description, category, city, state, postal) in enumerate(picked):
-            result.append({
-                "account_company": position == 0,
-                "address": {"country": "US" if state else "DE", "address3": None,
-                            "postal_code": postal, "county": None, "latitude": None,
-                            "city": city, "address2": None, "state": state, "longitude": None,
-                            "address1": f"{rng.randint(1, 999)} {rng.choice(_STREETS)} St"},
-                "url": f"www.{_slug(_ascii_fold(name)).replace('.', '')}.com"
-                if position % 3 else None,
-                "duns_no": None if position % 2
-                else f"{rng.randint(10, 99)}-345-{rng.randint(1000, 9999)}",
-                "ein_no": None,
-                "telephone": f"617-555-{rng.randint(1000, 9999)}" if position % 4 else None,
-                "company_type": "" if position == 0 else rng.choice(("Other", "Subcontractor", "")),
-                "name": name,
-                "fax": None,
-                "description": description if position else None,
-                "company_category": category,
-                "id": make_id(KIND_COMPANY, self.seed_tag, 0, 0, position + 1),
-            })
+            result.append(
+                {
+                    "account_company": position == 0,
+                    "address": {
+                        "country": "US" if state else "DE",
+                        "address3": None,
+                        "postal_code": postal,
+                        "county": None,
+                        "latitude": None,
+                        "city": city,
+                        "address2": None,
+                        "state": state,
+                        "longitude": None,
+                        "address1": f"{rng.randint(1, 999)} {rng.choice(_STREETS)} St",
+                    },
+                    "url": f"www.{_slug(_ascii_fold(name)).replace('.', '')}.com"
+                    if position % 3
+                    else None,
+                    "duns_no": None
+                    if position % 2
+                    else f"{rng.randint(10, 99)}-345-{rng.randint(1000, 9999)}",
+                    "ein_no": None,
+                    "telephone": f"617-555-{rng.randint(1000, 9999)}" if position % 4 else None,
+                    "company_type": ""
+                    if position == 0
+                    else rng.choice(("Other", "Subcontractor", "")),
+                    "name": name,
+                    "fax": None,
+                    "description": description if position else None,
+                    "company_category": category,
+                    "id": make_id(KIND_COMPANY, self.seed_tag, 0, 0, position + 1),
+                }
+            )
         return result
 
     def users(self, companies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rng = self.rng
         count = rng.randint(22, 34)
-        users = [{
-            "roles": "project_admin,document_manager,contractor",
-            "company": {"id": companies[0]["id"], "name": companies[0]["name"]},
-            "junior": False, "first_name": "Demo", "telephone": None,
-            "email": "demo@example.com", "last_name": "Admin",
-            "id": make_id(KIND_USER, self.seed_tag, 0, 0, 1),
-        }]
+        users = [
+            {
+                "roles": "project_admin,document_manager,contractor",
+                "company": {"id": companies[0]["id"], "name": companies[0]["name"]},
+                "junior": False,
+                "first_name": "Demo",
+                "telephone": None,
+                "email": "demo@example.com",
+                "last_name": "Admin",
+                "id": make_id(KIND_USER, self.seed_tag, 0, 0, 1),
+            }
+        ]
         seen = {"demo@example.com"}
         while len(users) < count:
             first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
@@ -961,24 +1268,35 @@ class _AccountBuilder:
             if email in seen:
                 continue
             seen.add(email)
-            role = {"Architect": "architect", "Owner": "owner",
-                    "Inspector": "inspector"}.get(company["company_category"], "contractor")
+            role = {"Architect": "architect", "Owner": "owner", "Inspector": "inspector"}.get(
+                company["company_category"], "contractor"
+            )
             extra = rng.choice(("", "", "", "project_admin,", "document_manager,"))
-            users.append({
-                "roles": extra + role,
-                "company": {"id": company["id"], "name": company["name"]},
-                "junior": rng.random() < 0.1,
-                "first_name": first,
-                "telephone": f"617-555-{rng.randint(1000, 9999)}" if rng.random() < 0.5 else None,
-                "email": email,
-                "last_name": last,
-                "id": make_id(KIND_USER, self.seed_tag, 0, 0, len(users) + 1),
-            })
+            users.append(
+                {
+                    "roles": extra + role,
+                    "company": {"id": company["id"], "name": company["name"]},
+                    "junior": rng.random() < 0.1,
+                    "first_name": first,
+                    "telephone": f"617-555-{rng.randint(1000, 9999)}"
+                    if rng.random() < 0.5
+                    else None,
+                    "email": email,
+                    "last_name": last,
+                    "id": make_id(KIND_USER, self.seed_tag, 0, 0, len(users) + 1),
+                }
+            )
         return users
 
 
-def _project_meta(seed: int, index: int, issues: int, checklists: int,
-                  companies: list[dict[str, Any]], users: list[dict[str, Any]]) -> dict[str, Any]:
+def _project_meta(
+    seed: int,
+    index: int,
+    issues: int,
+    checklists: int,
+    companies: list[dict[str, Any]],
+    users: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Everything small about one Field project (areas, types, fields, templates...)."""
     seed_tag = seed & 0xFFFF
     rng = random.Random(f"{seed}:{index}:project")
@@ -1009,15 +1327,25 @@ def _project_meta(seed: int, index: int, issues: int, checklists: int,
     ]
     own_type = next(t for t in issue_types if t["name"] == _TYPE_WITH_OWN_FIELDS)
     templates = [
-        {"name": name, "checklist_type": kind, "id": pid(KIND_TEMPLATE, 0, n + 1),
-         "sections": [{"name": s, "questions": list(q)} for s, q in sections]}
+        {
+            "name": name,
+            "checklist_type": kind,
+            "id": pid(KIND_TEMPLATE, 0, n + 1),
+            "sections": [{"name": s, "questions": list(q)} for s, q in sections],
+        }
         for n, (name, kind, sections) in enumerate(_CHECKLIST_TEMPLATES)
     ]
     updated = field_time(start + timedelta(days=2))
     definitions = [
         # (container_type, container_id, display_type, name, possible values, required)
-        ("Issue", None, "drop-down", "Trade",
-         ["", "Drywall", "Electrical", "Mechanical", "Plumbing", "Concrete", "Glazing"], False),
+        (
+            "Issue",
+            None,
+            "drop-down",
+            "Trade",
+            ["", "Drywall", "Electrical", "Mechanical", "Plumbing", "Concrete", "Glazing"],
+            False,
+        ),
         ("Issue", None, "date", "Inspection Date", [], False),
         ("Issue", None, "checkbox", "Backcharge", [], False),
         ("Issue", None, "text", "Notes", [], False),
@@ -1025,26 +1353,34 @@ def _project_meta(seed: int, index: int, issues: int, checklists: int,
         ("Issue", own_type["id"], "text", "Observers", [], True),
         ("Checklist", templates[0]["id"], "checkbox", "Inspector present", [], False),
         ("Checklist", templates[0]["id"], "date", "Inspection date", [], False),
-        ("Checklist", templates[0]["id"], "drop-down", "Crew",
-         ["Choice 1", "Choice 2", "Yes", "Crew: night"], False),
+        (
+            "Checklist",
+            templates[0]["id"],
+            "drop-down",
+            "Crew",
+            ["Choice 1", "Choice 2", "Yes", "Crew: night"],
+            False,
+        ),
         ("Checklist", templates[1]["id"], "numeric", "Workers on site", [], False),
         ("Checklist", templates[1]["id"], "text", "Weather", [], False),
     ]
     custom_fields = []
     for n, (container, container_id, shown, name, values, required) in enumerate(definitions):
-        custom_fields.append({
-            "custom_field_id": pid(KIND_CUSTOM_FIELD, 0, n + 1),
-            "container_id": container_id,
-            "container_type": container,
-            "display_type": shown,
-            "default_value": "" if shown == "drop-down" else None,
-            "required": required,
-            "position": n + 1,
-            "updated_at": updated,
-            "name": name,
-            "possible_values": yaml_list(values) if shown == "drop-down" else None,
-            "_values": values,
-        })
+        custom_fields.append(
+            {
+                "custom_field_id": pid(KIND_CUSTOM_FIELD, 0, n + 1),
+                "container_id": container_id,
+                "container_type": container,
+                "display_type": shown,
+                "default_value": "" if shown == "drop-down" else None,
+                "required": required,
+                "position": n + 1,
+                "updated_at": updated,
+                "name": name,
+                "possible_values": yaml_list(values) if shown == "drop-down" else None,
+                "_values": values,
+            }
+        )
     areas = _areas(rng, index, pid, start)
     issue_fields = _issue_fields(custom_fields, own_type)
     return {
@@ -1066,9 +1402,10 @@ def _project_meta(seed: int, index: int, issues: int, checklists: int,
         "custom_fields": custom_fields,
         "issue_fields": issue_fields,
         "templates": templates,
-        "filters": [{"id": pid(KIND_FILTER, 0, 1), "name": "All Issues", "container": "Issue"},
-                    {"id": pid(KIND_FILTER, 0, 2), "name": "All Checklists",
-                     "container": "Checklist"}],
+        "filters": [
+            {"id": pid(KIND_FILTER, 0, 1), "name": "All Issues", "container": "Issue"},
+            {"id": pid(KIND_FILTER, 0, 2), "name": "All Checklists", "container": "Checklist"},
+        ],
     }
 
 
@@ -1076,8 +1413,13 @@ def _areas(rng: random.Random, project_index: int, pid: Any, start: datetime) ->
     """Buildings > levels > rooms > zones, with deleted nodes and repeated names."""
     areas: list[dict[str, Any]] = []
 
-    def add(name: str, parent: dict[str, Any] | None, identifier: str = "",
-            deleted: bool = False, null_path: bool = False) -> dict[str, Any]:
+    def add(
+        name: str,
+        parent: dict[str, Any] | None,
+        identifier: str = "",
+        deleted: bool = False,
+        null_path: bool = False,
+    ) -> dict[str, Any]:
         depth = 0 if parent is None else parent["_depth"] + 1
         area = {
             "full_path": name if parent is None else f"{parent['full_path']}>{name}",
@@ -1093,8 +1435,11 @@ def _areas(rng: random.Random, project_index: int, pid: Any, start: datetime) ->
         return area
 
     if project_index == 0:
-        buildings = [("North Building", "N", 4), ("South Building", "S", 3),
-                     ("Parking Garage", "P", 2)]
+        buildings = [
+            ("North Building", "N", 4),
+            ("South Building", "S", 3),
+            ("Parking Garage", "P", 2),
+        ]
     else:
         buildings = [("Main Building", "M", 2)]
     for building_name, code, levels in buildings:
@@ -1103,9 +1448,12 @@ def _areas(rng: random.Random, project_index: int, pid: Any, start: datetime) ->
             floor = add(f"Level {level}", building, deleted=(code == "S" and level == 3))
             for room in range(1, rng.randint(3, 6) + 1):
                 number = f"{level}{room:02d}"
-                room_area = add(f"Room {number}", floor,
-                                identifier=f"{code}-{number}" if rng.random() < 0.5 else "",
-                                deleted=rng.random() < 0.06)
+                room_area = add(
+                    f"Room {number}",
+                    floor,
+                    identifier=f"{code}-{number}" if rng.random() < 0.5 else "",
+                    deleted=rng.random() < 0.06,
+                )
                 if rng.random() < 0.3:
                     for zone in ("Zone A", "Zone B"):
                         add(zone, room_area)
@@ -1138,31 +1486,65 @@ def _issue_fields(custom_fields: list[dict[str, Any]], own_type: dict[str, Any])
         ("drop-down", False, "Assigned to", [], "f--assigned_to"),
     ]
     common_fields = [
-        {"display_type": shown, "required": required, "position": 10001 + n, "name": name,
-         "possible_values": values, "id": field_id}
+        {
+            "display_type": shown,
+            "required": required,
+            "position": 10001 + n,
+            "name": name,
+            "possible_values": values,
+            "id": field_id,
+        }
         for n, (shown, required, name, values, field_id) in enumerate(common)
     ]
     issue_cfs = [d for d in custom_fields if d["container_type"] == "Issue"]
     for n, d in enumerate(d for d in issue_cfs if d["container_id"] is None):
-        common_fields.append({"display_type": d["display_type"], "required": d["required"],
-                              "position": 20001 + n, "name": d["name"],
-                              "possible_values": d["_values"],
-                              "id": "cf--" + d["custom_field_id"]})
+        common_fields.append(
+            {
+                "display_type": d["display_type"],
+                "required": d["required"],
+                "position": 20001 + n,
+                "name": d["name"],
+                "possible_values": d["_values"],
+                "id": "cf--" + d["custom_field_id"],
+            }
+        )
     own = [
-        {"display_type": d["display_type"], "required": d["required"], "position": 30001 + n,
-         "name": d["name"], "possible_values": d["_values"], "id": "cf--" + d["custom_field_id"]}
+        {
+            "display_type": d["display_type"],
+            "required": d["required"],
+            "position": 30001 + n,
+            "name": d["name"],
+            "possible_values": d["_values"],
+            "id": "cf--" + d["custom_field_id"],
+        }
         for n, d in enumerate(d for d in issue_cfs if d["container_id"] == own_type["id"])
     ]
     return {
         "common": {"fields": common_fields},
-        "category": {"category": own_type["category_name"], "fields": own,
-                     "name": own_type["name"], "id": own_type["id"]},
-        "ancillary": {"fields": [
-            {"display_type": "numeric", "required": False, "name": "Labor hours",
-             "possible_values": [], "id": "f--labor_hours"},
-            {"display_type": "text", "required": False, "name": "Cost",
-             "possible_values": [], "id": "f--cost"},
-        ]},
+        "category": {
+            "category": own_type["category_name"],
+            "fields": own,
+            "name": own_type["name"],
+            "id": own_type["id"],
+        },
+        "ancillary": {
+            "fields": [
+                {
+                    "display_type": "numeric",
+                    "required": False,
+                    "name": "Labor hours",
+                    "possible_values": [],
+                    "id": "f--labor_hours",
+                },
+                {
+                    "display_type": "text",
+                    "required": False,
+                    "name": "Cost",
+                    "possible_values": [],
+                    "id": "f--cost",
+                },
+            ]
+        },
     }
 
 
@@ -1189,8 +1571,9 @@ class _AccountBase:
     def find_project(self, project_id: str) -> FieldProjectData | None:
         return next((p for p in self.projects if p.id == project_id), None)
 
-    def attachment_chunks(self, object_id: str, size: int, content_type: str = "",
-                          variant: str = "original") -> Iterator[bytes]:
+    def attachment_chunks(
+        self, object_id: str, size: int, content_type: str = "", variant: str = "original"
+    ) -> Iterator[bytes]:
         """The bytes of a stored file (attachment, signature, document), streamed."""
         return blob_chunks(self.seed, object_id, size, content_type, variant)
 
@@ -1203,8 +1586,12 @@ class _AccountBase:
 
     def dump(self, path: str | os.PathLike[str]) -> None:
         """Stream the whole account to ``path`` as one JSON document, one record per line."""
-        header = {"seed": self.seed, "companies": self.companies, "users": self.users,
-                  "target_state": self.target_state()}
+        header = {
+            "seed": self.seed,
+            "companies": self.companies,
+            "users": self.users,
+            "target_state": self.target_state(),
+        }
         with open(path, "w", encoding="utf-8", newline="\n") as out:
             out.write(f'{{"format":{json.dumps(DUMP_FORMAT)},\n')
             out.write(f'"header":{_line(header)},\n')
@@ -1237,15 +1624,24 @@ class GeneratedProject(_AccountBase):
     sizes the second project, which exists so project scoping can be tested.
     """
 
-    def __init__(self, seed: int = 7, issues: int = 300, checklists: int | None = None, *,
-                 second_project_issues: int = 12, big_attachment_size: int | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        issues: int = 300,
+        checklists: int | None = None,
+        *,
+        second_project_issues: int = 12,
+        big_attachment_size: int | None = None,
+    ) -> None:
         if issues < 0:
             raise ValueError("issues must be >= 0")
         self.seed = seed
-        self.params = {"issues": issues, "checklists": checklists,
-                       "second_project_issues": second_project_issues,
-                       "big_attachment_size": big_attachment_size}
+        self.params = {
+            "issues": issues,
+            "checklists": checklists,
+            "second_project_issues": second_project_issues,
+            "big_attachment_size": big_attachment_size,
+        }
         builder = _AccountBuilder(seed)
         self.companies = builder.companies()
         self.users = builder.users(self.companies)
@@ -1253,8 +1649,11 @@ class GeneratedProject(_AccountBase):
         sizes = [(issues, checklist_count), (second_project_issues, 3)]
         self.projects = [
             GeneratedFieldProject(
-                _project_meta(seed, n, count, lists, self.companies, self.users), seed,
-                self.users, big_attachment_size if n == 0 else None)
+                _project_meta(seed, n, count, lists, self.companies, self.users),
+                seed,
+                self.users,
+                big_attachment_size if n == 0 else None,
+            )
             for n, (count, lists) in enumerate(sizes)
         ]
 
@@ -1265,8 +1664,10 @@ class GeneratedProject(_AccountBase):
         first, second = self.projects
         state: dict[str, Any] = {
             "company": {"id": 4100, "name": gc["name"]},
-            "projects": [{"id": 5100, "name": first.name, "company_id": 4100},
-                         {"id": 5101, "name": second.name, "company_id": 4100}],
+            "projects": [
+                {"id": 5100, "name": first.name, "company_id": 4100},
+                {"id": 5101, "name": second.name, "company_id": 4100},
+            ],
         }
         users = []
         second_members = set(second.user_ids)
@@ -1277,28 +1678,48 @@ class GeneratedProject(_AccountBase):
             if position % 7 == 5:
                 email = _case_variant(email)  # same person, different letter case
             project_ids = [5100] + ([5101] if user["id"] in second_members else [])
-            users.append({"id": 7001 + len(users),
-                          "name": f"{user['first_name']} {user['last_name']}",
-                          "email_address": email, "company_name": user["company"]["name"],
-                          "project_ids": project_ids})
+            users.append(
+                {
+                    "id": 7001 + len(users),
+                    "name": f"{user['first_name']} {user['last_name']}",
+                    "email_address": email,
+                    "company_name": user["company"]["name"],
+                    "project_ids": project_ids,
+                }
+            )
         for name, email, projects in (
             ("Priya Raman", "priya.raman@harborhealth.example.org", [5100]),
             ("Procore Integration", "integration@procore-tenant.example.com", [5100, 5101]),
             ("Tom Becker", "tom.becker@keystonearch.example.com", [5101]),
         ):
-            users.append({"id": 7001 + len(users), "name": name, "email_address": email,
-                          "company_name": gc["name"], "project_ids": projects})
+            users.append(
+                {
+                    "id": 7001 + len(users),
+                    "name": name,
+                    "email_address": email,
+                    "company_name": gc["name"],
+                    "project_ids": projects,
+                }
+            )
         state["users"] = users
         state["assignee_user_ids"] = {
-            str(project_id): [u["id"] for n, u in enumerate(users)
-                              if project_id in u["project_ids"] and n % 4 != 2]
+            str(project_id): [
+                u["id"]
+                for n, u in enumerate(users)
+                if project_id in u["project_ids"] and n % 4 != 2
+            ]
             for project_id in (5100, 5101)
         }
-        live_paths = [a["full_path"].split(">") for a in first.areas
-                      if not a["deleted"] and a["name"] != AWKWARD_AREA_NAME
-                      and AWKWARD_AREA_NAME not in a["full_path"]]
+        live_paths = [
+            a["full_path"].split(">")
+            for a in first.areas
+            if not a["deleted"]
+            and a["name"] != AWKWARD_AREA_NAME
+            and AWKWARD_AREA_NAME not in a["full_path"]
+        ]
         wanted = [p for p in live_paths if len(p) == 2][:2] + [
-            p for p in live_paths if len(p) == 3][:1]
+            p for p in live_paths if len(p) == 3
+        ][:1]
         wanted += rng.sample([p for p in live_paths if len(p) == 3], 1)
         wanted.append(["Site Logistics", "Laydown Yard"])  # exists in Procore only
         unique: list[list[str]] = []
@@ -1308,12 +1729,24 @@ class GeneratedProject(_AccountBase):
         state["locations"] = {"5100": unique, "5101": []}
         state["coordination_issues"] = {
             "5100": [
-                {"title": "Clash: supply duct vs beam at grid B/4", "status": "open",
-                 "priority": "high", "issue_type": "clash"},
-                {"title": "Ceiling height conflict in corridor 2", "status": "closed",
-                 "priority": "low", "issue_type": "coordination"},
-                {"title": "Review stair 2 landing detail", "status": "ready_for_review",
-                 "priority": "medium", "issue_type": "design_review"},
+                {
+                    "title": "Clash: supply duct vs beam at grid B/4",
+                    "status": "open",
+                    "priority": "high",
+                    "issue_type": "clash",
+                },
+                {
+                    "title": "Ceiling height conflict in corridor 2",
+                    "status": "closed",
+                    "priority": "low",
+                    "issue_type": "coordination",
+                },
+                {
+                    "title": "Review stair 2 landing detail",
+                    "status": "ready_for_review",
+                    "priority": "medium",
+                    "issue_type": "design_review",
+                },
             ],
             "5101": [],
         }
@@ -1324,8 +1757,14 @@ class GeneratedProject(_AccountBase):
 class LoadedFieldProject(FieldProjectData):
     """A project read back from a dump: records are read from the file on demand."""
 
-    def __init__(self, meta: dict[str, Any], seed: int, fd: int,
-                 issue_offsets: array, checklist_offsets: array) -> None:
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        seed: int,
+        fd: int,
+        issue_offsets: array,
+        checklist_offsets: array,
+    ) -> None:
         super().__init__(meta, seed)
         self._fd = fd
         self._issues = issue_offsets  # start, end pairs
@@ -1380,13 +1819,13 @@ class LoadedProject(_AccountBase):
                     if found != DUMP_FORMAT:
                         raise ValueError(f"{self.path}: format {found!r}, expected {DUMP_FORMAT}")
                 elif text.startswith(b'"header":'):
-                    header = json.loads(text[len(b'"header":'):].rstrip(b","))
+                    header = json.loads(text[len(b'"header":') :].rstrip(b","))
                     self.seed = header["seed"]
                     self.companies = header["companies"]
                     self.users = header["users"]
                     self._target_state = header["target_state"]
                 elif text.startswith(b'{"meta":'):
-                    meta = json.loads(text[len(b'{"meta":'):].rstrip(b","))
+                    meta = json.loads(text[len(b'{"meta":') :].rstrip(b","))
                 elif text == b'"issues":[':
                     section = "issues"
                 elif text == b'"checklists":[':
@@ -1403,10 +1842,12 @@ class LoadedProject(_AccountBase):
         for key in ("issues", "checklists"):
             found, declared = len(offsets[key]) // 2, meta[f"{key[:-1]}_count"]
             if found != declared:
-                raise ValueError(f"{self.path}: project {meta['id']} declares {declared} "
-                                 f"{key} but holds {found}")
-        self.projects.append(LoadedFieldProject(meta, self.seed, self._fd, offsets["issues"],
-                                                offsets["checklists"]))
+                raise ValueError(
+                    f"{self.path}: project {meta['id']} declares {declared} {key} but holds {found}"
+                )
+        self.projects.append(
+            LoadedFieldProject(meta, self.seed, self._fd, offsets["issues"], offsets["checklists"])
+        )
 
     def target_state(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._target_state))
@@ -1430,4 +1871,3 @@ class LoadedProject(_AccountBase):
 def load_project(path: str | os.PathLike[str]) -> LoadedProject:
     """Read a project written by :meth:`GeneratedProject.dump` (records stay on disk)."""
     return LoadedProject(path)
-

@@ -65,18 +65,41 @@ from migrate.sandbox.httpbase import App, HTTPError, Request, Response, Route, j
 STATUSES = ("blocked", "open", "ready_for_review", "moved_to_observation", "unblocked", "closed")
 PRIORITIES = ("low", "medium", "high", "critical")
 ISSUE_TYPES = (
-    "building_code", "existing_condition", "clash", "other", "coordination",
-    "constructability", "client_feedback", "requirement_change", "design_review",
+    "building_code",
+    "existing_condition",
+    "clash",
+    "other",
+    "coordination",
+    "constructability",
+    "client_feedback",
+    "requirement_change",
+    "design_review",
 )
 #: Seed 001: the only fields a sync update (an item with ``id``) may change.
-SYNC_UPDATABLE = frozenset({
-    "title", "description", "due_date", "location_id", "assignee_id", "issue_type", "priority",
-    "trade_id",
-})
+SYNC_UPDATABLE = frozenset(
+    {
+        "title",
+        "description",
+        "due_date",
+        "location_id",
+        "assignee_id",
+        "issue_type",
+        "priority",
+        "trade_id",
+    }
+)
 #: Seed 000: every attribute a create accepts.
 CREATE_FIELDS = SYNC_UPDATABLE | {
-    "uuid", "status", "origin", "attachment_upload_uuids", "attachments", "creation_source",
-    "viewpoints", "bim_model_id", "drawing_revision_id", "coordination_issue_file_id",
+    "uuid",
+    "status",
+    "origin",
+    "attachment_upload_uuids",
+    "attachments",
+    "creation_source",
+    "viewpoints",
+    "bim_model_id",
+    "drawing_revision_id",
+    "coordination_issue_file_id",
 }
 SINGLE_UPDATABLE = SYNC_UPDATABLE | {"status"}
 ORIGIN_KEYS = ("origin_type", "origin_id", "title", "deep_link_url")
@@ -94,8 +117,11 @@ RATE_LIMIT_MESSAGE = (
     "You have surpassed the max number of requests for an hour. "
     "Please wait until your limit resets."
 )
-SERVICE_ACCOUNT = {"id": 7999, "login": "sandbox-service-account@procore.example",
-                   "name": "Sandbox Service Account"}
+SERVICE_ACCOUNT = {
+    "id": 7999,
+    "login": "sandbox-service-account@procore.example",
+    "name": "Sandbox Service Account",
+}
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -109,22 +135,48 @@ DEFAULT_STATE: dict[str, Any] = {
         {"id": 5101, "name": "Depot Renovation", "company_id": 4100},
     ],
     "users": [
-        {"id": 7001, "name": "Alice Carter", "email_address": "alice.carter@example.com",
-         "company_name": "Sandbox Builders", "project_ids": [5100, 5101]},
-        {"id": 7002, "name": "Bruno Diaz", "email_address": "Bruno.Diaz@example.com",
-         "company_name": "Diaz Mechanical", "project_ids": [5100]},
-        {"id": 7003, "name": "Chen Wei", "email_address": "chen.wei@example.com",
-         "company_name": "Wei Electric", "project_ids": [5100]},
-        {"id": 7004, "name": "Dana Ito", "email_address": "dana.ito@example.com",
-         "company_name": "Sandbox Builders", "project_ids": [5101]},
+        {
+            "id": 7001,
+            "name": "Alice Carter",
+            "email_address": "alice.carter@example.com",
+            "company_name": "Sandbox Builders",
+            "project_ids": [5100, 5101],
+        },
+        {
+            "id": 7002,
+            "name": "Bruno Diaz",
+            "email_address": "Bruno.Diaz@example.com",
+            "company_name": "Diaz Mechanical",
+            "project_ids": [5100],
+        },
+        {
+            "id": 7003,
+            "name": "Chen Wei",
+            "email_address": "chen.wei@example.com",
+            "company_name": "Wei Electric",
+            "project_ids": [5100],
+        },
+        {
+            "id": 7004,
+            "name": "Dana Ito",
+            "email_address": "dana.ito@example.com",
+            "company_name": "Sandbox Builders",
+            "project_ids": [5101],
+        },
     ],
     "assignee_user_ids": {"5100": [7001, 7002], "5101": [7001, 7004]},
     "locations": {
         "5100": [["North Building", "Level 1"], ["North Building", "Level 2", "Room 201"]],
     },
     "coordination_issues": {
-        "5100": [{"title": "Existing duct clash at grid C4", "status": "open",
-                  "priority": "low", "issue_type": "clash"}],
+        "5100": [
+            {
+                "title": "Existing duct clash at grid C4",
+                "status": "open",
+                "priority": "low",
+                "issue_type": "clash",
+            }
+        ],
     },
 }
 
@@ -267,15 +319,19 @@ class _FieldValue:
             return
         self.data.extend(data)
         if len(self.data) > self.budget:
-            raise _MultipartError(400, "MaxPostPreDataLengthExceeded",
-                                  "Your POST request fields preceding the upload file were too "
-                                  "large.")
+            raise _MultipartError(
+                400,
+                "MaxPostPreDataLengthExceeded",
+                "Your POST request fields preceding the upload file were too large.",
+            )
 
 
 def _malformed() -> _MultipartError:
-    return _MultipartError(400, "MalformedPOSTRequest",
-                           "The body of your POST request is not well-formed "
-                           "multipart/form-data.")
+    return _MultipartError(
+        400,
+        "MalformedPOSTRequest",
+        "The body of your POST request is not well-formed multipart/form-data.",
+    )
 
 
 def _part_headers(raw: bytes) -> tuple[str | None, str | None]:
@@ -363,8 +419,9 @@ def _parse_multipart(
             name, part_filename = headers
             if name == "file":
                 if sink is not None:
-                    raise _MultipartError(400, "InvalidArgument",
-                                          "POST requires exactly one file upload per request.")
+                    raise _MultipartError(
+                        400, "InvalidArgument", "POST requires exactly one file upload per request."
+                    )
                 sink = open_sink()
                 filename = part_filename
                 stream.copy_body(sink)
@@ -416,8 +473,12 @@ class ProcoreApp(App):
         self.hourly = SlidingWindow(hourly_limit, hourly_window)
         self.spike = SlidingWindow(spike_limit, spike_window)
         self._arrivals: deque[float] = deque()
-        self._stats = {"requests": 0, "rate_limited": 0, "quota_rejections": 0,
-                       "max_in_spike_window": 0}
+        self._stats = {
+            "requests": 0,
+            "rate_limited": 0,
+            "quota_rejections": 0,
+            "max_in_spike_window": 0,
+        }
         self._signing_key = secrets.token_bytes(32)
         self._tokens: dict[str, float] = {}
         self._spool: tempfile.TemporaryDirectory[str] | None = None
@@ -450,31 +511,75 @@ class ProcoreApp(App):
         add("GET", "/rest/v1.0/companies", self._companies, "companies.list")
         add("GET", "/rest/v1.0/me", self._me, "me.show")
         add("GET", "/rest/v1.0/projects", self._projects_list, "projects.list")
-        add("GET", "/rest/v1.0/projects/{project_id}/users", self._project_users,
-            "project_users.list")
+        add(
+            "GET",
+            "/rest/v1.0/projects/{project_id}/users",
+            self._project_users,
+            "project_users.list",
+        )
         # sync and assignees before {id}: the {id} pattern would swallow them.
-        add("PATCH", "/rest/v1.0/coordination_issues/sync", self._issues_sync,
-            "coordination_issues.sync")
-        add("GET", "/rest/v1.0/coordination_issues/assignees", self._issue_assignees,
-            "coordination_issues.assignees")
+        add(
+            "PATCH",
+            "/rest/v1.0/coordination_issues/sync",
+            self._issues_sync,
+            "coordination_issues.sync",
+        )
+        add(
+            "GET",
+            "/rest/v1.0/coordination_issues/assignees",
+            self._issue_assignees,
+            "coordination_issues.assignees",
+        )
         add("GET", "/rest/v1.0/coordination_issues", self._issues_list, "coordination_issues.list")
-        add("POST", "/rest/v1.0/coordination_issues", self._issue_create,
-            "coordination_issues.create")
-        add("GET", "/rest/v1.0/coordination_issues/{issue_id}", self._issue_show,
-            "coordination_issues.show")
-        add("PATCH", "/rest/v1.0/coordination_issues/{issue_id}", self._issue_update,
-            "coordination_issues.update")
-        add("GET", "/rest/v1.0/projects/{project_id}/locations", self._locations_list,
-            "locations.list")
-        add("POST", "/rest/v1.0/projects/{project_id}/locations/find_or_create_by_path",
-            self._locations_find_or_create, "locations.find_or_create_by_path")
-        add("POST", "/rest/v1.0/projects/{project_id}/locations", self._location_create,
-            "locations.create")
-        add("POST", "/rest/v1.1/projects/{project_id}/uploads", self._upload_create,
-            "uploads.create")
+        add(
+            "POST",
+            "/rest/v1.0/coordination_issues",
+            self._issue_create,
+            "coordination_issues.create",
+        )
+        add(
+            "GET",
+            "/rest/v1.0/coordination_issues/{issue_id}",
+            self._issue_show,
+            "coordination_issues.show",
+        )
+        add(
+            "PATCH",
+            "/rest/v1.0/coordination_issues/{issue_id}",
+            self._issue_update,
+            "coordination_issues.update",
+        )
+        add(
+            "GET",
+            "/rest/v1.0/projects/{project_id}/locations",
+            self._locations_list,
+            "locations.list",
+        )
+        add(
+            "POST",
+            "/rest/v1.0/projects/{project_id}/locations/find_or_create_by_path",
+            self._locations_find_or_create,
+            "locations.find_or_create_by_path",
+        )
+        add(
+            "POST",
+            "/rest/v1.0/projects/{project_id}/locations",
+            self._location_create,
+            "locations.create",
+        )
+        add(
+            "POST",
+            "/rest/v1.1/projects/{project_id}/uploads",
+            self._upload_create,
+            "uploads.create",
+        )
         add("POST", "/s3/{bucket}", self._storage_post, "storage.upload", stream_body=True)
-        add("GET", "/s3/{bucket}/attachments/{attachment_id}/{filename}", self._storage_get,
-            "storage.download")
+        add(
+            "GET",
+            "/s3/{bucket}/attachments/{attachment_id}/{filename}",
+            self._storage_get,
+            "storage.download",
+        )
 
     # -- clock --------------------------------------------------------------------------
     def now(self) -> float:
@@ -493,9 +598,11 @@ class ProcoreApp(App):
         with self.lock:
             retry_after = self._count_request(request, enforce=True)
         if retry_after is not None:
-            return Response(429, RATE_LIMIT_MESSAGE.encode("utf-8"),
-                            {"Content-Type": "text/plain; charset=utf-8",
-                             "Retry-After": str(retry_after)})
+            return Response(
+                429,
+                RATE_LIMIT_MESSAGE.encode("utf-8"),
+                {"Content-Type": "text/plain; charset=utf-8", "Retry-After": str(retry_after)},
+            )
         refusal = self._authenticate(request)
         if refusal is not None:
             return refusal
@@ -507,8 +614,7 @@ class ProcoreApp(App):
         if _as_int(raw) is None:
             return json_response({"errors": "Procore-Company-Id header must be an integer"}, 400)
         if int(raw) != self.company["id"]:
-            return json_response(
-                {"errors": f"You do not have access to company {int(raw)}"}, 403)
+            return json_response({"errors": f"You do not have access to company {int(raw)}"}, 403)
         return None
 
     def decorate(self, request: Request, route: Route | None, response: Response) -> None:
@@ -531,7 +637,8 @@ class ProcoreApp(App):
         while self._arrivals and self._arrivals[0] <= now - self.spike.length:
             self._arrivals.popleft()
         self._stats["max_in_spike_window"] = max(
-            self._stats["max_in_spike_window"], len(self._arrivals))
+            self._stats["max_in_spike_window"], len(self._arrivals)
+        )
         exceeded = [w for w in (self.spike, self.hourly) if w.full(now)] if enforce else []
         if exceeded:
             self._stats["quota_rejections"] += 1
@@ -570,9 +677,14 @@ class ProcoreApp(App):
     @staticmethod
     def _unauthorized(description: str) -> Response:
         return json_response(
-            {"error": "invalid_token", "error_description": description}, 401,
-            {"WWW-Authenticate":
-             f'Bearer realm="Procore", error="invalid_token", error_description="{description}"'},
+            {"error": "invalid_token", "error_description": description},
+            401,
+            {
+                "WWW-Authenticate": (
+                    'Bearer realm="Procore", error="invalid_token", '
+                    f'error_description="{description}"'
+                )
+            },
         )
 
     # -- OAuth ----------------------------------------------------------------------------
@@ -580,28 +692,50 @@ class ProcoreApp(App):
         form = request.form
         grant = (form.get("grant_type") or [None])[0]
         if not grant:
-            raise HTTPError(400, {"error": "invalid_request",
-                                  "error_description": "The request is missing a required "
-                                                       "parameter: grant_type."})
+            raise HTTPError(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "The request is missing a required parameter: grant_type.",
+                },
+            )
         if grant != "client_credentials":
-            raise HTTPError(400, {"error": "unsupported_grant_type",
-                                  "error_description": "The authorization grant type is not "
-                                                       "supported by the authorization server."})
+            raise HTTPError(
+                400,
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "The authorization grant type is not "
+                    "supported by the authorization server.",
+                },
+            )
         client_id = (form.get("client_id") or [""])[0]
         client_secret = (form.get("client_secret") or [""])[0]
-        if not (hmac.compare_digest(client_id.encode(), self.client_id.encode())
-                and hmac.compare_digest(client_secret.encode(), self.client_secret.encode())):
-            raise HTTPError(401, {"error": "invalid_client",
-                                  "error_description": "Client authentication failed due to "
-                                                       "unknown client, no client authentication "
-                                                       "included, or unsupported authentication "
-                                                       "method."})
+        if not (
+            hmac.compare_digest(client_id.encode(), self.client_id.encode())
+            and hmac.compare_digest(client_secret.encode(), self.client_secret.encode())
+        ):
+            raise HTTPError(
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "Client authentication failed due to "
+                    "unknown client, no client authentication "
+                    "included, or unsupported authentication "
+                    "method.",
+                },
+            )
         token = secrets.token_urlsafe(32)
         with self.lock:
             now = self.now()
             self._tokens[token] = now + self.token_ttl
-        return json_response({"access_token": token, "token_type": "bearer",
-                              "expires_in": int(self.token_ttl), "created_at": int(now)})
+        return json_response(
+            {
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": int(self.token_ttl),
+                "created_at": int(now),
+            }
+        )
 
     # -- state loading ----------------------------------------------------------------------
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -609,8 +743,11 @@ class ProcoreApp(App):
         self.company = {"id": int(company["id"]), "name": str(company["name"])}
         for project in state.get("projects", []):
             pid = int(project["id"])
-            self._projects[pid] = {"id": pid, "name": project["name"],
-                                   "company_id": int(project.get("company_id", company["id"]))}
+            self._projects[pid] = {
+                "id": pid,
+                "name": project["name"],
+                "company_id": int(project.get("company_id", company["id"])),
+            }
             self._project_issues[pid] = []
             self._project_locations[pid] = []
             self._taken_uuids[pid] = set()
@@ -619,7 +756,9 @@ class ProcoreApp(App):
         for user in state.get("users", []):
             uid = int(user["id"])
             self._users[uid] = {
-                "id": uid, "name": user["name"], "email_address": user["email_address"],
+                "id": uid,
+                "name": user["name"],
+                "email_address": user["email_address"],
                 "company_name": user.get("company_name"),
                 "project_ids": [int(p) for p in user.get("project_ids", [])],
             }
@@ -668,8 +807,13 @@ class ProcoreApp(App):
     def _check_filters(request: Request, allowed: tuple[str, ...]) -> None:
         unknown = sorted(k for k in request.query if k.startswith("filters") and k not in allowed)
         if unknown:
-            raise HTTPError(400, {"errors": f"unknown filter {unknown[0]}; this endpoint "
-                                            f"supports {', '.join(allowed)}"})
+            raise HTTPError(
+                400,
+                {
+                    "errors": f"unknown filter {unknown[0]}; this endpoint "
+                    f"supports {', '.join(allowed)}"
+                },
+            )
 
     def _paged(
         self, request: Request, items: list[Any], serialize: Callable[[Any], Any]
@@ -685,10 +829,14 @@ class ProcoreApp(App):
         total = len(items)
         last = max(1, math.ceil(total / per_page))
         start = (page - 1) * per_page
-        body = [serialize(item) for item in items[start:start + per_page]]
+        body = [serialize(item) for item in items[start : start + per_page]]
         base = self._base_url(request) + request.path
-        kept = [(k, v) for k, values in request.query.items() if k not in ("page", "per_page")
-                for v in values]
+        kept = [
+            (k, v)
+            for k, values in request.query.items()
+            if k not in ("page", "per_page")
+            for v in values
+        ]
 
         def link(number: int, rel: str) -> str:
             query = urlencode([*kept, ("page", str(number)), ("per_page", str(per_page))])
@@ -700,13 +848,22 @@ class ProcoreApp(App):
         if page < last:
             links.append(link(page + 1, "next"))
         links.append(link(last, "last"))
-        return json_response(body, 200, {"Total": str(total), "Per-Page": str(per_page),
-                                         "Link": ", ".join(links)})
+        return json_response(
+            body, 200, {"Total": str(total), "Per-Page": str(per_page), "Link": ", ".join(links)}
+        )
 
     # -- companies, me, projects, users ---------------------------------------------------------
     def _companies(self, request: Request) -> Response:
-        return json_response([{"id": self.company["id"], "name": self.company["name"],
-                               "is_active": True, "logo_url": None}])
+        return json_response(
+            [
+                {
+                    "id": self.company["id"],
+                    "name": self.company["name"],
+                    "is_active": True,
+                    "logo_url": None,
+                }
+            ]
+        )
 
     def _me(self, request: Request) -> Response:
         return json_response(dict(SERVICE_ACCOUNT))
@@ -718,26 +875,44 @@ class ProcoreApp(App):
         if _as_int(raw) != self.company["id"]:
             raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
         with self.lock:
-            projects = [p for p in self._projects.values()
-                        if p["company_id"] == self.company["id"]]
-            return self._paged(request, projects, lambda p: {
-                "id": p["id"], "name": p["name"], "active": True,
-                "company": {"id": self.company["id"], "name": self.company["name"]}})
+            projects = [p for p in self._projects.values() if p["company_id"] == self.company["id"]]
+            return self._paged(
+                request,
+                projects,
+                lambda p: {
+                    "id": p["id"],
+                    "name": p["name"],
+                    "active": True,
+                    "company": {"id": self.company["id"], "name": self.company["name"]},
+                },
+            )
 
     def _project_users(self, request: Request) -> Response:
         with self.lock:
             project = self._project(request.path_params["project_id"], in_path=True)
             users = [u for u in self._users.values() if project["id"] in u["project_ids"]]
-            return self._paged(request, users, lambda u: {
-                "id": u["id"], "name": u["name"], "email_address": u["email_address"],
-                "is_active": True, "vendor": {"id": None, "name": u["company_name"]}})
+            return self._paged(
+                request,
+                users,
+                lambda u: {
+                    "id": u["id"],
+                    "name": u["name"],
+                    "email_address": u["email_address"],
+                    "is_active": True,
+                    "vendor": {"id": None, "name": u["company_name"]},
+                },
+            )
 
     def _user_json(self, user_id: int) -> dict[str, Any] | None:
         user = self._users.get(user_id)
         if user is None:
             return None
-        return {"id": user["id"], "name": user["name"], "login": user["email_address"],
-                "company_name": user["company_name"]}
+        return {
+            "id": user["id"],
+            "name": user["name"],
+            "login": user["email_address"],
+            "company_name": user["company_name"],
+        }
 
     def _issue_assignees(self, request: Request) -> Response:
         with self.lock:
@@ -747,28 +922,37 @@ class ProcoreApp(App):
 
     # -- locations ------------------------------------------------------------------------
     def _location_json(self, location: dict[str, Any]) -> dict[str, Any]:
-        return {"id": location["id"], "name": location["name"],
-                "node_name": location["node_name"], "parent_id": location["parent_id"],
-                "code": location["code"], "created_at": _iso(location["created_at"]),
-                "updated_at": _iso(location["updated_at"])}
+        return {
+            "id": location["id"],
+            "name": location["name"],
+            "node_name": location["node_name"],
+            "parent_id": location["parent_id"],
+            "code": location["code"],
+            "created_at": _iso(location["created_at"]),
+            "updated_at": _iso(location["updated_at"]),
+        }
 
-    def _create_location(self, project_id: int, node_name: str,
-                         parent_id: int | None) -> dict[str, Any]:
+    def _create_location(
+        self, project_id: int, node_name: str, parent_id: int | None
+    ) -> dict[str, Any]:
         parent = self._locations[parent_id] if parent_id is not None else None
         now = self.now()
         location = {
-            "id": self._next_id("location"), "project_id": project_id, "node_name": node_name,
-            "parent_id": parent_id, "code": None, "created_at": now, "updated_at": now,
+            "id": self._next_id("location"),
+            "project_id": project_id,
+            "node_name": node_name,
+            "parent_id": parent_id,
+            "code": None,
+            "created_at": now,
+            "updated_at": now,
             "name": f"{parent['name']}>{node_name}" if parent else node_name,
         }
         self._locations[location["id"]] = location
-        self._location_children.setdefault((project_id, parent_id), {})[node_name] = \
-            location["id"]
+        self._location_children.setdefault((project_id, parent_id), {})[node_name] = location["id"]
         self._project_locations[project_id].append(location["id"])
         return location
 
-    def _find_or_create_path(self, project_id: int,
-                             path: list[Any]) -> tuple[dict[str, Any], bool]:
+    def _find_or_create_path(self, project_id: int, path: list[Any]) -> tuple[dict[str, Any], bool]:
         """The leaf location for ``path`` and whether anything was created (lock held)."""
         if not path or any(not isinstance(n, str) or not n.strip() for n in path):
             raise ValueError("path must be a non-empty list of non-blank names")
@@ -839,7 +1023,8 @@ class ProcoreApp(App):
                 if parent is None or parent["project_id"] != project["id"]:
                     errors["parent_id"] = ["is invalid"]
             if not errors and node_name in self._location_children.get(
-                    (project["id"], parent_id), {}):
+                (project["id"], parent_id), {}
+            ):
                 errors["node_name"] = ["has already been taken"]
             if errors:
                 raise HTTPError(422, {"errors": errors})
@@ -855,8 +1040,11 @@ class ProcoreApp(App):
         ``mode`` is ``create``, ``sync_update`` or ``update``. Runs with the lock held, so the
         uuid and upload checks are atomic with the write that follows.
         """
-        allowed = {"create": CREATE_FIELDS, "sync_update": SYNC_UPDATABLE,
-                   "update": SINGLE_UPDATABLE}[mode]
+        allowed = {
+            "create": CREATE_FIELDS,
+            "sync_update": SYNC_UPDATABLE,
+            "update": SINGLE_UPDATABLE,
+        }[mode]
         errors: dict[str, list[str]] = {}
         changes: dict[str, Any] = {}
 
@@ -867,8 +1055,11 @@ class ProcoreApp(App):
             if key in allowed or (mode == "sync_update" and key == "id"):
                 continue
             if mode == "sync_update" and key in CREATE_FIELDS:
-                error(key, "cannot be changed through sync; an update may change only "
-                           + ", ".join(sorted(SYNC_UPDATABLE)))
+                error(
+                    key,
+                    "cannot be changed through sync; an update may change only "
+                    + ", ".join(sorted(SYNC_UPDATABLE)),
+                )
             elif key in ("attachment_upload_uuids", "attachments"):
                 error(key, "cannot be added to an existing coordination issue")
             elif key in CREATE_FIELDS:
@@ -892,9 +1083,11 @@ class ProcoreApp(App):
                 changes["description"] = present["description"]
             else:
                 error("description", "must be a string")
-        for field, choices, nullable in (("status", STATUSES, False),
-                                         ("priority", PRIORITIES, True),
-                                         ("issue_type", ISSUE_TYPES, True)):
+        for field, choices, nullable in (
+            ("status", STATUSES, False),
+            ("priority", PRIORITIES, True),
+            ("issue_type", ISSUE_TYPES, True),
+        ):
             if field in present:
                 value = present[field]
                 if (value is None and nullable) or value in choices:
@@ -931,8 +1124,9 @@ class ProcoreApp(App):
         return changes, errors
 
     @staticmethod
-    def _check_due_date(value: Any, changes: dict[str, Any],
-                        error: Callable[[str, str], None]) -> None:
+    def _check_due_date(
+        value: Any, changes: dict[str, Any], error: Callable[[str, str], None]
+    ) -> None:
         if value is None:
             changes["due_date"] = None
             return
@@ -946,9 +1140,13 @@ class ProcoreApp(App):
                 return
         error("due_date", "must be a date formatted YYYY-MM-DD")
 
-    def _validate_create_only(self, project_id: int, present: dict[str, Any],
-                              changes: dict[str, Any],
-                              error: Callable[[str, str], None]) -> None:
+    def _validate_create_only(
+        self,
+        project_id: int,
+        present: dict[str, Any],
+        changes: dict[str, Any],
+        error: Callable[[str, str], None],
+    ) -> None:
         raw_uuid = present.get("uuid")
         if raw_uuid is not None:
             if not isinstance(raw_uuid, str) or not _UUID_RE.match(raw_uuid):
@@ -959,10 +1157,15 @@ class ProcoreApp(App):
                 changes["uuid"] = raw_uuid.lower()
         origin = present.get("origin")
         if origin is not None:
-            if not isinstance(origin, dict) or set(origin) != set(ORIGIN_KEYS) or any(
-                    not isinstance(origin[k], str) or not origin[k] for k in ORIGIN_KEYS):
-                error("origin", "must be an object with string origin_type, origin_id, title "
-                                "and deep_link_url")
+            if (
+                not isinstance(origin, dict)
+                or set(origin) != set(ORIGIN_KEYS)
+                or any(not isinstance(origin[k], str) or not origin[k] for k in ORIGIN_KEYS)
+            ):
+                error(
+                    "origin",
+                    "must be an object with string origin_type, origin_id, title and deep_link_url",
+                )
             else:
                 changes["origin"] = dict(origin)
         for field in ("bim_model_id", "drawing_revision_id", "coordination_issue_file_id"):
@@ -973,7 +1176,8 @@ class ProcoreApp(App):
         if present.get("attachments"):
             error("attachments", "must be uploaded first and given as attachment_upload_uuids")
         if present.get("creation_source") is not None and not isinstance(
-                present["creation_source"], str):
+            present["creation_source"], str
+        ):
             error("creation_source", "must be a string")
         uploads = present.get("attachment_upload_uuids")
         if uploads is None:
@@ -988,14 +1192,20 @@ class ProcoreApp(App):
             if upload is None or upload["project_id"] != project_id:
                 error("attachment_upload_uuids", f"upload {upload_uuid} does not exist")
             elif now - upload["created_at"] > self.upload_reference_expiry:
-                error("attachment_upload_uuids",
-                      f"upload {upload_uuid} has expired (not referenced within a week)")
+                error(
+                    "attachment_upload_uuids",
+                    f"upload {upload_uuid} has expired (not referenced within a week)",
+                )
             elif upload["state"] == "created":
-                error("attachment_upload_uuids",
-                      f"upload {upload_uuid} has no file: post it to storage first")
+                error(
+                    "attachment_upload_uuids",
+                    f"upload {upload_uuid} has no file: post it to storage first",
+                )
             elif upload["state"] == "referenced" or upload_uuid in accepted:
-                error("attachment_upload_uuids",
-                      f"upload {upload_uuid} is already attached to another item")
+                error(
+                    "attachment_upload_uuids",
+                    f"upload {upload_uuid} is already attached to another item",
+                )
             else:
                 accepted.append(upload_uuid)
         changes["attachment_upload_uuids"] = accepted
@@ -1005,24 +1215,36 @@ class ProcoreApp(App):
         now = self.now()
         self._issue_numbers[project_id] += 1
         issue = {
-            "id": self._next_id("issue"), "project_id": project_id,
+            "id": self._next_id("issue"),
+            "project_id": project_id,
             "uuid": changes.get("uuid") or str(uuidlib.uuid4()),
             "issue_number": self._issue_numbers[project_id],
-            "title": changes["title"], "description": changes.get("description"),
-            "status": changes.get("status") or "open", "priority": changes.get("priority"),
-            "issue_type": changes.get("issue_type"), "due_date": changes.get("due_date"),
-            "trade_id": changes.get("trade_id"), "location_id": changes.get("location_id"),
-            "assignee_id": changes.get("assignee_id"), "origin": changes.get("origin"),
-            "attachment_ids": [], "created_at": now, "updated_at": now,
+            "title": changes["title"],
+            "description": changes.get("description"),
+            "status": changes.get("status") or "open",
+            "priority": changes.get("priority"),
+            "issue_type": changes.get("issue_type"),
+            "due_date": changes.get("due_date"),
+            "trade_id": changes.get("trade_id"),
+            "location_id": changes.get("location_id"),
+            "assignee_id": changes.get("assignee_id"),
+            "origin": changes.get("origin"),
+            "attachment_ids": [],
+            "created_at": now,
+            "updated_at": now,
         }
         for upload_uuid in changes.get("attachment_upload_uuids", []):
             upload = self._uploads[upload_uuid]
             upload["state"] = "referenced"
             attachment = {
-                "id": self._next_id("attachment"), "issue_id": issue["id"],
-                "upload_uuid": upload_uuid, "name": upload["name"],
-                "content_type": upload["content_type"], "size": upload["size"],
-                "sha256": upload["sha256"], "path": upload["path"],
+                "id": self._next_id("attachment"),
+                "issue_id": issue["id"],
+                "upload_uuid": upload_uuid,
+                "name": upload["name"],
+                "content_type": upload["content_type"],
+                "size": upload["size"],
+                "sha256": upload["sha256"],
+                "path": upload["path"],
             }
             self._attachments[attachment["id"]] = attachment
             issue["attachment_ids"].append(attachment["id"])
@@ -1053,30 +1275,47 @@ class ProcoreApp(App):
         expires = int(self.attachment_url_ttl)
         signature = self._sign(f"{attachment['id']}:{issued}:{expires}")
         name = quote(attachment["name"], safe="")
-        return (f"{base}/s3/{BUCKET}/attachments/{attachment['id']}/{name}"
-                f"?X-Amz-Date={issued}&X-Amz-Expires={expires}&X-Amz-Signature={signature}")
+        return (
+            f"{base}/s3/{BUCKET}/attachments/{attachment['id']}/{name}"
+            f"?X-Amz-Date={issued}&X-Amz-Expires={expires}&X-Amz-Signature={signature}"
+        )
 
     def _issue_json(self, issue: dict[str, Any], view: str, base: str) -> dict[str, Any]:
         if view == "compact":
             return {"id": issue["id"]}
         location = self._locations.get(issue["location_id"]) if issue["location_id"] else None
         data = {
-            "id": issue["id"], "uuid": issue["uuid"], "issue_number": issue["issue_number"],
-            "title": issue["title"], "description": issue["description"],
-            "status": issue["status"], "priority": issue["priority"],
-            "issue_type": issue["issue_type"], "due_date": issue["due_date"],
+            "id": issue["id"],
+            "uuid": issue["uuid"],
+            "issue_number": issue["issue_number"],
+            "title": issue["title"],
+            "description": issue["description"],
+            "status": issue["status"],
+            "priority": issue["priority"],
+            "issue_type": issue["issue_type"],
+            "due_date": issue["due_date"],
             "trade_id": issue["trade_id"],
-            "location": None if location is None else {
-                "id": location["id"], "name": location["name"],
-                "node_name": location["node_name"], "parent_id": location["parent_id"]},
+            "location": None
+            if location is None
+            else {
+                "id": location["id"],
+                "name": location["name"],
+                "node_name": location["node_name"],
+                "parent_id": location["parent_id"],
+            },
             "assignee": self._user_json(issue["assignee_id"]) if issue["assignee_id"] else None,
             "origin": dict(issue["origin"]) if issue["origin"] else None,
-            "created_at": _iso(issue["created_at"]), "updated_at": _iso(issue["updated_at"]),
+            "created_at": _iso(issue["created_at"]),
+            "updated_at": _iso(issue["updated_at"]),
         }
         if view == "extended":
             data["attachments"] = [
-                {"id": a["id"], "name": a["name"], "content_type": a["content_type"],
-                 "url": self._attachment_url(a, base)}
+                {
+                    "id": a["id"],
+                    "name": a["name"],
+                    "content_type": a["content_type"],
+                    "url": self._attachment_url(a, base),
+                }
                 for a in (self._attachments[i] for i in issue["attachment_ids"])
             ]
         return data
@@ -1085,22 +1324,31 @@ class ProcoreApp(App):
         location = self._locations.get(issue["location_id"]) if issue["location_id"] else None
         assignee = self._users.get(issue["assignee_id"]) if issue["assignee_id"] else None
         return {
-            "id": issue["id"], "project_id": issue["project_id"], "uuid": issue["uuid"],
-            "issue_number": issue["issue_number"], "title": issue["title"],
-            "description": issue["description"], "status": issue["status"],
-            "priority": issue["priority"], "issue_type": issue["issue_type"],
-            "due_date": issue["due_date"], "trade_id": issue["trade_id"],
+            "id": issue["id"],
+            "project_id": issue["project_id"],
+            "uuid": issue["uuid"],
+            "issue_number": issue["issue_number"],
+            "title": issue["title"],
+            "description": issue["description"],
+            "status": issue["status"],
+            "priority": issue["priority"],
+            "issue_type": issue["issue_type"],
+            "due_date": issue["due_date"],
+            "trade_id": issue["trade_id"],
             "location_id": issue["location_id"],
             "location_name": location["name"] if location else None,
             "assignee_id": issue["assignee_id"],
             "assignee_login": assignee["email_address"] if assignee else None,
             "origin": dict(issue["origin"]) if issue["origin"] else None,
             "attachments": [
-                {k: self._attachments[i][k]
-                 for k in ("id", "name", "content_type", "size", "sha256", "upload_uuid")}
+                {
+                    k: self._attachments[i][k]
+                    for k in ("id", "name", "content_type", "size", "sha256", "upload_uuid")
+                }
                 for i in issue["attachment_ids"]
             ],
-            "created_at": _iso(issue["created_at"]), "updated_at": _iso(issue["updated_at"]),
+            "created_at": _iso(issue["created_at"]),
+            "updated_at": _iso(issue["updated_at"]),
         }
 
     @staticmethod
@@ -1121,8 +1369,16 @@ class ProcoreApp(App):
             if not isinstance(updates, list):
                 raise HTTPError(400, {"errors": {"updates": ["must be an array"]}})
             if len(updates) > MAX_SYNC_ITEMS:
-                raise HTTPError(400, {"errors": {"updates": [
-                    f"must contain at most {MAX_SYNC_ITEMS} items (got {len(updates)})"]}})
+                raise HTTPError(
+                    400,
+                    {
+                        "errors": {
+                            "updates": [
+                                f"must contain at most {MAX_SYNC_ITEMS} items (got {len(updates)})"
+                            ]
+                        }
+                    },
+                )
             base = self._base_url(request)
             entities: list[dict[str, Any]] = []
             failures: list[dict[str, Any]] = []
@@ -1134,8 +1390,10 @@ class ProcoreApp(App):
                     issue = self._find_issue(item["id"], project["id"])
                     changes, errors = self._validate(project["id"], item, "sync_update")
                     if issue is None:
-                        errors = {"id": [f"Couldn't find CoordinationIssue with 'id'="
-                                         f"{item['id']}"], **errors}
+                        errors = {
+                            "id": [f"Couldn't find CoordinationIssue with 'id'={item['id']}"],
+                            **errors,
+                        }
                     if errors:
                         failures.append({**item, "errors": errors})
                         continue
@@ -1161,8 +1419,7 @@ class ProcoreApp(App):
             if errors:
                 raise HTTPError(422, {"errors": errors})
             issue = self._create_issue(project["id"], changes)
-            return json_response(self._issue_json(issue, "extended", self._base_url(request)),
-                                 201)
+            return json_response(self._issue_json(issue, "extended", self._base_url(request)), 201)
 
     def _issue_show(self, request: Request) -> Response:
         view = self._view(request)
@@ -1171,8 +1428,9 @@ class ProcoreApp(App):
             raw_id = request.path_params["issue_id"]
             issue = self._find_issue(raw_id, project["id"])
             if issue is None:
-                raise HTTPError(404, {"errors": f"Couldn't find CoordinationIssue with "
-                                                f"'id'={raw_id}"})
+                raise HTTPError(
+                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
+                )
             return json_response(self._issue_json(issue, view, self._base_url(request)))
 
     def _issue_update(self, request: Request) -> Response:
@@ -1183,8 +1441,9 @@ class ProcoreApp(App):
             raw_id = request.path_params["issue_id"]
             issue = self._find_issue(raw_id, project["id"])
             if issue is None:
-                raise HTTPError(404, {"errors": f"Couldn't find CoordinationIssue with "
-                                                f"'id'={raw_id}"})
+                raise HTTPError(
+                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
+                )
             if not isinstance(fields, dict):
                 raise HTTPError(400, {"errors": {"coordination_issue": ["is missing"]}})
             changes, errors = self._validate(project["id"], fields, "update")
@@ -1211,8 +1470,9 @@ class ProcoreApp(App):
                     raise ValueError(raw_range)
                 window = (_parse_instant(start), _parse_instant(end))
             except ValueError:
-                raise HTTPError(400, {"errors": "filters[updated_at] must be "
-                                                "<ISO-8601>...<ISO-8601>"}) from None
+                raise HTTPError(
+                    400, {"errors": "filters[updated_at] must be <ISO-8601>...<ISO-8601>"}
+                ) from None
         search = (request.param("filters[search]") or "").strip().lower()
         with self.lock:
             project = self._project(request.param("project_id"))
@@ -1220,15 +1480,23 @@ class ProcoreApp(App):
             if wanted_ids is not None:
                 ids = [i for i in ids if i in wanted_ids]
             if search:
-                ids = [i for i in ids if search in self._issues[i]["title"].lower()
-                       or search == str(self._issues[i]["issue_number"])]
+                ids = [
+                    i
+                    for i in ids
+                    if search in self._issues[i]["title"].lower()
+                    or search == str(self._issues[i]["issue_number"])
+                ]
             if window is not None:
                 # updated_at is shown to the second, so filter on the shown value
-                ids = [i for i in ids
-                       if window[0] <= math.floor(self._issues[i]["updated_at"]) <= window[1]]
+                ids = [
+                    i
+                    for i in ids
+                    if window[0] <= math.floor(self._issues[i]["updated_at"]) <= window[1]
+                ]
             base = self._base_url(request)
-            return self._paged(request, ids,
-                               lambda i: self._issue_json(self._issues[i], view, base))
+            return self._paged(
+                request, ids, lambda i: self._issue_json(self._issues[i], view, base)
+            )
 
     # -- uploads and storage ----------------------------------------------------------------
     def _sign(self, message: str) -> str:
@@ -1236,18 +1504,31 @@ class ProcoreApp(App):
 
     def _upload_create(self, request: Request) -> Response:
         body = self._json_object(request) if request.body else {}
-        known = {"response_filename", "response_content_type", "size",
-                 "attachment_content_disposition", "segments"}
+        known = {
+            "response_filename",
+            "response_content_type",
+            "size",
+            "attachment_content_disposition",
+            "segments",
+        }
         unknown = sorted(set(body) - known)
         if unknown:
             raise HTTPError(400, {"errors": f"unknown attribute '{unknown[0]}' for Upload"})
         if body.get("segments"):
-            raise HTTPError(422, {"errors": {"segments": [
-                "segmented uploads are not simulated; post the whole file"]}})
+            raise HTTPError(
+                422,
+                {
+                    "errors": {
+                        "segments": ["segmented uploads are not simulated; post the whole file"]
+                    }
+                },
+            )
         filename = body.get("response_filename")
         content_type = body.get("response_content_type")
-        for field, value in (("response_filename", filename),
-                             ("response_content_type", content_type)):
+        for field, value in (
+            ("response_filename", filename),
+            ("response_content_type", content_type),
+        ):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise HTTPError(422, {"errors": {field: ["must be a non-blank string"]}})
         with self.lock:
@@ -1262,25 +1543,43 @@ class ProcoreApp(App):
             if filename:
                 ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'")
                 fields["Content-Disposition"] = (
-                    f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}")
-            fields["x-amz-credential"] = f"ASIASANDBOX0000000000/{stamp[:8]}/us-east-1/s3/" \
-                                         "aws4_request"
+                    f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+                )
+            fields["x-amz-credential"] = (
+                f"ASIASANDBOX0000000000/{stamp[:8]}/us-east-1/s3/aws4_request"
+            )
             fields["x-amz-algorithm"] = "AWS4-HMAC-SHA256"
             fields["x-amz-date"] = stamp
-            policy_doc = {"expiration": _iso(now + self.upload_start_expiry),
-                          "conditions": [{"bucket": BUCKET}, *({k: v} for k, v in fields.items())]}
+            policy_doc = {
+                "expiration": _iso(now + self.upload_start_expiry),
+                "conditions": [{"bucket": BUCKET}, *({k: v} for k, v in fields.items())],
+            }
             fields["policy"] = base64.b64encode(json.dumps(policy_doc).encode()).decode()
             fields["x-amz-signature"] = self._sign(fields["policy"])
             self._uploads[upload_uuid] = {
-                "uuid": upload_uuid, "project_id": project["id"], "key": key, "fields": fields,
-                "name": filename, "content_type": content_type or "application/octet-stream",
-                "state": "created", "created_at": now, "stored_at": None, "size": None,
-                "sha256": None, "md5": None, "path": None,
+                "uuid": upload_uuid,
+                "project_id": project["id"],
+                "key": key,
+                "fields": fields,
+                "name": filename,
+                "content_type": content_type or "application/octet-stream",
+                "state": "created",
+                "created_at": now,
+                "stored_at": None,
+                "size": None,
+                "sha256": None,
+                "md5": None,
+                "path": None,
             }
             self._uploads_by_key[key] = upload_uuid
-            return json_response({"uuid": upload_uuid, "url": f"{self._base_url(request)}/s3/"
-                                                              f"{BUCKET}",
-                                  "fields": dict(fields)}, 201)
+            return json_response(
+                {
+                    "uuid": upload_uuid,
+                    "url": f"{self._base_url(request)}/s3/{BUCKET}",
+                    "fields": dict(fields),
+                },
+                201,
+            )
 
     def _spool_path(self) -> str | None:
         if not self.keep_upload_bytes:
@@ -1294,30 +1593,43 @@ class ProcoreApp(App):
     def _storage_post(self, request: Request) -> Response:
         started = self.now()
         if request.headers.get("Authorization"):
-            return _s3_error(400, "InvalidArgument",
-                             "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
-                             "parameter, Signature query string parameter or the Authorization "
-                             "header should be specified")
+            return _s3_error(
+                400,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                "parameter, Signature query string parameter or the Authorization "
+                "header should be specified",
+            )
         if request.path_params["bucket"] != BUCKET:
             return _s3_error(404, "NoSuchBucket", "The specified bucket does not exist")
         if request.content_type != "multipart/form-data":
-            return _s3_error(412, "PreconditionFailed",
-                             "Bucket POST must be of the enclosure-type multipart/form-data")
+            return _s3_error(
+                412,
+                "PreconditionFailed",
+                "Bucket POST must be of the enclosure-type multipart/form-data",
+            )
         if not request.headers.get("Content-Length"):
-            return _s3_error(411, "MissingContentLength",
-                             "You must provide the Content-Length HTTP header.", close=True)
+            return _s3_error(
+                411,
+                "MissingContentLength",
+                "You must provide the Content-Length HTTP header.",
+                close=True,
+            )
         found = re.search(r'boundary="?([^";]+)"?', request.headers.get("Content-Type") or "")
         if not found:
             return _s3_error(400, "MalformedPOSTRequest", "The multipart boundary is missing.")
         try:
             fields, sink, part_filename = _parse_multipart(
-                _BodyReader(request), found.group(1).encode("latin-1"),
-                lambda: _FileSink(self._spool_path()))
+                _BodyReader(request),
+                found.group(1).encode("latin-1"),
+                lambda: _FileSink(self._spool_path()),
+            )
         except _MultipartError as exc:
             return _s3_error(exc.status, exc.code, exc.message)
         if sink is None:
-            return _s3_error(400, "InvalidArgument",
-                             "POST requires exactly one file upload per request.")
+            return _s3_error(
+                400, "InvalidArgument", "POST requires exactly one file upload per request."
+            )
         sink.close()
         refusal = self._store(fields, sink, part_filename, started)
         if refusal is not None:
@@ -1325,8 +1637,13 @@ class ProcoreApp(App):
             return refusal
         return Response(204, b"", {"ETag": f'"{sink.md5.hexdigest()}"'})
 
-    def _store(self, fields: list[tuple[str, str]], sink: _FileSink, part_filename: str | None,
-               started: float) -> Response | None:
+    def _store(
+        self,
+        fields: list[tuple[str, str]],
+        sink: _FileSink,
+        part_filename: str | None,
+        started: float,
+    ) -> Response | None:
         """Check the form against the upload's policy and record the bytes; an error or None."""
         given: dict[str, str] = {}
         for name, value in fields:
@@ -1337,32 +1654,50 @@ class ProcoreApp(App):
             upload_uuid = self._uploads_by_key.get(given.get("key", ""))
             upload = self._uploads.get(upload_uuid) if upload_uuid else None
             if upload is None:
-                return _s3_error(403, "AccessDenied",
-                                 "Invalid according to Policy: Policy Condition failed: "
-                                 '["eq", "$key", ...]')
+                return _s3_error(
+                    403,
+                    "AccessDenied",
+                    'Invalid according to Policy: Policy Condition failed: ["eq", "$key", ...]',
+                )
             issued = upload["fields"]
             if given.get("policy") != issued["policy"] or not hmac.compare_digest(
-                    given.get("x-amz-signature", ""), self._sign(given.get("policy", ""))):
-                return _s3_error(403, "SignatureDoesNotMatch",
-                                 "The request signature we calculated does not match the "
-                                 "signature you provided.")
+                given.get("x-amz-signature", ""), self._sign(given.get("policy", ""))
+            ):
+                return _s3_error(
+                    403,
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the "
+                    "signature you provided.",
+                )
             if started - upload["created_at"] > self.upload_start_expiry:
-                return _s3_error(403, "AccessDenied", "Invalid according to Policy: "
-                                                      "Policy expired.")
+                return _s3_error(
+                    403, "AccessDenied", "Invalid according to Policy: Policy expired."
+                )
             for name, value in issued.items():
                 if given.get(name) != value:
-                    return _s3_error(403, "AccessDenied",
-                                     "Invalid according to Policy: Policy Condition failed: "
-                                     f'["eq", "${name}", {json.dumps(value)}]')
+                    return _s3_error(
+                        403,
+                        "AccessDenied",
+                        "Invalid according to Policy: Policy Condition failed: "
+                        f'["eq", "${name}", {json.dumps(value)}]',
+                    )
             extra = sorted(n for n in given if n not in issued and not n.startswith("x-ignore-"))
             if extra:
-                return _s3_error(403, "AccessDenied", "Invalid according to Policy: Extra input "
-                                                      f"fields: {', '.join(extra)}")
+                return _s3_error(
+                    403,
+                    "AccessDenied",
+                    f"Invalid according to Policy: Extra input fields: {', '.join(extra)}",
+                )
             old_path = upload["path"]
             if old_path and upload["state"] == "stored" and os.path.exists(old_path):
                 os.remove(old_path)  # overwritten before any issue referenced it
-            upload.update(size=sink.size, sha256=sink.sha256.hexdigest(),
-                          md5=sink.md5.hexdigest(), path=sink.path, stored_at=self.now())
+            upload.update(
+                size=sink.size,
+                sha256=sink.sha256.hexdigest(),
+                md5=sink.md5.hexdigest(),
+                path=sink.path,
+                stored_at=self.now(),
+            )
             if upload["name"] is None:
                 upload["name"] = part_filename or upload["uuid"]
             if upload["state"] == "created":
@@ -1372,31 +1707,40 @@ class ProcoreApp(App):
 
     def _storage_get(self, request: Request) -> Response:
         if request.headers.get("Authorization"):
-            return _s3_error(400, "InvalidArgument",
-                             "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
-                             "parameter, Signature query string parameter or the Authorization "
-                             "header should be specified")
+            return _s3_error(
+                400,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                "parameter, Signature query string parameter or the Authorization "
+                "header should be specified",
+            )
         issued = request.param("X-Amz-Date") or ""
         expires = request.param("X-Amz-Expires") or ""
         signature = request.param("X-Amz-Signature") or ""
         attachment_id = _as_int(request.path_params["attachment_id"])
         expected = self._sign(f"{request.path_params['attachment_id']}:{issued}:{expires}")
         if not hmac.compare_digest(signature, expected) or not (issued + expires).isdigit():
-            return _s3_error(403, "SignatureDoesNotMatch",
-                             "The request signature we calculated does not match the "
-                             "signature you provided.")
+            return _s3_error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            )
         if self.now() > int(issued) + int(expires):
             return _s3_error(403, "AccessDenied", "Request has expired")
         with self.lock:
             attachment = self._attachments.get(attachment_id) if attachment_id else None
         if attachment is None or not attachment["path"] or not os.path.exists(attachment["path"]):
             return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-        return Response(200, self._read_file(attachment["path"]),
-                        {"Content-Type": attachment["content_type"],
-                         "Content-Disposition": f"attachment; filename*=UTF-8''"
-                                                f"{quote(attachment['name'])}",
-                         "ETag": f'"{attachment["sha256"][:32]}"'},
-                        length=attachment["size"])
+        return Response(
+            200,
+            self._read_file(attachment["path"]),
+            {
+                "Content-Type": attachment["content_type"],
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(attachment['name'])}",
+                "ETag": f'"{attachment["sha256"][:32]}"',
+            },
+            length=attachment["size"],
+        )
 
     @staticmethod
     def _read_file(path: str) -> Iterator[bytes]:
@@ -1418,21 +1762,30 @@ class ProcoreApp(App):
             projects = {}
             for pid in self._projects:
                 projects[str(pid)] = {
-                    "issues": [self._issue_snapshot(self._issues[i])
-                               for i in self._project_issues[pid]],
-                    "locations": [self._location_json(self._locations[i])
-                                  for i in self._project_locations[pid]],
-                    "uploads": [self._upload_snapshot(u) for u in self._uploads.values()
-                                if u["project_id"] == pid],
+                    "issues": [
+                        self._issue_snapshot(self._issues[i]) for i in self._project_issues[pid]
+                    ],
+                    "locations": [
+                        self._location_json(self._locations[i])
+                        for i in self._project_locations[pid]
+                    ],
+                    "uploads": [
+                        self._upload_snapshot(u)
+                        for u in self._uploads.values()
+                        if u["project_id"] == pid
+                    ],
                 }
             return {"company": dict(self.company), "projects": projects}
 
     @staticmethod
     def _upload_snapshot(upload: dict[str, Any]) -> dict[str, Any]:
         return {
-            "uuid": upload["uuid"], "name": upload["name"],
-            "content_type": upload["content_type"], "state": upload["state"],
-            "size": upload["size"], "sha256": upload["sha256"],
+            "uuid": upload["uuid"],
+            "name": upload["name"],
+            "content_type": upload["content_type"],
+            "state": upload["state"],
+            "size": upload["size"],
+            "sha256": upload["sha256"],
             "created_at": _iso(upload["created_at"]),
             "stored_at": _iso(upload["stored_at"]) if upload["stored_at"] else None,
         }
@@ -1440,8 +1793,9 @@ class ProcoreApp(App):
     def issues(self, project_id: int) -> list[dict[str, Any]]:
         """Every live coordination issue of a project, oldest first (snapshot form)."""
         with self.lock:
-            return [self._issue_snapshot(self._issues[i])
-                    for i in self._project_issues[int(project_id)]]
+            return [
+                self._issue_snapshot(self._issues[i]) for i in self._project_issues[int(project_id)]
+            ]
 
     def add_issue(self, project_id: int, **fields: Any) -> dict[str, Any]:
         """Create an issue as if someone made it in Procore; ``location_path`` is accepted too.
@@ -1479,12 +1833,19 @@ class ProcoreApp(App):
     def uploads(self, project_id: int) -> list[dict[str, Any]]:
         """Every upload of a project with its state, size and sha256."""
         with self.lock:
-            return [self._upload_snapshot(u) for u in self._uploads.values()
-                    if u["project_id"] == int(project_id)]
+            return [
+                self._upload_snapshot(u)
+                for u in self._uploads.values()
+                if u["project_id"] == int(project_id)
+            ]
 
     def rate_stats(self) -> dict[str, Any]:
         """Requests counted against the quota, 429s served, and the busiest spike window."""
         with self.lock:
-            return {**self._stats,
-                    "hourly_limit": self.hourly.limit, "hourly_window": self.hourly.length,
-                    "spike_limit": self.spike.limit, "spike_window": self.spike.length}
+            return {
+                **self._stats,
+                "hourly_limit": self.hourly.limit,
+                "hourly_window": self.hourly.length,
+                "spike_limit": self.spike.limit,
+                "spike_window": self.spike.length,
+            }

@@ -53,8 +53,7 @@ def set_cursor(
         "INSERT INTO cursors (endpoint, run_id, position, state, updated_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint) DO UPDATE SET run_id = excluded.run_id, "
         "position = excluded.position, state = excluded.state, updated_at = excluded.updated_at",
-        (endpoint, run_id, int(position), json.dumps(dict(state or {}), sort_keys=True),
-         utc_now()),
+        (endpoint, run_id, int(position), json.dumps(dict(state or {}), sort_keys=True), utc_now()),
     )
 
 

@@ -186,8 +186,15 @@ def record_problem(
         cursor = store.conn.execute(
             "INSERT INTO source_problems (run_id, entity, source_id, endpoint, reason, "
             "raw_payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, entity, source_id, endpoint, storable_text(strip_secret_params(reason)),
-             raw, utc_now()),
+            (
+                run_id,
+                entity,
+                source_id,
+                endpoint,
+                storable_text(strip_secret_params(reason)),
+                raw,
+                utc_now(),
+            ),
         )
         return int(cursor.lastrowid or 0)
 
@@ -204,9 +211,7 @@ class ForeignKey:
 
 def foreign_keys(store: Store, table: str) -> list[ForeignKey]:
     """Single-column foreign keys declared on `table`."""
-    not_null = {
-        row[1]: bool(row[3]) for row in store.conn.execute(f"PRAGMA table_info({table!r})")
-    }
+    not_null = {row[1]: bool(row[3]) for row in store.conn.execute(f"PRAGMA table_info({table!r})")}
     if not not_null:
         raise ValueError(f"no table named {table!r} in {store.path}")
     return [

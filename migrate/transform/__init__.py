@@ -40,8 +40,15 @@ STAGE = "transform"
 ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
 BATCH_SIZE = 500
 
-__all__ = ["COMMAND", "StagingBusy", "TransformResult", "choose_title_template", "plan_hash",
-           "run", "transform_from_settings"]
+__all__ = [
+    "COMMAND",
+    "StagingBusy",
+    "TransformResult",
+    "choose_title_template",
+    "plan_hash",
+    "run",
+    "transform_from_settings",
+]
 
 
 class StagingBusy(MigrateError):
@@ -84,7 +91,8 @@ def choose_title_template(mappings: Mappings, settings: TransformSettings) -> st
     problems = template_problems(chosen)
     if problems:
         raise ConfigError(
-            f"{where} {chosen!r} " + "; ".join(problems)
+            f"{where} {chosen!r} "
+            + "; ".join(problems)
             + ". Use {identifier} {description} {type} {category} {area} {location_detail} "
             "{status}."
         )
@@ -121,8 +129,20 @@ def run(
             run_id = start_run(store, COMMAND, {"target_project_id": target_project_id})
     try:
         with busy_as_error(store):
-            result = _run(store, mappings, settings, template, target_project_id, run_id,
-                          progress, log, offline, batch_size, workers, started)
+            result = _run(
+                store,
+                mappings,
+                settings,
+                template,
+                target_project_id,
+                run_id,
+                progress,
+                log,
+                offline,
+                batch_size,
+                workers,
+                started,
+            )
     except BaseException as exc:
         if own_run:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -168,33 +188,51 @@ def _run(
             locations.save_planned_locations(store, location_plan, run_id)
             conn.executemany(
                 issues.INSERT_SKIPPED,
-                [(locations.ENTITY, area_id, reason, run_id)
-                 for area_id, reason in location_plan.skipped],
+                [
+                    (locations.ENTITY, area_id, reason, run_id)
+                    for area_id, reason in location_plan.skipped
+                ],
             )
-            hold(store, locations.ENTITY, STAGE, [
-                Held(r.area_id, r.reason, r.hint, {"staged": r.record})
-                for r in location_plan.rejected
-            ], run_id)
+            hold(
+                store,
+                locations.ENTITY,
+                STAGE,
+                [
+                    Held(r.area_id, r.reason, r.hint, {"staged": r.record})
+                    for r in location_plan.rejected
+                ],
+                run_id,
+            )
             advance(len(areas))
         tallies["areas"] = issues.EntityTally(
-            extracted=len(areas), planned=location_plan.planned_area_count,
-            quarantined=len(location_plan.rejected), skipped=len(location_plan.skipped),
+            extracted=len(areas),
+            planned=location_plan.planned_area_count,
+            quarantined=len(location_plan.rejected),
+            skipped=len(location_plan.skipped),
         )
 
         # The plan hash is built as the plan is written (see plan_hash for what it covers).
         digest = _locations_digest(store)
-        context = _context(store, mappings, settings, template, target_project_id,
-                           location_plan)
+        context = _context(store, mappings, settings, template, target_project_id, location_plan)
         total = int(conn.execute("SELECT COUNT(*) FROM issues").fetchone()[0])
         with _bar(progress, "issues", total) as advance:
             tallies["issues"] = issues.plan_issues(
-                store, context, run_id, advance=advance, batch_size=batch_size, workers=workers,
+                store,
+                context,
+                run_id,
+                advance=advance,
+                batch_size=batch_size,
+                workers=workers,
                 digest=digest,
             )
         if settings.checklist_items_as_issues:
             with _bar(progress, "checklist_items", checklists.count_candidates(store)) as advance:
                 tallies["checklist_items"] = checklists.plan_checklist_items(
-                    store, context, run_id, advance=advance, batch_size=batch_size,
+                    store,
+                    context,
+                    run_id,
+                    advance=advance,
+                    batch_size=batch_size,
                     digest=digest,
                 )
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
@@ -221,8 +259,12 @@ def _run(
     if log is not None:
         for name in order:
             log.info(STAGE, "entity_done", entity=name, counts=result.counts[name])
-        log.info(STAGE, "finished", plan_hash=plan_digest,
-                 elapsed_seconds=round(result.elapsed_seconds, 3))
+        log.info(
+            STAGE,
+            "finished",
+            plan_hash=plan_digest,
+            elapsed_seconds=round(result.elapsed_seconds, 3),
+        )
     return result
 
 
@@ -259,8 +301,10 @@ def _context(
         rejected_areas={r.area_id: r.reason for r in location_plan.rejected},
         companies=dict(conn.execute("SELECT id, name FROM companies").fetchall()),
         root_causes=dict(conn.execute("SELECT id, name FROM root_causes").fetchall()),
-        issue_types={row[0]: (row[1], row[2]) for row in conn.execute(
-            "SELECT id, name, category_name FROM issue_types")},
+        issue_types={
+            row[0]: (row[1], row[2])
+            for row in conn.execute("SELECT id, name, category_name FROM issue_types")
+        },
         custom_field_definitions=index_definitions(definitions),
         field_project_id=field_project_id(store),
     )
@@ -302,12 +346,19 @@ def _locations_digest(store: Store) -> Any:
     from migrate.transform.issues import plan_hash_lines
 
     digest = hashlib.sha256()
-    columns = [row[1] for row in store.conn.execute("PRAGMA table_info(planned_locations)")
-               if row[1] != "plan_run"]
+    columns = [
+        row[1]
+        for row in store.conn.execute("PRAGMA table_info(planned_locations)")
+        if row[1] != "plan_run"
+    ]
     digest.update(b"planned_locations\n")
-    digest.update(plan_hash_lines(store.conn.execute(
-        f"SELECT {', '.join(columns)} FROM planned_locations ORDER BY source_id"
-    )))
+    digest.update(
+        plan_hash_lines(
+            store.conn.execute(
+                f"SELECT {', '.join(columns)} FROM planned_locations ORDER BY source_id"
+            )
+        )
+    )
     digest.update(b"planned_issues\n")
     return digest
 
@@ -357,12 +408,18 @@ def transform_from_settings(
     store = open_store(settings.staging.path)
     try:
         with busy_as_error(store):
-            run_id = start_run(store, COMMAND, {
-                "target_project_id": project_id, "offline": offline,
-                "mappings": str(settings.mappings.dir),
-            })
-        log = RunLog(settings.staging.logs / f"{run_id}.jsonl", run_id=run_id,
-                     stream=verbose_stream)
+            run_id = start_run(
+                store,
+                COMMAND,
+                {
+                    "target_project_id": project_id,
+                    "offline": offline,
+                    "mappings": str(settings.mappings.dir),
+                },
+            )
+        log = RunLog(
+            settings.staging.logs / f"{run_id}.jsonl", run_id=run_id, stream=verbose_stream
+        )
         try:
             if offline:
                 counts = require_snapshot(store, project_id)
@@ -370,14 +427,26 @@ def transform_from_settings(
             else:
                 counts = _snapshot(settings, env, store, project_id, run_id)
                 log.info(STAGE, "snapshot_taken", counts=counts)
-            result = run(store, mappings=mappings, settings=settings.transform,
-                         target_project_id=project_id, progress=progress, log=log,
-                         run_id=run_id, offline=offline)
+            result = run(
+                store,
+                mappings=mappings,
+                settings=settings.transform,
+                target_project_id=project_id,
+                progress=progress,
+                log=log,
+                run_id=run_id,
+                offline=offline,
+            )
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             message = str(exc) or type(exc).__name__
-            log.error(STAGE, status, message=message if isinstance(exc, MigrateError) else
-                      f"{type(exc).__name__}: {message}")
+            log.error(
+                STAGE,
+                status,
+                message=message
+                if isinstance(exc, MigrateError)
+                else f"{type(exc).__name__}: {message}",
+            )
             finish_run(store, run_id, status, None, error=message)
             raise
         finally:

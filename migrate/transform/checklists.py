@@ -36,13 +36,27 @@ ORIGIN_TYPE = "bim360_field_checklist_item"
 PLANNED_STATUS = "open"  # a non-conforming answer is an open problem
 
 ITEM_COLUMNS = (
-    "id", "checklist_id", "section_name", "position", "display_number", "question_text",
-    "response", "is_conforming", "comment", "spec_ref", "created_by", "created_at",
-    "checklist_identifier", "checklist_name", "checklist_type", "checklist_status",
-    "checklist_priority", "checklist_deleted",
+    "id",
+    "checklist_id",
+    "section_name",
+    "position",
+    "display_number",
+    "question_text",
+    "response",
+    "is_conforming",
+    "comment",
+    "spec_ref",
+    "created_by",
+    "created_at",
+    "checklist_identifier",
+    "checklist_name",
+    "checklist_type",
+    "checklist_status",
+    "checklist_priority",
+    "checklist_deleted",
 )
 _CANDIDATES = f"""
-SELECT {', '.join(f'i.{c}' for c in ITEM_COLUMNS[:12])},
+SELECT {", ".join(f"i.{c}" for c in ITEM_COLUMNS[:12])},
        c.identifier, c.name, c.checklist_type, c.status, c.priority, c.deleted
 FROM checklist_items AS i JOIN checklists AS c ON c.id = i.checklist_id
 WHERE lower(trim(i.is_conforming)) = 'no'
@@ -62,26 +76,30 @@ def map_checklist_item(record: Mapping[str, Any], context: IssueContext) -> Outc
     problems = Problems()
     priority = context.priority_for(record.get("checklist_priority"))
     if priority.unmapped:
-        problems.add(f"unmapped priority '{record.get('checklist_priority') or ''}'",
-                     priority.hint)
+        problems.add(f"unmapped priority '{record.get('checklist_priority') or ''}'", priority.hint)
     checklist_type = record.get("checklist_type")
     issue_type = context.issue_type_for(checklist_type, None)
     if issue_type.unmapped:
-        problems.add(f"unknown issue type for checklist type '{checklist_type or ''}'",
-                     issue_type.hint)
+        problems.add(
+            f"unknown issue type for checklist type '{checklist_type or ''}'", issue_type.hint
+        )
     number = str(record.get("display_number") or "").strip().rstrip(".")
     identifier = " ".join(
-        part for part in (_text(record.get("checklist_identifier")), f"#{number}" if number else "")
+        part
+        for part in (_text(record.get("checklist_identifier")), f"#{number}" if number else "")
         if part
     )
     question = _text(record.get("question_text"))
     name = _text(record.get("checklist_name"))
-    title = make_title(context.title_template, {
-        "identifier": identifier,
-        "description": f"{name}: {question}" if name and question else name or question,
-        "category_name": checklist_type,
-        "status": record.get("checklist_status"),
-    })
+    title = make_title(
+        context.title_template,
+        {
+            "identifier": identifier,
+            "description": f"{name}: {question}" if name and question else name or question,
+            "category_name": checklist_type,
+            "status": record.get("checklist_status"),
+        },
+    )
     if not title:
         problems.add(
             "empty title",
@@ -107,8 +125,9 @@ def map_checklist_item(record: Mapping[str, Any], context: IssueContext) -> Outc
         payload["priority"] = priority.value
     if issue_type.value is not None:
         payload["issue_type"] = issue_type.value
-    return finish_planned(source_id, SOURCE_KIND, identifier or None, payload, None,
-                          attachment_ids, hashes, context)
+    return finish_planned(
+        source_id, SOURCE_KIND, identifier or None, payload, None, attachment_ids, hashes, context
+    )
 
 
 def checklist_item_description(
@@ -150,8 +169,10 @@ def _item(label: str, value: str, indent: str = "") -> list[str]:
     if not value:
         return []
     first, *rest = value.split("\n")
-    return [f"{indent}{label}: {first}".rstrip(),
-            *(f"{indent}{INDENT}{line}".rstrip() for line in rest)]
+    return [
+        f"{indent}{label}: {first}".rstrip(),
+        *(f"{indent}{INDENT}{line}".rstrip() for line in rest),
+    ]
 
 
 def _text(value: Any) -> str:
@@ -173,18 +194,34 @@ def iter_item_batches(store: Store, batch_size: int) -> Iterator[list[dict[str, 
         by_id = {record["id"]: record for record in records}
         for record in records:
             record["attachments"] = []
-        for attachment_id, container_id, kind, filename, state, sha256, url, error, failure in (
-            store.conn.execute(
-                "SELECT id, container_id, kind, filename, state, sha256, source_url, error, "
-                "failure FROM attachments WHERE container_type = 'ChecklistItem' "
-                "AND container_id IN (SELECT value FROM json_each(?)) ORDER BY container_id, id",
-                (json.dumps(list(by_id)),),
-            )
+        for (
+            attachment_id,
+            container_id,
+            kind,
+            filename,
+            state,
+            sha256,
+            url,
+            error,
+            failure,
+        ) in store.conn.execute(
+            "SELECT id, container_id, kind, filename, state, sha256, source_url, error, "
+            "failure FROM attachments WHERE container_type = 'ChecklistItem' "
+            "AND container_id IN (SELECT value FROM json_each(?)) ORDER BY container_id, id",
+            (json.dumps(list(by_id)),),
         ):
-            by_id[container_id]["attachments"].append({
-                "id": attachment_id, "kind": kind, "filename": filename, "state": state,
-                "sha256": sha256, "source_url": url, "error": error, "failure": failure,
-            })
+            by_id[container_id]["attachments"].append(
+                {
+                    "id": attachment_id,
+                    "kind": kind,
+                    "filename": filename,
+                    "state": state,
+                    "sha256": sha256,
+                    "source_url": url,
+                    "error": error,
+                    "failure": failure,
+                }
+            )
         yield records
 
 
@@ -213,7 +250,9 @@ def plan_checklist_items(
 
 def count_candidates(store: Store) -> int:
     """How many items plan_checklist_items will look at (for the progress bar)."""
-    return int(store.conn.execute(
-        "SELECT COUNT(*) FROM checklist_items WHERE lower(trim(is_conforming)) = 'no' "
-        "AND (linked_issue_ids IS NULL OR json_array_length(linked_issue_ids) = 0)"
-    ).fetchone()[0])
+    return int(
+        store.conn.execute(
+            "SELECT COUNT(*) FROM checklist_items WHERE lower(trim(is_conforming)) = 'no' "
+            "AND (linked_issue_ids IS NULL OR json_array_length(linked_issue_ids) = 0)"
+        ).fetchone()[0]
+    )

@@ -56,8 +56,9 @@ def build_description(
     """
     extras = extras or {}
     writer = DescriptionWriter(mappings, extras.get("custom_field_definitions"))
-    return writer.describe(record, _text(extras.get("assignee_note")),
-                           extras.get("attachments_not_migrated"))
+    return writer.describe(
+        record, _text(extras.get("assignee_note")), extras.get("attachments_not_migrated")
+    )
 
 
 def footer_lines(
@@ -66,8 +67,9 @@ def footer_lines(
     """The footer below its heading, one item per line (multi-line values indented)."""
     extras = extras or {}
     writer = DescriptionWriter(mappings, extras.get("custom_field_definitions"))
-    return writer.footer_lines(record, _text(extras.get("assignee_note")),
-                               extras.get("attachments_not_migrated"))
+    return writer.footer_lines(
+        record, _text(extras.get("assignee_note")), extras.get("attachments_not_migrated")
+    )
 
 
 class DescriptionWriter:
@@ -111,10 +113,12 @@ class DescriptionWriter:
         else:
             raw_body = field_value(record, self._body_ref, self._definitions)
         body = clean_text(raw_body).strip()
-        footer = "\n".join([
-            FOOTER_HEADING,
-            *self.footer_lines(record, assignee_note, attachments_not_migrated),
-        ])
+        footer = "\n".join(
+            [
+                FOOTER_HEADING,
+                *self.footer_lines(record, assignee_note, attachments_not_migrated),
+            ]
+        )
         if not body:
             return footer
         return f"{body}\n\n{SEPARATOR}\n{footer}"
@@ -164,8 +168,9 @@ class DescriptionWriter:
         if history:
             lines += _section("Status history", _history_lines(history))
         if attachments_not_migrated:
-            lines += _section("Attachments not migrated",
-                              _attachment_lines(attachments_not_migrated))
+            lines += _section(
+                "Attachments not migrated", _attachment_lines(attachments_not_migrated)
+            )
         return lines
 
     def _priority_not_sent(self, source: str) -> bool:
@@ -206,8 +211,12 @@ class DescriptionWriter:
         if layout is None:
             fields = self._mappings.fields
             layout = tuple(
-                (entry.name, self._label_prefix(entry.name)
-                 if fields.target_for(entry.id, entry.name) == "footer" else None)
+                (
+                    entry.name,
+                    self._label_prefix(entry.name)
+                    if fields.target_for(entry.id, entry.name) == "footer"
+                    else None,
+                )
                 for entry in custom_field_entries({"custom_fields": values}, self._definitions)
             )
             if key is not None:
@@ -288,7 +297,8 @@ def _comment_lines(comments: Iterable[Mapping[str, Any]]) -> list[str]:
     lines: list[str] = []
     for comment in _oldest_first(comments, "created_at"):
         heading = " ".join(
-            value for value in (_text(comment.get("created_at")), _text(comment.get("created_by")))
+            value
+            for value in (_text(comment.get("created_at")), _text(comment.get("created_by")))
             if value
         )
         text = comment.get("text")
@@ -308,15 +318,24 @@ def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
     for change in _oldest_first(history, "start_dt"):
         get = change.get
         when, previous, status, user = (
-            get("start_dt"), get("previous_status"), get("status"), get("user")
+            get("start_dt"),
+            get("previous_status"),
+            get("status"),
+            get("user"),
         )
         if not (type(when) is type(previous) is type(status) is type(user) is str):
             when, previous, status, user = (
-                _text(when), _text(previous), _text(status), _text(user)
+                _text(when),
+                _text(previous),
+                _text(status),
+                _text(user),
             )
         step = f"{previous} → {status}" if previous else status or "(no status)"
-        lines.append(f"{INDENT}{when or '(no date)'}: {step} by {user}" if user
-                     else f"{INDENT}{when or '(no date)'}: {step}")
+        lines.append(
+            f"{INDENT}{when or '(no date)'}: {step} by {user}"
+            if user
+            else f"{INDENT}{when or '(no date)'}: {step}"
+        )
     return lines
 
 
@@ -423,14 +442,17 @@ def _already_in_order(values: Sequence[Any]) -> bool:
     time = shape.group(2) or ""
     if len(time) not in (0, 5, 8):  # fractions of a second: leave them to the parser
         return False
-    layout = _layout_pattern(first[10:11] if time else "", len(time),
-                             first[10 + (1 + len(time) if time else 0):])
+    layout = _layout_pattern(
+        first[10:11] if time else "", len(time), first[10 + (1 + len(time) if time else 0) :]
+    )
     return layout.fullmatch(joined) is not None and sorted(values) == list(values)
 
 
 # A calendar day Python accepts, without 02-29 (leap years are left to the parser).
-_DAY = (r"(?!0000)\d{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
-        r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)")
+_DAY = (
+    r"(?!0000)\d{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+)
 _CLOCK = {0: "", 5: r"(?:[01]\d|2[0-3]):[0-5]\d", 8: r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"}
 
 

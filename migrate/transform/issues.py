@@ -74,8 +74,12 @@ class IssueContext:
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     _description_writer: DescriptionWriter | None = None
 
-    def describe(self, record: Mapping[str, Any], assignee_note: str,
-                 not_migrated: Sequence[Mapping[str, Any]]) -> str:
+    def describe(
+        self,
+        record: Mapping[str, Any],
+        assignee_note: str,
+        not_migrated: Sequence[Mapping[str, Any]],
+    ) -> str:
         """The description (Field text and footer) of a staged issue."""
         writer = self._description_writer
         if writer is None:
@@ -143,12 +147,21 @@ class Planned(NamedTuple):
         """Parameters of INSERT_PLANNED."""
         payload = self.payload
         return (
-            self.source_id, self.source_kind, self.identifier, payload["title"],
-            payload["status"], payload.get("priority"), payload.get("issue_type"),
-            self.location_source_id, payload.get("assignee_id"), payload.get("due_date"),
-            payload["uuid"], self.payload_json,
+            self.source_id,
+            self.source_kind,
+            self.identifier,
+            payload["title"],
+            payload["status"],
+            payload.get("priority"),
+            payload.get("issue_type"),
+            self.location_source_id,
+            payload.get("assignee_id"),
+            payload.get("due_date"),
+            payload["uuid"],
+            self.payload_json,
             default_json(self.attachment_ids) if self.attachment_ids else "[]",
-            self.payload_hash, run_id,
+            self.payload_hash,
+            run_id,
         )
 
 
@@ -187,9 +200,11 @@ class Problems:
         return bool(self.reasons)
 
     def rejected(self, source_id: str) -> Rejected:
-        return Rejected(source_id, "; ".join(self.reasons), " ".join(
-            hint if hint.endswith(".") else hint + "." for hint in self.hints
-        ))
+        return Rejected(
+            source_id,
+            "; ".join(self.reasons),
+            " ".join(hint if hint.endswith(".") else hint + "." for hint in self.hints),
+        )
 
 
 def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
@@ -216,8 +231,10 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
         if status_source:
             problems.add(f"unmapped status '{status_source}'", status.hint)
         else:
-            problems.add("the issue has no status",
-                         "set a status on the issue in BIM 360 Field and run extract again")
+            problems.add(
+                "the issue has no status",
+                "set a status on the issue in BIM 360 Field and run extract again",
+            )
     priority = context.priority_for(record.get("priority"))
     if priority.unmapped:
         shown = record.get("priority") or ""
@@ -232,8 +249,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     if not identifier and not str(record.get("description") or "").strip():
         problems.add(
             "empty description and identifier",
-            "give the issue an identifier or a description in BIM 360 Field and run extract "
-            "again",
+            "give the issue an identifier or a description in BIM 360 Field and run extract again",
         )
         title = ""
     else:
@@ -290,13 +306,23 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
             "deep_link_url": context.deep_link("issues", source_id),
         },
     }
-    for key, value in (("priority", priority.value), ("issue_type", issue_type.value),
-                       ("assignee_id", assignee_id), ("due_date", due_date)):
+    for key, value in (
+        ("priority", priority.value),
+        ("issue_type", issue_type.value),
+        ("assignee_id", assignee_id),
+        ("due_date", due_date),
+    ):
         if value is not None:
             payload[key] = value
     return finish_planned(
-        source_id, SOURCE_KIND, identifier or None, payload, location_source_id,
-        attachment_ids, attachment_hashes, context,
+        source_id,
+        SOURCE_KIND,
+        identifier or None,
+        payload,
+        location_source_id,
+        attachment_ids,
+        attachment_hashes,
+        context,
     )
 
 
@@ -341,8 +367,16 @@ def finish_planned(
         f'"payload":{payload_json}}}'
     )
     digest = hashlib.sha256(hashed.encode("ascii")).hexdigest()
-    return Planned(source_id, source_kind, identifier, payload, location_source_id,
-                   attachment_ids, payload_json, digest)
+    return Planned(
+        source_id,
+        source_kind,
+        identifier,
+        payload,
+        location_source_id,
+        attachment_ids,
+        payload_json,
+        digest,
+    )
 
 
 _LOCATION_JSON: dict[str | None, str] = {}
@@ -408,7 +442,8 @@ def split_attachments(
     if not attachments:
         return [], [], []
     files = sorted(
-        (str(a["id"]), a["sha256"]) for a in attachments
+        (str(a["id"]), a["sha256"])
+        for a in attachments
         if a.get("kind") in FILE_KINDS and a.get("state") == "stored" and a.get("sha256")
     )
     migrated = {attachment_id for attachment_id, _ in files}
@@ -453,11 +488,32 @@ def _clean(value: Any) -> str:
 # -- SQLite: streaming driver --------------------------------------------------------------------
 
 ISSUE_COLUMNS = (
-    "source_id", "identifier", "description", "status", "priority", "issue_type_id",
-    "issue_type_name", "category_name", "area_id", "area_path", "location_detail",
-    "responsible_company_id", "root_cause_id", "assigned_to_email", "due_date", "created_by",
-    "created_at", "updated_at", "closed_at", "voided", "deleted", "custom_fields",
-    "labor_hours", "cost", "responsible_company_name", "root_cause_name",
+    "source_id",
+    "identifier",
+    "description",
+    "status",
+    "priority",
+    "issue_type_id",
+    "issue_type_name",
+    "category_name",
+    "area_id",
+    "area_path",
+    "location_detail",
+    "responsible_company_id",
+    "root_cause_id",
+    "assigned_to_email",
+    "due_date",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "closed_at",
+    "voided",
+    "deleted",
+    "custom_fields",
+    "labor_hours",
+    "cost",
+    "responsible_company_name",
+    "root_cause_name",
 )
 #: Field's ancillary standard fields, shown with the custom fields in the footer (the footer
 #: has no line of its own for them, and nothing may be dropped silently).
@@ -466,9 +522,21 @@ _ISSUE_SELECT = f"SELECT {', '.join(ISSUE_COLUMNS)} FROM issues"
 
 #: planned_issues columns in the order of `Planned.row`.
 PLANNED_COLUMNS = (
-    "source_id", "source_kind", "identifier", "title", "status", "priority", "issue_type",
-    "location_source_id", "assignee_id", "due_date", "uuid", "payload", "attachment_ids",
-    "payload_hash", "plan_run",
+    "source_id",
+    "source_kind",
+    "identifier",
+    "title",
+    "status",
+    "priority",
+    "issue_type",
+    "location_source_id",
+    "assignee_id",
+    "due_date",
+    "uuid",
+    "payload",
+    "attachment_ids",
+    "payload_hash",
+    "plan_run",
 )
 INSERT_PLANNED = (
     f"INSERT INTO planned_issues ({', '.join(PLANNED_COLUMNS)}) "
@@ -547,22 +615,43 @@ def attach_children(store: Store, records: list[dict[str, Any]], first: str, las
         "FROM issue_status_history WHERE issue_id BETWEEN ? AND ? ORDER BY issue_id, start_dt, id",
         bounds,
     ):
-        by_id[issue_id]["status_history"].append({
-            "status": status, "previous_status": previous, "user": user,
-            "start_dt": start_dt, "end_dt": end_dt,
-        })
-    for attachment_id, container_id, kind, filename, state, sha256, url, error, failure in (
-        conn.execute(
-            "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure "
-            "FROM attachments WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
-            "ORDER BY container_id, id",
-            bounds,
+        by_id[issue_id]["status_history"].append(
+            {
+                "status": status,
+                "previous_status": previous,
+                "user": user,
+                "start_dt": start_dt,
+                "end_dt": end_dt,
+            }
         )
+    for (
+        attachment_id,
+        container_id,
+        kind,
+        filename,
+        state,
+        sha256,
+        url,
+        error,
+        failure,
+    ) in conn.execute(
+        "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure "
+        "FROM attachments WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
+        "ORDER BY container_id, id",
+        bounds,
     ):
-        by_id[container_id]["attachments"].append({
-            "id": attachment_id, "kind": kind, "filename": filename, "state": state,
-            "sha256": sha256, "source_url": url, "error": error, "failure": failure,
-        })
+        by_id[container_id]["attachments"].append(
+            {
+                "id": attachment_id,
+                "kind": kind,
+                "filename": filename,
+                "state": state,
+                "sha256": sha256,
+                "source_url": url,
+                "error": error,
+                "failure": failure,
+            }
+        )
 
 
 def enrich(record: dict[str, Any], context: IssueContext) -> None:
@@ -594,11 +683,14 @@ def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:
     """The raw_issue_details payloads of these issues (what a quarantine row keeps)."""
     if not source_ids:
         return {}
-    return {source_id: json.loads(payload) for source_id, payload in store.conn.execute(
-        "SELECT source_id, payload FROM raw_issue_details "
-        "WHERE source_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(source_ids)),),
-    )}
+    return {
+        source_id: json.loads(payload)
+        for source_id, payload in store.conn.execute(
+            "SELECT source_id, payload FROM raw_issue_details "
+            "WHERE source_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(source_ids)),),
+        )
+    }
 
 
 @dataclass
@@ -612,9 +704,13 @@ class EntityTally:
     released: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"extracted": self.extracted, "planned": self.planned,
-                "quarantined": self.quarantined, "skipped": self.skipped,
-                "released": self.released}
+        return {
+            "extracted": self.extracted,
+            "planned": self.planned,
+            "quarantined": self.quarantined,
+            "skipped": self.skipped,
+            "released": self.released,
+        }
 
 
 @dataclass
@@ -643,17 +739,24 @@ def collect(
         elif isinstance(outcome, Skipped):
             result.skipped.append((outcome.source_id, outcome.reason))
         else:
-            result.held.append(Held(outcome.source_id, outcome.reason, outcome.hint,
-                                    record_json(record_for(record))))
+            result.held.append(
+                Held(
+                    outcome.source_id, outcome.reason, outcome.hint, record_json(record_for(record))
+                )
+            )
     positions = _HASHED_POSITIONS
-    result.hash_lines = plan_hash_lines(
-        [row[i] for i in positions] for row in result.planned
-    )
+    result.hash_lines = plan_hash_lines([row[i] for i in positions] for row in result.planned)
     return result
 
 
-def write_batch(store: Store, entity: str, batch: BatchResult, run_id: int,
-                tally: EntityTally, digest: Any | None = None) -> None:
+def write_batch(
+    store: Store,
+    entity: str,
+    batch: BatchResult,
+    run_id: int,
+    tally: EntityTally,
+    digest: Any | None = None,
+) -> None:
     """Write one batch with executemany (inside the caller's transaction) and count it.
 
     `digest` (a hashlib object), when given, takes the batch's plan hash lines.
@@ -694,8 +797,11 @@ def map_range(store: Store, context: IssueContext, first: str, last: str) -> Bat
             enrich(record, context)
             outcomes.append((record, map_issue(record, context)))
         raw = raw_payloads(store, [o.source_id for _r, o in outcomes if isinstance(o, Rejected)])
-        return collect(outcomes, context.run_id, lambda record: {
-            "staged": record, "raw": raw.get(record["source_id"])})
+        return collect(
+            outcomes,
+            context.run_id,
+            lambda record: {"staged": record, "raw": raw.get(record["source_id"])},
+        )
 
 
 def plan_issues(
@@ -788,10 +894,14 @@ def _worker(path: str, context: IssueContext, share: _Share, sender: Any) -> Non
     except BaseException as exc:  # every failure must reach the parent
         detail = "".join(traceback.format_exception_only(exc)).strip()
         with contextlib.suppress(Exception):
-            sender.send_bytes(pickle.dumps(WorkerFailed(
-                f"a transform worker failed ({detail}); nothing of this run was kept. Run "
-                "transform again; if it fails the same way, keep the log and report it"
-            )))
+            sender.send_bytes(
+                pickle.dumps(
+                    WorkerFailed(
+                        f"a transform worker failed ({detail}); nothing of this run was kept. Run "
+                        "transform again; if it fails the same way, keep the log and report it"
+                    )
+                )
+            )
         raise
 
 
@@ -814,8 +924,7 @@ def _map_in_processes(
         for _ in range(workers):
             receiver, sender = fork.Pipe(duplex=False)
             _widen(sender)
-            process = fork.Process(target=_worker, args=(path, context, share, sender),
-                                   daemon=True)
+            process = fork.Process(target=_worker, args=(path, context, share, sender), daemon=True)
             process.start()
             sender.close()  # so that a worker's death reads as end of file here
             processes.append(process)
@@ -840,8 +949,13 @@ def _map_in_processes(
             receiver.close()
 
 
-def _receive(receiver: Any, receivers: dict[Any, Any], arrived: dict[int, BatchResult],
-             waiting_for: int, batches: int) -> None:
+def _receive(
+    receiver: Any,
+    receivers: dict[Any, Any],
+    arrived: dict[int, BatchResult],
+    waiting_for: int,
+    batches: int,
+) -> None:
     """Read one message from a worker's pipe into `arrived`; a worker that is done (or died)
     leaves `receivers`."""
     try:

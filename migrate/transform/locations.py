@@ -105,7 +105,8 @@ def map_areas(
             if current in seen:
                 for walked in walk:
                     names[walked] = _reject(
-                        by_id[walked], "the area's parent chain loops back on itself",
+                        by_id[walked],
+                        "the area's parent chain loops back on itself",
                         "fix the area tree in BIM 360 Field, then run extract and transform again",
                     )
                 return names[area_id]
@@ -113,7 +114,8 @@ def map_areas(
             if area is None:
                 broken = walk.pop()  # the area whose parent is missing
                 outcome = names[broken] = _reject(
-                    by_id[broken], f"parent area {current} is not among the staged areas",
+                    by_id[broken],
+                    f"parent area {current} is not among the staged areas",
                     "run `migrate extract` again; if the parent stays missing, move the area "
                     "under an existing one in BIM 360 Field",
                 )
@@ -126,14 +128,16 @@ def map_areas(
         for walked in reversed(walk):
             if isinstance(outcome, AreaRejection):
                 outcome = names[walked] = _reject(
-                    by_id[walked], f"parent area {outcome.area_id} cannot become a location",
+                    by_id[walked],
+                    f"parent area {outcome.area_id} cannot become a location",
                     "fix that area first (see `migrate quarantine list`)",
                 )
                 continue
             raw_name = by_id[walked].get("name")
             if raw_name is None or not str(raw_name).strip():
                 outcome = names[walked] = _reject(
-                    by_id[walked], "the area has a blank name",
+                    by_id[walked],
+                    "the area has a blank name",
                     "give the area a name in BIM 360 Field, then run extract and transform again",
                 )
                 continue
@@ -156,10 +160,13 @@ def map_areas(
             continue
         target_path = tuple(mappings.location_path_for(outcome))
         if not target_path:
-            plan.rejected.append(_reject(
-                area, "the area maps to an empty location path",
-                f"check the row for this area in {mappings.file('locations.csv')}",
-            ))
+            plan.rejected.append(
+                _reject(
+                    area,
+                    "the area maps to an empty location path",
+                    f"check the row for this area in {mappings.file('locations.csv')}",
+                )
+            )
             continue
         plan.area_names[area_id] = outcome
         paths[area_id] = target_path
@@ -172,16 +179,18 @@ def map_areas(
         by_path[path].append(area_id)
     parents = {path[:-1] for path in by_path if len(path) > 1}
     for path, area_ids in by_path.items():
-        plan.rows.append({
-            "source_id": location_source_id(path),
-            "path": json.dumps(list(path), ensure_ascii=False),
-            "path_text": ">".join(path),
-            "parent_source_id": location_source_id(path[:-1]) if len(path) > 1 else None,
-            "depth": len(path) - 1,
-            "is_leaf": 0 if path in parents else 1,
-            "field_area_ids": json.dumps(sorted(area_ids)),
-            "existing_target_id": existing_target_id(path, target_index),
-        })
+        plan.rows.append(
+            {
+                "source_id": location_source_id(path),
+                "path": json.dumps(list(path), ensure_ascii=False),
+                "path_text": ">".join(path),
+                "parent_source_id": location_source_id(path[:-1]) if len(path) > 1 else None,
+                "depth": len(path) - 1,
+                "is_leaf": 0 if path in parents else 1,
+                "field_area_ids": json.dumps(sorted(area_ids)),
+                "existing_target_id": existing_target_id(path, target_index),
+            }
+        )
     plan.rows.sort(key=lambda row: row["source_id"])
     return plan
 

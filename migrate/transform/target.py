@@ -76,23 +76,37 @@ def read_assignees(store: Store, project_id: int) -> list[dict[str, Any]]:
         "ORDER BY id",
         (project_id,),
     ).fetchall()
-    return [{"id": row[0], "name": row[1], "login": row[2], "company_name": row[3]}
-            for row in rows]
+    return [{"id": row[0], "name": row[1], "login": row[2], "company_name": row[3]} for row in rows]
 
 
 def _count(store: Store, table: str, project_id: int) -> int:
-    return int(store.conn.execute(
-        f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)
-    ).fetchone()[0])
+    return int(
+        store.conn.execute(
+            f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)
+        ).fetchone()[0]
+    )
 
 
 def _assignee_row(person: Mapping[str, Any], project_id: int, run_id: int) -> tuple[Any, ...]:
     login = person.get("login") or person.get("email_address") or None
-    return (project_id, int(person["id"]), person.get("name"), login,
-            login.strip().casefold() if login else None, person.get("company_name"), run_id)
+    return (
+        project_id,
+        int(person["id"]),
+        person.get("name"),
+        login,
+        login.strip().casefold() if login else None,
+        person.get("company_name"),
+        run_id,
+    )
 
 
 def _location_row(place: Mapping[str, Any], project_id: int, run_id: int) -> tuple[Any, ...]:
     parent = place.get("parent_id")
-    return (project_id, int(place["id"]), place.get("name"), place.get("node_name"),
-            int(parent) if parent is not None else None, run_id)
+    return (
+        project_id,
+        int(place["id"]),
+        place.get("name"),
+        place.get("node_name"),
+        int(parent) if parent is not None else None,
+        run_id,
+    )

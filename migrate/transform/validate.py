@@ -18,10 +18,19 @@ from migrate.mappings import PROCORE_ISSUE_TYPES, PROCORE_PRIORITIES, PROCORE_ST
 from migrate.transform.titles import MAX_TITLE_LENGTH
 
 #: Keys a planned payload may carry (load adds location_id and attachment_upload_uuids).
-PAYLOAD_KEYS = frozenset({
-    "uuid", "title", "description", "status", "priority", "issue_type", "assignee_id",
-    "due_date", "origin",
-})
+PAYLOAD_KEYS = frozenset(
+    {
+        "uuid",
+        "title",
+        "description",
+        "status",
+        "priority",
+        "issue_type",
+        "assignee_id",
+        "due_date",
+        "origin",
+    }
+)
 ORIGIN_KEYS = ("origin_type", "origin_id", "title", "deep_link_url")
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -115,12 +124,16 @@ def payload_problems(
         or set(origin) != set(ORIGIN_KEYS)
         or any(not isinstance(origin[key], str) or not origin[key] for key in ORIGIN_KEYS)
     ):
-        error("origin", "must be an object with string origin_type, origin_id, title and "
-                        "deep_link_url")
+        error(
+            "origin",
+            "must be an object with string origin_type, origin_id, title and deep_link_url",
+        )
     if "assignee_id" in payload:
         assignee = payload["assignee_id"]
-        if isinstance(assignee, bool) or not isinstance(assignee, int) or (
-            assignee not in assignee_ids
+        if (
+            isinstance(assignee, bool)
+            or not isinstance(assignee, int)
+            or (assignee not in assignee_ids)
         ):
             error("assignee_id", "is not a permitted assignee on this project")
     if not location_resolvable:
@@ -138,16 +151,23 @@ def _acceptable(payload: Mapping[str, Any], assignee_ids: Container[int]) -> boo
     """The same rules as payload_problems, answered yes/no (every planned payload is checked,
     almost always passes, and only a failure needs the detailed messages)."""
     get = payload.get
-    title, due, origin, assignee = (get("title"), get("due_date"), get("origin"),
-                                    get("assignee_id"))
+    title, due, origin, assignee = (
+        get("title"),
+        get("due_date"),
+        get("origin"),
+        get("assignee_id"),
+    )
     if not (
         payload.keys() <= PAYLOAD_KEYS
-        and type(title) is str and len(title) <= MAX_TITLE_LENGTH and title.strip()
+        and type(title) is str
+        and len(title) <= MAX_TITLE_LENGTH
+        and title.strip()
         and get("status") in _STATUS_SET
         and ("priority" not in payload or payload["priority"] in _PRIORITY_SET)
         and ("issue_type" not in payload or payload["issue_type"] in _ISSUE_TYPE_SET)
         and (get("description") is None or type(get("description")) is str)
-        and type(get("uuid")) is str and _UUID.match(payload["uuid"])
+        and type(get("uuid")) is str
+        and _UUID.match(payload["uuid"])
     ):
         return False
     if due is not None:
@@ -158,13 +178,12 @@ def _acceptable(payload: Mapping[str, Any], assignee_ids: Container[int]) -> boo
         except ValueError:
             return False
     if origin is not None and not (
-        isinstance(origin, Mapping) and origin.keys() == _ORIGIN_KEY_SET
+        isinstance(origin, Mapping)
+        and origin.keys() == _ORIGIN_KEY_SET
         and all(type(origin[key]) is str and origin[key] for key in ORIGIN_KEYS)
     ):
         return False
-    return "assignee_id" not in payload or (
-        type(assignee) is int and assignee in assignee_ids
-    )
+    return "assignee_id" not in payload or (type(assignee) is int and assignee in assignee_ids)
 
 
 def _check_enum(
@@ -185,5 +204,6 @@ def _check_enum(
 
 def describe_problems(errors: Mapping[str, list[str]]) -> str:
     """``title is too long (…); status is not included in the list`` for a quarantine reason."""
-    return "; ".join(f"{field} {message}" for field, messages in errors.items()
-                     for message in messages)
+    return "; ".join(
+        f"{field} {message}" for field, messages in errors.items() for message in messages
+    )

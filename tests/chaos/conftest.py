@@ -46,13 +46,16 @@ def chaos_sandbox(
     procore_options: dict[str, Any] | None = None,
 ) -> Sandbox:
     """The small project on both simulators; Procore's quota is generous unless overridden."""
-    return Sandbox(SandboxOptions(
-        seed=SEED, issues=ISSUES,
-        field_faults=field_faults or FaultConfig(),
-        procore_faults=procore_faults or FaultConfig(),
-        field_options=field_options or {},
-        procore_options={**GENEROUS, **(procore_options or {})},
-    ))
+    return Sandbox(
+        SandboxOptions(
+            seed=SEED,
+            issues=ISSUES,
+            field_faults=field_faults or FaultConfig(),
+            procore_faults=procore_faults or FaultConfig(),
+            field_options=field_options or {},
+            procore_options={**GENEROUS, **(procore_options or {})},
+        )
+    )
 
 
 def prepare_workdir(workdir: Path, box: Sandbox) -> Path:
@@ -72,8 +75,13 @@ def start_migrate_run(config: Path, box: Sandbox) -> subprocess.Popen[bytes]:
     with open(config.parent / "output.log", "ab") as out:
         out.write(f"\n$ migrate run  (at {time.strftime('%H:%M:%S')})\n".encode())
         out.flush()
-        return subprocess.Popen(migrate_run_command(config), cwd=config.parent, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            migrate_run_command(config),
+            cwd=config.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def output_tail(config: Path, limit: int = 3000) -> str:
@@ -93,8 +101,7 @@ def finish(child: subprocess.Popen[bytes], config: Path, timeout: float = 120.0)
 
 def requests_seen(box: Sandbox) -> tuple[int, int]:
     """Requests received so far by (BIM 360 Field, Procore), failed ones included."""
-    return (sum(box.field_app.call_counts().values()),
-            sum(box.procore_app.call_counts().values()))
+    return (sum(box.field_app.call_counts().values()), sum(box.procore_app.call_counts().values()))
 
 
 def target_state(box: Sandbox) -> dict[str, Any]:
@@ -114,19 +121,26 @@ def staging_figures(config: Path) -> dict[str, Any]:
         return {" ".join(map(str, key)): n for *key, n in db_query(config, sql)}
 
     return {
-        "plan": db_query(config, "SELECT source_id, payload_hash FROM planned_issues "
-                                 "ORDER BY source_id"),
-        "planned_locations": db_query(config, "SELECT source_id, path FROM planned_locations "
-                                              "ORDER BY source_id"),
+        "plan": db_query(
+            config, "SELECT source_id, payload_hash FROM planned_issues ORDER BY source_id"
+        ),
+        "planned_locations": db_query(
+            config, "SELECT source_id, path FROM planned_locations ORDER BY source_id"
+        ),
         "id_map": counted("SELECT entity, state, COUNT(*) FROM id_map GROUP BY 1, 2"),
         "uploads": counted("SELECT state, COUNT(*) FROM uploads GROUP BY 1"),
         "attachments": counted("SELECT state, COUNT(*) FROM attachments GROUP BY 1"),
-        "open_quarantine": db_query(config, "SELECT entity, source_id, stage, reason FROM "
-                                            "quarantine WHERE released_at IS NULL ORDER BY 1, 2"),
-        "source_problems": db_query(config, "SELECT entity, source_id, reason FROM "
-                                            "source_problems ORDER BY 1, 2"),
-        "skipped": db_query(config, "SELECT entity, source_id, reason FROM skipped_records "
-                                    "ORDER BY 1, 2"),
+        "open_quarantine": db_query(
+            config,
+            "SELECT entity, source_id, stage, reason FROM "
+            "quarantine WHERE released_at IS NULL ORDER BY 1, 2",
+        ),
+        "source_problems": db_query(
+            config, "SELECT entity, source_id, reason FROM source_problems ORDER BY 1, 2"
+        ),
+        "skipped": db_query(
+            config, "SELECT entity, source_id, reason FROM skipped_records ORDER BY 1, 2"
+        ),
     }
 
 
@@ -134,8 +148,9 @@ def running_stage(config: Path) -> str:
     """The stage a killed `migrate run` was in: its run row is still 'running'."""
     if not (config.parent / "staging.db").exists():
         return "start-up"
-    rows = db_query(config, "SELECT command FROM runs WHERE status = 'running' "
-                            "ORDER BY id DESC LIMIT 1")
+    rows = db_query(
+        config, "SELECT command FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1"
+    )
     return rows[0][0] if rows else "between stages"
 
 
@@ -163,10 +178,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
         exit_code = finish(start_migrate_run(config, box), config)
         assert exit_code in (0, 3), output_tail(config)
         field_requests, procore_requests = requests_seen(box)
-        ((load_requests,),) = db_query(config, "SELECT requests FROM runs WHERE command = "
-                                               "'load' AND status = 'succeeded'")
-        ((transform_counts,),) = db_query(config, "SELECT counts FROM runs WHERE command = "
-                                                  "'transform' AND status = 'succeeded'")
+        ((load_requests,),) = db_query(
+            config, "SELECT requests FROM runs WHERE command = 'load' AND status = 'succeeded'"
+        )
+        ((transform_counts,),) = db_query(
+            config, "SELECT counts FROM runs WHERE command = 'transform' AND status = 'succeeded'"
+        )
         state = target_state(box)
         token_requests = box.procore_app.call_counts()["oauth.token"]
     box.procore_app.close()
@@ -203,4 +220,3 @@ def statuses(box_app: Any, status: int) -> int:
     """Responses with this status the simulator sent, over all routes."""
     with box_app.lock:
         return sum(n for (_, code), n in box_app.statuses.items() if code == status)
-

@@ -74,8 +74,7 @@ class Chaos:
         return {
             "field_faults": self.faults,
             "procore_faults": replace(self.faults, lost_response_rate=self.lost_response_rate),
-            "field_options": {"ticket_max_calls": TICKET_MAX_CALLS} if self.ticket_expiry
-            else {},
+            "field_options": {"ticket_max_calls": TICKET_MAX_CALLS} if self.ticket_expiry else {},
             "procore_options": {"spike_window": SPIKE_WINDOW},
         }
 
@@ -95,9 +94,18 @@ MATRIX = {
     "lost-responses": Chaos(lost_response_rate=0.05),
     # Retry-After 0-1 s: with 0-3 s this case took 35 s instead of 20.
     "all-together": Chaos(
-        faults(error_rate=0.10, rate_limit_rate=0.05, retry_after=(0, 1), drop_rate=0.05,
-               slow_rate=0.20, slow_seconds=0.05),
-        lost_response_rate=0.05, ticket_expiry=True, token_expiry=True),
+        faults(
+            error_rate=0.10,
+            rate_limit_rate=0.05,
+            retry_after=(0, 1),
+            drop_rate=0.05,
+            slow_rate=0.20,
+            slow_seconds=0.05,
+        ),
+        lost_response_rate=0.05,
+        ticket_expiry=True,
+        token_expiry=True,
+    ),
 }
 
 
@@ -154,8 +162,12 @@ def with_timeout(config: Path, seconds: float) -> None:
 
 def assert_fired(box: Sandbox, chaos: Chaos, reference: Reference, expiries: list[int]) -> None:
     """Every fault the case configures happened, on every simulator it was set on."""
-    rates = {"error": chaos.faults.error_rate, "rate_limit": chaos.faults.rate_limit_rate,
-             "drop": chaos.faults.drop_rate, "slow": chaos.faults.slow_rate}
+    rates = {
+        "error": chaos.faults.error_rate,
+        "rate_limit": chaos.faults.rate_limit_rate,
+        "drop": chaos.faults.drop_rate,
+        "slow": chaos.faults.slow_rate,
+    }
     for kind, rate in rates.items():
         if rate:
             assert box.field_app.faults.fired[kind] > 0, f"no {kind} fault fired on Field"
@@ -176,7 +188,10 @@ def assert_fired(box: Sandbox, chaos: Chaos, reference: Reference, expiries: lis
 
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_fault_matrix_run_ends_in_the_clean_state(
-    name: str, reference: Reference, sandbox_factory: Callable[..., Sandbox], tmp_path: Path,
+    name: str,
+    reference: Reference,
+    sandbox_factory: Callable[..., Sandbox],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chaos = MATRIX[name]
@@ -194,9 +209,11 @@ def test_fault_matrix_run_ends_in_the_clean_state(
     seconds = time.monotonic() - started
     if chaos.timeout is not None:
         time.sleep(chaos.faults.slow_seconds)  # requests given up on land late: count them too
-    print(f"{name}: {seconds:.1f} s; fired on Field {box.field_app.faults.fired}, on Procore "
-          f"{box.procore_app.faults.fired}; Field tickets {box.field_app.tickets_issued}, "
-          f"Procore tokens {box.procore_app.call_counts().get('oauth.token')}")
+    print(
+        f"{name}: {seconds:.1f} s; fired on Field {box.field_app.faults.fired}, on Procore "
+        f"{box.procore_app.faults.fired}; Field tickets {box.field_app.tickets_issued}, "
+        f"Procore tokens {box.procore_app.call_counts().get('oauth.token')}"
+    )
 
     assert outcome.exit_code == reference.exit_code
     assert outcome.results["load"].completed

@@ -89,22 +89,35 @@ def kill_plan(case: int, ref: Reference) -> KillPlan:
     aim = AIMS[case % len(AIMS)]
     second = rng.randint(1, 40) if rng.random() < SECOND_KILL_SHARE else None
     if aim == "extract":  # extract still has requests to make (4 at a time), so it lands there
-        return KillPlan(case, aim, field_after=rng.randint(1, ref.field_requests - 5),
-                        second_after=second)
+        return KillPlan(
+            case, aim, field_after=rng.randint(1, ref.field_requests - 5), second_after=second
+        )
     if aim == "transform":  # after the snapshot, while planning and writing planned rows
-        return KillPlan(case, aim, procore_after=ref.transform_procore_requests,
-                        delay=rng.uniform(0, ref.transform_seconds / 3), second_after=second)
+        return KillPlan(
+            case,
+            aim,
+            procore_after=ref.transform_procore_requests,
+            delay=rng.uniform(0, ref.transform_seconds / 3),
+            second_after=second,
+        )
     if aim == "load":  # the last request, the sync call, is still to come
-        return KillPlan(case, aim, procore_after=rng.randint(ref.transform_procore_requests + 1,
-                                                             ref.procore_requests - 1),
-                        second_after=second)
+        return KillPlan(
+            case,
+            aim,
+            procore_after=rng.randint(ref.transform_procore_requests + 1, ref.procore_requests - 1),
+            second_after=second,
+        )
     if aim == "sync":  # the run's last request: Procore applies it, the process is gone
         return KillPlan(case, aim, procore_after=ref.procore_requests, second_after=second)
     # Anywhere: any request but the last two, then up to 20 ms (by requests rather than time,
     # so a faster machine cannot finish the run before the kill).
-    return KillPlan(case, aim, any_after=rng.randint(1, ref.field_requests
-                                                     + ref.procore_requests - 2),
-                    delay=rng.uniform(0, 0.02), second_after=second)
+    return KillPlan(
+        case,
+        aim,
+        any_after=rng.randint(1, ref.field_requests + ref.procore_requests - 2),
+        delay=rng.uniform(0, 0.02),
+        second_after=second,
+    )
 
 
 def kill_point(box: Sandbox, plan: KillPlan) -> Callable[[], bool]:
@@ -152,25 +165,31 @@ def kill(child: subprocess.Popen[bytes], box: Sandbox, ready: Callable[[], bool]
 
 
 @pytest.mark.parametrize("case", range(KILLS), ids=[f"kill{case:02d}" for case in range(KILLS)])
-def test_killed_then_resumed(case: int, reference: Reference,
-                             sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> None:
+def test_killed_then_resumed(
+    case: int, reference: Reference, sandbox_factory: Callable[..., Sandbox], tmp_path: Path
+) -> None:
     plan = kill_plan(case, reference)
     print(plan.describe())
     box = sandbox_factory()
     config = prepare_workdir(tmp_path / "work", box)
 
     child = start_migrate_run(config, box)
-    assert kill(child, box, kill_point(box, plan)), \
+    assert kill(child, box, kill_point(box, plan)), (
         f"{plan.describe()}: the run finished before the kill point\n{output_tail(config)}"
+    )
     landed = running_stage(config)
     print(f"killed in {landed} at requests (field, procore) = {requests_seen(box)}")
     if plan.aim != "anywhere":
         assert landed == ("load" if plan.aim == "sync" else plan.aim), plan.describe()
     if plan.aim == "sync":  # Procore applies the batch the dead process sent
         wait_for(lambda: target_state(box)["issues"].keys() == reference.state["issues"].keys())
-        print("id_map after the kill:", db_query(config, "SELECT state, COUNT(*) FROM id_map "
-                                                         "WHERE entity = 'coordination_issue' "
-                                                         "GROUP BY 1"))
+        print(
+            "id_map after the kill:",
+            db_query(
+                config,
+                "SELECT state, COUNT(*) FROM id_map WHERE entity = 'coordination_issue' GROUP BY 1",
+            ),
+        )
 
     if plan.second_after is not None:
         resume = start_migrate_run(config, box)
@@ -194,8 +213,11 @@ def test_killed_then_resumed(case: int, reference: Reference,
 #: (path regex, method, how many consecutive matching requests lose their answer)
 LOST = {
     "sync": [(r"/coordination_issues/sync$", "PATCH", 1)],
-    "uploads": [(r"/uploads$", "POST", 3), (r"^/s3/", "POST", 3),
-                (r"/find_or_create_by_path$", "POST", 2)],
+    "uploads": [
+        (r"/uploads$", "POST", 3),
+        (r"^/s3/", "POST", 3),
+        (r"/find_or_create_by_path$", "POST", 2),
+    ],
 }
 
 
