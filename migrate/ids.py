@@ -11,6 +11,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+#: Procore entities in id_map, quarantine and the plan. Names are stored in staging DBs: never
+#: rename one.
+ENTITY_ISSUE = "coordination_issue"
+ENTITY_LOCATION = "location"
+
 #: Namespace of every uuid `migrate` derives:
 #: uuid5(NAMESPACE_URL, "migrate:bim360field-procore").
 NAMESPACE_MIGRATE = uuid.UUID("133079ef-72a2-528c-8b02-b1ae977b2f89")

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from migrate.errors import MigrateError, StageFailed
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.load.followups import FollowUps, classify
 from migrate.load.issues import IssueCreator, PlanEntry, plan_entries
 from migrate.load.locations import push_locations
 from migrate.load.plan import compute_plan
 from migrate.load.state import (
-    ENTITY_ISSUE,
-    ENTITY_LOCATION,
     LoadContext,
     MapRow,
     fail_open_batches,

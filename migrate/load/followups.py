@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ApiError
+from migrate.ids import ENTITY_ISSUE
 from migrate.load.issues import (
     PlanEntry,
     PlannedIssue,
@@ -25,7 +26,6 @@ from migrate.load.issues import (
     with_payloads,
 )
 from migrate.load.state import (
-    ENTITY_ISSUE,
     LoadContext,
     MapRow,
     finish_batch,

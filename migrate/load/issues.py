@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migrate.clients.procore import ISSUES_PATH
-from migrate.ids import issue_uuid
+from migrate.ids import ENTITY_ISSUE, issue_uuid
 from migrate.load.state import (
-    ENTITY_ISSUE,
     LoadContext,
     MapRow,
     batch_sent_at,

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from migrate.load.state import ENTITY_LOCATION, id_map_rows, mark_loaded
+from migrate.ids import ENTITY_LOCATION
+from migrate.load.state import id_map_rows, mark_loaded
 from migrate.store.db import Store
 from migrate.store.records import content_hash
 

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConfigError
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 
-ENTITY_LOCATION = "location"
-ENTITY_ISSUE = "coordination_issue"
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 PLAN_KINDS = (
     "create",

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.ids import ENTITY_ISSUE
 from migrate.quarantine import Held, hold
 from migrate.store.db import Store, utc_now
 
-ENTITY_ISSUE = "coordination_issue"
-ENTITY_LOCATION = "location"
 STAGE = "load"
 
 

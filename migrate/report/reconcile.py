@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from migrate.ids import issue_uuid
-from migrate.report.status import ENTITY_ISSUE, ENTITY_LOCATION, parse_time, request_total
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
+from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 
 MISMATCH_COLUMNS = (

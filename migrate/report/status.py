@@ -51,6 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
 
@@ -71,8 +72,6 @@ PIPELINE_ORDER = ("extract", "transform", "plan", "load", "report")
 MAX_LISTED_IDS = 20
 PLAN_KEYS = ("create", "update", "status_change", "deleted_at_source", "attachments_after_load")
 
-ENTITY_ISSUE = "coordination_issue"
-ENTITY_LOCATION = "location"
 
 # Quarantine and skipped rows name their entity per stage (transform says "issue", load says
 # "coordination_issue"): fold them onto the three entities status reports.

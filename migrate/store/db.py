@@ -8,16 +8,19 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
 from migrate.errors import MigrateError
 
 BUSY_TIMEOUT_MS = 10_000
+#: Values bound per ``IN (…)`` list: far below SQLite's variable limit on every build.
+IN_CHUNK = 500
 _SIDE_FILE_SUFFIXES = ("-wal", "-shm")
 
 
@@ -49,6 +52,46 @@ def strip_secret_params(text: str) -> str:
         return match.group("sep") if match.group("amp") else ""
 
     return _SECRET_PARAM.sub(_drop, text)
+
+
+def _in_chunks(values: Iterable[Any], chunk: int) -> Iterator[tuple[str, list[Any]]]:
+    wanted = sorted(set(values))
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        yield ", ".join(["?"] * len(part)), part
+
+
+def select_in(
+    conn: sqlite3.Connection,
+    sql: str,
+    values: Iterable[Any],
+    params: Sequence[Any] = (),
+    *,
+    chunk: int = IN_CHUNK,
+) -> Iterator[Any]:
+    """Rows of ``sql`` for every value, ``{marks}`` in ``sql`` standing for the ``IN`` list.
+
+    The distinct values are bound ``chunk`` at a time, after ``params``:
+    ``select_in(conn, "SELECT id FROM t WHERE p = ? AND id IN ({marks})", ids, (p,))``.
+    Rows come chunk by chunk; sort them if order matters.
+    """
+    for marks, part in _in_chunks(values, chunk):
+        yield from conn.execute(sql.format(marks=marks), (*params, *part))
+
+
+def execute_in(
+    conn: sqlite3.Connection,
+    sql: str,
+    values: Iterable[Any],
+    params: Sequence[Any] = (),
+    *,
+    chunk: int = IN_CHUNK,
+) -> int:
+    """Run an UPDATE or DELETE over ``{marks}`` like :func:`select_in`; rows changed."""
+    changed = 0
+    for marks, part in _in_chunks(values, chunk):
+        changed += conn.execute(sql.format(marks=marks), (*params, *part)).rowcount
+    return changed
 
 
 def process_alive(pid: int) -> bool:
