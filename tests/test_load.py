@@ -1024,27 +1024,20 @@ def test_issue_deleted_in_procore_keeps_its_uuid_and_is_quarantined(
     assert len(project_issues(procore)) == 1
 
 
-def test_rate_pacing_spends_the_quota_without_a_single_429(tmp_path: Path) -> None:
+def test_rate_pacing_fills_the_windows_without_a_single_429(tmp_path: Path) -> None:
     app = RecordingProcoreApp(spike_limit=20, spike_window=2.0)
     server = RunningServer(app)
     try:
         settings = settings_for(tmp_path, server.url)
         plant(settings, 125, attachments=1)
-        started = time.monotonic()
         result = load_from_settings(settings, PROCORE_ENV)
-        elapsed = time.monotonic() - started
         stats = app.rate_stats()
         assert stats["rate_limited"] == 0 and result.rate_limited == 0
-        assert stats["max_in_spike_window"] <= 20
+        # Windows filled but never overfilled, as the server counted them. How much of the
+        # quota a load spends over time is measured in bench/ (BENCHMARKS.md), not timed here.
+        assert 18 <= stats["max_in_spike_window"] <= 20
         counted = stats["requests"]
         assert counted == result.quota_requests == len(app.quota_arrivals) >= 125
-        # 20 per 2 s allows 10 requests a second: over the span in which the run sent
-        # requests (plus one slot for the first), at least 90 % of that was used.
-        span = app.quota_arrivals[-1] - app.quota_arrivals[0] + 0.1
-        used = counted / (span * 10)
-        assert used >= 0.9, (counted, span, elapsed)
-        # The whole call, setup included, is not much longer.
-        assert counted / (elapsed * 10) >= 0.85, (counted, elapsed)
     finally:
         server.stop()
         app.close()

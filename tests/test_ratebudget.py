@@ -387,8 +387,11 @@ def test_one_thread_uses_the_spike_window_fully_without_a_429(spiky: tuple) -> N
         ],
     )
     assert count == 120
-    assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
-    assert utilisation(count, SPIKE_LIMIT, SPIKE_WINDOW, elapsed) >= 0.9
+    stats = app.rate_stats()
+    assert stats["rate_limited"] == 0 and client.budget.rate_limited == 0
+    # The window was filled, never overfilled: counted by the server, not timed (how fast a busy
+    # machine gets through the 120 is a benchmark figure, see bench/).
+    assert SPIKE_LIMIT * 0.9 <= stats["max_in_spike_window"] <= SPIKE_LIMIT
     assert client.requests_made()["GET /rest/v1.0/coordination_issues/assignees"] == 120
 
 
@@ -408,7 +411,8 @@ def test_four_threads_sharing_one_budget_get_no_429(spiky: tuple) -> None:
         ],
     )
     assert count == 120
-    assert app.rate_stats()["rate_limited"] == 0 and client.budget.rate_limited == 0
+    stats = app.rate_stats()
+    assert stats["rate_limited"] == 0 and client.budget.rate_limited == 0
     # A slot is taken to be free only a window after its answer (when the server counted it
-    # is unknown), so slow answers cost some of the quota; still most of it is used.
-    assert utilisation(count, SPIKE_LIMIT, SPIKE_WINDOW, elapsed) >= 0.8
+    # is unknown), so slow answers cost some of the quota; still most of a window is used.
+    assert SPIKE_LIMIT * 0.75 <= stats["max_in_spike_window"] <= SPIKE_LIMIT
