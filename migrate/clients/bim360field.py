@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from migrate.clients.http import HttpClient, strip_query_param
-from migrate.errors import ApiError, CredentialError
+from migrate.clients.json_array import NotAJsonArray, iter_json_array
+from migrate.errors import ApiError, CredentialError, IncompleteBody
 from migrate.settings import Secret
 
 #: The simulator (and, we assume, the service) caps pages at 100 rows; asking for more would
@@ -207,26 +208,64 @@ class FieldSession:
             "object_id": object_id,
             "image_type": image_type,
         }
+        try:
+            return self.download_body("POST", "/api/binary_data", params, dest)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise FileNotFoundError(
+                    f"BIM 360 Field has no binary data for {object_type} {object_id}"
+                ) from None
+            raise
+
+    def download_body(self, method: str, path: str, params: dict[str, Any], dest: IO[bytes]) -> int:
+        """Stream a 2xx answer's body to ``dest`` (logging in again on 401); bytes written.
+
+        For answers too large to hold parsed (binary data, the project's status history).
+        ApiError for other 4xx/5xx answers; IncompleteBody when the body was cut short (the
+        caller discards ``dest`` and tries again).
+        """
         ticket = self._current_ticket()
         own_logins = 0
         for _attempt in range(MAX_LOGINS_PER_CALL * 10):
+            payload = _with_ticket(params, ticket)
             try:
-                # A 401/404 raises before any byte is written, so dest is still empty here.
-                written, _headers = self.http.download(
-                    "POST", "/api/binary_data", dest, data=_with_ticket(params, ticket)
-                )
+                # A 401 raises before any byte is written, so dest is still empty here.
+                if method == "GET":
+                    written, _headers = self.http.download(method, path, dest, params=payload)
+                else:
+                    written, _headers = self.http.download(method, path, dest, data=payload)
             except ApiError as exc:
                 if exc.status == 401 and own_logins < MAX_LOGINS_PER_CALL:
                     ticket, logged_in = self._renew(ticket)
                     own_logins += logged_in
                     continue
-                if exc.status == 404:
-                    raise FileNotFoundError(
-                        f"BIM 360 Field has no binary data for {object_type} {object_id}"
-                    ) from None
                 raise
             return written
-        raise ApiError("BIM 360 Field kept rejecting fresh tickets for binary_data")
+        raise ApiError(f"BIM 360 Field kept rejecting fresh tickets for {path}")
+
+    def json_array(
+        self, method: str, path: str, params: dict[str, Any], spool: IO[bytes]
+    ) -> Iterator[Any]:
+        """The elements of a JSON array answer, downloaded to ``spool`` and read one by one.
+
+        Memory holds one element, not the answer. A body cut short is downloaded again (up to
+        the retry policy's attempts); MalformedBody when it is not one JSON array.
+        """
+        attempts = self.http.policy.max_attempts
+        for attempt in range(1, attempts + 1):
+            spool.seek(0)
+            spool.truncate()
+            try:
+                self.download_body(method, path, params, spool)
+                break
+            except IncompleteBody:
+                if attempt == attempts:
+                    raise
+        spool.seek(0)
+        try:
+            yield from iter_json_array(spool, parse_constant=_not_json)
+        except NotAJsonArray as exc:
+            raise MalformedBody(path, self.http.redact(exc.excerpt), exc.reason) from None
 
     # -- helpers -------------------------------------------------------------------------
     def _raise_for_status(self, response: Any, method: str, path: str) -> None:

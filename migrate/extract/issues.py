@@ -18,8 +18,10 @@ picked up by ``--full-refresh``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 from migrate.clients.bim360field import MAX_RETRIEVE_IDS, FieldSession, MalformedBody
 from migrate.errors import ApiError
@@ -29,6 +31,7 @@ from migrate.extract.raw import save_raw_batch
 from migrate.extract.save import delete_where_in, insert_rows, save_issue_batch
 from migrate.extract.state import Context
 from migrate.store import Change, mark_missing
+from migrate.store.db import select_in
 from migrate.store.records import storable_text
 
 LISTING_CURSOR = "issues:listing"
@@ -323,10 +326,10 @@ def _history_needed(ctx: Context) -> bool:
     return retrieved is not None or never is not None
 
 
-def fetch_status_history(session: FieldSession, project_id: str) -> Any:
-    """Every status change of the project's issues (one call)."""
-    return session.json(
-        "GET", f"/api/v1/projects/{project_id}/issue_changes", {"project_id": project_id}
+def fetch_status_history(session: FieldSession, project_id: str, spool: IO[bytes]) -> Iterator[Any]:
+    """Every status change of the project's issues (one call), read one change at a time."""
+    return session.json_array(
+        "GET", f"/api/v1/projects/{project_id}/issue_changes", {"project_id": project_id}, spool
     )
 
 
@@ -335,6 +338,10 @@ def extract_status_history(ctx: Context) -> None:
 
     Status changes move an issue's ``updated_at``, so when no issue was retrieved in this pass
     the history cannot have changed and the call is skipped.
+
+    The one answer holds the whole project's history (about 280 000 changes at 100 000
+    issues): it is downloaded to a temporary file, read one change at a time into a temporary
+    table, and stored a slice of issues at a time, so memory holds one slice, not the project.
     """
     ctx.tally.touch("issue_changes")
     if ctx.is_done(HISTORY_CURSOR):
@@ -344,35 +351,63 @@ def extract_status_history(ctx: Context) -> None:
         with ctx.store.transaction():
             ctx.mark_done(HISTORY_CURSOR)
         return
+    conn = ctx.store.conn
     try:
-        answer = fetch_status_history(ctx.session, ctx.project_id)
-        if not isinstance(answer, list):
-            raise MalformedBody(
-                endpoint,
-                str(answer)[:2048],
-                f"a JSON {type(answer).__name__} where a list was expected",
-            )
-    except MalformedBody as exc:
-        with ctx.store.transaction():
-            ctx.problems(
-                [Problem("issue_changes", None, str(exc), exc.body_text)], endpoint=endpoint
-            )
-        ctx.tally.incomplete.append("issue_changes")
-        return
+        try:
+            problems = _stage_history(ctx)
+        except MalformedBody as exc:
+            with ctx.store.transaction():
+                ctx.problems(
+                    [Problem("issue_changes", None, str(exc), exc.body_text)], endpoint=endpoint
+                )
+            ctx.tally.incomplete.append("issue_changes")
+            return
+        _store_history(ctx, problems, endpoint)
+    finally:
+        # DDL, not DELETE: a DELETE outside a transaction would open one implicitly.
+        conn.execute("DROP TABLE IF EXISTS temp.history_changes")
+
+
+def _stage_history(ctx: Context) -> list[Problem]:
+    """Download the answer and stage its changes in temp.history_changes; the problems found.
+
+    All or nothing: a body that is not one JSON array rolls the staged changes back.
+    """
+    conn = ctx.store.conn
     problems: list[Problem] = []
-    grouped: dict[str, list[Any]] = {}
-    for change in answer:
-        issue_id, problem = record_id(change, "issue_changes")
-        if problem is not None:
-            problems.append(problem)
-            continue
-        grouped.setdefault(issue_id, []).append(change)
-    del answer  # the changes live on in `grouped`, which is emptied as they are stored
+    with tempfile.TemporaryFile() as spool, ctx.store.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS history_changes "
+            "(seq INTEGER PRIMARY KEY, issue_id TEXT NOT NULL, change TEXT NOT NULL)"
+        )
+        rows: list[tuple[str, str]] = []
+        for change in fetch_status_history(ctx.session, ctx.project_id, spool):
+            issue_id, problem = record_id(change, "issue_changes")
+            if problem is not None:
+                problems.append(problem)
+                continue
+            assert issue_id is not None  # record_id gives an id or a problem
+            rows.append((issue_id, json.dumps(change, ensure_ascii=False)))
+            if len(rows) >= _HISTORY_ROWS_PER_INSERT:
+                _insert_history_rows(conn, rows)
+        _insert_history_rows(conn, rows)
+    return problems
+
+
+def _store_history(ctx: Context, problems: list[Problem], endpoint: str) -> None:
+    """Store the staged changes a slice of issues at a time (raw records and history rows)."""
     store = ctx.store
     conn = store.conn
     known = {source_id for (source_id,) in conn.execute("SELECT source_id FROM issues")}
     # Issues created after the listing are left for the next run (issue and history).
-    issue_ids = [i for i in grouped if i in known]
+    issue_ids = [
+        issue_id
+        for (issue_id,) in conn.execute(
+            "SELECT issue_id FROM temp.history_changes GROUP BY issue_id ORDER BY MIN(seq)"
+        )
+        if issue_id in known
+    ]
+    del known
     with store.transaction():
         without = {
             source_id
@@ -381,16 +416,38 @@ def extract_status_history(ctx: Context) -> None:
                 "issue_status_history h WHERE h.issue_id = i.source_id)"
             )
         }
-        # The one answer holds the whole project's history: stored a slice of issues at a
-        # time, so raw records and rows of one slice are in memory, not of the project.
         for start in range(0, len(issue_ids), HISTORY_SLICE):
             problems += _save_history_slice(
-                ctx, {i: grouped.pop(i) for i in issue_ids[start : start + HISTORY_SLICE]}, without
+                ctx, _history_of(conn, issue_ids[start : start + HISTORY_SLICE]), without
             )
         gone = mark_missing(store, "raw_issue_changes", issue_ids, ctx.run_id)
         ctx.tally.change("issue_changes", "deleted", len(gone))
         ctx.problems(problems, endpoint=endpoint)
         ctx.mark_done(HISTORY_CURSOR)
+
+
+#: Changes inserted into the temporary table per statement.
+_HISTORY_ROWS_PER_INSERT = 5000
+
+
+def _insert_history_rows(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    conn.executemany("INSERT INTO temp.history_changes (issue_id, change) VALUES (?, ?)", rows)
+    rows.clear()
+
+
+def _history_of(conn: sqlite3.Connection, issue_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The staged changes of these issues, by issue, each issue's in the order received."""
+    grouped: dict[str, list[Any]] = {issue_id: [] for issue_id in issue_ids}
+    rows = sorted(
+        select_in(
+            conn,
+            "SELECT seq, issue_id, change FROM temp.history_changes WHERE issue_id IN ({marks})",
+            issue_ids,
+        )
+    )
+    for _seq, issue_id, change in rows:
+        grouped[issue_id].append(json.loads(change))
+    return grouped
 
 
 def _save_history_slice(
