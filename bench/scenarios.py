@@ -50,6 +50,7 @@ from bench.common import (
     naive_load,
     peak_rss_mb,
     procore_lower_bound,
+    reset_peak_rss,
     thinned_project,
     timestamp,
 )
@@ -97,6 +98,7 @@ def _child(mode: str, config: str) -> int:
         "load": load_from_settings,
     }
     for stage in STAGES:
+        reset_peak_rss()  # each stage's own peak (it starts from the RSS the last one left)
         started = time.perf_counter()
         result = runners[stage](settings, os.environ)
         elapsed = time.perf_counter() - started
@@ -614,9 +616,10 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
         "",
         "Records: extract = issues + checklists + files downloaded; transform = source records "
         "read (issues and areas); load = issues created + locations created + files uploaded. "
-        "Peak RSS is the pipeline process's own high-water mark (`VmHWM`) at the end of the "
-        "stage, so it only grows; transform's forked workers are reported apart (largest "
-        "`ru_maxrss`, which counts the pages a worker shares with the pipeline process).",
+        "Peak RSS is the stage's own high-water mark in the pipeline process (`VmHWM`, reset "
+        "through /proc/self/clear_refs as each stage starts, so it includes what the stages "
+        "before it left resident); transform's workers are reported apart (largest "
+        "`ru_maxrss` of the reaped workers).",
         "",
         "| issues | API | requests | lower bound | ratio | requests/record | bound/record |",
         "|-------:|-----|---------:|------------:|------:|----------------:|-------------:|",
