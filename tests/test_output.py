@@ -239,6 +239,9 @@ def test_report_csv_cells_are_inert_and_files_private(hostile: Hostile) -> None:
     assert PROCORE_FORMULA in originals  # Procore's side of the title mismatch
     assert "'" + IDENTIFIER_FORMULA in cells  # the source identifier (and title)
     assert [m["field"] for m in result.mismatches] == ["title"]  # file names matched
+    html = result.path_html.read_bytes()
+    assert [c for c in TERMINAL_CONTROLS if c in html] == []
+    assert b"Parked\\x1b]0;pwned\\x07" in html  # the quarantine hint, shown not run
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     files = list(out.iterdir())
     assert {p.name for p in files} >= {MARKER, "report.html", "issues.csv"}

@@ -7,6 +7,8 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 - ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
   ``issues.csv`` (every issue's journey plus its reconciliation result).
 
+Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
+
 The report run is recorded in ``runs`` (command ``report``) with the Procore requests it made.
 Heavy imports (pandas) happen inside the functions so importing ``migrate.report`` is cheap.
 """
