@@ -93,12 +93,15 @@ def _imports(args: list[str], cwd: Path) -> tuple[list[tuple[str, float]], set[s
         env=_env(),
         check=False,
     )
-    # A package imported through importlib.import_module (sqlite-utils does this for pandas)
-    # may have no line of its own: its cost is then the sum of its outermost submodules.
-    outermost: dict[str, tuple[int, float]] = {}
+    # A package's cost is the sum of its lines not nested inside another line of the same
+    # package: importlib.import_module (sqlite-utils imports pandas so) leaves a package
+    # without a line of its own, and a submodule imported later (click's help) stands alone.
+    # Children are printed before their parent, so the lines are read backwards.
+    per_package: dict[str, float] = {}
     loaded: set[str] = set()
     total = 0.0
-    for line in done.stderr.splitlines():
+    enclosing: list[tuple[int, str]] = []
+    for line in reversed(done.stderr.splitlines()):
         match = _IMPORTTIME.match(line)
         if not match:
             continue
@@ -106,16 +109,15 @@ def _imports(args: list[str], cwd: Path) -> tuple[list[tuple[str, float]], set[s
         top = name.split(".")[0]
         if top in HEAVY_MODULES:
             loaded.add(top)
-        if indent == 0:  # imported by the program itself, not by another module
+        while enclosing and enclosing[-1][0] >= indent:
+            enclosing.pop()
+        parent = enclosing[-1][1] if enclosing else None
+        enclosing.append((indent, top))
+        if parent is None:  # imported by the program itself, not by another module
             total += cumulative
-        if top == "migrate" or top == "site" or top.startswith("__editable__"):
-            continue  # ours (broken down by package instead), or the interpreter's own set-up
-        depth, cost = outermost.get(top, (indent + 1, 0.0))
-        if indent < depth:
-            outermost[top] = (indent, cumulative)
-        elif indent == depth:
-            outermost[top] = (depth, cost + cumulative)
-    per_package = {name: cost for name, (_, cost) in outermost.items()}
+        if parent == top or top in ("migrate", "site") or top.startswith("__editable__"):
+            continue  # counted with its package; ours; or the interpreter's own set-up
+        per_package[top] = per_package.get(top, 0.0) + cumulative
     ranked = sorted(per_package.items(), key=lambda item: -item[1])[:TOP_OFFENDERS]
     return ranked, loaded, total
 
