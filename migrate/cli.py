@@ -15,7 +15,37 @@ import click
 
 from migrate import __version__
 from migrate.errors import EXIT_OK, EXIT_QUARANTINED, MigrateError
-from migrate.load.plan import PLAN_KINDS
+from migrate.ids import PLAN_KINDS
+from migrate.text import terminal_json, terminal_line, terminal_safe
+
+
+def _echo(text: object = "", *, err: bool = False) -> None:
+    """Print text that may hold source data: control and bidi characters shown, never run."""
+    click.echo(terminal_safe(text), err=err)
+
+
+def _echo_json(value: Any) -> None:
+    import json
+
+    _echo(terminal_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+
+
+class _TerminalSafeStream:
+    """A text stream (the run log mirrored with --verbose) that prints control characters
+    as escapes instead of letting the terminal run them."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(terminal_safe(text)) or 0)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _verbose_stream(verbose: bool) -> Any:
+    return _TerminalSafeStream(sys.stderr) if verbose else None
 
 
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,7 +56,7 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except MigrateError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -128,13 +158,13 @@ def init(directory: str, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "migration.toml"
     if config.exists() and not force:
-        click.echo(f"{config} exists; keeping it (use --force to overwrite).")
+        _echo(f"{config} exists; keeping it (use --force to overwrite).")
     else:
         config.write_text(default_config_text(), encoding="utf-8")
-        click.echo(f"Wrote {config}")
+        _echo(f"Wrote {config}")
     for path in write_default_mappings(folder / "mappings", overwrite=force):
-        click.echo(f"Wrote {path}")
-    click.echo(
+        _echo(f"Wrote {path}")
+    _echo(
         "Next: fill in [source] and [target], set the credentials in the environment "
         "(see the comments in migration.toml), then run `migrate extract`."
     )
@@ -159,10 +189,10 @@ def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: b
         settings,
         full_refresh=full_refresh,
         progress=_progress(quiet),
-        verbose_stream=sys.stderr if verbose else None,
+        verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
-        click.echo(line)
+        _echo(line)
 
 
 @main.command()
@@ -182,10 +212,10 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
         settings,
         offline=offline,
         progress=_progress(quiet),
-        verbose_stream=sys.stderr if verbose else None,
+        verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
-        click.echo(line)
+        _echo(line)
     sys.exit(EXIT_QUARANTINED if _open_quarantine(settings) else EXIT_OK)
 
 
@@ -201,8 +231,6 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
 @_fail_cleanly
 def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
     """Dry run: what load would create, update or leave, per entity. Writes nothing."""
-    import json
-
     from migrate.load.plan import plan_from_settings
     from migrate.settings import load_settings
 
@@ -212,13 +240,13 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
         payload = the_plan.to_json()
         if show:
             payload = {**payload, "rows": {kind: the_plan.rows(kind) for kind in show}}
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        _echo_json(payload)
         return
     for line in the_plan.summary_lines():
-        click.echo(line)
+        _echo(line)
     for kind in show:
         rows = the_plan.rows(kind)
-        click.echo(f"\n{kind} ({len(rows)})")
+        _echo(f"\n{kind} ({len(rows)})")
         _render_rows(rows)
 
 
@@ -244,10 +272,10 @@ def load(
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
         progress=_progress(quiet),
-        verbose_stream=sys.stderr if verbose else None,
+        verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
-        click.echo(line)
+        _echo(line)
     sys.exit(result.exit_code)
 
 
@@ -279,10 +307,10 @@ def run(
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
         progress=_progress(quiet),
-        verbose_stream=sys.stderr if verbose else None,
+        verbose_stream=_verbose_stream(verbose),
     )
     for line in outcome.summary_lines():
-        click.echo(line)
+        _echo(line)
     sys.exit(outcome.exit_code)
 
 
@@ -292,17 +320,15 @@ def run(
 @_fail_cleanly
 def status(config_path: str | None, as_json: bool) -> None:
     """One screen: stages run, counts per state, quota used, and the next command."""
-    import json
-
     from migrate.report.status import status_from_settings
     from migrate.settings import load_settings
 
     report = status_from_settings(load_settings(config_path))
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str))
+        _echo_json(report.to_json())
         return
     for line in report.lines():
-        click.echo(line)
+        _echo(line)
 
 
 @main.command()
@@ -322,7 +348,7 @@ def report(config_path: str | None, out_dir: str | None, offline: bool) -> None:
 
     result = report_from_settings(load_settings(config_path), out_dir=out_dir, offline=offline)
     for line in result.summary_lines():
-        click.echo(line)
+        _echo(line)
     sys.exit(result.exit_code)
 
 
@@ -338,8 +364,6 @@ def quarantine() -> None:
 @_fail_cleanly
 def quarantine_list(config_path: str | None, include_released: bool, as_json: bool) -> None:
     """One line per quarantined record."""
-    import json
-
     from migrate.quarantine import list_quarantine
     from migrate.settings import load_settings
     from migrate.store import open_store
@@ -348,7 +372,7 @@ def quarantine_list(config_path: str | None, include_released: bool, as_json: bo
     with open_store(settings.staging.path) as store:
         rows = list_quarantine(store, include_released=include_released)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        _echo_json(rows)
         return
     _render_rows(
         [
@@ -365,8 +389,6 @@ def quarantine_list(config_path: str | None, include_released: bool, as_json: bo
 @_fail_cleanly
 def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) -> None:
     """Everything kept about one quarantined record."""
-    import json
-
     from migrate.quarantine import show_quarantine
     from migrate.settings import load_settings
     from migrate.store import open_store
@@ -375,14 +397,14 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
     with open_store(settings.staging.path) as store:
         row = show_quarantine(store, quarantine_id)
     if as_json:
-        click.echo(json.dumps(row, indent=2, ensure_ascii=False, default=str))
+        _echo_json(row)
         return
     for key, value in row.items():
         if key == "record":
-            click.echo("record:")
-            click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+            _echo("record:")
+            _echo_json(value)
         else:
-            click.echo(f"{key}: {value}")
+            _echo(f"{key}: {terminal_line(value)}")
 
 
 @quarantine.command("release")
@@ -398,8 +420,8 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
     settings = load_settings(config_path)
     with open_store(settings.staging.path) as store:
         released = release_quarantine(store, quarantine_ids)
-    click.echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
-    click.echo("A record that still fails is quarantined again by the next run.")
+    _echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
+    _echo("A record that still fails is quarantined again by the next run.")
 
 
 def _open_quarantine(settings: Any) -> int:
@@ -411,18 +433,21 @@ def _open_quarantine(settings: Any) -> int:
 
 
 def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
+    """A plain table; every cell is one line with control characters shown as escapes."""
     if not rows:
-        click.echo("(none)")
+        _echo("(none)")
         return
     columns = list(rows[0])
-    widths = {
-        c: min(40, max(len(c), *(len(str(r.get(c, ""))) for r in rows[:limit]))) for c in columns
-    }
-    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows[:limit]:
-        click.echo("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    shown = [
+        {c: terminal_line("" if row.get(c) is None else row.get(c)) for c in columns}
+        for row in rows[:limit]
+    ]
+    widths = {c: min(40, max(len(c), *(len(r[c]) for r in shown))) for c in columns}
+    _echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in shown:
+        _echo("  ".join(row[c][: widths[c]].ljust(widths[c]) for c in columns))
     if len(rows) > limit:
-        click.echo(f"… and {len(rows) - limit} more (use --json for all)")
+        _echo(f"… and {len(rows) - limit} more (use --json for all)")
 
 
 @main.command()
@@ -449,16 +474,16 @@ def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> No
 
     from migrate.demo import run_demo
 
-    click.echo(f"Starting the sandbox with a generated project of {issues} issues (seed {seed})…")
+    _echo(f"Starting the sandbox with a generated project of {issues} issues (seed {seed})…")
     result = run_demo(
         Path(workdir),
         issues=issues,
         seed=seed,
         progress=_progress(quiet),
-        verbose_stream=sys.stderr if verbose else None,
+        verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
-        click.echo(line)
+        _echo(line)
 
 
 # -- sandbox -------------------------------------------------------------------------------
@@ -603,23 +628,23 @@ def sandbox_serve(**opts: Any) -> None:
     options = _sandbox_options(opts)
     project = load_project(opts["project_file"]) if opts["project_file"] else None
     with Sandbox(options, project=project) as box:
-        click.echo(f"BIM 360 Field  {box.field_url}")
-        click.echo(f"Procore        {box.procore_url}")
-        click.echo(
+        _echo(f"BIM 360 Field  {box.field_url}")
+        _echo(f"Procore        {box.procore_url}")
+        _echo(
             f"Field project  {box.field_project_id}   "
             f"user {options.field_username} / password {options.field_password}"
         )
-        click.echo(
+        _echo(
             f"Procore        company {box.procore_company_id}, project {box.procore_project_id}"
             f"   client id {options.procore_client_id} / secret {options.procore_client_secret}"
         )
-        click.echo("Serving; press Ctrl-C to stop.")
+        _echo("Serving; press Ctrl-C to stop.")
         sys.stdout.flush()
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            click.echo("Stopped.")
+            _echo("Stopped.")
 
 
 def _sandbox_options(opts: dict[str, Any]) -> Any:
@@ -676,7 +701,7 @@ def sandbox_generate(seed: int, issues: int, out: str) -> None:
 
     project = GeneratedProject(seed=seed, issues=issues)
     project.dump(out)
-    click.echo(f"Wrote {issues} issues (seed {seed}) to {out}")
+    _echo(f"Wrote {issues} issues (seed {seed}) to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

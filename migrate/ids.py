@@ -15,6 +15,18 @@ import uuid
 #: rename one.
 ENTITY_ISSUE = "coordination_issue"
 ENTITY_LOCATION = "location"
+#: What `migrate plan` can say about a record (`--show` takes these). Here rather than in
+#: load/plan.py so the CLI can offer them without importing the load package.
+PLAN_KINDS = (
+    "create",
+    "update",
+    "status_change",
+    "unchanged",
+    "skipped",
+    "blocked",
+    "deleted_at_source",
+    "attachments_after_load",
+)
 
 #: Namespace of every uuid `migrate` derives:
 #: uuid5(NAMESPACE_URL, "migrate:bim360field-procore").

@@ -192,7 +192,7 @@ def test_migrations_apply_once_and_reopen_is_a_no_op(db_path: Path) -> None:
 
 def test_opening_an_older_db_upgrades_it(db_path: Path) -> None:
     db_path.parent.mkdir()
-    older = Store(str(db_path), sqlite_utils.Database(sqlite3.connect(db_path)))
+    older = Store(str(db_path), sqlite3.connect(db_path))
     apply_migrations(older, MIGRATIONS[:-1])
     older.close()
     assert len(applied(db_path)) == len(MIGRATIONS) - 1

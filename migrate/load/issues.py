@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migrate.clients.procore import ISSUES_PATH
 from migrate.ids import ENTITY_ISSUE, issue_uuid
 from migrate.load.state import (
     LoadContext,
@@ -495,6 +494,10 @@ class IssueCreator:
         end = datetime.now(UTC) + timedelta(days=1)
         wanted = {issue.uuid: issue for issue in issues}
         found: dict[str, Mapping[str, Any]] = {}
+        # Imported here: importing the client pulls in requests, which `migrate status`
+        # (it computes the plan through this package) has no use for.
+        from migrate.clients.procore import ISSUES_PATH
+
         # Paged by hand (not coordination_issues()) to stop at the page holding the last one.
         for page in ctx.client.list_paged(
             ISSUES_PATH,

@@ -31,21 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConfigError
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, PLAN_KINDS
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
-PLAN_KINDS = (
-    "create",
-    "update",
-    "status_change",
-    "unchanged",
-    "skipped",
-    "blocked",
-    "deleted_at_source",
-    "attachments_after_load",
-)
 #: Keys of every row `Plan.rows` returns.
 ROW_KEYS = ("entity", "source_id", "label", "target_id", "detail", "hint")
 #: Entity names in quarantine and skipped_records that belong to each plan entity.

@@ -22,6 +22,7 @@ from typing import Any
 from migrate.errors import ApiError, MigrateError
 from migrate.store.blobs import BlobStore
 from migrate.store.db import Store, utc_now
+from migrate.text import procore_name
 
 #: Procore gives an hour to start the storage POST; keep a margin for a slow queue.
 CREATED_MAX_AGE = 50 * 60.0
@@ -289,5 +290,6 @@ class Uploader:
             events.put(("error", file, exc))
 
     def _create(self, file: AttachmentFile) -> _Instructions:
-        upload = self.client.create_upload(self.project_id, file.filename, file.content_type)
+        name = procore_name(file.filename) or f"attachment-{file.attachment_id}"
+        upload = self.client.create_upload(self.project_id, name, file.content_type)
         return _Instructions(upload=upload, created_monotonic=time.monotonic())

@@ -7,6 +7,8 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 - ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
   ``issues.csv`` (every issue's journey plus its reconciliation result).
 
+Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
+
 The report run is recorded in ``runs`` (command ``report``) with the Procore requests it made.
 Heavy imports (pandas) happen inside the functions so importing ``migrate.report`` is cheap.
 """
@@ -120,6 +122,7 @@ def write_report(
     store: Any, project_id: int | None, client: Any | None, out_dir: Path
 ) -> ReportResult:
     """Read Procore through ``client`` (None: offline), reconcile, write the files, record a run."""
+    from migrate.report.files import prepare_report_dir
     from migrate.report.reconcile import fetch_target, reconcile
     from migrate.store.db import utc_now
     from migrate.store.runs import finish_run, start_run
@@ -141,7 +144,7 @@ def write_report(
             target = fetch_target(client, project_id)
         rec = reconcile(store, project_id, target)
         rec.runs = [run for run in rec.runs if run["run_id"] != run_id]
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_report_dir(out_dir)
         csv_paths = _write_csvs(store, rec, out_dir)
         from migrate.report.html import render_report
 
@@ -189,15 +192,15 @@ def write_report(
 
 
 def _write_text(path: Path, text: str) -> None:
-    # Write beside, then rename: a reader never sees half a report.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    from migrate.report.files import write_text
+
+    write_text(path, text)
 
 
 def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
     import pandas as pd
 
+    from migrate.report.files import frame, write_csv
     from migrate.report.reconcile import (
         MISMATCH_COLUMNS,
         MISSING_COLUMNS,
@@ -228,19 +231,16 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
         for source_id, state in zip(issues["source_id"], issues["state"], strict=True)
     ]
     frames = {
-        "mismatches": pd.DataFrame(rec.mismatches, columns=list(MISMATCH_COLUMNS)),
-        "missing": pd.DataFrame(rec.missing, columns=list(MISSING_COLUMNS)),
-        "orphans": pd.DataFrame(rec.orphans, columns=list(ORPHAN_COLUMNS)),
-        "quarantine": pd.DataFrame(quarantine_rows, columns=list(QUARANTINE_COLUMNS)),
+        "mismatches": frame(rec.mismatches, MISMATCH_COLUMNS),
+        "missing": frame(rec.missing, MISSING_COLUMNS),
+        "orphans": frame(rec.orphans, ORPHAN_COLUMNS),
+        "quarantine": frame(quarantine_rows, QUARANTINE_COLUMNS),
         "issues": issues,
     }
     paths: dict[str, Path] = {}
-    for key, frame in frames.items():
-        path = out_dir / CSV_NAMES[key]
-        partial = path.with_name(path.name + ".partial")
-        frame.to_csv(partial, index=False, encoding="utf-8")
-        os.replace(partial, path)
-        paths[key] = path
+    for key, table in frames.items():
+        paths[key] = out_dir / CSV_NAMES[key]
+        write_csv(paths[key], table)
     return paths
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from migrate.report import charts
 from migrate.report.reconcile import Reconciliation
+from migrate.text import terminal_safe
 
 MAX_ROWS = 500
 MAX_RECORDS_PER_REASON = 50
@@ -179,7 +180,12 @@ def _cell(value: Any, column: str = "") -> str:
         is_id = column == "id" or column.endswith("_id")
         shown = f"{value:,}" if isinstance(value, int) and not is_id else str(value)
         return f'<td class="num">{escape(shown)}</td>'
-    return f"<td>{escape(str(value))}</td>"
+    return f"<td>{_shown(value)}</td>"
+
+
+def _shown(value: Any) -> str:
+    """Source text for the page: control and bidi characters as visible escapes, then HTML."""
+    return escape(terminal_safe(value))
 
 
 def _table(
@@ -260,17 +266,17 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
     for group in rec.quarantine:
         out.append(
             f'<details class="quarantine-group"{opened}><summary>'
-            f"<strong>{escape(group.reason)}</strong>"
+            f"<strong>{_shown(group.reason)}</strong>"
             f" — {len(group.records)} {escape(group.entity)} record(s), stage "
             f"{escape(group.stage)}</summary>"
         )
         if group.hint:
-            out.append(f'<p class="hint">{escape(group.hint)}</p>')
+            out.append(f'<p class="hint">{_shown(group.hint)}</p>')
         for record in group.records[:MAX_RECORDS_PER_REASON]:
             out.append(
-                f"<p><code>{escape(str(record['source_id']))}</code> "
+                f"<p><code>{_shown(record['source_id'])}</code> "
                 f'<span class="muted">{escape(str(record["created_at"] or ""))}</span></p>'
-                f"<pre>{escape(record['record'])}</pre>"
+                f"<pre>{_shown(record['record'])}</pre>"
             )
         if len(group.records) > MAX_RECORDS_PER_REASON:
             out.append(f"<p>… and {len(group.records) - MAX_RECORDS_PER_REASON} more.</p>")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
+from migrate.text import procore_name
 
 MISMATCH_COLUMNS = (
     "entity",
@@ -264,8 +265,10 @@ def reconcile(
         f"WHERE m.entity = ? AND m.state = 'loaded'{proj_sql} ORDER BY m.source_id",
         (ENTITY_ISSUE, *proj_params),
     )
+    # The name each file was uploaded under: load cleans control characters out of it.
     attachment_info = {
-        row["id"]: row for row in _rows(store, "SELECT id, filename, size FROM attachments")
+        row["id"]: {**row, "filename": procore_name(row["filename"] or "") or None}
+        for row in _rows(store, "SELECT id, filename, size FROM attachments")
     }
     checks: list[Check] = []
     mismatches: list[dict[str, Any]] = []

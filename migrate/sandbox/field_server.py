@@ -1010,6 +1010,20 @@ class FieldApp(App):
             record["updated_at"] = field_time(moment)
             state.overlay[index] = record
 
+    def rename_area(self, area_id: str, name: str, project_id: str | None = None) -> None:
+        """Give an area a new name (any text: tests plant hostile ones); paths follow."""
+        with self.lock:
+            areas = self._states[project_id or self.project.main.id].data.areas
+            by_id = {a["id"]: a for a in areas}
+            by_id[area_id]["name"] = name
+            for area in areas:  # parents come before children in full_path order
+                parent = by_id.get(area["parent_id"]) if area["parent_id"] else None
+                if parent is None:
+                    area["full_path"] = area["name"]
+                else:
+                    area["path"] = parent["full_path"]
+                    area["full_path"] = f"{parent['full_path']}>{area['name']}"
+
     def void_issue(self, issue_id: str) -> None:
         """Set an issue's status to Void (it then shows in get_voided_issues)."""
         self.update_issue(issue_id, status="Void")

@@ -12,9 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from migrate.errors import MigrateError
 
@@ -22,6 +20,9 @@ BUSY_TIMEOUT_MS = 10_000
 #: Values bound per ``IN (…)`` list: far below SQLite's variable limit on every build.
 IN_CHUNK = 500
 _SIDE_FILE_SUFFIXES = ("-wal", "-shm")
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class StoreError(MigrateError):
@@ -111,22 +112,34 @@ def process_alive(pid: int) -> bool:
 
 @dataclass
 class Store:
-    """An open staging DB. `db` is the sqlite_utils.Database; use `transaction()` to write."""
+    """An open staging DB: ``conn`` for plain SQL, ``db`` for sqlite-utils table code.
+
+    Use ``transaction()`` to write.
+    """
 
     path: str
-    db: sqlite_utils.Database
+    conn: sqlite3.Connection
     _savepoints: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _raw_tables: frozenset[str] | None = field(default=None, repr=False)
+    _db: sqlite_utils.Database | None = field(default=None, repr=False)
 
     @property
-    def conn(self) -> sqlite3.Connection:
-        """The underlying sqlite3 connection (for plain SQL)."""
-        return self.db.conn
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite_utils.Database over ``conn``, made on first use.
+
+        sqlite-utils imports pandas and numpy whenever they are installed (about 0.3 s and
+        60 MB): read-only commands such as ``migrate status`` never pay for it.
+        """
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
 
     @property
     def in_transaction(self) -> bool:
         """True inside `transaction()` (or any transaction left open on the connection)."""
-        return self.db.conn.in_transaction
+        return self.conn.in_transaction
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -138,7 +151,7 @@ class Store:
         IMMEDIATE takes the write lock up front, so a concurrent writer waits (busy_timeout)
         instead of failing with SQLITE_BUSY halfway through a page.
         """
-        conn = self.db.conn
+        conn = self.conn
         if conn.in_transaction:
             name = f"migrate_sp_{next(self._savepoints)}"
             conn.execute(f"SAVEPOINT {name}")
@@ -177,7 +190,7 @@ class Store:
     def raw_tables(self) -> frozenset[str]:
         """Names of the raw_* tables the schema defines (read from the DB, so migrations count)."""
         if self._raw_tables is None:
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'raw\\_%' "
                 "ESCAPE '\\'"
             )
@@ -186,7 +199,7 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (a checkpoint folds the WAL back into the main file)."""
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -250,8 +263,10 @@ def open_store(path: str | os.PathLike[str], *, busy_timeout_ms: int = BUSY_TIME
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        db = sqlite_utils.Database(conn, execute_plugins=False)
-        store = Store(path=str(path), db=db)
+        # sqlite-utils turns this on when it wraps a connection; the Store wraps lazily (see
+        # Store.db), so set it here and triggers behave the same whether or not it ever does.
+        conn.execute("PRAGMA recursive_triggers = ON")
+        store = Store(path=str(path), conn=conn)
         apply_migrations(store)
     except BaseException:
         conn.close()

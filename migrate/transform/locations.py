@@ -16,6 +16,7 @@ from typing import Any
 
 from migrate.mappings import Mappings
 from migrate.store.db import Store
+from migrate.text import procore_name
 
 ENTITY = "area"
 DELETED_AT_SOURCE = "deleted at source"
@@ -158,7 +159,19 @@ def map_areas(
         if isinstance(outcome, AreaRejection):
             plan.rejected.append(outcome)
             continue
-        target_path = tuple(mappings.location_path_for(outcome))
+        # Procore gets node names without control or bidi characters; the areas table keeps
+        # Field's names, and footers and titles quote them as Field has them.
+        target_path = tuple(procore_name(name) for name in mappings.location_path_for(outcome))
+        if target_path and not all(name.strip() for name in target_path):
+            plan.rejected.append(
+                _reject(
+                    area,
+                    "a location name is blank once its control characters are removed",
+                    "rename the area in BIM 360 Field (or map it in "
+                    f"{mappings.file('locations.csv')}), then run extract and transform again",
+                )
+            )
+            continue
         if not target_path:
             plan.rejected.append(
                 _reject(
