@@ -25,7 +25,7 @@ import pytest
 from migrate.demo import write_demo_config
 from migrate.mappings import write_default_mappings
 from migrate.pipeline import run_pipeline
-from migrate.report import report_from_settings
+from migrate.report import CSV_NAMES, HTML_NAME, report_from_settings
 from migrate.report.files import MARKER
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Settings, load_settings
@@ -276,6 +276,25 @@ def test_a_report_folder_we_did_not_make_is_refused_untouched(
     assert [p.name for p in theirs.iterdir()] == ["report.html"]
     assert (theirs / "report.html").read_text() == "someone else's"
     assert list(target.iterdir()) == []
+
+
+def test_a_report_folder_an_earlier_version_made_is_adopted(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    earlier = tmp_path / "report"
+    earlier.mkdir(mode=0o755)
+    os.chmod(earlier, 0o755)
+    for name in (HTML_NAME, *CSV_NAMES.values()):
+        (earlier / name).write_text("from the earlier version")
+        os.chmod(earlier / name, 0o644)
+    done = hostile.cli(
+        "report", "--offline", "--out", str(earlier), "--config", str(hostile.config)
+    )
+    assert done.returncode in (0, 3), done.stderr
+    assert stat.S_IMODE(earlier.stat().st_mode) == 0o700
+    names = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in earlier.iterdir()}
+    assert names == {name: 0o600 for name in (MARKER, HTML_NAME, *CSV_NAMES.values())}
+    assert "from the earlier version" not in (earlier / HTML_NAME).read_text()
 
 
 # -- start-up ------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def write_report(
             target = fetch_target(client, project_id)
         rec = reconcile(store, project_id, target)
         rec.runs = [run for run in rec.runs if run["run_id"] != run_id]
-        prepare_report_dir(out_dir)
+        prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))
         csv_paths = _write_csvs(store, rec, out_dir)
         from migrate.report.html import render_report
 

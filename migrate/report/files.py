@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,8 +34,12 @@ FILE_MODE = 0o600
 _PARTIAL = ".partial"
 
 
-def prepare_report_dir(folder: Path) -> Path:
-    """Create ``folder`` 0700 with its marker, or check an existing one is ours."""
+def prepare_report_dir(folder: Path, report_files: Collection[str] = ()) -> Path:
+    """Create ``folder`` 0700 with its marker, or check an existing one is ours.
+
+    A folder an earlier version of `migrate report` made (no marker, nothing in it but
+    ``report_files``, all plain files) is adopted: it gets the marker and mode 0700.
+    """
     try:
         info = folder.lstat()
     except FileNotFoundError:
@@ -50,12 +54,38 @@ def prepare_report_dir(folder: Path) -> Path:
             f"{folder} is {what}; the report is written only into a folder it creates. "
             "Choose another --out."
         )
-    if not (folder / MARKER).is_file():
+    if not (folder / MARKER).is_file() and not _adopt_earlier_report(folder, info, report_files):
         raise ConfigError(
             f"{folder} exists and was not made by `migrate report`; choose another --out "
             "(a folder that does not exist yet) or remove this one."
         )
     return folder
+
+
+def _adopt_earlier_report(
+    folder: Path, info: os.stat_result, report_files: Collection[str]
+) -> bool:
+    """Mark ``folder`` as ours if an earlier `migrate report` made it; True if it did.
+
+    An earlier report wrote every one of ``report_files`` each time: the folder must hold all
+    of them (and leftovers of a killed write), plain files, and nothing else.
+    """
+    known = {*report_files, *(name + _PARTIAL for name in report_files)}
+    entries = list(os.scandir(folder))
+    if not report_files or {entry.name for entry in entries} & set(report_files) != set(
+        report_files
+    ):
+        return False
+    for entry in entries:
+        if entry.name not in known or not entry.is_file(follow_symlinks=False):
+            return False
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return False  # someone else's folder: never chmodded
+    # lstat above showed a folder, not a symlink; the earlier version made it with the umask.
+    folder.chmod(FOLDER_MODE)
+    with _private_file(folder / MARKER) as handle:
+        handle.write("made by `migrate report`; its files are replaced by the next report\n")
+    return True
 
 
 @contextlib.contextmanager
