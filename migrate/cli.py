@@ -6,15 +6,20 @@ No SQL, HTTP or mapping logic lives here; click and tqdm are imported here and n
 from __future__ import annotations
 
 import functools
+import os
+import shlex
+import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from migrate import __version__
-from migrate.errors import EXIT_OK, EXIT_QUARANTINED, MigrateError
+from migrate import __version__, stopping
+from migrate.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_QUARANTINED, MigrateError
 from migrate.ids import PLAN_KINDS
 from migrate.text import terminal_json, terminal_line, terminal_safe
 
@@ -62,7 +67,81 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+_ARGV = "migrate.argv"
+
+
+class _Main(click.Group):
+    """The ``migrate`` group; it keeps the arguments it was given, for the resume command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _resume_command() -> str:
+    """The command as it was typed (options included), to run again after an interruption."""
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get(_ARGV) if ctx is not None else None
+    words = ["migrate", *(argv if argv is not None else sys.argv[1:])]
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
+
+
+def _stop_on_ctrl_c(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C stops every worker, keeps what is recorded and prints the command to resume.
+
+    The first Ctrl-C sets :data:`migrate.stopping.STOP`, which every worker thread and every
+    wait checks, and raises KeyboardInterrupt in the main thread (the only one any OS tells),
+    where the stage records its run as interrupted. Then this prints the resume command, not
+    click's "Aborted!", and exits 130. A second Ctrl-C exits at once, also 130: the staging DB
+    survives that as it survives ``kill -9``, and the next run marks the run interrupted.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        resume = _resume_command()
+        stopping.STOP.clear()
+        previous = _handle_ctrl_c(resume)
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            stopping.STOP.set()
+            click.echo(
+                "Interrupted: what was done so far is kept (this run is recorded as "
+                f"interrupted). Resume with: {resume}",
+                err=True,
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if stopping.workers_left_running():
+                os._exit(EXIT_INTERRUPTED)  # do not wait for requests still on the wire
+            sys.exit(EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    return wrapper
+
+
+def _handle_ctrl_c(resume: str) -> Any:
+    """Install the Ctrl-C handler (main thread only); return the one it replaced, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        # os.write: the main thread may be inside a write to stderr right now.
+        if stopping.STOP.is_set():
+            os.write(2, f"\nSecond Ctrl-C: stopped at once. Resume with: {resume}\n".encode())
+            os._exit(EXIT_INTERRUPTED)
+        stopping.STOP.set()
+        os.write(2, b"\nStopping; what is done is kept (Ctrl-C again to quit at once)...\n")
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_ctrl_c)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="migrate")
 def main() -> None:
     """Move a construction project from Autodesk BIM 360 Field into Procore.
@@ -101,8 +180,74 @@ class TqdmProgress:
             bar.close()
 
 
-def _progress(quiet: bool) -> TqdmProgress:
-    return TqdmProgress(enabled=not quiet and sys.stderr.isatty())
+class LineProgress:
+    """Progress as plain lines on stderr, for logs and pipes where no bar can be drawn.
+
+    One line per entity each time it passes another ``every_percent`` of its total (or, when
+    the total is unknown, another ``every_records`` records), and at least every
+    ``every_seconds`` while it moves; then one when it finishes:
+    ``load: coordination_issues 500/2000 (25%)``.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        *,
+        every_percent: int = 10,
+        every_records: int = 1000,
+        every_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stage = stage
+        self.every_percent = every_percent
+        self.every_records = every_records
+        self.every_seconds = every_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        # entity -> [total, done, done when last shown, step last shown, time last shown]
+        self._state: dict[str, list[Any]] = {}
+
+    def start(self, entity: str, total: int | None) -> None:
+        with self._lock:
+            self._state[entity] = [total, 0, 0, 0, self._clock()]
+
+    def advance(self, entity: str, n: int = 1) -> None:
+        with self._lock:
+            state = self._state.get(entity)
+            if state is None:
+                return
+            total, done, shown, step, when = state
+            done += n
+            state[1] = done
+            now = self._clock()
+            if total:
+                new_step = done * 100 // (total * self.every_percent)
+                due = new_step > step
+            else:
+                new_step, due = step, done - shown >= self.every_records
+            if due or now - when >= self.every_seconds:
+                state[2:] = [done, new_step, now]
+                self._line(entity, total, done)
+
+    def finish(self, entity: str) -> None:
+        with self._lock:
+            state = self._state.pop(entity, None)
+            if state is not None and (state[1] != state[2] or not state[1]):
+                self._line(entity, state[0], state[1])
+
+    def _line(self, entity: str, total: int | None, done: int) -> None:
+        if total:
+            text = f"{self.stage}: {entity} {done}/{total} ({done * 100 // total}%)"
+        else:
+            text = f"{self.stage}: {entity} {done}"
+        click.echo(text, err=True)
+
+
+def _progress(quiet: bool, stage: str) -> TqdmProgress | LineProgress:
+    """Bars on a terminal, plain lines otherwise, nothing with --quiet."""
+    if quiet or sys.stderr.isatty():
+        return TqdmProgress(enabled=not quiet)
+    return LineProgress(stage)
 
 
 def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,6 +323,7 @@ def init(directory: str, force: bool) -> None:
     help="Re-retrieve every record instead of only new and changed ones.",
 )
 @_output_options
+@_stop_on_ctrl_c
 @_fail_cleanly
 def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: bool) -> None:
     """Pull the BIM 360 Field project into the staging database (resumable, incremental)."""
@@ -188,7 +334,7 @@ def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: b
     result = extract_from_settings(
         settings,
         full_refresh=full_refresh,
-        progress=_progress(quiet),
+        progress=_progress(quiet, "extract"),
         verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
@@ -201,6 +347,7 @@ def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: b
     "--offline", is_flag=True, help="Reuse the last snapshot of Procore assignees and locations."
 )
 @_output_options
+@_stop_on_ctrl_c
 @_fail_cleanly
 def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool) -> None:
     """Apply mappings/ to the staging data: planned Procore rows, or quarantine with a reason."""
@@ -211,7 +358,7 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     result = transform_from_settings(
         settings,
         offline=offline,
-        progress=_progress(quiet),
+        progress=_progress(quiet, "transform"),
         verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
@@ -254,6 +401,7 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
 @_config_option
 @_load_options
 @_output_options
+@_stop_on_ctrl_c
 @_fail_cleanly
 def load(
     config_path: str | None,
@@ -271,7 +419,7 @@ def load(
         settings,
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
-        progress=_progress(quiet),
+        progress=_progress(quiet, "load"),
         verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():
@@ -285,6 +433,7 @@ def load(
 @click.option("--full-refresh", is_flag=True, help="Extract every record again.")
 @_load_options
 @_output_options
+@_stop_on_ctrl_c
 @_fail_cleanly
 def run(
     config_path: str | None,
@@ -306,7 +455,7 @@ def run(
         full_refresh=full_refresh,
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
-        progress=_progress(quiet),
+        progress=_progress(quiet, "run"),
         verbose_stream=_verbose_stream(verbose),
     )
     for line in outcome.summary_lines():
@@ -340,6 +489,7 @@ def status(config_path: str | None, as_json: bool) -> None:
     help="Folder for report.html and the CSV files (default: report/ beside staging).",
 )
 @click.option("--offline", is_flag=True, help="Do not read Procore back; staging only.")
+@_stop_on_ctrl_c
 @_fail_cleanly
 def report(config_path: str | None, out_dir: str | None, offline: bool) -> None:
     """Reconcile Procore with the staging DB; write a self-contained HTML report and CSVs."""
@@ -467,6 +617,7 @@ def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
     help="Folder for the config, staging DB, blobs and report.",
 )
 @_output_options
+@_stop_on_ctrl_c
 @_fail_cleanly
 def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> None:
     """Run the whole migration against the built-in sandbox: no network, no credentials."""
@@ -479,7 +630,7 @@ def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> No
         Path(workdir),
         issues=issues,
         seed=seed,
-        progress=_progress(quiet),
+        progress=_progress(quiet, "demo"),
         verbose_stream=_verbose_stream(verbose),
     )
     for line in result.summary_lines():

@@ -18,6 +18,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Finished, but some records were quarantined (see the report).
 EXIT_QUARANTINED = 3
+#: Stopped by Ctrl-C (128 + SIGINT, as shells report it); what was done is kept.
+EXIT_INTERRUPTED = 130
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -84,6 +86,13 @@ class TransportError(MigrateError):
                 "so run the same command again to resume."
             )
         super().__init__(message)
+
+
+class ServiceUnavailable(TransportError):
+    """A service stopped answering altogether and was given up on (see ``RetryPolicy``).
+
+    Every thread that talks to the service gets this error from then on, at once.
+    """
 
 
 class IncompleteBody(TransportError):

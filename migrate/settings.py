@@ -190,6 +190,8 @@ class SourceSettings:
     workers: int = 4
     page_size: int = 100
     timeout: float = 60.0
+    #: Seconds without any answer after which the service counts as down (clients/http.py).
+    give_up_after: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ class TargetSettings:
     project_id: int | None = None
     workers: int = 4
     timeout: float = 60.0
+    #: Seconds without any answer after which the service counts as down (clients/http.py).
+    give_up_after: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -552,6 +556,7 @@ base_url = "https://bim360field.autodesk.com"
 workers = 4         # attachment downloads in parallel
 page_size = 100     # records per page
 timeout = 60        # seconds to wait for a response (connecting has its own 10 s)
+give_up_after = 120 # seconds without any answer before the service counts as down
 
 [target]            # Procore
 base_url = "https://api.procore.com"
@@ -561,6 +566,7 @@ auth_url = "https://login.procore.com"
 # project_id = 456
 workers = 4
 timeout = 60
+give_up_after = 120
 
 [staging]
 path = "staging.db" # SQLite staging database

@@ -726,6 +726,93 @@ def test_bad_source_data_is_kept_as_source_problems(tmp_path: Path) -> None:
     db.close()
 
 
+@contextlib.contextmanager
+def serving_duplicates(app: RecordingFieldApp) -> Iterator[list[tuple[str, str]]]:
+    """The simulator lists some ids twice, the second copy altered; yields (entity, id) of each.
+
+    Issues: on their short last page, the first issue of page one again (a duplicate across
+    pages) and that page's own first issue again (within a page); checklists: the first header
+    twice on one page; users (reference data): the first user twice in one answer. Appending to
+    a short page keeps it short, so paging is unchanged.
+    """
+    duplicated: list[tuple[str, str]] = []
+    first_issue: list[dict[str, Any]] = []
+
+    def altered(record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "listed_again": True}
+
+    def wrap(route: Route, change: Any) -> Any:
+        original = route.handler
+
+        def handler(request: Request) -> Response:
+            response = original(request)
+            assert isinstance(response.body, bytes)
+            rows = json.loads(response.body)
+            if response.status == 200 and isinstance(rows, list) and rows:
+                change(request, rows)
+            return json_response(rows, response.status)
+
+        route.handler = handler
+        return original
+
+    def issues(request: Request, rows: list[dict[str, Any]]) -> None:
+        if request.param("offset") in (None, "0"):
+            first_issue[:] = [rows[0]]
+        elif len(rows) < 100:
+            rows.extend([altered(first_issue[0]), altered(rows[0])])
+            duplicated.extend([("issues", first_issue[0]["id"]), ("issues", rows[0]["id"])])
+
+    def checklists(request: Request, rows: list[dict[str, Any]]) -> None:
+        rows.append(altered(rows[0]))
+        duplicated.append(("checklists", rows[0]["id"]))
+
+    def users(request: Request, rows: list[dict[str, Any]]) -> None:
+        rows.append(altered(rows[0]))
+        duplicated.append(("users", rows[0]["id"]))
+
+    changes = {"get_issues": issues, "checklists": checklists, "users": users}
+    routes = [route for route in app.routes if route.name in changes]
+    originals = [wrap(route, changes[route.name]) for route in routes]
+    try:
+        yield duplicated
+    finally:
+        for route, original in zip(routes, originals, strict=True):
+            route.handler = original
+
+
+def test_an_id_listed_twice_is_a_source_problem_and_the_first_record_is_kept(
+    app: RecordingFieldApp, clean: Path, tmp_path: Path
+) -> None:
+    with serving_duplicates(app) as duplicated:
+        result = extract(app, tmp_path)
+    assert sorted({entity for entity, _ in duplicated}) == ["checklists", "issues", "users"]
+    assert len(duplicated) == 4
+    # The run went on, and everything it stored is what a clean run stores: the first records.
+    assert result.completed and result.source_problems == 4
+    staged = snapshot(tmp_path / "staging.db")
+    reference = snapshot(clean / "staging.db")
+    assert staged.pop("source_problems") != reference.pop("source_problems")
+    assert staged == reference
+    db = sqlite3.connect(tmp_path / "staging.db")
+    problems = db.execute(
+        "SELECT entity, source_id, endpoint, reason, raw_payload FROM source_problems"
+    ).fetchall()
+    db.close()
+    assert sorted((entity, source_id) for entity, source_id, *_ in problems) == sorted(duplicated)
+    for entity, source_id, _endpoint, reason, raw_payload in problems:
+        assert f"{entity} {source_id} appears twice in one " in reason
+        assert "the first record is kept" in reason
+        both = json.loads(raw_payload)
+        assert both["kept"]["id"] == both["ignored"]["id"] == source_id
+        assert "listed_again" not in both["kept"] and both["ignored"]["listed_again"] is True
+    endpoints = {entity: endpoint for entity, _, endpoint, *_ in problems}
+    assert endpoints == {
+        "issues": "POST /api/get_issues",
+        "checklists": "GET /fieldapi/checklists/v1",
+        "users": "POST /fieldapi/admin/v1/users",
+    }
+
+
 # -- settings, credentials, secrets ---------------------------------------------------------------
 def test_extract_from_settings_resolves_the_project_by_name(
     project: GeneratedProject, app: RecordingFieldApp, clean: Path, tmp_path: Path

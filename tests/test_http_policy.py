@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from migrate.clients.http import HttpClient, RetryPolicy, redact, strip_query_param
-from migrate.errors import ApiError, ConfigError, IncompleteBody, TransportError
+from migrate.errors import (
+    ApiError,
+    ConfigError,
+    IncompleteBody,
+    ServiceUnavailable,
+    TransportError,
+)
 from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import (
     App,
@@ -30,6 +36,7 @@ from migrate.sandbox.httpbase import (
     RunningServer,
     json_response,
 )
+from migrate.stopping import Stopped
 
 TICKET = "5f2c1d9e-0b7a-4c3e-9a61-7d8e2f4b1c00"
 PASSWORD = "correct horse battery staple"
@@ -321,25 +328,170 @@ def test_exhausted_attempts_raise_transport_error_without_secrets(server, app, s
     assert "ticket=***" in caplog.text  # the URL lines were there, masked
 
 
-def test_connection_refused_names_the_url_and_keeps_the_ticket_out(sleeper):
+def closed_port() -> int:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def test_connection_refused_names_the_url_and_keeps_the_ticket_out(sleeper):
+    port = closed_port()
     url = f"http://127.0.0.1:{port}/api/attachments?ticket={TICKET}&id=9"
     client = HttpClient(
         f"http://127.0.0.1:{port}",
         sleep=sleeper,
-        policy=RetryPolicy(max_attempts=2, connect_timeout=1),
+        policy=RetryPolicy(connect_timeout=1, give_up_after=0, give_up_failures=3),
     )
-    with client, pytest.raises(TransportError) as caught:
+    with client, pytest.raises(ServiceUnavailable) as caught:
         client.request("GET", url)
     text = str(caught.value)
     assert TICKET not in text
     assert text.startswith(
-        f"GET http://127.0.0.1:{port}/api/attachments?ticket=***&id=9 failed after 2 attempts "
-        "(last error: connection failed ([Errno 111] Connection refused))."
+        f"http://127.0.0.1:{port} has not answered for 0 s: 3 attempts in a row got no answer, "
+        f"across every request in flight (last: GET http://127.0.0.1:{port}/api/attachments?"
+        "ticket=***&id=9: connection failed ([Errno 111] Connection refused))."
     )
-    assert client.stats.retries == {"connection": 1}
+    assert text.endswith("run the same command again to resume once it answers.")
+    assert caught.value.exit_code == 1
+    assert client.stats.retries == {"connection": 2}
+
+
+# -- giving up on a service that answers nothing ---------------------------------------------------
+
+
+def test_a_dead_service_is_given_up_by_every_thread_at_once(sleeper):
+    port = closed_port()
+    policy = RetryPolicy(
+        max_attempts=2,
+        base=0.01,
+        cap=0.05,
+        connect_timeout=1,
+        give_up_after=0.3,
+        give_up_failures=6,
+    )
+    client = HttpClient(f"http://127.0.0.1:{port}", policy=policy)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            client.request("POST", "/uploads", data={"n": "1"})
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    with client:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        # Each thread went past its own max_attempts: the shared rule decided, for all.
+        assert client.stats.total_requests >= 6
+        assert [type(error) for error in errors] == [ServiceUnavailable] * 4
+        assert len({str(error) for error in errors}) == 1  # one verdict, told to every thread
+        assert client.given_up.is_set()
+        made = client.stats.total_requests
+        with pytest.raises(ServiceUnavailable):
+            client.request("GET", "/items")
+        assert client.stats.total_requests == made  # a new request is not even attempted
+
+
+def test_an_outage_shorter_than_give_up_after_is_ridden_out_past_max_attempts(sleeper):
+    app = PolicyApp()
+    running = RunningServer(app, port=0)
+    port = running.port
+    running.stop()
+    policy = RetryPolicy(max_attempts=2, base=0.01, cap=0.05, give_up_after=600)
+    client = HttpClient(running.url, policy=policy)
+    answers: list[int] = []
+    worker = threading.Thread(
+        target=lambda: answers.append(client.request("GET", "/items").status_code)
+    )
+    with client:
+        worker.start()
+        deadline = time.monotonic() + 60
+        while client.stats.total_requests < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats.total_requests >= 5 and worker.is_alive()  # beyond max_attempts
+        back = RunningServer(app, port=port)
+        try:
+            worker.join(timeout=60)
+        finally:
+            back.stop()
+    assert answers == [200] and not client.given_up.is_set()
+    assert app.calls["list"] == 1
+
+
+def test_a_request_failing_alone_while_the_service_answers_ends_at_max_attempts(
+    server, app, sleeper
+):
+    app.faults.configure(FaultConfig(slow_seconds=1.0))
+    app.faults.inject("slow", count=3, path="^/items$")
+
+    class OthersGetAnswers:
+        """Before each attempt at /items, another request to the service gets its answer."""
+
+        def __init__(self) -> None:
+            self.busy = False
+
+        def before_request(self, method: str, url: str) -> None:
+            if url.endswith("/items") and not self.busy:
+                self.busy = True
+                try:
+                    client.request("GET", "/scripted")
+                finally:
+                    self.busy = False
+
+        def after_response(self, response: Any) -> None:
+            pass
+
+    policy = RetryPolicy(max_attempts=3, read_timeout=0.3, give_up_after=600)
+    client = make_client(server, sleeper, policy=policy, hooks=[OthersGetAnswers()])
+    with client, pytest.raises(TransportError) as caught:
+        client.request("GET", "/items")
+    assert not isinstance(caught.value, ServiceUnavailable)
+    assert caught.value.attempts == 3 and "read timeout" in str(caught.value)
+    assert app.calls["list"] == 3 and app.calls["scripted"] == 3
+    assert not client.given_up.is_set()
+
+
+def test_a_backoff_wait_ends_at_once_when_a_stop_is_requested(server, app):
+    app.script.append((503, {"Retry-After": "3600"}, None))
+    stop = threading.Event()
+    client = HttpClient(server.url, policy=RetryPolicy(max_attempts=3), stop=stop)
+    caught: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            client.request("GET", "/scripted")
+        except BaseException as exc:  # noqa: BLE001
+            caught.append(exc)
+
+    worker = threading.Thread(target=work)
+    with client:
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not client.stats.slept and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats.slept == {"backoff": 3600.0}  # it is in the hour-long wait
+        stop.set()
+        worker.join(timeout=60)  # a guard against a hang, not a measurement
+        assert not worker.is_alive()
+    assert [type(exc) for exc in caught] == [Stopped]
+    assert app.calls["scripted"] == 1  # no attempt after the stop
+
+
+def test_a_download_stops_between_chunks_when_a_stop_is_requested(server, app, tmp_path):
+    stop = threading.Event()
+
+    class StopAfterFirstChunk(io.BytesIO):
+        def write(self, chunk: Any) -> int:
+            stop.set()
+            return super().write(chunk)
+
+    with HttpClient(server.url, stop=stop) as client, pytest.raises(Stopped):
+        client.download("GET", "/blob/8000000", StopAfterFirstChunk(), chunk_size=65536)
+    assert app.calls["blob"] == 1
 
 
 # -- hooks, stats, pool --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import RunningServer
 from migrate.sandbox.procore_server import ProcoreApp, SlidingWindow
 from migrate.settings import Secret, TargetCredentials, TargetSettings
+from migrate.stopping import Stopped
 
 # -- a fake clock and a fake quota ------------------------------------------------------------
 
@@ -221,6 +222,55 @@ def test_a_429_is_recorded_and_holds_every_request_until_retry_after() -> None:
     budget.before_request("GET", "/x")
     assert clock.elapsed >= 5.0  # Retry-After wins over an earlier reset
     assert budget.waited_seconds == pytest.approx(clock.elapsed)
+
+
+def _held_for_an_hour(stop: threading.Event) -> RateBudget:
+    """A real-clock budget that a 429 told to hold every request for an hour."""
+    budget = RateBudget(stop=stop)
+    budget.before_request("GET", "/x")
+    budget.after_response(Answer(429, {"Retry-After": "3600"}))
+    return budget
+
+
+def _wait_in_thread(budget: RateBudget) -> tuple[threading.Thread, list[object]]:
+    ended: list[object] = []
+
+    def work() -> None:
+        try:
+            budget.before_request("GET", "/x")
+            ended.append("released")
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came
+            ended.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while budget.waited_seconds == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert budget.waited_seconds > 0 and thread.is_alive()  # it is waiting for the hour
+    return thread, ended
+
+
+def test_a_wait_for_quota_ends_at_once_when_a_stop_is_requested() -> None:
+    stop = threading.Event()
+    budget = _held_for_an_hour(stop)
+    thread, ended = _wait_in_thread(budget)
+    stop.set()
+    thread.join(timeout=60)  # a guard against a hang, not a measurement
+    assert not thread.is_alive()
+    assert [type(item) for item in ended] == [Stopped]
+    assert budget.requests == 1  # the stopped thread was never released
+
+
+def test_a_wait_for_quota_is_released_uncounted_when_the_service_is_given_up() -> None:
+    given_up = threading.Event()
+    budget = _held_for_an_hour(threading.Event())
+    budget.stop_waiting_when(given_up)
+    thread, ended = _wait_in_thread(budget)
+    given_up.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert ended == ["released"] and budget.requests == 1
 
 
 def test_a_429_with_quota_left_waits_for_retry_after_not_the_window() -> None:

@@ -19,7 +19,7 @@ from migrate.settings import (
     target_credentials,
 )
 
-SOURCE_KEYS = "base_url, project_id, project_name, workers, page_size, timeout"
+SOURCE_KEYS = "base_url, project_id, project_name, workers, page_size, timeout, give_up_after"
 
 # (file content, exact message with {path} for the config file)
 BAD_CONFIGS = [

@@ -19,6 +19,7 @@ from migrate.clients.http import HttpClient, strip_query_param
 from migrate.clients.json_array import NotAJsonArray, iter_json_array
 from migrate.errors import ApiError, CredentialError, IncompleteBody
 from migrate.settings import Secret
+from migrate.stopping import Stopped
 
 #: The simulator (and, we assume, the service) caps pages at 100 rows; asking for more would
 #: make a full page look short and end paging early.
@@ -120,12 +121,15 @@ class FieldSession:
             return self._login_locked(), True
 
     def logout(self) -> None:
-        """Expire the ticket. Failures are ignored: the ticket expires on its own anyway."""
+        """Expire the ticket. Failures are ignored: the ticket expires on its own anyway.
+
+        After a stop request (Ctrl-C) or once the service was given up on, nothing is sent.
+        """
         with self._lock:
             ticket, self._ticket = self._ticket, None
         if ticket is None:
             return
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, Stopped):
             self.http.request("POST", "/api/logout", data={"ticket": ticket}, retry=False)
 
     def __enter__(self) -> FieldSession:

@@ -1,16 +1,40 @@
-"""All HTTP policy in one place: timeouts, retries, backoff, rate limits and redaction.
+"""All HTTP policy in one place: timeouts, retries, backoff, giving up, rate limits, redaction.
 
 Nothing else in ``migrate`` imports ``requests``. The API clients call :class:`HttpClient`,
 which retries transport failures, 5xx and 429 itself (POST and PATCH included: every BIM 360
 Field call is a POST, and urllib3's own ``Retry`` would skip those), and hands back every other
 response for the caller to interpret. Every message and log line made here is redacted: tickets,
 tokens, passwords and client secrets never leave this module in clear.
+
+When to give up, and why there are two rules:
+
+- **The service answers, but badly** (5xx, 429, a body cut short): it is there, so each request
+  counts its own attempts and ends after ``RetryPolicy.max_attempts`` (a 429 waits as told).
+- **The service answers nothing at all** (connection refused or reset, connect or read
+  timeout): it may be restarting, or gone. One request's attempts say little about that, and
+  with several workers each running its own retries a dead service used to keep a command
+  busy for a quarter of an hour. So every thread of one client shares one rule: the service is
+  given up on when nothing was answered for ``give_up_after`` seconds (120 by default) while at
+  least ``give_up_failures`` attempts in a row (8; across all threads) failed that way. Until
+  then requests keep retrying with backoff, past ``max_attempts``, so an outage shorter than
+  ``give_up_after`` is ridden out; from then on every request of that client, waiting or new,
+  raises :class:`~migrate.errors.ServiceUnavailable` at once, and the command ends with exit 1
+  and the command to run again. A dead service therefore ends a command within
+  ``give_up_after`` plus one backoff ``cap`` and one ``connect_timeout`` (about 2.5 minutes by
+  default). A request that alone keeps failing while the service answers other requests (one
+  endpoint timing out) still ends at ``max_attempts``.
+
+Every wait here (backoff, ``Retry-After``) is a wait on an event, not ``time.sleep``: it ends
+at once when a stop is requested (Ctrl-C, :mod:`migrate.stopping`) or when another thread gives
+the service up.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
+import math
 import random
 import re
 import threading
@@ -26,8 +50,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from migrate import __version__
-from migrate.errors import ApiError, ConfigError, IncompleteBody, TransportError
+from migrate import __version__, stopping
+from migrate.errors import (
+    ApiError,
+    ConfigError,
+    IncompleteBody,
+    ServiceUnavailable,
+    TransportError,
+)
 from migrate.settings import check_url
 
 log = logging.getLogger("migrate.http")
@@ -122,14 +152,27 @@ class RetryPolicy:
     rate_limit_floor: float = 0.5
     #: Longest single wait a server may ask for (Retry-After, X-Rate-Limit-Reset).
     max_wait: float = 3600.0
+    #: The shared give-up rule for a service that answers nothing (see the module docstring):
+    #: given up after this many seconds without any answer ...
+    give_up_after: float = 120.0
+    #: ... once at least this many attempts in a row, across all threads, went unanswered.
+    give_up_failures: int = 8
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Capped exponential backoff with full jitter, for the ``failures``-th failure."""
-        ceiling = min(self.cap, self.base * 2 ** max(0, failures - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
         return rng.uniform(0, ceiling)
 
     def rate_limit_floor_for(self, consecutive_429: int) -> float:
-        return min(self.cap, self.rate_limit_floor * 2 ** max(0, consecutive_429 - 1))
+        return min(self.cap, self.rate_limit_floor * 2.0 ** max(0, consecutive_429 - 1))
+
+
+def policy_for(service: Any) -> RetryPolicy:
+    """The retry policy a ``[source]`` or ``[target]`` settings section asks for."""
+    return RetryPolicy(
+        read_timeout=float(service.timeout),
+        give_up_after=float(getattr(service, "give_up_after", RetryPolicy.give_up_after)),
+    )
 
 
 class RequestHook(Protocol):
@@ -150,7 +193,7 @@ class HttpStats:
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, endpoint) -> attempts
         self.statuses: Counter[int] = Counter()
         self.retries: Counter[str] = Counter()  # reason -> retries
-        self.slept: Counter[str] = Counter()  # "backoff" / "rate_limit" -> seconds
+        self.slept: dict[str, float] = {}  # "backoff" / "rate_limit" -> seconds
         self.bytes_downloaded = 0
         self.connections_opened = 0  # TCP connections; keep-alive keeps this low
 
@@ -173,7 +216,7 @@ class HttpStats:
     def add_sleep(self, reason: str, seconds: float) -> None:
         """Record time spent waiting; hooks that pace requests may call this too."""
         with self._lock:
-            self.slept[reason] += seconds
+            self.slept[reason] = self.slept.get(reason, 0.0) + seconds
 
     def add_downloaded(self, size: int) -> None:
         with self._lock:
@@ -211,6 +254,67 @@ class _ShortBody(Exception):
     """A non-streamed body shorter than its Content-Length (treated like a reset)."""
 
 
+#: Failures that mean the service answered nothing at all (see the module docstring).
+_SILENT = frozenset({"connection", "timeout"})
+
+
+class _Outage:
+    """The give-up rule every thread of one client shares. Thread-safe.
+
+    Counts unanswered attempts in a row (any thread) and since when nothing has been answered;
+    any answer resets both. Once the rule trips, the client stays given up on: ``down`` is set
+    and every later request raises the same :class:`ServiceUnavailable`.
+    """
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._since: float | None = None  # when the first unanswered attempt of the run began
+        self._last_answer = -math.inf
+        self.down = threading.Event()
+        self._error: tuple[str, str, str, int, str] | None = None  # message, method, url, n, cause
+
+    def now(self) -> float:
+        return self._clock()
+
+    def answered(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._since = None
+            self._last_answer = self._clock()
+
+    def answered_since(self, moment: float) -> bool:
+        with self._lock:
+            return self._last_answer >= moment
+
+    def unanswered(
+        self, attempt_started: float, describe: Callable[[int, float], tuple[str, ...]]
+    ) -> None:
+        """Count one unanswered attempt; raise ServiceUnavailable if the service is given up."""
+        with self._lock:
+            if self._error is None:
+                self._failures += 1
+                if self._since is None:
+                    self._since = max(attempt_started, self._last_answer)
+                silence = self._clock() - self._since
+                policy = self._policy
+                if self._failures >= policy.give_up_failures and silence >= policy.give_up_after:
+                    message, method, url, cause = describe(self._failures, silence)
+                    self._error = (message, method, url, self._failures, cause)
+                    self.down.set()
+        self.raise_if_down()
+
+    def raise_if_down(self) -> None:
+        error = self._error
+        if error is not None:
+            message, method, url, failures, cause = error
+            raise ServiceUnavailable(
+                message, method=method, url=url, attempts=failures, cause=cause
+            ) from None
+
+
 # -- the client -------------------------------------------------------------------------------
 
 
@@ -219,8 +323,14 @@ class HttpClient:
 
     ``request`` returns the response for any status the caller handles (``ok``; by default
     everything below 500 except 429) and retries connection failures, timeouts, bodies cut
-    short, 5xx and 429 until ``policy.max_attempts``; then it raises :class:`TransportError`.
-    Any other status raises :class:`ApiError`.
+    short, 5xx and 429: until ``policy.max_attempts`` (then :class:`TransportError`), or, while
+    the service answers nothing at all, until the shared give-up rule trips (then
+    :class:`ServiceUnavailable`, for every thread). Any other status raises :class:`ApiError`.
+    A stop request (``stop``, by default :data:`migrate.stopping.STOP`) makes the next attempt
+    or wait raise :class:`~migrate.stopping.Stopped`.
+
+    ``sleep`` replaces the interruptible wait (tests that scale time down); ``monotonic`` is
+    the clock of the give-up rule; ``clock`` (Unix seconds) reads ``Retry-After`` dates.
     """
 
     def __init__(
@@ -232,9 +342,11 @@ class HttpClient:
         user_agent: str = DEFAULT_USER_AGENT,
         secrets: Iterable[str] = (),
         hooks: Iterable[RequestHook] = (),
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self._secrets: set[str] = set()
         self._secrets_lock = threading.Lock()
@@ -247,6 +359,8 @@ class HttpClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clock = clock
+        self._stop = stop or stopping.STOP
+        self._outage = _Outage(self.policy, monotonic)
         self.session = requests.Session()
         # max_retries=0: no urllib3 Retry at all; every retry is decided below, explicitly.
         adapter = _CountingAdapter(
@@ -300,6 +414,21 @@ class HttpClient:
         """TCP connections opened so far (keep-alive reuse keeps this low)."""
         return self.stats.connections_opened
 
+    @property
+    def given_up(self) -> threading.Event:
+        """Set once the service is given up on (see the module docstring); waits can watch it."""
+        return self._outage.down
+
+    def back_off(self, failures: int, reason: str) -> None:
+        """Wait as the policy says after the ``failures``-th failure a caller saw itself.
+
+        For faults only the caller can recognise (a fresh token refused); interruptible like
+        every wait here, and counted in the stats.
+        """
+        self._check_go()
+        self.stats.count_retry(reason)
+        self._pause("backoff", self.policy.backoff(failures, self._rng))
+
     # -- requests -------------------------------------------------------------------------
     def request(
         self,
@@ -333,11 +462,17 @@ class HttpClient:
         failures = 0
         consecutive_429 = 0
         last_cause = ""
-        for attempt in range(1, max_attempts + 1):
+        first_unanswered: float | None = None  # when this request's first silent attempt began
+        attempt = 0
+        while True:
+            attempt += 1
+            self._check_go()
             rewind()
             for hook in self.hooks:
                 hook.before_request(method, url)
+            self._check_go()  # a hook may have waited (the rate budget) while things changed
             self.stats.count_request(method, endpoint)
+            started = self._outage.now()
             try:
                 response = self.session.request(
                     method,
@@ -361,19 +496,43 @@ class HttpClient:
                     ) from None
                 consecutive_429 = 0
                 failures += 1
-                if attempt < max_attempts:
-                    self._wait(
-                        "backoff",
-                        self.policy.backoff(failures, self._rng),
-                        reason,
-                        method,
-                        shown_url,
-                        last_cause,
-                        attempt,
-                        max_attempts,
+                exhausted = attempt >= max_attempts
+                if reason in _SILENT:
+                    if first_unanswered is None:
+                        first_unanswered = started
+                    self._outage.unanswered(
+                        started,
+                        functools.partial(
+                            self._given_up_message,
+                            method=method,
+                            shown_url=shown_url,
+                            cause=last_cause,
+                        ),
                     )
+                    # While the service answers nothing at all, the shared rule decides when
+                    # to stop; max_attempts ends a request that fails alone.
+                    exhausted = exhausted and (
+                        not retry or self._outage.answered_since(first_unanswered)
+                    )
+                else:
+                    self._outage.answered()  # a body cut short: the service is there
+                if exhausted:
+                    raise TransportError(
+                        method=method, url=shown_url, attempts=attempt, cause=last_cause
+                    ) from None
+                self._wait(
+                    "backoff",
+                    self.policy.backoff(failures, self._rng),
+                    reason,
+                    method,
+                    shown_url,
+                    last_cause,
+                    attempt,
+                    max_attempts,
+                )
                 continue
 
+            self._outage.answered()
             for hook in self.hooks:
                 hook.after_response(response)
             status = response.status_code
@@ -405,20 +564,20 @@ class HttpClient:
                     else self.policy.backoff(failures, self._rng)
                 )
                 kind = "backoff"
-            if attempt < max_attempts:
-                self._wait(
-                    kind,
-                    wait,
-                    f"HTTP {status}",
-                    method,
-                    shown_url,
-                    last_cause,
-                    attempt,
-                    max_attempts,
-                )
-        raise TransportError(
-            method=method, url=shown_url, attempts=max_attempts, cause=last_cause
-        ) from None
+            if attempt >= max_attempts:
+                raise TransportError(
+                    method=method, url=shown_url, attempts=attempt, cause=last_cause
+                ) from None
+            self._wait(
+                kind,
+                wait,
+                f"HTTP {status}",
+                method,
+                shown_url,
+                last_cause,
+                attempt,
+                max_attempts,
+            )
 
     def download(
         self,
@@ -457,6 +616,7 @@ class HttpClient:
         written = 0
         try:
             for chunk in response.iter_content(chunk_size):
+                stopping.check(self._stop)
                 dest.write(chunk)
                 written += len(chunk)
         except requests.RequestException as exc:
@@ -506,19 +666,42 @@ class HttpClient:
     ) -> None:
         self.stats.count_retry(reason)
         level = logging.WARNING if seconds >= 10 else logging.INFO
-        log.log(
-            level,
-            "%s %s: %s; attempt %d of %d in %.1f s",
-            method,
-            shown_url,
-            cause,
-            attempt + 1,
-            max_attempts,
-            seconds,
-        )
-        if seconds > 0:
-            self.stats.add_sleep(kind, seconds)
+        if attempt < max_attempts:
+            next_try = f"attempt {attempt + 1} of {max_attempts}"
+        else:
+            next_try = (
+                f"attempt {attempt + 1} (no answer yet; the service is given up on after "
+                f"{self.policy.give_up_after:g} s without one)"
+            )
+        log.log(level, "%s %s: %s; %s in %.1f s", method, shown_url, cause, next_try, seconds)
+        self._pause(kind, seconds)
+
+    def _pause(self, kind: str, seconds: float) -> None:
+        """Wait ``seconds``; Stopped or ServiceUnavailable as soon as either applies."""
+        if seconds <= 0:
+            return
+        self.stats.add_sleep(kind, seconds)
+        if self._sleep is not None:
+            self._check_go()
             self._sleep(seconds)
+        else:
+            stopping.sleep(seconds, stop=self._stop, until=self._outage.down)
+        self._check_go()
+
+    def _check_go(self) -> None:
+        stopping.check(self._stop)
+        self._outage.raise_if_down()
+
+    def _given_up_message(
+        self, failures: int, silence: float, method: str, shown_url: str, cause: str
+    ) -> tuple[str, str, str, str]:
+        message = (
+            f"{self.base_url} has not answered for {silence:.0f} s: {failures} attempts in a "
+            f"row got no answer, across every request in flight (last: {method} {shown_url}: "
+            f"{cause}). The service or the network is down; what was done so far is kept, so "
+            "run the same command again to resume once it answers."
+        )
+        return message, method, shown_url, cause
 
 
 class _CountingAdapter(HTTPAdapter):

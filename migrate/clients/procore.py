@@ -12,8 +12,16 @@ what belongs to it:
   quota.
 
 Tokens come from the client-credentials grant and are renewed shortly before they expire, and
-once more if a call answers 401; a token given in ``PROCORE_ACCESS_TOKEN`` cannot be renewed.
+when a call answers 401; a token given in ``PROCORE_ACCESS_TOKEN`` cannot be renewed.
 Every token is registered with the HTTP layer as a secret, so no message or log line shows it.
+
+A 401 is a credential error (exit 2) only where it proves the credentials wrong: the token
+endpoint refusing the client id and secret, or Procore refusing a token given in
+``PROCORE_ACCESS_TOKEN``. A 401 on a token Procore has just issued is not such proof: while
+Procore is struggling (the moments a run spends backing off from 5xx) a fresh token can be
+refused before every server knows it. That is a transient fault: the call backs off as the
+retry policy says, gets a new token and tries again, up to ``max_attempts`` tokens; after
+that it fails like any other service fault (exit 1, resumable).
 """
 
 from __future__ import annotations
@@ -28,10 +36,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from migrate.clients.http import HttpClient, RetryPolicy
+from migrate.clients.http import HttpClient, RetryPolicy, policy_for
 from migrate.clients.ratebudget import RateBudget
 from migrate.errors import ApiError, ConfigError, CredentialError
 from migrate.settings import (
@@ -114,7 +122,7 @@ class ProcoreClient:
         self.settings = settings
         self.company_id = settings.company_id
         self.budget = budget if budget is not None else RateBudget()
-        policy = policy or RetryPolicy(read_timeout=settings.timeout)
+        policy = policy or policy_for(settings)
         pool = pool_size or max(4, settings.workers)
         secrets = credentials.redaction_values()
         self.api = HttpClient(
@@ -122,6 +130,8 @@ class ProcoreClient:
         )
         self.auth = HttpClient(settings.auth_url, policy=policy, pool_size=1, secrets=secrets)
         self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets)
+        # A thread waiting for quota must not outlive the API being given up on.
+        self.budget.stop_waiting_when(self.api.given_up)
         self._clock = clock
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
@@ -173,8 +183,13 @@ class ProcoreClient:
                 token = self._grant()
             return token.value
 
-    def _renew_after_401(self, rejected: str, path: str, *, first: bool) -> str:
-        """A new token after ``rejected`` got a 401, or a CredentialError when that cannot help."""
+    def _renew_after_401(self, rejected: str, path: str, refusals: int) -> str:
+        """A new token after ``rejected`` got the ``refusals``-th 401 of one call.
+
+        The first 401 is an expired or revoked token: renew at once. A later one hit a token
+        issued for this very call: back off first (a transient fault, see the module
+        docstring), and give up as a service fault, not a credential error.
+        """
         if not self._renewable:
             raise CredentialError(
                 f"Procore rejected the access token in {PROCORE_ACCESS_TOKEN_ENV} (expired or "
@@ -182,12 +197,20 @@ class ProcoreClient:
                 f"{PROCORE_CLIENT_ID_ENV} and {PROCORE_CLIENT_SECRET_ENV} so tokens are renewed "
                 "automatically."
             )
-        if not first:
-            raise CredentialError(
-                f"Procore rejected a token it had just issued (on {path}). Check that the app is "
-                f"installed in company {self.company_id} with access to this tool, then run the "
-                "command again."
-            )
+        if refusals > 1:
+            if refusals > self.api.policy.max_attempts:
+                raise ApiError(
+                    f"Procore refused {refusals - 1} freshly issued tokens in a row on {path} "
+                    "(HTTP 401) though its token endpoint accepted the credentials. What was "
+                    "done so far is kept; run the same command again to resume. If this "
+                    f"persists, check that the app is installed in company {self.company_id} "
+                    "with access to this tool.",
+                    status=401,
+                    method="",
+                    endpoint=path,
+                )
+            log.info("Procore refused a token it had just issued (on %s); backing off.", path)
+            self.api.back_off(refusals - 1, "HTTP 401 on a fresh token")
         with self._token_lock:
             # Another thread may have renewed it already while this call was on the wire.
             if self._token is None or self._token.value == rejected:
@@ -267,9 +290,11 @@ class ProcoreClient:
         ok: Sequence[int] = (200,),
         company: bool | int = True,
     ) -> requests.Response:
-        """One REST call; renews the token once on 401. Other statuses outside ``ok`` raise."""
+        """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
+        ``ok`` raise."""
         token = self._current_token()
-        for first in (True, False):
+        refusals = 0
+        while True:
             response = self.api.request(
                 method,
                 path,
@@ -281,8 +306,8 @@ class ProcoreClient:
             if response.status_code != 401:
                 return response
             response.close()
-            token = self._renew_after_401(token, _endpoint(path), first=first)
-        raise AssertionError("unreachable")  # the second 401 raised above
+            refusals += 1
+            token = self._renew_after_401(token, _endpoint(path), refusals)
 
     def _json(self, response: requests.Response, path: str) -> Any:
         try:
@@ -435,7 +460,7 @@ class ProcoreClient:
         """One coordination issue, extended view (attachments included). 404 is an ApiError."""
         url = f"{ISSUES_PATH}/{issue_id}"
         response = self._send("GET", url, params={"project_id": project_id, "view": "extended"})
-        return self._json(response, url)
+        return cast(dict[str, Any], self._json(response, url))
 
     def sync_issues(self, project_id: int, items: Sequence[dict[str, Any]]) -> SyncResult:
         """Create (items without ``id``) and update (items with ``id``) up to 1000 issues.
@@ -478,7 +503,7 @@ class ProcoreClient:
         response = self._send(
             "PATCH", url, json={"project_id": project_id, "coordination_issue": dict(fields)}
         )
-        return self._json(response, url)
+        return cast(dict[str, Any], self._json(response, url))
 
     def create_issue(self, project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Create one issue (the naive baseline; the pipeline uses :meth:`sync_issues`).
@@ -492,7 +517,7 @@ class ProcoreClient:
             json={"project_id": project_id, "coordination_issue": dict(fields)},
             ok=(200, 201),
         )
-        return self._json(response, ISSUES_PATH)
+        return cast(dict[str, Any], self._json(response, ISSUES_PATH))
 
     # -- uploads ------------------------------------------------------------------------------
     def create_upload(self, project_id: int, filename: str, content_type: str) -> Upload:

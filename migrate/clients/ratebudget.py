@@ -30,6 +30,10 @@ How it decides, and why:
   requests in flight happen under one lock, so two threads never both spend the last slot.
 - A 429 (HttpClient honours its ``Retry-After`` and retries) is recorded, and every thread
   holds off until the wait it asks for is over; the reported window counts as empty until then.
+- **Stopping.** A wait for quota can last until the hourly window resets. It is taken in short
+  slices, so a stop request (Ctrl-C, :mod:`migrate.stopping`) ends it at once with
+  :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
+  (the API client giving Procore up) releases the waiting thread to meet that error.
 
 Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
 with the same limit cannot be told apart and share one entry; the model check then sets that
@@ -48,6 +52,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from migrate import stopping
+
 log = logging.getLogger("migrate.ratebudget")
 
 #: Completed requests examined beyond the ``n`` needed when bounding a window's length;
@@ -64,8 +70,11 @@ _POLL_SECONDS = 0.02
 class ResponseLike(Protocol):
     """What the budget reads from a response: its status and headers."""
 
-    status_code: int
-    headers: Mapping[str, str]
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 @dataclass
@@ -127,8 +136,11 @@ class RateBudget:
         *,
         reserve_fraction: float = 0.01,
         stale_after: float = 600.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self._clock = clock
+        self._stop = stop or stopping.STOP
+        self._release_when: list[threading.Event] = []
         self._wall = wall
         self._sleep = sleep
         self.safety = safety
@@ -159,18 +171,36 @@ class RateBudget:
         self.last_remaining: int | None = None
         self.last_reset: float | None = None
 
+    def stop_waiting_when(self, event: threading.Event) -> None:
+        """Let a thread waiting for quota go (uncounted) once ``event`` is set.
+
+        The client registers its "service given up" event, so no thread keeps waiting for
+        quota it will never use; the caller then raises its own error.
+        """
+        with self._cond:
+            self._release_when.append(event)
+
     # -- the RequestHook protocol ------------------------------------------------------------
     def before_request(self, method: str, url: str) -> None:
-        """Wait until a request can go out without exceeding any window, then count it."""
+        """Wait until a request can go out without exceeding any window, then count it.
+
+        Raises :class:`~migrate.stopping.Stopped` once a stop is requested; returns without
+        counting the request once an event given to :meth:`stop_waiting_when` is set.
+        """
+        logged = False
         with self._cond:
             self._close_abandoned()
             while True:
+                stopping.check(self._stop)
+                if any(event.is_set() for event in self._release_when):
+                    return
                 now, mono = self._now(), self._clock()
                 wait = self._wait_needed(now, mono)
                 if wait <= 0:
                     self._release(now, mono)
                     return
-                if wait >= _LOG_WAITS_FROM:
+                if wait >= _LOG_WAITS_FROM and not logged:
+                    logged = True
                     log.info(
                         "Procore's rate limit is nearly used up (%s left of %s); waiting "
                         "%.0f s before the next request.",
@@ -180,7 +210,8 @@ class RateBudget:
                     )
                 if self._use_condition:
                     started = self._clock()
-                    self._cond.wait(wait)
+                    # In slices, so a stop is noticed while waiting for a window to reset.
+                    self._cond.wait(min(wait, stopping.POLL_SECONDS))
                     self.waited_seconds += max(0.0, self._clock() - started)
                 else:
                     self.waited_seconds += wait
@@ -305,6 +336,7 @@ class RateBudget:
         """How long until a window that is full (as far as we know) may take a request."""
         reset_wait = window.last.reset + self.safety - now
         if self._modelled(window, now):
+            assert window.span is not None
             # The model frees a slot when our oldest request in the window ages out.
             since = now - window.span - self.safety
             index = bisect_right(self._done, since, key=_done_at)
@@ -379,6 +411,7 @@ class RateBudget:
         if held < 1:
             return
         now = entry.done_at if entry.done_at is not None else self._last_wall
+        earliest: float | None
         if held == 1:
             earliest = entry.sent_at
         else:

@@ -20,14 +20,15 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from migrate import stopping
 from migrate.clients.bim360field import FieldSession
-from migrate.errors import IncompleteBody, TransportError
+from migrate.errors import IncompleteBody, ServiceUnavailable, TransportError
 from migrate.extract.normalise import BINARY_KINDS, Problem
 from migrate.extract.state import Context
 from migrate.store import BlobInfo, BlobStore, utc_now
@@ -140,7 +141,7 @@ def download_blob(
             last_error = str(exc)
             if attempt < attempts:
                 retries += 1
-                time.sleep(pause(attempt))
+                stopping.sleep(pause(attempt))
             continue
         except FileNotFoundError:
             _discard(temp)
@@ -159,6 +160,9 @@ def download_blob(
                 size=exc.received,
                 error=f"the source declared {item.size_expected} bytes but sent {exc}",
             )
+        except ServiceUnavailable:
+            _discard(temp)
+            raise  # the service is down, not this file: the whole stage stops
         except TransportError as exc:
             _discard(temp)
             return Outcome("failed", failure="transport", retries=retries, error=str(exc))
@@ -305,6 +309,15 @@ def _pause(policy_backoff: Callable[[int, random.Random], float]) -> Callable[[i
     return lambda attempt: policy_backoff(attempt, rng)
 
 
+def _await(futures: Iterable[Future[Outcome]], limit: float | None) -> None:
+    """Wait until ``futures`` are done, or ``limit`` seconds; in slices, for Ctrl-C."""
+    deadline = None if limit is None else time.monotonic() + limit
+    pending = [future for future in futures if not future.done()]
+    while pending and (deadline is None or time.monotonic() < deadline):
+        wait(pending, timeout=stopping.POLL_SECONDS)
+        pending = [future for future in pending if not future.done()]
+
+
 def extract_attachments(ctx: Context) -> None:
     """Download every pending attachment, ``options.workers`` at a time."""
     ctx.blobs.sweep_temp()
@@ -339,7 +352,8 @@ def extract_attachments(ctx: Context) -> None:
         for _ in range(workers * 2):
             submit_next()
         while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            # A timeout, so Ctrl-C reaches this thread on every OS.
+            done, _ = wait(in_flight, timeout=stopping.POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 item = in_flight.pop(future)
                 outcome = future.result()
@@ -356,17 +370,21 @@ def extract_attachments(ctx: Context) -> None:
                     transport_failures = 0
                 submit_next()
     except BaseException:
-        # Keep what the downloads still running manage to store, then stop.
-        for future in list(in_flight):
+        # Start nothing more; keep what the downloads still running manage to store. After a
+        # stop request they end at their next chunk, and are waited for GRACE_SECONDS at most.
+        for future in in_flight:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _await(in_flight, stopping.GRACE_SECONDS if stopping.requested() else None)
         for future, item in in_flight.items():
             if future.done() and not future.cancelled() and future.exception() is None:
                 with contextlib.suppress(Exception):
                     save_outcome(ctx, item, future.result())
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Never join here: a download still on the wire after the grace is abandoned (its
+        # temp file is swept by the next run).
+        pool.shutdown(wait=False, cancel_futures=True)
+        stopping.abandon(in_flight)
         ctx.progress.finish("attachments")
     ctx.note(
         "downloads_done",

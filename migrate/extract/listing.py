@@ -4,17 +4,23 @@ A page's raw records and the cursor that points past it commit together, so a re
 starts at the first page not yet stored and never asks for a stored page again. When the last
 (short) page is stored, records the pass did not see are marked deleted in the raw table, in
 the same transaction; if a page could not be read, deletions are not inferred this pass.
+
+An id listed twice in one pass (on one page, or on two) is a source problem, like a duplicate
+area: the first record is kept, the second is recorded in ``source_problems`` with both raw
+records, and the listing goes on.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from migrate.clients.bim360field import FieldSession, MalformedBody
-from migrate.extract.normalise import Problem, record_id
+from migrate.extract.normalise import Problem, duplicate_id, record_id
 from migrate.extract.raw import save_raw_batch
 from migrate.extract.state import Context
 from migrate.store import mark_missing
+from migrate.store.db import select_in
 
 #: After this many unreadable pages in a row the listing gives up for this pass.
 MAX_BAD_PAGES = 3
@@ -48,14 +54,20 @@ def save_page(
     store = ctx.store
     with store.transaction():
         problems: list[Problem] = []
-        records: list[tuple[str, Any]] = []
+        records: dict[str, Any] = {}
+        where = f"one listing ({endpoint}, again at offset {offset})"
         for record in rows:
             source_id, problem = record_id(record, entity)
-            if problem is not None:
-                problems.append(problem)
+            if problem is not None or source_id is None:
+                problems.extend([problem] if problem is not None else [])
+            elif source_id in records:
+                problems.append(duplicate_id(entity, source_id, records[source_id], record, where))
             else:
-                records.append((source_id, record))
-        for saved in save_raw_batch(store, raw_table, records, ctx.run_id).values():
+                records[source_id] = record
+        for source_id, first in listed_earlier(ctx, raw_table, list(records)).items():
+            problems.append(duplicate_id(entity, source_id, first, records.pop(source_id), where))
+        saved_records = save_raw_batch(store, raw_table, list(records.items()), ctx.run_id)
+        for saved in saved_records.values():
             ctx.tally.change(entity, saved.change)
         ctx.problems(problems, endpoint=endpoint)
         if last and not incomplete:
@@ -63,6 +75,24 @@ def save_page(
             gone = mark_missing(store, raw_table, ctx.pass_id, ctx.run_id)
             ctx.note("listing_missing", entity=entity, counts={"missing": len(gone)})
         ctx.set_cursor(cursor, offset + len(rows), done=last, incomplete=incomplete)
+
+
+def listed_earlier(ctx: Context, raw_table: str, source_ids: list[str]) -> dict[str, Any]:
+    """Raw records of ``source_ids`` already stored by an earlier page of this pass's listing.
+
+    A record stored in this pass has ``last_seen_run`` at or after the pass's first run; the
+    raw table belongs to this listing alone.
+    """
+    return {
+        source_id: json.loads(payload)
+        for source_id, payload in select_in(
+            ctx.store.conn,
+            f"SELECT source_id, payload FROM {raw_table} "
+            "WHERE last_seen_run >= ? AND source_id IN ({marks})",
+            source_ids,
+            (ctx.pass_id,),
+        )
+    }
 
 
 def extract_listing(

@@ -240,6 +240,20 @@ def record_id(record: Any, entity: str, key: str = "id") -> tuple[str | None, Pr
     )
 
 
+def duplicate_id(entity: str, source_id: str, first: Any, again: Any, where: str) -> Problem:
+    """A source problem for an id listed twice in one listing: the first record is kept.
+
+    Both raw records go in the payload, so what was left out can be read back.
+    """
+    return Problem(
+        entity,
+        source_id,
+        f"{entity} {source_id} appears twice in {where}; the first record is kept and the "
+        "second ignored (both are in raw_payload)",
+        {"kept": first, "ignored": again},
+    )
+
+
 def json_text(value: Any) -> str | None:
     """A value as JSON text for a JSON column, or None."""
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -14,6 +14,7 @@ from migrate.errors import ConfigError
 from migrate.extract.normalise import (
     Mapped,
     Problem,
+    duplicate_id,
     map_areas,
     map_company,
     map_custom_field,
@@ -100,8 +101,8 @@ def split_records(reference: Reference, answer: Any) -> tuple[dict[str, Any], li
         category = answer.get("category")
         if isinstance(category, dict):
             type_id, problem = record_id(category, "issue_fields")
-            if problem is not None:
-                problems.append(problem)
+            if problem is not None or type_id is None:
+                problems.extend([problem] if problem is not None else [])
             else:
                 records[type_id] = category
         return records, problems
@@ -117,17 +118,16 @@ def split_records(reference: Reference, answer: Any) -> tuple[dict[str, Any], li
         return records, problems
     for record in answer:
         source_id, problem = record_id(record, reference.entity, reference.id_key)
-        if problem is not None:
-            problems.append(problem)
+        if problem is not None or source_id is None:
+            problems.extend([problem] if problem is not None else [])
         elif source_id in records:
             problems.append(
-                Problem(
+                duplicate_id(
                     reference.entity,
                     source_id,
-                    f"{reference.entity} "
-                    f"{source_id} appears twice in one answer; the first is "
-                    "kept",
+                    records[source_id],
                     record,
+                    f"one answer of POST {reference.path}",
                 )
             )
         else:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 from migrate.clients.bim360field import FieldSession
-from migrate.clients.http import HttpClient, RetryPolicy
+from migrate.clients.http import HttpClient, policy_for
 from migrate.errors import ApiError, ConfigError, StageFailed, TransportError
 from migrate.extract.attachments import extract_attachments
 from migrate.extract.checklists import extract_checklists
@@ -246,7 +246,7 @@ def extract_from_settings(
         run_id = start_run(store, "extract", args)
         http = HttpClient(
             source.base_url,
-            policy=RetryPolicy(read_timeout=source.timeout),
+            policy=policy_for(source),
             pool_size=max(4, source.workers),
             secrets=credentials.redaction_values(),
         )

@@ -14,11 +14,12 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from migrate import stopping
 from migrate.errors import ApiError, MigrateError
 from migrate.store.blobs import BlobStore
 from migrate.store.db import Store, utc_now
@@ -59,6 +60,11 @@ class _Instructions:
     @property
     def uuid(self) -> str:
         return str(self.upload.uuid)
+
+
+def _cancel_pending(futures: Iterable[Future[None]]) -> int:
+    """Cancel the jobs not started yet; how many were cancelled now."""
+    return sum(1 for future in futures if not future.cancelled() and future.cancel())
 
 
 def _age_seconds(stamp: str | None) -> float:
@@ -209,49 +215,83 @@ class Uploader:
     def _run(
         self, jobs: list[tuple[AttachmentFile, _Instructions | None]], outcome: UploadOutcome
     ) -> None:
+        """Upload ``jobs`` on the pool; record every event on this thread as it comes.
+
+        The first transport or auth failure stops the rest: files not started are not started
+        (the service is failing, or given up on, for all of them), those on the wire are
+        waited for and recorded, then the failure is raised. Ctrl-C (KeyboardInterrupt here,
+        :data:`migrate.stopping.STOP` in the workers) does the same, but waits at most
+        ``stopping.GRACE_SECONDS`` for the files on the wire.
+        """
         events: queue.Queue[tuple[str, AttachmentFile, Any]] = queue.Queue()
-        with ThreadPoolExecutor(
+        pool = ThreadPoolExecutor(
             max_workers=min(self.workers, len(jobs)), thread_name_prefix="upload"
-        ) as pool:
-            for file, known in jobs:
-                pool.submit(self._work, file, known, events)
-            finished = 0
-            failure: BaseException | None = None
-            while finished < len(jobs):
-                kind, file, detail = events.get()
-                assert file.sha256 is not None
-                if kind == "created":
-                    self._instructions[detail.uuid] = detail
-                    self._save(
-                        file.attachment_id,
-                        file.sha256,
-                        upload_uuid=detail.uuid,
-                        state="created",
-                        created_at=utc_now(),
-                        error=None,
-                    )
+        )
+        futures = [pool.submit(self._work, file, known, events) for file, known in jobs]
+        expected = len(futures)  # each job that starts ends with exactly one final event
+        finished = 0
+        failure: BaseException | None = None
+        try:
+            while finished < expected:
+                try:
+                    # A timeout, so Ctrl-C reaches this thread on every OS.
+                    kind, file, detail = events.get(timeout=stopping.POLL_SECONDS)
+                except queue.Empty:
                     continue
-                finished += 1
-                if kind == "stored":
-                    self._instructions.pop(detail, None)
-                    self._save(
-                        file.attachment_id,
-                        file.sha256,
-                        upload_uuid=detail,
-                        state="stored",
-                        error=None,
-                    )
-                    outcome.ready[file.attachment_id] = detail
-                    outcome.done += 1
-                    if self.on_upload:
-                        self.on_upload(1)
-                elif kind == "refused":
-                    self._save(file.attachment_id, file.sha256, state="failed", error=detail)
-                    outcome.failed[file.attachment_id] = detail
-                else:  # "error": transport or auth failure; stop after the others finish
-                    failure = failure or detail
+                finished += self._record(kind, file, detail, outcome)
+                if kind == "error" and failure is None:
+                    failure = detail
+                    expected -= _cancel_pending(futures)
+        except BaseException:
+            # Interrupted: start nothing more, keep what the files on the wire finish.
+            expected -= _cancel_pending(futures)
+            deadline = time.monotonic() + stopping.GRACE_SECONDS
+            while finished < expected and time.monotonic() < deadline:
+                try:
+                    kind, file, detail = events.get(timeout=stopping.POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                finished += self._record(kind, file, detail, outcome)
+            raise
+        finally:
+            # Never join here: a worker still on the wire after the grace is abandoned.
+            pool.shutdown(wait=False, cancel_futures=True)
+            stopping.abandon(futures)
         if failure is not None:
             raise failure
+
+    def _record(self, kind: str, file: AttachmentFile, detail: Any, outcome: UploadOutcome) -> int:
+        """Commit one worker event; 1 if it was the job's final event, else 0."""
+        assert file.sha256 is not None
+        if kind == "created":
+            self._instructions[detail.uuid] = detail
+            self._save(
+                file.attachment_id,
+                file.sha256,
+                upload_uuid=detail.uuid,
+                state="created",
+                created_at=utc_now(),
+                error=None,
+            )
+            return 0
+        if kind == "stored":
+            self._instructions.pop(detail, None)
+            self._save(
+                file.attachment_id,
+                file.sha256,
+                upload_uuid=detail,
+                state="stored",
+                error=None,
+            )
+            outcome.ready[file.attachment_id] = detail
+            outcome.done += 1
+            if self.on_upload:
+                self.on_upload(1)
+        elif kind == "refused":
+            self._save(file.attachment_id, file.sha256, state="failed", error=detail)
+            outcome.failed[file.attachment_id] = detail
+        # "error": a transport or auth failure (or a stop); the caller decides what follows.
+        return 1
 
     def _work(
         self,

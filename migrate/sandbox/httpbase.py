@@ -7,6 +7,7 @@ pool behaves as it would against the real services.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -330,7 +331,34 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
+        self.stopping = False
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every open connection, keep-alive ones included: a stopped service answers
+        nothing, not even on a connection a client opened before."""
+        self.stopping = True
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not self.stopping:  # a handler cut off by stop() has nothing to report
+            super().handle_error(request, client_address)
 
 
 class RunningServer:
@@ -350,6 +378,8 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
+        """Stop listening and cut every open connection (the service is gone)."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         self._thread.join(timeout=5)

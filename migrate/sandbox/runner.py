@@ -81,6 +81,17 @@ class Sandbox:
                 server.stop()
         self._field = self._procore = None
 
+    def stop_procore(self) -> None:
+        """Take the Procore simulator off the network (connections cut); its state is kept."""
+        assert self._procore is not None, "Procore is not running"
+        self._procore.stop()
+
+    def restart_procore(self) -> None:
+        """Serve the same Procore state again on the same port, after :meth:`stop_procore`."""
+        assert self._procore is not None, "the sandbox was never started"
+        port = self._procore.port
+        self._procore = RunningServer(self.procore_app, self.options.host, port)
+
     def __enter__(self) -> Sandbox:
         return self.start()
 
