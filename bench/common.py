@@ -218,7 +218,8 @@ def naive_load(client: Any, store: Any, blobs: Any, project_id: int) -> dict[str
         for attachment_id in json.loads(attachment_ids or "[]"):
             sha256, name, content_type = files[attachment_id]
             upload = client.create_upload(project_id, name, content_type)
-            client.put_upload_bytes(upload, blobs.path_for(sha256))
+            with blobs.open(sha256) as blob:
+                client.put_upload_bytes(upload, blob, sha256=sha256)
             upload_uuids.append(upload.uuid)
             uploads += 1
         if upload_uuids:

@@ -737,18 +737,22 @@ def test_stale_uploads_are_replaced_and_stored_ones_reused(
         (sha2,) = store.conn.execute(
             "SELECT sha256 FROM attachments WHERE id = 'att-00002'"
         ).fetchone()
-        client.put_upload_bytes(real, blobs.path_for(sha2))
+        with blobs.open(sha2) as blob:
+            sent = client.put_upload_bytes(real, blob, sha256=sha2)
+    assert sent.sha256 == sha2
     with store.transaction():
-        for attachment_id, upload_uuid, state in (
-            ("att-00000", "01DEADPROCESS", "created"),
-            ("att-00001", ghost.uuid, "stored"),
-            ("att-00002", real.uuid, "stored"),
+        # The DB says att-00001 and att-00002 were sent whole (sent_sha256 recorded).
+        for attachment_id, upload_uuid, state, claims_sent in (
+            ("att-00000", "01DEADPROCESS", "created", False),
+            ("att-00001", ghost.uuid, "stored", True),
+            ("att-00002", real.uuid, "stored", True),
         ):
             store.conn.execute(
                 "INSERT INTO uploads (attachment_id, target_project_id, sha256, upload_uuid, "
-                "state, created_at, updated_at) SELECT id, ?, sha256, ?, ?, "
-                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'x' FROM attachments WHERE id = ?",
-                (PROJECT, upload_uuid, state, attachment_id),
+                "state, created_at, updated_at, sent_sha256) SELECT id, ?, sha256, ?, ?, "
+                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'x', "
+                "CASE WHEN ? THEN sha256 END FROM attachments WHERE id = ?",
+                (PROJECT, upload_uuid, state, claims_sent, attachment_id),
             )
     store.close()
     before = client_app.call_counts()["uploads.create"]

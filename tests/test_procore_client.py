@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from migrate.clients.http import HttpClient, RetryPolicy
-from migrate.clients.procore import MAX_SYNC_ITEMS, ProcoreClient, SyncResult
+from migrate.clients.procore import (
+    MAX_SYNC_ITEMS,
+    ProcoreClient,
+    SyncResult,
+    UploadBytesMismatch,
+)
 from migrate.clients.ratebudget import RateBudget
 from migrate.errors import EXIT_USAGE, ApiError, ConfigError, CredentialError
 from migrate.sandbox.httpbase import App, Request, Response, RunningServer, json_response
@@ -439,7 +444,10 @@ def test_upload_end_to_end_lands_as_an_attachment(connect: Connect, tmp_path: Pa
     upload = client.create_upload(PROJECT, name, "image/jpeg")
     budget_before = client.budget.requests
     # Success proves no Authorization header went to storage: the simulator answers 400 to it.
-    assert client.put_upload_bytes(upload, path) == len(data)
+    digest = hashlib.sha256(data).hexdigest()
+    with path.open("rb") as source:
+        sent = client.put_upload_bytes(upload, source, sha256=digest, size=len(data))
+    assert (sent.size, sent.sha256) == (len(data), digest)
     assert client.budget.requests == budget_before  # storage is not Procore's quota
     assert app.calls["storage.upload"] == 1
     assert not any("/s3/" in key for key in client.requests_made())
@@ -461,8 +469,11 @@ def test_a_storage_failure_is_retried_with_the_whole_file(connect: Connect, tmp_
     path.write_bytes(data)
     upload = client.create_upload(PROJECT, "plan.pdf", "application/pdf")
     app.faults.inject("error", path="^/s3/")  # storage answers 500 once
-    client.put_upload_bytes(upload, path)
+    digest = hashlib.sha256(data).hexdigest()
+    with path.open("rb") as source:
+        sent = client.put_upload_bytes(upload, source, sha256=digest)
     assert app.calls["storage.upload"] == 2
+    assert (sent.size, sent.sha256) == (len(data), digest)  # hashed again on the second send
     stored = next(u for u in app.uploads(PROJECT) if u["uuid"] == upload.uuid)
     assert (stored["size"], stored["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
 
@@ -473,9 +484,45 @@ def test_an_expired_upload_is_refused_with_403(connect: Connect, tmp_path: Path)
     path.write_bytes(b"%PDF-1.4 late")
     upload = client.create_upload(PROJECT, "late.pdf", "application/pdf")
     app.advance_clock(3601)
-    with pytest.raises(ApiError) as caught:
-        client.put_upload_bytes(upload, path)
+    with pytest.raises(ApiError) as caught, path.open("rb") as source:
+        client.put_upload_bytes(upload, source, sha256=hashlib.sha256(b"%PDF-1.4 late").hexdigest())
     assert caught.value.status == 403
+
+
+def test_bytes_that_are_not_the_expected_file_never_reach_storage_whole(
+    connect: Connect, tmp_path: Path
+) -> None:
+    app, client = connect()
+    wanted = os.urandom(200_000)
+    other = bytearray(wanted)
+    other[-1] ^= 0xFF  # same size, the last byte differs: only the whole hash can tell
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(other)
+    upload = client.create_upload(PROJECT, "photo.jpg", "image/jpeg")
+    with pytest.raises(UploadBytesMismatch) as caught, path.open("rb") as source:
+        client.put_upload_bytes(
+            upload, source, sha256=hashlib.sha256(wanted).hexdigest(), size=len(wanted)
+        )
+    assert caught.value.actual == hashlib.sha256(other).hexdigest()
+    assert sum(client.storage.stats.requests.values()) == 1  # cut off, not retried
+    # An upload is stored only from a whole body: this one never will be.
+    (stored,) = [u for u in app.uploads(PROJECT) if u["uuid"] == upload.uuid]
+    assert (stored["state"], stored["sha256"], stored["size"]) == ("created", None, None)
+
+
+def test_a_file_of_the_wrong_size_is_refused_before_anything_is_sent(
+    connect: Connect, tmp_path: Path
+) -> None:
+    app, client = connect()
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"truncated")
+    upload = client.create_upload(PROJECT, "photo.jpg", "image/jpeg")
+    with (
+        pytest.raises(UploadBytesMismatch, match="has 9 bytes, not the 5000 expected"),
+        path.open("rb") as source,
+    ):
+        client.put_upload_bytes(upload, source, sha256="0" * 64, size=5000)
+    assert app.calls.get("storage.upload", 0) == 0
 
 
 # -- secrets ----------------------------------------------------------------------------------

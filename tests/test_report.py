@@ -117,7 +117,7 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     assert result.matched == loaded == planned > 80
     assert result.quarantined == len(open_rows)
     assert result.exit_code == (3 if open_rows else 0)
-    assert "attachment_bytes" in result.checks_not_run  # Procore exposes no sizes: said so
+    assert result.checks_not_run == []  # the attachment check runs on the sha256 sent
 
     # The report only read Procore: no write call, no attachment download, every page read.
     writes_after = {
@@ -144,6 +144,18 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     loaded_rows = [r for r in issues if r["state"] == "loaded"]
     assert len(loaded_rows) == loaded
     assert {r["reconciliation"] for r in loaded_rows} == {"matches"}
+    with migrated.db() as conn:
+        with_files = {
+            row[0]
+            for row in conn.execute(
+                "SELECT source_id FROM id_map WHERE entity = 'coordination_issue' AND "
+                "state = 'loaded' AND json_array_length(COALESCE(attachment_ids, '[]')) > 0"
+            )
+        }
+    assert with_files
+    assert {r["source_id"]: r["attachments"] for r in loaded_rows} == {
+        r["source_id"]: "matched" if r["source_id"] in with_files else "none" for r in loaded_rows
+    }
     assert all(r["procore_id"] and r["uuid"] for r in loaded_rows)
 
     # Quarantined records are listed with their reasons and hints, link-free.
@@ -169,6 +181,72 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
 
 
 # -- planted discrepancies -----------------------------------------------------------------
+
+
+def test_a_file_whose_sent_bytes_differ_from_the_staged_file_is_a_mismatch(
+    migrated: Migrated,
+) -> None:
+    with migrated.db() as conn:
+        planted = conn.execute(
+            "SELECT m.source_id, u.attachment_id, a.filename, a.sha256 FROM id_map m "
+            "JOIN json_each(m.attachment_ids) j JOIN uploads u ON u.attachment_id = j.value "
+            "AND u.target_project_id = m.target_project_id JOIN attachments a ON a.id = j.value "
+            "WHERE m.entity = 'coordination_issue' AND m.state = 'loaded' "
+            "ORDER BY m.source_id LIMIT 1"
+        ).fetchone()
+        unrecorded = conn.execute(
+            "SELECT m.source_id, u.attachment_id, a.filename, a.sha256 FROM id_map m "
+            "JOIN json_each(m.attachment_ids) j JOIN uploads u ON u.attachment_id = j.value "
+            "AND u.target_project_id = m.target_project_id JOIN attachments a ON a.id = j.value "
+            "WHERE m.entity = 'coordination_issue' AND m.state = 'loaded' AND m.source_id <> ? "
+            "ORDER BY m.source_id LIMIT 1",
+            (planted["source_id"],),
+        ).fetchone()
+        # Storage got other bytes for one file; another was sent by a migrate that did not
+        # record what it sent. Procore still lists both names: only the digest can tell.
+        conn.execute(
+            "UPDATE uploads SET sent_sha256 = ? WHERE attachment_id = ?",
+            ("e" * 64, planted["attachment_id"]),
+        )
+        conn.execute(
+            "UPDATE uploads SET sent_sha256 = NULL WHERE attachment_id = ?",
+            (unrecorded["attachment_id"],),
+        )
+
+    result = migrated.report("sent-bytes")
+
+    rows = [m for m in result.mismatches if m["field"] == "attachment_sha256"]
+    assert [(m["source_id"], m["expected"], m["actual"]) for m in rows] == sorted(
+        [
+            (
+                planted["source_id"],
+                f"{planted['filename']}: {planted['sha256']}",
+                f"{planted['filename']}: {'e' * 64}",
+            ),
+            (
+                unrecorded["source_id"],
+                f"{unrecorded['filename']}: {unrecorded['sha256']}",
+                f"{unrecorded['filename']}: not recorded",
+            ),
+        ]
+    )
+    assert {m["source_id"] for m in result.mismatches} == {
+        planted["source_id"],
+        unrecorded["source_id"],
+    }
+    journey = {r["source_id"]: r for r in _csv(result.csv_paths["issues"])}
+    assert journey[planted["source_id"]]["attachments"].startswith("mismatched: ")
+    assert planted["filename"] in journey[planted["source_id"]]["attachments"]
+    assert journey[unrecorded["source_id"]]["attachments"].startswith("mismatched: ")
+    assert journey[planted["source_id"]]["reconciliation"] == "mismatch: attachment_sha256"
+    others = {
+        r["attachments"]
+        for source_id, r in journey.items()
+        if r["state"] == "loaded"
+        and source_id not in (planted["source_id"], unrecorded["source_id"])
+    }
+    assert others == {"matched", "none"}
+    assert result.exit_code == 1
 
 
 def test_planted_discrepancies_are_each_listed(migrated: Migrated) -> None:

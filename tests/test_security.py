@@ -39,6 +39,7 @@ from migrate.report import report_from_settings
 from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Secret, TargetCredentials, TargetSettings, load_settings
+from migrate.store.blobs import MARKER_NAME
 
 # Characters that URL and form encoding change, so that an encoded copy is looked for too.
 FIELD_PASSWORD = "Fld-Pa55 w/+=&%-7c1e"
@@ -190,12 +191,15 @@ def test_faulted_full_run_leaves_no_secret_and_keeps_files_private(
     db.close()
     assert urls and all("object_id=" in url and "ticket" not in url.lower() for url in urls)
 
-    # Blob paths stay inside the blob store, in its aa/bb/<sha256> layout only.
+    # Blob paths stay inside the blob store, in its aa/bb/<sha256> layout only (and its marker).
     assert stored
     layout = set()
     for path in blobs.rglob("*"):
         relative = path.relative_to(blobs).as_posix()
         assert not path.is_symlink() and path.resolve().is_relative_to(blobs.resolve())
+        if relative == MARKER_NAME:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            continue
         if path.is_file():
             match = BLOB_PATH.match(relative)
             assert match and match[3].startswith(match[1] + match[2]), relative

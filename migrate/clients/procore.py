@@ -26,7 +26,9 @@ that it fails like any other service fault (exit 1, resumable).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -35,8 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 from urllib.parse import urlsplit
 
 from migrate.clients.http import HttpClient, RetryPolicy, policy_for
@@ -543,43 +544,87 @@ class ProcoreClient:
         fields = {str(k): str(v) for k, v in body["fields"].items()}
         return Upload(body["uuid"], body["url"], fields)
 
-    def put_upload_bytes(self, upload: Upload, file_path: str | Path) -> int:
-        """Post a file to storage as ``upload`` says; returns the bytes sent.
+    def put_upload_bytes(
+        self, upload: Upload, source: BinaryIO, *, sha256: str, size: int | None = None
+    ) -> SentFile:
+        """Post ``source`` to storage as ``upload`` says, proving the bytes as they go out.
 
-        The form carries every field unaltered, then the file as the part named ``file``. The
-        body is read from disk while it is sent. Storage gets no Procore token, no company
-        header, and does not count against the rate budget. A refusal raises ApiError with its
-        status: 403 means the upload expired (an hour after creation): create a new one.
+        ``source`` (open for binary reading, from its start) is hashed while the request
+        streams it, and the last bytes of the file part are released only once the sha256 of
+        everything read equals ``sha256``. On a mismatch :class:`UploadBytesMismatch` is raised
+        and the connection is dropped mid-body, so storage never receives a whole wrong file;
+        a ``size`` that differs from the source's is refused before anything is sent. Returns
+        the size and the sha256 of what storage received.
+
+        The form carries every field unaltered, then the file as the part named ``file``.
+        Storage gets no Procore token, no company header, and does not count against the rate
+        budget. A refusal raises ApiError with its status: 403 means the upload expired (an
+        hour after creation): create a new one.
         """
-        path = Path(file_path)
-        content_type = upload.fields.get("Content-Type") or "application/octet-stream"
-        body = _MultipartFile(upload.fields, path, path.name, content_type)
-        try:
-            self.storage.request(
-                "POST",
-                upload.url,
-                data=body,
-                headers={"Content-Type": body.content_type},
-                ok=range(200, 300),
-            )
-        finally:
-            body.close()
-        return body.file_size
+        body = _MultipartFile(upload.fields, source, sha256, expected_size=size)
+        self.storage.request(
+            "POST",
+            upload.url,
+            data=body,
+            headers={"Content-Type": body.content_type},
+            ok=range(200, 300),
+        )
+        return SentFile(size=body.file_size, sha256=body.proven_sha256())
 
 
 # -- multipart, streamed ----------------------------------------------------------------------
 
 
+class UploadBytesMismatch(Exception):
+    """The file read for an upload is not the expected one; storage got no whole file.
+
+    The message completes "the file …" (``has sha256 …, not the … expected``).
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """What storage received for an upload: size in bytes and sha256, hashed as it streamed."""
+
+    size: int
+    sha256: str
+
+
 class _MultipartFile:
-    """A multipart/form-data body that reads the file part from disk as it is sent.
+    """A multipart/form-data body that reads the file part as it is sent, and proves it.
 
     It behaves as a file (read/seek/tell, so the HTTP layer can rewind it for a retry) with a
-    known length, so the request carries Content-Length, which storage requires.
+    known length, so the request carries Content-Length, which storage requires. The file part
+    is hashed in order as it is read (from the start again after a rewind); the read that would
+    complete it raises UploadBytesMismatch instead unless the digest is the expected one. That
+    exception is neither an OSError nor a requests error, so the HTTP layer neither retries nor
+    wraps it and urllib3 closes the half-sent connection.
     """
 
     def __init__(
-        self, fields: Mapping[str, str], path: Path, filename: str, content_type: str
+        self,
+        fields: Mapping[str, str],
+        source: BinaryIO,
+        sha256: str,
+        *,
+        expected_size: int | None = None,
     ) -> None:
+        self._handle = source
+        self._expected = sha256
+        source.seek(0, os.SEEK_END)
+        self.file_size = source.tell()
+        source.seek(0)
+        if expected_size is not None and self.file_size != expected_size:
+            raise UploadBytesMismatch(
+                f"has {self.file_size} bytes, not the {expected_size} expected",
+                expected=sha256,
+                actual=None,
+            )
         self.boundary = uuidlib.uuid4().hex
         parts = [
             (
@@ -590,16 +635,19 @@ class _MultipartFile:
             + b"\r\n"
             for name, value in fields.items()
         ]
+        content_type = fields.get("Content-Type") or "application/octet-stream"
+        # The part's filename is the digest: storage names the file from the signed fields.
         parts.append(
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{_quoted(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+            f'filename="{sha256}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
         )
         self._head = b"".join(parts)
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
-        self._handle = path.open("rb")
-        self.file_size = path.stat().st_size
         self._length = len(self._head) + self.file_size + len(self._tail)
         self._position = 0
+        self._digest = hashlib.sha256()
+        self._hashed = 0  # bytes of the file part in _digest, read in order from offset 0
+        self._proven = False
 
     @property
     def content_type(self) -> str:
@@ -629,11 +677,19 @@ class _MultipartFile:
             if self._position < head:
                 piece = self._head[self._position : self._position + size]
             elif self._position < file_end:
-                self._handle.seek(self._position - head)
+                offset = self._position - head
+                self._hash_up_to(offset)
                 piece = self._handle.read(min(size, file_end - self._position))
                 if not piece:
-                    raise OSError(f"{self._handle.name} got shorter while it was being sent")
+                    self._refuse("got shorter while it was being sent")
+                self._digest.update(piece)
+                self._hashed += len(piece)
+                if self._hashed == self.file_size:
+                    self._prove()  # before these last bytes of the file leave
             else:
+                if not self._proven:  # an empty file, or a seek past the file part
+                    self._hash_up_to(self.file_size)
+                    self._prove()
                 start = self._position - file_end
                 piece = self._tail[start : start + size]
             out += piece
@@ -641,8 +697,38 @@ class _MultipartFile:
             size -= len(piece)
         return bytes(out)
 
-    def close(self) -> None:
-        self._handle.close()
+    def _hash_up_to(self, offset: int) -> None:
+        """Have the digest cover the file's bytes before ``offset`` and the handle sit there."""
+        if offset < self._hashed:  # rewound for a retry: hash the file again from its start
+            self._digest = hashlib.sha256()
+            self._hashed = 0
+            self._proven = False
+        self._handle.seek(self._hashed)
+        while self._hashed < offset:
+            chunk = self._handle.read(min(1 << 20, offset - self._hashed))
+            if not chunk:
+                self._refuse("got shorter while it was being sent")
+            self._digest.update(chunk)
+            self._hashed += len(chunk)
+
+    def _prove(self) -> None:
+        actual = self._digest.hexdigest()
+        if actual != self._expected:
+            raise UploadBytesMismatch(
+                f"has sha256 {actual}, not the {self._expected} expected",
+                expected=self._expected,
+                actual=actual,
+            )
+        self._proven = True
+
+    def _refuse(self, why: str) -> NoReturn:
+        raise UploadBytesMismatch(why, expected=self._expected, actual=None)
+
+    def proven_sha256(self) -> str:
+        """The sha256 of the whole file part as last sent; only once it has been proven."""
+        if not self._proven:
+            raise RuntimeError("the file part was not sent whole")
+        return self._digest.hexdigest()
 
 
 def _quoted(value: str) -> str:

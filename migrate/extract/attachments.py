@@ -18,12 +18,10 @@ import contextlib
 import hashlib
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from migrate import stopping
@@ -31,7 +29,7 @@ from migrate.clients.bim360field import FieldSession
 from migrate.errors import IncompleteBody, ServiceUnavailable, TransportError
 from migrate.extract.normalise import BINARY_KINDS, Problem
 from migrate.extract.state import Context
-from migrate.store import BlobInfo, BlobStore, utc_now
+from migrate.store import BlobStore, utc_now
 
 #: Transport failures in a row (no success between) after which the service counts as down.
 MAX_TRANSPORT_FAILURES_IN_A_ROW = 4
@@ -90,27 +88,6 @@ class HashingWriter:
         return self._digest.hexdigest()
 
 
-def adopt_temp(blobs: BlobStore, temp: Path, sha256: str, size: int) -> BlobInfo:
-    """Move a complete, hashed and fsynced temp file to its place in the blob store.
-
-    The same final step as ``BlobStore.write_stream`` (which wants the bytes as an iterator,
-    while the HTTP layer pushes them into a file): an equal blob already stored is kept.
-    """
-    target = blobs.path_for(sha256)
-    for folder in (target.parent.parent, target.parent):
-        folder.mkdir(mode=0o700, exist_ok=True)
-    if target.is_file() and target.stat().st_size == size:
-        temp.unlink()
-    else:
-        os.replace(temp, target)
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return BlobInfo(sha256=sha256, size=size, path=target)
-
-
 def download_blob(
     session: FieldSession,
     blobs: BlobStore,
@@ -128,31 +105,37 @@ def download_blob(
     retries = 0
     last_error = ""
     for attempt in range(1, attempts + 1):
-        fd, name = tempfile.mkstemp(dir=blobs.tmp, prefix=f"{os.getpid()}-", suffix=".part")
-        temp = Path(name)
         try:
-            with os.fdopen(fd, "wb") as raw:
-                writer = HashingWriter(raw, item.size_expected)
-                session.download(writer, object_type=item.kind, object_id=item.id)
-                raw.flush()
-                os.fsync(raw.fileno())
+            with blobs.temp() as temp:
+                writer = HashingWriter(temp.file, item.size_expected)
+                try:
+                    session.download(writer, object_type=item.kind, object_id=item.id)
+                except FileNotFoundError:
+                    return Outcome(
+                        "failed",
+                        failure="not_found",
+                        retries=retries,
+                        error="the source answered 404: it has no file for this attachment",
+                    )
+                temp.file.flush()
+                os.fsync(temp.file.fileno())
+                if item.size_expected is not None and writer.size != item.size_expected:
+                    return Outcome(
+                        "failed",
+                        failure="size_mismatch",
+                        size=writer.size,
+                        retries=retries,
+                        error=f"the source declared {item.size_expected} bytes but sent "
+                        f"{writer.size}",
+                    )
+                info = blobs.adopt(temp, writer.hexdigest(), writer.size)
         except IncompleteBody as exc:
-            _discard(temp)
             last_error = str(exc)
             if attempt < attempts:
                 retries += 1
                 stopping.sleep(pause(attempt))
             continue
-        except FileNotFoundError:
-            _discard(temp)
-            return Outcome(
-                "failed",
-                failure="not_found",
-                retries=retries,
-                error="the source answered 404: it has no file for this attachment",
-            )
         except _SizeExceeded as exc:
-            _discard(temp)
             return Outcome(
                 "failed",
                 failure="size_mismatch",
@@ -161,24 +144,9 @@ def download_blob(
                 error=f"the source declared {item.size_expected} bytes but sent {exc}",
             )
         except ServiceUnavailable:
-            _discard(temp)
-            raise  # the service is down, not this file: the whole stage stops
+            raise  # the service is down, not this file: the whole stage stops (temp discarded)
         except TransportError as exc:
-            _discard(temp)
             return Outcome("failed", failure="transport", retries=retries, error=str(exc))
-        except BaseException:
-            _discard(temp)
-            raise
-        if item.size_expected is not None and writer.size != item.size_expected:
-            _discard(temp)
-            return Outcome(
-                "failed",
-                failure="size_mismatch",
-                size=writer.size,
-                retries=retries,
-                error=f"the source declared {item.size_expected} bytes but sent {writer.size}",
-            )
-        info = adopt_temp(blobs, temp, writer.hexdigest(), writer.size)
         return Outcome(
             "stored", sha256=info.sha256, size=info.size, retries=retries, downloaded=True
         )
@@ -188,11 +156,6 @@ def download_blob(
         retries=retries,
         error=f"cut short {attempts} times; last: {last_error}",
     )
-
-
-def _discard(temp: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
 
 
 # -- DB side (calling thread) -------------------------------------------------------------------
@@ -399,7 +362,6 @@ def extract_attachments(ctx: Context) -> None:
 __all__ = [
     "Outcome",
     "PendingBlob",
-    "adopt_temp",
     "download_blob",
     "extract_attachments",
     "pending_blobs",

@@ -5,23 +5,36 @@ created_at) → stored → referenced``. A stored upload is reused by the next a
 its issue (a re-sent batch, a rejected item retried); a ``created`` upload whose storage
 instructions are not in this process's memory, or that is close to the hour Procore gives to
 start the storage POST, is replaced by a new upload, and so is one that storage refuses with
-403. Workers only do HTTP; every state change is committed by the calling thread as the
-worker reports it (the SQLite connection belongs to that thread).
+403. Workers only do HTTP and file I/O; every state change is committed by the calling thread
+as the worker reports it (the SQLite connection belongs to that thread).
+
+Bytes are proven, never assumed: the blob is opened without following a link, its size must be
+the staged one before an upload is even created, and ``put_upload_bytes`` hashes it while it
+streams, releasing the last bytes only if the sha256 is the staged one. ``uploads.sent_sha256``
+records what storage received; a stored upload is reused only when that equals the staged
+sha256. A blob that fails any of this is not sent: it is moved out of its digest name into the
+blob store's ``damaged/`` and the attachment's issue is held back (quarantined with the reason).
+Extract then finds the file missing and downloads it again (``recheck_stored``), so
+``migrate extract`` then ``migrate load`` (or one ``migrate run``) heals it. Load does not
+download from BIM 360 Field itself: it holds no Field session or credentials, and attachment
+downloads and their bookkeeping belong to extract.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from migrate import stopping
+from migrate.clients.procore import UploadBytesMismatch
 from migrate.errors import ApiError, MigrateError
-from migrate.store.blobs import BlobStore
+from migrate.store.blobs import BlobStore, UnsafeBlob
 from migrate.store.db import Store, utc_now
 from migrate.text import procore_name
 
@@ -37,6 +50,7 @@ class AttachmentFile:
 
     attachment_id: str
     sha256: str | None
+    size: int | None
     filename: str
     content_type: str
     state: str
@@ -108,30 +122,33 @@ class Uploader:
             chunk = attachment_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             for row in self.store.conn.execute(
-                f"SELECT id, sha256, filename, content_type, state FROM attachments "
+                f"SELECT id, sha256, size, filename, content_type, state FROM attachments "
                 f"WHERE id IN ({marks})",
                 chunk,
             ):
                 found[row[0]] = AttachmentFile(
                     attachment_id=row[0],
                     sha256=row[1],
-                    filename=row[2] or f"attachment-{row[0]}",
-                    content_type=row[3] or "application/octet-stream",
-                    state=row[4],
+                    size=row[2],
+                    filename=row[3] or f"attachment-{row[0]}",
+                    content_type=row[4] or "application/octet-stream",
+                    state=row[5],
                 )
         return found
 
-    def _rows(self, attachment_ids: list[str]) -> dict[str, tuple[str, str | None, str, str]]:
-        found: dict[str, tuple[str, str | None, str, str]] = {}
+    def _rows(
+        self, attachment_ids: list[str]
+    ) -> dict[str, tuple[str, str | None, str | None, str, str]]:
+        found: dict[str, tuple[str, str | None, str | None, str, str]] = {}
         for start in range(0, len(attachment_ids), 500):
             chunk = attachment_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            for attachment_id, sha256, upload_uuid, state, created_at in self.store.conn.execute(
-                f"SELECT attachment_id, sha256, upload_uuid, state, created_at FROM uploads "
-                f"WHERE target_project_id = ? AND attachment_id IN ({marks})",
+            for attachment_id, *row in self.store.conn.execute(
+                f"SELECT attachment_id, sha256, sent_sha256, upload_uuid, state, created_at "
+                f"FROM uploads WHERE target_project_id = ? AND attachment_id IN ({marks})",
                 (self.project_id, *chunk),
             ):
-                found[attachment_id] = (sha256, upload_uuid, state, created_at)
+                found[attachment_id] = (row[0], row[1], row[2], row[3], row[4])
         return found
 
     # -- writing -------------------------------------------------------------------------------
@@ -184,7 +201,9 @@ class Uploader:
                     f"attachment {attachment_id} is not in the staging DB"
                 )
                 continue
-            if file.state != "stored" or not file.sha256 or not self.blobs.has(file.sha256):
+            # Whether the blob is there, and is the file, is for the worker to find out: it
+            # opens it without following links and proves its bytes.
+            if file.state != "stored" or not file.sha256:
                 outcome.failed[attachment_id] = (
                     f"attachment {attachment_id} ({file.filename}) is not in the blob store "
                     f"(download state {file.state})"
@@ -192,9 +211,18 @@ class Uploader:
                 continue
             row = rows.get(attachment_id)
             if row is not None:
-                sha256, upload_uuid, state, created_at = row
+                sha256, sent_sha256, upload_uuid, state, created_at = row
                 same_bytes = sha256 == file.sha256 and upload_uuid
-                if same_bytes and state == "stored" and _age_seconds(created_at) < STORED_MAX_AGE:
+                # Reused only if storage is known to hold these very bytes (an upload stored by
+                # a migrate that did not hash what it sent is made again).
+                proven = sent_sha256 == file.sha256
+                if (
+                    upload_uuid is not None
+                    and same_bytes
+                    and proven
+                    and state == "stored"
+                    and _age_seconds(created_at) < STORED_MAX_AGE
+                ):
                     outcome.ready[attachment_id] = upload_uuid
                     outcome.reused += 1
                     continue
@@ -272,18 +300,21 @@ class Uploader:
                 state="created",
                 created_at=utc_now(),
                 error=None,
+                sent_sha256=None,
             )
             return 0
         if kind == "stored":
-            self._instructions.pop(detail, None)
+            upload_uuid, sent_sha256 = detail
+            self._instructions.pop(upload_uuid, None)
             self._save(
                 file.attachment_id,
                 file.sha256,
-                upload_uuid=detail,
+                upload_uuid=upload_uuid,
                 state="stored",
                 error=None,
+                sent_sha256=sent_sha256,
             )
-            outcome.ready[file.attachment_id] = detail
+            outcome.ready[file.attachment_id] = upload_uuid
             outcome.done += 1
             if self.on_upload:
                 self.on_upload(1)
@@ -299,26 +330,46 @@ class Uploader:
         known: _Instructions | None,
         events: queue.Queue[tuple[str, AttachmentFile, Any]],
     ) -> None:
-        """One attachment: create the upload (unless resuming one) and POST the bytes."""
+        """One attachment: prove the blob, create the upload (unless resuming one), post it."""
         try:
             assert file.sha256 is not None
-            path = self.blobs.path_for(file.sha256)
-            for attempt in (1, 2):
-                if known is None:
-                    known = self._create(file)
-                    events.put(("created", file, known))
-                try:
-                    self.client.put_upload_bytes(known.upload, path)
-                except ApiError as exc:
-                    # Storage answers 403 once the hour to start is over or the form no longer
-                    # matches: a new upload gets fresh instructions. Once only.
-                    if exc.status == 403 and attempt == 1:
-                        known = None
-                        continue
-                    events.put(("refused", file, f"storage refused the file: {exc}"))
-                    return
-                events.put(("stored", file, known.uuid))
+            try:
+                blob = self.blobs.open(file.sha256)
+            except (FileNotFoundError, UnsafeBlob) as exc:
+                why = (
+                    "is missing"
+                    if isinstance(exc, FileNotFoundError)
+                    else f"{exc.what} ({exc.path})"
+                )
+                events.put(("refused", file, self._damaged(file, why, None)))
                 return
+            with blob:
+                size = os.fstat(blob.fileno()).st_size
+                if file.size is not None and size != file.size:
+                    why = f"has {size} bytes, not the {file.size} downloaded"
+                    events.put(("refused", file, self._damaged(file, why, blob)))
+                    return
+                for attempt in (1, 2):
+                    if known is None:
+                        known = self._create(file)
+                        events.put(("created", file, known))
+                    try:
+                        sent = self.client.put_upload_bytes(
+                            known.upload, blob, sha256=file.sha256, size=file.size
+                        )
+                    except UploadBytesMismatch as exc:
+                        events.put(("refused", file, self._damaged(file, str(exc), blob)))
+                        return
+                    except ApiError as exc:
+                        # Storage answers 403 once the hour to start is over or the form no
+                        # longer matches: a new upload gets fresh instructions. Once only.
+                        if exc.status == 403 and attempt == 1:
+                            known = None
+                            continue
+                        events.put(("refused", file, f"storage refused the file: {exc}"))
+                        return
+                    events.put(("stored", file, (known.uuid, sent.sha256)))
+                    return
         except ApiError as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401,):
                 events.put(("refused", file, f"Procore refused the upload: {exc}"))
@@ -328,6 +379,16 @@ class Uploader:
             events.put(("error", file, exc))
         except BaseException as exc:  # a bug must surface in the main thread, not vanish
             events.put(("error", file, exc))
+
+    def _damaged(self, file: AttachmentFile, why: str, seen: BinaryIO | None) -> str:
+        """Move a blob that is not the downloaded file out of the way; the hold-back reason."""
+        assert file.sha256 is not None
+        moved = self.blobs.set_aside(file.sha256, seen)
+        where = f"; moved to {moved}" if moved is not None else ""
+        return (
+            f"attachment {file.attachment_id} ({file.filename}): the blob store copy {why}, so "
+            f"it was not sent to Procore{where}. `migrate extract` downloads it again"
+        )
 
     def _create(self, file: AttachmentFile) -> _Instructions:
         name = procore_name(file.filename) or f"attachment-{file.attachment_id}"

@@ -230,6 +230,7 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
         rec.issue_results.get(source_id, "" if state in ("loaded", "sent") else state)
         for source_id, state in zip(issues["source_id"], issues["state"], strict=True)
     ]
+    issues["attachments"] = [rec.attachment_results.get(s, "") for s in issues["source_id"]]
     frames = {
         "mismatches": frame(rec.mismatches, MISMATCH_COLUMNS),
         "missing": frame(rec.missing, MISSING_COLUMNS),

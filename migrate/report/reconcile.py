@@ -7,9 +7,11 @@ loaded issue is expected to look like comes from what transform planned and load
 - title, status, priority, issue_type, due_date, assignee: ``planned_issues``;
 - location: the planned path (node names, root first) against the path Procore's location ids
   give, walked through ``parent_id`` (names joined by ">" are ambiguous when a name holds ">");
-- attachments: the files load sent at create (``id_map.attachment_ids``), by count and by name.
-  Procore does not expose attachment sizes over its API, so bytes are compared only when a size
-  is present in the answer; the report says which checks ran. Files are never downloaded.
+- attachments: the files load sent at create (``id_map.attachment_ids``), by count and by name,
+  and by content: a file matches when the sha256 of the bytes storage received
+  (``uploads.sent_sha256``, hashed while they were sent) equals the staged sha256 of that
+  attachment and Procore lists a file of that name on the issue. Procore's API gives no size
+  or digest of an attachment, and files are never downloaded: the sent digest is the proof.
 
 Orphans are Procore issues carrying a uuid this migration derives (``migrate.ids.issue_uuid``
 for any source id the staging DB knows, or a planned uuid) that id_map does not map to them.
@@ -114,6 +116,8 @@ class Reconciliation:
     deleted_after_load: list[dict[str, Any]]
     quarantine: list[QuarantineGroup]
     issue_results: dict[str, str]
+    #: source id -> "matched", "mismatched: <file names>", "none" or "not checked: …"
+    attachment_results: dict[str, str]
     runs: list[dict[str, Any]]
     status_before: list[tuple[str, int]]
     status_after: list[tuple[str, int]]
@@ -268,23 +272,23 @@ def reconcile(
     # The name each file was uploaded under: load cleans control characters out of it.
     attachment_info = {
         row["id"]: {**row, "filename": procore_name(row["filename"] or "") or None}
-        for row in _rows(store, "SELECT id, filename, size FROM attachments")
+        for row in _rows(store, "SELECT id, filename, sha256 FROM attachments")
+    }
+    sent_sha256 = {
+        (row["attachment_id"], row["target_project_id"]): row["sent_sha256"]
+        for row in _rows(store, "SELECT attachment_id, target_project_id, sent_sha256 FROM uploads")
     }
     checks: list[Check] = []
     mismatches: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
     orphans: list[dict[str, Any]] = []
     issue_results: dict[str, str] = {}
+    attachment_results: dict[str, str] = {}
     matched_by_entity = {"issue": 0, "checklist_item": 0, "location": 0}
 
     online = target is not None
     procore_issues = {int(i["id"]): i for i in target.issues} if target else {}
     locations_by_id = {int(loc["id"]): loc for loc in target.locations} if target else {}
-    sizes_exposed = bool(target) and any(
-        isinstance(a, dict) and isinstance(a.get("size"), int)
-        for issue in procore_issues.values()
-        for a in issue.get("attachments") or []
-    )
 
     if online:
         for row in loaded:
@@ -293,10 +297,11 @@ def reconcile(
             if actual is None:
                 missing.append(_missing_row(kind, row))
                 issue_results[row["source_id"]] = "missing in Procore"
+                attachment_results[row["source_id"]] = "not checked: missing in Procore"
                 continue
-            rows = _compare_issue(
-                kind, row, actual, locations_by_id, attachment_info, sizes_exposed
-            )
+            files = _attachment_check(row, actual, attachment_info, sent_sha256)
+            attachment_results[row["source_id"]] = files.status
+            rows = _compare_issue(kind, row, actual, locations_by_id, files)
             mismatches.extend(rows)
             if rows:
                 issue_results[row["source_id"]] = "mismatch: " + ", ".join(
@@ -312,10 +317,11 @@ def reconcile(
         missing.extend(location_missing)
         matched_by_entity["location"] = matched_locations
         orphans = _orphans(store, project, procore_issues, loaded)
-        checks.extend(_online_checks(sizes_exposed, len(procore_issues), len(locations_by_id)))
+        checks.extend(_online_checks(len(procore_issues), len(locations_by_id)))
     else:
         for row in loaded:
             issue_results[row["source_id"]] = "loaded (not checked: offline)"
+            attachment_results[row["source_id"]] = "not checked: offline"
         checks.append(
             Check(
                 "Procore read-back",
@@ -357,6 +363,7 @@ def reconcile(
         ),
         quarantine=_quarantine_groups(store),
         issue_results=issue_results,
+        attachment_results=attachment_results,
         runs=_run_history(store),
         status_before=_status_before(store),
         status_after=status_after,
@@ -397,8 +404,7 @@ def _compare_issue(
     row: Mapping[str, Any],
     actual: Mapping[str, Any],
     locations_by_id: Mapping[int, dict[str, Any]],
-    attachment_info: Mapping[str, dict[str, Any]],
-    sizes_exposed: bool,
+    files: AttachmentCheck,
 ) -> list[dict[str, Any]]:
     notes = []
     if row.get("planned_hash") is None:
@@ -410,7 +416,7 @@ def _compare_issue(
     note = "; ".join(notes)
     found: list[dict[str, Any]] = []
 
-    def differ(name: str, expected: Any, got: Any) -> None:
+    def differ(name: str, expected: Any, got: Any, why: str = "") -> None:
         found.append(
             {
                 "entity": kind,
@@ -420,7 +426,7 @@ def _compare_issue(
                 "field": name,
                 "expected": _text(expected),
                 "actual": _text(got),
-                "note": note,
+                "note": "; ".join(n for n in (why, note) if n),
             }
         )
 
@@ -445,27 +451,78 @@ def _compare_issue(
     if _date(row.get("due_date")) != _date(actual.get("due_date")):
         differ("due_date", _date(row.get("due_date")), _date(actual.get("due_date")))
 
+    if len(files.expected_names) != len(files.actual_names):
+        differ("attachment_count", len(files.expected_names), len(files.actual_names))
+    elif Counter(files.expected_names) != Counter(files.actual_names):
+        only_expected = sorted(
+            (Counter(files.expected_names) - Counter(files.actual_names)).elements()
+        )
+        only_actual = sorted(
+            (Counter(files.actual_names) - Counter(files.expected_names)).elements()
+        )
+        differ("attachment_names", only_expected, only_actual)
+    for name, staged, sent in files.unproven:
+        differ(
+            "attachment_sha256",
+            f"{name}: {staged or 'not staged'}",
+            f"{name}: {sent or 'not recorded'}",
+            "the bytes sent are not the staged file"
+            if sent
+            else "no sha256 was recorded for the bytes sent (an upload made before migrate "
+            "hashed them): compare this file in Procore by hand",
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class AttachmentCheck:
+    """One loaded issue's files: names expected and listed, and files whose bytes differ."""
+
+    expected_names: list[str]
+    actual_names: list[str]
+    unproven: list[tuple[str, str | None, str | None]]  # (name, staged sha256, sent sha256)
+    status: str
+
+
+def _attachment_check(
+    row: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    attachment_info: Mapping[str, Mapping[str, Any]],
+    sent_sha256: Mapping[tuple[str, int], str | None],
+) -> AttachmentCheck:
+    """A file matches when the sha256 sent is its staged sha256 and Procore lists its name."""
     sent = _json_list(row.get("sent_attachment_ids"))
     if sent is None:
         sent = _json_list(row.get("planned_attachment_ids")) or []
-    expected_files = [attachment_info.get(a, {"filename": None, "size": None}) for a in sent]
-    expected_names = [
-        f.get("filename") or f"attachment-{a}" for a, f in zip(sent, expected_files, strict=True)
+    actual_names = [
+        str(a.get("name") or "") for a in actual.get("attachments") or [] if isinstance(a, dict)
     ]
-    actual_files = [a for a in actual.get("attachments") or [] if isinstance(a, dict)]
-    actual_names = [str(a.get("name") or "") for a in actual_files]
-    if len(expected_names) != len(actual_names):
-        differ("attachment_count", len(expected_names), len(actual_names))
-    elif Counter(expected_names) != Counter(actual_names):
-        only_expected = sorted((Counter(expected_names) - Counter(actual_names)).elements())
-        only_actual = sorted((Counter(actual_names) - Counter(expected_names)).elements())
-        differ("attachment_names", only_expected, only_actual)
-    if sizes_exposed:
-        expected_bytes = sum(int(f.get("size") or 0) for f in expected_files)
-        actual_bytes = sum(int(a.get("size") or 0) for a in actual_files)
-        if expected_bytes != actual_bytes:
-            differ("attachment_bytes", expected_bytes, actual_bytes)
-    return found
+    listed = Counter(actual_names)
+    expected_names: list[str] = []
+    unproven: list[tuple[str, str | None, str | None]] = []
+    mismatched: list[str] = []
+    for attachment_id in sent:
+        info = attachment_info.get(attachment_id) or {}
+        name = info.get("filename") or f"attachment-{attachment_id}"
+        expected_names.append(name)
+        staged = info.get("sha256")
+        sent_digest = sent_sha256.get((attachment_id, row["target_project_id"]))
+        proven = sent_digest is not None and sent_digest == staged
+        if not proven:
+            unproven.append((name, staged, sent_digest))
+        if listed[name] > 0:
+            listed[name] -= 1
+        else:
+            proven = False
+        if not proven:
+            mismatched.append(name)
+    if not sent:
+        status = "none"
+    elif mismatched:
+        status = "mismatched: " + ", ".join(mismatched)
+    else:
+        status = "matched"
+    return AttachmentCheck(expected_names, actual_names, unproven, status)
 
 
 def _person(user_id: Any, login: Any) -> str | None:
@@ -588,7 +645,7 @@ def _orphans(
     return found
 
 
-def _online_checks(sizes_exposed: bool, issues: int, locations: int) -> list[Check]:
+def _online_checks(issues: int, locations: int) -> list[Check]:
     checks = [
         Check(
             "Procore read-back",
@@ -613,13 +670,10 @@ def _online_checks(sizes_exposed: bool, issues: int, locations: int) -> list[Che
     )
     checks.append(
         Check(
-            "attachment_bytes",
-            sizes_exposed,
-            "sizes compared"
-            if sizes_exposed
-            else "not run: Procore's API gives attachments as {id, name, content_type, url} "
-            "without a "
-            "size, and downloading every file to measure it was ruled out",
+            "attachment_sha256",
+            True,
+            "the sha256 of the bytes storage received, hashed as they were sent, against the "
+            "staged file's; a file matches when they are equal and Procore lists its name",
         )
     )
     checks.append(Check("missing", True, "every id_map 'loaded' issue and location looked up"))

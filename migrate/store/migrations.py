@@ -582,12 +582,21 @@ WHERE a.state = 'stored' AND (
 );
 """
 
+# uploads.sent_sha256: the sha256 of the bytes storage received for this upload, hashed while
+# they streamed (clients.procore.put_upload_bytes). NULL until stored, and for uploads a
+# migrate made before it recorded this: those bytes were never proven. The report's attachment
+# check compares it with attachments.sha256, and load reuses a stored upload only when equal.
+_M5_SQL = """
+ALTER TABLE uploads ADD COLUMN sent_sha256 TEXT;
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
     Migration(2, "transform_load_schema", _M2_SQL),
     Migration(3, "extract_change_tracking", _M3_SQL),
     Migration(4, "report_views", _M4_SQL),
+    Migration(5, "uploads_sent_sha256", _M5_SQL),
 ]
 
 
