@@ -182,3 +182,15 @@ class StageFailed(MigrateError):
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for an exception reaching the CLI."""
     return error.exit_code if isinstance(error, MigrateError) else EXIT_FAILED
+
+
+class UploadBytesMismatch(Exception):
+    """The file read for an upload is not the expected one; storage got no whole file.
+
+    The message completes "the file …" (``has sha256 …, not the … expected``).
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from migrate.clients.http import HttpClient, RetryPolicy, policy_for
 from migrate.clients.ratebudget import RateBudget
-from migrate.errors import ApiError, ConfigError, CredentialError
+from migrate.errors import ApiError, ConfigError, CredentialError, UploadBytesMismatch
 from migrate.settings import (
     PROCORE_ACCESS_TOKEN_ENV,
     PROCORE_CLIENT_ID_ENV,
@@ -573,18 +573,6 @@ class ProcoreClient:
 
 
 # -- multipart, streamed ----------------------------------------------------------------------
-
-
-class UploadBytesMismatch(Exception):
-    """The file read for an upload is not the expected one; storage got no whole file.
-
-    The message completes "the file …" (``has sha256 …, not the … expected``).
-    """
-
-    def __init__(self, message: str, *, expected: str, actual: str | None) -> None:
-        super().__init__(message)
-        self.expected = expected
-        self.actual = actual
 
 
 @dataclass(frozen=True)

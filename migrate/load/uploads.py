@@ -32,8 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from migrate import stopping
-from migrate.clients.procore import UploadBytesMismatch
-from migrate.errors import ApiError, MigrateError
+from migrate.errors import ApiError, MigrateError, UploadBytesMismatch
 from migrate.store.blobs import BlobStore, UnsafeBlob
 from migrate.store.db import Store, utc_now
 from migrate.text import procore_name
