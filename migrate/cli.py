@@ -345,7 +345,7 @@ def quarantine_list(config_path: str | None, include_released: bool, as_json: bo
     from migrate.store import open_store
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         rows = list_quarantine(store, include_released=include_released)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
@@ -372,7 +372,7 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
     from migrate.store import open_store
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         row = show_quarantine(store, quarantine_id)
     if as_json:
         click.echo(json.dumps(row, indent=2, ensure_ascii=False, default=str))
@@ -394,9 +394,11 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
     from migrate.quarantine import release_quarantine
     from migrate.settings import load_settings
     from migrate.store import open_store
+    from migrate.store.writer import acquire_writer
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, create=False) as store:
+        acquire_writer(store, "quarantine release")
         released = release_quarantine(store, quarantine_ids)
     click.echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
     click.echo("A record that still fails is quarantined again by the next run.")
@@ -406,7 +408,7 @@ def _open_quarantine(settings: Any) -> int:
     from migrate.quarantine import list_quarantine
     from migrate.store import open_store
 
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         return len(list_quarantine(store))
 
 
