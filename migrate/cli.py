@@ -5,7 +5,10 @@ No SQL, HTTP or mapping logic lives here; click and tqdm are imported here and n
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shlex
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -19,17 +22,74 @@ from migrate.load.plan import PLAN_KINDS
 
 
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one readable line and the documented exit code."""
+    """Turn library errors and OS/SQLite faults into one readable line and the exit code.
+
+    A fault (disk full, read-only folder, damaged DB: see migrate/faults.py) names the path,
+    the fix and the command to re-run; its traceback goes to the run log or the logs folder.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from migrate import runlog
+
+        runlog.last_error_log = None  # a command's traceback goes to a log of its own run
         try:
             return func(*args, **kwargs)
         except MigrateError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (OSError, sqlite3.Error) as exc:
+            fault = _describe_fault(exc, kwargs.get("config_path"), kwargs.get("out_dir"))
+            if fault is None:
+                raise
+            click.echo(f"Error: {fault}", err=True)
+            sys.exit(fault.exit_code)
 
     return wrapper
+
+
+def _describe_fault(
+    exc: OSError | sqlite3.Error, config_path: str | None, out_dir: str | None
+) -> MigrateError | None:
+    from pathlib import Path
+
+    from migrate.faults import describe_fault, keep_traceback, staging_places
+
+    places = staging_places(None)
+    logs = None
+    with contextlib.suppress(Exception):  # the config was read once already; a fault is no worse
+        from migrate.settings import load_settings
+
+        staging = load_settings(config_path).staging
+        report = Path(out_dir) if out_dir else staging.path.parent / "report"
+        places = staging_places(staging.path, staging.blobs, staging.logs, report)
+        logs = staging.logs
+    if describe_fault(exc, places=places, rerun="") is None:
+        return None
+    return describe_fault(
+        exc, places=places, rerun=_rerun_command(), details=keep_traceback(exc, logs)
+    )
+
+
+def _rerun_command() -> str:
+    """The command line that was run, rebuilt from the parsed options (for "then run …")."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return "migrate"
+    words = ["migrate", *ctx.command_path.split()[1:]]
+    arguments: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, tuple | list) else (value,)
+        if isinstance(param, click.Argument):
+            arguments += [str(v) for v in values if v is not None]
+        elif isinstance(param, click.Option) and value not in (None, False, ()):
+            if value == param.default and not param.multiple:
+                continue
+            flag = max(param.opts, key=len)
+            for one in values:
+                words += [flag] if param.is_flag else [flag, str(one)]
+    return " ".join(shlex.quote(word) for word in [*words, *arguments])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
