@@ -5,10 +5,12 @@ No SQL, HTTP or mapping logic lives here; click and tqdm are imported here and n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -54,17 +56,53 @@ def _verbose_stream(verbose: bool) -> Any:
 
 
 def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one readable line and the documented exit code."""
+    """Turn library errors and OS/SQLite faults into one readable line and the exit code.
+
+    A fault (disk full, read-only folder, damaged DB: see migrate/faults.py) names the path,
+    the fix and the command to re-run; its traceback goes to the run log or the logs folder.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from migrate import runlog
+
+        runlog.last_error_log = None  # a command's traceback goes to a log of its own run
         try:
             return func(*args, **kwargs)
         except MigrateError as exc:
             _echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (OSError, sqlite3.Error) as exc:
+            fault = _describe_fault(exc, kwargs.get("config_path"), kwargs.get("out_dir"))
+            if fault is None:
+                raise
+            click.echo(f"Error: {fault}", err=True)
+            sys.exit(fault.exit_code)
 
     return wrapper
+
+
+def _describe_fault(
+    exc: OSError | sqlite3.Error, config_path: str | None, out_dir: str | None
+) -> MigrateError | None:
+    from pathlib import Path
+
+    from migrate.faults import describe_fault, keep_traceback, staging_places
+
+    places = staging_places(None)
+    logs = None
+    with contextlib.suppress(Exception):  # the config was read once already; a fault is no worse
+        from migrate.settings import load_settings
+
+        staging = load_settings(config_path).staging
+        report = Path(out_dir) if out_dir else staging.path.parent / "report"
+        places = staging_places(staging.path, staging.blobs, staging.logs, report)
+        logs = staging.logs
+    if describe_fault(exc, places=places, rerun="") is None:
+        return None
+    return describe_fault(
+        exc, places=places, rerun=_resume_command(), details=keep_traceback(exc, logs)
+    )
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------
@@ -519,7 +557,7 @@ def quarantine_list(config_path: str | None, include_released: bool, as_json: bo
     from migrate.store import open_store
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         rows = list_quarantine(store, include_released=include_released)
     if as_json:
         _echo_json(rows)
@@ -544,7 +582,7 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
     from migrate.store import open_store
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         row = show_quarantine(store, quarantine_id)
     if as_json:
         _echo_json(row)
@@ -566,9 +604,11 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
     from migrate.quarantine import release_quarantine
     from migrate.settings import load_settings
     from migrate.store import open_store
+    from migrate.store.writer import acquire_writer
 
     settings = load_settings(config_path)
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, create=False) as store:
+        acquire_writer(store, "quarantine release")
         released = release_quarantine(store, quarantine_ids)
     _echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
     _echo("A record that still fails is quarantined again by the next run.")
@@ -578,7 +618,7 @@ def _open_quarantine(settings: Any) -> int:
     from migrate.quarantine import list_quarantine
     from migrate.store import open_store
 
-    with open_store(settings.staging.path) as store:
+    with open_store(settings.staging.path, read_only=True) as store:
         return len(list_quarantine(store))
 
 

@@ -57,6 +57,48 @@ class CredentialError(MigrateError):
     exit_code = EXIT_USAGE
 
 
+class IdentityMismatch(MigrateError):
+    """The staging DB belongs to another source or target project than the one configured."""
+
+    exit_code = EXIT_USAGE
+
+
+class StagingRefused(MigrateError):
+    """The staging path names something migrate did not make (another file, a symlink).
+
+    Raised before anything is written: the file keeps its bytes, mode and side files.
+    """
+
+    exit_code = EXIT_USAGE
+
+
+class StagingNotReady(MigrateError):
+    """The staging DB is missing or holds nothing for this command: another command comes first."""
+
+    exit_code = EXIT_USAGE
+
+
+class WriterBusy(MigrateError):
+    """Another migrate command is writing to the same staging DB; nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
+class EnvironmentFault(MigrateError):
+    """The disk, a folder or the staging DB file failed (full, read-only, corrupt, no access).
+
+    What was recorded before the fault is kept; fix the named path and run the command again.
+    ``path`` is the file or folder that failed, ``details`` where the traceback was written.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, path: str = "", details: str = "") -> None:
+        self.path = path
+        self.details = details
+        super().__init__(message)
+
+
 class TransportError(MigrateError):
     """The network or the service kept failing and the retries are used up.
 

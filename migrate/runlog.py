@@ -21,6 +21,14 @@ from typing import IO, Any
 from migrate.store.db import strip_secret_params
 
 LEVELS = ("debug", "info", "warning", "error")
+#: The run log that last recorded an error in this process: where the CLI appends the traceback
+#: of a fault it prints as one line (migrate/faults.py).
+last_error_log: Path | None = None
+
+
+def _recorded_error(path: Path | None) -> None:
+    global last_error_log
+    last_error_log = path
 
 
 class RunLog:
@@ -79,6 +87,8 @@ class RunLog:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+                if level == "error":
+                    _recorded_error(self.path)
             if self.stream is not None and mirror:
                 self.stream.write(self._clean(_readable(record)) + "\n")
                 self.stream.flush()

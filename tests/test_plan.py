@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import EXIT_USAGE, ConfigError
+from migrate.errors import EXIT_USAGE, ConfigError, StagingNotReady
 from migrate.load.plan import PLAN_KINDS, ROW_KEYS, compute_plan, plan_from_settings
 from migrate.settings import MappingsSettings, Settings, StagingSettings, TargetSettings
-from migrate.store import Store, finish_run, start_run
+from migrate.store import Store, finish_run, open_store, start_run
 from migrate.store.db import utc_now
 from tests.test_transform import PROJECT, add_issue, make_store, planned, transform
 
@@ -230,6 +230,10 @@ def test_plan_from_settings_needs_a_transform(tmp_path: Path) -> None:
         mappings=MappingsSettings(dir=tmp_path),
         target=TargetSettings(project_id=PROJECT),
     )
+    with pytest.raises(StagingNotReady, match="Run `migrate extract` first"):
+        plan_from_settings(settings)  # no DB at all: plan never creates one
+    assert not (tmp_path / "empty.db").exists()
+    open_store(tmp_path / "empty.db").close()
     with pytest.raises(ConfigError, match="Run `migrate transform` first"):
         plan_from_settings(settings)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from migrate.errors import StagingNotReady
 from migrate.store import (
     MIGRATIONS,
     Change,
@@ -39,6 +40,7 @@ from migrate.store import (
     start_run,
     upsert_rows,
 )
+from migrate.store.db import APPLICATION_ID
 from migrate.store.runs import PROCESS_TOKEN
 
 LATEST = MIGRATIONS[-1].number
@@ -91,6 +93,28 @@ def test_existing_loose_files_are_tightened(tmp_path: Path) -> None:
         assert mode(wal) == 0o600
         newest = store.conn.execute("SELECT max(number) FROM schema_migrations").fetchone()[0]
         assert newest == MIGRATIONS[-1].number
+
+
+def test_a_new_db_is_marked_as_migrates_in_its_header(db_path: Path) -> None:
+    open_store(db_path).close()
+    header = db_path.read_bytes()[:100]
+    assert header.startswith(b"SQLite format 3\x00")
+    assert int.from_bytes(header[68:72], "big") == APPLICATION_ID
+
+
+def test_a_read_only_store_cannot_write_and_opening_one_creates_nothing(db_path: Path) -> None:
+    with pytest.raises(StagingNotReady, match="Run `migrate extract` first"):
+        open_store(db_path, read_only=True)
+    with pytest.raises(StagingNotReady):
+        open_store(db_path, create=False)
+    assert not db_path.parent.exists()
+
+    open_store(db_path).close()
+    with open_store(db_path, read_only=True) as store:
+        assert store.read_only
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.conn.execute("INSERT INTO projects (id, name) VALUES ('p', 'P')")
+        assert store.conn.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
 
 
 def test_pragmas(store: Store) -> None:
@@ -157,6 +181,9 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         "load_batches",
         # migration 3: extract change tracking
         "raw_voided_issues",
+        # migration 5: identity and the writer lock
+        "staging_identity",
+        "writer_lock",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

@@ -785,6 +785,9 @@ def test_offline_without_a_snapshot_is_an_error(tmp_path: Path) -> None:
         mappings=MappingsSettings(dir=write_mappings(tmp_path / "maps")),
         target=TargetSettings(project_id=PROJECT),
     )
+    with open_store(settings.staging.path) as store, store.transaction():
+        # Extracted, but Procore was never snapshotted.
+        store.conn.execute("INSERT INTO areas (id, name) VALUES ('a-1', 'Level 1')")
     with pytest.raises(NoSnapshotError) as caught:
         transform_from_settings(settings, {}, offline=True)
     assert caught.value.exit_code == EXIT_USAGE

@@ -35,6 +35,8 @@ from migrate.runlog import RunLog
 from migrate.settings import Settings, source_credentials
 from migrate.store import BlobStore, Store, finish_run, get_cursor, open_store, start_run
 from migrate.store.cursors import set_cursor
+from migrate.store.identity import Identity, pin_identity
+from migrate.store.writer import acquire_writer
 
 
 def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int, bool]:
@@ -233,6 +235,7 @@ def extract_from_settings(
     session: FieldSession | None = None
     run_id: int | None = None
     try:
+        acquire_writer(store, STAGE)  # released when the store closes
         blobs = BlobStore(settings.staging.blobs)
         kind, value = settings.source_project()
         args: dict[str, Any] = {
@@ -264,6 +267,13 @@ def extract_from_settings(
             project_id = resolve_project(session, settings)
         except (TransportError, ApiError) as exc:
             raise StageFailed(STAGE, str(exc)) from exc
+        pin_identity(
+            store,
+            Identity(source_project_id=project_id),
+            command=STAGE,
+            where=settings.where,
+            run_id=run_id,
+        )
         options = ExtractOptions(
             project_id=project_id, workers=source.workers, full_refresh=full_refresh, run_id=run_id
         )

@@ -37,8 +37,11 @@ from migrate.results import LoadResult, Progress
 from migrate.runlog import RunLog
 from migrate.settings import Settings
 from migrate.store.blobs import BlobStore
-from migrate.store.db import Store, open_store, process_alive
+from migrate.store.db import Store, open_store
+from migrate.store.identity import Identity, pin_identity
+from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import finish_run, start_run
+from migrate.store.writer import acquire_writer
 
 COMMAND = "load"
 STAGE = "load"
@@ -112,18 +115,6 @@ def _normalise_endpoint(key: str) -> str:
     """``PATCH /rest/v1.0/coordination_issues/600123`` → ``…/coordination_issues/:id``."""
     parts = key.split("/")
     return "/".join(":id" if part.isdigit() else part for part in parts)
-
-
-def _guard_single_load(store: Store, run_id: int) -> None:
-    for other_id, pid in store.conn.execute(
-        "SELECT id, pid FROM runs WHERE command = ? AND status = 'running' AND id <> ?",
-        (COMMAND, run_id),
-    ):
-        if pid is not None and pid != os.getpid() and process_alive(int(pid)):
-            raise MigrateError(
-                f"Another `migrate load` is running (run {other_id}, pid {pid}) on this staging "
-                "DB. Wait for it to finish: two loads at once would send the same records twice."
-            )
 
 
 def run(
@@ -233,7 +224,6 @@ class _Loader:
     # -- the phases ------------------------------------------------------------------------
     def load(self) -> LoadResult:
         ctx = self.ctx
-        _guard_single_load(ctx.store, ctx.run_id)
         abandoned = fail_open_batches(ctx.store)
         if abandoned:
             self._event(
@@ -382,15 +372,24 @@ def load_from_settings(
     verbose_stream: IO[str] | None = None,
 ) -> LoadResult:
     """Open the store and blob store, build the Procore client (one rate budget), run."""
-    _company_id, project_id = settings.target_ids()
+    company_id, project_id = settings.target_ids()
     options = LoadOptions(
         target_project_id=project_id,
         workers=settings.target.workers,
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
     )
-    store = open_store(settings.staging.path)
+    store = open_store(settings.staging.path, create=False)
     try:
+        # One load at a time: two would send the same records twice. Released at store.close().
+        acquire_writer(store, COMMAND)
+        require_prior_stage(store, COMMAND)
+        pin_identity(
+            store,
+            Identity(target_company_id=company_id, target_project_id=project_id),
+            command=COMMAND,
+            where=settings.where,
+        )
         blobs = BlobStore(settings.staging.blobs)
         run_id = start_run(
             store,

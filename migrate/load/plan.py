@@ -34,6 +34,7 @@ from migrate.errors import ConfigError
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, PLAN_KINDS
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
+from migrate.store.identity import Identity, pin_identity
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.
@@ -152,8 +153,14 @@ def plan_from_settings(settings: Settings) -> Plan:
             f"[target] project_id is not set in {settings.where}. Add project_id = <number> "
             "(the Procore project to plan for)."
         )
-    store = open_store(settings.staging.path)
+    store = open_store(settings.staging.path, read_only=True)
     try:
+        pin_identity(  # read-only: checks, pins nothing
+            store,
+            Identity(target_company_id=settings.target.company_id, target_project_id=project_id),
+            command="plan",
+            where=settings.where,
+        )
         if _last_transform(store) is None:
             raise ConfigError(
                 f"No transform has finished in {store.path} yet, so there is nothing to plan. "

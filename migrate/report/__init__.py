@@ -92,6 +92,8 @@ def report_from_settings(
 ) -> ReportResult:
     """Reconcile the staging DB with Procore and write the HTML and CSV report."""
     from migrate.store import open_store
+    from migrate.store.identity import Identity, pin_identity
+    from migrate.store.writer import acquire_writer
 
     staging = Path(settings.staging.path)
     if not staging.exists():
@@ -104,7 +106,14 @@ def report_from_settings(
     else:
         _company_id, project_id = settings.target_ids()
     out = Path(out_dir) if out_dir is not None else staging.parent / "report"
-    with open_store(staging) as store:
+    with open_store(staging, create=False) as store:
+        acquire_writer(store, REPORT_COMMAND)  # it records a run; released when the store closes
+        pin_identity(
+            store,
+            Identity(target_company_id=settings.target.company_id, target_project_id=project_id),
+            command=REPORT_COMMAND,
+            where=settings.where,
+        )
         if offline:
             return write_report(store, project_id, None, out)
         with _procore_client(settings, env) as client:

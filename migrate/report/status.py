@@ -245,7 +245,7 @@ def status_from_settings(settings: Settings) -> StatusReport:
     project_id = settings.target.project_id
     if not path.exists():
         return _empty_report(str(path), project_id)
-    with open_store(path) as store:
+    with open_store(path, read_only=True) as store:
         return build_status(store, project_id)
 
 

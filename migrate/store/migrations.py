@@ -590,6 +590,29 @@ _M5_SQL = """
 ALTER TABLE uploads ADD COLUMN sent_sha256 TEXT;
 """
 
+# Which migration the DB holds (store/identity.py) and which command is writing to it
+# (store/writer.py). A DB an earlier version made gets its identity row inferred from what it
+# holds right after this migration, by open_store.
+_M6_SQL = """
+CREATE TABLE staging_identity (          -- the one migration this DB holds (one row, id = 1)
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    source_project_id TEXT,              -- BIM 360 Field project, pinned by the first extract
+    source_project_pinned_by TEXT,       -- the run that pinned it, or what it was inferred from
+    target_company_id INTEGER,           -- Procore company, pinned by the first run that knows it
+    target_company_pinned_by TEXT,
+    target_project_id INTEGER,           -- Procore project, pinned by the first transform or load
+    target_project_pinned_by TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE writer_lock (               -- the command writing to this DB now (no row: none)
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    command TEXT NOT NULL,               -- extract, transform, load, report, quarantine release
+    pid INTEGER NOT NULL,
+    process_token TEXT NOT NULL,         -- random per process, tells apart a reused pid
+    acquired_at TEXT NOT NULL
+);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -597,6 +620,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "extract_change_tracking", _M3_SQL),
     Migration(4, "report_views", _M4_SQL),
     Migration(5, "uploads_sent_sha256", _M5_SQL),
+    Migration(6, "identity_and_writer_lock", _M6_SQL),
 ]
 
 
@@ -647,7 +671,7 @@ def apply_migrations(store: Store, migrations: Sequence[Migration] = MIGRATIONS)
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 "number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-    _check_known(store, migrations)
+    check_known(store, migrations)
     # Only take the write lock when there is something to do: opening the DB to read (status,
     # Datasette-style inspection) must not wait for a running extract's transaction.
     done = applied_migrations(store)
@@ -674,7 +698,8 @@ def apply_migrations(store: Store, migrations: Sequence[Migration] = MIGRATIONS)
     return applied_now
 
 
-def _check_known(store: Store, migrations: Sequence[Migration]) -> None:
+def check_known(store: Store, migrations: Sequence[Migration]) -> None:
+    """Raise if the DB records a migration this code does not know (newer, or another branch)."""
     known = {m.number: m.name for m in migrations}
     newest_known = max(known, default=0)
     for number, name in applied_migrations(store).items():

@@ -23,7 +23,10 @@ from migrate.results import Progress, TransformResult
 from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
+from migrate.store.identity import Identity, pin_identity
+from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import finish_run, start_run
+from migrate.store.writer import acquire_writer
 from migrate.transform.titles import DEFAULT_TITLE_TEMPLATE, template_problems
 
 if TYPE_CHECKING:
@@ -405,8 +408,16 @@ def transform_from_settings(
         _company_id, project_id = settings.target_ids()
     mappings = load_mappings(settings.mappings.dir)
     choose_title_template(mappings, settings.transform)
-    store = open_store(settings.staging.path)
+    store = open_store(settings.staging.path, create=False)
     try:
+        acquire_writer(store, COMMAND)  # released when the store closes
+        require_prior_stage(store, COMMAND)
+        pin_identity(
+            store,
+            Identity(target_company_id=settings.target.company_id, target_project_id=project_id),
+            command=COMMAND,
+            where=settings.where,
+        )
         with busy_as_error(store):
             run_id = start_run(
                 store,
