@@ -42,6 +42,7 @@ from migrate.store import open_store
 from migrate.transform import plan_hash
 
 PLAN_TABLES = ("planned_issues", "planned_locations", "skipped_records", "quarantine")
+PROGRESS = re.compile(r"^\w+: \w+ \d+(/\d+ \(\d+%\))?$")
 
 
 # -- running the CLI -------------------------------------------------------------------------
@@ -62,7 +63,8 @@ def migrate(*args: str, preexec: Callable[[], None] | None = None, wrapper: str 
 def fault_line(done: Any) -> str:
     """The one `Error: …` line of a command that hit a fault (exit 1, no traceback)."""
     assert done.returncode == EXIT_FAILED, done
-    lines = done.stderr.strip().splitlines()
+    # Without a TTY, progress comes as plain lines ("transform: issues 12/12 (100%)") first.
+    lines = [line for line in done.stderr.strip().splitlines() if not PROGRESS.match(line)]
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("Error: ") and "most recent call last" not in done.stderr
     return lines[0]
@@ -203,7 +205,7 @@ def test_a_full_disk_under_the_staging_db_is_one_line_and_keeps_the_plan(
 
         assert f"staging DB {staging}" in line and "is full" in line, line
         assert "Free space on that disk, or point [staging] path at a disk with room" in line
-        assert f"then run `migrate transform --config {config} --offline`." in line
+        assert f"then run `migrate transform --offline --config {config}`." in line
         kept_traceback(line)
         assert plan_rows(staging) == before
 
@@ -229,7 +231,7 @@ def test_a_db_that_may_not_grow_is_one_line_and_keeps_what_it_had(
 
     assert f"The staging DB {staging} cannot grow: database or disk is full." in line
     assert "point [staging] path at a disk with room" in line
-    assert f"then run `migrate transform --config {config} --offline`." in line
+    assert f"then run `migrate transform --offline --config {config}`." in line
     assert kept_traceback(line).parent == tmp_path / "logs"
     assert plan_rows(staging) == before
     assert migrate("transform", "--offline", "--config", str(config)).returncode in (
@@ -258,7 +260,7 @@ def test_a_logs_folder_this_user_may_not_write_is_one_line(planned: Path, tmp_pa
 
     assert f"Permission denied for {logs}{os.sep}" in line
     assert "point [staging] logs at a folder this user owns" in line
-    assert f"then run `migrate transform --config {config} --offline`." in line
+    assert f"then run `migrate transform --offline --config {config}`." in line
     kept = kept_traceback(line)  # not in the logs folder: that is what failed
     assert kept.parent != logs
     kept.unlink()
@@ -279,7 +281,7 @@ def test_a_read_only_file_system_is_one_line_and_reading_still_works(
         line = fault_line(migrate("transform", "--offline", "--config", str(config)))
         assert f"{staging} is on a read-only file system" in line
         assert "Remount it writable or point [staging] path at a writable disk" in line
-        assert f"then run `migrate transform --config {config} --offline`." in line
+        assert f"then run `migrate transform --offline --config {config}`." in line
         kept_traceback(line).unlink()
 
         for command in (["status"], ["plan"], ["quarantine", "list"]):
@@ -310,7 +312,7 @@ def test_a_file_where_a_folder_should_be_is_one_line(
 
     assert "a file is where migrate needs a folder" in line
     assert f"Move that file away, or point {setting} at a folder" in line
-    assert f"then run `migrate {command[0]} --config {config}" in line
+    assert f"then run `migrate {' '.join(command)} --config {config}`" in line
     kept_traceback(line).unlink()
     assert in_the_way.read_text(encoding="utf-8") == "someone's notes\n"
     assert plan_rows(staging) == before

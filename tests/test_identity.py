@@ -132,7 +132,8 @@ def workdir(migrated: tuple[Path, Sandbox], tmp_path: Path) -> Path:
     shutil.copytree(config.parent / "mappings", tmp_path / "mappings")
     shutil.copy(config, tmp_path / "migration.toml")
     copy_db(config.parent / "staging.db", tmp_path / "staging.db")
-    (tmp_path / "blobs").symlink_to(config.parent / "blobs")  # read only by these tests
+    # The blob store is shared, read only by these tests (a link to it would be refused).
+    set_config(tmp_path / "migration.toml", "staging", "blobs", f'"{config.parent / "blobs"}"')
     return tmp_path
 
 
@@ -215,6 +216,7 @@ def make_legacy(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
             "DROP TABLE staging_identity; DROP TABLE writer_lock; "
+            "ALTER TABLE uploads DROP COLUMN sent_sha256; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )
