@@ -582,12 +582,19 @@ WHERE a.state = 'stored' AND (
 );
 """
 
+# The title Procore has for each loaded issue, so a list of issues load would close (deleted at
+# the source, so no longer planned) can say which ones they are.
+_M5_SQL = """
+ALTER TABLE id_map ADD COLUMN title TEXT;  -- title sent at create or last update
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
     Migration(2, "transform_load_schema", _M2_SQL),
     Migration(3, "extract_change_tracking", _M3_SQL),
     Migration(4, "report_views", _M4_SQL),
+    Migration(5, "id_map_title", _M5_SQL),
 ]
 
 
