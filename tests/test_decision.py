@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from migrate.extract import extract_from_settings
 from migrate.ids import issue_uuid
@@ -157,7 +159,7 @@ def start_project(issues: int, *, extra_fields: str = "", seed: int = 7) -> Proj
 def predicted(plan: Plan, *, apply_deletions: bool) -> dict[str, Counter[Any]]:
     """The requests the plan says load will make, in the shape RequestLog records them."""
     creates: Counter[str] = Counter(
-        issue_uuid(PROJECT, row["source_id"]) for row in plan.rows("create", ISSUE)
+        issue_uuid(PROJECT, row["source_id"]).lower() for row in plan.rows("create", ISSUE)
     )
     updates: Counter[int] = Counter(row["target_id"] for row in plan.rows("update", ISSUE))
     patches: Counter[tuple[int, str]] = Counter(
@@ -317,3 +319,154 @@ def test_max_deletions_needs_apply_deletions() -> None:
     result = CliRunner().invoke(main, ["load", "--max-deletions", "3"])
     assert result.exit_code == 2
     assert result.output.strip() == "Error: --max-deletions only applies with --apply-deletions."
+
+
+# -- the property: for any source change, plan == what load sends ----------------------------------
+
+FIELD_STATUSES = (
+    "Draft",
+    "Open",
+    "Work Completed",
+    "Ready to Inspect",
+    "Not Approved",
+    "In Dispute",
+    "Closed",
+)
+#: What can happen to one issue between two loads.
+CHANGES = (
+    "none",
+    "edit",  # a field sync carries (description, hence title)
+    "status",  # a Field status: Procore status and the footer's history
+    "edit+status",
+    "comment",  # footer only
+    "origin",  # only the planned origin (what Procore cannot change after create)
+    "status_only",  # only the planned Procore status (e.g. a status.csv change)
+    "attach",  # a file added at the source after load
+    "delete",
+    "void",
+    "break",  # a due date transform quarantines
+    "fix",  # a valid due date (releases a quarantined issue; an edit for the others)
+)
+
+
+def _restage(project: Project, source_id: str, **changes: Any) -> None:
+    """Change a planned issue as a transform would (payload, status, hash)."""
+    from migrate.store.planned import payload_hash
+
+    found = project.rows(
+        "SELECT payload, location_source_id, attachment_ids FROM planned_issues "
+        "WHERE source_id = ?",
+        (source_id,),
+    )
+    if not found:
+        return
+    payload_text, location, ids_text = found[0]
+    payload = {**json.loads(payload_text), **changes}
+    sha_of = dict(project.rows("SELECT id, sha256 FROM attachments"))
+    with open_store(project.settings.staging.path) as store, store.transaction():
+        store.conn.execute(
+            "UPDATE planned_issues SET payload = ?, status = ?, payload_hash = ? "
+            "WHERE source_id = ?",
+            (
+                json.dumps(payload),
+                payload["status"],
+                payload_hash(payload, location, [sha_of[a] or "" for a in json.loads(ids_text)]),
+                source_id,
+            ),
+        )
+
+
+@given(data=st.data())
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    # Each example runs two loads against fresh simulators; shrinking one would take minutes,
+    # and the failure report lists every draw (the change per issue) as it is.
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+)
+def test_plan_is_what_load_then_sends_for_any_source_changes(data: st.DataObject) -> None:
+    project = start_project(10, seed=data.draw(st.integers(1, 5), label="seed"))
+    try:
+        field = project.field
+        project.stage()
+        source_ids = sorted(sid for (sid,) in project.rows("SELECT source_id FROM issues"))
+        # Before the first load: one issue quarantined at transform, one assignee gone from
+        # Procore (its issues are refused at create and quarantined by load).
+        field.update_issue(source_ids[-1], due_date="soon")
+        project.stage()
+        assignees = project.rows(
+            "SELECT assignee_id FROM planned_issues WHERE assignee_id IS NOT NULL "
+            "GROUP BY 1 ORDER BY COUNT(*), 1 LIMIT 1"
+        )
+        if assignees:
+            with project.procore.lock:
+                project.procore._assignees[PROJECT].remove(assignees[0][0])
+        project.load()
+
+        changes = {sid: data.draw(st.sampled_from(CHANGES), label=sid[-4:]) for sid in source_ids}
+        for number, (sid, change) in enumerate(sorted(changes.items())):
+            if change in ("edit", "edit+status"):
+                field.update_issue(sid, description=f"Rewritten at the source {number}")
+            if change in ("status", "edit+status"):
+                current = project.rows("SELECT status FROM issues WHERE source_id = ?", (sid,))[0][
+                    0
+                ]
+                others = [s for s in FIELD_STATUSES if s != current]
+                field.update_issue(sid, status=data.draw(st.sampled_from(others), label="to"))
+            if change == "comment":
+                field.add_comment(sid, f"Later remark {number}")
+            if change == "attach":
+                field.add_attachment(sid, f"late {number}.jpg", 2048, "image/jpeg")
+            if change == "delete":
+                field.delete_issue(sid)
+            if change == "void":
+                field.void_issue(sid)
+            if change == "break":
+                field.update_issue(sid, due_date="soon")
+            if change == "fix":
+                field.update_issue(sid, due_date="2031-02-03")
+        project.stage()
+        for sid, change in changes.items():
+            if change == "origin":
+                origin = json.loads(
+                    (
+                        project.rows(
+                            "SELECT payload FROM planned_issues WHERE source_id = ?", (sid,)
+                        )
+                        or [("{}",)]
+                    )[0][0]
+                ).get("origin")
+                if origin:
+                    _restage(project, sid, origin={**origin, "title": "renumbered"})
+            if change == "status_only":
+                planned = project.rows(
+                    "SELECT status FROM planned_issues WHERE source_id = ?", (sid,)
+                )
+                if planned:
+                    _restage(
+                        project, sid, status="blocked" if planned[0][0] != "blocked" else "open"
+                    )
+
+        apply_deletions = data.draw(st.booleans(), label="apply_deletions")
+        retry_rejected = data.draw(st.booleans(), label="retry_rejected")
+        with open_store(project.settings.staging.path) as store:
+            plan = compute_plan(store, PROJECT, retry_rejected=retry_rejected)
+        project.procore.clear()
+        result = project.load(
+            apply_deletions=apply_deletions, max_deletions=100, retry_rejected=retry_rejected
+        )
+        assert received(project.procore) == predicted(plan, apply_deletions=apply_deletions)
+        counts = result.counts[ISSUE]
+        assert counts["updated"] == plan.requests["sync_update"]
+        assert counts["status_changed"] == plan.requests["status_patch"]
+        assert counts["closed"] == (len(plan.closes) if apply_deletions else 0)
+        # Done is done: the next plan has nothing left to send but what Procore refused.
+        after = project.plan()
+        assert after.requests["sync_update"] == after.requests["status_patch"] == 0
+        assert after.requests["sync_create"] == 0
+        if apply_deletions:
+            assert after.closes == []
+    finally:
+        project.sandbox.stop()
+        project._tmp.cleanup()  # type: ignore[attr-defined]
