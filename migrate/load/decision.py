@@ -332,6 +332,9 @@ def _decide_unplanned(
             yield IssueDecision(source_id, Action.SKIPPED, row=row, detail=reason)
     for source_id, quarantined in sorted(held.items()):
         row = mapped.pop(source_id, None)
+        if row is not None and row.state == "sent":
+            yield _in_flight(row, quarantined.detail)
+            continue
         yield IssueDecision(
             source_id,
             Action.BLOCKED,
