@@ -65,7 +65,7 @@ def plant(
     sys.path.insert(0, str(REPO))
     from migrate.ids import issue_uuid
     from migrate.store import BlobStore, open_store
-    from migrate.store.records import canonical_json
+    from migrate.store.planned import payload_hash
     from migrate.transform.locations import location_source_id
 
     rng = random.Random(seed)
@@ -126,15 +126,7 @@ def plant(
                     "deep_link_url": f"https://bim360field.autodesk.com/{source_id}",
                 },
             }
-            digest = hashlib.sha256(
-                canonical_json(
-                    {
-                        "payload": payload,
-                        "location_source_id": location,
-                        "attachments": [s for _, s in files],
-                    }
-                ).encode("ascii")
-            ).hexdigest()
+            digest = payload_hash(payload, location, [s for _, s in files])
             store.conn.execute(
                 "INSERT INTO planned_issues (source_id, source_kind, identifier, title, status, "
                 "priority, location_source_id, uuid, payload, attachment_ids, payload_hash) "

@@ -309,11 +309,43 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         is_flag=True,
         help="Send again records Procore refused before, though their payload has not changed.",
     )(func)
+    func = click.option(
+        "--max-deletions",
+        type=click.IntRange(0),
+        default=None,
+        metavar="N",
+        help="With --apply-deletions: close up to N issues. Without it, load refuses to close "
+        "more than 10 % of the loaded issues (at least 25).",
+    )(func)
     return click.option(
         "--apply-deletions",
         is_flag=True,
-        help="Close in Procore the issues deleted or voided at the source.",
+        help="Close in Procore the issues deleted or voided at the source (listed first).",
     )(func)
+
+
+def _deletion_options(apply_deletions: bool, max_deletions: int | None) -> dict[str, Any]:
+    """The deletion keywords of load_from_settings / run_pipeline, checked."""
+    if max_deletions is not None and not apply_deletions:
+        from migrate.errors import ConfigError
+
+        raise ConfigError("--max-deletions only applies with --apply-deletions.")
+    return {
+        "apply_deletions": apply_deletions,
+        "max_deletions": max_deletions,
+        "on_deletions": _show_deletions,
+    }
+
+
+def _show_deletions(closing: Any) -> None:
+    """Before load closes anything: which issues, in Procore and at the source."""
+    _echo(f"Closing {len(closing)} issues in Procore (deleted or voided at the source):")
+    _render_rows(
+        [
+            {"source_id": d["source_id"], "procore_id": d["target_id"], "title": d["title"]}
+            for d in closing
+        ]
+    )
 
 
 # -- setup and stages ----------------------------------------------------------------------
@@ -412,15 +444,22 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     multiple=True,
     help="List the records of this kind (repeatable).",
 )
+@click.option(
+    "--retry-rejected",
+    is_flag=True,
+    help="Plan as `migrate load --retry-rejected` would load.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
-def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
-    """Dry run: what load would create, update or leave, per entity. Writes nothing."""
+def plan(
+    config_path: str | None, show: tuple[str, ...], retry_rejected: bool, as_json: bool
+) -> None:
+    """Dry run: what load will create, update, close or leave, per entity. Writes nothing."""
     from migrate.load.plan import plan_from_settings
     from migrate.settings import load_settings
 
     settings = load_settings(config_path)
-    the_plan = plan_from_settings(settings)
+    the_plan = plan_from_settings(settings, retry_rejected=retry_rejected)
     if as_json:
         payload = the_plan.to_json()
         if show:
@@ -444,6 +483,7 @@ def plan(config_path: str | None, show: tuple[str, ...], as_json: bool) -> None:
 def load(
     config_path: str | None,
     apply_deletions: bool,
+    max_deletions: int | None,
     retry_rejected: bool,
     quiet: bool,
     verbose: bool,
@@ -452,10 +492,11 @@ def load(
     from migrate.load import load_from_settings
     from migrate.settings import load_settings
 
+    deletions = _deletion_options(apply_deletions, max_deletions)
     settings = load_settings(config_path)
     result = load_from_settings(
         settings,
-        apply_deletions=apply_deletions,
+        **deletions,
         retry_rejected=retry_rejected,
         progress=_progress(quiet, "load"),
         verbose_stream=_verbose_stream(verbose),
@@ -478,6 +519,7 @@ def run(
     dry_run: bool,
     full_refresh: bool,
     apply_deletions: bool,
+    max_deletions: int | None,
     retry_rejected: bool,
     quiet: bool,
     verbose: bool,
@@ -486,12 +528,13 @@ def run(
     from migrate.pipeline import run_pipeline
     from migrate.settings import load_settings
 
+    deletions = _deletion_options(apply_deletions, max_deletions)
     settings = load_settings(config_path)
     outcome = run_pipeline(
         settings,
         dry_run=dry_run,
         full_refresh=full_refresh,
-        apply_deletions=apply_deletions,
+        **deletions,
         retry_rejected=retry_rejected,
         progress=_progress(quiet, "run"),
         verbose_stream=_verbose_stream(verbose),

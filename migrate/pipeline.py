@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -49,6 +49,8 @@ def run_pipeline(
     full_refresh: bool = False,
     apply_deletions: bool = False,
     retry_rejected: bool = False,
+    max_deletions: int | None = None,
+    on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> PipelineOutcome:
@@ -73,7 +75,13 @@ def run_pipeline(
             )
             return outcome
         outcome.results["load"] = load_from_settings(
-            settings, env, apply_deletions=apply_deletions, retry_rejected=retry_rejected, **common
+            settings,
+            env,
+            apply_deletions=apply_deletions,
+            retry_rejected=retry_rejected,
+            max_deletions=max_deletions,
+            on_deletions=on_deletions,
+            **common,
         )
     except StageFailed as failure:
         # The stage named its own command; from `run`, the whole pipeline is what resumes.

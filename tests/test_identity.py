@@ -216,7 +216,7 @@ def make_legacy(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
             "DROP TABLE staging_identity; DROP TABLE writer_lock; "
-            "ALTER TABLE uploads DROP COLUMN sent_sha256; "
+            "ALTER TABLE uploads DROP COLUMN sent_sha256; ALTER TABLE id_map DROP COLUMN title; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

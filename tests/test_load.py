@@ -36,7 +36,7 @@ from migrate.settings import (
     TargetSettings,
 )
 from migrate.store import BlobStore, open_store
-from migrate.store.records import canonical_json
+from migrate.store.planned import payload_hash
 from migrate.transform import transform_from_settings
 from migrate.transform.locations import location_source_id
 
@@ -156,18 +156,6 @@ PATHS = (
     ("Annex > East",),
     ("Annex > East", "Roof"),
 )
-
-
-def payload_hash(payload: dict[str, Any], location: str | None, sha256s: list[str]) -> str:
-    return hashlib.sha256(
-        canonical_json(
-            {
-                "payload": payload,
-                "location_source_id": location,
-                "attachments": sha256s,
-            }
-        ).encode("ascii")
-    ).hexdigest()
 
 
 def plant(

@@ -15,23 +15,25 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from migrate.errors import MigrateError, StageFailed
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
-from migrate.load.followups import FollowUps, classify
-from migrate.load.issues import IssueCreator, PlanEntry, plan_entries
-from migrate.load.locations import push_locations
-from migrate.load.plan import compute_plan
-from migrate.load.state import (
-    LoadContext,
-    MapRow,
-    fail_open_batches,
-    id_map_rows,
-    open_quarantine_count,
+from migrate.load.decision import (
+    CLOSED,
+    Action,
+    IssueDecision,
+    Request,
+    check_deletions,
+    decide_issues,
 )
+from migrate.load.followups import FollowUps, FollowUpWork
+from migrate.load.issues import IssueCreator
+from migrate.load.locations import push_locations
+from migrate.load.plan import check_plan_target
+from migrate.load.state import LoadContext, fail_open_batches, open_quarantine_count
 from migrate.load.uploads import Uploader
 from migrate.results import LoadResult, Progress
 from migrate.runlog import RunLog
@@ -39,6 +41,7 @@ from migrate.settings import Settings
 from migrate.store.blobs import BlobStore
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.planned import MapRow, PlanEntry, id_map_rows, loaded_count
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import finish_run, start_run
 from migrate.store.writer import acquire_writer
@@ -61,6 +64,12 @@ class LoadOptions:
     #: Re-send creates Procore refused before even though their plan did not change (after
     #: fixing the cause in Procore). Off: an unchanged refused record costs no request.
     retry_rejected: bool = False
+    #: With apply_deletions: close at most this many issues (None: load/decision.py
+    #: deletion_limit). Over the limit, load refuses before writing anything (exit 2).
+    max_deletions: int | None = None
+    #: Called with the issues about to be closed ({source_id, target_id, title,
+    #: target_status}) before load writes anything, so the engineer sees them first.
+    on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None
 
 
 class _Phase:
@@ -177,8 +186,63 @@ def run(
     return result
 
 
+@dataclass
+class _Work:
+    """The decisions load acts on (kept small: unchanged records are only counted)."""
+
+    creates: list[PlanEntry] = field(default_factory=list)
+    #: id map rows of the creates that have one (sent by a dead run, or rejected before).
+    previous: dict[str, MapRow] = field(default_factory=dict)
+    followups: FollowUpWork = field(default_factory=FollowUpWork)
+    #: Rows a dead run left in flight whose source is gone: looked up before deciding again.
+    in_flight: list[MapRow] = field(default_factory=list)
+    deleted: list[IssueDecision] = field(default_factory=list)
+    attachments_after_load: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+    blocked: int = 0
+
+    @classmethod
+    def collect(cls, decisions: Iterable[IssueDecision]) -> _Work:
+        work = cls()
+        for decision in decisions:
+            if decision.attachments_added:
+                work.attachments_after_load.append(
+                    {
+                        "source_id": decision.source_id,
+                        "target_id": decision.target_id,
+                        "attachment_ids": list(decision.attachments_added),
+                    }
+                )
+            action = decision.action
+            if action is Action.CREATE:
+                assert decision.entry is not None
+                work.creates.append(decision.entry)
+                if decision.row is not None:
+                    work.previous[decision.source_id] = decision.row
+                continue
+            work.followups.add(decision)
+            if action is Action.UNCHANGED:
+                work.unchanged += 1
+            elif action is Action.BLOCKED and decision.entry is not None:
+                work.blocked += 1
+            elif action is Action.DELETED_AT_SOURCE and decision.row is not None:
+                if Request.LOOK_UP in decision.requests:
+                    work.in_flight.append(decision.row)
+                else:
+                    work.deleted.append(decision)
+        # Rows a dead run left 'sent' go first: their look-ups then cover the shortest window.
+        work.creates.sort(
+            key=lambda entry: (
+                work.previous.get(entry.source_id) is None
+                or work.previous[entry.source_id].state != "sent",
+                entry.source_id,
+            )
+        )
+        return work
+
+
 class _Loader:
-    """One load run: the phases in order over a shared LoadContext."""
+    """One load run: the decisions (load/decision.py), then the phases in order."""
 
     def __init__(
         self,
@@ -230,14 +294,27 @@ class _Loader:
                 "resume",
                 message=f"{abandoned} batch(es) of a run that died are re-sent with the same uuids",
             )
-        # The dry-run plan (no HTTP) checks the rows were planned for this project and names
-        # the loaded records whose source is gone; the state machine below decides the rest.
-        plan = compute_plan(ctx.store, ctx.project_id)
-        deleted_ids = plan.source_ids(ENTITY_ISSUE, "deleted_at_source")
-        # Entries without payloads: the payloads are read batch by batch as they are sent.
-        planned = plan_entries(ctx.store)
-        rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
-        creates = self._creates(planned, rows)
+        work = self._decide()
+        if work.in_flight:  # sent by a dead run, source gone since: does Procore have them?
+            IssueCreator(ctx).resolve_orphans(work.in_flight)
+            work = self._decide()
+        self.attachments_after_load = work.attachments_after_load
+        self.deleted = [d.as_deletion() for d in work.deleted]
+        closes = work.followups.closes if self.options.apply_deletions else []
+        if self.options.apply_deletions:
+            # Before any write: a refused run closes nothing and sends nothing.
+            check_deletions(
+                closes,
+                loaded_count(ctx.store, ENTITY_ISSUE, ctx.project_id),
+                self.options.max_deletions,
+                ctx.project_id,
+            )
+            if closes and self.options.on_deletions is not None:
+                self.options.on_deletions([d.as_deletion() for d in closes])
+        if not self.options.apply_deletions:
+            work.followups.closes = []
+        ctx.count("unchanged", n=work.unchanged)
+        ctx.count("rejected", n=work.blocked)
 
         with self.phase.bar("locations", None):
             counts = push_locations(
@@ -255,40 +332,31 @@ class _Loader:
         }
         self._event("locations", counts={"created": counts.created, "unchanged": counts.unchanged})
 
-        IssueCreator(ctx).resolve_orphans(rows, planned)
+        creates = work.creates
         if creates:
             attachment_total = len({a for issue in creates for a in issue.attachment_ids})
             with (
                 self.phase.bar("attachments", attachment_total),
                 self.phase.bar("coordination_issues", len(creates)),
             ):
-                IssueCreator(ctx).push(creates, rows)
+                IssueCreator(ctx).push(creates, work.previous)
             self._event("creates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
 
-        rows = id_map_rows(ctx.store, ENTITY_ISSUE, ctx.project_id)
-        if ctx.loaded_now:  # a found orphan is loaded now, and deleted at source
-            deleted_ids = compute_plan(ctx.store, ctx.project_id).source_ids(
-                ENTITY_ISSUE, "deleted_at_source"
-            )
-        work = classify(ctx.store, planned, rows, deleted_ids, ctx.loaded_now)
-        self.attachments_after_load = work.attachments_after_load
-        self.deleted = work.deleted_at_source
-        ctx.count("unchanged", n=work.unchanged)
-        ctx.count("rejected", n=work.held)
         followups = FollowUps(ctx)
-        followups.record_hash_only(work)
-        closing = (
-            [d for d in work.deleted_at_source if d["target_status"] != "closed"]
-            if self.options.apply_deletions
-            else []
+        followups.record_hash_only(work.followups)
+        calls = (
+            len(work.followups.sync_updates)
+            + len(work.followups.status_changes)
+            + len(work.followups.closes)
         )
-        calls = len(work.sync_updates) + len(work.status_changes) + len(closing)
         if calls:
             with self.phase.bar("updates", calls):
-                followups.push_updates(work)
-                followups.push_status_changes(work)
-                if self.options.apply_deletions:
-                    followups.close_deleted(work)
+                followups.push_updates(work.followups)
+                followups.push_status_changes(work.followups)
+                closed = set(followups.close_deleted(work.followups))
+            for deleted in self.deleted:
+                if deleted["source_id"] in closed:
+                    deleted["target_status"] = CLOSED
             self._event("updates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
         if self.attachments_after_load:
             self._event(
@@ -298,30 +366,14 @@ class _Loader:
             self._event("deleted_at_source", count=len(self.deleted))
         return self.result(completed=True)
 
-    def _creates(
-        self, planned: Mapping[str, PlanEntry], rows: Mapping[str, MapRow]
-    ) -> list[PlanEntry]:
-        """Planned issues not in Procore yet (sent-but-unconfirmed ones first)."""
-        creates: list[PlanEntry] = []
-        for source_id, issue in planned.items():
-            row = rows.get(source_id)
-            retry = (
-                row is not None
-                and row.state == "rejected"
-                and (row.payload_hash != issue.payload_hash or self.options.retry_rejected)
-            )
-            if row is None or row.state in ("pending", "sent") or retry:
-                creates.append(issue)
-            elif row.state == "rejected":
-                self.ctx.count("rejected")
-        # Rows a dead run left 'sent' go first: their look-ups then cover the shortest window.
-        creates.sort(
-            key=lambda i: (
-                rows.get(i.source_id) is None or rows[i.source_id].state != "sent",
-                i.source_id,
+    def _decide(self) -> _Work:
+        """What to do with every issue: the decisions `migrate plan` lists, read to the end."""
+        check_plan_target(self.ctx.store, self.ctx.project_id)
+        return _Work.collect(
+            decide_issues(
+                self.ctx.store, self.ctx.project_id, retry_rejected=self.options.retry_rejected
             )
         )
-        return creates
 
     # -- the result -------------------------------------------------------------------------
     def result(self, *, completed: bool) -> LoadResult:
@@ -368,6 +420,8 @@ def load_from_settings(
     *,
     apply_deletions: bool = False,
     retry_rejected: bool = False,
+    max_deletions: int | None = None,
+    on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> LoadResult:
@@ -378,6 +432,8 @@ def load_from_settings(
         workers=settings.target.workers,
         apply_deletions=apply_deletions,
         retry_rejected=retry_rejected,
+        max_deletions=max_deletions,
+        on_deletions=on_deletions,
     )
     store = open_store(settings.staging.path, create=False)
     try:

@@ -10,27 +10,30 @@ become quarantine rows with Procore's message; the rest of the batch is recorded
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migrate.ids import ENTITY_ISSUE, issue_uuid
 from migrate.load.state import (
     LoadContext,
-    MapRow,
     batch_sent_at,
     finish_batch,
-    mark_loaded,
-    mark_rejected,
-    mark_sent,
-    mark_unsent,
     quarantine_load,
     release_load_quarantine,
     start_batch,
 )
-from migrate.store.db import Store, utc_now
+from migrate.store.db import utc_now
+from migrate.store.planned import (
+    MapRow,
+    PlanEntry,
+    PlannedIssue,
+    mark_loaded,
+    mark_rejected,
+    mark_sent,
+    mark_unsent,
+    with_payloads,
+)
 
 #: Procore's limit of items per sync call.
 MAX_SYNC_ITEMS = 1000
@@ -40,94 +43,6 @@ LOOKUP_SLACK = timedelta(minutes=2)
 TAKEN = "has already been taken"
 #: Messages that mean an upload (not the issue) was at fault: new uploads fix them.
 UPLOAD_PROBLEMS = ("does not exist", "has expired", "has no file", "already attached")
-
-
-@dataclass(frozen=True)
-class PlanEntry:
-    """A planned_issues row without its payload: all that deciding what to send needs.
-
-    A few hundred bytes an issue where the parsed payload is a few kilobytes, so load holds
-    every entry and reads payloads only for the batch it is sending (`with_payloads`).
-    """
-
-    source_id: str
-    source_kind: str
-    uuid: str
-    status: str | None
-    location_source_id: str | None
-    attachment_ids: tuple[str, ...]
-    payload_hash: str
-
-    @property
-    def quarantine_entity(self) -> str:
-        # Load names its quarantine rows after the Procore entity; `status` folds them onto
-        # issue / checklist_item by source id.
-        return ENTITY_ISSUE
-
-
-@dataclass(frozen=True)
-class PlannedIssue(PlanEntry):
-    """One planned_issues row with its payload (the exact sync item)."""
-
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-_ENTRY_COLUMNS = (
-    "source_id, source_kind, uuid, status, location_source_id, attachment_ids, payload_hash"
-)
-
-
-def plan_entries(store: Store) -> dict[str, PlanEntry]:
-    """Every planned issue without its payload, by source id (in source id order)."""
-    return {
-        r[0]: PlanEntry(**_entry_fields(r))
-        for r in store.conn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM planned_issues ORDER BY source_id"
-        )
-    }
-
-
-def planned_issues(store: Store, source_ids: Iterable[str] | None = None) -> list[PlannedIssue]:
-    """Planned issues with payloads (all, or these source ids), in source id order."""
-    sql = f"SELECT {_ENTRY_COLUMNS}, payload FROM planned_issues"
-    rows: list[Any]
-    if source_ids is None:
-        rows = store.conn.execute(sql + " ORDER BY source_id").fetchall()
-    else:
-        wanted = sorted(set(source_ids))
-        rows = []
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows.extend(store.conn.execute(f"{sql} WHERE source_id IN ({marks})", chunk))
-        rows.sort(key=lambda row: row[0])
-    return [PlannedIssue(**_entry_fields(r), payload=json.loads(r[7])) for r in rows]
-
-
-def _entry_fields(row: Sequence[Any]) -> dict[str, Any]:
-    """PlanEntry's fields from a row that starts with _ENTRY_COLUMNS."""
-    return {
-        "source_id": row[0],
-        "source_kind": row[1],
-        "uuid": row[2].lower(),
-        "status": row[3],
-        "location_source_id": row[4],
-        "attachment_ids": tuple(json.loads(row[5] or "[]")),
-        "payload_hash": row[6],
-    }
-
-
-def with_payloads(store: Store, entries: Sequence[PlanEntry]) -> list[PlannedIssue]:
-    """`entries` with their payloads read now, in the same order.
-
-    An entry whose row has gone since (a transform ran meanwhile) is left out: the next load
-    sees the new plan.
-    """
-    found = {
-        issue.source_id: issue
-        for issue in planned_issues(store, [entry.source_id for entry in entries])
-    }
-    return [found[entry.source_id] for entry in entries if entry.source_id in found]
 
 
 def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -201,7 +116,7 @@ class IssueCreator:
         for batch in chunked(list(issues), self.ctx.options.batch_size):
             self._batch(with_payloads(self.ctx.store, batch), previous, retry_round=False)
 
-    def resolve_orphans(self, rows: Mapping[str, MapRow], planned: Mapping[str, PlanEntry]) -> None:
+    def resolve_orphans(self, rows: Sequence[MapRow]) -> None:
         """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
 
         Nothing will re-send them, so find out whether Procore has them: found, they are
@@ -210,21 +125,21 @@ class IssueCreator:
         ctx = self.ctx
         orphans = [
             PlannedIssue(
-                source_id=source_id,
+                source_id=row.source_id,
                 source_kind="",
                 status=None,
                 payload={},
                 location_source_id=None,
-                uuid=issue_uuid(ctx.project_id, source_id),
+                uuid=issue_uuid(ctx.project_id, row.source_id),
                 attachment_ids=row.attachment_ids,
                 payload_hash=row.payload_hash or "",
             )
-            for source_id, row in sorted(rows.items())
-            if row.state == "sent" and source_id not in planned
+            for row in sorted(rows, key=lambda row: row.source_id)
         ]
         if not orphans:
             return
-        found = self._look_up(orphans, rows, since=None, local_problem=True)
+        previous = {row.source_id: row for row in rows}
+        found = self._look_up(orphans, previous, since=None, local_problem=True)
         with ctx.store.transaction():
             for orphan in orphans:
                 if orphan.uuid not in found:
@@ -308,24 +223,25 @@ class IssueCreator:
         sent_items = items_by_uuid(items)
         with ctx.store.transaction():
             for entity in entities:
-                issue = sending.get(str(entity.get("uuid") or "").lower())
-                if issue is None:
+                created = sending.get(str(entity.get("uuid") or "").lower())
+                if created is None:
                     continue
-                answered.add(issue.uuid)
+                answered.add(created.uuid)
                 self._loaded(
-                    issue,
+                    created,
                     entity,
                     batch_id,
-                    payload_hash=issue.payload_hash,
-                    upload_uuids=sent_items[issue.uuid].get("attachment_upload_uuids", []),
+                    payload_hash=created.payload_hash,
+                    upload_uuids=sent_items[created.uuid].get("attachment_upload_uuids", []),
                 )
                 ctx.count("created")
             for failure in errors:
                 if not isinstance(failure, Mapping):
                     continue
-                issue = sending.get(str(failure.get("uuid") or "").lower())
-                if issue is None:
+                refused = sending.get(str(failure.get("uuid") or "").lower())
+                if refused is None:
                     continue
+                issue = refused
                 answered.add(issue.uuid)
                 item_errors = failure.get("errors") or {}
                 if TAKEN in _messages(item_errors, "uuid"):
@@ -384,6 +300,7 @@ class IssueCreator:
             target_status=entity.get("status"),
             attachment_ids=issue.attachment_ids,
             batch_id=batch_id,
+            title=payload_title(issue.payload),
         )
         ctx.uploader.mark_referenced(upload_uuids)
         ctx.loaded_now.add(issue.source_id)
@@ -546,6 +463,12 @@ class IssueCreator:
                         batch_id,
                     )
         return set(found)
+
+
+def payload_title(payload: Mapping[str, Any]) -> str | None:
+    """The title a sync item sets (recorded in the id map for the deletion lists)."""
+    title = payload.get("title")
+    return title if isinstance(title, str) else None
 
 
 def items_by_uuid(items: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

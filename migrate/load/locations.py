@@ -10,33 +10,19 @@ fewer calls. Paths are matched node by node through ``parent_id`` — never by s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from migrate.ids import ENTITY_LOCATION
-from migrate.load.state import id_map_rows, mark_loaded
 from migrate.store.db import Store
-from migrate.store.records import content_hash
+from migrate.store.planned import PlannedLocation, id_map_rows, mark_loaded, planned_locations
 
 #: Procore's locations list pages hold at most this many rows.
 LIST_PAGE_SIZE = 100
 
 Path = tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PlannedLocation:
-    source_id: str
-    path: Path
-    is_leaf: bool
-    existing_target_id: int | None
-
-    @property
-    def payload_hash(self) -> str:
-        return content_hash({"path": list(self.path)})
 
 
 @dataclass
@@ -45,23 +31,6 @@ class LocationCounts:
     unchanged: int = 0
     rejected: int = 0
     calls: int = 0
-
-
-def planned_locations(store: Store) -> list[PlannedLocation]:
-    """Every planned location, parents before children."""
-    rows = store.conn.execute(
-        "SELECT source_id, path, is_leaf, existing_target_id FROM planned_locations "
-        "ORDER BY depth, source_id"
-    )
-    return [
-        PlannedLocation(
-            source_id=r[0],
-            path=tuple(json.loads(r[1])),
-            is_leaf=bool(r[2]),
-            existing_target_id=r[3],
-        )
-        for r in rows
-    ]
 
 
 def _paths_by_id(locations: Iterable[dict[str, Any]]) -> dict[Path, int]:
@@ -75,7 +44,8 @@ def _paths_by_id(locations: Iterable[dict[str, Any]]) -> dict[Path, int]:
         node = nodes.get(location_id)
         if node is None or depth > 100 or not isinstance(node[0], str):
             return None
-        name, parent_id = node
+        name: str = node[0]
+        parent_id = node[1]
         if parent_id is None:
             result: Path | None = (name,)
         else:

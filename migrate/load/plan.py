@@ -1,22 +1,25 @@
-"""The dry-run plan: what load would do, from planned rows compared with the id map.
+"""The dry-run plan: what load will do, as load itself decides it (load/decision.py).
 
-Nothing here calls Procore. Per entity (location, coordination_issue) every record lands in
-one of these sets:
+Nothing here calls Procore, and nothing here decides: issues are listed from
+``decide_issues``, the function load executes, so each count is the requests load then makes.
+Per entity (location, coordination_issue) every record lands in one of these sets:
 
 - ``create``: planned, not in Procore yet (no id map row, or pending / sent — a ``sent`` row
   was in flight when a run stopped and is re-sent with the same uuid — or rejected earlier
   with a payload that has changed since).
-- ``update``: loaded, and the planned payload hash differs from the one loaded (load sends
-  the fields sync may change).
+- ``update``: loaded, and a field sync may change differs from what was loaded: one sync
+  update item.
 - ``status_change``: loaded, and the planned status differs from the status Procore has (sync
-  cannot change status; load uses a single update). A record can be in ``update`` too.
-- ``unchanged``: loaded with the same payload hash and status; for locations also a path that
-  already exists in Procore (load links it, creates nothing).
+  cannot change status; load uses a single PATCH). A record can be in ``update`` too.
+- ``unchanged``: loaded, nothing Procore can change differs (a changed origin or files added
+  later only move the recorded hash); for locations also a path that already exists in Procore
+  (load links it, creates nothing).
 - ``skipped``: left out by a mapping (status → skip) or deleted at source, never loaded.
 - ``blocked``: open quarantine (transform: a rule failed; load: Procore refused this very
-  payload).
+  payload), or refused by Procore with this payload and released by hand.
 - ``deleted_at_source``: loaded earlier, but the source record is now deleted, voided or no
-  longer planned: reported, closed only with ``--apply-deletions``.
+  longer planned: reported, closed (one PATCH each) only with ``--apply-deletions``, and then
+  only up to the limit load/decision.py ``deletion_limit`` sets unless ``--max-deletions``.
 - ``attachments_after_load``: loaded, and the planned attachments include files that were not
   sent at create. Procore cannot add attachments to an existing coordination issue, so these
   need a decision; they are never dropped silently. A record here is also in one of the sets
@@ -26,15 +29,33 @@ one of these sets:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConfigError
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, PLAN_KINDS
+from migrate.load.decision import (
+    ATTACHMENTS_HINT,
+    ISSUE_SOURCE_ENTITIES,
+    Action,
+    IssueDecision,
+    Request,
+    decide_issues,
+    deletion_limit,
+)
+from migrate.load.state import open_quarantine
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.planned import (
+    id_map_rows,
+    loaded_count,
+    planned_locations,
+    planned_titles,
+    skipped_records,
+)
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.
@@ -42,7 +63,7 @@ ROW_KEYS = ("entity", "source_id", "label", "target_id", "detail", "hint")
 #: Entity names in quarantine and skipped_records that belong to each plan entity.
 SOURCE_ENTITIES = {
     ENTITY_LOCATION: ("area", "location"),
-    ENTITY_ISSUE: ("issue", "checklist_item", "coordination_issue"),
+    ENTITY_ISSUE: ISSUE_SOURCE_ENTITIES,
 }
 
 
@@ -53,6 +74,13 @@ class Plan:
     target_project_id: int
     transform_run_id: int | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Issue requests load will make, by kind (load/decision.py Request); ``close`` only with
+    #: --apply-deletions.
+    requests: Counter[str] = field(default_factory=Counter)
+    #: Issues loaded into the project (what the deletion limit is a share of).
+    loaded_issues: int = 0
+    #: What --apply-deletions closes: {source_id, target_id, title, target_status}.
+    closes: list[dict[str, Any]] = field(default_factory=list)
     _rows: dict[str, dict[str, list[tuple[Any, ...]]]] = field(
         default_factory=lambda: {entity: {kind: [] for kind in PLAN_KINDS} for entity in ENTITIES}
     )
@@ -91,12 +119,23 @@ class Plan:
         """Source ids of one entity and kind, in source_id order."""
         return [row[1] for row in self._rows[entity][kind]]
 
+    @property
+    def deletion_limit(self) -> int:
+        """How many issues `load --apply-deletions` may close without --max-deletions."""
+        return deletion_limit(self.loaded_issues)
+
     def to_json(self, kinds: Iterable[str] = ()) -> dict[str, Any]:
         """Counts and warnings as a JSON-able dict, with the rows of `kinds` under "rows"."""
         result: dict[str, Any] = {
             "target_project_id": self.target_project_id,
             "transform_run_id": self.transform_run_id,
             "counts": self.counts(),
+            "requests": {kind.value: self.requests.get(kind.value, 0) for kind in Request},
+            "deletions": {
+                "closes": [dict(item) for item in self.closes],
+                "loaded_issues": self.loaded_issues,
+                "limit_without_max_deletions": self.deletion_limit,
+            },
             "warnings": list(self.warnings),
         }
         kinds = list(kinds)
@@ -118,34 +157,65 @@ class Plan:
             lines.append(
                 f"{entity:<{width}}  " + "  ".join(f"{counts[entity][k]:>{len(k)}}" for k in shown)
             )
+        requests = self.requests
+        lines.append(
+            f"Issue requests load will make: {requests[Request.SYNC_CREATE]} sync create items, "
+            f"{requests[Request.SYNC_UPDATE]} sync update items, "
+            f"{requests[Request.STATUS_PATCH]} status PATCHes"
+            + (f", {requests[Request.LOOK_UP]} look-ups" if requests[Request.LOOK_UP] else "")
+            + f"; with --apply-deletions also {len(self.closes)} closes."
+        )
         lines.extend(f"Warning: {warning}" for warning in self.warnings)
         if counts[ENTITY_ISSUE]["attachments_after_load"]:
             lines.append(
                 "Some loaded issues have new attachments Procore cannot add to an "
                 "existing issue: see `migrate plan --show attachments_after_load`."
             )
+        if self.closes:
+            over = len(self.closes) > self.deletion_limit
+            lines.append(
+                f"{len(self.closes)} loaded issues are deleted at the source: "
+                "`migrate load --apply-deletions` closes them in Procore"
+                + (
+                    f" only with --max-deletions {len(self.closes)} (more than the "
+                    f"{self.deletion_limit} allowed without it)"
+                    if over
+                    else ""
+                )
+                + "; see `migrate plan --show deleted_at_source`."
+            )
         return lines
 
 
-def compute_plan(store: Store, target_project_id: int) -> Plan:
-    """Compare planned rows, skipped records and quarantine with the id map (reads only)."""
+def compute_plan(store: Store, target_project_id: int, *, retry_rejected: bool = False) -> Plan:
+    """List load's decisions for the planned rows, skipped records and quarantine (reads only).
+
+    ``retry_rejected``: as ``migrate load --retry-rejected`` would decide.
+    """
+    transform_run_id = check_plan_target(store, target_project_id)
+    plan = Plan(target_project_id, transform_run_id=transform_run_id)
+    _plan_locations(store, plan)
+    _plan_issues(store, plan, retry_rejected=retry_rejected)
+    for kinds in plan._rows.values():
+        for rows in kinds.values():
+            rows.sort(key=lambda row: row[1])
+    plan.closes.sort(key=lambda item: item["source_id"])
+    _add_warnings(store, plan)
+    return plan
+
+
+def check_plan_target(store: Store, target_project_id: int) -> int | None:
+    """The newest succeeded transform's run id; ConfigError if it planned another project."""
     last = _last_transform(store)
-    plan = Plan(target_project_id, transform_run_id=last[0] if last else None)
     if last is not None and last[1] is not None and last[1] != target_project_id:
         raise ConfigError(
             f"The planned rows in {store.path} were made for Procore project {last[1]}, not "
             f"{target_project_id}. Run `migrate transform` for project {target_project_id} first."
         )
-    _plan_locations(store, plan)
-    _plan_issues(store, plan)
-    for kinds in plan._rows.values():
-        for rows in kinds.values():
-            rows.sort(key=lambda row: row[1])
-    _add_warnings(store, plan)
-    return plan
+    return last[0] if last else None
 
 
-def plan_from_settings(settings: Settings) -> Plan:
+def plan_from_settings(settings: Settings, *, retry_rejected: bool = False) -> Plan:
     """Open the staging DB named in the settings and compute the plan for [target] project_id."""
     project_id = settings.target.project_id
     if project_id is None:
@@ -166,7 +236,7 @@ def plan_from_settings(settings: Settings) -> Plan:
                 f"No transform has finished in {store.path} yet, so there is nothing to plan. "
                 "Run `migrate transform` first."
             )
-        return compute_plan(store, project_id)
+        return compute_plan(store, project_id, retry_rejected=retry_rejected)
     finally:
         store.close()
 
@@ -174,65 +244,26 @@ def plan_from_settings(settings: Settings) -> Plan:
 # -- per entity ---------------------------------------------------------------------------------
 
 
-def _id_map(store: Store, entity: str, project_id: int) -> dict[str, tuple[Any, ...]]:
-    """source_id → (state, target_id, payload_hash, target_status, attachment_ids list)."""
-    result = {}
-    for source_id, state, target_id, payload_hash, status, attachments in store.conn.execute(
-        "SELECT source_id, state, target_id, payload_hash, target_status, attachment_ids "
-        "FROM id_map WHERE entity = ? AND target_project_id = ?",
-        (entity, project_id),
-    ):
-        result[source_id] = (state, target_id, payload_hash, status, _json_list(attachments))
-    return result
-
-
-def _open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, tuple[Any, ...]]:
-    """source_id → (id, stage, reason, hint, refused payload hash) of the newest open row."""
-    entities = tuple(entities)
-    marks = ", ".join("?" for _ in entities)
-    result = {}
-    for row_id, source_id, stage, reason, hint, record in store.conn.execute(
-        "SELECT id, source_id, stage, reason, hint, record FROM quarantine "
-        f"WHERE released_at IS NULL AND entity IN ({marks}) ORDER BY id",
-        entities,
-    ):
-        refused = None
-        if stage == "load" and record:
-            try:
-                refused = json.loads(record).get("payload_hash")
-            except (ValueError, AttributeError):
-                refused = None
-        result[str(source_id)] = (row_id, stage, reason, hint, refused)
-    return result
-
-
-def _skipped(store: Store, entities: Iterable[str]) -> dict[str, str]:
-    entities = tuple(entities)
-    marks = ", ".join("?" for _ in entities)
-    return dict(
-        store.conn.execute(
-            f"SELECT source_id, reason FROM skipped_records WHERE entity IN ({marks}) "
-            "ORDER BY source_id",
-            entities,
-        ).fetchall()
-    )
-
-
 def _plan_locations(store: Store, plan: Plan) -> None:
     entity = ENTITY_LOCATION
-    id_map = _id_map(store, entity, plan.target_project_id)
-    held = _open_quarantine(store, SOURCE_ENTITIES[entity])
+    id_map = id_map_rows(store, entity, plan.target_project_id)
+    held = open_quarantine(store, SOURCE_ENTITIES[entity])
     planned: set[str] = set()
-    for source_id, path_text, existing in store.conn.execute(
-        "SELECT source_id, path_text, existing_target_id FROM planned_locations ORDER BY source_id"
-    ):
+    for location in planned_locations(store):
+        source_id, path_text, existing = (
+            location.source_id,
+            location.path_text,
+            location.existing_target_id,
+        )
         planned.add(source_id)
         mapped = id_map.get(source_id)
         quarantined = held.pop(source_id, None)
-        if mapped is not None and mapped[0] == "loaded":
-            plan.add(entity, "unchanged", source_id, path_text, mapped[1])
+        if mapped is not None and mapped.state == "loaded":
+            plan.add(entity, "unchanged", source_id, path_text, mapped.target_id)
         elif quarantined is not None:
-            _blocked(plan, entity, source_id, quarantined, path_text)
+            plan.add(
+                entity, "blocked", source_id, path_text, None, quarantined.detail, quarantined.hint
+            )
         elif existing is not None:
             plan.add(
                 entity,
@@ -244,114 +275,63 @@ def _plan_locations(store: Store, plan: Plan) -> None:
             )
         else:
             plan.add(entity, "create", source_id, path_text)
-    for source_id, reason in _skipped(store, SOURCE_ENTITIES[entity]).items():
+    for source_id, reason in skipped_records(store, SOURCE_ENTITIES[entity]).items():
         plan.add(entity, "skipped", source_id, None, None, reason)
     for source_id, quarantined in sorted(held.items()):
-        _blocked(plan, entity, source_id, quarantined)
+        plan.add(entity, "blocked", source_id, None, None, quarantined.detail, quarantined.hint)
     for source_id, mapped in sorted(id_map.items()):
-        if mapped[0] == "loaded" and source_id not in planned:
+        if mapped.state == "loaded" and source_id not in planned:
             plan.add(
                 entity,
                 "deleted_at_source",
                 source_id,
                 _path_label(source_id),
-                mapped[1],
+                mapped.target_id,
                 "no live BIM 360 Field area maps to this path any more",
             )
 
 
-def _plan_issues(store: Store, plan: Plan) -> None:
-    entity = ENTITY_ISSUE
-    id_map = _id_map(store, entity, plan.target_project_id)
-    held = _open_quarantine(store, SOURCE_ENTITIES[entity])
-    skipped = _skipped(store, SOURCE_ENTITIES[entity])
-    held_ids = set(held)
-    planned: set[str] = set()
-    for source_id, title, status, payload_hash, attachments in store.conn.execute(
-        "SELECT source_id, title, status, payload_hash, attachment_ids "
-        "FROM planned_issues ORDER BY source_id"
-    ):
-        planned.add(source_id)
-        label = title
-        mapped = id_map.get(source_id)
-        quarantined = held.pop(source_id, None)
-        if quarantined is not None and (
-            quarantined[1] != "load" or quarantined[4] in (None, payload_hash)
-        ):
-            _blocked(plan, entity, source_id, quarantined, label)
-            continue
-        if mapped is None or mapped[0] != "loaded":
-            detail = None
-            if mapped is not None and mapped[0] == "sent":
-                detail = "was in flight when a load stopped: re-sent with the same uuid"
-            elif mapped is not None and mapped[0] == "rejected":
-                detail = "refused before; the planned payload has changed since"
-            plan.add(entity, "create", source_id, label, None, detail)
-            continue
-        _state, target_id, loaded_hash, target_status, loaded_attachments = mapped
-        status_differs = target_status is not None and target_status != status
-        if loaded_hash != payload_hash:
-            plan.add(entity, "update", source_id, label, target_id)
-        if status_differs:
-            plan.add(
-                entity, "status_change", source_id, label, target_id, f"{target_status} → {status}"
-            )
-        if loaded_hash == payload_hash and not status_differs:
-            plan.add(entity, "unchanged", source_id, label, target_id)
-        missing = sorted(set(_json_list(attachments)) - set(loaded_attachments))
-        if missing:
+def _plan_issues(store: Store, plan: Plan, *, retry_rejected: bool) -> None:
+    titles = planned_titles(store)
+    for decision in decide_issues(store, plan.target_project_id, retry_rejected=retry_rejected):
+        _add_decision(plan, decision, titles.get(decision.source_id))
+    plan.loaded_issues = loaded_count(store, ENTITY_ISSUE, plan.target_project_id)
+
+
+def _add_decision(plan: Plan, decision: IssueDecision, title: str | None) -> None:
+    """A decision as plan rows: its action, plus one row per kind of request it makes."""
+    entity, sid, target_id = ENTITY_ISSUE, decision.source_id, decision.target_id
+    label = title if decision.entry is not None else decision.title
+    plan.requests.update(request.value for request in decision.requests)
+    action = decision.action
+    if action in (Action.UPDATE, Action.STATUS_CHANGE):
+        if Request.SYNC_UPDATE in decision.requests:
+            plan.add(entity, "update", sid, label, target_id, decision.detail, decision.hint)
+        if Request.STATUS_PATCH in decision.requests:
+            row, entry = decision.row, decision.entry
+            assert row is not None and entry is not None
             plan.add(
                 entity,
-                "attachments_after_load",
-                source_id,
+                "status_change",
+                sid,
                 label,
                 target_id,
-                missing,
-                "Procore cannot add attachments to an existing coordination "
-                "issue: decide whether to add them by hand or leave them in the footer",
+                f"{row.target_status} → {entry.status}",
             )
-    for source_id, reason in skipped.items():
-        mapped = id_map.get(source_id)
-        if mapped is not None and mapped[0] == "loaded":
-            plan.add(
-                entity,
-                "deleted_at_source",
-                source_id,
-                None,
-                mapped[1],
-                reason,
-                "reported only; `migrate load --apply-deletions` closes it in Procore",
-            )
-        else:
-            plan.add(entity, "skipped", source_id, None, None, reason)
-        held.pop(source_id, None)
-    for source_id, quarantined in sorted(held.items()):
-        _blocked(plan, entity, source_id, quarantined)
-    for source_id, mapped in sorted(id_map.items()):
-        if (
-            mapped[0] == "loaded"
-            and source_id not in planned
-            and source_id not in skipped
-            and source_id not in held_ids
-        ):
-            plan.add(
-                entity,
-                "deleted_at_source",
-                source_id,
-                None,
-                mapped[1],
-                "no longer planned (gone from staging, or checklist items switched off)",
-                "reported only; `migrate load --apply-deletions` closes it in Procore",
-            )
-
-
-def _blocked(
-    plan: Plan, entity: str, source_id: str, quarantined: tuple[Any, ...], label: str | None = None
-) -> None:
-    row_id, stage, reason, hint, _refused = quarantined
-    plan.add(
-        entity, "blocked", source_id, label, None, f"quarantine {row_id} ({stage}): {reason}", hint
-    )
+    else:
+        plan.add(entity, action.value, sid, label, target_id, decision.detail, decision.hint)
+    if Request.CLOSE in decision.requests:
+        plan.closes.append(decision.as_deletion())
+    if decision.attachments_added:
+        plan.add(
+            entity,
+            "attachments_after_load",
+            sid,
+            label,
+            target_id,
+            list(decision.attachments_added),
+            ATTACHMENTS_HINT,
+        )
 
 
 def _add_warnings(store: Store, plan: Plan) -> None:
@@ -384,16 +364,6 @@ def _last_transform(store: Store) -> tuple[int, int | None] | None:
         args = {}
     project = args.get("target_project_id")
     return int(row[0]), int(project) if isinstance(project, int) else None
-
-
-def _json_list(text: str | None) -> list[str]:
-    if not text:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return []
-    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 def _path_label(source_id: str) -> str:

@@ -1,17 +1,13 @@
-"""The load stage's state in staging: id map state machine, write batches, load quarantine.
+"""The load stage's own state in staging: write batches, load quarantine, the run's context.
 
-Every planned record moves ``pending → sent (batch) → loaded (Procore id, payload hash)`` or
-``→ rejected`` (with a quarantine row). ``sent`` is committed before the write call and the
-outcome right after it, so a process killed at any instant leaves rows that say exactly what
-may have reached Procore: ``sent`` rows are re-sent with the same uuid on the next run.
-
-These functions only touch SQLite (the ``save_*`` layer); callers wrap them in
-``store.transaction()`` where several must commit together.
+The id map and the planned rows have their home in ``migrate.store.planned``. Every write call
+load makes is a ``load_batches`` row committed ``sent`` before the call and ``confirmed`` or
+``failed`` after it. These functions only touch SQLite (the ``save_*`` layer); callers wrap
+them in ``store.transaction()`` where several must commit together.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,150 +15,9 @@ from typing import Any
 
 from migrate.ids import ENTITY_ISSUE
 from migrate.quarantine import Held, hold
-from migrate.store.db import Store, utc_now
+from migrate.store.db import Store, select_in, utc_now
 
 STAGE = "load"
-
-
-@dataclass(frozen=True)
-class MapRow:
-    """One id_map row."""
-
-    source_id: str
-    target_id: int | None
-    state: str
-    batch_id: str | None
-    payload_hash: str | None
-    target_status: str | None
-    attachment_ids: tuple[str, ...]
-
-
-def id_map_rows(store: Store, entity: str, project_id: int) -> dict[str, MapRow]:
-    """Every id_map row of ``entity`` for the Procore project, by source id."""
-    rows = store.conn.execute(
-        "SELECT source_id, target_id, state, batch_id, payload_hash, target_status, "
-        "attachment_ids FROM id_map WHERE entity = ? AND target_project_id = ?",
-        (entity, project_id),
-    )
-    return {
-        row[0]: MapRow(
-            source_id=row[0],
-            target_id=row[1],
-            state=row[2],
-            batch_id=row[3],
-            payload_hash=row[4],
-            target_status=row[5],
-            attachment_ids=tuple(json.loads(row[6])) if row[6] else (),
-        )
-        for row in rows
-    }
-
-
-def _upsert(store: Store, entity: str, project_id: int, source_id: str, **values: Any) -> None:
-    values["updated_at"] = utc_now()
-    columns = ", ".join(values)
-    marks = ", ".join("?" for _ in values)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in values)
-    store.conn.execute(
-        f"INSERT INTO id_map (entity, source_id, target_project_id, {columns}) "
-        f"VALUES (?, ?, ?, {marks}) ON CONFLICT (entity, source_id, target_project_id) "
-        f"DO UPDATE SET {updates}",
-        (entity, source_id, project_id, *values.values()),
-    )
-
-
-def mark_sent(
-    store: Store, entity: str, project_id: int, batch_id: str, hashes: Mapping[str, str]
-) -> None:
-    """Record that these records (source id -> payload hash) are in ``batch_id``'s call."""
-    for source_id, payload_hash in hashes.items():
-        _upsert(
-            store,
-            entity,
-            project_id,
-            source_id,
-            state="sent",
-            batch_id=batch_id,
-            payload_hash=payload_hash,
-            target_id=None,
-        )
-
-
-def mark_loaded(
-    store: Store,
-    entity: str,
-    project_id: int,
-    source_id: str,
-    target_id: int,
-    *,
-    payload_hash: str | None,
-    target_status: str | None = None,
-    attachment_ids: Iterable[str] | None = None,
-    batch_id: str | None = None,
-) -> None:
-    """Record the Procore id of a record Procore confirmed."""
-    values: dict[str, Any] = {
-        "state": "loaded",
-        "target_id": target_id,
-        "payload_hash": payload_hash,
-    }
-    if target_status is not None:
-        values["target_status"] = target_status
-    if attachment_ids is not None:
-        values["attachment_ids"] = json.dumps(sorted(attachment_ids))
-    if batch_id is not None:
-        values["batch_id"] = batch_id
-    _upsert(store, entity, project_id, source_id, **values)
-
-
-def update_loaded(
-    store: Store,
-    entity: str,
-    project_id: int,
-    source_id: str,
-    *,
-    payload_hash: str | None = None,
-    target_status: str | None = None,
-) -> None:
-    """Change the hash or Procore status of a row that is already loaded."""
-    sets: dict[str, Any] = {"updated_at": utc_now()}
-    if payload_hash is not None:
-        sets["payload_hash"] = payload_hash
-    if target_status is not None:
-        sets["target_status"] = target_status
-    assignments = ", ".join(f"{column} = ?" for column in sets)
-    store.conn.execute(
-        f"UPDATE id_map SET {assignments} WHERE entity = ? AND source_id = ? "
-        "AND target_project_id = ? AND state = 'loaded'",
-        (*sets.values(), entity, source_id, project_id),
-    )
-
-
-def mark_rejected(
-    store: Store,
-    entity: str,
-    project_id: int,
-    source_id: str,
-    *,
-    payload_hash: str,
-    batch_id: str | None,
-) -> None:
-    """Record that Procore refused to create this record (its reason is in quarantine)."""
-    _upsert(
-        store,
-        entity,
-        project_id,
-        source_id,
-        state="rejected",
-        batch_id=batch_id,
-        payload_hash=payload_hash,
-        target_id=None,
-    )
-
-
-def mark_unsent(store: Store, entity: str, project_id: int, source_id: str) -> None:
-    """A ``sent`` row that turned out never to have reached Procore."""
-    _upsert(store, entity, project_id, source_id, state="pending", target_id=None)
 
 
 # -- load_batches ------------------------------------------------------------------------------
@@ -196,16 +51,13 @@ def finish_batch(
 
 def batch_sent_at(store: Store, batch_ids: Iterable[str]) -> dict[str, str]:
     """sent_at of each known batch id."""
-    wanted = sorted({b for b in batch_ids if b})
-    found: dict[str, str] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for batch_id, sent_at in store.conn.execute(
-            f"SELECT id, sent_at FROM load_batches WHERE id IN ({marks})", chunk
-        ):
-            found[batch_id] = sent_at
-    return found
+    return dict(
+        select_in(
+            store.conn,
+            "SELECT id, sent_at FROM load_batches WHERE id IN ({marks})",
+            (b for b in batch_ids if b),
+        )
+    )
 
 
 def fail_open_batches(store: Store) -> int:
@@ -244,19 +96,38 @@ def release_load_quarantine(store: Store, entity: str, source_id: str, run_id: i
     )
 
 
-def open_load_quarantine(store: Store) -> dict[tuple[str, str], str | None]:
-    """(entity, source id) -> payload hash that was refused, for open load-stage rows."""
-    found: dict[tuple[str, str], str | None] = {}
-    for entity, source_id, record in store.conn.execute(
-        "SELECT entity, source_id, record FROM quarantine WHERE stage = ? "
-        "AND released_at IS NULL ORDER BY id",
-        (STAGE,),
-    ):
-        try:
-            refused = json.loads(record).get("payload_hash") if record else None
-        except (ValueError, AttributeError):
-            refused = None
-        found[(entity, source_id)] = refused
+@dataclass(frozen=True, slots=True)
+class OpenQuarantine:
+    """The newest open quarantine row of a record."""
+
+    row_id: int
+    stage: str
+    reason: str
+    hint: str | None
+    #: For a load-stage row, the payload hash Procore refused (None: held back on our side,
+    #: e.g. a missing file, or a close that was refused).
+    refused_hash: str | None
+
+    @property
+    def detail(self) -> str:
+        return f"quarantine {self.row_id} ({self.stage}): {self.reason}"
+
+
+def open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, OpenQuarantine]:
+    """source id -> its newest open quarantine row, for these entities (any stage)."""
+    found: dict[str, OpenQuarantine] = {}
+    rows = select_in(
+        store.conn,
+        "SELECT id, source_id, stage, reason, hint, CASE WHEN stage = 'load' AND "
+        "json_valid(record) AND json_type(record) = 'object' THEN "
+        "json_extract(record, '$.payload_hash') END FROM quarantine "
+        "WHERE released_at IS NULL AND entity IN ({marks})",
+        entities,
+    )
+    for row_id, source_id, stage, reason, hint, refused in sorted(rows):
+        found[str(source_id)] = OpenQuarantine(
+            row_id, stage, reason, hint, refused if isinstance(refused, str) else None
+        )
     return found
 
 

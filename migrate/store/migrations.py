@@ -613,6 +613,12 @@ CREATE TABLE writer_lock (               -- the command writing to this DB now (
 );
 """
 
+# The title Procore has for each loaded issue, so a list of issues load would close (deleted at
+# the source, so no longer planned) can say which ones they are.
+_M7_SQL = """
+ALTER TABLE id_map ADD COLUMN title TEXT;  -- title sent at create or last update
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -621,6 +627,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "report_views", _M4_SQL),
     Migration(5, "uploads_sent_sha256", _M5_SQL),
     Migration(6, "identity_and_writer_lock", _M6_SQL),
+    Migration(7, "id_map_title", _M7_SQL),
 ]
 
 

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import functools
 import gc
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -32,6 +31,7 @@ from migrate.jsontext import canonical_json, compact_json, default_json, parse_j
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
+from migrate.store.planned import payload_hash_of_json
 from migrate.transform.description import DescriptionWriter, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
@@ -353,20 +353,9 @@ def finish_planned(
             "fix the value in BIM 360 Field or the mapping that produced it, then run "
             "transform again.",
         )
-    # The stored payload is its canonical JSON (sorted keys, ASCII), so the hash input is built
-    # around that text instead of encoding the payload a second time. Equal, byte for byte, to
-    # canonical_json({"attachments": …, "location_source_id": …, "payload": …}).
+    # The stored payload is its canonical JSON (sorted keys, ASCII): the hash is built around it.
     payload_json = canonical_json(payload)
-    # sha256 hex digests need no escaping; location ids repeat, so their JSON is memoised.
-    hashes = ",".join(f'"{digest}"' for digest in attachment_hashes)
-    location_json = _LOCATION_JSON.get(location_source_id)
-    if location_json is None:
-        location_json = _LOCATION_JSON[location_source_id] = canonical_json(location_source_id)
-    hashed = (
-        f'{{"attachments":[{hashes}],"location_source_id":{location_json},'
-        f'"payload":{payload_json}}}'
-    )
-    digest = hashlib.sha256(hashed.encode("ascii")).hexdigest()
+    digest = payload_hash_of_json(payload_json, location_source_id, attachment_hashes)
     return Planned(
         source_id,
         source_kind,
@@ -377,9 +366,6 @@ def finish_planned(
         payload_json,
         digest,
     )
-
-
-_LOCATION_JSON: dict[str | None, str] = {}
 
 
 def _printable_text(values: Iterable[Any]) -> bool:

@@ -1,0 +1,415 @@
+"""The plan's tables: what transform planned (``planned_*``, ``skipped_records``) and what load
+recorded of it (``id_map``), with the payload hash that ties the two together.
+
+Every read and write of these tables that load and the dry-run plan make lives here, so the
+SQL has one home and the rows one shape: a planned issue is a :class:`PlanEntry` (no payload;
+payloads are read a batch at a time with :func:`with_payloads`), an id map row a
+:class:`MapRow`. Writes only touch SQLite; callers wrap them in ``store.transaction()`` where
+several must commit together.
+
+The id map's state machine: ``pending → sent (batch) → loaded (Procore id, payload hash)`` or
+``→ rejected``. ``sent`` is committed before the write call and the outcome right after it, so
+a process killed at any instant leaves rows that say exactly what may have reached Procore.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.ids import ENTITY_ISSUE
+from migrate.jsontext import canonical_json
+from migrate.store.db import Store, select_in, utc_now
+from migrate.store.records import content_hash
+
+# -- the payload hash ----------------------------------------------------------------------------
+
+
+def payload_hash(
+    payload: Mapping[str, Any],
+    location_source_id: str | None,
+    attachment_sha256s: Sequence[str],
+) -> str:
+    """The hash a planned issue carries: its payload, its location and its files' sha256s.
+
+    sha256 over ``canonical_json({"attachments": …, "location_source_id": …, "payload": …})``.
+    Load compares it with the hash recorded at the last write to see whether anything changed.
+    """
+    return payload_hash_of_json(
+        canonical_json(dict(payload)), location_source_id, attachment_sha256s
+    )
+
+
+def payload_hash_of_json(
+    payload_json: str,
+    location_source_id: str | None,
+    attachment_sha256s: Sequence[str],
+) -> str:
+    """:func:`payload_hash` for a payload already in canonical JSON (transform stores that text,
+    so the hash is built around it instead of encoding the payload a second time)."""
+    # Keys in canonical (sorted) order; a hex digest (or "" for a file without one) needs no
+    # JSON escaping.
+    if all(digest.isascii() and digest.isalnum() or not digest for digest in attachment_sha256s):
+        attachments = ",".join(f'"{digest}"' for digest in attachment_sha256s)
+    else:
+        attachments = canonical_json(list(attachment_sha256s))[1:-1]
+    text = (
+        f'{{"attachments":[{attachments}],"location_source_id":'
+        f'{_location_json(location_source_id)},"payload":{payload_json}}}'
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _location_json(location_source_id: str | None) -> str:
+    # Location ids repeat across a project's issues: encode each once.
+    return canonical_json(location_source_id)
+
+
+# -- planned issues ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """A planned_issues row without its payload: all that deciding what to send needs.
+
+    A few hundred bytes an issue where the parsed payload is a few kilobytes, so load holds
+    the entries it acts on and reads payloads only for the batch it is sending.
+    """
+
+    source_id: str
+    source_kind: str
+    uuid: str
+    status: str | None
+    location_source_id: str | None
+    attachment_ids: tuple[str, ...]
+    payload_hash: str
+
+    @property
+    def quarantine_entity(self) -> str:
+        # Load names its quarantine rows after the Procore entity; `status` folds them onto
+        # issue / checklist_item by source id.
+        return ENTITY_ISSUE
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedIssue(PlanEntry):
+    """One planned_issues row with its payload (the exact sync item)."""
+
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+_ENTRY_COLUMNS = (
+    "p.source_id, p.source_kind, p.uuid, p.status, p.location_source_id, p.attachment_ids, "
+    "p.payload_hash"
+)
+
+
+def _entry_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """PlanEntry's fields from a row that starts with _ENTRY_COLUMNS."""
+    return {
+        "source_id": row[0],
+        "source_kind": row[1],
+        "uuid": row[2].lower(),
+        "status": row[3],
+        "location_source_id": row[4],
+        "attachment_ids": tuple(json.loads(row[5] or "[]")),
+        "payload_hash": row[6],
+    }
+
+
+def planned_issues(store: Store, source_ids: Iterable[str]) -> list[PlannedIssue]:
+    """These planned issues with their payloads, in source id order (gone ones left out)."""
+    rows = sorted(
+        select_in(
+            store.conn,
+            f"SELECT {_ENTRY_COLUMNS}, p.payload FROM planned_issues p "
+            "WHERE p.source_id IN ({marks})",
+            source_ids,
+        ),
+        key=lambda row: row[0],
+    )
+    return [PlannedIssue(**_entry_fields(r), payload=json.loads(r[7])) for r in rows]
+
+
+def with_payloads(store: Store, entries: Sequence[PlanEntry]) -> list[PlannedIssue]:
+    """`entries` with their payloads read now, in the same order.
+
+    An entry whose row has gone since (a transform ran meanwhile) is left out: the next load
+    sees the new plan.
+    """
+    found = {
+        issue.source_id: issue
+        for issue in planned_issues(store, [entry.source_id for entry in entries])
+    }
+    return [found[entry.source_id] for entry in entries if entry.source_id in found]
+
+
+def planned_titles(store: Store) -> dict[str, str]:
+    """source id -> planned title, for people reading the plan."""
+    return dict(store.conn.execute("SELECT source_id, title FROM planned_issues"))
+
+
+def skipped_records(store: Store, entities: Iterable[str]) -> dict[str, str]:
+    """source id -> reason of the records a mapping leaves out, for these source entities."""
+    return dict(
+        select_in(
+            store.conn,
+            "SELECT source_id, reason FROM skipped_records WHERE entity IN ({marks})",
+            entities,
+        )
+    )
+
+
+def attachment_sha256s(store: Store, attachment_ids: Iterable[str]) -> dict[str, str]:
+    """attachment id -> sha256 of the stored file (attachments without one are left out)."""
+    return {
+        attachment_id: sha256
+        for attachment_id, sha256 in select_in(
+            store.conn, "SELECT id, sha256 FROM attachments WHERE id IN ({marks})", attachment_ids
+        )
+        if sha256
+    }
+
+
+# -- planned locations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedLocation:
+    source_id: str
+    path: tuple[str, ...]
+    path_text: str
+    is_leaf: bool
+    existing_target_id: int | None
+
+    @property
+    def payload_hash(self) -> str:
+        return content_hash({"path": list(self.path)})
+
+
+def planned_locations(store: Store) -> list[PlannedLocation]:
+    """Every planned location, parents before children."""
+    return [
+        PlannedLocation(
+            source_id=r[0],
+            path=tuple(json.loads(r[1])),
+            path_text=r[2],
+            is_leaf=bool(r[3]),
+            existing_target_id=r[4],
+        )
+        for r in store.conn.execute(
+            "SELECT source_id, path, path_text, is_leaf, existing_target_id FROM planned_locations "
+            "ORDER BY depth, source_id"
+        )
+    ]
+
+
+# -- the id map ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MapRow:
+    """One id_map row."""
+
+    source_id: str
+    target_id: int | None
+    state: str
+    batch_id: str | None
+    payload_hash: str | None
+    target_status: str | None
+    attachment_ids: tuple[str, ...]
+    #: The title Procore has (recorded at create and update; None for rows older than that).
+    title: str | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.state == "loaded" and self.target_id is not None
+
+
+_MAP_COLUMNS = (
+    "m.source_id, m.target_id, m.state, m.batch_id, m.payload_hash, m.target_status, "
+    "m.attachment_ids"
+)
+
+
+def _map_row(row: Sequence[Any], title: str | None = None) -> MapRow:
+    """A MapRow from a row holding _MAP_COLUMNS."""
+    return MapRow(
+        source_id=row[0],
+        target_id=row[1],
+        state=row[2],
+        batch_id=row[3],
+        payload_hash=row[4],
+        target_status=row[5],
+        attachment_ids=tuple(json.loads(row[6])) if row[6] else (),
+        title=title,
+    )
+
+
+def id_map_rows(store: Store, entity: str, project_id: int) -> dict[str, MapRow]:
+    """Every id_map row of ``entity`` for the Procore project, by source id."""
+    rows = store.conn.execute(
+        f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? AND m.target_project_id = ?",
+        (entity, project_id),
+    )
+    return {row[0]: _map_row(row) for row in rows}
+
+
+def planned_with_map_rows(
+    store: Store, project_id: int
+) -> Iterator[tuple[PlanEntry, MapRow | None]]:
+    """Every planned issue with its id map row for the project, in source id order.
+
+    A stream: one row in memory at a time. Read it to the end before writing to the store.
+    """
+    for row in store.conn.execute(
+        f"SELECT {_ENTRY_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_issues p "
+        "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id "
+        "AND m.target_project_id = ? ORDER BY p.source_id",
+        (ENTITY_ISSUE, project_id),
+    ):
+        yield PlanEntry(**_entry_fields(row)), (_map_row(row[8:]) if row[7] is not None else None)
+
+
+def unplanned_map_rows(store: Store, project_id: int) -> Iterator[MapRow]:
+    """Issue id map rows of the project whose source is no longer planned, in source id order.
+
+    Their ``title`` is the one Procore has, or for rows recorded before titles were, the
+    source identifier's origin title.
+    """
+    for row in store.conn.execute(
+        f"SELECT {_MAP_COLUMNS}, COALESCE(m.title, 'BIM 360 Field issue ' || i.identifier) "
+        "FROM id_map m LEFT JOIN issues i ON i.source_id = m.source_id "
+        "WHERE m.entity = ? AND m.target_project_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM planned_issues p WHERE p.source_id = m.source_id) ORDER BY m.source_id",
+        (ENTITY_ISSUE, project_id),
+    ):
+        yield _map_row(row, row[7])
+
+
+def loaded_count(store: Store, entity: str, project_id: int) -> int:
+    """How many records of ``entity`` are loaded into the project."""
+    (count,) = store.conn.execute(
+        "SELECT COUNT(*) FROM id_map WHERE entity = ? AND target_project_id = ? "
+        "AND state = 'loaded' AND target_id IS NOT NULL",
+        (entity, project_id),
+    ).fetchone()
+    return int(count)
+
+
+def _upsert(store: Store, entity: str, project_id: int, source_id: str, **values: Any) -> None:
+    values["updated_at"] = utc_now()
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+    store.conn.execute(
+        f"INSERT INTO id_map (entity, source_id, target_project_id, {columns}) "
+        f"VALUES (?, ?, ?, {marks}) ON CONFLICT (entity, source_id, target_project_id) "
+        f"DO UPDATE SET {updates}",
+        (entity, source_id, project_id, *values.values()),
+    )
+
+
+def mark_sent(
+    store: Store, entity: str, project_id: int, batch_id: str, hashes: Mapping[str, str]
+) -> None:
+    """Record that these records (source id -> payload hash) are in ``batch_id``'s call."""
+    for source_id, hashed in hashes.items():
+        _upsert(
+            store,
+            entity,
+            project_id,
+            source_id,
+            state="sent",
+            batch_id=batch_id,
+            payload_hash=hashed,
+            target_id=None,
+        )
+
+
+def mark_loaded(
+    store: Store,
+    entity: str,
+    project_id: int,
+    source_id: str,
+    target_id: int,
+    *,
+    payload_hash: str | None,
+    target_status: str | None = None,
+    attachment_ids: Iterable[str] | None = None,
+    batch_id: str | None = None,
+    title: str | None = None,
+) -> None:
+    """Record the Procore id of a record Procore confirmed."""
+    values: dict[str, Any] = {
+        "state": "loaded",
+        "target_id": target_id,
+        "payload_hash": payload_hash,
+    }
+    if target_status is not None:
+        values["target_status"] = target_status
+    if attachment_ids is not None:
+        values["attachment_ids"] = json.dumps(sorted(attachment_ids))
+    if batch_id is not None:
+        values["batch_id"] = batch_id
+    if title is not None:
+        values["title"] = title
+    _upsert(store, entity, project_id, source_id, **values)
+
+
+def update_loaded(
+    store: Store,
+    entity: str,
+    project_id: int,
+    source_id: str,
+    *,
+    payload_hash: str | None = None,
+    target_status: str | None = None,
+    title: str | None = None,
+) -> None:
+    """Change the hash, Procore status or title of a row that is already loaded."""
+    sets: dict[str, Any] = {"updated_at": utc_now()}
+    if payload_hash is not None:
+        sets["payload_hash"] = payload_hash
+    if target_status is not None:
+        sets["target_status"] = target_status
+    if title is not None:
+        sets["title"] = title
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    store.conn.execute(
+        f"UPDATE id_map SET {assignments} WHERE entity = ? AND source_id = ? "
+        "AND target_project_id = ? AND state = 'loaded'",
+        (*sets.values(), entity, source_id, project_id),
+    )
+
+
+def mark_rejected(
+    store: Store,
+    entity: str,
+    project_id: int,
+    source_id: str,
+    *,
+    payload_hash: str,
+    batch_id: str | None,
+) -> None:
+    """Record that Procore refused to create this record (its reason is in quarantine)."""
+    _upsert(
+        store,
+        entity,
+        project_id,
+        source_id,
+        state="rejected",
+        batch_id=batch_id,
+        payload_hash=payload_hash,
+        target_id=None,
+    )
+
+
+def mark_unsent(store: Store, entity: str, project_id: int, source_id: str) -> None:
+    """A ``sent`` row that turned out never to have reached Procore."""
+    _upsert(store, entity, project_id, source_id, state="pending", target_id=None)
