@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
+from migrate.clients.credentials import Secret
 from migrate.clients.http import HttpClient, strip_query_param
 from migrate.errors import ApiError, CredentialError
-from migrate.settings import Secret
 
 #: The simulator (and, we assume, the service) caps pages at 100 rows; asking for more would
 #: make a full page look short and end paging early.
