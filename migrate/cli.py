@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from migrate import __version__
-from migrate.errors import EXIT_OK, EXIT_QUARANTINED, MigrateError
+from migrate.errors import MigrateError
 from migrate.load.plan import PLAN_KINDS
 
 
@@ -186,7 +186,7 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     )
     for line in result.summary_lines():
         click.echo(line)
-    sys.exit(EXIT_QUARANTINED if _open_quarantine(settings) else EXIT_OK)
+    sys.exit(result.exit_code)
 
 
 @main.command()
@@ -400,14 +400,6 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
         released = release_quarantine(store, quarantine_ids)
     click.echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
     click.echo("A record that still fails is quarantined again by the next run.")
-
-
-def _open_quarantine(settings: Any) -> int:
-    from migrate.quarantine import list_quarantine
-    from migrate.store import open_store
-
-    with open_store(settings.staging.path) as store:
-        return len(list_quarantine(store))
 
 
 def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:

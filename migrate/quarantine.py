@@ -2,7 +2,8 @@
 
 Transform quarantines records that break a mapping rule or a Procore validation rule; load
 quarantines what Procore refused. A row stays open until a later run no longer finds the
-problem (transform releases it with ``released_run``) or a person releases it.
+problem (transform releases it with ``released_run``) or a person releases it. All SQL on the
+``quarantine`` table lives here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 
 from migrate.errors import EXIT_USAGE, MigrateError
 from migrate.store.db import Store, strip_secret_params, utc_now
+
+#: The stage name of rows load holds back (what Procore refused).
+LOAD_STAGE = "load"
 
 LIST_COLUMNS = (
     "id",
@@ -118,6 +122,56 @@ def release_unconfirmed(
         (utc_now(), run_id, *params),
     )
     return {entity: counts.get(entity, 0) for entity in entities}
+
+
+# -- what load holds back ---------------------------------------------------------------------
+
+
+def quarantine_load(
+    store: Store,
+    entity: str,
+    source_id: str,
+    *,
+    reason: str,
+    hint: str,
+    record: Mapping[str, Any],
+    run_id: int,
+) -> None:
+    """Hold a record back with Procore's reason (refreshes its open load row if it has one)."""
+    hold(store, entity, LOAD_STAGE, [Held(source_id, reason, hint, dict(record))], run_id)
+
+
+def release_load_quarantine(store: Store, entity: str, source_id: str, run_id: int) -> None:
+    """The record is in Procore now: close its open load-stage quarantine rows."""
+    store.conn.execute(
+        "UPDATE quarantine SET released_at = ?, released_run = ? WHERE entity = ? "
+        "AND source_id = ? AND stage = ? AND released_at IS NULL",
+        (utc_now(), run_id, entity, source_id, LOAD_STAGE),
+    )
+
+
+def open_load_quarantine(store: Store) -> dict[tuple[str, str], str | None]:
+    """(entity, source id) -> payload hash that was refused, for open load-stage rows."""
+    found: dict[tuple[str, str], str | None] = {}
+    for entity, source_id, record in store.conn.execute(
+        "SELECT entity, source_id, record FROM quarantine WHERE stage = ? "
+        "AND released_at IS NULL ORDER BY id",
+        (LOAD_STAGE,),
+    ):
+        try:
+            refused = json.loads(record).get("payload_hash") if record else None
+        except (ValueError, AttributeError):
+            refused = None
+        found[(entity, source_id)] = refused
+    return found
+
+
+def open_quarantine_count(store: Store) -> int:
+    """Open quarantine rows of every stage (what makes the exit code 3)."""
+    (count,) = store.conn.execute(
+        "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL"
+    ).fetchone()
+    return int(count)
 
 
 # -- reading and releasing by hand ------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from migrate.clients.procore import ProcoreClient
 from migrate.ids import ENTITY_LOCATION
 from migrate.load.state import id_map_rows, mark_loaded
 from migrate.store.db import Store
@@ -94,7 +95,7 @@ def _paths_by_id(locations: Iterable[dict[str, Any]]) -> dict[Path, int]:
 
 def push_locations(
     store: Store,
-    client: Any,
+    client: ProcoreClient,
     project_id: int,
     *,
     advance: Callable[[int], None] | None = None,

@@ -17,8 +17,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.clients.procore import ProcoreClient
 from migrate.ids import ENTITY_ISSUE
-from migrate.quarantine import Held, hold
+from migrate.load.options import LoadOptions
+from migrate.load.uploads import Uploader
+
+# The load-stage quarantine functions live with the quarantine table's other SQL; their names
+# stay importable from here.
+from migrate.quarantine import open_load_quarantine as open_load_quarantine
+from migrate.quarantine import open_quarantine_count as open_quarantine_count
+from migrate.quarantine import quarantine_load as quarantine_load
+from migrate.quarantine import release_load_quarantine as release_load_quarantine
+from migrate.results import Progress
+from migrate.runlog import RunLog
 from migrate.store.db import Store, utc_now
 
 STAGE = "load"
@@ -218,56 +229,6 @@ def fail_open_batches(store: Store) -> int:
     return cursor.rowcount
 
 
-# -- quarantine --------------------------------------------------------------------------------
-
-
-def quarantine_load(
-    store: Store,
-    entity: str,
-    source_id: str,
-    *,
-    reason: str,
-    hint: str,
-    record: Mapping[str, Any],
-    run_id: int,
-) -> None:
-    """Hold a record back with Procore's reason (refreshes its open load row if it has one)."""
-    hold(store, entity, STAGE, [Held(source_id, reason, hint, dict(record))], run_id)
-
-
-def release_load_quarantine(store: Store, entity: str, source_id: str, run_id: int) -> None:
-    """The record is in Procore now: close its open load-stage quarantine rows."""
-    store.conn.execute(
-        "UPDATE quarantine SET released_at = ?, released_run = ? WHERE entity = ? "
-        "AND source_id = ? AND stage = ? AND released_at IS NULL",
-        (utc_now(), run_id, entity, source_id, STAGE),
-    )
-
-
-def open_load_quarantine(store: Store) -> dict[tuple[str, str], str | None]:
-    """(entity, source id) -> payload hash that was refused, for open load-stage rows."""
-    found: dict[tuple[str, str], str | None] = {}
-    for entity, source_id, record in store.conn.execute(
-        "SELECT entity, source_id, record FROM quarantine WHERE stage = ? "
-        "AND released_at IS NULL ORDER BY id",
-        (STAGE,),
-    ):
-        try:
-            refused = json.loads(record).get("payload_hash") if record else None
-        except (ValueError, AttributeError):
-            refused = None
-        found[(entity, source_id)] = refused
-    return found
-
-
-def open_quarantine_count(store: Store) -> int:
-    """Open quarantine rows of every stage (what makes the exit code 3)."""
-    (count,) = store.conn.execute(
-        "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL"
-    ).fetchone()
-    return int(count)
-
-
 # -- the run's context -------------------------------------------------------------------------
 
 
@@ -276,13 +237,13 @@ class LoadContext:
     """What every load phase shares: store, client, target project, counters."""
 
     store: Store
-    client: Any
+    client: ProcoreClient
     project_id: int
     run_id: int
-    options: Any  # LoadOptions
-    uploader: Any  # uploads.Uploader
-    progress: Any = None  # results.Progress
-    log: Any = None
+    options: LoadOptions
+    uploader: Uploader
+    progress: Progress | None = None
+    log: RunLog | None = None
     location_ids: dict[str, int] = field(default_factory=dict)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     uploads_done: int = 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from migrate.clients.procore import ProcoreClient
 from migrate.errors import ApiError, MigrateError
 from migrate.store.blobs import BlobStore
 from migrate.store.db import Store, utc_now
@@ -76,7 +77,7 @@ class Uploader:
     def __init__(
         self,
         store: Store,
-        client: Any,
+        client: ProcoreClient,
         blobs: BlobStore,
         project_id: int,
         *,
