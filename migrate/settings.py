@@ -350,7 +350,7 @@ class _Reader:
                 f'Write {key} = "unassign" to leave such issues unassigned, or '
                 '"quarantine" to hold them back.',
             )
-        return value
+        return str(value)
 
     def _transform_title_template(self, section: str, key: str, value: Any) -> str:
         template = self._string(section, key, value)
