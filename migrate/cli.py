@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from migrate import __version__, stopping
-from migrate.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_QUARANTINED, MigrateError
+from migrate.errors import EXIT_INTERRUPTED, MigrateError
 from migrate.ids import PLAN_KINDS
 from migrate.text import terminal_json, terminal_line, terminal_safe
 
@@ -433,7 +433,7 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     )
     for line in result.summary_lines():
         _echo(line)
-    sys.exit(EXIT_QUARANTINED if _open_quarantine(settings) else EXIT_OK)
+    sys.exit(result.exit_code)
 
 
 @main.command()
@@ -655,14 +655,6 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
         released = release_quarantine(store, quarantine_ids)
     _echo(f"Released {len(released)} row(s): {', '.join(map(str, released)) or 'none'}.")
     _echo("A record that still fails is quarantined again by the next run.")
-
-
-def _open_quarantine(settings: Any) -> int:
-    from migrate.quarantine import list_quarantine
-    from migrate.store import open_store
-
-    with open_store(settings.staging.path, read_only=True) as store:
-        return len(list_quarantine(store))
 
 
 def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from migrate.errors import ConfigError
-from migrate.transform.titles import TITLE_PLACEHOLDERS, template_problems
+from migrate.title_template import TITLE_PLACEHOLDERS, template_problems
 
 # Seed 000 enum values, in the order the seed lists them (priority in natural order).
 PROCORE_STATUSES = (

@@ -5,18 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from migrate.errors import EXIT_OK, EXIT_QUARANTINED, StageFailed
-from migrate.results import Progress
+from migrate.results import Progress, StageResult
 from migrate.settings import Settings
+
+if TYPE_CHECKING:
+    from migrate.load.plan import Plan
 
 
 @dataclass
 class PipelineOutcome:
-    """What each stage returned, in order; ``exit_code`` follows the README's table."""
+    """What each stage returned, in order; ``exit_code`` follows the README's table.
 
-    results: dict[str, Any] = field(default_factory=dict)
+    A dry run stops after transform and holds the ``plan`` load would carry out.
+    """
+
+    results: dict[str, StageResult] = field(default_factory=dict)
+    plan: Plan | None = None
     dry_run: bool = False
     quarantined: int = 0
 
@@ -30,12 +37,10 @@ class PipelineOutcome:
         lines: list[str] = []
         for stage, result in self.results.items():
             lines.append(f"== {stage}")
-            if hasattr(result, "summary_lines"):
-                lines.extend(result.summary_lines())
-            elif hasattr(result, "counts"):
-                for entity, counts in result.counts().items():
-                    parts = ", ".join(f"{kind} {n}" for kind, n in counts.items())
-                    lines.append(f"{entity:<20} {parts}")
+            lines.extend(result.summary_lines())
+        if self.plan is not None:
+            lines.append("== plan")
+            lines.extend(self.plan.summary_lines())
         if self.dry_run:
             lines.append("Dry run: nothing was written to Procore. Run without --dry-run to load.")
         return lines
@@ -61,18 +66,21 @@ def run_pipeline(
     from migrate.transform import transform_from_settings
 
     outcome = PipelineOutcome(dry_run=dry_run)
-    common = {"progress": progress, "verbose_stream": verbose_stream}
     try:
         outcome.results["extract"] = extract_from_settings(
-            settings, env, full_refresh=full_refresh, **common
+            settings,
+            env,
+            full_refresh=full_refresh,
+            progress=progress,
+            verbose_stream=verbose_stream,
         )
-        transformed = transform_from_settings(settings, env, **common)
+        transformed = transform_from_settings(
+            settings, env, progress=progress, verbose_stream=verbose_stream
+        )
         outcome.results["transform"] = transformed
         if dry_run:
-            outcome.results["plan"] = plan_from_settings(settings)
-            outcome.quarantined = sum(
-                counts.get("quarantined", 0) for counts in transformed.counts.values()
-            )
+            outcome.plan = plan_from_settings(settings)
+            outcome.quarantined = transformed.quarantined
             return outcome
         outcome.results["load"] = load_from_settings(
             settings,
@@ -81,7 +89,8 @@ def run_pipeline(
             retry_rejected=retry_rejected,
             max_deletions=max_deletions,
             on_deletions=on_deletions,
-            **common,
+            progress=progress,
+            verbose_stream=verbose_stream,
         )
     except StageFailed as failure:
         # The stage named its own command; from `run`, the whole pipeline is what resumes.

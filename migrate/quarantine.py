@@ -2,7 +2,8 @@
 
 Transform quarantines records that break a mapping rule or a Procore validation rule; load
 quarantines what Procore refused. A row stays open until a later run no longer finds the
-problem (transform releases it with ``released_run``) or a person releases it.
+problem (transform releases it with ``released_run``) or a person releases it. All SQL on the
+``quarantine`` table lives here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.errors import EXIT_USAGE, MigrateError
-from migrate.store.db import Store, strip_secret_params, utc_now
+from migrate.store.db import Store, select_in, strip_secret_params, utc_now
+
+#: The stage name of rows load holds back (what Procore refused).
+LOAD_STAGE = "load"
 
 LIST_COLUMNS = (
     "id",
@@ -120,6 +124,40 @@ def release_unconfirmed(
     return {entity: counts.get(entity, 0) for entity in entities}
 
 
+# -- what load holds back ---------------------------------------------------------------------
+
+
+def quarantine_load(
+    store: Store,
+    entity: str,
+    source_id: str,
+    *,
+    reason: str,
+    hint: str,
+    record: Mapping[str, Any],
+    run_id: int,
+) -> None:
+    """Hold a record back with Procore's reason (refreshes its open load row if it has one)."""
+    hold(store, entity, LOAD_STAGE, [Held(source_id, reason, hint, dict(record))], run_id)
+
+
+def release_load_quarantine(store: Store, entity: str, source_id: str, run_id: int) -> None:
+    """The record is in Procore now: close its open load-stage quarantine rows."""
+    store.conn.execute(
+        "UPDATE quarantine SET released_at = ?, released_run = ? WHERE entity = ? "
+        "AND source_id = ? AND stage = ? AND released_at IS NULL",
+        (utc_now(), run_id, entity, source_id, LOAD_STAGE),
+    )
+
+
+def open_quarantine_count(store: Store) -> int:
+    """Open quarantine rows of every stage (what makes the exit code 3)."""
+    (count,) = store.conn.execute(
+        "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL"
+    ).fetchone()
+    return int(count)
+
+
 # -- reading and releasing by hand ------------------------------------------------------------
 
 
@@ -196,3 +234,38 @@ def _not_found(store: Store, value: int) -> QuarantineNotFound:
     return QuarantineNotFound(
         f"No quarantine row {value} in {store.path}. Run `migrate quarantine list` to see the ids."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenQuarantine:
+    """The newest open quarantine row of a record."""
+
+    row_id: int
+    stage: str
+    reason: str
+    hint: str | None
+    #: For a load-stage row, the payload hash Procore refused (None: held back on our side,
+    #: e.g. a missing file, or a close that was refused).
+    refused_hash: str | None
+
+    @property
+    def detail(self) -> str:
+        return f"quarantine {self.row_id} ({self.stage}): {self.reason}"
+
+
+def open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, OpenQuarantine]:
+    """source id -> its newest open quarantine row, for these entities (any stage)."""
+    found: dict[str, OpenQuarantine] = {}
+    rows = select_in(
+        store.conn,
+        "SELECT id, source_id, stage, reason, hint, CASE WHEN stage = 'load' AND "
+        "json_valid(record) AND json_type(record) = 'object' THEN "
+        "json_extract(record, '$.payload_hash') END FROM quarantine "
+        "WHERE released_at IS NULL AND entity IN ({marks})",
+        entities,
+    )
+    for row_id, source_id, stage, reason, hint, refused in sorted(rows):
+        found[str(source_id)] = OpenQuarantine(
+            row_id, stage, reason, hint, refused if isinstance(refused, str) else None
+        )
+    return found

@@ -1,6 +1,7 @@
 """What stages return (frozen dataclasses) and the progress callback they report through.
 
-Stages never print: the CLI renders ``summary_lines()`` and wires :class:`Progress` to tqdm.
+Stages never print: the CLI renders ``summary_lines()``, exits with ``exit_code`` and wires
+:class:`Progress` to tqdm. Every stage result is a :class:`StageResult`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from migrate.errors import EXIT_OK, EXIT_QUARANTINED
 
 #: The four ways a source record can have moved since the previous run.
 CHANGE_KINDS = ("new", "changed", "unchanged", "deleted")
@@ -24,6 +27,35 @@ class Progress(Protocol):
 
     def finish(self, entity: str) -> None:
         """``entity`` is done (or stopped)."""
+
+
+class StageResult(Protocol):
+    """What every stage's ``run`` returns (extract, transform, load, report).
+
+    The CLI prints ``summary_lines()`` and exits with ``exit_code``; the run row keeps
+    ``as_json()`` and ``requests_json()`` (see ``store.runs.recorded_run``).
+    """
+
+    @property
+    def run_id(self) -> int | None:
+        """The runs row of the run that made this result."""
+
+    @property
+    def counts(self) -> Mapping[str, Mapping[str, int]]:
+        """Per entity, how many records ended each way (the stage's own kinds)."""
+
+    @property
+    def exit_code(self) -> int:
+        """0 done, 3 done but records wait in quarantine, 1 something is wrong."""
+
+    def summary_lines(self) -> list[str]:
+        """The one-screen summary the CLI prints."""
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain dict for the runs table and logs."""
+
+    def requests_json(self) -> dict[str, int] | None:
+        """Requests per endpoint this run made, or None for a stage that calls no API."""
 
 
 class NoProgress:
@@ -73,6 +105,15 @@ class ExtractResult:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+    @property
+    def exit_code(self) -> int:
+        """Always 0: what could not be read is in source_problems and the summary says so."""
+        return EXIT_OK
+
+    def requests_json(self) -> dict[str, int]:
+        """Requests per endpoint for the runs table."""
+        return dict(self.requests)
 
     @property
     def changed(self) -> int:
@@ -158,6 +199,8 @@ class TransformResult:
     target_project_id: int | None = None
     offline: bool = False
     planned_locations: int = 0
+    #: Open quarantine rows of every stage once the run finished (what makes exit code 3).
+    quarantine_open: int = 0
 
     @property
     def elapsed(self) -> float:
@@ -166,6 +209,15 @@ class TransformResult:
     @property
     def quarantined(self) -> int:
         return sum(c.get("quarantined", 0) for c in self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        """0: the plan is whole; 3: records wait in quarantine (this run's or a load's)."""
+        return EXIT_QUARANTINED if self.quarantine_open else EXIT_OK
+
+    def requests_json(self) -> None:
+        """Transform's own requests are not recorded (only load's count against the quota)."""
+        return None
 
     def as_json(self) -> dict[str, Any]:
         """A plain dict for the runs table and logs."""
@@ -266,8 +318,6 @@ class LoadResult:
     @property
     def exit_code(self) -> int:
         """0: everything is in Procore; 3: finished, but records wait in quarantine."""
-        from migrate.errors import EXIT_OK, EXIT_QUARANTINED
-
         return EXIT_QUARANTINED if self.quarantine_open else EXIT_OK
 
     def as_json(self) -> dict[str, Any]:

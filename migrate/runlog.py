@@ -32,24 +32,35 @@ def _recorded_error(path: Path | None) -> None:
 
 
 class RunLog:
-    """Writes events of one run to ``path`` (created 0600) and mirrors them to ``stream``."""
+    """Writes events of one run to ``<folder>/<run id>.jsonl`` (0600), mirrored to ``stream``.
+
+    The file opens at :meth:`start`, when the run has its id (``store.runs.recorded_run`` calls
+    it); without a folder the events only go to the stream.
+    """
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None,
+        folder: str | os.PathLike[str] | None,
         *,
-        run_id: int | None = None,
         stream: IO[str] | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
-        self.path = Path(path) if path is not None else None
-        self.run_id = run_id
+        self.folder = Path(folder) if folder is not None else None
+        self.path: Path | None = None
+        self.run_id: int | None = None
         self.stream = stream
         self._redact = redact
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
-        if self.path is not None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def start(self, run_id: int) -> None:
+        """Write this run's events from now on to ``<folder>/<run_id>.jsonl``."""
+        with self._lock:
+            self.run_id = run_id
+            if self.folder is None or self._file is not None:
+                return
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path = self.folder / f"{run_id}.jsonl"
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._file = os.fdopen(fd, "a", encoding="utf-8")
 

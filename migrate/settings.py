@@ -7,7 +7,6 @@ from environment variables only, so a config file can be shared or committed saf
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import string
 import tomllib
@@ -15,166 +14,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from migrate.clients.credentials import (
+    FIELD_PASSWORD_ENV,
+    FIELD_USERNAME_ENV,
+    PROCORE_ACCESS_TOKEN_ENV,
+    PROCORE_CLIENT_ID_ENV,
+    PROCORE_CLIENT_SECRET_ENV,
+    Secret,
+    SourceCredentials,
+    TargetCredentials,
+    source_credentials,
+    target_credentials,
+)
+from migrate.clients.urls import check_url, is_loopback_host
 from migrate.errors import ConfigError
+from migrate.redaction import is_credential_key
+from migrate.title_template import DEFAULT_TITLE_TEMPLATE
 
 CONFIG_ENV = "MIGRATE_CONFIG"
 DEFAULT_CONFIG_NAME = "migration.toml"
 
-FIELD_USERNAME_ENV = "BIM360_FIELD_USERNAME"
-FIELD_PASSWORD_ENV = "BIM360_FIELD_PASSWORD"
-PROCORE_CLIENT_ID_ENV = "PROCORE_CLIENT_ID"
-PROCORE_CLIENT_SECRET_ENV = "PROCORE_CLIENT_SECRET"
-PROCORE_ACCESS_TOKEN_ENV = "PROCORE_ACCESS_TOKEN"
-
 UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
 
-
-# -- secrets -------------------------------------------------------------------------------
-
-
-class Secret:
-    """A credential value that prints as ``***``; call :meth:`reveal` where it is really used."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "***"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> Any:
-        # Pickling would write the value somewhere we do not control (a process pool, a cache).
-        raise TypeError("a Secret cannot be pickled")
-
-
-@dataclass(frozen=True)
-class SourceCredentials:
-    """BIM 360 Field login, from BIM360_FIELD_USERNAME / BIM360_FIELD_PASSWORD."""
-
-    username: Secret
-    password: Secret
-
-    def redaction_values(self) -> tuple[str, ...]:
-        """Values the HTTP layer must mask in every message."""
-        return (self.password.reveal(),)
-
-
-@dataclass(frozen=True)
-class TargetCredentials:
-    """Procore client credentials, or a ready access token (which then wins)."""
-
-    client_id: Secret | None = None
-    client_secret: Secret | None = None
-    access_token: Secret | None = None
-
-    def redaction_values(self) -> tuple[str, ...]:
-        """Values the HTTP layer must mask in every message."""
-        return tuple(s.reveal() for s in (self.client_secret, self.access_token) if s is not None)
-
-
-def _env_value(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value if value else None
-
-
-def source_credentials(env: Mapping[str, str] = os.environ) -> SourceCredentials:
-    """BIM 360 Field credentials from the environment; a missing variable is a ConfigError."""
-    username = _env_value(env, FIELD_USERNAME_ENV)
-    password = _env_value(env, FIELD_PASSWORD_ENV)
-    for name, value in ((FIELD_USERNAME_ENV, username), (FIELD_PASSWORD_ENV, password)):
-        if value is None:
-            raise ConfigError(
-                f"{name} is not set. Set {FIELD_USERNAME_ENV} and {FIELD_PASSWORD_ENV} in the "
-                "environment to the BIM 360 Field login (credentials are never read from "
-                "migration.toml)."
-            )
-    assert username is not None and password is not None
-    return SourceCredentials(Secret(username), Secret(password))
-
-
-def target_credentials(env: Mapping[str, str] = os.environ) -> TargetCredentials:
-    """Procore credentials from the environment; a missing variable is a ConfigError."""
-    token = _env_value(env, PROCORE_ACCESS_TOKEN_ENV)
-    client_id = _env_value(env, PROCORE_CLIENT_ID_ENV)
-    client_secret = _env_value(env, PROCORE_CLIENT_SECRET_ENV)
-    if token is not None:
-        return TargetCredentials(
-            client_id=Secret(client_id) if client_id else None,
-            client_secret=Secret(client_secret) if client_secret else None,
-            access_token=Secret(token),
-        )
-    for name, value in (
-        (PROCORE_CLIENT_ID_ENV, client_id),
-        (PROCORE_CLIENT_SECRET_ENV, client_secret),
-    ):
-        if value is None:
-            raise ConfigError(
-                f"{name} is not set. Set {PROCORE_CLIENT_ID_ENV} and "
-                f"{PROCORE_CLIENT_SECRET_ENV} in the environment to the Procore app's client "
-                f"credentials, or set {PROCORE_ACCESS_TOKEN_ENV}."
-            )
-    assert client_id is not None and client_secret is not None
-    return TargetCredentials(client_id=Secret(client_id), client_secret=Secret(client_secret))
-
-
-# -- URLs ------------------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1 (by name or literal address, no DNS)."""
-    host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str, where: str) -> str:
-    """Return ``url`` if it is http(s) with a host, and plain http only to loopback.
-
-    ``where`` names the setting for the message, e.g. ``[source] base_url in ./migration.toml``.
-    The HTTP client applies the same rule to every URL it is asked to call.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        parts, host = None, ""
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(
-            f"{where} is not a URL: expected http(s)://host, got {_quote(url)}. "
-            "Write the full URL, e.g. https://api.procore.com."
-        )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            f"{where} contains a user name or password. Remove them; "
-            "credentials are read from environment variables."
-        )
-    if parts.scheme == "http" and not is_loopback_host(host):
-        raise ConfigError(
-            f"{where}: plain http is only allowed to loopback "
-            f"(got {parts.scheme}://{parts.netloc}). Use https://{parts.netloc}."
-        )
-    return url
+# Credentials and URL rules belong to the clients (which must not import this module); they are
+# re-exported here so a command reads config and credentials from one place.
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "FIELD_PASSWORD_ENV",
+    "FIELD_USERNAME_ENV",
+    "PROCORE_ACCESS_TOKEN_ENV",
+    "PROCORE_CLIENT_ID_ENV",
+    "PROCORE_CLIENT_SECRET_ENV",
+    "UNRESOLVED_ASSIGNEE_CHOICES",
+    "MappingsSettings",
+    "Secret",
+    "Settings",
+    "SourceCredentials",
+    "SourceSettings",
+    "StagingSettings",
+    "TargetCredentials",
+    "TargetSettings",
+    "TransformSettings",
+    "check_url",
+    "config_path_from",
+    "default_config_text",
+    "is_loopback_host",
+    "load_settings",
+    "source_credentials",
+    "target_credentials",
+]
 
 
 # -- settings dataclasses -----------------------------------------------------------------
@@ -226,7 +116,7 @@ class MappingsSettings:
 class TransformSettings:
     checklist_items_as_issues: bool = False
     unresolved_assignee: str = "unassign"
-    title_template: str = "{identifier} {description}"
+    title_template: str = DEFAULT_TITLE_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -277,8 +167,8 @@ _SECTIONS: dict[str, type] = {
     "transform": TransformSettings,
 }
 
-# Keys that look like credentials, and the environment variable to use instead.
-_SECRET_WORDS = ("password", "secret", "token", "ticket")
+# Keys that are credentials, and the environment variable to use instead (any other key that
+# looks like one, see migrate.redaction, is refused too).
 _CREDENTIAL_ENV_HINTS = {
     "source": {
         "username": FIELD_USERNAME_ENV,
@@ -339,7 +229,7 @@ class _Reader:
     def _check_secret(self, section: str | None, key: str) -> None:
         lowered = key.lower()
         env_name = _CREDENTIAL_ENV_HINTS.get(section or "", {}).get(lowered)
-        if env_name is None and not any(word in lowered for word in _SECRET_WORDS):
+        if env_name is None and not is_credential_key(lowered):
             return
         where = f"[{section}] {key}" if section else key
         if env_name is None:
@@ -464,7 +354,7 @@ class _Reader:
                 f'Write {key} = "unassign" to leave such issues unassigned, or '
                 '"quarantine" to hold them back.',
             )
-        return value
+        return str(value)
 
     def _transform_title_template(self, section: str, key: str, value: Any) -> str:
         template = self._string(section, key, value)

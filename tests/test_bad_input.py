@@ -49,8 +49,8 @@ from migrate.settings import (
 from migrate.settings import TransformSettings as TS
 from migrate.store import BlobStore, Store, open_store, start_run
 from migrate.store.blobs import MARKER_NAME
-from migrate.transform import plan_hash, transform_from_settings
-from migrate.transform import run as transform
+from migrate.transform import TransformOptions, plan_hash, transform_from_settings
+from migrate.transform import run as transform_run
 
 # Few, varied examples and no deadline: each example builds a store (or two servers).
 QUICK = settings(
@@ -69,6 +69,12 @@ OVER_HTTP = settings(
 PROJECT = 5100
 RETRIEVE = "POST /fieldapi/issues/v1/retrieve"
 TICKET = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"  # a ticket-shaped value that must never be stored
+
+
+def transform(store: Store, **options: Any) -> Any:
+    """One library run of transform against the stored snapshot (no Procore client)."""
+    return transform_run(store, None, options=TransformOptions(**options))
+
 
 # -- the Procore sync rules, written out again from seed 000 (not imported from transform) --------
 STATUSES = {"blocked", "open", "ready_for_review", "moved_to_observation", "unblocked", "closed"}

@@ -26,7 +26,13 @@ from migrate.quarantine import (
 from migrate.settings import MappingsSettings, Settings, StagingSettings, TargetSettings
 from migrate.settings import TransformSettings as TS
 from migrate.store import Store, open_store, start_run
-from migrate.transform import StagingBusy, plan_hash, run, transform_from_settings
+from migrate.transform import (
+    StagingBusy,
+    TransformOptions,
+    plan_hash,
+    run,
+    transform_from_settings,
+)
 from migrate.transform import issues as transform_issues
 from migrate.transform.target import NoSnapshotError
 from migrate.transform.validate import normalise_due_date, payload_problems
@@ -166,11 +172,22 @@ def add_issue(store: Store, source_id: str, **fields: Any) -> None:
 
 
 def transform(store: Store, mappings: Any = None, **settings: Any) -> Any:
+    return plan_with(store, mappings, TS(**settings))
+
+
+def plan_with(
+    store: Store, mappings: Any = None, settings: TS | None = None, **options: Any
+) -> Any:
+    """One library run of the stage against the stored snapshot (no Procore client)."""
     return run(
         store,
-        mappings=mappings or default_mappings(),
-        settings=TS(**settings),
-        target_project_id=PROJECT,
+        None,
+        options=TransformOptions(
+            target_project_id=PROJECT,
+            mappings=mappings or default_mappings(),
+            settings=settings or TS(),
+            **options,
+        ),
     )
 
 
@@ -862,9 +879,7 @@ def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> Non
         )
 
     def outcome(**options: Any) -> tuple[Any, ...]:
-        result = run(
-            store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, **options
-        )
+        result = plan_with(store, **options)
         return (
             result.plan_hash,
             result.counts,
@@ -912,9 +927,7 @@ def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
 ) -> None:
     for n in range(40):
         add_issue(store, f"i{n:02d}")
-    before = run(
-        store, mappings=default_mappings(), settings=TS(), target_project_id=PROJECT, workers=1
-    )
+    before = plan_with(store, workers=1)
     rows = store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall()
     with store.transaction():  # what a finished run would plan differently
         store.conn.execute(
@@ -923,14 +936,7 @@ def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
     _fail_in_worker_on(monkeypatch, "i21", failure)  # batch 8 of 14
 
     with pytest.raises(transform_issues.WorkerFailed, match=said):
-        run(
-            store,
-            mappings=default_mappings(),
-            settings=TS(),
-            target_project_id=PROJECT,
-            workers=2,
-            batch_size=3,
-        )
+        plan_with(store, workers=2, batch_size=3)
 
     assert store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall() == rows
     assert plan_hash(store) == before.plan_hash
@@ -940,14 +946,7 @@ def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
     assert status == "failed" and re.search(said, error)
     assert multiprocessing.active_children() == []
     monkeypatch.undo()  # the same run without the failure plans the change
-    after = run(
-        store,
-        mappings=default_mappings(),
-        settings=TS(),
-        target_project_id=PROJECT,
-        workers=2,
-        batch_size=3,
-    )
+    after = plan_with(store, workers=2, batch_size=3)
     assert after.plan_hash != before.plan_hash and after.counts["issues"]["planned"] == 40
 
 

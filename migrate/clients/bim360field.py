@@ -15,10 +15,10 @@ import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
+from migrate.clients.credentials import Secret
 from migrate.clients.http import HttpClient, strip_query_param
 from migrate.clients.json_array import NotAJsonArray, iter_json_array
 from migrate.errors import ApiError, CredentialError, IncompleteBody
-from migrate.settings import Secret
 from migrate.stopping import Stopped
 
 #: The simulator (and, we assume, the service) caps pages at 100 rows; asking for more would

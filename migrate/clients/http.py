@@ -51,6 +51,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from migrate import __version__, stopping
+from migrate.clients.urls import check_url
 from migrate.errors import (
     ApiError,
     ConfigError,
@@ -58,13 +59,13 @@ from migrate.errors import (
     ServiceUnavailable,
     TransportError,
 )
-from migrate.settings import check_url
+from migrate.redaction import CREDENTIAL_PARAMS
 
 log = logging.getLogger("migrate.http")
 
 MASK = "***"
 #: Query, form and JSON keys whose values are credentials wherever they appear.
-SENSITIVE_KEYS = ("ticket", "access_token", "refresh_token", "client_secret", "password")
+SENSITIVE_KEYS = CREDENTIAL_PARAMS
 DEFAULT_USER_AGENT = f"migrate/{__version__} (BIM 360 Field to Procore migration)"
 
 _KEYS = "|".join(SENSITIVE_KEYS)

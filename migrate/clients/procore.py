@@ -37,20 +37,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, cast
 from urllib.parse import urlsplit
 
-from migrate.clients.http import HttpClient, RetryPolicy, policy_for
-from migrate.clients.ratebudget import RateBudget
-from migrate.errors import ApiError, ConfigError, CredentialError, UploadBytesMismatch
-from migrate.settings import (
+from migrate.clients.credentials import (
     PROCORE_ACCESS_TOKEN_ENV,
     PROCORE_CLIENT_ID_ENV,
     PROCORE_CLIENT_SECRET_ENV,
-    Settings,
     TargetCredentials,
-    TargetSettings,
 )
+from migrate.clients.http import HttpClient, RetryPolicy, policy_for
+from migrate.clients.ratebudget import RateBudget
+from migrate.errors import ApiError, ConfigError, CredentialError, UploadBytesMismatch
 
 if TYPE_CHECKING:
     import requests
@@ -97,6 +95,25 @@ class Upload:
     fields: dict[str, str]
 
 
+class ProcoreTarget(Protocol):
+    """Where and how hard to call Procore; ``[target]`` in migration.toml is one."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def auth_url(self) -> str: ...
+
+    @property
+    def company_id(self) -> int | None: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+
 @dataclass
 class _Token:
     value: str
@@ -112,7 +129,7 @@ class ProcoreClient:
 
     def __init__(
         self,
-        settings: TargetSettings,
+        settings: ProcoreTarget,
         credentials: TargetCredentials,
         *,
         budget: RateBudget | None = None,
@@ -166,6 +183,18 @@ class ProcoreClient:
         for key, count in self.api.stats.snapshot()["requests"].items():
             counts[_NUMERIC_SEGMENT.sub("/{id}", key)] += count
         return dict(sorted(counts.items()))
+
+    def request_counts(self) -> dict[str, int]:
+        """Attempts (retries included) by ``"METHOD /path"`` over all three connections: REST,
+        token grants and storage uploads, ids as sent. What a run records as its requests."""
+        counts: Counter[str] = Counter()
+        for client in (self.api, self.auth, self.storage):
+            counts.update(client.stats.snapshot()["requests"])
+        return dict(counts)
+
+    def budget_figures(self) -> tuple[float, int]:
+        """(seconds calls were held back by the rate budget, summed over threads; 429s seen)."""
+        return float(self.budget.waited_seconds), int(self.budget.rate_limited)
 
     @property
     def token_requests(self) -> int:
@@ -783,15 +812,3 @@ def _iso(value: Any) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
-
-
-def client_from_settings(
-    settings: Settings, env: Mapping[str, str] | None = None, *, budget: RateBudget | None = None
-) -> ProcoreClient:
-    """The run's Procore client: credentials from the environment, one shared rate budget."""
-    import os
-
-    from migrate.settings import target_credentials
-
-    credentials = target_credentials(os.environ if env is None else env)
-    return ProcoreClient(settings.target, credentials, budget=budget or RateBudget())

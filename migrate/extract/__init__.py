@@ -4,7 +4,7 @@ incremental). ``run`` is the library entry point; ``extract_from_settings`` is w
 
 from __future__ import annotations
 
-from migrate.extract.stage import extract_from_settings, resolve_project, run
+from migrate.extract.stage import extract_from_settings, find_project, run
 from migrate.extract.state import ExtractOptions
 from migrate.results import ExtractResult, Progress
 
@@ -13,6 +13,6 @@ __all__ = [
     "ExtractResult",
     "Progress",
     "extract_from_settings",
-    "resolve_project",
+    "find_project",
     "run",
 ]

@@ -17,9 +17,9 @@ from migrate.clients.bim360field import FieldSession, MalformedBody
 from migrate.errors import ApiError
 from migrate.extract.listing import extract_listing
 from migrate.extract.normalise import Problem, map_checklist, record_id
-from migrate.extract.raw import save_raw_batch
 from migrate.extract.save import save_checklists
 from migrate.extract.state import Context
+from migrate.store.records import save_raw_batch
 
 LISTING_CURSOR = "checklists:listing"
 LIST_PATH = "/fieldapi/checklists/v1"

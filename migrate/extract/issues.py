@@ -27,12 +27,11 @@ from migrate.clients.bim360field import MAX_RETRIEVE_IDS, FieldSession, Malforme
 from migrate.errors import ApiError
 from migrate.extract.listing import extract_listing
 from migrate.extract.normalise import Mapped, Problem, map_issue, map_status_history, record_id
-from migrate.extract.raw import save_raw_batch
 from migrate.extract.save import delete_where_in, insert_rows, save_issue_batch
 from migrate.extract.state import Context
 from migrate.store import Change, mark_missing
-from migrate.store.db import select_in
-from migrate.store.records import storable_text
+from migrate.store.db import execute_in, select_in
+from migrate.store.records import save_raw_batch, storable_text
 
 LISTING_CURSOR = "issues:listing"
 VOIDED_CURSOR = "issues:voided"
@@ -44,10 +43,6 @@ VOIDED_BASIS = "voided"
 
 _ACTIVE_LISTED = "SELECT source_id FROM raw_issues WHERE deleted_at_run IS NULL"
 _ACTIVE_VOIDED = "SELECT source_id FROM raw_voided_issues WHERE deleted_at_run IS NULL"
-
-
-def _in(values: Sequence[Any]) -> str:
-    return ", ".join("?" * len(values))
 
 
 # -- 1. listing ----------------------------------------------------------------------------------
@@ -208,15 +203,16 @@ def save_issue_details(
     ids = list(basis)
     listings = {
         source_id: json.loads(payload)
-        for source_id, payload in conn.execute(
-            f"SELECT source_id, payload FROM raw_issues WHERE deleted_at_run IS NULL AND "
-            f"source_id IN ({_in(ids)})",
+        for source_id, payload in select_in(
+            conn,
+            "SELECT source_id, payload FROM raw_issues WHERE deleted_at_run IS NULL AND "
+            "source_id IN ({marks})",
             ids,
         )
     }
     voided = {
         source_id
-        for (source_id,) in conn.execute(f"{_ACTIVE_VOIDED} AND source_id IN ({_in(ids)})", ids)
+        for (source_id,) in select_in(conn, _ACTIVE_VOIDED + " AND source_id IN ({marks})", ids)
     }
     with store.transaction():
         mapped = Mapped()
@@ -269,10 +265,12 @@ def save_issue_details(
         if gone:
             # Deleted between listing and retrieve: the flags step marks the issue deleted.
             for table in ("raw_issues", "raw_voided_issues"):
-                conn.execute(
+                execute_in(
+                    conn,
                     f"UPDATE {table} SET deleted_at_run = ? WHERE deleted_at_run IS NULL AND "
-                    f"source_id IN ({_in(gone)})",
-                    (ctx.run_id, *gone),
+                    "source_id IN ({marks})",
+                    gone,
+                    (ctx.run_id,),
                 )
             ctx.note("issues_gone", counts={"gone": len(gone)})
 

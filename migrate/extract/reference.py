@@ -24,10 +24,11 @@ from migrate.extract.normalise import (
     map_user,
     record_id,
 )
-from migrate.extract.raw import save_raw_batch
 from migrate.extract.save import save_rows
 from migrate.extract.state import Context
 from migrate.store import Change, mark_missing
+from migrate.store.db import execute_in
+from migrate.store.records import save_raw_batch
 
 
 @dataclass(frozen=True)
@@ -168,13 +169,7 @@ def save_reference(
         if reference.entity == "areas":
             # Depth needs every parent, so the tree is mapped whole when any node changed.
             mapped = map_areas(records) if changed or gone else Mapped()
-            if gone:
-                for chunk_start in range(0, len(gone), 500):
-                    chunk = gone[chunk_start : chunk_start + 500]
-                    store.conn.execute(
-                        f"UPDATE areas SET deleted = 1 WHERE id IN ({', '.join('?' * len(chunk))})",
-                        chunk,
-                    )
+            execute_in(store.conn, "UPDATE areas SET deleted = 1 WHERE id IN ({marks})", gone)
         else:
             mapped = Mapped()
             for source_id, record in changed.items():

@@ -13,34 +13,17 @@ from typing import Any
 from migrate.extract.normalise import BINARY_KINDS, Mapped, Problem
 from migrate.extract.state import Context
 from migrate.store import strip_secret_params, upsert_rows
-from migrate.store.records import storable_text
-
-_CHUNK = 500
-
-
-def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _in(values: Sequence[Any]) -> str:
-    return ", ".join("?" * len(values))
+from migrate.store.db import execute_in, select_in
+from migrate.store.records import storable_text, upsert
 
 
 def delete_where_in(
-    ctx: Context,
-    table: str,
-    column: str,
-    values: Sequence[Any],
-    extra: str = "",
-    params: Sequence[Any] = (),
+    ctx: Context, table: str, column: str, values: Iterable[Any], extra: str = ""
 ) -> None:
-    """DELETE FROM table WHERE column IN values [AND extra]."""
-    for chunk in _chunks(list(values)):
-        ctx.store.conn.execute(
-            f'DELETE FROM "{table}" WHERE "{column}" IN ({_in(chunk)}){extra}',
-            (*chunk, *params),
-        )
+    """DELETE FROM table WHERE column IN values [AND extra], ``extra`` being literal SQL."""
+    execute_in(
+        ctx.store.conn, f'DELETE FROM "{table}" WHERE "{column}" IN ({{marks}}){extra}', values
+    )
 
 
 def _clean(value: Any) -> Any:
@@ -73,27 +56,11 @@ def save_rows(
 def write_rows(
     ctx: Context, rows: Sequence[dict[str, Any]], table: str, pk: str | Sequence[str] | None
 ) -> None:
-    """Upsert rows with plain SQL: for tables whose references are written in the same
+    """Upsert rows (store.records.upsert) whose references are written in the same
     transaction (children of the record being saved), so nothing can dangle. Columns a row
     leaves out keep their stored values."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    for row in rows:
-        if row.keys() != rows[0].keys():
-            raise ValueError(f"{table}: rows must all have the same columns")
-    names = ", ".join(f'"{column}"' for column in columns)
-    sql = f'INSERT INTO "{table}" ({names}) VALUES ({_in(columns)})'
-    if pk is not None:
-        keys = [pk] if isinstance(pk, str) else list(pk)
-        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in keys)
-        conflict = ", ".join(f'"{key}"' for key in keys)
-        sql += f" ON CONFLICT ({conflict}) " + (
-            f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        )
-    ctx.store.conn.executemany(
-        sql, [tuple(_clean(row[column]) for column in columns) for row in rows]
-    )
+    clean = [{column: _clean(value) for column, value in row.items()} for row in rows]
+    upsert(ctx.store, table, clean, pk)
 
 
 def insert_rows(ctx: Context, mapped: Mapped, table: str) -> None:
@@ -118,46 +85,41 @@ def save_attachments(
     for container_type, container_id in containers:
         by_type.setdefault(container_type, []).append(container_id)
     for container_type, ids in by_type.items():
-        for chunk in _chunks(ids):
-            gone = [
-                attachment_id
-                for (attachment_id,) in conn.execute(
-                    f"SELECT id FROM attachments WHERE container_type = ? AND container_id IN "
-                    f"({_in(chunk)})",
-                    (container_type, *chunk),
-                )
-                if attachment_id not in keep
-            ]
-            delete_where_in(ctx, "attachments", "id", gone)
+        gone = [
+            attachment_id
+            for (attachment_id,) in select_in(
+                conn,
+                "SELECT id FROM attachments WHERE container_type = ? AND container_id IN ({marks})",
+                ids,
+                (container_type,),
+            )
+            if attachment_id not in keep
+        ]
+        delete_where_in(ctx, "attachments", "id", gone)
     binary = [row for row in rows if row["kind"] in BINARY_KINDS]
     links = [dict(row, state="skipped") for row in rows if row["kind"] not in BINARY_KINDS]
     for part in (binary, links):
         write_rows(ctx, part, "attachments", "id")
-    ids = [row["id"] for row in binary]
-    for chunk in _chunks(ids):
-        conn.execute(
-            "UPDATE attachments SET state = 'pending', failure = NULL, error = NULL "
-            f"WHERE id IN ({_in(chunk)}) AND ((state = 'failed' AND failure IN "
-            "('size_mismatch', 'not_found')) OR (state = 'stored' AND size_expected IS NOT NULL "
-            "AND size IS NOT size_expected))",
-            tuple(chunk),
-        )
+    execute_in(
+        conn,
+        "UPDATE attachments SET state = 'pending', failure = NULL, error = NULL "
+        "WHERE ((state = 'failed' AND failure IN ('size_mismatch', 'not_found')) "
+        "OR (state = 'stored' AND size_expected IS NOT NULL AND size IS NOT size_expected)) "
+        "AND id IN ({marks})",
+        [row["id"] for row in binary],
+    )
 
 
 def _claimed_twice(conn: Any, rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
     """Attachment ids listed by two containers: the id is one row, so say which one lost it."""
-    owner: dict[str, tuple[str, str]] = {}
-    for chunk in _chunks([row["id"] for row in rows]):
-        owner.update(
-            {
-                attachment_id: (container_type, container_id)
-                for attachment_id, container_type, container_id in conn.execute(
-                    "SELECT id, container_type, container_id FROM attachments WHERE id IN "
-                    f"({_in(chunk)})",
-                    tuple(chunk),
-                )
-            }
+    owner: dict[str, tuple[str, str]] = {
+        attachment_id: (container_type, container_id)
+        for attachment_id, container_type, container_id in select_in(
+            conn,
+            "SELECT id, container_type, container_id FROM attachments WHERE id IN ({marks})",
+            [row["id"] for row in rows],
         )
+    }
     problems = []
     for row in rows:
         claim = (row["container_type"], row["container_id"])
@@ -202,14 +164,12 @@ def save_checklists(ctx: Context, details: Sequence[tuple[str, Mapped]], *, endp
     merged = Mapped()
     for _, mapped in details:
         merged.extend(mapped)
-    old_items: list[str] = []
-    for chunk in _chunks(ids):
-        old_items += [
-            item_id
-            for (item_id,) in conn.execute(
-                f"SELECT id FROM checklist_items WHERE checklist_id IN ({_in(chunk)})", chunk
-            )
-        ]
+    old_items = sorted(
+        item_id
+        for (item_id,) in select_in(
+            conn, "SELECT id FROM checklist_items WHERE checklist_id IN ({marks})", ids
+        )
+    )
     save_rows(ctx, merged, "checklists", "id", endpoint=endpoint)
     delete_where_in(ctx, "checklist_items", "checklist_id", ids)
     delete_where_in(ctx, "checklist_sections", "checklist_id", ids)

@@ -1,13 +1,12 @@
 """The extract stage: one pass over a BIM 360 Field project into the staging DB and blob store.
 
-:func:`run` is the library entry point (tests call it with their own session);
-:func:`extract_from_settings` is what ``migrate extract`` calls: it builds the clients from
-``migration.toml`` and the environment, records the run, writes the run log and cleans up.
+:func:`run` is the stage (tests call it with their own session); :func:`extract_from_settings`
+is what ``migrate extract`` calls: it builds the session, store, blob store and log from
+``migration.toml`` and the environment, and calls :func:`run`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -15,7 +14,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 from migrate.clients.bim360field import FieldSession
-from migrate.clients.http import HttpClient, policy_for
+from migrate.clients.factory import field_session
 from migrate.errors import ApiError, ConfigError, StageFailed, TransportError
 from migrate.extract.attachments import extract_attachments
 from migrate.extract.checklists import extract_checklists
@@ -32,10 +31,12 @@ from migrate.extract.state import (
 )
 from migrate.results import ExtractResult, NoProgress, Progress
 from migrate.runlog import RunLog
-from migrate.settings import Settings, source_credentials
-from migrate.store import BlobStore, Store, finish_run, get_cursor, open_store, start_run
-from migrate.store.cursors import set_cursor
+from migrate.settings import DEFAULT_CONFIG_NAME, Settings
+from migrate.store import BlobStore, Store, get_cursor, open_store
+from migrate.store.cursors import clear_cursors, set_cursor
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.records import count_source_problems
+from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
 
 
@@ -48,7 +49,7 @@ def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int
         if same_project and not wants_more:
             return found.run_id, bool(found.state.get("full_refresh")) or options.full_refresh
     with store.transaction():
-        store.conn.execute("DELETE FROM cursors WHERE endpoint LIKE ?", (CURSOR_PREFIX + "%",))
+        clear_cursors(store, CURSOR_PREFIX)
         set_cursor(
             store,
             PASS_CURSOR,
@@ -60,8 +61,7 @@ def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int
 
 
 def _end_pass(store: Store) -> None:
-    with store.transaction():
-        store.conn.execute("DELETE FROM cursors WHERE endpoint LIKE ?", (CURSOR_PREFIX + "%",))
+    clear_cursors(store, CURSOR_PREFIX)
 
 
 def run(
@@ -75,123 +75,107 @@ def run(
 ) -> ExtractResult:
     """Extract one project: reference data, issues, checklists, then attachment bytes.
 
-    Continues an unfinished pass (a run that was killed or failed) from where it stopped.
-    Raises StageFailed, carrying the partial ExtractResult, when the service stays unreachable
-    or answers something unexpected; ConfigError and CredentialError pass through.
+    Logs in, finds the project (by name if only that is given), and continues an unfinished
+    pass (a run that was killed or failed) from where it stopped. Raises StageFailed, carrying
+    the partial ExtractResult, when the service stays unreachable or answers something
+    unexpected; ConfigError and CredentialError pass through. The run is recorded (see
+    ``store.runs.recorded_run``); its row, its log and the DB never hold a secret.
     """
     started = time.monotonic()
-    own_run = options.run_id is None
-    run_id = (
-        options.run_id
-        if options.run_id is not None
-        else start_run(
-            store,
-            "extract",
-            {
-                "project_id": options.project_id,
-                "workers": options.workers,
-                "full_refresh": options.full_refresh,
-            },
-        )
-    )
-    session.project_id = options.project_id
     stats = session.http.stats
     before = stats.snapshot()["requests"]
     retries_before = stats.total_retries
     logins_before = session.logins
-    pass_id, full_refresh = _begin_pass(store, options, run_id)
-    ctx = Context(
-        store=store,
-        session=session,
-        blobs=blobs,
-        options=options,
-        run_id=run_id,
-        pass_id=pass_id,
-        full_refresh=full_refresh,
-        progress=progress or NoProgress(),
-        log=log,
-    )
-    ctx.note(
-        "start",
-        project_id=options.project_id,
-        pass_run=pass_id,
-        full_refresh=full_refresh,
-        workers=options.workers,
-    )
-
-    def result(completed: bool) -> ExtractResult:
-        problems = store.conn.execute(
-            "SELECT count(*) FROM source_problems WHERE run_id = ?", (run_id,)
-        ).fetchone()[0]
-        ctx.tally.source_problems = problems
-        return build_result(
-            ctx,
-            requests=requests_delta(stats.snapshot()["requests"], before),
-            retries=stats.total_retries - retries_before,
-            logins=session.logins - logins_before,
-            elapsed=time.monotonic() - started,
-            completed=completed,
+    with recorded_run(store, STAGE, _run_args(session, options), log=log) as recorded:
+        try:
+            session.login()
+            if options.project_id is None:
+                options = replace(options, project_id=find_project(session, options))
+        except (TransportError, ApiError) as exc:
+            raise StageFailed(STAGE, str(exc)) from exc
+        session.project_id = options.project_id
+        pin_identity(
+            store,
+            Identity(source_project_id=options.project_id),
+            command=STAGE,
+            where=options.config or DEFAULT_CONFIG_NAME,
+            run_id=recorded.id,
+        )
+        pass_id, full_refresh = _begin_pass(store, options, recorded.id)
+        ctx = Context(
+            store=store,
+            session=session,
+            blobs=blobs,
+            options=options,
+            run_id=recorded.id,
+            pass_id=pass_id,
+            full_refresh=full_refresh,
+            progress=progress or NoProgress(),
+            log=log,
+        )
+        ctx.note(
+            "start",
+            project_id=options.project_id,
+            pass_run=pass_id,
+            full_refresh=full_refresh,
+            workers=options.workers,
         )
 
-    capture = log.capture("migrate.http", "http") if log is not None else contextlib.nullcontext()
-    try:
-        with capture:
+        def result(completed: bool) -> ExtractResult:
+            ctx.tally.source_problems = count_source_problems(store, recorded.id)
+            return build_result(
+                ctx,
+                requests=requests_delta(stats.snapshot()["requests"], before),
+                retries=stats.total_retries - retries_before,
+                logins=session.logins - logins_before,
+                elapsed=time.monotonic() - started,
+                completed=completed,
+            )
+
+        recorded.track(lambda: result(completed=False))
+        try:
             extract_reference(ctx)
             extract_issues(ctx)
             extract_checklists(ctx)
             extract_attachments(ctx)
             _end_pass(store)
-    except (TransportError, ApiError) as exc:
-        partial = result(completed=False)
-        ctx.note("failed", level="error", message=str(exc), counts=partial.as_json()["blobs"])
-        if own_run:
-            finish_run(store, run_id, "failed", partial.as_json(), partial.requests, error=str(exc))
-        raise StageFailed(STAGE, str(exc), partial=partial) from exc
-    except BaseException as exc:
-        if own_run:
-            with contextlib.suppress(Exception):
-                partial = result(completed=False)
-                status = "failed" if isinstance(exc, Exception) else "interrupted"
-                finish_run(
-                    store,
-                    run_id,
-                    status,
-                    partial.as_json(),
-                    partial.requests,
-                    error=str(exc) or type(exc).__name__,
-                )
-        raise
-    final = result(completed=True)
-    ctx.note(
-        "finished",
-        counts={
-            "changed": final.changed,
-            "requests": final.total_requests,
-            "problems": final.source_problems,
-        },
-        elapsed_seconds=round(final.elapsed_seconds, 3),
-    )
-    if own_run:
-        finish_run(store, run_id, "succeeded", final.as_json(), final.requests)
+        except (TransportError, ApiError) as exc:
+            raise StageFailed(STAGE, str(exc), partial=result(completed=False)) from exc
+        final = result(completed=True)
+        ctx.note(
+            "finished",
+            counts={
+                "changed": final.changed,
+                "requests": final.total_requests,
+                "problems": final.source_problems,
+            },
+            elapsed_seconds=round(final.elapsed_seconds, 3),
+        )
+        recorded.succeed(final)
     return final
 
 
-def _whole_session(result: ExtractResult, session: FieldSession) -> ExtractResult:
-    """The result with requests, retries and logins of the whole session (login included)."""
-    stats = session.http.stats
-    return replace(
-        result,
-        requests=requests_delta(stats.snapshot()["requests"], {}),
-        retries=stats.total_retries + result.download_retries,
-        logins=session.logins,
+def _run_args(session: FieldSession, options: ExtractOptions) -> dict[str, Any]:
+    """What the run row records of how it was asked to run (no secret: see redact_args)."""
+    project = (
+        {"project_id": options.project_id}
+        if options.project_id is not None
+        else {"project_name": options.project_name}
     )
+    return {
+        "config": options.config,
+        "base_url": session.http.base_url,
+        **project,
+        "workers": options.workers,
+        "page_size": session.page_size,
+        "full_refresh": options.full_refresh,
+    }
 
 
-def resolve_project(session: FieldSession, settings: Settings) -> str:
-    """The project id from [source] project_id, or project_name looked up in project_names."""
-    kind, value = settings.source_project()
-    if kind == "project_id":
-        return value
+def find_project(session: FieldSession, options: ExtractOptions) -> str:
+    """The id of the project named ``options.project_name``, looked up in project_names."""
+    value = options.project_name or ""
+    where = options.config or DEFAULT_CONFIG_NAME
     answer = session.json("POST", "/fieldapi/admin/v1/project_names")
     rows = [row for row in answer if isinstance(row, dict)] if isinstance(answer, list) else []
     exact = [row for row in rows if row.get("name") == value]
@@ -202,13 +186,13 @@ def resolve_project(session: FieldSession, settings: Settings) -> str:
     names = ", ".join(f'"{row.get("name")}"' for row in rows[:10]) or "none"
     if len(exact) > 1:
         raise ConfigError(
-            f'[source] project_name "{value}" in {settings.where} matches {len(exact)} BIM 360 '
+            f'[source] project_name "{value}" in {where} matches {len(exact)} BIM 360 '
             "Field projects. Use project_id instead (ids: "
             + ", ".join(str(row.get("id")) for row in exact)
             + ")."
         )
     raise ConfigError(
-        f'[source] project_name "{value}" in {settings.where} is not a BIM 360 Field project '
+        f'[source] project_name "{value}" in {where} is not a BIM 360 Field project '
         f"this user can see (visible: {names}). Fix the name, or set project_id."
     )
 
@@ -221,105 +205,24 @@ def extract_from_settings(
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> ExtractResult:
-    """``migrate extract``: open the staging DB and blob store, log in, run, record, clean up.
+    """``migrate extract``: the session, staging DB, blob store and run log, then :func:`run`.
 
     Raises StageFailed (with the partial result) when the run stops partway; ConfigError and
-    CredentialError pass through. The run row, its log file and the DB never hold a secret.
+    CredentialError (missing credentials before anything is opened) pass through.
     """
-    credentials = source_credentials(env)
-    settings.source_project()  # a missing project is a config error before anything opens
-    source = settings.source
-    store = open_store(settings.staging.path)
-    log: RunLog | None = None
-    http: HttpClient | None = None
-    session: FieldSession | None = None
-    run_id: int | None = None
-    try:
-        acquire_writer(store, STAGE)  # released when the store closes
-        blobs = BlobStore(settings.staging.blobs)
+    with field_session(settings, env) as session:
         kind, value = settings.source_project()
-        args: dict[str, Any] = {
-            "config": str(settings.config_path) if settings.config_path else None,
-            "base_url": source.base_url,
-            kind: value,
-            "workers": source.workers,
-            "page_size": source.page_size,
-            "full_refresh": full_refresh,
-        }
-        run_id = start_run(store, "extract", args)
-        http = HttpClient(
-            source.base_url,
-            policy=policy_for(source),
-            pool_size=max(4, source.workers),
-            secrets=credentials.redaction_values(),
-        )
-        log = RunLog(
-            settings.staging.logs / f"{run_id}.jsonl",
-            run_id=run_id,
-            stream=verbose_stream,
-            redact=http.redact,
-        )
-        session = FieldSession(
-            http, credentials.username, credentials.password, page_size=source.page_size
-        )
-        try:
-            session.login()
-            project_id = resolve_project(session, settings)
-        except (TransportError, ApiError) as exc:
-            raise StageFailed(STAGE, str(exc)) from exc
-        pin_identity(
-            store,
-            Identity(source_project_id=project_id),
-            command=STAGE,
-            where=settings.where,
-            run_id=run_id,
-        )
         options = ExtractOptions(
-            project_id=project_id, workers=source.workers, full_refresh=full_refresh, run_id=run_id
+            workers=settings.source.workers,
+            full_refresh=full_refresh,
+            config=str(settings.config_path) if settings.config_path else None,
+            project_id=value if kind == "project_id" else None,
+            project_name=value if kind == "project_name" else None,
         )
-        try:
-            result = _whole_session(
-                run(store, session, blobs, options=options, progress=progress, log=log), session
-            )
-        except StageFailed as exc:
-            if isinstance(exc.partial, ExtractResult):
-                exc.partial = _whole_session(exc.partial, session)
-            raise
-    except StageFailed as exc:
-        if run_id is not None:
-            partial = exc.partial if isinstance(exc.partial, ExtractResult) else None
-            finish_run(
-                store,
-                run_id,
-                "failed",
-                partial.as_json() if partial else None,
-                partial.requests if partial else None,
-                error=str(exc),
-            )
-        if log is not None:
-            log.error(STAGE, "stopped", message=str(exc))
-        raise
-    except BaseException as exc:
-        if run_id is not None:
-            with contextlib.suppress(Exception):
-                status = "failed" if isinstance(exc, Exception) else "interrupted"
-                finish_run(store, run_id, status, None, None, error=str(exc) or type(exc).__name__)
-        if log is not None:
-            with contextlib.suppress(Exception):
-                log.error(STAGE, "stopped", message=str(exc) or type(exc).__name__)
-        raise
-    else:
-        assert run_id is not None and log is not None
-        finish_run(store, run_id, "succeeded", result.as_json(), result.requests)
-        log.info(
-            STAGE, "summary", mirror=False, result=result.as_json(), requests=dict(result.requests)
-        )
-        return result
-    finally:
-        if session is not None:
-            session.logout()
-        if http is not None:
-            http.close()
-        if log is not None:
-            log.close()
-        store.close()
+        with open_store(settings.staging.path) as store:
+            acquire_writer(store, STAGE)  # released when the store closes
+            blobs = BlobStore(settings.staging.blobs)
+            with RunLog(
+                settings.staging.logs, stream=verbose_stream, redact=session.http.redact
+            ) as log:
+                return run(store, session, blobs, options=options, progress=progress, log=log)

@@ -30,15 +30,17 @@ _ID_SEGMENT = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F-]{4,}(?=/|$)")
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """How to extract. ``run_id`` names a runs row the caller started (and will finish);
-    leave it None and :func:`migrate.extract.run` starts and finishes its own."""
+    """How to extract: the project (its id, or its name to look up), parallel downloads, and
+    whether to retrieve every record again."""
 
-    project_id: str
+    project_id: str | None = None
+    project_name: str | None = None
     workers: int = 4
     full_refresh: bool = False
     #: Tries per attachment when the body arrives cut short (each try is a full download).
     download_attempts: int = 8
-    run_id: int | None = None
+    #: The config file the options came from: named in messages and recorded with the run.
+    config: str | None = None
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Context:
 
     @property
     def project_id(self) -> str:
+        assert self.options.project_id is not None, "run() resolves the project first"
         return self.options.project_id
 
     def note(self, event: str, *, level: str = "info", **fields: Any) -> None:

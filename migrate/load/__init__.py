@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from migrate.errors import MigrateError, StageFailed
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
@@ -32,6 +32,7 @@ from migrate.load.decision import (
 from migrate.load.followups import FollowUps, FollowUpWork
 from migrate.load.issues import IssueCreator
 from migrate.load.locations import push_locations
+from migrate.load.options import LoadOptions
 from migrate.load.plan import check_plan_target
 from migrate.load.state import LoadContext, fail_open_batches, open_quarantine_count
 from migrate.load.uploads import Uploader
@@ -43,33 +44,17 @@ from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import MapRow, PlanEntry, id_map_rows, loaded_count
 from migrate.store.readiness import require_prior_stage
-from migrate.store.runs import finish_run, start_run
+from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
+
+if TYPE_CHECKING:  # the plan imports this package: it must not import requests
+    from migrate.clients.procore import ProcoreClient
 
 COMMAND = "load"
 STAGE = "load"
 RESUME_COMMAND = "migrate load"
 
 __all__ = ["COMMAND", "LoadOptions", "LoadResult", "load_from_settings", "run"]
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load: the target project, parallel uploads, items per sync call, deletions."""
-
-    target_project_id: int
-    workers: int = 4
-    batch_size: int = 1000
-    apply_deletions: bool = False
-    #: Re-send creates Procore refused before even though their plan did not change (after
-    #: fixing the cause in Procore). Off: an unchanged refused record costs no request.
-    retry_rejected: bool = False
-    #: With apply_deletions: close at most this many issues (None: load/decision.py
-    #: deletion_limit). Over the limit, load refuses before writing anything (exit 2).
-    max_deletions: int | None = None
-    #: Called with the issues about to be closed ({source_id, target_id, title,
-    #: target_status}) before load writes anything, so the engineer sees them first.
-    on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None
 
 
 class _Phase:
@@ -90,34 +75,8 @@ class _Phase:
             self.progress.finish(entity)
 
 
-def _http_clients(client: Any) -> list[Any]:
-    """Every HttpClient the Procore client talks through (API, storage ...)."""
-    from migrate.clients.http import HttpClient
-
-    found: list[Any] = []
-    for value in vars(client).values():
-        if isinstance(value, HttpClient) and all(value is not f for f in found):
-            found.append(value)
-    return found
-
-
-def _requests_by_endpoint(client: Any) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for http in _http_clients(client):
-        for (method, endpoint), n in http.stats.requests.items():
-            counts[f"{method} {endpoint}"] += n
-    return counts
-
-
-def _budget(client: Any) -> Any:
-    return getattr(client, "budget", None)
-
-
-def _budget_numbers(client: Any) -> tuple[float, int]:
-    budget = _budget(client)
-    if budget is None:
-        return 0.0, 0
-    return float(getattr(budget, "waited_seconds", 0.0)), int(getattr(budget, "rate_limited", 0))
+def _requests_by_endpoint(client: ProcoreClient) -> Counter[str]:
+    return Counter(client.request_counts())
 
 
 def _normalise_endpoint(key: str) -> str:
@@ -128,61 +87,40 @@ def _normalise_endpoint(key: str) -> str:
 
 def run(
     store: Store,
-    client: Any,
+    client: ProcoreClient,
     blobs: BlobStore,
     *,
     options: LoadOptions,
     progress: Progress | None = None,
     log: RunLog | None = None,
-    run_id: int | None = None,
 ) -> LoadResult:
     """Load the current plan into Procore; return what was done.
 
-    Without ``run_id`` the call records its own ``load`` run (with the requests it made).
-    Transport failures raise StageFailed carrying the partial LoadResult; per-item refusals
-    are quarantined and make ``exit_code`` 3.
+    The run is recorded (see ``store.runs.recorded_run``), refused while another command writes
+    to the same staging DB. Transport failures raise StageFailed carrying the partial LoadResult;
+    per-item refusals are quarantined and make ``exit_code`` 3.
     """
-    own_run = run_id is None
-    if run_id is None:
-        run_id = start_run(
-            store,
-            COMMAND,
-            {
-                "target_project_id": options.target_project_id,
-                "workers": options.workers,
-                "batch_size": options.batch_size,
-                "apply_deletions": options.apply_deletions,
-            },
-        )
-    loader = _Loader(store, client, blobs, options, progress, log, run_id)
-    try:
-        result = loader.load()
-    except MigrateError as exc:
-        partial = loader.result(completed=False)
-        if own_run:
-            finish_run(
-                store, run_id, "failed", partial.as_json(), partial.requests_json(), error=str(exc)
-            )
-        if exc.exit_code == 1 and not isinstance(exc, StageFailed):
-            raise StageFailed(
-                STAGE, str(exc), partial=partial, resume_command=RESUME_COMMAND
-            ) from exc
-        raise
-    except BaseException as exc:
-        if own_run:
-            partial = loader.result(completed=False)
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            finish_run(
-                store,
-                run_id,
-                status,
-                partial.as_json(),
-                partial.requests_json(),
-                error=str(exc) or type(exc).__name__,
-            )
-        raise
-    if own_run:
-        finish_run(store, run_id, "succeeded", result.as_json(), result.requests_json())
+    args = {
+        "target_project_id": options.target_project_id,
+        "workers": options.workers,
+        "batch_size": options.batch_size,
+        "apply_deletions": options.apply_deletions,
+    }
+    with recorded_run(store, COMMAND, args, log=log) as recorded:
+        loader = _Loader(store, client, blobs, options, progress, log, recorded.id)
+        recorded.track(lambda: loader.result(completed=False))
+        try:
+            result = loader.load()
+        except MigrateError as exc:
+            if exc.exit_code == 1 and not isinstance(exc, StageFailed):
+                raise StageFailed(
+                    STAGE,
+                    str(exc),
+                    partial=loader.result(completed=False),
+                    resume_command=RESUME_COMMAND,
+                ) from exc
+            raise
+        recorded.succeed(result)
     return result
 
 
@@ -247,7 +185,7 @@ class _Loader:
     def __init__(
         self,
         store: Store,
-        client: Any,
+        client: ProcoreClient,
         blobs: BlobStore,
         options: LoadOptions,
         progress: Progress | None,
@@ -259,7 +197,7 @@ class _Loader:
         self.phase = _Phase(progress)
         self.log = log
         self.requests_before = _requests_by_endpoint(client)
-        self.waited_before, self.limited_before = _budget_numbers(client)
+        self.waited_before, self.limited_before = client.budget_figures()
         uploader = Uploader(
             store,
             client,
@@ -316,12 +254,13 @@ class _Loader:
         ctx.count("unchanged", n=work.unchanged)
         ctx.count("rejected", n=work.blocked)
 
+        progress = ctx.progress
         with self.phase.bar("locations", None):
             counts = push_locations(
                 ctx.store,
                 ctx.client,
                 ctx.project_id,
-                advance=(lambda n: ctx.progress.advance("locations", n)) if ctx.progress else None,
+                advance=(lambda n: progress.advance("locations", n)) if progress else None,
             )
         ctx.count("created", ENTITY_LOCATION, counts.created)
         ctx.count("unchanged", ENTITY_LOCATION, counts.unchanged)
@@ -384,7 +323,7 @@ class _Loader:
         for key, n in requests.items():
             if n > 0:
                 by_endpoint[_normalise_endpoint(key)] += n
-        waited, limited = _budget_numbers(ctx.client)
+        waited, limited = ctx.client.budget_figures()
         counts = {
             entity: {
                 kind: ctx.counts.get(entity, Counter()).get(kind, 0)
@@ -425,7 +364,10 @@ def load_from_settings(
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> LoadResult:
-    """Open the store and blob store, build the Procore client (one rate budget), run."""
+    """``migrate load``: the Procore client (one rate budget), staging DB, blob store and run
+    log, then :func:`run`."""
+    from migrate.clients.factory import procore_client
+
     company_id, project_id = settings.target_ids()
     options = LoadOptions(
         target_project_id=project_id,
@@ -435,8 +377,10 @@ def load_from_settings(
         max_deletions=max_deletions,
         on_deletions=on_deletions,
     )
-    store = open_store(settings.staging.path, create=False)
-    try:
+    with (
+        procore_client(settings, env) as client,
+        open_store(settings.staging.path, create=False) as store,
+    ):
         # One load at a time: two would send the same records twice. Released at store.close().
         acquire_writer(store, COMMAND)
         require_prior_stage(store, COMMAND)
@@ -447,70 +391,5 @@ def load_from_settings(
             where=settings.where,
         )
         blobs = BlobStore(settings.staging.blobs)
-        run_id = start_run(
-            store,
-            COMMAND,
-            {
-                "target_project_id": project_id,
-                "workers": options.workers,
-                "apply_deletions": apply_deletions,
-            },
-        )
-        log = RunLog(
-            settings.staging.logs / f"{run_id}.jsonl", run_id=run_id, stream=verbose_stream
-        )
-        result: LoadResult | None = None
-        try:
-            with _procore_client(settings, env) as client, log.capture("migrate.http", STAGE):
-                try:
-                    result = run(
-                        store,
-                        client,
-                        blobs,
-                        options=options,
-                        progress=progress,
-                        log=log,
-                        run_id=run_id,
-                    )
-                except StageFailed as failure:
-                    partial = failure.partial if isinstance(failure.partial, LoadResult) else None
-                    log.error(STAGE, "failed", message=str(failure))
-                    finish_run(
-                        store,
-                        run_id,
-                        "failed",
-                        partial.as_json() if partial else None,
-                        partial.requests_json() if partial else None,
-                        error=str(failure),
-                    )
-                    raise
-        except StageFailed:
-            raise
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            message = str(exc) or type(exc).__name__
-            log.error(
-                STAGE,
-                status,
-                message=message
-                if isinstance(exc, MigrateError)
-                else f"{type(exc).__name__}: {message}",
-            )
-            with contextlib.suppress(Exception):
-                finish_run(store, run_id, status, None, error=message)
-            raise
-        finally:
-            log.close()
-        assert result is not None
-        log_counts = result.as_json()
-        finish_run(store, run_id, "succeeded", log_counts, result.requests_json())
-        return result
-    finally:
-        store.close()
-
-
-def _procore_client(settings: Settings, env: Mapping[str, str]) -> Any:
-    """One ProcoreClient for the run: every REST call it makes draws on its one RateBudget."""
-    from migrate.clients.procore import client_from_settings
-
-    return client_from_settings(settings, env)
+        with RunLog(settings.staging.logs, stream=verbose_stream) as log:
+            return run(store, client, blobs, options=options, progress=progress, log=log)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.ids import ENTITY_LOCATION
 from migrate.store.db import Store
 from migrate.store.planned import PlannedLocation, id_map_rows, mark_loaded, planned_locations
+
+if TYPE_CHECKING:  # the plan imports this package: it must not import requests
+    from migrate.clients.procore import ProcoreClient
 
 #: Procore's locations list pages hold at most this many rows.
 LIST_PAGE_SIZE = 100
@@ -64,7 +67,7 @@ def _paths_by_id(locations: Iterable[dict[str, Any]]) -> dict[Path, int]:
 
 def push_locations(
     store: Store,
-    client: Any,
+    client: ProcoreClient,
     project_id: int,
     *,
     advance: Callable[[int], None] | None = None,

@@ -9,13 +9,27 @@ them in ``store.transaction()`` where several must commit together.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from migrate.ids import ENTITY_ISSUE
-from migrate.quarantine import Held, hold
+from migrate.load.options import LoadOptions
+from migrate.load.uploads import Uploader
+
+# The load-stage quarantine functions live with the quarantine table's other SQL; their names
+# stay importable from here.
+from migrate.quarantine import OpenQuarantine as OpenQuarantine
+from migrate.quarantine import open_quarantine as open_quarantine
+from migrate.quarantine import open_quarantine_count as open_quarantine_count
+from migrate.quarantine import quarantine_load as quarantine_load
+from migrate.quarantine import release_load_quarantine as release_load_quarantine
+from migrate.results import Progress
+from migrate.runlog import RunLog
 from migrate.store.db import Store, select_in, utc_now
+
+if TYPE_CHECKING:  # the plan imports this package: it must not import requests
+    from migrate.clients.procore import ProcoreClient
 
 STAGE = "load"
 
@@ -70,75 +84,6 @@ def fail_open_batches(store: Store) -> int:
     return cursor.rowcount
 
 
-# -- quarantine --------------------------------------------------------------------------------
-
-
-def quarantine_load(
-    store: Store,
-    entity: str,
-    source_id: str,
-    *,
-    reason: str,
-    hint: str,
-    record: Mapping[str, Any],
-    run_id: int,
-) -> None:
-    """Hold a record back with Procore's reason (refreshes its open load row if it has one)."""
-    hold(store, entity, STAGE, [Held(source_id, reason, hint, dict(record))], run_id)
-
-
-def release_load_quarantine(store: Store, entity: str, source_id: str, run_id: int) -> None:
-    """The record is in Procore now: close its open load-stage quarantine rows."""
-    store.conn.execute(
-        "UPDATE quarantine SET released_at = ?, released_run = ? WHERE entity = ? "
-        "AND source_id = ? AND stage = ? AND released_at IS NULL",
-        (utc_now(), run_id, entity, source_id, STAGE),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class OpenQuarantine:
-    """The newest open quarantine row of a record."""
-
-    row_id: int
-    stage: str
-    reason: str
-    hint: str | None
-    #: For a load-stage row, the payload hash Procore refused (None: held back on our side,
-    #: e.g. a missing file, or a close that was refused).
-    refused_hash: str | None
-
-    @property
-    def detail(self) -> str:
-        return f"quarantine {self.row_id} ({self.stage}): {self.reason}"
-
-
-def open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, OpenQuarantine]:
-    """source id -> its newest open quarantine row, for these entities (any stage)."""
-    found: dict[str, OpenQuarantine] = {}
-    rows = select_in(
-        store.conn,
-        "SELECT id, source_id, stage, reason, hint, CASE WHEN stage = 'load' AND "
-        "json_valid(record) AND json_type(record) = 'object' THEN "
-        "json_extract(record, '$.payload_hash') END FROM quarantine "
-        "WHERE released_at IS NULL AND entity IN ({marks})",
-        entities,
-    )
-    for row_id, source_id, stage, reason, hint, refused in sorted(rows):
-        found[str(source_id)] = OpenQuarantine(
-            row_id, stage, reason, hint, refused if isinstance(refused, str) else None
-        )
-    return found
-
-
-def open_quarantine_count(store: Store) -> int:
-    """Open quarantine rows of every stage (what makes the exit code 3)."""
-    (count,) = store.conn.execute(
-        "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL"
-    ).fetchone()
-    return int(count)
-
-
 # -- the run's context -------------------------------------------------------------------------
 
 
@@ -147,13 +92,13 @@ class LoadContext:
     """What every load phase shares: store, client, target project, counters."""
 
     store: Store
-    client: Any
+    client: ProcoreClient
     project_id: int
     run_id: int
-    options: Any  # LoadOptions
-    uploader: Any  # uploads.Uploader
-    progress: Any = None  # results.Progress
-    log: Any = None
+    options: LoadOptions
+    uploader: Uploader
+    progress: Progress | None = None
+    log: RunLog | None = None
     location_ids: dict[str, int] = field(default_factory=dict)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     uploads_done: int = 0

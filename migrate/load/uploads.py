@@ -29,13 +29,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from migrate import stopping
 from migrate.errors import ApiError, MigrateError, UploadBytesMismatch
 from migrate.store.blobs import BlobStore, UnsafeBlob
 from migrate.store.db import Store, utc_now
 from migrate.text import procore_name
+
+if TYPE_CHECKING:  # the plan imports this package: it must not import requests
+    from migrate.clients.procore import ProcoreClient
 
 #: Procore gives an hour to start the storage POST; keep a margin for a slow queue.
 CREATED_MAX_AGE = 50 * 60.0
@@ -96,7 +99,7 @@ class Uploader:
     def __init__(
         self,
         store: Store,
-        client: Any,
+        client: ProcoreClient,
         blobs: BlobStore,
         project_id: int,
         *,

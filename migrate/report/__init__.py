@@ -10,19 +10,28 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
 
 The report run is recorded in ``runs`` (command ``report``) with the Procore requests it made.
-Heavy imports (pandas) happen inside the functions so importing ``migrate.report`` is cheap.
+``run`` is the stage (a Procore client, or None offline); ``report_from_settings`` is what the
+CLI calls. Heavy imports (pandas) happen inside the functions so importing ``migrate.report``
+is cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED, ConfigError
 from migrate.settings import Settings
+
+if TYPE_CHECKING:
+    from migrate.clients.procore import ProcoreClient
+    from migrate.results import Progress
+    from migrate.runlog import RunLog
+    from migrate.store.db import Store
 
 REPORT_COMMAND = "report"
 HTML_NAME = "report.html"
@@ -34,7 +43,15 @@ CSV_NAMES = {
     "issues": "issues.csv",
 }
 
-__all__ = ["CSV_NAMES", "HTML_NAME", "ReportResult", "report_from_settings", "write_report"]
+__all__ = ["CSV_NAMES", "HTML_NAME", "ReportOptions", "ReportResult", "report_from_settings", "run"]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Which Procore project the staging DB was loaded into, and where the files go."""
+
+    target_project_id: int | None
+    out_dir: Path
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,28 @@ class ReportResult:
     online: bool = True
     run_id: int | None = None
     checks_not_run: list[str] = field(default_factory=list)
+    #: Requests to Procore by "METHOD /path" (None offline: Procore was not read).
+    requests: Mapping[str, int] | None = None
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Issues matched, mismatched, missing and orphaned; quarantine rows still open."""
+        return {
+            "issue": {
+                "matched": self.matched,
+                "mismatched_fields": len(self.mismatches),
+                "missing": len(self.missing),
+                "orphans": len(self.orphans),
+            },
+            "quarantine": {"open": self.quarantined},
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """The counts, for the runs table."""
+        return {entity: dict(kinds) for entity, kinds in self.counts.items()}
+
+    def requests_json(self) -> dict[str, int] | None:
+        return None if self.requests is None else dict(self.requests)
 
     @property
     def clean(self) -> bool:
@@ -90,7 +129,8 @@ def report_from_settings(
     out_dir: str | os.PathLike[str] | None = None,
     offline: bool = False,
 ) -> ReportResult:
-    """Reconcile the staging DB with Procore and write the HTML and CSV report."""
+    """``migrate report``: Procore client (unless `offline`) and staging DB, then :func:`run`."""
+    from migrate.clients.factory import procore_client
     from migrate.store import open_store
     from migrate.store.identity import Identity, pin_identity
     from migrate.store.writer import acquire_writer
@@ -106,7 +146,10 @@ def report_from_settings(
     else:
         _company_id, project_id = settings.target_ids()
     out = Path(out_dir) if out_dir is not None else staging.parent / "report"
-    with open_store(staging, create=False) as store:
+    options = ReportOptions(target_project_id=project_id, out_dir=out)
+    with contextlib.ExitStack() as stack:
+        client = None if offline else stack.enter_context(procore_client(settings, env))
+        store = stack.enter_context(open_store(staging, create=False))
         acquire_writer(store, REPORT_COMMAND)  # it records a run; released when the store closes
         pin_identity(
             store,
@@ -114,49 +157,45 @@ def report_from_settings(
             command=REPORT_COMMAND,
             where=settings.where,
         )
-        if offline:
-            return write_report(store, project_id, None, out)
-        with _procore_client(settings, env) as client:
-            return write_report(store, project_id, client, out)
+        return run(store, client, options=options)
 
 
-def _procore_client(settings: Settings, env: Mapping[str, str]) -> Any:
-    """The Procore client (read-only use here), built like the other stages build it."""
-    from migrate.clients.procore import client_from_settings
-
-    return client_from_settings(settings, env)
-
-
-def write_report(
-    store: Any, project_id: int | None, client: Any | None, out_dir: Path
+def run(
+    store: Store,
+    client: ProcoreClient | None,
+    *,
+    options: ReportOptions,
+    progress: Progress | None = None,
+    log: RunLog | None = None,
 ) -> ReportResult:
-    """Read Procore through ``client`` (None: offline), reconcile, write the files, record a run."""
+    """Read Procore through ``client`` (None: offline), reconcile, write the files; the run is
+    recorded (see ``store.runs.recorded_run``) with the requests it made."""
     from migrate.report.files import prepare_report_dir
+    from migrate.report.html import render_report
     from migrate.report.reconcile import fetch_target, reconcile
     from migrate.store.db import utc_now
-    from migrate.store.runs import finish_run, start_run
+    from migrate.store.runs import RunFigures, recorded_run
 
-    run_id = start_run(
-        store,
-        REPORT_COMMAND,
-        {
-            "target_project_id": project_id,
-            "offline": client is None,
-            "out_dir": str(out_dir),
-        },
-    )
-    before = _requests(client)
-    try:
+    project_id, out_dir = options.target_project_id, options.out_dir
+    args = {"target_project_id": project_id, "offline": client is None, "out_dir": str(out_dir)}
+    before = client.request_counts() if client is not None else {}
+
+    def requests_since() -> dict[str, int] | None:
+        if client is None:
+            return None
+        now = client.request_counts()
+        return {k: n - before.get(k, 0) for k, n in sorted(now.items()) if n - before.get(k, 0) > 0}
+
+    with recorded_run(store, REPORT_COMMAND, args, log=log) as recorded:
+        recorded.track(lambda: RunFigures(None, requests_since()))
         target = None
         if client is not None:
             assert project_id is not None
             target = fetch_target(client, project_id)
         rec = reconcile(store, project_id, target)
-        rec.runs = [run for run in rec.runs if run["run_id"] != run_id]
+        rec.runs = [run for run in rec.runs if run["run_id"] != recorded.id]
         prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))
         csv_paths = _write_csvs(store, rec, out_dir)
-        from migrate.report.html import render_report
-
         html_path = out_dir / HTML_NAME
         html_text = render_report(
             rec,
@@ -165,39 +204,21 @@ def write_report(
             csv_files={key: path.name for key, path in csv_paths.items()},
         )
         _write_text(html_path, html_text)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        finish_run(
-            store,
-            run_id,
-            status,
-            None,
-            _since(before, client),
-            error=str(exc) or type(exc).__name__,
+        result = ReportResult(
+            path_html=html_path,
+            csv_paths=csv_paths,
+            mismatches=rec.mismatches,
+            missing=rec.missing,
+            orphans=rec.orphans,
+            matched=rec.matched,
+            quarantined=rec.quarantined,
+            online=rec.online,
+            run_id=recorded.id,
+            checks_not_run=[c.name for c in rec.checks if not c.ran],
+            requests=requests_since(),
         )
-        raise
-    counts = {
-        "issue": {
-            "matched": rec.matched,
-            "mismatched_fields": len(rec.mismatches),
-            "missing": len(rec.missing),
-            "orphans": len(rec.orphans),
-        },
-        "quarantine": {"open": rec.quarantined},
-    }
-    finish_run(store, run_id, "succeeded", counts, _since(before, client))
-    return ReportResult(
-        path_html=html_path,
-        csv_paths=csv_paths,
-        mismatches=rec.mismatches,
-        missing=rec.missing,
-        orphans=rec.orphans,
-        matched=rec.matched,
-        quarantined=rec.quarantined,
-        online=rec.online,
-        run_id=run_id,
-        checks_not_run=[c.name for c in rec.checks if not c.ran],
-    )
+        recorded.succeed(result)
+    return result
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -252,32 +273,6 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
         paths[key] = out_dir / CSV_NAMES[key]
         write_csv(paths[key], table)
     return paths
-
-
-def _http_clients(client: Any) -> list[Any]:
-    from migrate.clients.http import HttpClient
-
-    found: list[Any] = []
-    for value in vars(client).values() if client is not None else ():
-        if isinstance(value, HttpClient) and all(value is not f for f in found):
-            found.append(value)
-    return found
-
-
-def _requests(client: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for http in _http_clients(client):
-        for (method, endpoint), n in http.stats.requests.items():
-            key = f"{method} {endpoint}"
-            counts[key] = counts.get(key, 0) + n
-    return counts
-
-
-def _since(before: Mapping[str, int], client: Any) -> dict[str, int] | None:
-    if client is None:
-        return None
-    now = _requests(client)
-    return {k: n - before.get(k, 0) for k, n in sorted(now.items()) if n - before.get(k, 0) > 0}
 
 
 # Re-exported for callers that only want the status (no pandas import).

@@ -63,7 +63,7 @@ _URL_RE = re.compile(r"(?i)\b(?:https?|ftp|file)://[^\s\"'<>]*|\bwww\.[^\s\"'<>]
 class TargetReader(Protocol):
     """What reconciliation needs from the Procore client (read-only calls)."""
 
-    def coordination_issues(self, project_id: int, view: str = "extended") -> Iterable[Any]:
+    def coordination_issues(self, project_id: int, *, view: str = "extended") -> Iterable[Any]:
         """Every coordination issue of the project (all pages)."""
 
     def locations(self, project_id: int) -> Iterable[Any]:

@@ -61,3 +61,16 @@ def clear_cursor(store: Store, endpoint: str) -> None:
     """Forget the cursor (paging finished, or a fresh pass is wanted)."""
     with store.transaction():
         store.conn.execute("DELETE FROM cursors WHERE endpoint = ?", (endpoint,))
+
+
+def clear_cursors(store: Store, prefix: str) -> None:
+    """Forget every cursor whose endpoint starts with `prefix` (a stage's whole pass)."""
+    with store.transaction():
+        store.conn.execute(
+            "DELETE FROM cursors WHERE endpoint LIKE ? ESCAPE '\\'", (_like_prefix(prefix),)
+        )
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -11,11 +11,13 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from migrate.errors import MigrateError, StagingNotReady, StagingRefused
+from migrate.errors import StagingNotReady, StagingRefused
+from migrate.redaction import CREDENTIAL_PARAMS
+from migrate.store.base import StoreError as StoreError  # re-exported
+from migrate.store.base import utc_now as utc_now  # re-exported: most callers import it here
 
 BUSY_TIMEOUT_MS = 10_000
 #: Values bound per ``IN (…)`` list: far below SQLite's variable limit on every build.
@@ -38,20 +40,10 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 
-class StoreError(MigrateError):
-    """The staging DB cannot be used as asked (schema, transaction or integrity problem)."""
-
-
-def utc_now() -> str:
-    """Current UTC time as ISO-8601 with milliseconds and a Z, the one format the DB stores."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 # Tickets (BIM 360 Field) and tokens (Procore) ride in query strings: in a stored URL they would
 # be a live credential in the DB, so every value that reaches the DB passes through this.
 _SECRET_PARAM = re.compile(
-    r"(?P<sep>[?&])(?:ticket|access_token|refresh_token|token|password|client_secret)"
-    r"=[^&#\s\"'<>]*(?P<amp>&?)",
+    rf"(?P<sep>[?&])(?:{'|'.join(CREDENTIAL_PARAMS)})=[^&#\s\"'<>]*(?P<amp>&?)",
     re.IGNORECASE,
 )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from migrate.errors import EXIT_USAGE
-from migrate.store.db import StoreError, utc_now
+from migrate.store.base import StoreError, utc_now
 
 if TYPE_CHECKING:
     from migrate.store.db import Store

@@ -1,6 +1,9 @@
 """Write source records: raw payloads with change detection, normalised rows, source problems.
 
 The extract stage maps JSON to rows; these functions only write SQLite (the `save_*` layer).
+Table and upsert work goes through sqlite-utils (``store.db``); the raw tables keep three plain
+``executemany`` statements, because a page's records split three ways (new, changed, only
+seen again) and each way writes different columns.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from migrate.jsontext import canonical_json
-from migrate.store.db import Store, strip_secret_params, utc_now
+from migrate.jsontext import canonical_json as canonical_json  # re-exported: the hash's JSON
+from migrate.store.db import Store, select_in, strip_secret_params, utc_now
 
 
 class Change(enum.StrEnum):
@@ -32,12 +35,27 @@ def content_hash(obj: Any) -> str:
 def strip_secrets(obj: Any) -> Any:
     """Copy of a JSON value with ticket/token query parameters removed from every string."""
     if isinstance(obj, str):
-        return strip_secret_params(obj)
+        return strip_secret_params(obj) if "=" in obj else obj
     if isinstance(obj, Mapping):
         return {key: strip_secrets(value) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
         return [strip_secrets(value) for value in obj]
     return obj
+
+
+def prepare(payload: Any) -> tuple[Any, str]:
+    """(payload without tickets, sha256 of its canonical JSON): what a raw table stores.
+
+    Tickets change every session, so the hash is taken after stripping them: a new login must
+    not make a record look changed.
+    """
+    text = canonical_json(payload)
+    # Every character the parameter pattern needs survives JSON escaping unchanged, so a
+    # payload whose text has no match holds no string with one either.
+    if strip_secret_params(text) != text:
+        payload = strip_secrets(payload)
+        text = canonical_json(payload)
+    return payload, hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _readable_json(obj: Any) -> str:
@@ -56,45 +74,78 @@ def _check_raw_table(store: Store, table: str) -> None:
         )
 
 
-def save_raw(store: Store, table: str, source_id: str, payload: Any, run_id: int) -> Change:
-    """Store one source record as received and say whether it is new, changed or unchanged.
+class Saved(NamedTuple):
+    """What saving one raw record found, and the content hash now stored."""
 
-    Ticket parameters are stripped from URLs again here (idempotent) so a slip upstream never
-    puts a live ticket in the DB; the hash is taken after stripping, since tickets change
-    every session and must not make a record look changed.
+    change: Change
+    digest: str
+
+
+def save_raw_batch(
+    store: Store, table: str, records: Sequence[tuple[str, Any]], run_id: int
+) -> dict[str, Saved]:
+    """Store ``(source_id, payload)`` records in raw table ``table``; say what each was.
+
+    New, changed (content differs, or the record came back after being marked deleted) or
+    unchanged, against the stored copy. Ticket parameters are stripped from every URL first,
+    so a slip upstream never puts a live ticket in the DB. One SELECT and three executemany per
+    page instead of a statement per record. Call inside ``store.transaction()`` with the rest
+    of the page.
     """
     _check_raw_table(store, table)
-    if not isinstance(source_id, str) or not source_id:
-        raise ValueError(f"{table}: source_id must be a non-empty string, got {source_id!r}")
-    payload = strip_secrets(payload)
-    digest = content_hash(payload)
-    now = utc_now()
-    with store.transaction():
-        conn = store.conn
-        row = conn.execute(
-            f"SELECT content_hash, deleted_at_run FROM {table} WHERE source_id = ?",
-            (source_id,),
-        ).fetchone()
-        if row is None:
-            conn.execute(
-                f"INSERT INTO {table} (source_id, payload, content_hash, first_seen_run, "
-                "last_seen_run, changed_run, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (source_id, _readable_json(payload), digest, run_id, run_id, run_id, now),
-            )
-            return Change.NEW
-        old_hash, deleted_at_run = row
-        if old_hash == digest and deleted_at_run is None:
-            conn.execute(
-                f"UPDATE {table} SET last_seen_run = ?, fetched_at = ? WHERE source_id = ?",
-                (run_id, now, source_id),
-            )
-            return Change.UNCHANGED
-        conn.execute(
-            f"UPDATE {table} SET payload = ?, content_hash = ?, last_seen_run = ?, "
-            "changed_run = ?, deleted_at_run = NULL, fetched_at = ? WHERE source_id = ?",
-            (_readable_json(payload), digest, run_id, run_id, now, source_id),
+    for source_id, _ in records:
+        if not isinstance(source_id, str) or not source_id:
+            raise ValueError(f"{table}: source_id must be a non-empty string, got {source_id!r}")
+    known: dict[str, tuple[str, Any]] = {
+        source_id: (digest, deleted)
+        for source_id, digest, deleted in select_in(
+            store.conn,
+            f"SELECT source_id, content_hash, deleted_at_run FROM {table} "
+            "WHERE source_id IN ({marks})",
+            (source_id for source_id, _ in records),
         )
-        return Change.CHANGED
+    }
+    now = utc_now()
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    touches: list[tuple[Any, ...]] = []
+    result: dict[str, Saved] = {}
+    for source_id, payload in records:
+        clean, digest = prepare(payload)
+        old = known.get(source_id)
+        if old is None:
+            inserts.append((source_id, _readable_json(clean), digest, run_id, run_id, run_id, now))
+            change = Change.NEW
+        elif old[0] == digest and old[1] is None:
+            touches.append((run_id, now, source_id))
+            change = Change.UNCHANGED
+        else:
+            updates.append((_readable_json(clean), digest, run_id, run_id, now, source_id))
+            change = Change.CHANGED
+        known[source_id] = (digest, None)
+        result.setdefault(source_id, Saved(change, digest))
+    conn = store.conn
+    conn.executemany(
+        f"INSERT INTO {table} (source_id, payload, content_hash, first_seen_run, last_seen_run, "
+        "changed_run, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        inserts,
+    )
+    conn.executemany(
+        f"UPDATE {table} SET payload = ?, content_hash = ?, last_seen_run = ?, changed_run = ?, "
+        "deleted_at_run = NULL, fetched_at = ? WHERE source_id = ?",
+        updates,
+    )
+    conn.executemany(
+        f"UPDATE {table} SET last_seen_run = ?, fetched_at = ? WHERE source_id = ?", touches
+    )
+    return result
+
+
+def save_raw(store: Store, table: str, source_id: str, payload: Any, run_id: int) -> Change:
+    """Store one source record as received and say whether it is new, changed or unchanged
+    (:func:`save_raw_batch` for one record, in its own transaction)."""
+    with store.transaction():
+        return save_raw_batch(store, table, [(source_id, payload)], run_id)[source_id].change
 
 
 def load_raw(store: Store, table: str, source_id: str) -> Any | None:
@@ -117,13 +168,14 @@ def mark_missing(
     Call only after a listing finished; returns the ids newly marked, sorted.
     """
     _check_raw_table(store, table)
+    if isinstance(seen_ids_or_run, str | bytes | bool):
+        kind = "a bool" if isinstance(seen_ids_or_run, bool) else "a string"
+        raise TypeError(f"seen_ids_or_run must be a collection of ids or a run id, not {kind}")
     conn = store.conn
     with store.transaction():
-        if isinstance(seen_ids_or_run, int) and not isinstance(seen_ids_or_run, bool):
+        if isinstance(seen_ids_or_run, int):
             where = "last_seen_run < ?"
             params: tuple[Any, ...] = (seen_ids_or_run,)
-        elif isinstance(seen_ids_or_run, str | bytes):
-            raise TypeError("seen_ids_or_run must be a collection of ids or a run id, not a string")
         else:
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS _seen_ids (source_id TEXT PRIMARY KEY)")
             conn.execute("DELETE FROM _seen_ids")
@@ -199,9 +251,16 @@ def record_problem(
         return int(cursor.lastrowid or 0)
 
 
-@dataclass(frozen=True)
-class ForeignKey:
-    """A single-column foreign key, as PRAGMA foreign_key_list reports it."""
+def count_source_problems(store: Store, run_id: int) -> int:
+    """source_problems rows recorded by run `run_id`."""
+    (count,) = store.conn.execute(
+        "SELECT count(*) FROM source_problems WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    return int(count)
+
+
+class ForeignKey(NamedTuple):
+    """A single-column foreign key of a table, and whether its column is NOT NULL."""
 
     column: str
     other_table: str
@@ -210,16 +269,43 @@ class ForeignKey:
 
 
 def foreign_keys(store: Store, table: str) -> list[ForeignKey]:
-    """Single-column foreign keys declared on `table`."""
-    not_null = {row[1]: bool(row[3]) for row in store.conn.execute(f"PRAGMA table_info({table!r})")}
-    if not not_null:
+    """Single-column foreign keys declared on `table` (read through sqlite-utils)."""
+    found = store.db.table(table)
+    if not found.exists():
         raise ValueError(f"no table named {table!r} in {store.path}")
+    not_null = {column.name: bool(column.notnull) for column in found.columns}
     return [
-        ForeignKey(column, other, other_column, not_null[column])
-        for (_, _, other, column, other_column, *_rest) in store.conn.execute(
-            f"PRAGMA foreign_key_list({table!r})"
-        )
+        ForeignKey(fk.column, fk.other_table, fk.other_column, not_null[fk.column])
+        for fk in found.foreign_keys
+        if not fk.is_compound and fk.column is not None and fk.other_column is not None
     ]
+
+
+def upsert(
+    store: Store, table: str, rows: Sequence[Mapping[str, Any]], pk: str | Sequence[str] | None
+) -> int:
+    """Insert `rows`, or where their `pk` is stored already update the columns they carry.
+
+    Columns the rows leave out keep their stored values (a download's state, say). Every row
+    must carry the same columns: sqlite-utils would write NULL into a column one row lacks and
+    another has. Dicts and lists become JSON. ``pk=None`` inserts (the table assigns its
+    INTEGER PRIMARY KEY). Joins the caller's transaction. Returns the rows written.
+    """
+    if not rows:
+        return 0
+    keys = set(rows[0])
+    for row in rows:
+        if set(row) != keys:
+            raise ValueError(
+                f"{table}: every row must have the same columns; {sorted(keys)} vs {sorted(row)}"
+            )
+    as_dicts = [row if isinstance(row, dict) else dict(row) for row in rows]
+    target = store.db.table(table)
+    if pk is None:
+        target.insert_all(as_dicts, alter=False)
+    else:
+        target.upsert_all(as_dicts, pk=pk if isinstance(pk, str) else list(pk), alter=False)
+    return len(as_dicts)
 
 
 @dataclass(frozen=True)
@@ -240,16 +326,13 @@ def upsert_rows(
     run_id: int | None,
     endpoint: str | None = None,
 ) -> UpsertResult:
-    """Upsert already-mapped rows into a normalised table without failing on dangling refs.
+    """:func:`upsert` already-mapped rows into a normalised table, without failing on a
+    dangling reference.
 
-    Why not plain sqlite-utils upsert_all: (1) a reference to a row the source never returned
-    would fail the whole page at COMMIT — here it becomes NULL (or, for a NOT NULL column, the
-    row is skipped) plus a source_problems row; (2) upsert_all writes NULL into every column a
-    row lacks but another row has — here all rows must have the same keys, so an upsert never
-    wipes a column by accident. Columns a row leaves out keep their stored values (the
-    download state of attachments, say). Referenced tables must be written first; references
-    between rows of the same batch (areas.parent_id) are fine. Dicts and lists become JSON.
-    pk=None inserts instead, for rows whose INTEGER PRIMARY KEY the table assigns.
+    A reference to a row the source never returned would fail the whole page at COMMIT: here it
+    becomes NULL (or, for a NOT NULL column, the row is skipped) plus a source_problems row.
+    Referenced tables must be written first; references between rows of the same batch
+    (areas.parent_id) are fine.
     """
     if not rows:
         return UpsertResult(0, 0, 0)
@@ -296,26 +379,13 @@ def upsert_rows(
                     row[fk.column] = None
                     nulled += 1
         kept = [row for index, row in enumerate(prepared) if index not in dropped]
-        if kept and pk_columns:
-            store.db.table(table).upsert_all(kept, pk=pk_columns, alter=False)
-        elif kept:
-            store.db.table(table).insert_all(kept, alter=False)
+        upsert(store, table, kept, pk)
     return UpsertResult(len(kept), nulled, skipped)
 
 
 def _existing(store: Store, table: str, column: str, values: set[Any]) -> set[Any]:
-    found: set[Any] = set()
-    ordered = list(values)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
-        placeholders = ", ".join("?" * len(chunk))
-        found.update(
-            value
-            for (value,) in store.conn.execute(
-                f'SELECT "{column}" FROM "{table}" WHERE "{column}" IN ({placeholders})', chunk
-            )
-        )
-    return found
+    sql = f'SELECT "{column}" FROM "{table}" WHERE "{column}" IN ({{marks}})'
+    return {value for (value,) in select_in(store.conn, sql, values)}
 
 
 def replace_rows(
@@ -335,13 +405,13 @@ def replace_rows(
     """
     if not where:
         raise ValueError("replace_rows needs a non-empty where, or it would empty the table")
-    columns = {row[1] for row in store.conn.execute(f"PRAGMA table_info({table!r})")}
-    if not columns:
+    target = store.db.table(table)
+    if not target.exists():
         raise ValueError(f"no table named {table!r} in {store.path}")
-    unknown = set(where) - columns
+    unknown = set(where) - set(target.columns_dict)
     if unknown:
         raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
     condition = " AND ".join(f'"{column}" = ?' for column in where)
     with store.transaction():
-        store.conn.execute(f'DELETE FROM "{table}" WHERE {condition}', tuple(where.values()))
+        target.delete_where(condition, tuple(where.values()))
         return upsert_rows(store, table, rows, pk, run_id=run_id, endpoint=endpoint)

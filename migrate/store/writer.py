@@ -19,8 +19,8 @@ from types import TracebackType
 from typing import Any
 
 from migrate.errors import WriterBusy
+from migrate.store.base import PROCESS_TOKEN
 from migrate.store.db import Store, process_alive, utc_now
-from migrate.store.runs import PROCESS_TOKEN
 
 __all__ = ["WriterLock", "acquire_writer"]
 

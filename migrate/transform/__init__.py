@@ -1,9 +1,10 @@
 """Transform: staged BIM 360 Field records → planned Procore payloads, skipped records, quarantine.
 
-`run` is pure database work: it reads staging and the target_* snapshot and rewrites
-planned_locations, planned_issues and skipped_records in one transaction, so a plan is always
-whole; quarantine rows are refreshed, and the ones whose record now plans are released.
-`transform_from_settings` is what the CLI calls: mappings, store, Procore snapshot, run row.
+`run` reads Procore's assignees and locations once (the target_* snapshot; offline it reuses
+the stored one), then works on the database alone: it rewrites planned_locations,
+planned_issues and skipped_records in one transaction, so a plan is always whole; quarantine
+rows are refreshed, and the ones whose record now plans are released.
+`transform_from_settings` is what the CLI calls: mappings, store, Procore client, then `run`.
 The mapping itself lives in issues.py, locations.py and checklists.py (record in, payload or
 rejection out).
 """
@@ -15,27 +16,32 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
 
+from migrate.clients.factory import procore_client
 from migrate.errors import ConfigError, MigrateError
+from migrate.mappings import AssigneeDirectory, Mappings, index_definitions, load_mappings
+from migrate.quarantine import Held, hold, open_quarantine_count, release_unconfirmed
 from migrate.results import Progress, TransformResult
 from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.readiness import require_prior_stage
-from migrate.store.runs import finish_run, start_run
+from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
-from migrate.transform.titles import DEFAULT_TITLE_TEMPLATE, template_problems
-
-if TYPE_CHECKING:
-    from migrate.mappings import Mappings
-    from migrate.transform.issues import IssueContext
-    from migrate.transform.locations import LocationPlan
-
-# migrate.mappings imports migrate.transform.titles, which runs this file first: everything
-# that imports migrate.mappings is imported inside the functions below, never at module level.
+from migrate.title_template import DEFAULT_TITLE_TEMPLATE, template_problems
+from migrate.transform import checklists, issues, locations
+from migrate.transform.issues import HASHED_COLUMNS, IssueContext, plan_hash_lines
+from migrate.transform.locations import LocationPlan
+from migrate.transform.target import (
+    TargetReader,
+    read_assignees,
+    require_snapshot,
+    snapshot_target,
+)
 
 COMMAND = "transform"
 STAGE = "transform"
@@ -46,12 +52,30 @@ BATCH_SIZE = 500
 __all__ = [
     "COMMAND",
     "StagingBusy",
+    "TransformOptions",
     "TransformResult",
     "choose_title_template",
     "plan_hash",
     "run",
     "transform_from_settings",
 ]
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    """How to transform: the Procore project to plan for, the mappings and [transform].
+
+    ``offline`` plans against the stored snapshot of the project and fails when there is none;
+    ``workers`` processes map issue batches (default: one per CPU; 1 maps in this process).
+    The plan is the same whatever the number of workers or the batch size.
+    """
+
+    target_project_id: int
+    mappings: Mappings
+    settings: TransformSettings = field(default_factory=TransformSettings)
+    offline: bool = False
+    workers: int | None = None
+    batch_size: int = BATCH_SIZE
 
 
 class StagingBusy(MigrateError):
@@ -104,75 +128,58 @@ def choose_title_template(mappings: Mappings, settings: TransformSettings) -> st
 
 def run(
     store: Store,
+    target: TargetReader | None,
     *,
-    mappings: Mappings,
-    settings: TransformSettings,
-    target_project_id: int,
+    options: TransformOptions,
     progress: Progress | None = None,
     log: RunLog | None = None,
-    run_id: int | None = None,
-    offline: bool = False,
-    batch_size: int = BATCH_SIZE,
-    workers: int | None = None,
 ) -> TransformResult:
     """Plan every staged area, issue (and, if switched on, checklist item); return the counts.
 
-    Without `run_id` the call records its own ``transform`` run. The target_* snapshot of
-    `target_project_id` must already be in the store (see `transform_from_settings`).
-    `workers` processes map issue batches (default: one per CPU; 1 maps in this process);
-    the plan is the same whatever the number.
+    ``target`` (the Procore client) is read for a fresh snapshot of the project's assignees
+    and locations; with None the stored snapshot is used (``options.offline`` requires one).
+    The run is recorded (see ``store.runs.recorded_run``).
     """
-    if workers is None:
-        workers = os.cpu_count() or 1
     started = time.monotonic()
-    template = choose_title_template(mappings, settings)
-    own_run = run_id is None
-    if run_id is None:
-        with busy_as_error(store):
-            run_id = start_run(store, COMMAND, {"target_project_id": target_project_id})
-    try:
-        with busy_as_error(store):
-            result = _run(
-                store,
-                mappings,
-                settings,
-                template,
-                target_project_id,
-                run_id,
-                progress,
-                log,
-                offline,
-                batch_size,
-                workers,
-                started,
-            )
-    except BaseException as exc:
-        if own_run:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            finish_run(store, run_id, status, None, error=str(exc) or type(exc).__name__)
-        raise
-    if own_run:
-        finish_run(store, run_id, "succeeded", result.as_json())
+    template = choose_title_template(options.mappings, options.settings)
+    project_id = options.target_project_id
+    args = {
+        "target_project_id": project_id,
+        "offline": options.offline,
+        "mappings": options.mappings.directory,
+    }
+    # Outside: the run row's start and end; inside: the work, so the row records the same
+    # readable StagingBusy the command prints.
+    with (
+        busy_as_error(store),
+        recorded_run(store, COMMAND, args, log=log) as recorded,
+        busy_as_error(store),
+    ):
+        if target is not None:
+            counts = snapshot_target(store, target, project_id, recorded.id)
+            if log is not None:
+                log.info(STAGE, "snapshot_taken", counts=counts)
+        elif options.offline:
+            counts = require_snapshot(store, project_id)
+            if log is not None:
+                log.info(STAGE, "snapshot_reused", counts=counts)
+        result = _run(store, options, template, recorded.id, progress, log, started)
+        recorded.succeed(result)
     return result
 
 
 def _run(
     store: Store,
-    mappings: Mappings,
-    settings: TransformSettings,
+    options: TransformOptions,
     template: str,
-    target_project_id: int,
     run_id: int,
     progress: Progress | None,
     log: RunLog | None,
-    offline: bool,
-    batch_size: int,
-    workers: int,
     started: float,
 ) -> TransformResult:
-    from migrate.quarantine import Held, hold, release_unconfirmed
-    from migrate.transform import checklists, issues, locations
-
+    mappings, settings = options.mappings, options.settings
+    target_project_id = options.target_project_id
+    workers = options.workers if options.workers is not None else os.cpu_count() or 1
     tallies: dict[str, issues.EntityTally] = {}
     with store.transaction():
         conn = store.conn
@@ -224,7 +231,7 @@ def _run(
                 context,
                 run_id,
                 advance=advance,
-                batch_size=batch_size,
+                batch_size=options.batch_size,
                 workers=workers,
                 digest=digest,
             )
@@ -235,7 +242,7 @@ def _run(
                     context,
                     run_id,
                     advance=advance,
-                    batch_size=batch_size,
+                    batch_size=options.batch_size,
                     digest=digest,
                 )
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
@@ -256,8 +263,9 @@ def _run(
         plan_hash=plan_digest,
         elapsed_seconds=time.monotonic() - started,
         target_project_id=target_project_id,
-        offline=offline,
+        offline=options.offline,
         planned_locations=planned_locations,
+        quarantine_open=open_quarantine_count(store),
     )
     if log is not None:
         for name in order:
@@ -280,10 +288,6 @@ def _context(
     location_plan: LocationPlan,
 ) -> IssueContext:
     """The small lookups every record needs, preloaded once (never per record)."""
-    from migrate.mappings import AssigneeDirectory, index_definitions
-    from migrate.transform.issues import IssueContext
-    from migrate.transform.target import read_assignees
-
     conn = store.conn
     definitions = [
         {"id": row[0], "name": row[1], "position": row[2]}
@@ -332,8 +336,6 @@ def plan_hash(store: Store) -> str:
     writes. An issue's payload enters through payload_hash, which covers it with its location
     and attachment digests.
     """
-    from migrate.transform.issues import HASHED_COLUMNS, plan_hash_lines
-
     digest = _locations_digest(store)
     rows = store.conn.execute(
         f"SELECT {', '.join(HASHED_COLUMNS)} FROM planned_issues "
@@ -346,8 +348,6 @@ def plan_hash(store: Store) -> str:
 
 def _locations_digest(store: Store) -> Any:
     """A sha256 that has taken the planned locations and the planned_issues heading."""
-    from migrate.transform.issues import plan_hash_lines
-
     digest = hashlib.sha256()
     columns = [
         row[1]
@@ -367,7 +367,9 @@ def _locations_digest(store: Store) -> Any:
 
 
 @contextlib.contextmanager
-def _bar(progress: Progress | None, entity: str, total: int | None) -> Iterator[Any]:
+def _bar(
+    progress: Progress | None, entity: str, total: int | None
+) -> Iterator[Callable[[int], None]]:
     if progress is None:
         yield lambda n: None
         return
@@ -389,14 +391,12 @@ def transform_from_settings(
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> TransformResult:
-    """Load the mappings, snapshot Procore's assignees and locations (unless `offline`), run.
+    """``migrate transform``: mappings, staging DB, Procore client (unless `offline`), run log,
+    then :func:`run`.
 
     Mapping problems raise MappingError (exit 2) before the store is touched; `offline` without
     a stored snapshot raises NoSnapshotError (exit 2).
     """
-    from migrate.mappings import load_mappings
-    from migrate.transform.target import require_snapshot
-
     if offline:
         project_id = settings.target.project_id
         if project_id is None:
@@ -407,9 +407,16 @@ def transform_from_settings(
     else:
         _company_id, project_id = settings.target_ids()
     mappings = load_mappings(settings.mappings.dir)
+    options = TransformOptions(
+        target_project_id=project_id,
+        mappings=mappings,
+        settings=settings.transform,
+        offline=offline,
+    )
     choose_title_template(mappings, settings.transform)
-    store = open_store(settings.staging.path, create=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        client = None if offline else stack.enter_context(procore_client(settings, env))
+        store = stack.enter_context(open_store(settings.staging.path, create=False))
         acquire_writer(store, COMMAND)  # released when the store closes
         require_prior_stage(store, COMMAND)
         pin_identity(
@@ -418,62 +425,5 @@ def transform_from_settings(
             command=COMMAND,
             where=settings.where,
         )
-        with busy_as_error(store):
-            run_id = start_run(
-                store,
-                COMMAND,
-                {
-                    "target_project_id": project_id,
-                    "offline": offline,
-                    "mappings": str(settings.mappings.dir),
-                },
-            )
-        log = RunLog(
-            settings.staging.logs / f"{run_id}.jsonl", run_id=run_id, stream=verbose_stream
-        )
-        try:
-            if offline:
-                counts = require_snapshot(store, project_id)
-                log.info(STAGE, "snapshot_reused", counts=counts)
-            else:
-                counts = _snapshot(settings, env, store, project_id, run_id)
-                log.info(STAGE, "snapshot_taken", counts=counts)
-            result = run(
-                store,
-                mappings=mappings,
-                settings=settings.transform,
-                target_project_id=project_id,
-                progress=progress,
-                log=log,
-                run_id=run_id,
-                offline=offline,
-            )
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            message = str(exc) or type(exc).__name__
-            log.error(
-                STAGE,
-                status,
-                message=message
-                if isinstance(exc, MigrateError)
-                else f"{type(exc).__name__}: {message}",
-            )
-            finish_run(store, run_id, status, None, error=message)
-            raise
-        finally:
-            log.close()
-        finish_run(store, run_id, "succeeded", result.as_json())
-        return result
-    finally:
-        store.close()
-
-
-def _snapshot(
-    settings: Settings, env: Mapping[str, str], store: Store, project_id: int, run_id: int
-) -> dict[str, int]:
-    from migrate.clients.procore import ProcoreClient
-    from migrate.settings import target_credentials
-    from migrate.transform.target import snapshot_target
-
-    with ProcoreClient(settings.target, target_credentials(env)) as client:
-        return snapshot_target(store, client, project_id, run_id)
+        log = stack.enter_context(RunLog(settings.staging.logs, stream=verbose_stream))
+        return run(store, client, options=options, progress=progress, log=log)

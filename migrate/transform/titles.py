@@ -14,21 +14,21 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from migrate.title_template import DEFAULT_TITLE_TEMPLATE, TITLE_PLACEHOLDERS, template_problems
+
+__all__ = [
+    "DEFAULT_TITLE_TEMPLATE",
+    "ELLIPSIS",
+    "MAX_TITLE_LENGTH",
+    "TITLE_PLACEHOLDERS",
+    "collapse_whitespace",
+    "make_title",
+    "template_problems",
+    "title_from_text",
+]
+
 MAX_TITLE_LENGTH = 80
 ELLIPSIS = "…"
-DEFAULT_TITLE_TEMPLATE = "{identifier} {description}"
-
-#: Template placeholder → key of the normalised issue record.
-TITLE_PLACEHOLDERS: dict[str, str] = {
-    "identifier": "identifier",
-    "description": "description",
-    "type": "issue_type_name",
-    "category": "category_name",
-    "area": "area_path",
-    "location_detail": "location_detail",
-    "status": "status",
-}
-
 # Stream-Safe Text Format (UAX #15) allows 30 combining marks in a row; more is "Zalgo" text
 # whose single cluster could exceed the whole title budget.
 _MAX_MARKS_IN_A_ROW = 30
@@ -55,23 +55,6 @@ def _build_clean_table() -> dict[int, str | None]:
 
 
 _CLEAN_TABLE = _build_clean_table()
-
-
-def template_problems(template: str) -> list[str]:
-    """Why `template` is not a usable title template, one phrase per problem (empty: usable)."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        return [f"is not a valid template ({exc}; write {{{{ or }}}} for a literal brace)"]
-    problems = []
-    for _literal, name, spec, conversion in parts:
-        if name is None:
-            continue
-        if name not in TITLE_PLACEHOLDERS:
-            problems.append(f"uses unknown placeholder {{{name}}}")
-        elif spec or conversion:
-            problems.append(f"placeholder {{{name}}} takes no format spec or conversion")
-    return problems
 
 
 @lru_cache(maxsize=64)

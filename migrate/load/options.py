@@ -1,0 +1,26 @@
+"""How to load (its own module so load/state.py can type the run's context with it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: the target project, parallel uploads, items per sync call, deletions."""
+
+    target_project_id: int
+    workers: int = 4
+    batch_size: int = 1000
+    apply_deletions: bool = False
+    #: Re-send creates Procore refused before even though their plan did not change (after
+    #: fixing the cause in Procore). Off: an unchanged refused record costs no request.
+    retry_rejected: bool = False
+    #: With apply_deletions: close at most this many issues (None: load/decision.py
+    #: deletion_limit). Over the limit, load refuses before writing anything (exit 2).
+    max_deletions: int | None = None
+    #: Called with the issues about to be closed ({source_id, target_id, title,
+    #: target_status}) before load writes anything, so the engineer sees them first.
+    on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None

@@ -1,0 +1,149 @@
+"""The module import graph of ``migrate`` has no cycle, and the layers point one way.
+
+Built with ``ast`` from every ``migrate/**/*.py``, counting imports inside functions too (a
+deferred import hides a cycle from Python, not from the design). Imports under
+``if TYPE_CHECKING:`` never run and are left out: naming a type in an annotation is not a
+dependency of the running program.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import migrate
+
+PACKAGE_ROOT = Path(migrate.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``tree`` (nested ones included) outside TYPE_CHECKING blocks."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                yield from _imports(ast.Module(body=[child], type_ignores=[]))
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        yield from _imports(node)
+
+
+@functools.cache
+def import_graph() -> dict[str, set[str]]:
+    """module -> the ``migrate`` modules it imports (the module an imported name lives in)."""
+    modules = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                # `from pkg import sub` imports the submodule; `from mod import name`, the module.
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
+            for target in targets:
+                found = owner(target)
+                if found is None or found == name:
+                    continue
+                graph[name].add(found)
+                # Importing a submodule runs its packages' __init__ first (unless they are the
+                # importer's own packages, which are already running).
+                parent = found
+                while "." in parent:
+                    parent = parent.rpartition(".")[0]
+                    if parent in modules and parent != name and not name.startswith(parent + "."):
+                        graph[name].add(parent)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as [a, b, …, a], or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(graph):
+        if start in state:
+            continue
+        path = [start]
+        stack = [iter(sorted(graph[start]))]
+        state[start] = 1
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(following) == 1:
+                return path[path.index(following) :] + [following]
+            elif following not in state:
+                state[following] = 1
+                path.append(following)
+                stack.append(iter(sorted(graph[following])))
+    return None
+
+
+def test_the_migrate_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert "migrate.store.db" in graph and "migrate.cli" in graph  # the walk found the package
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle() -> None:
+    tree = ast.parse("def late():\n    from migrate.b import x\n")
+    assert [type(node).__name__ for node in _imports(tree)] == ["ImportFrom"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_clients_do_not_read_the_settings() -> None:
+    """settings.py may import the clients' types; the clients take plain values (the factory
+    is the one module of migrate.clients that turns Settings into clients)."""
+    graph = import_graph()
+    readers = sorted(
+        name
+        for name, imported in graph.items()
+        if name.startswith("migrate.clients.") and "migrate.settings" in imported
+    )
+    assert readers == ["migrate.clients.factory"]
+
+
+def test_the_store_does_not_import_stages_or_clients() -> None:
+    graph = import_graph()
+    upward = {
+        (name, target)
+        for name, imported in graph.items()
+        if name.startswith("migrate.store")
+        for target in imported
+        if target.startswith(("migrate.clients", "migrate.extract", "migrate.transform"))
+        or target.startswith(("migrate.load", "migrate.report", "migrate.settings"))
+    }
+    assert upward == set()
