@@ -330,7 +330,7 @@ def test_a_damaged_staging_db_is_one_line_and_left_as_it_is(planned: Path, tmp_p
         data[offset : offset + 2000] = b"\xff" * 2000
     staging.write_bytes(bytes(data))
 
-    for command in (["status"], ["plan"], ["quarantine", "list"], ["transform"]):
+    for command in (["status"], ["plan"], ["quarantine", "list"], ["transform", "--offline"]):
         line = fault_line(migrate(*command, "--config", str(config)))
         assert f"The staging DB {staging} is damaged (database disk image is malformed)" in line
         assert "Restore it from a backup, or point [staging] path and blobs at new files" in line

@@ -18,7 +18,7 @@ import pytest
 
 from migrate.clients.http import RetryPolicy
 from migrate.clients.procore import ProcoreClient
-from migrate.errors import MigrateError, StageFailed
+from migrate.errors import ConfigError, MigrateError, StageFailed
 from migrate.extract import extract_from_settings
 from migrate.load import LoadOptions, load_from_settings
 from migrate.load import run as load_run
@@ -275,7 +275,7 @@ def test_the_report_records_its_run_alike(
     in_the_way.write_text("not a folder")
     with (
         open_store(settings.staging.path) as store,
-        pytest.raises(OSError),
+        pytest.raises(ConfigError, match="not a folder"),
     ):
         report_run(store, None, options=ReportOptions(box.procore_project_id, in_the_way))
     row = last(settings, "report")

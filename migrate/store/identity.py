@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.errors import IdentityMismatch
-from migrate.store.db import Store, utc_now
+from migrate.store.base import utc_now
+
+if TYPE_CHECKING:  # db.open_store calls this module: no import back at run time
+    from migrate.store.db import Store
 
 __all__ = [
     "Identity",
