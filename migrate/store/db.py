@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from migrate.errors import MigrateError
+from migrate.processes import process_alive as process_alive  # moved; importers keep working
 
 BUSY_TIMEOUT_MS = 10_000
 #: Values bound per ``IN (…)`` list: far below SQLite's variable limit on every build.
@@ -92,21 +93,6 @@ def execute_in(
     for marks, part in _in_chunks(values, chunk):
         changed += conn.execute(sql.format(marks=marks), (*params, *part)).rowcount
     return changed
-
-
-def process_alive(pid: int) -> bool:
-    """True if a process with this pid exists and is not a zombie (POSIX)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to another user
-    try:  # a killed child its parent has not reaped yet still answers kill(0)
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat_file:
-            return stat_file.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass
