@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
-from migrate.jsontext import canonical_json, compact_json, default_json, parse_json
+from migrate.jsontext import canonical_json, compact_json, default_json
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
@@ -671,7 +671,7 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
     if area and area in context.area_names:
         record["area_path"] = context.area_path(area)
     raw = record.get("custom_fields")
-    custom = parse_json(raw) if isinstance(raw, str) and raw else (raw or {})
+    custom = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
     for key, name, field_id in ANCILLARY_FIELDS:
         value = record.get(key)
         if value is not None and value != "" and name not in custom:
