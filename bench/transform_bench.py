@@ -91,7 +91,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
     with store.transaction():
         run_id = start_run(store, "bench-synthesis", {})
         conn.execute("INSERT INTO projects (id, name) VALUES ('proj-bench', 'Bench Tower')")
-        areas = []
+        areas: list[tuple[str, str | None, str, int]] = []
         for b in range(4):
             areas.append((f"b{b}", None, f"Building {b}", 0))
             for level in range(8):
@@ -218,7 +218,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
                         "Checked with foreman.",
                     )
                 )
-            previous = None
+            previous: str | None = None
             steps = rng.choices((1, 2, 3, 4), (12, 39, 9, 40))[0]
             for n, state in enumerate((*HISTORY_STEPS[: steps - 1], status)):
                 moment = created + timedelta(days=n)
