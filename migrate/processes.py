@@ -1,8 +1,8 @@
 """Is another process still running? (runs rows, blob temp files and load guards keep a pid).
 
 Each OS answers through its own documented call, chosen once at import: POSIX asks the kernel
-with signal 0, Windows opens the process and waits on it for zero milliseconds. The OS call is
-passed in, so both branches run (and are tested) on any machine.
+with signal 0, Windows opens the process and waits on it for zero milliseconds. The Windows
+calls can be passed in (and /proc's place), so both branches run (and are tested) anywhere.
 
 On Windows `os.kill(pid, 0)` is not a probe: it calls TerminateProcess, i.e. it would end the
 very run it asks about. Nothing here may fall back to it there.
