@@ -858,6 +858,7 @@ START_METHODS = multiprocessing.get_all_start_methods()
 @pytest.fixture(params=START_METHODS)
 def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(transform_issues, "START_METHOD", request.param)
+    monkeypatch.setattr(transform_issues, "MIN_BATCHES_FOR_WORKERS", 2)  # 14 batches here
     return str(request.param)
 
 
