@@ -10,6 +10,7 @@ run and appends a dated section to BENCHMARKS.md.
 
     python -m bench.transform_bench                # 10 000 and 100 000, 3 runs each
     python -m bench.transform_bench --sizes 20000 --repeat 1
+    python -m bench.transform_bench --start-method fork --no-record   # compare start methods
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
     with store.transaction():
         run_id = start_run(store, "bench-synthesis", {})
         conn.execute("INSERT INTO projects (id, name) VALUES ('proj-bench', 'Bench Tower')")
-        areas = []
+        areas: list[tuple[str, str | None, str, int]] = []
         for b in range(4):
             areas.append((f"b{b}", None, f"Building {b}", 0))
             for level in range(8):
@@ -217,7 +218,7 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
                         "Checked with foreman.",
                     )
                 )
-            previous = None
+            previous: str | None = None
             steps = rng.choices((1, 2, 3, 4), (12, 39, 9, 40))[0]
             for n, state in enumerate((*HISTORY_STEPS[: steps - 1], status)):
                 moment = created + timedelta(days=n)
@@ -273,13 +274,19 @@ def synthesise(path: Path, issues: int, seed: int = 7) -> None:
     store.close()
 
 
-def measure(path: Path) -> dict[str, Any]:
-    """Run transform on the DB at `path`; elapsed seconds of run() and this process's peak RSS."""
+def measure(path: Path, start_method: str | None = None) -> dict[str, Any]:
+    """Run transform on the DB at `path`; elapsed seconds of run() and this process's peak RSS.
+
+    `start_method` replaces the worker processes' start method (transform's own by default).
+    """
     sys.path.insert(0, str(REPO))
     from migrate.mappings import default_mappings
     from migrate.settings import TransformSettings
     from migrate.store import open_store
-    from migrate.transform import TransformOptions, run
+    from migrate.transform import TransformOptions, issues, run
+
+    if start_method:
+        issues.START_METHOD = start_method
 
     # run() imports these on first use (migrate.mappings and migrate.transform import each
     # other); loading code is the process's start-up, not throughput, and costs ~25 ms here,
@@ -313,6 +320,7 @@ def measure(path: Path) -> dict[str, Any]:
         "calibration_ms": calibration,
         "counts": result.counts["issues"],
         "plan_hash": result.plan_hash,
+        "start_method": issues.START_METHOD,
     }
 
 
@@ -343,11 +351,13 @@ def _child(argv: list[str]) -> int:
     if mode == "synthesise":
         synthesise(path, size)
         return 0
-    print(json.dumps(measure(path)))
+    print(json.dumps(measure(path, argv[3] if len(argv) > 3 else None)))
     return 0
 
 
-def bench_size(size: int, folder: Path, repeat: int = DEFAULT_REPEAT) -> list[dict[str, Any]]:
+def bench_size(
+    size: int, folder: Path, repeat: int = DEFAULT_REPEAT, start_method: str = ""
+) -> list[dict[str, Any]]:
     """Synthesise `size` issues once, then transform a fresh copy `repeat` times, each step in
     its own subprocess."""
     path = folder / f"bench-{size}.db"
@@ -360,7 +370,7 @@ def bench_size(size: int, folder: Path, repeat: int = DEFAULT_REPEAT) -> list[di
         copy = folder / f"run-{size}.db"
         shutil.copyfile(path, copy)
         output = subprocess.run(
-            [*child, "measure", str(size), str(copy)],
+            [*child, "measure", str(size), str(copy), start_method],
             check=True,
             capture_output=True,
             text=True,
@@ -389,7 +399,8 @@ def append_benchmarks(results: list[dict[str, Any]]) -> None:
         "Synthetic issues shaped like the sandbox generator's (0-4 comments, 1-4 status changes, "
         "0-3 attachments, 4 custom fields as extract stages them, labor hours on 30 %), "
         "default mappings, "
-        "one worker process per CPU; each size transformed once per run on a fresh copy of "
+        f"one worker process per CPU started with {results[0]['start_method']}; each size "
+        "transformed once per run on a fresh copy of "
         "the same synthesised DB; wall time of `migrate.transform.run` only. CPU s = main + "
         "workers. Peak RSS of the main process (a fresh process that did nothing else) and of "
         "the largest worker. Load = 1-minute load average before the run (other work on the "
@@ -464,11 +475,16 @@ def main(argv: list[str] | None = None) -> int:
         help="Transform runs per size, each on a fresh copy (default 3).",
     )
     parser.add_argument("--no-record", action="store_true", help="Do not touch BENCHMARKS.md.")
+    parser.add_argument(
+        "--start-method",
+        default="",
+        help="Start transform's worker processes this way (spawn, fork, forkserver).",
+    )
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="transform-bench-") as folder:
         for size in args.sizes:
-            for figures in bench_size(size, Path(folder), max(1, args.repeat)):
+            for figures in bench_size(size, Path(folder), max(1, args.repeat), args.start_method):
                 results.append(figures)
                 print(
                     f"{size:>7} issues, run {figures['run']}: {figures['elapsed']:.2f} s, "
@@ -478,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{figures['worker_peak_rss_mb']:.0f} MB worker, "
                     f"load {figures['load_before']:.1f}, "
                     f"calibration {figures['calibration_ms']:.0f} ms "
-                    f"(synthesis {figures['synthesis_seconds']:.1f} s)",
+                    f"(synthesis {figures['synthesis_seconds']:.1f} s), "
+                    f"{figures['start_method']}, plan {figures['plan_hash'][:16]}",
                     flush=True,
                 )
     print(summary(results))

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import re
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from migrate.errors import EXIT_USAGE, ConfigError
 from migrate.ids import NAMESPACE_MIGRATE, issue_uuid
 from migrate.mappings import DEFAULT_FILES, MappingError, default_mappings, load_mappings
+from migrate.processes import process_alive
 from migrate.quarantine import (
     QuarantineNotFound,
     list_quarantine,
@@ -868,7 +870,25 @@ def test_two_runs_give_identical_plans(store: Store) -> None:
     assert first.run_id != second.run_id
 
 
-def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> None:
+#: Every start method this OS offers: START_METHOD ("spawn") is what runs, and the others
+#: show the worker machinery does not lean on what a start method happens to share.
+START_METHODS = multiprocessing.get_all_start_methods()
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(transform_issues, "START_METHOD", request.param)
+    monkeypatch.setattr(transform_issues, "MIN_BATCHES_FOR_WORKERS", 2)  # 14 batches here
+    return str(request.param)
+
+
+def test_spawn_is_the_start_method_and_every_os_has_it() -> None:
+    assert transform_issues.START_METHOD == "spawn" in START_METHODS
+
+
+def test_worker_processes_give_the_same_plan_and_quarantine(
+    store: Store, start_method: str
+) -> None:
     for n in range(40):
         add_issue(
             store,
@@ -891,39 +911,53 @@ def test_worker_processes_give_the_same_plan_and_quarantine(store: Store) -> Non
         )
 
     serial = outcome(workers=1)
-    parallel = outcome(workers=2, batch_size=3)  # 14 batches over two forked processes
+    parallel = outcome(workers=2, batch_size=3)  # 14 batches over two worker processes
     assert parallel[0] == serial[0] == plan_hash(store) and parallel[1] == serial[1]
     assert [row[:-1] for row in parallel[2]] == [row[:-1] for row in serial[2]]  # plan_run aside
     assert parallel[3] == serial[3] and len(serial[3]) == 10
     assert json.loads(serial[3][0][4])["raw"] == {"n": 0}
+    assert multiprocessing.active_children() == []
 
 
-def _fail_in_worker_on(monkeypatch: pytest.MonkeyPatch, first_id: str, failure: Any) -> None:
-    """Make the batch starting at `first_id` fail, in the worker process that maps it."""
-    real = transform_issues.map_range
-
-    def map_range(store: Store, context: Any, first: str, last: str) -> Any:
-        if first == first_id and os.getpid() != parent:
-            failure()
-        return real(store, context, first, last)
-
-    parent = os.getpid()
-    monkeypatch.setattr(transform_issues, "map_range", map_range)
+# The failing mappers stand in for transform_issues.map_range, which _map_in_processes hands to
+# its workers by reference: module-level functions, so a spawned worker imports this module to
+# find them (where transform_issues.map_range is the real one again, hence the saved reference).
+_REAL_MAP_RANGE = transform_issues.map_range
+FAILING_BATCH = "i21"  # batch 8 of 14
 
 
-def _boom() -> None:
-    raise ValueError("boom")
+def _raising_mapper(store: Store, context: Any, first: str, last: str) -> Any:
+    if first == FAILING_BATCH and multiprocessing.parent_process() is not None:
+        raise ValueError("boom")
+    return _REAL_MAP_RANGE(store, context, first, last)
 
 
-def _killed() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def _exiting_mapper(store: Store, context: Any, first: str, last: str) -> Any:
+    if first == FAILING_BATCH and multiprocessing.parent_process() is not None:
+        os._exit(3)  # dies without a word, as a crashed interpreter would
+    return _REAL_MAP_RANGE(store, context, first, last)
+
+
+def _killed_mapper(store: Store, context: Any, first: str, last: str) -> Any:
+    if first == FAILING_BATCH and multiprocessing.parent_process() is not None:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+    return _REAL_MAP_RANGE(store, context, first, last)
 
 
 @pytest.mark.parametrize(
-    ("failure", "said"), [(_boom, r"ValueError: boom"), (_killed, r"ended \(exit code -9\)")]
+    ("mapper", "said"),
+    [
+        (_raising_mapper, r"^a transform worker failed \(ValueError: boom\); nothing of this run"),
+        (_exiting_mapper, r"^a transform worker process ended abruptly .* batch 8 of 14 was due"),
+        pytest.param(
+            _killed_mapper,
+            r"^a transform worker process ended abruptly .* batch 8 of 14 was due",
+            marks=pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL here"),
+        ),
+    ],
 )
 def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
-    store: Store, monkeypatch: pytest.MonkeyPatch, failure: Any, said: str
+    store: Store, monkeypatch: pytest.MonkeyPatch, start_method: str, mapper: Any, said: str
 ) -> None:
     for n in range(40):
         add_issue(store, f"i{n:02d}")
@@ -933,11 +967,12 @@ def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
         store.conn.execute(
             "UPDATE issues SET description = 'changed since' WHERE source_id IN ('i01', 'i30')"
         )
-    _fail_in_worker_on(monkeypatch, "i21", failure)  # batch 8 of 14
+    monkeypatch.setattr(transform_issues, "map_range", mapper)
 
-    with pytest.raises(transform_issues.WorkerFailed, match=said):
+    with pytest.raises(transform_issues.WorkerFailed, match=said) as failed:
         plan_with(store, workers=2, batch_size=3)
 
+    assert "\n" not in str(failed.value)  # the CLI's one line
     assert store.conn.execute("SELECT * FROM planned_issues ORDER BY source_id").fetchall() == rows
     assert plan_hash(store) == before.plan_hash
     status, error = store.conn.execute(
@@ -945,9 +980,51 @@ def test_a_failing_worker_stops_the_run_and_the_previous_plan_is_kept(
     ).fetchone()
     assert status == "failed" and re.search(said, error)
     assert multiprocessing.active_children() == []
-    monkeypatch.undo()  # the same run without the failure plans the change
-    after = plan_with(store, workers=2, batch_size=3)
+    monkeypatch.setattr(transform_issues, "map_range", _REAL_MAP_RANGE)
+    after = plan_with(store, workers=2, batch_size=3)  # the same run without the failure
     assert after.plan_hash != before.plan_hash and after.counts["issues"]["planned"] == 40
+
+
+def _pool_parent(facts_file: str) -> None:
+    """A transform-like parent: one worker started as transform starts its workers, idle."""
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context(transform_issues.START_METHOD),
+        initializer=transform_issues._start_worker,
+        initargs=(facts_file, None, _REAL_MAP_RANGE),
+    )
+    facts = pool.submit(_worker_facts).result()
+    Path(facts_file).write_text(json.dumps(facts), encoding="utf-8")
+    threading.Event().wait()  # until killed
+
+
+def _worker_facts() -> list[int]:
+    return [os.getpid(), int(signal.getsignal(signal.SIGINT))]
+
+
+def test_workers_end_with_a_killed_parent_and_leave_ctrl_c_to_it(tmp_path: Path) -> None:
+    facts_file = tmp_path / "worker.json"
+    parent = multiprocessing.get_context("spawn").Process(
+        target=_pool_parent, args=(str(facts_file),)
+    )
+    parent.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not facts_file.exists() and parent.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker_pid, sigint = json.loads(facts_file.read_text(encoding="utf-8"))
+        assert sigint == int(signal.SIG_IGN)
+        assert process_alive(worker_pid)
+    finally:
+        parent.kill()  # kill -9 on POSIX, TerminateProcess on Windows: no clean-up runs
+        parent.join()
+    deadline = time.monotonic() + 120  # a generous bound for a busy machine, not a timing
+    while process_alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(worker_pid)
 
 
 # -- checklist items -----------------------------------------------------------------------------

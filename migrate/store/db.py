@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from migrate.errors import StagingNotReady, StagingRefused
+from migrate.processes import process_alive as process_alive  # moved; importers keep working
 from migrate.redaction import CREDENTIAL_PARAMS
 from migrate.store.base import StoreError as StoreError  # re-exported
 from migrate.store.base import utc_now as utc_now  # re-exported: most callers import it here
@@ -98,21 +99,6 @@ def execute_in(
     for marks, part in _in_chunks(values, chunk):
         changed += conn.execute(sql.format(marks=marks), (*params, *part)).rowcount
     return changed
-
-
-def process_alive(pid: int) -> bool:
-    """True if a process with this pid exists and is not a zombie (POSIX)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to another user
-    try:  # a killed child its parent has not reaped yet still answers kill(0)
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat_file:
-            return stat_file.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass

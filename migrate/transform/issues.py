@@ -3,8 +3,8 @@
 `map_issue` is pure: one staged issue (with its comments, status history and attachments) and
 the run's `IssueContext` in, a `Planned`, `Skipped` or `Rejected` out. `plan_issues` streams the
 issues table in batches (contiguous source_id ranges), fetches each batch's children with one
-range query per table, maps the batch (in forked worker processes when there are several
-batches) and writes it with executemany, so memory stays flat however big the project is.
+range query per table, maps the batch (in worker processes when there are several batches)
+and writes it with executemany, so memory stays flat however big the project is.
 
 The stored payload is its canonical JSON (sorted keys, ASCII escapes), which is also what the
 payload hash covers.
@@ -12,22 +12,26 @@ payload hash covers.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import fcntl
 import functools
-import gc
+import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
-import pickle
+import os
+import signal
+import threading
 import traceback
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
-from migrate.jsontext import canonical_json, compact_json, default_json, parse_json
+from migrate.jsontext import canonical_json, compact_json, default_json
 from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
@@ -657,7 +661,7 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
     if area and area in context.area_names:
         record["area_path"] = context.area_path(area)
     raw = record.get("custom_fields")
-    custom = parse_json(raw) if isinstance(raw, str) and raw else (raw or {})
+    custom = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
     for key, name, field_id in ANCILLARY_FIELDS:
         value = record.get(key)
         if value is not None and value != "" and name not in custom:
@@ -760,34 +764,19 @@ def write_batch(
     tally.quarantined += len(batch.held)
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside: a batch allocates tens of thousands of dicts and
-    strings, none of them in reference cycles (reference counting frees them all), and each
-    collection would walk every live object to find out. Costs 15-25 % of a batch otherwise."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def map_range(store: Store, context: IssueContext, first: str, last: str) -> BatchResult:
     """Read, enrich and map the issues first..last (the unit of work, in or out of process)."""
-    with gc_paused():
-        records = read_issues(store, first, last)
-        outcomes = []
-        for record in records:
-            enrich(record, context)
-            outcomes.append((record, map_issue(record, context)))
-        raw = raw_payloads(store, [o.source_id for _r, o in outcomes if isinstance(o, Rejected)])
-        return collect(
-            outcomes,
-            context.run_id,
-            lambda record: {"staged": record, "raw": raw.get(record["source_id"])},
-        )
+    records = read_issues(store, first, last)
+    outcomes = []
+    for record in records:
+        enrich(record, context)
+        outcomes.append((record, map_issue(record, context)))
+    raw = raw_payloads(store, [o.source_id for _r, o in outcomes if isinstance(o, Rejected)])
+    return collect(
+        outcomes,
+        context.run_id,
+        lambda record: {"staged": record, "raw": raw.get(record["source_id"])},
+    )
 
 
 def plan_issues(
@@ -803,23 +792,24 @@ def plan_issues(
     """Map every staged issue and write the outcomes, batch by batch (inside the caller's
     transaction).
 
-    With `workers` > 1 (and a file-backed store with more than one batch) the batches are
-    mapped by that many forked processes, each reading staging through its own connection;
-    this process only writes, in batch order, so the result is the same as with one worker.
+    With `workers` > 1 (and a file-backed store with MIN_BATCHES_FOR_WORKERS batches) they are
+    mapped by that many worker processes (see START_METHOD), each reading staging through its
+    own connection; this process only writes, in batch order, so the result is the same as
+    with one worker. A worker that raises or dies ends the call with WorkerFailed.
     `digest` takes the plan hash lines of the planned rows, in source_id order.
     """
     context.run_id = run_id
     tally = EntityTally()
     bounds = batch_bounds(store, batch_size)
-    if workers > 1 and len(bounds) > 1 and store.path != ":memory:":
+    if workers > 1 and len(bounds) >= MIN_BATCHES_FOR_WORKERS and store.path != ":memory:":
         batches: Generator[BatchResult, None, None] = _map_in_processes(
             store.path, context, bounds, workers
         )
     else:
         batches = (map_range(store, context, first, last) for first, last in bounds)
-    # The whole loop, waiting for workers included: unpickling a batch allocates as much as
-    # mapping it (see gc_paused). Closing stops the workers at once if writing fails.
-    with gc_paused(), contextlib.closing(batches):
+    # Closing, if writing fails, cancels the batches not started and waits for those being
+    # mapped.
+    with contextlib.closing(batches):
         for batch in batches:
             write_batch(store, ENTITY, batch, run_id, tally, digest)
             if advance is not None:
@@ -829,13 +819,25 @@ def plan_issues(
 
 # -- worker processes -------------------------------------------------------------------------
 
-#: Bytes a result pipe is asked to hold (Linux F_SETPIPE_SZ; pipe-max-size is 1 MiB by default):
-#: about one mapped batch (~0.9 MB for 500 issues), so a worker goes on with its next batch
-#: instead of waiting for this process to read. Through multiprocessing.Pool's shared 64 KiB
-#: pipe a worker spent ~5 ms of every ~45 ms batch sending its result.
-RESULT_PIPE_BYTES = 1 << 20
-#: Batches taken by workers and not yet written, per worker: bounds memory (see _Share).
+#: How worker processes start: "spawn" (a fresh interpreter that imports this module) is the
+#: one start method every OS has, and the only one on Windows; using it everywhere means what
+#: the tests prove on Linux is what runs on an engineer's Windows or macOS laptop. Tests
+#: monkeypatch this to run the same machinery on every start method the OS offers. (A
+#: program that calls transform with workers guards its entry point with ``if __name__ ==
+#: "__main__":``, as spawn imports the main module again; the `migrate` command does.)
+START_METHOD = "spawn"
+#: Batches submitted to workers and not yet written, per worker: bounds memory (each mapped
+#: batch is ~1 MB), and keeps a fast worker from running far ahead of a slow one.
 IN_FLIGHT_PER_WORKER = 2
+#: Workers started at most, whatever `workers` asks: a spawned worker costs ~85 MB and ~0.5 s
+#: of CPU to start (it imports what this module imports), and more of them would shave
+#: seconds off a stage that is a rounding error of a quota-bound migration (BENCHMARKS.md).
+#: Also keeps below Windows' limit of 61 ProcessPoolExecutor workers.
+MAX_WORKERS = 4
+#: Fewer batches than this (20 000 issues) are mapped here, not in workers: one process maps
+#: them before spawned workers would have started (bench, 10 000 issues: 1.3-1.8 s in one
+#: process, 3.1-5.6 s with two spawned workers, each importing for ~0.5 s of CPU first).
+MIN_BATCHES_FOR_WORKERS = 40
 
 
 class WorkerFailed(MigrateError):
@@ -843,128 +845,114 @@ class WorkerFailed(MigrateError):
     rolled back, so the plan is what it was before the run."""
 
 
-@dataclass
-class _Share:
-    """What the workers share (inherited through fork): the batches, the index of the next
-    one to take, and a slot per batch taken but not yet written, which this process gives
-    back as it writes one, so a fast worker cannot run far ahead of a slow one."""
-
-    bounds: list[tuple[str, str]]
-    next_index: Any  # multiprocessing.Value
-    slots: Any  # multiprocessing.Semaphore
-
-    def take(self) -> int | None:
-        self.slots.acquire()
-        with self.next_index.get_lock():
-            index = self.next_index.value
-            self.next_index.value = index + 1
-        return index if index < len(self.bounds) else None
-
-
-def _worker(path: str, context: IssueContext, share: _Share, sender: Any) -> None:
-    """A worker's life: take the next batch, map it, send (index, result); None when done."""
-    # A worker only maps batches (see gc_paused); what it inherited is never garbage.
-    gc.disable()
-    gc.freeze()
-    try:
-        # A connection of its own: the parent's (inherited through fork) is never touched here.
-        # WAL lets it read staging while the parent holds the write transaction.
-        store = open_store(path)
-        try:
-            while (index := share.take()) is not None:
-                result = map_range(store, context, *share.bounds[index])
-                sender.send_bytes(pickle.dumps((index, result), protocol=pickle.HIGHEST_PROTOCOL))
-        finally:
-            store.close()
-        sender.send_bytes(pickle.dumps(None))
-    except BaseException as exc:  # every failure must reach the parent
-        detail = "".join(traceback.format_exception_only(exc)).strip()
-        with contextlib.suppress(Exception):
-            sender.send_bytes(
-                pickle.dumps(
-                    WorkerFailed(
-                        f"a transform worker failed ({detail}); nothing of this run was kept. Run "
-                        "transform again; if it fails the same way, keep the log and report it"
-                    )
-                )
-            )
-        raise
-
-
 def _map_in_processes(
     path: str, context: IssueContext, bounds: list[tuple[str, str]], workers: int
 ) -> Generator[BatchResult, None, None]:
-    """Batch results in `bounds` order, mapped by `workers` forked processes.
+    """Batch results in `bounds` order, mapped by `workers` (at most MAX_WORKERS) processes.
 
-    Each worker takes the next batch when it is free and sends its results through a pipe of
-    its own; this process reads whichever pipe has something and yields the batches in order.
-    Reading here, not in a result thread, leaves the writer the GIL. At most
-    IN_FLIGHT_PER_WORKER batches a worker are taken and not yet written (flat memory).
+    Each worker gets the context once (pickled at start) and opens staging through its own
+    connection; WAL lets it read while this process holds the write transaction. At most
+    IN_FLIGHT_PER_WORKER batches a worker are submitted and not yet written (flat memory).
+    Closing the generator (the writer failed, Ctrl-C) cancels what has not started and waits
+    for the batches being mapped, so no worker outlives the call.
     """
-    # fork: the context (mappings, lookups) is inherited, not pickled, and starting is cheap.
-    fork = multiprocessing.get_context("fork")
-    share = _Share(bounds, fork.Value("q", 0), fork.Semaphore(IN_FLIGHT_PER_WORKER * workers))
-    processes: list[Any] = []
-    receivers: dict[Any, Any] = {}  # open receiving end -> its worker process
+    pool_size = min(workers, MAX_WORKERS, len(bounds))
+    pool = ProcessPoolExecutor(
+        max_workers=pool_size,
+        mp_context=multiprocessing.get_context(START_METHOD),
+        initializer=_start_worker,
+        # map_range is looked up now, so a test can swap in a mapper that fails in a worker.
+        initargs=(path, context, map_range),
+    )
     try:
-        for _ in range(workers):
-            receiver, sender = fork.Pipe(duplex=False)
-            _widen(sender)
-            process = fork.Process(target=_worker, args=(path, context, share, sender), daemon=True)
-            process.start()
-            sender.close()  # so that a worker's death reads as end of file here
-            processes.append(process)
-            receivers[receiver] = process
-        arrived: dict[int, BatchResult] = {}
+        upcoming = iter(bounds)
+        in_flight: collections.deque[Future[BatchResult]] = collections.deque(
+            pool.submit(_map_batch, first, last)
+            for first, last in itertools.islice(upcoming, IN_FLIGHT_PER_WORKER * pool_size)
+        )
         for index in range(len(bounds)):
-            while index not in arrived:
-                if not receivers:
-                    raise WorkerFailed(f"no transform worker sent batch {index + 1}")
-                for ready in multiprocessing.connection.wait(list(receivers)):
-                    _receive(ready, receivers, arrived, index, len(bounds))
-            yield arrived.pop(index)
-            share.slots.release()
-        for process in processes:
-            process.join()
+            yield _batch_result(in_flight.popleft(), index, len(bounds))
+            for first, last in itertools.islice(upcoming, 1):
+                in_flight.append(pool.submit(_map_batch, first, last))
+    except BrokenProcessPool:  # from submit: a worker died between two results
+        raise _ended_abruptly("while batches were being handed out") from None
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join()
-        for receiver in receivers:
-            receiver.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _receive(
-    receiver: Any,
-    receivers: dict[Any, Any],
-    arrived: dict[int, BatchResult],
-    waiting_for: int,
-    batches: int,
-) -> None:
-    """Read one message from a worker's pipe into `arrived`; a worker that is done (or died)
-    leaves `receivers`."""
+def _batch_result(future: Future[BatchResult], index: int, batches: int) -> BatchResult:
+    """The future's batch, or WorkerFailed saying what happened to the worker that mapped it."""
     try:
-        message = pickle.loads(receiver.recv_bytes())
-    except EOFError:
-        process = receivers.pop(receiver)
-        receiver.close()
-        process.join(5)
+        return future.result()
+    except BrokenProcessPool:
+        raise _ended_abruptly(f"while batch {index + 1} of {batches} was due") from None
+    except Exception as exc:  # raised in the worker (its traceback rides along as the cause)
+        detail = "".join(traceback.format_exception_only(exc)).strip()
         raise WorkerFailed(
-            f"a transform worker ended (exit code {process.exitcode}) while batch "
-            f"{waiting_for + 1} of {batches} was due; nothing of this run was kept, run "
-            "transform again"
-        ) from None
-    if isinstance(message, WorkerFailed):
-        raise message
-    if message is None:
-        receivers.pop(receiver)
-        receiver.close()
+            f"a transform worker failed ({detail}); nothing of this run was kept. Run "
+            "transform again; if it fails the same way, keep the log and report it"
+        ) from exc
+
+
+def _ended_abruptly(when: str) -> WorkerFailed:
+    return WorkerFailed(
+        f"a transform worker process ended abruptly (killed, out of memory, or it could not "
+        f"start) {when}; nothing of this run was kept, run transform again"
+    )
+
+
+@dataclass
+class _Worker:
+    """What one worker process keeps between batches."""
+
+    path: str
+    context: IssueContext
+    mapper: Callable[[Store, IssueContext, str, str], BatchResult]
+    store: Store | None = None
+
+
+_worker: _Worker | None = None
+
+
+def _start_worker(
+    path: str,
+    context: IssueContext,
+    mapper: Callable[[Store, IssueContext, str, str], BatchResult],
+) -> None:
+    """A worker process's initializer: keep the run's context; end with the parent."""
+    global _worker
+    # Ctrl-C reaches every process of the console (POSIX and Windows alike); the parent
+    # decides what it means and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+    _worker = _Worker(path, context, mapper)
+
+
+def _map_batch(first: str, last: str) -> BatchResult:
+    """Map one batch in a worker (the task ProcessPoolExecutor runs)."""
+    worker = _worker
+    if worker is None:  # pragma: no cover - the initializer always ran first
+        raise RuntimeError("transform worker started without its initializer")
+    if worker.store is None:
+        # Opened by the first batch, not the initializer: an error here is this batch's,
+        # reported with its message, where an initializer's would only break the pool.
+        worker.store = open_store(worker.path)
+    return worker.mapper(worker.store, worker.context, first, last)
+
+
+def exit_with_parent() -> None:
+    """In a multiprocessing child: end this process as soon as its parent has ended.
+
+    ProcessPoolExecutor's workers wait for tasks on a queue whose writing end they hold
+    themselves, so a parent killed with kill -9 (or by the OOM killer) would leave them
+    waiting forever. The parent's sentinel becomes ready when the parent ends, on every OS.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
         return
-    index, result = message
-    arrived[index] = result
 
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)  # what the parent would have done: nothing of a dead run is worth keeping
 
-def _widen(connection: Any) -> None:
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or above pipe-max-size
-        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
