@@ -2100,11 +2100,11 @@ class Inspections:
         """Every inspection of a project with its sections, items, responses, comments and
         files (name, size, sha256), in creation order (lock held by the caller)."""
         result = []
+        comments_by_item: dict[int, list[str]] = {}
+        for comment_id in self._project_comments.get(project_id, []):
+            comment = self.comments[comment_id]
+            comments_by_item.setdefault(comment["item_id"], []).append(comment["body"])
         for inspection in (self.lists[i] for i in self._project_lists.get(project_id, [])):
-            comments_by_item: dict[int, list[str]] = {}
-            for comment in self.comments.values():
-                if comment["list_id"] == inspection["id"]:
-                    comments_by_item.setdefault(comment["item_id"], []).append(comment["body"])
             sections = []
             for section in (self.list_sections[i] for i in inspection["section_ids"]):
                 items = []
