@@ -294,10 +294,16 @@ def test_target_state_matches_the_contract(project: GeneratedProject) -> None:
         "projects",
         "users",
         "assignee_user_ids",
+        "vendors",
         "locations",
         "coordination_issues",
     }
     assert state["company"]["id"] == 4100
+    vendor_names = {v["name"] for v in state["vendors"]}
+    field_names = {c["name"] for c in project.companies}
+    assert vendor_names < field_names  # some Field companies are missing from Procore
+    used = {c["company"]["name"] for c in project.main.iter_checklists()}
+    assert used & vendor_names and used - vendor_names
     assert [p["id"] for p in state["projects"]] == [5100, 5101]
     assert state["projects"][0]["name"] == project.main.name
     assert all(p["company_id"] == 4100 for p in state["projects"])

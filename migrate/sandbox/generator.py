@@ -1851,6 +1851,17 @@ class GeneratedProject(_AccountBase):
                 }
             )
         state["users"] = users
+        # The project directory: most Field companies exist in Procore as vendors (a checklist's
+        # company becomes its responsible contractor), every third one does not.
+        state["vendors"] = [
+            {
+                "id": 9001 + position,
+                "name": company["name"],
+                "project_ids": [5100] + ([5101] if company["id"] in second.company_ids else []),
+            }
+            for position, company in enumerate(self.companies)
+            if position % 3 != 2
+        ]
         state["assignee_user_ids"] = {
             str(project_id): [
                 u["id"]
