@@ -812,3 +812,21 @@ def test_snapshot_reports_what_the_inspections_hold(api: Api) -> None:
 def test_unknown_switch_values_are_refused(make_api: Any, option: str, value: str) -> None:
     with pytest.raises(ValueError, match=option):
         make_api(**{option: value})
+
+
+def test_switches_reach_the_simulator_through_sandbox_options() -> None:
+    from migrate.sandbox.runner import Sandbox, SandboxOptions
+
+    options = SandboxOptions(
+        issues=8,
+        procore_options={"inspection_closed_locked": False, "inspection_number_values": "decimal"},
+    )
+    sandbox = Sandbox(options)
+    try:
+        chosen = sandbox.procore_app.inspections.options
+        assert chosen.closed_locked is False and chosen.number_values == "decimal"
+        assert chosen.response_repost == "refuse"  # the strict default stays
+        vendors = sandbox.procore_app._vendors
+        assert vendors and all(5100 in v["project_ids"] for v in vendors.values())
+    finally:
+        sandbox.procore_app.close()
