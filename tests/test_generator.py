@@ -18,9 +18,12 @@ from migrate.sandbox.generator import (
     AWKWARD_AREA_NAME,
     AWKWARD_ISSUES,
     BLOCK_SIZE,
+    CHECKLIST_ITEM_TYPES,
+    PLUS_MINUS,
     PRIORITIES,
     STATUSES,
     UNKNOWN_ASSIGNEE,
+    YES_NO,
     GeneratedProject,
     load_project,
     parse_id,
@@ -291,10 +294,16 @@ def test_target_state_matches_the_contract(project: GeneratedProject) -> None:
         "projects",
         "users",
         "assignee_user_ids",
+        "vendors",
         "locations",
         "coordination_issues",
     }
     assert state["company"]["id"] == 4100
+    vendor_names = {v["name"] for v in state["vendors"]}
+    field_names = {c["name"] for c in project.companies}
+    assert vendor_names < field_names  # some Field companies are missing from Procore
+    used = {c["company"]["name"] for c in project.main.iter_checklists()}
+    assert used & vendor_names and used - vendor_names
     assert [p["id"] for p in state["projects"]] == [5100, 5101]
     assert state["projects"][0]["name"] == project.main.name
     assert all(p["company_id"] == 4100 for p in state["projects"])
@@ -367,6 +376,7 @@ def _answers(project: Any) -> list[Any]:
             ("GET", f"/api/v1/projects/{main}/issue_changes", {}),
             ("GET", "/fieldapi/checklists/v1", {"limit": 100}),
             ("POST", "/api/get_checklist_headers", {"limit": 100}),
+            ("POST", "/api/templates", {"application_version": "4.7"}),
             ("POST", "/api/get_issues", {"project_id": project.projects[1].id}),
         ]:
             params = {"ticket": ticket, "project_id": main} | params
@@ -439,3 +449,78 @@ def test_load_refuses_other_files(tmp_path: Path) -> None:
     empty.write_text("[]\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not a"):
         load_project(empty)
+
+
+def test_default_checklists_cover_every_field_item_type_and_case(project: GeneratedProject) -> None:
+    """Issue 14 point 5: the default project holds every case the inspection load must carry."""
+    main = project.main
+    checklists = list(main.iter_checklists())
+    live = [c for c in checklists if not c["deleted"]]
+    items = [i for c in live for s in c["sections"] for i in s["items"]]
+    shown = {i["display_type"] for i in items}
+    assert shown == set(CHECKLIST_ITEM_TYPES)
+    drop_downs = {tuple(i["possible_values"]) for i in items if i["display_type"] == "drop-down"}
+    assert drop_downs == {PLUS_MINUS, YES_NO}
+    assert {i["is_conforming"] for i in items} == {"Yes", "No", "Other"}
+    assert any(i["response"] == "N/A" for i in items)
+    assert any("|" in (i["response"] or "") for i in items if i["display_type"] == "multi-select")
+    assert all(i["response"] is None for i in items if i["display_type"] == "group_start")
+    # Non-conforming items with and without a linked issue.
+    assert any(i["issues"] for i in items if i["is_conforming"] == "No")
+    assert any(not i["issues"] for i in items if i["is_conforming"] == "No")
+    # Signatures: item-level ones named by the item's response, field-level ones by the
+    # custom field value that holds them; every one is a Signature object with bytes.
+    for checklist in live:
+        held = {s["id"] for s in checklist["signatures"]}
+        named = {
+            i["response"]
+            for s in checklist["sections"]
+            for i in s["items"]
+            if i["display_type"] == "signature" and i["response"]
+        } | {
+            v["value"]
+            for v in checklist["custom_field_values"]
+            if v["display_type"] == "signature" and v["value"]
+        }
+        assert held == named
+    assert any(i["display_type"] == "signature" and i["response"] for i in items)
+    assert any(
+        v["display_type"] == "signature" and v["value"]
+        for c in live
+        for v in c["custom_field_values"]
+    )
+    assert any(c["attachments"] for c in live)  # checklist photos and documents
+    assert any(a["type"] == "Attachment" for c in live for a in c["attachments"])
+    assert any(a["type"] == "Attachment" for i in items for a in i["attachments"])
+    assert any(c["comments"] for c in live)
+    assert any(c["deleted"] for c in checklists)
+    assert {c["source"].get("type") for c in live} == {None, "Task", "Equipment"}
+    task_ids = {t["id"] for t in main.tasks}
+    assert all(c["source"]["id"] in task_ids for c in live if c["source"].get("type") == "Task")
+    assert {c["tags"] for c in live} >= {"", "weekly", "level-2,mep"}
+    definitions = {
+        d["container_id"]: d for d in main.custom_fields if d["container_type"] == "Checklist"
+    }
+    assert {
+        d["display_type"] for d in main.custom_fields if d["container_type"] == "Checklist"
+    } == {
+        "checkbox",
+        "date",
+        "drop-down",
+        "numeric",
+        "text",
+        "signature",
+    }
+    assert all(c["template"]["id"] in {t["id"] for t in main.templates} for c in live)
+    assert definitions  # values join to definitions by template and position
+    # Every template is used, and rich (single/multi-select) ones are flagged.
+    assert {c["template"]["id"] for c in live} == {t["id"] for t in main.templates}
+    assert {t["name"] for t in main.templates if t["rich"]} == {"Wall closing checklist"}
+
+
+def test_a_tiny_project_still_covers_every_item_type() -> None:
+    tiny = GeneratedProject(seed=11, issues=8, checklists=4).main
+    shown = {
+        i["display_type"] for c in tiny.iter_checklists() for s in c["sections"] for i in s["items"]
+    }
+    assert shown == set(CHECKLIST_ITEM_TYPES)

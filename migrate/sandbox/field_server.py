@@ -24,6 +24,21 @@ Strictness, where the documentation is silent:
 - ``binary_data`` (POST, or GET on the URLs retrieve hands out) streams with Content-Length;
   ``thumb``/``composite``/``vv`` renditions are smaller JPEGs derived from the same seed.
 
+Checklists (issue 14 point 5; readings where seed 003 shows no example):
+
+- ``/api/templates`` serves the checklist templates with their sections and typed items; it and
+  ``/api/get_checklist_headers`` leave out templates (and checklists of templates) with single-
+  or multi-select items unless ``application_version`` is above 1.10, as seed 003 says. Headers
+  carry the explicit ``deleted`` flag and ``tags``; ``/fieldapi/checklists/v1`` (which never
+  lists deleted checklists) is unaffected by the version.
+- A checklist's ``source`` is ``{}`` or ``{"id", "type": "Task"|"Equipment", "name"}``;
+  ``/fieldapi/checklists/v1?source_id=`` lists the checklists of that task or equipment.
+- Signatures keep the seed's ``{type, original_url, id}``. A signature item's ``response`` is
+  the id of the signature it holds; a signature custom field's value is the id of its signature.
+  Custom field values keep the seed's ``{value, display_type, id}`` (``id`` is the value's own
+  id): they join to their definitions (``/api/custom_fields``, container ``Checklist`` and the
+  checklist's template) in definition ``position`` order, one value per definition.
+
 Records are generated on demand; the mutation helpers (:meth:`FieldApp.update_issue` and
 friends) keep a small copy-on-write overlay of changed issues, so a 100 000-issue project
 stays small in memory and every endpoint sees the same, current state.
@@ -308,6 +323,7 @@ class FieldApp(App):
             self._issue_changes,
             "issue_changes_one",
         )
+        add("POST", "/api/templates", self._templates, "templates")
         add("GET", "/fieldapi/checklists/v1", self._checklists, "checklists")
         add("GET", "/fieldapi/checklists/v1/{checklist_id}", self._checklist, "checklist")
         add("POST", "/api/get_checklist_headers", self._checklist_headers, "checklist_headers")
@@ -759,13 +775,72 @@ class FieldApp(App):
                 self._live_checklist_cache[key] = cached
         return cached
 
+    def _templates(self, request: Request) -> Response:
+        """Checklist templates (seed 003 documents no example; this shape is our reading):
+        ``{id, name, checklist_type, created_at, updated_at, sections: [{section_name, items:
+        [{id, question_text, display_type, possible_values, position, display_number}]}]}``.
+        ``ids`` (repeated or comma-separated) narrows the list; templates with single- or
+        multi-select items are left out unless ``application_version`` is above 1.10."""
+        data = self._state(request).data
+        wanted = {i for raw in request.param_list("ids") for i in raw.split(",") if i}
+        rich = _rich_content(request)
+        rows = []
+        for template in data.templates:
+            if (wanted and template["id"] not in wanted) or (template["rich"] and not rich):
+                continue
+            position = 0
+            sections = []
+            for section in template["sections"]:
+                items = []
+                for item in section["items"]:
+                    position += 1
+                    items.append(
+                        {
+                            "id": item["id"],
+                            "question_text": item["question_text"],
+                            "display_type": item["display_type"],
+                            "possible_values": list(item["possible_values"]),
+                            "position": position + 1,
+                            "display_number": f"{position}.",
+                        }
+                    )
+                sections.append({"section_name": section["name"], "items": items})
+            rows.append(
+                {
+                    "id": template["id"],
+                    "name": template["name"],
+                    "checklist_type": template["checklist_type"],
+                    "created_at": data.meta["created_at"],
+                    "updated_at": data.meta["created_at"],
+                    "sections": sections,
+                }
+            )
+        return json_response(rows)
+
+    def _plain_checklist_indexes(self, data: FieldProjectData) -> list[int]:
+        key = -id(data)
+        with self.lock:
+            cached = self._live_checklist_cache.get(key)
+        if cached is None:
+            rich = {t["id"] for t in data.templates if t["rich"]}
+            cached = [
+                index
+                for index in range(data.checklist_count)
+                if data.checklist(index)["template"]["id"] not in rich
+            ]
+            with self.lock:
+                self._live_checklist_cache[key] = cached
+        return cached
+
     def _checklists(self, request: Request) -> Response:
         data = self._state(request).data
         offset, limit = _page(request)
-        if request.param("source_id"):
-            return json_response([])  # no generated checklist hangs off a task or equipment
+        indexes = self._live_checklist_indexes(data)
+        source_id = request.param("source_id")
+        if source_id:
+            indexes = [i for i in indexes if data.checklist(i)["source"].get("id") == source_id]
         rows = []
-        for index in self._live_checklist_indexes(data)[offset : offset + limit]:
+        for index in indexes[offset : offset + limit]:
             record = data.checklist(index)
             rows.append(
                 {
@@ -833,7 +908,7 @@ class FieldApp(App):
             "company": dict(record["company"]),
             "custom_field_values": [dict(v) for v in record["custom_field_values"]],
             "description": record["description"],
-            "source": {},
+            "source": dict(record["source"]),
             "phase": record["phase"],
             "identifier": record["identifier"],
             "signatures": [
@@ -856,10 +931,16 @@ class FieldApp(App):
         }
 
     def _checklist_headers(self, request: Request) -> Response:
+        """Every checklist header, deleted ones included (``deleted``); checklists from a
+        rich-content template only when ``application_version`` is above 1.10 (seed 003)."""
         data = self._state(request).data
         offset, limit = _page(request)
+        if _rich_content(request):
+            indexes: list[int] | range = range(data.checklist_count)
+        else:
+            indexes = self._plain_checklist_indexes(data)
         rows = []
-        for index in range(offset, min(offset + limit, data.checklist_count)):
+        for index in indexes[offset : offset + limit]:
             record = data.checklist(index)
             rows.append(
                 {
@@ -1145,6 +1226,17 @@ class FieldApp(App):
 
 
 # -- module helpers ---------------------------------------------------------------------------
+
+
+def _rich_content(request: Request) -> bool:
+    """Whether ``application_version`` is above 1.10, which seed 003 says rich content needs."""
+    raw = request.param("application_version") or ""
+    parts = []
+    for piece in raw.strip().split("."):
+        if not piece.isdigit():
+            return False
+        parts.append(int(piece))
+    return bool(parts) and tuple(parts) > (1, 10)
 
 
 def _unauthorized(message: str) -> Response:

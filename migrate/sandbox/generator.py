@@ -29,6 +29,13 @@ into each API's shape)::
      "attachments": [{"id", "type": "Attachment"|"DocumentReference"|"UriReference", ...}],
      "history": [{"status", "previous_status", "user", "start_dt", "end_dt"}]}
 
+Checklists come from templates whose items have a Field display type each
+(:data:`CHECKLIST_ITEM_TYPES`: +/-/N/A and Yes/No drop-downs, single- and multi-select, text,
+numeric, date, checkbox, signature, group_start headers); the first checklists use each template
+once, so every type, signatures (item and custom-field ones), photos, comments, linked and
+unlinked non-conforming items, a deleted checklist and task/equipment sources appear in any
+project of more than four checklists.
+
 :meth:`GeneratedProject.dump` streams the whole account to one JSON file (one record per
 line); :func:`load_project` reads it back lazily into a :class:`LoadedProject` that serves
 identically.
@@ -107,6 +114,9 @@ KIND_ITEM_ATTACHMENT = 0x0000A4E9
 KIND_SIGNATURE = 0x0000429F
 KIND_CF_VALUE = 0x00003B8E
 KIND_FILTER = 0x0000F117
+KIND_TEMPLATE_ITEM = 0x0000402A
+KIND_TASK = 0x00007A5C
+KIND_EQUIPMENT = 0x0000E901
 
 #: Kinds of ids naming something attached to an issue, and to a checklist (or its items).
 ISSUE_OBJECT_KINDS = (KIND_ATTACHMENT, KIND_DOCUMENT_REFERENCE, KIND_URI_REFERENCE)
@@ -341,6 +351,35 @@ _AWKWARD_FILENAMES = {
     "attachment_unicode_name": ("façade crack — north élévation 📷.jpg", "図面 第3層.pdf"),
     "attachment_spaces": ("IMG 0042 copy (2).JPG", " leading and trailing spaces .png "),
 }
+#: Field checklist item display types. "+/-/N/A" and yes/no items are drop-downs told apart by
+#: their possible values; "group_start" is a header row inside a section (no response).
+PLUS_MINUS = ("+", "-", "N/A")
+YES_NO = ("Yes", "No", "N/A")
+CHECKLIST_ITEM_TYPES = (
+    "drop-down",
+    "single-select",
+    "multi-select",
+    "text",
+    "numeric",
+    "date",
+    "checkbox",
+    "signature",
+    "group_start",
+)
+#: Display types that make a template "rich content": hidden from /api/templates and
+#: /api/get_checklist_headers unless application_version is above 1.10 (seed 003).
+RICH_ITEM_TYPES = ("single-select", "multi-select")
+
+
+def _q(
+    text: str, shown: str = "drop-down", values: tuple[str, ...] = PLUS_MINUS
+) -> tuple[str, str, tuple[str, ...]]:
+    return (text, shown, values if shown in ("drop-down", "single-select", "multi-select") else ())
+
+
+# (name, checklist type, sections): each section (name, items), each item (question, display
+# type, possible values). Together they hold every display type; the first checklists use
+# each template once so even a tiny project covers them all.
 _CHECKLIST_TEMPLATES = (
     (
         "Wall closing checklist",
@@ -349,19 +388,26 @@ _CHECKLIST_TEMPLATES = (
             (
                 "Framing",
                 (
-                    "Studs plumb and aligned",
-                    "Blocking installed for fixtures",
-                    "Fire-rated assembly per detail",
+                    _q("Studs plumb and aligned"),
+                    _q("Blocking installed for fixtures"),
+                    _q("Fire-rated assembly per detail", "drop-down", YES_NO),
                 ),
             ),
             (
                 "MEP rough-in",
                 (
-                    "Electrical rough-in inspected",
-                    "Plumbing pressure test passed",
-                    "Duct penetrations sealed",
+                    _q("Electrical rough-in inspected"),
+                    _q("Plumbing pressure test passed", "drop-down", YES_NO),
+                    _q("Duct penetrations sealed"),
+                    _q(
+                        "Insulation type",
+                        "single-select",
+                        ("Conforming choice", "Non-conforming choice"),
+                    ),
+                    _q("Trades present", "multi-select", ("Choice 1", "Choice 2", "Choice 3")),
                 ),
             ),
+            ("Sign-off", (_q("Inspector signature", "signature"),)),
         ),
     ),
     (
@@ -369,10 +415,24 @@ _CHECKLIST_TEMPLATES = (
         "Safety",
         (
             ("", ()),
-            ("Site", ("Perimeter fencing intact", "Housekeeping acceptable", "Signage posted")),
+            (
+                "Site",
+                (
+                    _q("Perimeter fencing intact", "drop-down", YES_NO),
+                    _q("Housekeeping acceptable"),
+                    _q("Signage posted", "checkbox"),
+                    _q("Crew size", "numeric"),
+                ),
+            ),
             (
                 "Fall protection",
-                ("Guardrails in place", "Harnesses inspected", "Floor openings covered"),
+                (
+                    _q("Guardrails", "group_start"),
+                    _q("Guardrails in place"),
+                    _q("Harnesses inspected"),
+                    _q("Floor openings covered", "drop-down", YES_NO),
+                    _q("Observations", "text"),
+                ),
             ),
         ),
     ),
@@ -380,11 +440,20 @@ _CHECKLIST_TEMPLATES = (
         "Pre-pour concrete inspection",
         "Pre-Installation",
         (
-            ("Formwork", ("Forms clean and oiled", "Dimensions verified")),
+            (
+                "Formwork",
+                (_q("Forms clean and oiled"), _q("Dimensions verified"), _q("Pour date", "date")),
+            ),
             (
                 "Reinforcing",
-                ("Rebar size and spacing per drawings", "Cover chairs installed", "Embeds located"),
+                (
+                    _q("Rebar size and spacing per drawings"),
+                    _q("Cover chairs installed"),
+                    _q("Embeds located", "drop-down", YES_NO),
+                    _q("Slump (in)", "numeric"),
+                ),
             ),
+            ("Approvals", ()),
         ),
     ),
     (
@@ -393,7 +462,13 @@ _CHECKLIST_TEMPLATES = (
         (
             (
                 "Pre-functional",
-                ("Nameplate data recorded", "Rotation verified", "Vibration isolation installed"),
+                (
+                    _q("Nameplate data recorded", "text"),
+                    _q("Rotation verified"),
+                    _q("Vibration isolation installed", "checkbox"),
+                    _q("Start-up date", "date"),
+                    _q("Commissioning agent signature", "signature"),
+                ),
             ),
         ),
     ),
@@ -538,6 +613,8 @@ class FieldProjectData:
         self.custom_fields: list[dict[str, Any]] = meta["custom_fields"]
         self.issue_fields: dict[str, Any] = meta["issue_fields"]
         self.templates: list[dict[str, Any]] = meta["templates"]
+        self.tasks: list[dict[str, Any]] = meta.get("tasks", [])
+        self.equipment: list[dict[str, Any]] = meta.get("equipment", [])
         self.as_of: str = meta["as_of"]
         self.field_catalog = self._field_catalog()
 
@@ -803,7 +880,7 @@ class GeneratedFieldProject(FieldProjectData):
         if self._awkward("emoji_description", index):
             return _EMOJI_DESCRIPTION
         if self._awkward("long_description", index):
-            sentences = []
+            sentences: list[str] = []
             while sum(len(s) + 1 for s in sentences) < 2600:
                 sentences.append(
                     f"{rng.choice(_DEFECTS)} {rng.choice(_DETAILS)}; "
@@ -980,51 +1057,60 @@ class GeneratedFieldProject(FieldProjectData):
         if not 0 <= index < self.checklist_count:
             raise IndexError(index)
         rng = random.Random(f"{self._key}:checklist:{index}")
-        template = rng.choice(self.templates)
+        # The first checklists use each template once: every item type appears in any project.
+        covering = index < len(self.templates)
+        template = self.templates[index] if covering else rng.choice(self.templates)
         created = self._start + timedelta(
             seconds=self._span * index / max(self.checklist_count, 1) + rng.uniform(0, 3600)
         )
         created_by = rng.choice(self._emails)
         moments = [created]
         sections = []
+        signatures: list[dict[str, Any]] = []
         item_no = 0
         for section in template["sections"]:
             items = []
-            for question in section["questions"]:
+            for template_item in section["items"]:
                 moments.append(moments[-1] + timedelta(minutes=rng.randint(1, 90)))
-                items.append(
-                    self._checklist_item(rng, index, item_no, question, moments[-1], created_by)
+                item = self._checklist_item(
+                    rng, index, item_no, template_item, moments[-1], created_by, covering
                 )
+                if template_item["display_type"] == "signature" and item["response"]:
+                    signatures.append(self._signature(rng, item["response"], moments[-1]))
+                items.append(item)
                 item_no += 1
             sections.append({"items": items, "section_name": section["name"]})
         comments, last_comment = self._comments(
             rng, KIND_CHECKLIST_COMMENT, index, created, moments[-1]
         )
         updated = max(moments[-1], last_comment)
-        deleted = rng.random() < 0.04
+        deleted = not covering and (index == len(self.templates) or rng.random() < 0.04)
         status = rng.choices(CHECKLIST_STATUSES, (40, 20, 40))[0]
         company = rng.choice(self.company_ids)
-        custom_values = [
-            {
-                "value": self._checklist_custom_value(rng, d),
-                "display_type": d["display_type"],
-                "id": self.make_id(KIND_CF_VALUE, position, index),
-            }
-            for position, d in enumerate(self.custom_fields)
-            if d["container_type"] == "Checklist" and d["container_id"] == template["id"]
-        ]
-        signatures = [
-            {
-                "type": "Signature",
-                "id": self.make_id(KIND_SIGNATURE, slot, index),
-                "content_type": "image/png",
-                "size": rng.randint(3_000, 12_000),
-            }
-            for slot in range(rng.choices((0, 1, 2), (50, 35, 15))[0])
-        ]
+        custom_values = []
+        for position, definition in enumerate(self.custom_fields):
+            if not (
+                definition["container_type"] == "Checklist"
+                and definition["container_id"] == template["id"]
+            ):
+                continue
+            value = self._checklist_custom_value(rng, definition)
+            if definition["display_type"] == "signature":
+                value = ""
+                if covering or definition["required"] or rng.random() < 0.7:
+                    signature_id = self.make_id(KIND_SIGNATURE, 0x100 + position, index)
+                    signatures.append(self._signature(rng, signature_id, updated))
+                    value = signature_id  # the value names the signature it holds
+            custom_values.append(
+                {
+                    "value": value,
+                    "display_type": definition["display_type"],
+                    "id": self.make_id(KIND_CF_VALUE, position, index),
+                }
+            )
         attachments: list[dict[str, Any]] = []
-        for slot in range(rng.choices((0, 1, 2), (60, 30, 10))[0]):
-            roll = rng.random()
+        for slot in range(1 if index == 0 else rng.choices((0, 1, 2), (60, 30, 10))[0]):
+            roll = 0.9 if index == 0 else rng.random()
             if roll < 0.3:
                 attachments.append(
                     {
@@ -1042,6 +1128,13 @@ class GeneratedFieldProject(FieldProjectData):
                 attachments.append(
                     self._photo(rng, KIND_CHECKLIST_ATTACHMENT, slot, index, created, created_by)
                 )
+        source: dict[str, Any] = {}
+        if index % 6 == 1 and self.tasks:
+            task = self.tasks[index % len(self.tasks)]
+            source = {"id": task["id"], "type": "Task", "name": task["name"]}
+        elif index % 6 == 2 and self.equipment:
+            piece = self.equipment[index % len(self.equipment)]
+            source = {"id": piece["id"], "type": "Equipment", "name": piece["name"]}
         return {
             "id": self.checklist_id(index),
             "project_id": self.id,
@@ -1063,7 +1156,7 @@ class GeneratedFieldProject(FieldProjectData):
             "deleted_at": field_time(updated + timedelta(days=1)) if deleted else None,
             "company": {"name": self._company_name(company), "id": company},
             "template": {"name": template["name"], "id": template["id"]},
-            "source": {},
+            "source": source,
             "comments": comments,
             "custom_field_values": custom_values,
             "signatures": signatures,
@@ -1071,38 +1164,62 @@ class GeneratedFieldProject(FieldProjectData):
             "sections": sections,
         }
 
+    def _signature(self, rng: random.Random, signature_id: str, moment: datetime) -> dict[str, Any]:
+        return {
+            "type": "Signature",
+            "id": signature_id,
+            "content_type": "image/png",
+            "size": rng.randint(3_000, 12_000),
+        }
+
     def _company_name(self, company_id: str) -> str:
         return self.meta["company_names"][company_id]
+
+    def _response(
+        self, rng: random.Random, shown: str, possible: list[str], moment: datetime
+    ) -> tuple[str | None, str]:
+        """A response and its is_conforming ("Yes", "No" or "Other") for a display type."""
+        if shown == "drop-down":
+            response = rng.choices(possible, (75, 15, 10))[0]
+            if response in ("+", "Yes"):
+                return response, "Yes"
+            return response, "No" if response in ("-", "No") else "Other"
+        if shown == "single-select":
+            response = rng.choices(possible, (80, 20))[0]
+            return response, "Yes" if response == possible[0] else "No"
+        if shown == "multi-select":
+            response = "|".join(rng.sample(possible, rng.randint(1, len(possible))))
+            return response, "No" if possible[-1] in response else "Yes"
+        if shown == "date":
+            return moment.strftime("%m/%d/%Y"), "Other"
+        if shown == "numeric":
+            return rng.choice(("12", "3.5", "0", "118.25")), "Other"
+        if shown == "checkbox":
+            return rng.choice(("1", "1", "0")), "Other"
+        if shown == "group_start":
+            return None, "Other"
+        return rng.choice(("OK", "See comment", "")), "Other"
 
     def _checklist_item(
         self,
         rng: random.Random,
         index: int,
         item_no: int,
-        question: str,
+        template_item: dict[str, Any],
         moment: datetime,
         created_by: str,
+        covering: bool,
     ) -> dict[str, Any]:
-        shown = rng.choices(
-            ("drop-down", "date", "single-select", "multi-select", "text"), (50, 10, 20, 10, 10)
-        )[0]
-        possible: list[str] = []
-        if shown == "drop-down":
-            possible = ["+", "-", "N/A"]
-            response = rng.choices(possible, (75, 15, 10))[0]
-            conforming = {"+": "Yes", "-": "No", "N/A": "Other"}[response]
-        elif shown == "single-select":
-            possible = ["Conforming choice", "Non-conforming choice"]
-            response = rng.choices(possible, (80, 20))[0]
-            conforming = "Yes" if response == possible[0] else "No"
-        elif shown == "multi-select":
-            possible = ["Choice 1", "Choice 2", "Choice 3"]
-            response = "|".join(rng.sample(possible, rng.randint(1, 3)))
-            conforming = "No" if "Choice 3" in response else "Yes"
-        elif shown == "date":
-            response, conforming = moment.strftime("%m/%d/%Y"), "Other"
+        shown = template_item["display_type"]
+        possible = list(template_item["possible_values"])
+        item_id = self.make_id(KIND_CHECKLIST_ITEM, item_no, index)
+        if shown == "signature":
+            # The response names the signature record (served with the checklist's signatures).
+            signed = covering or rng.random() < 0.8
+            response: str | None = self.make_id(KIND_SIGNATURE, item_no, index) if signed else ""
+            conforming = "Other"
         else:
-            response, conforming = rng.choice(("OK", "See comment", "")), "Other"
+            response, conforming = self._response(rng, shown, possible, moment)
         issues = []
         if conforming == "No" and rng.random() < 0.6 and self.issue_count:
             linked = self.issue((index * 13 + item_no * 7) % self.issue_count)
@@ -1114,7 +1231,7 @@ class GeneratedFieldProject(FieldProjectData):
                 }
             )
         attachments = []
-        if rng.random() < 0.12:
+        if (index == 0 and item_no == 0) or rng.random() < 0.12:
             attachments.append(
                 self._photo(rng, KIND_ITEM_ATTACHMENT, item_no * 16, index, moment, created_by)
             )
@@ -1125,7 +1242,7 @@ class GeneratedFieldProject(FieldProjectData):
         return {
             "created_at": field_time(moment),
             "issues": issues,
-            "question_text": question,
+            "question_text": template_item["question_text"],
             "created_by": created_by,
             "display_type": shown,
             "response": response,
@@ -1135,7 +1252,7 @@ class GeneratedFieldProject(FieldProjectData):
             "spec_ref": rng.choice(("", "", "Division 09 Finishes", "Division 10 Specialties")),
             "is_conforming": conforming,
             "attachments": attachments,
-            "id": self.make_id(KIND_CHECKLIST_ITEM, item_no, index),
+            "id": item_id,
             "possible_values": possible,
             "updated_at": field_time(moment + timedelta(minutes=rng.randint(0, 30))),
         }
@@ -1326,14 +1443,41 @@ def _project_meta(
         for n, (category, name) in enumerate(_ROOT_CAUSES)
     ]
     own_type = next(t for t in issue_types if t["name"] == _TYPE_WITH_OWN_FIELDS)
-    templates = [
-        {
-            "name": name,
-            "checklist_type": kind,
-            "id": pid(KIND_TEMPLATE, 0, n + 1),
-            "sections": [{"name": s, "questions": list(q)} for s, q in sections],
-        }
-        for n, (name, kind, sections) in enumerate(_CHECKLIST_TEMPLATES)
+    templates = []
+    for n, (name, kind, sections) in enumerate(_CHECKLIST_TEMPLATES):
+        template_items = 0
+        built: list[dict[str, Any]] = []
+        for section_name, questions in sections:
+            items: list[dict[str, Any]] = []
+            for question, shown, choices in questions:
+                items.append(
+                    {
+                        "id": pid(KIND_TEMPLATE_ITEM, n, template_items),
+                        "question_text": question,
+                        "display_type": shown,
+                        "possible_values": list(choices),
+                    }
+                )
+                template_items += 1
+            built.append({"name": section_name, "items": items})
+        templates.append(
+            {
+                "name": name,
+                "checklist_type": kind,
+                "id": pid(KIND_TEMPLATE, 0, n + 1),
+                "rich": any(
+                    i["display_type"] in RICH_ITEM_TYPES for sec in built for i in sec["items"]
+                ),
+                "sections": built,
+            }
+        )
+    tasks = [
+        {"id": pid(KIND_TASK, 0, n + 1), "name": name}
+        for n, name in enumerate(("Level 2 drywall", "Roof membrane", "Elevator install"))
+    ]
+    equipment = [
+        {"id": pid(KIND_EQUIPMENT, 0, n + 1), "name": name}
+        for n, name in enumerate(("AHU-1", "Chiller CH-2", "Generator G-1"))
     ]
     updated = field_time(start + timedelta(days=2))
     definitions = [
@@ -1363,6 +1507,9 @@ def _project_meta(
         ),
         ("Checklist", templates[1]["id"], "numeric", "Workers on site", [], False),
         ("Checklist", templates[1]["id"], "text", "Weather", [], False),
+        ("Checklist", templates[0]["id"], "signature", "Superintendent signature", [], False),
+        ("Checklist", templates[2]["id"], "signature", "Engineer of record signature", [], True),
+        ("Checklist", templates[2]["id"], "signature", "Concrete foreman signature", [], False),
     ]
     custom_fields = []
     for n, (container, container_id, shown, name, values, required) in enumerate(definitions):
@@ -1402,6 +1549,8 @@ def _project_meta(
         "custom_fields": custom_fields,
         "issue_fields": issue_fields,
         "templates": templates,
+        "tasks": tasks,
+        "equipment": equipment,
         "filters": [
             {"id": pid(KIND_FILTER, 0, 1), "name": "All Issues", "container": "Issue"},
             {"id": pid(KIND_FILTER, 0, 2), "name": "All Checklists", "container": "Checklist"},
@@ -1669,7 +1818,7 @@ class GeneratedProject(_AccountBase):
                 {"id": 5101, "name": second.name, "company_id": 4100},
             ],
         }
-        users = []
+        users: list[dict[str, Any]] = []
         second_members = set(second.user_ids)
         for position, user in enumerate(self.users):
             if position and position % 7 == 3:
@@ -1702,6 +1851,17 @@ class GeneratedProject(_AccountBase):
                 }
             )
         state["users"] = users
+        # The project directory: most Field companies exist in Procore as vendors (a checklist's
+        # company becomes its responsible contractor), every third one does not.
+        state["vendors"] = [
+            {
+                "id": 9001 + position,
+                "name": company["name"],
+                "project_ids": [5100] + ([5101] if company["id"] in second.company_ids else []),
+            }
+            for position, company in enumerate(self.companies)
+            if position % 3 != 2
+        ]
         state["assignee_user_ids"] = {
             str(project_id): [
                 u["id"]

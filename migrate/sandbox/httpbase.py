@@ -367,7 +367,8 @@ class RunningServer:
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self._server = _Server((host, port), app)
-        self.host, self.port = self._server.server_address[:2]
+        bound, self.port = self._server.server_address[:2]
+        self.host = bound.decode() if isinstance(bound, bytes | bytearray) else str(bound)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"{app.name}-server", daemon=True
         )

@@ -1,4 +1,5 @@
-"""Procore simulator: OAuth, coordination issues (single and sync), locations, uploads, storage.
+"""Procore simulator: OAuth, coordination issues (single and sync), locations, uploads, storage,
+vendors, and the Inspections tool (:mod:`migrate.sandbox.procore_inspections`).
 
 Follows /work/shared/seeds/000 and 001 and /work/shared/procore-notes.md. Where Procore's
 documentation is silent the simulator picks the strict reading, so a client that works here
@@ -61,6 +62,7 @@ from xml.sax.saxutils import escape
 
 from migrate.sandbox.faults import Faults
 from migrate.sandbox.httpbase import App, HTTPError, Request, Response, Route, json_response
+from migrate.sandbox.procore_inspections import InspectionOptions, Inspections
 
 STATUSES = ("blocked", "open", "ready_for_review", "moved_to_observation", "unblocked", "closed")
 PRIORITIES = ("low", "medium", "high", "critical")
@@ -165,6 +167,10 @@ DEFAULT_STATE: dict[str, Any] = {
         },
     ],
     "assignee_user_ids": {"5100": [7001, 7002], "5101": [7001, 7004]},
+    "vendors": [
+        {"id": 9001, "name": "Diaz Mechanical", "project_ids": [5100]},
+        {"id": 9002, "name": "Wei Electric", "project_ids": [5100, 5101]},
+    ],
     "locations": {
         "5100": [["North Building", "Level 1"], ["North Building", "Level 2", "Room 201"]],
     },
@@ -458,6 +464,11 @@ class ProcoreApp(App):
         upload_reference_expiry: float = 7 * 24 * 3600.0,
         attachment_url_ttl: float = 3600.0,
         keep_upload_bytes: bool = True,
+        inspection_item_type_field: str = "name",
+        inspection_number_values: str = "integer",
+        inspection_response_repost: str = "refuse",
+        inspection_closed_locked: bool = True,
+        inspection_type_names: str = "unique",
         faults: Faults | None = None,
     ) -> None:
         super().__init__(faults)
@@ -498,9 +509,21 @@ class ProcoreApp(App):
         self._uploads: dict[str, dict[str, Any]] = {}
         self._uploads_by_key: dict[str, str] = {}
         self._attachments: dict[int, dict[str, Any]] = {}
+        self._vendors: dict[int, dict[str, Any]] = {}
         self._next_ids = {"location": 80001, "issue": 600001, "attachment": 900001}
+        self.inspections = Inspections(
+            self,
+            InspectionOptions(
+                item_type_field=inspection_item_type_field,
+                number_values=inspection_number_values,
+                response_repost=inspection_response_repost,
+                closed_locked=inspection_closed_locked,
+                type_names=inspection_type_names,
+            ),
+        )
 
         self._register_routes()
+        self.inspections.register()
         with self.lock:
             self._load_state(state if state is not None else DEFAULT_STATE)
 
@@ -516,6 +539,12 @@ class ProcoreApp(App):
             "/rest/v1.0/projects/{project_id}/users",
             self._project_users,
             "project_users.list",
+        )
+        add(
+            "GET",
+            "/rest/v1.0/projects/{project_id}/vendors",
+            self._project_vendors,
+            "project_vendors.list",
         )
         # sync and assignees before {id}: the {id} pattern would swallow them.
         add(
@@ -690,7 +719,7 @@ class ProcoreApp(App):
     # -- OAuth ----------------------------------------------------------------------------
     def _token(self, request: Request) -> Response:
         form = request.form
-        grant = (form.get("grant_type") or [None])[0]
+        grant = (form.get("grant_type") or [""])[0]
         if not grant:
             raise HTTPError(
                 400,
@@ -761,6 +790,13 @@ class ProcoreApp(App):
                 "email_address": user["email_address"],
                 "company_name": user.get("company_name"),
                 "project_ids": [int(p) for p in user.get("project_ids", [])],
+            }
+        for vendor in state.get("vendors", []):
+            vid = int(vendor["id"])
+            self._vendors[vid] = {
+                "id": vid,
+                "name": vendor["name"],
+                "project_ids": [int(p) for p in vendor.get("project_ids", [])],
             }
         for pid, user_ids in state.get("assignee_user_ids", {}).items():
             self._assignees[int(pid)] = [int(u) for u in user_ids]
@@ -903,6 +939,31 @@ class ProcoreApp(App):
                 },
             )
 
+    def _project_vendors(self, request: Request) -> Response:
+        """A project's directory companies: ``{id, name, abbreviated_name, is_active}``."""
+        self._check_filters(request, ("filters[id][]", "filters[search]"))
+        with self.lock:
+            project = self._project(request.path_params["project_id"], in_path=True)
+            vendors = [v for v in self._vendors.values() if project["id"] in v["project_ids"]]
+            if "filters[id][]" in request.query:
+                wanted = {_as_int(v) for v in request.param_list("filters[id][]")}
+                if None in wanted:
+                    raise HTTPError(400, {"errors": "filters[id][] must be integers"})
+                vendors = [v for v in vendors if v["id"] in wanted]
+            search = (request.param("filters[search]") or "").strip().lower()
+            if search:
+                vendors = [v for v in vendors if search in v["name"].lower()]
+            return self._paged(
+                request,
+                vendors,
+                lambda v: {
+                    "id": v["id"],
+                    "name": v["name"],
+                    "abbreviated_name": None,
+                    "is_active": True,
+                },
+            )
+
     def _user_json(self, user_id: int) -> dict[str, Any] | None:
         user = self._users.get(user_id)
         if user is None:
@@ -937,7 +998,7 @@ class ProcoreApp(App):
     ) -> dict[str, Any]:
         parent = self._locations[parent_id] if parent_id is not None else None
         now = self.now()
-        location = {
+        location: dict[str, Any] = {
             "id": self._next_id("location"),
             "project_id": project_id,
             "node_name": node_name,
@@ -1028,6 +1089,7 @@ class ProcoreApp(App):
                 errors["node_name"] = ["has already been taken"]
             if errors:
                 raise HTTPError(422, {"errors": errors})
+            assert isinstance(node_name, str)
             location = self._create_location(project["id"], node_name, parent_id)
             return json_response(self._location_json(location), 201)
 
@@ -1185,30 +1247,73 @@ class ProcoreApp(App):
         if not isinstance(uploads, list):
             error("attachment_upload_uuids", "must be an array of upload uuids")
             return
-        now = self.now()
         accepted: list[str] = []
         for upload_uuid in uploads:
-            upload = self._uploads.get(upload_uuid) if isinstance(upload_uuid, str) else None
-            if upload is None or upload["project_id"] != project_id:
-                error("attachment_upload_uuids", f"upload {upload_uuid} does not exist")
-            elif now - upload["created_at"] > self.upload_reference_expiry:
-                error(
-                    "attachment_upload_uuids",
-                    f"upload {upload_uuid} has expired (not referenced within a week)",
-                )
-            elif upload["state"] == "created":
-                error(
-                    "attachment_upload_uuids",
-                    f"upload {upload_uuid} has no file: post it to storage first",
-                )
-            elif upload["state"] == "referenced" or upload_uuid in accepted:
-                error(
-                    "attachment_upload_uuids",
-                    f"upload {upload_uuid} is already attached to another item",
-                )
+            problem = self.upload_problem(project_id, upload_uuid, accepted)
+            if problem:
+                error("attachment_upload_uuids", problem)
             else:
                 accepted.append(upload_uuid)
         changes["attachment_upload_uuids"] = accepted
+
+    def upload_problem(self, project_id: int, upload_uuid: Any, accepted: list[str]) -> str | None:
+        """Why an upload cannot be referenced now (lock held), or None when it can.
+
+        ``accepted`` holds the uploads already taken by the same request: one upload becomes
+        one attachment, on one record.
+        """
+        upload = self._uploads.get(upload_uuid) if isinstance(upload_uuid, str) else None
+        if upload is None or upload["project_id"] != project_id:
+            return f"upload {upload_uuid} does not exist"
+        if self.now() - upload["created_at"] > self.upload_reference_expiry:
+            return f"upload {upload_uuid} has expired (not referenced within a week)"
+        if upload["state"] == "created":
+            return f"upload {upload_uuid} has no file: post it to storage first"
+        if upload["state"] == "referenced" or upload_uuid in accepted:
+            return f"upload {upload_uuid} is already attached to another item"
+        return None
+
+    def attach_upload(self, project_id: int, upload_uuid: str, **owner: Any) -> dict[str, Any]:
+        """Turn a checked upload into a stored attachment (lock held); ``owner`` says whose."""
+        upload = self._uploads[upload_uuid]
+        upload["state"] = "referenced"
+        attachment = {
+            "id": self._next_id("attachment"),
+            **owner,
+            "project_id": project_id,
+            "upload_uuid": upload_uuid,
+            "name": upload["name"],
+            "content_type": upload["content_type"],
+            "size": upload["size"],
+            "sha256": upload["sha256"],
+            "path": upload["path"],
+            "created_at": self.now(),
+        }
+        self._attachments[attachment["id"]] = attachment
+        return attachment
+
+    def store_file(
+        self, project_id: int, name: str, content_type: str, data: bytes, **owner: Any
+    ) -> dict[str, Any]:
+        """An attachment from bytes sent in a multipart request (lock held)."""
+        path = self._spool_path()
+        if path is not None:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        attachment = {
+            "id": self._next_id("attachment"),
+            **owner,
+            "project_id": project_id,
+            "upload_uuid": None,
+            "name": name,
+            "content_type": content_type,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "path": path,
+            "created_at": self.now(),
+        }
+        self._attachments[attachment["id"]] = attachment
+        return attachment
 
     # -- coordination issues: writes ----------------------------------------------------------
     def _create_issue(self, project_id: int, changes: dict[str, Any]) -> dict[str, Any]:
@@ -1234,19 +1339,7 @@ class ProcoreApp(App):
             "updated_at": now,
         }
         for upload_uuid in changes.get("attachment_upload_uuids", []):
-            upload = self._uploads[upload_uuid]
-            upload["state"] = "referenced"
-            attachment = {
-                "id": self._next_id("attachment"),
-                "issue_id": issue["id"],
-                "upload_uuid": upload_uuid,
-                "name": upload["name"],
-                "content_type": upload["content_type"],
-                "size": upload["size"],
-                "sha256": upload["sha256"],
-                "path": upload["path"],
-            }
-            self._attachments[attachment["id"]] = attachment
+            attachment = self.attach_upload(project_id, upload_uuid, issue_id=issue["id"])
             issue["attachment_ids"].append(attachment["id"])
         self._issues[issue["id"]] = issue
         self._project_issues[project_id].append(issue["id"])
@@ -1838,6 +1931,12 @@ class ProcoreApp(App):
                 for u in self._uploads.values()
                 if u["project_id"] == int(project_id)
             ]
+
+    def inspections_of(self, project_id: int) -> list[dict[str, Any]]:
+        """Every inspection of a project: header, sections, items with responses, comments and
+        files (name, size, sha256), oldest first."""
+        with self.lock:
+            return self.inspections.snapshot(int(project_id))
 
     def rate_stats(self) -> dict[str, Any]:
         """Requests counted against the quota, 429s served, and the busiest spike window."""
