@@ -452,13 +452,8 @@ class Inspections:
         return window is None or window[0] <= math.floor(value) <= window[1]
 
     def _user(self, company_name: bool = False) -> dict[str, Any]:
-        from migrate.sandbox.procore_server import SERVICE_ACCOUNT
-
-        user = {
-            "id": SERVICE_ACCOUNT["id"],
-            "login": SERVICE_ACCOUNT["login"],
-            "name": SERVICE_ACCOUNT["name"],
-        }
+        account = self.app.SERVICE_ACCOUNT
+        user = {"id": account["id"], "login": account["login"], "name": account["name"]}
         if company_name:
             user["company_name"] = self.app.company["name"]
         return user

@@ -447,6 +447,9 @@ def _parse_multipart(
 class ProcoreApp(App):
     """An in-memory Procore: one company, its projects, users, locations, issues and uploads."""
 
+    #: Who Procore says did what the sandbox's app did (inspections name it as the author).
+    SERVICE_ACCOUNT = SERVICE_ACCOUNT
+
     name = "procore"
 
     def __init__(
