@@ -423,6 +423,45 @@ def test_four_threads_sharing_one_budget_get_no_429(spiky: tuple) -> None:
     assert SPIKE_LIMIT * 0.75 <= stats["max_in_spike_window"] <= SPIKE_LIMIT
 
 
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_four_threads_against_fixed_windows_get_no_429(retry_after: bool) -> None:
+    # Fixed windows (each resets all at once), answered with or without Retry-After.
+    app = ProcoreApp(
+        spike_limit=SPIKE_LIMIT,
+        spike_window=SPIKE_WINDOW,
+        rate_windows="fixed",
+        retry_after=retry_after,
+    )
+    server = RunningServer(app)
+    settings = TargetSettings(
+        base_url=server.url, auth_url=server.url, company_id=4100, project_id=5100
+    )
+    credentials = TargetCredentials(
+        client_id=Secret("demo-client"), client_secret=Secret("demo-secret")
+    )
+    client = ProcoreClient(settings, credentials, budget=RateBudget())
+    try:
+        client.companies()
+        app.faults.configure(FaultConfig(slow_rate=0.25, slow_seconds=0.1, seed=4))
+        count, _ = timed(
+            app,
+            [
+                threading.Thread(
+                    target=lambda: [client.assignees(5100) for _ in range(25)], daemon=True
+                )
+                for _ in range(4)
+            ],
+        )
+        stats = app.rate_stats()
+    finally:
+        client.close()
+        server.stop()
+        app.close()
+    assert count == 100
+    assert stats["rate_limited"] == 0 and client.budget.rate_limited == 0
+    assert stats["rate_windows"] == "fixed"
+
+
 def windows_touched(window: SlidingWindow | FixedWindow, start: float, end: float) -> int:
     """How many times ``window.limit`` requests the window admits between ``start`` and ``end``."""
     if isinstance(window, FixedWindow):  # each fixed window the run overlaps starts afresh
