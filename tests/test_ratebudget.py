@@ -466,7 +466,7 @@ def windows_touched(window: SlidingWindow | FixedWindow, start: float, end: floa
     """How many times ``window.limit`` requests the window admits between ``start`` and ``end``."""
     if isinstance(window, FixedWindow):  # each fixed window the run overlaps starts afresh
         return math.floor(end / window.length) - math.floor(start / window.length) + 1
-    return max(1, math.ceil((end - start) / window.length))
+    return math.floor((end - start) / window.length) + 1
 
 
 @pytest.mark.parametrize("by_share", [False, True])

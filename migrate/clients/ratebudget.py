@@ -453,7 +453,8 @@ class RateBudget:
         )
         log.info(
             "Procore counts %d requests in its %d-request window where a sliding window "
-            "would hold %d to %d of ours; pacing by its reset time instead.",
+            "would hold %d to %d of ours; spending down to its reported remaining and "
+            "waiting for its reset instead.",
             held,
             window.limit,
             least,
