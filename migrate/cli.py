@@ -803,6 +803,19 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Length of the Procore spike window in seconds.",
         ),
+        click.option(
+            "--rate-windows",
+            type=click.Choice(["sliding", "fixed"]),
+            default="sliding",
+            show_default=True,
+            help="How Procore's rate windows count: sliding log, or reset at fixed times.",
+        ),
+        click.option(
+            "--retry-after/--no-retry-after",
+            default=True,
+            show_default=True,
+            help="Whether Procore's 429 carries Retry-After.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -894,6 +907,7 @@ def _sandbox_options(opts: dict[str, Any]) -> Any:
         for key in ("token_ttl", "hourly_limit", "spike_limit", "spike_window")
         if opts[key]
     }
+    procore_options.update(rate_windows=opts["rate_windows"], retry_after=opts["retry_after"])
     return SandboxOptions(
         seed=opts["seed"],
         issues=opts["issues"],

@@ -81,8 +81,10 @@ class Answer:
 class Quota:
     """Procore's quota rules as the simulator applies them, on the fake clock."""
 
-    def __init__(self, *windows: SlidingWindow | FixedWindow) -> None:
+    def __init__(self, *windows: SlidingWindow | FixedWindow, by_share: bool = False) -> None:
         self.windows = windows
+        # "Closer to running out": fewest requests left, or (by_share) smallest share left.
+        self.by_share = by_share
         self.served = 0
         self.refused = 0
 
@@ -104,7 +106,10 @@ class Quota:
         for window in self.windows:
             window.hits.append(now)
         self.served += 1
-        window = min(self.windows, key=lambda w: w.remaining(now))
+        if self.by_share:
+            window = min(self.windows, key=lambda w: w.remaining(now) / w.limit)
+        else:
+            window = min(self.windows, key=lambda w: w.remaining(now))
         return Answer(200, self.headers(window, now))
 
 
@@ -294,22 +299,22 @@ def test_a_429_with_quota_left_waits_for_retry_after_not_the_window() -> None:
     assert clock.elapsed < 1.0
 
 
-def test_remaining_is_spent_evenly_until_the_reset_without_a_model() -> None:
+def test_remaining_is_spent_at_once_and_then_the_reset_is_waited_for_without_a_model() -> None:
+    # A long window with no model: its remaining 10 are spent straight away (pacing them over
+    # the time to the reset is the stall of issue 16), the 11th waits for the reset.
     budget, clock = fake_budget(1_700_000_000.0, reserve_fraction=0.0)
-    # A window much longer than the run: no model yet, so 10 left over 100 s is one per 10 s.
+    limits = {
+        "X-Rate-Limit-Limit": "3600",
+        "X-Rate-Limit-Remaining": "10",
+        "X-Rate-Limit-Reset": "1700000100",
+    }
     budget.before_request("GET", "/x")
-    budget.after_response(
-        Answer(
-            200,
-            {
-                "X-Rate-Limit-Limit": "3600",
-                "X-Rate-Limit-Remaining": "10",
-                "X-Rate-Limit-Reset": "1700000100",
-            },
-        )
-    )
+    budget.after_response(Answer(200, limits))
+    for _ in range(10):
+        budget.before_request("GET", "/x")
+    assert clock.elapsed == 0.0
     budget.before_request("GET", "/x")
-    assert clock.elapsed == pytest.approx(10.0, abs=0.01)
+    assert clock.elapsed >= 100.0
 
 
 def test_responses_without_rate_headers_cost_nothing() -> None:
@@ -466,3 +471,84 @@ def test_four_threads_sharing_one_budget_get_no_429(spiky: tuple) -> None:
     # A slot is taken to be free only a window after its answer (when the server counted it
     # is unknown), so slow answers cost some of the quota; still most of a window is used.
     assert SPIKE_LIMIT * 0.75 <= stats["max_in_spike_window"] <= SPIKE_LIMIT
+
+
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_four_threads_against_fixed_windows_get_no_429(retry_after: bool) -> None:
+    # Fixed windows (each resets all at once), answered with or without Retry-After.
+    app = ProcoreApp(
+        spike_limit=SPIKE_LIMIT,
+        spike_window=SPIKE_WINDOW,
+        rate_windows="fixed",
+        retry_after=retry_after,
+    )
+    server = RunningServer(app)
+    settings = TargetSettings(
+        base_url=server.url, auth_url=server.url, company_id=4100, project_id=5100
+    )
+    credentials = TargetCredentials(
+        client_id=Secret("demo-client"), client_secret=Secret("demo-secret")
+    )
+    client = ProcoreClient(settings, credentials, budget=RateBudget())
+    try:
+        client.companies()
+        app.faults.configure(FaultConfig(slow_rate=0.25, slow_seconds=0.1, seed=4))
+        count, _ = timed(
+            app,
+            [
+                threading.Thread(
+                    target=lambda: [client.assignees(5100) for _ in range(25)], daemon=True
+                )
+                for _ in range(4)
+            ],
+        )
+        stats = app.rate_stats()
+    finally:
+        client.close()
+        server.stop()
+        app.close()
+    assert count == 100
+    assert stats["rate_limited"] == 0 and client.budget.rate_limited == 0
+    assert stats["rate_windows"] == "fixed"
+
+
+def windows_touched(window: SlidingWindow | FixedWindow, start: float, end: float) -> int:
+    """How many times ``window.limit`` requests the window admits between ``start`` and ``end``."""
+    if isinstance(window, FixedWindow):  # each fixed window the run overlaps starts afresh
+        return math.floor(end / window.length) - math.floor(start / window.length) + 1
+    return math.floor((end - start) / window.length) + 1
+
+
+@pytest.mark.parametrize("by_share", [False, True])
+@pytest.mark.parametrize("kind", [SlidingWindow, FixedWindow])
+@pytest.mark.parametrize("start", STARTS)
+def test_spike_room_is_spent_while_the_hourly_budget_allows(
+    kind: type, start: float, by_share: bool
+) -> None:
+    # Issue 16: against fixed windows (3600/h, 150/10 s) main paced itself to the hourly
+    # average, 1 request/s, using a few % of what the spike window allowed: once the hourly
+    # window was reported (a fresh spike window has the larger share left), it spread the
+    # hourly remaining evenly until the hourly reset.
+    budget, clock = fake_budget(start)
+    spike, hourly = kind(150, 10.0), kind(3600, 3600.0)
+    quota = Quota(spike, hourly, by_share=by_share)
+    wall_start = clock.wall()
+    drive(budget, clock, quota, 3000)
+    allowed = min(w.limit * windows_touched(w, wall_start, clock.wall()) for w in (spike, hourly))
+    assert quota.refused == 0 and budget.rate_limited == 0
+    assert 3000 / allowed >= 0.9
+
+
+@pytest.mark.parametrize("by_share", [False, True])
+@pytest.mark.parametrize("kind", [SlidingWindow, FixedWindow])
+def test_hourly_budget_is_spent_then_waited_for_without_a_429(kind: type, by_share: bool) -> None:
+    # Scaled 100×: 3600 per 36 s, 150 per 0.1 s. 8000 requests need three hourly windows.
+    budget, clock = fake_budget(1_700_000_000.5)
+    spike, hourly = kind(150, 0.1), kind(3600, 36.0)
+    quota = Quota(spike, hourly, by_share=by_share)
+    wall_start = clock.wall()
+    drive(budget, clock, quota, 8000, rtt=0.0005)
+    allowed = min(w.limit * windows_touched(w, wall_start, clock.wall()) for w in (spike, hourly))
+    assert quota.refused == 0 and budget.rate_limited == 0
+    assert 8000 / allowed >= 0.7  # 8000 of 3 × 3600: the third window is used in part
+    assert 8000 / allowed == pytest.approx(8000 / 10800, abs=0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tracemalloc
@@ -741,6 +742,48 @@ def test_hourly_window_is_reported_when_it_is_closer_to_running_out(make_api: An
     assert 3500 <= int(limited.headers["Retry-After"]) <= 3600
     api.app.advance_clock(3601)
     assert api.get("/rest/v1.0/me").status_code == 200
+
+
+def _align_clock(api: Api, length: float, into: float) -> None:
+    """Move the simulator's clock to ``into`` seconds after a multiple of ``length``."""
+    now = api.app.now()
+    api.app.advance_clock(math.ceil(now / length) * length + into - now)
+
+
+@pytest.mark.parametrize(("rate_windows", "free_after_reset"), [("sliding", 2), ("fixed", 5)])
+def test_window_reading_decides_what_frees_at_the_reset(
+    make_api: Any, rate_windows: str, free_after_reset: int
+) -> None:
+    # Two requests early in a 10 s window, three 5 s later. 10.5 s after the first two, a
+    # sliding log has let just those two go; a fixed window has started afresh.
+    api = make_api(spike_limit=5, spike_window=10.0, rate_windows=rate_windows)
+    _align_clock(api, 10.0, 0.5)
+    statuses = [api.get("/rest/v1.0/me").status_code for _ in range(2)]
+    api.app.advance_clock(5.0)
+    statuses += [api.get("/rest/v1.0/me").status_code for _ in range(4)]
+    assert statuses == [200] * 5 + [429]
+    limited_reset = int(api.get("/rest/v1.0/me").headers["X-Rate-Limit-Reset"])
+    api.app.advance_clock(5.0)
+    after = [api.get("/rest/v1.0/me").status_code for _ in range(free_after_reset + 1)]
+    assert after == [200] * free_after_reset + [429]
+    if rate_windows == "fixed":  # the reset is the end of the fixed window: a multiple of 10
+        assert limited_reset % 10 == 0
+    assert api.app.rate_stats()["rate_windows"] == rate_windows
+
+
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_429_carries_retry_after_only_when_switched_on(make_api: Any, retry_after: bool) -> None:
+    api = make_api(spike_limit=1, retry_after=retry_after)
+    assert api.get("/rest/v1.0/me").status_code == 200
+    limited = api.get("/rest/v1.0/me")
+    assert limited.status_code == 429
+    assert ("Retry-After" in limited.headers) is retry_after
+    assert int(limited.headers["X-Rate-Limit-Reset"]) >= int(api.app.now())
+
+
+def test_unknown_window_reading_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate_windows"):
+        ProcoreApp(rate_windows="leaky")
 
 
 def test_failed_requests_consume_quota(make_api: Any) -> None:

@@ -20,12 +20,23 @@ How it decides, and why:
   that long after its response arrived. That tells when slots free up, to a few milliseconds.
   Each report also checks the model (the server must never count more requests than the model
   allows for); when it does not hold (someone else spends the quota, or the windows are fixed
-  rather than sliding) the model is set aside and the budget waits for the reset instead, then
-  sends a single probe to learn the new state.
-- **Pacing.** Calls are spread evenly: by the learned window length over the limit, or, without
-  a model, by the time to the reset over what remains (so an hourly window is spent at about
-  one call a second rather than exhausted early and then waited for). Evenly spread requests
-  also keep a sliding window from refilling in bursts.
+  rather than sliding) the model is set aside and the budget spends down to the certain floor,
+  waits for the reset, then sends a single probe to learn the new state.
+- **Pacing, and never stalling.** Only the shortest window known (by its learned length) is
+  paced, evenly, by its length over its limit, and only while its model holds. A longer window
+  (the hourly one) and any window without a model only *gate*: requests go as fast as the
+  shorter windows allow until the certain floor (or the model) says it is spent, then wait for
+  its reset. Spreading an hourly window's remaining over the time to its reset, as this budget
+  once did, caps the rate at the hourly average (1 request/s at 3 600/h) however much spike
+  room is left (issue 16); spending it early costs nothing, because the hour's total is the
+  same either way, and the floor keeps it from ever being overspent. The same holds for fixed
+  windows (each resets all at once at ``X-Rate-Limit-Reset``): spending the room at once and
+  then waiting for the reset loses nothing to the reset being rounded up to whole seconds.
+- **Telling fixed from sliding.** A server that counts fewer requests than we surely sent
+  within the window's shortest possible length cannot be sliding (no one else's requests make
+  the count smaller): the model is set aside for good at once, since a sliding model of a
+  window that resets all at once overestimates the room right after a reset. A count higher
+  than the model allows (someone else spends the quota) sets it aside for two lengths first.
 - **Threads.** Uploads run several at a time on one budget. Decisions and the bookkeeping of
   requests in flight happen under one lock, so two threads never both spend the last slot.
 - A 429 (HttpClient honours its ``Retry-After`` and retries) is recorded, and every thread
@@ -284,19 +295,21 @@ class RateBudget:
             return _POLL_SECONDS if self._in_flight and not self._responses else 0.0
         gate = 0.0
         spacing = 0.0
+        # Only the shortest window known paces; a longer one only gates (see "Pacing").
+        shortest_span = min(
+            (w.span for w in self._windows.values() if w.span is not None), default=math.inf
+        )
         for window in self._windows.values():
             free = self._free(window, now)
             reserve = self._reserve(window)
             if free - reserve < 1:
                 gate = max(gate, self._blocked_wait(window, now))
-            elif self._modelled(window, now):
+            elif self._modelled(window, now) and window.span == shortest_span:
                 # Pace by the likeliest length (the reset is rounded up to whole seconds); if
                 # that is too short, the model holds back whatever would not fit.
                 assert window.span is not None
                 likely = max(window.shortest, window.span - 0.5)
                 spacing = max(spacing, likely / max(1, window.limit - reserve))
-            elif now < window.last.reset:
-                spacing = max(spacing, (window.last.reset + self.safety - now) / (free - reserve))
         if gate > 0:
             return gate
         if self._last_sent_mono is None:
@@ -338,6 +351,7 @@ class RateBudget:
         if self._modelled(window, now):
             assert window.span is not None
             # The model frees a slot when our oldest request in the window ages out.
+            assert window.span is not None
             since = now - window.span - self.safety
             index = bisect_right(self._done, since, key=_done_at)
             if index < len(self._done):
@@ -462,11 +476,17 @@ class RateBudget:
             return
         window.model_failures += 1
         # Someone else's requests leave the window after one length; a second failure means the
-        # model itself does not fit (e.g. fixed windows), so it stays off.
-        window.model_off_until = now + 2 * window.span if window.model_failures < 2 else math.inf
+        # model itself does not fit, so it stays off. Fewer counted than surely sent within the
+        # shortest length is no one else's doing: the window is not sliding (it resets all at
+        # once), and a sliding model of it would overestimate the room after a reset.
+        fixed = held < least
+        window.model_off_until = (
+            now + 2 * window.span if window.model_failures < 2 and not fixed else math.inf
+        )
         log.info(
             "Procore counts %d requests in its %d-request window where a sliding window "
-            "would hold %d to %d of ours; pacing by its reset time instead.",
+            "would hold %d to %d of ours; spending down to its reported remaining and "
+            "waiting for its reset instead.",
             held,
             window.limit,
             least,

@@ -10,11 +10,14 @@ does not depend on leniency. The choices a client author should know about:
   ``WWW-Authenticate``. A missing ``Procore-Company-Id`` header is a 400
   ``{"errors": "Missing Procore-Company-Id header!"}`` (malformed request); a company other than
   ours is a 403. Only ``GET /rest/v1.0/companies`` and ``GET /rest/v1.0/me`` skip the header.
-- Quota: one sliding-log hourly window and one sliding-log spike window for the whole app (a new
-  token does not reset them). Every ``/rest/`` request counts, 401/403/404s, unrouted paths and
-  requests that then hit an injected fault included; a request refused with 429 does not take a
-  slot (so ``Retry-After`` is honest). ``/oauth/token`` and storage (``/s3/``) are not counted and
-  carry no rate-limit headers. The 429 body is Procore's plain-text message.
+- Quota: one hourly window and one spike window for the whole app (a new token does not reset
+  them). The docs do not say how they count, so ``rate_windows`` picks the reading: ``sliding``
+  (a sliding log, the default) or ``fixed`` (each window resets all at once at multiples of its
+  length, as ``X-Rate-Limit-Reset`` may suggest); ``retry_after=False`` drops ``Retry-After``
+  from a 429 (the docs disagree on it). Every ``/rest/`` request counts, 401/403/404s, unrouted
+  paths and requests that then hit an injected fault included; a request refused with 429 does
+  not take a slot (so ``Retry-After`` is honest). ``/oauth/token`` and storage (``/s3/``) are
+  not counted and carry no rate-limit headers. The 429 body is Procore's plain-text message.
 - Unknown projects are 404; projects of another company are 403 (invisible).
 - Unknown attributes in a create or update are errors, not silently dropped. ``uuid`` must be a
   canonical UUID (compared case-insensitively) and stays taken after the issue is deleted
@@ -259,6 +262,49 @@ class SlidingWindow:
         return (self.hits[0] if self.hits else now) + self.length
 
 
+class FixedWindow:
+    """A window that resets all at once at every multiple of ``length`` seconds (Unix time).
+
+    The other reading of ``X-Rate-Limit-Reset``: the time the whole window starts afresh.
+    Same interface as :class:`SlidingWindow`.
+    """
+
+    def __init__(self, limit: int, length: float) -> None:
+        self.limit = limit
+        self.length = length
+        self.started = -math.inf
+        self.count = 0
+        self.hits = self  # ``hits.append(now)`` counts a request, as on the sliding log
+
+    def _roll(self, now: float) -> None:
+        start = math.floor(now / self.length) * self.length
+        if start != self.started:
+            self.started, self.count = start, 0
+
+    def append(self, now: float) -> None:
+        self._roll(now)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def full(self, now: float) -> bool:
+        return self.remaining(now) <= 0
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        return max(0, self.limit - self.count)
+
+    def reset_at(self, now: float) -> float:
+        """When the current window ends and the count starts again from zero."""
+        self._roll(now)
+        return self.started + self.length
+
+
+#: How the simulator's quota windows count: Procore's docs do not say (see procore-notes).
+RATE_WINDOW_KINDS = ("sliding", "fixed")
+
+
 class _MultipartError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -463,6 +509,8 @@ class ProcoreApp(App):
         hourly_window: float = 3600.0,
         spike_limit: int = 150,
         spike_window: float = 10.0,
+        rate_windows: str = "sliding",
+        retry_after: bool = True,
         upload_start_expiry: float = 3600.0,
         upload_reference_expiry: float = 7 * 24 * 3600.0,
         attachment_url_ttl: float = 3600.0,
@@ -484,8 +532,16 @@ class ProcoreApp(App):
         self.keep_upload_bytes = keep_upload_bytes
         #: Seconds added to the wall clock; tests advance it instead of sleeping.
         self.clock_offset = 0.0
-        self.hourly = SlidingWindow(hourly_limit, hourly_window)
-        self.spike = SlidingWindow(spike_limit, spike_window)
+        if rate_windows not in RATE_WINDOW_KINDS:
+            raise ValueError(
+                f"rate_windows must be one of {RATE_WINDOW_KINDS}, not {rate_windows!r}"
+            )
+        window_kind = SlidingWindow if rate_windows == "sliding" else FixedWindow
+        self.hourly: SlidingWindow | FixedWindow = window_kind(hourly_limit, hourly_window)
+        self.spike: SlidingWindow | FixedWindow = window_kind(spike_limit, spike_window)
+        #: Whether a 429 carries ``Retry-After`` (the docs disagree); without it a client has
+        #: only ``X-Rate-Limit-Reset`` to go by.
+        self.retry_after = retry_after
         self._arrivals: deque[float] = deque()
         self._stats = {
             "requests": 0,
@@ -630,11 +686,10 @@ class ProcoreApp(App):
         with self.lock:
             retry_after = self._count_request(request, enforce=True)
         if retry_after is not None:
-            return Response(
-                429,
-                RATE_LIMIT_MESSAGE.encode("utf-8"),
-                {"Content-Type": "text/plain; charset=utf-8", "Retry-After": str(retry_after)},
-            )
+            headers = {"Content-Type": "text/plain; charset=utf-8"}
+            if self.retry_after:
+                headers["Retry-After"] = str(retry_after)
+            return Response(429, RATE_LIMIT_MESSAGE.encode("utf-8"), headers)
         refusal = self._authenticate(request)
         if refusal is not None:
             return refusal
@@ -682,7 +737,9 @@ class ProcoreApp(App):
         request.rate_limit_headers = self._rate_headers(now)  # type: ignore[attr-defined]
         return None
 
-    def _rate_headers(self, now: float, window: SlidingWindow | None = None) -> dict[str, str]:
+    def _rate_headers(
+        self, now: float, window: SlidingWindow | FixedWindow | None = None
+    ) -> dict[str, str]:
         # Report whichever window is closer to running out; the spike window on a tie.
         if window is None:
             window = min((self.spike, self.hourly), key=lambda w: w.remaining(now))
@@ -1950,4 +2007,5 @@ class ProcoreApp(App):
                 "hourly_window": self.hourly.length,
                 "spike_limit": self.spike.limit,
                 "spike_window": self.spike.length,
+                "rate_windows": "sliding" if isinstance(self.spike, SlidingWindow) else "fixed",
             }
