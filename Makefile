@@ -16,10 +16,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check migrate tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/ruff format --check migrate tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check migrate tests bench
+	$(BIN)/ruff format --check migrate tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from migrate.clients.credentials import Secret
-from migrate.clients.http import HttpClient, strip_query_param
+from migrate.clients.http import BytesSink, HttpClient, strip_query_param
 from migrate.clients.json_array import NotAJsonArray, iter_json_array
 from migrate.errors import ApiError, CredentialError, IncompleteBody
 from migrate.stopping import Stopped
@@ -199,7 +199,7 @@ class FieldSession:
         return self.json(method, path, {"project_id": self.project_id, **params})
 
     def download(
-        self, dest: IO[bytes], *, object_type: str, object_id: str, image_type: str = "original"
+        self, dest: BytesSink, *, object_type: str, object_id: str, image_type: str = "original"
     ) -> int:
         """Stream one binary to ``dest``; returns the bytes written.
 
@@ -221,7 +221,7 @@ class FieldSession:
                 ) from None
             raise
 
-    def download_body(self, method: str, path: str, params: dict[str, Any], dest: IO[bytes]) -> int:
+    def download_body(self, method: str, path: str, params: dict[str, Any], dest: BytesSink) -> int:
         """Stream a 2xx answer's body to ``dest`` (logging in again on 401); bytes written.
 
         For answers too large to hold parsed (binary data, the project's status history).

@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
 
 import requests
@@ -174,6 +174,12 @@ def policy_for(service: Any) -> RetryPolicy:
         read_timeout=float(service.timeout),
         give_up_after=float(getattr(service, "give_up_after", RetryPolicy.give_up_after)),
     )
+
+
+class BytesSink(Protocol):
+    """Where a download's bytes go: a file, or anything with a file's ``write``."""
+
+    def write(self, chunk: bytes, /) -> object: ...
 
 
 class RequestHook(Protocol):
@@ -584,7 +590,7 @@ class HttpClient:
         self,
         method: str,
         path_or_url: str,
-        dest: IO[bytes],
+        dest: BytesSink,
         *,
         params: Any = None,
         data: Any = None,

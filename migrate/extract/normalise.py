@@ -488,6 +488,7 @@ def map_issue_fields(section: str, record: Mapping[str, Any]) -> Mapped:
         if problem is not None:
             out.problems.append(problem)
             continue
+        assert field_id is not None  # record_id gives an id or a problem
         item_check = _Checker("issue_fields", field_id, item, out.problems)
         possible = item.get("possible_values")
         out.add(
@@ -599,7 +600,8 @@ def map_issue(
             )
         elif field_id.startswith("cf--"):
             bare = field_id[4:]
-            name = item.get("name") if isinstance(item.get("name"), str) else field_id
+            given_name = item.get("name")
+            name: str = given_name if isinstance(given_name, str) else field_id
             if isinstance(value, list | Mapping):
                 check.problem(
                     f"issues {source_id}: custom field {name!r} ({field_id}) should "
@@ -624,6 +626,7 @@ def map_issue(
                 Problem("comments", source_id, f"issue {source_id}: " + problem.reason, comment)
             )
             continue
+        assert comment_id is not None  # record_id gives an id or a problem
         comment_check = _Checker("comments", comment_id, comment, out.problems)
         out.add(
             "comments",
@@ -664,6 +667,7 @@ def map_attachment(
             )
         )
         return out
+    assert attachment_id is not None  # record_id gives an id or a problem
     check = _Checker("attachments", attachment_id, item, out.problems)
     kind = kind or item.get("type")
     if kind not in (*ATTACHMENT_KINDS, "Signature"):
@@ -788,6 +792,7 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
                 Problem("comments", source_id, f"checklist {source_id}: " + problem.reason, comment)
             )
             continue
+        assert comment_id is not None  # record_id gives an id or a problem
         comment_check = _Checker("comments", comment_id, comment, out.problems)
         out.add(
             "comments",
@@ -817,6 +822,7 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
                 )
             )
             continue
+        assert value_id is not None  # record_id gives an id or a problem
         if value_id in seen_values:
             check.problem(
                 f"checklists {source_id}: custom field value {value_id} appears "
@@ -851,6 +857,7 @@ def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str |
             )
         )
         return out
+    assert item_id is not None  # record_id gives an id or a problem
     check = _Checker("checklist_items", item_id, item, out.problems)
     linked: list[str] = []
     for link in check.items(item.get("issues"), "issues"):
@@ -858,6 +865,7 @@ def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str |
         if link_problem is not None:
             check.problem(f"checklist_items {item_id}: a linked issue has no id; ignored")
             continue
+        assert link_id is not None  # record_id gives an id or a problem
         linked.append(link_id)
     possible = item.get("possible_values")
     if possible is not None and not isinstance(possible, list):

@@ -229,6 +229,7 @@ class FollowUps:
         kind = "status_patch" if issue is not None else "close"
         with ctx.store.transaction():
             batch_id, _ = start_batch(ctx.store, ctx.run_id, kind, 1)
+        assert row.target_id is not None  # only loaded rows get a status PATCH
         try:
             entity = ctx.client.update_issue(ctx.project_id, row.target_id, {"status": status})
         except ApiError as exc:

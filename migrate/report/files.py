@@ -120,7 +120,7 @@ def write_csv(path: Path, frame: Any) -> None:
 
 def inert_frame(frame: Any) -> Any:
     """A copy of ``frame`` whose text cells went through :func:`migrate.text.csv_cell`."""
-    from pandas.api.types import is_object_dtype, is_string_dtype  # type: ignore[import-untyped]
+    from pandas.api.types import is_object_dtype, is_string_dtype
 
     frame = frame.copy()
     for column in frame.columns:
@@ -132,6 +132,6 @@ def inert_frame(frame: Any) -> Any:
 
 def frame(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Any:
     """Rows as a DataFrame with exactly ``columns`` (an empty list still has its header)."""
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
 
     return pd.DataFrame(list(rows), columns=list(columns))
