@@ -188,7 +188,7 @@ def _string_texts(tree: ast.AST) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             yield "".join(
-                part.value if isinstance(part, ast.Constant) else " {} "
+                str(part.value) if isinstance(part, ast.Constant) else " {} "
                 for part in node.values
                 if isinstance(part, ast.Constant | ast.FormattedValue)
             )
