@@ -155,7 +155,7 @@ SQL_HOMES = {
     "id_map": "migrate.store.planned",
     "planned_issues": "migrate.store.planned",
     "planned_locations": "migrate.store.planned",
-    "uploads": "migrate.load.uploads",
+    "uploads": "migrate.store.uploads",
     "runs": "migrate.store.runs",
 }
 SQL_ANYWHERE = {"migrate.store.migrations"}  # the schema and its views
@@ -164,11 +164,9 @@ SQL_NOT_MOVED_YET = {
     ("migrate.report.reconcile", "id_map"),
     ("migrate.report.reconcile", "planned_issues"),
     ("migrate.report.reconcile", "planned_locations"),
-    ("migrate.report.reconcile", "uploads"),
     ("migrate.report.status", "id_map"),
     ("migrate.report.status", "planned_issues"),
     ("migrate.report.status", "planned_locations"),
-    ("migrate.report.status", "uploads"),
     ("migrate.transform", "planned_issues"),
     ("migrate.transform", "planned_locations"),
     ("migrate.transform.issues", "planned_issues"),

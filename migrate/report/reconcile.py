@@ -30,6 +30,7 @@ from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 from migrate.store.runs import run_rows
+from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
 
 MISMATCH_COLUMNS = (
@@ -275,10 +276,7 @@ def reconcile(
         row["id"]: {**row, "filename": procore_name(row["filename"] or "") or None}
         for row in _rows(store, "SELECT id, filename, sha256 FROM attachments")
     }
-    sent_sha256 = {
-        (row["attachment_id"], row["target_project_id"]): row["sent_sha256"]
-        for row in _rows(store, "SELECT attachment_id, target_project_id, sent_sha256 FROM uploads")
-    }
+    sent_sha256 = sent_sha256s(store)
     checks: list[Check] = []
     mismatches: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []

@@ -55,6 +55,7 @@ from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
 from migrate.store.runs import last_run_row, latest_run_rows, run_rows
+from migrate.store.uploads import uploaded_count
 
 SCHEMA_VERSION = 1
 ENTITIES = ("issue", "checklist_item", "location")
@@ -475,12 +476,7 @@ def _attachment_counts(store: Store, project_id: int | None) -> dict[str, int]:
             counts["failed"] = int(number)
         elif state == "pending":
             counts["pending_download"] = int(number)
-    counts["uploaded"] = _scalar(
-        store,
-        "SELECT COUNT(*) FROM uploads WHERE state IN ('stored', 'referenced')"
-        + _project_clause(project_id),
-        _project_params(project_id),
-    )
+    counts["uploaded"] = uploaded_count(store, project_id)
     waiting_clause = (
         ""
         if project_id is None
