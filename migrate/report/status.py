@@ -54,6 +54,7 @@ from typing import Any
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
+from migrate.store.planned import in_flight_count
 from migrate.store.runs import last_run_row, latest_run_rows, run_rows
 from migrate.store.uploads import uploaded_count
 
@@ -263,12 +264,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
     deleted_ids, deleted_count = _deleted_after_load(store, target_project_id)
     quota_run, quota_requests, by_endpoint = _quota(store)
     quarantine_open = _scalar(store, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
-    sent = _scalar(
-        store,
-        "SELECT COUNT(*) FROM id_map WHERE state IN ('sent', 'pending')"
-        + _project_clause(target_project_id),
-        _project_params(target_project_id),
-    )
+    sent = in_flight_count(store, target_project_id)
     plan, plan_problem = _plan_counts(store, target_project_id)
     next_command, reason = _next_command(
         stages, running, entities, quarantine_open, sent, attachments, plan, plan_problem
