@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from migrate.store.planned import (
     planned_titles,
     skipped_records,
 )
+from migrate.store.runs import last_run
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.
@@ -338,32 +339,21 @@ def _add_warnings(store: Store, plan: Plan) -> None:
     if plan.transform_run_id is None:
         plan.warnings.append("no transform has finished yet: the plan is empty")
         return
-    newer = store.conn.execute(
-        "SELECT id FROM runs WHERE command = 'extract' AND status = 'succeeded' AND id > ? "
-        "ORDER BY id DESC LIMIT 1",
-        (plan.transform_run_id,),
-    ).fetchone()
-    if newer is not None:
+    newer = last_run(store, "extract", status="succeeded")
+    if newer is not None and newer.id > plan.transform_run_id:
         plan.warnings.append(
-            f"extract run {newer[0]} finished after transform run {plan.transform_run_id}: "
+            f"extract run {newer.id} finished after transform run {plan.transform_run_id}: "
             "run `migrate transform` so the plan includes its changes"
         )
 
 
 def _last_transform(store: Store) -> tuple[int, int | None] | None:
     """(run id, target project id) of the newest succeeded transform, or None."""
-    row = store.conn.execute(
-        "SELECT id, args FROM runs WHERE command = 'transform' AND status = 'succeeded' "
-        "ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
+    run = last_run(store, "transform", status="succeeded")
+    if run is None:
         return None
-    try:
-        args: Mapping[str, Any] = json.loads(row[1]) if row[1] else {}
-    except ValueError:
-        args = {}
-    project = args.get("target_project_id")
-    return int(row[0]), int(project) if isinstance(project, int) else None
+    project = run.args.get("target_project_id") if isinstance(run.args, dict) else None
+    return run.id, int(project) if isinstance(project, int) else None
 
 
 def _path_label(source_id: str) -> str:

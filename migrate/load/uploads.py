@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from migrate import stopping
 from migrate.errors import ApiError, MigrateError, UploadBytesMismatch
 from migrate.store.blobs import BlobStore, UnsafeBlob
-from migrate.store.db import Store, utc_now
+from migrate.store.db import Store, select_in, utc_now
+from migrate.store.uploads import (
+    UploadRow,
+    mark_failed,
+    mark_referenced,
+    save_upload,
+    upload_rows,
+)
 from migrate.text import procore_name
 
 if TYPE_CHECKING:  # the plan imports this package: it must not import requests
@@ -120,71 +127,36 @@ class Uploader:
     # -- reading -------------------------------------------------------------------------------
     def _files(self, attachment_ids: list[str]) -> dict[str, AttachmentFile]:
         found: dict[str, AttachmentFile] = {}
-        for start in range(0, len(attachment_ids), 500):
-            chunk = attachment_ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for row in self.store.conn.execute(
-                f"SELECT id, sha256, size, filename, content_type, state FROM attachments "
-                f"WHERE id IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = AttachmentFile(
-                    attachment_id=row[0],
-                    sha256=row[1],
-                    size=row[2],
-                    filename=row[3] or f"attachment-{row[0]}",
-                    content_type=row[4] or "application/octet-stream",
-                    state=row[5],
-                )
+        for row in select_in(
+            self.store.conn,
+            "SELECT id, sha256, size, filename, content_type, state FROM attachments "
+            "WHERE id IN ({marks})",
+            attachment_ids,
+        ):
+            found[row[0]] = AttachmentFile(
+                attachment_id=row[0],
+                sha256=row[1],
+                size=row[2],
+                filename=row[3] or f"attachment-{row[0]}",
+                content_type=row[4] or "application/octet-stream",
+                state=row[5],
+            )
         return found
 
-    def _rows(
-        self, attachment_ids: list[str]
-    ) -> dict[str, tuple[str, str | None, str | None, str, str]]:
-        found: dict[str, tuple[str, str | None, str | None, str, str]] = {}
-        for start in range(0, len(attachment_ids), 500):
-            chunk = attachment_ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for attachment_id, *row in self.store.conn.execute(
-                f"SELECT attachment_id, sha256, sent_sha256, upload_uuid, state, created_at "
-                f"FROM uploads WHERE target_project_id = ? AND attachment_id IN ({marks})",
-                (self.project_id, *chunk),
-            ):
-                found[attachment_id] = (row[0], row[1], row[2], row[3], row[4])
-        return found
+    def _rows(self, attachment_ids: list[str]) -> dict[str, UploadRow]:
+        return upload_rows(self.store, self.project_id, attachment_ids)
 
     # -- writing -------------------------------------------------------------------------------
     def _save(self, attachment_id: str, sha256: str, **values: Any) -> None:
-        values["updated_at"] = utc_now()
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
-        with self.store.transaction():
-            self.store.conn.execute(
-                f"INSERT INTO uploads (attachment_id, target_project_id, sha256, {columns}) "
-                f"VALUES (?, ?, ?, {marks}) ON CONFLICT (attachment_id, target_project_id) "
-                f"DO UPDATE SET sha256 = excluded.sha256, {updates}",
-                (attachment_id, self.project_id, sha256, *values.values()),
-            )
+        save_upload(self.store, self.project_id, attachment_id, sha256, **values)
 
     def mark_referenced(self, upload_uuids: Iterable[str]) -> None:
         """Uploads an issue create has consumed (call inside the batch's transaction)."""
-        now = utc_now()
-        for upload_uuid in upload_uuids:
-            self.store.conn.execute(
-                "UPDATE uploads SET state = 'referenced', updated_at = ? "
-                "WHERE target_project_id = ? AND upload_uuid = ?",
-                (now, self.project_id, upload_uuid),
-            )
+        mark_referenced(self.store, self.project_id, upload_uuids)
 
     def forget(self, attachment_ids: Iterable[str], reason: str) -> None:
         """Procore refused these uploads at create (expired, missing): make new ones next."""
-        for attachment_id in attachment_ids:
-            self.store.conn.execute(
-                "UPDATE uploads SET state = 'failed', error = ?, updated_at = ? "
-                "WHERE target_project_id = ? AND attachment_id = ?",
-                (reason, utc_now(), self.project_id, attachment_id),
-            )
+        mark_failed(self.store, self.project_id, attachment_ids, reason)
 
     # -- the work --------------------------------------------------------------------------
     def prepare(self, attachment_ids: Iterable[str]) -> UploadOutcome:

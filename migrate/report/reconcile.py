@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
+from migrate.store.runs import run_rows
+from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
 
 MISMATCH_COLUMNS = (
@@ -274,10 +276,7 @@ def reconcile(
         row["id"]: {**row, "filename": procore_name(row["filename"] or "") or None}
         for row in _rows(store, "SELECT id, filename, sha256 FROM attachments")
     }
-    sent_sha256 = {
-        (row["attachment_id"], row["target_project_id"]): row["sent_sha256"]
-        for row in _rows(store, "SELECT attachment_id, target_project_id, sent_sha256 FROM uploads")
-    }
+    sent_sha256 = sent_sha256s(store)
     checks: list[Check] = []
     mismatches: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
@@ -770,11 +769,7 @@ def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
 
 def _run_history(store: Store) -> list[dict[str, Any]]:
     history = []
-    for row in _rows(
-        store,
-        "SELECT id, command, status, started_at, finished_at, counts, requests, error "
-        "FROM runs ORDER BY id",
-    ):
+    for row in run_rows(store):
         start, end = parse_time(row["started_at"]), parse_time(row["finished_at"])
         requests = json.loads(row["requests"]) if row["requests"] else {}
         total, _ = request_total(requests)
@@ -875,9 +870,10 @@ def _by_location(
 
 def _load_progress(store: Store) -> list[tuple[Any, int]]:
     """Records created so far, after each confirmed batch; starts at 0 when loading began."""
-    first_load = store.conn.execute(
-        "SELECT MIN(started_at) FROM runs WHERE command = 'load'"
-    ).fetchone()[0]
+    first_load = min(
+        (row["started_at"] for row in run_rows(store, "load") if row["started_at"] is not None),
+        default=None,
+    )
     rows = store.conn.execute(
         "SELECT confirmed_at, COALESCE(entities, item_count), kind FROM load_batches "
         "WHERE state = 'confirmed' AND confirmed_at IS NOT NULL ORDER BY confirmed_at"
@@ -909,14 +905,13 @@ def _write_calls_per_minute(store: Store) -> list[tuple[Any, int]]:
 
 def _run_request_rates(store: Store) -> list[tuple[Any, Any, float]]:
     rates = []
-    for started, finished, requests in store.conn.execute(
-        "SELECT started_at, finished_at, requests FROM runs WHERE command = 'load' "
-        "AND finished_at IS NOT NULL AND requests IS NOT NULL ORDER BY id"
-    ):
-        start, end = parse_time(started), parse_time(finished)
+    for row in run_rows(store, "load"):
+        if row["finished_at"] is None or row["requests"] is None:
+            continue
+        start, end = parse_time(row["started_at"]), parse_time(row["finished_at"])
         if start is None or end is None:
             continue
-        total, _ = request_total(json.loads(requests))
+        total, _ = request_total(json.loads(row["requests"]))
         # A run shorter than a minute made all its requests within one minute.
         minutes = max((end - start).total_seconds() / 60, 1.0)
         rates.append((start, end, round(total / minutes, 1)))
@@ -926,11 +921,11 @@ def _run_request_rates(store: Store) -> list[tuple[Any, Any, float]]:
 def _hourly_limit(store: Store) -> tuple[int, bool]:
     """The largest X-Rate-Limit-Limit a load run recorded (the hourly window), else 3600."""
     best = 0
-    for (requests,) in store.conn.execute(
-        "SELECT requests FROM runs WHERE command = 'load' AND requests IS NOT NULL"
-    ):
+    for row in run_rows(store, "load"):
+        if row["requests"] is None:
+            continue
         try:
-            value = json.loads(requests)
+            value = json.loads(row["requests"])
         except ValueError:
             continue
         best = max(best, _limit_in(value))

@@ -54,6 +54,9 @@ from typing import Any
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
+from migrate.store.planned import in_flight_count
+from migrate.store.runs import last_run_row, latest_run_rows, run_rows
+from migrate.store.uploads import uploaded_count
 
 SCHEMA_VERSION = 1
 ENTITIES = ("issue", "checklist_item", "location")
@@ -261,12 +264,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
     deleted_ids, deleted_count = _deleted_after_load(store, target_project_id)
     quota_run, quota_requests, by_endpoint = _quota(store)
     quarantine_open = _scalar(store, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
-    sent = _scalar(
-        store,
-        "SELECT COUNT(*) FROM id_map WHERE state IN ('sent', 'pending')"
-        + _project_clause(target_project_id),
-        _project_params(target_project_id),
-    )
+    sent = in_flight_count(store, target_project_id)
     plan, plan_problem = _plan_counts(store, target_project_id)
     next_command, reason = _next_command(
         stages, running, entities, quarantine_open, sent, attachments, plan, plan_problem
@@ -332,13 +330,10 @@ def _project_params(project_id: int | None) -> tuple[Any, ...]:
 
 
 def _last_runs(store: Store) -> list[StageRun]:
-    rows = store.conn.execute(
-        "SELECT r.id, r.command, r.status, r.started_at, r.finished_at, r.counts, r.error, r.pid "
-        "FROM runs r JOIN (SELECT command, MAX(id) AS id FROM runs GROUP BY command) last "
-        "ON last.id = r.id ORDER BY r.id"
-    ).fetchall()
     stages: list[StageRun] = []
-    for run_id, command, status, started, finished, counts, error, pid in rows:
+    for row in latest_run_rows(store):
+        status, error, pid = row["status"], row["error"], row["pid"]
+        started, finished = row["started_at"], row["finished_at"]
         if status == "running" and not _alive(pid):
             # The process died without recording its end; status must not write, so the row
             # is only shown as interrupted (the next command marks it for real).
@@ -346,13 +341,13 @@ def _last_runs(store: Store) -> list[StageRun]:
             error = error or f"process {pid} ended without finishing this run"
         stages.append(
             StageRun(
-                command=command,
-                run_id=int(run_id),
+                command=row["command"],
+                run_id=int(row["id"]),
                 status=status,
                 started_at=started,
                 finished_at=finished,
                 duration_seconds=_seconds_between(started, finished),
-                counts=_json_or_none(counts),
+                counts=_json_or_none(row["counts"]),
                 error=error,
             )
         )
@@ -364,12 +359,11 @@ def _last_runs(store: Store) -> list[StageRun]:
 def _running_runs(store: Store, stages: list[StageRun]) -> list[tuple[StageRun, int]]:
     by_id = {s.run_id: s for s in stages}
     found: list[tuple[StageRun, int]] = []
-    for run_id, command, started, pid in store.conn.execute(
-        "SELECT id, command, started_at, pid FROM runs WHERE status = 'running' ORDER BY id"
-    ):
+    for row in run_rows(store, status="running"):
+        run_id, pid = row["id"], row["pid"]
         if _alive(pid):
             stage = by_id.get(run_id) or StageRun(
-                command, int(run_id), "running", started, None, None, None, None
+                row["command"], int(run_id), "running", row["started_at"], None, None, None, None
             )
             found.append((stage, int(pid)))
     return found
@@ -478,12 +472,7 @@ def _attachment_counts(store: Store, project_id: int | None) -> dict[str, int]:
             counts["failed"] = int(number)
         elif state == "pending":
             counts["pending_download"] = int(number)
-    counts["uploaded"] = _scalar(
-        store,
-        "SELECT COUNT(*) FROM uploads WHERE state IN ('stored', 'referenced')"
-        + _project_clause(project_id),
-        _project_params(project_id),
-    )
+    counts["uploaded"] = uploaded_count(store, project_id)
     waiting_clause = (
         ""
         if project_id is None
@@ -559,13 +548,11 @@ def _plan_counts(store: Store, project_id: int | None) -> tuple[dict[str, int], 
 
 
 def _quota(store: Store) -> tuple[int | None, int, dict[str, int]]:
-    row = store.conn.execute(
-        "SELECT id, requests FROM runs WHERE command = 'load' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    row = last_run_row(store, "load")
     if row is None:
         return None, 0, {}
-    total, by_endpoint = request_total(_json_or_none(row[1]) or {})
-    return int(row[0]), total, by_endpoint
+    total, by_endpoint = request_total(_json_or_none(row["requests"]) or {})
+    return int(row["id"]), total, by_endpoint
 
 
 def _next_command(

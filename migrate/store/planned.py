@@ -413,3 +413,15 @@ def mark_rejected(
 def mark_unsent(store: Store, entity: str, project_id: int, source_id: str) -> None:
     """A ``sent`` row that turned out never to have reached Procore."""
     _upsert(store, entity, project_id, source_id, state="pending", target_id=None)
+
+
+def in_flight_count(store: Store, project_id: int | None) -> int:
+    """id_map rows sent or pending (a create whose answer is not yet recorded); any project
+    when ``project_id`` is None."""
+    sql = "SELECT COUNT(*) FROM id_map WHERE state IN ('sent', 'pending')"
+    params: tuple[Any, ...] = ()
+    if project_id is not None:
+        sql += " AND target_project_id = ?"
+        params = (project_id,)
+    row = store.conn.execute(sql, params).fetchone()
+    return int(row[0] or 0) if row else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from migrate.errors import StagingNotReady
 from migrate.store.db import Store
+from migrate.store.runs import has_succeeded
 
 __all__ = ["require_prior_stage"]
 
@@ -35,8 +36,4 @@ def require_prior_stage(store: Store, command: str) -> None:
 
 
 def _succeeded(store: Store, command: str) -> bool:
-    return bool(
-        store.conn.execute(
-            "SELECT 1 FROM runs WHERE command = ? AND status = 'succeeded' LIMIT 1", (command,)
-        ).fetchone()
-    )
+    return has_succeeded(store, command)

@@ -199,6 +199,55 @@ def list_runs(store: Store, command: str | None = None, *, status: str | None = 
     return [_row_to_run(row) for row in store.conn.execute(sql + " ORDER BY id", params)]
 
 
+def run_rows(
+    store: Store, command: str | None = None, *, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Every run as stored, oldest first: JSON columns left as text for reports to read."""
+    sql = f"SELECT {_COLUMNS} FROM runs WHERE 1 = 1"
+    params: tuple[Any, ...] = ()
+    if command is not None:
+        sql += " AND command = ?"
+        params += (command,)
+    if status is not None:
+        sql += " AND status = ?"
+        params += (status,)
+    names = _COLUMNS.split(", ")
+    return [
+        dict(zip(names, row, strict=True))
+        for row in store.conn.execute(sql + " ORDER BY id", params)
+    ]
+
+
+def last_run_row(store: Store, command: str) -> dict[str, Any] | None:
+    """The newest run of `command` as stored (JSON columns as text), or None."""
+    row = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE command = ? ORDER BY id DESC LIMIT 1", (command,)
+    ).fetchone()
+    return None if row is None else dict(zip(_COLUMNS.split(", "), row, strict=True))
+
+
+def latest_run_rows(store: Store) -> list[dict[str, Any]]:
+    """The newest run of each command as stored (JSON columns as text), in id order."""
+    names = _COLUMNS.split(", ")
+    prefixed = ", ".join(f"r.{name}" for name in names)
+    rows = store.conn.execute(
+        f"SELECT {prefixed} "
+        "FROM runs r JOIN (SELECT command, MAX(id) AS id FROM runs GROUP BY command) last "
+        "ON last.id = r.id ORDER BY r.id"
+    )
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def has_succeeded(store: Store, command: str) -> bool:
+    """Whether any run of `command` has succeeded."""
+    return (
+        store.conn.execute(
+            "SELECT 1 FROM runs WHERE command = ? AND status = 'succeeded' LIMIT 1", (command,)
+        ).fetchone()
+        is not None
+    )
+
+
 def live_runs(store: Store, command: str, *, besides: int | None = None) -> list[Run]:
     """Runs of `command` still 'running' in a process that is alive (another command, now)."""
     return [
