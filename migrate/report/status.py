@@ -51,10 +51,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_LOCATION
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
-from migrate.store.planned import in_flight_count
+from migrate.store.planned import (
+    in_flight_count,
+    issue_map_state_counts,
+    loaded_then_deleted,
+    map_state_counts,
+    planned_issue_counts,
+    planned_location_count,
+    unloaded_planned_issue_counts,
+    unloaded_planned_location_count,
+)
 from migrate.store.runs import last_run_row, latest_run_rows, run_rows
 from migrate.store.uploads import uploaded_count
 
@@ -86,9 +95,6 @@ CASE
     ELSE entity
 END
 """
-_KIND_OF_ISSUE_ID = (
-    "CASE WHEN source_id LIKE 'checklist_item:%' THEN 'checklist_item' ELSE 'issue' END"
-)
 
 
 @dataclass(frozen=True)
@@ -320,11 +326,6 @@ def _scalar(store: Store, sql: str, params: tuple[Any, ...] = ()) -> int:
     return int(row[0] or 0) if row else 0
 
 
-def _project_clause(project_id: int | None, alias: str = "") -> str:
-    prefix = f"{alias}." if alias else ""
-    return "" if project_id is None else f" AND {prefix}target_project_id = ?"
-
-
 def _project_params(project_id: int | None) -> tuple[Any, ...]:
     return () if project_id is None else (project_id,)
 
@@ -406,45 +407,22 @@ def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, 
     counts["issue"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM issues")
     counts["checklist_item"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM checklist_items")
     counts["location"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM areas")
-    for kind, number in conn.execute(
-        "SELECT source_kind, COUNT(*) FROM planned_issues GROUP BY source_kind"
-    ):
+    for kind, number in planned_issue_counts(store).items():
         if kind in counts:
-            counts[kind]["planned"] = int(number)
-    counts["location"]["planned"] = _scalar(store, "SELECT COUNT(*) FROM planned_locations")
+            counts[kind]["planned"] = number
+    counts["location"]["planned"] = planned_location_count(store)
 
-    project = _project_clause(project_id)
-    params = _project_params(project_id)
-    for kind, state, number in conn.execute(
-        f"SELECT {_KIND_OF_ISSUE_ID}, state, COUNT(*) FROM id_map WHERE entity = ?{project} "
-        "GROUP BY 1, 2",
-        (ENTITY_ISSUE, *params),
-    ):
+    for (kind, state), number in issue_map_state_counts(store, project_id).items():
         if state in ("loaded", "rejected"):
-            counts[kind][state] += int(number)
-    for state, number in conn.execute(
-        f"SELECT state, COUNT(*) FROM id_map WHERE entity = ?{project} GROUP BY state",
-        (ENTITY_LOCATION, *params),
-    ):
+            counts[kind][state] += number
+    for state, number in map_state_counts(store, ENTITY_LOCATION, project_id).items():
         if state in ("loaded", "rejected"):
-            counts["location"][state] += int(number)
+            counts["location"][state] += number
 
-    join = "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id" + _project_clause(
-        project_id, "m"
-    )
-    pending = "(m.state IS NULL OR m.state IN ('pending', 'sent'))"
-    for kind, number in conn.execute(
-        f"SELECT p.source_kind, COUNT(*) FROM planned_issues p {join} WHERE {pending} "
-        "GROUP BY p.source_kind",
-        (ENTITY_ISSUE, *params),
-    ):
+    for kind, number in unloaded_planned_issue_counts(store, project_id).items():
         if kind in counts:
-            counts[kind]["pending"] = int(number)
-    counts["location"]["pending"] = _scalar(
-        store,
-        f"SELECT COUNT(*) FROM planned_locations p {join} WHERE {pending}",
-        (ENTITY_LOCATION, *params),
-    )
+            counts[kind]["pending"] = number
+    counts["location"]["pending"] = unloaded_planned_location_count(store, project_id)
 
     for entity, number in conn.execute(
         f"SELECT {_ENTITY_OF_ROW}, COUNT(*) FROM skipped_records GROUP BY 1"
@@ -491,13 +469,7 @@ def _attachment_counts(store: Store, project_id: int | None) -> dict[str, int]:
 
 
 def _deleted_after_load(store: Store, project_id: int | None) -> tuple[list[str], int]:
-    sql = (
-        "SELECT m.source_id FROM id_map m JOIN issues i ON i.source_id = m.source_id "
-        "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
-        + _project_clause(project_id, "m")
-        + " ORDER BY m.source_id"
-    )
-    ids = [row[0] for row in store.conn.execute(sql, (ENTITY_ISSUE, *_project_params(project_id)))]
+    ids = loaded_then_deleted(store, project_id)
     return ids[:MAX_LISTED_IDS], len(ids)
 
 

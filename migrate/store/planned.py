@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.ids import ENTITY_ISSUE
+from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.jsontext import canonical_json
 from migrate.store.db import Store, select_in, utc_now
 from migrate.store.records import content_hash
@@ -425,3 +425,101 @@ def in_flight_count(store: Store, project_id: int | None) -> int:
         params = (project_id,)
     row = store.conn.execute(sql, params).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+# -- counts for status and reports ---------------------------------------------------------------
+
+#: Issue id map rows carry checklist items too (source ids ``checklist_item:…``).
+_KIND_OF_ISSUE_ID = (
+    "CASE WHEN source_id LIKE 'checklist_item:%' THEN 'checklist_item' ELSE 'issue' END"
+)
+#: A planned row neither loaded nor rejected yet (``sent`` included: a killed load).
+_NOT_YET_LOADED = "(m.state IS NULL OR m.state IN ('pending', 'sent'))"
+
+
+def _project_clause(project_id: int | None, alias: str = "") -> tuple[str, tuple[Any, ...]]:
+    """An ``AND target_project_id = ?`` clause and its parameter; nothing for any project."""
+    if project_id is None:
+        return "", ()
+    prefix = f"{alias}." if alias else ""
+    return f" AND {prefix}target_project_id = ?", (project_id,)
+
+
+def planned_issue_counts(store: Store) -> dict[str, int]:
+    """source kind (issue / checklist_item) -> how many planned_issues rows."""
+    return {
+        kind: int(number)
+        for kind, number in store.conn.execute(
+            "SELECT source_kind, COUNT(*) FROM planned_issues GROUP BY source_kind"
+        )
+    }
+
+
+def planned_location_count(store: Store) -> int:
+    """How many planned_locations rows."""
+    row = store.conn.execute("SELECT COUNT(*) FROM planned_locations").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def issue_map_state_counts(store: Store, project_id: int | None) -> dict[tuple[str, str], int]:
+    """(source kind, state) -> how many issue id_map rows; any project when None."""
+    clause, params = _project_clause(project_id)
+    return {
+        (kind, state): int(number)
+        for kind, state, number in store.conn.execute(
+            f"SELECT {_KIND_OF_ISSUE_ID}, state, COUNT(*) FROM id_map WHERE entity = ?{clause} "
+            "GROUP BY 1, 2",
+            (ENTITY_ISSUE, *params),
+        )
+    }
+
+
+def map_state_counts(store: Store, entity: str, project_id: int | None) -> dict[str, int]:
+    """state -> how many id_map rows of ``entity``; any project when None."""
+    clause, params = _project_clause(project_id)
+    return {
+        state: int(number)
+        for state, number in store.conn.execute(
+            f"SELECT state, COUNT(*) FROM id_map WHERE entity = ?{clause} GROUP BY state",
+            (entity, *params),
+        )
+    }
+
+
+def unloaded_planned_issue_counts(store: Store, project_id: int | None) -> dict[str, int]:
+    """source kind -> planned issues neither loaded nor rejected yet (``sent`` counts)."""
+    clause, params = _project_clause(project_id, "m")
+    return {
+        kind: int(number)
+        for kind, number in store.conn.execute(
+            "SELECT p.source_kind, COUNT(*) FROM planned_issues p LEFT JOIN id_map m "
+            f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED} "
+            "GROUP BY p.source_kind",
+            (ENTITY_ISSUE, *params),
+        )
+    }
+
+
+def unloaded_planned_location_count(store: Store, project_id: int | None) -> int:
+    """Planned locations neither loaded nor rejected yet (``sent`` counts)."""
+    clause, params = _project_clause(project_id, "m")
+    row = store.conn.execute(
+        "SELECT COUNT(*) FROM planned_locations p LEFT JOIN id_map m "
+        f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED}",
+        (ENTITY_LOCATION, *params),
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
+    """Source ids of loaded issues whose source was deleted or voided since, in order."""
+    clause, params = _project_clause(project_id, "m")
+    return [
+        row[0]
+        for row in store.conn.execute(
+            "SELECT m.source_id FROM id_map m JOIN issues i ON i.source_id = m.source_id "
+            "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
+            f"{clause} ORDER BY m.source_id",
+            (ENTITY_ISSUE, *params),
+        )
+    ]
