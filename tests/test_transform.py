@@ -948,10 +948,10 @@ def _killed_mapper(store: Store, context: Any, first: str, last: str) -> Any:
     ("mapper", "said"),
     [
         (_raising_mapper, r"^a transform worker failed \(ValueError: boom\); nothing of this run"),
-        (_exiting_mapper, r"^a transform worker process ended abruptly .*; nothing of this run was kept"),
+        (_exiting_mapper, r"^a transform worker process ended abruptly .*; nothing of this run"),
         pytest.param(
             _killed_mapper,
-            r"^a transform worker process ended abruptly .*; nothing of this run was kept",
+            r"^a transform worker process ended abruptly .*; nothing of this run",
             marks=pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL here"),
         ),
     ],
