@@ -20,8 +20,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "BENCHMARKS.md"
-#: Field endpoints read once per extract: project, reference data, voided ids, status history.
-FIELD_ONE_CALL_ENDPOINTS = 8 + 2
+#: Field endpoints read once per extract: project, reference data (checklist templates
+#: included), voided ids, status history.
+FIELD_ONE_CALL_ENDPOINTS = 9 + 2
 #: Field listing and retrieve page sizes (the API's defaults).
 FIELD_PAGE = 100
 #: Issues per Procore sync call, and rows per Procore list page.
@@ -142,13 +143,17 @@ def field_lower_bound(counts: Mapping[str, int], blobs: int) -> dict[str, int]:
     """The fewest BIM 360 Field requests a full extract can make.
 
     ``counts`` is ``FieldApp.counts()``, ``blobs`` the files downloaded. Listing pages (issues
-    that are not voided, checklists) + retrieve batches of 100 ids + 1 per file + the one-call
+    that are not voided, checklists, checklist headers: deleted checklists included, as the
+    headers carry the deleted flag) + retrieve batches of 100 ids + 1 per file + the one-call
     endpoints; ``with_checklists`` adds one detail call per checklist, which the checklist API
     has no batch read for.
     """
     listed = counts["issues"] - counts["voided_issues"]
     checklists = counts["checklists"]
-    pages = (listed // FIELD_PAGE + 1) + (checklists // FIELD_PAGE + 1)
+    headers = checklists + counts.get("deleted_checklists", 0)
+    pages = (
+        (listed // FIELD_PAGE + 1) + (checklists // FIELD_PAGE + 1) + (headers // FIELD_PAGE + 1)
+    )
     retrieves = math.ceil(counts["issues"] / FIELD_PAGE)
     bound = pages + retrieves + blobs + FIELD_ONE_CALL_ENDPOINTS
     return {

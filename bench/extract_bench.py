@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    FIELD_ONE_CALL_ENDPOINTS,
     REPO,
     append_section,
     field_lower_bound,
@@ -125,6 +126,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
         "second_calls_by_route": second_calls,
         "lower_bound": lower_bound,
         "lower_bound_with_checklists": bound["with_checklists"],
+        "ratio": calls / bound["with_checklists"],
         "requests_per_record": calls / records,
         "bound_per_record": lower_bound / records,
         "records_per_second": records / first["elapsed"],
@@ -164,10 +166,12 @@ def append_benchmarks(figures: dict[str, Any]) -> None:
         f"{figures['second_calls'] / figures['records']:.3f} | – | {second['elapsed']:.1f} | "
         f"{figures['records'] / second['elapsed']:,.0f} | {second['peak_rss_mb']:.0f} MB |",
         "",
-        f"Records = issues + checklists + files. Lower bound = listing pages + retrieve "
-        f"batches (100 ids) + 1 per file + 10 one-call endpoints = "
+        f"Records = issues + checklists + files. Lower bound = listing pages (issues, "
+        f"checklists, checklist headers) + retrieve batches (100 ids) + 1 per file + "
+        f"{FIELD_ONE_CALL_ENDPOINTS} one-call endpoints (checklist templates among them) = "
         f"{figures['lower_bound']:,}; the checklist API has no batch read, so 1 call per "
-        f"checklist comes on top ({figures['lower_bound_with_checklists']:,}). The second run "
+        f"checklist comes on top ({figures['lower_bound_with_checklists']:,}): the first run "
+        f"made {figures['ratio']:.3f}× that. The second run "
         f"made {second['changed']} changes and "
         f"{figures['second_calls_by_route'].get('issues_retrieve', 0)} retrieve / "
         f"{figures['second_calls_by_route'].get('binary_data', 0)} binary_data calls. "
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures['records_per_second']:,.0f} records/s, {figures['calls']:,} Field calls = "
         f"{figures['requests_per_record']:.3f}/record (lower bound "
         f"{figures['bound_per_record']:.3f}; with checklist details "
-        f"{figures['lower_bound_with_checklists'] / figures['records']:.3f}), peak RSS "
+        f"{figures['lower_bound_with_checklists'] / figures['records']:.3f}, ratio "
+        f"{figures['ratio']:.3f}×), peak RSS "
         f"{first['peak_rss_mb']:.0f} MB; re-run without change: "
         f"{figures['second_calls']} calls in {figures['second']['elapsed']:.1f} s",
         flush=True,

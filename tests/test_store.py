@@ -184,6 +184,11 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 5: identity and the writer lock
         "staging_identity",
         "writer_lock",
+        # migration 8: checklist templates and headers
+        "raw_checklist_templates",
+        "raw_checklist_headers",
+        "checklist_templates",
+        "checklist_template_items",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

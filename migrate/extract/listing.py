@@ -49,6 +49,7 @@ def save_page(
     last: bool,
     incomplete: bool,
     endpoint: str,
+    id_key: str = "id",
 ) -> None:
     """Store one page's raw records and move the cursor past it, in one transaction."""
     store = ctx.store
@@ -57,7 +58,7 @@ def save_page(
         records: dict[str, Any] = {}
         where = f"one listing ({endpoint}, again at offset {offset})"
         for record in rows:
-            source_id, problem = record_id(record, entity)
+            source_id, problem = record_id(record, entity, id_key)
             if problem is not None or source_id is None:
                 problems.extend([problem] if problem is not None else [])
             elif source_id in records:
@@ -104,8 +105,10 @@ def extract_listing(
     method: str,
     path: str,
     params: dict[str, Any],
+    id_key: str = "id",
 ) -> None:
-    """Page through a listing from this pass's cursor to the short page."""
+    """Page through a listing from this pass's cursor to the short page (records keyed by
+    ``id_key``)."""
     offset, state = ctx.cursor(cursor)
     if state.get("done"):
         return
@@ -150,6 +153,7 @@ def extract_listing(
                 last=last,
                 incomplete=incomplete,
                 endpoint=endpoint,
+                id_key=id_key,
             )
             ctx.progress.advance(entity, len(rows))
             if last:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -737,13 +737,29 @@ def map_status_history(issue_id: str, changes: Iterable[Any]) -> Mapped:
 # -- checklists ----------------------------------------------------------------------------------
 
 
-def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
+def map_checklist(
+    detail: Mapping[str, Any], source_id: str, definitions: Sequence[Definition] = ()
+) -> Mapped:
     """A checklist's rows: the checklist, sections, items, comments, attachments (checklist,
-    item, signatures) and custom field values."""
+    item, signatures) and custom field values.
+
+    ``definitions`` are the custom fields of the checklist's template in position order: the
+    values join them (:func:`join_custom_field_values`), and a signature a signature field's
+    value names gets that field's id as ``custom_field_id``. Tags and the deleted flag come
+    from the header (:func:`map_checklist_header`), the template item of each item from the
+    template (joined in SQL by ``extract.checklists``).
+    """
     out = Mapped()
     check = _Checker("checklists", source_id, detail, out.problems)
     company = check.mapping(detail.get("company"), "company")
     template = check.mapping(detail.get("template"), "template")
+    source = check.mapping(detail.get("source"), "source")
+    source_type = check.text(source.get("type"), "source.type")
+    if source_type not in (None, "Task", "Equipment"):
+        check.problem(
+            f"checklists {source_id}: source type {_shown(source_type)} is neither Task nor "
+            "Equipment; kept as given"
+        )
     out.add(
         "checklists",
         {
@@ -761,6 +777,9 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
             "company_id": check.ident(company.get("id"), "company.id"),
             "template_id": check.ident(template.get("id"), "template.id"),
             "template_name": check.text(template.get("name"), "template.name"),
+            "source_type": source_type,
+            "source_id": check.ident(source.get("id"), "source.id"),
+            "source_name": check.text(source.get("name"), "source.name"),
             "deleted": 0,
         },
     )
@@ -841,6 +860,16 @@ def map_checklist(detail: Mapping[str, Any], source_id: str) -> Mapped:
                 "value": value_check.text(raw, "value"),
             },
         )
+    values = out.rows.get("checklist_custom_field_values", [])
+    out.extend(join_custom_field_values(source_id, values, list(definitions)))
+    signature_fields = {
+        row["value"]: row["definition_id"]
+        for row in values
+        if row["display_type"] == "signature" and row["value"] and row["definition_id"]
+    }
+    for row in out.rows.get("attachments", []):
+        if row["kind"] == "Signature" and row["id"] in signature_fields:
+            row["custom_field_id"] = signature_fields[row["id"]]
     return out
 
 
@@ -898,4 +927,237 @@ def _map_item(item: Any, checklist_id: str, section_id: str, section_name: str |
     )
     for attachment in check.items(item.get("attachments"), "attachments"):
         out.extend(map_attachment(attachment, "ChecklistItem", item_id))
+    return out
+
+
+# -- checklist templates, headers, sources, custom field definitions --------------------------
+
+
+def map_checklist_template(record: Mapping[str, Any], source_id: str, digest: str) -> Mapped:
+    """A template's row and its items' rows, or no row at all when its structure is broken.
+
+    A template is staged whole or not at all: an inspection template built from half a
+    template would put answers under the wrong questions. Broken structure (sections not a
+    list, a section or item that is not an object, an item without an id or a whole-number
+    position, an item id or position twice) is a Problem and no row; a field of the wrong type
+    (a number where text belongs) is a Problem and the usual repair, as everywhere else.
+    """
+    out = Mapped()
+    fatal: list[Problem] = []
+    check = _Checker("checklist_templates", source_id, record, out.problems)
+    fatal_check = _Checker("checklist_templates", source_id, record, fatal)
+    sections = record.get("sections")
+    if not isinstance(sections, list):
+        fatal_check.problem(
+            f"checklist_templates {source_id}: sections should be a list, got "
+            f"{_kind(sections)}; template not staged"
+        )
+        return Mapped(problems=[*out.problems, *fatal])
+    items: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    seen_positions: set[int] = set()
+    for section_position, section in enumerate(sections):
+        if not isinstance(section, Mapping):
+            fatal_check.problem(
+                f"checklist_templates {source_id}: section {section_position} is "
+                f"{_kind(section)}, not an object; template not staged"
+            )
+            continue
+        section_name = check.text(section.get("section_name"), "section_name")
+        raw_items = section.get("items")
+        if raw_items is not None and not isinstance(raw_items, list):
+            fatal_check.problem(
+                f"checklist_templates {source_id}: items of section {section_position} should "
+                f"be a list, got {_kind(raw_items)}; template not staged"
+            )
+            continue
+        for raw in raw_items or []:
+            item_id, problem = record_id(raw, "checklist_template_items")
+            if problem is not None or item_id is None:
+                fatal_check.problem(
+                    f"checklist_templates {source_id}: an item of section {section_position} "
+                    f"{problem.reason if problem else 'has no id'}; template not staged"
+                )
+                continue
+            item_check = _Checker("checklist_template_items", item_id, raw, out.problems)
+            position = raw.get("position")
+            if isinstance(position, float) and position.is_integer():
+                position = int(position)
+            if not isinstance(position, int) or isinstance(position, bool):
+                fatal_check.problem(
+                    f"checklist_templates {source_id}: item {item_id} has no whole-number "
+                    f"position (got {_kind(position)} {_shown(position)}), so no checklist item "
+                    "can be joined to it; template not staged"
+                )
+                continue
+            if item_id in seen_ids or position in seen_positions:
+                fatal_check.problem(
+                    f"checklist_templates {source_id}: item {item_id} repeats an item id or "
+                    f"position ({position}); template not staged"
+                )
+                continue
+            seen_ids.add(item_id)
+            seen_positions.add(position)
+            possible = raw.get("possible_values")
+            if isinstance(possible, str):
+                parsed = parse_yaml_list(possible)
+                if parsed is None:
+                    item_check.problem(
+                        f"checklist_template_items {item_id}: possible_values is neither a "
+                        "list nor a YAML list; stored as NULL"
+                    )
+                possible = parsed
+            elif possible is not None and not (
+                isinstance(possible, list) and all(isinstance(v, str) for v in possible)
+            ):
+                item_check.problem(
+                    f"checklist_template_items {item_id}: possible_values should be a list "
+                    f"of text, got {_kind(possible)} {_shown(possible)}; stored as NULL"
+                )
+                possible = None
+            items.append(
+                {
+                    "id": item_id,
+                    "template_id": source_id,
+                    "section_position": section_position,
+                    "section_name": section_name,
+                    "position": position,
+                    "display_number": item_check.text(raw.get("display_number"), "display_number"),
+                    "question_text": item_check.text(raw.get("question_text"), "question_text"),
+                    "display_type": item_check.text(raw.get("display_type"), "display_type"),
+                    "possible_values": json_text(possible),
+                }
+            )
+    if fatal:
+        return Mapped(problems=[*out.problems, *fatal])
+    out.add(
+        "checklist_templates",
+        {
+            "id": source_id,
+            "name": check.text(record.get("name"), "name"),
+            "checklist_type": check.text(record.get("checklist_type"), "checklist_type"),
+            "created_at": check.text(record.get("created_at"), "created_at"),
+            "updated_at": check.text(record.get("updated_at"), "updated_at"),
+            "content_hash": digest,
+        },
+    )
+    for item in items:
+        out.add("checklist_template_items", item)
+    return out
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What a checklist header says: the explicit deleted flag, the tags (None = silent), and
+    the checklist row it describes (kept only for a checklist deleted before any extract saw
+    its details, so that the deletion is on record)."""
+
+    deleted: int | None
+    tags: str | None  # JSON list
+    row: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def map_checklist_header(record: Mapping[str, Any], source_id: str) -> tuple[HeaderFacts, Mapped]:
+    """The deleted flag and tags of one /api/get_checklist_headers record.
+
+    ``deleted`` true/false (or 1/0, "true"/"false") is the answer; missing or null says
+    nothing. Tags arrive as text ("level-2,mep", seed 003 says "any tags added") or a list;
+    both become a JSON list, "" an empty one.
+    """
+    out = Mapped()
+    check = _Checker("checklist_headers", source_id, record, out.problems)
+    deleted = check.flag(record.get("deleted"), "deleted")
+    raw_tags = record.get("tags")
+    tags: list[str] | None
+    if raw_tags is None:
+        tags = None
+    elif isinstance(raw_tags, str):
+        tags = [tag.strip() for tag in raw_tags.split(",") if tag.strip()]
+    elif isinstance(raw_tags, list) and all(isinstance(tag, str) for tag in raw_tags):
+        tags = list(raw_tags)
+    else:
+        check.problem(
+            f"checklist_headers {source_id}: tags should be text or a list of text, got "
+            f"{_kind(raw_tags)} {_shown(raw_tags)}; stored as NULL"
+        )
+        tags = None
+    tags_text = None if tags is None else json_text(tags)
+    row = {
+        "id": source_id,
+        **{
+            column: check.text(record.get(column), column)
+            for column in (
+                "identifier",
+                "name",
+                "description",
+                "checklist_type",
+                "status",
+                "priority",
+                "phase",
+                "created_by",
+                "created_at",
+                "updated_at",
+            )
+        },
+        "template_id": check.ident(record.get("checklist_template_id"), "checklist_template_id"),
+        "deleted": 1 if deleted else 0,
+        "tags": tags_text,
+    }
+    return HeaderFacts(deleted, tags_text, row), out
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A custom field definition of a checklist template (a ``custom_fields`` row)."""
+
+    id: str
+    name: str
+    display_type: str | None
+
+
+def join_custom_field_values(
+    checklist_id: str, values: list[dict[str, Any]], definitions: list[Definition]
+) -> Mapped:
+    """Set ``definition_id`` and ``name`` on a checklist's custom field value rows.
+
+    Field's values carry only their own id; they join their definitions (custom_fields of
+    container Checklist and the checklist's template, by ``position``) one to one, in order.
+    When the counts differ the order proves nothing, so no value is joined; a value whose
+    display type differs from its definition's is not joined either. Both are problems; the
+    values are kept with a NULL definition.
+    """
+    out = Mapped()
+    for row in values:
+        row["definition_id"] = None
+        row["name"] = None
+    if not values:
+        return out
+    if len(values) != len(definitions):
+        out.problems.append(
+            Problem(
+                "checklist_custom_field_values",
+                checklist_id,
+                f"checklist {checklist_id} has {len(values)} custom field values but its "
+                f"template defines {len(definitions)} custom fields; values are joined to "
+                "definitions by position, so none is joined (definition_id NULL)",
+                {"values": values, "definitions": [d.id for d in definitions]},
+            )
+        )
+        return out
+    for row, definition in zip(values, definitions, strict=True):
+        if row["display_type"] != definition.display_type:
+            out.problems.append(
+                Problem(
+                    "checklist_custom_field_values",
+                    row["custom_field_id"],
+                    f"checklist {checklist_id}: custom field value {row['custom_field_id']} "
+                    f"is {_shown(row['display_type'])} but the definition at its position, "
+                    f"{definition.id} ({definition.name!r}), is "
+                    f"{_shown(definition.display_type)}; not joined (definition_id NULL)",
+                    row,
+                )
+            )
+            continue
+        row["definition_id"] = definition.id
+        row["name"] = definition.name
     return out

@@ -1,6 +1,7 @@
-"""Reference data: projects, companies, users, areas, issue types, root causes, custom fields and
-issue fields. One call each; the whole answer is saved in one transaction with its cursor, so a
-resumed pass does not ask again. Records gone from an answer are marked deleted.
+"""Reference data: projects, companies, users, areas, issue types, root causes, custom fields,
+issue fields and checklist templates. One call each; the whole answer is saved in one
+transaction with its cursor, so a resumed pass does not ask again. Records gone from an answer
+are marked deleted. Only new and changed records (by content hash) are mapped again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from migrate.extract.normalise import (
     Problem,
     duplicate_id,
     map_areas,
+    map_checklist_template,
     map_company,
     map_custom_field,
     map_issue_fields,
@@ -30,6 +32,11 @@ from migrate.store import Change, mark_missing
 from migrate.store.db import execute_in
 from migrate.store.records import save_raw_batch
 
+#: The BIM 360 Mobile version extract claims: seed 003 serves rich-content checklists (single-
+#: and multi-select items) from /api/templates and /api/get_checklist_headers only "more than
+#: 1.10", and the newest /api/areas "more than 4.7"; this one value is above both.
+MOBILE_APP_VERSION = "4.8"
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -41,6 +48,7 @@ class Reference:
     pk: str | tuple[str, ...]
     id_key: str = "id"
     project_scoped: bool = True
+    params: tuple[tuple[str, str], ...] = ()
 
 
 # Order matters: rows that others reference are written first (users -> companies).
@@ -60,6 +68,16 @@ REFERENCES = (
         "/fieldapi/issues/v1/fields",
         ("field_id", "issue_type_id"),
     ),
+    # Every template, used or not, in one call (there is no cheaper way to learn which ones
+    # changed); only new and changed ones are mapped again. After custom_fields: nothing
+    # references templates, but checklists join both.
+    Reference(
+        "checklist_templates",
+        "raw_checklist_templates",
+        "/api/templates",
+        "id",
+        params=(("application_version", MOBILE_APP_VERSION),),
+    ),
 )
 
 _MAPPERS: dict[str, Callable[[Any, str], Mapped]] = {
@@ -76,8 +94,8 @@ _MAPPERS: dict[str, Callable[[Any, str], Mapped]] = {
 def fetch_reference(session: FieldSession, reference: Reference) -> Any:
     """The endpoint's whole answer (one POST)."""
     if reference.project_scoped:
-        return session.project_call("POST", reference.path)
-    return session.json("POST", reference.path)
+        return session.project_call("POST", reference.path, **dict(reference.params))
+    return session.json("POST", reference.path, dict(reference.params))
 
 
 def split_records(reference: Reference, answer: Any) -> tuple[dict[str, Any], list[Problem]]:
@@ -170,6 +188,20 @@ def save_reference(
             # Depth needs every parent, so the tree is mapped whole when any node changed.
             mapped = map_areas(records) if changed or gone else Mapped()
             execute_in(store.conn, "UPDATE areas SET deleted = 1 WHERE id IN ({marks})", gone)
+        elif reference.entity == "checklist_templates":
+            mapped = Mapped()
+            for source_id, record in changed.items():
+                mapped.extend(map_checklist_template(record, source_id, saved[source_id].digest))
+            # A changed template's items are replaced whole (an item the source dropped must
+            # go). A template that is now malformed keeps its last good rows, and one gone from
+            # the source keeps its rows too: checklists filled from it still need them.
+            staged = [row["id"] for row in mapped.rows.get("checklist_templates", [])]
+            execute_in(
+                store.conn,
+                "DELETE FROM checklist_template_items WHERE template_id IN ({marks})",
+                staged,
+            )
+            save_rows(ctx, mapped, "checklist_template_items", "id", endpoint=endpoint)
         else:
             mapped = Mapped()
             for source_id, record in changed.items():

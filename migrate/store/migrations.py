@@ -619,6 +619,45 @@ _M7_SQL = """
 ALTER TABLE id_map ADD COLUMN title TEXT;  -- title sent at create or last update
 """
 
+# Checklist templates (/api/templates, asked for rich content) with their typed items, the
+# checklist headers (/api/get_checklist_headers: the explicit deleted flag and tags), each
+# checklist's task/equipment source and tags, each checklist item's template item, and each
+# custom field value's definition. Templates gone from the source keep their rows: the
+# checklists filled from them still need them.
+_M8_TEMPLATES = "POST /api/templates (application_version above 1.10)"
+_M8_HEADERS = "POST /api/get_checklist_headers (source_id: completed_checklist_id)"
+_M8_SQL = f"""
+{_raw_table_sql("raw_checklist_templates", _M8_TEMPLATES)}
+{_raw_table_sql("raw_checklist_headers", _M8_HEADERS)}
+CREATE TABLE checklist_templates (       -- /api/templates, rich content included
+    id TEXT PRIMARY KEY,                 -- Field template id
+    name TEXT,
+    checklist_type TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    content_hash TEXT                    -- of the raw_checklist_templates payload this came from
+);
+CREATE TABLE checklist_template_items (
+    id TEXT PRIMARY KEY,                 -- Field template item id
+    template_id TEXT NOT NULL,           -- checklist_templates.id
+    section_position INTEGER NOT NULL,   -- 0-based, order of sections in the template
+    section_name TEXT,
+    position INTEGER NOT NULL,           -- as Field gives it, the key checklist items join on
+    display_number TEXT,
+    question_text TEXT,
+    display_type TEXT,                   -- drop-down, single-select, text ... as Field gives it
+    possible_values TEXT CHECK (possible_values IS NULL OR json_valid(possible_values))
+);
+CREATE INDEX checklist_template_items_template ON checklist_template_items(template_id, position);
+ALTER TABLE checklists ADD COLUMN source_type TEXT;   -- Task or Equipment, NULL without a source
+ALTER TABLE checklists ADD COLUMN source_id TEXT;
+ALTER TABLE checklists ADD COLUMN source_name TEXT;
+ALTER TABLE checklists ADD COLUMN tags TEXT CHECK (tags IS NULL OR json_valid(tags));  -- JSON list
+ALTER TABLE checklist_items ADD COLUMN template_item_id TEXT;  -- same template and position
+ALTER TABLE checklist_custom_field_values ADD COLUMN definition_id TEXT;  -- custom_fields.id
+ALTER TABLE checklist_custom_field_values ADD COLUMN name TEXT;           -- the definition's name
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -628,6 +667,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "uploads_sent_sha256", _M5_SQL),
     Migration(6, "identity_and_writer_lock", _M6_SQL),
     Migration(7, "id_map_title", _M7_SQL),
+    Migration(8, "checklist_templates_and_sources", _M8_SQL),
 ]
 
 
