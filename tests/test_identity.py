@@ -217,6 +217,16 @@ def make_legacy(path: Path) -> None:
         conn.executescript(
             "DROP TABLE staging_identity; DROP TABLE writer_lock; "
             "ALTER TABLE uploads DROP COLUMN sent_sha256; ALTER TABLE id_map DROP COLUMN title; "
+            # migration 8
+            "DROP TABLE raw_checklist_templates; DROP TABLE raw_checklist_headers; "
+            "DROP TABLE checklist_templates; DROP TABLE checklist_template_items; "
+            "ALTER TABLE checklists DROP COLUMN source_type; "
+            "ALTER TABLE checklists DROP COLUMN source_id; "
+            "ALTER TABLE checklists DROP COLUMN source_name; "
+            "ALTER TABLE checklists DROP COLUMN tags; "
+            "ALTER TABLE checklist_items DROP COLUMN template_item_id; "
+            "ALTER TABLE checklist_custom_field_values DROP COLUMN definition_id; "
+            "ALTER TABLE checklist_custom_field_values DROP COLUMN name; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

@@ -270,39 +270,44 @@ def extract_checklist_details(ctx: Context) -> None:
         ctx.progress.finish("checklist details")
 
 
+#: Live checklists not saved this pass whose template's custom field definitions changed (or one
+#: went) this pass.
+_REMAP_SCOPE = """
+    SELECT d.source_id FROM raw_checklist_details d
+      JOIN checklists c ON c.id = d.source_id
+     WHERE c.deleted = 0 AND d.deleted_at_run IS NULL AND d.last_seen_run < ?
+       AND c.template_id IN (
+           SELECT f.container_id FROM custom_fields f
+             JOIN raw_custom_fields r ON r.source_id = f.id
+            WHERE f.container_type = 'Checklist'
+              AND (r.changed_run >= ? OR r.deleted_at_run >= ?))
+     ORDER BY d.source_id
+"""
+
+
 def remap_for_new_definitions(ctx: Context) -> None:
     """Map again, from their stored details, the live checklists of templates whose custom
     field definitions changed this pass and whose details were not saved this pass (those
     were joined to the new definitions already)."""
     conn = ctx.store.conn
-    rows = conn.execute(
-        """
-        SELECT d.source_id, d.payload FROM raw_checklist_details d
-          JOIN checklists c ON c.id = d.source_id
-         WHERE c.deleted = 0 AND d.deleted_at_run IS NULL AND d.last_seen_run < ?
-           AND c.template_id IN (
-               SELECT f.container_id FROM custom_fields f
-                 JOIN raw_custom_fields r ON r.source_id = f.id
-                WHERE f.container_type = 'Checklist'
-                  AND (r.changed_run >= ? OR r.deleted_at_run >= ?))
-         ORDER BY d.source_id
-        """,
-        (ctx.pass_id, ctx.pass_id, ctx.pass_id),
-    ).fetchall()
-    if not rows:
+    ids = [
+        source_id
+        for (source_id,) in conn.execute(_REMAP_SCOPE, (ctx.pass_id, ctx.pass_id, ctx.pass_id))
+    ]
+    if not ids:
         return
-    ctx.note("checklists_remapped", counts={"checklists": len(rows)})
-    for start in range(0, len(rows), SAVE_EVERY * 10):
+    ctx.note("checklists_remapped", counts={"checklists": len(ids)})
+    for start in range(0, len(ids), SAVE_EVERY):
         part = {
             source_id: json.loads(payload)
-            for source_id, payload in rows[start : start + SAVE_EVERY * 10]
+            for source_id, payload in select_in(
+                conn,
+                "SELECT source_id, payload FROM raw_checklist_details WHERE source_id IN ({marks})",
+                ids[start : start + SAVE_EVERY],
+            )
         }
         with ctx.store.transaction():
-            save_checklists(
-                ctx,
-                map_details(conn, part),
-                endpoint="custom field definitions changed: stored GET /fieldapi/checklists/v1/:id",
-            )
+            save_checklists(ctx, map_details(conn, part), endpoint=f"GET {LIST_PATH}/:id (stored)")
             # Joined again below, with every checklist saved this pass.
             conn.executemany(
                 "UPDATE raw_checklist_details SET last_seen_run = ? WHERE source_id = ?",
