@@ -14,6 +14,7 @@ import contextlib
 import json
 import shutil
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ from typing import Any
 import pytest
 import requests
 
+from migrate.extract import extract_from_settings
+from migrate.extract.checklists import SAVE_EVERY
 from migrate.extract.reference import MOBILE_APP_VERSION
+from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.generator import (
     CHECKLIST_ITEM_TYPES,
     KIND_CF_VALUE,
@@ -29,7 +33,18 @@ from migrate.sandbox.generator import (
     GeneratedProject,
 )
 from migrate.sandbox.httpbase import Request, Response, json_response
-from tests.test_extract import PASSWORD, USER, RecordingFieldApp, extract, serve
+from migrate.settings import load_settings
+from tests.test_extract import (
+    ENV,
+    PASSWORD,
+    USER,
+    RecordingFieldApp,
+    extract,
+    serve,
+    snapshot,
+    write_config,
+)
+from tests.test_extract_resume import _kill_when
 
 Change = Callable[[Request, Any], Any]
 
@@ -561,3 +576,47 @@ def test_a_demo_sized_project_stages_every_checklist_case(tmp_path: Path) -> Non
         "Equipment",
     }
     assert one("SELECT count(*) FROM checklist_custom_field_values WHERE name IS NOT NULL")
+
+
+# -- kill -9 in the checklist phase, then resume ---------------------------------------------------
+@pytest.mark.slow
+def test_kill_9_mid_headers_and_details_then_resume_gives_a_clean_runs_db(tmp_path: Path) -> None:
+    project = GeneratedProject(seed=7, issues=400)  # 50 checklists: 3 header pages of 20
+    with serve(project) as app:
+        line = f'project_id = "{project.main.id}"'
+        reference = write_config(tmp_path / "reference", app.url, project_line=line, page_size=20)
+        extract_from_settings(load_settings(reference, env={}), ENV)
+        app.forget()
+        workdir = tmp_path / "killed"
+        config = write_config(workdir, app.url, project_line=line, page_size=20)
+        app.faults.configure(
+            FaultConfig(
+                slow_rate=1.0, slow_seconds=0.05, paths="get_checklist_headers|checklists/v1/"
+            )
+        )
+        _kill_when(app, config, "checklist_headers", 2)
+        cursor = query(
+            workdir,
+            "SELECT position, state FROM cursors WHERE endpoint = ?",
+            ("extract:checklists:headers",),
+        )
+        assert cursor and 0 < cursor[0][0] < 50 and '"done": false' in cursor[0][1]
+        assert query(workdir, "SELECT count(*) FROM raw_checklist_details") == [(0,)]
+
+        _kill_when(app, config, "checklist", SAVE_EVERY + 5)
+        saved = query(workdir, "SELECT count(*) FROM raw_checklist_details")[0][0]
+        assert SAVE_EVERY <= saved < 50
+
+        app.faults.clear()
+        result = extract_from_settings(load_settings(config, env={}), ENV)
+    assert result.completed and result.pass_run_id < result.run_id
+    assert snapshot(workdir / "staging.db") == snapshot(tmp_path / "reference" / "staging.db")
+    # Only details in flight or fetched but not yet stored at the kill were fetched again.
+    fetched = Counter(app.asked_for("checklist"))
+    assert max(fetched.values()) <= 2
+    assert sum(1 for n in fetched.values() if n == 2) <= SAVE_EVERY
+    assert query(
+        workdir,
+        "SELECT count(*) FROM checklist_items i JOIN checklists c ON c.id = i.checklist_id "
+        "WHERE c.deleted = 0 AND i.template_item_id IS NULL",
+    ) == [(0,)]
