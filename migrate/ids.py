@@ -15,6 +15,18 @@ import uuid
 #: rename one.
 ENTITY_ISSUE = "coordination_issue"
 ENTITY_LOCATION = "location"
+#: Procore Inspections (issue 14): source ids are Field ids unless said otherwise.
+ENTITY_INSPECTION_TYPE = "inspection_type"  # source id: the type name, lower case
+ENTITY_RESPONSE_SET = "inspection_response_set"  # source id: the set's name
+ENTITY_INSPECTION_TEMPLATE = "inspection_template"  # company template; Field template id
+ENTITY_TEMPLATE_SECTION = "inspection_template_section"  # "<template id>:<section position>"
+ENTITY_TEMPLATE_ITEM = "inspection_template_item"  # Field template item id
+ENTITY_PROJECT_TEMPLATE = "inspection_project_template"  # Field template id
+ENTITY_INSPECTION = "inspection"  # Field checklist id
+ENTITY_ITEM_RESPONSE = "inspection_item_response"  # Field checklist item id
+ENTITY_ITEM_COMMENT = "inspection_item_comment"  # "<checklist item id>:<comment key>"
+ENTITY_INSPECTION_FILE = "inspection_file"  # attachments.id on the inspection (upload_ids)
+ENTITY_ITEM_FILE = "inspection_item_file"  # attachments.id on an item (multipart)
 #: What `migrate plan` can say about a record (`--show` takes these). Here rather than in
 #: load/plan.py so the CLI can offer them without importing the load package.
 PLAN_KINDS = (

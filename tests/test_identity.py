@@ -227,6 +227,8 @@ def make_legacy(path: Path) -> None:
             "ALTER TABLE checklist_items DROP COLUMN template_item_id; "
             "ALTER TABLE checklist_custom_field_values DROP COLUMN definition_id; "
             "ALTER TABLE checklist_custom_field_values DROP COLUMN name; "
+            # migration 9
+            "DROP TABLE planned_inspections; DROP TABLE planned_inspection_templates; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

@@ -189,6 +189,9 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         "raw_checklist_headers",
         "checklist_templates",
         "checklist_template_items",
+        # migration 9: what transform plans for Procore Inspections
+        "planned_inspection_templates",
+        "planned_inspections",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

@@ -658,6 +658,36 @@ ALTER TABLE checklist_custom_field_values ADD COLUMN definition_id TEXT;  -- cus
 ALTER TABLE checklist_custom_field_values ADD COLUMN name TEXT;           -- the definition's name
 """
 
+# What transform plans for Procore's Inspections tool (issue 14): one company template per Field
+# checklist template (its sections and typed items in the payload), one inspection per Field
+# checklist (header, every item's answer, comments and files in the payload). Load resolves the
+# Procore ids (inspection type, response sets, template, location, vendor, uploads) by the
+# source ids named here and records each write in id_map under the entities of migrate.ids.
+_M9_SQL = """
+CREATE TABLE planned_inspection_templates (  -- one Procore company template per Field template
+    source_id TEXT PRIMARY KEY,          -- checklist_templates.id
+    name TEXT NOT NULL,
+    inspection_type TEXT NOT NULL,       -- Procore inspection type name (inspection_types.csv)
+    payload TEXT NOT NULL CHECK (json_valid(payload)),  -- sections, items, response sets (JSON)
+    payload_hash TEXT NOT NULL,
+    plan_run INTEGER REFERENCES runs(id)
+);
+CREATE TABLE planned_inspections (       -- one Procore inspection per Field checklist
+    source_id TEXT PRIMARY KEY,          -- checklists.id
+    template_source_id TEXT NOT NULL,    -- planned_inspection_templates.source_id
+    identifier TEXT,
+    status TEXT NOT NULL CHECK (status IN ('open', 'in_review', 'closed')),
+    location_source_id TEXT REFERENCES planned_locations(source_id),
+    responsible_contractor TEXT,         -- Procore vendor name load looks up; NULL: none
+    payload TEXT NOT NULL CHECK (json_valid(payload)),  -- list body, items, comments (JSON)
+    attachment_ids TEXT NOT NULL DEFAULT '[]',    -- JSON list: checklist files and signatures
+    attachment_names TEXT NOT NULL DEFAULT '{}',  -- JSON {attachment id: name in Procore}
+    payload_hash TEXT NOT NULL,          -- over payload, location and every file's sha256
+    plan_run INTEGER REFERENCES runs(id)
+);
+CREATE INDEX planned_inspections_template ON planned_inspections(template_source_id);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -668,6 +698,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "identity_and_writer_lock", _M6_SQL),
     Migration(7, "id_map_title", _M7_SQL),
     Migration(8, "checklist_templates_and_sources", _M8_SQL),
+    Migration(9, "planned_inspections", _M9_SQL),
 ]
 
 
