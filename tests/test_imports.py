@@ -155,6 +155,8 @@ SQL_HOMES = {
     "id_map": "migrate.store.planned",
     "planned_issues": "migrate.store.planned",
     "planned_locations": "migrate.store.planned",
+    "planned_inspection_templates": "migrate.store.planned",
+    "planned_inspections": "migrate.store.planned",
     "uploads": "migrate.store.uploads",
     "runs": "migrate.store.runs",
 }
