@@ -549,6 +549,47 @@ class ProcoreClient:
         )
         return cast(dict[str, Any], self._json(response, ISSUES_PATH))
 
+    # -- inspections: read back ---------------------------------------------------------------
+    # Load reads a new inspection's items to answer them; the report reads everything back to
+    # reconcile it with the source. Ids are asked for in chunks, like coordination issues.
+    def _all_by_ids(
+        self, path: str, key: str, ids: Iterable[int] | None, params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        if ids is None:
+            return self._all(path, params)
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start : start + IDS_PER_QUERY]
+            found.extend(self._all(path, {**params, **_filters({key: chunk})}))
+        return found
+
+    def inspections(
+        self, project_id: int, *, ids: Iterable[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The project's inspections (checklist lists), all or those with ``ids``."""
+        return self._all_by_ids(f"{PROJECTS_PATH}/{project_id}/checklist/lists", "id", ids, {})
+
+    def inspection_items(self, project_id: int, list_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The items of the inspections ``list_ids`` (v1.1: ``item_response``, ``type``,
+        ``template_item_id``, ``section_id``)."""
+        path = f"/rest/v1.1/projects/{project_id}/checklist/list_items"
+        return self._all_by_ids(path, "list_id", list_ids, {})
+
+    def inspection_item_comments(
+        self, project_id: int, item_ids: Iterable[int]
+    ) -> list[dict[str, Any]]:
+        """Comments on the inspection items ``item_ids``."""
+        path = f"{PROJECTS_PATH}/{project_id}/checklist/list_item_comments"
+        return self._all_by_ids(path, "item_id", item_ids, {})
+
+    def inspection_item_attachments(
+        self, project_id: int, item_ids: Iterable[int]
+    ) -> list[dict[str, Any]]:
+        """Files on the inspection items ``item_ids`` (``attachment`` holds name and url)."""
+        path = f"{PROJECTS_PATH}/{project_id}/checklist/list_item_attachments"
+        return self._all_by_ids(path, "item_id", item_ids, {})
+
     # -- uploads ------------------------------------------------------------------------------
     def create_upload(self, project_id: int, filename: str, content_type: str) -> Upload:
         """Ask where to store a file; post it with :meth:`put_upload_bytes` within an hour."""
