@@ -21,8 +21,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "BENCHMARKS.md"
 #: Field endpoints read once per extract: project, reference data (checklist templates
-#: included), voided ids, status history.
-FIELD_ONE_CALL_ENDPOINTS = 9 + 2
+#: included), voided ids, status history, the search count that checks the issue listing.
+FIELD_ONE_CALL_ENDPOINTS = 9 + 3
 #: Field listing and retrieve page sizes (the API's defaults).
 FIELD_PAGE = 100
 #: Issues per Procore sync call, and rows per Procore list page.

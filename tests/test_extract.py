@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -25,6 +26,7 @@ from migrate.clients.http import HttpClient, RetryPolicy
 from migrate.errors import ConfigError, CredentialError, StageFailed
 from migrate.extract import ExtractOptions, ExtractResult, extract_from_settings, run
 from migrate.extract import issues as extract_issues
+from migrate.extract.listing import ListingNotWhole
 from migrate.sandbox.faults import FaultConfig, Faults
 from migrate.sandbox.field_server import FieldApp
 from migrate.sandbox.generator import GeneratedProject
@@ -965,3 +967,79 @@ def test_an_unreadable_listing_page_infers_no_deletions(tmp_path: Path) -> None:
     assert reason.startswith(
         "page at offset 0: BIM 360 Field /api/get_issues answered with a body that is not JSON"
     )
+
+
+# -- listing completeness (issue 15 point 3) -------------------------------------------------------
+def staged_issue_ids(workdir: Path, *, deleted: bool = False) -> set[str]:
+    conn = sqlite3.connect(workdir / "staging.db")
+    try:
+        query = "SELECT source_id FROM issues WHERE deleted = ?"
+        return {row[0] for row in conn.execute(query, (int(deleted),))}
+    finally:
+        conn.close()
+
+
+def test_a_login_default_filter_cannot_hide_issues(tmp_path: Path) -> None:
+    project = GeneratedProject(seed=11, issues=150)
+    with serve(project, listing_default="default_filter") as app:
+        # The reading the switch models: asked without default_to_all_issues, a third is hidden.
+        session = FieldSession(HttpClient(app.url, policy=FAST), Secret(USER), Secret(PASSWORD))
+        session.login()
+        session.project_id = project.main.id
+        try:
+            shown = session.project_call("POST", "/api/get_issues", count_only="1")["count"]
+            every = session.project_call(
+                "POST", "/api/get_issues", count_only="1", default_to_all_issues="true"
+            )["count"]
+        finally:
+            session.logout()
+        assert 0 < shown < every
+        result = extract(app, tmp_path)
+        live = app.counts()
+    assert result.completed
+    assert len(staged_issue_ids(tmp_path)) == live["issues"]
+
+
+class HidingFieldApp(RecordingFieldApp):
+    """Lists every issue but those in ``hidden``, whatever the client asks for."""
+
+    hidden: frozenset[str] = frozenset()
+
+    def _get_issues(self, request: Request) -> Response:
+        response = super()._get_issues(request)
+        assert isinstance(response.body, bytes)
+        rows = json.loads(response.body)
+        return json_response([row for row in rows if row["id"] not in self.hidden])
+
+
+def test_a_listing_short_of_the_search_count_stops_and_marks_nothing_deleted(
+    tmp_path: Path,
+) -> None:
+    project = GeneratedProject(seed=12, issues=120)
+    with serve(project, app_class=HidingFieldApp) as app:
+        first = extract(app, tmp_path)
+        assert first.completed
+        before = staged_issue_ids(tmp_path)
+        listed = [r["id"] for r in project.main.iter_issues() if r["fields"]["f--status"] != "Void"]
+        app.hidden = frozenset(listed[:7])
+        with pytest.raises(ListingNotWhole) as stopped:
+            extract(app, tmp_path)
+        # (The hiding shortens a page, which also ends the listing early: fewer still listed.)
+        listed_count = int(re.search(r"listed (\d+) issues", str(stopped.value))[1])  # type: ignore[index]
+        assert listed_count <= len(before) - 7
+        assert f"search counts {len(before)}" in str(stopped.value)
+        assert "migrate extract" in str(stopped.value)
+        # The hidden issues are still live in staging: nothing was taken for deleted.
+        assert staged_issue_ids(tmp_path, deleted=True) == set()
+        assert staged_issue_ids(tmp_path) == before
+        conn = sqlite3.connect(tmp_path / "staging.db")
+        try:
+            problems = [row[0] for row in conn.execute("SELECT reason FROM source_problems")]
+        finally:
+            conn.close()
+        assert any("search counts" in reason for reason in problems)
+        # Once the login sees everything again, the next run lists from the start and finishes.
+        app.hidden = frozenset()
+        again = extract(app, tmp_path)
+    assert again.completed
+    assert staged_issue_ids(tmp_path) == before

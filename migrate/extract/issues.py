@@ -4,7 +4,11 @@ BIM 360 Field has no reliable updated-since filter, so change detection is by co
 
 1. the mobile listing (``/api/get_issues``, 100 a page) is stored in ``raw_issues``; its records
    carry ``updated_at`` and every comment and attachment, so their hash moves on any change;
-2. ``/api/get_voided_issues`` gives the voided ids (the listing leaves voided issues out);
+   it asks for all issues (``default_to_all_issues``) and, before inferring deletions, checks
+   that it plus the voided ids are every issue the search counts, else it stops
+   (ListingNotWhole) rather than take hidden issues for deleted ones;
+2. ``/api/get_voided_issues`` gives the voided ids (the listing leaves voided issues out),
+   read before the listing;
 3. only issues whose listing hash differs from the one their stored details were retrieved
    for (``raw_issue_details.listing_hash``), or that became voided, are retrieved again,
    100 ids a call. This is derived from the DB, so a resumed run retrieves only the rest;
@@ -39,6 +43,7 @@ HISTORY_CURSOR = "issues:history"
 #: Issues whose status history is stored per step (see extract_status_history).
 HISTORY_SLICE = 2000
 RETRIEVE_PATH = "/fieldapi/issues/v1/retrieve"
+SEARCH_PATH = "/fieldapi/issues/v1/search"
 VOIDED_BASIS = "voided"
 
 _ACTIVE_LISTED = "SELECT source_id FROM raw_issues WHERE deleted_at_run IS NULL"
@@ -56,7 +61,41 @@ def extract_issue_listing(ctx: Context) -> None:
         raw_table="raw_issues",
         method="POST",
         path="/api/get_issues",
-        params={"project_id": ctx.project_id},
+        # Without it a login's saved default filter may decide what is listed (seed 003).
+        params={"project_id": ctx.project_id, "default_to_all_issues": "true"},
+        check_whole=lambda: listing_not_whole(ctx),
+    )
+
+
+def listing_not_whole(ctx: Context) -> str | None:
+    """None when the listing plus the voided ids are every issue the search counts.
+
+    The search's default filter is All Issues (seed 003) and includes voided issues, which the
+    mobile listing leaves out (or not: the union counts each issue once either way). Asked
+    after the listing's last page and before anything is marked deleted from it.
+    """
+    if "voided_issues" in ctx.tally.incomplete:
+        ctx.note("listing_unchecked", reason="the voided ids could not be read this pass")
+        return None
+    answer = ctx.session.project_call("POST", SEARCH_PATH, count="1")
+    total = answer.get("count") if isinstance(answer, dict) else None
+    if isinstance(total, str) and total.isdigit():
+        total = int(total)
+    if not isinstance(total, int) or isinstance(total, bool):
+        return (
+            f"BIM 360 Field's issue search answered {str(answer)[:80]!r} where a count was "
+            "expected, so the listing could not be checked."
+        )
+    (listed,) = ctx.store.conn.execute(
+        "SELECT count(*) FROM (SELECT source_id FROM raw_issues WHERE last_seen_run >= ? "
+        f"UNION {_ACTIVE_VOIDED})",
+        (ctx.pass_id,),
+    ).fetchone()
+    if listed == total:
+        return None
+    return (
+        f"BIM 360 Field listed {listed} issues (voided ones included) but its search counts "
+        f"{total}."
     )
 
 
@@ -509,8 +548,8 @@ def refresh_issue_flags(ctx: Context) -> None:
 
 def extract_issues(ctx: Context) -> None:
     """All issue steps of the pass, in order."""
+    extract_voided(ctx)  # first: the listing's completeness check counts the voided ids
     extract_issue_listing(ctx)
-    extract_voided(ctx)
     extract_issue_details(ctx)
     extract_status_history(ctx)
     refresh_issue_flags(ctx)

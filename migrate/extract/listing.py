@@ -13,17 +13,32 @@ records, and the listing goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from migrate.clients.bim360field import FieldSession, MalformedBody
+from migrate.errors import MigrateError
 from migrate.extract.normalise import Problem, duplicate_id, record_id
 from migrate.extract.raw import save_raw_batch
-from migrate.extract.state import Context
+from migrate.extract.state import CURSOR_PREFIX, Context
 from migrate.store import mark_missing
+from migrate.store.cursors import clear_cursors
 from migrate.store.db import select_in
 
 #: After this many unreadable pages in a row the listing gives up for this pass.
 MAX_BAD_PAGES = 3
+
+#: Asked once a listing has read its last page: None when the listing is whole, otherwise why
+#: it is not (a sentence naming the counts). Runs before anything is marked deleted.
+WholeCheck = Callable[[], str | None]
+
+
+class ListingNotWhole(MigrateError):
+    """A finished listing holds fewer (or more) records than the source counts.
+
+    Nothing is marked deleted and the pass is abandoned, so the next run lists again from the
+    start. Exit 1: the staging DB is intact; the login or the source has to change.
+    """
 
 
 def fetch_page(
@@ -106,9 +121,16 @@ def extract_listing(
     path: str,
     params: dict[str, Any],
     id_key: str = "id",
+    check_whole: WholeCheck | None = None,
 ) -> None:
     """Page through a listing from this pass's cursor to the short page (records keyed by
-    ``id_key``)."""
+    ``id_key``).
+
+    With ``check_whole``, the last page is stored without inferring deletions, then the check
+    decides: whole, the missing records are marked deleted as usual; not whole, the pass is
+    abandoned and ListingNotWhole raised (a killed run re-reads an empty last page and checks
+    again).
+    """
     offset, state = ctx.cursor(cursor)
     if state.get("done"):
         return
@@ -143,6 +165,7 @@ def extract_listing(
                 continue
             bad_pages = 0
             last = len(rows) < page_size
+            checked_last = last and check_whole is not None and not incomplete
             save_page(
                 ctx,
                 cursor=cursor,
@@ -150,15 +173,40 @@ def extract_listing(
                 raw_table=raw_table,
                 rows=rows,
                 offset=offset,
-                last=last,
+                last=last and not checked_last,
                 incomplete=incomplete,
                 endpoint=endpoint,
                 id_key=id_key,
             )
             ctx.progress.advance(entity, len(rows))
+            if checked_last:
+                assert check_whole is not None
+                _finish_checked(ctx, cursor, raw_table, entity, endpoint, check_whole())
             if last:
                 break
             offset += len(rows)
         ctx.note("listing_done", entity=entity, counts=dict(ctx.tally.counts[entity]))
     finally:
         ctx.progress.finish(entity)
+
+
+def _finish_checked(
+    ctx: Context, cursor: str, raw_table: str, entity: str, endpoint: str, why_not: str | None
+) -> None:
+    store = ctx.store
+    offset, _state = ctx.cursor(cursor)
+    with store.transaction():
+        if why_not is None:
+            gone = mark_missing(store, raw_table, ctx.pass_id, ctx.run_id)
+            ctx.note("listing_missing", entity=entity, counts={"missing": len(gone)})
+            ctx.set_cursor(cursor, offset, done=True, incomplete=False)
+            return
+        ctx.problems([Problem(entity, None, why_not, None)], endpoint=endpoint)
+        # Records of this pass would read as listed twice if the same pass listed again.
+        clear_cursors(store, CURSOR_PREFIX)
+    ctx.note("listing_not_whole", entity=entity, reason=why_not)
+    raise ListingNotWhole(
+        f"{why_not} Nothing was marked deleted. Make sure the BIM 360 Field login sees every "
+        "issue of the project (no saved default filter, a project role with access to all "
+        "issues), then run `migrate extract` again: it lists from the start."
+    )
