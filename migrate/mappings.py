@@ -249,6 +249,37 @@ class AssigneeDirectory:
         return None, "is not among the project's coordination-issue assignees in Procore"
 
 
+class FieldUsers:
+    """The staged BIM 360 Field users, to read an assignee value written as a user id or a
+    display name ("First Last") as that user's email. Ids and names compare ignoring case."""
+
+    def __init__(self, users: Iterable[Mapping[str, Any]]) -> None:
+        self._by_id: dict[str, str] = {}
+        self._by_name: dict[str, list[str]] = {}
+        for user in users:
+            email = _clean(user.get("email"))
+            if not email:
+                continue
+            if user.get("id"):
+                self._by_id[_key(user["id"])] = email
+            name = _key(f"{_clean(user.get('first_name'))} {_clean(user.get('last_name'))}")
+            if name:
+                self._by_name.setdefault(name, []).append(email)
+
+    def email_for(self, value: str) -> tuple[str | None, str]:
+        """(the user's email, "") for a Field user id or unique display name, else (None, why)."""
+        key = _key(value)
+        email = self._by_id.get(key)
+        if email is not None:
+            return email, ""
+        emails = sorted(set(self._by_name.get(key, ())), key=str.casefold)
+        if len(emails) == 1:
+            return emails[0], ""
+        if emails:
+            return None, f"names several BIM 360 Field users ({', '.join(emails)})"
+        return None, "is not the email, id or name of a staged BIM 360 Field user"
+
+
 @dataclass(frozen=True)
 class Mappings:
     """Validated mapping files. Keys are compared ignoring letter case and extra spaces."""
@@ -336,38 +367,49 @@ class Mappings:
 
     def resolve_assignee(
         self,
-        field_email: str | None,
+        field_value: str | None,
         assignees: AssigneeDirectory | Iterable[Mapping[str, Any]],
+        field_users: FieldUsers | None = None,
     ) -> tuple[int | None, str]:
-        """(Procore assignee id, "") or (None, note explaining why the email cannot be used).
+        """(Procore assignee id, "") or (None, note explaining why the value cannot be used).
 
-        No email gives (None, ""). The caller applies the unresolved-assignee policy to a note.
-        Pass an `AssigneeDirectory` built once per run: building it from a list costs a pass.
+        The value is what Field's assignee field holds: an email, or (display type
+        ``user_id``) a Field user's id, or a display name; the last two are read as that
+        user's email through `field_users`. No value gives (None, ""). Every note starts with
+        the value as Field gave it, so the footer keeps it. The caller applies the
+        unresolved-assignee policy to a note. Pass an `AssigneeDirectory` built once per run:
+        building it from a list costs a pass.
         """
-        email = _clean(field_email)
-        if not email:
+        value = _clean(field_value)
+        if not value:
             return None, ""
         directory = (
             assignees if isinstance(assignees, AssigneeDirectory) else AssigneeDirectory(assignees)
         )
         users_file = self.file("users.csv")
+        email, shown = value, value
+        if not _EMAIL.match(value) and field_users is not None:
+            found, why = field_users.email_for(value)
+            if found is None:
+                return None, f"{value} {why}"
+            email, shown = found, f"{value} ({found})"
         target = self.users.get(email.casefold())
         if target is None:
             person_id, why = directory.find(email)
             if person_id is not None:
                 return person_id, ""
-            return None, f"{email} {why}; add a row for '{email}' to {users_file}"
+            return None, f"{shown} {why}; add a row for '{email}' to {users_file}"
         if target.isdigit():
             if int(target) in directory.ids:
                 return int(target), ""
             return None, (
-                f"{email} is mapped to Procore user {target} in {users_file}, who is not among "
+                f"{shown} is mapped to Procore user {target} in {users_file}, who is not among "
                 "the project's coordination-issue assignees in Procore"
             )
         person_id, why = directory.find(target)
         if person_id is not None:
             return person_id, ""
-        return None, f"{email} is mapped to {target} in {users_file}, which {why}"
+        return None, f"{shown} is mapped to {target} in {users_file}, which {why}"
 
 
 # -- record helpers shared with transform ------------------------------------------------

@@ -11,6 +11,7 @@ from migrate.errors import EXIT_USAGE, ConfigError
 from migrate.mappings import (
     DEFAULT_FILES,
     AssigneeDirectory,
+    FieldUsers,
     MappingError,
     default_mappings,
     field_value,
@@ -255,6 +256,51 @@ def test_assignee_resolution(folder: Path, email: str | None, expected: tuple) -
     mappings = load_mappings(folder)
     assert mappings.resolve_assignee(email, ASSIGNEES) == expected
     assert mappings.resolve_assignee(email, AssigneeDirectory(ASSIGNEES)) == expected
+
+
+FIELD_USERS = FieldUsers(
+    [
+        {"id": "00005e4-a", "email": "ann@example.com", "first_name": "Ann", "last_name": "Lee"},
+        {"id": "00005e4-b", "email": "old@field.com", "first_name": "Bob", "last_name": "Old"},
+        {"id": "00005e4-c", "email": "x@field.com", "first_name": "Sam", "last_name": "Twin"},
+        {"id": "00005e4-d", "email": "y@field.com", "first_name": "sam", "last_name": "twin"},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("00005E4-A", (7001, "")),  # a Field user id (display type user_id), any case
+        ("ann lee", (7001, "")),  # a display name, any case
+        ("Bob Old", (7002, "")),  # the name's email has a users.csv row
+        ("ann@example.com", (7001, "")),  # an email stays an email
+        (
+            "00005e4-zz",
+            (
+                None,
+                "00005e4-zz is not the email, id or name of a staged BIM 360 Field user",
+            ),
+        ),
+        (
+            "Sam Twin",
+            (None, "Sam Twin names several BIM 360 Field users (x@field.com, y@field.com)"),
+        ),
+        (
+            "00005e4-c",
+            (
+                None,
+                "00005e4-c (x@field.com) is not among the project's coordination-issue "
+                "assignees in Procore; add a row for 'x@field.com' to mappings/users.csv",
+            ),
+        ),
+    ],
+)
+def test_assignee_given_as_field_user_id_or_name(folder: Path, value: str, expected: tuple) -> None:
+    """Whatever form the assignee has, it resolves through the Field users; a note keeps it."""
+    write(folder, "users.csv", "field_email,procore\nold@field.com,BOB@example.com\n")
+    mappings = load_mappings(folder)
+    assert mappings.resolve_assignee(value, ASSIGNEES, FIELD_USERS) == expected
 
 
 # -- locations -----------------------------------------------------------------------------

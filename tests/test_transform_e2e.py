@@ -124,7 +124,10 @@ def test_awkward_sandbox_records(pipeline: Pipeline) -> None:
         ).fetchone()
         assert deleted_area == ("location does not exist",)
         assert planned(AWKWARD_ISSUES["missing_area"])["location"] is None
-        assert "assignee_id" in planned(AWKWARD_ISSUES["assignee_case_mismatch"])
+        resolved = planned(AWKWARD_ISSUES["assignee_case_mismatch"])["assignee_id"]
+        # The same person written as a Field user id and as a display name (issue 15).
+        assert planned(AWKWARD_ISSUES["assignee_user_id"])["assignee_id"] == resolved
+        assert planned(AWKWARD_ISSUES["assignee_display_name"])["assignee_id"] == resolved
         unknown = planned(AWKWARD_ISSUES["assignee_unknown"])
         assert "assignee_id" not in unknown
         assert f"Assignee not carried over: {UNKNOWN_ASSIGNEE}" in unknown["description"]
@@ -165,6 +168,7 @@ def test_planned_payloads_pass_the_procore_sync(pipeline: Pipeline) -> None:
         issue = created[item["uuid"]]
         assert issue["title"] == item["title"] and issue["status"] == item["status"]
         assert issue["location_id"] == item.get("location_id")
+        assert issue["assignee_id"] == item.get("assignee_id")
 
 
 def test_offline_reuses_the_snapshot_and_gives_the_same_plan(pipeline: Pipeline) -> None:

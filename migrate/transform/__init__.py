@@ -22,7 +22,13 @@ from typing import IO, Any
 
 from migrate.clients.factory import procore_client
 from migrate.errors import ConfigError, MigrateError
-from migrate.mappings import AssigneeDirectory, Mappings, index_definitions, load_mappings
+from migrate.mappings import (
+    AssigneeDirectory,
+    FieldUsers,
+    Mappings,
+    index_definitions,
+    load_mappings,
+)
 from migrate.quarantine import Held, hold, open_quarantine_count, release_unconfirmed
 from migrate.results import Progress, TransformResult
 from migrate.runlog import RunLog
@@ -302,6 +308,10 @@ def _context(
         target_project_id=target_project_id,
         unresolved_assignee=settings.unresolved_assignee,
         assignees=AssigneeDirectory(read_assignees(store, target_project_id)),
+        field_users=FieldUsers(
+            {"id": row[0], "email": row[1], "first_name": row[2], "last_name": row[3]}
+            for row in conn.execute("SELECT id, email, first_name, last_name FROM users")
+        ),
         area_location=location_plan.area_location,
         area_names=location_plan.area_names,
         deleted_areas=frozenset(location_plan.deleted),

@@ -32,7 +32,14 @@ from typing import Any, NamedTuple
 from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
 from migrate.jsontext import canonical_json, compact_json, default_json
-from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
+from migrate.mappings import (
+    STANDARD_FIELDS,
+    AssigneeDirectory,
+    FieldUsers,
+    Lookup,
+    Mappings,
+    field_value,
+)
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
 from migrate.store.planned import payload_hash_of_json
@@ -60,6 +67,8 @@ class IssueContext:
     target_project_id: int
     unresolved_assignee: str  # unassign | quarantine
     assignees: AssigneeDirectory
+    #: The staged Field users: an assignee written as a user id or a name is read through them.
+    field_users: FieldUsers = field(default_factory=lambda: FieldUsers(()))
     #: Field area id → planned location source_id (live areas that plan).
     area_location: Mapping[str, str] = field(default_factory=dict)
     #: Field area id → node names (display only).
@@ -92,12 +101,14 @@ class IssueContext:
             )
         return writer.describe(record, assignee_note, not_migrated)
 
-    def resolve_assignee(self, email: str) -> tuple[int | None, str]:
-        """Memoised Mappings.resolve_assignee."""
-        key = ("assignee", email)
+    def resolve_assignee(self, value: str) -> tuple[int | None, str]:
+        """Memoised Mappings.resolve_assignee (an email, Field user id or name)."""
+        key = ("assignee", value)
         answer = self._memo.get(key)
         if answer is None:
-            answer = self._memo[key] = self.mappings.resolve_assignee(email, self.assignees)
+            answer = self._memo[key] = self.mappings.resolve_assignee(
+                value, self.assignees, self.field_users
+            )
         return answer
 
     def status_for(self, value: str | None) -> Lookup:
@@ -280,9 +291,9 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     assignee_id: int | None = None
     assignee_note = ""
     assignee_ref = mappings.fields.assignee
-    email = _field_value(record, assignee_ref, definitions) if assignee_ref else None
-    if email:
-        assignee_id, note = context.resolve_assignee(str(email))
+    assignee_value = _field_value(record, assignee_ref, definitions) if assignee_ref else None
+    if assignee_value:
+        assignee_id, note = context.resolve_assignee(str(assignee_value))
         if assignee_id is None:
             if context.unresolved_assignee == "quarantine":
                 problems.add("assignee cannot be resolved", note)
