@@ -551,12 +551,33 @@ def test_due_date_normalised(store: Store, raw: str | None, expected: str | None
 
 
 @pytest.mark.parametrize("raw", ["31/02/2020", "2020-02-30", "next week"])
-def test_unparseable_due_date_is_quarantined_with_the_value(store: Store, raw: str) -> None:
+def test_unparseable_due_date_loads_without_it_and_the_footer_keeps_it(
+    store: Store, raw: str
+) -> None:
+    """Quarantine would hold back a whole issue for one field: it plans, the value is kept."""
     add_issue(store, "due", due_date=raw)
     transform(store)
-    row = held(store, "due")
-    assert row["reason"] == f"due date '{raw}' is not a date"
-    assert "YYYY-MM-DD or MM/DD/YYYY" in row["hint"]
+    row = planned(store, "due")
+    assert row["due_date"] is None and "due_date" not in row["payload"]
+    assert f"Due date (not a date, not sent): {raw}" in row["payload"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "zone", "expected"),
+    [
+        ("2014-10-14T08:54:16+14:00", "UTC", "2014-10-13"),
+        ("2014-10-14T08:54:16.250+0000", "UTC", "2014-10-14"),
+        ("2014-10-14T02:00:00Z", "America/New_York", "2014-10-13"),
+        ("2014-10-14T08:54:16+14:00", "Pacific/Kiritimati", "2014-10-14"),
+        ("2011-02-07 23:37:21 EST", "UTC", "2011-02-08"),
+    ],
+)
+def test_due_date_times_become_the_day_in_the_stated_time_zone(
+    store: Store, raw: str, zone: str, expected: str
+) -> None:
+    add_issue(store, "due", due_date=raw)
+    transform(store, time_zone=zone)
+    assert planned(store, "due")["payload"]["due_date"] == expected
 
 
 def test_only_stored_files_are_planned_as_attachments(store: Store) -> None:

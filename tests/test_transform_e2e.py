@@ -11,9 +11,16 @@ import pytest
 
 from migrate.clients.procore import ProcoreClient
 from migrate.extract import extract_from_settings
+from migrate.load.plan import compute_plan
 from migrate.mappings import write_default_mappings
 from migrate.results import TransformResult
-from migrate.sandbox.generator import AWKWARD_AREA_NAME, AWKWARD_ISSUES, UNKNOWN_ASSIGNEE
+from migrate.sandbox.generator import (
+    AWKWARD_AREA_NAME,
+    AWKWARD_ISSUES,
+    DUE_DATE_TIME,
+    DUE_DATE_UNREADABLE,
+    UNKNOWN_ASSIGNEE,
+)
 from migrate.sandbox.runner import Sandbox
 from migrate.settings import (
     MappingsSettings,
@@ -132,6 +139,19 @@ def test_awkward_sandbox_records(pipeline: Pipeline) -> None:
         assert "assignee_id" not in unknown
         assert f"Assignee not carried over: {UNKNOWN_ASSIGNEE}" in unknown["description"]
         assert len(planned(AWKWARD_ISSUES["long_description"])["title"]) <= 80
+        # A date-time is the day in [transform] time_zone (UTC); an unreadable one stays in text.
+        assert DUE_DATE_TIME.startswith("2014-10-14T")
+        assert planned(AWKWARD_ISSUES["due_date_time"])["due_date"] == "2014-10-13"
+        unreadable = planned(AWKWARD_ISSUES["due_date_unreadable"])
+        assert "due_date" not in unreadable
+        kept = f"Due date (not a date, not sent): {DUE_DATE_UNREADABLE}"
+        assert kept in unreadable["description"]
+        identifier = store.conn.execute(
+            "SELECT identifier FROM issues WHERE source_id = ?",
+            (project.issue_id(AWKWARD_ISSUES["due_date_unreadable"]),),
+        ).fetchone()[0]
+        warnings = compute_plan(store, pipeline.settings.target.project_id).warnings
+        assert any("not a date" in w and identifier in w for w in warnings), warnings
         paths = [
             json.loads(row[0]) for row in store.conn.execute("SELECT path FROM planned_locations")
         ]
@@ -169,6 +189,7 @@ def test_planned_payloads_pass_the_procore_sync(pipeline: Pipeline) -> None:
         assert issue["title"] == item["title"] and issue["status"] == item["status"]
         assert issue["location_id"] == item.get("location_id")
         assert issue["assignee_id"] == item.get("assignee_id")
+        assert issue["due_date"] == item.get("due_date")
 
 
 def test_offline_reuses_the_snapshot_and_gives_the_same_plan(pipeline: Pipeline) -> None:

@@ -52,11 +52,14 @@ from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import (
     id_map_rows,
     loaded_count,
+    planned_issue_type_counts,
+    planned_issues_with_footer_label,
     planned_locations,
     planned_titles,
     skipped_records,
 )
 from migrate.store.runs import last_run
+from migrate.transform.description import UNSENT_DUE_DATE
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.
@@ -345,6 +348,45 @@ def _add_warnings(store: Store, plan: Plan) -> None:
             f"extract run {newer.id} finished after transform run {plan.transform_run_id}: "
             "run `migrate transform` so the plan includes its changes"
         )
+    plan.warnings.extend(transform_warnings(store))
+
+
+#: Issues are listed by identifier in a warning up to this many; past it, "and N more".
+LISTED_IN_A_WARNING = 10
+#: Share of planned Field issues above which one catch-all issue type earns a warning.
+CATCH_ALL_SHARE = 0.5
+#: Procore issue types that say nothing about the issue (the default row *,* sends "other").
+CATCH_ALL_TYPES = ("other", "")
+
+
+def transform_warnings(store: Store) -> list[str]:
+    """What transform kept out of Procore's fields (issue 15): values that stay in the text
+    only, and an issue-type mapping that files most issues under one catch-all type."""
+    warnings = []
+    unsent_due = planned_issues_with_footer_label(store, UNSENT_DUE_DATE)
+    if unsent_due:
+        warnings.append(
+            f"{len(unsent_due)} issue(s) have a due date that is not a date: they load without "
+            f"one and keep it in the description ({_listed(unsent_due)}); fix the date in BIM "
+            "360 Field and run extract again"
+        )
+    types = planned_issue_type_counts(store)
+    total = sum(types.values())
+    for issue_type in CATCH_ALL_TYPES:
+        share = types.get(issue_type, 0) / total if total else 0.0
+        if share > CATCH_ALL_SHARE:
+            shown = f"issue type '{issue_type}'" if issue_type else "no issue type"
+            warnings.append(
+                f"{types[issue_type]} of {total} issues ({share:.0%}) get {shown}: add rows "
+                "for their BIM 360 Field categories and types to mappings/issue_types.csv"
+            )
+    return warnings
+
+
+def _listed(issues: list[tuple[str, str | None]]) -> str:
+    shown = [identifier or source_id for source_id, identifier in issues[:LISTED_IN_A_WARNING]]
+    more = len(issues) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _last_transform(store: Store) -> tuple[int, int | None] | None:

@@ -523,3 +523,30 @@ def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
             (ENTITY_ISSUE, *params),
         )
     ]
+
+
+# -- issue 15, losses inside transform: what the plan lists about planned issues --------------
+
+
+def planned_issues_with_footer_label(store: Store, label: str) -> list[tuple[str, str | None]]:
+    """(source_id, identifier) of planned issues whose description has a ``label:`` line."""
+    return [
+        (str(row[0]), row[1])
+        for row in store.conn.execute(
+            "SELECT source_id, identifier FROM planned_issues "
+            "WHERE instr(payload, ?) > 0 ORDER BY source_id",
+            (json.dumps(f"{label}: ")[1:-1],),
+        )
+    ]
+
+
+def planned_issue_type_counts(store: Store, source_kind: str = "issue") -> dict[str, int]:
+    """Procore issue type (or "" for none) -> planned issues of `source_kind` with it."""
+    return {
+        str(issue_type or ""): int(number)
+        for issue_type, number in store.conn.execute(
+            "SELECT issue_type, COUNT(*) FROM planned_issues WHERE source_kind = ? "
+            "GROUP BY issue_type",
+            (source_kind,),
+        )
+    }

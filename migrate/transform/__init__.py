@@ -324,6 +324,7 @@ def _context(
         },
         custom_field_definitions=index_definitions(definitions),
         field_project_id=field_project_id(store),
+        time_zone=settings.zone(),
     )
 
 

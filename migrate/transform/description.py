@@ -28,6 +28,8 @@ from migrate.mappings import (
 )
 
 FOOTER_HEADING = "From BIM 360 Field"
+#: Footer labels of values Procore did not take; `migrate plan` finds the issues by them.
+UNSENT_DUE_DATE = "Due date (not a date, not sent)"
 SEPARATOR = "---"
 INDENT = "  "
 
@@ -106,8 +108,10 @@ class DescriptionWriter:
         record: Mapping[str, Any],
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+        unsent: Iterable[tuple[str, str]] = (),
     ) -> str:
-        """The description of `record` (see `build_description`)."""
+        """The description of `record` (see `build_description`); `unsent`: (label, value)
+        footer lines for values Procore did not take."""
         if self._body_key is not None:
             raw_body = record.get(self._body_key)
         else:
@@ -116,7 +120,7 @@ class DescriptionWriter:
         footer = "\n".join(
             [
                 FOOTER_HEADING,
-                *self.footer_lines(record, assignee_note, attachments_not_migrated),
+                *self.footer_lines(record, assignee_note, attachments_not_migrated, unsent),
             ]
         )
         if not body:
@@ -128,6 +132,7 @@ class DescriptionWriter:
         record: Mapping[str, Any],
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+        unsent: Iterable[tuple[str, str]] = (),
     ) -> list[str]:
         """The footer below its heading, one item per line (multi-line values indented)."""
         lines: list[str] = []
@@ -156,6 +161,8 @@ class DescriptionWriter:
         if record.get("voided"):
             lines.append("Voided in BIM 360 Field: yes")
         _add(lines, "Assignee not carried over: ", assignee_note)
+        for label, value in unsent:
+            _add(lines, _prefix(label), value)
 
         custom = self._custom_lines(record.get("custom_fields"))
         if custom:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any, NamedTuple
 
 from migrate.errors import MigrateError
@@ -43,7 +44,7 @@ from migrate.mappings import (
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
 from migrate.store.planned import payload_hash_of_json
-from migrate.transform.description import DescriptionWriter, clean_text
+from migrate.transform.description import UNSENT_DUE_DATE, DescriptionWriter, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
 
@@ -81,6 +82,8 @@ class IssueContext:
     issue_types: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     custom_field_definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     field_project_id: str | None = None
+    #: The zone whose calendar day a due date-time becomes ([transform] time_zone).
+    time_zone: tzinfo = UTC
     run_id: int = 0
     # A project has few distinct statuses, priorities, types and emails: ask the mappings
     # once per value, not once per record.
@@ -92,14 +95,16 @@ class IssueContext:
         record: Mapping[str, Any],
         assignee_note: str,
         not_migrated: Sequence[Mapping[str, Any]],
+        unsent: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """The description (Field text and footer) of a staged issue."""
+        """The description (Field text and footer) of a staged issue; `unsent` holds
+        (label, value) of values Procore did not take (kept as footer lines)."""
         writer = self._description_writer
         if writer is None:
             writer = self._description_writer = DescriptionWriter(
                 self.mappings, self.custom_field_definitions
             )
-        return writer.describe(record, assignee_note, not_migrated)
+        return writer.describe(record, assignee_note, not_migrated, unsent)
 
     def resolve_assignee(self, value: str) -> tuple[int | None, str]:
         """Memoised Mappings.resolve_assignee (an email, Field user id or name)."""
@@ -280,13 +285,10 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     definitions = context.custom_field_definitions
     due_ref = mappings.fields.due_date
     due_raw = _field_value(record, due_ref, definitions) if due_ref else None
-    due_date, due_ok = normalise_due_date(due_raw)
-    if not due_ok:
-        problems.add(
-            f"due date '{due_raw}' is not a date",
-            f"fix the due date in BIM 360 Field (YYYY-MM-DD or MM/DD/YYYY) and run extract "
-            f"again, or send {due_ref} to the footer in {mappings.file('fields.csv')}",
-        )
+    due_date, due_ok = normalise_due_date(due_raw, context.time_zone)
+    # Not a date: the issue still loads, without a due date; the footer keeps the value and
+    # `migrate plan` lists the issue (see UNSENT_DUE_DATE).
+    unsent = [(UNSENT_DUE_DATE, str(due_raw))] if not due_ok else []
 
     assignee_id: int | None = None
     assignee_note = ""
@@ -308,7 +310,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     if problems:
         return problems.rejected(source_id)
 
-    description = context.describe(record, assignee_note, not_migrated)
+    description = context.describe(record, assignee_note, not_migrated, unsent)
     payload: dict[str, Any] = {
         "uuid": issue_uuid(context.target_project_id, source_id),
         "title": title,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Container, Mapping
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from migrate.mappings import PROCORE_ISSUE_TYPES, PROCORE_PRIORITIES, PROCORE_STATUSES
@@ -36,18 +36,36 @@ ORIGIN_KEYS = ("origin_type", "origin_id", "title", "deep_link_url")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # The shapes BIM 360 Field writes dates and times in (API reference, seed 003): date-only
-# values, "2013-06-04 13:00:17 -0400", ISO-8601 with T and Z/offset, "2011-02-07 12:37:21 EST",
-# and the US "06/05/2013" that date custom fields and checklist responses use. A time part is
-# dropped as written: a due date is a calendar day, not an instant, so no time zone shift.
+# values, "2013-06-04 13:00:17 -0400", ISO-8601 with T, fractional seconds and Z/offset
+# ("2014-10-14T08:54:16+14:00", "+0000"), "2011-02-07 12:37:21 EST", and the US "06/05/2013"
+# that date custom fields and checklist responses use. A value with a time and an offset is an
+# instant: its calendar day is the one in the run's time zone ([transform] time_zone). A time
+# without an offset is taken as written (a local time has no other day to shift to).
 _YMD = re.compile(
-    r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
-    r"\s*(?:Z|[+-]\d{2}:?\d{2}|[A-Z]{2,5})?)?$"
+    r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2}|[A-Z]{2,5})?)?$"
 )
 _MDY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+#: The zone abbreviations BIM 360 Field writes (US service); others are not guessed at.
+_ABBREVIATIONS = {
+    "UTC": 0,
+    "GMT": 0,
+    "EST": -5,
+    "EDT": -4,
+    "CST": -6,
+    "CDT": -5,
+    "MST": -7,
+    "MDT": -6,
+    "PST": -8,
+    "PDT": -7,
+}
 
 
-def normalise_due_date(value: Any) -> tuple[str | None, bool]:
-    """(``YYYY-MM-DD`` or None, ok). None with ok=True means "no due date"; ok=False: unreadable."""
+def normalise_due_date(value: Any, zone: tzinfo = UTC) -> tuple[str | None, bool]:
+    """(``YYYY-MM-DD`` or None, ok). None with ok=True means "no due date"; ok=False: unreadable.
+
+    A date-time with an offset becomes its calendar day in `zone`.
+    """
     if value is None:
         return None, True
     text = str(value).strip()
@@ -61,7 +79,10 @@ def normalise_due_date(value: Any) -> tuple[str | None, bool]:
         return text, True
     match = _YMD.match(text)
     if match:
-        year, month, day = (int(part) for part in match.groups())
+        year, month, day = (int(part) for part in match.groups()[:3])
+        hour, minute, second, offset = match.groups()[3:]
+        if offset is not None:
+            return _day_in_zone(year, month, day, (hour, minute, second), offset, zone)
     else:
         match = _MDY.match(text)
         if not match:
@@ -70,6 +91,41 @@ def normalise_due_date(value: Any) -> tuple[str | None, bool]:
     try:
         return date(year, month, day).isoformat(), True
     except ValueError:
+        return None, False
+
+
+def _day_in_zone(
+    year: int,
+    month: int,
+    day: int,
+    clock: tuple[str, str, str | None],
+    offset: str,
+    zone: tzinfo,
+) -> tuple[str | None, bool]:
+    if offset == "Z":
+        minutes = 0
+    elif offset[0] in "+-":
+        digits = offset[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:])
+        if offset[0] == "-":
+            minutes = -minutes
+    elif offset in _ABBREVIATIONS:
+        minutes = _ABBREVIATIONS[offset] * 60
+    else:
+        return None, False
+    hour, minute, second = clock
+    try:
+        moment = datetime(
+            year,
+            month,
+            day,
+            int(hour),
+            int(minute),
+            int(second or 0),
+            tzinfo=timezone(timedelta(minutes=minutes)),
+        )
+        return moment.astimezone(zone).date().isoformat(), True
+    except (ValueError, OverflowError):
         return None, False
 
 
