@@ -603,6 +603,41 @@ def test_only_stored_files_are_planned_as_attachments(store: Store) -> None:
     assert "later.jpg: not downloaded yet" in row["payload"]["description"]
 
 
+def test_file_captions_and_tags_stay_beside_the_file_in_the_description(store: Store) -> None:
+    """Procore attachments take no caption or tags: the file's line in the footer keeps them."""
+    add_issue(
+        store,
+        "cap",
+        attachments=[
+            {
+                "id": "p1",
+                "filename": "IMG_0001.jpg",
+                "state": "stored",
+                "sha256": "ab" * 32,
+                "size": 3,
+                "caption": "before repair",
+                "tags": "punch,level-2",
+            },
+            {
+                "id": "p2",
+                "filename": "IMG_0002.jpg",
+                "state": "stored",
+                "sha256": "cd" * 32,
+                "size": 3,
+            },
+            {"id": "p3", "filename": "IMG_0003.jpg", "state": "pending", "caption": "overview"},
+        ],
+    )
+    transform(store)
+    text = planned(store, "cap")["payload"]["description"]
+    assert 'Files:\n  IMG_0001.jpg: caption "before repair"; tags punch, level-2' in text
+    assert "IMG_0002.jpg" not in text  # nothing to keep beside it
+    assert (
+        "IMG_0003.jpg: not downloaded yet (run `migrate extract` to fetch it); caption "
+        '"overview"' in text
+    )
+
+
 # -- locations ----------------------------------------------------------------------------------
 
 

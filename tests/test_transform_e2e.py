@@ -158,6 +158,23 @@ def test_awkward_sandbox_records(pipeline: Pipeline) -> None:
         assert any(path[-1] == AWKWARD_AREA_NAME for path in paths)  # one node, not split
 
 
+def test_every_staged_caption_and_tag_is_in_its_issue_description(pipeline: Pipeline) -> None:
+    with pipeline.store() as store:
+        rows = store.conn.execute(
+            "SELECT a.filename, a.caption, a.tags, p.payload FROM attachments a "
+            "JOIN planned_issues p ON p.source_id = a.container_id AND p.source_kind = 'issue' "
+            "WHERE a.container_type = 'Issue' AND (a.caption <> '' OR a.tags <> '')"
+        ).fetchall()
+    assert len(rows) > 20
+    for filename, caption, tags, payload in rows:
+        description = json.loads(payload)["description"]
+        line = next(line for line in description.splitlines() if line.startswith(f"  {filename}:"))
+        if caption:
+            assert f'caption "{caption}"' in line
+        for tag in filter(None, (tags or "").split(",")):
+            assert tag in line
+
+
 def test_planned_payloads_pass_the_procore_sync(pipeline: Pipeline) -> None:
     """Resolve locations through find_or_create_by_path, then send every payload for real."""
     project_id = pipeline.settings.target.project_id

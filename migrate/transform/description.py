@@ -109,9 +109,11 @@ class DescriptionWriter:
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
         unsent: Iterable[tuple[str, str]] = (),
+        files: Iterable[Mapping[str, Any]] = (),
     ) -> str:
         """The description of `record` (see `build_description`); `unsent`: (label, value)
-        footer lines for values Procore did not take."""
+        footer lines for values Procore did not take; `files`: [{name, caption, tags}] of
+        migrated files (Procore attachments have no caption or tags)."""
         if self._body_key is not None:
             raw_body = record.get(self._body_key)
         else:
@@ -120,7 +122,9 @@ class DescriptionWriter:
         footer = "\n".join(
             [
                 FOOTER_HEADING,
-                *self.footer_lines(record, assignee_note, attachments_not_migrated, unsent),
+                *self.footer_lines(
+                    record, assignee_note, attachments_not_migrated, unsent, files
+                ),
             ]
         )
         if not body:
@@ -133,6 +137,7 @@ class DescriptionWriter:
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
         unsent: Iterable[tuple[str, str]] = (),
+        files: Iterable[Mapping[str, Any]] = (),
     ) -> list[str]:
         """The footer below its heading, one item per line (multi-line values indented)."""
         lines: list[str] = []
@@ -174,6 +179,8 @@ class DescriptionWriter:
         history = record.get("status_history")
         if history:
             lines += _section("Status history", _history_lines(history))
+        if files:
+            lines += _section("Files", _attachment_lines(files))
         if attachments_not_migrated:
             lines += _section(
                 "Attachments not migrated", _attachment_lines(attachments_not_migrated)
@@ -347,11 +354,18 @@ def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _attachment_lines(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``name: reason; caption "…"; tags a, b`` per file (a migrated file has no reason)."""
     lines: list[str] = []
     for attachment in attachments:
         name = _text(attachment.get("name")) or "(unnamed)"
-        reason = _text(attachment.get("reason"))
-        lines += _item(name, reason or "not migrated", INDENT)
+        parts = [_text(attachment.get("reason"))]
+        caption, tags = _text(attachment.get("caption")), _text(attachment.get("tags"))
+        if caption:
+            parts.append(f'caption "{caption}"')
+        if tags:
+            parts.append(f"tags {tags}")
+        text = "; ".join(part for part in parts if part)
+        lines += _item(name, text or "not migrated", INDENT)
     return lines
 
 

@@ -96,15 +96,17 @@ class IssueContext:
         assignee_note: str,
         not_migrated: Sequence[Mapping[str, Any]],
         unsent: Sequence[tuple[str, str]] = (),
+        files: Sequence[Mapping[str, str]] = (),
     ) -> str:
         """The description (Field text and footer) of a staged issue; `unsent` holds
-        (label, value) of values Procore did not take (kept as footer lines)."""
+        (label, value) of values Procore did not take (kept as footer lines), `files` the
+        migrated files' captions and tags (see `described_files`)."""
         writer = self._description_writer
         if writer is None:
             writer = self._description_writer = DescriptionWriter(
                 self.mappings, self.custom_field_definitions
             )
-        return writer.describe(record, assignee_note, not_migrated, unsent)
+        return writer.describe(record, assignee_note, not_migrated, unsent, files)
 
     def resolve_assignee(self, value: str) -> tuple[int | None, str]:
         """Memoised Mappings.resolve_assignee (an email, Field user id or name)."""
@@ -310,7 +312,8 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     if problems:
         return problems.rejected(source_id)
 
-    description = context.describe(record, assignee_note, not_migrated, unsent)
+    files = described_files(record.get("attachments") or (), attachment_ids)
+    description = context.describe(record, assignee_note, not_migrated, unsent, files)
     payload: dict[str, Any] = {
         "uuid": issue_uuid(context.target_project_id, source_id),
         "title": title,
@@ -440,7 +443,7 @@ def split_attachments(
     """(ids to upload at create, their sha256 in the same order, [{name, reason}] for the rest).
 
     Only stored files go to Procore; links, signatures and files that are not downloaded are
-    listed in the description footer with the reason.
+    listed in the description footer with the reason (and their caption and tags).
     """
     if not attachments:
         return [], [], []
@@ -455,8 +458,37 @@ def split_attachments(
         if str(attachment["id"]) in migrated:
             continue
         name = attachment.get("filename") or str(attachment["id"])
-        not_migrated.append({"name": name, "reason": _not_migrated_reason(attachment)})
+        not_migrated.append(
+            {"name": name, "reason": _not_migrated_reason(attachment), **_notes(attachment)}
+        )
     return [i for i, _ in files], [h for _, h in files], not_migrated
+
+
+def described_files(
+    attachments: Sequence[Mapping[str, Any]], migrated_ids: Sequence[str]
+) -> list[dict[str, str]]:
+    """[{name, caption, tags}] of the migrated files that have a caption or tags: Procore's
+    attachments take neither, so the description keeps them beside the file's name."""
+    if not migrated_ids:
+        return []
+    migrated = set(migrated_ids)
+    return [
+        {"name": attachment.get("filename") or str(attachment["id"]), **notes}
+        for attachment in sorted(attachments, key=lambda a: str(a["id"]))
+        if str(attachment["id"]) in migrated and (notes := _notes(attachment))
+    ]
+
+
+def _notes(attachment: Mapping[str, Any]) -> dict[str, str]:
+    """The attachment's caption and tags (comma-separated in Field), where it has them."""
+    notes = {}
+    caption = _clean(attachment.get("caption"))
+    if caption:
+        notes["caption"] = caption
+    tags = [tag.strip() for tag in str(attachment.get("tags") or "").split(",") if tag.strip()]
+    if tags:
+        notes["tags"] = ", ".join(tags)
+    return notes
 
 
 _FAILURES = {
@@ -637,8 +669,11 @@ def attach_children(store: Store, records: list[dict[str, Any]], first: str, las
         url,
         error,
         failure,
+        caption,
+        tags,
     ) in conn.execute(
-        "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure "
+        "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure, "
+        "caption, tags "
         "FROM attachments WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
         "ORDER BY container_id, id",
         bounds,
@@ -653,6 +688,8 @@ def attach_children(store: Store, records: list[dict[str, Any]], first: str, las
                 "source_url": url,
                 "error": error,
                 "failure": failure,
+                "caption": caption,
+                "tags": tags,
             }
         )
 
