@@ -115,9 +115,18 @@ Critical,critical
 # The most specific row wins: category and type / category and * / * and type / * and *.
 # procore_issue_type: building_code / existing_condition / clash / other / coordination /
 # constructability / client_feedback / requirement_change / design_review
+# Field's standard categories: work found incomplete or faulty (Punch List, Work List,
+# Commissioning) is constructability; conformance to specification, code and safety rules
+# (QA/QC, Safety) is building_code. `migrate plan` warns when most issues end up as other.
 category,type,procore_issue_type
 Coordination,*,coordination
 Design,*,design_review
+Clash,*,clash
+Punch List,*,constructability
+Work List,*,constructability
+Commissioning,*,constructability
+QA/QC,*,building_code
+Safety,*,building_code
 *,Clash,clash
 *,Code Violation,building_code
 *,Existing Condition,existing_condition

@@ -17,6 +17,7 @@ import pytest
 
 from migrate.errors import EXIT_USAGE, ConfigError
 from migrate.ids import NAMESPACE_MIGRATE, issue_uuid
+from migrate.load.plan import compute_plan
 from migrate.mappings import DEFAULT_FILES, MappingError, default_mappings, load_mappings
 from migrate.processes import process_alive
 from migrate.quarantine import (
@@ -636,6 +637,45 @@ def test_file_captions_and_tags_stay_beside_the_file_in_the_description(store: S
         "IMG_0003.jpg: not downloaded yet (run `migrate extract` to fetch it); caption "
         '"overview"' in text
     )
+
+
+@pytest.mark.parametrize(
+    ("category", "type_name", "expected"),
+    [
+        ("Punch List", "Pre-Punch List", "constructability"),
+        ("Work List", "Work to Complete List", "constructability"),
+        ("Commissioning", "Commissioning", "constructability"),
+        ("QA/QC", "Non-conforming", "building_code"),
+        ("Safety", "Safety Infraction", "building_code"),
+        ("Clash", "Clearence", "clash"),
+    ],
+)
+def test_field_standard_categories_have_default_issue_types(
+    store: Store, category: str, type_name: str, expected: str
+) -> None:
+    add_issue(store, "typed", category_name=category, issue_type_name=type_name)
+    transform(store)
+    assert planned(store, "typed")["payload"]["issue_type"] == expected
+
+
+def test_plan_warns_when_most_issues_fall_to_the_catch_all_type(
+    store: Store, tmp_path: Path
+) -> None:
+    for n in range(3):
+        add_issue(store, f"t{n}", category_name="Punch List", issue_type_name="Punch List")
+    add_issue(store, "t3", category_name="Coordination", issue_type_name="Clash")
+    transform(store)
+    assert not [w for w in compute_plan(store, PROJECT).warnings if "issue type" in w]
+    folder = write_mappings(
+        tmp_path / "mappings",
+        **{
+            "issue_types.csv": "category,type,procore_issue_type\nCoordination,*,coordination\n"
+            "*,*,other\n"
+        },
+    )
+    transform(store, load_mappings(folder))
+    warnings = compute_plan(store, PROJECT).warnings
+    assert "3 of 4 issues (75%) get issue type 'other'" in "\n".join(warnings), warnings
 
 
 # -- locations ----------------------------------------------------------------------------------
