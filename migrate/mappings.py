@@ -82,7 +82,7 @@ _IMPLICIT_TARGETS = {"f--priority": "priority"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 REQUIRED_FILES = ("status.csv", "priority.csv", "issue_types.csv", "fields.csv")
-OPTIONAL_FILES = ("users.csv", "locations.csv")
+OPTIONAL_FILES = ("users.csv", "locations.csv", "trades.csv")
 
 DEFAULT_FILES: dict[str, str] = {
     "status.csv": """\
@@ -146,6 +146,12 @@ field_email,procore
 # A row also moves what lies below the area: Bldg A -> North Building turns
 # Bldg A>Level 1 into North Building>Level 1.
 field_path,procore_path
+""",
+    "trades.csv": """\
+# Optional. The BIM 360 Field value of the field fields.csv sends to trade -> Procore trade
+# name (one of the company's trades). Values without a row are matched to the trades by
+# name ignoring letter case; a value that matches none stays in the description.
+field_trade,procore_trade
 """,
     "fields.csv": """\
 # Where BIM 360 Field fields go in Procore.
@@ -258,6 +264,32 @@ class AssigneeDirectory:
         return None, "is not among the project's coordination-issue assignees in Procore"
 
 
+class TradeDirectory:
+    """Procore's trades of the company (the available ones), indexed by name ignoring case."""
+
+    def __init__(self, trades: Iterable[Mapping[str, Any]]) -> None:
+        self.ids: set[int] = set()
+        self._by_name: dict[str, list[int]] = {}
+        for trade in trades:
+            try:
+                trade_id = int(trade["id"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.ids.add(trade_id)
+            name = _key(trade.get("name"))
+            if name:
+                self._by_name.setdefault(name, []).append(trade_id)
+
+    def find(self, name: str) -> tuple[int | None, str]:
+        """(id, "") for the one trade of that name, else (None, why not)."""
+        matches = sorted(self._by_name.get(_key(name), ()))
+        if len(matches) == 1:
+            return matches[0], ""
+        if matches:
+            return None, f"matches several Procore trades ({', '.join(map(str, matches))})"
+        return None, "is not among the company's Procore trades"
+
+
 class FieldUsers:
     """The staged BIM 360 Field users, to read an assignee value written as a user id or a
     display name ("First Last") as that user's email. Ids and names compare ignoring case."""
@@ -300,6 +332,8 @@ class Mappings:
     users: Mapping[str, str] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     fields: FieldMap = field(default_factory=FieldMap)
+    #: trades.csv: Field value (key) -> Procore trade name.
+    trades: Mapping[str, str] = field(default_factory=dict)
 
     def file(self, name: str) -> str:
         """How hints name a mapping file, e.g. ``mappings/status.csv``.
@@ -419,6 +453,27 @@ class Mappings:
         if person_id is not None:
             return person_id, ""
         return None, f"{shown} is mapped to {target} in {users_file}, which {why}"
+
+    def resolve_trade(self, value: str | None, trades: TradeDirectory) -> tuple[int | None, str]:
+        """(Procore trade id, "") or (None, why the value names no trade); no value: (None, "").
+
+        A trades.csv row names the Procore trade for a Field value; without one the value
+        itself is the name. Names compare ignoring letter case and extra spaces.
+        """
+        shown = _clean(value)
+        if not shown:
+            return None, ""
+        trades_file = self.file("trades.csv")
+        name = self.trades.get(_key(shown))
+        if name is None:
+            trade_id, why = trades.find(shown)
+            if trade_id is not None:
+                return trade_id, ""
+            return None, f"{why}; add a row for '{shown}' to {trades_file}"
+        trade_id, why = trades.find(name)
+        if trade_id is not None:
+            return trade_id, ""
+        return None, f"mapped to '{name}' in {trades_file}, which {why}"
 
 
 # -- record helpers shared with transform ------------------------------------------------
@@ -572,6 +627,7 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
     )
     users = _load_users(rows("users.csv", ("field_email", "procore")), problems)
     locations = _load_locations(rows("locations.csv", ("field_path", "procore_path")), problems)
+    trades = _load_trades(rows("trades.csv", ("field_trade", "procore_trade")), problems)
     field_map = _load_fields(rows("fields.csv", ("field", "target")), problems)
     if problems:
         raise MappingError(problems)
@@ -583,6 +639,7 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
         users=users,
         locations=locations,
         fields=field_map,
+        trades=trades,
     )
 
 
@@ -788,6 +845,23 @@ def _load_locations(
             )
         else:
             result[key] = tuple(split_path(target))
+    return result
+
+
+def _load_trades(rows: list[_Row], problems: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    seen: dict[Any, _Row] = {}
+    for row in rows:
+        source, target = row.values["field_trade"], row.values["procore_trade"]
+        if not source:
+            problems.append(f"{row.where}: field_trade is empty.")
+            continue
+        if _check_duplicate(seen, _key(source), row, "field_trade", f'"{source}"', problems):
+            continue
+        if not target:
+            problems.append(f'{row.where}: "{source}" has no procore_trade (a Procore trade name).')
+        else:
+            result[_key(source)] = _clean(target)
     return result
 
 

@@ -192,6 +192,8 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 9: what transform plans for Procore Inspections
         "planned_inspection_templates",
         "planned_inspections",
+        # issue 15 (after the source side's migration): Procore's trades, snapshot
+        "target_trades",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from migrate.clients.procore import ProcoreClient
 from migrate.extract import extract_from_settings
+from migrate.load import load_from_settings
 from migrate.load.plan import compute_plan
 from migrate.mappings import write_default_mappings
 from migrate.results import TransformResult
@@ -21,7 +23,7 @@ from migrate.sandbox.generator import (
     DUE_DATE_UNREADABLE,
     UNKNOWN_ASSIGNEE,
 )
-from migrate.sandbox.runner import Sandbox
+from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import (
     MappingsSettings,
     Settings,
@@ -50,25 +52,27 @@ class Pipeline:
         return ProcoreClient(self.settings.target, target_credentials(self.sandbox.environment()))
 
 
+def sandbox_settings(sandbox: Sandbox, work: Path) -> Settings:
+    return Settings(
+        source=SourceSettings(base_url=sandbox.field_url, project_id=sandbox.field_project_id),
+        target=TargetSettings(
+            base_url=sandbox.procore_url,
+            auth_url=sandbox.procore_url,
+            company_id=sandbox.procore_company_id,
+            project_id=sandbox.procore_project_id,
+        ),
+        staging=StagingSettings(path=work / "staging.db", blobs=work / "blobs", logs=work / "logs"),
+        mappings=MappingsSettings(dir=work / "mappings"),
+        transform=TransformSettings(checklist_items_as_issues=True),
+    )
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     work = tmp_path_factory.mktemp("transform-e2e")
     write_default_mappings(work / "mappings")
     with Sandbox() as sandbox:
-        settings = Settings(
-            source=SourceSettings(base_url=sandbox.field_url, project_id=sandbox.field_project_id),
-            target=TargetSettings(
-                base_url=sandbox.procore_url,
-                auth_url=sandbox.procore_url,
-                company_id=sandbox.procore_company_id,
-                project_id=sandbox.procore_project_id,
-            ),
-            staging=StagingSettings(
-                path=work / "staging.db", blobs=work / "blobs", logs=work / "logs"
-            ),
-            mappings=MappingsSettings(dir=work / "mappings"),
-            transform=TransformSettings(checklist_items_as_issues=True),
-        )
+        settings = sandbox_settings(sandbox, work)
         extract_from_settings(settings, sandbox.environment())
         result = transform_from_settings(settings, sandbox.environment())
         yield Pipeline(sandbox, settings, result)
@@ -216,3 +220,74 @@ def test_offline_reuses_the_snapshot_and_gives_the_same_plan(pipeline: Pipeline)
     assert dict(calls) == before  # not one request to Procore
     assert again.offline and again.plan_hash == pipeline.result.plan_hash
     assert again.counts["issues"] == {**pipeline.result.counts["issues"], "released": 0}
+
+
+def test_the_trade_target_resolves_to_procore_trades_or_stays_in_the_text(
+    tmp_path: Path,
+) -> None:
+    """fields.csv sends the Field "Trade" custom field to trade: each value reaches Procore as
+    the trade_id of the trade of that name (any case, or the trades.csv row), and a value no
+    trade has stays in the description and in the plan's warnings."""
+    write_default_mappings(tmp_path / "mappings")
+    with open(tmp_path / "mappings" / "fields.csv", "a", encoding="utf-8") as fields:
+        fields.write("Trade,trade\n")
+    (tmp_path / "mappings" / "trades.csv").write_text(
+        "field_trade,procore_trade\nMechanical,HVAC\nglazing,glass & glazing\n",
+        encoding="utf-8",
+    )
+    with Sandbox(SandboxOptions(issues=60)) as sandbox:
+        settings = sandbox_settings(sandbox, tmp_path)
+        env = sandbox.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        load_from_settings(settings, env)
+        with open_store(settings.staging.path) as store:
+            staged = {
+                source_id: json.loads(fields)["Trade"]["value"]
+                for source_id, fields in store.conn.execute(
+                    "SELECT i.source_id, i.custom_fields FROM issues i JOIN planned_issues p "
+                    "ON p.source_id = i.source_id WHERE json_extract(i.custom_fields, "
+                    "'$.Trade.value') <> ''"
+                )
+            }
+            descriptions = dict(
+                store.conn.execute(
+                    "SELECT source_id, json_extract(payload, '$.description') FROM planned_issues"
+                ).fetchall()
+            )
+            warnings = compute_plan(store, settings.target.project_id).warnings
+        trade_ids = {t["name"]: t["id"] for t in pipeline_trades(sandbox)}
+        expected = {
+            "Drywall": trade_ids["Drywall"],
+            "Electrical": trade_ids["ELECTRICAL"],
+            "Concrete": trade_ids["Concrete"],
+            "Mechanical": trade_ids["HVAC"],
+            "Glazing": trade_ids["Glass & Glazing"],
+            "Plumbing": None,
+        }
+        held = {
+            issue["origin"]["origin_id"]: issue
+            for issue in sandbox.procore_app.issues(settings.target.project_id)
+            if issue.get("origin")
+        }
+    assert set(staged.values()) == set(expected)
+    for source_id, value in staged.items():
+        assert held[source_id]["trade_id"] == expected[value], (source_id, value)
+        kept = f"Trade (no Procore trade, not sent): {value}"
+        assert (kept in descriptions[source_id]) == (expected[value] is None)
+    plumbing = sum(1 for value in staged.values() if value == "Plumbing")
+    assert any(f"{plumbing} issue(s) name a trade" in w for w in warnings), warnings
+
+
+def pipeline_trades(sandbox: Sandbox) -> list[dict[str, Any]]:
+    """The company's trades as the Procore client reads them."""
+    with ProcoreClient(
+        TargetSettings(
+            base_url=sandbox.procore_url,
+            auth_url=sandbox.procore_url,
+            company_id=sandbox.procore_company_id,
+            project_id=sandbox.procore_project_id,
+        ),
+        target_credentials(sandbox.environment()),
+    ) as client:
+        return client.trades(sandbox.procore_company_id)

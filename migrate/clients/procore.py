@@ -641,6 +641,12 @@ class ProcoreClient:
         )
         return SentFile(size=body.file_size, sha256=body.proven_sha256())
 
+    # -- trades (issue 15) ----------------------------------------------------------------
+    def trades(self, company_id: int) -> list[dict[str, Any]]:
+        """The company's trades (``id, name, active``): what a coordination issue's
+        ``trade_id`` names."""
+        return self._all(f"{COMPANIES_PATH}/{company_id}/trades", company=company_id)
+
 
 # -- multipart, streamed ----------------------------------------------------------------------
 

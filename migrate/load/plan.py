@@ -59,7 +59,7 @@ from migrate.store.planned import (
     skipped_records,
 )
 from migrate.store.runs import last_run
-from migrate.transform.description import UNSENT_DUE_DATE
+from migrate.transform.description import UNSENT_DUE_DATE, UNSENT_TRADE
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.
@@ -369,6 +369,13 @@ def transform_warnings(store: Store) -> list[str]:
             f"{len(unsent_due)} issue(s) have a due date that is not a date: they load without "
             f"one and keep it in the description ({_listed(unsent_due)}); fix the date in BIM "
             "360 Field and run extract again"
+        )
+    unsent_trades = planned_issues_with_footer_label(store, UNSENT_TRADE)
+    if unsent_trades:
+        warnings.append(
+            f"{len(unsent_trades)} issue(s) name a trade Procore does not have: they load "
+            f"without a trade and keep it in the description ({_listed(unsent_trades)}); add "
+            "rows to mappings/trades.csv"
         )
     types = planned_issue_type_counts(store)
     total = sum(types.values())

@@ -1878,6 +1878,23 @@ class GeneratedProject(_AccountBase):
             for position, company in enumerate(self.companies)
             if position % 3 != 2
         ]
+        # The company's trades (a coordination issue's trade_id). Against the Field "Trade"
+        # values: Drywall and Concrete by name, Electrical ignoring case, Mechanical and
+        # Glazing only through mappings/trades.csv (HVAC, Glass & Glazing), Plumbing not at
+        # all; Fire Protection is no longer available.
+        state["trades"] = [
+            {"id": 3001 + n, "name": name, "active": active}
+            for n, (name, active) in enumerate(
+                (
+                    ("Drywall", True),
+                    ("ELECTRICAL", True),
+                    ("Concrete", True),
+                    ("HVAC", True),
+                    ("Glass & Glazing", True),
+                    ("Fire Protection", False),
+                )
+            )
+        ]
         state["assignee_user_ids"] = {
             str(project_id): [
                 u["id"]

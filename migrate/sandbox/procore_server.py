@@ -170,6 +170,11 @@ DEFAULT_STATE: dict[str, Any] = {
         },
     ],
     "assignee_user_ids": {"5100": [7001, 7002], "5101": [7001, 7004]},
+    "trades": [
+        {"id": 3001, "name": "Drywall"},
+        {"id": 3002, "name": "ELECTRICAL"},
+        {"id": 3003, "name": "Fire Protection", "active": False},
+    ],
     "vendors": [
         {"id": 9001, "name": "Diaz Mechanical", "project_ids": [5100]},
         {"id": 9002, "name": "Wei Electric", "project_ids": [5100, 5101]},
@@ -569,6 +574,7 @@ class ProcoreApp(App):
         self._uploads_by_key: dict[str, str] = {}
         self._attachments: dict[int, dict[str, Any]] = {}
         self._vendors: dict[int, dict[str, Any]] = {}
+        self._trades: dict[int, dict[str, Any]] = {}
         self._next_ids = {"location": 80001, "issue": 600001, "attachment": 900001}
         self.inspections = Inspections(
             self,
@@ -593,6 +599,12 @@ class ProcoreApp(App):
         add("GET", "/rest/v1.0/companies", self._companies, "companies.list")
         add("GET", "/rest/v1.0/me", self._me, "me.show")
         add("GET", "/rest/v1.0/projects", self._projects_list, "projects.list")
+        add(
+            "GET",
+            "/rest/v1.0/companies/{company_id}/trades",
+            self._company_trades,
+            "company_trades.list",
+        )
         add(
             "GET",
             "/rest/v1.0/projects/{project_id}/users",
@@ -858,6 +870,13 @@ class ProcoreApp(App):
                 "name": vendor["name"],
                 "project_ids": [int(p) for p in vendor.get("project_ids", [])],
             }
+        for trade in state.get("trades", []):
+            tid = int(trade["id"])
+            self._trades[tid] = {
+                "id": tid,
+                "name": str(trade["name"]),
+                "active": bool(trade.get("active", True)),
+            }
         for pid, user_ids in state.get("assignee_user_ids", {}).items():
             self._assignees[int(pid)] = [int(u) for u in user_ids]
         for pid, paths in state.get("locations", {}).items():
@@ -997,6 +1016,29 @@ class ProcoreApp(App):
                     "is_active": True,
                     "vendor": {"id": None, "name": u["company_name"]},
                 },
+            )
+
+    def _company_trades(self, request: Request) -> Response:
+        """The company's trades (a coordination issue's ``trade_id``): ``{id, name, active,
+        created_at, updated_at}``; ``filters[active]`` keeps the available ones."""
+        self._check_filters(request, ("filters[active]", "filters[query]"))
+        raw = request.path_params["company_id"]
+        if _as_int(raw) != self.company["id"]:
+            raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+        with self.lock:
+            trades = sorted(self._trades.values(), key=lambda t: t["id"])
+            active = request.param("filters[active]")
+            if active is not None:
+                wanted = active.strip().lower() == "true"
+                trades = [t for t in trades if t["active"] == wanted]
+            query = (request.param("filters[query]") or "").strip().lower()
+            if query:
+                trades = [t for t in trades if query in t["name"].lower()]
+            stamp = _iso(0.0)
+            return self._paged(
+                request,
+                trades,
+                lambda t: {**t, "created_at": stamp, "updated_at": stamp},
             )
 
     def _project_vendors(self, request: Request) -> Response:
@@ -1220,8 +1262,12 @@ class ProcoreApp(App):
             self._check_due_date(present["due_date"], changes, error)
         if "trade_id" in present:
             trade_id = present["trade_id"]
-            if trade_id is None or (_is_int(trade_id) and trade_id > 0):
+            if trade_id is None or (_is_int(trade_id) and trade_id in self._trades):
                 changes["trade_id"] = trade_id
+            elif _is_int(trade_id) and trade_id > 0:
+                # Our reading: an id must name one of the company's trades (the seeds are
+                # silent; Procore refuses ids of records that do not exist elsewhere).
+                error("trade_id", "is not a trade of this company")
             else:
                 error("trade_id", "must be a positive integer")
         if "location_id" in present:

@@ -702,6 +702,23 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+# Issue 15 (losses inside transform): the company's Procore trades, snapshot by transform
+# beside target_assignees, so fields.csv's trade target resolves to a trade_id (offline too).
+_TARGET_TRADES_SQL = """
+CREATE TABLE target_trades (             -- Procore company trades, snapshot by transform
+    company_id INTEGER NOT NULL,         -- Procore company
+    id INTEGER NOT NULL,                 -- Procore trade id (a coordination issue's trade_id)
+    name TEXT,
+    active INTEGER NOT NULL DEFAULT 1,   -- 0: no longer available for new records
+    snapshot_run INTEGER REFERENCES runs(id),
+    PRIMARY KEY (company_id, id)
+);
+"""
+# Numbered by position: this branch was cut while migration 10 was being written elsewhere
+# (issue 15's source side); appended after the list, it is 11 once that one is merged.
+MIGRATIONS.append(Migration(len(MIGRATIONS) + 1, "target_trades", _TARGET_TRADES_SQL))
+
+
 def split_statements(sql: str) -> list[str]:
     """Split a script into complete statements (trigger bodies and comments survive)."""
     statements: list[str] = []

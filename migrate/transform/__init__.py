@@ -26,6 +26,7 @@ from migrate.mappings import (
     AssigneeDirectory,
     FieldUsers,
     Mappings,
+    TradeDirectory,
     index_definitions,
     load_mappings,
 )
@@ -45,8 +46,10 @@ from migrate.transform.locations import LocationPlan
 from migrate.transform.target import (
     TargetReader,
     read_assignees,
+    read_trades,
     require_snapshot,
     snapshot_target,
+    snapshot_trades,
 )
 
 COMMAND = "transform"
@@ -82,6 +85,9 @@ class TransformOptions:
     offline: bool = False
     workers: int | None = None
     batch_size: int = BATCH_SIZE
+    #: The Procore company whose trades fields.csv's trade target resolves against (read
+    #: with the snapshot when fields.csv has a trade row; offline, the stored ones are used).
+    target_company_id: int | None = None
 
 
 class StagingBusy(MigrateError):
@@ -163,6 +169,9 @@ def run(
     ):
         if target is not None:
             counts = snapshot_target(store, target, project_id, recorded.id)
+            company_id = options.target_company_id
+            if options.mappings.fields.trade and company_id is not None:
+                counts["trades"] = snapshot_trades(store, target, company_id, recorded.id)
             if log is not None:
                 log.info(STAGE, "snapshot_taken", counts=counts)
         elif options.offline:
@@ -325,6 +334,7 @@ def _context(
         custom_field_definitions=index_definitions(definitions),
         field_project_id=field_project_id(store),
         time_zone=settings.zone(),
+        trades=TradeDirectory(read_trades(store) if mappings.fields.trade else ()),
     )
 
 
@@ -420,6 +430,7 @@ def transform_from_settings(
     mappings = load_mappings(settings.mappings.dir)
     options = TransformOptions(
         target_project_id=project_id,
+        target_company_id=settings.target.company_id,
         mappings=mappings,
         settings=settings.transform,
         offline=offline,

@@ -30,6 +30,7 @@ from migrate.mappings import (
 FOOTER_HEADING = "From BIM 360 Field"
 #: Footer labels of values Procore did not take; `migrate plan` finds the issues by them.
 UNSENT_DUE_DATE = "Due date (not a date, not sent)"
+UNSENT_TRADE = "Trade (no Procore trade, not sent)"
 SEPARATOR = "---"
 INDENT = "  "
 
@@ -122,9 +123,7 @@ class DescriptionWriter:
         footer = "\n".join(
             [
                 FOOTER_HEADING,
-                *self.footer_lines(
-                    record, assignee_note, attachments_not_migrated, unsent, files
-                ),
+                *self.footer_lines(record, assignee_note, attachments_not_migrated, unsent, files),
             ]
         )
         if not body:

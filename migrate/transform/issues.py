@@ -39,12 +39,18 @@ from migrate.mappings import (
     FieldUsers,
     Lookup,
     Mappings,
+    TradeDirectory,
     field_value,
 )
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
 from migrate.store.planned import payload_hash_of_json
-from migrate.transform.description import UNSENT_DUE_DATE, DescriptionWriter, clean_text
+from migrate.transform.description import (
+    UNSENT_DUE_DATE,
+    UNSENT_TRADE,
+    DescriptionWriter,
+    clean_text,
+)
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
 
@@ -70,6 +76,8 @@ class IssueContext:
     assignees: AssigneeDirectory
     #: The staged Field users: an assignee written as a user id or a name is read through them.
     field_users: FieldUsers = field(default_factory=lambda: FieldUsers(()))
+    #: The company's Procore trades (fields.csv's trade target resolves against them).
+    trades: TradeDirectory = field(default_factory=lambda: TradeDirectory(()))
     #: Field area id → planned location source_id (live areas that plan).
     area_location: Mapping[str, str] = field(default_factory=dict)
     #: Field area id → node names (display only).
@@ -116,6 +124,14 @@ class IssueContext:
             answer = self._memo[key] = self.mappings.resolve_assignee(
                 value, self.assignees, self.field_users
             )
+        return answer
+
+    def resolve_trade(self, value: str) -> tuple[int | None, str]:
+        """Memoised Mappings.resolve_trade."""
+        key = ("trade", value)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.resolve_trade(value, self.trades)
         return answer
 
     def status_for(self, value: str | None) -> Lookup:
@@ -292,6 +308,15 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     # `migrate plan` lists the issue (see UNSENT_DUE_DATE).
     unsent = [(UNSENT_DUE_DATE, str(due_raw))] if not due_ok else []
 
+    trade_id: int | None = None
+    trade_ref = mappings.fields.trade
+    trade_value = _field_value(record, trade_ref, definitions) if trade_ref else None
+    if trade_value is not None and trade_value != "":
+        trade_id, why = context.resolve_trade(str(trade_value))
+        if trade_id is None and why:
+            # The issue loads without a trade; the footer keeps the value (and plan lists it).
+            unsent.append((UNSENT_TRADE, f"{_clean(trade_value)} ({why})"))
+
     assignee_id: int | None = None
     assignee_note = ""
     assignee_ref = mappings.fields.assignee
@@ -331,6 +356,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
         ("issue_type", issue_type.value),
         ("assignee_id", assignee_id),
         ("due_date", due_date),
+        ("trade_id", trade_id),
     ):
         if value is not None:
             payload[key] = value
@@ -364,7 +390,9 @@ def finish_planned(
             key: clean_text(value).replace("\n", " ") if isinstance(value, str) else value
             for key, value in origin.items()
         }
-    errors = payload_problems(payload, assignee_ids=context.assignees.ids)
+    errors = payload_problems(
+        payload, assignee_ids=context.assignees.ids, trade_ids=context.trades.ids
+    )
     if errors:
         # Mapping should never produce this: it is the last guard before Procore.
         return Rejected(

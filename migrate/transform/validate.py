@@ -3,8 +3,8 @@
 A planned payload that breaks one of them is quarantined by transform instead of being refused
 (or, worse, half-created) by Procore. The rules mirror seed 000/001 and the simulator's strict
 reading of them: title 1-80 code points, the three enums, a YYYY-MM-DD due date, a canonical
-uuid, a complete origin, an assignee from the project's coordination-issue assignees, and no
-attribute Procore does not know.
+uuid, a complete origin, an assignee from the project's coordination-issue assignees, a trade
+of the company, and no attribute Procore does not know.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PAYLOAD_KEYS = frozenset(
         "assignee_id",
         "due_date",
         "origin",
+        "trade_id",
     }
 )
 ORIGIN_KEYS = ("origin_type", "origin_id", "title", "deep_link_url")
@@ -134,13 +135,14 @@ def payload_problems(
     *,
     assignee_ids: Container[int],
     location_resolvable: bool = True,
+    trade_ids: Container[int] = frozenset(),
 ) -> dict[str, list[str]]:
     """Per-field messages shaped like Procore's ``errors`` object; empty: the sync would accept it.
 
     `location_resolvable` is False when the issue names a planned location that does not exist
     (load turns location_source_id into location_id, so the id itself is not checked here).
     """
-    if location_resolvable and _acceptable(payload, assignee_ids):
+    if location_resolvable and _acceptable(payload, assignee_ids, trade_ids):
         return {}
     errors: dict[str, list[str]] = {}
 
@@ -192,6 +194,10 @@ def payload_problems(
             or (assignee not in assignee_ids)
         ):
             error("assignee_id", "is not a permitted assignee on this project")
+    if "trade_id" in payload:
+        trade = payload["trade_id"]
+        if isinstance(trade, bool) or not isinstance(trade, int) or trade not in trade_ids:
+            error("trade_id", "is not a trade of this company")
     if not location_resolvable:
         error("location_id", "must be a location in this project")
     return errors
@@ -203,7 +209,9 @@ _ISSUE_TYPE_SET = frozenset(PROCORE_ISSUE_TYPES)
 _ORIGIN_KEY_SET = frozenset(ORIGIN_KEYS)
 
 
-def _acceptable(payload: Mapping[str, Any], assignee_ids: Container[int]) -> bool:
+def _acceptable(
+    payload: Mapping[str, Any], assignee_ids: Container[int], trade_ids: Container[int]
+) -> bool:
     """The same rules as payload_problems, answered yes/no (every planned payload is checked,
     almost always passes, and only a failure needs the detailed messages)."""
     get = payload.get
@@ -237,6 +245,10 @@ def _acceptable(payload: Mapping[str, Any], assignee_ids: Container[int]) -> boo
         isinstance(origin, Mapping)
         and origin.keys() == _ORIGIN_KEY_SET
         and all(type(origin[key]) is str and origin[key] for key in ORIGIN_KEYS)
+    ):
+        return False
+    if "trade_id" in payload and not (
+        type(payload["trade_id"]) is int and payload["trade_id"] in trade_ids
     ):
         return False
     return "assignee_id" not in payload or (type(assignee) is int and assignee in assignee_ids)
