@@ -50,6 +50,8 @@ from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import (
+    UNSENT_DUE_DATE,
+    UNSENT_TRADE,
     id_map_rows,
     loaded_count,
     planned_issue_type_counts,
@@ -59,7 +61,6 @@ from migrate.store.planned import (
     skipped_records,
 )
 from migrate.store.runs import last_run
-from migrate.transform.description import UNSENT_DUE_DATE, UNSENT_TRADE
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
 #: Keys of every row `Plan.rows` returns.

@@ -527,6 +527,11 @@ def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
 
 # -- issue 15, losses inside transform: what the plan lists about planned issues --------------
 
+#: Description footer labels of values Procore did not take: transform writes the lines,
+#: `migrate plan` finds the issues by them (here, so a read-only command imports no stage).
+UNSENT_DUE_DATE = "Due date (not a date, not sent)"
+UNSENT_TRADE = "Trade (no Procore trade, not sent)"
+
 
 def planned_issues_with_footer_label(store: Store, label: str) -> list[tuple[str, str | None]]:
     """(source_id, identifier) of planned issues whose description has a ``label:`` line."""

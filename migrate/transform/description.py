@@ -28,9 +28,6 @@ from migrate.mappings import (
 )
 
 FOOTER_HEADING = "From BIM 360 Field"
-#: Footer labels of values Procore did not take; `migrate plan` finds the issues by them.
-UNSENT_DUE_DATE = "Due date (not a date, not sent)"
-UNSENT_TRADE = "Trade (no Procore trade, not sent)"
 SEPARATOR = "---"
 INDENT = "  "
 

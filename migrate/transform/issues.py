@@ -44,13 +44,8 @@ from migrate.mappings import (
 )
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
-from migrate.store.planned import payload_hash_of_json
-from migrate.transform.description import (
-    UNSENT_DUE_DATE,
-    UNSENT_TRADE,
-    DescriptionWriter,
-    clean_text,
-)
+from migrate.store.planned import UNSENT_DUE_DATE, UNSENT_TRADE, payload_hash_of_json
+from migrate.transform.description import DescriptionWriter, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
 
