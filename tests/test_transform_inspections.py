@@ -245,6 +245,7 @@ def test_every_answer_lands_in_its_item(pipeline: Pipeline) -> None:
             item = by_id[field_item["id"]]
             response = item["response"]
             comments = {c["key"]: c["body"] for c in item["comments"]}
+            assert "question" not in comments  # the template reads as the checklist does
             if field_item["comment"]:
                 assert comments["comment"] == field_item["comment"]
             if field_item["spec_ref"]:
@@ -498,6 +499,9 @@ def test_unknown_display_types_are_quarantined_with_a_hint(tmp_path: Path) -> No
         odd_template_item = first["sections"][0]["items"][0]["id"]
         odd_checklist = project.checklist(1)  # uses the second template
         odd_item = field_items(odd_checklist)[0]["id"]
+        edited = project.checklist(2)  # its template's first question was edited since
+        edited_item = field_items(edited)[0]
+        edited_template_item = project.templates[2]["sections"][0]["items"][0]["id"]
 
         def templates(request: Request, answer: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for template in answer:
@@ -505,6 +509,8 @@ def test_unknown_display_types_are_quarantined_with_a_hint(tmp_path: Path) -> No
                     for item in section["items"]:
                         if item["id"] == odd_template_item:
                             item["display_type"] = "slider"
+                        if item["id"] == edited_template_item:
+                            item["question_text"] = "Forms clean, oiled and inspected"
             return answer
 
         def checklist(request: Request, answer: dict[str, Any]) -> dict[str, Any]:
@@ -545,4 +551,14 @@ def test_unknown_display_types_are_quarantined_with_a_hint(tmp_path: Path) -> No
         elif checklist["id"] != odd_checklist["id"]:
             assert checklist["id"] in planned  # the run went on
     assert second["id"] != first["id"]
+    comments = {
+        c["key"]: c["body"]
+        for item in planned[edited["id"]].payload["items"]
+        if item["source_id"] == edited_item["id"]
+        for c in item["comments"]
+    }
+    assert comments["question"] == (
+        "In this BIM 360 Field checklist the item reads: "
+        f"{edited_item['display_number']} {edited_item['question_text']} (section Formwork)"
+    )
     assert result.counts["checklist_templates"]["quarantined"] == 1

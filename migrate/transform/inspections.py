@@ -67,7 +67,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -165,6 +165,7 @@ class ItemPlan:
     #: Response name → corresponding status (multiple choice).
     statuses: Mapping[str, str] = field(default_factory=dict)
     response_set: dict[str, Any] | None = None
+    section: str = ""  # the section's name as Procore shows it
 
 
 @dataclass
@@ -232,6 +233,10 @@ def item_name(display_number: Any, question: Any) -> str:
         part for part in (_text(display_number).strip(), clean_text(question).strip()) if part
     )
     return " ".join(name.split()) or "(no question text)"
+
+
+def section_label(section_name: Any) -> str:
+    return " ".join(clean_text(section_name).split()) or "General"
 
 
 def response_set_name(responses: Sequence[Mapping[str, str]]) -> str:
@@ -340,6 +345,7 @@ def plan_template(
                     "new type so it can be mapped",
                 )
                 continue
+            item_plan = replace(item_plan, section=section_label(section_name))
             plan.items[item_plan.source_id] = item_plan
             planned_items.append(
                 {
@@ -355,7 +361,7 @@ def plan_template(
         planned_sections.append(
             {
                 "key": f"{source_id}:{position}",
-                "name": " ".join(clean_text(section_name).split()) or "General",
+                "name": section_label(section_name),
                 "position": position,
                 "items": planned_items,
             }
@@ -678,6 +684,18 @@ def map_checklist(
         )
         plan = template_items[template_item_id]
         response, comments = _answer(plan, item)
+        # The template changed after the checklist was filled: keep the words it was filled on.
+        reads = item_name(item.get("display_number"), item.get("question_text"))
+        section = section_label(item.get("section_name"))
+        if reads != plan.name or section != plan.section:
+            comments.insert(
+                0,
+                {
+                    "key": "question",
+                    "body": f"In this BIM 360 Field checklist the item reads: {reads} "
+                    f"(section {section})",
+                },
+            )
         comment_text = clean_text(item.get("comment")).strip()
         if comment_text:
             comments.insert(0, {"key": "comment", "body": comment_text})
@@ -802,7 +820,8 @@ def describe(
             if part
         )
     raw_tags = get("tags")
-    tags = ", ".join(json.loads(raw_tags)) if isinstance(raw_tags, str) and raw_tags else ""
+    parsed_tags = json.loads(raw_tags) if isinstance(raw_tags, str) and raw_tags else []
+    tags = ", ".join(map(_text, parsed_tags)) if isinstance(parsed_tags, list) else _text(raw_tags)
     template = " ".join(
         part
         for part in (
