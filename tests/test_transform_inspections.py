@@ -42,6 +42,7 @@ from migrate.store.planned import (
     planned_inspection_templates,
 )
 from migrate.transform import plan_hash, transform_from_settings
+from migrate.transform.inspections import DISPLAY_TYPES
 from tests.test_extract_checklists import rewritten
 
 PLUS_MINUS_STATUS = {
@@ -285,7 +286,8 @@ def test_every_answer_lands_in_its_item(pipeline: Pipeline) -> None:
                     assert name in comments["signature"]
             elif shown == "group_start":
                 assert response is None
-    assert seen == set(CHECKLIST_ITEM_TYPES)
+    # The transform knows every display type the simulator serves (and seed 003 lists).
+    assert seen == set(CHECKLIST_ITEM_TYPES) == set(DISPLAY_TYPES)
 
 
 def test_files_signatures_and_their_names(pipeline: Pipeline) -> None:
