@@ -709,7 +709,7 @@ def map_checklist(
         spec = clean_text(item.get("spec_ref")).strip()
         if spec:
             comments.append({"key": "spec_ref", "body": f"Spec reference: {spec}"})
-        for issue_id in item["linked_issue_ids"]:
+        for issue_id in dict.fromkeys(item["linked_issue_ids"]):
             identifier = context.issue_identifiers.get(issue_id)
             shown = (
                 f"{identifier} (BIM 360 Field issue {issue_id})"
