@@ -284,6 +284,12 @@ def test_every_answer_lands_in_its_item(pipeline: Pipeline) -> None:
                     assert row.attachment_names[answer] == name
                     assert answer in row.attachment_ids
                     assert name in comments["signature"]
+                    # Field's signature records name no signer or time: the item's stamp instead.
+                    assert (
+                        "records no signer or time for the signature itself"
+                        in (comments["signature"])
+                    )
+                    assert field_item["created_by"] in comments["signature"]
             elif shown == "group_start":
                 assert response is None
     # The transform knows every display type the simulator serves (and seed 003 lists).

@@ -621,7 +621,9 @@ def map_checklist(
     files = _Files(checklist["attachments"])
     signature_notes = {
         item["id"]: files.place_signature(
-            str(item["response"]).strip(), clean_text(item["question_text"]).strip()
+            str(item["response"]).strip(),
+            clean_text(item["question_text"]).strip(),
+            _item_stamp(item),
         )
         for item in items
         if (item["display_type"] or "").strip() == "signature" and item["response"]
@@ -716,9 +718,13 @@ class _Files:
             self.names[attachment_id] = _attachment_name(by_id[attachment_id])
             self._taken.add(self.names[attachment_id].casefold())
 
-    def place_signature(self, signature_id: str, label: str) -> str:
+    def place_signature(self, signature_id: str, label: str, item_stamp: str = "") -> str:
         """File the signature as "<label>.png"; the sentence saying who signed and where the
-        image is (a historic signature cannot be signed again in Procore)."""
+        image is (a historic signature cannot be signed again in Procore).
+
+        Field's signature records carry no signer or time (seed 003); when the staged file has
+        none, the sentence says so and gives `item_stamp`, who filled the item in and when.
+        """
         label = label or "Signature"
         attachment = self._signatures.pop(signature_id, None)
         if attachment is None:
@@ -727,6 +733,10 @@ class _Files:
         signer = _text(attachment.get("created_by")).strip()
         when = _text(attachment.get("created_at")).strip()
         who = (f" by {signer}" if signer else "") + (f" at {when}" if when else "")
+        if not who:
+            who = " (BIM 360 Field records no signer or time for the signature itself" + (
+                f"; the item was filled in {item_stamp})" if item_stamp else ")"
+            )
         if not ids:
             reason = missing[0]["reason"] if missing else "not migrated"
             self.not_migrated.append({"name": f"{label} (signature)", "reason": reason})
