@@ -24,17 +24,10 @@ from migrate.sandbox.generator import (
     UNKNOWN_ASSIGNEE,
 )
 from migrate.sandbox.runner import Sandbox, SandboxOptions
-from migrate.settings import (
-    MappingsSettings,
-    Settings,
-    SourceSettings,
-    StagingSettings,
-    TargetSettings,
-    TransformSettings,
-    target_credentials,
-)
+from migrate.settings import Settings, target_credentials
 from migrate.store import Store, open_store
 from migrate.transform import transform_from_settings
+from tests.test_transform_inspections import make_settings
 
 
 class Pipeline:
@@ -53,18 +46,7 @@ class Pipeline:
 
 
 def sandbox_settings(sandbox: Sandbox, work: Path) -> Settings:
-    return Settings(
-        source=SourceSettings(base_url=sandbox.field_url, project_id=sandbox.field_project_id),
-        target=TargetSettings(
-            base_url=sandbox.procore_url,
-            auth_url=sandbox.procore_url,
-            company_id=sandbox.procore_company_id,
-            project_id=sandbox.procore_project_id,
-        ),
-        staging=StagingSettings(path=work / "staging.db", blobs=work / "blobs", logs=work / "logs"),
-        mappings=MappingsSettings(dir=work / "mappings"),
-        transform=TransformSettings(checklist_items_as_issues=True),
-    )
+    return make_settings(sandbox, work, checklist_items_as_issues=True)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +238,7 @@ def test_the_trade_target_resolves_to_procore_trades_or_stays_in_the_text(
                 ).fetchall()
             )
             warnings = compute_plan(store, settings.target.project_id).warnings
-        trade_ids = {t["name"]: t["id"] for t in pipeline_trades(sandbox)}
+        trade_ids = {t["name"]: t["id"] for t in pipeline_trades(settings, env)}
         expected = {
             "Drywall": trade_ids["Drywall"],
             "Electrical": trade_ids["ELECTRICAL"],
@@ -279,15 +261,8 @@ def test_the_trade_target_resolves_to_procore_trades_or_stays_in_the_text(
     assert any(f"{plumbing} issue(s) name a trade" in w for w in warnings), warnings
 
 
-def pipeline_trades(sandbox: Sandbox) -> list[dict[str, Any]]:
+def pipeline_trades(settings: Settings, env: dict[str, str]) -> list[dict[str, Any]]:
     """The company's trades as the Procore client reads them."""
-    with ProcoreClient(
-        TargetSettings(
-            base_url=sandbox.procore_url,
-            auth_url=sandbox.procore_url,
-            company_id=sandbox.procore_company_id,
-            project_id=sandbox.procore_project_id,
-        ),
-        target_credentials(sandbox.environment()),
-    ) as client:
-        return client.trades(sandbox.procore_company_id)
+    assert settings.target.company_id is not None
+    with ProcoreClient(settings.target, target_credentials(env)) as client:
+        return client.trades(settings.target.company_id)
