@@ -13,6 +13,7 @@ from migrate.mappings import (
     AssigneeDirectory,
     FieldUsers,
     MappingError,
+    TradeDirectory,
     default_mappings,
     field_value,
     index_definitions,
@@ -301,6 +302,59 @@ def test_assignee_given_as_field_user_id_or_name(folder: Path, value: str, expec
     write(folder, "users.csv", "field_email,procore\nold@field.com,BOB@example.com\n")
     mappings = load_mappings(folder)
     assert mappings.resolve_assignee(value, ASSIGNEES, FIELD_USERS) == expected
+
+
+TRADES = TradeDirectory(
+    [{"id": 3001, "name": "Drywall"}, {"id": 3002, "name": "HVAC"}, {"id": 3003, "name": "hvac"}]
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("DRYWALL ", (3001, "")),  # by name, ignoring case and spaces
+        ("Mechanical", (3001, "")),  # trades.csv row, its target matched ignoring case
+        ("", (None, "")),
+        (
+            "Plumbing",
+            (
+                None,
+                "is not among the company's Procore trades; add a row for 'Plumbing' to "
+                "mappings/trades.csv",
+            ),
+        ),
+        (
+            "HVAC",
+            (
+                None,
+                "matches several Procore trades (3002, 3003); add a row for 'HVAC' to "
+                "mappings/trades.csv",
+            ),
+        ),
+        (
+            "Glazing",
+            (
+                None,
+                "mapped to 'Glass' in mappings/trades.csv, which is not among the company's "
+                "Procore trades",
+            ),
+        ),
+    ],
+)
+def test_trade_resolution(folder: Path, value: str, expected: tuple) -> None:
+    write(folder, "trades.csv", "field_trade,procore_trade\nmechanical,drywall\nGlazing,Glass\n")
+    assert load_mappings(folder).resolve_trade(value, TRADES) == expected
+
+
+def test_trades_csv_problems_are_reported_with_their_line(folder: Path) -> None:
+    write(folder, "trades.csv", "field_trade,procore_trade\n,HVAC\nA,\nB,x\nb,y\n")
+    with pytest.raises(MappingError) as caught:
+        load_mappings(folder)
+    assert caught.value.problems == [
+        "mappings/trades.csv:2: field_trade is empty.",
+        'mappings/trades.csv:3: "A" has no procore_trade (a Procore trade name).',
+        'mappings/trades.csv:5: duplicate field_trade "b" (first on line 4).',
+    ]
 
 
 # -- locations -----------------------------------------------------------------------------

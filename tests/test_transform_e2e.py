@@ -221,7 +221,13 @@ def test_the_trade_target_resolves_to_procore_trades_or_stays_in_the_text(
         settings = sandbox_settings(sandbox, tmp_path)
         env = sandbox.environment()
         extract_from_settings(settings, env)
-        transform_from_settings(settings, env)
+        first = transform_from_settings(settings, env)
+        trade_calls = sandbox.procore_app.calls["company_trades.list"]
+        assert trade_calls >= 1
+        # Offline, the stored trades give the same plan (and Procore is not asked again).
+        offline = transform_from_settings(settings, {}, offline=True)
+        assert offline.plan_hash == first.plan_hash
+        assert sandbox.procore_app.calls["company_trades.list"] == trade_calls
         load_from_settings(settings, env)
         with open_store(settings.staging.path) as store:
             staged = {
