@@ -208,7 +208,7 @@ def _decide_not_loaded(
     retry_rejected: bool,
 ) -> IssueDecision:
     """A planned issue not in Procore yet: create it, unless something holds it back."""
-    detail: str | None = None
+    detail = None
     if row is not None and row.state == "rejected":
         # Procore refused this record's create. Sent again when its payload changed, or when
         # the engineer asks (--retry-rejected); otherwise it stays out, quarantined or released.
@@ -535,20 +535,20 @@ def _decide_inspection(
     if row is not None and row.is_loaded:
         if row.payload_hash == entry.payload_hash:
             return InspectionDecision(entry.source_id, Action.UNCHANGED, entry, row)
-        detail = (
+        why = (
             "created, but its answers, comments, files or status were not all done when a "
             "load stopped: finished now"
             if row.payload_hash is None
             else "changed at the source: header, new answers, comments and files are sent; "
             "an answer, comment or file Procore already holds is not changed"
         )
-        return InspectionDecision(entry.source_id, Action.UPDATE, entry, row, detail=detail)
+        return InspectionDecision(entry.source_id, Action.UPDATE, entry, row, detail=why)
     refused_now = (
         quarantined is not None
         and quarantined.refused_hash is not None
         and quarantined.refused_hash == entry.payload_hash
     )
-    detail: str | None = None
+    detail = None
     if row is not None and row.state == "rejected":
         if retry_rejected:
             detail = "refused before; sent again (--retry-rejected)"
