@@ -643,13 +643,16 @@ def map_rows_of(
     }
 
 
-def attachment_files(store: Store, attachment_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """attachment id -> (sha256, content type) of stored files (others are left out)."""
+def attachment_files(
+    store: Store, attachment_ids: Iterable[str]
+) -> dict[str, tuple[str, str, str | None]]:
+    """attachment id -> (sha256, content type, file name) of stored files (others left out)."""
     return {
-        attachment_id: (sha256, content_type or "application/octet-stream")
-        for attachment_id, sha256, content_type, state in select_in(
+        attachment_id: (sha256, content_type or "application/octet-stream", filename)
+        for attachment_id, sha256, content_type, filename, state in select_in(
             store.conn,
-            "SELECT id, sha256, content_type, state FROM attachments WHERE id IN ({marks})",
+            "SELECT id, sha256, content_type, filename, state FROM attachments "
+            "WHERE id IN ({marks})",
             attachment_ids,
         )
         if sha256 and state == "stored"
