@@ -636,7 +636,7 @@ def map_rows_of(
         for row in select_in(
             store.conn,
             f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? "
-            "AND m.target_project_id = ? AND m.source_id IN ({{marks}})",
+            "AND m.target_project_id = ? AND m.source_id IN ({marks})",
             source_ids,
             (entity, project_id),
         )
