@@ -319,6 +319,7 @@ class ProcoreClient:
         json: Any = None,
         ok: Sequence[int] = (200,),
         company: bool | int = True,
+        replay: bool = True,
     ) -> requests.Response:
         """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
         ``ok`` raise."""
@@ -332,6 +333,7 @@ class ProcoreClient:
                 json=json,
                 headers=self._headers(token, company),
                 ok=(*ok, 401),
+                replay=replay,
             )
             if response.status_code != 401:
                 return response
@@ -593,6 +595,8 @@ class ProcoreClient:
     # -- inspections: building blocks and writes (load) -----------------------------------------
     # Every write answers the created object, or raises InspectionRefused (422 with Procore's
     # ``errors``) for the loader to quarantine; other statuses raise ApiError as everywhere.
+    # These creates carry no idempotency key: a POST whose answer is lost raises AnswerLost
+    # instead of being sent again, and the loader looks for what it made (load/inspections.py).
     def _write(
         self,
         method: str,
@@ -602,9 +606,17 @@ class ProcoreClient:
         params: Any = None,
         files: Any = None,
         data: Any = None,
+        replay: bool | None = None,
     ) -> Any:
         if files is None:
-            response = self._send(method, path, json=json, params=params, ok=(200, 201, 422))
+            response = self._send(
+                method,
+                path,
+                json=json,
+                params=params,
+                ok=(200, 201, 422),
+                replay=method != "POST" if replay is None else replay,
+            )
         else:
             response = self._send_form(path, data=data, files=files)
         body = _json_or_none(response)
@@ -627,6 +639,7 @@ class ProcoreClient:
                 files=files,
                 headers=self._headers(token, True),
                 ok=(200, 201, 422, 401),
+                replay=False,
             )
             if response.status_code != 401:
                 return response
@@ -745,6 +758,7 @@ class ProcoreClient:
                 f"{PROJECTS_PATH}/{project_id}/checklist/list_templates/"
                 "create_from_company_template",
                 json={"source_template_id": company_template_id},
+                replay=True,  # a repeat is refused (one copy per project): safe to send again
             ),
         )
 
@@ -784,7 +798,13 @@ class ProcoreClient:
         self, project_id: int, list_id: int, fields: Mapping[str, Any]
     ) -> dict[str, Any]:
         url = f"/rest/v1.1/projects/{project_id}/checklist/lists/{list_id}"
-        return cast(dict[str, Any], self._write("PATCH", url, json={"list": dict(fields)}))
+        # upload_ids attach files: an update carrying them must not be applied twice.
+        return cast(
+            dict[str, Any],
+            self._write(
+                "PATCH", url, json={"list": dict(fields)}, replay=not fields.get("upload_ids")
+            ),
+        )
 
     def close_inspection(self, project_id: int, list_id: int) -> dict[str, Any]:
         url = f"/rest/v1.1/projects/{project_id}/checklist/lists/{list_id}/close"

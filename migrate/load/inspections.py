@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from migrate.errors import ApiError
+from migrate.errors import AnswerLost, ApiError
 from migrate.ids import (
     ENTITY_INSPECTION,
     ENTITY_INSPECTION_FILE,
@@ -152,6 +152,30 @@ def _hint(errors: Any, default: str) -> str:
     return default
 
 
+#: How often a write whose answer was lost is looked for and sent again before giving up.
+LOST_ANSWER_ATTEMPTS = 4
+
+
+def once(
+    call: Callable[[], dict[str, Any]], find: Callable[[], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """``call()`` (a create Procore has no idempotency key for), applied at most once.
+
+    When its answer is lost (AnswerLost: the HTTP layer does not send it again), ``find()``
+    looks for what it made; only if that finds nothing is it sent again.
+    """
+    for attempt in range(1, LOST_ANSWER_ATTEMPTS + 1):
+        try:
+            return call()
+        except AnswerLost:
+            found = find()
+            if found is not None:
+                return found
+            if attempt == LOST_ANSWER_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 # -- building blocks -------------------------------------------------------------------------------
 
 
@@ -182,9 +206,17 @@ class _Blocks:
         self.templates: dict[str, _Template] = {}
         self.problems: dict[str, str] = {}
 
-    # -- id map helpers ---------------------------------------------------------------------
+    # -- the id map, one building block at a time ---------------------------------------------
     def _row(self, entity: str, source_id: str) -> MapRow | None:
         return map_rows_of(self.ctx.store, entity, self.ctx.project_id, [source_id]).get(source_id)
+
+    def _taken(self, entity: str) -> set[int]:
+        """Procore ids the id map already gives to another record of ``entity``."""
+        return {
+            row.target_id
+            for row in id_map_rows(self.ctx.store, entity, self.ctx.project_id).values()
+            if row.is_loaded and row.target_id is not None
+        }
 
     def _loaded(self, entity: str, source_id: str, target_id: int, hashed: str | None) -> int:
         with self.ctx.store.transaction():
@@ -198,20 +230,51 @@ class _Blocks:
             )
         return target_id
 
+    def _ensure(
+        self,
+        entity: str,
+        source_id: str,
+        hashed: str,
+        find: Callable[[], int | None],
+        create: Callable[[], dict[str, Any]],
+        *,
+        reuse: bool,
+    ) -> int:
+        """The Procore id of one building block: recorded, found, or created now.
+
+        ``reuse``: Procore's own (or anyone's) block of that name is used (types, response
+        sets); otherwise only what a dead run of ours created is looked for (templates).
+        """
+        row = self._row(entity, source_id)
+        if row is not None and row.is_loaded:
+            assert row.target_id is not None
+            return row.target_id
+        if reuse or (row is not None and row.state == "sent"):
+            found = find()
+            if found is not None:
+                return self._loaded(entity, source_id, found, hashed)
+        return self._send(entity, source_id, hashed, create, find)
+
     def _send(
         self,
         entity: str,
         source_id: str,
         hashed: str,
         call: Callable[[], dict[str, Any]],
+        find: Callable[[], int | None],
     ) -> int:
         """sent -> the call -> loaded; a refusal raises TemplateProblem (quarantined)."""
         ctx = self.ctx
         with ctx.store.transaction():
             batch_id, _ = start_batch(ctx.store, ctx.run_id, entity, 1)
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {source_id: hashed})
+
+        def found() -> dict[str, Any] | None:
+            target = find()
+            return None if target is None else {"id": target}
+
         try:
-            created = call()
+            created = once(call, found)
         except ApiError as exc:
             if not _refused(exc):
                 raise
@@ -247,31 +310,38 @@ class _Blocks:
     # -- inspection types and response sets --------------------------------------------------
     def inspection_type(self, name: str) -> int:
         key = name.strip().lower()
-        row = self._row(ENTITY_INSPECTION_TYPE, key)
-        if row is not None and row.is_loaded:
-            assert row.target_id is not None
-            return row.target_id
-        found = self._find_type(key, fresh=row is not None and row.state == "sent")
-        if found is not None:
-            return self._loaded(ENTITY_INSPECTION_TYPE, key, found, key)
+
+        def find() -> int | None:
+            self._types = self.client.inspection_types()
+            return self._type_named(key)
+
+        def find_cached() -> int | None:
+            if self._types is None:
+                self._types = self.client.inspection_types()
+            return self._type_named(key)
+
         try:
-            return self._send(
+            return self._ensure(
                 ENTITY_INSPECTION_TYPE,
                 key,
                 key,
+                find_cached,
                 lambda: self.client.create_inspection_type(name.strip()),
+                reuse=True,
             )
         except TemplateProblem:
-            found = self._find_type(key, fresh=True)  # taken meanwhile ("unique" names)
+            found = find()  # made meanwhile by someone else ("unique" names refuse a second)
             if found is None:
                 raise
             return self._loaded(ENTITY_INSPECTION_TYPE, key, found, key)
 
-    def _find_type(self, key: str, *, fresh: bool) -> int | None:
-        if self._types is None or fresh:
-            self._types = self.client.inspection_types()
+    def _type_named(self, key: str) -> int | None:
         return next(
-            (int(t["id"]) for t in self._types if str(t.get("name", "")).strip().lower() == key),
+            (
+                int(t["id"])
+                for t in self._types or []
+                if str(t.get("name", "")).strip().lower() == key
+            ),
             None,
         )
 
@@ -279,26 +349,25 @@ class _Blocks:
         name = str(spec["name"])
         wanted = [(r["name"], r["corresponding_status"]) for r in spec.get("responses") or []]
         hashed = response_hash({"name": name, "responses": wanted})
-        row = self._row(ENTITY_RESPONSE_SET, name)
-        if row is not None and row.is_loaded:
-            assert row.target_id is not None
-            return row.target_id
-        if self._sets is None or (row is not None and row.state == "sent"):
-            self._sets = self.client.response_sets()
-        for known in self._sets:
-            responses = [
-                (r.get("name"), r.get("corresponding_status") or r.get("status"))
-                for r in known.get("responses") or []
-            ]
-            if known.get("name") == name and [n for n, _ in responses] == [n for n, _ in wanted]:
-                return self._loaded(ENTITY_RESPONSE_SET, name, int(known["id"]), hashed)
-        return self._send(
+
+        def find(fresh: bool) -> int | None:
+            if self._sets is None or fresh:
+                self._sets = self.client.response_sets()
+            for known in self._sets:
+                names = [r.get("name") for r in known.get("responses") or []]
+                if known.get("name") == name and names == [n for n, _ in wanted]:
+                    return int(known["id"])
+            return None
+
+        return self._ensure(
             ENTITY_RESPONSE_SET,
             name,
             hashed,
+            lambda: find(False),
             lambda: self.client.create_response_set(
                 name, [{"name": n, "corresponding_status": s} for n, s in wanted]
             ),
+            reuse=True,
         )
 
     # -- templates --------------------------------------------------------------------------
@@ -321,41 +390,30 @@ class _Blocks:
         ctx, client = self.ctx, self.client
         payload = planned.payload
         type_id = self.inspection_type(planned.inspection_type) if planned.inspection_type else None
-        row = self._row(ENTITY_INSPECTION_TEMPLATE, planned.source_id)
         description = payload.get("description")
-        if row is not None and row.is_loaded:
-            assert row.target_id is not None
-            company_id = row.target_id
-        else:
-            company_id = 0
-            if row is not None and row.state == "sent":
-                mapped = {
-                    r.target_id
-                    for r in id_map_rows(
-                        ctx.store, ENTITY_INSPECTION_TEMPLATE, ctx.project_id
-                    ).values()
-                    if r.is_loaded
-                }
-                for found in client.company_templates(query=planned.name):
-                    if (
-                        found.get("name") == planned.name
-                        and found.get("description") == description
-                        and int(found["id"]) not in mapped
-                    ):
-                        company_id = self._loaded(
-                            ENTITY_INSPECTION_TEMPLATE, planned.source_id, int(found["id"]), None
-                        )
-                        break
-            if not company_id:
-                fields: dict[str, Any] = {"name": planned.name, "description": description}
-                if type_id is not None:
-                    fields["inspection_type_id"] = type_id
-                company_id = self._send(
-                    ENTITY_INSPECTION_TEMPLATE,
-                    planned.source_id,
-                    "",
-                    lambda: client.create_company_template(fields),
-                )
+        fields: dict[str, Any] = {"name": planned.name, "description": description}
+        if type_id is not None:
+            fields["inspection_type_id"] = type_id
+
+        def find() -> int | None:
+            taken = self._taken(ENTITY_INSPECTION_TEMPLATE)
+            for found in client.company_templates(query=planned.name):
+                if (
+                    found.get("name") == planned.name
+                    and found.get("description") == description
+                    and int(found["id"]) not in taken
+                ):
+                    return int(found["id"])
+            return None
+
+        company_id = self._ensure(
+            ENTITY_INSPECTION_TEMPLATE,
+            planned.source_id,
+            "",
+            find,
+            lambda: client.create_company_template(fields),
+            reuse=False,
+        )
         self._sections_and_items(company_id, payload)
         project_template_id = self._project_template(planned.source_id, company_id)
         with ctx.store.transaction():
@@ -369,79 +427,61 @@ class _Blocks:
         return _Template(project_template_id, type_id)
 
     def _sections_and_items(self, company_id: int, payload: Mapping[str, Any]) -> None:
-        ctx, client = self.ctx, self.client
-        sections = payload.get("sections") or []
-        section_rows = map_rows_of(
-            ctx.store, ENTITY_TEMPLATE_SECTION, ctx.project_id, [s["key"] for s in sections]
-        )
-        item_rows = map_rows_of(
-            ctx.store,
-            ENTITY_TEMPLATE_ITEM,
-            ctx.project_id,
-            [i["source_id"] for s in sections for i in s.get("items") or []],
-        )
-        listed_sections: list[dict[str, Any]] | None = None
-        listed_items: list[dict[str, Any]] | None = None
-        for section in sections:
-            key = str(section["key"])
-            row = section_rows.get(key)
-            if row is not None and row.is_loaded:
-                assert row.target_id is not None
-                section_id = row.target_id
-            else:
-                section_id = 0
-                if row is not None and row.state == "sent":
-                    if listed_sections is None:
-                        listed_sections = client.company_template_sections(company_id)
-                    taken = {r.target_id for r in section_rows.values() if r.is_loaded}
-                    for found in listed_sections:
-                        if (
-                            found.get("name") == section["name"]
-                            and found.get("position") == section["position"]
-                            and int(found["id"]) not in taken
-                        ):
-                            section_id = self._loaded(
-                                ENTITY_TEMPLATE_SECTION, key, int(found["id"]), None
-                            )
-                            break
-                if not section_id:
-                    section_id = self._send(
-                        ENTITY_TEMPLATE_SECTION,
-                        key,
-                        "",
-                        functools.partial(
-                            client.create_company_template_section,
-                            company_id,
-                            str(section["name"]),
-                            int(section["position"]),
-                        ),
-                    )
-            for item in section.get("items") or []:
-                source_id = str(item["source_id"])
-                row = item_rows.get(source_id)
-                if row is not None and row.is_loaded:
-                    continue
-                if row is not None and row.state == "sent":
-                    if listed_items is None:
-                        listed_items = client.company_template_items(company_id)
-                    taken = {r.target_id for r in item_rows.values() if r.is_loaded}
-                    match = next(
-                        (
-                            found
-                            for found in listed_items
-                            if found.get("section_id") == section_id
-                            and found.get("name") == item["name"]
-                            and found.get("position") == item["position"]
-                            and int(found["id"]) not in taken
-                        ),
-                        None,
-                    )
-                    if match is not None:
-                        self._loaded(ENTITY_TEMPLATE_ITEM, source_id, int(match["id"]), None)
-                        continue
-                self._create_item(company_id, section_id, item)
+        client = self.client
+        for section in payload.get("sections") or []:
+            name, position = str(section["name"]), int(section["position"])
 
-    def _create_item(self, company_id: int, section_id: int, item: Mapping[str, Any]) -> None:
+            def find_section(name: str = name, position: int = position) -> int | None:
+                taken = self._taken(ENTITY_TEMPLATE_SECTION)
+                for found in client.company_template_sections(company_id):
+                    if (
+                        found.get("name") == name
+                        and found.get("position") == position
+                        and int(found["id"]) not in taken
+                    ):
+                        return int(found["id"])
+                return None
+
+            section_id = self._ensure(
+                ENTITY_TEMPLATE_SECTION,
+                str(section["key"]),
+                "",
+                find_section,
+                functools.partial(
+                    client.create_company_template_section, company_id, name, position
+                ),
+                reuse=False,
+            )
+            for item in section.get("items") or []:
+                self._item(company_id, section_id, item)
+
+    def _item(self, company_id: int, section_id: int, item: Mapping[str, Any]) -> None:
+        def find() -> int | None:
+            taken = self._taken(ENTITY_TEMPLATE_ITEM)
+            for found in self.client.company_template_items(company_id):
+                if (
+                    found.get("section_id") == section_id
+                    and found.get("name") == item["name"]
+                    and found.get("position") == item["position"]
+                    and int(found["id"]) not in taken
+                ):
+                    return int(found["id"])
+            return None
+
+        self._ensure(
+            ENTITY_TEMPLATE_ITEM,
+            str(item["source_id"]),
+            "",
+            find,
+            functools.partial(self._create_item, company_id, section_id, item),
+            reuse=False,
+        )
+
+    def _create_item(
+        self, company_id: int, section_id: int, item: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        from migrate.clients.procore import InspectionRefused
+
         kind = str(item.get("type") or "default")
         fields: dict[str, Any] = {
             "name": item["name"],
@@ -450,25 +490,19 @@ class _Blocks:
         }
         if item.get("response_set") and kind == "multiple_choice":
             fields["response_set_id"] = self.response_set(item["response_set"])
-
-        def create() -> dict[str, Any]:
-            from migrate.clients.procore import InspectionRefused
-
-            for attempt in (1, 2):
-                fields["type"] = self._type_text(kind)
-                try:
-                    return self.client.create_company_template_item(company_id, fields)
-                except InspectionRefused as exc:
-                    errors = exc.errors if isinstance(exc.errors, Mapping) else {}
-                    if attempt == 1 and "type" in errors:
-                        # Procore's reference does not say whether `type` names the item type
-                        # or holds its id: the other reading, once, and then for the run.
-                        self._item_type_form = "id" if self._item_type_form == "name" else "name"
-                        continue
-                    raise
-            raise AssertionError("unreachable")
-
-        self._send(ENTITY_TEMPLATE_ITEM, str(item["source_id"]), "", create)
+        for attempt in (1, 2):
+            fields["type"] = self._type_text(kind)
+            try:
+                return self.client.create_company_template_item(company_id, fields)
+            except InspectionRefused as exc:
+                errors = exc.errors if isinstance(exc.errors, Mapping) else {}
+                if attempt == 1 and "type" in errors:
+                    # Procore's reference does not say whether `type` names the item type or
+                    # holds its id: the other reading, once, and then for the rest of the run.
+                    self._item_type_form = "id" if self._item_type_form == "name" else "name"
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def _type_text(self, kind: str) -> str:
         if self._item_type_form == "name":
@@ -481,46 +515,27 @@ class _Blocks:
         return str(type_id)
 
     def _project_template(self, source_id: str, company_id: int) -> int:
-        ctx = self.ctx
-        row = self._row(ENTITY_PROJECT_TEMPLATE, source_id)
-        if row is not None and row.is_loaded:
-            assert row.target_id is not None
-            return row.target_id
+        """The project copy; Procore refuses a second one, so a repeat finds the first."""
         from migrate.clients.procore import InspectionRefused
 
-        try:
-            return self._send_plain(
-                ENTITY_PROJECT_TEMPLATE,
-                source_id,
-                lambda: self.client.create_project_template_from_company(
-                    ctx.project_id, company_id
-                ),
-            )
-        except InspectionRefused:
-            # One project template per company template: an earlier attempt made it.
-            for found in self.client.project_templates(ctx.project_id):
-                synced = found.get("synced_to") or {}
-                if synced.get("list_template_id") == company_id:
-                    return self._loaded(ENTITY_PROJECT_TEMPLATE, source_id, int(found["id"]), "")
-            raise TemplateProblem(
-                f"Procore refused a project copy of company template {company_id} and shows none"
-            ) from None
-
-    def _send_plain(self, entity: str, source_id: str, call: Callable[[], dict[str, Any]]) -> int:
-        """Like _send, but a refusal is raised as is (the caller knows what it means)."""
         ctx = self.ctx
-        with ctx.store.transaction():
-            batch_id, _ = start_batch(ctx.store, ctx.run_id, entity, 1)
-            mark_sent(ctx.store, entity, ctx.project_id, batch_id, {source_id: ""})
-        try:
-            created = call()
-        except BaseException:
-            with ctx.store.transaction():
-                finish_batch(ctx.store, batch_id, entities=0, errors=1, state="failed")
-            raise
-        with ctx.store.transaction():
-            finish_batch(ctx.store, batch_id, entities=1, errors=0)
-        return self._loaded(entity, source_id, int(created["id"]), "")
+
+        def find() -> int | None:
+            for found in self.client.project_templates(ctx.project_id):
+                if (found.get("synced_to") or {}).get("list_template_id") == company_id:
+                    return int(found["id"])
+            return None
+
+        def create() -> dict[str, Any]:
+            try:
+                return self.client.create_project_template_from_company(ctx.project_id, company_id)
+            except InspectionRefused:
+                found = find()
+                if found is None:
+                    raise
+                return {"id": found}
+
+        return self._ensure(ENTITY_PROJECT_TEMPLATE, source_id, "", find, create, reuse=False)
 
     def item_sources(self, source_id: str, built: _Template) -> dict[int, str]:
         """project template item id -> template item source id (one read per template)."""
@@ -673,9 +688,14 @@ class InspectionLoader:
                     batch_id,
                     {entry.source_id: entry.payload_hash},
                 )
+            template_id = job.template.project_template_id
+            asked_at = datetime.now(UTC)
             try:
-                created = self.client.create_inspection(
-                    ctx.project_id, job.template.project_template_id, fields
+                created = once(
+                    functools.partial(
+                        self.client.create_inspection, ctx.project_id, template_id, fields
+                    ),
+                    functools.partial(self._search, job, asked_at - LOOKUP_SLACK),
                 )
             except ApiError as exc:
                 if not _refused(exc):
@@ -748,6 +768,17 @@ class InspectionLoader:
 
     def _look_up(self, job: _Job, row: MapRow) -> dict[str, Any] | None:
         """The inspection a dead run created for this checklist, if Procore has it."""
+        ctx = self.ctx
+        sent_at = batch_sent_at(ctx.store, [row.batch_id or ""]).get(row.batch_id or "")
+        found = self._search(job, _instant(sent_at) - LOOKUP_SLACK if sent_at else None)
+        if found is None:
+            with ctx.store.transaction():
+                mark_unsent(ctx.store, ENTITY_INSPECTION, ctx.project_id, job.entry.source_id)
+        return found
+
+    def _search(self, job: _Job, since: datetime | None) -> dict[str, Any] | None:
+        """An inspection of this checklist's template, identifier and description, created
+        since ``since``, that no other checklist claims."""
         ctx, entry = self.ctx, job.entry
         assert job.template is not None
         if self._mapped_lists is None:
@@ -756,8 +787,6 @@ class InspectionLoader:
                 for r in id_map_rows(ctx.store, ENTITY_INSPECTION, ctx.project_id).values()
                 if r.is_loaded and r.target_id is not None
             }
-        sent_at = batch_sent_at(ctx.store, [row.batch_id or ""]).get(row.batch_id or "")
-        since = _instant(sent_at) - LOOKUP_SLACK if sent_at else None
         listed = job.payload.get("list") or {}
         for found in self.client.inspections_matching(
             ctx.project_id,
@@ -774,8 +803,6 @@ class InspectionLoader:
             if since is not None and created and _instant(str(created)) < since:
                 continue
             return dict(found)
-        with ctx.store.transaction():
-            mark_unsent(ctx.store, ENTITY_INSPECTION, ctx.project_id, entry.source_id)
         return None
 
     def _vendor(self, name: str | None) -> int | None:
@@ -845,6 +872,9 @@ class InspectionLoader:
                         int(target["id"]),
                         str(comment["body"]),
                     ),
+                    functools.partial(
+                        self._find_comment, int(target["id"]), str(comment["body"]), keys.comments
+                    ),
                 )
             for attachment_id in planned.get("attachment_ids") or []:
                 row = files.get(attachment_id)
@@ -857,7 +887,7 @@ class InspectionLoader:
                     if found is not None:
                         self._mark(ENTITY_ITEM_FILE, attachment_id, found, entry.source_id)
                         continue
-                self._item_file(job, target, attachment_id)
+                self._item_file(job, target, attachment_id, keys.files)
         self._finish(job)
 
     def _answer(
@@ -894,10 +924,13 @@ class InspectionLoader:
             key,
             hashed,
             lambda: self.client.answer_item(ctx.project_id, int(item["id"]), body),
+            lambda: self.client.item_response(ctx.project_id, int(item["id"])),
             target_id=int(item["id"]),
         )
 
-    def _item_file(self, job: _Job, item: Mapping[str, Any], attachment_id: str) -> None:
+    def _item_file(
+        self, job: _Job, item: Mapping[str, Any], attachment_id: str, keys: Sequence[str]
+    ) -> None:
         ctx, entry = self.ctx, job.entry
         stored = attachment_files(ctx.store, [attachment_id]).get(attachment_id)
         if stored is None:
@@ -931,6 +964,7 @@ class InspectionLoader:
                 content_type=content_type,
                 source=_bytes_io(data),
             ),
+            lambda: self._find_file(int(item["id"]), name, keys),
         )
 
     def _header(self, job: _Job, list_files: Mapping[str, MapRow]) -> None:
@@ -958,7 +992,12 @@ class InspectionLoader:
                 fields["upload_ids"] = uuids
         self._reopen_if_closed(job)
         try:
-            shown = self.client.update_inspection(ctx.project_id, job.list_id or 0, fields)
+            shown = once(
+                functools.partial(
+                    self.client.update_inspection, ctx.project_id, job.list_id or 0, fields
+                ),
+                functools.partial(self._with_files, job, new_files),
+            )
         except ApiError as exc:
             if not _refused(exc):
                 raise
@@ -987,6 +1026,15 @@ class InspectionLoader:
                 ctx.uploader.mark_referenced(uuids)
             self._record_list_files(job, shown.get("attachments") or [])
         ctx.count("updated", ENTITY_INSPECTION)
+
+    def _with_files(self, job: _Job, attachment_ids: Sequence[str]) -> dict[str, Any] | None:
+        """The inspection, if it shows every one of these checklist files (a lost answer)."""
+        shown = self.client.inspections(self.ctx.project_id, ids=[job.list_id or 0])
+        if not shown:
+            return None
+        names = {str(a.get("name")) for a in shown[0].get("attachments") or []}
+        wanted = {self._name(job.entry, a, None) for a in attachment_ids}
+        return dict(shown[0]) if wanted <= names else None
 
     def _reopen_if_closed(self, job: _Job) -> None:
         if job.status == CLOSED:
@@ -1044,10 +1092,13 @@ class InspectionLoader:
         key: str,
         hashed: str,
         call: Callable[[], dict[str, Any]],
+        find: Callable[[], dict[str, Any] | None],
         *,
         target_id: int | None = None,
     ) -> None:
-        """sent -> the call -> loaded, or rejected and quarantined (the checklist goes on)."""
+        """sent -> the call -> loaded, or rejected and quarantined (the checklist goes on).
+
+        ``find`` looks for what the call made when its answer is lost (see :func:`once`)."""
         ctx = self.ctx
         if job.status == CLOSED:
             self._reopen_if_closed(job)
@@ -1055,7 +1106,7 @@ class InspectionLoader:
             batch_id, _ = start_batch(ctx.store, ctx.run_id, entity, 1)
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {key: hashed})
         try:
-            created = call()
+            created = once(call, find)
         except ApiError as exc:
             if not _refused(exc):
                 raise
@@ -1102,6 +1153,30 @@ class InspectionLoader:
                 batch_id=batch_id,
             )
         ctx.count("created", entity)
+
+    def _claimed(self, entity: str, keys: Sequence[str]) -> set[int]:
+        return {
+            row.target_id
+            for row in map_rows_of(self.ctx.store, entity, self.ctx.project_id, keys).values()
+            if row.is_loaded and row.target_id is not None
+        }
+
+    def _find_comment(self, item_id: int, body: str, keys: Sequence[str]) -> dict[str, Any] | None:
+        """A comment with this body on the item that no id map row claims (a lost answer)."""
+        claimed = self._claimed(ENTITY_ITEM_COMMENT, keys)
+        for found in self.client.inspection_item_comments(self.ctx.project_id, [item_id]):
+            if found.get("body") == body and int(found["id"]) not in claimed:
+                return found
+        return None
+
+    def _find_file(self, item_id: int, name: str, keys: Sequence[str]) -> dict[str, Any] | None:
+        """A file of this name on the item that no id map row claims (a lost answer)."""
+        claimed = self._claimed(ENTITY_ITEM_FILE, keys)
+        for found in self.client.inspection_item_attachments(self.ctx.project_id, [item_id]):
+            shown = found.get("attachment") or {}
+            if shown.get("name") == name and int(found["id"]) not in claimed:
+                return found
+        return None
 
     def _mark(self, entity: str, key: str, target_id: int, hashed: str) -> None:
         with self.ctx.store.transaction():
