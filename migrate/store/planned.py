@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.jsontext import canonical_json
 from migrate.store.db import Store, select_in, utc_now
 from migrate.store.records import content_hash
@@ -523,3 +523,137 @@ def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
             (ENTITY_ISSUE, *params),
         )
     ]
+
+
+# -- inspections (load) ----------------------------------------------------------------------------
+# What load and the plan read of planned_inspection_templates / planned_inspections (issue 14).
+# The inspection's id map row is ``loaded`` once Procore created it; its payload hash is recorded
+# only when every detail (answers, comments, files, status) is done, so a row loaded with no hash
+# is an inspection a stopped run left half answered.
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionEntry:
+    """A planned_inspections row without its payload."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    attachment_ids: tuple[str, ...]
+    attachment_names: dict[str, str]
+    payload_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTemplate:
+    """A planned_inspection_templates row (payload: sections, items, response sets)."""
+
+    source_id: str
+    name: str
+    inspection_type: str
+    payload: dict[str, Any]
+    payload_hash: str
+
+
+_INSPECTION_COLUMNS = (
+    "p.source_id, p.template_source_id, p.identifier, p.status, p.location_source_id, "
+    "p.responsible_contractor, p.attachment_ids, p.attachment_names, p.payload_hash"
+)
+
+
+def _inspection_entry(row: Sequence[Any]) -> InspectionEntry:
+    return InspectionEntry(
+        source_id=row[0],
+        template_source_id=row[1],
+        identifier=row[2],
+        status=row[3],
+        location_source_id=row[4],
+        responsible_contractor=row[5],
+        attachment_ids=tuple(json.loads(row[6] or "[]")),
+        attachment_names=dict(json.loads(row[7] or "{}")),
+        payload_hash=row[8],
+    )
+
+
+def planned_inspections_with_map_rows(
+    store: Store, project_id: int
+) -> Iterator[tuple[InspectionEntry, MapRow | None]]:
+    """Every planned inspection with its id map row for the project, in source id order."""
+    for row in store.conn.execute(
+        f"SELECT {_INSPECTION_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_inspections p "
+        "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id "
+        "AND m.target_project_id = ? ORDER BY p.source_id",
+        (ENTITY_INSPECTION, project_id),
+    ):
+        yield _inspection_entry(row), (_map_row(row[10:]) if row[9] is not None else None)
+
+
+def unplanned_inspection_map_rows(store: Store, project_id: int) -> list[MapRow]:
+    """Inspection id map rows of the project whose checklist is no longer planned."""
+    return [
+        _map_row(row)
+        for row in store.conn.execute(
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? AND m.target_project_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM planned_inspections p WHERE p.source_id = m.source_id) "
+            "ORDER BY m.source_id",
+            (ENTITY_INSPECTION, project_id),
+        )
+    ]
+
+
+def inspection_payloads(store: Store, source_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """source id -> planned inspection payload (list body and items)."""
+    return {
+        source_id: json.loads(payload)
+        for source_id, payload in select_in(
+            store.conn,
+            "SELECT source_id, payload FROM planned_inspections WHERE source_id IN ({marks})",
+            source_ids,
+        )
+    }
+
+
+def planned_templates(store: Store) -> dict[str, PlannedTemplate]:
+    """Every planned inspection template by source id."""
+    return {
+        row[0]: PlannedTemplate(row[0], row[1], row[2], json.loads(row[3]), row[4])
+        for row in store.conn.execute(
+            "SELECT source_id, name, inspection_type, payload, payload_hash "
+            "FROM planned_inspection_templates ORDER BY source_id"
+        )
+    }
+
+
+def map_rows_of(
+    store: Store, entity: str, project_id: int, source_ids: Iterable[str]
+) -> dict[str, MapRow]:
+    """id_map rows of ``entity`` for these source ids in the project."""
+    return {
+        row[0]: _map_row(row)
+        for row in select_in(
+            store.conn,
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? "
+            "AND m.target_project_id = ? AND m.source_id IN ({marks})",
+            source_ids,
+            (entity, project_id),
+        )
+    }
+
+
+def attachment_files(
+    store: Store, attachment_ids: Iterable[str]
+) -> dict[str, tuple[str, str, str | None]]:
+    """attachment id -> (sha256, content type, file name) of stored files (others left out)."""
+    return {
+        attachment_id: (sha256, content_type or "application/octet-stream", filename)
+        for attachment_id, sha256, content_type, filename, state in select_in(
+            store.conn,
+            "SELECT id, sha256, content_type, filename, state FROM attachments "
+            "WHERE id IN ({marks})",
+            attachment_ids,
+        )
+        if sha256 and state == "stored"
+    }
