@@ -26,6 +26,7 @@ from migrate.report.status import (
     ATTACHMENT_KEYS,
     ENTITIES,
     ENTITY_STATES,
+    INSPECTION_KEYS,
     PLAN_KEYS,
     SCHEMA_VERSION,
     StatusReport,
@@ -153,6 +154,7 @@ def _check_schema(data: dict[str, Any]) -> None:
         "deleted_after_load",
         "quota",
         "plan",
+        "inspections",
         "quarantine_open",
         "running",
         "next_command",
@@ -187,6 +189,8 @@ def _check_schema(data: dict[str, Any]) -> None:
     )
     assert list(data["plan"]) == list(PLAN_KEYS)
     assert all(type(v) is int for v in data["plan"].values())
+    assert list(data["inspections"]) == list(INSPECTION_KEYS)
+    assert all(type(v) is int and v >= 0 for v in data["inspections"].values())
     assert type(data["quarantine_open"]) is int
     for run in data["running"]:
         assert set(run) == {"command", "run_id", "pid"}

@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
 from migrate.report.status import parse_time, request_total
@@ -32,6 +32,9 @@ from migrate.store.db import Store
 from migrate.store.runs import run_rows
 from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
+
+if TYPE_CHECKING:
+    from migrate.report.inspections import InspectionReconciliation, InspectionTarget
 
 MISMATCH_COLUMNS = (
     "entity",
@@ -129,6 +132,8 @@ class Reconciliation:
     run_request_rates: list[tuple[Any, Any, float]]
     hourly_limit: int
     hourly_limit_known: bool
+    #: Every staged checklist's outcome and the inspections' field differences (issue 14).
+    inspections: InspectionReconciliation | None = None
 
     @property
     def quarantined(self) -> int:
@@ -251,9 +256,15 @@ def _date(value: Any) -> str | None:
 
 
 def reconcile(
-    store: Store, target_project_id: int | None, target: TargetSnapshot | None
+    store: Store,
+    target_project_id: int | None,
+    target: TargetSnapshot | None,
+    inspections: InspectionTarget | None = None,
 ) -> Reconciliation:
-    """Compare the staging DB with ``target`` (None: offline, staging-only checks)."""
+    """Compare the staging DB with ``target`` (None: offline, staging-only checks) and the
+    inspections with ``inspections`` (None: Procore's inspections were not read)."""
+    from migrate.report.inspections import reconcile_inspections, staged_checklists
+
     project = target_project_id
     proj_sql, proj_params = _project_filter(project)
     loaded = _rows(
@@ -317,6 +328,7 @@ def reconcile(
         matched_by_entity["location"] = matched_locations
         orphans = _orphans(store, project, procore_issues, loaded)
         checks.extend(_online_checks(len(procore_issues), len(locations_by_id)))
+        checks.extend(_inspection_checks(inspections))
     else:
         for row in loaded:
             issue_results[row["source_id"]] = "loaded (not checked: offline)"
@@ -330,6 +342,15 @@ def reconcile(
             )
         )
 
+    inspection_rec = reconcile_inspections(
+        store, project, inspections if online else None, locations_by_id
+    )
+    mismatches.extend(inspection_rec.mismatches)
+    missing.extend(inspection_rec.missing)
+    entity_rows = _entity_rows(
+        store, project, issue_results, missing, orphans, matched_by_entity, online
+    )
+    entity_rows.append(inspection_rec.entity_row(len(staged_checklists(store))))
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
     hourly_limit, known = _hourly_limit(store)
@@ -337,9 +358,7 @@ def reconcile(
         target_project_id=project,
         online=online,
         checks=checks,
-        entity_rows=_entity_rows(
-            store, project, issue_results, missing, orphans, matched_by_entity, online
-        ),
+        entity_rows=entity_rows,
         matched=matched_by_entity["issue"] + matched_by_entity["checklist_item"],
         matched_by_entity=matched_by_entity,
         mismatches=mismatches,
@@ -372,6 +391,7 @@ def reconcile(
         run_request_rates=_run_request_rates(store),
         hourly_limit=hourly_limit,
         hourly_limit_known=known,
+        inspections=inspection_rec,
     )
     return reconciliation
 
@@ -680,6 +700,37 @@ def _online_checks(issues: int, locations: int) -> list[Check]:
         Check("orphans", True, "Procore issues whose uuid migrate derives but id_map does not map")
     )
     return checks
+
+
+def _inspection_checks(read: InspectionTarget | None) -> list[Check]:
+    if read is None:
+        return [Check("inspections", False, "Procore's inspections were not read")]
+    return [
+        Check(
+            "inspections",
+            True,
+            f"read {len(read.lists)} inspections, {len(read.items)} items, "
+            f"{len(read.comments)} item comments and {len(read.item_files)} item files",
+        ),
+        Check(
+            "inspection header",
+            True,
+            "identifier, description, status, inspection date, location path, responsible "
+            "contractor, inspection type and template against the plan",
+        ),
+        Check(
+            "inspection items",
+            True,
+            "every planned item's answer (by type), comments (bodies) and files, joined with "
+            "Procore's items on section and item position",
+        ),
+        Check(
+            "inspection files",
+            True,
+            f"every file by name, and by the sha256 of the bytes its url served "
+            f"({len(read.digests)} downloaded)",
+        ),
+    ]
 
 
 def _entity_rows(
