@@ -308,6 +308,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
         attachments,
         plan,
         plan_problem,
+        inspections["extracted"],
     )
     return StatusReport(
         staging_db=store.path,
@@ -599,6 +600,7 @@ def _next_command(
     attachments: dict[str, int],
     plan: dict[str, int],
     plan_problem: str | None,
+    checklists_extracted: int = 0,
 ) -> tuple[str, str]:
     """The command to run next, and why, in one sentence."""
     if running:
@@ -610,7 +612,9 @@ def _next_command(
         )
     last = {stage.command: stage for stage in stages}
     extract = last.get("extract")
-    extracted = entities["issue"]["extracted"] + entities["location"]["extracted"]
+    extracted = (
+        entities["issue"]["extracted"] + entities["location"]["extracted"] + checklists_extracted
+    )
     if extract is None and not extracted:
         return (
             "migrate extract",
