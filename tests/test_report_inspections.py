@@ -406,3 +406,23 @@ def test_status_counts_checklists_and_inspections(loaded: Loaded) -> None:
     rows = _by_source(result.csv_paths["inspections"])
     assert rows[f"cl-{PLANNED:05d}"]["outcome"] == "not loaded yet"
     assert result.inspections["not loaded yet"] == 2
+
+
+# -- the demo ---------------------------------------------------------------------------------------
+
+
+def test_demo_summary_names_inspections_migrated_and_matching(tmp_path: Path) -> None:
+    from migrate.demo import run_demo
+
+    demo = run_demo(tmp_path / "demo", issues=20, seed=3)
+
+    lines = demo.summary_lines()
+    [line] = [line for line in lines if line.startswith("Inspections:")]
+    counts = demo.report.inspections
+    migrated = counts["match"] + counts["differs"] + counts["missing in Procore"]
+    assert line.startswith(f"Inspections: {migrated} migrated, {counts['match']} match")
+    with sqlite3.connect(demo.workdir / "staging.db") as conn:
+        (staged,) = conn.execute("SELECT COUNT(*) FROM checklists").fetchone()
+    assert staged > 0 and line.endswith(f"(of {staged} checklists).")
+    assert sum(counts.values()) == staged
+    assert counts["differs"] == counts["missing in Procore"] == 0
