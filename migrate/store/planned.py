@@ -502,11 +502,16 @@ def unloaded_planned_issue_counts(store: Store, project_id: int | None) -> dict[
 
 def unloaded_planned_location_count(store: Store, project_id: int | None) -> int:
     """Planned locations neither loaded nor rejected yet (``sent`` counts)."""
+    return _unloaded_count(store, "planned_locations", ENTITY_LOCATION, project_id)
+
+
+def _unloaded_count(store: Store, table: str, entity: str, project_id: int | None) -> int:
+    """Rows of a planned_* ``table`` whose ``entity`` id_map row is not loaded or rejected."""
     clause, params = _project_clause(project_id, "m")
     row = store.conn.execute(
-        "SELECT COUNT(*) FROM planned_locations p LEFT JOIN id_map m "
+        f"SELECT COUNT(*) FROM {table} p LEFT JOIN id_map m "
         f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED}",
-        (ENTITY_LOCATION, *params),
+        (entity, *params),
     ).fetchone()
     return int(row[0] or 0) if row else 0
 
@@ -682,10 +687,4 @@ def planned_inspection_counts(store: Store) -> dict[str, int]:
 
 def unloaded_planned_inspection_count(store: Store, project_id: int | None) -> int:
     """Planned inspections neither loaded nor rejected yet (``sent`` counts)."""
-    clause, params = _project_clause(project_id, "m")
-    row = store.conn.execute(
-        "SELECT COUNT(*) FROM planned_inspections p LEFT JOIN id_map m "
-        f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED}",
-        (ENTITY_INSPECTION, *params),
-    ).fetchone()
-    return int(row[0] or 0) if row else 0
+    return _unloaded_count(store, "planned_inspections", ENTITY_INSPECTION, project_id)
