@@ -235,7 +235,7 @@ class _Blocks:
         entity: str,
         source_id: str,
         hashed: str,
-        find: Callable[[], int | None],
+        find: Callable[[bool], int | None],
         create: Callable[[], dict[str, Any]],
         *,
         reuse: bool,
@@ -244,13 +244,14 @@ class _Blocks:
 
         ``reuse``: Procore's own (or anyone's) block of that name is used (types, response
         sets); otherwise only what a dead run of ours created is looked for (templates).
+        ``find(fresh)`` may answer from a list read earlier in the run unless ``fresh``.
         """
         row = self._row(entity, source_id)
         if row is not None and row.is_loaded:
             assert row.target_id is not None
             return row.target_id
         if reuse or (row is not None and row.state == "sent"):
-            found = find()
+            found = find(row is not None and row.state == "sent")
             if found is not None:
                 return self._loaded(entity, source_id, found, hashed)
         return self._send(entity, source_id, hashed, create, find)
@@ -261,7 +262,7 @@ class _Blocks:
         source_id: str,
         hashed: str,
         call: Callable[[], dict[str, Any]],
-        find: Callable[[], int | None],
+        find: Callable[[bool], int | None],
     ) -> int:
         """sent -> the call -> loaded; a refusal raises TemplateProblem (quarantined)."""
         ctx = self.ctx
@@ -270,7 +271,7 @@ class _Blocks:
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {source_id: hashed})
 
         def found() -> dict[str, Any] | None:
-            target = find()
+            target = find(True)
             return None if target is None else {"id": target}
 
         try:
@@ -311,12 +312,8 @@ class _Blocks:
     def inspection_type(self, name: str) -> int:
         key = name.strip().lower()
 
-        def find() -> int | None:
-            self._types = self.client.inspection_types()
-            return self._type_named(key)
-
-        def find_cached() -> int | None:
-            if self._types is None:
+        def find(fresh: bool) -> int | None:
+            if self._types is None or fresh:
                 self._types = self.client.inspection_types()
             return self._type_named(key)
 
@@ -325,14 +322,18 @@ class _Blocks:
                 ENTITY_INSPECTION_TYPE,
                 key,
                 key,
-                find_cached,
+                find,
                 lambda: self.client.create_inspection_type(name.strip()),
                 reuse=True,
             )
         except TemplateProblem:
-            found = find()  # made meanwhile by someone else ("unique" names refuse a second)
+            found = find(True)  # made meanwhile by someone else ("unique" names refuse a second)
             if found is None:
                 raise
+            with self.ctx.store.transaction():
+                release_load_quarantine(
+                    self.ctx.store, ENTITY_INSPECTION_TYPE, key, self.ctx.run_id
+                )
             return self._loaded(ENTITY_INSPECTION_TYPE, key, found, key)
 
     def _type_named(self, key: str) -> int | None:
@@ -363,7 +364,7 @@ class _Blocks:
             ENTITY_RESPONSE_SET,
             name,
             hashed,
-            lambda: find(False),
+            find,
             lambda: self.client.create_response_set(
                 name, [{"name": n, "corresponding_status": s} for n, s in wanted]
             ),
@@ -395,7 +396,7 @@ class _Blocks:
         if type_id is not None:
             fields["inspection_type_id"] = type_id
 
-        def find() -> int | None:
+        def find(fresh: bool) -> int | None:
             taken = self._taken(ENTITY_INSPECTION_TEMPLATE)
             for found in client.company_templates(query=planned.name):
                 if (
@@ -431,7 +432,7 @@ class _Blocks:
         for section in payload.get("sections") or []:
             name, position = str(section["name"]), int(section["position"])
 
-            def find_section(name: str = name, position: int = position) -> int | None:
+            def find_section(fresh: bool, name: str = name, position: int = position) -> int | None:
                 taken = self._taken(ENTITY_TEMPLATE_SECTION)
                 for found in client.company_template_sections(company_id):
                     if (
@@ -456,7 +457,7 @@ class _Blocks:
                 self._item(company_id, section_id, item)
 
     def _item(self, company_id: int, section_id: int, item: Mapping[str, Any]) -> None:
-        def find() -> int | None:
+        def find(fresh: bool) -> int | None:
             taken = self._taken(ENTITY_TEMPLATE_ITEM)
             for found in self.client.company_template_items(company_id):
                 if (
@@ -520,7 +521,7 @@ class _Blocks:
 
         ctx = self.ctx
 
-        def find() -> int | None:
+        def find(fresh: bool = True) -> int | None:
             for found in self.client.project_templates(ctx.project_id):
                 if (found.get("synced_to") or {}).get("list_template_id") == company_id:
                     return int(found["id"])
