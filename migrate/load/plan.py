@@ -24,6 +24,13 @@ Per entity (location, coordination_issue) every record lands in one of these set
   sent at create. Procore cannot add attachments to an existing coordination issue, so these
   need a decision; they are never dropped silently. A record here is also in one of the sets
   above.
+
+Inspections (checklists, issue 14) come from ``decide_inspections``: ``create`` (not in Procore
+yet, or in flight when a load stopped: looked up first), ``update`` (loaded, but unfinished when
+a load stopped, or changed at the source: load sends only what Procore lacks), ``unchanged``,
+``blocked``, ``skipped`` and ``deleted_at_source`` (reported only: inspections are never
+deleted). ``Plan.inspection_requests`` counts the creates' writes by kind, the lower bound
+load/inspections.py ``lower_bound`` defines.
 """
 
 from __future__ import annotations
