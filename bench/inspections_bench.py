@@ -77,7 +77,10 @@ def run_size(count: int, light: bool) -> dict[str, Any]:
         TargetSettings,
     )
     from migrate.store import open_store
-    from migrate.store.planned import inspection_payloads, planned_inspections_with_map_rows
+    from migrate.store.planned import (
+        planned_inspection_rows,
+        planned_inspections_with_map_rows,
+    )
     from tests.inspection_rows import plant_inspections
 
     app = ProcoreApp(keep_upload_bytes=False, **GENEROUS)
@@ -104,7 +107,10 @@ def run_size(count: int, light: bool) -> dict[str, Any]:
             store = open_store(settings.staging.path, read_only=True)
             bound: Counter[str] = Counter()
             entries = [entry for entry, _ in planned_inspections_with_map_rows(store, 5100)]
-            payloads = inspection_payloads(store, [e.source_id for e in entries])
+            payloads = {
+                row.source_id: row.payload
+                for row in planned_inspection_rows(store, [e.source_id for e in entries])
+            }
             for entry in entries:
                 bound.update(lower_bound(entry, payloads[entry.source_id]))
             store.close()

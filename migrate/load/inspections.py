@@ -62,16 +62,16 @@ from migrate.load.state import (
 from migrate.store.planned import (
     InspectionEntry,
     MapRow,
-    PlannedTemplate,
+    PlannedInspectionTemplate,
     attachment_files,
     id_map_rows,
-    inspection_payloads,
     map_rows_of,
     mark_loaded,
     mark_rejected,
     mark_sent,
     mark_unsent,
-    planned_templates,
+    planned_inspection_rows,
+    planned_inspection_templates,
     update_loaded,
 )
 from migrate.text import procore_name
@@ -372,7 +372,7 @@ class _Blocks:
         )
 
     # -- templates --------------------------------------------------------------------------
-    def template(self, planned: PlannedTemplate) -> _Template:
+    def template(self, planned: PlannedInspectionTemplate) -> _Template:
         """The project template of a planned template, built (or finished) as needed."""
         known = self.templates.get(planned.source_id)
         if known is not None:
@@ -387,7 +387,7 @@ class _Blocks:
         self.templates[planned.source_id] = built
         return built
 
-    def _build(self, planned: PlannedTemplate) -> _Template:
+    def _build(self, planned: PlannedInspectionTemplate) -> _Template:
         ctx, client = self.ctx, self.client
         payload = planned.payload
         type_id = self.inspection_type(planned.inspection_type) if planned.inspection_type else None
@@ -593,10 +593,15 @@ class InspectionLoader:
         work = [d for d in decisions if d.action in (Action.CREATE, Action.UPDATE)]
         # Rows a dead run left in flight first: their look-ups then cover the shortest window.
         work.sort(key=lambda d: (not d.in_flight, d.source_id))
-        templates = planned_templates(self.ctx.store) if work else {}
+        templates = (
+            {t.source_id: t for t in planned_inspection_templates(self.ctx.store)} if work else {}
+        )
         for start in range(0, len(work), GROUP_SIZE):
             group = work[start : start + GROUP_SIZE]
-            payloads = inspection_payloads(self.ctx.store, [d.source_id for d in group])
+            payloads = {
+                row.source_id: row.payload
+                for row in planned_inspection_rows(self.ctx.store, [d.source_id for d in group])
+            }
             jobs = []
             for decision in group:
                 assert decision.entry is not None
@@ -611,7 +616,7 @@ class InspectionLoader:
                 advance(len(group))
 
     # -- one group ---------------------------------------------------------------------------
-    def _template_for(self, job: _Job, templates: Mapping[str, PlannedTemplate]) -> bool:
+    def _template_for(self, job: _Job, templates: Mapping[str, PlannedInspectionTemplate]) -> bool:
         planned = templates.get(job.entry.template_source_id)
         if planned is None:
             self._hold(job, f"its template {job.entry.template_source_id} is not planned")

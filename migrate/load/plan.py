@@ -63,8 +63,8 @@ from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import (
     InspectionEntry,
     id_map_rows,
-    inspection_payloads,
     loaded_count,
+    planned_inspection_rows,
     planned_locations,
     planned_titles,
     skipped_records,
@@ -350,7 +350,10 @@ def _plan_inspections(store: Store, plan: Plan, *, retry_rejected: bool) -> None
             creates.append(entry)
     for start in range(0, len(creates), PAYLOAD_BATCH):
         chunk = creates[start : start + PAYLOAD_BATCH]
-        payloads = inspection_payloads(store, [entry.source_id for entry in chunk])
+        payloads = {
+            row.source_id: row.payload
+            for row in planned_inspection_rows(store, [entry.source_id for entry in chunk])
+        }
         for entry in chunk:
             payload = payloads.get(entry.source_id)
             if payload is not None:
