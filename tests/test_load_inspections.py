@@ -527,3 +527,139 @@ def test_killed_during_inspection_load_then_resumed_equals_a_clean_run(tmp_path:
     finally:
         server.stop()
         app.close()
+
+
+# -- a generated project, end to end (extract -> transform -> load) ------------------------------
+
+
+def _expected_from_plan(store: Any, vendors: dict[str, int]) -> dict[str, Any]:
+    """What Procore must hold for each planned inspection, read from the planned rows."""
+    from migrate.store.planned import (
+        attachment_sha256s,
+        planned_inspection_rows,
+        planned_inspection_templates,
+    )
+    from migrate.text import procore_name
+
+    templates = {t.source_id: t for t in planned_inspection_templates(store)}
+    expected: dict[str, Any] = {}
+    for row in planned_inspection_rows(store):
+        template = templates[row.template_source_id]
+        where = {}
+        for s_index, section in enumerate(template.payload["sections"]):
+            for i_index, item in enumerate(section["items"]):
+                where[item["source_id"]] = (s_index, i_index)
+        files = list(row.attachment_ids) + [
+            a for item in row.payload["items"] for a in item["attachment_ids"]
+        ]
+        sha = attachment_sha256s(store, files)
+
+        def named(ids: list[str], row: Any = row, sha: dict[str, str] = sha) -> list[Any]:
+            return sorted((procore_name(row.attachment_names[a]), sha[a]) for a in ids)
+
+        items = {}
+        for item in row.payload["items"]:
+            response = item["response"]
+            answer = None
+            if response is not None:
+                ((key, value),) = response.items()
+                answer = (key, value)
+            if answer is not None or item["comments"] or item["attachment_ids"]:
+                items[where[item["template_item_source_id"]]] = {
+                    "answer": answer,
+                    "comments": [c["body"] for c in item["comments"]],
+                    "files": named(item["attachment_ids"]),
+                }
+        expected[row.source_id] = {
+            "identifier": row.identifier,
+            "template": template.name,
+            "description": row.payload["list"]["description"],
+            "inspection_date": row.payload["list"]["inspection_date"],
+            "status": row.status,
+            "contractor": vendors.get((row.responsible_contractor or "").strip().lower()),
+            "files": named(list(row.attachment_ids)),
+            "items": items,
+        }
+    return expected
+
+
+def _held_in_procore(app: Any, targets: dict[int, str]) -> dict[str, Any]:
+    held: dict[str, Any] = {}
+    for inspection in app.inspections_of(app.project_id_for_tests):
+        source_id = targets[inspection["id"]]
+        assert source_id not in held, f"checklist {source_id} is in Procore twice"
+        items = {}
+        for s_index, section in enumerate(inspection["sections"]):
+            for i_index, item in enumerate(section["items"]):
+                answer = _answer(item["response"], item["responded_with"])
+                if answer is not None or item["comments"] or item["files"]:
+                    items[(s_index, i_index)] = {
+                        "answer": answer,
+                        "comments": item["comments"],
+                        "files": sorted((f["name"], f["sha256"]) for f in item["files"]),
+                    }
+        held[source_id] = {
+            "identifier": inspection["identifier"],
+            "template": inspection["template"],
+            "description": inspection["description"],
+            "inspection_date": inspection["inspection_date"],
+            "status": inspection["status"],
+            "contractor": inspection["responsible_contractor_id"],
+            "files": sorted((f["name"], f["sha256"]) for f in inspection["files"]),
+            "items": items,
+        }
+    return held
+
+
+@pytest.mark.slow
+def test_a_generated_project_lands_as_planned_and_a_rerun_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from migrate.extract import extract_from_settings
+    from migrate.mappings import write_default_mappings
+    from migrate.sandbox.runner import Sandbox
+    from migrate.transform import transform_from_settings
+    from tests.test_transform_inspections import make_settings
+
+    write_default_mappings(tmp_path / "mappings")
+    with Sandbox() as sandbox:
+        settings = make_settings(sandbox, tmp_path)
+        env = sandbox.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        result = load_from_settings(settings, env)
+        app = sandbox.procore_app
+        app.project_id_for_tests = sandbox.procore_project_id  # type: ignore[attr-defined]
+        held_back = db_rows(
+            settings,
+            "SELECT entity, source_id, reason FROM quarantine WHERE released_at IS NULL "
+            "AND stage = 'load'",
+        )
+        assert held_back == [], held_back
+        assert result.exit_code in (0, EXIT_QUARANTINED)
+        targets = {
+            target: source
+            for source, target in db_rows(
+                settings,
+                "SELECT source_id, target_id FROM id_map WHERE entity = 'inspection' "
+                "AND state = 'loaded'",
+            )
+        }
+        vendors = {
+            str(v["name"]).strip().lower(): vid
+            for vid, v in app._vendors.items()
+            if sandbox.procore_project_id in v["project_ids"]
+        }
+        store = open_store(settings.staging.path, read_only=True)
+        expected = _expected_from_plan(store, vendors)
+        store.close()
+        assert len(expected) > 10
+        held = _held_in_procore(app, targets)
+        assert set(held) == set(expected)
+        for source_id, planned in expected.items():
+            assert held[source_id] == planned, source_id
+        before = app.call_counts()
+        again = load_from_settings(settings, env)
+        after = app.call_counts()
+        assert {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} == {}
+        assert again.counts["inspection"]["unchanged"] == len(expected)
