@@ -43,6 +43,12 @@ PROCORE_ISSUE_TYPES = (
 SKIP = "skip"
 NO_PRIORITY = "(none)"
 ANY = "*"
+#: Procore inspection statuses (OAS enum of checklist list ``status``).
+PROCORE_INSPECTION_STATUSES = ("open", "in_review", "closed")
+#: Procore response ``corresponding_status`` values (OAS enum of item response sets).
+PROCORE_RESPONSE_STATUSES = ("yes", "no", "n/a")
+#: In inspection_types.csv: keep the BIM 360 Field checklist type's own name.
+SAME_NAME = "*"
 
 FIELD_TARGETS = ("title_template", "description", "due_date", "assignee", "trade", "footer", "drop")
 # Targets that at most one field can fill.
@@ -82,7 +88,15 @@ _IMPLICIT_TARGETS = {"f--priority": "priority"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 REQUIRED_FILES = ("status.csv", "priority.csv", "issue_types.csv", "fields.csv")
-OPTIONAL_FILES = ("users.csv", "locations.csv")
+#: May be missing: an absent optional file counts as its default (DEFAULT_FILES), so a mapping
+#: folder written before a file existed keeps working.
+OPTIONAL_FILES = (
+    "users.csv",
+    "locations.csv",
+    "inspection_types.csv",
+    "inspection_statuses.csv",
+    "responses.csv",
+)
 
 DEFAULT_FILES: dict[str, str] = {
     "status.csv": """\
@@ -150,6 +164,45 @@ field,target
 f--description,description
 f--due_date,due_date
 f--assigned_to,assignee
+""",
+    "inspection_types.csv": """\
+# BIM 360 Field checklist type -> Procore inspection type (created in Procore when missing).
+# field_checklist_type: a Field checklist type, * for any other type, or empty for checklists
+# without a type. procore_inspection_type: the type's name in Procore, or * to keep the Field
+# type's own name. Letter case and extra spaces are ignored.
+field_checklist_type,procore_inspection_type
+,Inspection
+*,*
+""",
+    "inspection_statuses.csv": """\
+# BIM 360 Field checklist status -> Procore inspection status: open / in_review / closed
+# or skip (the checklist is not migrated; the plan counts it as skipped by mapping).
+# Letter case is ignored; a row with an empty field_status is for checklists without one.
+field_status,procore_status
+Open,open
+In Progress,open
+Closed,closed
+""",
+    "responses.csv": """\
+# BIM 360 Field checklist answer -> the status it gives a Procore inspection item:
+# yes (conforming) / no (deficient) / n/a (not applicable). Letter case is ignored.
+# A drop-down or single-select item whose every answer has a row here, with one answer for
+# each status it uses and both a yes and a no (+ / - / N/A, Yes / No / N/A), becomes a Procore
+# conforming / deficient / not applicable item. Any other such item, and every checkbox,
+# becomes a multiple-choice item: its answers take their status from here, else from BIM 360
+# Field's own conforming flag for that answer, else yes.
+field_response,corresponding_status
++,yes
+-,no
+N/A,n/a
+NA,n/a
+Yes,yes
+No,no
+Pass,yes
+Fail,no
+OK,yes
+Checked,yes
+Not checked,no
 """,
 }
 
@@ -260,6 +313,12 @@ class Mappings:
     users: Mapping[str, str] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     fields: FieldMap = field(default_factory=FieldMap)
+    #: inspection_types.csv: checklist type key ("" = none, * = any other) → name or SAME_NAME.
+    inspection_types: Mapping[str, str] = field(default_factory=dict)
+    #: inspection_statuses.csv: checklist status key → open / in_review / closed / skip.
+    inspection_statuses: Mapping[str, str] = field(default_factory=dict)
+    #: responses.csv: answer key → yes / no / n/a.
+    responses: Mapping[str, str] = field(default_factory=dict)
 
     def file(self, name: str) -> str:
         """How hints name a mapping file, e.g. ``mappings/status.csv``.
@@ -279,6 +338,46 @@ class Mappings:
         return Lookup(
             None, f"add a row for status '{_clean(field_status)}' to {self.file('status.csv')}"
         )
+
+    def inspection_status_for(self, field_status: str | None) -> Lookup:
+        """Procore inspection status, ``skip``, or None with a hint for an unmapped status."""
+        key = _key(field_status)
+        if key in self.inspection_statuses:
+            return Lookup(self.inspection_statuses[key])
+        where = self.file("inspection_statuses.csv")
+        if not key:
+            return Lookup(
+                None,
+                f"the checklist has no status; add a row with an empty field_status to {where}",
+            )
+        return Lookup(None, f"add a row for checklist status '{_clean(field_status)}' to {where}")
+
+    def inspection_type_for(self, checklist_type: str | None) -> Lookup:
+        """Procore inspection type name for a Field checklist type (exact row, then *)."""
+        key = _key(checklist_type)
+        target = self.inspection_types.get(key)
+        if target is None and key:
+            target = self.inspection_types.get(ANY)
+        if target == SAME_NAME:
+            return Lookup(_clean(checklist_type))
+        if target is not None:
+            return Lookup(target)
+        where = self.file("inspection_types.csv")
+        if not key:
+            return Lookup(
+                None,
+                "the checklist has no checklist type; add a row with an empty "
+                f"field_checklist_type to {where}",
+            )
+        return Lookup(
+            None,
+            f"add a row for checklist type '{_clean(checklist_type)}' (or a default row *,*) "
+            f"to {where}",
+        )
+
+    def response_status_for(self, answer: str | None) -> str | None:
+        """yes / no / n/a for a checklist answer listed in responses.csv; None when unlisted."""
+        return self.responses.get(_key(answer))
 
     def priority_for(self, field_priority: str | None) -> Lookup:
         """Procore priority, or None: with no hint none is sent, with a hint it is unmapped."""
@@ -467,7 +566,8 @@ def load_mappings(directory: str | os.PathLike[str]) -> Mappings:
                 problems.append(
                     f"{where}: not found (required; `migrate init` writes the default files)."
                 )
-            texts[name] = None
+            # An absent optional file counts as its default (see OPTIONAL_FILES).
+            texts[name] = DEFAULT_FILES.get(name) if name in OPTIONAL_FILES else None
             continue
         try:
             texts[name] = path.read_bytes().decode("utf-8-sig")
@@ -513,6 +613,25 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
         return _parse_csv(text, _join_display(shown, name), columns, problems)
 
     statuses = _load_statuses(rows("status.csv", ("field_status", "procore_status")), problems)
+    inspection_statuses = _load_value_map(
+        rows("inspection_statuses.csv", ("field_status", "procore_status")),
+        ("field_status", "procore_status"),
+        (*PROCORE_INSPECTION_STATUSES, SKIP),
+        "Procore inspection status",
+        problems,
+        empty_source=True,
+    )
+    inspection_types = _load_inspection_types(
+        rows("inspection_types.csv", ("field_checklist_type", "procore_inspection_type")),
+        problems,
+    )
+    responses = _load_value_map(
+        rows("responses.csv", ("field_response", "corresponding_status")),
+        ("field_response", "corresponding_status"),
+        PROCORE_RESPONSE_STATUSES,
+        "Procore response status",
+        problems,
+    )
     priorities = _load_priorities(
         rows("priority.csv", ("field_priority", "procore_priority")), problems
     )
@@ -532,6 +651,9 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
         users=users,
         locations=locations,
         fields=field_map,
+        inspection_types=inspection_types,
+        inspection_statuses=inspection_statuses,
+        responses=responses,
     )
 
 
@@ -617,24 +739,70 @@ def _check_duplicate(
 
 
 def _load_statuses(rows: list[_Row], problems: list[str]) -> dict[str, str]:
-    allowed = (*PROCORE_STATUSES, SKIP)
+    return _load_value_map(
+        rows,
+        ("field_status", "procore_status"),
+        (*PROCORE_STATUSES, SKIP),
+        "Procore status",
+        problems,
+    )
+
+
+def _load_value_map(
+    rows: list[_Row],
+    columns: tuple[str, str],
+    allowed: tuple[str, ...],
+    what: str,
+    problems: list[str],
+    *,
+    empty_source: bool = False,
+) -> dict[str, str]:
+    """A two-column file whose target is one of `allowed` (status.csv and its like).
+
+    `empty_source` allows a row with an empty source value (for records without one).
+    """
+    source_column, target_column = columns
     result: dict[str, str] = {}
     seen: dict[Any, _Row] = {}
     for row in rows:
-        source, target = row.values["field_status"], row.values["procore_status"]
-        if not source:
-            problems.append(f"{row.where}: field_status is empty.")
+        source, target = row.values[source_column], row.values[target_column]
+        if not source and not empty_source:
+            problems.append(f"{row.where}: {source_column} is empty.")
             continue
-        if _check_duplicate(seen, _key(source), row, "field_status", f'"{source}"', problems):
+        if _check_duplicate(seen, _key(source), row, source_column, f'"{source}"', problems):
             continue
         if not target:
-            problems.append(f'{row.where}: "{source}" has no procore_status {_allowed(allowed)}.')
+            problems.append(f'{row.where}: "{source}" has no {target_column} {_allowed(allowed)}.')
         elif target.lower() not in allowed:
             problems.append(
-                f'{row.where}: "{source}" → "{target}" is not a Procore status {_allowed(allowed)}.'
+                f'{row.where}: "{source}" → "{target}" is not a {what} {_allowed(allowed)}.'
             )
         else:
             result[_key(source)] = target.lower()
+    return result
+
+
+def _load_inspection_types(rows: list[_Row], problems: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    seen: dict[Any, _Row] = {}
+    for row in rows:
+        source = row.values["field_checklist_type"]
+        target = " ".join(row.values["procore_inspection_type"].split())
+        shown = f'"{source}"'
+        if _check_duplicate(seen, _key(source), row, "field_checklist_type", shown, problems):
+            continue
+        if not target:
+            problems.append(
+                f"{row.where}: {shown} has no procore_inspection_type (a name, or * to keep "
+                "the BIM 360 Field type's name)."
+            )
+        elif target == SAME_NAME and not source:
+            problems.append(
+                f"{row.where}: checklists without a type have no name to keep; write the "
+                "procore_inspection_type to give them."
+            )
+        else:
+            result[_key(source)] = target
     return result
 
 

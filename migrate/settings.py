@@ -114,6 +114,8 @@ class MappingsSettings:
 
 @dataclass(frozen=True)
 class TransformSettings:
+    #: Plan every checklist as a Procore inspection (and its template as an inspection template).
+    checklists_as_inspections: bool = True
     checklist_items_as_issues: bool = False
     unresolved_assignee: str = "unassign"
     title_template: str = DEFAULT_TITLE_TEMPLATE
@@ -467,6 +469,9 @@ logs = "logs"
 dir = "mappings"    # status.csv, users.csv, ... (see the runbook)
 
 [transform]
+checklists_as_inspections = true    # every checklist becomes a Procore inspection (Inspections
+                                    # tool; mappings: inspection_types.csv,
+                                    # inspection_statuses.csv, responses.csv)
 checklist_items_as_issues = false   # also turn failed checklist items into issues
 unresolved_assignee = "unassign"    # or "quarantine": hold back issues whose assignee is unknown
 title_template = "{identifier} {description}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.store import BlobStore, open_store
-from migrate.store.planned import payload_hash
+from migrate.store.planned import inspection_payload_hash, template_payload_hash
 from migrate.transform.locations import location_source_id
 
 PROJECT = 5100
@@ -140,18 +140,25 @@ def _write_file(
 
 
 def inspection_hash(
+    template: str,
     payload: dict[str, Any],
     status: str,
     location: str | None,
     contractor: str | None,
+    attachment_ids: Sequence[str],
     names: dict[str, str],
     sha256s: Sequence[str],
 ) -> str:
-    """The planned hash (the contract's formula: every column load sends is in it)."""
-    return payload_hash(
-        {**payload, "status": status, "responsible_contractor": contractor, "names": names},
-        location,
-        list(sha256s),
+    """The planned hash: the transform's one formula (store/planned.py)."""
+    return inspection_payload_hash(
+        payload,
+        template_source_id=template,
+        status=status,
+        responsible_contractor=contractor,
+        location_source_id=location,
+        attachment_ids=attachment_ids,
+        attachment_names=names,
+        attachment_sha256s=sha256s,
     )
 
 
@@ -250,7 +257,7 @@ def plant_inspections(
                         template["name"],
                         template["inspection_type"],
                         json.dumps(template),
-                        hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(),
+                        template_payload_hash(template),
                     ),
                 )
             for index in range(start, start + count):
@@ -310,7 +317,9 @@ def _plant_one(store: Any, blobs: BlobStore, index: int, light: bool) -> Planted
         "items": body["items"],
     }
     sha_order = [shas[a] for a in list_files] + [shas[a] for a in item_files]
-    hashed = inspection_hash(payload, status, location, contractor, names, sha_order)
+    hashed = inspection_hash(
+        template, payload, status, location, contractor, list_files, names, sha_order
+    )
     store.conn.execute(
         "INSERT OR REPLACE INTO planned_inspections (source_id, template_source_id, identifier, "
         "status, location_source_id, responsible_contractor, payload, attachment_ids, "
@@ -346,7 +355,7 @@ def replan(settings: Any, source_id: str, change: Any) -> None:
     try:
         row = store.conn.execute(
             "SELECT payload, status, location_source_id, responsible_contractor, attachment_ids, "
-            "attachment_names FROM planned_inspections WHERE source_id = ?",
+            "attachment_names, template_source_id FROM planned_inspections WHERE source_id = ?",
             (source_id,),
         ).fetchone()
         payload = json.loads(row[0])
@@ -368,10 +377,12 @@ def replan(settings: Any, source_id: str, change: Any) -> None:
             ).fetchall()
         )
         hashed = inspection_hash(
+            row[6],
             payload,
             columns["status"],
             columns["location_source_id"],
             columns["responsible_contractor"],
+            columns["attachment_ids"],
             columns["attachment_names"],
             [shas[a] for a in ids],
         )

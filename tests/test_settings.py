@@ -281,6 +281,7 @@ def test_default_config_text_loads_as_the_defaults(tmp_path):
         "title_template",
         "unresolved_assignee",
         "checklist_items_as_issues",
+        "checklists_as_inspections",
         "page_size",
     ):
         assert key in text

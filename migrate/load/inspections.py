@@ -62,16 +62,16 @@ from migrate.load.state import (
 from migrate.store.planned import (
     InspectionEntry,
     MapRow,
-    PlannedTemplate,
+    PlannedInspectionTemplate,
     attachment_files,
     id_map_rows,
-    inspection_payloads,
     map_rows_of,
     mark_loaded,
     mark_rejected,
     mark_sent,
     mark_unsent,
-    planned_templates,
+    planned_inspection_rows,
+    planned_inspection_templates,
     update_loaded,
 )
 from migrate.text import procore_name
@@ -235,7 +235,7 @@ class _Blocks:
         entity: str,
         source_id: str,
         hashed: str,
-        find: Callable[[], int | None],
+        find: Callable[[bool], int | None],
         create: Callable[[], dict[str, Any]],
         *,
         reuse: bool,
@@ -244,13 +244,14 @@ class _Blocks:
 
         ``reuse``: Procore's own (or anyone's) block of that name is used (types, response
         sets); otherwise only what a dead run of ours created is looked for (templates).
+        ``find(fresh)`` may answer from a list read earlier in the run unless ``fresh``.
         """
         row = self._row(entity, source_id)
         if row is not None and row.is_loaded:
             assert row.target_id is not None
             return row.target_id
         if reuse or (row is not None and row.state == "sent"):
-            found = find()
+            found = find(row is not None and row.state == "sent")
             if found is not None:
                 return self._loaded(entity, source_id, found, hashed)
         return self._send(entity, source_id, hashed, create, find)
@@ -261,7 +262,7 @@ class _Blocks:
         source_id: str,
         hashed: str,
         call: Callable[[], dict[str, Any]],
-        find: Callable[[], int | None],
+        find: Callable[[bool], int | None],
     ) -> int:
         """sent -> the call -> loaded; a refusal raises TemplateProblem (quarantined)."""
         ctx = self.ctx
@@ -270,7 +271,7 @@ class _Blocks:
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {source_id: hashed})
 
         def found() -> dict[str, Any] | None:
-            target = find()
+            target = find(True)
             return None if target is None else {"id": target}
 
         try:
@@ -311,12 +312,8 @@ class _Blocks:
     def inspection_type(self, name: str) -> int:
         key = name.strip().lower()
 
-        def find() -> int | None:
-            self._types = self.client.inspection_types()
-            return self._type_named(key)
-
-        def find_cached() -> int | None:
-            if self._types is None:
+        def find(fresh: bool) -> int | None:
+            if self._types is None or fresh:
                 self._types = self.client.inspection_types()
             return self._type_named(key)
 
@@ -325,14 +322,18 @@ class _Blocks:
                 ENTITY_INSPECTION_TYPE,
                 key,
                 key,
-                find_cached,
+                find,
                 lambda: self.client.create_inspection_type(name.strip()),
                 reuse=True,
             )
         except TemplateProblem:
-            found = find()  # made meanwhile by someone else ("unique" names refuse a second)
+            found = find(True)  # made meanwhile by someone else ("unique" names refuse a second)
             if found is None:
                 raise
+            with self.ctx.store.transaction():
+                release_load_quarantine(
+                    self.ctx.store, ENTITY_INSPECTION_TYPE, key, self.ctx.run_id
+                )
             return self._loaded(ENTITY_INSPECTION_TYPE, key, found, key)
 
     def _type_named(self, key: str) -> int | None:
@@ -363,7 +364,7 @@ class _Blocks:
             ENTITY_RESPONSE_SET,
             name,
             hashed,
-            lambda: find(False),
+            find,
             lambda: self.client.create_response_set(
                 name, [{"name": n, "corresponding_status": s} for n, s in wanted]
             ),
@@ -371,7 +372,7 @@ class _Blocks:
         )
 
     # -- templates --------------------------------------------------------------------------
-    def template(self, planned: PlannedTemplate) -> _Template:
+    def template(self, planned: PlannedInspectionTemplate) -> _Template:
         """The project template of a planned template, built (or finished) as needed."""
         known = self.templates.get(planned.source_id)
         if known is not None:
@@ -386,7 +387,7 @@ class _Blocks:
         self.templates[planned.source_id] = built
         return built
 
-    def _build(self, planned: PlannedTemplate) -> _Template:
+    def _build(self, planned: PlannedInspectionTemplate) -> _Template:
         ctx, client = self.ctx, self.client
         payload = planned.payload
         type_id = self.inspection_type(planned.inspection_type) if planned.inspection_type else None
@@ -395,7 +396,7 @@ class _Blocks:
         if type_id is not None:
             fields["inspection_type_id"] = type_id
 
-        def find() -> int | None:
+        def find(fresh: bool) -> int | None:
             taken = self._taken(ENTITY_INSPECTION_TEMPLATE)
             for found in client.company_templates(query=planned.name):
                 if (
@@ -431,7 +432,7 @@ class _Blocks:
         for section in payload.get("sections") or []:
             name, position = str(section["name"]), int(section["position"])
 
-            def find_section(name: str = name, position: int = position) -> int | None:
+            def find_section(fresh: bool, name: str = name, position: int = position) -> int | None:
                 taken = self._taken(ENTITY_TEMPLATE_SECTION)
                 for found in client.company_template_sections(company_id):
                     if (
@@ -456,7 +457,7 @@ class _Blocks:
                 self._item(company_id, section_id, item)
 
     def _item(self, company_id: int, section_id: int, item: Mapping[str, Any]) -> None:
-        def find() -> int | None:
+        def find(fresh: bool) -> int | None:
             taken = self._taken(ENTITY_TEMPLATE_ITEM)
             for found in self.client.company_template_items(company_id):
                 if (
@@ -520,7 +521,7 @@ class _Blocks:
 
         ctx = self.ctx
 
-        def find() -> int | None:
+        def find(fresh: bool = True) -> int | None:
             for found in self.client.project_templates(ctx.project_id):
                 if (found.get("synced_to") or {}).get("list_template_id") == company_id:
                     return int(found["id"])
@@ -592,10 +593,15 @@ class InspectionLoader:
         work = [d for d in decisions if d.action in (Action.CREATE, Action.UPDATE)]
         # Rows a dead run left in flight first: their look-ups then cover the shortest window.
         work.sort(key=lambda d: (not d.in_flight, d.source_id))
-        templates = planned_templates(self.ctx.store) if work else {}
+        templates = (
+            {t.source_id: t for t in planned_inspection_templates(self.ctx.store)} if work else {}
+        )
         for start in range(0, len(work), GROUP_SIZE):
             group = work[start : start + GROUP_SIZE]
-            payloads = inspection_payloads(self.ctx.store, [d.source_id for d in group])
+            payloads = {
+                row.source_id: row.payload
+                for row in planned_inspection_rows(self.ctx.store, [d.source_id for d in group])
+            }
             jobs = []
             for decision in group:
                 assert decision.entry is not None
@@ -610,7 +616,7 @@ class InspectionLoader:
                 advance(len(group))
 
     # -- one group ---------------------------------------------------------------------------
-    def _template_for(self, job: _Job, templates: Mapping[str, PlannedTemplate]) -> bool:
+    def _template_for(self, job: _Job, templates: Mapping[str, PlannedInspectionTemplate]) -> bool:
         planned = templates.get(job.entry.template_source_id)
         if planned is None:
             self._hold(job, f"its template {job.entry.template_source_id} is not planned")

@@ -24,6 +24,13 @@ Per entity (location, coordination_issue) every record lands in one of these set
   sent at create. Procore cannot add attachments to an existing coordination issue, so these
   need a decision; they are never dropped silently. A record here is also in one of the sets
   above.
+
+Inspections (checklists, issue 14) come from ``decide_inspections``: ``create`` (not in Procore
+yet, or in flight when a load stopped: looked up first), ``update`` (loaded, but unfinished when
+a load stopped, or changed at the source: load sends only what Procore lacks), ``unchanged``,
+``blocked``, ``skipped`` and ``deleted_at_source`` (reported only: inspections are never
+deleted). ``Plan.inspection_requests`` counts the creates' writes by kind, the lower bound
+load/inspections.py ``lower_bound`` defines.
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import (
     InspectionEntry,
     id_map_rows,
-    inspection_payloads,
     loaded_count,
+    planned_inspection_rows,
     planned_locations,
     planned_titles,
     skipped_records,
@@ -343,7 +350,10 @@ def _plan_inspections(store: Store, plan: Plan, *, retry_rejected: bool) -> None
             creates.append(entry)
     for start in range(0, len(creates), PAYLOAD_BATCH):
         chunk = creates[start : start + PAYLOAD_BATCH]
-        payloads = inspection_payloads(store, [entry.source_id for entry in chunk])
+        payloads = {
+            row.source_id: row.payload
+            for row in planned_inspection_rows(store, [entry.source_id for entry in chunk])
+        }
         for entry in chunk:
             payload = payloads.get(entry.source_id)
             if payload is not None:

@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.jsontext import canonical_json
@@ -530,8 +530,317 @@ def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
     ]
 
 
+# -- planned inspections (transform, issue 14) ---------------------------------------------------
+# One Procore inspection template per Field checklist template and one inspection per Field
+# checklist (migration 9; the JSON shapes are described in migrate/transform/inspections.py).
+# Transform replaces the plan with `sync_*` (rows whose hash did not
+# change keep their plan_run, so an unchanged input leaves every row byte-identical); load and
+# the report read it with `planned_inspection_templates` / `planned_inspection_rows`.
+
+_TEMPLATE_COLUMNS = ("source_id", "name", "inspection_type", "payload", "payload_hash")
+_INSPECTION_COLUMNS = (
+    "source_id",
+    "template_source_id",
+    "identifier",
+    "status",
+    "location_source_id",
+    "responsible_contractor",
+    "payload",
+    "attachment_ids",
+    "attachment_names",
+    "payload_hash",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInspectionTemplate:
+    """One planned_inspection_templates row, payload parsed."""
+
+    source_id: str
+    name: str
+    inspection_type: str
+    payload: dict[str, Any]
+    payload_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInspection:
+    """One planned_inspections row, JSON columns parsed."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    payload: dict[str, Any]
+    #: Checklist-level files and signatures (sent as upload_ids at create).
+    attachment_ids: tuple[str, ...]
+    #: attachment id → the file name Procore must show, for every file of the checklist.
+    attachment_names: dict[str, str]
+    payload_hash: str
+
+
+class TemplateRow(NamedTuple):
+    """planned_inspection_templates columns (plan_run aside), JSON as canonical text."""
+
+    source_id: str
+    name: str
+    inspection_type: str
+    payload: str
+    payload_hash: str
+
+
+class InspectionRow(NamedTuple):
+    """planned_inspections columns (plan_run aside), JSON as canonical text."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    payload: str
+    attachment_ids: str
+    attachment_names: str
+    payload_hash: str
+
+
+def template_payload_hash(payload: Mapping[str, Any]) -> str:
+    """The hash of a planned inspection template: its payload (name, type, sections, items)."""
+    return payload_hash(payload, None, ())
+
+
+def inspection_payload_hash(
+    payload: Mapping[str, Any],
+    *,
+    template_source_id: str,
+    status: str,
+    responsible_contractor: str | None,
+    location_source_id: str | None,
+    attachment_ids: Sequence[str],
+    attachment_names: Mapping[str, str],
+    attachment_sha256s: Sequence[str],
+) -> str:
+    """The one hash of a planned inspection (transform writes it, load and the report check it).
+
+    :func:`payload_hash` over the payload with the header columns folded in (``{"attachment_ids",
+    "attachment_names", "payload", "responsible_contractor", "status", "template_source_id"}``),
+    the location, and the sha256 of every file: the checklist's (``attachment_ids`` order) then
+    each item's (item order, each item's ``attachment_ids`` order).
+    """
+    return _inspection_hash_of_json(
+        canonical_json(dict(payload)),
+        template_source_id=template_source_id,
+        status=status,
+        responsible_contractor=responsible_contractor,
+        location_source_id=location_source_id,
+        attachment_ids=attachment_ids,
+        attachment_names=attachment_names,
+        attachment_sha256s=attachment_sha256s,
+    )
+
+
+def _inspection_hash_of_json(
+    payload_json: str,
+    *,
+    template_source_id: str,
+    status: str,
+    responsible_contractor: str | None,
+    location_source_id: str | None,
+    attachment_ids: Sequence[str],
+    attachment_names: Mapping[str, str],
+    attachment_sha256s: Sequence[str],
+) -> str:
+    # canonical_json of the folded dict, written around the payload's text (keys sorted).
+    folded = (
+        f'{{"attachment_ids":{canonical_json(list(attachment_ids))},'
+        f'"attachment_names":{canonical_json(dict(attachment_names))},'
+        f'"payload":{payload_json},'
+        f'"responsible_contractor":{canonical_json(responsible_contractor)},'
+        f'"status":{canonical_json(status)},'
+        f'"template_source_id":{canonical_json(template_source_id)}}}'
+    )
+    return payload_hash_of_json(folded, location_source_id, attachment_sha256s)
+
+
+def template_row(
+    source_id: str, name: str, inspection_type: str, payload: Mapping[str, Any]
+) -> TemplateRow:
+    """A planned_inspection_templates row with its hash."""
+    payload_json = canonical_json(dict(payload))
+    return TemplateRow(
+        source_id,
+        name,
+        inspection_type,
+        payload_json,
+        payload_hash_of_json(payload_json, None, ()),
+    )
+
+
+def inspection_row(
+    source_id: str,
+    template_source_id: str,
+    identifier: str | None,
+    status: str,
+    location_source_id: str | None,
+    responsible_contractor: str | None,
+    payload: Mapping[str, Any],
+    attachment_ids: Sequence[str],
+    attachment_names: Mapping[str, str],
+    attachment_sha256s: Sequence[str],
+) -> InspectionRow:
+    """A planned_inspections row with its hash (:func:`inspection_payload_hash`)."""
+    payload_json = canonical_json(dict(payload))
+    digest = _inspection_hash_of_json(
+        payload_json,
+        template_source_id=template_source_id,
+        status=status,
+        responsible_contractor=responsible_contractor,
+        location_source_id=location_source_id,
+        attachment_ids=attachment_ids,
+        attachment_names=attachment_names,
+        attachment_sha256s=attachment_sha256s,
+    )
+    return InspectionRow(
+        source_id,
+        template_source_id,
+        identifier,
+        status,
+        location_source_id,
+        responsible_contractor,
+        payload_json,
+        canonical_json(list(attachment_ids)),
+        canonical_json(dict(attachment_names)),
+        digest,
+    )
+
+
+def _sync(
+    store: Store, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], run_id: int
+) -> None:
+    """Make `table` hold exactly `rows`: upsert each, keep plan_run where the hash is unchanged,
+    delete the rest (inside the caller's transaction)."""
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+    store.conn.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}, plan_run) "
+        f"VALUES ({', '.join('?' for _ in columns)}, ?) "
+        f"ON CONFLICT (source_id) DO UPDATE SET {updates}, plan_run = CASE "
+        f"WHEN {table}.payload_hash = excluded.payload_hash THEN {table}.plan_run "
+        "ELSE excluded.plan_run END",
+        [(*row, run_id) for row in rows],
+    )
+    store.conn.execute(
+        f"DELETE FROM {table} WHERE source_id NOT IN (SELECT value FROM json_each(?))",
+        (json.dumps([row[0] for row in rows]),),
+    )
+
+
+def sync_planned_inspection_templates(
+    store: Store, rows: Sequence[TemplateRow], run_id: int
+) -> None:
+    """Replace the planned inspection templates with `rows` (idempotent; see `_sync`)."""
+    _sync(store, "planned_inspection_templates", _TEMPLATE_COLUMNS, rows, run_id)
+
+
+def sync_planned_inspections(store: Store, rows: Sequence[InspectionRow], run_id: int) -> None:
+    """Replace the planned inspections with `rows` (idempotent; see `_sync`)."""
+    _sync(store, "planned_inspections", _INSPECTION_COLUMNS, rows, run_id)
+
+
+def sync_skipped_records(
+    store: Store, entities: Sequence[str], rows: Sequence[tuple[str, str, str]], run_id: int
+) -> None:
+    """Make skipped_records hold exactly `rows` ``(entity, source id, reason)`` for `entities`;
+    a row whose reason is unchanged keeps its run."""
+    wanted = {(entity, source_id): reason for entity, source_id, reason in rows}
+    held = {
+        (entity, source_id): reason
+        for entity, source_id, reason in select_in(
+            store.conn,
+            "SELECT entity, source_id, reason FROM skipped_records WHERE entity IN ({marks})",
+            entities,
+        )
+    }
+    store.conn.executemany(
+        "DELETE FROM skipped_records WHERE entity = ? AND source_id = ?",
+        [key for key in held if key not in wanted],
+    )
+    store.conn.executemany(
+        "INSERT OR REPLACE INTO skipped_records (entity, source_id, reason, run_id) "
+        "VALUES (?, ?, ?, ?)",
+        [(*key, reason, run_id) for key, reason in wanted.items() if held.get(key) != reason],
+    )
+
+
+def planned_inspection_templates(store: Store) -> list[PlannedInspectionTemplate]:
+    """Every planned inspection template, in source id order."""
+    return [
+        PlannedInspectionTemplate(row[0], row[1], row[2], json.loads(row[3]), row[4])
+        for row in store.conn.execute(
+            f"SELECT {', '.join(_TEMPLATE_COLUMNS)} FROM planned_inspection_templates "
+            "ORDER BY source_id"
+        )
+    ]
+
+
+def _planned_inspection(row: Sequence[Any]) -> PlannedInspection:
+    return PlannedInspection(
+        source_id=row[0],
+        template_source_id=row[1],
+        identifier=row[2],
+        status=row[3],
+        location_source_id=row[4],
+        responsible_contractor=row[5],
+        payload=json.loads(row[6]),
+        attachment_ids=tuple(json.loads(row[7] or "[]")),
+        attachment_names=dict(json.loads(row[8] or "{}")),
+        payload_hash=row[9],
+    )
+
+
+def planned_inspection_rows(
+    store: Store, source_ids: Iterable[str] | None = None
+) -> Iterator[PlannedInspection]:
+    """Planned inspections (all, or these checklist ids), in source id order; a stream."""
+    select = f"SELECT {', '.join(_INSPECTION_COLUMNS)} FROM planned_inspections"
+    if source_ids is None:
+        for row in store.conn.execute(select + " ORDER BY source_id"):
+            yield _planned_inspection(row)
+        return
+    rows = sorted(
+        select_in(store.conn, select + " WHERE source_id IN ({marks})", source_ids),
+        key=lambda row: row[0],
+    )
+    for row in rows:
+        yield _planned_inspection(row)
+
+
+def planned_inspection_counts(store: Store) -> dict[str, int]:
+    """How many planned inspection templates, inspections and inspection items."""
+    templates = store.conn.execute("SELECT COUNT(*) FROM planned_inspection_templates").fetchone()
+    inspections, items = store.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(json_array_length(payload, '$.items')), 0) "
+        "FROM planned_inspections"
+    ).fetchone()
+    return {"templates": int(templates[0]), "inspections": int(inspections), "items": int(items)}
+
+
+def planned_inspection_hash_rows(store: Store) -> Iterator[tuple[str, Sequence[Any]]]:
+    """(table, row without payload and plan_run) of every planned template then inspection,
+    each by source id: what the plan hash covers (the payload enters through payload_hash)."""
+    for table, columns in (
+        ("planned_inspection_templates", _TEMPLATE_COLUMNS),
+        ("planned_inspections", _INSPECTION_COLUMNS),
+    ):
+        hashed = ", ".join(column for column in columns if column != "payload")
+        for row in store.conn.execute(f"SELECT {hashed} FROM {table} ORDER BY source_id"):
+            yield table, tuple(row)
+
+
 # -- inspections (load) ----------------------------------------------------------------------------
-# What load and the plan read of planned_inspection_templates / planned_inspections (issue 14).
+# What load and the plan read of planned_inspections with the id map (issue 14); payloads and
+# templates are read with the transform block's planned_inspection_rows / _templates.
 # The inspection's id map row is ``loaded`` once Procore created it; its payload hash is recorded
 # only when every detail (answers, comments, files, status) is done, so a row loaded with no hash
 # is an inspection a stopped run left half answered.
@@ -552,18 +861,7 @@ class InspectionEntry:
     payload_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedTemplate:
-    """A planned_inspection_templates row (payload: sections, items, response sets)."""
-
-    source_id: str
-    name: str
-    inspection_type: str
-    payload: dict[str, Any]
-    payload_hash: str
-
-
-_INSPECTION_COLUMNS = (
+_INSPECTION_ENTRY_COLUMNS = (
     "p.source_id, p.template_source_id, p.identifier, p.status, p.location_source_id, "
     "p.responsible_contractor, p.attachment_ids, p.attachment_names, p.payload_hash"
 )
@@ -588,7 +886,7 @@ def planned_inspections_with_map_rows(
 ) -> Iterator[tuple[InspectionEntry, MapRow | None]]:
     """Every planned inspection with its id map row for the project, in source id order."""
     for row in store.conn.execute(
-        f"SELECT {_INSPECTION_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_inspections p "
+        f"SELECT {_INSPECTION_ENTRY_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_inspections p "
         "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id "
         "AND m.target_project_id = ? ORDER BY p.source_id",
         (ENTITY_INSPECTION, project_id),
@@ -607,29 +905,6 @@ def unplanned_inspection_map_rows(store: Store, project_id: int) -> list[MapRow]
             (ENTITY_INSPECTION, project_id),
         )
     ]
-
-
-def inspection_payloads(store: Store, source_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """source id -> planned inspection payload (list body and items)."""
-    return {
-        source_id: json.loads(payload)
-        for source_id, payload in select_in(
-            store.conn,
-            "SELECT source_id, payload FROM planned_inspections WHERE source_id IN ({marks})",
-            source_ids,
-        )
-    }
-
-
-def planned_templates(store: Store) -> dict[str, PlannedTemplate]:
-    """Every planned inspection template by source id."""
-    return {
-        row[0]: PlannedTemplate(row[0], row[1], row[2], json.loads(row[3]), row[4])
-        for row in store.conn.execute(
-            "SELECT source_id, name, inspection_type, payload, payload_hash "
-            "FROM planned_inspection_templates ORDER BY source_id"
-        )
-    }
 
 
 def map_rows_of(

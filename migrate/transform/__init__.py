@@ -16,7 +16,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -29,11 +29,12 @@ from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.planned import planned_inspection_hash_rows
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
 from migrate.title_template import DEFAULT_TITLE_TEMPLATE, template_problems
-from migrate.transform import checklists, issues, locations
+from migrate.transform import checklists, inspections, issues, locations
 from migrate.transform.issues import HASHED_COLUMNS, IssueContext, plan_hash_lines
 from migrate.transform.locations import LocationPlan
 from migrate.transform.target import (
@@ -46,7 +47,16 @@ from migrate.transform.target import (
 COMMAND = "transform"
 STAGE = "transform"
 #: Source entity (as counted in TransformResult) → entity name in quarantine / skipped_records.
-ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
+ENTITIES = {
+    "issues": "issue",
+    "areas": "area",
+    "checklist_items": "checklist_item",
+    "checklist_templates": inspections.ENTITY_TEMPLATE,
+    "checklists": inspections.ENTITY_CHECKLIST,
+}
+#: The entities whose planned rows and skipped records are rewritten from scratch each run
+#: (inspections replace theirs idempotently, see store.planned).
+REWRITTEN_ENTITIES = ("issue", "area", "checklist_item")
 BATCH_SIZE = 500
 
 __all__ = [
@@ -186,9 +196,7 @@ def _run(
         # Children first: planned_issues references planned_locations.
         conn.execute("DELETE FROM planned_issues")
         conn.execute("DELETE FROM planned_locations")
-        conn.execute(
-            "DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", tuple(ENTITIES.values())
-        )
+        conn.execute("DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", REWRITTEN_ENTITIES)
 
         areas = locations.read_areas(store)
         with _bar(progress, "areas", len(areas)) as advance:
@@ -224,6 +232,8 @@ def _run(
         # The plan hash is built as the plan is written (see plan_hash for what it covers).
         digest = _locations_digest(store)
         context = _context(store, mappings, settings, template, target_project_id, location_plan)
+        if settings.checklists_as_inspections:
+            context.raised_from = inspections.raised_from_lines(store)
         total = int(conn.execute("SELECT COUNT(*) FROM issues").fetchone()[0])
         with _bar(progress, "issues", total) as advance:
             tallies["issues"] = issues.plan_issues(
@@ -245,6 +255,22 @@ def _run(
                     batch_size=options.batch_size,
                     digest=digest,
                 )
+        if settings.checklists_as_inspections:
+            with _bar(progress, "checklists", inspections.count_checklists(store)) as advance:
+                tallies.update(
+                    inspections.plan_inspections(
+                        store,
+                        inspections.build_context(
+                            store, mappings, items_as_issues=settings.checklist_items_as_issues
+                        ),
+                        run_id,
+                        advance=advance,
+                        batch_size=options.batch_size,
+                    )
+                )
+        else:
+            inspections.clear_inspections(store, run_id)
+        _inspections_digest(store, digest)
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
         for name, entity in ENTITIES.items():
             if name in tallies:
@@ -256,7 +282,7 @@ def _run(
         )
         plan_digest = digest.hexdigest()
 
-    order = [name for name in ("issues", "areas", "checklist_items") if name in tallies]
+    order = [name for name in ENTITIES if name in tallies]
     result = TransformResult(
         run_id=run_id,
         counts={name: tallies[name].as_dict() for name in order},
@@ -329,12 +355,13 @@ def field_project_id(store: Store) -> str | None:
 
 
 def plan_hash(store: Store) -> str:
-    """sha256 over every planned location and issue row (plan_run and payload left out).
+    """sha256 over every planned location, issue, inspection template and inspection row
+    (plan_run and payload left out).
 
     Locations by source_id, then coordination issues (Field issues, then checklist items, each
-    by source_id): the order transform writes them in, so `run` builds the same hash as it
-    writes. An issue's payload enters through payload_hash, which covers it with its location
-    and attachment digests.
+    by source_id), then inspection templates and inspections by source_id: the order transform
+    writes them in, so `run` builds the same hash as it writes. A payload enters through its
+    row's payload_hash, which covers it with its location and attachment digests.
     """
     digest = _locations_digest(store)
     rows = store.conn.execute(
@@ -343,7 +370,25 @@ def plan_hash(store: Store) -> str:
     )
     while chunk := rows.fetchmany(5000):
         digest.update(plan_hash_lines(chunk))
+    _inspections_digest(store, digest)
     return digest.hexdigest()
+
+
+def _inspections_digest(store: Store, digest: Any) -> None:
+    """Feed the planned inspection templates and inspections to the plan hash."""
+    table = None
+    chunk: list[Sequence[Any]] = []
+    for name, row in planned_inspection_hash_rows(store):
+        if name != table:
+            digest.update(plan_hash_lines(chunk))
+            chunk = []
+            digest.update(f"{name}\n".encode("ascii"))
+            table = name
+        chunk.append(row)
+        if len(chunk) >= 5000:
+            digest.update(plan_hash_lines(chunk))
+            chunk = []
+    digest.update(plan_hash_lines(chunk))
 
 
 def _locations_digest(store: Store) -> Any:

@@ -167,6 +167,9 @@ class DescriptionWriter:
         history = record.get("status_history")
         if history:
             lines += _section("Status history", _history_lines(history))
+        raised_from = record.get("raised_from")
+        if raised_from:
+            lines += raised_from_section(raised_from)
         if attachments_not_migrated:
             lines += _section(
                 "Attachments not migrated", _attachment_lines(attachments_not_migrated)
@@ -487,3 +490,26 @@ def parse_timestamp(value: Any) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+# -- footer pieces other footers share (inspections, issue 14) -------------------------------
+
+
+def labelled(label: str, value: str, indent: str = "") -> list[str]:
+    """``Label: value`` as footer lines (none for an empty value; continuation lines indented)."""
+    return _item(label, value, indent)
+
+
+def comment_section(comments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The "Comments:" section (oldest first, author and date on each), or nothing."""
+    return _section("Comments", _comment_lines(comments))
+
+
+def attachment_section(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The "Attachments not migrated:" section (``[{"name", "reason"}]``), or nothing."""
+    return _section("Attachments not migrated", _attachment_lines(attachments))
+
+
+def raised_from_section(lines: Sequence[str]) -> list[str]:
+    """The "Raised from inspection items:" section of a coordination issue, or nothing."""
+    return _section("Raised from inspection items", [INDENT + line for line in lines])

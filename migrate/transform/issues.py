@@ -72,6 +72,8 @@ class IssueContext:
     issue_types: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     custom_field_definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     field_project_id: str | None = None
+    #: Field issue id → footer lines naming the inspection items it was raised from (issue 14).
+    raised_from: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     run_id: int = 0
     # A project has few distinct statuses, priorities, types and emails: ask the mappings
     # once per value, not once per record.
@@ -667,6 +669,9 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
         if value is not None and value != "" and name not in custom:
             custom[name] = {"value": value, "id": field_id}
     record["custom_fields"] = custom
+    raised_from = context.raised_from.get(record["source_id"])
+    if raised_from:
+        record["raised_from"] = raised_from
 
 
 def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:
