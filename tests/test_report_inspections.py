@@ -408,7 +408,7 @@ def test_status_counts_checklists_and_inspections(loaded: Loaded) -> None:
     assert result.inspections["not loaded yet"] == 2
 
 
-# -- the demo ---------------------------------------------------------------------------------------
+# -- the demo ------------------------------------------------------------------------------------
 
 
 def test_demo_summary_names_inspections_migrated_and_matching(tmp_path: Path) -> None:

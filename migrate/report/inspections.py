@@ -40,15 +40,14 @@ from migrate.ids import ENTITY_INSPECTION
 from migrate.quarantine import open_quarantine
 from migrate.store.db import Store
 from migrate.store.planned import (
-    InspectionEntry,
     MapRow,
+    PlannedInspection,
+    PlannedInspectionTemplate,
     attachment_files,
     id_map_rows,
-    inspection_payloads,
-    planned_inspection_entries,
-    planned_inspections_with_map_rows,
+    planned_inspection_rows,
+    planned_inspection_templates,
     planned_locations,
-    planned_templates,
     skipped_records,
 )
 from migrate.text import procore_name
@@ -298,7 +297,7 @@ def _location_path(location_id: Any, locations: Mapping[int, Mapping[str, Any]])
 class _Planned:
     """A planned inspection, ready to compare."""
 
-    entry: InspectionEntry
+    entry: PlannedInspection
     row: MapRow | None
     payload: dict[str, Any]
     template_name: str | None
@@ -396,21 +395,20 @@ def _not_loaded_reason(row: MapRow | None) -> str:
     return f"id map state {row.state}"
 
 
+def _templates(store: Store) -> dict[str, PlannedInspectionTemplate]:
+    return {template.source_id: template for template in planned_inspection_templates(store)}
+
+
 def _planned(store: Store, project_id: int | None) -> dict[str, _Planned]:
-    templates = planned_templates(store)
-    pairs: list[tuple[InspectionEntry, MapRow | None]] = (
-        list(planned_inspections_with_map_rows(store, project_id)) if project_id is not None else []
-    )
-    if project_id is None:
-        pairs = [(entry, None) for entry in planned_inspection_entries(store)]
-    payloads = inspection_payloads(store, [entry.source_id for entry, _ in pairs])
+    templates = _templates(store)
+    rows = id_map_rows(store, ENTITY_INSPECTION, project_id) if project_id is not None else {}
     found: dict[str, _Planned] = {}
-    for entry, row in pairs:
+    for entry in planned_inspection_rows(store):
         template = templates.get(entry.template_source_id)
         found[entry.source_id] = _Planned(
             entry,
-            row,
-            payloads.get(entry.source_id, {}),
+            rows.get(entry.source_id),
+            entry.payload,
             template.name if template else None,
             template.inspection_type if template else None,
         )
@@ -428,7 +426,7 @@ def _compare_all(
     loaded = {s: p for s, p in planned.items() if p.row is not None and p.row.is_loaded}
     paths = {loc.source_id: list(loc.path) for loc in planned_locations(store)}
     vendors = {str(v.get("name") or "").strip().lower(): v for v in target.vendors}
-    templates = planned_templates(store)
+    templates = _templates(store)
     every_file = [a for p in loaded.values() for a in p.entry.attachment_ids]
     every_file += [
         a

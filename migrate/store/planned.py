@@ -943,23 +943,6 @@ def attachment_files(
 # What `migrate status` and the report read of the planned inspections (issue 14 point 6).
 
 
-def planned_inspection_entries(store: Store) -> list[InspectionEntry]:
-    """Every planned inspection without its payload, in source id order (no project needed)."""
-    return [
-        _inspection_entry(row)
-        for row in store.conn.execute(
-            f"SELECT {_INSPECTION_COLUMNS} FROM planned_inspections p ORDER BY p.source_id"
-        )
-    ]
-
-
-def planned_inspection_counts(store: Store) -> dict[str, int]:
-    """How many planned inspection templates and inspections."""
-    templates = store.conn.execute("SELECT COUNT(*) FROM planned_inspection_templates").fetchone()
-    inspections = store.conn.execute("SELECT COUNT(*) FROM planned_inspections").fetchone()
-    return {"templates": int(templates[0] or 0), "inspections": int(inspections[0] or 0)}
-
-
 def unloaded_planned_inspection_count(store: Store, project_id: int | None) -> int:
     """Planned inspections neither loaded nor rejected yet (``sent`` counts)."""
     return _unloaded_count(store, "planned_inspections", ENTITY_INSPECTION, project_id)
