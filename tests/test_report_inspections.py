@@ -426,3 +426,75 @@ def test_demo_summary_names_inspections_migrated_and_matching(tmp_path: Path) ->
     assert staged > 0 and line.endswith(f"(of {staged} checklists).")
     assert sum(counts.values()) == staged
     assert counts["differs"] == counts["missing in Procore"] == 0
+
+
+# -- a generated project through the real pipeline ---------------------------------------------
+
+
+def test_a_generated_project_reconciles_then_a_tampered_inspection_fails(tmp_path: Path) -> None:
+    """extract → transform → load of a generated project: every checklist is accounted for and
+    every inspection matches; then one answer and one file's bytes change in Procore."""
+    from migrate.extract import extract_from_settings
+    from migrate.load import load_from_settings
+    from migrate.transform import transform_from_settings
+
+    with Sandbox(SandboxOptions(issues=96, seed=11, procore_options={"spike_limit": 2000})) as box:
+        write_default_mappings(tmp_path / "mappings")
+        settings = load_settings(write_demo_config(tmp_path, box))
+        env = box.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        load_from_settings(settings, env)
+        migrated = Loaded(box, settings, env, tmp_path, [])
+
+        clean = migrated.report("clean")
+
+        with migrated.db() as conn:
+            staged = {row[0]: row[1] for row in conn.execute("SELECT id, deleted FROM checklists")}
+            planned = {row[0] for row in conn.execute("SELECT source_id FROM planned_inspections")}
+        rows = _by_source(clean.csv_paths["inspections"])
+        assert set(rows) == set(staged) and len(planned) > 6
+        assert clean.mismatches == [] and clean.missing == [], clean.mismatches[:3]
+        assert {rows[s]["outcome"] for s in planned} == {"match"}
+        for source_id, deleted in staged.items():
+            if source_id not in planned:
+                assert rows[source_id]["outcome"] in ("skipped", "quarantined"), rows[source_id]
+                assert rows[source_id]["reason"]
+            if deleted:
+                assert rows[source_id]["outcome"] == "skipped"
+        assert clean.inspections["match"] == len(planned)
+        held = migrated.app.inspections_of(migrated.project_id)
+        assert len(held) == len(planned)
+        assert sum(int(rows[s]["files"]) for s in planned) == sum(
+            len(i["files"]) + sum(len(it["files"]) for s in i["sections"] for it in s["items"])
+            for i in held
+        )
+        status = status_from_settings(settings)
+        assert status.inspections["extracted"] == len(staged)
+        assert status.inspections["planned"] == status.inspections["loaded"] == len(planned)
+        assert status.inspections["pending"] == 0
+
+        # Tamper: a text or number answer, and the bytes of one file.
+        by_list = {int(rows[s]["procore_id"]): s for s in planned}
+        answered = [
+            (by_list[i["id"]], it)
+            for i in held
+            for s in i["sections"]
+            for it in s["items"]
+            if it["response"] and it["response"]["key"] in ("text_value", "number_value")
+        ]
+        source_id, shown = answered[0]
+        with migrated.app.lock:
+            item = migrated.app.inspections.list_items[shown["id"]]
+            item["response"]["value"] = (
+                "changed in Procore" if item["response"]["key"] == "text_value" else 424242
+            )
+        with_files = [i for i in held if i["files"]]
+        _alter_bytes(migrated, with_files[0]["files"][0]["name"])
+
+        tampered = migrated.report("tampered")
+
+        assert tampered.exit_code == EXIT_FAILED
+        fields = {(m["source_id"], m["field"]) for m in tampered.mismatches}
+        assert (source_id, f"response: {shown['name']}") in fields
+        assert (by_list[with_files[0]["id"]], "file sha256: inspection") in fields
