@@ -347,6 +347,21 @@ def test_altered_file_bytes_differ_by_sha256(loaded: Loaded) -> None:
     assert photo in recorded
 
 
+def test_a_file_procore_cannot_serve_is_a_difference_not_a_match(loaded: Loaded) -> None:
+    source_id = loaded.planted[0].source_id
+    with loaded.app.lock:
+        [attachment] = [a for a in loaded.app._attachments.values() if a["name"] == "Forms 0.png"]
+    Path(attachment["path"]).unlink()  # storage answers 404 NoSuchKey for its url
+
+    result = loaded.report("unserved")
+
+    row = _failed_on(result, source_id)
+    assert row["fields"] == "file sha256: item 1.1 Forms clean?"
+    [mismatch] = result.mismatches
+    assert mismatch["actual"] == "Forms 0.png (download failed: HTTP 404)"
+    assert "X-Amz-Signature" not in result.path_html.read_text(encoding="utf-8")
+
+
 def test_a_dropped_inspection_is_missing(loaded: Loaded) -> None:
     source_id = loaded.planted[2].source_id
     list_id = loaded.list_id(source_id)

@@ -273,7 +273,10 @@ def expected_file_name(names: Mapping[str, str], attachment_id: str, filename: s
 
 
 def _file_text(files: Iterable[tuple[str, str]]) -> str:
-    return " | ".join(f"{name} ({digest[:12]})" for name, digest in sorted(files))
+    """Files as "name (sha256 prefix)"; a download that failed shows why in full."""
+    return " | ".join(
+        f"{name} ({digest[:12] if digest.isalnum() else digest})" for name, digest in sorted(files)
+    )
 
 
 def _path_text(path: Sequence[str] | None) -> str:
