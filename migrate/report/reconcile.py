@@ -11,7 +11,8 @@ loaded issue is expected to look like comes from what transform planned and load
   and by content: a file matches when the sha256 of the bytes storage received
   (``uploads.sent_sha256``, hashed while they were sent) equals the staged sha256 of that
   attachment and Procore lists a file of that name on the issue. Procore's API gives no size
-  or digest of an attachment, and files are never downloaded: the sent digest is the proof.
+  or digest of an attachment, and issue files are never downloaded: the sent digest is the
+  proof (inspection files are downloaded and hashed: see ``migrate.report.inspections``).
 
 Orphans are Procore issues carrying a uuid this migration derives (``migrate.ids.issue_uuid``
 for any source id the staging DB knows, or a planned uuid) that id_map does not map to them.
