@@ -32,6 +32,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -175,7 +176,11 @@ def fetch_inspections(
     vendors = client.vendors(project_id) if found else []
     urls = [str(a["url"]) for row in lists.values() for a in row.get("attachments") or []]
     urls += [str((f.get("attachment") or {}).get("url")) for f in item_files]
-    digests = {url: _download_digest(client, url) for url in dict.fromkeys(urls) if url}
+    unique = [url for url in dict.fromkeys(urls) if url]
+    # Downloads are independent: as many at once as load uploads (one pool, one HTTP client).
+    with ThreadPoolExecutor(max_workers=max(1, int(client.settings.workers))) as pool:
+        hashed = pool.map(lambda url: _download_digest(client, url), unique)
+        digests = dict(zip(unique, hashed, strict=True))
     return InspectionTarget(lists, section_positions, items, comments, item_files, vendors, digests)
 
 
