@@ -391,6 +391,7 @@ def test_status_counts_checklists_and_inspections(loaded: Loaded) -> None:
         "templates_planned": 2,
         "planned": PLANNED,
         "loaded": PLANNED,
+        "unfinished": 0,
         "rejected": 0,
         "pending": 0,
         "skipped": 1,
@@ -410,6 +411,17 @@ def test_status_counts_checklists_and_inspections(loaded: Loaded) -> None:
     assert json.loads(shown.output)["inspections"] == expected
     text = CliRunner().invoke(main, ["status", "--config", config])
     assert "Inspections  11 checklists extracted" in text.output
+
+    # An inspection a stopped load left half done (loaded, no payload hash yet: load records
+    # it only when answers, comments, files and status are all done) is named as unfinished.
+    with loaded.db() as conn:
+        conn.execute(
+            "UPDATE id_map SET payload_hash = NULL WHERE entity = 'inspection' AND source_id = ?",
+            (loaded.planted[0].source_id,),
+        )
+    status = status_from_settings(loaded.settings)
+    assert status.inspections["unfinished"] == 1
+    assert "8 loaded (1 unfinished), 0 pending" in "\n".join(status.lines())
 
     # Two more checklists planned after the load: pending, and load is the next command.
     plant_inspections(loaded.settings, 2, start=PLANNED, run_row=False)

@@ -232,11 +232,19 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     assert issues["skipped"] >= 1  # the generator puts a Void issue in every project
     assert issues["pending"] == issues["planned"]
     assert after_transform.entities["location"]["planned"] > 0
-    assert after_transform.plan["create"] == issues["planned"] + (
-        after_transform.entities["location"]["pending"]
-        - _scalar(
-            settings, "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL"
+    # Every planned checklist is one inspection to create (issue 14).
+    assert after_transform.inspections["pending"] == after_transform.inspections["planned"] > 0
+    assert (
+        after_transform.plan["create"]
+        == issues["planned"]
+        + (
+            after_transform.entities["location"]["pending"]
+            - _scalar(
+                settings,
+                "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL",
+            )
         )
+        + after_transform.inspections["planned"]
     )
     assert after_transform.attachments["pending_upload"] > 0
     with _db(settings) as conn:  # the Datasette view says the same, file by file

@@ -31,8 +31,8 @@
       "plan": {"create": 0, "update": 0, "status_change": 0,   # what `migrate load` would do
                "deleted_at_source": 0, "attachments_after_load": 0},  # zeros w/o a project
       "inspections": {"extracted": 0, "templates_planned": 0, "planned": 0,  # checklists
-                      "loaded": 0, "rejected": 0, "pending": 0, "skipped": 0,
-                      "quarantined": 0},
+                      "loaded": 0, "unfinished": 0, "rejected": 0, "pending": 0,
+                      "skipped": 0, "quarantined": 0},
       "quarantine_open": 0,
       "running": [{"command": "load", "run_id": 4, "pid": 123}],  # live processes only
       "next_command": "migrate load",
@@ -47,7 +47,8 @@ open quarantine rows. A missing staging DB is reported as empty and is not creat
 
 ``inspections`` (issue 14): ``extracted`` checklists staged (deleted ones included),
 ``templates_planned`` and ``planned`` inspection templates and inspections transform planned,
-``loaded`` / ``rejected`` inspection id_map rows for the target project, ``pending`` planned but
+``loaded`` / ``rejected`` inspection id_map rows for the target project (``unfinished``: loaded
+ones a stopped load left with answers, comments, files or status to do), ``pending`` planned but
 neither, ``skipped`` checklists left out on purpose (deleted at the source, a status mapped to
 skip), ``quarantined`` checklists held back by transform or load (open quarantine).
 """
@@ -73,6 +74,7 @@ from migrate.store.planned import (
     planned_issue_counts,
     planned_location_count,
     skipped_records,
+    unfinished_inspection_count,
     unloaded_planned_inspection_count,
     unloaded_planned_issue_counts,
     unloaded_planned_location_count,
@@ -100,6 +102,7 @@ INSPECTION_KEYS = (
     "templates_planned",
     "planned",
     "loaded",
+    "unfinished",
     "rejected",
     "pending",
     "skipped",
@@ -486,6 +489,7 @@ def _inspection_counts(store: Store, project_id: int | None) -> dict[str, int]:
     for state, number in map_state_counts(store, ENTITY_INSPECTION, project_id).items():
         if state in ("loaded", "rejected"):
             counts[state] = number
+    counts["unfinished"] = unfinished_inspection_count(store, project_id)
     counts["pending"] = unloaded_planned_inspection_count(store, project_id)
     counts["skipped"] = len(skipped_records(store, (SOURCE_ENTITY_CHECKLIST,)))
     counts["quarantined"] = len(open_quarantine(store, HOLDING_ENTITIES))
@@ -493,9 +497,10 @@ def _inspection_counts(store: Store, project_id: int | None) -> dict[str, int]:
 
 
 def _inspection_line(counts: dict[str, int]) -> str:
+    unfinished = f" ({counts['unfinished']} unfinished)" if counts["unfinished"] else ""
     return (
         f"Inspections  {counts['extracted']} checklists extracted, {counts['planned']} planned "
-        f"({counts['templates_planned']} templates), {counts['loaded']} loaded, "
+        f"({counts['templates_planned']} templates), {counts['loaded']} loaded{unfinished}, "
         f"{counts['pending']} pending, {counts['rejected']} rejected, {counts['skipped']} "
         f"skipped, {counts['quarantined']} quarantined"
     )

@@ -946,3 +946,15 @@ def attachment_files(
 def unloaded_planned_inspection_count(store: Store, project_id: int | None) -> int:
     """Planned inspections neither loaded nor rejected yet (``sent`` counts)."""
     return _unloaded_count(store, "planned_inspections", ENTITY_INSPECTION, project_id)
+
+
+def unfinished_inspection_count(store: Store, project_id: int | None) -> int:
+    """Inspections created in Procore whose answers, comments, files or status a stopped load
+    left undone (their id map row is ``loaded`` without a payload hash: see load's block)."""
+    clause, params = _project_clause(project_id)
+    row = store.conn.execute(
+        "SELECT COUNT(*) FROM id_map WHERE entity = ? AND state = 'loaded' "
+        f"AND payload_hash IS NULL{clause}",
+        (ENTITY_INSPECTION, *params),
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
