@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from migrate.errors import MigrateError
 from migrate.ids import ENTITY_INSPECTION
 from migrate.quarantine import open_quarantine
+from migrate.report.paths import actual_path, path_text
 from migrate.store.db import Store
 from migrate.store.planned import (
     MapRow,
@@ -282,23 +283,6 @@ def _file_text(files: Iterable[tuple[str, str]]) -> str:
     return " | ".join(
         f"{name} ({digest[:12] if digest.isalnum() else digest})" for name, digest in sorted(files)
     )
-
-
-def _path_text(path: Sequence[str] | None) -> str:
-    return " > ".join(path) if path else ""
-
-
-def _location_path(location_id: Any, locations: Mapping[int, Mapping[str, Any]]) -> list[str]:
-    """Node names root → leaf of a Procore location id, through ``parent_id``."""
-    names: list[str] = []
-    seen: set[int] = set()
-    current = locations.get(location_id) if isinstance(location_id, int) else None
-    while current is not None and current["id"] not in seen:
-        seen.add(current["id"])
-        names.append(str(current.get("node_name") or current.get("name") or ""))
-        parent = current.get("parent_id")
-        current = locations.get(parent) if parent is not None else None
-    return list(reversed(names))
 
 
 @dataclass
@@ -695,11 +679,7 @@ def _compare_header(
         str(actual["inspection_date"])[:10] if actual.get("inspection_date") else None,
     )
     expected_path = paths.get(entry.location_source_id or "") if entry.location_source_id else None
-    location = actual.get("location") or {}
-    actual_path = _location_path(location.get("id"), locations) if location else []
-    if location and not actual_path:
-        actual_path = str(location.get("name") or "").split(">")
-    check("location", _path_text(expected_path), _path_text(actual_path))
+    check("location", path_text(expected_path), path_text(actual_path(actual, locations)))
     wanted = (entry.responsible_contractor or "").strip()
     vendor = vendors.get(wanted.lower()) if wanted else None
     contractor = (actual.get("responsible_contractor") or {}).get("name")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
+from migrate.report.paths import actual_path, path_of, path_text
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 from migrate.store.runs import run_rows
@@ -206,39 +207,6 @@ def _json_list(text: str | None) -> list[Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, list) else None
-
-
-def _path_of(location_id: Any, by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
-    """Node names root → leaf for a Procore location id, via parent_id (None if unknown)."""
-    names: list[str] = []
-    seen: set[int] = set()
-    current = by_id.get(location_id) if isinstance(location_id, int) else None
-    if current is None:
-        return None
-    while current is not None:
-        if current["id"] in seen:  # a cycle would be Procore's bug; stop rather than loop
-            break
-        seen.add(current["id"])
-        names.append(str(current.get("node_name") or current.get("name") or ""))
-        parent = current.get("parent_id")
-        current = by_id.get(parent) if parent is not None else None
-    return list(reversed(names))
-
-
-def _actual_path(issue: Mapping[str, Any], by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
-    location = issue.get("location")
-    if not location:
-        return None
-    path = _path_of(location.get("id"), by_id)
-    if path is None:
-        # Not in the locations list (deleted since?): the ">"-joined name is all there is.
-        return str(location.get("name") or "").split(">")
-    return path
-
-
-def path_text(path: list[str] | None) -> str:
-    """A location path for people: node names joined by " > "."""
-    return "" if not path else " > ".join(path)
 
 
 def _text(value: Any) -> str:
@@ -458,9 +426,9 @@ def _compare_issue(
         if (row.get(name) or None) != (actual.get(name) or None):
             differ(name, row.get(name), actual.get(name))
     expected_path = _json_list(row.get("location_path"))
-    actual_path = _actual_path(actual, locations_by_id)
-    if (expected_path or None) != (actual_path or None):
-        differ("location", path_text(expected_path), path_text(actual_path))
+    got_path = actual_path(actual, locations_by_id)
+    if (expected_path or None) != (got_path or None):
+        differ("location", path_text(expected_path), path_text(got_path))
     assignee = actual.get("assignee") or {}
     if row.get("assignee_id") != assignee.get("id"):
         differ(
@@ -579,7 +547,7 @@ def _compare_locations(
             )
             continue
         expected = _json_list(row["path"])
-        actual = _path_of(row["target_id"], by_id)
+        actual = path_of(row["target_id"], by_id)
         if expected is not None and expected != actual:
             mismatches.append(
                 {
@@ -913,7 +881,7 @@ def _by_location(
             issue = procore_issues.get(row["target_id"])
             if issue is None:
                 continue
-            path = _actual_path(issue, locations_by_id)
+            path = actual_path(issue, locations_by_id)
         else:
             path = _json_list(row.get("location_path"))
         counts[path_text(path) or NO_LOCATION] += 1
