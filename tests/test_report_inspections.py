@@ -289,6 +289,39 @@ def test_a_status_answer_changed_in_procore_differs(loaded: Loaded) -> None:
     assert (mismatch["expected"], mismatch["actual"]) == (planned, other)
 
 
+def test_a_header_edited_in_procore_differs_field_by_field(loaded: Loaded) -> None:
+    planted = next(p for p in loaded.planted if p.location and p.contractor == "Diaz Mechanical")
+    list_id = loaded.list_id(planted.source_id)
+    inspections = loaded.app.inspections
+    with loaded.app.lock:
+        inspection = inspections.lists[list_id]
+        inspection.update(
+            description="Edited in Procore",
+            location_id=None,
+            inspection_date="2020-01-01",
+            responsible_contractor_id=None,
+            identifier="X-1",
+            status="closed" if planted.status != "closed" else "open",
+        )
+
+    result = loaded.report("header")
+
+    row = _failed_on(result, planted.source_id)
+    assert row["fields"].split("; ") == [
+        "identifier",
+        "description",
+        "status",
+        "inspection_date",
+        "location",
+        "responsible_contractor",
+    ]
+    found = {m["field"]: (m["expected"], m["actual"]) for m in result.mismatches}
+    assert found["location"] == (" > ".join(planted.location or ()), "")
+    assert found["responsible_contractor"] == ("Diaz Mechanical", None)
+    assert found["description"][1] == "Edited in Procore"
+    assert found["status"][0] == planted.status
+
+
 def test_a_deleted_comment_differs(loaded: Loaded) -> None:
     source_id = loaded.planted[0].source_id
     item = loaded.item(source_id, "1.1 Forms clean?")

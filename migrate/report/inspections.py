@@ -452,6 +452,7 @@ def _compare_all(
                     "section_position": where[0] if where else -1,
                     "item_position": where[1] if where else -1,
                     "name": where[2] if where else str(item.get("template_item_source_id")),
+                    "type": where[3] if where else "",
                     "item_source_id": str(item.get("source_id")),
                     "expected_answer": answer_text(item.get("response")),
                     "expected_comments": sorted(
@@ -483,6 +484,7 @@ def _compare_all(
             "item_position": int(item.get("position") or 0),
             "procore_item_id": int(item["id"]),
             "procore_name": str(item.get("name") or ""),
+            "procore_type": str((item.get("type") or {}).get("name") or ""),
             "actual_answer": procore_answer_text(item),
             "actual_comments": sorted(comments_of.get(int(item["id"]), [])),
             "actual_files": sorted(files_of.get(int(item["id"]), [])),
@@ -496,6 +498,7 @@ def _compare_all(
             *keys,
             "source_id",
             "name",
+            "type",
             "item_source_id",
             "expected_answer",
             "expected_comments",
@@ -508,6 +511,7 @@ def _compare_all(
             *keys,
             "procore_item_id",
             "procore_name",
+            "procore_type",
             "actual_answer",
             "actual_comments",
             "actual_files",
@@ -565,6 +569,8 @@ def _compare_all(
         label = record["name"]
         if record["procore_name"] != record["name"]:
             differ(source_id, f"item name: {label}", record["name"], record["procore_name"])
+        if record["type"] and record["procore_type"] != record["type"]:
+            differ(source_id, f"item type: {label}", record["type"], record["procore_type"])
         if record["expected_answer"] == record["actual_answer"]:
             tally["answers"] += 1
         else:
