@@ -11,6 +11,7 @@ transformed) so every staged checklist must be accounted for.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sqlite3
@@ -33,6 +34,7 @@ from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Settings, load_settings
 from migrate.store import open_store
 from tests.inspection_rows import PlantedInspection, plant_inspections
+from tests.test_load_inspections import SWITCHES
 
 #: Checklists planned and loaded (both templates, every status, files on every third).
 PLANNED = 8
@@ -143,9 +145,17 @@ def _add_vendors(app: Any, project_id: int) -> None:
 
 @pytest.fixture
 def loaded(tmp_path: Path) -> Iterator[Loaded]:
+    with _loaded(tmp_path) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def _loaded(tmp_path: Path, **switches: Any) -> Iterator[Loaded]:
+    """Planned inspections loaded by the real load into a sandbox (simulator ``switches``)."""
     from migrate.load import load_from_settings
 
-    with Sandbox(SandboxOptions(issues=5, seed=7, procore_options={"spike_limit": 2000})) as box:
+    options = {"spike_limit": 2000, **switches}
+    with Sandbox(SandboxOptions(issues=5, seed=7, procore_options=options)) as box:
         write_default_mappings(tmp_path / "mappings")
         settings = load_settings(write_demo_config(tmp_path, box))
         env = box.environment()
@@ -228,6 +238,19 @@ def test_every_loaded_inspection_matches_and_every_checklist_is_accounted_for(
     for path in result.csv_paths.values():
         assert "X-Amz-Signature" not in path.read_text(encoding="utf-8")
     assert "Inspections: 8 migrated, 8 match" in "\n".join(result.summary_lines())
+
+
+@pytest.mark.parametrize(
+    "switches", [v for k, v in SWITCHES.items() if k != "defaults"], ids=list(SWITCHES)[1:]
+)
+def test_every_simulator_reading_reconciles_as_match(
+    switches: dict[str, Any], tmp_path: Path
+) -> None:
+    """Whatever Procore does where its docs are silent, what load wrote reads back as planned."""
+    with _loaded(tmp_path, **switches) as migrated:
+        result = migrated.report("switches")
+    assert result.mismatches == [] and result.missing == []
+    assert result.inspections["match"] == PLANNED
 
 
 def test_offline_report_accounts_for_checklists_without_reading_procore(loaded: Loaded) -> None:
