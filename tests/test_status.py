@@ -233,7 +233,7 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
         - _scalar(
             settings, "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL"
         )
-    )
+    ) + _scalar(settings, "SELECT COUNT(*) FROM planned_inspections")  # checklists (issue 14)
     assert after_transform.attachments["pending_upload"] > 0
     with _db(settings) as conn:  # the Datasette view says the same, file by file
         waiting = conn.execute(
