@@ -246,6 +246,9 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
         )
         + after_transform.inspections["planned"]
     )
+    assert after_transform.inspections["planned"] == _scalar(
+        settings, "SELECT COUNT(*) FROM planned_inspections"
+    )
     assert after_transform.attachments["pending_upload"] > 0
     with _db(settings) as conn:  # the Datasette view says the same, file by file
         waiting = conn.execute(
