@@ -30,6 +30,8 @@ from migrate.mappings import write_default_mappings
 from migrate.report import CSV_NAMES, ReportResult, report_from_settings
 from migrate.report.inspections import CSV_COLUMNS
 from migrate.report.status import INSPECTION_KEYS, status_from_settings
+from migrate.report.views import inspection_state_counts
+from migrate.report.views import rows as view_rows
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Settings, load_settings
 from migrate.store import open_store
@@ -207,6 +209,24 @@ def test_every_loaded_inspection_matches_and_every_checklist_is_accounted_for(
     assert rows[HELD_BACK]["outcome"] == "quarantined"
     assert HOLD_REASON in rows[HELD_BACK]["reason"]
     assert rows[NOT_TRANSFORMED]["outcome"] == "not planned"
+    # The staging DB's view says the same, one SELECT away (Datasette, sqlite3).
+    store = open_store(loaded.settings.staging.path, read_only=True)
+    try:
+        states = inspection_state_counts(store)
+        journey = {r["source_id"]: r for r in view_rows(store, "v_inspection_journey")}
+    finally:
+        store.close()
+    assert {k: n for k, n in states.items() if n} == {
+        "extracted": 1,
+        "skipped": 1,
+        "quarantined": 1,
+        "loaded": PLANNED,
+    }
+    assert journey[DELETED_AT_SOURCE]["skipped_reason"] == SKIP_REASON
+    assert journey[HELD_BACK]["quarantine_reason"] == HOLD_REASON
+    assert {journey[p.source_id]["procore_id"] for p in loaded.planted} == {
+        int(rows[p.source_id]["procore_id"]) for p in loaded.planted
+    }
     # What the report counted is what the simulator holds, inspection by inspection.
     by_procore_id = {inspection["id"]: inspection for inspection in held}
     for planted in loaded.planted:
@@ -477,6 +497,11 @@ def test_status_counts_checklists_and_inspections(loaded: Loaded) -> None:
         )
     status = status_from_settings(loaded.settings)
     assert status.inspections["unfinished"] == 1
+    store = open_store(loaded.settings.staging.path, read_only=True)
+    try:
+        assert inspection_state_counts(store)["unfinished"] == 1
+    finally:
+        store.close()
     assert "8 loaded (1 unfinished), 0 pending" in "\n".join(status.lines())
 
     # Two more checklists planned after the load: pending, and load is the next command.

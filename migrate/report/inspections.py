@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from migrate.errors import MigrateError
 from migrate.ids import ENTITY_INSPECTION
-from migrate.quarantine import open_quarantine
 from migrate.report.paths import actual_path, path_text
+from migrate.report.views import rows as view_rows
 from migrate.store.db import Store
 from migrate.store.planned import (
     MapRow,
@@ -50,7 +50,6 @@ from migrate.store.planned import (
     planned_inspection_rows,
     planned_inspection_templates,
     planned_locations,
-    skipped_records,
 )
 from migrate.text import procore_name
 
@@ -196,6 +195,8 @@ class InspectionReconciliation:
     mismatches: list[dict[str, Any]]
     missing: list[dict[str, Any]]
     online: bool
+    #: Checklists the staging DB knows (v_inspection_journey rows).
+    staged: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -209,9 +210,9 @@ class InspectionReconciliation:
         c = self.counts
         return c[MATCH] + c[DIFFERS] + c[MISSING] + c[OFFLINE]
 
-    def entity_row(self, staged: int) -> dict[str, Any]:
+    def entity_row(self) -> dict[str, Any]:
         """The inspection line of the report's per-entity table."""
-        c = self.counts
+        c, staged = self.counts, self.staged
         planned = c[MATCH] + c[DIFFERS] + c[MISSING] + c[OFFLINE] + c[NOT_LOADED]
         return {
             "entity": REPORT_ENTITY,
@@ -323,23 +324,26 @@ def reconcile_inspections(
                         "loaded_at": None,
                     }
                 )
-    skipped = skipped_records(store, (SOURCE_ENTITY_CHECKLIST,))
-    held = open_quarantine(store, HOLDING_ENTITIES)
-    staged = staged_checklists(store)
+    # The source side: every checklist's state, from the staging DB's own view of it.
+    journey = {step["source_id"]: step for step in view_rows(store, "v_inspection_journey")}
     rows: list[dict[str, Any]] = []
     mismatches: list[dict[str, Any]] = []
-    for source_id in sorted({*staged, *planned}):
-        checklist = staged.get(source_id) or {}
+    for source_id in sorted({*journey, *planned}):
+        step = journey.get(source_id) or {}
         plan = planned.get(source_id)
         row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
         row.update(
             source_id=source_id,
-            identifier=(plan.entry.identifier if plan else None) or checklist.get("identifier"),
-            name=checklist.get("name") or (plan.template_name if plan else None),
-            template=plan.template_name if plan else checklist.get("template_name"),
+            identifier=(plan.entry.identifier if plan else None) or step.get("identifier"),
+            name=step.get("name") or (plan.template_name if plan else None),
+            template=plan.template_name if plan else step.get("template_name"),
             planned_status=plan.entry.status if plan else None,
         )
-        hold = held.get(source_id)
+        held = (
+            f"quarantined at {step['quarantine_stage']}: {step['quarantine_reason']}"
+            if step.get("quarantine_reason")
+            else None
+        )
         if plan is not None and plan.row is not None and plan.row.is_loaded:
             row["procore_id"] = plan.row.target_id
             if target is None:
@@ -351,32 +355,24 @@ def reconcile_inspections(
                 if differences:
                     row["fields"] = "; ".join(dict.fromkeys(d["field"] for d in differences))
                     mismatches.extend(differences)
-            if hold is not None:
-                row["reason"] = hold.detail
+            row["reason"] = held
         elif plan is not None:
-            row["outcome"] = QUARANTINED if hold is not None else NOT_LOADED
-            row["reason"] = hold.detail if hold is not None else _not_loaded_reason(plan.row)
-        elif source_id in skipped:
-            row["outcome"], row["reason"] = SKIPPED, skipped[source_id]
-        elif hold is not None:
-            row["outcome"], row["reason"] = QUARANTINED, hold.detail
+            row["outcome"] = QUARANTINED if held else NOT_LOADED
+            row["reason"] = held or _not_loaded_reason(plan.row)
+        elif step.get("skipped_reason"):
+            row["outcome"], row["reason"] = SKIPPED, step["skipped_reason"]
+        elif held:
+            row["outcome"], row["reason"] = QUARANTINED, held
         else:
             row["outcome"] = NOT_PLANNED
             row["reason"] = (
                 "no inspection planned: `migrate transform` has not run since it was extracted, "
                 "or inspections are switched off"
             )
+        if row["procore_id"] is None and step.get("procore_id") is not None:
+            row["procore_id"] = step["procore_id"]  # loaded earlier, no longer planned
         rows.append(row)
-    return InspectionReconciliation(rows, mismatches, missing, online)
-
-
-def staged_checklists(store: Store) -> dict[str, dict[str, Any]]:
-    """Every checklist extract staged, by id (deleted ones too: transform skips them)."""
-    cursor = store.conn.execute(
-        "SELECT id, identifier, name, template_name, deleted FROM checklists ORDER BY id"
-    )
-    columns = [d[0] for d in cursor.description]
-    return {row[0]: dict(zip(columns, row, strict=True)) for row in cursor.fetchall()}
+    return InspectionReconciliation(rows, mismatches, missing, online, len(journey))
 
 
 def _not_loaded_reason(row: MapRow | None) -> str:

@@ -232,7 +232,7 @@ def reconcile(
 ) -> Reconciliation:
     """Compare the staging DB with ``target`` (None: offline, staging-only checks) and the
     inspections with ``inspections`` (None: Procore's inspections were not read)."""
-    from migrate.report.inspections import reconcile_inspections, staged_checklists
+    from migrate.report.inspections import reconcile_inspections
 
     project = target_project_id
     proj_sql, proj_params = _project_filter(project)
@@ -319,7 +319,7 @@ def reconcile(
     entity_rows = _entity_rows(
         store, project, issue_results, missing, orphans, matched_by_entity, online
     )
-    entity_rows.append(inspection_rec.entity_row(len(staged_checklists(store))))
+    entity_rows.append(inspection_rec.entity_row())
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
     hourly_limit, known = _hourly_limit(store)
