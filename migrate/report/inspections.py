@@ -14,14 +14,15 @@ What is compared for each planned inspection whose id_map row is ``loaded``:
 - header: identifier, description, status, inspection date, location (path, through
   ``parent_id``), responsible contractor (the planned vendor when the project has one of that
   name, else none: transform put the name in the description), inspection type and template;
-- every item: its answer by type (status, response option, text, number, date; "no answer"
-  when the plan has none), its comments (bodies, as a multiset), its files;
+- every item: its name and type, its answer by type (status, response option, text, number,
+  date; "no answer" when the plan has none), its comments (bodies, as a multiset), its files;
 - files by name and sha256: the checklist's files on the inspection, each item's on the item.
 
 Outcome per staged checklist: ``match``, ``differs`` (which fields), ``missing in Procore``,
 ``not loaded yet`` (planned, not yet created), ``skipped`` / ``quarantined`` (with the reason
 transform or load gave), or ``not planned`` (no plan row, no skip, no quarantine: transform has
-not run since it was extracted, or inspections are switched off). Field differences and
+not run since it was extracted, or inspections are switched off); the source side is read
+from the staging DB's view ``v_inspection_journey`` (migration 10). Field differences and
 missing inspections go into the report's mismatches and missing lists, so they fail its
 verdict like an issue's.
 """
