@@ -458,6 +458,39 @@ def test_a_dropped_inspection_is_missing(loaded: Loaded) -> None:
     assert "1 missing in Procore" in "\n".join(result.summary_lines())
 
 
+def test_a_second_copy_of_an_inspection_is_an_orphan(loaded: Loaded) -> None:
+    """A create whose answer was lost and never recorded leaves a copy id_map does not name."""
+    from migrate.clients.factory import procore_client
+
+    planted = loaded.planted[1]
+    with loaded.db() as conn:
+        (template_id,) = conn.execute(
+            "SELECT target_id FROM id_map WHERE entity = 'inspection_project_template' "
+            "AND source_id = ?",
+            (planted.template,),
+        ).fetchone()
+    with procore_client(loaded.settings, loaded.env) as client:
+        copy = client.create_inspection(
+            loaded.project_id,
+            int(template_id),
+            {"identifier": planted.payload["list"]["identifier"], "status": "open"},
+        )
+        # An inspection people made by hand from a migrated template is not one of ours.
+        client.create_inspection(
+            loaded.project_id, int(template_id), {"identifier": "HAND-1", "status": "open"}
+        )
+
+    result = loaded.report("orphan")
+
+    assert result.exit_code == EXIT_FAILED
+    assert [(o["procore_id"], o["source_id"]) for o in result.orphans] == [
+        (copy["id"], planted.source_id)
+    ]
+    assert str(loaded.list_id(planted.source_id)) in result.orphans[0]["why"]
+    assert result.mismatches == [] and result.missing == []
+    assert [r["source_id"] for r in _csv(result.csv_paths["orphans"])] == [planted.source_id]
+
+
 # -- status -------------------------------------------------------------------------------------
 
 

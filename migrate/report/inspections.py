@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from migrate.errors import MigrateError
-from migrate.ids import ENTITY_INSPECTION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_PROJECT_TEMPLATE
 from migrate.report.paths import actual_path, path_text
 from migrate.report.views import rows as view_rows
 from migrate.store.db import Store
@@ -113,6 +113,8 @@ class InspectionTarget:
     vendors: list[dict[str, Any]]
     #: a file's url -> the sha256 of the bytes it served, or "download failed: …"
     digests: dict[str, str] = field(default_factory=dict)
+    #: the project's other inspections (not named by id_map)
+    unmapped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Digest:
@@ -152,12 +154,12 @@ def fetch_inspections(
     client: ProcoreClient, project_id: int, list_ids: Iterable[int]
 ) -> InspectionTarget:
     """Read back the inspections ``list_ids``, their items, comments and files (with bytes)."""
-    wanted = sorted({int(i) for i in list_ids})
-    lists = (
-        {int(row["id"]): row for row in client.inspections(project_id, ids=wanted)}
-        if wanted
-        else {}
-    )
+    wanted = {int(i) for i in list_ids}
+    # Every inspection of the project: those id_map names, and any other made from a template
+    # migrate built (a duplicate shows up as an orphan).
+    every = client.inspections(project_id)
+    lists = {int(row["id"]): row for row in every if int(row["id"]) in wanted}
+    unmapped = [row for row in every if int(row["id"]) not in wanted]
     found = sorted(lists)
     section_positions: dict[int, int] = {}
     items: list[dict[str, Any]] = []
@@ -182,7 +184,9 @@ def fetch_inspections(
     with ThreadPoolExecutor(max_workers=max(1, int(client.settings.workers))) as pool:
         hashed = pool.map(lambda url: _download_digest(client, url), unique)
         digests = dict(zip(unique, hashed, strict=True))
-    return InspectionTarget(lists, section_positions, items, comments, item_files, vendors, digests)
+    return InspectionTarget(
+        lists, section_positions, items, comments, item_files, vendors, digests, unmapped
+    )
 
 
 # -- the comparison ----------------------------------------------------------------------------
@@ -198,6 +202,9 @@ class InspectionReconciliation:
     online: bool
     #: Checklists the staging DB knows (v_inspection_journey rows).
     staged: int = 0
+    #: Procore inspections of a template migrate built, carrying a planned checklist's
+    #: identifier, that id_map does not name (a duplicate), in the report's orphan shape.
+    orphans: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -227,7 +234,7 @@ class InspectionReconciliation:
             "matching": c[MATCH] if self.online else None,
             "mismatching": c[DIFFERS] if self.online else None,
             "missing": c[MISSING] if self.online else None,
-            "orphans": None,
+            "orphans": len(self.orphans) if self.online else None,
         }
 
 
@@ -373,7 +380,58 @@ def reconcile_inspections(
         if row["procore_id"] is None and step.get("procore_id") is not None:
             row["procore_id"] = step["procore_id"]  # loaded earlier, no longer planned
         rows.append(row)
-    return InspectionReconciliation(rows, mismatches, missing, online, len(journey))
+    orphans = _orphans(store, project_id, planned, target, journey) if target else []
+    return InspectionReconciliation(rows, mismatches, missing, online, len(journey), orphans)
+
+
+def _orphans(
+    store: Store,
+    project_id: int | None,
+    planned: Mapping[str, _Planned],
+    target: InspectionTarget,
+    journey: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Unmapped Procore inspections made from a template migrate built that carry the
+    identifier of a planned checklist: a second copy of it (a create whose answer was lost and
+    never recorded, or one made by hand from the migrated template)."""
+    if project_id is None:
+        return []
+    ours = {
+        int(row.target_id)
+        for row in id_map_rows(store, ENTITY_PROJECT_TEMPLATE, project_id).values()
+        if row.is_loaded and row.target_id
+    }
+    by_identifier: dict[str, str] = {}
+    for source_id, plan in sorted(planned.items()):
+        if plan.entry.identifier:
+            by_identifier.setdefault(str(plan.entry.identifier), source_id)
+    found = []
+    for inspection in target.unmapped:
+        template = inspection.get("list_template_id") or inspection.get("template_id")
+        owner = by_identifier.get(str(inspection.get("identifier")))
+        if template not in ours or owner is None:
+            continue
+        plan = planned[owner]
+        mapped = plan.row.target_id if plan.row is not None else None
+        found.append(
+            {
+                "procore_id": inspection.get("id"),
+                "uuid": None,
+                "title": f"inspection {inspection.get('identifier')} ({inspection.get('name')})",
+                "status": inspection.get("status"),
+                "source_id": owner,
+                "staging_state": (journey.get(owner) or {}).get("state"),
+                "why": (
+                    f"made from a migrated template with checklist {owner}'s identifier; "
+                    + (
+                        f"id_map maps that checklist to inspection {mapped}, not this one"
+                        if mapped
+                        else "id_map does not name it (a create whose answer was lost?)"
+                    )
+                ),
+            }
+        )
+    return found
 
 
 def _not_loaded_reason(row: MapRow | None) -> str:

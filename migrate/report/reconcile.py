@@ -320,6 +320,7 @@ def reconcile(
         store, project, issue_results, missing, orphans, matched_by_entity, online
     )
     entity_rows.append(inspection_rec.entity_row())
+    orphans.extend(inspection_rec.orphans)  # after the issue row counted the issues' own
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
     hourly_limit, known = _hourly_limit(store)
