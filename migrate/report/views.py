@@ -68,10 +68,12 @@ def rows(store: Store, view: str, where: str = "", params: tuple[Any, ...] = ())
 
 def journey_state_counts(store: Store) -> dict[str, int]:
     """How many issues are in each v_issue_journey state (every state present, maybe 0)."""
-    counts = dict.fromkeys(JOURNEY_STATES, 0)
-    for state, number in store.conn.execute(
-        "SELECT state, COUNT(*) FROM v_issue_journey GROUP BY state"
-    ):
+    return _state_counts(store, "v_issue_journey", JOURNEY_STATES)
+
+
+def _state_counts(store: Store, view: str, states: tuple[str, ...]) -> dict[str, int]:
+    counts = dict.fromkeys(states, 0)
+    for state, number in store.conn.execute(f"SELECT state, COUNT(*) FROM {view} GROUP BY state"):
         counts[state] = int(number)
     return counts
 
@@ -102,9 +104,4 @@ INSPECTION_STATES = (
 
 def inspection_state_counts(store: Store) -> dict[str, int]:
     """How many checklists are in each v_inspection_journey state (every state, maybe 0)."""
-    counts = dict.fromkeys(INSPECTION_STATES, 0)
-    for state, number in store.conn.execute(
-        "SELECT state, COUNT(*) FROM v_inspection_journey GROUP BY state"
-    ):
-        counts[state] = int(number)
-    return counts
+    return _state_counts(store, "v_inspection_journey", INSPECTION_STATES)
