@@ -773,6 +773,13 @@ def test_every_generated_checklist_and_item_is_stored_or_a_source_problem(
     assert result.plan_hash == plan_hash(store)
     counts = result.counts["checklist_items"]
     assert counts["planned"] + counts["quarantined"] + counts["skipped"] == counts["extracted"]
+    # Every checklist, however odd, is planned as an inspection, quarantined or skipped.
+    checklists = result.counts["checklists"]
+    assert (
+        checklists["planned"] + checklists["quarantined"] + checklists["skipped"]
+        == checklists["extracted"]
+        == len(stored)
+    )
     candidates = [
         row[0]
         for row in store.conn.execute(

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from migrate.extract import extract_from_settings
-from migrate.mappings import DEFAULT_FILES, write_default_mappings
+from migrate.mappings import DEFAULT_FILES, MappingError, load_mappings, write_default_mappings
 from migrate.results import TransformResult
 from migrate.sandbox.generator import CHECKLIST_ITEM_TYPES, GeneratedProject
 from migrate.sandbox.httpbase import Request
@@ -42,6 +42,7 @@ from migrate.store.planned import (
     planned_inspection_templates,
 )
 from migrate.transform import plan_hash, transform_from_settings
+from migrate.transform.inspections import DISPLAY_TYPES
 from tests.test_extract_checklists import rewritten
 
 PLUS_MINUS_STATUS = {
@@ -283,9 +284,16 @@ def test_every_answer_lands_in_its_item(pipeline: Pipeline) -> None:
                     assert row.attachment_names[answer] == name
                     assert answer in row.attachment_ids
                     assert name in comments["signature"]
+                    # Field's signature records name no signer or time: the item's stamp instead.
+                    assert (
+                        "records no signer or time for the signature itself"
+                        in (comments["signature"])
+                    )
+                    assert field_item["created_by"] in comments["signature"]
             elif shown == "group_start":
                 assert response is None
-    assert seen == set(CHECKLIST_ITEM_TYPES)
+    # The transform knows every display type the simulator serves (and seed 003 lists).
+    assert seen == set(CHECKLIST_ITEM_TYPES) == set(DISPLAY_TYPES)
 
 
 def test_files_signatures_and_their_names(pipeline: Pipeline) -> None:
@@ -562,3 +570,47 @@ def test_unknown_display_types_are_quarantined_with_a_hint(tmp_path: Path) -> No
         f"{edited_item['display_number']} {edited_item['question_text']} (section Formwork)"
     )
     assert result.counts["checklist_templates"]["quarantined"] == 1
+
+
+# -- the mapping files ---------------------------------------------------------------------------
+
+
+def test_inspection_mapping_files_are_validated_and_default_when_absent(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    write_default_mappings(folder)
+    for name in ("inspection_types.csv", "inspection_statuses.csv", "responses.csv"):
+        (folder / name).unlink()
+    # A folder written before issue 14 plans with the defaults.
+    absent = load_mappings(folder)
+    assert absent.inspection_type_for("Safety").value == "Safety"
+    assert absent.inspection_type_for("").value == "Inspection"
+    assert absent.inspection_status_for("closed").value == "closed"
+    assert absent.response_status_for(" n/a ") == "n/a"
+    assert absent.response_status_for("Maybe") is None
+
+    (folder / "inspection_types.csv").write_text(
+        "field_checklist_type,procore_inspection_type\n,*\nSafety,\nQA/QC,Quality\nqa/qc,QC\n",
+        encoding="utf-8",
+    )
+    (folder / "inspection_statuses.csv").write_text(
+        "field_status,procore_status\nOpen,opened\nClosed,\n,open\n", encoding="utf-8"
+    )
+    (folder / "responses.csv").write_text(
+        "field_response,corresponding_status\n+,pass\n,yes\n", encoding="utf-8"
+    )
+    with pytest.raises(MappingError) as raised:
+        load_mappings(folder)
+    where = "mappings/"
+    problems = [p.replace(str(folder.parent) + "/", "") for p in raised.value.problems]
+    text = "\n".join(problems)
+    assert f"{where}inspection_types.csv:2: checklists without a type have no name" in text
+    assert f'{where}inspection_types.csv:3: "Safety" has no procore_inspection_type' in text
+    assert f'{where}inspection_types.csv:5: duplicate field_checklist_type "qa/qc"' in text
+    assert (
+        f'{where}inspection_statuses.csv:2: "Open" → "opened" is not a Procore inspection '
+        "status (allowed: open, in_review, closed, skip)." in text
+    )
+    assert f'{where}inspection_statuses.csv:3: "Closed" has no procore_status' in text
+    assert f'{where}responses.csv:2: "+" → "pass" is not a Procore response status' in text
+    assert f"{where}responses.csv:3: field_response is empty." in text
+    assert len(problems) == 7

@@ -612,7 +612,7 @@ def template_payload_hash(payload: Mapping[str, Any]) -> str:
 
 
 def inspection_payload_hash(
-    payload: Mapping[str, Any],
+    payload: Mapping[str, Any] | str,
     *,
     template_source_id: str,
     status: str,
@@ -627,31 +627,10 @@ def inspection_payload_hash(
     :func:`payload_hash` over the payload with the header columns folded in (``{"attachment_ids",
     "attachment_names", "payload", "responsible_contractor", "status", "template_source_id"}``),
     the location, and the sha256 of every file: the checklist's (``attachment_ids`` order) then
-    each item's (item order, each item's ``attachment_ids`` order).
+    each item's (item order, each item's ``attachment_ids`` order). `payload` may be given as
+    its canonical JSON already (the text the row stores).
     """
-    return _inspection_hash_of_json(
-        canonical_json(dict(payload)),
-        template_source_id=template_source_id,
-        status=status,
-        responsible_contractor=responsible_contractor,
-        location_source_id=location_source_id,
-        attachment_ids=attachment_ids,
-        attachment_names=attachment_names,
-        attachment_sha256s=attachment_sha256s,
-    )
-
-
-def _inspection_hash_of_json(
-    payload_json: str,
-    *,
-    template_source_id: str,
-    status: str,
-    responsible_contractor: str | None,
-    location_source_id: str | None,
-    attachment_ids: Sequence[str],
-    attachment_names: Mapping[str, str],
-    attachment_sha256s: Sequence[str],
-) -> str:
+    payload_json = payload if isinstance(payload, str) else canonical_json(dict(payload))
     # canonical_json of the folded dict, written around the payload's text (keys sorted).
     folded = (
         f'{{"attachment_ids":{canonical_json(list(attachment_ids))},'
@@ -692,7 +671,7 @@ def inspection_row(
 ) -> InspectionRow:
     """A planned_inspections row with its hash (:func:`inspection_payload_hash`)."""
     payload_json = canonical_json(dict(payload))
-    digest = _inspection_hash_of_json(
+    digest = inspection_payload_hash(
         payload_json,
         template_source_id=template_source_id,
         status=status,

@@ -618,158 +618,56 @@ def map_checklist(
         )
     assert status.value is not None
 
-    # Files: checklist files, then signatures (item signatures in item order, then custom-field
-    # ones in field order, then any other), each kept with the name Procore shows.
-    names: dict[str, str] = {}
-    taken: set[str] = set()
-    not_migrated: list[dict[str, str]] = []
-    plain = [a for a in checklist["attachments"] if a["kind"] != "Signature"]
-    file_ids, file_hashes, missing = split_attachments(plain)
-    by_id = {a["id"]: a for a in checklist["attachments"]}
-    for attachment_id in file_ids:
-        names[attachment_id] = _attachment_name(by_id[attachment_id])
-        taken.add(names[attachment_id].casefold())
-    not_migrated += missing
-    signatures = {a["id"]: a for a in checklist["attachments"] if a["kind"] == "Signature"}
-    signature_ids: list[str] = []
-    signature_hashes: list[str] = []
-    signature_notes: dict[str, str] = {}  # signature id → what the item / footer says
-
-    def place_signature(signature_id: str, label: str) -> str:
-        """File the signature under `label`; the sentence that says where it is."""
-        attachment = signatures.pop(signature_id, None)
-        if attachment is None:
-            return f"signed (signature {signature_id} is not among the staged files)"
-        ids, hashes, missing_one = split_attachments([{**attachment, "kind": "Attachment"}])
-        signer = _text(attachment.get("created_by")).strip()
-        when = _text(attachment.get("created_at")).strip()
-        who = (f" by {signer}" if signer else "") + (f" at {when}" if when else "")
-        if not ids:
-            reason = missing_one[0]["reason"] if missing_one else "not migrated"
-            not_migrated.append({"name": f"{label} (signature)", "reason": reason})
-            return f"signed{who}; the signature image is not migrated: {reason}"
-        name = _unique(_file_name(label, "Signature") + _extension(attachment), taken)
-        names[signature_id] = name
-        signature_ids.append(signature_id)
-        signature_hashes.append(hashes[0])
-        return f"signed{who}; the signature image is attached to the inspection as {name!r}"
-
-    for item in items:
-        if (item["display_type"] or "").strip() == "signature" and item["response"]:
-            label = clean_text(item["question_text"]).strip() or "Signature"
-            signature_notes[item["id"]] = place_signature(str(item["response"]).strip(), label)
+    files = _Files(checklist["attachments"])
+    signature_notes = {
+        item["id"]: files.place_signature(
+            str(item["response"]).strip(),
+            clean_text(item["question_text"]).strip(),
+            _item_stamp(item),
+        )
+        for item in items
+        if (item["display_type"] or "").strip() == "signature" and item["response"]
+    }
     custom_lines: list[tuple[str, str]] = []
     for value in checklist["custom_fields"]:
         label = value["name"] or context.custom_field_names.get(
             value["definition_id"] or "", value["custom_field_id"]
         )
-        text = _text(value["value"])
-        if not text.strip():
-            continue
-        if value["display_type"] == "signature":
-            custom_lines.append((label, place_signature(text.strip(), label)))
-        else:
-            custom_lines.append((label, text))
-    for signature_id in sorted(signatures):
-        place_signature(signature_id, "Signature")
+        text = _text(value["value"]).strip()
+        if text and value["display_type"] == "signature":
+            custom_lines.append((label, files.place_signature(text, label)))
+        elif text:
+            custom_lines.append((label, _text(value["value"])))
+    files.place_other_signatures()
 
-    # Items, in section and position order.
-    template_items = template.items
     planned_items = []
-    item_hashes: list[str] = []
-    answers_lines: list[str] = []
+    stamps: list[str] = []
     for item in items:
         template_item_id = (
             item["template_item_id"] if own is None else ADHOC_ITEM_PREFIX + item["id"]
         )
-        plan = template_items[template_item_id]
+        plan = template.items[template_item_id]
         response, comments = _answer(plan, item)
-        # The template changed after the checklist was filled: keep the words it was filled on.
-        reads = item_name(item.get("display_number"), item.get("question_text"))
-        section = section_label(item.get("section_name"))
-        if reads != plan.name or section != plan.section:
-            comments.insert(
-                0,
-                {
-                    "key": "question",
-                    "body": f"In this BIM 360 Field checklist the item reads: {reads} "
-                    f"(section {section})",
-                },
-            )
-        comment_text = clean_text(item.get("comment")).strip()
-        if comment_text:
-            comments.insert(0, {"key": "comment", "body": comment_text})
-        if item["id"] in signature_notes:
-            comments.append(
-                {
-                    "key": "signature",
-                    "body": f"BIM 360 Field signature: {signature_notes[item['id']]}.",
-                }
-            )
-        spec = clean_text(item.get("spec_ref")).strip()
-        if spec:
-            comments.append({"key": "spec_ref", "body": f"Spec reference: {spec}"})
-        for issue_id in item["linked_issue_ids"]:
-            identifier = context.issue_identifiers.get(issue_id)
-            shown = (
-                f"{identifier} (BIM 360 Field issue {issue_id})"
-                if identifier
-                else (f"BIM 360 Field issue {issue_id}")
-            )
-            comments.append(
-                {"key": f"issue:{issue_id}", "body": f"Linked coordination issue: {shown}"}
-            )
-        if (
-            context.items_as_issues
-            and answer_key(item.get("is_conforming")) == "no"
-            and not item["linked_issue_ids"]
-        ):
-            comments.append(
-                {
-                    "key": "as_issue",
-                    "body": "Also migrated as a Procore coordination issue "
-                    "(checklist_items_as_issues).",
-                }
-            )
-        ids, hashes, missing = split_attachments(item["attachments"])
-        item_by_id = {a["id"]: a for a in item["attachments"]}
-        for attachment_id in ids:
-            names[attachment_id] = _attachment_name(item_by_id[attachment_id])
-            taken.add(names[attachment_id].casefold())
-        item_hashes += hashes
         label = _text(item.get("display_number")).strip() or f"position {item['position']}"
-        for entry in missing:
-            not_migrated.append(
-                {"name": f"item {label} {entry['name']}", "reason": entry["reason"]}
-            )
         planned_items.append(
             {
                 "source_id": item["id"],
                 "template_item_source_id": template_item_id,
                 "response": response,
-                "comments": comments,
-                "attachment_ids": ids,
+                "comments": _item_comments(
+                    item, plan, comments, signature_notes.get(item["id"]), context
+                ),
+                "attachment_ids": files.add_item_files(item["attachments"], label),
             }
         )
-        by = _text(item.get("created_by")).strip()
-        created = _text(item.get("created_at")).strip()
-        updated = _text(item.get("updated_at")).strip()
-        stamp = ", ".join(
-            part
-            for part in (
-                f"by {by}" if by else "",
-                f"created {created}" if created else "",
-                f"updated {updated}" if updated and updated != created else "",
-            )
-            if part
-        )
+        stamp = _item_stamp(item)
         if stamp:
-            answers_lines.append(f"{INDENT}{label} {stamp}")
+            stamps.append(f"{INDENT}{label} {stamp}")
 
     company = checklist.get("company_id")
     company_name = context.companies.get(company) if company else None
     description = describe(
-        checklist, company_name or company, custom_lines, answers_lines, not_migrated, own
+        checklist, company_name or company, custom_lines, stamps, files.not_migrated, own
     )
     created = _text(checklist.get("created_at")).strip()
     inspection_date, ok = normalise_due_date(created[:10]) if created else (None, True)
@@ -782,7 +680,6 @@ def map_checklist(
         },
         "items": planned_items,
     }
-    attachment_ids = [*file_ids, *signature_ids]
     row = inspection_row(
         checklist_id,
         template.source_id,
@@ -791,11 +688,148 @@ def map_checklist(
         None,  # Field checklists have no area
         " ".join(_text(company_name).split()) or None,
         payload,
-        attachment_ids,
-        names,
-        [*file_hashes, *signature_hashes, *item_hashes],
+        files.checklist_ids,
+        files.names,
+        [*files.checklist_hashes, *files.item_hashes],
     )
     return Outcome(checklist_id, row=row, template=own)
+
+
+class _Files:
+    """A checklist's files as the inspection holds them: checklist files, then signatures (in
+    the order they are placed), on the inspection; item files on their items; every file with
+    the name Procore shows, and the files that are not migrated with the reason."""
+
+    def __init__(self, attachments: Sequence[Mapping[str, Any]]) -> None:
+        self.names: dict[str, str] = {}
+        self._taken: set[str] = set()
+        self.not_migrated: list[dict[str, str]] = []
+        plain = [a for a in attachments if a["kind"] != "Signature"]
+        ids, self.checklist_hashes, missing = split_attachments(plain)
+        self.checklist_ids = list(ids)
+        self._name(plain, ids)
+        self.not_migrated += missing
+        self.item_hashes: list[str] = []
+        self._signatures = {a["id"]: a for a in attachments if a["kind"] == "Signature"}
+
+    def _name(self, attachments: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> None:
+        by_id = {a["id"]: a for a in attachments}
+        for attachment_id in ids:
+            self.names[attachment_id] = _attachment_name(by_id[attachment_id])
+            self._taken.add(self.names[attachment_id].casefold())
+
+    def place_signature(self, signature_id: str, label: str, item_stamp: str = "") -> str:
+        """File the signature as "<label>.png"; the sentence saying who signed and where the
+        image is (a historic signature cannot be signed again in Procore).
+
+        Field's signature records carry no signer or time (seed 003); when the staged file has
+        none, the sentence says so and gives `item_stamp`, who filled the item in and when.
+        """
+        label = label or "Signature"
+        attachment = self._signatures.pop(signature_id, None)
+        if attachment is None:
+            return f"signed (signature {signature_id} is not among the staged files)"
+        ids, hashes, missing = split_attachments([{**attachment, "kind": "Attachment"}])
+        signer = _text(attachment.get("created_by")).strip()
+        when = _text(attachment.get("created_at")).strip()
+        who = (f" by {signer}" if signer else "") + (f" at {when}" if when else "")
+        if not who:
+            who = " (BIM 360 Field records no signer or time for the signature itself" + (
+                f"; the item was filled in {item_stamp})" if item_stamp else ")"
+            )
+        if not ids:
+            reason = missing[0]["reason"] if missing else "not migrated"
+            self.not_migrated.append({"name": f"{label} (signature)", "reason": reason})
+            return f"signed{who}; the signature image is not migrated: {reason}"
+        name = _unique(_file_name(label, "Signature") + _extension(attachment), self._taken)
+        self.names[signature_id] = name
+        self.checklist_ids.append(signature_id)
+        self.checklist_hashes.append(hashes[0])
+        return f"signed{who}; the signature image is attached to the inspection as {name!r}"
+
+    def place_other_signatures(self) -> None:
+        """Signatures no signature item or field names: files all the same."""
+        for signature_id in sorted(self._signatures):
+            self.place_signature(signature_id, "Signature")
+
+    def add_item_files(self, attachments: Sequence[Mapping[str, Any]], label: str) -> list[str]:
+        """The item's files to attach (their names and hashes kept); the others listed."""
+        ids, hashes, missing = split_attachments(attachments)
+        self._name(attachments, ids)
+        self.item_hashes += hashes
+        for entry in missing:
+            self.not_migrated.append(
+                {"name": f"item {label} {entry['name']}", "reason": entry["reason"]}
+            )
+        return ids
+
+
+def _item_comments(
+    item: Mapping[str, Any],
+    plan: ItemPlan,
+    answer_comments: list[dict[str, str]],
+    signature_note: str | None,
+    context: InspectionContext,
+) -> list[dict[str, str]]:
+    """An item's comments: what Field says of it that its answer cannot carry."""
+    comments: list[dict[str, str]] = []
+    # The template changed after the checklist was filled: keep the words it was filled on.
+    reads = item_name(item.get("display_number"), item.get("question_text"))
+    section = section_label(item.get("section_name"))
+    if reads != plan.name or section != plan.section:
+        comments.append(
+            {
+                "key": "question",
+                "body": f"In this BIM 360 Field checklist the item reads: {reads} "
+                f"(section {section})",
+            }
+        )
+    comment = clean_text(item.get("comment")).strip()
+    if comment:
+        comments.append({"key": "comment", "body": comment})
+    comments += answer_comments
+    if signature_note:
+        comments.append({"key": "signature", "body": f"BIM 360 Field signature: {signature_note}."})
+    spec = clean_text(item.get("spec_ref")).strip()
+    if spec:
+        comments.append({"key": "spec_ref", "body": f"Spec reference: {spec}"})
+    for issue_id in dict.fromkeys(item["linked_issue_ids"]):
+        identifier = context.issue_identifiers.get(issue_id)
+        shown = f"BIM 360 Field issue {issue_id}"
+        comments.append(
+            {
+                "key": f"issue:{issue_id}",
+                "body": f"Linked coordination issue: {identifier} ({shown})"
+                if identifier
+                else f"Linked coordination issue: {shown}",
+            }
+        )
+    as_issue = answer_key(item.get("is_conforming")) == "no" and not item["linked_issue_ids"]
+    if context.items_as_issues and as_issue:
+        comments.append(
+            {
+                "key": "as_issue",
+                "body": "Also migrated as a Procore coordination issue "
+                "(checklist_items_as_issues).",
+            }
+        )
+    return comments
+
+
+def _item_stamp(item: Mapping[str, Any]) -> str:
+    """Who filled the item in and when (Procore stamps its own API user and time)."""
+    by = _text(item.get("created_by")).strip()
+    created = _text(item.get("created_at")).strip()
+    updated = _text(item.get("updated_at")).strip()
+    return ", ".join(
+        part
+        for part in (
+            f"by {by}" if by else "",
+            f"created {created}" if created else "",
+            f"updated {updated}" if updated and updated != created else "",
+        )
+        if part
+    )
 
 
 def describe(
