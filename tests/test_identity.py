@@ -229,6 +229,8 @@ def make_legacy(path: Path) -> None:
             "ALTER TABLE checklist_custom_field_values DROP COLUMN name; "
             # migration 9
             "DROP TABLE planned_inspections; DROP TABLE planned_inspection_templates; "
+            # migrations 10 and 11
+            "DROP VIEW v_inspection_journey; DROP TABLE target_trades; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

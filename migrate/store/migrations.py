@@ -688,19 +688,60 @@ CREATE TABLE planned_inspections (       -- one Procore inspection per Field che
 CREATE INDEX planned_inspections_template ON planned_inspections(template_source_id);
 """
 
-# Append new migrations at the end; numbers are contiguous from 1.
-MIGRATIONS: list[Migration] = [
-    Migration(1, "extract_schema", _M1_SQL),
-    Migration(2, "transform_load_schema", _M2_SQL),
-    Migration(3, "extract_change_tracking", _M3_SQL),
-    Migration(4, "report_views", _M4_SQL),
-    Migration(5, "uploads_sent_sha256", _M5_SQL),
-    Migration(6, "identity_and_writer_lock", _M6_SQL),
-    Migration(7, "id_map_title", _M7_SQL),
-    Migration(8, "checklist_templates_and_sources", _M8_SQL),
-    Migration(9, "planned_inspections", _M9_SQL),
-]
-
+_M10_SQL = """
+CREATE VIEW v_inspection_journey AS      -- per Field checklist: its Procore inspection and state
+WITH sources AS (
+    SELECT id AS source_id, identifier, name, checklist_type, status AS field_status,
+           template_name, deleted
+    FROM checklists
+    UNION ALL
+    SELECT p.source_id, p.identifier, NULL, NULL, NULL, NULL, 0
+    FROM planned_inspections p
+    WHERE NOT EXISTS (SELECT 1 FROM checklists c WHERE c.id = p.source_id)
+),
+open_quarantine AS (
+    SELECT source_id, MIN(stage) AS stage, MIN(reason) AS reason, MIN(hint) AS hint
+    FROM quarantine
+    WHERE released_at IS NULL AND entity IN ('checklist', 'inspection') AND source_id IS NOT NULL
+    GROUP BY source_id
+),
+skipped AS (
+    SELECT source_id, MIN(reason) AS reason FROM skipped_records WHERE entity = 'checklist'
+    GROUP BY source_id
+)
+SELECT
+    s.source_id,
+    s.identifier,
+    s.name,
+    s.checklist_type,
+    s.field_status,
+    s.template_name,
+    t.name AS procore_template,
+    t.inspection_type AS procore_inspection_type,
+    p.status AS procore_status_planned,
+    m.target_project_id AS procore_project_id,
+    m.target_id AS procore_id,
+    CASE
+        WHEN m.state = 'loaded' AND s.deleted = 1 THEN 'loaded_then_deleted_at_source'
+        WHEN m.state = 'loaded' AND m.payload_hash IS NULL THEN 'unfinished'
+        WHEN m.state IN ('loaded', 'rejected', 'sent') THEN m.state
+        WHEN q.source_id IS NOT NULL THEN 'quarantined'
+        WHEN k.source_id IS NOT NULL THEN 'skipped'
+        WHEN p.source_id IS NOT NULL THEN 'planned'
+        ELSE 'extracted'
+    END AS state,
+    k.reason AS skipped_reason,
+    q.stage AS quarantine_stage,
+    q.reason AS quarantine_reason,
+    q.hint,
+    m.updated_at AS state_changed_at
+FROM sources s
+LEFT JOIN planned_inspections p ON p.source_id = s.source_id
+LEFT JOIN planned_inspection_templates t ON t.source_id = p.template_source_id
+LEFT JOIN id_map m ON m.entity = 'inspection' AND m.source_id = s.source_id
+LEFT JOIN open_quarantine q ON q.source_id = s.source_id
+LEFT JOIN skipped k ON k.source_id = s.source_id;
+"""
 
 # Issue 15 (losses inside transform): the company's Procore trades, snapshot by transform
 # beside target_assignees, so fields.csv's trade target resolves to a trade_id (offline too).
@@ -714,9 +755,21 @@ CREATE TABLE target_trades (             -- Procore company trades, snapshot by 
     PRIMARY KEY (company_id, id)
 );
 """
-# Numbered by position: this branch was cut while migration 10 was being written elsewhere
-# (issue 15's source side); appended after the list, it is 11 once that one is merged.
-MIGRATIONS.append(Migration(len(MIGRATIONS) + 1, "target_trades", _TARGET_TRADES_SQL))
+
+# Append new migrations at the end; numbers are contiguous from 1.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "extract_schema", _M1_SQL),
+    Migration(2, "transform_load_schema", _M2_SQL),
+    Migration(3, "extract_change_tracking", _M3_SQL),
+    Migration(4, "report_views", _M4_SQL),
+    Migration(5, "uploads_sent_sha256", _M5_SQL),
+    Migration(6, "identity_and_writer_lock", _M6_SQL),
+    Migration(7, "id_map_title", _M7_SQL),
+    Migration(8, "checklist_templates_and_sources", _M8_SQL),
+    Migration(9, "planned_inspections", _M9_SQL),
+    Migration(10, "inspection_journey_view", _M10_SQL),
+    Migration(11, "target_trades", _TARGET_TRADES_SQL),
+]
 
 
 def split_statements(sql: str) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.jsontext import canonical_json
 from migrate.store.db import Store, select_in, utc_now
 from migrate.store.records import content_hash
@@ -502,11 +502,16 @@ def unloaded_planned_issue_counts(store: Store, project_id: int | None) -> dict[
 
 def unloaded_planned_location_count(store: Store, project_id: int | None) -> int:
     """Planned locations neither loaded nor rejected yet (``sent`` counts)."""
+    return _unloaded_count(store, "planned_locations", ENTITY_LOCATION, project_id)
+
+
+def _unloaded_count(store: Store, table: str, entity: str, project_id: int | None) -> int:
+    """Rows of a planned_* ``table`` whose ``entity`` id_map row is not loaded or rejected."""
     clause, params = _project_clause(project_id, "m")
     row = store.conn.execute(
-        "SELECT COUNT(*) FROM planned_locations p LEFT JOIN id_map m "
+        f"SELECT COUNT(*) FROM {table} p LEFT JOIN id_map m "
         f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED}",
-        (ENTITY_LOCATION, *params),
+        (entity, *params),
     ).fetchone()
     return int(row[0] or 0) if row else 0
 
@@ -842,3 +847,125 @@ def planned_issue_type_counts(store: Store, source_kind: str = "issue") -> dict[
             (source_kind,),
         )
     }
+
+
+# -- inspections (load) ----------------------------------------------------------------------------
+# What load and the plan read of planned_inspections with the id map (issue 14); payloads and
+# templates are read with the transform block's planned_inspection_rows / _templates.
+# The inspection's id map row is ``loaded`` once Procore created it; its payload hash is recorded
+# only when every detail (answers, comments, files, status) is done, so a row loaded with no hash
+# is an inspection a stopped run left half answered.
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionEntry:
+    """A planned_inspections row without its payload."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    attachment_ids: tuple[str, ...]
+    attachment_names: dict[str, str]
+    payload_hash: str
+
+
+_INSPECTION_ENTRY_COLUMNS = (
+    "p.source_id, p.template_source_id, p.identifier, p.status, p.location_source_id, "
+    "p.responsible_contractor, p.attachment_ids, p.attachment_names, p.payload_hash"
+)
+
+
+def _inspection_entry(row: Sequence[Any]) -> InspectionEntry:
+    return InspectionEntry(
+        source_id=row[0],
+        template_source_id=row[1],
+        identifier=row[2],
+        status=row[3],
+        location_source_id=row[4],
+        responsible_contractor=row[5],
+        attachment_ids=tuple(json.loads(row[6] or "[]")),
+        attachment_names=dict(json.loads(row[7] or "{}")),
+        payload_hash=row[8],
+    )
+
+
+def planned_inspections_with_map_rows(
+    store: Store, project_id: int
+) -> Iterator[tuple[InspectionEntry, MapRow | None]]:
+    """Every planned inspection with its id map row for the project, in source id order."""
+    for row in store.conn.execute(
+        f"SELECT {_INSPECTION_ENTRY_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_inspections p "
+        "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id "
+        "AND m.target_project_id = ? ORDER BY p.source_id",
+        (ENTITY_INSPECTION, project_id),
+    ):
+        yield _inspection_entry(row), (_map_row(row[10:]) if row[9] is not None else None)
+
+
+def unplanned_inspection_map_rows(store: Store, project_id: int) -> list[MapRow]:
+    """Inspection id map rows of the project whose checklist is no longer planned."""
+    return [
+        _map_row(row)
+        for row in store.conn.execute(
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? AND m.target_project_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM planned_inspections p WHERE p.source_id = m.source_id) "
+            "ORDER BY m.source_id",
+            (ENTITY_INSPECTION, project_id),
+        )
+    ]
+
+
+def map_rows_of(
+    store: Store, entity: str, project_id: int, source_ids: Iterable[str]
+) -> dict[str, MapRow]:
+    """id_map rows of ``entity`` for these source ids in the project."""
+    return {
+        row[0]: _map_row(row)
+        for row in select_in(
+            store.conn,
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? "
+            "AND m.target_project_id = ? AND m.source_id IN ({marks})",
+            source_ids,
+            (entity, project_id),
+        )
+    }
+
+
+def attachment_files(
+    store: Store, attachment_ids: Iterable[str]
+) -> dict[str, tuple[str, str, str | None]]:
+    """attachment id -> (sha256, content type, file name) of stored files (others left out)."""
+    return {
+        attachment_id: (sha256, content_type or "application/octet-stream", filename)
+        for attachment_id, sha256, content_type, filename, state in select_in(
+            store.conn,
+            "SELECT id, sha256, content_type, filename, state FROM attachments "
+            "WHERE id IN ({marks})",
+            attachment_ids,
+        )
+        if sha256 and state == "stored"
+    }
+
+
+# -- inspections (report) --------------------------------------------------------------------------
+# What `migrate status` and the report read of the planned inspections (issue 14 point 6).
+
+
+def unloaded_planned_inspection_count(store: Store, project_id: int | None) -> int:
+    """Planned inspections neither loaded nor rejected yet (``sent`` counts)."""
+    return _unloaded_count(store, "planned_inspections", ENTITY_INSPECTION, project_id)
+
+
+def unfinished_inspection_count(store: Store, project_id: int | None) -> int:
+    """Inspections created in Procore whose answers, comments, files or status a stopped load
+    left undone (their id map row is ``loaded`` without a payload hash: see load's block)."""
+    clause, params = _project_clause(project_id)
+    row = store.conn.execute(
+        "SELECT COUNT(*) FROM id_map WHERE entity = ? AND state = 'loaded' "
+        f"AND payload_hash IS NULL{clause}",
+        (ENTITY_INSPECTION, *params),
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
