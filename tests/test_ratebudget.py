@@ -144,7 +144,7 @@ def utilisation(requests: int, limit: int, window: float, elapsed: float) -> flo
     return requests / (limit * elapsed / window)
 
 
-def fake_budget(start: float, **kwargs: float) -> tuple[RateBudget, FakeTime]:
+def fake_budget(start: float, **kwargs: Any) -> tuple[RateBudget, FakeTime]:
     clock = FakeTime(start)
     budget = RateBudget(clock=clock.monotonic, wall=clock.wall, sleep=clock.sleep, **kwargs)
     return budget, clock
@@ -323,6 +323,35 @@ def test_remaining_is_spent_at_once_and_then_the_reset_is_waited_for_without_a_m
     assert clock.elapsed == 0.0
     budget.before_request("GET", "/x")
     assert clock.elapsed >= 100.0
+
+
+def test_a_report_naming_the_hourly_window_by_share_does_not_overspend_the_spike_window() -> None:
+    # Headers by smallest share left: the spike window reports 3 of 20 left; one request later
+    # it has 2 of 20 (10 %) against 9 of 100 in the hourly window (9 %), so the hourly window
+    # is named. Read as a count, 9 left would send 8 more into a spike window with room for 2.
+    budget, clock = fake_budget(1_700_000_000.0)
+    reset = {"X-Rate-Limit-Reset": "1700000001"}
+    budget.before_request("GET", "/x")
+    budget.after_response(
+        Answer(200, {"X-Rate-Limit-Limit": "20", "X-Rate-Limit-Remaining": "3", **reset})
+    )
+    budget.before_request("GET", "/x")
+    budget.after_response(
+        Answer(
+            200,
+            {
+                "X-Rate-Limit-Limit": "100",
+                "X-Rate-Limit-Remaining": "9",
+                "X-Rate-Limit-Reset": "1700000050",
+            },
+        )
+    )
+    released = 0
+    while clock.elapsed == 0:  # threads asking at once, before any answer comes back
+        budget.before_request("GET", "/x")
+        released += 1
+    assert released - 1 == 2  # two went at once; the next waited for the spike reset
+    assert clock.elapsed >= 1.0
 
 
 def test_responses_without_rate_headers_cost_nothing() -> None:
