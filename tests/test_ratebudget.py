@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import requests
 
 from migrate.clients.procore import ProcoreClient
 from migrate.clients.ratebudget import RateBudget
@@ -649,31 +648,17 @@ def test_the_headers_describe_the_window_the_reading_names(
 ) -> None:
     # 15 requests, then the spike window empties: 20 of 20 left there against 85 of 100 in the
     # hourly window. Fewer left names the spike window; smaller share left the hourly one.
-    app = ProcoreApp(
-        hourly_limit=100, hourly_window=3600.0, spike_limit=20, rate_report=rate_report
-    )
-    server = RunningServer(app)
-    try:
-        with requests.Session() as session:
-            token = session.post(
-                f"{server.url}/oauth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": "demo-client",
-                    "client_secret": "demo-secret",
-                },
-                timeout=10,
-            ).json()["access_token"]
-            session.headers["Authorization"] = f"Bearer {token}"
-            for _ in range(15):
-                assert session.get(f"{server.url}/rest/v1.0/me", timeout=10).status_code == 200
-            app.advance_clock(10.0)
-            headers = session.get(f"{server.url}/rest/v1.0/me", timeout=10).headers
-    finally:
-        server.stop()
-        app.close()
-    assert headers["X-Rate-Limit-Limit"] == described
-    assert headers["X-Rate-Limit-Remaining"] == {"20": "19", "100": "84"}[described]
+    with serving(hourly_limit=100, spike_limit=20, spike_window=2.0, rate_report=rate_report) as (
+        app,
+        client,
+    ):
+        for _ in range(15):
+            client.assignees(5100)
+        app.advance_clock(2.0)
+        client.assignees(5100)
+        budget = client.budget
+    assert str(budget.last_limit) == described
+    assert str(budget.last_remaining) == {"20": "19", "100": "84"}[described]
     assert app.rate_stats()["rate_report"] == rate_report
 
 
