@@ -665,3 +665,26 @@ def test_the_headers_describe_the_window_the_reading_names(
 def test_unknown_header_reading_is_refused() -> None:
     with pytest.raises(ValueError, match="rate_report"):
         ProcoreApp(rate_report="soonest")
+
+
+def test_a_429_without_retry_after_holds_every_thread_until_the_reset_it_announces() -> None:
+    # Someone else spends the whole fixed spike window just after it starts (injected on the
+    # server); the budget still believes 19 are left, so the threads' next requests meet 429s
+    # that carry no Retry-After. Each must hold every thread until the reset the headers
+    # announce: at most one refusal per thread, all in that window, none after it.
+    with serving(
+        spike_limit=SPIKE_LIMIT, spike_window=SPIKE_WINDOW, rate_windows="fixed", retry_after=False
+    ) as (app, client):
+        client.companies()
+        time.sleep(SPIKE_WINDOW - app.now() % SPIKE_WINDOW + 0.05)  # a window just begun
+        with app.lock:
+            for _ in range(SPIKE_LIMIT):
+                app.spike.hits.append(app.now())
+        answers = load_four_threads(client, 40)
+        tally = app.spike_window_tally()
+        budget = client.budget
+    assert len(answers) == 40
+    refused = [(number, count) for number, _, count in tally if count]
+    assert len(refused) == 1  # every refusal fell in the window someone else spent
+    assert 1 <= refused[0][1] <= 4 and budget.rate_limited == refused[0][1]
+    assert sum(counted for _, counted, _ in tally) == 41
