@@ -35,7 +35,9 @@ does not depend on leniency. The choices a client author should know about:
     fewer requests left, ``rate_report="share"`` the one with the smaller share of its limit
     left (a fresh spike window then yields to an hourly window barely begun, which is how a
     stand-in once slowed our budget to the hourly average, issue 16). The spike window wins a
-    tie either way.
+    tie either way. Not modelled: Procore's sample-code page says the hourly window "typically
+    shows up only once it's used up"; a client with requests in flight then meets one 429 per
+    request in flight when the hour runs out, whatever it does, until it knows the hourly limit.
 
   :meth:`ProcoreApp.rate_stats` counts requests, 429s and the busiest spike window;
   :meth:`ProcoreApp.spike_window_tally` counts, per spike window, what was counted and what
