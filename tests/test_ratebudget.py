@@ -585,14 +585,15 @@ def test_hourly_budget_is_spent_then_waited_for_without_a_429(kind: type, by_sha
 
 
 # Issue 16 over loopback: Procore's shape scaled down, the hourly average (2 a second) a tenth
-# of what the spike window allows (20 a second), as at Procore (1 against 15). A budget that
-# paces itself to the hourly average needs some 40 spike windows for this load; one that spends
-# the spike room needs five or six.
+# of what the spike window allows (20 a second), as at Procore (1 against 15). The budget
+# before issue 16 slowed to the hourly window's pace once the headers named it, and took 24
+# spike windows for this load (fixed windows, headers by share); one that spends the spike
+# room needs five or six.
 SCALED = {"hourly_limit": 100, "hourly_window": 50.0, "spike_limit": 20, "spike_window": 1.0}
 #: Calls after the first: all of them fit in one hourly window less its 1 % reserve.
 SCALED_CALLS = 90
 #: Spike windows beyond the fewest the load could take that a busy machine may cost.
-SLACK_WINDOWS = 3
+SLACK_WINDOWS = 5
 
 
 def load_four_threads(client: ProcoreClient, calls: int) -> list[Any]:
