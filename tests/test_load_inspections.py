@@ -393,6 +393,20 @@ def test_refused_writes_are_quarantined_and_the_run_goes_on(served: App, tmp_pat
     plan = compute_plan(open_store(settings.staging.path, read_only=True), PROJECT)
     assert plan.source_ids("inspection", "blocked") == ["cl-00000"]
 
+    # Fixed at the source: the refused answer goes out, its quarantine row is released.
+    def whole_slump(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["items"][3]["response"] = {"number_value": 12}
+
+    replan(settings, "cl-00001", whole_slump)
+    load_from_settings(settings, PROCORE_ENV)
+    assert procore_view(served)["000001"]["items"]["2.1 Slump (mm)"]["answer"] == (
+        "number_value",
+        12,
+    )
+    assert db_rows(
+        settings, "SELECT entity, source_id FROM quarantine WHERE released_at IS NULL"
+    ) == [("inspection", "cl-00000")]
+
 
 # -- a checklist changed after load ----------------------------------------------------------------
 

@@ -572,6 +572,8 @@ class _Job:
     status: str | None = None  # Procore's status now
     #: Something on our side held a part back (a file missing): not complete this run.
     held_back: bool = False
+    #: Procore refused part of it (quarantined under the inspection): keep that row open.
+    refused: bool = False
     #: A write happened for this checklist in this run.
     wrote: bool = False
 
@@ -858,19 +860,20 @@ class InspectionLoader:
             for comment in planned.get("comments") or []:
                 key = f"{planned['source_id']}:{comment['key']}"
                 row = comments.get(key)
-                if row is not None and row.state in ("loaded", "rejected"):
+                hashed = response_hash({"body": comment["body"]})
+                if self._settled(row, hashed):
                     continue
                 if row is not None and row.state == "sent":
                     posted = posted or self._posted(job, items, comments, files)
                     found = posted.comment(int(target["id"]), str(comment["body"]))
                     if found is not None:
-                        self._mark(ENTITY_ITEM_COMMENT, key, found, "")
+                        self._mark(ENTITY_ITEM_COMMENT, key, found, hashed)
                         continue
                 self._write_child(
                     job,
                     ENTITY_ITEM_COMMENT,
                     key,
-                    "",
+                    hashed,
                     functools.partial(
                         self.client.comment_item,
                         ctx.project_id,
@@ -884,14 +887,16 @@ class InspectionLoader:
                 )
             for attachment_id in planned.get("attachment_ids") or []:
                 row = files.get(attachment_id)
-                if row is not None and row.state in ("loaded", "rejected"):
-                    continue
                 name = self._name(entry, attachment_id, None)
+                if self._settled(row, response_hash({"name": name})):
+                    continue
                 if row is not None and row.state == "sent":
                     posted = posted or self._posted(job, items, comments, files)
                     found = posted.file(int(target["id"]), name)
                     if found is not None:
-                        self._mark(ENTITY_ITEM_FILE, attachment_id, found, entry.source_id)
+                        self._mark(
+                            ENTITY_ITEM_FILE, attachment_id, found, response_hash({"name": name})
+                        )
                         continue
                 self._item_file(job, target, attachment_id, keys.files)
         self._finish(job)
@@ -910,8 +915,10 @@ class InspectionLoader:
         key = str(planned["source_id"])
         hashed = response_hash(response)
         row = responses.get(key)
-        if row is not None and row.state in ("loaded", "rejected"):
+        if row is not None and row.is_loaded:
             return  # a changed answer is not sent again: Procore keeps the one it has
+        if self._settled(row, hashed):
+            return
         if item.get("item_response") is not None:
             # Answered already (by a run whose answer never came back): never answer twice.
             self._mark(ENTITY_ITEM_RESPONSE, key, int(item["id"]), hashed)
@@ -960,7 +967,7 @@ class InspectionLoader:
             job,
             ENTITY_ITEM_FILE,
             attachment_id,
-            entry.source_id,
+            response_hash({"name": name}),
             lambda: self.client.attach_item_file(
                 ctx.project_id,
                 job.list_id or 0,
@@ -1077,7 +1084,7 @@ class InspectionLoader:
                 target_status=job.status,
                 payload_hash=None if job.held_back else entry.payload_hash,
             )
-            if not job.held_back:
+            if not job.held_back and not job.refused:
                 release_load_quarantine(ctx.store, ENTITY_INSPECTION, entry.source_id, ctx.run_id)
 
     def _record_status(self, job: _Job) -> None:
@@ -1158,7 +1165,20 @@ class InspectionLoader:
                 payload_hash=hashed,
                 batch_id=batch_id,
             )
+            release_load_quarantine(ctx.store, entity, key, ctx.run_id)
         ctx.count("created", entity)
+
+    def _settled(self, row: MapRow | None, hashed: str) -> bool:
+        """Nothing to send: in Procore, or refused as it is now (and no --retry-rejected)."""
+        if row is None:
+            return False
+        if row.is_loaded:
+            return True
+        return (
+            row.state == "rejected"
+            and row.payload_hash == hashed
+            and not self.ctx.options.retry_rejected
+        )
 
     def _claimed(self, entity: str, keys: Sequence[str]) -> set[int]:
         return {
@@ -1224,7 +1244,9 @@ class InspectionLoader:
         """Quarantine a problem with this checklist; unless ``refused``, it is tried again on
         the next run (a missing file, a template that could not be built)."""
         ctx = self.ctx
-        if not refused:
+        if refused:
+            job.refused = True
+        else:
             job.held_back = True
         with ctx.store.transaction():
             quarantine_load(
