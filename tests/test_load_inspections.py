@@ -393,6 +393,19 @@ def test_refused_writes_are_quarantined_and_the_run_goes_on(served: App, tmp_pat
     plan = compute_plan(open_store(settings.staging.path, read_only=True), PROJECT)
     assert plan.source_ids("inspection", "blocked") == ["cl-00000"]
 
+    # --retry-rejected sends both again as they are (Procore refuses them again): the plan
+    # says so first.
+    retry = compute_plan(
+        open_store(settings.staging.path, read_only=True), PROJECT, retry_rejected=True
+    )
+    assert retry.source_ids("inspection", "create") == ["cl-00000"]
+    assert retry.source_ids("inspection", "update") == ["cl-00001"]
+    before = served.call_counts()
+    load_from_settings(settings, PROCORE_ENV, retry_rejected=True)
+    after = served.call_counts()
+    assert after["lists.create.v1.1"] - before["lists.create.v1.1"] == 1
+    assert after["item_response.create"] - before["item_response.create"] == 1
+
     # Fixed at the source: the refused answer goes out, its quarantine row is released.
     def whole_slump(payload: dict[str, Any], columns: dict[str, Any]) -> None:
         payload["items"][3]["response"] = {"number_value": 12}
