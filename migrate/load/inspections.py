@@ -574,6 +574,10 @@ class _Job:
     held_back: bool = False
     #: Procore refused part of it (quarantined under the inspection): keep that row open.
     refused: bool = False
+    #: The load_batches row of this checklist's answers, comments and files (one per run).
+    details_batch: str | None = None
+    details_done: int = 0
+    details_refused: int = 0
     #: A write happened for this checklist in this run.
     wrote: bool = False
 
@@ -1086,6 +1090,13 @@ class InspectionLoader:
             )
             if not job.held_back and not job.refused:
                 release_load_quarantine(ctx.store, ENTITY_INSPECTION, entry.source_id, ctx.run_id)
+            if job.details_batch is not None:
+                finish_batch(
+                    ctx.store,
+                    job.details_batch,
+                    entities=job.details_done,
+                    errors=job.details_refused,
+                )
 
     def _record_status(self, job: _Job) -> None:
         with self.ctx.store.transaction():
@@ -1116,7 +1127,9 @@ class InspectionLoader:
         if job.status == CLOSED:
             self._reopen_if_closed(job)
         with ctx.store.transaction():
-            batch_id, _ = start_batch(ctx.store, ctx.run_id, entity, 1)
+            if job.details_batch is None:
+                job.details_batch, _ = start_batch(ctx.store, ctx.run_id, "inspection_details", 0)
+            batch_id = job.details_batch
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {key: hashed})
         try:
             created = once(call, find)
@@ -1124,8 +1137,8 @@ class InspectionLoader:
             if not _refused(exc):
                 raise
             reason, errors = _refusal_text(exc)
+            job.details_refused += 1
             with ctx.store.transaction():
-                finish_batch(ctx.store, batch_id, entities=0, errors=1)
                 mark_rejected(
                     ctx.store, entity, ctx.project_id, key, payload_hash=hashed, batch_id=batch_id
                 )
@@ -1154,8 +1167,8 @@ class InspectionLoader:
             return
         job.wrote = True
         made = target_id if target_id is not None else int(created.get("id") or 0)
+        job.details_done += 1
         with ctx.store.transaction():
-            finish_batch(ctx.store, batch_id, entities=1, errors=0)
             mark_loaded(
                 ctx.store,
                 entity,
