@@ -990,8 +990,12 @@ class InspectionLoader:
         fields: dict[str, Any] = {
             k: v for k, v in (job.payload.get("list") or {}).items() if k != "status"
         }
-        location_id = ctx.location_ids.get(entry.location_source_id or "")
-        fields["location_id"] = location_id
+        if entry.location_source_id is None:
+            fields["location_id"] = None
+        elif entry.location_source_id in ctx.location_ids:
+            fields["location_id"] = ctx.location_ids[entry.location_source_id]
+        else:  # not created in Procore: keep what the inspection has, try again next run
+            self._hold(job, f"location {entry.location_source_id} has no Procore id")
         fields["responsible_contractor_id"] = self._vendor(entry.responsible_contractor)
         new_files = [
             a for a in entry.attachment_ids if not (a in list_files and list_files[a].is_loaded)
