@@ -159,6 +159,14 @@ def procore_view(app: App) -> dict[str, Any]:
     return view
 
 
+def planned_answer(response: dict[str, Any] | None) -> tuple[str, Any] | None:
+    """A planned response as (payload key, value): what Procore shows for it."""
+    if response is None:
+        return None
+    ((key, value),) = response.items()
+    return (key, value)
+
+
 def planned_view(planted: list[PlantedInspection]) -> dict[str, Any]:
     view: dict[str, Any] = {}
     for one in planted:
@@ -168,13 +176,8 @@ def planned_view(planted: list[PlantedInspection]) -> dict[str, Any]:
             for item in section["items"]:
                 items[item["name"]] = {"answer": None, "comments": [], "files": []}
         for item in one.payload["items"]:
-            response = item["response"]
-            answer = None
-            if response is not None:
-                ((key, value),) = response.items()
-                answer = (key, value)
             items[ITEM_NAMES[item["template_item_source_id"]]] = {
-                "answer": answer,
+                "answer": planned_answer(item["response"]),
                 "comments": [c["body"] for c in item["comments"]],
                 "files": sorted(one.files[a] for a in item["attachment_ids"]),
             }
@@ -586,11 +589,7 @@ def _expected_from_plan(store: Any, vendors: dict[str, int]) -> dict[str, Any]:
 
         items = {}
         for item in row.payload["items"]:
-            response = item["response"]
-            answer = None
-            if response is not None:
-                ((key, value),) = response.items()
-                answer = (key, value)
+            answer = planned_answer(item["response"])
             if answer is not None or item["comments"] or item["attachment_ids"]:
                 items[where[item["template_item_source_id"]]] = {
                     "answer": answer,
