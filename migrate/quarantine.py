@@ -269,3 +269,22 @@ def open_quarantine(store: Store, entities: Iterable[str]) -> dict[str, OpenQuar
             row_id, stage, reason, hint, refused if isinstance(refused, str) else None
         )
     return found
+
+
+# -- inspections (load, issue 14) ---------------------------------------------------------------
+
+
+def inspections_with_refused_parts(store: Store, entities: Iterable[str]) -> set[str]:
+    """Checklist ids whose answers, comments or files (these load entities) Procore refused
+    and are still quarantined (the load row's record names its ``inspection``)."""
+    return {
+        str(inspection)
+        for (inspection,) in select_in(
+            store.conn,
+            "SELECT json_extract(record, '$.inspection') FROM quarantine "
+            "WHERE released_at IS NULL AND stage = 'load' AND json_valid(record) "
+            "AND entity IN ({marks})",
+            entities,
+        )
+        if inspection is not None
+    }

@@ -159,6 +159,14 @@ def procore_view(app: App) -> dict[str, Any]:
     return view
 
 
+def planned_answer(response: dict[str, Any] | None) -> tuple[str, Any] | None:
+    """A planned response as (payload key, value): what Procore shows for it."""
+    if response is None:
+        return None
+    ((key, value),) = response.items()
+    return (key, value)
+
+
 def planned_view(planted: list[PlantedInspection]) -> dict[str, Any]:
     view: dict[str, Any] = {}
     for one in planted:
@@ -168,13 +176,8 @@ def planned_view(planted: list[PlantedInspection]) -> dict[str, Any]:
             for item in section["items"]:
                 items[item["name"]] = {"answer": None, "comments": [], "files": []}
         for item in one.payload["items"]:
-            response = item["response"]
-            answer = None
-            if response is not None:
-                ((key, value),) = response.items()
-                answer = (key, value)
             items[ITEM_NAMES[item["template_item_source_id"]]] = {
-                "answer": answer,
+                "answer": planned_answer(item["response"]),
                 "comments": [c["body"] for c in item["comments"]],
                 "files": sorted(one.files[a] for a in item["attachment_ids"]),
             }
@@ -393,6 +396,33 @@ def test_refused_writes_are_quarantined_and_the_run_goes_on(served: App, tmp_pat
     plan = compute_plan(open_store(settings.staging.path, read_only=True), PROJECT)
     assert plan.source_ids("inspection", "blocked") == ["cl-00000"]
 
+    # --retry-rejected sends both again as they are (Procore refuses them again): the plan
+    # says so first.
+    retry = compute_plan(
+        open_store(settings.staging.path, read_only=True), PROJECT, retry_rejected=True
+    )
+    assert retry.source_ids("inspection", "create") == ["cl-00000"]
+    assert retry.source_ids("inspection", "update") == ["cl-00001"]
+    before = served.call_counts()
+    load_from_settings(settings, PROCORE_ENV, retry_rejected=True)
+    after = served.call_counts()
+    assert after["lists.create.v1.1"] - before["lists.create.v1.1"] == 1
+    assert after["item_response.create"] - before["item_response.create"] == 1
+
+    # Fixed at the source: the refused answer goes out, its quarantine row is released.
+    def whole_slump(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["items"][3]["response"] = {"number_value": 12}
+
+    replan(settings, "cl-00001", whole_slump)
+    load_from_settings(settings, PROCORE_ENV)
+    assert procore_view(served)["000001"]["items"]["2.1 Slump (mm)"]["answer"] == (
+        "number_value",
+        12,
+    )
+    assert db_rows(
+        settings, "SELECT entity, source_id FROM quarantine WHERE released_at IS NULL"
+    ) == [("inspection", "cl-00000")]
+
 
 # -- a checklist changed after load ----------------------------------------------------------------
 
@@ -559,11 +589,7 @@ def _expected_from_plan(store: Any, vendors: dict[str, int]) -> dict[str, Any]:
 
         items = {}
         for item in row.payload["items"]:
-            response = item["response"]
-            answer = None
-            if response is not None:
-                ((key, value),) = response.items()
-                answer = (key, value)
+            answer = planned_answer(item["response"])
             if answer is not None or item["comments"] or item["attachment_ids"]:
                 items[where[item["template_item_source_id"]]] = {
                     "answer": answer,

@@ -26,8 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.errors import ConfigError
-from migrate.ids import ENTITY_INSPECTION
+from migrate.ids import (
+    ENTITY_INSPECTION,
+    ENTITY_ITEM_COMMENT,
+    ENTITY_ITEM_FILE,
+    ENTITY_ITEM_RESPONSE,
+)
 from migrate.load.state import OpenQuarantine, open_quarantine
+from migrate.quarantine import inspections_with_refused_parts
 from migrate.store.db import Store
 from migrate.store.planned import (
     InspectionEntry,
@@ -443,6 +449,8 @@ __all__ = [
 
 #: Entity names in quarantine and skipped_records that belong to inspections.
 INSPECTION_SOURCE_ENTITIES = ("checklist", ENTITY_INSPECTION)
+#: Load entities of an inspection's parts (quarantined on their own when Procore refuses one).
+INSPECTION_PART_ENTITIES = (ENTITY_ITEM_RESPONSE, ENTITY_ITEM_COMMENT, ENTITY_ITEM_FILE)
 INSPECTION_DELETION_HINT = (
     "reported only: migrate does not delete inspections (Procore's delete is not used); "
     "delete it in Procore by hand if it must go"
@@ -482,9 +490,22 @@ def decide_inspections(
     """
     held = open_quarantine(store, INSPECTION_SOURCE_ENTITIES)
     skipped = skipped_records(store, INSPECTION_SOURCE_ENTITIES)
+    refused_parts = (
+        inspections_with_refused_parts(store, INSPECTION_PART_ENTITIES) if retry_rejected else set()
+    )
     for entry, row in planned_inspections_with_map_rows(store, project_id):
         quarantined = held.pop(entry.source_id, None)
-        yield _decide_inspection(entry, row, quarantined, retry_rejected)
+        decision = _decide_inspection(entry, row, quarantined, retry_rejected)
+        if decision.action is Action.UNCHANGED and entry.source_id in refused_parts:
+            decision = InspectionDecision(
+                entry.source_id,
+                Action.UPDATE,
+                entry,
+                row,
+                detail="answers, comments or files Procore refused are sent again "
+                "(--retry-rejected)",
+            )
+        yield decision
     unplanned = {row.source_id: row for row in unplanned_inspection_map_rows(store, project_id)}
     for source_id, reason in sorted(skipped.items()):
         row = unplanned.pop(source_id, None)

@@ -572,6 +572,12 @@ class _Job:
     status: str | None = None  # Procore's status now
     #: Something on our side held a part back (a file missing): not complete this run.
     held_back: bool = False
+    #: Procore refused part of it (quarantined under the inspection): keep that row open.
+    refused: bool = False
+    #: The load_batches row of this checklist's answers, comments and files (one per run).
+    details_batch: str | None = None
+    details_done: int = 0
+    details_refused: int = 0
     #: A write happened for this checklist in this run.
     wrote: bool = False
 
@@ -858,19 +864,20 @@ class InspectionLoader:
             for comment in planned.get("comments") or []:
                 key = f"{planned['source_id']}:{comment['key']}"
                 row = comments.get(key)
-                if row is not None and row.state in ("loaded", "rejected"):
+                hashed = response_hash({"body": comment["body"]})
+                if self._settled(row, hashed):
                     continue
                 if row is not None and row.state == "sent":
                     posted = posted or self._posted(job, items, comments, files)
                     found = posted.comment(int(target["id"]), str(comment["body"]))
                     if found is not None:
-                        self._mark(ENTITY_ITEM_COMMENT, key, found, "")
+                        self._mark(ENTITY_ITEM_COMMENT, key, found, hashed)
                         continue
                 self._write_child(
                     job,
                     ENTITY_ITEM_COMMENT,
                     key,
-                    "",
+                    hashed,
                     functools.partial(
                         self.client.comment_item,
                         ctx.project_id,
@@ -884,14 +891,16 @@ class InspectionLoader:
                 )
             for attachment_id in planned.get("attachment_ids") or []:
                 row = files.get(attachment_id)
-                if row is not None and row.state in ("loaded", "rejected"):
-                    continue
                 name = self._name(entry, attachment_id, None)
+                if self._settled(row, response_hash({"name": name})):
+                    continue
                 if row is not None and row.state == "sent":
                     posted = posted or self._posted(job, items, comments, files)
                     found = posted.file(int(target["id"]), name)
                     if found is not None:
-                        self._mark(ENTITY_ITEM_FILE, attachment_id, found, entry.source_id)
+                        self._mark(
+                            ENTITY_ITEM_FILE, attachment_id, found, response_hash({"name": name})
+                        )
                         continue
                 self._item_file(job, target, attachment_id, keys.files)
         self._finish(job)
@@ -910,8 +919,10 @@ class InspectionLoader:
         key = str(planned["source_id"])
         hashed = response_hash(response)
         row = responses.get(key)
-        if row is not None and row.state in ("loaded", "rejected"):
+        if row is not None and row.is_loaded:
             return  # a changed answer is not sent again: Procore keeps the one it has
+        if self._settled(row, hashed):
+            return
         if item.get("item_response") is not None:
             # Answered already (by a run whose answer never came back): never answer twice.
             self._mark(ENTITY_ITEM_RESPONSE, key, int(item["id"]), hashed)
@@ -960,7 +971,7 @@ class InspectionLoader:
             job,
             ENTITY_ITEM_FILE,
             attachment_id,
-            entry.source_id,
+            response_hash({"name": name}),
             lambda: self.client.attach_item_file(
                 ctx.project_id,
                 job.list_id or 0,
@@ -979,8 +990,12 @@ class InspectionLoader:
         fields: dict[str, Any] = {
             k: v for k, v in (job.payload.get("list") or {}).items() if k != "status"
         }
-        location_id = ctx.location_ids.get(entry.location_source_id or "")
-        fields["location_id"] = location_id
+        if entry.location_source_id is None:
+            fields["location_id"] = None
+        elif entry.location_source_id in ctx.location_ids:
+            fields["location_id"] = ctx.location_ids[entry.location_source_id]
+        else:  # not created in Procore: keep what the inspection has, try again next run
+            self._hold(job, f"location {entry.location_source_id} has no Procore id")
         fields["responsible_contractor_id"] = self._vendor(entry.responsible_contractor)
         new_files = [
             a for a in entry.attachment_ids if not (a in list_files and list_files[a].is_loaded)
@@ -1077,8 +1092,15 @@ class InspectionLoader:
                 target_status=job.status,
                 payload_hash=None if job.held_back else entry.payload_hash,
             )
-            if not job.held_back:
+            if not job.held_back and not job.refused:
                 release_load_quarantine(ctx.store, ENTITY_INSPECTION, entry.source_id, ctx.run_id)
+            if job.details_batch is not None:
+                finish_batch(
+                    ctx.store,
+                    job.details_batch,
+                    entities=job.details_done,
+                    errors=job.details_refused,
+                )
 
     def _record_status(self, job: _Job) -> None:
         with self.ctx.store.transaction():
@@ -1109,7 +1131,9 @@ class InspectionLoader:
         if job.status == CLOSED:
             self._reopen_if_closed(job)
         with ctx.store.transaction():
-            batch_id, _ = start_batch(ctx.store, ctx.run_id, entity, 1)
+            if job.details_batch is None:
+                job.details_batch, _ = start_batch(ctx.store, ctx.run_id, "inspection_details", 0)
+            batch_id = job.details_batch
             mark_sent(ctx.store, entity, ctx.project_id, batch_id, {key: hashed})
         try:
             created = once(call, find)
@@ -1117,8 +1141,8 @@ class InspectionLoader:
             if not _refused(exc):
                 raise
             reason, errors = _refusal_text(exc)
+            job.details_refused += 1
             with ctx.store.transaction():
-                finish_batch(ctx.store, batch_id, entities=0, errors=1)
                 mark_rejected(
                     ctx.store, entity, ctx.project_id, key, payload_hash=hashed, batch_id=batch_id
                 )
@@ -1147,8 +1171,8 @@ class InspectionLoader:
             return
         job.wrote = True
         made = target_id if target_id is not None else int(created.get("id") or 0)
+        job.details_done += 1
         with ctx.store.transaction():
-            finish_batch(ctx.store, batch_id, entities=1, errors=0)
             mark_loaded(
                 ctx.store,
                 entity,
@@ -1158,7 +1182,20 @@ class InspectionLoader:
                 payload_hash=hashed,
                 batch_id=batch_id,
             )
+            release_load_quarantine(ctx.store, entity, key, ctx.run_id)
         ctx.count("created", entity)
+
+    def _settled(self, row: MapRow | None, hashed: str) -> bool:
+        """Nothing to send: in Procore, or refused as it is now (and no --retry-rejected)."""
+        if row is None:
+            return False
+        if row.is_loaded:
+            return True
+        return (
+            row.state == "rejected"
+            and row.payload_hash == hashed
+            and not self.ctx.options.retry_rejected
+        )
 
     def _claimed(self, entity: str, keys: Sequence[str]) -> set[int]:
         return {
@@ -1224,7 +1261,9 @@ class InspectionLoader:
         """Quarantine a problem with this checklist; unless ``refused``, it is tried again on
         the next run (a missing file, a template that could not be built)."""
         ctx = self.ctx
-        if not refused:
+        if refused:
+            job.refused = True
+        else:
             job.held_back = True
         with ctx.store.transaction():
             quarantine_load(
