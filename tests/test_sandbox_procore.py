@@ -421,9 +421,13 @@ def test_single_create_show_and_status_update(api: Api) -> None:
     assert api.get(path, {"project_id": PROJECT, "view": "extended"}).json()["attachments"] == []
     assert api.get(path, {"project_id": OTHER_PROJECT}).status_code == 404
 
-    for status in ("ready_for_review", "closed", "open", "blocked"):
+    for status in ("ready_for_review", "closed", "open"):
         moved = api.patch(path, {"project_id": PROJECT, "coordination_issue": {"status": status}})
         assert moved.status_code == 200 and moved.json()["status"] == status
+    # A single update sets open, ready_for_review or closed only (procore-notes).
+    for status in ("blocked", "unblocked", "moved_to_observation"):
+        refused = api.patch(path, {"project_id": PROJECT, "coordination_issue": {"status": status}})
+        assert refused.status_code == 422 and "status" in refused.json()["errors"]
     upload = api.upload(b"bytes")
     refused = api.patch(
         path, {"project_id": PROJECT, "coordination_issue": {"attachment_upload_uuids": [upload]}}

@@ -450,11 +450,15 @@ class HttpClient:
         stream: bool = False,
         retry: bool = True,
         ok: Collection[int] | None = None,
+        resend_unanswered: bool = True,
     ) -> requests.Response:
         """Send one request, retrying what is retriable; return the response or raise.
 
         ``ok``: statuses returned to the caller (default: everything below 500 but 429).
-        ``retry=False`` makes a single attempt. ``data``/``files`` may be file objects; they
+        ``retry=False`` makes a single attempt. ``resend_unanswered=False`` sends again only
+        what cannot have been applied (no connection made, 429): a request that may have
+        reached the service (lost or cut answer, 5xx) raises TransportError at once, for a
+        caller that must find out what was applied before sending it again. ``data``/``files`` may be file objects; they
         are rewound before each retry. With ``stream=True`` the caller reads and closes the
         body; prefer :meth:`download`, which checks it arrived whole.
         """
@@ -504,6 +508,10 @@ class HttpClient:
                 consecutive_429 = 0
                 failures += 1
                 exhausted = attempt >= max_attempts
+                if not resend_unanswered and not _never_sent(exc):
+                    raise TransportError(
+                        method=method, url=shown_url, attempts=attempt, cause=last_cause
+                    ) from None
                 if reason in _SILENT:
                     if first_unanswered is None:
                         first_unanswered = started
@@ -571,7 +579,7 @@ class HttpClient:
                     else self.policy.backoff(failures, self._rng)
                 )
                 kind = "backoff"
-            if attempt >= max_attempts:
+            if attempt >= max_attempts or (status != 429 and not resend_unanswered):
                 raise TransportError(
                     method=method, url=shown_url, attempts=attempt, cause=last_cause
                 ) from None
@@ -830,6 +838,16 @@ def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]
     if isinstance(exc, requests.ConnectionError):
         return "connection", f"connection failed ({_innermost(text)})"
     return None, f"{type(exc).__name__}: {_innermost(text)}"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a failed attempt cannot have reached the service (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    text = str(exc)
+    return isinstance(exc, requests.ConnectionError) and (
+        "NewConnectionError" in text or "Connection refused" in text
+    )
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")

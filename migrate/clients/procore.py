@@ -319,9 +319,10 @@ class ProcoreClient:
         json: Any = None,
         ok: Sequence[int] = (200,),
         company: bool | int = True,
+        resend_unanswered: bool = True,
     ) -> requests.Response:
         """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
-        ``ok`` raise."""
+        ``ok`` raise. ``resend_unanswered``: see HttpClient.request."""
         token = self._current_token()
         refusals = 0
         while True:
@@ -332,6 +333,7 @@ class ProcoreClient:
                 json=json,
                 headers=self._headers(token, company),
                 ok=(*ok, 401),
+                resend_unanswered=resend_unanswered,
             )
             if response.status_code != 401:
                 return response
@@ -492,7 +494,9 @@ class ProcoreClient:
         response = self._send("GET", url, params={"project_id": project_id, "view": "extended"})
         return cast(dict[str, Any], self._json(response, url))
 
-    def sync_issues(self, project_id: int, items: Sequence[dict[str, Any]]) -> SyncResult:
+    def sync_issues(
+        self, project_id: int, items: Sequence[dict[str, Any]], *, resend: bool = True
+    ) -> SyncResult:
         """Create (items without ``id``) and update (items with ``id``) up to 1000 issues.
 
         Refused items come back in ``errors`` as data; only envelope problems (no such
@@ -503,7 +507,9 @@ class ProcoreClient:
         item may already have been created by the first attempt. That is safe when creates
         carry a deterministic ``uuid``: the repeat answers that item with the per-item error
         ``{"uuid": ["has already been taken"]}``, and the caller looks the issue up and records
-        it instead of creating it twice.
+        it instead of creating it twice. Where Procore was not seen to refuse a reused uuid,
+        pass ``resend=False``: a sync that may have been applied raises TransportError instead
+        of going out again, and the caller looks its uuids up first.
         """
         if len(items) > MAX_SYNC_ITEMS:
             raise ValueError(
@@ -513,7 +519,10 @@ class ProcoreClient:
         if not items:
             return SyncResult()
         response = self._send(
-            "PATCH", SYNC_PATH, json={"project_id": project_id, "updates": list(items)}
+            "PATCH",
+            SYNC_PATH,
+            json={"project_id": project_id, "updates": list(items)},
+            resend_unanswered=resend,
         )
         body = self._json(response, SYNC_PATH)
         entities = body.get("entities") if isinstance(body, dict) else None
