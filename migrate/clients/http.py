@@ -458,9 +458,10 @@ class HttpClient:
         ``retry=False`` makes a single attempt. ``resend_unanswered=False`` sends again only
         what cannot have been applied (no connection made, 429): a request that may have
         reached the service (lost or cut answer, 5xx) raises TransportError at once, for a
-        caller that must find out what was applied before sending it again. ``data``/``files`` may be file objects; they
-        are rewound before each retry. With ``stream=True`` the caller reads and closes the
-        body; prefer :meth:`download`, which checks it arrived whole.
+        caller that must find out what was applied before sending it again.
+        ``data``/``files`` may be file objects; they are rewound before each retry. With
+        ``stream=True`` the caller reads and closes the body; prefer :meth:`download`, which
+        checks it arrived whole.
         """
         method = method.upper()
         url = self.url_for(path_or_url)
