@@ -56,8 +56,6 @@ CONTRACT_KEYS: dict[str, frozenset[str]] = {
     "procore": frozenset(DOCUMENTED["procore"]),
     "field": frozenset(DOCUMENTED["field"]),
 }
-PROCORE_TOOLS = ("coordination_issues", "locations", "inspections", "uploads", "trades")
-FIELD_TOOLS = ("issues", "checklists", "locations", "custom_fields", "issue_fields")
 
 
 def documented() -> dict[str, Any]:

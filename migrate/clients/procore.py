@@ -650,6 +650,36 @@ class ProcoreClient:
         )
         return SentFile(size=body.file_size, sha256=body.proven_sha256())
 
+    # -- preflight (issue 16): answers taken as they are, for migrate/preflight.py --------------
+    def probe(
+        self, path: str, params: Mapping[str, Any] | None = None, *, company: bool | int = True
+    ) -> ProbeAnswer:
+        """One GET of the first row of a list, answered as it is: 403, 404 and other refusals
+        are data here, not errors. Carries the ``Total`` and the rate-limit headers seen."""
+        response = self._send(
+            "GET", path, params={**(params or {}), "per_page": 1}, ok=_ANSWERED, company=company
+        )
+        headers = response.headers
+        body = _json_or_none(response)
+        total = _int(headers.get("Total"))
+        if total is None and isinstance(body, list):
+            total = len(body)
+        return ProbeAnswer(
+            status=response.status_code,
+            total=total,
+            rate_limit=_int(headers.get("X-Rate-Limit-Limit")),
+            rate_remaining=_int(headers.get("X-Rate-Limit-Remaining")),
+            rate_reset=_int(headers.get("X-Rate-Limit-Reset")),
+            seen_at=time.time(),
+        )
+
+    def delete_issue(self, project_id: int, issue_id: int) -> int:
+        """Delete one coordination issue (preflight's clean-up); the HTTP status answered."""
+        url = f"{ISSUES_PATH}/{issue_id}"
+        response = self._send("DELETE", url, params={"project_id": project_id}, ok=_ANSWERED)
+        response.close()
+        return response.status_code
+
 
 # -- multipart, streamed ----------------------------------------------------------------------
 
@@ -862,3 +892,22 @@ def _iso(value: Any) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
+
+
+# -- preflight (issue 16) ----------------------------------------------------------------------
+
+#: Statuses a preflight probe takes as answers (401 renews the token, 429 waits, 5xx retries).
+_ANSWERED = tuple(status for status in range(200, 500) if status not in (401, 429))
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What one probing GET saw: its status, the list's total, the rate-limit headers."""
+
+    status: int
+    total: int | None
+    rate_limit: int | None
+    rate_remaining: int | None
+    rate_reset: int | None
+    #: Wall-clock time of the answer (X-Rate-Limit-Reset is Unix seconds).
+    seen_at: float

@@ -673,6 +673,12 @@ class ProcoreApp(App):
             "coordination_issues.update",
         )
         add(
+            "DELETE",
+            "/rest/v1.0/coordination_issues/{issue_id}",
+            self._issue_delete,
+            "coordination_issues.delete",
+        )
+        add(
             "GET",
             "/rest/v1.0/projects/{project_id}/locations",
             self._locations_list,
@@ -1678,6 +1684,20 @@ class ProcoreApp(App):
                 raise HTTPError(422, {"errors": errors})
             self._apply_update(issue, changes)
             return json_response(self._issue_json(issue, "extended", self._base_url(request)))
+
+    def _issue_delete(self, request: Request) -> Response:
+        """Into the recycle bin: gone from every answer, its uuid stays taken."""
+        with self.lock:
+            project = self._project(request.param("project_id"))
+            raw_id = request.path_params["issue_id"]
+            issue = self._find_issue(raw_id, project["id"])
+            if issue is None:
+                raise HTTPError(
+                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
+                )
+            self._issues.pop(issue["id"])
+            self._project_issues[project["id"]].remove(issue["id"])
+        return Response(204, b"", {})
 
     def _issues_list(self, request: Request) -> Response:
         self._check_filters(request, ISSUE_FILTERS)
