@@ -399,40 +399,18 @@ def _read_rate_limits(
     wait_limit: float,
     sleep: Callable[[float], None],
 ) -> None:
-    """Limit, remaining and reset as seen; fixed or sliding when the window resets soon.
-
-    After a fixed window resets, the next request finds it empty (remaining = limit - 1); a
-    sliding window still counts every request of the last window length, so a request made a
-    second after the first one seen is still counted.
-    """
-    from migrate.clients.procore import COMPANIES_PATH
-
+    """Limit, remaining and reset as seen; fixed or sliding when the window resets soon."""
     procore = result.contract["procore"]
     with_headers = [a for a in answers if a.rate_limit is not None and a.rate_reset is not None]
     procore["rate_limit_headers"] = bool(with_headers)
     if not with_headers:
         result.add("Procore", "rate limits", NOTE, "no X-Rate-Limit headers seen")
         return
-    first = with_headers[0]
     last = with_headers[-1]
     detail = f"limit {last.rate_limit}, remaining {last.rate_remaining}, reset in " + (
         f"{max(0, (last.rate_reset or 0) - int(time.time()))} s"
     )
-    reading: str | None = None
-    assert first.rate_reset is not None
-    if first.rate_reset - time.time() <= wait_limit:
-        if time.time() - first.seen_at < 1.0:
-            sleep(1.0 - (time.time() - first.seen_at))
-        between = client.probe(COMPANIES_PATH, company=False)
-        sleep(max(0.0, first.rate_reset + 0.5 - time.time()))
-        after = client.probe(COMPANIES_PATH, company=False)
-        if (
-            after.rate_limit == first.rate_limit
-            and after.rate_remaining is not None
-            and between.rate_limit == first.rate_limit
-        ):
-            assert first.rate_limit is not None
-            reading = "fixed" if after.rate_remaining >= first.rate_limit - 1 else "sliding"
+    reading = _window_reading(client, wait_limit, sleep)
     procore["rate_windows"] = reading
     result.add(
         "Procore",
@@ -440,6 +418,37 @@ def _read_rate_limits(
         GO,
         detail + (f"; windows {reading}" if reading else "; windows not read (reset too far)"),
     )
+
+
+def _window_reading(
+    client: ProcoreClient, wait_limit: float, sleep: Callable[[float], None]
+) -> str | None:
+    """``fixed`` or ``sliding``, or None when the reported window resets too late to watch.
+
+    One request just before the reported reset, one just after it: a fixed window has started
+    afresh and counts only the last (remaining = limit - 1); a sliding window still counts the
+    one made just before.
+    """
+    from migrate.clients.procore import COMPANIES_PATH
+
+    for _ in range(2):
+        start = client.probe(COMPANIES_PATH, company=False)
+        if start.rate_reset is None or start.rate_limit is None:
+            return None
+        left = start.rate_reset - time.time()
+        if left > wait_limit:
+            return None
+        if left < 0.5:  # too close to place a request before it: watch the next one
+            sleep(max(0.0, left + 0.1))
+            continue
+        sleep(left - 0.3)
+        client.probe(COMPANIES_PATH, company=False)
+        sleep(max(0.0, start.rate_reset + 0.5 - time.time()))
+        after = client.probe(COMPANIES_PATH, company=False)
+        if after.rate_limit != start.rate_limit or after.rate_remaining is None:
+            return None
+        return "fixed" if after.rate_remaining >= start.rate_limit - 1 else "sliding"
+    return None
 
 
 def _probe_writes(client: ProcoreClient, project_id: int, result: PreflightResult) -> None:
