@@ -938,6 +938,8 @@ def sandbox_serve(**opts: Any) -> None:
             f"Procore        company {box.procore_company_id}, project {box.procore_project_id}"
             f"   client id {options.procore_client_id} / secret {options.procore_client_secret}"
         )
+        if opts["contract_path"]:
+            _echo(f"Procore behaves as {opts['contract_path']} observed (migrate preflight)")
         _echo("Serving; press Ctrl-C to stop.")
         sys.stdout.flush()
         try:

@@ -36,6 +36,7 @@ from migrate.contract import (
     differences,
     documented,
     record_contract,
+    recorded_contract,
     stamped,
     write_contract,
 )
@@ -188,6 +189,8 @@ def check_field(session: FieldSession, settings: Settings, result: PreflightResu
             return None
         if tool:
             tools[tool] = "ok"
+        if isinstance(answer, int):
+            return answer
         if isinstance(answer, dict) and isinstance(answer.get("count"), int | str):
             return int(answer["count"])
         return len(answer) if isinstance(answer, list) else None
@@ -577,6 +580,13 @@ def preflight_from_settings(
         result.add("Procore", "service", NO_GO, str(exc), SERVICE)
 
     result.contract = stamped(result.contract)
+    try:
+        with open_store(settings.staging.path) as store:
+            if not probe_writes:
+                keep_probed(result, recorded_contract(store))
+            record_contract(store, result.contract, {"probe_writes": probe_writes})
+    except MigrateError as exc:
+        result.add("staging DB", "contract", NOTE, f"not recorded: {exc}")
     result.differences = differences(result.contract, expected or documented())
     if contract_path is not None:
         write_contract(contract_path, result.contract)
@@ -584,9 +594,30 @@ def preflight_from_settings(
     if fields_path is not None and result.suggested_fields is not None:
         Path(fields_path).write_text(result.suggested_fields, encoding="utf-8")
         result.fields_path = str(fields_path)
-    try:
-        with open_store(settings.staging.path) as store:
-            record_contract(store, result.contract, {"probe_writes": probe_writes})
-    except MigrateError as exc:
-        result.add("staging DB", "contract", NOTE, f"not recorded: {exc}")
     return result
+
+
+#: What only a write probe sees: a read-only preflight keeps the last probe's readings.
+PROBED = ("uuid_reuse", "create_statuses", "update_statuses")
+
+
+def keep_probed(result: PreflightResult, previous: Mapping[str, Any] | None) -> None:
+    """Carry the readings of an earlier ``--probe-writes`` (on a test project of the same
+    company, from this folder) into a read-only preflight's contract, so load still follows
+    them after ``project_id`` points back at the real project."""
+    if not previous or not previous.get("probe_writes"):
+        return
+    earlier = previous.get("procore") or {}
+    procore = result.contract["procore"]
+    for key in PROBED:
+        if procore.get(key) is None and earlier.get(key) is not None:
+            procore[key] = earlier[key]
+    result.contract["probe_writes"] = True
+    result.add(
+        "Procore probe",
+        "readings",
+        NOTE,
+        f"kept from the probe of {previous.get('observed_at')}: uuid reuse "
+        f"{procore.get('uuid_reuse')}, statuses at create "
+        + ", ".join(procore.get("create_statuses") or []),
+    )

@@ -239,6 +239,12 @@ def test_probe_writes_read_the_documented_simulator_and_clean_up(
         "ready_for_review",
         "closed",
     )
+    # A read-only preflight afterwards (project_id back on the real project) keeps them.
+    again = preflight(box, tmp_path)
+    assert verdicts(again)["Procore probe: readings"] == "note"
+    assert read_contract(tmp_path / "contract.json")["procore"]["uuid_reuse"] == "refused"
+    with open_store(settings_of(box, tmp_path).staging.path) as store:
+        assert load_readings(store).reuse_refused
 
 
 def test_simulators_replaying_another_contract_report_each_difference(tmp_path: Path) -> None:
