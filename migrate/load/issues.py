@@ -54,8 +54,6 @@ MAX_SYNC_ITEMS = 1000
 #: Procore clock a little behind ours.
 LOOKUP_SLACK = timedelta(minutes=2)
 TAKEN = "has already been taken"
-#: How often one batch is looked up and sent again after answers lost in a row.
-MAX_LOST_ANSWERS = 3
 #: Messages that mean an upload (not the issue) was at fault: new uploads fix them.
 UPLOAD_PROBLEMS = ("does not exist", "has expired", "has no file", "already attached")
 
@@ -334,7 +332,8 @@ class IssueCreator:
 
         Where Procore refuses a reused uuid the HTTP layer may simply send again. Otherwise a
         sync that may have been applied is looked up by uuid (recorded, and dropped from
-        ``sending``) and only the rest goes out again, at most MAX_LOST_ANSWERS times.
+        ``sending``) and only the rest goes out again, as often and with the backoff the
+        retry policy gives any request.
         """
         ctx = self.ctx
         items = [dict(sent_items[key]) for key in sending]
@@ -343,8 +342,10 @@ class IssueCreator:
         try:
             return ctx.client.sync_issues(ctx.project_id, items, resend=False)
         except TransportError:
-            if lost_answers + 1 >= MAX_LOST_ANSWERS:
+            # As often as the retry policy would have sent it again, with its backoff.
+            if lost_answers + 1 >= ctx.client.api.policy.max_attempts:
                 raise
+            ctx.client.api.back_off(lost_answers + 1, "sync answer lost")
         found = self._look_up(
             list(sending.values()),
             previous,
