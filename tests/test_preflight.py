@@ -173,6 +173,15 @@ def test_wrong_credentials_or_project_are_no_go_with_exit_2(box: Sandbox, tmp_pa
     assert result.exit_code == EXIT_USAGE
     assert "wrong" not in "\n".join(result.lines())
 
+    env = {**box.environment(), "BIM360_FIELD_PASSWORD": "not-the-password"}
+    result = preflight_from_settings(
+        settings_of(box, tmp_path), env, contract_path=None, fields_path=None
+    )
+    assert verdicts(result)["BIM 360 Field: login"] == "no-go"
+    assert verdicts(result)["Procore: token"] == "go"  # the other service is still checked
+    assert result.exit_code == EXIT_USAGE
+    assert "not-the-password" not in "\n".join(result.lines())
+
     settings = settings_of(box, tmp_path)
     settings = replace(
         settings,
@@ -293,49 +302,6 @@ def test_probe_reads_every_uuid_reuse_reading(reading: str, tmp_path: Path) -> N
     with sandbox_with(uuid_reuse=reading) as sandbox:
         preflight(sandbox, tmp_path, probe_writes=True)
     assert read_contract(tmp_path / "contract.json")["procore"]["uuid_reuse"] == reading
-
-
-# -- the simulator's strict readings ----------------------------------------------------------
-
-
-def test_strict_simulator_refuses_what_the_seeds_forbid(box: Sandbox) -> None:
-    import requests
-
-    url = box.procore_url
-    token = requests.post(
-        f"{url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "demo-client",
-            "client_secret": "demo-secret",
-        },
-        timeout=5,
-    ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}", "Procore-Company-Id": "4100"}
-    sync = f"{url}/rest/v1.0/coordination_issues/sync"
-    body = {"project_id": PROJECT, "updates": [{"title": "strict", "status": "blocked"}]}
-    not_json = requests.patch(
-        sync,
-        data=json.dumps(body),
-        headers={**headers, "Content-Type": "text/plain"},
-        timeout=5,
-    )
-    assert not_json.status_code == 415
-    answer = requests.patch(sync, json=body, headers=headers, timeout=5).json()
-    assert answer["entities"] == []
-    assert "status" in answer["errors"][0]["errors"]
-    no_link = requests.patch(
-        sync,
-        json={
-            "project_id": PROJECT,
-            "updates": [
-                {"title": "x", "origin": {"origin_type": "a", "origin_id": "b", "title": "c"}}
-            ],
-        },
-        headers=headers,
-        timeout=5,
-    ).json()
-    assert "origin" in no_link["errors"][0]["errors"]
 
 
 # -- load under every uuid reading ----------------------------------------------------------------

@@ -1484,6 +1484,14 @@ class ProcoreApp(App):
         if changed:  # like Rails: an update that changes nothing keeps updated_at
             issue["updated_at"] = self.now()
 
+    def _issue_in_path(self, request: Request, project_id: int) -> dict[str, Any]:
+        """The issue ``{issue_id}`` names in this project (lock held); 404 otherwise."""
+        raw_id = request.path_params["issue_id"]
+        issue = self._find_issue(raw_id, project_id)
+        if issue is None:
+            raise HTTPError(404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"})
+        return issue
+
     def _find_issue(self, raw_id: Any, project_id: int) -> dict[str, Any] | None:
         issue_id = _as_int(raw_id)
         issue = self._issues.get(issue_id) if issue_id is not None else None
@@ -1658,12 +1666,7 @@ class ProcoreApp(App):
         view = self._view(request)
         with self.lock:
             project = self._project(request.param("project_id"))
-            raw_id = request.path_params["issue_id"]
-            issue = self._find_issue(raw_id, project["id"])
-            if issue is None:
-                raise HTTPError(
-                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
-                )
+            issue = self._issue_in_path(request, project["id"])
             return json_response(self._issue_json(issue, view, self._base_url(request)))
 
     def _issue_update(self, request: Request) -> Response:
@@ -1671,12 +1674,7 @@ class ProcoreApp(App):
         fields = body.get("coordination_issue")
         with self.lock:
             project = self._project(body.get("project_id", request.param("project_id")))
-            raw_id = request.path_params["issue_id"]
-            issue = self._find_issue(raw_id, project["id"])
-            if issue is None:
-                raise HTTPError(
-                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
-                )
+            issue = self._issue_in_path(request, project["id"])
             if not isinstance(fields, dict):
                 raise HTTPError(400, {"errors": {"coordination_issue": ["is missing"]}})
             changes, errors = self._validate(project["id"], fields, "update")
@@ -1689,12 +1687,7 @@ class ProcoreApp(App):
         """Into the recycle bin: gone from every answer, its uuid stays taken."""
         with self.lock:
             project = self._project(request.param("project_id"))
-            raw_id = request.path_params["issue_id"]
-            issue = self._find_issue(raw_id, project["id"])
-            if issue is None:
-                raise HTTPError(
-                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
-                )
+            issue = self._issue_in_path(request, project["id"])
             self._issues.pop(issue["id"])
             self._project_issues[project["id"]].remove(issue["id"])
         return Response(204, b"", {})
