@@ -406,6 +406,11 @@ def test_dropped_sync_answer_then_a_dead_run_resumes_each_issue_once(
     assert db_rows(
         settings, "SELECT state, COUNT(*) FROM id_map WHERE entity = 'coordination_issue'"
     ) == [("loaded", 50)]
+    # The uploads the dead run's creates consumed are recorded as such, none uploaded twice.
+    assert db_rows(settings, "SELECT state, COUNT(*) FROM uploads GROUP BY 1") == [
+        ("referenced", 10)
+    ]
+    assert app.call_counts()["uploads.create"] == 10
     if recorded == "refused":
         # Known to be refused: sent again (by the HTTP layer, then by the resume), answered
         # "has already been taken" and looked up.

@@ -530,13 +530,15 @@ class IssueCreator:
                         if row is not None and row.state == "sent" and row.payload_hash
                         else issue.payload_hash
                     )
-                    sent = (sent_items or {}).get(key, {})
+                    sent = (sent_items or {}).get(key)
                     self._loaded(
                         issue,
                         entity,
                         batch_id,
                         payload_hash=first_hash,
-                        upload_uuids=sent.get("attachment_upload_uuids", []),
+                        upload_uuids=sent.get("attachment_upload_uuids", [])
+                        if sent is not None
+                        else ctx.uploader.upload_uuids(issue.attachment_ids),
                     )
                     ctx.count("created")
                 elif not local_problem:
