@@ -512,6 +512,14 @@ def _probe_writes(client: ProcoreClient, project_id: int, result: PreflightResul
                     break  # cannot go back: the statuses after this one stay untried
         procore["update_statuses"] = moved
         result.add(service, "statuses by update", GO, ", ".join(moved) or "none")
+        refused_text = client.sync_status_as_text(project_id) in (400, 415)
+        procore["requires_json_content_type"] = refused_text
+        result.add(
+            service,
+            "content type",
+            GO,
+            "a body not sent as application/json is " + ("refused" if refused_text else "accepted"),
+        )
         upload = client.create_upload(project_id, "preflight-probe.txt", "text/plain")
         procore["tools"]["uploads"] = "ok" if upload.uuid else "error"
         result.add(service, "uploads", GO, "an upload can be created (never referenced)")

@@ -240,6 +240,7 @@ def test_probe_writes_read_the_documented_simulator_and_clean_up(
     assert procore["create_statuses"] == ["open", "closed"]
     assert procore["update_statuses"] == ["open", "ready_for_review", "closed"]
     assert procore["tools"]["uploads"] == "ok"
+    assert procore["requires_json_content_type"] is True
     assert len(project_issues(app)) == issues_before  # every probe issue deleted
     with open_store(settings_of(box, tmp_path).staging.path) as store:
         readings = load_readings(store)
@@ -265,6 +266,7 @@ def test_simulators_replaying_another_contract_report_each_difference(tmp_path: 
         create_statuses=["blocked", "open", "ready_for_review", "closed"],
         update_statuses=["blocked", "open", "ready_for_review", "unblocked", "closed"],
         rate_windows="fixed",
+        requires_json_content_type=False,
     )
     write_contract(tmp_path / "other.json", other)
     replay = sandbox_options(read_contract(tmp_path / "other.json"))
@@ -284,11 +286,18 @@ def test_simulators_replaying_another_contract_report_each_difference(tmp_path: 
         )
         assert len(project_issues(replaying.procore_app)) == issues_before
     observed = read_contract(tmp_path / "second" / "contract.json")["procore"]
-    for key in ("uuid_reuse", "create_statuses", "update_statuses", "rate_windows"):
+    for key in (
+        "uuid_reuse",
+        "create_statuses",
+        "update_statuses",
+        "rate_windows",
+        "requires_json_content_type",
+    ):
         assert observed[key] == procore[key], key
     assert sorted(line.split(":")[0] for line in result.differences) == [
         "procore.create_statuses",
         "procore.rate_windows",
+        "procore.requires_json_content_type",
         "procore.update_statuses",
         "procore.uuid_reuse",
     ]

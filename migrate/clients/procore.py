@@ -27,6 +27,7 @@ that it fails like any other service fault (exit 1, resumable).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -672,6 +673,16 @@ class ProcoreClient:
             rate_reset=_int(headers.get("X-Rate-Limit-Reset")),
             seen_at=time.time(),
         )
+
+    def sync_status_as_text(self, project_id: int) -> int:
+        """An empty sync sent as ``text/plain`` (seeds 000/001 require application/json): the
+        HTTP status answered. Nothing is created: the update list is empty."""
+        body = json.dumps({"project_id": project_id, "updates": []})
+        token = self._current_token()
+        headers = {**self._headers(token, True), "Content-Type": "text/plain"}
+        response = self.api.request("PATCH", SYNC_PATH, data=body, headers=headers, ok=_ANSWERED)
+        response.close()
+        return response.status_code
 
     def delete_issue(self, project_id: int, issue_id: int) -> int:
         """Delete one coordination issue (preflight's clean-up); the HTTP status answered."""
