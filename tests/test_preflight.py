@@ -427,3 +427,32 @@ def test_dropped_sync_answer_then_a_dead_run_resumes_each_issue_once(
     else:
         # Not known to be refused: never sent again; looked up by uuid and found.
         assert app.sync_sizes == [50]
+
+
+# -- `migrate sandbox serve --contract` -----------------------------------------------------------
+
+
+def test_sandbox_serve_takes_its_readings_from_a_contract(tmp_path: Path) -> None:
+    from migrate.cli import _sandbox_options
+
+    contract = documented()
+    contract["procore"].update(uuid_reuse="ignored", create_statuses=["open"], rate_windows="fixed")
+    write_contract(tmp_path / "seen.json", contract)
+    parsed = (
+        main.commands["sandbox"]
+        .commands["serve"]
+        .make_context(  # type: ignore[attr-defined]
+            "serve", ["--contract", str(tmp_path / "seen.json")]
+        )
+    )
+    options = _sandbox_options(parsed.params)
+    assert options.procore_options["uuid_reuse"] == "ignored"
+    assert options.procore_options["create_statuses"] == ("open",)
+    assert options.procore_options["rate_windows"] == "fixed"
+
+    (tmp_path / "bad.json").write_text('{"format": "something else"}', encoding="utf-8")
+    refused = CliRunner().invoke(
+        main, ["sandbox", "serve", "--contract", str(tmp_path / "bad.json")]
+    )
+    assert refused.exit_code == EXIT_USAGE
+    assert "is not a migrate-contract/1 file" in refused.output
