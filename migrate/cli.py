@@ -572,6 +572,7 @@ def run(
     type=click.Path(exists=True, dir_okay=False),
     help="A contract.json seen before: report each difference from it (default: the docs).",
 )
+@_stop_on_ctrl_c
 @_fail_cleanly
 def preflight(
     config_path: str | None,
