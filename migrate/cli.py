@@ -546,6 +546,62 @@ def run(
 
 @main.command()
 @_config_option
+@click.option(
+    "--probe-writes",
+    is_flag=True,
+    help="Also write to Procore (a TEST project only): uuid reuse, statuses, uploads; the "
+    "probe issues are deleted afterwards.",
+)
+@click.option(
+    "--contract-out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="contract.json",
+    show_default=True,
+    help="Where to write what was observed (behaviour only: no secrets, no project data).",
+)
+@click.option(
+    "--fields-out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="fields.suggested.csv",
+    show_default=True,
+    help="Where to write the suggested mappings/fields.csv.",
+)
+@click.option(
+    "--expect",
+    "expect_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A contract.json seen before: report each difference from it (default: the docs).",
+)
+@_stop_on_ctrl_c
+@_fail_cleanly
+def preflight(
+    config_path: str | None,
+    probe_writes: bool,
+    contract_out: str,
+    fields_out: str,
+    expect_path: str | None,
+) -> None:
+    """Check both services before a migration: access, counts, limits; go / no-go."""
+    from migrate.contract import read_contract
+    from migrate.preflight import preflight_from_settings
+    from migrate.settings import load_settings
+
+    expected = read_contract(expect_path) if expect_path else None
+    result = preflight_from_settings(
+        load_settings(config_path),
+        probe_writes=probe_writes,
+        contract_path=contract_out,
+        fields_path=fields_out,
+        expected=expected,
+        expected_from=expect_path or "the documents",
+    )
+    for line in result.lines():
+        _echo(line)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@_config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
 def status(config_path: str | None, as_json: bool) -> None:
@@ -857,6 +913,12 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--field-password", default="demo", show_default=True)
 @click.option("--procore-client-id", default="demo-client", show_default=True)
 @click.option("--procore-client-secret", default="demo-secret", show_default=True)
+@click.option(
+    "--contract",
+    "contract_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Behave as this contract.json (from `migrate preflight`) saw the real services do.",
+)
 @_fault_options
 @_fail_cleanly
 def sandbox_serve(**opts: Any) -> None:
@@ -877,6 +939,8 @@ def sandbox_serve(**opts: Any) -> None:
             f"Procore        company {box.procore_company_id}, project {box.procore_project_id}"
             f"   client id {options.procore_client_id} / secret {options.procore_client_secret}"
         )
+        if opts["contract_path"]:
+            _echo(f"Procore behaves as {opts['contract_path']} observed (migrate preflight)")
         _echo("Serving; press Ctrl-C to stop.")
         sys.stdout.flush()
         try:
@@ -908,6 +972,10 @@ def _sandbox_options(opts: dict[str, Any]) -> Any:
         if opts[key]
     }
     procore_options.update(rate_windows=opts["rate_windows"], retry_after=opts["retry_after"])
+    if opts.get("contract_path"):
+        from migrate.contract import read_contract, sandbox_options
+
+        procore_options.update(sandbox_options(read_contract(opts["contract_path"])))
     return SandboxOptions(
         seed=opts["seed"],
         issues=opts["issues"],

@@ -104,13 +104,18 @@ DEFAULT_FILES: dict[str, str] = {
 # BIM 360 Field issue status -> Procore coordination issue status.
 # procore_status: blocked / open / ready_for_review / moved_to_observation / unblocked / closed
 # or skip (the issue is not migrated; the plan counts it as skipped by mapping).
+# Procore's documents let a create set only open or closed, and a single update only open,
+# ready_for_review or closed: an issue mapped to blocked, unblocked or moved_to_observation is
+# created open and quarantined with Procore's refusal, unless `migrate preflight
+# --probe-writes` saw Procore take that status. The Field status stays in the description's
+# status history either way.
 field_status,procore_status
 Draft,open
 Open,open
 Work Completed,ready_for_review
 Ready to Inspect,ready_for_review
 Not Approved,open
-In Dispute,blocked
+In Dispute,open
 Closed,closed
 Void,skip
 """,

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from migrate.contract import documented, record_contract
 from migrate.errors import EXIT_QUARANTINED
 from migrate.extract import extract_from_settings
 from migrate.ids import issue_uuid
@@ -359,6 +360,15 @@ def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict
     paths = location_paths(app)
     sha_of = dict(db_rows(settings, "SELECT id, sha256 FROM attachments"))
     removed = chain["removed_assignee"]
+    # Create takes open or closed (seed 000), a single update open, ready_for_review or closed
+    # (procore-notes): other statuses are created open and quarantined with Procore's reason.
+    status_refused = dict(
+        db_rows(
+            settings,
+            "SELECT source_id, reason FROM quarantine WHERE stage = 'load' AND released_at IS NULL "
+            "AND reason LIKE '%status%'",
+        )
+    )
     loaded = 0
     for source_id, uuid, payload_text, location, attachment_ids, assignee_id in planned:
         if assignee_id == removed:
@@ -367,10 +377,14 @@ def test_chain_creates_every_planned_issue_and_location_exactly_once(chain: dict
         payload = json.loads(payload_text)
         (issue,) = by_uuid[uuid]
         assert id_map[source_id] == issue["id"]
+        if payload["status"] in ("open", "ready_for_review", "closed"):
+            assert issue["status"] == payload["status"], source_id
+        else:
+            assert issue["status"] == "open", source_id
+            assert payload["status"] in status_refused[source_id], source_id
         for name in (
             "title",
             "description",
-            "status",
             "priority",
             "issue_type",
             "due_date",
@@ -438,8 +452,13 @@ def test_chain_refused_items_are_quarantined_with_procores_reason(chain: dict) -
     rows = db_rows(
         settings,
         "SELECT source_id, reason, hint, record FROM quarantine WHERE "
-        "stage = 'load' AND released_at IS NULL",
+        "stage = 'load' AND released_at IS NULL AND reason NOT LIKE '%status change%'",
     )
+    (status_refused,) = db_rows(
+        settings,
+        "SELECT COUNT(*) FROM quarantine WHERE stage = 'load' AND released_at IS NULL "
+        "AND reason LIKE '%status change%'",
+    )[0]
     assert {row[0] for row in rows} == refused
     for source_id, reason, hint, record in rows:
         assert "assignee_id is not a permitted assignee on this project" in reason
@@ -453,7 +472,7 @@ def test_chain_refused_items_are_quarantined_with_procores_reason(chain: dict) -
         db_rows(settings, "SELECT source_id, state FROM id_map WHERE entity = 'coordination_issue'")
     )
     assert {states[sid] for sid in refused} == {"rejected"}
-    assert result.counts["coordination_issue"]["rejected"] == len(refused)
+    assert result.counts["coordination_issue"]["rejected"] == len(refused) + status_refused
     assert result.exit_code == EXIT_QUARANTINED
 
 
@@ -468,7 +487,14 @@ def test_chain_spends_requests_close_to_the_lower_bound(chain: dict) -> None:
         settings,
         "SELECT COUNT(*) FROM planned_locations WHERE is_leaf = 1 AND existing_target_id IS NULL",
     )[0][0]
-    lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments
+    # Statuses create does not take (seed 000: open or closed) cost one PATCH each afterwards.
+    (moved,) = db_rows(
+        settings,
+        "SELECT COUNT(*) FROM planned_issues p JOIN id_map m USING (source_id) WHERE "
+        "m.entity = 'coordination_issue' AND m.state = 'loaded' "
+        "AND p.status NOT IN ('open', 'closed')",
+    )[0]
+    lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments + moved
     calls = app.call_counts()
     before = chain["calls_before"]
     # The generated project's checklists load as inspections in the same run: their requests
@@ -498,7 +524,9 @@ def test_no_change_rerun_makes_no_write_call(chain: dict) -> None:
     assert app.call_counts() == before  # no write, and not even a read or a token
     assert result.total_requests == 0
     assert result.counts["coordination_issue"]["created"] == 0
-    assert result.counts["coordination_issue"]["unchanged"] > 900
+    # Issues whose status Procore refused stay quarantined (counted rejected), not unchanged.
+    counts = result.counts["coordination_issue"]
+    assert counts["unchanged"] + counts["rejected"] > 900
     assert result.exit_code == EXIT_QUARANTINED  # the planted refusals are still open
 
 
@@ -529,9 +557,16 @@ def test_status_change_goes_through_patch_and_new_attachment_is_reported(chain: 
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after[k] != before.get(k)}
     # The status goes through one PATCH (the description, which lists the status history,
     # through sync). The new attachment cannot be sent: Procore takes files only at create.
-    assert delta["coordination_issues.update"] == 1
+    # Issues created by this run (transform re-planned the refused assignees) with a status
+    # create does not take are moved by PATCH too, or refused and quarantined.
+    (status_refused,) = db_rows(
+        settings,
+        "SELECT COUNT(*) FROM quarantine WHERE run_id = ? AND reason LIKE '%status change%'",
+        (result.run_id,),
+    )[0]
+    changed = result.counts["coordination_issue"]["status_changed"]
+    assert delta["coordination_issues.update"] == changed + status_refused
     assert "uploads.create" not in delta and "storage.upload" not in delta
-    assert result.counts["coordination_issue"]["status_changed"] == 1
     (issue,) = [i for i in project_issues(app) if i["id"] == closed_target]
     assert issue["status"] == "closed"
     assert [
@@ -704,17 +739,29 @@ def test_2500_creates_go_out_as_1000_1000_500(procore: RecordingProcoreApp, tmp_
     ]
 
 
-def test_lost_sync_response_is_resent_and_nothing_is_duplicated(
-    procore: RecordingProcoreApp, tmp_path: Path
+@pytest.mark.parametrize("uuid_reuse", [None, "refused"])
+def test_lost_sync_response_is_resolved_and_nothing_is_duplicated(
+    procore: RecordingProcoreApp, tmp_path: Path, uuid_reuse: str | None
 ) -> None:
     settings = settings_for(tmp_path, procore.url)  # type: ignore[attr-defined]
     source_ids = plant(settings, 120, attachments=3)
+    if uuid_reuse is not None:  # a preflight probe saw Procore refuse a reused uuid
+        contract = documented()
+        contract["procore"]["uuid_reuse"] = uuid_reuse
+        contract["probe_writes"] = True
+        with open_store(settings.staging.path) as store:
+            record_contract(store, contract, {})
     procore.faults.inject("lost_response", path="coordination_issues/sync")
     result = load_from_settings(settings, PROCORE_ENV)
     assert procore.faults.fired["lost_response"] == 1
-    # The first call was applied, its answer lost; the re-sent call was answered
-    # "uuid has already been taken" for every item, which were then looked up.
-    assert procore.sync_sizes == [120, 120]
+    if uuid_reuse == "refused":
+        # The re-sent call was answered "uuid has already been taken" for every item, which
+        # were then looked up.
+        assert procore.sync_sizes == [120, 120]
+    else:
+        # Nothing observed: the lost call is looked up by uuid before anything is re-sent,
+        # and every item was found.
+        assert procore.sync_sizes == [120]
     assert procore.call_counts()["coordination_issues.list"] >= 1
     uuids = Counter(i["uuid"] for i in project_issues(procore))
     assert [uuids[issue_uuid(PROJECT, sid)] for sid in source_ids] == [1] * 120
@@ -919,6 +966,8 @@ def test_procore_failing_stops_the_stage_keeping_what_was_done(
 
     settings = settings_for(tmp_path, procore.url)  # type: ignore[attr-defined]
     source_ids = plant(settings, 40, attachments=2)
+    # Each 500 may have been applied: looked up and sent again, max_attempts in all, then the
+    # stage stops.
     procore.faults.inject("error", count=2, path="coordination_issues/sync")
     store = open_store(settings.staging.path)
     quick = RetryPolicy(max_attempts=2, base=0.01, cap=0.02)

@@ -24,9 +24,11 @@ from typing import Any
 
 import pytest
 
+from migrate.contract import documented, record_contract
 from migrate.load import load_from_settings
 from migrate.sandbox.httpbase import RunningServer
 from migrate.settings import load_settings
+from migrate.store import open_store
 from tests.test_load import (
     GENEROUS,
     PROCORE_ENV,
@@ -226,10 +228,27 @@ def test_killed_at_random_points_then_resumed_equals_one_clean_run(tmp_path: Pat
         app.close()
 
 
+#: What Procore does with a reused uuid (simulator switch), and what a preflight probe recorded
+#: in the staging DB beforehand (None: no probe was run).
+UUID_READINGS = [
+    (server, recorded)
+    for server in ("refused", "accepted", "ignored")
+    for recorded in (None, server)
+]
+
+
 @pytest.mark.parametrize("applied", [False, True], ids=["before-applied", "after-applied"])
-def test_killed_while_a_sync_call_is_in_flight(tmp_path: Path, applied: bool) -> None:
-    """The process dies with the batch committed 'sent': Procore may or may not have it."""
-    app = RecordingProcoreApp(**GENEROUS)
+@pytest.mark.parametrize(
+    ("reuse", "recorded"), UUID_READINGS, ids=[f"{s}-{r or 'unprobed'}" for s, r in UUID_READINGS]
+)
+def test_killed_while_a_sync_call_is_in_flight(
+    tmp_path: Path, applied: bool, reuse: str, recorded: str | None
+) -> None:
+    """The process dies with the batch committed 'sent': Procore may or may not have it.
+
+    Under every reading of a reused uuid the resumed load ends with each issue once.
+    """
+    app = RecordingProcoreApp(uuid_reuse=reuse, **GENEROUS)
     server = RunningServer(app)
     try:
         work = tmp_path / "work"
@@ -237,6 +256,12 @@ def test_killed_while_a_sync_call_is_in_flight(tmp_path: Path, applied: bool) ->
         config = write_config(work, server.url)
         settings = load_settings(config)
         plant(settings, 300, attachments=5)
+        if recorded is not None:
+            contract = documented()
+            contract["probe_writes"] = True
+            contract["procore"]["uuid_reuse"] = recorded
+            with open_store(settings.staging.path) as store:
+                record_contract(store, contract, {})
         planted = tmp_path / "planted"
         shutil.copytree(work, planted)
         expected = clean_run(tmp_path, planted / "staging.db")

@@ -95,7 +95,7 @@ def test_optional_files_may_be_missing(folder: Path) -> None:
         ("Work Completed", "ready_for_review"),
         ("Ready to Inspect", "ready_for_review"),
         ("Not Approved", "open"),
-        ("In Dispute", "blocked"),
+        ("In Dispute", "open"),  # blocked: neither create nor update may set it (docs)
         ("Closed", "closed"),
         ("Void", "skip"),
         ("work  completed ", "ready_for_review"),  # case and spacing do not matter

@@ -421,9 +421,13 @@ def test_single_create_show_and_status_update(api: Api) -> None:
     assert api.get(path, {"project_id": PROJECT, "view": "extended"}).json()["attachments"] == []
     assert api.get(path, {"project_id": OTHER_PROJECT}).status_code == 404
 
-    for status in ("ready_for_review", "closed", "open", "blocked"):
+    for status in ("ready_for_review", "closed", "open"):
         moved = api.patch(path, {"project_id": PROJECT, "coordination_issue": {"status": status}})
         assert moved.status_code == 200 and moved.json()["status"] == status
+    # A single update sets open, ready_for_review or closed only (procore-notes).
+    for status in ("blocked", "unblocked", "moved_to_observation"):
+        refused = api.patch(path, {"project_id": PROJECT, "coordination_issue": {"status": status}})
+        assert refused.status_code == 422 and "status" in refused.json()["errors"]
     upload = api.upload(b"bytes")
     refused = api.patch(
         path, {"project_id": PROJECT, "coordination_issue": {"attachment_upload_uuids": [upload]}}
@@ -875,3 +879,54 @@ def test_company_trades_are_listed_and_a_sync_names_only_them(api: Api) -> None:
     assert [e["errors"] for e in reply["errors"]] == [
         {"trade_id": ["is not a trade of this company"]}
     ]
+
+
+# -- strict where the seeds speak (issue 16) ------------------------------------------------------
+
+
+def test_strict_where_the_seeds_speak(make_api: Any) -> None:
+    api = make_api()
+    sync = f"{api.url}/rest/v1.0/coordination_issues/sync"
+    body = {"project_id": PROJECT, "updates": [{"title": "strict", "status": "blocked"}]}
+    # Seeds 000/001: Content-Type application/json is required.
+    not_json = api.session.patch(
+        sync,
+        data=json.dumps(body),
+        headers={**api.headers(), "Content-Type": "text/plain"},
+        timeout=5,
+    )
+    assert not_json.status_code == 415
+    # Seed 000: a create's status "Should be either open or closed".
+    answer = api.sync(body["updates"]).json()
+    assert answer["entities"] == [] and "status" in answer["errors"][0]["errors"]
+    assert api.sync([{"title": "closed at create", "status": "closed"}]).json()["entities"]
+    # Seed 000: an origin needs its deep link.
+    origin = {"origin_type": "a", "origin_id": "b", "title": "c"}
+    no_link = api.sync([{"title": "x", "origin": origin}]).json()
+    assert "origin" in no_link["errors"][0]["errors"]
+
+
+@pytest.mark.parametrize("reading", ["refused", "accepted", "ignored"])
+def test_a_reused_uuid_under_each_reading(make_api: Any, reading: str) -> None:
+    api = make_api(uuid_reuse=reading)
+    item = {"title": "twice", "uuid": str(uuid.uuid4())}
+    first = api.sync([item]).json()["entities"][0]
+    again = api.sync([item]).json()
+    held = [i for i in api.app.issues(PROJECT) if i["uuid"] == item["uuid"]]
+    if reading == "refused":
+        assert again["entities"] == []
+        assert again["errors"][0]["errors"] == {"uuid": ["has already been taken"]}
+        assert [i["id"] for i in held] == [first["id"]]
+    elif reading == "accepted":
+        assert again["errors"] == [] and again["entities"][0]["id"] != first["id"]
+        assert len(held) == 2
+    else:
+        assert again == {"entities": [], "errors": []}
+        assert [i["id"] for i in held] == [first["id"]]
+    # Deleted into the recycle bin: gone from the lists, its uuid still taken.
+    path = f"/rest/v1.0/coordination_issues/{first['id']}"
+    deleted = api.session.delete(
+        api.url + path, params={"project_id": PROJECT}, headers=api.headers(), timeout=5
+    )
+    assert deleted.status_code == 204
+    assert api.get(path, {"project_id": PROJECT}).status_code == 404

@@ -244,7 +244,7 @@ def write_mappings(folder: Path, **overrides: str) -> Path:
         ("Work Completed", "ready_for_review"),
         ("Ready to Inspect", "ready_for_review"),
         ("Not Approved", "open"),
-        ("In Dispute", "blocked"),
+        ("In Dispute", "open"),  # blocked: neither create nor update may set it (docs)
         ("Closed", "closed"),
         ("closed", "closed"),
     ],

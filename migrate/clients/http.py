@@ -457,12 +457,14 @@ class HttpClient:
 
         ``ok``: statuses returned to the caller (default: everything below 500 but 429).
         ``retry=False`` makes a single attempt. ``replay=False`` is for a write that must not
-        happen twice (a create without an idempotency key): once it may have reached the
-        service (anything but a refused or timed-out connect) and no answer came back, it raises
-        :class:`~migrate.errors.AnswerLost` instead of sending it again; 429 and 5xx answers are
-        retried as usual. ``data``/``files`` may be file objects; they
-        are rewound before each retry. With ``stream=True`` the caller reads and closes the
-        body; prefer :meth:`download`, which checks it arrived whole.
+        happen twice (a create without an idempotency key, a sync whose uuids may not be
+        refused when repeated): once it may have been applied (a lost or cut answer after the
+        connection was made, or a 5xx) it raises :class:`~migrate.errors.AnswerLost` at once
+        instead of sending it again, and the caller looks for what was applied first; what
+        cannot have been applied (no connection made, 429) is retried as usual.
+        ``data``/``files`` may be file objects; they are rewound before each retry. With
+        ``stream=True`` the caller reads and closes the body; prefer :meth:`download`, which
+        checks it arrived whole.
         """
         method = method.upper()
         url = self.url_for(path_or_url)
@@ -507,7 +509,7 @@ class HttpClient:
                     raise TransportError(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
                     ) from None
-                if not replay and _may_have_arrived(exc):
+                if not replay and not _never_sent(exc):
                     raise AnswerLost(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
                     ) from None
@@ -581,6 +583,10 @@ class HttpClient:
                     else self.policy.backoff(failures, self._rng)
                 )
                 kind = "backoff"
+            if status != 429 and not replay:
+                raise AnswerLost(
+                    method=method, url=shown_url, attempts=attempt, cause=last_cause
+                ) from None
             if attempt >= max_attempts:
                 raise TransportError(
                     method=method, url=shown_url, attempts=attempt, cause=last_cause
@@ -822,17 +828,6 @@ def _check_complete(response: requests.Response) -> None:
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
-def _may_have_arrived(exc: BaseException) -> bool:
-    """False only when the request certainly never reached the service (no connection)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return False
-    text = str(exc)
-    return not (
-        isinstance(exc, requests.ConnectionError)
-        and ("NewConnectionError" in text or "Connection refused" in text)
-    )
-
-
 def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]:
     """(retry reason or None if not retriable, short description of the failure)."""
     text = str(exc)
@@ -851,6 +846,16 @@ def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]
     if isinstance(exc, requests.ConnectionError):
         return "connection", f"connection failed ({_innermost(text)})"
     return None, f"{type(exc).__name__}: {_innermost(text)}"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a failed attempt cannot have reached the service (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    text = str(exc)
+    return isinstance(exc, requests.ConnectionError) and (
+        "NewConnectionError" in text or "Connection refused" in text
+    )
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")

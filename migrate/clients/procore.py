@@ -27,6 +27,7 @@ that it fails like any other service fault (exit 1, resumable).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -322,7 +323,7 @@ class ProcoreClient:
         replay: bool = True,
     ) -> requests.Response:
         """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
-        ``ok`` raise."""
+        ``ok`` raise. ``replay``: see HttpClient.request."""
         token = self._current_token()
         refusals = 0
         while True:
@@ -494,7 +495,9 @@ class ProcoreClient:
         response = self._send("GET", url, params={"project_id": project_id, "view": "extended"})
         return cast(dict[str, Any], self._json(response, url))
 
-    def sync_issues(self, project_id: int, items: Sequence[dict[str, Any]]) -> SyncResult:
+    def sync_issues(
+        self, project_id: int, items: Sequence[dict[str, Any]], *, resend: bool = True
+    ) -> SyncResult:
         """Create (items without ``id``) and update (items with ``id``) up to 1000 issues.
 
         Refused items come back in ``errors`` as data; only envelope problems (no such
@@ -505,7 +508,9 @@ class ProcoreClient:
         item may already have been created by the first attempt. That is safe when creates
         carry a deterministic ``uuid``: the repeat answers that item with the per-item error
         ``{"uuid": ["has already been taken"]}``, and the caller looks the issue up and records
-        it instead of creating it twice.
+        it instead of creating it twice. Where Procore was not seen to refuse a reused uuid,
+        pass ``resend=False``: a sync that may have been applied raises TransportError instead
+        of going out again, and the caller looks its uuids up first.
         """
         if len(items) > MAX_SYNC_ITEMS:
             raise ValueError(
@@ -515,7 +520,10 @@ class ProcoreClient:
         if not items:
             return SyncResult()
         response = self._send(
-            "PATCH", SYNC_PATH, json={"project_id": project_id, "updates": list(items)}
+            "PATCH",
+            SYNC_PATH,
+            json={"project_id": project_id, "updates": list(items)},
+            replay=resend,
         )
         body = self._json(response, SYNC_PATH)
         entities = body.get("entities") if isinstance(body, dict) else None
@@ -932,6 +940,46 @@ class ProcoreClient:
         ``trade_id`` names."""
         return self._all(f"{COMPANIES_PATH}/{company_id}/trades", company=company_id)
 
+    # -- preflight (issue 16): answers taken as they are, for migrate/preflight.py --------------
+    def probe(
+        self, path: str, params: Mapping[str, Any] | None = None, *, company: bool | int = True
+    ) -> ProbeAnswer:
+        """One GET of the first row of a list, answered as it is: 403, 404 and other refusals
+        are data here, not errors. Carries the ``Total`` and the rate-limit headers seen."""
+        response = self._send(
+            "GET", path, params={**(params or {}), "per_page": 1}, ok=_ANSWERED, company=company
+        )
+        headers = response.headers
+        body = _json_or_none(response)
+        total = _int(headers.get("Total"))
+        if total is None and isinstance(body, list):
+            total = len(body)
+        return ProbeAnswer(
+            status=response.status_code,
+            total=total,
+            rate_limit=_int(headers.get("X-Rate-Limit-Limit")),
+            rate_remaining=_int(headers.get("X-Rate-Limit-Remaining")),
+            rate_reset=_int(headers.get("X-Rate-Limit-Reset")),
+            seen_at=time.time(),
+        )
+
+    def sync_status_as_text(self, project_id: int) -> int:
+        """An empty sync sent as ``text/plain`` (seeds 000/001 require application/json): the
+        HTTP status answered. Nothing is created: the update list is empty."""
+        body = json.dumps({"project_id": project_id, "updates": []})
+        token = self._current_token()
+        headers = {**self._headers(token, True), "Content-Type": "text/plain"}
+        response = self.api.request("PATCH", SYNC_PATH, data=body, headers=headers, ok=_ANSWERED)
+        response.close()
+        return response.status_code
+
+    def delete_issue(self, project_id: int, issue_id: int) -> int:
+        """Delete one coordination issue (preflight's clean-up); the HTTP status answered."""
+        url = f"{ISSUES_PATH}/{issue_id}"
+        response = self._send("DELETE", url, params={"project_id": project_id}, ok=_ANSWERED)
+        response.close()
+        return response.status_code
+
 
 class InspectionRefused(ApiError):
     """Procore refused an inspection write (422); ``errors`` is its ``errors`` object."""
@@ -1152,3 +1200,22 @@ def _iso(value: Any) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
+
+
+# -- preflight (issue 16) ----------------------------------------------------------------------
+
+#: Statuses a preflight probe takes as answers (401 renews the token, 429 waits, 5xx retries).
+_ANSWERED = tuple(status for status in range(200, 500) if status not in (401, 429))
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What one probing GET saw: its status, the list's total, the rate-limit headers."""
+
+    status: int
+    total: int | None
+    rate_limit: int | None
+    rate_remaining: int | None
+    rate_reset: int | None
+    #: Wall-clock time of the answer (X-Rate-Limit-Reset is Unix seconds).
+    seen_at: float

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from migrate.contract import load_readings
 from migrate.errors import MigrateError, StageFailed
 from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.load.decision import (
@@ -217,6 +218,7 @@ class _Loader:
             uploader=uploader,
             progress=progress,
             log=log,
+            readings=load_readings(store),
         )
         self.attachments_after_load: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
@@ -283,6 +285,8 @@ class _Loader:
             ):
                 IssueCreator(ctx).push(creates, work.previous)
             self._event("creates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
+            if any(ctx.readings.create_status(e.status) != e.status for e in creates):
+                self._move_created_statuses(work)
 
         followups = FollowUps(ctx)
         followups.record_hash_only(work.followups)
@@ -337,6 +341,19 @@ class _Loader:
                 advance=(lambda n: progress.advance("inspections", n)) if progress else None,
             )
         self._event("inspections", counts=dict(ctx.counts.get(ENTITY_INSPECTION, {})))
+
+    def _move_created_statuses(self, work: _Work) -> None:
+        """Issues just created with open for a status create refuses: their status PATCH.
+
+        The id map holds the status Procore has, so these are the decisions the next plan
+        would show (status_change); taking them now finishes the job in this run.
+        """
+        pending = {d.source_id for d in work.followups.status_changes}
+        work.followups.status_changes.extend(
+            decision
+            for decision in self._decide().followups.status_changes
+            if decision.source_id in self.ctx.loaded_now and decision.source_id not in pending
+        )
 
     def _decide(self) -> _Work:
         """What to do with every issue: the decisions `migrate plan` lists, read to the end."""

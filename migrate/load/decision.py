@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from migrate.contract import LoadReadings, load_readings
 from migrate.errors import ConfigError
 from migrate.ids import (
     ENTITY_INSPECTION,
@@ -143,10 +144,11 @@ def decide_issues(
     """
     held = open_quarantine(store, ISSUE_SOURCE_ENTITIES)
     skipped = skipped_records(store, ISSUE_SOURCE_ENTITIES)
+    readings = load_readings(store)
     changed: list[tuple[PlanEntry, MapRow, tuple[str, ...]]] = []
     for entry, row in planned_with_map_rows(store, project_id):
         quarantined = held.pop(entry.source_id, None)
-        decision = _decide_planned(entry, row, quarantined, retry_rejected)
+        decision = _decide_planned(entry, row, quarantined, retry_rejected, readings)
         if decision is not None:
             yield decision
             continue
@@ -182,11 +184,12 @@ def _decide_planned(
     row: MapRow | None,
     quarantined: OpenQuarantine | None,
     retry_rejected: bool,
+    readings: LoadReadings,
 ) -> IssueDecision | None:
     """The decision, or None when the planned payload must be read (a loaded issue whose
     payload hash changed)."""
     if row is None or not row.is_loaded:
-        return _decide_not_loaded(entry, row, quarantined, retry_rejected)
+        return _decide_not_loaded(entry, row, quarantined, retry_rejected, readings)
     added = _added(entry, row)
     if _blocks(quarantined, entry):
         assert quarantined is not None
@@ -212,9 +215,14 @@ def _decide_not_loaded(
     row: MapRow | None,
     quarantined: OpenQuarantine | None,
     retry_rejected: bool,
+    readings: LoadReadings,
 ) -> IssueDecision:
-    """A planned issue not in Procore yet: create it, unless something holds it back."""
-    detail = None
+    """A planned issue not in Procore yet: create it, unless something holds it back.
+
+    A status create does not take (seed 000: open or closed, or what a preflight probe saw)
+    is created as another and moved by a single update right after: a second request.
+    """
+    detail: str | None = None
     if row is not None and row.state == "rejected":
         # Procore refused this record's create. Sent again when its payload changed, or when
         # the engineer asks (--retry-rejected); otherwise it stays out, quarantined or released.
@@ -241,9 +249,13 @@ def _decide_not_loaded(
         return _blocked(entry, row, quarantined)
     elif row is not None and row.state == "sent":
         detail = "was in flight when a load stopped: re-sent with the same uuid"
-    return IssueDecision(
-        entry.source_id, Action.CREATE, (Request.SYNC_CREATE,), entry, row, detail=detail
-    )
+    requests: tuple[Request, ...] = (Request.SYNC_CREATE,)
+    created_as = readings.create_status(entry.status)
+    if created_as != entry.status:
+        requests += (Request.STATUS_PATCH,)
+        moved = f"created {created_as}, then moved to {entry.status} by a single update"
+        detail = f"{detail}; {moved}" if detail else moved
+    return IssueDecision(entry.source_id, Action.CREATE, requests, entry, row, detail=detail)
 
 
 def _blocked(

@@ -184,6 +184,10 @@ class FollowUps:
             if entry.source_id in self._refused_updates:
                 continue  # its field update was refused: it is quarantined as a whole
             status = entry.status
+            refused = ctx.readings.update_statuses
+            if refused is not None and status is not None and status not in refused:
+                self._unreachable_status(entry, row, status)
+                continue
             entity = self._patch_status(entry.source_id, row, status, issue=entry)
             if entity is None:
                 continue
@@ -223,6 +227,30 @@ class FollowUps:
         return closed
 
     # -- helpers -------------------------------------------------------------------------------
+    def _unreachable_status(self, entry: PlanEntry, row: MapRow, status: str) -> None:
+        """A status the preflight probe saw Procore refuse both at create and by update."""
+        ctx = self.ctx
+        with ctx.store.transaction():
+            quarantine_load(
+                ctx.store,
+                ENTITY_ISSUE,
+                entry.source_id,
+                reason=f"Procore takes status {status!r} neither at create nor through an update "
+                f"(seen by `migrate preflight --probe-writes`); coordination issue "
+                f"{row.target_id} has status {row.target_status!r}",
+                hint="Map the BIM 360 Field status to open, ready_for_review or closed in "
+                "mappings/status.csv, then run `migrate transform` and `migrate load`; or set "
+                "the status by hand in Procore and release this row.",
+                record={
+                    "payload": {"status": status},
+                    "target_id": row.target_id,
+                    "payload_hash": entry.payload_hash,
+                    "action": "status_patch",
+                },
+                run_id=ctx.run_id,
+            )
+        ctx.count("rejected")
+
     def _patch_status(
         self, source_id: str, row: MapRow, status: str | None, *, issue: PlanEntry | None
     ) -> Mapping[str, Any] | None:

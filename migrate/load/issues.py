@@ -6,14 +6,24 @@ before the call and ``loaded``/``rejected`` right after the answer. An item answ
 arrived (a lost response, or a process killed mid-call): it is looked up (issues updated since
 that attempt was sent, matched by uuid) and recorded, never created twice. Per-item errors
 become quarantine rows with Procore's message; the rest of the batch is recorded as loaded.
+
+That answer is our simulator's reading; what Procore does with a reused uuid is unknown until a
+preflight probe saw it (migrate/contract.py). Unless Procore was seen to refuse the repeat, a
+create that may have reached Procore is never sent again blindly: rows a dead run left ``sent``
+are looked up by uuid before their batch goes out, and a sync whose answer is lost is not
+re-sent by the HTTP layer but looked up, and only what Procore does not hold goes out again.
+
+A status that create does not take (seed 000: open or closed) is created as open and moved to
+the planned one afterwards (load/__init__.py), as the contract says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from migrate.errors import TransportError
 from migrate.ids import ENTITY_ISSUE, issue_uuid
 from migrate.load.state import (
     LoadContext,
@@ -34,6 +44,9 @@ from migrate.store.planned import (
     mark_unsent,
     with_payloads,
 )
+
+if TYPE_CHECKING:  # `migrate status` imports this package: it must not import requests
+    from migrate.clients.procore import SyncResult
 
 #: Procore's limit of items per sync call.
 MAX_SYNC_ITEMS = 1000
@@ -114,7 +127,29 @@ class IssueCreator:
         Payloads are read batch by batch, so memory holds one batch of them at a time.
         """
         for batch in chunked(list(issues), self.ctx.options.batch_size):
-            self._batch(with_payloads(self.ctx.store, batch), previous, retry_round=False)
+            planned = with_payloads(self.ctx.store, batch)
+            if not self.ctx.readings.reuse_refused:
+                planned = self._found_in_flight(planned, previous)
+            if planned:
+                self._batch(planned, previous, retry_round=False)
+
+    def _found_in_flight(
+        self, batch: Sequence[PlannedIssue], previous: Mapping[str, MapRow]
+    ) -> list[PlannedIssue]:
+        """``batch`` less the rows a dead run left ``sent`` that Procore holds (recorded now).
+
+        Procore was not seen to refuse a reused uuid, so re-sending one might create it twice.
+        """
+        in_flight = [
+            issue
+            for issue in batch
+            if previous.get(issue.source_id) is not None
+            and previous[issue.source_id].state == "sent"
+        ]
+        if not in_flight:
+            return list(batch)
+        found = self._look_up(in_flight, previous, since=None, local_problem=True)
+        return [issue for issue in batch if issue.uuid not in found]
 
     def resolve_orphans(self, rows: Sequence[MapRow]) -> None:
         """Rows a dead run left ``sent`` whose plan has gone since (deleted at the source).
@@ -161,6 +196,8 @@ class IssueCreator:
             problem = None
             item = dict(issue.payload)
             item["uuid"] = issue.uuid
+            if "status" in item:  # a status create refuses goes out as open, then is moved
+                item["status"] = ctx.readings.create_status(item["status"])
             if issue.location_source_id:
                 location_id = ctx.location_ids.get(issue.location_source_id)
                 if location_id is None:
@@ -214,13 +251,15 @@ class IssueCreator:
                     and previous[issue.source_id].state == "sent"
                 },
             )
-        reply = ctx.client.sync_issues(ctx.project_id, items)
-        ctx.sync_sizes.append(len(items))
+        sent_items = items_by_uuid(items)
+        reply = self._send(batch_id, sent_at, sending, sent_items, previous, lost_answers=0)
+        if reply is None:
+            return
+        ctx.sync_sizes.append(len(sending))
         entities, errors = reply.entities, reply.errors
         taken: list[PlannedIssue] = []
         retry: list[PlannedIssue] = []
         answered: set[str] = set()
-        sent_items = items_by_uuid(items)
         with ctx.store.transaction():
             for entity in entities:
                 created = sending.get(str(entity.get("uuid") or "").lower())
@@ -254,7 +293,7 @@ class IssueCreator:
             missing = [issue for issue in sending.values() if issue.uuid not in answered]
             finish_batch(ctx.store, batch_id, entities=len(entities), errors=len(errors))
         if ctx.progress is not None:
-            ctx.progress.advance("coordination_issues", len(items) - len(retry))
+            ctx.progress.advance("coordination_issues", len(sending) - len(retry))
         if taken or missing:
             earliest = min(
                 [
@@ -278,6 +317,56 @@ class IssueCreator:
             )
         if retry:
             self._batch(retry, {}, retry_round=True)
+
+    def _send(
+        self,
+        batch_id: str,
+        sent_at: str,
+        sending: dict[str, PlannedIssue],
+        sent_items: Mapping[str, Mapping[str, Any]],
+        previous: Mapping[str, MapRow],
+        *,
+        lost_answers: int,
+    ) -> SyncResult | None:
+        """The sync answer for ``sending``; None when a lost answer was resolved by look-ups.
+
+        Where Procore refuses a reused uuid the HTTP layer may simply send again. Otherwise a
+        sync that may have been applied is looked up by uuid (recorded, and dropped from
+        ``sending``) and only the rest goes out again, as often and with the backoff the
+        retry policy gives any request.
+        """
+        ctx = self.ctx
+        items = [dict(sent_items[key]) for key in sending]
+        if ctx.readings.reuse_refused:
+            return ctx.client.sync_issues(ctx.project_id, items)
+        try:
+            return ctx.client.sync_issues(ctx.project_id, items, resend=False)
+        except TransportError:
+            # As often as the retry policy would have sent it again, with its backoff.
+            if lost_answers + 1 >= ctx.client.api.policy.max_attempts:
+                raise
+            ctx.client.api.back_off(lost_answers + 1, "sync answer lost")
+        found = self._look_up(
+            list(sending.values()),
+            previous,
+            since=sent_at,
+            batch_id=batch_id,
+            local_problem=True,
+            sent_items=sent_items,
+        )
+        for key in found:
+            sending.pop(key, None)
+        if not sending:
+            with ctx.store.transaction():
+                finish_batch(ctx.store, batch_id, entities=len(found), errors=0)
+            if ctx.progress is not None:
+                ctx.progress.advance("coordination_issues", len(found))
+            return None
+        if ctx.progress is not None and found:
+            ctx.progress.advance("coordination_issues", len(found))
+        return self._send(
+            batch_id, sent_at, sending, sent_items, previous, lost_answers=lost_answers + 1
+        )
 
     # -- outcomes ----------------------------------------------------------------------------
     def _loaded(
@@ -441,13 +530,15 @@ class IssueCreator:
                         if row is not None and row.state == "sent" and row.payload_hash
                         else issue.payload_hash
                     )
-                    sent = (sent_items or {}).get(key, {})
+                    sent = (sent_items or {}).get(key)
                     self._loaded(
                         issue,
                         entity,
                         batch_id,
                         payload_hash=first_hash,
-                        upload_uuids=sent.get("attachment_upload_uuids", []),
+                        upload_uuids=sent.get("attachment_upload_uuids", [])
+                        if sent is not None
+                        else ctx.uploader.upload_uuids(issue.attachment_ids),
                     )
                     ctx.count("created")
                 elif not local_problem:

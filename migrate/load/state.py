@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from migrate.contract import LoadReadings
 from migrate.ids import ENTITY_ISSUE
 from migrate.load.options import LoadOptions
 from migrate.load.uploads import Uploader
@@ -106,6 +107,8 @@ class LoadContext:
     sync_sizes: list[int] = field(default_factory=list)
     #: Source ids of issues this run created (or found already created), for the counts.
     loaded_now: set[str] = field(default_factory=set)
+    #: What the last preflight saw Procore do (uuid reuse, statuses): load follows it.
+    readings: LoadReadings = field(default_factory=LoadReadings)
 
     def count(self, kind: str, entity: str = ENTITY_ISSUE, n: int = 1) -> None:
         """Add to a per-entity counter (created, updated, status_changed, rejected …)."""

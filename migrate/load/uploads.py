@@ -155,6 +155,11 @@ class Uploader:
         """Uploads an issue create has consumed (call inside the batch's transaction)."""
         mark_referenced(self.store, self.project_id, upload_uuids)
 
+    def upload_uuids(self, attachment_ids: Iterable[str]) -> list[str]:
+        """The uploads recorded for these attachments: what a create sent by a run that died
+        before its answer referenced, if Procore holds that issue."""
+        return [row[2] for row in self._rows(list(attachment_ids)).values() if row[2]]
+
     def forget(self, attachment_ids: Iterable[str], reason: str) -> None:
         """Procore refused these uploads at create (expired, missing): make new ones next."""
         mark_failed(self.store, self.project_id, attachment_ids, reason)

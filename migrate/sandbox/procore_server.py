@@ -43,6 +43,14 @@ does not depend on leniency. The choices a client author should know about:
   :meth:`ProcoreApp.spike_window_tally` counts, per spike window, what was counted and what
   was refused, so tests judge a client by what the server saw rather than by wall time.
 - Unknown projects are 404; projects of another company are 403 (invisible).
+- Strict where the seeds speak: a JSON body needs ``Content-Type: application/json`` (415
+  otherwise; seeds 000/001 mark the header required); a create's status is open or closed
+  (seed 000: "Should be either open or closed"); a single update may set open,
+  ready_for_review or closed (procore-notes); an origin needs all four of its fields, the
+  deep link included (seed 000). Where they are silent the reading is a switch
+  (``uuid_reuse``, ``create_statuses``, ``update_statuses``, ``rate_windows``,
+  ``retry_after``), so `migrate sandbox serve --contract` can replay what a preflight saw
+  Procore do. Descriptions have no length limit: the seeds give none.
 - Unknown attributes in a create or update are errors, not silently dropped. ``uuid`` must be a
   canonical UUID (compared case-insensitively) and stays taken after the issue is deleted
   (Procore soft-deletes into a recycle bin). Sync updates may change only the eight fields of
@@ -131,6 +139,15 @@ CREATE_FIELDS = SYNC_UPDATABLE | {
     "coordination_issue_file_id",
 }
 SINGLE_UPDATABLE = SYNC_UPDATABLE | {"status"}
+#: Seed 000: a create's status "Should be either open or closed".
+CREATE_STATUSES = ("open", "closed")
+#: procore-notes: the statuses a single update may set (sync cannot change a status at all).
+UPDATE_STATUSES = ("open", "ready_for_review", "closed")
+#: What Procore does with a create whose uuid an issue already has: the docs do not say.
+#: ``refused``: a per-item error ``{"uuid": ["has already been taken"]}``; ``accepted``: a
+#: second issue with the same uuid; ``ignored``: nothing is created and nothing is said (the
+#: item is in neither ``entities`` nor ``errors``; a single create answers the existing issue).
+UUID_REUSE_READINGS = ("refused", "accepted", "ignored")
 ORIGIN_KEYS = ("origin_type", "origin_id", "title", "deep_link_url")
 MAX_SYNC_ITEMS = 1000
 MAX_TITLE_LENGTH = 80
@@ -156,6 +173,8 @@ _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Marks a create whose reused uuid is ignored (never stored).
+_IGNORED = "_uuid_reuse_ignored"
 
 DEFAULT_STATE: dict[str, Any] = {
     "company": {"id": 4100, "name": "Sandbox Builders"},
@@ -552,9 +571,25 @@ class ProcoreApp(App):
         inspection_response_repost: str = "refuse",
         inspection_closed_locked: bool = True,
         inspection_type_names: str = "unique",
+        uuid_reuse: str = "refused",
+        create_statuses: tuple[str, ...] = CREATE_STATUSES,
+        update_statuses: tuple[str, ...] = UPDATE_STATUSES,
+        require_json_content_type: bool = True,
         faults: Faults | None = None,
     ) -> None:
         super().__init__(faults)
+        if uuid_reuse not in UUID_REUSE_READINGS:
+            raise ValueError(f"uuid_reuse must be one of {UUID_REUSE_READINGS}, not {uuid_reuse!r}")
+        for statuses in (create_statuses, update_statuses):
+            unknown = sorted(set(statuses) - set(STATUSES))
+            if unknown:
+                raise ValueError(f"unknown coordination issue statuses {unknown}")
+        #: The readings where the documents are silent or loose (see the module docstring);
+        #: `migrate sandbox serve --contract` sets them to what a preflight observed.
+        self.uuid_reuse = uuid_reuse
+        self.create_statuses = tuple(create_statuses)
+        self.update_statuses = tuple(update_statuses)
+        self.require_json_content_type = require_json_content_type
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -680,6 +715,12 @@ class ProcoreApp(App):
             "/rest/v1.0/coordination_issues/{issue_id}",
             self._issue_update,
             "coordination_issues.update",
+        )
+        add(
+            "DELETE",
+            "/rest/v1.0/coordination_issues/{issue_id}",
+            self._issue_delete,
+            "coordination_issues.delete",
         )
         add(
             "GET",
@@ -949,8 +990,16 @@ class ProcoreApp(App):
             raise HTTPError(403, {"errors": "You do not have access to this project"})
         return project
 
-    @staticmethod
-    def _json_object(request: Request) -> dict[str, Any]:
+    def _json_object(self, request: Request) -> dict[str, Any]:
+        # Seeds 000 and 001: Content-Type is a required header, application/json.
+        if self.require_json_content_type and request.content_type != "application/json":
+            raise HTTPError(
+                415,
+                {
+                    "errors": "Content-Type must be application/json, not "
+                    f"{request.content_type or 'missing'}"
+                },
+            )
         body = request.json()
         if not isinstance(body, dict):
             raise HTTPError(400, {"errors": "request body must be a JSON object"})
@@ -1285,12 +1334,26 @@ class ProcoreApp(App):
                 changes["description"] = present["description"]
             else:
                 error("description", "must be a string")
+        if "status" in present and present["status"] in STATUSES:
+            allowed_statuses = self.create_statuses if mode == "create" else self.update_statuses
+            if mode == "sync_update":
+                pass  # refused above: sync cannot change a status
+            elif present["status"] not in allowed_statuses:
+                error(
+                    "status",
+                    f"cannot be {present['status']} "
+                    + ("at create" if mode == "create" else "through an update")
+                    + "; it must be one of "
+                    + ", ".join(allowed_statuses),
+                )
+            else:
+                changes["status"] = present["status"]
         for field, choices, nullable in (
             ("status", STATUSES, False),
             ("priority", PRIORITIES, True),
             ("issue_type", ISSUE_TYPES, True),
         ):
-            if field in present:
+            if field in present and not (field == "status" and present[field] in STATUSES):
                 value = present[field]
                 if (value is None and nullable) or value in choices:
                     changes[field] = value
@@ -1358,7 +1421,13 @@ class ProcoreApp(App):
             if not isinstance(raw_uuid, str) or not _UUID_RE.match(raw_uuid):
                 error("uuid", "is not a valid UUID")
             elif raw_uuid.lower() in self._taken_uuids[project_id]:
-                error("uuid", "has already been taken")
+                if self.uuid_reuse == "refused":
+                    error("uuid", "has already been taken")
+                elif self.uuid_reuse == "ignored":
+                    changes["uuid"] = raw_uuid.lower()
+                    changes[_IGNORED] = True
+                else:  # accepted: a second issue with the same uuid
+                    changes["uuid"] = raw_uuid.lower()
             else:
                 changes["uuid"] = raw_uuid.lower()
         origin = present.get("origin")
@@ -1498,6 +1567,14 @@ class ProcoreApp(App):
                 changed = True
         if changed:  # like Rails: an update that changes nothing keeps updated_at
             issue["updated_at"] = self.now()
+
+    def _issue_in_path(self, request: Request, project_id: int) -> dict[str, Any]:
+        """The issue ``{issue_id}`` names in this project (lock held); 404 otherwise."""
+        raw_id = request.path_params["issue_id"]
+        issue = self._find_issue(raw_id, project_id)
+        if issue is None:
+            raise HTTPError(404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"})
+        return issue
 
     def _find_issue(self, raw_id: Any, project_id: int) -> dict[str, Any] | None:
         issue_id = _as_int(raw_id)
@@ -1641,6 +1718,8 @@ class ProcoreApp(App):
                     if errors:
                         failures.append({**item, "errors": errors})
                         continue
+                    if changes.get(_IGNORED):
+                        continue  # uuid_reuse="ignored": no entity, no error
                     issue = self._create_issue(project["id"], changes)
                 entities.append(self._issue_json(issue, "extended", base))  # type: ignore[arg-type]
             return json_response({"entities": entities, "errors": failures})
@@ -1655,6 +1734,15 @@ class ProcoreApp(App):
             changes, errors = self._validate(project["id"], fields, "create")
             if errors:
                 raise HTTPError(422, {"errors": errors})
+            if changes.get(_IGNORED):  # uuid_reuse="ignored": the issue that has the uuid
+                existing = next(
+                    self._issues[i]
+                    for i in self._project_issues[project["id"]]
+                    if self._issues[i]["uuid"] == changes["uuid"]
+                )
+                return json_response(
+                    self._issue_json(existing, "extended", self._base_url(request))
+                )
             issue = self._create_issue(project["id"], changes)
             return json_response(self._issue_json(issue, "extended", self._base_url(request)), 201)
 
@@ -1662,12 +1750,7 @@ class ProcoreApp(App):
         view = self._view(request)
         with self.lock:
             project = self._project(request.param("project_id"))
-            raw_id = request.path_params["issue_id"]
-            issue = self._find_issue(raw_id, project["id"])
-            if issue is None:
-                raise HTTPError(
-                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
-                )
+            issue = self._issue_in_path(request, project["id"])
             return json_response(self._issue_json(issue, view, self._base_url(request)))
 
     def _issue_update(self, request: Request) -> Response:
@@ -1675,12 +1758,7 @@ class ProcoreApp(App):
         fields = body.get("coordination_issue")
         with self.lock:
             project = self._project(body.get("project_id", request.param("project_id")))
-            raw_id = request.path_params["issue_id"]
-            issue = self._find_issue(raw_id, project["id"])
-            if issue is None:
-                raise HTTPError(
-                    404, {"errors": f"Couldn't find CoordinationIssue with 'id'={raw_id}"}
-                )
+            issue = self._issue_in_path(request, project["id"])
             if not isinstance(fields, dict):
                 raise HTTPError(400, {"errors": {"coordination_issue": ["is missing"]}})
             changes, errors = self._validate(project["id"], fields, "update")
@@ -1688,6 +1766,15 @@ class ProcoreApp(App):
                 raise HTTPError(422, {"errors": errors})
             self._apply_update(issue, changes)
             return json_response(self._issue_json(issue, "extended", self._base_url(request)))
+
+    def _issue_delete(self, request: Request) -> Response:
+        """Into the recycle bin: gone from every answer, its uuid stays taken."""
+        with self.lock:
+            project = self._project(request.param("project_id"))
+            issue = self._issue_in_path(request, project["id"])
+            self._issues.pop(issue["id"])
+            self._project_issues[project["id"]].remove(issue["id"])
+        return Response(204, b"", {})
 
     def _issues_list(self, request: Request) -> Response:
         self._check_filters(request, ISSUE_FILTERS)
@@ -2037,17 +2124,24 @@ class ProcoreApp(App):
     def add_issue(self, project_id: int, **fields: Any) -> dict[str, Any]:
         """Create an issue as if someone made it in Procore; ``location_path`` is accepted too.
 
-        Validated like a create; raises ValueError listing the errors.
+        Validated like a create, but any status of seed 000 is allowed (a person in Procore's
+        web UI can set what the API create refuses); raises ValueError listing the errors.
         """
         with self.lock:
             path = fields.pop("location_path", None)
             if path is not None:
                 location, _ = self._find_or_create_path(int(project_id), list(path))
                 fields["location_id"] = location["id"]
+            status = fields.pop("status", None)
             changes, errors = self._validate(int(project_id), fields, "create")
+            if status is not None and status not in STATUSES:
+                errors["status"] = ["is not included in the list"]
             if errors:
                 raise ValueError(f"invalid coordination issue {fields!r}: {errors}")
-            return self._issue_snapshot(self._create_issue(int(project_id), changes))
+            issue = self._create_issue(int(project_id), changes)
+            if status is not None:
+                issue["status"] = status
+            return self._issue_snapshot(issue)
 
     def tamper_issue(self, issue_id: int, **fields: Any) -> dict[str, Any]:
         """Change stored fields directly, without validation, as a user editing in Procore."""
