@@ -229,6 +229,11 @@ def make_legacy(path: Path) -> None:
             "ALTER TABLE checklist_custom_field_values DROP COLUMN name; "
             # migration 9
             "DROP TABLE planned_inspections; DROP TABLE planned_inspection_templates; "
+            # migration 10
+            "DROP INDEX attachments_rendition_of; "
+            "ALTER TABLE attachments DROP COLUMN rendition_of; "
+            "ALTER TABLE attachments DROP COLUMN rendition_page; "
+            "DROP TABLE project_exports; DROP TABLE source_inventory; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )
