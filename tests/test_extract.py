@@ -29,7 +29,7 @@ from migrate.extract import issues as extract_issues
 from migrate.extract.listing import ListingNotWhole
 from migrate.sandbox.faults import FaultConfig, Faults
 from migrate.sandbox.field_server import FieldApp
-from migrate.sandbox.generator import GeneratedProject
+from migrate.sandbox.generator import GeneratedProject, derived_size, sha256_of_chunks
 from migrate.sandbox.httpbase import Request, Response, Route, RunningServer, json_response
 from migrate.settings import Secret, Settings, load_settings
 from migrate.store import BlobStore, get_run, open_store
@@ -321,9 +321,19 @@ def staged_counts(db_path: Path) -> dict[str, int]:
             ):
                 counts[f"{owner}_{name}"] = count(
                     f"SELECT count(*) FROM attachments WHERE container_type = '{container}' "
-                    f"AND kind = '{kind}' AND {live}"
+                    f"AND kind = '{kind}' AND rendition_of IS NULL AND {live}"
                 )
-        attachment = f"kind = 'Attachment' AND ({live_issue} OR {live_list} OR {live_item})"
+        counts["issue_signatures"] = count(
+            "SELECT count(*) FROM attachments WHERE kind = 'Signature' "
+            f"AND container_type = 'Issue' AND {live_issue}"
+        )
+        counts["composites"] = count(
+            f"SELECT count(*) FROM attachments WHERE rendition_of IS NOT NULL AND {live_issue}"
+        )
+        attachment = (
+            f"kind = 'Attachment' AND rendition_of IS NULL "
+            f"AND ({live_issue} OR {live_list} OR {live_item})"
+        )
         counts["attachments"] = count(f"SELECT count(*) FROM attachments WHERE {attachment}")
         counts["attachment_bytes"] = count(
             f"SELECT sum(size) FROM attachments WHERE state = 'stored' AND {attachment}"
@@ -348,10 +358,21 @@ def expected_blobs(project: GeneratedProject, app: FieldApp) -> dict[str, tuple[
             item["size"],
         )
 
+    def add_composites(item: dict[str, Any]) -> None:
+        blob_id = item.get("document_id") or item["id"]
+        for page in item.get("markup_pages") or ():
+            variant = f"composite:{page}"
+            size = derived_size(item["size"], variant)
+            chunks = project.attachment_chunks(blob_id, size, "image/jpeg", variant)
+            expected[f"{item['id']}:composite:{page}"] = (sha256_of_chunks(chunks), size)
+
     view = app._states[data.id].view()  # the current records, mutations included
     for record in view.scan(include_void=True):
         for item in record["attachments"]:
             add(item)
+            add_composites(item)
+        for signature in record.get("signatures", ()):
+            add(signature)
     for checklist in data.iter_checklists():
         if checklist["deleted"]:
             continue

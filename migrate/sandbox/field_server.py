@@ -26,6 +26,15 @@ Strictness, where the documentation is silent:
   ``I;200;Successful``.
 - ``binary_data`` (POST, or GET on the URLs retrieve hands out) streams with Content-Length;
   ``thumb``/``composite``/``vv`` renditions are smaller JPEGs derived from the same seed.
+- Markups (issue 15): about one issue photo or document in six is marked up on some pages.
+  ``composites`` lists only those pages by default; switch ``composites="every_page"`` lists
+  every page of every file and adds ``markup`` (the file's SVG strings, ``[]`` when none: it
+  does not say which page, so a client stages every page of a marked-up file).
+- Issue signature fields (display type ``signature``): the value is the id of the signature
+  it holds, and retrieve lists the issue's ``signatures`` as ``{type, id,
+  custom_field_definition_id, filename, original_url, created_by, created_at}`` (who signed
+  when), the shape of the seed's signature upload record plus the attachments' who/when;
+  switch ``issue_signatures="field_only"`` keeps the seed's retrieve keys exactly.
 
 Checklists (issue 14 point 5; readings where seed 003 shows no example):
 
@@ -83,6 +92,18 @@ PAGE_DEFAULT = 25
 #: ``default_to_all_issues`` (seed 003 does not say): "all" issues, or what a login's saved
 #: "default_filter" shows, modelled as every issue but one in three (by id).
 LISTING_DEFAULTS = ("all", "default_filter")
+#: Which pages ``composites`` lists (seed 003 shows the key, not when it is there):
+#: "marked_up", only the pages with a markup (no ``markup`` key, the seed's shape); or
+#: "every_page", every page of every file, with ``markup`` (the SVG strings, [] when none)
+#: telling which ones are marked up.
+COMPOSITE_READINGS = ("marked_up", "every_page")
+#: How the project export behaves: "ready" (finished before extract asks), "slow" (running
+#: for the first few status polls, then finished), "never" (running for ever).
+EXPORT_BEHAVIOURS = ("ready", "slow", "never")
+#: Whether retrieve lists an issue's ``signatures`` (get_object_issues says issues carry
+#: them; the retrieve example shows none): "listed", or "field_only" (the seed's keys exactly:
+#: only the signature field's value names the signature).
+ISSUE_SIGNATURE_READINGS = ("listed", "field_only")
 PAGE_MAX = 100
 RETRIEVE_MAX = 100
 STREAM_THRESHOLD = 4 * 1024 * 1024  # bodies above this are encoded twice rather than held
@@ -234,6 +255,8 @@ def _issue_counts(record: dict[str, Any]) -> Counter[str]:
         if item["type"] == "Attachment":
             counts["attachments"] += 1
             counts["attachment_bytes"] += item["size"]
+        counts["composites"] += len(item.get("markup_pages") or ())
+    counts["issue_signatures"] += len(record.get("signatures") or ())
     return counts
 
 
@@ -287,8 +310,27 @@ class FieldApp(App):
         ticket_max_seconds: float | None = None,
         faults: Faults | None = None,
         listing_default: str = "all",
+        composites: str = "marked_up",
+        export: str = "ready",
+        issue_signatures: str = "listed",
     ) -> None:
         super().__init__(faults)
+        if issue_signatures not in ISSUE_SIGNATURE_READINGS:
+            raise ValueError(
+                f"issue_signatures must be one of {', '.join(ISSUE_SIGNATURE_READINGS)}, "
+                f"not {issue_signatures!r}"
+            )
+        self.issue_signatures = issue_signatures
+        if composites not in COMPOSITE_READINGS:
+            raise ValueError(
+                f"composites must be one of {', '.join(COMPOSITE_READINGS)}, not {composites!r}"
+            )
+        if export not in EXPORT_BEHAVIOURS:
+            raise ValueError(
+                f"export must be one of {', '.join(EXPORT_BEHAVIOURS)}, not {export!r}"
+            )
+        self.composites = composites
+        self.export = export
         if listing_default not in LISTING_DEFAULTS:
             raise ValueError(
                 f"listing_default must be one of {', '.join(LISTING_DEFAULTS)}, "
@@ -651,7 +693,51 @@ class FieldApp(App):
             "attachments": [
                 self._render_attachment(request, data, item) for item in record["attachments"]
             ],
+            **self._signature_list(request, data, record),
         }
+
+    def _signature_list(
+        self, request: Request, data: FieldProjectData, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An issue's ``signatures`` as retrieve lists them (see ISSUE_SIGNATURE_READINGS)."""
+        if self.issue_signatures == "field_only":
+            return {}
+        return {
+            "signatures": [
+                {
+                    "type": "Signature",
+                    "id": signature["id"],
+                    "custom_field_definition_id": signature["custom_field_definition_id"],
+                    "filename": signature["filename"],
+                    "original_url": self._url(
+                        request, data, signature["id"], "Signature", "original"
+                    ),
+                    "created_by": signature["created_by"],
+                    "created_at": signature["created_at"],
+                }
+                for signature in record.get("signatures", ())
+            ]
+        }
+
+    def _composites(
+        self, request: Request, data: FieldProjectData, item: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``composites`` of a file (and ``markup`` where the reading gives it)."""
+        kind = item["type"]
+        marked = item.get("markup_pages") or []
+        if self.composites == "every_page":
+            pages: Iterable[int] = range(item.get("num_pages") or 1)
+        else:
+            pages = marked
+        shown: dict[str, Any] = {
+            "composites": [
+                {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
+                for p in pages
+            ]
+        }
+        if self.composites == "every_page":
+            shown["markup"] = list(item.get("markup") or [])
+        return shown
 
     def _render_attachment(
         self, request: Request, data: FieldProjectData, item: dict[str, Any]
@@ -660,17 +746,13 @@ class FieldApp(App):
         kind = item["type"]
         if kind == "UriReference":
             return {"type": kind, "path": item["path"], "name": item["name"], "id": item["id"]}
-        pages = range(item.get("num_pages") or 1)
         if kind == "DocumentReference":
             return {
                 "type": kind,
                 "num_pages": item["num_pages"],
                 "content_type": item["content_type"],
                 "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
-                "composites": [
-                    {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
-                    for p in pages
-                ],
+                **self._composites(request, data, item),
                 "original_url": self._url(request, data, item["id"], kind, "original"),
                 "id": item["id"],
             }
@@ -684,10 +766,7 @@ class FieldApp(App):
             "original_url": self._url(request, data, item["id"], kind, "original"),
             "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
             "num_pages": item["num_pages"],
-            "composites": [
-                {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
-                for p in pages
-            ],
+            **self._composites(request, data, item),
             "created_at": item["created_at"],
             "updated_at": item["updated_at"],
             "created_by": item["created_by"],
@@ -1083,6 +1162,8 @@ class FieldApp(App):
             "checklist_custom_field_values",
             "attachments",
             "attachment_bytes",
+            "issue_signatures",
+            "composites",
         )
         return {**{key: 0 for key in keys}, **{k: int(v) for k, v in counts.items()}}
 
@@ -1488,7 +1569,7 @@ def _find_object(view: _View, object_type: str, object_id: str) -> dict[str, Any
         wanted_type = "DocumentReference"
     if kind in ISSUE_OBJECT_KINDS:
         record = view.record(index)
-        candidates = record["attachments"] if record else []
+        candidates = record["attachments"] + record.get("signatures", []) if record else []
     elif kind in CHECKLIST_OBJECT_KINDS:
         if index >= view.data.checklist_count:
             return None

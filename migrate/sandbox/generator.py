@@ -112,6 +112,7 @@ KIND_CHECKLIST_COMMENT = 0x0000F3F7
 KIND_CHECKLIST_ATTACHMENT = 0x0000565A
 KIND_ITEM_ATTACHMENT = 0x0000A4E9
 KIND_SIGNATURE = 0x0000429F
+KIND_ISSUE_SIGNATURE = 0x0000429E  # signatures filling an issue's signature fields
 KIND_CF_VALUE = 0x00003B8E
 KIND_FILTER = 0x0000F117
 KIND_TEMPLATE_ITEM = 0x0000402A
@@ -119,7 +120,12 @@ KIND_TASK = 0x00007A5C
 KIND_EQUIPMENT = 0x0000E901
 
 #: Kinds of ids naming something attached to an issue, and to a checklist (or its items).
-ISSUE_OBJECT_KINDS = (KIND_ATTACHMENT, KIND_DOCUMENT_REFERENCE, KIND_URI_REFERENCE)
+ISSUE_OBJECT_KINDS = (
+    KIND_ATTACHMENT,
+    KIND_DOCUMENT_REFERENCE,
+    KIND_URI_REFERENCE,
+    KIND_ISSUE_SIGNATURE,
+)
 CHECKLIST_OBJECT_KINDS = (KIND_CHECKLIST_ATTACHMENT, KIND_ITEM_ATTACHMENT, KIND_SIGNATURE)
 #: Library document kind -> the kind of the reference that points at it (same slot and index).
 DOCUMENT_KINDS = {
@@ -792,9 +798,20 @@ class GeneratedFieldProject(FieldProjectData):
         }
         if self._awkward("duplicate_identifier", index):
             fields["f--identifier"] = self.issue(index - 1)["fields"]["f--identifier"]
+        signatures: list[dict[str, Any]] = []
         for cf_id in self.issue_custom_field_ids(type_id):
-            fields[cf_id] = self._custom_value(rng, self._cf_defs[cf_id], created)
+            definition = self._cf_defs[cf_id]
+            if definition["display_type"] == "signature":
+                # Own RNG: signature fields came later and must not move any other value.
+                signature = self._issue_signature(index, definition, created)
+                fields[cf_id] = signature["id"] if signature else None
+                signatures += [signature] if signature else []
+                continue
+            fields[cf_id] = self._custom_value(rng, definition, created)
 
+        attachments = self._attachments(rng, index, created, created_by)
+        for item in attachments:
+            self._mark_up(item)
         return {
             "id": issue_id,
             "project_id": self.id,
@@ -805,9 +822,53 @@ class GeneratedFieldProject(FieldProjectData):
             "updated_at": field_time(updated),
             "closed_at": history[-1]["start_dt"] if status == "Closed" else None,
             "comments": comments,
-            "attachments": self._attachments(rng, index, created, created_by),
+            "attachments": attachments,
+            "signatures": signatures,
             "history": history,
         }
+
+    def _issue_signature(
+        self, index: int, definition: dict[str, Any], created: datetime
+    ) -> dict[str, Any] | None:
+        """The signature filling one issue signature field, or None when it is unsigned.
+
+        The seed's type-scoped "Closing Authority" is signed on most issues of its type, the
+        common "Inspector sign-off" on about one issue in eight.
+        """
+        rng = random.Random(f"{self._key}:signature:{index}:{definition['custom_field_id']}")
+        share = 0.7 if definition["container_id"] else 0.12
+        if rng.random() >= share:
+            return None
+        moment = created + timedelta(hours=rng.randint(1, 24 * 20))
+        return {
+            "type": "Signature",
+            "id": self.make_id(KIND_ISSUE_SIGNATURE, definition["position"], index),
+            "custom_field_definition_id": definition["custom_field_id"],
+            "filename": "signature.png",
+            "content_type": "image/png",
+            "size": rng.randint(3_000, 12_000),
+            "created_by": rng.choice(self._emails),
+            "created_at": field_time(moment),
+        }
+
+    def _mark_up(self, item: dict[str, Any]) -> None:
+        """Give about one photo or document in six a markup on some pages (own RNG).
+
+        ``markup_pages`` lists the pages whose composite rendition shows a markup; the SVG
+        strings are what Field's upload call takes as ``markup``.
+        """
+        if item["type"] not in ("Attachment", "DocumentReference"):
+            return
+        rng = random.Random(f"{self._key}:markup:{item['id']}")
+        if rng.random() >= 0.16:
+            return
+        pages = item.get("num_pages") or 1
+        item["markup_pages"] = sorted(rng.sample(range(pages), rng.randint(1, min(2, pages))))
+        item["markup"] = [
+            f'<svg xmlns="http://www.w3.org/2000/svg"><line x1="{rng.randint(0, 400)}" '
+            f'y1="{rng.randint(0, 400)}" x2="{rng.randint(0, 400)}" y2="{rng.randint(0, 400)}" '
+            'stroke="red"/></svg>'
+        ]
 
     def _history(
         self, rng: random.Random, status: str, created: datetime
@@ -1510,6 +1571,10 @@ def _project_meta(
         ("Checklist", templates[0]["id"], "signature", "Superintendent signature", [], False),
         ("Checklist", templates[2]["id"], "signature", "Engineer of record signature", [], True),
         ("Checklist", templates[2]["id"], "signature", "Concrete foreman signature", [], False),
+        # Issue signature fields (seed 003 issues/fields: "Closing Authority" of a type's own
+        # fields); appended so every earlier definition keeps its id and position.
+        ("Issue", own_type["id"], "signature", "Closing Authority", [], False),
+        ("Issue", None, "signature", "Inspector sign-off", [], False),
     ]
     custom_fields = []
     for n, (container, container_id, shown, name, values, required) in enumerate(definitions):
