@@ -33,7 +33,15 @@
       "quarantine_open": 0,
       "running": [{"command": "load", "run_id": 4, "pid": 123}],  # live processes only
       "next_command": "migrate load",
-      "next_reason": "…one sentence…"
+      "next_reason": "…one sentence…",
+      "left_behind": {                                     # recorded by extract (issue 15)
+        "not_migrated": [{"family": "photos", "records": 70, "bytes": 6600000 or null,
+                          "kept_in": "the project export's files archive"}],
+        "project_export": [{"kind": "database", "state": "stored",  # or not_available, failed
+                            "sha256": "…" or null, "size": 2100 or null,
+                            "requested_at": "…", "finished_at": "…" or null,
+                            "reason": "…" or null}]
+      }
     }
 
 Entity states: ``extracted`` rows in the staging DB (Field areas for ``location``);
@@ -46,12 +54,15 @@ open quarantine rows. A missing staging DB is reported as empty and is not creat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from migrate.ids import ENTITY_LOCATION
+from migrate.report.inventory import LeftBehind, left_behind
+from migrate.report.inventory import status_json as inventory_json
+from migrate.report.inventory import status_lines as inventory_lines
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
 from migrate.store.planned import (
@@ -144,6 +155,8 @@ class StatusReport:
     running: list[dict[str, Any]]
     next_command: str
     next_reason: str
+    #: What is not migrated and the project export (report/inventory.py), as recorded.
+    left_behind: LeftBehind = field(default_factory=lambda: LeftBehind([], []))
 
     def to_json(self) -> dict[str, Any]:
         """The documented, versioned JSON form (schema_version 1)."""
@@ -171,6 +184,7 @@ class StatusReport:
             "running": [dict(run) for run in self.running],
             "next_command": self.next_command,
             "next_reason": self.next_reason,
+            "left_behind": inventory_json(self.left_behind),
         }
 
     def lines(self) -> list[str]:
@@ -240,6 +254,7 @@ class StatusReport:
             )
         if self.quarantine_open:
             out.append(f"Quarantine   {self.quarantine_open} open")
+        out.extend(inventory_lines(self.left_behind))
         out.append("")
         out.append(f"Next         {self.next_command}")
         out.append(f"             {self.next_reason}")
@@ -293,6 +308,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
         running=running,
         next_command=next_command,
         next_reason=reason,
+        left_behind=left_behind(store),
     )
 
 

@@ -118,6 +118,10 @@ KIND_FILTER = 0x0000F117
 KIND_TEMPLATE_ITEM = 0x0000402A
 KIND_TASK = 0x00007A5C
 KIND_EQUIPMENT = 0x0000E901
+# Families outside the pipeline (issue 15 point 5): counted by extract, kept by the export.
+KIND_PHOTO = 0x0000F070
+KIND_LIBRARY_FILE = 0x0000D0C3
+KIND_DAILY_UPDATE = 0x0000DA11
 
 #: Kinds of ids naming something attached to an issue, and to a checklist (or its items).
 ISSUE_OBJECT_KINDS = (
@@ -312,6 +316,12 @@ _DEFECTS = (
     "Light fixture not working",
     "Base cove adhesive failing",
     "Firestopping label missing",
+)
+_LIBRARY_FOLDERS = (
+    ("Architectural", ("Plans", "Elevations")),
+    ("Structural", ("Foundations",)),
+    ("MEP", ("Mechanical", "Electrical", "Plumbing")),
+    ("Closeout", ()),
 )
 _DETAILS = (
     "near column line C-4",
@@ -692,6 +702,78 @@ class FieldProjectData:
             for d in self.custom_fields
             if d["container_type"] == "Issue"
             and (d["container_id"] is None or d["container_id"] == issue_type_id)
+        ]
+
+    # -- families the pipeline does not migrate (issue 15 point 5) ------------------------
+    # Pure functions of (seed, project index, issue count), so a loaded dump serves the same.
+    def photos(self) -> list[dict[str, Any]]:
+        """Project photos (``/api/get_photos``): one for every four issues, plus thirty."""
+        rng = random.Random(f"{self.seed}:{self.index}:photos")
+        start = parse_field_time(self.meta["created_at"])
+        photos = []
+        for n in range(30 + self.issue_count // 4):
+            moment = start + timedelta(hours=n * 7 + rng.randint(0, 6))
+            photos.append(
+                {
+                    "id": self.make_id(KIND_PHOTO, 0, n),
+                    "filename": f"DSC_{n + 1:05d}.jpg",
+                    "content_type": "image/jpeg",
+                    "size": _file_size(rng),
+                    "width": 4032,
+                    "height": 3024,
+                    "caption": rng.choice(("", "", "progress", "level 2 east")),
+                    "tags": rng.choice(("", "progress", "site,weekly")),
+                    "created_at": field_time(moment),
+                    "updated_at": field_time(moment),
+                }
+            )
+        return photos
+
+    def library_folders(self) -> list[dict[str, Any]]:
+        """The document library's folders (``/api/library/all_folders``, the seed's shape)."""
+        paths = []
+        for top, subs in _LIBRARY_FOLDERS:
+            paths.append(top)
+            paths.extend(f"{top}/{sub}" for sub in subs)
+        return [{"path": path} for path in paths]
+
+    def library_files(self) -> list[dict[str, Any]]:
+        """Library documents (``/api/library/all_files``): latest revision's metadata each."""
+        rng = random.Random(f"{self.seed}:{self.index}:library")
+        folders = [f["path"] for f in self.library_folders()]
+        start = parse_field_time(self.meta["created_at"])
+        files = []
+        for n in range(20 + self.issue_count // 50):
+            folder = folders[n % len(folders)]
+            moment = start + timedelta(days=n % 400, minutes=rng.randint(0, 600))
+            files.append(
+                {
+                    "id": self.make_id(KIND_LIBRARY_FILE, 0, n),
+                    "filename": f"{folder.rsplit('/', 1)[-1][:3].upper()}-{100 + n} Rev.pdf",
+                    "directory": folder,
+                    "content_type": "application/pdf",
+                    "size": rng.randint(200_000, 60_000_000),
+                    "revision": rng.choice((0, 0, 1, 2)),
+                    "uploaded_at": field_time(moment),
+                }
+            )
+        return files
+
+    def daily_updates(self) -> list[dict[str, Any]]:
+        """Daily updates (``/api/v1/projects/:id/daily_updates``): one a week."""
+        rng = random.Random(f"{self.seed}:{self.index}:daily")
+        start = parse_field_time(self.meta["created_at"])
+        weeks = int((parse_field_time(self.as_of) - start).days // 7)
+        return [
+            {
+                "id": self.make_id(KIND_DAILY_UPDATE, 0, n),
+                "status": "Closed" if n < weeks - 1 else "Open",
+                "update_date": (start + timedelta(days=7 * n)).date().isoformat(),
+                "sections": {
+                    "summary": {"notes": rng.choice(("Framing level 2.", "Pour deck 3.", ""))}
+                },
+            }
+            for n in range(weeks)
         ]
 
 
