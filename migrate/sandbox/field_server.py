@@ -1333,6 +1333,19 @@ class FieldApp(App):
         )
         return {**{key: 0 for key in keys}, **{k: int(v) for k, v in counts.items()}}
 
+    def inventory_counts(self, project_id: str | None = None) -> dict[str, int]:
+        """Records of the families outside the pipeline (issue 15), as this simulator serves
+        them: what extract's inventory must count."""
+        data = self._states[project_id or self.project.main.id].data
+        return {
+            "photos": len(data.photos()),
+            "library_files": len(data.library_files()),
+            "library_folders": len(data.library_folders()),
+            "equipment": len(data.equipment),
+            "tasks": len(data.tasks),
+            "daily_updates": len(data.daily_updates()),
+        }
+
     def _locate(self, issue_id: str) -> tuple[_ProjectState, int, dict[str, Any]]:
         """(state, index, a private copy of the current record). Call with the lock held."""
         for state in self._states.values():
