@@ -949,7 +949,7 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(
                 one_value(
                     store,
                     "SELECT COUNT(*) FROM attachments WHERE kind = "
-                    "'Attachment' AND container_type = 'Issue'",
+                    "'Attachment' AND container_type = 'Issue' AND rendition_of IS NULL",
                 )
                 == live["issue_attachments"]
             )

@@ -90,7 +90,11 @@ class RecordingFieldApp(FieldApp):
                 "get_issues": request.param("offset"),
                 "checklists": request.param("offset"),
                 "issues_retrieve": request.param("ids"),
-                "binary_data": request.param("object_id"),
+                # A rendition counts as its own file, named like its attachments row.
+                "binary_data": request.param("object_id")
+                if request.param("image_type") in (None, "original")
+                else f"{request.param('object_id')}:{request.param('image_type')}:"
+                f"{request.param('page')}",
                 "checklist": request.path_params.get("checklist_id"),
             }.get(route.name, "")
             with self._asked_lock:
