@@ -153,7 +153,8 @@ def append_benchmarks(figures: dict[str, Any]) -> None:
         f"{figures['keep_every']}th issue plus all checklist files and capped at "
         f"{figures['cap'] // 1024} KiB: {figures['blobs']:,} files "
         f"({figures['attachments']:,} attachments, the rest signatures, marked-up "
-        f"renditions and document references), {figures['bytes'] / 1e6:,.0f} MB. Load average at the start: "
+        f"renditions and document references), {figures['bytes'] / 1e6:,.0f} MB. "
+        "Load average at the start: "
         f"{figures['load_average']:.1f} (the simulator's own work counts in the seconds).",
         "",
         "| run | records | Field calls | calls/record | lower bound/record | seconds "
