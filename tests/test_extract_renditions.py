@@ -179,3 +179,41 @@ def test_signatures_named_only_by_their_field_are_still_staged(
         assert row["caption"] is None
         sha256 = project.attachment_sha256(signature_id, signature["size"], "image/png")
         assert (row["state"], row["sha256"]) == ("stored", sha256)
+
+
+def test_marked_up_renditions_reach_the_procore_issue_beside_the_original(
+    tmp_path: Path,
+) -> None:
+    """Through transform and load unchanged: the composite is one more file of the issue."""
+    from migrate.demo import write_demo_config
+    from migrate.extract import extract_from_settings
+    from migrate.load import load_from_settings
+    from migrate.mappings import write_default_mappings
+    from migrate.sandbox.runner import Sandbox, SandboxOptions
+    from migrate.settings import load_settings
+    from migrate.transform import transform_from_settings
+
+    with Sandbox(SandboxOptions(issues=40, seed=11, procore_options={"spike_limit": 2000})) as box:
+        write_default_mappings(tmp_path / "mappings")
+        settings = load_settings(write_demo_config(tmp_path, box))
+        env = box.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        load_from_settings(settings, env)
+        issues = {
+            i["origin"]["origin_id"]: i
+            for i in box.procore_app.issues(box.procore_project_id)
+            if i.get("origin")
+        }
+    staged = _rows(
+        Path(settings.staging.path),
+        "SELECT c.container_id, c.filename, c.sha256, o.filename AS original, "
+        "o.sha256 AS original_sha256 FROM attachments c JOIN attachments o "
+        "ON o.id = c.rendition_of WHERE c.state = 'stored' AND c.container_type = 'Issue'",
+    )
+    loaded = [row for row in staged if row["container_id"] in issues]
+    assert loaded  # some marked-up file belongs to an issue Procore now has
+    for row in loaded:
+        files = {(a["name"], a["sha256"]) for a in issues[row["container_id"]]["attachments"]}
+        assert (row["filename"], row["sha256"]) in files
+        assert row["original_sha256"] in {sha256 for _, sha256 in files}
