@@ -25,13 +25,19 @@ def project() -> GeneratedProject:
     return GeneratedProject(seed=11, issues=160, checklists=4)
 
 
-def _rows(db: Path, sql: str) -> list[dict[str, Any]]:
+def rows(db: Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of ``sql`` as dicts."""
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
         return [dict(row) for row in conn.execute(sql)]
     finally:
         conn.close()
+
+
+def issue_signature_rows(db: Path) -> dict[str, dict[str, Any]]:
+    sql = "SELECT * FROM attachments WHERE kind = 'Signature' AND container_type = 'Issue'"
+    return {row["id"]: row for row in rows(db, sql)}
 
 
 def test_issue_signatures_are_staged_named_after_their_field_with_signer_and_time(
@@ -45,13 +51,7 @@ def test_issue_signatures_are_staged_named_after_their_field_with_signer_and_tim
     assert len(wanted) >= 5  # the generator signs enough issues to matter
     with serve(project) as app:
         extract(app, tmp_path)
-    staged = {
-        row["id"]: row
-        for row in _rows(
-            tmp_path / "staging.db",
-            "SELECT * FROM attachments WHERE kind = 'Signature' AND container_type = 'Issue'",
-        )
-    }
+    staged = issue_signature_rows(tmp_path / "staging.db")
     assert set(staged) == set(wanted)
     blobs = BlobStore(tmp_path / "blobs")
     for signature_id, (issue_id, signature) in wanted.items():
@@ -111,14 +111,14 @@ def test_marked_up_pages_are_staged_beside_the_original_with_the_composite_bytes
         extract(app, tmp_path)
     staged = {
         row["id"]: row
-        for row in _rows(
+        for row in rows(
             tmp_path / "staging.db", "SELECT * FROM attachments WHERE rendition_of IS NOT NULL"
         )
     }
     assert set(staged) == set(expected)
     originals = {
         row["id"]: row
-        for row in _rows(
+        for row in rows(
             tmp_path / "staging.db", "SELECT * FROM attachments WHERE rendition_of IS NULL"
         )
     }
@@ -147,11 +147,11 @@ def test_a_file_without_a_markup_gets_no_composite_row(
     with serve(project, composites="every_page") as app:
         extract(app, tmp_path)
     marked = {original for original, *_ in _expected_composites(project).values()}
-    rows = _rows(
+    found = rows(
         tmp_path / "staging.db",
         "SELECT DISTINCT rendition_of FROM attachments WHERE rendition_of IS NOT NULL",
     )
-    assert {row["rendition_of"] for row in rows} == marked
+    assert {row["rendition_of"] for row in found} == marked
 
 
 def test_signatures_named_only_by_their_field_are_still_staged(
@@ -164,13 +164,7 @@ def test_signatures_named_only_by_their_field_are_still_staged(
     wanted = {s["id"]: s for record in data.iter_issues() for s in record["signatures"]}
     with serve(project, issue_signatures="field_only") as app:
         extract(app, tmp_path)
-    staged = {
-        row["id"]: row
-        for row in _rows(
-            tmp_path / "staging.db",
-            "SELECT * FROM attachments WHERE kind = 'Signature' AND container_type = 'Issue'",
-        )
-    }
+    staged = issue_signature_rows(tmp_path / "staging.db")
     assert set(staged) == set(wanted)
     for signature_id, signature in wanted.items():
         row = staged[signature_id]
@@ -205,7 +199,7 @@ def test_marked_up_renditions_reach_the_procore_issue_beside_the_original(
             for i in box.procore_app.issues(box.procore_project_id)
             if i.get("origin")
         }
-    staged = _rows(
+    staged = rows(
         Path(settings.staging.path),
         "SELECT c.container_id, c.filename, c.sha256, o.filename AS original, "
         "o.sha256 AS original_sha256 FROM attachments c JOIN attachments o "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from migrate.sandbox.generator import GeneratedProject, iso_time, parse_field_ti
 from migrate.settings import Secret, load_settings
 from migrate.store import BlobStore, open_store
 from tests.test_extract import ENV, FAST, PASSWORD, USER, RecordingFieldApp, serve, write_config
+from tests.test_extract_renditions import rows
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +58,6 @@ def extract(
         session.logout()
         http.close()
         store.close()
-
-
-def rows(db: Path, sql: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
 
 
 def archives(db: Path) -> dict[str, dict[str, Any]]:

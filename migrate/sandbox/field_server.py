@@ -318,31 +318,15 @@ class FieldApp(App):
         issue_signatures: str = "listed",
     ) -> None:
         super().__init__(faults)
-        if issue_signatures not in ISSUE_SIGNATURE_READINGS:
-            raise ValueError(
-                f"issue_signatures must be one of {', '.join(ISSUE_SIGNATURE_READINGS)}, "
-                f"not {issue_signatures!r}"
-            )
-        self.issue_signatures = issue_signatures
-        if composites not in COMPOSITE_READINGS:
-            raise ValueError(
-                f"composites must be one of {', '.join(COMPOSITE_READINGS)}, not {composites!r}"
-            )
-        if export not in EXPORT_BEHAVIOURS:
-            raise ValueError(
-                f"export must be one of {', '.join(EXPORT_BEHAVIOURS)}, not {export!r}"
-            )
-        self.composites = composites
-        self.export = export
+        self.listing_default = _one_of("listing_default", listing_default, LISTING_DEFAULTS)
+        self.composites = _one_of("composites", composites, COMPOSITE_READINGS)
+        self.export = _one_of("export", export, EXPORT_BEHAVIOURS)
+        self.issue_signatures = _one_of(
+            "issue_signatures", issue_signatures, ISSUE_SIGNATURE_READINGS
+        )
         self.export_polls = 0
         self._export_cache: dict[tuple[str, str], bytes] = {}
-        if listing_default not in LISTING_DEFAULTS:
-            raise ValueError(
-                f"listing_default must be one of {', '.join(LISTING_DEFAULTS)}, "
-                f"not {listing_default!r}"
-            )
         self.project = project
-        self.listing_default = listing_default
         self.username = username
         self._password = password
         self.ticket_max_calls = ticket_max_calls
@@ -1509,6 +1493,13 @@ class FieldApp(App):
 
 
 # -- module helpers ---------------------------------------------------------------------------
+
+
+def _one_of(switch: str, value: str, readings: tuple[str, ...]) -> str:
+    """A simulator switch's value, checked against the readings it models."""
+    if value not in readings:
+        raise ValueError(f"{switch} must be one of {', '.join(readings)}, not {value!r}")
+    return value
 
 
 def _rich_content(request: Request) -> bool:
