@@ -70,12 +70,12 @@ class ReportResult:
     matched: int
     quarantined: int = 0
     online: bool = True
+    #: What is not migrated and where the project export keeps it (report/inventory.py).
+    left_behind: list[str] = field(default_factory=list)
     run_id: int | None = None
     checks_not_run: list[str] = field(default_factory=list)
     #: Requests to Procore by "METHOD /path" (None offline: Procore was not read).
     requests: Mapping[str, int] | None = None
-    #: What is not migrated and where the project export keeps it (report/inventory.py).
-    left_behind: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -117,9 +117,9 @@ class ReportResult:
             ]
         else:
             lines = [f"Offline report (Procore not read); {self.quarantined} records quarantined."]
-        lines.extend(self.left_behind)
         if self.checks_not_run:
             lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
+        lines.extend(self.left_behind)
         lines.append(f"Report: {self.path_html}")
         lines.append("CSV: " + ", ".join(str(p) for p in self.csv_paths.values()))
         return lines
@@ -173,12 +173,9 @@ def run(
 ) -> ReportResult:
     """Read Procore through ``client`` (None: offline), reconcile, write the files; the run is
     recorded (see ``store.runs.recorded_run``) with the requests it made."""
+    from migrate.report import inventory as left_behind
     from migrate.report.files import prepare_report_dir
     from migrate.report.html import render_report
-    from migrate.report.inventory import SECTION_HEADING as LEFT_BEHIND_HEADING
-    from migrate.report.inventory import left_behind
-    from migrate.report.inventory import report_section as left_behind_section
-    from migrate.report.inventory import status_lines as left_behind_lines
     from migrate.report.reconcile import fetch_target, reconcile
     from migrate.store.db import utc_now
     from migrate.store.runs import RunFigures, recorded_run
@@ -204,13 +201,13 @@ def run(
         prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))
         csv_paths = _write_csvs(store, rec, out_dir)
         html_path = out_dir / HTML_NAME
-        found = left_behind(store)
+        found = left_behind.left_behind(store)
         html_text = render_report(
             rec,
             title=f"Migration report: BIM 360 Field → Procore project {project_id}",
             generated_at=utc_now(),
             csv_files={key: path.name for key, path in csv_paths.items()},
-            extra_sections=[(LEFT_BEHIND_HEADING, left_behind_section(found))],
+            extra_sections=[(left_behind.SECTION_HEADING, left_behind.report_section(found))],
         )
         _write_text(html_path, html_text)
         result = ReportResult(
@@ -222,10 +219,10 @@ def run(
             matched=rec.matched,
             quarantined=rec.quarantined,
             online=rec.online,
+            left_behind=left_behind.status_lines(found),
             run_id=recorded.id,
             checks_not_run=[c.name for c in rec.checks if not c.ran],
             requests=requests_since(),
-            left_behind=left_behind_lines(found),
         )
         recorded.succeed(result)
     return result
