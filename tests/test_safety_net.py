@@ -209,8 +209,9 @@ def test_status_and_report_say_what_is_not_migrated_and_where_the_export_keeps_i
 ) -> None:
     data = project.main
     with serve(project) as app:
-        extract(app, tmp_path)
+        extracted = extract(app, tmp_path)
     photos, files = data.photos(), data.library_files()
+    assert f"Not migrated: {len(photos)} photos (" in "\n".join(extracted.summary_lines())
     with open_store(tmp_path / "staging.db") as store:
         status = build_status(store, None)
         lines = status.lines()

@@ -31,6 +31,7 @@ from migrate.extract.state import (
     build_result,
     requests_delta,
 )
+from migrate.report.inventory import left_behind, status_lines
 from migrate.results import ExtractResult, NoProgress, Progress
 from migrate.runlog import RunLog
 from migrate.settings import DEFAULT_CONFIG_NAME, Settings
@@ -145,7 +146,7 @@ def run(
             _end_pass(store)
         except (TransportError, ApiError) as exc:
             raise StageFailed(STAGE, str(exc), partial=result(completed=False)) from exc
-        final = result(completed=True)
+        final = replace(result(completed=True), left_behind=tuple(status_lines(left_behind(store))))
         ctx.note(
             "finished",
             counts={
