@@ -245,3 +245,36 @@ def test_status_names_an_export_that_is_not_available_and_why(
     with open_store(tmp_path / "staging.db") as store:
         text = "\n".join(build_status(store, None).lines())
     assert "project export not available (database, files): the project export was still " in text
+
+
+# -- the simulator's readings ------------------------------------------------------------------
+
+
+def test_the_simulator_serves_the_seed_shapes_and_its_strict_readings(
+    project: GeneratedProject,
+) -> None:
+    """Export status and latest export in seed 003's shapes; get_photos without limit and
+    offset refused; daily updates without ``filter`` only the login's own."""
+    from migrate.errors import ApiError
+
+    with serve(project, export="ready") as app:
+        http = HttpClient(app.url, policy=FAST, pool_size=1, secrets=[PASSWORD])
+        session = FieldSession(http, Secret(USER), Secret(PASSWORD), project_id=project.main.id)
+        try:
+            pid = project.main.id
+            status = session.json("GET", f"/api/project_export_status/{pid}")
+            assert set(status) == {"export_running", "last_export_at", "last_export_succeeded"}
+            assert status["export_running"] is False and status["last_export_succeeded"] is True
+            latest = session.json("GET", f"/api/latest_project_export/{pid}")
+            assert [entry["type"] for entry in latest] == ["database", "files"]
+            assert all(set(entry) == {"type", "url"} for entry in latest)
+            with pytest.raises(ApiError) as refused:
+                session.project_call("POST", "/api/get_photos")
+            assert refused.value.status == 400
+            path = f"/api/v1/projects/{pid}/daily_updates"
+            everyone = session.json("GET", path, {"filter": "all"})
+            own = session.json("GET", path)
+            assert len(everyone) == len(project.main.daily_updates()) > len(own) > 0
+        finally:
+            session.logout()
+            http.close()
