@@ -278,3 +278,14 @@ def test_the_simulator_serves_the_seed_shapes_and_its_strict_readings(
         finally:
             session.logout()
             http.close()
+
+
+def test_status_says_the_export_was_not_fetched_after_no_export(
+    project: GeneratedProject, tmp_path: Path
+) -> None:
+    with serve(project) as app:
+        extract(app, tmp_path, project_export=False)
+    with open_store(tmp_path / "staging.db") as store:
+        text = "\n".join(build_status(store, None).lines())
+    assert "Not migrated: " in text
+    assert "kept only in BIM 360 Field: its project export was not fetched" in text

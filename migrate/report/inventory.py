@@ -63,7 +63,10 @@ def family_text(row: InventoryRow) -> str:
 def export_text(found: LeftBehind) -> str:
     """Where the export stands, in one sentence."""
     if not found.archives:
-        return "BIM 360 Field's project export was not fetched (`migrate extract --no-export`?)"
+        return (
+            "kept only in BIM 360 Field: its project export was not fetched "
+            "(--no-export, or [source] project_export = false)"
+        )
     if found.stored and len(found.stored) == len(found.archives):
         archives = ", ".join(
             f"{a.kind} archive ({size_text(a.size or 0)}, sha256 {(a.sha256 or '')[:12]})"
@@ -76,7 +79,10 @@ def export_text(found: LeftBehind) -> str:
     )
     reasons = "; ".join(dict.fromkeys(a.reason or a.state for a in missing))
     kinds = ", ".join(a.kind for a in missing)
-    return f"project export not available ({kinds}): {reasons}{kept}"
+    return (
+        f"project export not available ({kinds}): {reasons}{kept}; what it would keep is "
+        "only in BIM 360 Field"
+    )
 
 
 def status_lines(found: LeftBehind) -> list[str]:
