@@ -34,6 +34,8 @@ class DemoResult:
             f"{len(self.report.mismatches)} mismatches, {len(self.report.missing)} missing, "
             f"{len(self.report.orphans)} orphans"
         )
+        # Checklists → inspections: how many were migrated and how many match field by field.
+        lines.append(self.report.inspection_line())
         lines.append(f"Report: {self.report.path_html}")
         lines.append(f"Staging DB: {self.workdir / 'staging.db'}  (config {self.config_path})")
         return lines

@@ -137,6 +137,14 @@ class ServiceUnavailable(TransportError):
     """
 
 
+class AnswerLost(TransportError):
+    """A write that must not be sent twice went out, and no answer came back.
+
+    The service may have applied it. It is not sent again blindly (``replay=False``): the
+    caller looks for what it created first.
+    """
+
+
 class IncompleteBody(TransportError):
     """A response body ended before its Content-Length: retry the whole download.
 

@@ -43,6 +43,12 @@ PROCORE_ISSUE_TYPES = (
 SKIP = "skip"
 NO_PRIORITY = "(none)"
 ANY = "*"
+#: Procore inspection statuses (OAS enum of checklist list ``status``).
+PROCORE_INSPECTION_STATUSES = ("open", "in_review", "closed")
+#: Procore response ``corresponding_status`` values (OAS enum of item response sets).
+PROCORE_RESPONSE_STATUSES = ("yes", "no", "n/a")
+#: In inspection_types.csv: keep the BIM 360 Field checklist type's own name.
+SAME_NAME = "*"
 
 FIELD_TARGETS = ("title_template", "description", "due_date", "assignee", "trade", "footer", "drop")
 # Targets that at most one field can fill.
@@ -82,7 +88,16 @@ _IMPLICIT_TARGETS = {"f--priority": "priority"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 REQUIRED_FILES = ("status.csv", "priority.csv", "issue_types.csv", "fields.csv")
-OPTIONAL_FILES = ("users.csv", "locations.csv")
+#: May be missing: an absent optional file counts as its default (DEFAULT_FILES), so a mapping
+#: folder written before a file existed keeps working.
+OPTIONAL_FILES = (
+    "users.csv",
+    "locations.csv",
+    "inspection_types.csv",
+    "inspection_statuses.csv",
+    "responses.csv",
+    "trades.csv",
+)
 
 DEFAULT_FILES: dict[str, str] = {
     "status.csv": """\
@@ -115,9 +130,18 @@ Critical,critical
 # The most specific row wins: category and type / category and * / * and type / * and *.
 # procore_issue_type: building_code / existing_condition / clash / other / coordination /
 # constructability / client_feedback / requirement_change / design_review
+# Field's standard categories: work found incomplete or faulty (Punch List, Work List,
+# Commissioning) is constructability; conformance to specification, code and safety rules
+# (QA/QC, Safety) is building_code. `migrate plan` warns when most issues end up as other.
 category,type,procore_issue_type
 Coordination,*,coordination
 Design,*,design_review
+Clash,*,clash
+Punch List,*,constructability
+Work List,*,constructability
+Commissioning,*,constructability
+QA/QC,*,building_code
+Safety,*,building_code
 *,Clash,clash
 *,Code Violation,building_code
 *,Existing Condition,existing_condition
@@ -138,6 +162,12 @@ field_email,procore
 # Bldg A>Level 1 into North Building>Level 1.
 field_path,procore_path
 """,
+    "trades.csv": """\
+# Optional. The BIM 360 Field value of the field fields.csv sends to trade -> Procore trade
+# name (one of the company's trades). Values without a row are matched to the trades by
+# name ignoring letter case; a value that matches none stays in the description.
+field_trade,procore_trade
+""",
     "fields.csv": """\
 # Where BIM 360 Field fields go in Procore.
 # field: a standard field id (f--...) / a custom field id (cf--...) / a custom field name.
@@ -150,6 +180,45 @@ field,target
 f--description,description
 f--due_date,due_date
 f--assigned_to,assignee
+""",
+    "inspection_types.csv": """\
+# BIM 360 Field checklist type -> Procore inspection type (created in Procore when missing).
+# field_checklist_type: a Field checklist type, * for any other type, or empty for checklists
+# without a type. procore_inspection_type: the type's name in Procore, or * to keep the Field
+# type's own name. Letter case and extra spaces are ignored.
+field_checklist_type,procore_inspection_type
+,Inspection
+*,*
+""",
+    "inspection_statuses.csv": """\
+# BIM 360 Field checklist status -> Procore inspection status: open / in_review / closed
+# or skip (the checklist is not migrated; the plan counts it as skipped by mapping).
+# Letter case is ignored; a row with an empty field_status is for checklists without one.
+field_status,procore_status
+Open,open
+In Progress,open
+Closed,closed
+""",
+    "responses.csv": """\
+# BIM 360 Field checklist answer -> the status it gives a Procore inspection item:
+# yes (conforming) / no (deficient) / n/a (not applicable). Letter case is ignored.
+# A drop-down or single-select item whose every answer has a row here, with one answer for
+# each status it uses and both a yes and a no (+ / - / N/A, Yes / No / N/A), becomes a Procore
+# conforming / deficient / not applicable item. Any other such item, and every checkbox,
+# becomes a multiple-choice item: its answers take their status from here, else from BIM 360
+# Field's own conforming flag for that answer, else yes.
+field_response,corresponding_status
++,yes
+-,no
+N/A,n/a
+NA,n/a
+Yes,yes
+No,no
+Pass,yes
+Fail,no
+OK,yes
+Checked,yes
+Not checked,no
 """,
 }
 
@@ -249,6 +318,63 @@ class AssigneeDirectory:
         return None, "is not among the project's coordination-issue assignees in Procore"
 
 
+class TradeDirectory:
+    """Procore's trades of the company (the available ones), indexed by name ignoring case."""
+
+    def __init__(self, trades: Iterable[Mapping[str, Any]]) -> None:
+        self.ids: set[int] = set()
+        self._by_name: dict[str, list[int]] = {}
+        for trade in trades:
+            try:
+                trade_id = int(trade["id"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.ids.add(trade_id)
+            name = _key(trade.get("name"))
+            if name:
+                self._by_name.setdefault(name, []).append(trade_id)
+
+    def find(self, name: str) -> tuple[int | None, str]:
+        """(id, "") for the one trade of that name, else (None, why not)."""
+        matches = sorted(self._by_name.get(_key(name), ()))
+        if len(matches) == 1:
+            return matches[0], ""
+        if matches:
+            return None, f"matches several Procore trades ({', '.join(map(str, matches))})"
+        return None, "is not among the company's Procore trades"
+
+
+class FieldUsers:
+    """The staged BIM 360 Field users, to read an assignee value written as a user id or a
+    display name ("First Last") as that user's email. Ids and names compare ignoring case."""
+
+    def __init__(self, users: Iterable[Mapping[str, Any]]) -> None:
+        self._by_id: dict[str, str] = {}
+        self._by_name: dict[str, list[str]] = {}
+        for user in users:
+            email = _clean(user.get("email"))
+            if not email:
+                continue
+            if user.get("id"):
+                self._by_id[_key(user["id"])] = email
+            name = _key(f"{_clean(user.get('first_name'))} {_clean(user.get('last_name'))}")
+            if name:
+                self._by_name.setdefault(name, []).append(email)
+
+    def email_for(self, value: str) -> tuple[str | None, str]:
+        """(the user's email, "") for a Field user id or unique display name, else (None, why)."""
+        key = _key(value)
+        email = self._by_id.get(key)
+        if email is not None:
+            return email, ""
+        emails = sorted(set(self._by_name.get(key, ())), key=str.casefold)
+        if len(emails) == 1:
+            return emails[0], ""
+        if emails:
+            return None, f"names several BIM 360 Field users ({', '.join(emails)})"
+        return None, "is not the email, id or name of a staged BIM 360 Field user"
+
+
 @dataclass(frozen=True)
 class Mappings:
     """Validated mapping files. Keys are compared ignoring letter case and extra spaces."""
@@ -260,6 +386,14 @@ class Mappings:
     users: Mapping[str, str] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     fields: FieldMap = field(default_factory=FieldMap)
+    #: inspection_types.csv: checklist type key ("" = none, * = any other) → name or SAME_NAME.
+    inspection_types: Mapping[str, str] = field(default_factory=dict)
+    #: inspection_statuses.csv: checklist status key → open / in_review / closed / skip.
+    inspection_statuses: Mapping[str, str] = field(default_factory=dict)
+    #: responses.csv: answer key → yes / no / n/a.
+    responses: Mapping[str, str] = field(default_factory=dict)
+    #: trades.csv: Field value (key) -> Procore trade name.
+    trades: Mapping[str, str] = field(default_factory=dict)
 
     def file(self, name: str) -> str:
         """How hints name a mapping file, e.g. ``mappings/status.csv``.
@@ -279,6 +413,46 @@ class Mappings:
         return Lookup(
             None, f"add a row for status '{_clean(field_status)}' to {self.file('status.csv')}"
         )
+
+    def inspection_status_for(self, field_status: str | None) -> Lookup:
+        """Procore inspection status, ``skip``, or None with a hint for an unmapped status."""
+        key = _key(field_status)
+        if key in self.inspection_statuses:
+            return Lookup(self.inspection_statuses[key])
+        where = self.file("inspection_statuses.csv")
+        if not key:
+            return Lookup(
+                None,
+                f"the checklist has no status; add a row with an empty field_status to {where}",
+            )
+        return Lookup(None, f"add a row for checklist status '{_clean(field_status)}' to {where}")
+
+    def inspection_type_for(self, checklist_type: str | None) -> Lookup:
+        """Procore inspection type name for a Field checklist type (exact row, then *)."""
+        key = _key(checklist_type)
+        target = self.inspection_types.get(key)
+        if target is None and key:
+            target = self.inspection_types.get(ANY)
+        if target == SAME_NAME:
+            return Lookup(_clean(checklist_type))
+        if target is not None:
+            return Lookup(target)
+        where = self.file("inspection_types.csv")
+        if not key:
+            return Lookup(
+                None,
+                "the checklist has no checklist type; add a row with an empty "
+                f"field_checklist_type to {where}",
+            )
+        return Lookup(
+            None,
+            f"add a row for checklist type '{_clean(checklist_type)}' (or a default row *,*) "
+            f"to {where}",
+        )
+
+    def response_status_for(self, answer: str | None) -> str | None:
+        """yes / no / n/a for a checklist answer listed in responses.csv; None when unlisted."""
+        return self.responses.get(_key(answer))
 
     def priority_for(self, field_priority: str | None) -> Lookup:
         """Procore priority, or None: with no hint none is sent, with a hint it is unmapped."""
@@ -336,38 +510,70 @@ class Mappings:
 
     def resolve_assignee(
         self,
-        field_email: str | None,
+        field_value: str | None,
         assignees: AssigneeDirectory | Iterable[Mapping[str, Any]],
+        field_users: FieldUsers | None = None,
     ) -> tuple[int | None, str]:
-        """(Procore assignee id, "") or (None, note explaining why the email cannot be used).
+        """(Procore assignee id, "") or (None, note explaining why the value cannot be used).
 
-        No email gives (None, ""). The caller applies the unresolved-assignee policy to a note.
-        Pass an `AssigneeDirectory` built once per run: building it from a list costs a pass.
+        The value is what Field's assignee field holds: an email, or (display type
+        ``user_id``) a Field user's id, or a display name; the last two are read as that
+        user's email through `field_users`. No value gives (None, ""). Every note starts with
+        the value as Field gave it, so the footer keeps it. The caller applies the
+        unresolved-assignee policy to a note. Pass an `AssigneeDirectory` built once per run:
+        building it from a list costs a pass.
         """
-        email = _clean(field_email)
-        if not email:
+        value = _clean(field_value)
+        if not value:
             return None, ""
         directory = (
             assignees if isinstance(assignees, AssigneeDirectory) else AssigneeDirectory(assignees)
         )
         users_file = self.file("users.csv")
+        email, shown = value, value
+        if not _EMAIL.match(value) and field_users is not None:
+            found, why = field_users.email_for(value)
+            if found is None:
+                return None, f"{value} {why}"
+            email, shown = found, f"{value} ({found})"
         target = self.users.get(email.casefold())
         if target is None:
             person_id, why = directory.find(email)
             if person_id is not None:
                 return person_id, ""
-            return None, f"{email} {why}; add a row for '{email}' to {users_file}"
+            return None, f"{shown} {why}; add a row for '{email}' to {users_file}"
         if target.isdigit():
             if int(target) in directory.ids:
                 return int(target), ""
             return None, (
-                f"{email} is mapped to Procore user {target} in {users_file}, who is not among "
+                f"{shown} is mapped to Procore user {target} in {users_file}, who is not among "
                 "the project's coordination-issue assignees in Procore"
             )
         person_id, why = directory.find(target)
         if person_id is not None:
             return person_id, ""
-        return None, f"{email} is mapped to {target} in {users_file}, which {why}"
+        return None, f"{shown} is mapped to {target} in {users_file}, which {why}"
+
+    def resolve_trade(self, value: str | None, trades: TradeDirectory) -> tuple[int | None, str]:
+        """(Procore trade id, "") or (None, why the value names no trade); no value: (None, "").
+
+        A trades.csv row names the Procore trade for a Field value; without one the value
+        itself is the name. Names compare ignoring letter case and extra spaces.
+        """
+        shown = _clean(value)
+        if not shown:
+            return None, ""
+        trades_file = self.file("trades.csv")
+        name = self.trades.get(_key(shown))
+        if name is None:
+            trade_id, why = trades.find(shown)
+            if trade_id is not None:
+                return trade_id, ""
+            return None, f"{why}; add a row for '{shown}' to {trades_file}"
+        trade_id, why = trades.find(name)
+        if trade_id is not None:
+            return trade_id, ""
+        return None, f"mapped to '{name}' in {trades_file}, which {why}"
 
 
 # -- record helpers shared with transform ------------------------------------------------
@@ -467,7 +673,8 @@ def load_mappings(directory: str | os.PathLike[str]) -> Mappings:
                 problems.append(
                     f"{where}: not found (required; `migrate init` writes the default files)."
                 )
-            texts[name] = None
+            # An absent optional file counts as its default (see OPTIONAL_FILES).
+            texts[name] = DEFAULT_FILES.get(name) if name in OPTIONAL_FILES else None
             continue
         try:
             texts[name] = path.read_bytes().decode("utf-8-sig")
@@ -513,6 +720,25 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
         return _parse_csv(text, _join_display(shown, name), columns, problems)
 
     statuses = _load_statuses(rows("status.csv", ("field_status", "procore_status")), problems)
+    inspection_statuses = _load_value_map(
+        rows("inspection_statuses.csv", ("field_status", "procore_status")),
+        ("field_status", "procore_status"),
+        (*PROCORE_INSPECTION_STATUSES, SKIP),
+        "Procore inspection status",
+        problems,
+        empty_source=True,
+    )
+    inspection_types = _load_inspection_types(
+        rows("inspection_types.csv", ("field_checklist_type", "procore_inspection_type")),
+        problems,
+    )
+    responses = _load_value_map(
+        rows("responses.csv", ("field_response", "corresponding_status")),
+        ("field_response", "corresponding_status"),
+        PROCORE_RESPONSE_STATUSES,
+        "Procore response status",
+        problems,
+    )
     priorities = _load_priorities(
         rows("priority.csv", ("field_priority", "procore_priority")), problems
     )
@@ -521,6 +747,7 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
     )
     users = _load_users(rows("users.csv", ("field_email", "procore")), problems)
     locations = _load_locations(rows("locations.csv", ("field_path", "procore_path")), problems)
+    trades = _load_trades(rows("trades.csv", ("field_trade", "procore_trade")), problems)
     field_map = _load_fields(rows("fields.csv", ("field", "target")), problems)
     if problems:
         raise MappingError(problems)
@@ -532,6 +759,10 @@ def _build(shown: str, texts: Mapping[str, str | None], problems: list[str]) -> 
         users=users,
         locations=locations,
         fields=field_map,
+        inspection_types=inspection_types,
+        inspection_statuses=inspection_statuses,
+        responses=responses,
+        trades=trades,
     )
 
 
@@ -617,24 +848,70 @@ def _check_duplicate(
 
 
 def _load_statuses(rows: list[_Row], problems: list[str]) -> dict[str, str]:
-    allowed = (*PROCORE_STATUSES, SKIP)
+    return _load_value_map(
+        rows,
+        ("field_status", "procore_status"),
+        (*PROCORE_STATUSES, SKIP),
+        "Procore status",
+        problems,
+    )
+
+
+def _load_value_map(
+    rows: list[_Row],
+    columns: tuple[str, str],
+    allowed: tuple[str, ...],
+    what: str,
+    problems: list[str],
+    *,
+    empty_source: bool = False,
+) -> dict[str, str]:
+    """A two-column file whose target is one of `allowed` (status.csv and its like).
+
+    `empty_source` allows a row with an empty source value (for records without one).
+    """
+    source_column, target_column = columns
     result: dict[str, str] = {}
     seen: dict[Any, _Row] = {}
     for row in rows:
-        source, target = row.values["field_status"], row.values["procore_status"]
-        if not source:
-            problems.append(f"{row.where}: field_status is empty.")
+        source, target = row.values[source_column], row.values[target_column]
+        if not source and not empty_source:
+            problems.append(f"{row.where}: {source_column} is empty.")
             continue
-        if _check_duplicate(seen, _key(source), row, "field_status", f'"{source}"', problems):
+        if _check_duplicate(seen, _key(source), row, source_column, f'"{source}"', problems):
             continue
         if not target:
-            problems.append(f'{row.where}: "{source}" has no procore_status {_allowed(allowed)}.')
+            problems.append(f'{row.where}: "{source}" has no {target_column} {_allowed(allowed)}.')
         elif target.lower() not in allowed:
             problems.append(
-                f'{row.where}: "{source}" → "{target}" is not a Procore status {_allowed(allowed)}.'
+                f'{row.where}: "{source}" → "{target}" is not a {what} {_allowed(allowed)}.'
             )
         else:
             result[_key(source)] = target.lower()
+    return result
+
+
+def _load_inspection_types(rows: list[_Row], problems: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    seen: dict[Any, _Row] = {}
+    for row in rows:
+        source = row.values["field_checklist_type"]
+        target = " ".join(row.values["procore_inspection_type"].split())
+        shown = f'"{source}"'
+        if _check_duplicate(seen, _key(source), row, "field_checklist_type", shown, problems):
+            continue
+        if not target:
+            problems.append(
+                f"{row.where}: {shown} has no procore_inspection_type (a name, or * to keep "
+                "the BIM 360 Field type's name)."
+            )
+        elif target == SAME_NAME and not source:
+            problems.append(
+                f"{row.where}: checklists without a type have no name to keep; write the "
+                "procore_inspection_type to give them."
+            )
+        else:
+            result[_key(source)] = target
     return result
 
 
@@ -737,6 +1014,23 @@ def _load_locations(
             )
         else:
             result[key] = tuple(split_path(target))
+    return result
+
+
+def _load_trades(rows: list[_Row], problems: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    seen: dict[Any, _Row] = {}
+    for row in rows:
+        source, target = row.values["field_trade"], row.values["procore_trade"]
+        if not source:
+            problems.append(f"{row.where}: field_trade is empty.")
+            continue
+        if _check_duplicate(seen, _key(source), row, "field_trade", f'"{source}"', problems):
+            continue
+        if not target:
+            problems.append(f'{row.where}: "{source}" has no procore_trade (a Procore trade name).')
+        else:
+            result[_key(source)] = _clean(target)
     return result
 
 

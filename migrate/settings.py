@@ -10,8 +10,10 @@ import difflib
 import os
 import string
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +122,31 @@ class MappingsSettings:
 
 @dataclass(frozen=True)
 class TransformSettings:
+    #: Plan every checklist as a Procore inspection (and its template as an inspection template).
+    checklists_as_inspections: bool = True
     checklist_items_as_issues: bool = False
     unresolved_assignee: str = "unassign"
     title_template: str = DEFAULT_TITLE_TEMPLATE
+    #: The time zone whose calendar day a due date written as a date-time becomes.
+    time_zone: str = "UTC"
+
+    def zone(self) -> tzinfo:
+        """`time_zone` as a tzinfo (see `time_zone_named`)."""
+        return time_zone_named(self.time_zone)
+
+
+def time_zone_named(name: str) -> tzinfo:
+    """UTC, or an IANA time zone such as "America/New_York"; ValueError for an unknown name.
+
+    UTC needs no time zone database; the others come from the OS's, or on Windows (which has
+    none) from the tzdata package.
+    """
+    if name.strip().upper() == "UTC":
+        return UTC
+    try:
+        return zoneinfo.ZoneInfo(name.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not a known time zone") from exc
 
 
 @dataclass(frozen=True)
@@ -362,6 +386,19 @@ class _Reader:
             )
         return str(value)
 
+    def _transform_time_zone(self, section: str, key: str, value: Any) -> str:
+        name = self._string(section, key, value)
+        try:
+            time_zone_named(name)
+        except ValueError:
+            raise self.fail(
+                section,
+                key,
+                f"is not a time zone, got {_quote(value)}",
+                f'Write {key} = "UTC" or an IANA name such as "America/New_York".',
+            ) from None
+        return name.strip()
+
     def _transform_title_template(self, section: str, key: str, value: Any) -> str:
         template = self._string(section, key, value)
         try:
@@ -476,7 +513,11 @@ logs = "logs"
 dir = "mappings"    # status.csv, users.csv, ... (see the runbook)
 
 [transform]
+checklists_as_inspections = true    # every checklist becomes a Procore inspection (Inspections
+                                    # tool; mappings: inspection_types.csv,
+                                    # inspection_statuses.csv, responses.csv)
 checklist_items_as_issues = false   # also turn failed checklist items into issues
 unresolved_assignee = "unassign"    # or "quarantine": hold back issues whose assignee is unknown
 title_template = "{identifier} {description}"
+time_zone = "UTC"                   # due dates written as date-times become this zone's day
 """

@@ -344,8 +344,8 @@ CHANGES = (
     "attach",  # a file added at the source after load
     "delete",
     "void",
-    "break",  # a due date transform quarantines
-    "fix",  # a valid due date (releases a quarantined issue; an edit for the others)
+    "break",  # a due date that is not a date (sent without one, kept in the footer: an edit)
+    "fix",  # a valid due date (an edit)
 )
 
 
@@ -391,8 +391,8 @@ def test_plan_is_what_load_then_sends_for_any_source_changes(data: st.DataObject
         field = project.field
         project.stage()
         source_ids = sorted(sid for (sid,) in project.rows("SELECT source_id FROM issues"))
-        # Before the first load: one issue quarantined at transform, one assignee gone from
-        # Procore (its issues are refused at create and quarantined by load).
+        # Before the first load: one issue with a due date that is not a date, one assignee
+        # gone from Procore (its issues are refused at create and quarantined by load).
         field.update_issue(source_ids[-1], due_date="soon")
         project.stage()
         assignees = project.rows(

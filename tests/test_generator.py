@@ -295,10 +295,16 @@ def test_target_state_matches_the_contract(project: GeneratedProject) -> None:
         "users",
         "assignee_user_ids",
         "vendors",
+        "trades",
         "locations",
         "coordination_issues",
     }
     assert state["company"]["id"] == 4100
+    # The Field "Trade" values: some are Procore trades by name (any case), some are not.
+    trade_names = {t["name"].lower() for t in state["trades"] if t["active"]}
+    field_trades = {"drywall", "electrical", "mechanical", "plumbing", "concrete", "glazing"}
+    assert field_trades & trade_names and field_trades - trade_names
+    assert not all(t["active"] for t in state["trades"])
     vendor_names = {v["name"] for v in state["vendors"]}
     field_names = {c["name"] for c in project.companies}
     assert vendor_names < field_names  # some Field companies are missing from Procore

@@ -229,7 +229,9 @@ def make_legacy(path: Path) -> None:
             "ALTER TABLE checklist_custom_field_values DROP COLUMN name; "
             # migration 9
             "DROP TABLE planned_inspections; DROP TABLE planned_inspection_templates; "
-            # migration 10
+            # migrations 10 and 11
+            "DROP VIEW v_inspection_journey; DROP TABLE target_trades; "
+            # migration 12
             "DROP INDEX attachments_rendition_of; "
             "ALTER TABLE attachments DROP COLUMN rendition_of; "
             "ALTER TABLE attachments DROP COLUMN rendition_page; "

@@ -56,6 +56,24 @@ WRITE_ROUTES = (
     "locations.create",
 )
 GENEROUS = {"spike_limit": 100_000, "hourly_limit": 1_000_000}
+#: Simulator routes of the Inspections tool (checklists load there, issue 14).
+INSPECTION_ROUTES = (
+    "inspection_types.",
+    "response_sets.",
+    "company_templates.",
+    "company_sections.",
+    "company_items.",
+    "project_templates.",
+    "lists.",
+    "list_sections.",
+    "list_items.",
+    "item_response.",
+    "list_comments.",
+    "item_attachments.",
+    "list_attachments.",
+    "item_types.",
+    "project_vendors.",
+)
 
 
 class RecordingProcoreApp(ProcoreApp):
@@ -461,11 +479,20 @@ def test_chain_spends_requests_close_to_the_lower_bound(chain: dict) -> None:
     lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments
     calls = app.call_counts()
     before = chain["calls_before"]
+    # The generated project's checklists load as inspections in the same run: their requests
+    # (their own bound is checked in tests/test_load_inspections.py and bench/inspections_bench)
+    # are left out here; their file uploads stay on both sides (2 per upload, like issues').
+    inspection_calls = sum(
+        calls[route] - before.get(route, 0)
+        for route in calls
+        if route.startswith(INSPECTION_ROUTES)
+    )
     made = (
         sum(calls.values())
         - sum(before.values())
         - calls.get("oauth.token", 0)
         + before.get("oauth.token", 0)
+        - inspection_calls
     )
     assert calls["coordination_issues.sync"] - before.get("coordination_issues.sync", 0) == 1
     assert made <= 1.02 * lower_bound, (made, lower_bound, result.requests)

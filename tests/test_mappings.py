@@ -11,7 +11,9 @@ from migrate.errors import EXIT_USAGE, ConfigError
 from migrate.mappings import (
     DEFAULT_FILES,
     AssigneeDirectory,
+    FieldUsers,
     MappingError,
+    TradeDirectory,
     default_mappings,
     field_value,
     index_definitions,
@@ -255,6 +257,104 @@ def test_assignee_resolution(folder: Path, email: str | None, expected: tuple) -
     mappings = load_mappings(folder)
     assert mappings.resolve_assignee(email, ASSIGNEES) == expected
     assert mappings.resolve_assignee(email, AssigneeDirectory(ASSIGNEES)) == expected
+
+
+FIELD_USERS = FieldUsers(
+    [
+        {"id": "00005e4-a", "email": "ann@example.com", "first_name": "Ann", "last_name": "Lee"},
+        {"id": "00005e4-b", "email": "old@field.com", "first_name": "Bob", "last_name": "Old"},
+        {"id": "00005e4-c", "email": "x@field.com", "first_name": "Sam", "last_name": "Twin"},
+        {"id": "00005e4-d", "email": "y@field.com", "first_name": "sam", "last_name": "twin"},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("00005E4-A", (7001, "")),  # a Field user id (display type user_id), any case
+        ("ann lee", (7001, "")),  # a display name, any case
+        ("Bob Old", (7002, "")),  # the name's email has a users.csv row
+        ("ann@example.com", (7001, "")),  # an email stays an email
+        (
+            "00005e4-zz",
+            (
+                None,
+                "00005e4-zz is not the email, id or name of a staged BIM 360 Field user",
+            ),
+        ),
+        (
+            "Sam Twin",
+            (None, "Sam Twin names several BIM 360 Field users (x@field.com, y@field.com)"),
+        ),
+        (
+            "00005e4-c",
+            (
+                None,
+                "00005e4-c (x@field.com) is not among the project's coordination-issue "
+                "assignees in Procore; add a row for 'x@field.com' to mappings/users.csv",
+            ),
+        ),
+    ],
+)
+def test_assignee_given_as_field_user_id_or_name(folder: Path, value: str, expected: tuple) -> None:
+    """Whatever form the assignee has, it resolves through the Field users; a note keeps it."""
+    write(folder, "users.csv", "field_email,procore\nold@field.com,BOB@example.com\n")
+    mappings = load_mappings(folder)
+    assert mappings.resolve_assignee(value, ASSIGNEES, FIELD_USERS) == expected
+
+
+TRADES = TradeDirectory(
+    [{"id": 3001, "name": "Drywall"}, {"id": 3002, "name": "HVAC"}, {"id": 3003, "name": "hvac"}]
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("DRYWALL ", (3001, "")),  # by name, ignoring case and spaces
+        ("Mechanical", (3001, "")),  # trades.csv row, its target matched ignoring case
+        ("", (None, "")),
+        (
+            "Plumbing",
+            (
+                None,
+                "is not among the company's Procore trades; add a row for 'Plumbing' to "
+                "mappings/trades.csv",
+            ),
+        ),
+        (
+            "HVAC",
+            (
+                None,
+                "matches several Procore trades (3002, 3003); add a row for 'HVAC' to "
+                "mappings/trades.csv",
+            ),
+        ),
+        (
+            "Glazing",
+            (
+                None,
+                "mapped to 'Glass' in mappings/trades.csv, which is not among the company's "
+                "Procore trades",
+            ),
+        ),
+    ],
+)
+def test_trade_resolution(folder: Path, value: str, expected: tuple) -> None:
+    write(folder, "trades.csv", "field_trade,procore_trade\nmechanical,drywall\nGlazing,Glass\n")
+    assert load_mappings(folder).resolve_trade(value, TRADES) == expected
+
+
+def test_trades_csv_problems_are_reported_with_their_line(folder: Path) -> None:
+    write(folder, "trades.csv", "field_trade,procore_trade\n,HVAC\nA,\nB,x\nb,y\n")
+    with pytest.raises(MappingError) as caught:
+        load_mappings(folder)
+    assert caught.value.problems == [
+        "mappings/trades.csv:2: field_trade is empty.",
+        'mappings/trades.csv:3: "A" has no procore_trade (a Procore trade name).',
+        'mappings/trades.csv:5: duplicate field_trade "b" (first on line 4).',
+    ]
 
 
 # -- locations -----------------------------------------------------------------------------

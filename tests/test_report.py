@@ -94,9 +94,8 @@ def _header(path: Path) -> list[str]:
 
 def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     app = migrated.box.procore_app
-    writes_before = {
-        k: v for k, v in app.calls.items() if not k.endswith((".list", ".show", ".token"))
-    }
+    reads = (".list", ".show", ".token", ".list.v1.1", "storage.download")
+    writes_before = {k: v for k, v in app.calls.items() if not k.endswith(reads)}
 
     result = migrated.report("clean")
 
@@ -119,12 +118,16 @@ def test_clean_run_every_migrated_issue_matches(migrated: Migrated) -> None:
     assert result.exit_code == (3 if open_rows else 0)
     assert result.checks_not_run == []  # the attachment check runs on the sha256 sent
 
-    # The report only read Procore: no write call, no attachment download, every page read.
-    writes_after = {
-        k: v for k, v in app.calls.items() if not k.endswith((".list", ".show", ".token"))
-    }
+    # The report only read Procore: no write call, every page read. Issue files are proven by
+    # the sha256 sent, never downloaded; inspection files are downloaded once each and hashed
+    # (tests/test_report_inspections.py checks what that proves).
+    writes_after = {k: v for k, v in app.calls.items() if not k.endswith(reads)}
     assert writes_after == writes_before
-    assert app.calls.get("storage.download", 0) == 0
+    inspection_files = sum(
+        len(i["files"]) + sum(len(it["files"]) for s in i["sections"] for it in s["items"])
+        for i in app.inspections_of(migrated.project_id)
+    )
+    assert app.calls.get("storage.download", 0) == inspection_files
     assert report_run["status"] == "succeeded"
     requests = json.loads(report_run["requests"])
     assert requests and all(k.startswith("GET ") or "/oauth/token" in k for k in requests)

@@ -858,3 +858,20 @@ def test_python_api_snapshot_tamper_delete_and_add(api: Api) -> None:
     assert added["location_name"] == "Annex>Roof" and added["issue_number"] == 3
     with pytest.raises(ValueError, match="title"):
         api.app.add_issue(PROJECT, title="x" * 81)
+
+
+def test_company_trades_are_listed_and_a_sync_names_only_them(api: Api) -> None:
+    """GET /rest/v1.0/companies/{company_id}/trades (issue 15): {id, name, active, ...};
+    filters[active] keeps the available ones; a trade_id must be one of them."""
+    listed = api.get(f"/rest/v1.0/companies/{COMPANY}/trades").json()
+    assert {"Drywall", "ELECTRICAL", "Fire Protection"} <= {t["name"] for t in listed}
+    assert set(listed[0]) == {"id", "name", "active", "created_at", "updated_at"}
+    active = api.get(f"/rest/v1.0/companies/{COMPANY}/trades", {"filters[active]": "true"}).json()
+    assert [t for t in listed if t["active"]] == active and len(active) < len(listed)
+    assert api.get("/rest/v1.0/companies/999/trades").status_code == 403
+    drywall = next(t["id"] for t in listed if t["name"] == "Drywall")
+    reply = api.sync([{"title": "a", "trade_id": drywall}, {"title": "b", "trade_id": 1}]).json()
+    assert [e["trade_id"] for e in reply["entities"]] == [drywall]
+    assert [e["errors"] for e in reply["errors"]] == [
+        {"trade_id": ["is not a trade of this company"]}
+    ]

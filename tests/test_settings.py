@@ -151,6 +151,11 @@ BAD_CONFIGS = [
         '[staging] path in {path} must be a string, got 5. Write it in quotes, e.g. path = "5".',
     ),
     (
+        '[transform]\ntime_zone = "Mars/Olympus_Mons"\n',
+        '[transform] time_zone in {path} is not a time zone, got "Mars/Olympus_Mons". '
+        'Write time_zone = "UTC" or an IANA name such as "America/New_York".',
+    ),
+    (
         "source = 3\n",
         "source in {path} must be a table, written [source] on its own line, got 3.",
     ),
@@ -284,6 +289,7 @@ def test_default_config_text_loads_as_the_defaults(tmp_path):
         "title_template",
         "unresolved_assignee",
         "checklist_items_as_issues",
+        "checklists_as_inspections",
         "page_size",
     ):
         assert key in text
@@ -394,3 +400,11 @@ def test_check_url_accepts_https_anywhere_and_http_on_loopback():
         assert check_url(url, "test") == url
     with pytest.raises(ConfigError, match="plain http is only allowed to loopback"):
         check_url("http://127.0.0.1.nip.io", "test")
+
+
+def test_time_zone_is_utc_by_default_and_takes_iana_names(tmp_path):
+    path = tmp_path / "migration.toml"
+    path.write_text("[source]\nworkers = 2\n", encoding="utf-8")
+    assert load_settings(path, env={}).transform.zone().utcoffset(None).total_seconds() == 0
+    path.write_text('[transform]\ntime_zone = "America/New_York"\n', encoding="utf-8")
+    assert str(load_settings(path, env={}).transform.zone()) == "America/New_York"

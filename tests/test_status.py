@@ -26,6 +26,7 @@ from migrate.report.status import (
     ATTACHMENT_KEYS,
     ENTITIES,
     ENTITY_STATES,
+    INSPECTION_KEYS,
     PLAN_KEYS,
     SCHEMA_VERSION,
     StatusReport,
@@ -153,6 +154,7 @@ def _check_schema(data: dict[str, Any]) -> None:
         "deleted_after_load",
         "quota",
         "plan",
+        "inspections",
         "quarantine_open",
         "running",
         "next_command",
@@ -201,6 +203,8 @@ def _check_schema(data: dict[str, Any]) -> None:
     )
     assert list(data["plan"]) == list(PLAN_KEYS)
     assert all(type(v) is int for v in data["plan"].values())
+    assert list(data["inspections"]) == list(INSPECTION_KEYS)
+    assert all(type(v) is int and v >= 0 for v in data["inspections"].values())
     assert type(data["quarantine_open"]) is int
     for run in data["running"]:
         assert set(run) == {"command", "run_id", "pid"}
@@ -242,11 +246,22 @@ def test_status_after_each_stage(tmp_path: Path, sandbox: Sandbox) -> None:
     assert issues["skipped"] >= 1  # the generator puts a Void issue in every project
     assert issues["pending"] == issues["planned"]
     assert after_transform.entities["location"]["planned"] > 0
-    assert after_transform.plan["create"] == issues["planned"] + (
-        after_transform.entities["location"]["pending"]
-        - _scalar(
-            settings, "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL"
+    # Every planned checklist is one inspection to create (issue 14).
+    assert after_transform.inspections["pending"] == after_transform.inspections["planned"] > 0
+    assert (
+        after_transform.plan["create"]
+        == issues["planned"]
+        + (
+            after_transform.entities["location"]["pending"]
+            - _scalar(
+                settings,
+                "SELECT COUNT(*) FROM planned_locations WHERE existing_target_id IS NOT NULL",
+            )
         )
+        + after_transform.inspections["planned"]
+    )
+    assert after_transform.inspections["planned"] == _scalar(
+        settings, "SELECT COUNT(*) FROM planned_inspections"
     )
     assert after_transform.attachments["pending_upload"] > 0
     with _db(settings) as conn:  # the Datasette view says the same, file by file

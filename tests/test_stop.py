@@ -197,8 +197,12 @@ def test_procore_going_away_mid_load_ends_the_command_and_a_rerun_finishes_once(
     app = box.procore_app
     assert isinstance(app, GatedProcoreApp)
     config = staged(box, tmp_path / "work", target_lines="workers = 4\ngive_up_after = 1\n")
+    # Files that go through uploads: the issues' and the inspections' own (checklist files and
+    # signatures; item files are posted with their item).
     planned_files = db_query(
-        config, "SELECT COUNT(DISTINCT value) FROM planned_issues, json_each(attachment_ids)"
+        config,
+        "SELECT COUNT(*) FROM (SELECT value FROM planned_issues, json_each(attachment_ids) "
+        "UNION SELECT value FROM planned_inspections, json_each(attachment_ids))",
     )[0][0]
 
     load = Child(["load", "--quiet"], config, box)

@@ -192,7 +192,9 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 9: what transform plans for Procore Inspections
         "planned_inspection_templates",
         "planned_inspections",
-        # migration 10: the project export and the inventory of what is not migrated
+        # migration 11: Procore's trades, snapshot by transform (issue 15)
+        "target_trades",
+        # migration 12: the project export and the inventory of what is not migrated
         "project_exports",
         "source_inventory",
     }

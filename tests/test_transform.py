@@ -17,6 +17,7 @@ import pytest
 
 from migrate.errors import EXIT_USAGE, ConfigError
 from migrate.ids import NAMESPACE_MIGRATE, issue_uuid
+from migrate.load.plan import compute_plan
 from migrate.mappings import DEFAULT_FILES, MappingError, default_mappings, load_mappings
 from migrate.processes import process_alive
 from migrate.quarantine import (
@@ -551,12 +552,33 @@ def test_due_date_normalised(store: Store, raw: str | None, expected: str | None
 
 
 @pytest.mark.parametrize("raw", ["31/02/2020", "2020-02-30", "next week"])
-def test_unparseable_due_date_is_quarantined_with_the_value(store: Store, raw: str) -> None:
+def test_unparseable_due_date_loads_without_it_and_the_footer_keeps_it(
+    store: Store, raw: str
+) -> None:
+    """Quarantine would hold back a whole issue for one field: it plans, the value is kept."""
     add_issue(store, "due", due_date=raw)
     transform(store)
-    row = held(store, "due")
-    assert row["reason"] == f"due date '{raw}' is not a date"
-    assert "YYYY-MM-DD or MM/DD/YYYY" in row["hint"]
+    row = planned(store, "due")
+    assert row["due_date"] is None and "due_date" not in row["payload"]
+    assert f"Due date (not a date, not sent): {raw}" in row["payload"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "zone", "expected"),
+    [
+        ("2014-10-14T08:54:16+14:00", "UTC", "2014-10-13"),
+        ("2014-10-14T08:54:16.250+0000", "UTC", "2014-10-14"),
+        ("2014-10-14T02:00:00Z", "America/New_York", "2014-10-13"),
+        ("2014-10-14T08:54:16+14:00", "Pacific/Kiritimati", "2014-10-14"),
+        ("2011-02-07 23:37:21 EST", "UTC", "2011-02-08"),
+    ],
+)
+def test_due_date_times_become_the_day_in_the_stated_time_zone(
+    store: Store, raw: str, zone: str, expected: str
+) -> None:
+    add_issue(store, "due", due_date=raw)
+    transform(store, time_zone=zone)
+    assert planned(store, "due")["payload"]["due_date"] == expected
 
 
 def test_only_stored_files_are_planned_as_attachments(store: Store) -> None:
@@ -580,6 +602,80 @@ def test_only_stored_files_are_planned_as_attachments(store: Store) -> None:
     row = planned(store, "att")
     assert json.loads(row["attachment_ids"]) == ["a-doc", "z-photo"]
     assert "later.jpg: not downloaded yet" in row["payload"]["description"]
+
+
+def test_file_captions_and_tags_stay_beside_the_file_in_the_description(store: Store) -> None:
+    """Procore attachments take no caption or tags: the file's line in the footer keeps them."""
+    add_issue(
+        store,
+        "cap",
+        attachments=[
+            {
+                "id": "p1",
+                "filename": "IMG_0001.jpg",
+                "state": "stored",
+                "sha256": "ab" * 32,
+                "size": 3,
+                "caption": "before repair",
+                "tags": "punch,level-2",
+            },
+            {
+                "id": "p2",
+                "filename": "IMG_0002.jpg",
+                "state": "stored",
+                "sha256": "cd" * 32,
+                "size": 3,
+            },
+            {"id": "p3", "filename": "IMG_0003.jpg", "state": "pending", "caption": "overview"},
+        ],
+    )
+    transform(store)
+    text = planned(store, "cap")["payload"]["description"]
+    assert 'Files:\n  IMG_0001.jpg: caption "before repair"; tags punch, level-2' in text
+    assert "IMG_0002.jpg" not in text  # nothing to keep beside it
+    assert (
+        "IMG_0003.jpg: not downloaded yet (run `migrate extract` to fetch it); caption "
+        '"overview"' in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("category", "type_name", "expected"),
+    [
+        ("Punch List", "Pre-Punch List", "constructability"),
+        ("Work List", "Work to Complete List", "constructability"),
+        ("Commissioning", "Commissioning", "constructability"),
+        ("QA/QC", "Non-conforming", "building_code"),
+        ("Safety", "Safety Infraction", "building_code"),
+        ("Clash", "Clearence", "clash"),
+    ],
+)
+def test_field_standard_categories_have_default_issue_types(
+    store: Store, category: str, type_name: str, expected: str
+) -> None:
+    add_issue(store, "typed", category_name=category, issue_type_name=type_name)
+    transform(store)
+    assert planned(store, "typed")["payload"]["issue_type"] == expected
+
+
+def test_plan_warns_when_most_issues_fall_to_the_catch_all_type(
+    store: Store, tmp_path: Path
+) -> None:
+    for n in range(3):
+        add_issue(store, f"t{n}", category_name="Punch List", issue_type_name="Punch List")
+    add_issue(store, "t3", category_name="Coordination", issue_type_name="Clash")
+    transform(store)
+    assert not [w for w in compute_plan(store, PROJECT).warnings if "issue type" in w]
+    folder = write_mappings(
+        tmp_path / "mappings",
+        **{
+            "issue_types.csv": "category,type,procore_issue_type\nCoordination,*,coordination\n"
+            "*,*,other\n"
+        },
+    )
+    transform(store, load_mappings(folder))
+    warnings = compute_plan(store, PROJECT).warnings
+    assert "3 of 4 issues (75%) get issue type 'other'" in "\n".join(warnings), warnings
 
 
 # -- locations ----------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from migrate import __version__, stopping
 from migrate.clients.urls import check_url
 from migrate.errors import (
+    AnswerLost,
     ApiError,
     ConfigError,
     IncompleteBody,
@@ -449,12 +450,17 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         retry: bool = True,
+        replay: bool = True,
         ok: Collection[int] | None = None,
     ) -> requests.Response:
         """Send one request, retrying what is retriable; return the response or raise.
 
         ``ok``: statuses returned to the caller (default: everything below 500 but 429).
-        ``retry=False`` makes a single attempt. ``data``/``files`` may be file objects; they
+        ``retry=False`` makes a single attempt. ``replay=False`` is for a write that must not
+        happen twice (a create without an idempotency key): once it may have reached the
+        service (anything but a refused or timed-out connect) and no answer came back, it raises
+        :class:`~migrate.errors.AnswerLost` instead of sending it again; 429 and 5xx answers are
+        retried as usual. ``data``/``files`` may be file objects; they
         are rewound before each retry. With ``stream=True`` the caller reads and closes the
         body; prefer :meth:`download`, which checks it arrived whole.
         """
@@ -499,6 +505,10 @@ class HttpClient:
                 last_cause = self.redact(cause, extra_secrets)
                 if reason is None:  # not worth retrying (bad URL, TLS verification, ...)
                     raise TransportError(
+                        method=method, url=shown_url, attempts=attempt, cause=last_cause
+                    ) from None
+                if not replay and _may_have_arrived(exc):
+                    raise AnswerLost(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
                     ) from None
                 consecutive_429 = 0
@@ -810,6 +820,17 @@ def _check_complete(response: requests.Response) -> None:
 
 
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+
+def _may_have_arrived(exc: BaseException) -> bool:
+    """False only when the request certainly never reached the service (no connection)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    text = str(exc)
+    return not (
+        isinstance(exc, requests.ConnectionError)
+        and ("NewConnectionError" in text or "Connection refused" in text)
+    )
 
 
 def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]:

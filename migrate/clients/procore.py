@@ -319,6 +319,7 @@ class ProcoreClient:
         json: Any = None,
         ok: Sequence[int] = (200,),
         company: bool | int = True,
+        replay: bool = True,
     ) -> requests.Response:
         """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
         ``ok`` raise."""
@@ -332,6 +333,7 @@ class ProcoreClient:
                 json=json,
                 headers=self._headers(token, company),
                 ok=(*ok, 401),
+                replay=replay,
             )
             if response.status_code != 401:
                 return response
@@ -590,6 +592,289 @@ class ProcoreClient:
         path = f"{PROJECTS_PATH}/{project_id}/checklist/list_item_attachments"
         return self._all_by_ids(path, "item_id", item_ids, {})
 
+    # -- inspections: building blocks and writes (load) -----------------------------------------
+    # Every write answers the created object, or raises InspectionRefused (422 with Procore's
+    # ``errors``) for the loader to quarantine; other statuses raise ApiError as everywhere.
+    # These creates carry no idempotency key: a POST whose answer is lost raises AnswerLost
+    # instead of being sent again, and the loader looks for what it made (load/inspections.py).
+    def _write(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        files: Any = None,
+        data: Any = None,
+        replay: bool | None = None,
+    ) -> Any:
+        if files is None:
+            response = self._send(
+                method,
+                path,
+                json=json,
+                params=params,
+                ok=(200, 201, 422),
+                replay=method != "POST" if replay is None else replay,
+            )
+        else:
+            response = self._send_form(path, data=data, files=files)
+        body = _json_or_none(response)
+        if response.status_code == 422:
+            errors = body.get("errors") if isinstance(body, dict) else None
+            raise InspectionRefused(errors if errors is not None else body, _endpoint(path))
+        if body is None:
+            return self._json(response, path)
+        return body
+
+    def _send_form(self, path: str, *, data: Any, files: Any) -> requests.Response:
+        """A multipart POST (item attachments); a 401 gets a new token like _send."""
+        token = self._current_token()
+        refusals = 0
+        while True:
+            response = self.api.request(
+                "POST",
+                path,
+                data=data,
+                files=files,
+                headers=self._headers(token, True),
+                ok=(200, 201, 422, 401),
+                replay=False,
+            )
+            if response.status_code != 401:
+                return response
+            response.close()
+            refusals += 1
+            token = self._renew_after_401(token, _endpoint(path), refusals)
+
+    def item_types(self) -> list[dict[str, Any]]:
+        """The checklist item types (``id, category, name``): look them up by name."""
+        return self._all("/rest/v1.0/checklist/item_types", {"company_id": self.company_id})
+
+    def vendors(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's vendors (``id, name``): who can be an inspection's responsible
+        contractor."""
+        return self._all(f"{PROJECTS_PATH}/{project_id}/vendors")
+
+    def _company_path(self, tail: str) -> str:
+        return f"{COMPANIES_PATH}/{self.company_id}/{tail}"
+
+    def inspection_types(self) -> list[dict[str, Any]]:
+        """The company's inspection types."""
+        return self._all(self._company_path("inspection_types"))
+
+    def create_inspection_type(self, name: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                self._company_path("inspection_types"),
+                json={"inspection_type": {"name": name}},
+            ),
+        )
+
+    def response_sets(self) -> list[dict[str, Any]]:
+        """The company's item response sets, each with its ``responses``."""
+        return self._all(self._company_path("checklist/item/response_sets"))
+
+    def create_response_set(
+        self, name: str, responses: Sequence[Mapping[str, str]]
+    ) -> dict[str, Any]:
+        """A response set; ``responses`` are ``{name, corresponding_status}`` (yes/no/n/a)."""
+        body = {
+            "response_set": {
+                "name": name,
+                "active": True,
+                "memberships_attributes": [
+                    {
+                        "response_attributes": {
+                            "name": r["name"],
+                            "corresponding_status": r["corresponding_status"],
+                        }
+                    }
+                    for r in responses
+                ],
+            }
+        }
+        return cast(
+            dict[str, Any],
+            self._write("POST", self._company_path("checklist/item/response_sets"), json=body),
+        )
+
+    def company_templates(self, query: str | None = None) -> list[dict[str, Any]]:
+        """Company inspection templates (``filters[query]`` on the name)."""
+        params = {"filters[query]": query} if query else {}
+        return self._all(self._company_path("checklist/list_templates"), params)
+
+    def create_company_template(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                self._company_path("checklist/list_templates"),
+                json={"list_template": dict(fields)},
+            ),
+        )
+
+    def company_template_sections(self, template_id: int) -> list[dict[str, Any]]:
+        return self._all(self._company_path(f"checklist/list_templates/{template_id}/sections"))
+
+    def create_company_template_section(
+        self, template_id: int, name: str, position: int
+    ) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                self._company_path(f"checklist/list_templates/{template_id}/sections"),
+                json={"section": {"name": name, "position": position}},
+            ),
+        )
+
+    def company_template_items(self, template_id: int) -> list[dict[str, Any]]:
+        return self._all(self._company_path(f"inspection_templates/{template_id}/items"))
+
+    def create_company_template_item(
+        self, template_id: int, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``fields``: name, position, section_id, type, response_set_id (multiple choice)."""
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                self._company_path(f"inspection_templates/{template_id}/items"),
+                json={"inspection_template_item": dict(fields)},
+            ),
+        )
+
+    def create_project_template_from_company(
+        self, project_id: int, company_template_id: int
+    ) -> dict[str, Any]:
+        """The project copy of a company template (422 if the project has one already)."""
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                f"{PROJECTS_PATH}/{project_id}/checklist/list_templates/"
+                "create_from_company_template",
+                json={"source_template_id": company_template_id},
+                replay=True,  # a repeat is refused (one copy per project): safe to send again
+            ),
+        )
+
+    def project_templates(self, project_id: int) -> list[dict[str, Any]]:
+        """Project templates (``synced_to.list_template_id``: the company template)."""
+        return self._all(f"{PROJECTS_PATH}/{project_id}/checklist/list_templates")
+
+    def project_template(self, project_id: int, template_id: int) -> dict[str, Any]:
+        """One project template with its sections and items (``synced_to.item_id``)."""
+        url = f"/rest/v1.1/projects/{project_id}/checklist/list_templates/{template_id}"
+        return cast(dict[str, Any], self._json(self._send("GET", url), url))
+
+    def inspections_matching(
+        self, project_id: int, *, query: str | None, template_id: int | None
+    ) -> list[dict[str, Any]]:
+        """Inspections whose name, identifier or description holds ``query``, of a template."""
+        params: dict[str, Any] = {}
+        if query:
+            params["filters[query]"] = query
+        if template_id is not None:
+            params["filters[template_id]"] = template_id
+        return self._all(f"{PROJECTS_PATH}/{project_id}/checklist/lists", params)
+
+    def create_inspection(
+        self, project_id: int, list_template_id: int, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new inspection from a project template (its items are copied; read them back)."""
+        url = f"/rest/v1.1/projects/{project_id}/checklist/lists"
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST", url, json={"list_template_id": list_template_id, "list": dict(fields)}
+            ),
+        )
+
+    def update_inspection(
+        self, project_id: int, list_id: int, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        url = f"/rest/v1.1/projects/{project_id}/checklist/lists/{list_id}"
+        # upload_ids attach files: an update carrying them must not be applied twice.
+        return cast(
+            dict[str, Any],
+            self._write(
+                "PATCH", url, json={"list": dict(fields)}, replay=not fields.get("upload_ids")
+            ),
+        )
+
+    def close_inspection(self, project_id: int, list_id: int) -> dict[str, Any]:
+        url = f"/rest/v1.1/projects/{project_id}/checklist/lists/{list_id}/close"
+        return cast(dict[str, Any], self._write("PATCH", url))
+
+    def reopen_inspection(self, project_id: int, list_id: int) -> dict[str, Any]:
+        url = f"/rest/v1.1/projects/{project_id}/checklist/lists/{list_id}/reopen"
+        return cast(dict[str, Any], self._write("PATCH", url))
+
+    def answer_item(
+        self, project_id: int, item_id: int, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One item response: ONE of status, response_option_id, text/number/date_value."""
+        url = f"{PROJECTS_PATH}/{project_id}/checklist/items/{item_id}/item_response"
+        return cast(dict[str, Any], self._write("POST", url, json={"item_response": dict(payload)}))
+
+    def item_response(self, project_id: int, item_id: int) -> dict[str, Any] | None:
+        """An item's response, or None when it has none (404)."""
+        url = f"{PROJECTS_PATH}/{project_id}/checklist/items/{item_id}/item_response"
+        response = self._send("GET", url, ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        return cast(dict[str, Any], self._json(response, url))
+
+    def comment_item(
+        self, project_id: int, list_id: int, item_id: int, body: str
+    ) -> dict[str, Any]:
+        url = f"/rest/v1.0/checklist/lists/{list_id}/comments"
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                url,
+                json={"project_id": project_id, "item_id": item_id, "comment": {"body": body}},
+            ),
+        )
+
+    def attach_item_file(
+        self,
+        project_id: int,
+        list_id: int,
+        item_id: int,
+        section_id: int,
+        *,
+        name: str,
+        content_type: str,
+        source: BinaryIO,
+    ) -> dict[str, Any]:
+        """One file on an item (multipart, no upload step); answers ``{id, attachment}``."""
+        url = f"/rest/v1.0/checklist/lists/{list_id}/items/{item_id}/item_attachments"
+        return cast(
+            dict[str, Any],
+            self._write(
+                "POST",
+                url,
+                data={"project_id": str(project_id), "section_id": str(section_id)},
+                files={"attachment": (name, source, content_type)},
+            ),
+        )
+
+    def attach_inspection_upload(
+        self, project_id: int, list_id: int, upload_id: str
+    ) -> dict[str, Any]:
+        """A stored upload on an inspection (after create; at create pass ``upload_ids``)."""
+        url = f"{PROJECTS_PATH}/{project_id}/checklist/lists/{list_id}/attachments"
+        return cast(
+            dict[str, Any],
+            self._write("POST", url, json={"attachment": {"upload_id": upload_id}}),
+        )
+
     # -- uploads ------------------------------------------------------------------------------
     def create_upload(self, project_id: int, filename: str, content_type: str) -> Upload:
         """Ask where to store a file; post it with :meth:`put_upload_bytes` within an hour."""
@@ -640,6 +925,20 @@ class ProcoreClient:
             ok=range(200, 300),
         )
         return SentFile(size=body.file_size, sha256=body.proven_sha256())
+
+    # -- trades (issue 15) ----------------------------------------------------------------
+    def trades(self, company_id: int) -> list[dict[str, Any]]:
+        """The company's trades (``id, name, active``): what a coordination issue's
+        ``trade_id`` names."""
+        return self._all(f"{COMPANIES_PATH}/{company_id}/trades", company=company_id)
+
+
+class InspectionRefused(ApiError):
+    """Procore refused an inspection write (422); ``errors`` is its ``errors`` object."""
+
+    def __init__(self, errors: Any, endpoint: str) -> None:
+        self.errors = errors
+        super().__init__(f"Procore refused {endpoint}: {errors}", status=422, endpoint=endpoint)
 
 
 # -- multipart, streamed ----------------------------------------------------------------------

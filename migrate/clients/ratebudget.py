@@ -39,8 +39,17 @@ How it decides, and why:
   than the model allows (someone else spends the quota) sets it aside for two lengths first.
 - **Threads.** Uploads run several at a time on one budget. Decisions and the bookkeeping of
   requests in flight happen under one lock, so two threads never both spend the last slot.
-- A 429 (HttpClient honours its ``Retry-After`` and retries) is recorded, and every thread
-  holds off until the wait it asks for is over; the reported window counts as empty until then.
+- A 429 is recorded, and every thread holds off until its ``Retry-After`` is over or, when it
+  carries none (Procore's pages promise ``Retry-After`` only with a 503), until the
+  ``X-Rate-Limit-Reset`` it reports (one second without either); the reported window counts as
+  empty until then. HttpClient retries the request after the same wait, floored and capped.
+- Which window the headers name is "the limit your app is most likely to exceed first":
+  fewer requests left, or the smaller share of its limit left. A report naming the hourly
+  window is a floor for the spike window only scaled to its share (under the second reading
+  a fresh spike window yields to an hourly one barely begun, and near the hourly reset a
+  spike window with 2 of 20 left yields to an hourly one with 9 of 100). Tests run the
+  budget under both readings, sliding and fixed windows, with and without ``Retry-After``
+  (:mod:`migrate.sandbox.procore_server` documents each).
 - **Stopping.** A wait for quota can last until the hourly window resets. It is taken in short
   slices, so a stop request (Ctrl-C, :mod:`migrate.stopping`) ends it at once with
   :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
@@ -320,7 +329,7 @@ class RateBudget:
         """A safe lower bound of the window's free slots now."""
         best = self._floor(window.last)
         if self._latest is not None:
-            best = max(best, self._floor(self._latest))  # the report names the fullest window
+            best = max(best, self._floor(self._latest, window))
         if self._modelled(window, now):
             assert window.span is not None
             best = max(best, window.limit - self._occupied(now - window.span - self.safety))
@@ -336,9 +345,19 @@ class RateBudget:
             and window.model_off_until <= now
         )
 
-    def _floor(self, report: _Report) -> int:
-        """Remaining per ``report``, less every request it may not have counted."""
-        return report.remaining - report.in_flight_before - (self._seq - report.seq)
+    def _floor(self, report: _Report, window: _Window | None = None) -> int:
+        """Remaining per ``report``, less every request it may not have counted; for ``window``
+        when given, which the report may not name.
+
+        The report names the window "most likely to exceed first": the one with fewer requests
+        left, or (another reading) with the smaller share of its limit left. Under either,
+        every window has at least the named share left of its limit, and a window with a
+        larger limit at least the named count.
+        """
+        left = report.remaining
+        if window is not None and window.limit < report.limit:
+            left = left * window.limit // report.limit
+        return left - report.in_flight_before - (self._seq - report.seq)
 
     def _occupied(self, since: float) -> int:
         """Requests that may still sit in a window holding everything counted after ``since``."""

@@ -163,16 +163,17 @@ class _Checker:
         return None
 
     def date(self, value: Any, name: str) -> str | None:
-        """A YYYY-MM-DD date, or None."""
+        """A date as Field wrote it (text), or None.
+
+        Only transform reads it as a date (date-times, offsets and the run's time zone; an
+        unreadable one is kept in the description and listed by `migrate plan`), so nothing
+        is dropped here. Not text: kept as its text, with a problem.
+        """
         if value is None or value == "":
             return None
-        if isinstance(value, str) and _DATE.match(value.strip()):
-            return value.strip()
-        self.problem(
-            f"{self._what(name)} should be a date (YYYY-MM-DD), got {_kind(value)} "
-            f"{_shown(value)}; stored as NULL"
-        )
-        return None
+        if isinstance(value, str):
+            return value.strip() if _DATE.match(value.strip()) else value
+        return self.text(value, name)
 
     def items(self, value: Any, name: str) -> list[Any]:
         """A JSON array (None counts as empty)."""

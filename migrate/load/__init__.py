@@ -20,16 +20,18 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from migrate.errors import MigrateError, StageFailed
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.load.decision import (
     CLOSED,
     Action,
     IssueDecision,
     Request,
     check_deletions,
+    decide_inspections,
     decide_issues,
 )
 from migrate.load.followups import FollowUps, FollowUpWork
+from migrate.load.inspections import InspectionLoader
 from migrate.load.issues import IssueCreator
 from migrate.load.locations import push_locations
 from migrate.load.options import LoadOptions
@@ -218,6 +220,7 @@ class _Loader:
         )
         self.attachments_after_load: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
+        self.inspections_seen = False
 
     def _event(self, event: str, *, level: str = "info", **fields: Any) -> None:
         if self.log is not None:
@@ -297,6 +300,7 @@ class _Loader:
                 if deleted["source_id"] in closed:
                     deleted["target_status"] = CLOSED
             self._event("updates", counts=dict(ctx.counts.get(ENTITY_ISSUE, {})))
+        self._inspections()
         if self.attachments_after_load:
             self._event(
                 "attachments_after_load", level="warning", count=len(self.attachments_after_load)
@@ -304,6 +308,35 @@ class _Loader:
         if self.deleted:
             self._event("deleted_at_source", count=len(self.deleted))
         return self.result(completed=True)
+
+    def _inspections(self) -> None:
+        """Checklists into Procore Inspections, after the issues they may link to."""
+        ctx = self.ctx
+        decisions = list(
+            decide_inspections(
+                ctx.store, ctx.project_id, retry_rejected=self.options.retry_rejected
+            )
+        )
+        if not decisions:
+            return
+        self.inspections_seen = True
+        kinds = Counter(decision.action for decision in decisions)
+        ctx.count("unchanged", ENTITY_INSPECTION, kinds[Action.UNCHANGED])
+        ctx.count(
+            "rejected",
+            ENTITY_INSPECTION,
+            sum(1 for d in decisions if d.action is Action.BLOCKED and d.entry is not None),
+        )
+        work = kinds[Action.CREATE] + kinds[Action.UPDATE]
+        if not work:
+            return
+        progress = ctx.progress
+        with self.phase.bar("inspections", work):
+            InspectionLoader(ctx).push(
+                decisions,
+                advance=(lambda n: progress.advance("inspections", n)) if progress else None,
+            )
+        self._event("inspections", counts=dict(ctx.counts.get(ENTITY_INSPECTION, {})))
 
     def _decide(self) -> _Work:
         """What to do with every issue: the decisions `migrate plan` lists, read to the end."""
@@ -329,7 +362,11 @@ class _Loader:
                 kind: ctx.counts.get(entity, Counter()).get(kind, 0)
                 for kind in LoadResult.COUNT_KINDS
             }
-            for entity in (ENTITY_LOCATION, ENTITY_ISSUE)
+            for entity in (
+                (ENTITY_LOCATION, ENTITY_ISSUE, ENTITY_INSPECTION)
+                if self.inspections_seen
+                else (ENTITY_LOCATION, ENTITY_ISSUE)
+            )
         }
         return LoadResult(
             run_id=ctx.run_id,

@@ -26,15 +26,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.errors import ConfigError
+from migrate.ids import ENTITY_INSPECTION
 from migrate.load.state import OpenQuarantine, open_quarantine
 from migrate.store.db import Store
 from migrate.store.planned import (
+    InspectionEntry,
     MapRow,
     PlanEntry,
     attachment_sha256s,
     payload_hash,
+    planned_inspections_with_map_rows,
     planned_with_map_rows,
     skipped_records,
+    unplanned_inspection_map_rows,
     unplanned_map_rows,
     with_payloads,
 )
@@ -204,7 +208,7 @@ def _decide_not_loaded(
     retry_rejected: bool,
 ) -> IssueDecision:
     """A planned issue not in Procore yet: create it, unless something holds it back."""
-    detail: str | None = None
+    detail = None
     if row is not None and row.state == "rejected":
         # Procore refused this record's create. Sent again when its payload changed, or when
         # the engineer asks (--retry-rejected); otherwise it stays out, quarantined or released.
@@ -430,4 +434,144 @@ __all__ = [
     "closing",
     "decide_issues",
     "deletion_limit",
+    "InspectionDecision",
+    "decide_inspections",
 ]
+
+
+# -- inspections (issue 14) ------------------------------------------------------------------------
+
+#: Entity names in quarantine and skipped_records that belong to inspections.
+INSPECTION_SOURCE_ENTITIES = ("checklist", ENTITY_INSPECTION)
+INSPECTION_DELETION_HINT = (
+    "reported only: migrate does not delete inspections (Procore's delete is not used); "
+    "delete it in Procore by hand if it must go"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionDecision:
+    """The decision for one checklist: create, update, unchanged, blocked, skipped, deleted."""
+
+    source_id: str
+    action: Action
+    entry: InspectionEntry | None = None
+    row: MapRow | None = None
+    detail: str | None = None
+    hint: str | None = None
+
+    @property
+    def target_id(self) -> int | None:
+        return self.row.target_id if self.row is not None else None
+
+    @property
+    def in_flight(self) -> bool:
+        """A dead run sent its create without recording the answer: look it up first."""
+        return self.row is not None and self.row.state == "sent"
+
+
+def decide_inspections(
+    store: Store, project_id: int, *, retry_rejected: bool = False
+) -> Iterator[InspectionDecision]:
+    """Every checklist's decision: planned ones in source id order, then the rest.
+
+    Reads only the store. An inspection is ``loaded`` once created; its recorded hash is the
+    planned one only when every answer, comment, file and its status were done, so a loaded
+    row without that hash is finished by an update (what a stopped run left half done), and a
+    different hash is a checklist changed at the source.
+    """
+    held = open_quarantine(store, INSPECTION_SOURCE_ENTITIES)
+    skipped = skipped_records(store, INSPECTION_SOURCE_ENTITIES)
+    for entry, row in planned_inspections_with_map_rows(store, project_id):
+        quarantined = held.pop(entry.source_id, None)
+        yield _decide_inspection(entry, row, quarantined, retry_rejected)
+    unplanned = {row.source_id: row for row in unplanned_inspection_map_rows(store, project_id)}
+    for source_id, reason in sorted(skipped.items()):
+        row = unplanned.pop(source_id, None)
+        held.pop(source_id, None)
+        if row is not None and row.is_loaded:
+            yield InspectionDecision(
+                source_id,
+                Action.DELETED_AT_SOURCE,
+                row=row,
+                detail=reason,
+                hint=INSPECTION_DELETION_HINT,
+            )
+        else:
+            yield InspectionDecision(source_id, Action.SKIPPED, row=row, detail=reason)
+    for source_id, quarantined in sorted(held.items()):
+        yield InspectionDecision(
+            source_id,
+            Action.BLOCKED,
+            row=unplanned.pop(source_id, None),
+            detail=quarantined.detail,
+            hint=quarantined.hint,
+        )
+    for row in unplanned.values():
+        if row.is_loaded or row.state == "sent":
+            yield InspectionDecision(
+                row.source_id,
+                Action.DELETED_AT_SOURCE,
+                row=row,
+                detail="no longer planned (deleted at the source, or gone from staging)"
+                + ("; was in flight when a load stopped" if row.state == "sent" else ""),
+                hint=INSPECTION_DELETION_HINT,
+            )
+
+
+def _decide_inspection(
+    entry: InspectionEntry,
+    row: MapRow | None,
+    quarantined: OpenQuarantine | None,
+    retry_rejected: bool,
+) -> InspectionDecision:
+    def blocked(by: OpenQuarantine) -> InspectionDecision:
+        return InspectionDecision(
+            entry.source_id, Action.BLOCKED, entry, row, detail=by.detail, hint=by.hint
+        )
+
+    if quarantined is not None and quarantined.stage != "load":
+        return blocked(quarantined)
+    if row is not None and row.is_loaded:
+        if row.payload_hash == entry.payload_hash:
+            return InspectionDecision(entry.source_id, Action.UNCHANGED, entry, row)
+        why = (
+            "created, but its answers, comments, files or status were not all done when a "
+            "load stopped: finished now"
+            if row.payload_hash is None
+            else "changed at the source: header, new answers, comments and files are sent; "
+            "an answer, comment or file Procore already holds is not changed"
+        )
+        return InspectionDecision(entry.source_id, Action.UPDATE, entry, row, detail=why)
+    refused_now = (
+        quarantined is not None
+        and quarantined.refused_hash is not None
+        and quarantined.refused_hash == entry.payload_hash
+    )
+    detail = None
+    if row is not None and row.state == "rejected":
+        if retry_rejected:
+            detail = "refused before; sent again (--retry-rejected)"
+        elif row.payload_hash != entry.payload_hash:
+            detail = "refused before; the planned checklist has changed since"
+        elif quarantined is not None:
+            return blocked(quarantined)
+        else:
+            return InspectionDecision(
+                entry.source_id,
+                Action.BLOCKED,
+                entry,
+                row,
+                detail="refused by Procore before, and its quarantine row was released: not "
+                "sent again until the checklist changes",
+                hint="`migrate load --retry-rejected` sends it again as it is",
+            )
+    elif refused_now and not retry_rejected:
+        assert quarantined is not None
+        return blocked(quarantined)
+    elif row is not None and row.state == "sent":
+        detail = (
+            "was in flight when a load stopped: looked up in Procore by identifier before it "
+            "is created again"
+        )
+    return InspectionDecision(entry.source_id, Action.CREATE, entry, row, detail=detail)

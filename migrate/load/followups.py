@@ -26,7 +26,7 @@ from migrate.load.state import (
 )
 from migrate.store.planned import MapRow, PlanEntry, PlannedIssue, update_loaded, with_payloads
 
-#: Seed 001: what a sync update may change (trade_id is never planned, so never sent).
+#: Seed 001: what a sync update may change.
 SYNC_FIELDS = (
     "title",
     "description",
@@ -35,6 +35,7 @@ SYNC_FIELDS = (
     "assignee_id",
     "issue_type",
     "priority",
+    "trade_id",
 )
 
 

@@ -24,6 +24,13 @@ Per entity (location, coordination_issue) every record lands in one of these set
   sent at create. Procore cannot add attachments to an existing coordination issue, so these
   need a decision; they are never dropped silently. A record here is also in one of the sets
   above.
+
+Inspections (checklists, issue 14) come from ``decide_inspections``: ``create`` (not in Procore
+yet, or in flight when a load stopped: looked up first), ``update`` (loaded, but unfinished when
+a load stopped, or changed at the source: load sends only what Procore lacks), ``unchanged``,
+``blocked``, ``skipped`` and ``deleted_at_source`` (reported only: inspections are never
+deleted). ``Plan.inspection_requests`` counts the creates' writes by kind, the lower bound
+load/inspections.py ``lower_bound`` defines.
 """
 
 from __future__ import annotations
@@ -35,36 +42,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConfigError
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, PLAN_KINDS
+from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION, PLAN_KINDS
 from migrate.load.decision import (
     ATTACHMENTS_HINT,
+    INSPECTION_SOURCE_ENTITIES,
     ISSUE_SOURCE_ENTITIES,
+    PAYLOAD_BATCH,
     Action,
     IssueDecision,
     Request,
+    decide_inspections,
     decide_issues,
     deletion_limit,
 )
+from migrate.load.inspections import lower_bound
 from migrate.load.state import open_quarantine
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import (
+    UNSENT_DUE_DATE,
+    UNSENT_TRADE,
+    InspectionEntry,
     id_map_rows,
     loaded_count,
+    planned_inspection_rows,
+    planned_issue_type_counts,
+    planned_issues_with_footer_label,
     planned_locations,
     planned_titles,
     skipped_records,
 )
 from migrate.store.runs import last_run
 
-ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE)
+ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE, ENTITY_INSPECTION)
 #: Keys of every row `Plan.rows` returns.
 ROW_KEYS = ("entity", "source_id", "label", "target_id", "detail", "hint")
 #: Entity names in quarantine and skipped_records that belong to each plan entity.
 SOURCE_ENTITIES = {
     ENTITY_LOCATION: ("area", "location"),
     ENTITY_ISSUE: ISSUE_SOURCE_ENTITIES,
+    ENTITY_INSPECTION: INSPECTION_SOURCE_ENTITIES,
 }
 
 
@@ -78,6 +96,9 @@ class Plan:
     #: Issue requests load will make, by kind (load/decision.py Request); ``close`` only with
     #: --apply-deletions.
     requests: Counter[str] = field(default_factory=Counter)
+    #: Inspection writes of the creates, by kind (load/inspections.py lower_bound): what load
+    #: sends for them, item reads and building blocks aside.
+    inspection_requests: Counter[str] = field(default_factory=Counter)
     #: Issues loaded into the project (what the deletion limit is a share of).
     loaded_issues: int = 0
     #: What --apply-deletions closes: {source_id, target_id, title, target_status}.
@@ -137,6 +158,7 @@ class Plan:
                 "loaded_issues": self.loaded_issues,
                 "limit_without_max_deletions": self.deletion_limit,
             },
+            "inspection_requests": dict(sorted(self.inspection_requests.items())),
             "warnings": list(self.warnings),
         }
         kinds = list(kinds)
@@ -166,6 +188,17 @@ class Plan:
             + (f", {requests[Request.LOOK_UP]} look-ups" if requests[Request.LOOK_UP] else "")
             + f"; with --apply-deletions also {len(self.closes)} closes."
         )
+        inspections = counts[ENTITY_INSPECTION]
+        if inspections["create"] or inspections["update"]:
+            asked = self.inspection_requests
+            lines.append(
+                f"Inspection requests load will make: {asked['create']} creates with "
+                f"{asked['uploads']} file uploads, {asked['answers']} answers, "
+                f"{asked['comments']} item comments, {asked['item_files']} item files, "
+                f"{asked['status']} status changes; {inspections['update']} loaded "
+                "inspections finished or updated (only what Procore lacks is sent); plus item "
+                "reads and templates."
+            )
         lines.extend(f"Warning: {warning}" for warning in self.warnings)
         if counts[ENTITY_ISSUE]["attachments_after_load"]:
             lines.append(
@@ -197,6 +230,7 @@ def compute_plan(store: Store, target_project_id: int, *, retry_rejected: bool =
     plan = Plan(target_project_id, transform_run_id=transform_run_id)
     _plan_locations(store, plan)
     _plan_issues(store, plan, retry_rejected=retry_rejected)
+    _plan_inspections(store, plan, retry_rejected=retry_rejected)
     for kinds in plan._rows.values():
         for rows in kinds.values():
             rows.sort(key=lambda row: row[1])
@@ -299,6 +333,37 @@ def _plan_issues(store: Store, plan: Plan, *, retry_rejected: bool) -> None:
     plan.loaded_issues = loaded_count(store, ENTITY_ISSUE, plan.target_project_id)
 
 
+def _plan_inspections(store: Store, plan: Plan, *, retry_rejected: bool) -> None:
+    """Inspections as load decides them (decide_inspections); creates' writes counted."""
+    creates: list[InspectionEntry] = []
+    for decision in decide_inspections(
+        store, plan.target_project_id, retry_rejected=retry_rejected
+    ):
+        entry = decision.entry
+        label = entry.identifier if entry is not None else None
+        plan.add(
+            ENTITY_INSPECTION,
+            decision.action.value,
+            decision.source_id,
+            label,
+            decision.target_id,
+            decision.detail,
+            decision.hint,
+        )
+        if decision.action is Action.CREATE and entry is not None:
+            creates.append(entry)
+    for start in range(0, len(creates), PAYLOAD_BATCH):
+        chunk = creates[start : start + PAYLOAD_BATCH]
+        payloads = {
+            row.source_id: row.payload
+            for row in planned_inspection_rows(store, [entry.source_id for entry in chunk])
+        }
+        for entry in chunk:
+            payload = payloads.get(entry.source_id)
+            if payload is not None:
+                plan.inspection_requests.update(lower_bound(entry, payload))
+
+
 def _add_decision(plan: Plan, decision: IssueDecision, title: str | None) -> None:
     """A decision as plan rows: its action, plus one row per kind of request it makes."""
     entity, sid, target_id = ENTITY_ISSUE, decision.source_id, decision.target_id
@@ -345,6 +410,52 @@ def _add_warnings(store: Store, plan: Plan) -> None:
             f"extract run {newer.id} finished after transform run {plan.transform_run_id}: "
             "run `migrate transform` so the plan includes its changes"
         )
+    plan.warnings.extend(transform_warnings(store))
+
+
+#: Issues are listed by identifier in a warning up to this many; past it, "and N more".
+LISTED_IN_A_WARNING = 10
+#: Share of planned Field issues above which one catch-all issue type earns a warning.
+CATCH_ALL_SHARE = 0.5
+#: Procore issue types that say nothing about the issue (the default row *,* sends "other").
+CATCH_ALL_TYPES = ("other", "")
+
+
+def transform_warnings(store: Store) -> list[str]:
+    """What transform kept out of Procore's fields (issue 15): values that stay in the text
+    only, and an issue-type mapping that files most issues under one catch-all type."""
+    warnings = []
+    unsent_due = planned_issues_with_footer_label(store, UNSENT_DUE_DATE)
+    if unsent_due:
+        warnings.append(
+            f"{len(unsent_due)} issue(s) have a due date that is not a date: they load without "
+            f"one and keep it in the description ({_listed(unsent_due)}); fix the date in BIM "
+            "360 Field and run extract again"
+        )
+    unsent_trades = planned_issues_with_footer_label(store, UNSENT_TRADE)
+    if unsent_trades:
+        warnings.append(
+            f"{len(unsent_trades)} issue(s) name a trade Procore does not have: they load "
+            f"without a trade and keep it in the description ({_listed(unsent_trades)}); add "
+            "rows to mappings/trades.csv"
+        )
+    types = planned_issue_type_counts(store)
+    total = sum(types.values())
+    for issue_type in CATCH_ALL_TYPES:
+        share = types.get(issue_type, 0) / total if total else 0.0
+        if share > CATCH_ALL_SHARE:
+            shown = f"issue type '{issue_type}'" if issue_type else "no issue type"
+            warnings.append(
+                f"{types[issue_type]} of {total} issues ({share:.0%}) get {shown}: add rows "
+                "for their BIM 360 Field categories and types to mappings/issue_types.csv"
+            )
+    return warnings
+
+
+def _listed(issues: list[tuple[str, str | None]]) -> str:
+    shown = [identifier or source_id for source_id, identifier in issues[:LISTED_IN_A_WARNING]]
+    more = len(issues) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _last_transform(store: Store) -> tuple[int, int | None] | None:

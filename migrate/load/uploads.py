@@ -22,10 +22,11 @@ downloads and their bookkeeping belong to extract.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,13 +160,22 @@ class Uploader:
         mark_failed(self.store, self.project_id, attachment_ids, reason)
 
     # -- the work --------------------------------------------------------------------------
-    def prepare(self, attachment_ids: Iterable[str]) -> UploadOutcome:
-        """Make every attachment ready to reference: reuse stored uploads, upload the rest."""
+    def prepare(
+        self, attachment_ids: Iterable[str], names: Mapping[str, str] | None = None
+    ) -> UploadOutcome:
+        """Make every attachment ready to reference: reuse stored uploads, upload the rest.
+
+        ``names``: attachment id -> the file name Procore must show, where it is not the
+        downloaded file's own (an inspection's signatures are named after their field).
+        """
         wanted = sorted(set(attachment_ids))
         outcome = UploadOutcome()
         if not wanted:
             return outcome
         files = self._files(wanted)
+        for attachment_id, name in (names or {}).items():
+            if attachment_id in files and name:
+                files[attachment_id] = dataclasses.replace(files[attachment_id], filename=name)
         rows = self._rows(wanted)
         jobs: list[tuple[AttachmentFile, _Instructions | None]] = []
         for attachment_id in wanted:

@@ -5,7 +5,9 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 
 - ``report.html``: one self-contained page (inline CSS and SVG, no script, nothing fetched);
 - ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
-  ``issues.csv`` (every issue's journey plus its reconciliation result).
+  ``issues.csv`` (every issue's journey plus its reconciliation result), ``inspections.csv``
+  (every staged checklist: its inspection's outcome and the fields that differ, or why it was
+  skipped, quarantined or not loaded yet; see ``migrate.report.inspections``).
 
 Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
 
@@ -41,6 +43,7 @@ CSV_NAMES = {
     "orphans": "orphans.csv",
     "quarantine": "quarantine.csv",
     "issues": "issues.csv",
+    "inspections": "inspections.csv",
 }
 
 __all__ = ["CSV_NAMES", "HTML_NAME", "ReportOptions", "ReportResult", "report_from_settings", "run"]
@@ -76,6 +79,8 @@ class ReportResult:
     checks_not_run: list[str] = field(default_factory=list)
     #: Requests to Procore by "METHOD /path" (None offline: Procore was not read).
     requests: Mapping[str, int] | None = None
+    #: Staged checklists by inspection outcome (match, differs, missing in Procore, …).
+    inspections: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -88,6 +93,7 @@ class ReportResult:
                 "orphans": len(self.orphans),
             },
             "quarantine": {"open": self.quarantined},
+            "inspection": {k.replace(" ", "_"): n for k, n in self.inspections.items()},
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -107,6 +113,12 @@ class ReportResult:
             return EXIT_FAILED
         return EXIT_QUARANTINED if self.quarantined else EXIT_OK
 
+    def inspection_line(self) -> str:
+        """Checklists → inspections in one line: migrated, matching, and what is not."""
+        from migrate.report.inspections import summary_text
+
+        return summary_text(self.inspections)
+
     def summary_lines(self) -> list[str]:
         """What the CLI prints after ``migrate report``."""
         if self.online:
@@ -117,6 +129,8 @@ class ReportResult:
             ]
         else:
             lines = [f"Offline report (Procore not read); {self.quarantined} records quarantined."]
+        if self.inspections:
+            lines.append(self.inspection_line())
         if self.checks_not_run:
             lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
         lines.extend(self.left_behind)
@@ -176,6 +190,7 @@ def run(
     from migrate.report import inventory as left_behind
     from migrate.report.files import prepare_report_dir
     from migrate.report.html import render_report
+    from migrate.report.inspections import fetch_inspections, loaded_inspection_ids
     from migrate.report.reconcile import fetch_target, reconcile
     from migrate.store.db import utc_now
     from migrate.store.runs import RunFigures, recorded_run
@@ -192,11 +207,14 @@ def run(
 
     with recorded_run(store, REPORT_COMMAND, args, log=log) as recorded:
         recorded.track(lambda: RunFigures(None, requests_since()))
-        target = None
+        target = inspections = None
         if client is not None:
             assert project_id is not None
             target = fetch_target(client, project_id)
-        rec = reconcile(store, project_id, target)
+            inspections = fetch_inspections(
+                client, project_id, loaded_inspection_ids(store, project_id)
+            )
+        rec = reconcile(store, project_id, target, inspections)
         rec.runs = [run for run in rec.runs if run["run_id"] != recorded.id]
         prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))
         csv_paths = _write_csvs(store, rec, out_dir)
@@ -223,6 +241,7 @@ def run(
             run_id=recorded.id,
             checks_not_run=[c.name for c in rec.checks if not c.ran],
             requests=requests_since(),
+            inspections=rec.inspections.counts if rec.inspections else {},
         )
         recorded.succeed(result)
     return result
@@ -268,12 +287,19 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
         for source_id, state in zip(issues["source_id"], issues["state"], strict=True)
     ]
     issues["attachments"] = [rec.attachment_results.get(s, "") for s in issues["source_id"]]
+    from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
+    from migrate.report.inspections import INT_COLUMNS as INSPECTION_INT_COLUMNS
+
+    inspection_rows = rec.inspections.rows if rec.inspections else []
     frames = {
         "mismatches": frame(rec.mismatches, MISMATCH_COLUMNS),
         "missing": frame(rec.missing, MISSING_COLUMNS),
         "orphans": frame(rec.orphans, ORPHAN_COLUMNS),
         "quarantine": frame(quarantine_rows, QUARANTINE_COLUMNS),
         "issues": issues,
+        "inspections": frame(inspection_rows, INSPECTION_COLUMNS).astype(
+            {c: "Int64" for c in INSPECTION_INT_COLUMNS}
+        ),
     }
     paths: dict[str, Path] = {}
     for key, table in frames.items():

@@ -11,6 +11,8 @@ from html import escape
 from typing import Any
 
 from migrate.report import charts
+from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
+from migrate.report.inspections import OUTCOMES, summary_text
 from migrate.report.reconcile import Reconciliation
 from migrate.text import terminal_safe
 
@@ -104,6 +106,7 @@ def render_report(
                 csv=csv_files.get("orphans"),
             ),
         ),
+        _section(_inspections_heading(rec), _inspections(rec, csv_files)),
         _section(
             f"Files added after their issue was loaded ({len(rec.attachments_after_load)})",
             "<p>Procore cannot add files to an existing coordination issue: each needs a "
@@ -160,6 +163,8 @@ def _verdict(rec: Reconciliation) -> str:
         if rec.quarantined
         else " Nothing is quarantined."
     )
+    if rec.inspections is not None and rec.inspections.rows:
+        quarantined += " " + summary_text(rec.inspections.counts)
     if not rec.online:
         return (
             '<div class="verdict offline">Offline report: Procore was not read, so nothing was '
@@ -245,6 +250,48 @@ def _entity_table(rec: Reconciliation) -> str:
         "(location paths for locations) · loaded: id map rows Procore confirmed.</p>"
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + note
+
+
+def _inspections_heading(rec: Reconciliation) -> str:
+    rows = rec.inspections.rows if rec.inspections is not None else []
+    return f"Checklists → Procore inspections ({len(rows)})"
+
+
+#: Inspection outcomes that fail the report.
+_BAD_OUTCOMES = ("differs", "missing in Procore")
+
+
+def _inspections(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
+    """Every staged checklist: its inspection's outcome, or why it was left out."""
+    found = rec.inspections
+    if found is None or not found.rows:
+        return "<p>No checklist was extracted.</p>"
+    counts = found.counts
+    summary = [{"outcome": o, "checklists": counts[o]} for o in OUTCOMES if counts[o]]
+    out = [
+        "<p>Each inspection is compared with its plan field by field: identifier, description, "
+        "status, inspection date, location, responsible contractor, inspection type and "
+        "template; every item's answer, comments and files; files by name and by the sha256 "
+        "of the bytes Procore serves. Field differences are also listed under Mismatches.</p>",
+        _table(summary, ("outcome", "checklists"), empty=""),
+    ]
+    columns = [c for c in INSPECTION_COLUMNS if c != "name"]
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
+    # Problems first, so a long list still shows them above the cut.
+    ordered = sorted(found.rows, key=lambda r: (r["outcome"] not in _BAD_OUTCOMES, r["source_id"]))
+    body = []
+    for row in ordered[:MAX_ROWS]:
+        bad = row["outcome"] in _BAD_OUTCOMES
+        cells = "".join(_cell(row.get(c), c) for c in columns)
+        body.append(f'<tr class="{"bad" if bad else ""}">{cells}</tr>')
+    out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    where = csv_files.get("inspections")
+    if len(ordered) > MAX_ROWS:
+        shown = escape(where or "inspections.csv")
+        out.append(f"<p>Showing {MAX_ROWS} of {len(ordered)} (all of them are in {shown}).</p>")
+    elif where:
+        out.append(f"<p>Also in {escape(where)}.</p>")
+    return "\n".join(out)
 
 
 def _checks(rec: Reconciliation) -> str:

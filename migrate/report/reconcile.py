@@ -11,7 +11,8 @@ loaded issue is expected to look like comes from what transform planned and load
   and by content: a file matches when the sha256 of the bytes storage received
   (``uploads.sent_sha256``, hashed while they were sent) equals the staged sha256 of that
   attachment and Procore lists a file of that name on the issue. Procore's API gives no size
-  or digest of an attachment, and files are never downloaded: the sent digest is the proof.
+  or digest of an attachment, and issue files are never downloaded: the sent digest is the
+  proof (inspection files are downloaded and hashed: see ``migrate.report.inspections``).
 
 Orphans are Procore issues carrying a uuid this migration derives (``migrate.ids.issue_uuid``
 for any source id the staging DB knows, or a planned uuid) that id_map does not map to them.
@@ -24,14 +25,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
+from migrate.report.paths import actual_path, path_of, path_text
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 from migrate.store.runs import run_rows
 from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
+
+if TYPE_CHECKING:
+    from migrate.report.inspections import InspectionReconciliation, InspectionTarget
 
 MISMATCH_COLUMNS = (
     "entity",
@@ -129,6 +134,8 @@ class Reconciliation:
     run_request_rates: list[tuple[Any, Any, float]]
     hourly_limit: int
     hourly_limit_known: bool
+    #: Every staged checklist's outcome and the inspections' field differences (issue 14).
+    inspections: InspectionReconciliation | None = None
 
     @property
     def quarantined(self) -> int:
@@ -202,39 +209,6 @@ def _json_list(text: str | None) -> list[Any] | None:
     return value if isinstance(value, list) else None
 
 
-def _path_of(location_id: Any, by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
-    """Node names root → leaf for a Procore location id, via parent_id (None if unknown)."""
-    names: list[str] = []
-    seen: set[int] = set()
-    current = by_id.get(location_id) if isinstance(location_id, int) else None
-    if current is None:
-        return None
-    while current is not None:
-        if current["id"] in seen:  # a cycle would be Procore's bug; stop rather than loop
-            break
-        seen.add(current["id"])
-        names.append(str(current.get("node_name") or current.get("name") or ""))
-        parent = current.get("parent_id")
-        current = by_id.get(parent) if parent is not None else None
-    return list(reversed(names))
-
-
-def _actual_path(issue: Mapping[str, Any], by_id: Mapping[int, dict[str, Any]]) -> list[str] | None:
-    location = issue.get("location")
-    if not location:
-        return None
-    path = _path_of(location.get("id"), by_id)
-    if path is None:
-        # Not in the locations list (deleted since?): the ">"-joined name is all there is.
-        return str(location.get("name") or "").split(">")
-    return path
-
-
-def path_text(path: list[str] | None) -> str:
-    """A location path for people: node names joined by " > "."""
-    return "" if not path else " > ".join(path)
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -251,9 +225,15 @@ def _date(value: Any) -> str | None:
 
 
 def reconcile(
-    store: Store, target_project_id: int | None, target: TargetSnapshot | None
+    store: Store,
+    target_project_id: int | None,
+    target: TargetSnapshot | None,
+    inspections: InspectionTarget | None = None,
 ) -> Reconciliation:
-    """Compare the staging DB with ``target`` (None: offline, staging-only checks)."""
+    """Compare the staging DB with ``target`` (None: offline, staging-only checks) and the
+    inspections with ``inspections`` (None: Procore's inspections were not read)."""
+    from migrate.report.inspections import reconcile_inspections
+
     project = target_project_id
     proj_sql, proj_params = _project_filter(project)
     loaded = _rows(
@@ -317,6 +297,7 @@ def reconcile(
         matched_by_entity["location"] = matched_locations
         orphans = _orphans(store, project, procore_issues, loaded)
         checks.extend(_online_checks(len(procore_issues), len(locations_by_id)))
+        checks.extend(_inspection_checks(inspections))
     else:
         for row in loaded:
             issue_results[row["source_id"]] = "loaded (not checked: offline)"
@@ -330,6 +311,16 @@ def reconcile(
             )
         )
 
+    inspection_rec = reconcile_inspections(
+        store, project, inspections if online else None, locations_by_id
+    )
+    mismatches.extend(inspection_rec.mismatches)
+    missing.extend(inspection_rec.missing)
+    entity_rows = _entity_rows(
+        store, project, issue_results, missing, orphans, matched_by_entity, online
+    )
+    entity_rows.append(inspection_rec.entity_row())
+    orphans.extend(inspection_rec.orphans)  # after the issue row counted the issues' own
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
     hourly_limit, known = _hourly_limit(store)
@@ -337,9 +328,7 @@ def reconcile(
         target_project_id=project,
         online=online,
         checks=checks,
-        entity_rows=_entity_rows(
-            store, project, issue_results, missing, orphans, matched_by_entity, online
-        ),
+        entity_rows=entity_rows,
         matched=matched_by_entity["issue"] + matched_by_entity["checklist_item"],
         matched_by_entity=matched_by_entity,
         mismatches=mismatches,
@@ -372,6 +361,7 @@ def reconcile(
         run_request_rates=_run_request_rates(store),
         hourly_limit=hourly_limit,
         hourly_limit_known=known,
+        inspections=inspection_rec,
     )
     return reconciliation
 
@@ -437,9 +427,9 @@ def _compare_issue(
         if (row.get(name) or None) != (actual.get(name) or None):
             differ(name, row.get(name), actual.get(name))
     expected_path = _json_list(row.get("location_path"))
-    actual_path = _actual_path(actual, locations_by_id)
-    if (expected_path or None) != (actual_path or None):
-        differ("location", path_text(expected_path), path_text(actual_path))
+    got_path = actual_path(actual, locations_by_id)
+    if (expected_path or None) != (got_path or None):
+        differ("location", path_text(expected_path), path_text(got_path))
     assignee = actual.get("assignee") or {}
     if row.get("assignee_id") != assignee.get("id"):
         differ(
@@ -558,7 +548,7 @@ def _compare_locations(
             )
             continue
         expected = _json_list(row["path"])
-        actual = _path_of(row["target_id"], by_id)
+        actual = path_of(row["target_id"], by_id)
         if expected is not None and expected != actual:
             mismatches.append(
                 {
@@ -680,6 +670,37 @@ def _online_checks(issues: int, locations: int) -> list[Check]:
         Check("orphans", True, "Procore issues whose uuid migrate derives but id_map does not map")
     )
     return checks
+
+
+def _inspection_checks(read: InspectionTarget | None) -> list[Check]:
+    if read is None:
+        return [Check("inspections", False, "Procore's inspections were not read")]
+    return [
+        Check(
+            "inspections",
+            True,
+            f"read {len(read.lists)} inspections, {len(read.items)} items, "
+            f"{len(read.comments)} item comments and {len(read.item_files)} item files",
+        ),
+        Check(
+            "inspection header",
+            True,
+            "identifier, description, status, inspection date, location path, responsible "
+            "contractor, inspection type and template against the plan",
+        ),
+        Check(
+            "inspection items",
+            True,
+            "every planned item's answer (by type), comments (bodies) and files, joined with "
+            "Procore's items on section and item position",
+        ),
+        Check(
+            "inspection files",
+            True,
+            f"every file by name, and by the sha256 of the bytes its url served "
+            f"({len(read.digests)} downloaded)",
+        ),
+    ]
 
 
 def _entity_rows(
@@ -861,7 +882,7 @@ def _by_location(
             issue = procore_issues.get(row["target_id"])
             if issue is None:
                 continue
-            path = _actual_path(issue, locations_by_id)
+            path = actual_path(issue, locations_by_id)
         else:
             path = _json_list(row.get("location_path"))
         counts[path_text(path) or NO_LOCATION] += 1

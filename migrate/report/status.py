@@ -30,6 +30,9 @@
                 "by_endpoint": {"GET /rest/v1.0/…": 0}},
       "plan": {"create": 0, "update": 0, "status_change": 0,   # what `migrate load` would do
                "deleted_at_source": 0, "attachments_after_load": 0},  # zeros w/o a project
+      "inspections": {"extracted": 0, "templates_planned": 0, "planned": 0,  # checklists
+                      "loaded": 0, "unfinished": 0, "rejected": 0, "pending": 0,
+                      "skipped": 0, "quarantined": 0},
       "quarantine_open": 0,
       "running": [{"command": "load", "run_id": 4, "pid": 123}],  # live processes only
       "next_command": "migrate load",
@@ -49,6 +52,13 @@ Entity states: ``extracted`` rows in the staging DB (Field areas for ``location`
 project; ``skipped`` left out on purpose by a mapping or deleted at the source; ``pending``
 planned but neither loaded nor rejected yet (``sent`` included: a killed load); ``quarantined``
 open quarantine rows. A missing staging DB is reported as empty and is not created.
+
+``inspections`` (issue 14): ``extracted`` checklists staged (deleted ones included),
+``templates_planned`` and ``planned`` inspection templates and inspections transform planned,
+``loaded`` / ``rejected`` inspection id_map rows for the target project (``unfinished``: loaded
+ones a stopped load left with answers, comments, files or status to do), ``pending`` planned but
+neither, ``skipped`` checklists left out on purpose (deleted at the source, a status mapped to
+skip), ``quarantined`` checklists held back by transform or load (open quarantine).
 """
 
 from __future__ import annotations
@@ -59,7 +69,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.ids import ENTITY_LOCATION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_LOCATION
+from migrate.quarantine import open_quarantine
 from migrate.report.inventory import LeftBehind, left_behind
 from migrate.report.inventory import status_json as inventory_json
 from migrate.report.inventory import status_lines as inventory_lines
@@ -70,8 +81,12 @@ from migrate.store.planned import (
     issue_map_state_counts,
     loaded_then_deleted,
     map_state_counts,
+    planned_inspection_counts,
     planned_issue_counts,
     planned_location_count,
+    skipped_records,
+    unfinished_inspection_count,
+    unloaded_planned_inspection_count,
     unloaded_planned_issue_counts,
     unloaded_planned_location_count,
 )
@@ -93,6 +108,17 @@ ATTACHMENT_KEYS = (
 #: The commands shown under "stages", in pipeline order (others follow in the order seen).
 PIPELINE_ORDER = ("extract", "transform", "plan", "load", "report")
 MAX_LISTED_IDS = 20
+INSPECTION_KEYS = (
+    "extracted",
+    "templates_planned",
+    "planned",
+    "loaded",
+    "unfinished",
+    "rejected",
+    "pending",
+    "skipped",
+    "quarantined",
+)
 PLAN_KEYS = ("create", "update", "status_change", "deleted_at_source", "attachments_after_load")
 
 
@@ -153,6 +179,7 @@ class StatusReport:
     plan: dict[str, int]
     quarantine_open: int
     running: list[dict[str, Any]]
+    inspections: dict[str, int]
     next_command: str
     next_reason: str
     #: What is not migrated and the project export (report/inventory.py), as recorded.
@@ -180,6 +207,7 @@ class StatusReport:
                 "by_endpoint": dict(self.quota_by_endpoint),
             },
             "plan": dict(self.plan),
+            "inspections": dict(self.inspections),
             "quarantine_open": self.quarantine_open,
             "running": [dict(run) for run in self.running],
             "next_command": self.next_command,
@@ -219,6 +247,7 @@ class StatusReport:
         out.append(f"{'Records':<15}{header}")
         for entity, states in self.entities.items():
             out.append(f"  {entity:<13}" + "".join(f"{states[s]:>12}" for s in ENTITY_STATES))
+        out.append(_inspection_line(self.inspections))
         a = self.attachments
         out.append("")
         out.append(
@@ -287,8 +316,17 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
     quarantine_open = _scalar(store, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
     sent = in_flight_count(store, target_project_id)
     plan, plan_problem = _plan_counts(store, target_project_id)
+    inspections = _inspection_counts(store, target_project_id)
     next_command, reason = _next_command(
-        stages, running, entities, quarantine_open, sent, attachments, plan, plan_problem
+        stages,
+        running,
+        entities,
+        quarantine_open,
+        sent + inspections["pending"],
+        attachments,
+        plan,
+        plan_problem,
+        inspections["extracted"],
     )
     return StatusReport(
         staging_db=store.path,
@@ -308,6 +346,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
         running=running,
         next_command=next_command,
         next_reason=reason,
+        inspections=inspections,
         left_behind=left_behind(store),
     )
 
@@ -334,6 +373,7 @@ def _empty_report(path: str, project_id: int | None) -> StatusReport:
         running=[],
         next_command="migrate extract",
         next_reason="Nothing has been extracted yet: start by pulling the BIM 360 Field project.",
+        inspections=dict.fromkeys(INSPECTION_KEYS, 0),
     )
 
 
@@ -453,6 +493,35 @@ def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, 
     return counts
 
 
+def _inspection_counts(store: Store, project_id: int | None) -> dict[str, int]:
+    """Checklists → Procore inspections: staged, planned, loaded, left out, held back."""
+    from migrate.report.inspections import HOLDING_ENTITIES, SOURCE_ENTITY_CHECKLIST
+
+    counts = dict.fromkeys(INSPECTION_KEYS, 0)
+    counts["extracted"] = _scalar(store, "SELECT COUNT(*) FROM checklists")
+    planned = planned_inspection_counts(store)
+    counts["templates_planned"] = planned["templates"]
+    counts["planned"] = planned["inspections"]
+    for state, number in map_state_counts(store, ENTITY_INSPECTION, project_id).items():
+        if state in ("loaded", "rejected"):
+            counts[state] = number
+    counts["unfinished"] = unfinished_inspection_count(store, project_id)
+    counts["pending"] = unloaded_planned_inspection_count(store, project_id)
+    counts["skipped"] = len(skipped_records(store, (SOURCE_ENTITY_CHECKLIST,)))
+    counts["quarantined"] = len(open_quarantine(store, HOLDING_ENTITIES))
+    return counts
+
+
+def _inspection_line(counts: dict[str, int]) -> str:
+    unfinished = f" ({counts['unfinished']} unfinished)" if counts["unfinished"] else ""
+    return (
+        f"Inspections  {counts['extracted']} checklists extracted, {counts['planned']} planned "
+        f"({counts['templates_planned']} templates), {counts['loaded']} loaded{unfinished}, "
+        f"{counts['pending']} pending, {counts['rejected']} rejected, {counts['skipped']} "
+        f"skipped, {counts['quarantined']} quarantined"
+    )
+
+
 def _attachment_counts(store: Store, project_id: int | None) -> dict[str, int]:
     counts = dict.fromkeys(ATTACHMENT_KEYS, 0)
     for state, number, size in store.conn.execute(
@@ -552,6 +621,7 @@ def _next_command(
     attachments: dict[str, int],
     plan: dict[str, int],
     plan_problem: str | None,
+    checklists_extracted: int = 0,
 ) -> tuple[str, str]:
     """The command to run next, and why, in one sentence."""
     if running:
@@ -563,7 +633,9 @@ def _next_command(
         )
     last = {stage.command: stage for stage in stages}
     extract = last.get("extract")
-    extracted = entities["issue"]["extracted"] + entities["location"]["extracted"]
+    extracted = (
+        entities["issue"]["extracted"] + entities["location"]["extracted"] + checklists_extracted
+    )
     if extract is None and not extracted:
         return (
             "migrate extract",

@@ -85,9 +85,15 @@ AWKWARD_ISSUES = {
     "missing_area": 11,
     "assignee_case_mismatch": 13,
     "assignee_unknown": 15,
+    "assignee_user_id": 12,  # the assignee field holds a Field user id (display type user_id)
+    "assignee_display_name": 9,  # ... the user's display name
+    "due_date_time": 14,  # DUE_DATE_TIME: a date-time whose UTC day is the day before
+    "due_date_unreadable": 16,  # DUE_DATE_UNREADABLE: no date at all
     "deleted_area": 17,
 }
 UNKNOWN_ASSIGNEE = "j.ortega@formersub-closed.example.com"
+DUE_DATE_TIME = "2014-10-14T08:54:16+14:00"
+DUE_DATE_UNREADABLE = "after the fire inspection"
 
 # Kind codes: the first group of every generated id says what the id names.
 KIND_PROJECT = 0x00000330
@@ -878,6 +884,10 @@ class GeneratedFieldProject(FieldProjectData):
             else None,
             "f--cost": f"{rng.randint(50, 25000)}.00" if rng.random() < 0.2 else None,
         }
+        if self._awkward("due_date_time", index):
+            fields["f--due_date"] = DUE_DATE_TIME
+        if self._awkward("due_date_unreadable", index):
+            fields["f--due_date"] = DUE_DATE_UNREADABLE
         if self._awkward("duplicate_identifier", index):
             fields["f--identifier"] = self.issue(index - 1)["fields"]["f--identifier"]
         signatures: list[dict[str, Any]] = []
@@ -1059,6 +1069,12 @@ class GeneratedFieldProject(FieldProjectData):
             return _case_variant(self._emails[1 % len(self._emails)])
         if self._awkward("assignee_unknown", index):
             return UNKNOWN_ASSIGNEE
+        # The same user as the case mismatch (a Procore assignee), written as Field's id or name.
+        same = self._users[1 % len(self._users)]
+        if self._awkward("assignee_user_id", index):
+            return str(same["id"])
+        if self._awkward("assignee_display_name", index):
+            return f"{same['first_name']} {same['last_name']}"
         roll = rng.random()
         if roll < 0.2:
             return None
@@ -2008,6 +2024,23 @@ class GeneratedProject(_AccountBase):
             }
             for position, company in enumerate(self.companies)
             if position % 3 != 2
+        ]
+        # The company's trades (a coordination issue's trade_id). Against the Field "Trade"
+        # values: Drywall and Concrete by name, Electrical ignoring case, Mechanical and
+        # Glazing only through mappings/trades.csv (HVAC, Glass & Glazing), Plumbing not at
+        # all; Fire Protection is no longer available.
+        state["trades"] = [
+            {"id": 3001 + n, "name": name, "active": active}
+            for n, (name, active) in enumerate(
+                (
+                    ("Drywall", True),
+                    ("ELECTRICAL", True),
+                    ("Concrete", True),
+                    ("HVAC", True),
+                    ("Glass & Glazing", True),
+                    ("Fire Protection", False),
+                )
+            )
         ]
         state["assignee_user_ids"] = {
             str(project_id): [

@@ -11,13 +11,37 @@ does not depend on leniency. The choices a client author should know about:
   ``{"errors": "Missing Procore-Company-Id header!"}`` (malformed request); a company other than
   ours is a 403. Only ``GET /rest/v1.0/companies`` and ``GET /rest/v1.0/me`` skip the header.
 - Quota: one hourly window and one spike window for the whole app (a new token does not reset
-  them). The docs do not say how they count, so ``rate_windows`` picks the reading: ``sliding``
-  (a sliding log, the default) or ``fixed`` (each window resets all at once at multiples of its
-  length, as ``X-Rate-Limit-Reset`` may suggest); ``retry_after=False`` drops ``Retry-After``
-  from a 429 (the docs disagree on it). Every ``/rest/`` request counts, 401/403/404s, unrouted
-  paths and requests that then hit an injected fault included; a request refused with 429 does
-  not take a slot (so ``Retry-After`` is honest). ``/oauth/token`` and storage (``/s3/``) are
-  not counted and carry no rate-limit headers. The 429 body is Procore's plain-text message.
+  them). Every ``/rest/`` request counts, 401/403/404s, unrouted paths and requests that then
+  hit an injected fault included (Procore's "Rate Limiting" page: failed requests consume quota
+  exactly like successful ones); a request refused with 429 does not take a slot (so
+  ``Retry-After`` is honest). ``/oauth/token`` and storage (``/s3/``) are not counted and carry
+  no rate-limit headers. The 429 body is Procore's plain-text message. Procore's pages read two
+  ways on how the windows count and on what a 429 carries, so each reading is a switch:
+
+  - ``rate_windows="sliding"`` (default): a sliding log, at most ``limit`` requests in any
+    ``length`` seconds; ``X-Rate-Limit-Reset`` is when the oldest counted request leaves (the
+    current page: Remaining "may increase again after a brief pause as the window rolls
+    forward"). ``rate_windows="fixed"``: each window resets all at once at every multiple of
+    its length (Unix time), and ``X-Rate-Limit-Reset`` is when the next window begins (the older
+    page: "the rate limit resets every hour", Reset is "the Unix timestamp for when the next
+    window begins"). Both apply to the hourly and the 10-second spike window alike.
+  - ``retry_after=True`` (default) sends ``Retry-After`` (whole seconds to the reset) with a
+    429; ``retry_after=False`` leaves it out. The pages promise ``Retry-After`` only for the 503
+    of heavy-load throttling and tell a client refused with 429 to wait until
+    ``X-Rate-Limit-Reset`` (with backoff and jitter), so a client must cope without it.
+  - The headers describe "the limit your app is most likely to exceed first"; in most cases
+    the spike window "until you are very close to exhausting the hourly limit". Which one that
+    is, the pages do not define: ``rate_report="fewest"`` (default) names the window with
+    fewer requests left, ``rate_report="share"`` the one with the smaller share of its limit
+    left (a fresh spike window then yields to an hourly window barely begun, which is how a
+    stand-in once slowed our budget to the hourly average, issue 16). The spike window wins a
+    tie either way. Not modelled: Procore's sample-code page says the hourly window "typically
+    shows up only once it's used up"; a client with requests in flight then meets one 429 per
+    request in flight when the hour runs out, whatever it does, until it knows the hourly limit.
+
+  :meth:`ProcoreApp.rate_stats` counts requests, 429s and the busiest spike window;
+  :meth:`ProcoreApp.spike_window_tally` counts, per spike window, what was counted and what
+  was refused, so tests judge a client by what the server saw rather than by wall time.
 - Unknown projects are 404; projects of another company are 403 (invisible).
 - Unknown attributes in a create or update are errors, not silently dropped. ``uuid`` must be a
   canonical UUID (compared case-insensitively) and stays taken after the issue is deleted
@@ -170,6 +194,11 @@ DEFAULT_STATE: dict[str, Any] = {
         },
     ],
     "assignee_user_ids": {"5100": [7001, 7002], "5101": [7001, 7004]},
+    "trades": [
+        {"id": 3001, "name": "Drywall"},
+        {"id": 3002, "name": "ELECTRICAL"},
+        {"id": 3003, "name": "Fire Protection", "active": False},
+    ],
     "vendors": [
         {"id": 9001, "name": "Diaz Mechanical", "project_ids": [5100]},
         {"id": 9002, "name": "Wei Electric", "project_ids": [5100, 5101]},
@@ -303,6 +332,8 @@ class FixedWindow:
 
 #: How the simulator's quota windows count: Procore's docs do not say (see procore-notes).
 RATE_WINDOW_KINDS = ("sliding", "fixed")
+#: Which window the X-Rate-Limit-* headers describe: fewer requests left, or smaller share left.
+RATE_REPORTS = ("fewest", "share")
 
 
 class _MultipartError(Exception):
@@ -511,6 +542,7 @@ class ProcoreApp(App):
         spike_window: float = 10.0,
         rate_windows: str = "sliding",
         retry_after: bool = True,
+        rate_report: str = "fewest",
         upload_start_expiry: float = 3600.0,
         upload_reference_expiry: float = 7 * 24 * 3600.0,
         attachment_url_ttl: float = 3600.0,
@@ -536,6 +568,9 @@ class ProcoreApp(App):
             raise ValueError(
                 f"rate_windows must be one of {RATE_WINDOW_KINDS}, not {rate_windows!r}"
             )
+        if rate_report not in RATE_REPORTS:
+            raise ValueError(f"rate_report must be one of {RATE_REPORTS}, not {rate_report!r}")
+        self.rate_report = rate_report
         window_kind = SlidingWindow if rate_windows == "sliding" else FixedWindow
         self.hourly: SlidingWindow | FixedWindow = window_kind(hourly_limit, hourly_window)
         self.spike: SlidingWindow | FixedWindow = window_kind(spike_limit, spike_window)
@@ -543,6 +578,8 @@ class ProcoreApp(App):
         #: only ``X-Rate-Limit-Reset`` to go by.
         self.retry_after = retry_after
         self._arrivals: deque[float] = deque()
+        #: Spike-window number (Unix time // its length) -> [requests counted, refused with 429].
+        self._spike_tally: dict[int, list[int]] = {}
         self._stats = {
             "requests": 0,
             "rate_limited": 0,
@@ -569,6 +606,7 @@ class ProcoreApp(App):
         self._uploads_by_key: dict[str, str] = {}
         self._attachments: dict[int, dict[str, Any]] = {}
         self._vendors: dict[int, dict[str, Any]] = {}
+        self._trades: dict[int, dict[str, Any]] = {}
         self._next_ids = {"location": 80001, "issue": 600001, "attachment": 900001}
         self.inspections = Inspections(
             self,
@@ -593,6 +631,12 @@ class ProcoreApp(App):
         add("GET", "/rest/v1.0/companies", self._companies, "companies.list")
         add("GET", "/rest/v1.0/me", self._me, "me.show")
         add("GET", "/rest/v1.0/projects", self._projects_list, "projects.list")
+        add(
+            "GET",
+            "/rest/v1.0/companies/{company_id}/trades",
+            self._company_trades,
+            "company_trades.list",
+        )
         add(
             "GET",
             "/rest/v1.0/projects/{project_id}/users",
@@ -727,6 +771,8 @@ class ProcoreApp(App):
             self._stats["max_in_spike_window"], len(self._arrivals)
         )
         exceeded = [w for w in (self.spike, self.hourly) if w.full(now)] if enforce else []
+        tally = self._spike_tally.setdefault(math.floor(now / self.spike.length), [0, 0])
+        tally[1 if exceeded else 0] += 1
         if exceeded:
             self._stats["quota_rejections"] += 1
             window = max(exceeded, key=lambda w: w.reset_at(now))
@@ -740,9 +786,13 @@ class ProcoreApp(App):
     def _rate_headers(
         self, now: float, window: SlidingWindow | FixedWindow | None = None
     ) -> dict[str, str]:
-        # Report whichever window is closer to running out; the spike window on a tie.
+        # Report whichever window is closer to running out (see rate_report); the spike
+        # window on a tie.
         if window is None:
-            window = min((self.spike, self.hourly), key=lambda w: w.remaining(now))
+            if self.rate_report == "share":
+                window = min((self.spike, self.hourly), key=lambda w: w.remaining(now) / w.limit)
+            else:
+                window = min((self.spike, self.hourly), key=lambda w: w.remaining(now))
         return {
             "X-Rate-Limit-Limit": str(window.limit),
             "X-Rate-Limit-Remaining": str(window.remaining(now)),
@@ -857,6 +907,13 @@ class ProcoreApp(App):
                 "id": vid,
                 "name": vendor["name"],
                 "project_ids": [int(p) for p in vendor.get("project_ids", [])],
+            }
+        for trade in state.get("trades", []):
+            tid = int(trade["id"])
+            self._trades[tid] = {
+                "id": tid,
+                "name": str(trade["name"]),
+                "active": bool(trade.get("active", True)),
             }
         for pid, user_ids in state.get("assignee_user_ids", {}).items():
             self._assignees[int(pid)] = [int(u) for u in user_ids]
@@ -997,6 +1054,29 @@ class ProcoreApp(App):
                     "is_active": True,
                     "vendor": {"id": None, "name": u["company_name"]},
                 },
+            )
+
+    def _company_trades(self, request: Request) -> Response:
+        """The company's trades (a coordination issue's ``trade_id``): ``{id, name, active,
+        created_at, updated_at}``; ``filters[active]`` keeps the available ones."""
+        self._check_filters(request, ("filters[active]", "filters[query]"))
+        raw = request.path_params["company_id"]
+        if _as_int(raw) != self.company["id"]:
+            raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+        with self.lock:
+            trades = sorted(self._trades.values(), key=lambda t: t["id"])
+            active = request.param("filters[active]")
+            if active is not None:
+                wanted = active.strip().lower() == "true"
+                trades = [t for t in trades if t["active"] == wanted]
+            query = (request.param("filters[query]") or "").strip().lower()
+            if query:
+                trades = [t for t in trades if query in t["name"].lower()]
+            stamp = _iso(0.0)
+            return self._paged(
+                request,
+                trades,
+                lambda t: {**t, "created_at": stamp, "updated_at": stamp},
             )
 
     def _project_vendors(self, request: Request) -> Response:
@@ -1220,8 +1300,12 @@ class ProcoreApp(App):
             self._check_due_date(present["due_date"], changes, error)
         if "trade_id" in present:
             trade_id = present["trade_id"]
-            if trade_id is None or (_is_int(trade_id) and trade_id > 0):
+            if trade_id is None or (_is_int(trade_id) and trade_id in self._trades):
                 changes["trade_id"] = trade_id
+            elif _is_int(trade_id) and trade_id > 0:
+                # Our reading: an id must name one of the company's trades (the seeds are
+                # silent; Procore refuses ids of records that do not exist elsewhere).
+                error("trade_id", "is not a trade of this company")
             else:
                 error("trade_id", "must be a positive integer")
         if "location_id" in present:
@@ -1998,6 +2082,20 @@ class ProcoreApp(App):
         with self.lock:
             return self.inspections.snapshot(int(project_id))
 
+    def spike_window_tally(self) -> list[tuple[int, int, int]]:
+        """(window number, requests counted, requests refused) for every spike window from the
+        first to the last that saw a ``/rest/`` request, empty ones included, oldest first.
+
+        Window ``n`` covers ``[n * length, (n + 1) * length)`` of the simulator's clock: the
+        fixed windows themselves, or consecutive stretches of a sliding window's length.
+        """
+        with self.lock:
+            if not self._spike_tally:
+                return []
+            first, last = min(self._spike_tally), max(self._spike_tally)
+            tallies = [(n, self._spike_tally.get(n, [0, 0])) for n in range(first, last + 1)]
+            return [(number, counted, refused) for number, (counted, refused) in tallies]
+
     def rate_stats(self) -> dict[str, Any]:
         """Requests counted against the quota, 429s served, and the busiest spike window."""
         with self.lock:
@@ -2008,4 +2106,5 @@ class ProcoreApp(App):
                 "spike_limit": self.spike.limit,
                 "spike_window": self.spike.length,
                 "rate_windows": "sliding" if isinstance(self.spike, SlidingWindow) else "fixed",
+                "rate_report": self.rate_report,
             }

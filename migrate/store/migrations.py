@@ -688,11 +688,79 @@ CREATE TABLE planned_inspections (       -- one Procore inspection per Field che
 CREATE INDEX planned_inspections_template ON planned_inspections(template_source_id);
 """
 
+_M10_SQL = """
+CREATE VIEW v_inspection_journey AS      -- per Field checklist: its Procore inspection and state
+WITH sources AS (
+    SELECT id AS source_id, identifier, name, checklist_type, status AS field_status,
+           template_name, deleted
+    FROM checklists
+    UNION ALL
+    SELECT p.source_id, p.identifier, NULL, NULL, NULL, NULL, 0
+    FROM planned_inspections p
+    WHERE NOT EXISTS (SELECT 1 FROM checklists c WHERE c.id = p.source_id)
+),
+open_quarantine AS (
+    SELECT source_id, MIN(stage) AS stage, MIN(reason) AS reason, MIN(hint) AS hint
+    FROM quarantine
+    WHERE released_at IS NULL AND entity IN ('checklist', 'inspection') AND source_id IS NOT NULL
+    GROUP BY source_id
+),
+skipped AS (
+    SELECT source_id, MIN(reason) AS reason FROM skipped_records WHERE entity = 'checklist'
+    GROUP BY source_id
+)
+SELECT
+    s.source_id,
+    s.identifier,
+    s.name,
+    s.checklist_type,
+    s.field_status,
+    s.template_name,
+    t.name AS procore_template,
+    t.inspection_type AS procore_inspection_type,
+    p.status AS procore_status_planned,
+    m.target_project_id AS procore_project_id,
+    m.target_id AS procore_id,
+    CASE
+        WHEN m.state = 'loaded' AND s.deleted = 1 THEN 'loaded_then_deleted_at_source'
+        WHEN m.state = 'loaded' AND m.payload_hash IS NULL THEN 'unfinished'
+        WHEN m.state IN ('loaded', 'rejected', 'sent') THEN m.state
+        WHEN q.source_id IS NOT NULL THEN 'quarantined'
+        WHEN k.source_id IS NOT NULL THEN 'skipped'
+        WHEN p.source_id IS NOT NULL THEN 'planned'
+        ELSE 'extracted'
+    END AS state,
+    k.reason AS skipped_reason,
+    q.stage AS quarantine_stage,
+    q.reason AS quarantine_reason,
+    q.hint,
+    m.updated_at AS state_changed_at
+FROM sources s
+LEFT JOIN planned_inspections p ON p.source_id = s.source_id
+LEFT JOIN planned_inspection_templates t ON t.source_id = p.template_source_id
+LEFT JOIN id_map m ON m.entity = 'inspection' AND m.source_id = s.source_id
+LEFT JOIN open_quarantine q ON q.source_id = s.source_id
+LEFT JOIN skipped k ON k.source_id = s.source_id;
+"""
+
+# Issue 15 (losses inside transform): the company's Procore trades, snapshot by transform
+# beside target_assignees, so fields.csv's trade target resolves to a trade_id (offline too).
+_TARGET_TRADES_SQL = """
+CREATE TABLE target_trades (             -- Procore company trades, snapshot by transform
+    company_id INTEGER NOT NULL,         -- Procore company
+    id INTEGER NOT NULL,                 -- Procore trade id (a coordination issue's trade_id)
+    name TEXT,
+    active INTEGER NOT NULL DEFAULT 1,   -- 0: no longer available for new records
+    snapshot_run INTEGER REFERENCES runs(id),
+    PRIMARY KEY (company_id, id)
+);
+"""
+
 # What a migration leaves behind, kept beside what it moves (issue 15, source side): marked-up
 # renditions are attachments rows of their own pointing at the original (rendition_of), the
 # official project export's two archives (stored in the blob store like attachments), and a
 # count of each Field family the pipeline does not migrate.
-_M10_SQL = """
+_M12_SQL = """
 ALTER TABLE attachments ADD COLUMN rendition_of TEXT;   -- original attachments.id of a composite
 ALTER TABLE attachments ADD COLUMN rendition_page INTEGER;  -- its page (0-based), NULL otherwise
 CREATE INDEX attachments_rendition_of ON attachments(rendition_of);
@@ -731,7 +799,9 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "id_map_title", _M7_SQL),
     Migration(8, "checklist_templates_and_sources", _M8_SQL),
     Migration(9, "planned_inspections", _M9_SQL),
-    Migration(10, "renditions_export_inventory", _M10_SQL),
+    Migration(10, "inspection_journey_view", _M10_SQL),
+    Migration(11, "target_trades", _TARGET_TRADES_SQL),
+    Migration(12, "renditions_export_inventory", _M12_SQL),
 ]
 
 

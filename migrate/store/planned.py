@@ -19,9 +19,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
 from migrate.jsontext import canonical_json
 from migrate.store.db import Store, select_in, utc_now
 from migrate.store.records import content_hash
@@ -502,11 +502,16 @@ def unloaded_planned_issue_counts(store: Store, project_id: int | None) -> dict[
 
 def unloaded_planned_location_count(store: Store, project_id: int | None) -> int:
     """Planned locations neither loaded nor rejected yet (``sent`` counts)."""
+    return _unloaded_count(store, "planned_locations", ENTITY_LOCATION, project_id)
+
+
+def _unloaded_count(store: Store, table: str, entity: str, project_id: int | None) -> int:
+    """Rows of a planned_* ``table`` whose ``entity`` id_map row is not loaded or rejected."""
     clause, params = _project_clause(project_id, "m")
     row = store.conn.execute(
-        "SELECT COUNT(*) FROM planned_locations p LEFT JOIN id_map m "
+        f"SELECT COUNT(*) FROM {table} p LEFT JOIN id_map m "
         f"ON m.entity = ? AND m.source_id = p.source_id{clause} WHERE {_NOT_YET_LOADED}",
-        (ENTITY_LOCATION, *params),
+        (entity, *params),
     ).fetchone()
     return int(row[0] or 0) if row else 0
 
@@ -523,3 +528,444 @@ def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
             (ENTITY_ISSUE, *params),
         )
     ]
+
+
+# -- planned inspections (transform, issue 14) ---------------------------------------------------
+# One Procore inspection template per Field checklist template and one inspection per Field
+# checklist (migration 9; the JSON shapes are described in migrate/transform/inspections.py).
+# Transform replaces the plan with `sync_*` (rows whose hash did not
+# change keep their plan_run, so an unchanged input leaves every row byte-identical); load and
+# the report read it with `planned_inspection_templates` / `planned_inspection_rows`.
+
+_TEMPLATE_COLUMNS = ("source_id", "name", "inspection_type", "payload", "payload_hash")
+_INSPECTION_COLUMNS = (
+    "source_id",
+    "template_source_id",
+    "identifier",
+    "status",
+    "location_source_id",
+    "responsible_contractor",
+    "payload",
+    "attachment_ids",
+    "attachment_names",
+    "payload_hash",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInspectionTemplate:
+    """One planned_inspection_templates row, payload parsed."""
+
+    source_id: str
+    name: str
+    inspection_type: str
+    payload: dict[str, Any]
+    payload_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInspection:
+    """One planned_inspections row, JSON columns parsed."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    payload: dict[str, Any]
+    #: Checklist-level files and signatures (sent as upload_ids at create).
+    attachment_ids: tuple[str, ...]
+    #: attachment id → the file name Procore must show, for every file of the checklist.
+    attachment_names: dict[str, str]
+    payload_hash: str
+
+
+class TemplateRow(NamedTuple):
+    """planned_inspection_templates columns (plan_run aside), JSON as canonical text."""
+
+    source_id: str
+    name: str
+    inspection_type: str
+    payload: str
+    payload_hash: str
+
+
+class InspectionRow(NamedTuple):
+    """planned_inspections columns (plan_run aside), JSON as canonical text."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    payload: str
+    attachment_ids: str
+    attachment_names: str
+    payload_hash: str
+
+
+def template_payload_hash(payload: Mapping[str, Any]) -> str:
+    """The hash of a planned inspection template: its payload (name, type, sections, items)."""
+    return payload_hash(payload, None, ())
+
+
+def inspection_payload_hash(
+    payload: Mapping[str, Any] | str,
+    *,
+    template_source_id: str,
+    status: str,
+    responsible_contractor: str | None,
+    location_source_id: str | None,
+    attachment_ids: Sequence[str],
+    attachment_names: Mapping[str, str],
+    attachment_sha256s: Sequence[str],
+) -> str:
+    """The one hash of a planned inspection (transform writes it, load and the report check it).
+
+    :func:`payload_hash` over the payload with the header columns folded in (``{"attachment_ids",
+    "attachment_names", "payload", "responsible_contractor", "status", "template_source_id"}``),
+    the location, and the sha256 of every file: the checklist's (``attachment_ids`` order) then
+    each item's (item order, each item's ``attachment_ids`` order). `payload` may be given as
+    its canonical JSON already (the text the row stores).
+    """
+    payload_json = payload if isinstance(payload, str) else canonical_json(dict(payload))
+    # canonical_json of the folded dict, written around the payload's text (keys sorted).
+    folded = (
+        f'{{"attachment_ids":{canonical_json(list(attachment_ids))},'
+        f'"attachment_names":{canonical_json(dict(attachment_names))},'
+        f'"payload":{payload_json},'
+        f'"responsible_contractor":{canonical_json(responsible_contractor)},'
+        f'"status":{canonical_json(status)},'
+        f'"template_source_id":{canonical_json(template_source_id)}}}'
+    )
+    return payload_hash_of_json(folded, location_source_id, attachment_sha256s)
+
+
+def template_row(
+    source_id: str, name: str, inspection_type: str, payload: Mapping[str, Any]
+) -> TemplateRow:
+    """A planned_inspection_templates row with its hash."""
+    payload_json = canonical_json(dict(payload))
+    return TemplateRow(
+        source_id,
+        name,
+        inspection_type,
+        payload_json,
+        payload_hash_of_json(payload_json, None, ()),
+    )
+
+
+def inspection_row(
+    source_id: str,
+    template_source_id: str,
+    identifier: str | None,
+    status: str,
+    location_source_id: str | None,
+    responsible_contractor: str | None,
+    payload: Mapping[str, Any],
+    attachment_ids: Sequence[str],
+    attachment_names: Mapping[str, str],
+    attachment_sha256s: Sequence[str],
+) -> InspectionRow:
+    """A planned_inspections row with its hash (:func:`inspection_payload_hash`)."""
+    payload_json = canonical_json(dict(payload))
+    digest = inspection_payload_hash(
+        payload_json,
+        template_source_id=template_source_id,
+        status=status,
+        responsible_contractor=responsible_contractor,
+        location_source_id=location_source_id,
+        attachment_ids=attachment_ids,
+        attachment_names=attachment_names,
+        attachment_sha256s=attachment_sha256s,
+    )
+    return InspectionRow(
+        source_id,
+        template_source_id,
+        identifier,
+        status,
+        location_source_id,
+        responsible_contractor,
+        payload_json,
+        canonical_json(list(attachment_ids)),
+        canonical_json(dict(attachment_names)),
+        digest,
+    )
+
+
+def _sync(
+    store: Store, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], run_id: int
+) -> None:
+    """Make `table` hold exactly `rows`: upsert each, keep plan_run where the hash is unchanged,
+    delete the rest (inside the caller's transaction)."""
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+    store.conn.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}, plan_run) "
+        f"VALUES ({', '.join('?' for _ in columns)}, ?) "
+        f"ON CONFLICT (source_id) DO UPDATE SET {updates}, plan_run = CASE "
+        f"WHEN {table}.payload_hash = excluded.payload_hash THEN {table}.plan_run "
+        "ELSE excluded.plan_run END",
+        [(*row, run_id) for row in rows],
+    )
+    store.conn.execute(
+        f"DELETE FROM {table} WHERE source_id NOT IN (SELECT value FROM json_each(?))",
+        (json.dumps([row[0] for row in rows]),),
+    )
+
+
+def sync_planned_inspection_templates(
+    store: Store, rows: Sequence[TemplateRow], run_id: int
+) -> None:
+    """Replace the planned inspection templates with `rows` (idempotent; see `_sync`)."""
+    _sync(store, "planned_inspection_templates", _TEMPLATE_COLUMNS, rows, run_id)
+
+
+def sync_planned_inspections(store: Store, rows: Sequence[InspectionRow], run_id: int) -> None:
+    """Replace the planned inspections with `rows` (idempotent; see `_sync`)."""
+    _sync(store, "planned_inspections", _INSPECTION_COLUMNS, rows, run_id)
+
+
+def sync_skipped_records(
+    store: Store, entities: Sequence[str], rows: Sequence[tuple[str, str, str]], run_id: int
+) -> None:
+    """Make skipped_records hold exactly `rows` ``(entity, source id, reason)`` for `entities`;
+    a row whose reason is unchanged keeps its run."""
+    wanted = {(entity, source_id): reason for entity, source_id, reason in rows}
+    held = {
+        (entity, source_id): reason
+        for entity, source_id, reason in select_in(
+            store.conn,
+            "SELECT entity, source_id, reason FROM skipped_records WHERE entity IN ({marks})",
+            entities,
+        )
+    }
+    store.conn.executemany(
+        "DELETE FROM skipped_records WHERE entity = ? AND source_id = ?",
+        [key for key in held if key not in wanted],
+    )
+    store.conn.executemany(
+        "INSERT OR REPLACE INTO skipped_records (entity, source_id, reason, run_id) "
+        "VALUES (?, ?, ?, ?)",
+        [(*key, reason, run_id) for key, reason in wanted.items() if held.get(key) != reason],
+    )
+
+
+def planned_inspection_templates(store: Store) -> list[PlannedInspectionTemplate]:
+    """Every planned inspection template, in source id order."""
+    return [
+        PlannedInspectionTemplate(row[0], row[1], row[2], json.loads(row[3]), row[4])
+        for row in store.conn.execute(
+            f"SELECT {', '.join(_TEMPLATE_COLUMNS)} FROM planned_inspection_templates "
+            "ORDER BY source_id"
+        )
+    ]
+
+
+def _planned_inspection(row: Sequence[Any]) -> PlannedInspection:
+    return PlannedInspection(
+        source_id=row[0],
+        template_source_id=row[1],
+        identifier=row[2],
+        status=row[3],
+        location_source_id=row[4],
+        responsible_contractor=row[5],
+        payload=json.loads(row[6]),
+        attachment_ids=tuple(json.loads(row[7] or "[]")),
+        attachment_names=dict(json.loads(row[8] or "{}")),
+        payload_hash=row[9],
+    )
+
+
+def planned_inspection_rows(
+    store: Store, source_ids: Iterable[str] | None = None
+) -> Iterator[PlannedInspection]:
+    """Planned inspections (all, or these checklist ids), in source id order; a stream."""
+    select = f"SELECT {', '.join(_INSPECTION_COLUMNS)} FROM planned_inspections"
+    if source_ids is None:
+        for row in store.conn.execute(select + " ORDER BY source_id"):
+            yield _planned_inspection(row)
+        return
+    rows = sorted(
+        select_in(store.conn, select + " WHERE source_id IN ({marks})", source_ids),
+        key=lambda row: row[0],
+    )
+    for row in rows:
+        yield _planned_inspection(row)
+
+
+def planned_inspection_counts(store: Store) -> dict[str, int]:
+    """How many planned inspection templates, inspections and inspection items."""
+    templates = store.conn.execute("SELECT COUNT(*) FROM planned_inspection_templates").fetchone()
+    inspections, items = store.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(json_array_length(payload, '$.items')), 0) "
+        "FROM planned_inspections"
+    ).fetchone()
+    return {"templates": int(templates[0]), "inspections": int(inspections), "items": int(items)}
+
+
+def planned_inspection_hash_rows(store: Store) -> Iterator[tuple[str, Sequence[Any]]]:
+    """(table, row without payload and plan_run) of every planned template then inspection,
+    each by source id: what the plan hash covers (the payload enters through payload_hash)."""
+    for table, columns in (
+        ("planned_inspection_templates", _TEMPLATE_COLUMNS),
+        ("planned_inspections", _INSPECTION_COLUMNS),
+    ):
+        hashed = ", ".join(column for column in columns if column != "payload")
+        for row in store.conn.execute(f"SELECT {hashed} FROM {table} ORDER BY source_id"):
+            yield table, tuple(row)
+
+
+# -- issue 15, losses inside transform: what the plan lists about planned issues --------------
+
+#: Description footer labels of values Procore did not take: transform writes the lines,
+#: `migrate plan` finds the issues by them (here, so a read-only command imports no stage).
+UNSENT_DUE_DATE = "Due date (not a date, not sent)"
+UNSENT_TRADE = "Trade (no Procore trade, not sent)"
+
+
+def planned_issues_with_footer_label(store: Store, label: str) -> list[tuple[str, str | None]]:
+    """(source_id, identifier) of planned issues whose description has a ``label:`` line."""
+    return [
+        (str(row[0]), row[1])
+        for row in store.conn.execute(
+            "SELECT source_id, identifier FROM planned_issues "
+            "WHERE instr(payload, ?) > 0 ORDER BY source_id",
+            (json.dumps(f"{label}: ")[1:-1],),
+        )
+    ]
+
+
+def planned_issue_type_counts(store: Store, source_kind: str = "issue") -> dict[str, int]:
+    """Procore issue type (or "" for none) -> planned issues of `source_kind` with it."""
+    return {
+        str(issue_type or ""): int(number)
+        for issue_type, number in store.conn.execute(
+            "SELECT issue_type, COUNT(*) FROM planned_issues WHERE source_kind = ? "
+            "GROUP BY issue_type",
+            (source_kind,),
+        )
+    }
+
+
+# -- inspections (load) ----------------------------------------------------------------------------
+# What load and the plan read of planned_inspections with the id map (issue 14); payloads and
+# templates are read with the transform block's planned_inspection_rows / _templates.
+# The inspection's id map row is ``loaded`` once Procore created it; its payload hash is recorded
+# only when every detail (answers, comments, files, status) is done, so a row loaded with no hash
+# is an inspection a stopped run left half answered.
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionEntry:
+    """A planned_inspections row without its payload."""
+
+    source_id: str
+    template_source_id: str
+    identifier: str | None
+    status: str
+    location_source_id: str | None
+    responsible_contractor: str | None
+    attachment_ids: tuple[str, ...]
+    attachment_names: dict[str, str]
+    payload_hash: str
+
+
+_INSPECTION_ENTRY_COLUMNS = (
+    "p.source_id, p.template_source_id, p.identifier, p.status, p.location_source_id, "
+    "p.responsible_contractor, p.attachment_ids, p.attachment_names, p.payload_hash"
+)
+
+
+def _inspection_entry(row: Sequence[Any]) -> InspectionEntry:
+    return InspectionEntry(
+        source_id=row[0],
+        template_source_id=row[1],
+        identifier=row[2],
+        status=row[3],
+        location_source_id=row[4],
+        responsible_contractor=row[5],
+        attachment_ids=tuple(json.loads(row[6] or "[]")),
+        attachment_names=dict(json.loads(row[7] or "{}")),
+        payload_hash=row[8],
+    )
+
+
+def planned_inspections_with_map_rows(
+    store: Store, project_id: int
+) -> Iterator[tuple[InspectionEntry, MapRow | None]]:
+    """Every planned inspection with its id map row for the project, in source id order."""
+    for row in store.conn.execute(
+        f"SELECT {_INSPECTION_ENTRY_COLUMNS}, m.state, {_MAP_COLUMNS} FROM planned_inspections p "
+        "LEFT JOIN id_map m ON m.entity = ? AND m.source_id = p.source_id "
+        "AND m.target_project_id = ? ORDER BY p.source_id",
+        (ENTITY_INSPECTION, project_id),
+    ):
+        yield _inspection_entry(row), (_map_row(row[10:]) if row[9] is not None else None)
+
+
+def unplanned_inspection_map_rows(store: Store, project_id: int) -> list[MapRow]:
+    """Inspection id map rows of the project whose checklist is no longer planned."""
+    return [
+        _map_row(row)
+        for row in store.conn.execute(
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? AND m.target_project_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM planned_inspections p WHERE p.source_id = m.source_id) "
+            "ORDER BY m.source_id",
+            (ENTITY_INSPECTION, project_id),
+        )
+    ]
+
+
+def map_rows_of(
+    store: Store, entity: str, project_id: int, source_ids: Iterable[str]
+) -> dict[str, MapRow]:
+    """id_map rows of ``entity`` for these source ids in the project."""
+    return {
+        row[0]: _map_row(row)
+        for row in select_in(
+            store.conn,
+            f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? "
+            "AND m.target_project_id = ? AND m.source_id IN ({marks})",
+            source_ids,
+            (entity, project_id),
+        )
+    }
+
+
+def attachment_files(
+    store: Store, attachment_ids: Iterable[str]
+) -> dict[str, tuple[str, str, str | None]]:
+    """attachment id -> (sha256, content type, file name) of stored files (others left out)."""
+    return {
+        attachment_id: (sha256, content_type or "application/octet-stream", filename)
+        for attachment_id, sha256, content_type, filename, state in select_in(
+            store.conn,
+            "SELECT id, sha256, content_type, filename, state FROM attachments "
+            "WHERE id IN ({marks})",
+            attachment_ids,
+        )
+        if sha256 and state == "stored"
+    }
+
+
+# -- inspections (report) --------------------------------------------------------------------------
+# What `migrate status` and the report read of the planned inspections (issue 14 point 6).
+
+
+def unloaded_planned_inspection_count(store: Store, project_id: int | None) -> int:
+    """Planned inspections neither loaded nor rejected yet (``sent`` counts)."""
+    return _unloaded_count(store, "planned_inspections", ENTITY_INSPECTION, project_id)
+
+
+def unfinished_inspection_count(store: Store, project_id: int | None) -> int:
+    """Inspections created in Procore whose answers, comments, files or status a stopped load
+    left undone (their id map row is ``loaded`` without a payload hash: see load's block)."""
+    clause, params = _project_clause(project_id)
+    row = store.conn.execute(
+        "SELECT COUNT(*) FROM id_map WHERE entity = ? AND state = 'loaded' "
+        f"AND payload_hash IS NULL{clause}",
+        (ENTITY_INSPECTION, *params),
+    ).fetchone()
+    return int(row[0] or 0) if row else 0

@@ -16,37 +16,56 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from migrate.clients.factory import procore_client
 from migrate.errors import ConfigError, MigrateError
-from migrate.mappings import AssigneeDirectory, Mappings, index_definitions, load_mappings
+from migrate.mappings import (
+    AssigneeDirectory,
+    FieldUsers,
+    Mappings,
+    TradeDirectory,
+    index_definitions,
+    load_mappings,
+)
 from migrate.quarantine import Held, hold, open_quarantine_count, release_unconfirmed
 from migrate.results import Progress, TransformResult
 from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.planned import planned_inspection_hash_rows
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
 from migrate.title_template import DEFAULT_TITLE_TEMPLATE, template_problems
-from migrate.transform import checklists, issues, locations
+from migrate.transform import checklists, inspections, issues, locations
 from migrate.transform.issues import HASHED_COLUMNS, IssueContext, plan_hash_lines
 from migrate.transform.locations import LocationPlan
 from migrate.transform.target import (
     TargetReader,
     read_assignees,
+    read_trades,
     require_snapshot,
     snapshot_target,
+    snapshot_trades,
 )
 
 COMMAND = "transform"
 STAGE = "transform"
 #: Source entity (as counted in TransformResult) → entity name in quarantine / skipped_records.
-ENTITIES = {"issues": "issue", "areas": "area", "checklist_items": "checklist_item"}
+ENTITIES = {
+    "issues": "issue",
+    "areas": "area",
+    "checklist_items": "checklist_item",
+    "checklist_templates": inspections.ENTITY_TEMPLATE,
+    "checklists": inspections.ENTITY_CHECKLIST,
+}
+#: The entities whose planned rows and skipped records are rewritten from scratch each run
+#: (inspections replace theirs idempotently, see store.planned).
+REWRITTEN_ENTITIES = ("issue", "area", "checklist_item")
 BATCH_SIZE = 500
 
 __all__ = [
@@ -76,6 +95,9 @@ class TransformOptions:
     offline: bool = False
     workers: int | None = None
     batch_size: int = BATCH_SIZE
+    #: The Procore company whose trades fields.csv's trade target resolves against (read
+    #: with the snapshot when fields.csv has a trade row; offline, the stored ones are used).
+    target_company_id: int | None = None
 
 
 class StagingBusy(MigrateError):
@@ -157,6 +179,9 @@ def run(
     ):
         if target is not None:
             counts = snapshot_target(store, target, project_id, recorded.id)
+            company_id = options.target_company_id
+            if options.mappings.fields.trade and company_id is not None:
+                counts["trades"] = snapshot_trades(store, target, company_id, recorded.id)
             if log is not None:
                 log.info(STAGE, "snapshot_taken", counts=counts)
         elif options.offline:
@@ -186,9 +211,7 @@ def _run(
         # Children first: planned_issues references planned_locations.
         conn.execute("DELETE FROM planned_issues")
         conn.execute("DELETE FROM planned_locations")
-        conn.execute(
-            "DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", tuple(ENTITIES.values())
-        )
+        conn.execute("DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", REWRITTEN_ENTITIES)
 
         areas = locations.read_areas(store)
         with _bar(progress, "areas", len(areas)) as advance:
@@ -224,6 +247,8 @@ def _run(
         # The plan hash is built as the plan is written (see plan_hash for what it covers).
         digest = _locations_digest(store)
         context = _context(store, mappings, settings, template, target_project_id, location_plan)
+        if settings.checklists_as_inspections:
+            context.raised_from = inspections.raised_from_lines(store)
         total = int(conn.execute("SELECT COUNT(*) FROM issues").fetchone()[0])
         with _bar(progress, "issues", total) as advance:
             tallies["issues"] = issues.plan_issues(
@@ -245,6 +270,22 @@ def _run(
                     batch_size=options.batch_size,
                     digest=digest,
                 )
+        if settings.checklists_as_inspections:
+            with _bar(progress, "checklists", inspections.count_checklists(store)) as advance:
+                tallies.update(
+                    inspections.plan_inspections(
+                        store,
+                        inspections.build_context(
+                            store, mappings, items_as_issues=settings.checklist_items_as_issues
+                        ),
+                        run_id,
+                        advance=advance,
+                        batch_size=options.batch_size,
+                    )
+                )
+        else:
+            inspections.clear_inspections(store, run_id)
+        _inspections_digest(store, digest)
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
         for name, entity in ENTITIES.items():
             if name in tallies:
@@ -256,7 +297,7 @@ def _run(
         )
         plan_digest = digest.hexdigest()
 
-    order = [name for name in ("issues", "areas", "checklist_items") if name in tallies]
+    order = [name for name in ENTITIES if name in tallies]
     result = TransformResult(
         run_id=run_id,
         counts={name: tallies[name].as_dict() for name in order},
@@ -302,6 +343,10 @@ def _context(
         target_project_id=target_project_id,
         unresolved_assignee=settings.unresolved_assignee,
         assignees=AssigneeDirectory(read_assignees(store, target_project_id)),
+        field_users=FieldUsers(
+            {"id": row[0], "email": row[1], "first_name": row[2], "last_name": row[3]}
+            for row in conn.execute("SELECT id, email, first_name, last_name FROM users")
+        ),
         area_location=location_plan.area_location,
         area_names=location_plan.area_names,
         deleted_areas=frozenset(location_plan.deleted),
@@ -314,6 +359,8 @@ def _context(
         },
         custom_field_definitions=index_definitions(definitions),
         field_project_id=field_project_id(store),
+        time_zone=settings.zone(),
+        trades=TradeDirectory(read_trades(store) if mappings.fields.trade else ()),
     )
 
 
@@ -329,12 +376,13 @@ def field_project_id(store: Store) -> str | None:
 
 
 def plan_hash(store: Store) -> str:
-    """sha256 over every planned location and issue row (plan_run and payload left out).
+    """sha256 over every planned location, issue, inspection template and inspection row
+    (plan_run and payload left out).
 
     Locations by source_id, then coordination issues (Field issues, then checklist items, each
-    by source_id): the order transform writes them in, so `run` builds the same hash as it
-    writes. An issue's payload enters through payload_hash, which covers it with its location
-    and attachment digests.
+    by source_id), then inspection templates and inspections by source_id: the order transform
+    writes them in, so `run` builds the same hash as it writes. A payload enters through its
+    row's payload_hash, which covers it with its location and attachment digests.
     """
     digest = _locations_digest(store)
     rows = store.conn.execute(
@@ -343,7 +391,25 @@ def plan_hash(store: Store) -> str:
     )
     while chunk := rows.fetchmany(5000):
         digest.update(plan_hash_lines(chunk))
+    _inspections_digest(store, digest)
     return digest.hexdigest()
+
+
+def _inspections_digest(store: Store, digest: Any) -> None:
+    """Feed the planned inspection templates and inspections to the plan hash."""
+    table = None
+    chunk: list[Sequence[Any]] = []
+    for name, row in planned_inspection_hash_rows(store):
+        if name != table:
+            digest.update(plan_hash_lines(chunk))
+            chunk = []
+            digest.update(f"{name}\n".encode("ascii"))
+            table = name
+        chunk.append(row)
+        if len(chunk) >= 5000:
+            digest.update(plan_hash_lines(chunk))
+            chunk = []
+    digest.update(plan_hash_lines(chunk))
 
 
 def _locations_digest(store: Store) -> Any:
@@ -409,6 +475,7 @@ def transform_from_settings(
     mappings = load_mappings(settings.mappings.dir)
     options = TransformOptions(
         target_project_id=project_id,
+        target_company_id=settings.target.company_id,
         mappings=mappings,
         settings=settings.transform,
         offline=offline,

@@ -106,8 +106,12 @@ class DescriptionWriter:
         record: Mapping[str, Any],
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+        unsent: Iterable[tuple[str, str]] = (),
+        files: Iterable[Mapping[str, Any]] = (),
     ) -> str:
-        """The description of `record` (see `build_description`)."""
+        """The description of `record` (see `build_description`); `unsent`: (label, value)
+        footer lines for values Procore did not take; `files`: [{name, caption, tags}] of
+        migrated files (Procore attachments have no caption or tags)."""
         if self._body_key is not None:
             raw_body = record.get(self._body_key)
         else:
@@ -116,7 +120,7 @@ class DescriptionWriter:
         footer = "\n".join(
             [
                 FOOTER_HEADING,
-                *self.footer_lines(record, assignee_note, attachments_not_migrated),
+                *self.footer_lines(record, assignee_note, attachments_not_migrated, unsent, files),
             ]
         )
         if not body:
@@ -128,6 +132,8 @@ class DescriptionWriter:
         record: Mapping[str, Any],
         assignee_note: str = "",
         attachments_not_migrated: Iterable[Mapping[str, Any]] | None = None,
+        unsent: Iterable[tuple[str, str]] = (),
+        files: Iterable[Mapping[str, Any]] = (),
     ) -> list[str]:
         """The footer below its heading, one item per line (multi-line values indented)."""
         lines: list[str] = []
@@ -156,6 +162,8 @@ class DescriptionWriter:
         if record.get("voided"):
             lines.append("Voided in BIM 360 Field: yes")
         _add(lines, "Assignee not carried over: ", assignee_note)
+        for label, value in unsent:
+            _add(lines, _prefix(label), value)
 
         custom = self._custom_lines(record.get("custom_fields"))
         if custom:
@@ -167,6 +175,11 @@ class DescriptionWriter:
         history = record.get("status_history")
         if history:
             lines += _section("Status history", _history_lines(history))
+        raised_from = record.get("raised_from")
+        if raised_from:
+            lines += raised_from_section(raised_from)
+        if files:
+            lines += _section("Files", _attachment_lines(files))
         if attachments_not_migrated:
             lines += _section(
                 "Attachments not migrated", _attachment_lines(attachments_not_migrated)
@@ -340,11 +353,18 @@ def _history_lines(history: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _attachment_lines(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``name: reason; caption "…"; tags a, b`` per file (a migrated file has no reason)."""
     lines: list[str] = []
     for attachment in attachments:
         name = _text(attachment.get("name")) or "(unnamed)"
-        reason = _text(attachment.get("reason"))
-        lines += _item(name, reason or "not migrated", INDENT)
+        parts = [_text(attachment.get("reason"))]
+        caption, tags = _text(attachment.get("caption")), _text(attachment.get("tags"))
+        if caption:
+            parts.append(f'caption "{caption}"')
+        if tags:
+            parts.append(f"tags {tags}")
+        text = "; ".join(part for part in parts if part)
+        lines += _item(name, text or "not migrated", INDENT)
     return lines
 
 
@@ -487,3 +507,26 @@ def parse_timestamp(value: Any) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+# -- footer pieces other footers share (inspections, issue 14) -------------------------------
+
+
+def labelled(label: str, value: str, indent: str = "") -> list[str]:
+    """``Label: value`` as footer lines (none for an empty value; continuation lines indented)."""
+    return _item(label, value, indent)
+
+
+def comment_section(comments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The "Comments:" section (oldest first, author and date on each), or nothing."""
+    return _section("Comments", _comment_lines(comments))
+
+
+def attachment_section(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The "Attachments not migrated:" section (``[{"name", "reason"}]``), or nothing."""
+    return _section("Attachments not migrated", _attachment_lines(attachments))
+
+
+def raised_from_section(lines: Sequence[str]) -> list[str]:
+    """The "Raised from inspection items:" section of a coordination issue, or nothing."""
+    return _section("Raised from inspection items", [INDENT + line for line in lines])

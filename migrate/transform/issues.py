@@ -27,15 +27,24 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any, NamedTuple
 
 from migrate.errors import MigrateError
 from migrate.ids import issue_uuid
 from migrate.jsontext import canonical_json, compact_json, default_json
-from migrate.mappings import STANDARD_FIELDS, AssigneeDirectory, Lookup, Mappings, field_value
+from migrate.mappings import (
+    STANDARD_FIELDS,
+    AssigneeDirectory,
+    FieldUsers,
+    Lookup,
+    Mappings,
+    TradeDirectory,
+    field_value,
+)
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
-from migrate.store.planned import payload_hash_of_json
+from migrate.store.planned import UNSENT_DUE_DATE, UNSENT_TRADE, payload_hash_of_json
 from migrate.transform.description import DescriptionWriter, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
@@ -60,6 +69,10 @@ class IssueContext:
     target_project_id: int
     unresolved_assignee: str  # unassign | quarantine
     assignees: AssigneeDirectory
+    #: The staged Field users: an assignee written as a user id or a name is read through them.
+    field_users: FieldUsers = field(default_factory=lambda: FieldUsers(()))
+    #: The company's Procore trades (fields.csv's trade target resolves against them).
+    trades: TradeDirectory = field(default_factory=lambda: TradeDirectory(()))
     #: Field area id → planned location source_id (live areas that plan).
     area_location: Mapping[str, str] = field(default_factory=dict)
     #: Field area id → node names (display only).
@@ -72,6 +85,10 @@ class IssueContext:
     issue_types: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     custom_field_definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     field_project_id: str | None = None
+    #: The zone whose calendar day a due date-time becomes ([transform] time_zone).
+    time_zone: tzinfo = UTC
+    #: Field issue id → footer lines naming the inspection items it was raised from (issue 14).
+    raised_from: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     run_id: int = 0
     # A project has few distinct statuses, priorities, types and emails: ask the mappings
     # once per value, not once per record.
@@ -83,21 +100,35 @@ class IssueContext:
         record: Mapping[str, Any],
         assignee_note: str,
         not_migrated: Sequence[Mapping[str, Any]],
+        unsent: Sequence[tuple[str, str]] = (),
+        files: Sequence[Mapping[str, str]] = (),
     ) -> str:
-        """The description (Field text and footer) of a staged issue."""
+        """The description (Field text and footer) of a staged issue; `unsent` holds
+        (label, value) of values Procore did not take (kept as footer lines), `files` the
+        migrated files' captions and tags (see `described_files`)."""
         writer = self._description_writer
         if writer is None:
             writer = self._description_writer = DescriptionWriter(
                 self.mappings, self.custom_field_definitions
             )
-        return writer.describe(record, assignee_note, not_migrated)
+        return writer.describe(record, assignee_note, not_migrated, unsent, files)
 
-    def resolve_assignee(self, email: str) -> tuple[int | None, str]:
-        """Memoised Mappings.resolve_assignee."""
-        key = ("assignee", email)
+    def resolve_assignee(self, value: str) -> tuple[int | None, str]:
+        """Memoised Mappings.resolve_assignee (an email, Field user id or name)."""
+        key = ("assignee", value)
         answer = self._memo.get(key)
         if answer is None:
-            answer = self._memo[key] = self.mappings.resolve_assignee(email, self.assignees)
+            answer = self._memo[key] = self.mappings.resolve_assignee(
+                value, self.assignees, self.field_users
+            )
+        return answer
+
+    def resolve_trade(self, value: str) -> tuple[int | None, str]:
+        """Memoised Mappings.resolve_trade."""
+        key = ("trade", value)
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = self.mappings.resolve_trade(value, self.trades)
         return answer
 
     def status_for(self, value: str | None) -> Lookup:
@@ -269,20 +300,26 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     definitions = context.custom_field_definitions
     due_ref = mappings.fields.due_date
     due_raw = _field_value(record, due_ref, definitions) if due_ref else None
-    due_date, due_ok = normalise_due_date(due_raw)
-    if not due_ok:
-        problems.add(
-            f"due date '{due_raw}' is not a date",
-            f"fix the due date in BIM 360 Field (YYYY-MM-DD or MM/DD/YYYY) and run extract "
-            f"again, or send {due_ref} to the footer in {mappings.file('fields.csv')}",
-        )
+    due_date, due_ok = normalise_due_date(due_raw, context.time_zone)
+    # Not a date: the issue still loads, without a due date; the footer keeps the value and
+    # `migrate plan` lists the issue (see UNSENT_DUE_DATE).
+    unsent = [(UNSENT_DUE_DATE, str(due_raw))] if not due_ok else []
+
+    trade_id: int | None = None
+    trade_ref = mappings.fields.trade
+    trade_value = _field_value(record, trade_ref, definitions) if trade_ref else None
+    if trade_value is not None and trade_value != "":
+        trade_id, why = context.resolve_trade(str(trade_value))
+        if trade_id is None and why:
+            # The issue loads without a trade; the footer keeps the value (and plan lists it).
+            unsent.append((UNSENT_TRADE, f"{_clean(trade_value)} ({why})"))
 
     assignee_id: int | None = None
     assignee_note = ""
     assignee_ref = mappings.fields.assignee
-    email = _field_value(record, assignee_ref, definitions) if assignee_ref else None
-    if email:
-        assignee_id, note = context.resolve_assignee(str(email))
+    assignee_value = _field_value(record, assignee_ref, definitions) if assignee_ref else None
+    if assignee_value:
+        assignee_id, note = context.resolve_assignee(str(assignee_value))
         if assignee_id is None:
             if context.unresolved_assignee == "quarantine":
                 problems.add("assignee cannot be resolved", note)
@@ -297,7 +334,8 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
     if problems:
         return problems.rejected(source_id)
 
-    description = context.describe(record, assignee_note, not_migrated)
+    files = described_files(record.get("attachments") or (), attachment_ids)
+    description = context.describe(record, assignee_note, not_migrated, unsent, files)
     payload: dict[str, Any] = {
         "uuid": issue_uuid(context.target_project_id, source_id),
         "title": title,
@@ -315,6 +353,7 @@ def map_issue(record: Mapping[str, Any], context: IssueContext) -> Outcome:
         ("issue_type", issue_type.value),
         ("assignee_id", assignee_id),
         ("due_date", due_date),
+        ("trade_id", trade_id),
     ):
         if value is not None:
             payload[key] = value
@@ -348,7 +387,9 @@ def finish_planned(
             key: clean_text(value).replace("\n", " ") if isinstance(value, str) else value
             for key, value in origin.items()
         }
-    errors = payload_problems(payload, assignee_ids=context.assignees.ids)
+    errors = payload_problems(
+        payload, assignee_ids=context.assignees.ids, trade_ids=context.trades.ids
+    )
     if errors:
         # Mapping should never produce this: it is the last guard before Procore.
         return Rejected(
@@ -427,7 +468,7 @@ def split_attachments(
     """(ids to upload at create, their sha256 in the same order, [{name, reason}] for the rest).
 
     Only stored files go to Procore; links, signatures and files that are not downloaded are
-    listed in the description footer with the reason.
+    listed in the description footer with the reason (and their caption and tags).
     """
     if not attachments:
         return [], [], []
@@ -442,8 +483,37 @@ def split_attachments(
         if str(attachment["id"]) in migrated:
             continue
         name = attachment.get("filename") or str(attachment["id"])
-        not_migrated.append({"name": name, "reason": _not_migrated_reason(attachment)})
+        not_migrated.append(
+            {"name": name, "reason": _not_migrated_reason(attachment), **_notes(attachment)}
+        )
     return [i for i, _ in files], [h for _, h in files], not_migrated
+
+
+def described_files(
+    attachments: Sequence[Mapping[str, Any]], migrated_ids: Sequence[str]
+) -> list[dict[str, str]]:
+    """[{name, caption, tags}] of the migrated files that have a caption or tags: Procore's
+    attachments take neither, so the description keeps them beside the file's name."""
+    if not migrated_ids:
+        return []
+    migrated = set(migrated_ids)
+    return [
+        {"name": attachment.get("filename") or str(attachment["id"]), **notes}
+        for attachment in sorted(attachments, key=lambda a: str(a["id"]))
+        if str(attachment["id"]) in migrated and (notes := _notes(attachment))
+    ]
+
+
+def _notes(attachment: Mapping[str, Any]) -> dict[str, str]:
+    """The attachment's caption and tags (comma-separated in Field), where it has them."""
+    notes = {}
+    caption = _clean(attachment.get("caption"))
+    if caption:
+        notes["caption"] = caption
+    tags = [tag.strip() for tag in str(attachment.get("tags") or "").split(",") if tag.strip()]
+    if tags:
+        notes["tags"] = ", ".join(tags)
+    return notes
 
 
 _FAILURES = {
@@ -624,8 +694,11 @@ def attach_children(store: Store, records: list[dict[str, Any]], first: str, las
         url,
         error,
         failure,
+        caption,
+        tags,
     ) in conn.execute(
-        "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure "
+        "SELECT id, container_id, kind, filename, state, sha256, source_url, error, failure, "
+        "caption, tags "
         "FROM attachments WHERE container_type = 'Issue' AND container_id BETWEEN ? AND ? "
         "ORDER BY container_id, id",
         bounds,
@@ -640,6 +713,8 @@ def attach_children(store: Store, records: list[dict[str, Any]], first: str, las
                 "source_url": url,
                 "error": error,
                 "failure": failure,
+                "caption": caption,
+                "tags": tags,
             }
         )
 
@@ -667,6 +742,9 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
         if value is not None and value != "" and name not in custom:
             custom[name] = {"value": value, "id": field_id}
     record["custom_fields"] = custom
+    raised_from = context.raised_from.get(record["source_id"])
+    if raised_from:
+        record["raised_from"] = raised_from
 
 
 def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:

@@ -15,11 +15,14 @@ from migrate.store.db import Store
 
 
 class TargetReader(Protocol):
-    """The two read calls transform needs (ProcoreClient provides them)."""
+    """The read calls transform needs (ProcoreClient provides them); `trades` only when
+    fields.csv has a trade target."""
 
     def assignees(self, project_id: int) -> Iterable[Mapping[str, Any]]: ...
 
     def locations(self, project_id: int) -> Iterable[Mapping[str, Any]]: ...
+
+    def trades(self, company_id: int) -> Iterable[Mapping[str, Any]]: ...
 
 
 class NoSnapshotError(MigrateError):
@@ -67,6 +70,36 @@ def require_snapshot(store: Store, project_id: int) -> dict[str, int]:
             "--offline (it reads them from Procore)."
         )
     return counts
+
+
+def snapshot_trades(store: Store, client: TargetReader, company_id: int, run_id: int) -> int:
+    """Replace the company's target_trades with what Procore has now; how many were stored."""
+    rows = [
+        (
+            company_id,
+            int(trade["id"]),
+            trade.get("name"),
+            int(trade.get("active", True) is not False),
+            run_id,
+        )
+        for trade in client.trades(company_id)
+    ]
+    with store.transaction():
+        store.conn.execute("DELETE FROM target_trades WHERE company_id = ?", (company_id,))
+        store.conn.executemany(
+            "INSERT OR REPLACE INTO target_trades (company_id, id, name, active, snapshot_run) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
+
+
+def read_trades(store: Store) -> list[dict[str, Any]]:
+    """The snapshot's available trades (a staging DB serves one Procore company), by id."""
+    rows = store.conn.execute(
+        "SELECT id, name FROM target_trades WHERE active = 1 ORDER BY id"
+    ).fetchall()
+    return [{"id": row[0], "name": row[1]} for row in rows]
 
 
 def read_assignees(store: Store, project_id: int) -> list[dict[str, Any]]:

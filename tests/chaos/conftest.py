@@ -106,7 +106,43 @@ def requests_seen(box: Sandbox) -> tuple[int, int]:
 
 def target_state(box: Sandbox) -> dict[str, Any]:
     """Procore as a person sees it (ids and timestamps left out: they differ per run)."""
-    return procore_state(box.procore_app)  # type: ignore[arg-type]
+    state = procore_state(box.procore_app)  # type: ignore[arg-type]
+    state["inspections"] = inspection_state(box)
+    return state
+
+
+def inspection_state(box: Sandbox) -> list[Any]:
+    """Every inspection with its items, answers, comments and files, without ids (issue 14)."""
+
+    def file(f: dict[str, Any]) -> tuple[Any, ...]:
+        return (f["name"], f["size"], f["sha256"])
+
+    shown = []
+    for inspection in box.procore_app.inspections_of(box.procore_project_id):
+        header = {
+            k: v
+            for k, v in inspection.items()
+            if k not in ("id", "number", "location_id", "files", "sections")
+        }
+        header["files"] = sorted(file(f) for f in inspection["files"])
+        header["sections"] = [
+            (
+                section["name"],
+                [
+                    (
+                        item["name"],
+                        item["type"],
+                        item["responded_with"],
+                        item["comments"],
+                        sorted(file(f) for f in item["files"]),
+                    )
+                    for item in section["items"]
+                ],
+            )
+            for section in inspection["sections"]
+        ]
+        shown.append(header)
+    return sorted(shown, key=lambda header: (header["identifier"] or "", header["description"]))
 
 
 def db_query(config: Path, sql: str) -> list[tuple[Any, ...]]:
