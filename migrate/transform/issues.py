@@ -54,7 +54,9 @@ SOURCE_KIND = "issue"
 DELETED_AT_SOURCE = "deleted at source"
 BATCH_SIZE = 500
 #: Attachment kinds that become Procore attachments (files); others are listed in the footer.
-FILE_KINDS = ("Attachment", "DocumentReference")
+#: Attachment kinds uploaded to the coordination issue. A signature is its image, named after its
+#: field, with who signed when in its caption (kept in the description's Files section).
+FILE_KINDS = ("Attachment", "DocumentReference", "Signature")
 #: BIM 360 Field's web app, for the origin deep link (a link for people, not an API call).
 FIELD_WEB_URL = "https://bim360field.autodesk.com"
 ORIGIN_TYPE = "bim360_field_issue"
@@ -527,8 +529,6 @@ def _not_migrated_reason(attachment: Mapping[str, Any]) -> str:
     if kind == "UriReference":
         url = attachment.get("source_url")
         return f"a link, not a file: {url}" if url else "a link, not a file"
-    if kind == "Signature":
-        return "a signature (Procore coordination issues take no signatures)"
     if state == "failed":
         failure = _FAILURES.get(attachment.get("failure") or "")
         if failure:
@@ -741,10 +741,27 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
         value = record.get(key)
         if value is not None and value != "" and name not in custom:
             custom[name] = {"value": value, "id": field_id}
+    _point_signatures_at_their_files(custom, record.get("attachments"))
     record["custom_fields"] = custom
     raised_from = context.raised_from.get(record["source_id"])
     if raised_from:
         record["raised_from"] = raised_from
+
+
+def _point_signatures_at_their_files(custom: dict[str, Any], attachments: Any) -> None:
+    """A signature field's value is the id of its signature: say which file holds the image."""
+    signed = {
+        str(a.get("id")): a.get("filename") or str(a.get("id"))
+        for a in attachments or ()
+        if a.get("kind") == "Signature"
+    }
+    if not signed:
+        return
+    for name, raw in custom.items():
+        value = raw.get("value") if isinstance(raw, Mapping) else raw
+        if isinstance(value, str) and value in signed:
+            detail = dict(raw) if isinstance(raw, Mapping) else {}
+            custom[name] = {**detail, "value": f"signed (the image is the file {signed[value]})"}
 
 
 def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:
