@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.ids import ENTITY_LOCATION
+from migrate.quarantine import open_counts_by_source_kind, open_quarantine_count
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
 from migrate.store.planned import (
@@ -61,6 +62,7 @@ from migrate.store.planned import (
     map_state_counts,
     planned_issue_counts,
     planned_location_count,
+    skipped_counts,
     unloaded_planned_issue_counts,
     unloaded_planned_location_count,
 )
@@ -87,14 +89,16 @@ PLAN_KEYS = ("create", "update", "status_change", "deleted_at_source", "attachme
 
 # Quarantine and skipped rows name their entity per stage (transform says "issue", load says
 # "coordination_issue"): fold them onto the three entities status reports.
-_ENTITY_OF_ROW = """
-CASE
-    WHEN entity IN ('location', 'area') THEN 'location'
-    WHEN entity = 'checklist_item' OR source_id LIKE 'checklist_item:%' THEN 'checklist_item'
-    WHEN entity IN ('issue', 'coordination_issue') THEN 'issue'
-    ELSE entity
-END
-"""
+def _entity_of_row(entity: str, checklist_source: bool) -> str:
+    """The entity status counts a quarantine or skipped row under (``checklist_source``: its
+    source id starts with ``checklist_item:``)."""
+    if entity in ("location", "area"):
+        return "location"
+    if entity == "checklist_item" or checklist_source:
+        return "checklist_item"
+    if entity in ("issue", "coordination_issue"):
+        return "issue"
+    return entity
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
     attachments = _attachment_counts(store, target_project_id)
     deleted_ids, deleted_count = _deleted_after_load(store, target_project_id)
     quota_run, quota_requests, by_endpoint = _quota(store)
-    quarantine_open = _scalar(store, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
+    quarantine_open = open_quarantine_count(store)
     sent = in_flight_count(store, target_project_id)
     plan, plan_problem = _plan_counts(store, target_project_id)
     next_command, reason = _next_command(
@@ -403,7 +407,6 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, int]]:
     counts = {e: dict.fromkeys(ENTITY_STATES, 0) for e in ENTITIES}
-    conn = store.conn
     counts["issue"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM issues")
     counts["checklist_item"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM checklist_items")
     counts["location"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM areas")
@@ -424,16 +427,14 @@ def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, 
             counts[kind]["pending"] = number
     counts["location"]["pending"] = unloaded_planned_location_count(store, project_id)
 
-    for entity, number in conn.execute(
-        f"SELECT {_ENTITY_OF_ROW}, COUNT(*) FROM skipped_records GROUP BY 1"
+    for state, by_kind in (
+        ("skipped", skipped_counts(store)),
+        ("quarantined", open_counts_by_source_kind(store)),
     ):
-        if entity in counts:
-            counts[entity]["skipped"] = int(number)
-    for entity, number in conn.execute(
-        f"SELECT {_ENTITY_OF_ROW}, COUNT(*) FROM quarantine WHERE released_at IS NULL GROUP BY 1"
-    ):
-        if entity in counts:
-            counts[entity]["quarantined"] = int(number)
+        for (entity, checklist_source), number in by_kind.items():
+            kind = _entity_of_row(entity, checklist_source)
+            if kind in counts:
+                counts[kind][state] += number
     return counts
 
 
