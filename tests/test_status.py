@@ -452,3 +452,34 @@ def test_a_running_load_is_reported_as_running(tmp_path: Path) -> None:
     assert report.next_command == "migrate status"
     assert "is running" in report.next_reason
     assert isinstance(report, StatusReport)
+
+
+def test_status_without_a_procore_project_does_not_import_the_load_package(
+    tmp_path: Path,
+) -> None:
+    """Start-up: `status` spends the load package's import only when there is a plan to count
+    (issue 19 point 4; the time itself is measured by `python -m bench startup`)."""
+    from migrate.store import open_store
+
+    config = tmp_path / "migration.toml"
+    config.write_text("[target]\ncompany_id = 1\n", encoding="utf-8")
+    with open_store(load_settings(config).staging.path):
+        pass  # an empty staging DB: status reads it
+    code = (
+        "import sys\n"
+        "from migrate.cli import main\n"
+        "try:\n    main(['status', '--config', sys.argv[1]])\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[:2] == ['migrate', 'load'])\n"
+        "print(loaded, code, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    *_, last = done.stderr.strip().splitlines()
+    assert last == "[] 0", done.stderr

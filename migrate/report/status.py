@@ -504,12 +504,13 @@ def quota_requests(by_endpoint: dict[str, int]) -> int:
 
 def _plan_counts(store: Store, project_id: int | None) -> tuple[dict[str, int], str | None]:
     """What `migrate plan` would show, summed over entities (zeros without a project)."""
-    from migrate.errors import MigrateError
-    from migrate.load.plan import compute_plan
-
     totals = dict.fromkeys(PLAN_KEYS, 0)
     if project_id is None:
         return totals, None
+    # Imported here: the load package is start-up time `status` spends only with a project.
+    from migrate.errors import MigrateError
+    from migrate.load.plan import compute_plan
+
     try:
         counts = compute_plan(store, project_id).counts()
     except MigrateError as exc:
