@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from migrate.errors import EXIT_QUARANTINED
 from migrate.load import load_from_settings
 from migrate.load.plan import compute_plan
+from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import Request, Route, RunningServer
 from migrate.settings import Settings, load_settings
 from migrate.store import open_store
@@ -353,6 +355,95 @@ def test_lost_answers_are_looked_for_never_sent_twice(served: App, tmp_path: Pat
     assert len(served.inspections.company_items) == sum(
         len(s["items"]) for t in TEMPLATES.values() for s in t["sections"]
     )
+
+
+#: Every inspection write: creates (POST), the header update that carries upload_ids, close
+#: and reopen (PATCH).
+WRITE_PATHS = (
+    ("POST", r"/companies/\d+/inspection_types$"),
+    ("POST", r"/checklist/item/response_sets$"),
+    ("POST", r"/checklist/list_templates$"),
+    ("POST", r"/sections$"),
+    ("POST", r"/items$"),
+    ("POST", r"/create_from_company_template$"),
+    ("POST", r"/checklist/lists$"),
+    ("POST", r"/item_response$"),
+    ("POST", r"/comments$"),
+    ("POST", r"/item_attachments$"),
+    ("PATCH", r"/checklist/lists/\d+$"),
+    ("PATCH", r"/close$"),
+    ("PATCH", r"/reopen$"),
+)
+
+
+@pytest.mark.slow
+def test_writes_procore_applies_after_the_client_gave_up_are_not_made_twice(
+    served: App, tmp_path: Path
+) -> None:
+    """Each kind of inspection write is answered past the client's read timeout, and Procore
+    applies it after the client stopped waiting: load finds what it made before sending it
+    again, so nothing is in Procore twice and nothing is missing."""
+    settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
+    settings = replace(settings, target=replace(settings.target, timeout=0.3))
+    served.faults.configure(FaultConfig(slow_seconds=0.6))
+
+    def slow_every_write() -> None:
+        for method, path in WRITE_PATHS:
+            served.faults.inject("slow", path=path, method=method)
+
+    slow_every_write()
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    assert served.faults.fired["slow"] >= 10
+    time.sleep(0.6)  # anything still on its way has landed
+    assert procore_view(served) == planned_view(planted)
+    assert len(served.inspections.company_templates) == 2
+    assert len(served.inspections.company_items) == sum(
+        len(s["items"]) for t in TEMPLATES.values() for s in t["sections"]
+    )
+    assert Counter(s["name"] for s in served.inspections.response_sets.values()) == {
+        "Yes/No/N/A": 1,
+        "Acceptable/Rework/N/A": 1,
+    }
+
+    # A changed checklist: a header update with a new checklist file (upload_ids), a new
+    # comment and item file, then closed.
+    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
+    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
+
+    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["list"]["description"] += "\nEdited at the source."
+        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
+        payload["items"][3]["attachment_ids"].append("att-new-photo")
+        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
+        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
+        columns["attachment_ids"].append("att-new-doc")
+        columns["status"] = "closed"
+
+    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
+
+    replan(settings, "cl-00004", change)
+    replan(settings, "cl-00002", comment_on_closed)  # closed in Procore: reopened, closed again
+    slow_every_write()
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    time.sleep(0.6)
+    view = procore_view(served)
+    changed = view["000004"]
+    assert changed["description"].endswith("Edited at the source.")
+    assert changed["status"] == "closed"
+    assert changed["files"].count(("Late scan.png", doc_sha)) == 1
+    assert changed["items"]["2.1 Slump (mm)"]["files"] == [("Slump test.png", sha)]
+    assert changed["items"]["2.2 Pour date"]["comments"] == ["Pour moved"]
+    reopened = view["000002"]
+    assert reopened["status"] == "closed"
+    assert reopened["items"]["1.2 Finish"]["comments"].count("Seen again") == 1
+    (referenced,) = db_rows(settings, "SELECT COUNT(*) FROM uploads WHERE state != 'referenced'")[0]
+    assert referenced == 0
+    before = served.call_counts()
+    load_from_settings(settings, PROCORE_ENV)
+    assert served.call_counts() == before
 
 
 # -- refusals ------------------------------------------------------------------------------------
