@@ -650,6 +650,60 @@ def test_killed_during_inspection_load_then_resumed_equals_a_clean_run(tmp_path:
         app.close()
 
 
+@pytest.mark.slow
+def test_a_create_killed_before_its_answer_leaves_its_uploads_referenced(tmp_path: Path) -> None:
+    """kill -9 after Procore made an inspection with its checklist files (upload_ids) and
+    before its answer came back: the resumed run finds the inspection, and the uploads it
+    consumed are referenced, as after a clean run; no file is in Procore twice."""
+    app, server = serve()
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        config = write_config(work, server.url)
+        settings = load_settings(config)
+        open_store(settings.staging.path).close()
+        planted = plant_inspections(settings, 6)
+        assert planted[0].list_files  # the first create carries upload_ids
+        app.hold_answers = {"lists.create.v1.1": 30.0}
+        env = {**os.environ, **PROCORE_ENV, "PYTHONPATH": str(REPO)}
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not app.inspections_of(PROJECT) and time.monotonic() < deadline:
+                assert child.poll() is None, "the run ended before its first create"
+                time.sleep(0.01)
+        finally:
+            child.kill()
+            child.wait(30)
+        (made,) = app.inspections_of(PROJECT)
+        assert sorted(f["name"] for f in made["files"]) == sorted(
+            name for name, _ in planned_view(planted)[made["identifier"]]["files"]
+        )
+        assert db_rows(
+            settings,
+            "SELECT state FROM id_map WHERE entity = 'inspection' AND source_id = 'cl-00000'",
+        ) == [("sent",)]
+        app.hold_answers = {}
+
+        result = load_from_settings(settings, PROCORE_ENV)
+        assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+        assert procore_view(app) == planned_view(planted)
+        list_files = sorted(a for one in planted for a in one.list_files)
+        assert db_rows(
+            settings,
+            "SELECT attachment_id, state FROM uploads ORDER BY attachment_id",
+        ) == [(a, "referenced") for a in list_files]
+        assert app.call_counts()["lists.create.v1.1"] == len(planted)
+    finally:
+        server.stop()
+        app.close()
+
+
 # -- a generated project, end to end (extract -> transform -> load) ------------------------------
 
 

@@ -763,9 +763,13 @@ class InspectionLoader:
         ctx.count("created", ENTITY_INSPECTION)
 
     def _record_list_files(self, job: _Job, attachments: Iterable[Mapping[str, Any]]) -> None:
-        """Checklist files Procore shows on the inspection, matched by name (in a transaction)."""
+        """Checklist files Procore shows on the inspection, matched by name (in a transaction).
+
+        Their uploads are referenced from then on, whichever write carried them: one found
+        rather than answered (a dead run's create, a lost answer) names no upload ids."""
         ctx, entry = self.ctx, job.entry
         by_name = {str(a.get("name")): int(a["id"]) for a in attachments}
+        shown: list[str] = []
         for attachment_id in entry.attachment_ids:
             name = self._name(entry, attachment_id, None)
             if name in by_name:
@@ -777,6 +781,8 @@ class InspectionLoader:
                     by_name[name],
                     payload_hash=entry.source_id,
                 )
+                shown.append(attachment_id)
+        ctx.uploader.mark_attachments_referenced(shown)
 
     def _look_up(self, job: _Job, row: MapRow) -> dict[str, Any] | None:
         """The inspection a dead run created for this checklist, if Procore has it."""
