@@ -704,6 +704,48 @@ def test_a_create_killed_before_its_answer_leaves_its_uploads_referenced(tmp_pat
         app.close()
 
 
+def test_checklist_files_a_dead_update_attached_are_found_not_attached_again(
+    served: App, tmp_path: Path
+) -> None:
+    """A run died after Procore applied an update carrying new checklist files (upload_ids)
+    and before it recorded them: the next run finds the files on the inspection, marks their
+    uploads referenced, and does not send the uploads again (Procore refuses a second use)."""
+    settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
+    load_from_settings(settings, PROCORE_ENV)
+    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
+
+    def new_file(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
+        columns["attachment_ids"].append("att-new-doc")
+
+    replan(settings, "cl-00004", new_file)
+    assert load_from_settings(settings, PROCORE_ENV).exit_code == 0
+    # What the dead run left: Procore holds the file; the staging DB knows nothing of it.
+    store = open_store(settings.staging.path)
+    with store.transaction():
+        store.conn.execute(
+            "DELETE FROM id_map WHERE entity = 'inspection_file' AND source_id = 'att-new-doc'"
+        )
+        store.conn.execute(
+            "UPDATE id_map SET payload_hash = 'the plan before the change' "
+            "WHERE entity = 'inspection' AND source_id = 'cl-00004'"
+        )
+        store.conn.execute(
+            "UPDATE uploads SET state = 'stored' WHERE attachment_id = 'att-new-doc'"
+        )
+    store.close()
+    uploads_before = served.call_counts()["uploads.create"]
+
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    assert served.call_counts()["uploads.create"] == uploads_before
+    assert procore_view(served)["000004"]["files"].count(("Late scan.png", doc_sha)) == 1
+    assert db_rows(settings, "SELECT state FROM uploads WHERE attachment_id = 'att-new-doc'") == [
+        ("referenced",)
+    ]
+    assert inspection_states(settings) == {"loaded": 6}
+
+
 # -- a generated project, end to end (extract -> transform -> load) ------------------------------
 
 
