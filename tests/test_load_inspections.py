@@ -357,6 +357,34 @@ def test_lost_answers_are_looked_for_never_sent_twice(served: App, tmp_path: Pat
     )
 
 
+def change_two_checklists(settings: Settings, *, new_answers: bool) -> tuple[str, str]:
+    """Checklists changed at the source after load: cl-00004 gets a longer description, a new
+    comment, item file and checklist file, and is closed (``new_answers``: two answers change
+    too); cl-00002, closed in Procore (locked by default), gets a comment. Returns the sha256
+    of the new item file and of the new checklist file."""
+    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
+    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
+
+    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["list"]["description"] += "\nEdited at the source."
+        if new_answers:
+            payload["items"][0]["response"] = {"status": "conforming"}  # was non_conforming
+            payload["items"][2]["response"] = {"text_value": "Answered later"}
+        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
+        payload["items"][3]["attachment_ids"].append("att-new-photo")
+        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
+        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
+        columns["attachment_ids"].append("att-new-doc")
+        columns["status"] = "closed"
+
+    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
+
+    replan(settings, "cl-00004", change)
+    replan(settings, "cl-00002", comment_on_closed)
+    return sha, doc_sha
+
+
 #: Every inspection write: creates (POST), the header update that carries upload_ids, close
 #: and reopen (PATCH).
 WRITE_PATHS = (
@@ -408,23 +436,7 @@ def test_writes_procore_applies_after_the_client_gave_up_are_not_made_twice(
 
     # A changed checklist: a header update with a new checklist file (upload_ids), a new
     # comment and item file, then closed.
-    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
-    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
-
-    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["list"]["description"] += "\nEdited at the source."
-        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
-        payload["items"][3]["attachment_ids"].append("att-new-photo")
-        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
-        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
-        columns["attachment_ids"].append("att-new-doc")
-        columns["status"] = "closed"
-
-    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
-
-    replan(settings, "cl-00004", change)
-    replan(settings, "cl-00002", comment_on_closed)  # closed in Procore: reopened, closed again
+    sha, doc_sha = change_two_checklists(settings, new_answers=False)
     slow_every_write()
     result = load_from_settings(settings, PROCORE_ENV)
     assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
@@ -523,25 +535,7 @@ def test_a_checklist_changed_after_load_gets_what_procore_can_take(
 ) -> None:
     settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
     load_from_settings(settings, PROCORE_ENV)
-    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
-    add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
-
-    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["list"]["description"] += "\nEdited at the source."
-        payload["items"][0]["response"] = {"status": "conforming"}  # was non_conforming
-        payload["items"][2]["response"] = {"text_value": "Answered later"}
-        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
-        payload["items"][3]["attachment_ids"].append("att-new-photo")
-        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
-        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
-        columns["attachment_ids"].append("att-new-doc")
-        columns["status"] = "closed"
-
-    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
-
-    replan(settings, "cl-00004", change)
-    replan(settings, "cl-00002", comment_on_closed)  # closed in Procore (locked by default)
+    sha, _ = change_two_checklists(settings, new_answers=True)
     plan = compute_plan(open_store(settings.staging.path, read_only=True), PROJECT)
     assert plan.source_ids("inspection", "update") == ["cl-00002", "cl-00004"]
     result = load_from_settings(settings, PROCORE_ENV)
@@ -594,16 +588,23 @@ def write_config(tmp: Path, url: str) -> Path:
     return config
 
 
+def planted_workdir(
+    tmp: Path, url: str, count: int
+) -> tuple[Path, Settings, list[PlantedInspection]]:
+    """A project folder (migration.toml, staging DB) with ``count`` planned inspections."""
+    work = tmp / "work"
+    work.mkdir()
+    config = write_config(work, url)
+    settings = load_settings(config)
+    open_store(settings.staging.path).close()
+    return config, settings, plant_inspections(settings, count)
+
+
 @pytest.mark.slow
 def test_killed_during_inspection_load_then_resumed_equals_a_clean_run(tmp_path: Path) -> None:
     app, server = serve()
     try:
-        work = tmp_path / "work"
-        work.mkdir()
-        config = write_config(work, server.url)
-        settings = load_settings(config)
-        open_store(settings.staging.path).close()
-        planted = plant_inspections(settings, 20)
+        config, settings, planted = planted_workdir(tmp_path, server.url, 20)
         expected = planned_view(planted)
         app.hold_answers = dict.fromkeys(HELD, 0.15)
         rng = random.Random(14)
@@ -657,12 +658,7 @@ def test_a_create_killed_before_its_answer_leaves_its_uploads_referenced(tmp_pat
     consumed are referenced, as after a clean run; no file is in Procore twice."""
     app, server = serve()
     try:
-        work = tmp_path / "work"
-        work.mkdir()
-        config = write_config(work, server.url)
-        settings = load_settings(config)
-        open_store(settings.staging.path).close()
-        planted = plant_inspections(settings, 6)
+        config, settings, planted = planted_workdir(tmp_path, server.url, 6)
         assert planted[0].list_files  # the first create carries upload_ids
         app.hold_answers = {"lists.create.v1.1": 30.0}
         env = {**os.environ, **PROCORE_ENV, "PYTHONPATH": str(REPO)}

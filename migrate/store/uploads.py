@@ -98,9 +98,8 @@ def mark_attachments_referenced(
     the upload ids it carried are not known, the files it attached are.
     """
     now = utc_now()
-    for attachment_id in attachment_ids:
-        store.conn.execute(
-            "UPDATE uploads SET state = 'referenced', updated_at = ? "
-            "WHERE target_project_id = ? AND attachment_id = ? AND state = 'stored'",
-            (now, project_id, attachment_id),
-        )
+    store.conn.executemany(
+        "UPDATE uploads SET state = 'referenced', updated_at = ? "
+        "WHERE target_project_id = ? AND attachment_id = ? AND state = 'stored'",
+        [(now, project_id, attachment_id) for attachment_id in attachment_ids],
+    )
