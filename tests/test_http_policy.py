@@ -21,6 +21,7 @@ import pytest
 
 from migrate.clients.http import HttpClient, RetryPolicy, redact, strip_query_param
 from migrate.errors import (
+    AnswerLost,
     ApiError,
     ConfigError,
     IncompleteBody,
@@ -656,3 +657,33 @@ def test_strip_query_param_keeps_everything_else():
     )
     assert strip_query_param("https://h/p", "ticket") == "https://h/p"
     assert strip_query_param(f"https://h/p?ticket={TICKET}", "ticket") == "https://h/p"
+
+
+# -- writes the service applies after the client stopped waiting (issue 14) ----------------------
+
+
+def test_a_write_answered_past_the_read_timeout_is_in_before_answer_lost(server, app):
+    """A create that must not be sent twice, answered after the read timeout: by the time
+    the caller hears AnswerLost (and looks for what it made), the service holds it."""
+    app.faults.configure(FaultConfig(slow_seconds=0.6))
+    app.faults.inject("slow", path="^/items$", method="POST")
+    policy = RetryPolicy(max_attempts=3, read_timeout=0.3)
+    with make_client(server, RecordingSleep(scale=1.0), policy=policy) as client:
+        with pytest.raises(AnswerLost):
+            client.request("POST", "/items", data={"name": "late"}, replay=False)
+        assert [item["name"] for item in client.request("GET", "/items").json()] == ["late"]
+    assert app.calls["create"] == 1
+
+
+def test_a_timed_out_update_is_not_overtaken_by_its_own_late_arrival(server, app):
+    """An update that timed out is sent again only once the first could have landed: a later
+    update is not undone by the first one arriving late."""
+    app.items["1"] = {"id": "1", "name": "first"}
+    app.faults.configure(FaultConfig(slow_seconds=0.6))
+    app.faults.inject("slow", path="^/items/1$", method="PATCH")
+    policy = RetryPolicy(max_attempts=3, read_timeout=0.3)
+    with make_client(server, RecordingSleep(scale=1.0), policy=policy) as client:
+        client.request("PATCH", "/items/1", json={"name": "open"}, settle=True)
+        client.request("PATCH", "/items/1", json={"name": "closed"}, settle=True)
+    time.sleep(0.6)  # anything still on its way has landed
+    assert app.items["1"]["name"] == "closed"

@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from migrate.errors import EXIT_QUARANTINED
 from migrate.load import load_from_settings
 from migrate.load.plan import compute_plan
+from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import Request, Route, RunningServer
 from migrate.settings import Settings, load_settings
 from migrate.store import open_store
@@ -355,6 +357,107 @@ def test_lost_answers_are_looked_for_never_sent_twice(served: App, tmp_path: Pat
     )
 
 
+def change_two_checklists(settings: Settings, *, new_answers: bool) -> tuple[str, str]:
+    """Checklists changed at the source after load: cl-00004 gets a longer description, a new
+    comment, item file and checklist file, and is closed (``new_answers``: two answers change
+    too); cl-00002, closed in Procore (locked by default), gets a comment. Returns the sha256
+    of the new item file and of the new checklist file."""
+    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
+    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
+
+    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["list"]["description"] += "\nEdited at the source."
+        if new_answers:
+            payload["items"][0]["response"] = {"status": "conforming"}  # was non_conforming
+            payload["items"][2]["response"] = {"text_value": "Answered later"}
+        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
+        payload["items"][3]["attachment_ids"].append("att-new-photo")
+        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
+        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
+        columns["attachment_ids"].append("att-new-doc")
+        columns["status"] = "closed"
+
+    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
+
+    replan(settings, "cl-00004", change)
+    replan(settings, "cl-00002", comment_on_closed)
+    return sha, doc_sha
+
+
+#: Every inspection write: creates (POST), the header update that carries upload_ids, close
+#: and reopen (PATCH).
+WRITE_PATHS = (
+    ("POST", r"/companies/\d+/inspection_types$"),
+    ("POST", r"/checklist/item/response_sets$"),
+    ("POST", r"/checklist/list_templates$"),
+    ("POST", r"/sections$"),
+    ("POST", r"/items$"),
+    ("POST", r"/create_from_company_template$"),
+    ("POST", r"/checklist/lists$"),
+    ("POST", r"/item_response$"),
+    ("POST", r"/comments$"),
+    ("POST", r"/item_attachments$"),
+    ("PATCH", r"/checklist/lists/\d+$"),
+    ("PATCH", r"/close$"),
+    ("PATCH", r"/reopen$"),
+)
+
+
+@pytest.mark.slow
+def test_writes_procore_applies_after_the_client_gave_up_are_not_made_twice(
+    served: App, tmp_path: Path
+) -> None:
+    """Each kind of inspection write is answered past the client's read timeout, and Procore
+    applies it after the client stopped waiting: load finds what it made before sending it
+    again, so nothing is in Procore twice and nothing is missing."""
+    settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
+    settings = replace(settings, target=replace(settings.target, timeout=0.3))
+    served.faults.configure(FaultConfig(slow_seconds=0.6))
+
+    def slow_every_write() -> None:
+        for method, path in WRITE_PATHS:
+            served.faults.inject("slow", path=path, method=method)
+
+    slow_every_write()
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    assert served.faults.fired["slow"] >= 10
+    time.sleep(0.6)  # anything still on its way has landed
+    assert procore_view(served) == planned_view(planted)
+    assert len(served.inspections.company_templates) == 2
+    assert len(served.inspections.company_items) == sum(
+        len(s["items"]) for t in TEMPLATES.values() for s in t["sections"]
+    )
+    assert Counter(s["name"] for s in served.inspections.response_sets.values()) == {
+        "Yes/No/N/A": 1,
+        "Acceptable/Rework/N/A": 1,
+    }
+
+    # A changed checklist: a header update with a new checklist file (upload_ids), a new
+    # comment and item file, then closed.
+    sha, doc_sha = change_two_checklists(settings, new_answers=False)
+    slow_every_write()
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    time.sleep(0.6)
+    view = procore_view(served)
+    changed = view["000004"]
+    assert changed["description"].endswith("Edited at the source.")
+    assert changed["status"] == "closed"
+    assert changed["files"].count(("Late scan.png", doc_sha)) == 1
+    assert changed["items"]["2.1 Slump (mm)"]["files"] == [("Slump test.png", sha)]
+    assert changed["items"]["2.2 Pour date"]["comments"] == ["Pour moved"]
+    reopened = view["000002"]
+    assert reopened["status"] == "closed"
+    assert reopened["items"]["1.2 Finish"]["comments"].count("Seen again") == 1
+    (referenced,) = db_rows(settings, "SELECT COUNT(*) FROM uploads WHERE state != 'referenced'")[0]
+    assert referenced == 0
+    before = served.call_counts()
+    load_from_settings(settings, PROCORE_ENV)
+    assert served.call_counts() == before
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
@@ -432,25 +535,7 @@ def test_a_checklist_changed_after_load_gets_what_procore_can_take(
 ) -> None:
     settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
     load_from_settings(settings, PROCORE_ENV)
-    sha = add_file(settings, "att-new-photo", ("ChecklistItem", "cl-00004-ti-slump"), "x")
-    add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
-
-    def change(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["list"]["description"] += "\nEdited at the source."
-        payload["items"][0]["response"] = {"status": "conforming"}  # was non_conforming
-        payload["items"][2]["response"] = {"text_value": "Answered later"}
-        payload["items"][4]["comments"].append({"key": "comment", "body": "Pour moved"})
-        payload["items"][3]["attachment_ids"].append("att-new-photo")
-        columns["attachment_names"]["att-new-photo"] = "Slump test.png"
-        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
-        columns["attachment_ids"].append("att-new-doc")
-        columns["status"] = "closed"
-
-    def comment_on_closed(payload: dict[str, Any], columns: dict[str, Any]) -> None:
-        payload["items"][1]["comments"].append({"key": "comment-2", "body": "Seen again"})
-
-    replan(settings, "cl-00004", change)
-    replan(settings, "cl-00002", comment_on_closed)  # closed in Procore (locked by default)
+    sha, _ = change_two_checklists(settings, new_answers=True)
     plan = compute_plan(open_store(settings.staging.path, read_only=True), PROJECT)
     assert plan.source_ids("inspection", "update") == ["cl-00002", "cl-00004"]
     result = load_from_settings(settings, PROCORE_ENV)
@@ -503,16 +588,23 @@ def write_config(tmp: Path, url: str) -> Path:
     return config
 
 
+def planted_workdir(
+    tmp: Path, url: str, count: int
+) -> tuple[Path, Settings, list[PlantedInspection]]:
+    """A project folder (migration.toml, staging DB) with ``count`` planned inspections."""
+    work = tmp / "work"
+    work.mkdir()
+    config = write_config(work, url)
+    settings = load_settings(config)
+    open_store(settings.staging.path).close()
+    return config, settings, plant_inspections(settings, count)
+
+
 @pytest.mark.slow
 def test_killed_during_inspection_load_then_resumed_equals_a_clean_run(tmp_path: Path) -> None:
     app, server = serve()
     try:
-        work = tmp_path / "work"
-        work.mkdir()
-        config = write_config(work, server.url)
-        settings = load_settings(config)
-        open_store(settings.staging.path).close()
-        planted = plant_inspections(settings, 20)
+        config, settings, planted = planted_workdir(tmp_path, server.url, 20)
         expected = planned_view(planted)
         app.hold_answers = dict.fromkeys(HELD, 0.15)
         rng = random.Random(14)
@@ -557,6 +649,97 @@ def test_killed_during_inspection_load_then_resumed_equals_a_clean_run(tmp_path:
     finally:
         server.stop()
         app.close()
+
+
+@pytest.mark.slow
+def test_a_create_killed_before_its_answer_leaves_its_uploads_referenced(tmp_path: Path) -> None:
+    """kill -9 after Procore made an inspection with its checklist files (upload_ids) and
+    before its answer came back: the resumed run finds the inspection, and the uploads it
+    consumed are referenced, as after a clean run; no file is in Procore twice."""
+    app, server = serve()
+    try:
+        config, settings, planted = planted_workdir(tmp_path, server.url, 6)
+        assert planted[0].list_files  # the first create carries upload_ids
+        app.hold_answers = {"lists.create.v1.1": 30.0}
+        env = {**os.environ, **PROCORE_ENV, "PYTHONPATH": str(REPO)}
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not app.inspections_of(PROJECT) and time.monotonic() < deadline:
+                assert child.poll() is None, "the run ended before its first create"
+                time.sleep(0.01)
+        finally:
+            child.kill()
+            child.wait(30)
+        (made,) = app.inspections_of(PROJECT)
+        assert sorted(f["name"] for f in made["files"]) == sorted(
+            name for name, _ in planned_view(planted)[made["identifier"]]["files"]
+        )
+        assert db_rows(
+            settings,
+            "SELECT state FROM id_map WHERE entity = 'inspection' AND source_id = 'cl-00000'",
+        ) == [("sent",)]
+        app.hold_answers = {}
+
+        result = load_from_settings(settings, PROCORE_ENV)
+        assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+        assert procore_view(app) == planned_view(planted)
+        list_files = sorted(a for one in planted for a in one.list_files)
+        assert db_rows(
+            settings,
+            "SELECT attachment_id, state FROM uploads ORDER BY attachment_id",
+        ) == [(a, "referenced") for a in list_files]
+        assert app.call_counts()["lists.create.v1.1"] == len(planted)
+    finally:
+        server.stop()
+        app.close()
+
+
+def test_checklist_files_a_dead_update_attached_are_found_not_attached_again(
+    served: App, tmp_path: Path
+) -> None:
+    """A run died after Procore applied an update carrying new checklist files (upload_ids)
+    and before it recorded them: the next run finds the files on the inspection, marks their
+    uploads referenced, and does not send the uploads again (Procore refuses a second use)."""
+    settings, planted = prepared(tmp_path, served.url, 6)  # type: ignore[attr-defined]
+    load_from_settings(settings, PROCORE_ENV)
+    doc_sha = add_file(settings, "att-new-doc", ("Checklist", "cl-00004"), "y")
+
+    def new_file(payload: dict[str, Any], columns: dict[str, Any]) -> None:
+        columns["attachment_names"]["att-new-doc"] = "Late scan.png"
+        columns["attachment_ids"].append("att-new-doc")
+
+    replan(settings, "cl-00004", new_file)
+    assert load_from_settings(settings, PROCORE_ENV).exit_code == 0
+    # What the dead run left: Procore holds the file; the staging DB knows nothing of it.
+    store = open_store(settings.staging.path)
+    with store.transaction():
+        store.conn.execute(
+            "DELETE FROM id_map WHERE entity = 'inspection_file' AND source_id = 'att-new-doc'"
+        )
+        store.conn.execute(
+            "UPDATE id_map SET payload_hash = 'the plan before the change' "
+            "WHERE entity = 'inspection' AND source_id = 'cl-00004'"
+        )
+        store.conn.execute(
+            "UPDATE uploads SET state = 'stored' WHERE attachment_id = 'att-new-doc'"
+        )
+    store.close()
+    uploads_before = served.call_counts()["uploads.create"]
+
+    result = load_from_settings(settings, PROCORE_ENV)
+    assert result.exit_code == 0, db_rows(settings, "SELECT reason FROM quarantine")
+    assert served.call_counts()["uploads.create"] == uploads_before
+    assert procore_view(served)["000004"]["files"].count(("Late scan.png", doc_sha)) == 1
+    assert db_rows(settings, "SELECT state FROM uploads WHERE attachment_id = 'att-new-doc'") == [
+        ("referenced",)
+    ]
+    assert inspection_states(settings) == {"loaded": 6}
 
 
 # -- a generated project, end to end (extract -> transform -> load) ------------------------------

@@ -8,6 +8,7 @@ limits that only guard against a hang.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -371,29 +372,37 @@ def test_ctrl_c_stops_every_download_worker_and_extract_resumes(
 
 class RefusesTheRenewedToken(ProcoreApp):
     """After ``expire_after`` REST calls every token expires; the first call made with the
-    token renewed after that is refused once more, as a struggling Procore may do."""
+    token renewed after that is refused once more, as a struggling Procore may do.
+
+    The refusal is aimed at the renewed token itself: a call still carrying the expired one
+    that arrives after the renewal (a thread descheduled between reading the token and
+    sending, on a busy machine) is refused as expired, and must not use up the refusal.
+    """
 
     def __init__(self, *args: Any, expire_after: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.expire_after = expire_after
         self.rest_calls = 0
         self.state = "waiting"  # -> expired -> refuse -> done
+        self.renewed: str | None = None
 
     def _token(self, request: Request) -> Response:
         response = super()._token(request)
         with self.lock:
             if self.state == "expired":
                 self.state = "refuse"
+                self.renewed = json.loads(bytes(response.body))["access_token"]  # type: ignore[arg-type]
         return response
 
     def before(self, request: Request, route: Route) -> Response | None:
         if request.path.startswith("/rest/"):
+            bearer = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
             with self.lock:
                 self.rest_calls += 1
                 if self.state == "waiting" and self.rest_calls > self.expire_after:
                     self._tokens.clear()
                     self.state = "expired"
-                refuse = self.state == "refuse"
+                refuse = self.state == "refuse" and bearer == self.renewed
                 if refuse:
                     self.state = "done"
             if refuse:

@@ -160,6 +160,14 @@ class RetryPolicy:
     #: ... once at least this many attempts in a row, across all threads, went unanswered.
     give_up_failures: int = 8
 
+    @property
+    def settle_seconds(self) -> float:
+        """How long a write the client stopped waiting for (read timeout) may still take to
+        be applied: twice the read timeout the service has already had. Only after it does a
+        look-up see the write, and only after it can a repeat not be overtaken by the original.
+        """
+        return 2.0 * self.read_timeout
+
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Capped exponential backoff with full jitter, for the ``failures``-th failure."""
         ceiling = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
@@ -451,6 +459,7 @@ class HttpClient:
         stream: bool = False,
         retry: bool = True,
         replay: bool = True,
+        settle: bool = False,
         ok: Collection[int] | None = None,
     ) -> requests.Response:
         """Send one request, retrying what is retriable; return the response or raise.
@@ -461,7 +470,11 @@ class HttpClient:
         refused when repeated): once it may have been applied (a lost or cut answer after the
         connection was made, or a 5xx) it raises :class:`~migrate.errors.AnswerLost` at once
         instead of sending it again, and the caller looks for what was applied first; what
-        cannot have been applied (no connection made, 429) is retried as usual.
+        cannot have been applied (no connection made, 429) is retried as usual. ``settle``
+        (implied by ``replay=False``) is for a write whose late arrival matters: after a read
+        timeout the service may still apply it, so the client waits
+        :attr:`RetryPolicy.settle_seconds` before sending it again or raising AnswerLost (a
+        look-up then sees what it made; a repeat is not overtaken by the original).
         ``data``/``files`` may be file objects; they are rewound before each retry. With
         ``stream=True`` the caller reads and closes the body; prefer :meth:`download`, which
         checks it arrived whole.
@@ -509,6 +522,8 @@ class HttpClient:
                     raise TransportError(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
                     ) from None
+                if (settle or not replay) and _still_in_flight(exc):
+                    self._settle(method, shown_url, last_cause)
                 if not replay and not _never_sent(exc):
                     raise AnswerLost(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
@@ -699,6 +714,17 @@ class HttpClient:
         log.log(level, "%s %s: %s; %s in %.1f s", method, shown_url, cause, next_try, seconds)
         self._pause(kind, seconds)
 
+    def _settle(self, method: str, shown_url: str, cause: str) -> None:
+        seconds = self.policy.settle_seconds
+        log.info(
+            "%s %s: %s; the service may still apply it: waiting %.1f s before looking again",
+            method,
+            shown_url,
+            cause,
+            seconds,
+        )
+        self._pause("settle", seconds)
+
     def _pause(self, kind: str, seconds: float) -> None:
         """Wait ``seconds``; Stopped or ServiceUnavailable as soon as either applies."""
         if seconds <= 0:
@@ -826,6 +852,17 @@ def _check_complete(response: requests.Response) -> None:
 
 
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+
+def _still_in_flight(exc: BaseException) -> bool:
+    """The request reached the service, which had not answered when the client stopped
+    waiting (a read timeout): it may be applied later. A dropped connection is the service
+    done with it, one way or the other."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    return isinstance(exc, requests.ReadTimeout) or (
+        isinstance(exc, requests.ConnectionError) and "Read timed out" in str(exc)
+    )
 
 
 def _classify(exc: BaseException, policy: RetryPolicy) -> tuple[str | None, str]:

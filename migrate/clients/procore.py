@@ -321,6 +321,7 @@ class ProcoreClient:
         ok: Sequence[int] = (200,),
         company: bool | int = True,
         replay: bool = True,
+        settle: bool = False,
     ) -> requests.Response:
         """One REST call; a 401 gets a new token (see _renew_after_401). Other statuses outside
         ``ok`` raise. ``replay``: see HttpClient.request."""
@@ -335,6 +336,7 @@ class ProcoreClient:
                 headers=self._headers(token, company),
                 ok=(*ok, 401),
                 replay=replay,
+                settle=settle,
             )
             if response.status_code != 401:
                 return response
@@ -624,6 +626,9 @@ class ProcoreClient:
                 params=params,
                 ok=(200, 201, 422),
                 replay=method != "POST" if replay is None else replay,
+                # A status change Procore applies late would undo a later one (reopen after
+                # close): every inspection write waits out a timed-out attempt.
+                settle=True,
             )
         else:
             response = self._send_form(path, data=data, files=files)

@@ -762,10 +762,15 @@ class InspectionLoader:
             self._mapped_lists.add(job.list_id)
         ctx.count("created", ENTITY_INSPECTION)
 
-    def _record_list_files(self, job: _Job, attachments: Iterable[Mapping[str, Any]]) -> None:
-        """Checklist files Procore shows on the inspection, matched by name (in a transaction)."""
+    def _record_list_files(self, job: _Job, attachments: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Checklist files Procore shows on the inspection, matched by name (in a transaction).
+
+        Their uploads are referenced from then on, whichever write carried them: one found
+        rather than answered (a dead run's create, a lost answer) names no upload ids.
+        Returns the attachments found."""
         ctx, entry = self.ctx, job.entry
         by_name = {str(a.get("name")): int(a["id"]) for a in attachments}
+        shown: list[str] = []
         for attachment_id in entry.attachment_ids:
             name = self._name(entry, attachment_id, None)
             if name in by_name:
@@ -777,6 +782,9 @@ class InspectionLoader:
                     by_name[name],
                     payload_hash=entry.source_id,
                 )
+                shown.append(attachment_id)
+        ctx.uploader.mark_attachments_referenced(shown)
+        return shown
 
     def _look_up(self, job: _Job, row: MapRow) -> dict[str, Any] | None:
         """The inspection a dead run created for this checklist, if Procore has it."""
@@ -1000,6 +1008,14 @@ class InspectionLoader:
         new_files = [
             a for a in entry.attachment_ids if not (a in list_files and list_files[a].is_loaded)
         ]
+        if new_files:
+            # A dead run's update may have attached them already: Procore refuses an upload
+            # referenced twice, and the id map cannot say (the update is not recorded sent).
+            listed = self.client.inspections(ctx.project_id, ids=[job.list_id or 0])
+            attached = (listed[0].get("attachments") or []) if listed else []
+            with ctx.store.transaction():
+                on_inspection = self._record_list_files(job, attached)
+            new_files = [a for a in new_files if a not in on_inspection]
         uuids: list[str] = []
         if new_files:
             uploads = ctx.uploader.prepare(new_files, entry.attachment_names)

@@ -38,6 +38,7 @@ from migrate.store.blobs import BlobStore, UnsafeBlob
 from migrate.store.db import Store, select_in, utc_now
 from migrate.store.uploads import (
     UploadRow,
+    mark_attachments_referenced,
     mark_failed,
     mark_referenced,
     save_upload,
@@ -159,6 +160,11 @@ class Uploader:
         """The uploads recorded for these attachments: what a create sent by a run that died
         before its answer referenced, if Procore holds that issue."""
         return [row[2] for row in self._rows(list(attachment_ids)).values() if row[2]]
+
+    def mark_attachments_referenced(self, attachment_ids: Iterable[str]) -> None:
+        """Uploads of files Procore shows it holds, whichever write carried them (found
+        rather than answered: a dead run's create, a lost answer); inside a transaction."""
+        mark_attachments_referenced(self.store, self.project_id, attachment_ids)
 
     def forget(self, attachment_ids: Iterable[str], reason: str) -> None:
         """Procore refused these uploads at create (expired, missing): make new ones next."""

@@ -84,3 +84,22 @@ def uploaded_count(store: Store, project_id: int | None) -> int:
         params = (project_id,)
     row = store.conn.execute(sql, params).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+# -- inspections (issue 14): files confirmed on an inspection ------------------------------------
+
+
+def mark_attachments_referenced(
+    store: Store, project_id: int, attachment_ids: Iterable[str]
+) -> None:
+    """The uploads of attachments Procore shows it holds (call inside a transaction).
+
+    For a write found in Procore rather than answered (a dead run's create, a lost answer):
+    the upload ids it carried are not known, the files it attached are.
+    """
+    now = utc_now()
+    store.conn.executemany(
+        "UPDATE uploads SET state = 'referenced', updated_at = ? "
+        "WHERE target_project_id = ? AND attachment_id = ? AND state = 'stored'",
+        [(now, project_id, attachment_id) for attachment_id in attachment_ids],
+    )
