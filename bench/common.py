@@ -23,6 +23,11 @@ BENCHMARKS = REPO / "BENCHMARKS.md"
 #: Field endpoints read once per extract: project, reference data (checklist templates
 #: included), voided ids, status history, the search count that checks the issue listing.
 FIELD_ONE_CALL_ENDPOINTS = 9 + 3
+#: The inventory of what is not migrated (issue 15): library files, library folders and daily
+#: updates are one call each; photos, equipment and tasks are paged.
+FIELD_INVENTORY_ONE_CALL = 3
+#: The project export when it is ready: one status check, the latest-export call, two archives.
+FIELD_EXPORT_CALLS = 4
 #: Field listing and retrieve page sizes (the API's defaults).
 FIELD_PAGE = 100
 #: Issues per Procore sync call, and rows per Procore list page.
@@ -139,14 +144,18 @@ def _capped(item: dict[str, Any], cap: int) -> dict[str, Any]:
 
 
 # -- lower bounds ---------------------------------------------------------------------------
-def field_lower_bound(counts: Mapping[str, int], blobs: int) -> dict[str, int]:
+def field_lower_bound(
+    counts: Mapping[str, int], blobs: int, inventory: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """The fewest BIM 360 Field requests a full extract can make.
 
-    ``counts`` is ``FieldApp.counts()``, ``blobs`` the files downloaded. Listing pages (issues
-    that are not voided, checklists, checklist headers: deleted checklists included, as the
-    headers carry the deleted flag) + retrieve batches of 100 ids + 1 per file + the one-call
-    endpoints; ``with_checklists`` adds one detail call per checklist, which the checklist API
-    has no batch read for.
+    ``counts`` is ``FieldApp.counts()``, ``blobs`` the files downloaded (signatures and
+    marked-up renditions included). Listing pages (issues that are not voided, checklists,
+    checklist headers: deleted checklists included, as the headers carry the deleted flag) +
+    retrieve batches of 100 ids + 1 per file + the one-call endpoints; ``with_checklists`` adds
+    one detail call per checklist, which the checklist API has no batch read for.
+    ``inventory`` (``FieldApp.inventory_counts()``) adds the safety net: the inventory's pages
+    and calls and a ready project export.
     """
     listed = counts["issues"] - counts["voided_issues"]
     checklists = counts["checklists"]
@@ -155,12 +164,17 @@ def field_lower_bound(counts: Mapping[str, int], blobs: int) -> dict[str, int]:
         (listed // FIELD_PAGE + 1) + (checklists // FIELD_PAGE + 1) + (headers // FIELD_PAGE + 1)
     )
     retrieves = math.ceil(counts["issues"] / FIELD_PAGE)
-    bound = pages + retrieves + blobs + FIELD_ONE_CALL_ENDPOINTS
+    safety_net = 0
+    if inventory is not None:
+        paged = sum(inventory[name] // FIELD_PAGE + 1 for name in ("photos", "equipment", "tasks"))
+        safety_net = paged + FIELD_INVENTORY_ONE_CALL + FIELD_EXPORT_CALLS
+    bound = pages + retrieves + blobs + FIELD_ONE_CALL_ENDPOINTS + safety_net
     return {
         "pages": pages,
         "retrieves": retrieves,
         "blobs": blobs,
         "one_call": FIELD_ONE_CALL_ENDPOINTS,
+        "safety_net": safety_net,
         "lower_bound": bound,
         "checklists": checklists,
         "with_checklists": bound + checklists,

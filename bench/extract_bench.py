@@ -88,6 +88,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
     project = thinned_project(issues, keep_every, cap)
     app = FieldApp(project, password=PASSWORD)
     counts = app.counts()
+    inventory = app.inventory_counts()
     server = RunningServer(app)
     try:
         with tempfile.TemporaryDirectory(prefix="extract-bench-") as folder:
@@ -107,7 +108,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
         server.stop()
     checklists = counts["checklists"]
     blobs = first["blobs"]
-    bound = field_lower_bound(counts, blobs)
+    bound = field_lower_bound(counts, blobs, inventory)
     lower_bound = bound["lower_bound"]
     records = counts["issues"] + checklists + blobs
     calls = sum(first_calls.values())
@@ -126,6 +127,7 @@ def bench(issues: int, keep_every: int, cap: int, workers: int) -> dict[str, Any
         "second_calls_by_route": second_calls,
         "lower_bound": lower_bound,
         "lower_bound_with_checklists": bound["with_checklists"],
+        "safety_net": bound["safety_net"],
         "ratio": calls / bound["with_checklists"],
         "requests_per_record": calls / records,
         "bound_per_record": lower_bound / records,
@@ -150,8 +152,9 @@ def append_benchmarks(figures: dict[str, Any]) -> None:
         f"subprocess, {figures['workers']} download workers. Files thinned to every "
         f"{figures['keep_every']}th issue plus all checklist files and capped at "
         f"{figures['cap'] // 1024} KiB: {figures['blobs']:,} files "
-        f"({figures['attachments']:,} attachments, the rest signatures and document "
-        f"references), {figures['bytes'] / 1e6:,.0f} MB. Load average at the start: "
+        f"({figures['attachments']:,} attachments, the rest signatures, marked-up "
+        f"renditions and document references), {figures['bytes'] / 1e6:,.0f} MB. "
+        "Load average at the start: "
         f"{figures['load_average']:.1f} (the simulator's own work counts in the seconds).",
         "",
         "| run | records | Field calls | calls/record | lower bound/record | seconds "
@@ -168,7 +171,9 @@ def append_benchmarks(figures: dict[str, Any]) -> None:
         "",
         f"Records = issues + checklists + files. Lower bound = listing pages (issues, "
         f"checklists, checklist headers) + retrieve batches (100 ids) + 1 per file + "
-        f"{FIELD_ONE_CALL_ENDPOINTS} one-call endpoints (checklist templates among them) = "
+        f"{FIELD_ONE_CALL_ENDPOINTS} one-call endpoints (checklist templates among them) + "
+        f"{figures['safety_net']} calls of the safety net (the inventory of what is not "
+        "migrated and a ready project export: status, latest, two archives) = "
         f"{figures['lower_bound']:,}; the checklist API has no batch read, so 1 call per "
         f"checklist comes on top ({figures['lower_bound_with_checklists']:,}): the first run "
         f"made {figures['ratio']:.3f}× that. The second run "

@@ -353,6 +353,7 @@ def bench_size(
         rerun = StageMeter(box)
         again = _run_child("pipeline", config, env, rerun.on_stage)
         field_counts = box.field_app.counts()
+        field_inventory = box.field_app.inventory_counts()
         arrived = len(box.procore_app.issues(box.procore_project_id)) - issues_before
         box.procore_app.close()
     blobs_mb = sum(p.stat().st_size for p in (folder / "blobs").rglob("*") if p.is_file()) / 1e6
@@ -369,7 +370,7 @@ def bench_size(
         "rerun": again,
         "rerun_calls": rerun.calls,
         "field_counts": field_counts,
-        "field_bound": field_lower_bound(field_counts, stages["extract"]["blobs"]),
+        "field_bound": field_lower_bound(field_counts, stages["extract"]["blobs"], field_inventory),
         "procore_bound": bound,
         "arrived": arrived,
         "blobs_mb": blobs_mb,

@@ -392,11 +392,24 @@ def init(directory: str, force: bool) -> None:
     is_flag=True,
     help="Re-retrieve every record instead of only new and changed ones.",
 )
+@click.option(
+    "--no-export",
+    "no_export",
+    is_flag=True,
+    help="Do not fetch BIM 360 Field's own project export this time "
+    "([source] project_export = false skips it for good).",
+)
 @_output_options
 @_stop_on_ctrl_c
 @_fail_cleanly
-def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: bool) -> None:
-    """Pull the BIM 360 Field project into the staging database (resumable, incremental)."""
+def extract(
+    config_path: str | None, full_refresh: bool, no_export: bool, quiet: bool, verbose: bool
+) -> None:
+    """Pull the BIM 360 Field project into the staging database (resumable, incremental).
+
+    Also counts what is not migrated (photos, library, equipment, tasks, daily updates) and
+    keeps BIM 360 Field's own project export in the blob store, unless --no-export.
+    """
     from migrate.extract import extract_from_settings
     from migrate.settings import load_settings
 
@@ -404,6 +417,7 @@ def extract(config_path: str | None, full_refresh: bool, quiet: bool, verbose: b
     result = extract_from_settings(
         settings,
         full_refresh=full_refresh,
+        project_export=False if no_export else None,
         progress=_progress(quiet, "extract"),
         verbose_stream=_verbose_stream(verbose),
     )

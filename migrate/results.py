@@ -101,6 +101,8 @@ class ExtractResult:
     elapsed_seconds: float = 0.0
     full_refresh: bool = False
     completed: bool = True
+    #: What is not migrated and where the project export keeps it (report/inventory.py).
+    left_behind: tuple[str, ...] = ()
 
     @property
     def total_requests(self) -> int:
@@ -161,6 +163,7 @@ class ExtractResult:
             f"Requests to BIM 360 Field: {self.total_requests} "
             f"({self.retries} retried, {self.logins} logins)."
         )
+        lines.extend(self.left_behind)
         if self.source_problems:
             lines.append(
                 f"Source problems: {self.source_problems} recorded this run; see the "

@@ -84,6 +84,12 @@ class SourceSettings:
     timeout: float = 60.0
     #: Seconds without any answer after which the service counts as down (clients/http.py).
     give_up_after: float = 120.0
+    #: Keep Field's own project export beside the migration (extract.export); the CLI's
+    #: --no-export turns it off for one run.
+    project_export: bool = True
+    #: Seconds extract waits for a running export, and between two status checks.
+    export_wait: float = 600.0
+    export_poll: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -484,6 +490,9 @@ workers = 4         # attachment downloads in parallel
 page_size = 100     # records per page
 timeout = 60        # seconds to wait for a response (connecting has its own 10 s)
 give_up_after = 120 # seconds without any answer before the service counts as down
+project_export = true # keep BIM 360 Field's own project export (both archives) as well
+export_wait = 600   # seconds to wait for a running export before going on without it
+export_poll = 15    # seconds between two export status checks
 
 [target]            # Procore
 base_url = "https://api.procore.com"

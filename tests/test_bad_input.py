@@ -957,7 +957,7 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(
                 one_value(
                     store,
                     "SELECT COUNT(*) FROM attachments WHERE kind = "
-                    "'Attachment' AND container_type = 'Issue'",
+                    "'Attachment' AND container_type = 'Issue' AND rendition_of IS NULL",
                 )
                 == live["issue_attachments"]
             )
@@ -972,7 +972,8 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(
             digests = {
                 d
                 for (d,) in store.conn.execute(
-                    "SELECT sha256 FROM attachments WHERE state = 'stored'"
+                    "SELECT sha256 FROM attachments WHERE state = 'stored' UNION "
+                    "SELECT sha256 FROM project_exports WHERE state = 'stored'"
                 )
             }
             check_stored_values(store)
@@ -995,7 +996,8 @@ def test_hostile_issues_over_http_migrate_or_are_accounted_for(
 
 
 def assert_blob_store_closed(blobs_root: Path, digests: set[str]) -> None:
-    """Blob files are exactly blobs/aa/bb/<sha256> of stored attachments; no temp file is left."""
+    """Blob files are exactly blobs/aa/bb/<sha256> of stored attachments (and the project
+    export's archives); no temp file is left."""
     seen = set()
     for path in blobs_root.rglob("*"):
         relative = path.relative_to(blobs_root).as_posix()

@@ -29,7 +29,7 @@ from migrate.extract import issues as extract_issues
 from migrate.extract.listing import ListingNotWhole
 from migrate.sandbox.faults import FaultConfig, Faults
 from migrate.sandbox.field_server import FieldApp
-from migrate.sandbox.generator import GeneratedProject
+from migrate.sandbox.generator import GeneratedProject, derived_size, sha256_of_chunks
 from migrate.sandbox.httpbase import Request, Response, Route, RunningServer, json_response
 from migrate.settings import Secret, Settings, load_settings
 from migrate.store import BlobStore, get_run, open_store
@@ -90,7 +90,11 @@ class RecordingFieldApp(FieldApp):
                 "get_issues": request.param("offset"),
                 "checklists": request.param("offset"),
                 "issues_retrieve": request.param("ids"),
-                "binary_data": request.param("object_id"),
+                # A rendition counts as its own file, named like its attachments row.
+                "binary_data": request.param("object_id")
+                if request.param("image_type") in (None, "original")
+                else f"{request.param('object_id')}:{request.param('image_type')}:"
+                f"{request.param('page')}",
                 "checklist": request.path_params.get("checklist_id"),
             }.get(route.name, "")
             with self._asked_lock:
@@ -321,9 +325,19 @@ def staged_counts(db_path: Path) -> dict[str, int]:
             ):
                 counts[f"{owner}_{name}"] = count(
                     f"SELECT count(*) FROM attachments WHERE container_type = '{container}' "
-                    f"AND kind = '{kind}' AND {live}"
+                    f"AND kind = '{kind}' AND rendition_of IS NULL AND {live}"
                 )
-        attachment = f"kind = 'Attachment' AND ({live_issue} OR {live_list} OR {live_item})"
+        counts["issue_signatures"] = count(
+            "SELECT count(*) FROM attachments WHERE kind = 'Signature' "
+            f"AND container_type = 'Issue' AND {live_issue}"
+        )
+        counts["composites"] = count(
+            f"SELECT count(*) FROM attachments WHERE rendition_of IS NOT NULL AND {live_issue}"
+        )
+        attachment = (
+            f"kind = 'Attachment' AND rendition_of IS NULL "
+            f"AND ({live_issue} OR {live_list} OR {live_item})"
+        )
         counts["attachments"] = count(f"SELECT count(*) FROM attachments WHERE {attachment}")
         counts["attachment_bytes"] = count(
             f"SELECT sum(size) FROM attachments WHERE state = 'stored' AND {attachment}"
@@ -348,10 +362,21 @@ def expected_blobs(project: GeneratedProject, app: FieldApp) -> dict[str, tuple[
             item["size"],
         )
 
+    def add_composites(item: dict[str, Any]) -> None:
+        blob_id = item.get("document_id") or item["id"]
+        for page in item.get("markup_pages") or ():
+            variant = f"composite:{page}"
+            size = derived_size(item["size"], variant)
+            chunks = project.attachment_chunks(blob_id, size, "image/jpeg", variant)
+            expected[f"{item['id']}:composite:{page}"] = (sha256_of_chunks(chunks), size)
+
     view = app._states[data.id].view()  # the current records, mutations included
     for record in view.scan(include_void=True):
         for item in record["attachments"]:
             add(item)
+            add_composites(item)
+        for signature in record.get("signatures", ()):
+            add(signature)
     for checklist in data.iter_checklists():
         if checklist["deleted"]:
             continue

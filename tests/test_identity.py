@@ -231,6 +231,11 @@ def make_legacy(path: Path) -> None:
             "DROP TABLE planned_inspections; DROP TABLE planned_inspection_templates; "
             # migrations 10 and 11
             "DROP VIEW v_inspection_journey; DROP TABLE target_trades; "
+            # migration 12
+            "DROP INDEX attachments_rendition_of; "
+            "ALTER TABLE attachments DROP COLUMN rendition_of; "
+            "ALTER TABLE attachments DROP COLUMN rendition_page; "
+            "DROP TABLE project_exports; DROP TABLE source_inventory; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

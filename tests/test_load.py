@@ -26,6 +26,7 @@ from migrate.extract import extract_from_settings
 from migrate.ids import issue_uuid
 from migrate.load import load_from_settings
 from migrate.load.plan import compute_plan
+from migrate.sandbox.generator import sha256_of_chunks
 from migrate.sandbox.httpbase import Request, Route, RunningServer, json_response
 from migrate.sandbox.procore_server import ProcoreApp
 from migrate.sandbox.runner import Sandbox, SandboxOptions
@@ -418,8 +419,9 @@ def test_chain_attachments_carry_the_source_bytes(chain: dict) -> None:
     sandbox, settings = chain["sandbox"], chain["settings"]
     rows = db_rows(
         settings,
-        "SELECT id, sha256, size, content_type FROM attachments WHERE "
-        "state = 'stored' AND id IN (SELECT value FROM planned_issues, "
+        "SELECT id, sha256, size, content_type, rendition_of, rendition_page, kind "
+        "FROM attachments "
+        "WHERE state = 'stored' AND id IN (SELECT value FROM planned_issues, "
         "json_each(planned_issues.attachment_ids))",
     )
     attached = {
@@ -428,11 +430,17 @@ def test_chain_attachments_carry_the_source_bytes(chain: dict) -> None:
         for a in issue["attachments"]
     }
     checked = 0
-    for attachment_id, sha256, size, content_type in rows:
+    for attachment_id, sha256, size, content_type, rendition_of, page, kind in rows:
         if sha256 not in attached:
             continue  # on an issue Procore refused (planted assignee)
         assert attached[sha256]["size"] == size
-        if checked < 25:  # re-derive the bytes BIM 360 Field served for a sample
+        if rendition_of is not None and kind == "Attachment":  # a marked-up photo's page
+            variant = f"composite:{page}"
+            chunks = sandbox.project.attachment_chunks(rendition_of, size, content_type, variant)
+            assert sha256_of_chunks(chunks) == sha256
+        elif (
+            rendition_of is None and checked < 25
+        ):  # re-derive the bytes BIM 360 Field served for a sample
             assert sandbox.project.attachment_sha256(attachment_id, size, content_type) == sha256
         checked += 1
     assert checked > 500

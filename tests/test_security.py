@@ -186,7 +186,10 @@ def test_faulted_full_run_leaves_no_secret_and_keeps_files_private(
     ]
     stored = {
         row[0]: row[1]
-        for row in db.execute("SELECT id, sha256 FROM attachments WHERE state = 'stored'")
+        for row in db.execute(
+            "SELECT id, sha256 FROM attachments WHERE state = 'stored' UNION ALL "
+            "SELECT 'export:' || kind, sha256 FROM project_exports WHERE state = 'stored'"
+        )
     }
     db.close()
     assert urls and all("object_id=" in url and "ticket" not in url.lower() for url in urls)

@@ -19,7 +19,10 @@ from migrate.settings import (
     target_credentials,
 )
 
-SOURCE_KEYS = "base_url, project_id, project_name, workers, page_size, timeout, give_up_after"
+SOURCE_KEYS = (
+    "base_url, project_id, project_name, workers, page_size, timeout, give_up_after, "
+    "project_export, export_wait, export_poll"
+)
 
 # (file content, exact message with {path} for the config file)
 BAD_CONFIGS = [

@@ -159,7 +159,21 @@ def _check_schema(data: dict[str, Any]) -> None:
         "running",
         "next_command",
         "next_reason",
+        "left_behind",
     }
+    assert set(data["left_behind"]) == {"not_migrated", "project_export"}
+    for family in data["left_behind"]["not_migrated"]:
+        assert set(family) == {"family", "records", "bytes", "kept_in"}
+    for archive in data["left_behind"]["project_export"]:
+        assert set(archive) == {
+            "kind",
+            "state",
+            "sha256",
+            "size",
+            "requested_at",
+            "finished_at",
+            "reason",
+        }
     assert data["schema_version"] == SCHEMA_VERSION == 1
     assert isinstance(data["generated_at"], str) and data["generated_at"].endswith("Z")
     assert isinstance(data["staging_db"], str)

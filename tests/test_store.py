@@ -192,8 +192,11 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 9: what transform plans for Procore Inspections
         "planned_inspection_templates",
         "planned_inspections",
-        # issue 15 (after the source side's migration): Procore's trades, snapshot
+        # migration 11: Procore's trades, snapshot by transform (issue 15)
         "target_trades",
+        # migration 12: the project export and the inventory of what is not migrated
+        "project_exports",
+        "source_inventory",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

@@ -199,9 +199,15 @@ class FieldSession:
         return self.json(method, path, {"project_id": self.project_id, **params})
 
     def download(
-        self, dest: BytesSink, *, object_type: str, object_id: str, image_type: str = "original"
+        self,
+        dest: BytesSink,
+        *,
+        object_type: str,
+        object_id: str,
+        image_type: str = "original",
+        page: int | None = None,
     ) -> int:
-        """Stream one binary to ``dest``; returns the bytes written.
+        """Stream one binary (``page`` of a rendition, if given) to ``dest``; bytes written.
 
         FileNotFoundError when the source has no such file (404); IncompleteBody when the body
         was cut short (the caller discards ``dest`` and tries again).
@@ -211,6 +217,7 @@ class FieldSession:
             "object_type": object_type,
             "object_id": object_id,
             "image_type": image_type,
+            "page": page,
         }
         try:
             return self.download_body("POST", "/api/binary_data", params, dest)

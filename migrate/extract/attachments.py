@@ -45,6 +45,11 @@ class PendingBlob:
     filename: str | None
     container_type: str
     container_id: str
+    #: What to ask binary_data for: the file itself, or (a marked-up rendition's row) the
+    #: original's id, image type ``composite`` and the page.
+    object_id: str
+    image_type: str = "original"
+    page: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,13 @@ def download_blob(
             with blobs.temp() as temp:
                 writer = HashingWriter(temp.file, item.size_expected)
                 try:
-                    session.download(writer, object_type=item.kind, object_id=item.id)
+                    session.download(
+                        writer,
+                        object_type=item.kind,
+                        object_id=item.object_id,
+                        image_type=item.image_type,
+                        page=item.page,
+                    )
                 except FileNotFoundError:
                     return Outcome(
                         "failed",
@@ -196,7 +207,10 @@ def pending_blobs(ctx: Context) -> list[PendingBlob]:
     kinds = ", ".join(f"'{kind}'" for kind in BINARY_KINDS)
     rows = ctx.store.conn.execute(
         f"""
-        SELECT a.id, a.kind, a.size_expected, a.filename, a.container_type, a.container_id
+        SELECT a.id, a.kind, a.size_expected, a.filename, a.container_type, a.container_id,
+               COALESCE(a.rendition_of, a.id),
+               CASE WHEN a.rendition_of IS NULL THEN 'original' ELSE 'composite' END,
+               a.rendition_page
           FROM attachments a
          WHERE a.kind IN ({kinds})
            AND (a.state = 'pending'

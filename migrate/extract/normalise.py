@@ -580,6 +580,7 @@ def map_issue(
     }
     positions = custom_field_positions or {}
     custom: dict[str, Any] = {}
+    signature_fields: dict[str, tuple[str, str]] = {}  # signature id -> (field id, field name)
     for item in check.items(detail.get("fields"), "fields"):
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
             check.problem(f"issues {source_id}: a field entry has no id ({_shown(item)}); ignored")
@@ -609,6 +610,8 @@ def map_issue(
                     f"be a single value, got {_kind(value)}; kept as given"
                 )
             key = name if name not in custom else f"{name} ({field_id})"
+            if item.get("display_type") == "signature" and isinstance(value, str) and value:
+                signature_fields[value] = (bare, name)
             entry: dict[str, Any] = {"id": bare, "value": value}
             if bare in positions:
                 entry["position"] = positions[bare]
@@ -644,6 +647,77 @@ def map_issue(
     sizes = listing_attachment_sizes(listing)
     for item in check.items(detail.get("attachments"), "attachments"):
         out.extend(map_attachment(item, "Issue", source_id, sizes))
+    out.extend(
+        map_issue_signatures(
+            source_id, signature_fields, check.items(detail.get("signatures"), "signatures")
+        )
+    )
+    return out
+
+
+def map_issue_signatures(
+    issue_id: str, fields: Mapping[str, tuple[str, str]], listed: Sequence[Any]
+) -> Mapped:
+    """The signature images of an issue's signature fields, as ``Signature`` attachments.
+
+    ``fields`` maps each signature id a field's value names to (field id, field name); a
+    signature the issue lists but no field names is staged too, under its definition id. The
+    file is named after its field, the caption says who signed when (``created_by`` and
+    ``created_at`` keep both as data), so the description can say it.
+    """
+    out = Mapped()
+    entries: dict[str, Mapping[str, Any]] = {}
+    for entry in listed:
+        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str) and entry["id"]:
+            entries.setdefault(entry["id"], entry)
+        else:
+            out.problems.append(
+                Problem(
+                    "attachments",
+                    issue_id,
+                    f"issue {issue_id}: a signature entry has no id ({_shown(entry)}); skipped",
+                    entry,
+                )
+            )
+    for signature_id in dict.fromkeys([*fields, *entries]):
+        entry = entries.get(signature_id, {})
+        check = _Checker("attachments", signature_id, entry, out.problems)
+        field_id, field_name = fields.get(signature_id, (None, None))
+        if field_id is None:
+            field_id = check.ident(entry.get("custom_field_definition_id"), "definition")
+        given = check.text(entry.get("filename"), "filename") or ""
+        extension = given.rsplit(".", 1)[1] if "." in given else "png"
+        signer = check.text(entry.get("created_by"), "created_by")
+        signed_at = check.text(entry.get("created_at"), "created_at")
+        caption = (
+            "signed"
+            + (f" by {signer}" if signer else "")
+            + (f" on {signed_at}" if signed_at else "")
+        )
+        source_url = clean_url(check.text(entry.get("original_url"), "original_url"))
+        out.add(
+            "attachments",
+            {
+                "id": signature_id,
+                "container_type": "Issue",
+                "container_id": issue_id,
+                "kind": "Signature",
+                "filename": f"{field_name or given or 'Signature'}.{extension}"
+                if field_name or not given
+                else given,
+                "content_type": check.text(entry.get("content_type"), "content_type"),
+                "caption": caption if signer or signed_at else None,
+                "custom_field_id": field_id,
+                "created_by": signer,
+                "created_at": signed_at,
+                "size_expected": None,
+                "source_url": source_url,
+                "num_pages": None,
+                "tags": None,
+                "rendition_of": None,
+                "rendition_page": None,
+            },
+        )
     return out
 
 
@@ -706,8 +780,58 @@ def map_attachment(
             "source_url": source_url,
             "num_pages": check.integer(item.get("num_pages"), "num_pages", minimum=0),
             "tags": check.text(item.get("tags"), "tags"),
+            "rendition_of": None,
+            "rendition_page": None,
         },
     )
+    if kind in ("Attachment", "DocumentReference"):
+        out.extend(map_composites(item, out.rows["attachments"][-1], check))
+    return out
+
+
+def map_composites(item: Mapping[str, Any], original: Mapping[str, Any], check: _Checker) -> Mapped:
+    """A row per marked-up page of a file: its ``composite`` rendition, beside the original.
+
+    A page counts as marked up when ``composites`` lists it, unless the entry carries a
+    ``markup`` key that is empty (the reading where every page is listed and ``markup`` says
+    which are marked up). The id is ``<original id>:composite:<page>``; ``rendition_of`` and
+    ``rendition_page`` say what to download.
+    """
+    out = Mapped()
+    if "markup" in item and not item.get("markup"):
+        return out
+    urls: dict[int, str | None] = {}
+    for entry in check.items(item.get("composites"), "composites"):
+        page = entry.get("page") if isinstance(entry, Mapping) else None
+        if isinstance(page, int) and not isinstance(page, bool) and page >= 0:
+            urls.setdefault(page, clean_url(check.text(entry.get("url"), "composites.url")))
+        else:
+            check.problem(
+                f"attachments {original['id']}: a composites entry has no page "
+                f"({_shown(entry)}); skipped"
+            )
+    pages = sorted(urls)
+    name = original["filename"] or ""
+    stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+    stem = stem or f"{original['kind']} {original['id']}"
+    for page in pages:
+        where = f", page {page + 1}" if len(pages) > 1 or page else ""
+        out.add(
+            "attachments",
+            {
+                **original,
+                "id": f"{original['id']}:composite:{page}",
+                "filename": f"{stem} (marked up{where}).jpg",
+                "content_type": "image/jpeg",
+                "caption": None,  # the original's line carries it
+                "tags": None,
+                "size_expected": None,
+                "source_url": urls[page],
+                "num_pages": 1,
+                "rendition_of": original["id"],
+                "rendition_page": page,
+            },
+        )
     return out
 
 

@@ -18,6 +18,8 @@ from migrate.clients.factory import field_session
 from migrate.errors import ApiError, ConfigError, StageFailed, TransportError
 from migrate.extract.attachments import extract_attachments
 from migrate.extract.checklists import extract_checklists
+from migrate.extract.export import extract_project_export
+from migrate.extract.inventory import extract_inventory
 from migrate.extract.issues import extract_issues
 from migrate.extract.reference import extract_reference
 from migrate.extract.state import (
@@ -29,6 +31,7 @@ from migrate.extract.state import (
     build_result,
     requests_delta,
 )
+from migrate.report.inventory import left_behind, status_lines
 from migrate.results import ExtractResult, NoProgress, Progress
 from migrate.runlog import RunLog
 from migrate.settings import DEFAULT_CONFIG_NAME, Settings
@@ -138,10 +141,12 @@ def run(
             extract_issues(ctx)
             extract_checklists(ctx)
             extract_attachments(ctx)
+            extract_inventory(ctx)
+            extract_project_export(ctx)
             _end_pass(store)
         except (TransportError, ApiError) as exc:
             raise StageFailed(STAGE, str(exc), partial=result(completed=False)) from exc
-        final = result(completed=True)
+        final = replace(result(completed=True), left_behind=tuple(status_lines(left_behind(store))))
         ctx.note(
             "finished",
             counts={
@@ -169,6 +174,7 @@ def _run_args(session: FieldSession, options: ExtractOptions) -> dict[str, Any]:
         "workers": options.workers,
         "page_size": session.page_size,
         "full_refresh": options.full_refresh,
+        "project_export": options.project_export,
     }
 
 
@@ -202,19 +208,27 @@ def extract_from_settings(
     env: Mapping[str, str] = os.environ,
     *,
     full_refresh: bool = False,
+    project_export: bool | None = None,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
 ) -> ExtractResult:
     """``migrate extract``: the session, staging DB, blob store and run log, then :func:`run`.
 
-    Raises StageFailed (with the partial result) when the run stops partway; ConfigError and
-    CredentialError (missing credentials before anything is opened) pass through.
+    ``project_export`` False skips Field's project export (``--no-export``); None takes
+    ``[source] project_export``. Raises StageFailed (with the partial result) when the run
+    stops partway; ConfigError and CredentialError (missing credentials before anything is
+    opened) pass through.
     """
     with field_session(settings, env) as session:
         kind, value = settings.source_project()
         options = ExtractOptions(
             workers=settings.source.workers,
             full_refresh=full_refresh,
+            project_export=settings.source.project_export
+            if project_export is None
+            else project_export,
+            export_wait_seconds=settings.source.export_wait,
+            export_poll_seconds=settings.source.export_poll,
             config=str(settings.config_path) if settings.config_path else None,
             project_id=value if kind == "project_id" else None,
             project_name=value if kind == "project_name" else None,

@@ -41,6 +41,11 @@ class ExtractOptions:
     download_attempts: int = 8
     #: The config file the options came from: named in messages and recorded with the run.
     config: str | None = None
+    #: Fetch BIM 360 Field's own project export as a safety net (``--no-export`` turns it off).
+    project_export: bool = True
+    #: How long to wait for a running export, and how often to ask its status meanwhile.
+    export_wait_seconds: float = 600.0
+    export_poll_seconds: float = 15.0
 
 
 @dataclass

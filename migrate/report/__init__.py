@@ -73,6 +73,8 @@ class ReportResult:
     matched: int
     quarantined: int = 0
     online: bool = True
+    #: What is not migrated and where the project export keeps it (report/inventory.py).
+    left_behind: list[str] = field(default_factory=list)
     run_id: int | None = None
     checks_not_run: list[str] = field(default_factory=list)
     #: Requests to Procore by "METHOD /path" (None offline: Procore was not read).
@@ -131,6 +133,7 @@ class ReportResult:
             lines.append(self.inspection_line())
         if self.checks_not_run:
             lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
+        lines.extend(self.left_behind)
         lines.append(f"Report: {self.path_html}")
         lines.append("CSV: " + ", ".join(str(p) for p in self.csv_paths.values()))
         return lines
@@ -184,6 +187,7 @@ def run(
 ) -> ReportResult:
     """Read Procore through ``client`` (None: offline), reconcile, write the files; the run is
     recorded (see ``store.runs.recorded_run``) with the requests it made."""
+    from migrate.report import inventory as left_behind
     from migrate.report.files import prepare_report_dir
     from migrate.report.html import render_report
     from migrate.report.inspections import fetch_inspections, loaded_inspection_ids
@@ -215,11 +219,13 @@ def run(
         prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))
         csv_paths = _write_csvs(store, rec, out_dir)
         html_path = out_dir / HTML_NAME
+        found = left_behind.left_behind(store)
         html_text = render_report(
             rec,
             title=f"Migration report: BIM 360 Field → Procore project {project_id}",
             generated_at=utc_now(),
             csv_files={key: path.name for key, path in csv_paths.items()},
+            extra_sections=[(left_behind.SECTION_HEADING, left_behind.report_section(found))],
         )
         _write_text(html_path, html_text)
         result = ReportResult(
@@ -231,6 +237,7 @@ def run(
             matched=rec.matched,
             quarantined=rec.quarantined,
             online=rec.online,
+            left_behind=left_behind.status_lines(found),
             run_id=recorded.id,
             checks_not_run=[c.name for c in rec.checks if not c.ran],
             requests=requests_since(),

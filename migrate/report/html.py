@@ -41,9 +41,17 @@ details{margin:8px 0}summary{cursor:pointer}
 
 
 def render_report(
-    rec: Reconciliation, *, title: str, generated_at: str, csv_files: Mapping[str, str]
+    rec: Reconciliation,
+    *,
+    title: str,
+    generated_at: str,
+    csv_files: Mapping[str, str],
+    extra_sections: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The whole report page; ``csv_files`` maps a CSV's name to its file name (same folder)."""
+    """The whole report page; ``csv_files`` maps a CSV's name to its file name (same folder).
+
+    ``extra_sections`` are (heading, HTML body) pairs placed before the run history.
+    """
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -120,6 +128,7 @@ def render_report(
         ),
         _section(f"Quarantine ({rec.quarantined} open)", _quarantine(rec, csv_files)),
         _section("Charts", _charts(rec)),
+        *(_section(heading, body) for heading, body in extra_sections),
         _section(
             "Run history",
             _table(

@@ -36,7 +36,15 @@
       "quarantine_open": 0,
       "running": [{"command": "load", "run_id": 4, "pid": 123}],  # live processes only
       "next_command": "migrate load",
-      "next_reason": "…one sentence…"
+      "next_reason": "…one sentence…",
+      "left_behind": {                                     # recorded by extract (issue 15)
+        "not_migrated": [{"family": "photos", "records": 70, "bytes": 6600000 or null,
+                          "kept_in": "the project export's files archive"}],
+        "project_export": [{"kind": "database", "state": "stored",  # or not_available, failed
+                            "sha256": "…" or null, "size": 2100 or null,
+                            "requested_at": "…", "finished_at": "…" or null,
+                            "reason": "…" or null}]
+      }
     }
 
 Entity states: ``extracted`` rows in the staging DB (Field areas for ``location``);
@@ -56,13 +64,16 @@ skip), ``quarantined`` checklists held back by transform or load (open quarantin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from migrate.ids import ENTITY_INSPECTION, ENTITY_LOCATION
 from migrate.quarantine import open_quarantine
+from migrate.report.inventory import LeftBehind, left_behind
+from migrate.report.inventory import status_json as inventory_json
+from migrate.report.inventory import status_lines as inventory_lines
 from migrate.settings import Settings
 from migrate.store.db import Store, process_alive, utc_now
 from migrate.store.planned import (
@@ -171,6 +182,8 @@ class StatusReport:
     inspections: dict[str, int]
     next_command: str
     next_reason: str
+    #: What is not migrated and the project export (report/inventory.py), as recorded.
+    left_behind: LeftBehind = field(default_factory=lambda: LeftBehind([], []))
 
     def to_json(self) -> dict[str, Any]:
         """The documented, versioned JSON form (schema_version 1)."""
@@ -199,6 +212,7 @@ class StatusReport:
             "running": [dict(run) for run in self.running],
             "next_command": self.next_command,
             "next_reason": self.next_reason,
+            "left_behind": inventory_json(self.left_behind),
         }
 
     def lines(self) -> list[str]:
@@ -269,6 +283,7 @@ class StatusReport:
             )
         if self.quarantine_open:
             out.append(f"Quarantine   {self.quarantine_open} open")
+        out.extend(inventory_lines(self.left_behind))
         out.append("")
         out.append(f"Next         {self.next_command}")
         out.append(f"             {self.next_reason}")
@@ -332,6 +347,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
         next_command=next_command,
         next_reason=reason,
         inspections=inspections,
+        left_behind=left_behind(store),
     )
 
 

@@ -26,6 +26,15 @@ Strictness, where the documentation is silent:
   ``I;200;Successful``.
 - ``binary_data`` (POST, or GET on the URLs retrieve hands out) streams with Content-Length;
   ``thumb``/``composite``/``vv`` renditions are smaller JPEGs derived from the same seed.
+- Markups (issue 15): about one issue photo or document in six is marked up on some pages.
+  ``composites`` lists only those pages by default; switch ``composites="every_page"`` lists
+  every page of every file and adds ``markup`` (the file's SVG strings, ``[]`` when none: it
+  does not say which page, so a client stages every page of a marked-up file).
+- Issue signature fields (display type ``signature``): the value is the id of the signature
+  it holds, and retrieve lists the issue's ``signatures`` as ``{type, id,
+  custom_field_definition_id, filename, original_url, created_by, created_at}`` (who signed
+  when), the shape of the seed's signature upload record plus the attachments' who/when;
+  switch ``issue_signatures="field_only"`` keeps the seed's retrieve keys exactly.
 
 Checklists (issue 14 point 5; readings where seed 003 shows no example):
 
@@ -50,9 +59,11 @@ stays small in memory and every endpoint sees the same, current state.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import time
 import uuid
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -83,6 +94,19 @@ PAGE_DEFAULT = 25
 #: ``default_to_all_issues`` (seed 003 does not say): "all" issues, or what a login's saved
 #: "default_filter" shows, modelled as every issue but one in three (by id).
 LISTING_DEFAULTS = ("all", "default_filter")
+#: Which pages ``composites`` lists (seed 003 shows the key, not when it is there):
+#: "marked_up", only the pages with a markup (no ``markup`` key, the seed's shape); or
+#: "every_page", every page of every file, with ``markup`` (the SVG strings, [] when none)
+#: telling which ones are marked up.
+COMPOSITE_READINGS = ("marked_up", "every_page")
+#: How the project export behaves: "ready" (finished before extract asks), "slow" (running
+#: for the first few status polls, then finished), "never" (running for ever, no files),
+#: "not_selected" (404: the project is not selected for exports).
+EXPORT_BEHAVIOURS = ("ready", "slow", "never", "not_selected")
+#: Whether retrieve lists an issue's ``signatures`` (get_object_issues says issues carry
+#: them; the retrieve example shows none): "listed", or "field_only" (the seed's keys exactly:
+#: only the signature field's value names the signature).
+ISSUE_SIGNATURE_READINGS = ("listed", "field_only")
 PAGE_MAX = 100
 RETRIEVE_MAX = 100
 STREAM_THRESHOLD = 4 * 1024 * 1024  # bodies above this are encoded twice rather than held
@@ -234,6 +258,8 @@ def _issue_counts(record: dict[str, Any]) -> Counter[str]:
         if item["type"] == "Attachment":
             counts["attachments"] += 1
             counts["attachment_bytes"] += item["size"]
+        counts["composites"] += len(item.get("markup_pages") or ())
+    counts["issue_signatures"] += len(record.get("signatures") or ())
     return counts
 
 
@@ -287,15 +313,20 @@ class FieldApp(App):
         ticket_max_seconds: float | None = None,
         faults: Faults | None = None,
         listing_default: str = "all",
+        composites: str = "marked_up",
+        export: str = "ready",
+        issue_signatures: str = "listed",
     ) -> None:
         super().__init__(faults)
-        if listing_default not in LISTING_DEFAULTS:
-            raise ValueError(
-                f"listing_default must be one of {', '.join(LISTING_DEFAULTS)}, "
-                f"not {listing_default!r}"
-            )
+        self.listing_default = _one_of("listing_default", listing_default, LISTING_DEFAULTS)
+        self.composites = _one_of("composites", composites, COMPOSITE_READINGS)
+        self.export = _one_of("export", export, EXPORT_BEHAVIOURS)
+        self.issue_signatures = _one_of(
+            "issue_signatures", issue_signatures, ISSUE_SIGNATURE_READINGS
+        )
+        self.export_polls = 0
+        self._export_cache: dict[tuple[str, str], bytes] = {}
         self.project = project
-        self.listing_default = listing_default
         self.username = username
         self._password = password
         self.ticket_max_calls = ticket_max_calls
@@ -342,6 +373,31 @@ class FieldApp(App):
         add("GET", "/fieldapi/checklists/v1", self._checklists, "checklists")
         add("GET", "/fieldapi/checklists/v1/{checklist_id}", self._checklist, "checklist")
         add("POST", "/api/get_checklist_headers", self._checklist_headers, "checklist_headers")
+        # Families the pipeline does not migrate, and the project export (issue 15).
+        add("POST", "/api/get_photos", self._photos, "photos")
+        add("POST", "/api/library/all_files", self._library_files, "library_files")
+        add("POST", "/api/library/all_folders", self._library_folders, "library_folders")
+        add("POST", "/api/get_equipment", self._equipment, "equipment")
+        add("POST", "/api/get_tasks", self._tasks, "tasks")
+        add(
+            "GET",
+            "/api/v1/projects/{project_id}/daily_updates",
+            self._daily_updates,
+            "daily_updates",
+        )
+        add(
+            "GET",
+            "/api/project_export_status/{project_id}",
+            self._export_status,
+            "project_export_status",
+        )
+        add(
+            "GET",
+            "/api/latest_project_export/{project_id}",
+            self._latest_export,
+            "latest_project_export",
+        )
+        add("GET", "/exports/{project_id}/{name}", self._export_file, "export_file")
         add("POST", "/api/binary_data", self._binary_data, "binary_data")
         # The URLs retrieve hands out carry every parameter, so clients simply GET them.
         add("GET", "/api/binary_data", self._binary_data, "binary_data")
@@ -350,6 +406,8 @@ class FieldApp(App):
     def before(self, request: Request, route: Route) -> Response | None:
         if route.name == "login":
             return None
+        if route.name == "export_file":
+            return None  # a pre-signed storage URL: its signature is the credential
         ticket = request.param("ticket")
         with self.lock:
             state = self._tickets.get(ticket or "")
@@ -651,7 +709,51 @@ class FieldApp(App):
             "attachments": [
                 self._render_attachment(request, data, item) for item in record["attachments"]
             ],
+            **self._signature_list(request, data, record),
         }
+
+    def _signature_list(
+        self, request: Request, data: FieldProjectData, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An issue's ``signatures`` as retrieve lists them (see ISSUE_SIGNATURE_READINGS)."""
+        if self.issue_signatures == "field_only":
+            return {}
+        return {
+            "signatures": [
+                {
+                    "type": "Signature",
+                    "id": signature["id"],
+                    "custom_field_definition_id": signature["custom_field_definition_id"],
+                    "filename": signature["filename"],
+                    "original_url": self._url(
+                        request, data, signature["id"], "Signature", "original"
+                    ),
+                    "created_by": signature["created_by"],
+                    "created_at": signature["created_at"],
+                }
+                for signature in record.get("signatures", ())
+            ]
+        }
+
+    def _composites(
+        self, request: Request, data: FieldProjectData, item: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``composites`` of a file (and ``markup`` where the reading gives it)."""
+        kind = item["type"]
+        marked = item.get("markup_pages") or []
+        if self.composites == "every_page":
+            pages: Iterable[int] = range(item.get("num_pages") or 1)
+        else:
+            pages = marked
+        shown: dict[str, Any] = {
+            "composites": [
+                {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
+                for p in pages
+            ]
+        }
+        if self.composites == "every_page":
+            shown["markup"] = list(item.get("markup") or [])
+        return shown
 
     def _render_attachment(
         self, request: Request, data: FieldProjectData, item: dict[str, Any]
@@ -660,17 +762,13 @@ class FieldApp(App):
         kind = item["type"]
         if kind == "UriReference":
             return {"type": kind, "path": item["path"], "name": item["name"], "id": item["id"]}
-        pages = range(item.get("num_pages") or 1)
         if kind == "DocumentReference":
             return {
                 "type": kind,
                 "num_pages": item["num_pages"],
                 "content_type": item["content_type"],
                 "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
-                "composites": [
-                    {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
-                    for p in pages
-                ],
+                **self._composites(request, data, item),
                 "original_url": self._url(request, data, item["id"], kind, "original"),
                 "id": item["id"],
             }
@@ -684,10 +782,7 @@ class FieldApp(App):
             "original_url": self._url(request, data, item["id"], kind, "original"),
             "thumb_url": self._url(request, data, item["id"], kind, "thumb"),
             "num_pages": item["num_pages"],
-            "composites": [
-                {"page": p, "url": self._url(request, data, item["id"], kind, "composite", p)}
-                for p in pages
-            ],
+            **self._composites(request, data, item),
             "created_at": item["created_at"],
             "updated_at": item["updated_at"],
             "created_by": item["created_by"],
@@ -986,6 +1081,140 @@ class FieldApp(App):
             )
         return json_response(rows)
 
+    # -- families outside the pipeline (issue 15 point 5) ---------------------------------
+    def _photos(self, request: Request) -> Response:
+        """``/api/get_photos``: photo metadata, paged; seed 003 says limit and offset are
+        both required, so a call without either is refused (400)."""
+        data = self._state(request).data
+        if request.param("limit") is None or request.param("offset") is None:
+            raise HTTPError(
+                400, {"error": "Bad Request", "message": "limit and offset are required"}
+            )
+        offset, limit = _page(request)
+        return json_response(data.photos()[offset : offset + limit])
+
+    def _library_files(self, request: Request) -> Response:
+        data = self._state(request).data
+        directory = request.param("directory")
+        files = data.library_files()
+        if directory is not None:
+            files = [f for f in files if f["directory"] == directory]
+        return json_response(files)
+
+    def _library_folders(self, request: Request) -> Response:
+        return json_response(self._state(request).data.library_folders())
+
+    def _equipment(self, request: Request) -> Response:
+        """``/api/get_equipment``: ``step`` is required (headers, softdeletes,
+        updatedownloaded or filter); ``headers`` without ``max_date`` lists every piece."""
+        data = self._state(request).data
+        step = request.param("step")
+        if step not in ("headers", "softdeletes", "updatedownloaded", "filter"):
+            raise HTTPError(400, {"error": "Bad Request", "message": "step is required"})
+        offset, limit = _page(request)
+        pieces = [
+            {"id": e["id"], "name": e["name"], "description": "", "serial_number": None}
+            for e in data.equipment
+        ]
+        return json_response(pieces[offset : offset + limit])
+
+    def _tasks(self, request: Request) -> Response:
+        data = self._state(request).data
+        offset, limit = _page(request)
+        tasks = [
+            {"id": t["id"], "name": t["name"], "identifier": f"T-{n + 1:03d}", "status": "Open"}
+            for n, t in enumerate(data.tasks)
+        ]
+        return json_response(tasks[offset : offset + limit])
+
+    def _daily_updates(self, request: Request) -> Response:
+        """Daily updates; without ``filter`` only the login's own (seed 003 names the scopes
+        my_own, my_company and all, not the default), modelled as every third one."""
+        data = self._state(request, request.path_params["project_id"]).data
+        updates = data.daily_updates()
+        if (request.param("filter") or "my_own") != "all":
+            updates = updates[::3]
+        return json_response(updates)
+
+    # -- the project export (issue 15 point 4) ---------------------------------------------
+    #: Status polls a "slow" export answers export_running to before it finishes.
+    SLOW_EXPORT_POLLS = 3
+
+    def _export_check(self, request: Request) -> FieldProjectData:
+        data = self._state(request, request.path_params["project_id"]).data
+        if self.export == "not_selected":
+            raise HTTPError(
+                404,
+                {"error": "Not Found", "message": "project has not been selected for exports"},
+            )
+        return data
+
+    def _export_finished(self) -> bool:
+        if self.export == "ready":
+            return True
+        if self.export == "never":
+            return False
+        return self.export_polls > self.SLOW_EXPORT_POLLS
+
+    def _export_status(self, request: Request) -> Response:
+        data = self._export_check(request)
+        with self.lock:
+            self.export_polls += 1
+            finished = self._export_finished()
+        return json_response(
+            {
+                "export_running": not finished,
+                "last_export_at": iso_time(parse_field_time(data.as_of)) if finished else None,
+                "last_export_succeeded": finished,
+            }
+        )
+
+    def _latest_export(self, request: Request) -> Response:
+        data = self._export_check(request)
+        with self.lock:
+            finished = self._export_finished()
+        if not finished:
+            return json_response([])
+        host = request.headers.get("Host") or "127.0.0.1"
+        stamp = parse_field_time(data.as_of).strftime("%Y%m%d")
+        answer = []
+        for kind, name in (
+            ("database", f"{data.id}_{stamp}.zip"),
+            ("files", f"{data.id}_files_{stamp}.zip"),
+        ):
+            query = urlencode(
+                {
+                    "AWSAccessKeyId": "AKIASIMULATOR",
+                    "Expires": "1358181932",
+                    "Signature": self._export_signature(data, name),
+                    "response-content-type": "application/zip",
+                }
+            )
+            answer.append({"type": kind, "url": f"http://{host}/exports/{data.id}/{name}?{query}"})
+        return json_response(answer)
+
+    def _export_signature(self, data: FieldProjectData, name: str) -> str:
+        return f"sig-{zlib.crc32(f'{self.project.seed}:{data.id}:{name}'.encode()):08x}"
+
+    def _export_file(self, request: Request) -> Response:
+        data = self._states.get(request.path_params["project_id"])
+        name = request.path_params["name"]
+        if data is None or request.param("Signature") != self._export_signature(data.data, name):
+            raise HTTPError(403, {"error": "Forbidden", "message": "signature does not match"})
+        kind = "files" if "_files_" in name else "database"
+        body = self.export_archive(data.data, kind)
+        return Response(200, body, {"Content-Type": "application/zip"}, length=len(body))
+
+    def export_archive(self, data: FieldProjectData, kind: str) -> bytes:
+        """The export's ``database`` or ``files`` zip for a project (deterministic bytes)."""
+        with self.lock:
+            cached = self._export_cache.get((data.id, kind))
+        if cached is None:
+            cached = build_export_archive(data, kind)
+            with self.lock:
+                self._export_cache[(data.id, kind)] = cached
+        return cached
+
     # -- binary data ---------------------------------------------------------------------
     def _binary_data(self, request: Request) -> Response:
         state = self._state(request)
@@ -1083,8 +1312,23 @@ class FieldApp(App):
             "checklist_custom_field_values",
             "attachments",
             "attachment_bytes",
+            "issue_signatures",
+            "composites",
         )
         return {**{key: 0 for key in keys}, **{k: int(v) for k, v in counts.items()}}
+
+    def inventory_counts(self, project_id: str | None = None) -> dict[str, int]:
+        """Records of the families outside the pipeline (issue 15), as this simulator serves
+        them: what extract's inventory must count."""
+        data = self._states[project_id or self.project.main.id].data
+        return {
+            "photos": len(data.photos()),
+            "library_files": len(data.library_files()),
+            "library_folders": len(data.library_folders()),
+            "equipment": len(data.equipment),
+            "tasks": len(data.tasks),
+            "daily_updates": len(data.daily_updates()),
+        }
 
     def _locate(self, issue_id: str) -> tuple[_ProjectState, int, dict[str, Any]]:
         """(state, index, a private copy of the current record). Call with the lock held."""
@@ -1249,6 +1493,13 @@ class FieldApp(App):
 
 
 # -- module helpers ---------------------------------------------------------------------------
+
+
+def _one_of(switch: str, value: str, readings: tuple[str, ...]) -> str:
+    """A simulator switch's value, checked against the readings it models."""
+    if value not in readings:
+        raise ValueError(f"{switch} must be one of {', '.join(readings)}, not {value!r}")
+    return value
 
 
 def _rich_content(request: Request) -> bool:
@@ -1488,7 +1739,7 @@ def _find_object(view: _View, object_type: str, object_id: str) -> dict[str, Any
         wanted_type = "DocumentReference"
     if kind in ISSUE_OBJECT_KINDS:
         record = view.record(index)
-        candidates = record["attachments"] if record else []
+        candidates = record["attachments"] + record.get("signatures", []) if record else []
     elif kind in CHECKLIST_OBJECT_KINDS:
         if index >= view.data.checklist_count:
             return None
@@ -1554,3 +1805,36 @@ def _encode_array(rows: Iterator[Any], batch: int = 64 * 1024) -> Iterator[bytes
 
 
 __all__ = ["FieldApp", "PAGE_DEFAULT", "PAGE_MAX", "RETRIEVE_MAX"]
+
+
+def build_export_archive(data: FieldProjectData, kind: str) -> bytes:
+    """A small, deterministic zip standing in for Field's export archive of ``kind``.
+
+    ``database``: the project's record and every issue id; ``files``: a manifest of the photos
+    and library documents (the bytes themselves would be gigabytes). Fixed timestamps, so the
+    same project always gives the same bytes.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+
+        def add(name: str, text: str) -> None:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2015, 1, 1, 0, 0, 0)), text)
+
+        if kind == "database":
+            add(
+                "project.json",
+                json.dumps({"id": data.id, "name": data.name, "issues": data.issue_count}),
+            )
+            add(
+                "issues.csv",
+                "id\n" + "".join(data.issue_id(i) + "\n" for i in range(data.issue_count)),
+            )
+        else:
+            rows = ["family,id,path,size"]
+            rows += [f"photo,{p['id']},photos/{p['filename']},{p['size']}" for p in data.photos()]
+            rows += [
+                f"library,{f['id']},{f['directory']}/{f['filename']},{f['size']}"
+                for f in data.library_files()
+            ]
+            add("manifest.csv", "\n".join(rows) + "\n")
+    return buffer.getvalue()

@@ -118,14 +118,24 @@ KIND_CHECKLIST_COMMENT = 0x0000F3F7
 KIND_CHECKLIST_ATTACHMENT = 0x0000565A
 KIND_ITEM_ATTACHMENT = 0x0000A4E9
 KIND_SIGNATURE = 0x0000429F
+KIND_ISSUE_SIGNATURE = 0x0000429E  # signatures filling an issue's signature fields
 KIND_CF_VALUE = 0x00003B8E
 KIND_FILTER = 0x0000F117
 KIND_TEMPLATE_ITEM = 0x0000402A
 KIND_TASK = 0x00007A5C
 KIND_EQUIPMENT = 0x0000E901
+# Families outside the pipeline (issue 15 point 5): counted by extract, kept by the export.
+KIND_PHOTO = 0x0000F070
+KIND_LIBRARY_FILE = 0x0000D0C3
+KIND_DAILY_UPDATE = 0x0000DA11
 
 #: Kinds of ids naming something attached to an issue, and to a checklist (or its items).
-ISSUE_OBJECT_KINDS = (KIND_ATTACHMENT, KIND_DOCUMENT_REFERENCE, KIND_URI_REFERENCE)
+ISSUE_OBJECT_KINDS = (
+    KIND_ATTACHMENT,
+    KIND_DOCUMENT_REFERENCE,
+    KIND_URI_REFERENCE,
+    KIND_ISSUE_SIGNATURE,
+)
 CHECKLIST_OBJECT_KINDS = (KIND_CHECKLIST_ATTACHMENT, KIND_ITEM_ATTACHMENT, KIND_SIGNATURE)
 #: Library document kind -> the kind of the reference that points at it (same slot and index).
 DOCUMENT_KINDS = {
@@ -312,6 +322,12 @@ _DEFECTS = (
     "Light fixture not working",
     "Base cove adhesive failing",
     "Firestopping label missing",
+)
+_LIBRARY_FOLDERS = (
+    ("Architectural", ("Plans", "Elevations")),
+    ("Structural", ("Foundations",)),
+    ("MEP", ("Mechanical", "Electrical", "Plumbing")),
+    ("Closeout", ()),
 )
 _DETAILS = (
     "near column line C-4",
@@ -694,6 +710,78 @@ class FieldProjectData:
             and (d["container_id"] is None or d["container_id"] == issue_type_id)
         ]
 
+    # -- families the pipeline does not migrate (issue 15 point 5) ------------------------
+    # Pure functions of (seed, project index, issue count), so a loaded dump serves the same.
+    def photos(self) -> list[dict[str, Any]]:
+        """Project photos (``/api/get_photos``): one for every four issues, plus thirty."""
+        rng = random.Random(f"{self.seed}:{self.index}:photos")
+        start = parse_field_time(self.meta["created_at"])
+        photos = []
+        for n in range(30 + self.issue_count // 4):
+            moment = start + timedelta(hours=n * 7 + rng.randint(0, 6))
+            photos.append(
+                {
+                    "id": self.make_id(KIND_PHOTO, 0, n),
+                    "filename": f"DSC_{n + 1:05d}.jpg",
+                    "content_type": "image/jpeg",
+                    "size": _file_size(rng),
+                    "width": 4032,
+                    "height": 3024,
+                    "caption": rng.choice(("", "", "progress", "level 2 east")),
+                    "tags": rng.choice(("", "progress", "site,weekly")),
+                    "created_at": field_time(moment),
+                    "updated_at": field_time(moment),
+                }
+            )
+        return photos
+
+    def library_folders(self) -> list[dict[str, Any]]:
+        """The document library's folders (``/api/library/all_folders``, the seed's shape)."""
+        paths = []
+        for top, subs in _LIBRARY_FOLDERS:
+            paths.append(top)
+            paths.extend(f"{top}/{sub}" for sub in subs)
+        return [{"path": path} for path in paths]
+
+    def library_files(self) -> list[dict[str, Any]]:
+        """Library documents (``/api/library/all_files``): latest revision's metadata each."""
+        rng = random.Random(f"{self.seed}:{self.index}:library")
+        folders = [f["path"] for f in self.library_folders()]
+        start = parse_field_time(self.meta["created_at"])
+        files = []
+        for n in range(20 + self.issue_count // 50):
+            folder = folders[n % len(folders)]
+            moment = start + timedelta(days=n % 400, minutes=rng.randint(0, 600))
+            files.append(
+                {
+                    "id": self.make_id(KIND_LIBRARY_FILE, 0, n),
+                    "filename": f"{folder.rsplit('/', 1)[-1][:3].upper()}-{100 + n} Rev.pdf",
+                    "directory": folder,
+                    "content_type": "application/pdf",
+                    "size": rng.randint(200_000, 60_000_000),
+                    "revision": rng.choice((0, 0, 1, 2)),
+                    "uploaded_at": field_time(moment),
+                }
+            )
+        return files
+
+    def daily_updates(self) -> list[dict[str, Any]]:
+        """Daily updates (``/api/v1/projects/:id/daily_updates``): one a week."""
+        rng = random.Random(f"{self.seed}:{self.index}:daily")
+        start = parse_field_time(self.meta["created_at"])
+        weeks = int((parse_field_time(self.as_of) - start).days // 7)
+        return [
+            {
+                "id": self.make_id(KIND_DAILY_UPDATE, 0, n),
+                "status": "Closed" if n < weeks - 1 else "Open",
+                "update_date": (start + timedelta(days=7 * n)).date().isoformat(),
+                "sections": {
+                    "summary": {"notes": rng.choice(("Framing level 2.", "Pour deck 3.", ""))}
+                },
+            }
+            for n in range(weeks)
+        ]
+
 
 class GeneratedFieldProject(FieldProjectData):
     """A Field project whose issues and checklists are generated on demand."""
@@ -802,9 +890,20 @@ class GeneratedFieldProject(FieldProjectData):
             fields["f--due_date"] = DUE_DATE_UNREADABLE
         if self._awkward("duplicate_identifier", index):
             fields["f--identifier"] = self.issue(index - 1)["fields"]["f--identifier"]
+        signatures: list[dict[str, Any]] = []
         for cf_id in self.issue_custom_field_ids(type_id):
-            fields[cf_id] = self._custom_value(rng, self._cf_defs[cf_id], created)
+            definition = self._cf_defs[cf_id]
+            if definition["display_type"] == "signature":
+                # Own RNG: signature fields came later and must not move any other value.
+                signature = self._issue_signature(index, definition, created)
+                fields[cf_id] = signature["id"] if signature else None
+                signatures += [signature] if signature else []
+                continue
+            fields[cf_id] = self._custom_value(rng, definition, created)
 
+        attachments = self._attachments(rng, index, created, created_by)
+        for item in attachments:
+            self._mark_up(item)
         return {
             "id": issue_id,
             "project_id": self.id,
@@ -815,9 +914,53 @@ class GeneratedFieldProject(FieldProjectData):
             "updated_at": field_time(updated),
             "closed_at": history[-1]["start_dt"] if status == "Closed" else None,
             "comments": comments,
-            "attachments": self._attachments(rng, index, created, created_by),
+            "attachments": attachments,
+            "signatures": signatures,
             "history": history,
         }
+
+    def _issue_signature(
+        self, index: int, definition: dict[str, Any], created: datetime
+    ) -> dict[str, Any] | None:
+        """The signature filling one issue signature field, or None when it is unsigned.
+
+        The seed's type-scoped "Closing Authority" is signed on most issues of its type, the
+        common "Inspector sign-off" on about one issue in eight.
+        """
+        rng = random.Random(f"{self._key}:signature:{index}:{definition['custom_field_id']}")
+        share = 0.7 if definition["container_id"] else 0.12
+        if rng.random() >= share:
+            return None
+        moment = created + timedelta(hours=rng.randint(1, 24 * 20))
+        return {
+            "type": "Signature",
+            "id": self.make_id(KIND_ISSUE_SIGNATURE, definition["position"], index),
+            "custom_field_definition_id": definition["custom_field_id"],
+            "filename": "signature.png",
+            "content_type": "image/png",
+            "size": rng.randint(3_000, 12_000),
+            "created_by": rng.choice(self._emails),
+            "created_at": field_time(moment),
+        }
+
+    def _mark_up(self, item: dict[str, Any]) -> None:
+        """Give about one photo or document in six a markup on some pages (own RNG).
+
+        ``markup_pages`` lists the pages whose composite rendition shows a markup; the SVG
+        strings are what Field's upload call takes as ``markup``.
+        """
+        if item["type"] not in ("Attachment", "DocumentReference"):
+            return
+        rng = random.Random(f"{self._key}:markup:{item['id']}")
+        if rng.random() >= 0.16:
+            return
+        pages = item.get("num_pages") or 1
+        item["markup_pages"] = sorted(rng.sample(range(pages), rng.randint(1, min(2, pages))))
+        item["markup"] = [
+            f'<svg xmlns="http://www.w3.org/2000/svg"><line x1="{rng.randint(0, 400)}" '
+            f'y1="{rng.randint(0, 400)}" x2="{rng.randint(0, 400)}" y2="{rng.randint(0, 400)}" '
+            'stroke="red"/></svg>'
+        ]
 
     def _history(
         self, rng: random.Random, status: str, created: datetime
@@ -1526,6 +1669,10 @@ def _project_meta(
         ("Checklist", templates[0]["id"], "signature", "Superintendent signature", [], False),
         ("Checklist", templates[2]["id"], "signature", "Engineer of record signature", [], True),
         ("Checklist", templates[2]["id"], "signature", "Concrete foreman signature", [], False),
+        # Issue signature fields (seed 003 issues/fields: "Closing Authority" of a type's own
+        # fields); appended so every earlier definition keeps its id and position.
+        ("Issue", own_type["id"], "signature", "Closing Authority", [], False),
+        ("Issue", None, "signature", "Inspector sign-off", [], False),
     ]
     custom_fields = []
     for n, (container, container_id, shown, name, values, required) in enumerate(definitions):

@@ -756,6 +756,38 @@ CREATE TABLE target_trades (             -- Procore company trades, snapshot by 
 );
 """
 
+# What a migration leaves behind, kept beside what it moves (issue 15, source side): marked-up
+# renditions are attachments rows of their own pointing at the original (rendition_of), the
+# official project export's two archives (stored in the blob store like attachments), and a
+# count of each Field family the pipeline does not migrate.
+_M12_SQL = """
+ALTER TABLE attachments ADD COLUMN rendition_of TEXT;   -- original attachments.id of a composite
+ALTER TABLE attachments ADD COLUMN rendition_page INTEGER;  -- its page (0-based), NULL otherwise
+CREATE INDEX attachments_rendition_of ON attachments(rendition_of);
+CREATE TABLE project_exports (           -- Field's own project export (latest_project_export)
+    kind TEXT PRIMARY KEY,               -- database or files, as Field names the archive
+    state TEXT NOT NULL CHECK (state IN ('stored', 'not_available', 'failed')),
+    sha256 TEXT CHECK (sha256 IS NULL
+        OR (length(sha256) = 64 AND NOT sha256 GLOB '*[^0-9a-f]*')),  -- blob store key
+    size INTEGER,
+    requested_at TEXT NOT NULL,          -- when extract asked for the export status
+    finished_at TEXT,                    -- last_export_at as Field reports it
+    stored_at TEXT,                      -- when the archive was in the blob store
+    reason TEXT,                         -- why not available or failed
+    run_id INTEGER REFERENCES runs(id),
+    CHECK (state <> 'stored' OR (sha256 IS NOT NULL AND size IS NOT NULL))
+);
+CREATE TABLE source_inventory (          -- Field families outside the pipeline, counted
+    family TEXT PRIMARY KEY,             -- photos, library_files, library_folders, equipment ...
+    endpoint TEXT NOT NULL,              -- the call that counted them
+    records INTEGER NOT NULL,
+    bytes INTEGER,                       -- sizes the source declares, NULL when it has none
+    kept_in TEXT,                        -- where the project export keeps them
+    run_id INTEGER REFERENCES runs(id),
+    counted_at TEXT NOT NULL
+);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -769,6 +801,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "planned_inspections", _M9_SQL),
     Migration(10, "inspection_journey_view", _M10_SQL),
     Migration(11, "target_trades", _TARGET_TRADES_SQL),
+    Migration(12, "renditions_export_inventory", _M12_SQL),
 ]
 
 
