@@ -34,6 +34,7 @@ from migrate.store.db import Store
 from migrate.store.runs import run_rows
 from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
+from migrate.transform.ledger import LedgerRow, read_ledger, unaccounted
 
 if TYPE_CHECKING:
     from migrate.report.inspections import InspectionReconciliation, InspectionTarget
@@ -136,6 +137,8 @@ class Reconciliation:
     hourly_limit_known: bool
     #: Every staged checklist's outcome and the inspections' field differences (issue 14).
     inspections: InspectionReconciliation | None = None
+    #: Where every source field went, as transform stored it (transform/ledger.py).
+    field_ledger: list[LedgerRow] = field(default_factory=list)
 
     @property
     def quarantined(self) -> int:
@@ -143,8 +146,12 @@ class Reconciliation:
 
     @property
     def clean(self) -> bool:
-        """No mismatch, missing record or orphan."""
-        return not (self.mismatches or self.missing or self.orphans)
+        """No mismatch, missing record or orphan, and no source field without a destination."""
+        return not (self.mismatches or self.missing or self.orphans or self.fields_unaccounted)
+
+    @property
+    def fields_unaccounted(self) -> list[LedgerRow]:
+        return unaccounted(self.field_ledger)
 
 
 # -- reading Procore ---------------------------------------------------------------------------
@@ -362,6 +369,7 @@ def reconcile(
         hourly_limit=hourly_limit,
         hourly_limit_known=known,
         inspections=inspection_rec,
+        field_ledger=read_ledger(store),
     )
     return reconciliation
 

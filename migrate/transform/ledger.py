@@ -16,8 +16,10 @@ fails the ledger test on the generated project.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from migrate.mappings import STANDARD_FIELDS, Mappings
 from migrate.store.db import Store
@@ -25,6 +27,8 @@ from migrate.store.db import Store
 #: Kinds of destination, in the order the report shows them.
 KINDS = ("target", "footer", "file", "link", "left_out", "none")
 NO_DESTINATION = "none"
+#: The report's CSV of the full ledger (plan points to it).
+CSV_NAME = "field_ledger.csv"
 
 
 @dataclass(frozen=True)
@@ -526,8 +530,7 @@ NOT_SOURCE_TABLES = frozenset(
 _FLAGS = frozenset({"deleted", "voided", "account_company", "required"})
 
 
-@dataclass(frozen=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
     entity: str
     field: str
     kind: str
@@ -699,3 +702,32 @@ def read_ledger(store: Store) -> list[LedgerRow]:
 def unaccounted(rows: list[LedgerRow]) -> list[LedgerRow]:
     """Fields with values and no destination: each one fails the check."""
     return [row for row in rows if row.kind == NO_DESTINATION and row.with_value]
+
+
+def failure_text(rows: list[LedgerRow]) -> str:
+    """One sentence naming every field with values and no destination ('' when none)."""
+    missing = unaccounted(rows)
+    if not missing:
+        return ""
+    named = ", ".join(f"{r.entity}.{r.field} ({r.with_value} with a value)" for r in missing)
+    return f"{len(missing)} source field(s) with values have no destination: {named}"
+
+
+def plan_lines(rows: list[LedgerRow]) -> list[str]:
+    """`migrate plan`: one line per entity (fields by kind), then a warning per loss."""
+    if not rows:
+        return ["Field ledger: none yet (run migrate transform)."]
+    by_entity: dict[str, Counter[str]] = {}
+    for row in rows:
+        if row.with_value:
+            by_entity.setdefault(row.entity, Counter())[row.kind] += 1
+    lines = [f"Field ledger (fields with values by destination; full list in {CSV_NAME}):"]
+    for entity, kinds in by_entity.items():
+        shown = ", ".join(
+            f"{kinds[kind]} {kind.replace('_', ' ')}" for kind in KINDS if kinds[kind]
+        )
+        lines.append(f"  {entity}: {shown}")
+    failure = failure_text(rows)
+    if failure:
+        lines.append(f"WARNING: {failure}. Name a destination in migrate/transform/ledger.py.")
+    return lines
