@@ -24,6 +24,7 @@ from migrate.transform.ledger import (
     CATALOGUE,
     CSV_NAME,
     NO_DESTINATION,
+    NOT_SOURCE_TABLES,
     LedgerRow,
     read_ledger,
     unaccounted,
@@ -204,3 +205,25 @@ def test_plan_and_report_show_the_ledger(pipeline: Pipeline, tmp_path: Path) -> 
     assert "cf:Backcharge" in section or "cf:" in section
     with (tmp_path / "report" / CSV_NAME).open(encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
+
+
+def test_every_staged_column_and_table_is_named_in_the_catalogue(tmp_path: Path) -> None:
+    """A column or table added to the schema without a destination fails here, even before a
+    project gives it a value (the ledger would then fail the report)."""
+    with open_store(tmp_path / "staging.db") as store:
+        tables = {
+            name
+            for (name,) in store.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'raw_%'"
+            )
+        }
+        assert tables - NOT_SOURCE_TABLES == {entity.table for entity in CATALOGUE}
+        unnamed = [
+            (entity.table, column)
+            for entity in CATALOGUE
+            for (column,) in store.conn.execute(
+                "SELECT name FROM pragma_table_info(?)", (entity.table,)
+            )
+            if column not in entity.fields
+        ]
+    assert unnamed == []

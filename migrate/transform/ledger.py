@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from migrate.mappings import STANDARD_FIELDS, Mappings
 from migrate.store.db import Store
+from migrate.transform.issues import FILE_KINDS
 
 #: Kinds of destination, in the order the report shows them.
 KINDS = ("target", "footer", "file", "link", "left_out", "none")
@@ -137,6 +138,20 @@ class Entity:
 
 
 _CREATED = footer("footer 'Created:'")
+# Whether an issue's signature image is uploaded follows the kinds transform uploads.
+_ISSUE_SIGNATURE = (
+    file("signature image named after its field")
+    if "Signature" in FILE_KINDS
+    else footer("footer 'Attachments not migrated:' (issues take no signatures in Procore)")
+)
+#: Attachment columns that say how a file was fetched, the same for issue and checklist files.
+_FILE_BOOKKEEPING: dict[str, Decision] = {
+    "id": link("source key (uploads, id_map)"),
+    "container_type": link("which kind of record it belongs to"),
+    "size_expected": link("download check against the declared size"),
+    "downloaded_run": left_out("bookkeeping: which extract run downloaded it"),
+    "num_pages": left_out("the pages travel inside the file"),
+}
 _ISSUE_FILE = "Procore attachment (the file itself)"
 _INSPECTION_FOOTER = footer("inspection description footer")
 
@@ -205,29 +220,25 @@ CATALOGUE: tuple[Entity, ...] = (
         "issue file",
         "attachments",
         {
-            "id": link("source key (uploads, id_map)"),
-            "container_type": link("which record it belongs to"),
+            **_FILE_BOOKKEEPING,
             "container_id": link("which issue it belongs to"),
             "kind": file(
-                "Attachment/DocumentReference/Signature: Procore attachment; "
-                "UriReference: footer 'Attachments not migrated:'"
+                f"{'/'.join(FILE_KINDS)}: Procore attachment; other kinds: footer "
+                "'Attachments not migrated:' with the reason"
             ),
             "filename": file("Procore attachment name; footer 'Files:'"),
             "content_type": file("upload content type"),
             "caption": footer("footer 'Files:' (caption)"),
             "tags": footer("footer 'Files:' (tags)"),
-            "custom_field_id": file("signature image named after its field"),
+            "custom_field_id": _ISSUE_SIGNATURE,
             "created_by": left_out("Procore attachments carry no author of their own"),
             "created_at": left_out("Procore attachments carry no date of their own"),
-            "size_expected": link("download check against the declared size"),
             "source_url": file(_ISSUE_FILE + " (downloaded from it)"),
             "state": footer("footer 'Attachments not migrated:' when not stored"),
             "sha256": file(_ISSUE_FILE + " (blob store key)"),
             "size": file(_ISSUE_FILE),
             "error": footer("footer 'Attachments not migrated:' (reason)"),
             "failure": footer("footer 'Attachments not migrated:' (reason)"),
-            "downloaded_run": left_out("bookkeeping: which extract run downloaded it"),
-            "num_pages": left_out("the pages travel inside the file"),
             "rendition_of": file("marked-up rendition uploaded beside its original"),
             "rendition_page": file("marked-up rendition's page"),
         },
@@ -323,8 +334,7 @@ CATALOGUE: tuple[Entity, ...] = (
         "checklist file or signature",
         "attachments",
         {
-            "id": link("source key (uploads, id_map)"),
-            "container_type": link("checklist or item"),
+            **_FILE_BOOKKEEPING,
             "container_id": link("which checklist or item it belongs to"),
             "kind": _checklist(file("inspection or item file; signature image")),
             "filename": _checklist(file("Procore file name")),
@@ -335,15 +345,12 @@ CATALOGUE: tuple[Entity, ...] = (
             "custom_field_id": _checklist(file("signature image named after its field")),
             "created_by": _checklist(target("signature: item comment 'signed by'; else none")),
             "created_at": _checklist(target("signature: item comment 'signed on'; else none")),
-            "size_expected": link("download check against the declared size"),
             "source_url": _checklist(file("the file itself (downloaded from it)")),
             "state": _checklist(_INSPECTION_FOOTER),
             "sha256": _checklist(file("the file itself (blob store key)")),
             "size": _checklist(file("the file itself")),
             "error": _checklist(_INSPECTION_FOOTER),
             "failure": _checklist(_INSPECTION_FOOTER),
-            "downloaded_run": left_out("bookkeeping: which extract run downloaded it"),
-            "num_pages": left_out("the pages travel inside the file"),
             "rendition_of": _checklist(file("marked-up rendition beside its original")),
             "rendition_page": _checklist(file("marked-up rendition's page")),
         },
@@ -357,7 +364,7 @@ CATALOGUE: tuple[Entity, ...] = (
             "custom_field_id": link("its definition"),
             "definition_id": link("its definition"),
             "name": _checklist(_INSPECTION_FOOTER),
-            "display_type": _checklist(target("signature: an image file; else a footer line")),
+            "display_type": link("decides: a signature is an image file, else a footer line"),
             "value": link("counted per definition (rows cf:…)"),
         },
     ),
