@@ -728,7 +728,13 @@ def plan_lines(rows: list[LedgerRow]) -> list[str]:
     for row in rows:
         if row.with_value:
             by_entity.setdefault(row.entity, Counter())[row.kind] += 1
-    lines = [f"Field ledger (fields with values by destination; full list in {CSV_NAME}):"]
+    with_values = sum(sum(kinds.values()) for kinds in by_entity.values())
+    lost = len(unaccounted(rows))
+    verdict = f"{lost} without a destination" if lost else "each with a destination"
+    lines = [
+        f"Field ledger: {with_values} source fields with values, {verdict} (by entity below; "
+        f"the report's {CSV_NAME} lists every field):"
+    ]
     for entity, kinds in by_entity.items():
         shown = ", ".join(
             f"{kinds[kind]} {kind.replace('_', ' ')}" for kind in KINDS if kinds[kind]
