@@ -140,18 +140,13 @@ def test_a_value_without_a_destination_fails_the_report_and_plan_warns(
             "UPDATE issues SET inspector_mood = 'grumpy' WHERE source_id IN "
             "(SELECT source_id FROM issues ORDER BY source_id LIMIT 3)"
         )
-        # A checklist file caption: inspections do not carry it yet, so it has no destination.
-        store.conn.execute(
-            "UPDATE attachments SET caption = 'north wall' WHERE id = "
-            "(SELECT MIN(id) FROM attachments WHERE container_type = 'Checklist')"
-        )
+        # A staged table nobody named: every row of it is unaccounted for.
+        store.conn.execute("CREATE TABLE punch_walks (id TEXT PRIMARY KEY, notes TEXT)")
+        store.conn.execute("INSERT INTO punch_walks VALUES ('w1', 'level 2'), ('w2', NULL)")
     try:
         rows = pipeline.transform()
         missing = {(r.entity, r.field): r.with_value for r in unaccounted(rows)}
-        assert missing == {
-            ("issue", "inspector_mood"): 3,
-            ("checklist file or signature", "caption"): 1,
-        }
+        assert missing == {("issue", "inspector_mood"): 3, ("punch_walks", "(every field)"): 2}
 
         result = report_from_settings(
             pipeline.settings,
@@ -178,7 +173,7 @@ def test_a_value_without_a_destination_fails_the_report_and_plan_warns(
     finally:
         with pipeline.store() as store, store.transaction():
             store.conn.execute("ALTER TABLE issues DROP COLUMN inspector_mood")
-            store.conn.execute("UPDATE attachments SET caption = NULL WHERE caption = 'north wall'")
+            store.conn.execute("DROP TABLE punch_walks")
         assert unaccounted(pipeline.transform()) == []
 
 
@@ -227,3 +222,48 @@ def test_every_staged_column_and_table_is_named_in_the_catalogue(tmp_path: Path)
             if column not in entity.fields
         ]
     assert unnamed == []
+
+
+def test_captions_and_tags_of_checklist_files_reach_the_inspection(pipeline: Pipeline) -> None:
+    """The ledger found them going nowhere; the inspection's footer now keeps them."""
+    with pipeline.store() as store:
+        checklist_file, checklist_id = store.conn.execute(
+            "SELECT a.id, a.container_id FROM attachments a JOIN checklists c "
+            "ON c.id = a.container_id WHERE a.container_type = 'Checklist' AND a.state = 'stored' "
+            "AND a.kind = 'Attachment' AND c.deleted = 0 ORDER BY a.id LIMIT 1"
+        ).fetchone()
+        item_file, item_checklist = store.conn.execute(
+            "SELECT a.id, i.checklist_id FROM attachments a JOIN checklist_items i "
+            "ON i.id = a.container_id JOIN checklists c ON c.id = i.checklist_id "
+            "WHERE a.container_type = 'ChecklistItem' AND a.state = 'stored' AND c.deleted = 0 "
+            "ORDER BY a.id LIMIT 1"
+        ).fetchone()
+        with store.transaction():
+            store.conn.execute(
+                "UPDATE attachments SET caption = 'north wall', tags = 'rebar, L2' WHERE id = ?",
+                (checklist_file,),
+            )
+            store.conn.execute(
+                "UPDATE attachments SET caption = 'crack at joint' WHERE id = ?", (item_file,)
+            )
+    try:
+        fields = by_field(pipeline.transform())
+        assert fields[("checklist file or signature", "caption")].kind == "footer"
+        assert fields[("checklist file or signature", "caption")].with_value == 2
+        with pipeline.store() as store:
+            descriptions = dict(
+                store.conn.execute(
+                    "SELECT source_id, json_extract(payload, '$.list.description') "
+                    "FROM planned_inspections WHERE source_id IN (?, ?)",
+                    (checklist_id, item_checklist),
+                ).fetchall()
+            )
+        assert 'caption "north wall"; tags rebar, L2' in descriptions[checklist_id]
+        assert 'caption "crack at joint"' in descriptions[item_checklist]
+    finally:
+        with pipeline.store() as store, store.transaction():
+            store.conn.execute(
+                "UPDATE attachments SET caption = NULL, tags = NULL WHERE id IN (?, ?)",
+                (checklist_file, item_file),
+            )
+        pipeline.transform()

@@ -339,9 +339,8 @@ CATALOGUE: tuple[Entity, ...] = (
             "kind": _checklist(file("inspection or item file; signature image")),
             "filename": _checklist(file("Procore file name")),
             "content_type": _checklist(file("upload content type")),
-            # Not read by transform/inspections.py yet: a value here fails the check.
-            "caption": _checklist(Destination(NO_DESTINATION, "not carried to the inspection")),
-            "tags": _checklist(Destination(NO_DESTINATION, "not carried to the inspection")),
+            "caption": _checklist(footer("inspection footer 'Files:' (caption)")),
+            "tags": _checklist(footer("inspection footer 'Files:' (tags)")),
             "custom_field_id": _checklist(file("signature image named after its field")),
             "created_by": _checklist(target("signature: item comment 'signed by'; else none")),
             "created_at": _checklist(target("signature: item comment 'signed on'; else none")),
