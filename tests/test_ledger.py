@@ -15,7 +15,7 @@ from migrate.errors import EXIT_FAILED
 from migrate.extract import extract_from_settings
 from migrate.load.plan import plan_from_settings
 from migrate.mappings import write_default_mappings
-from migrate.report import report_from_settings
+from migrate.report import CSV_NAMES, report_from_settings
 from migrate.sandbox.runner import Sandbox
 from migrate.settings import Settings
 from migrate.store import Store, open_store
@@ -193,6 +193,7 @@ def test_plan_and_report_show_the_ledger(pipeline: Pipeline, tmp_path: Path) -> 
         out_dir=tmp_path / "report",
         offline=True,
     )
+    assert CSV_NAMES["field_ledger"] == CSV_NAME
     assert result.fields_unaccounted == ""
     html = result.path_html.read_text(encoding="utf-8")
     section = html[html.index("Where every BIM 360 Field field went") :]

@@ -7,7 +7,8 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 - ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
   ``issues.csv`` (every issue's journey plus its reconciliation result), ``inspections.csv``
   (every staged checklist: its inspection's outcome and the fields that differ, or why it was
-  skipped, quarantined or not loaded yet; see ``migrate.report.inspections``).
+  skipped, quarantined or not loaded yet; see ``migrate.report.inspections``),
+  ``field_ledger.csv`` (where every source field went; see ``migrate.report.ledger``).
 
 Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
 
@@ -44,7 +45,7 @@ CSV_NAMES = {
     "quarantine": "quarantine.csv",
     "issues": "issues.csv",
     "inspections": "inspections.csv",
-    "field_ledger": "field_ledger.csv",
+    "field_ledger": "field_ledger.csv",  # = migrate.transform.ledger.CSV_NAME (tests check)
 }
 
 __all__ = ["CSV_NAMES", "HTML_NAME", "ReportOptions", "ReportResult", "report_from_settings", "run"]

@@ -48,7 +48,8 @@ identifier, name, checklist type, status, priority, phase, responsible company (
 resolves ``responsible_contractor`` to a Procore vendor by name, which transform cannot see),
 task or equipment source, tags, template, author and dates, custom fields by name (a signature
 field names its file), checklist comments with author and date (Procore has no inspection
-comment), each item's author and dates, and files not migrated with the reason. Checklists have
+comment), each item's author and dates, the captions and tags of attached files (Procore's files
+take neither), and files not migrated with the reason. Checklists have
 no area in BIM 360 Field's checklist API, so ``location_source_id`` is always NULL.
 
 Files: checklist files and every signature → the ``attachment_ids`` column (upload_ids at
