@@ -19,16 +19,9 @@ from migrate.report import CSV_NAMES, report_from_settings
 from migrate.sandbox.runner import Sandbox
 from migrate.settings import Settings
 from migrate.store import Store, open_store
+from migrate.store.ledger import CSV_NAME, NO_DESTINATION, LedgerRow, read_ledger, unaccounted
 from migrate.transform import transform_from_settings
-from migrate.transform.ledger import (
-    CATALOGUE,
-    CSV_NAME,
-    NO_DESTINATION,
-    NOT_SOURCE_TABLES,
-    LedgerRow,
-    read_ledger,
-    unaccounted,
-)
+from migrate.transform.ledger import CATALOGUE, NOT_SOURCE_TABLES
 from tests.test_transform_inspections import make_settings
 
 

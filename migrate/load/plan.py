@@ -60,6 +60,9 @@ from migrate.load.state import open_quarantine
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.ledger import LedgerRow, read_ledger
+from migrate.store.ledger import failure_text as ledger_failure_text
+from migrate.store.ledger import plan_lines as ledger_plan_lines
 from migrate.store.planned import (
     UNSENT_DUE_DATE,
     UNSENT_TRADE,
@@ -74,9 +77,6 @@ from migrate.store.planned import (
     skipped_records,
 )
 from migrate.store.runs import last_run
-from migrate.transform.ledger import LedgerRow, read_ledger
-from migrate.transform.ledger import failure_text as ledger_failure_text
-from migrate.transform.ledger import plan_lines as ledger_plan_lines
 
 ENTITIES = (ENTITY_LOCATION, ENTITY_ISSUE, ENTITY_INSPECTION)
 #: Keys of every row `Plan.rows` returns.

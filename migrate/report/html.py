@@ -14,8 +14,8 @@ from migrate.report import charts
 from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
 from migrate.report.inspections import OUTCOMES, summary_text
 from migrate.report.reconcile import Reconciliation
+from migrate.store.ledger import failure_text
 from migrate.text import terminal_safe
-from migrate.transform.ledger import failure_text
 
 MAX_ROWS = 500
 MAX_RECORDS_PER_REASON = 50

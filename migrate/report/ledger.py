@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html import escape
 
-from migrate.transform.ledger import CSV_NAME, NO_DESTINATION, LedgerRow, failure_text
+from migrate.store.ledger import CSV_NAME, NO_DESTINATION, LedgerRow, failure_text
 
 SECTION_HEADING = "Where every BIM 360 Field field went"
 CSV_COLUMNS = ("entity", "field", "kind", "destination", "with_value", "records")

@@ -31,10 +31,10 @@ from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
 from migrate.report.paths import actual_path, path_of, path_text
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
+from migrate.store.ledger import LedgerRow, read_ledger, unaccounted
 from migrate.store.runs import run_rows
 from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
-from migrate.transform.ledger import LedgerRow, read_ledger, unaccounted
 
 if TYPE_CHECKING:
     from migrate.report.inspections import InspectionReconciliation, InspectionTarget

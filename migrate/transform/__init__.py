@@ -36,6 +36,7 @@ from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.ledger import write_ledger
 from migrate.store.planned import planned_inspection_hash_rows
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
@@ -286,7 +287,7 @@ def _run(
         else:
             inspections.clear_inspections(store, run_id)
         _inspections_digest(store, digest)
-        ledger.write_ledger(
+        write_ledger(
             store,
             ledger.build_ledger(
                 store,
