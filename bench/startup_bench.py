@@ -36,11 +36,28 @@ TOP_OFFENDERS = 8
 _IMPORTTIME = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
+def _without_target_project(config: Path) -> Path:
+    """A copy of ``config`` beside it with no ``[target] project_id``: `status` before a
+    Procore project is chosen (it then has no plan to count and skips the load package)."""
+    lines, section = [], ""
+    for line in config.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        elif section == "[target]" and stripped.startswith("project_id"):
+            continue
+        lines.append(line)
+    copy = config.with_name("migration-no-project.toml")
+    copy.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return copy
+
+
 def _commands(config: Path) -> dict[str, list[str]]:
     return {
         "migrate --help": ["--help"],
         "migrate --version": ["--version"],
         "migrate status": ["status", "--config", str(config)],
+        "migrate status (no project)": ["status", "--config", str(_without_target_project(config))],
         "migrate status --json": ["status", "--json", "--config", str(config)],
         "migrate quarantine list": ["quarantine", "list", "--config", str(config)],
         "migrate plan": ["plan", "--config", str(config)],
@@ -197,7 +214,12 @@ def _section(rows: list[dict[str, Any]], runs: int) -> list[str]:
     lines.append("Top import costs (cumulative ms, `-X importtime`, one run each):")
     lines.append("")
     for row in rows:
-        if row["command"] in ("migrate --help", "migrate status", "migrate plan"):
+        if row["command"] in (
+            "migrate --help",
+            "migrate status",
+            "migrate status (no project)",
+            "migrate plan",
+        ):
             listed = ", ".join(f"{name} {ms:.0f}" for name, ms in row["offenders"])
             lines.append(f"- `{row['command']}`: {listed}")
     return lines
@@ -217,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     slow = [
         r["command"]
         for r in rows
-        if r["command"] in ("migrate --help", "migrate status") and r["best"] >= TARGET_SECONDS
+        if r["command"].startswith(("migrate --help", "migrate status"))
+        and r["best"] >= TARGET_SECONDS
     ]
     if slow:
         print(f"Over the {TARGET_SECONDS} s target: {', '.join(slow)}", file=sys.stderr)

@@ -288,3 +288,38 @@ def inspections_with_refused_parts(store: Store, entities: Iterable[str]) -> set
         )
         if inspection is not None
     }
+
+
+# -- moved from report (issue 19) -------------------------------------------------------------
+
+
+def open_quarantine_records(store: Store) -> list[dict[str, Any]]:
+    """Open quarantine rows with their record text (entity, stage, reason, hint, source_id,
+    created_at, record), ordered by entity, stage, reason, source id."""
+    columns = ("entity", "stage", "reason", "hint", "source_id", "created_at", "record")
+    rows = store.conn.execute(
+        f"SELECT {', '.join(columns)} FROM quarantine "
+        "WHERE released_at IS NULL ORDER BY entity, stage, reason, source_id, id"
+    ).fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def quarantined_source_ids(store: Store) -> set[str]:
+    """The source id of every quarantine row, open or released, of any entity."""
+    return {
+        source_id
+        for (source_id,) in store.conn.execute(
+            "SELECT DISTINCT source_id FROM quarantine WHERE source_id IS NOT NULL"
+        )
+    }
+
+
+def open_counts_by_source_kind(store: Store) -> dict[tuple[str, bool], int]:
+    """(entity, whether the source id is a checklist item's) -> open quarantine rows."""
+    return {
+        (entity, bool(checklist)): int(number)
+        for entity, checklist, number in store.conn.execute(
+            "SELECT entity, COALESCE(source_id LIKE 'checklist_item:%', 0), COUNT(*) "
+            "FROM quarantine WHERE released_at IS NULL GROUP BY 1, 2"
+        )
+    }

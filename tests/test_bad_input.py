@@ -1080,7 +1080,7 @@ def test_nan_in_a_retrieve_body_is_an_unreadable_answer_not_a_crash(tmp_path: Pa
         )
 
 
-# -- known gaps, kept as failing reproductions (strict: they flip when fixed) ---------------------
+# -- once known gaps, now guards: control characters and shared attachment ids ------------------
 def plan_one(
     fields: dict[str, Any], attachments: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:

@@ -365,7 +365,19 @@ def test_a_symlinked_tmp_is_refused_and_nothing_behind_it_is_deleted(tmp_path: P
     assert snapshot(elsewhere) == before
 
 
-def test_sweep_deletes_only_its_own_temp_names(blobs: BlobStore, tmp_path: Path) -> None:
+@pytest.fixture(params=["owner checked", "no getuid"])
+def owner_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run once as this OS does, once as a platform without os.getuid (Windows) does."""
+    if request.param == "no getuid":
+        monkeypatch.delattr(os, "getuid", raising=False)
+    elif not hasattr(os, "getuid"):
+        pytest.skip("this OS has no os.getuid")
+    return str(request.param)
+
+
+def test_sweep_deletes_only_its_own_temp_names(
+    blobs: BlobStore, tmp_path: Path, owner_check: str
+) -> None:
     dead = 4_194_304 + 17  # above the usual pid_max: no such process
     outside = tmp_path / "outside.txt"
     outside.write_text("someone else's file")

@@ -38,3 +38,68 @@ def test_the_guarantees_are_numbered_in_order() -> None:
         int(n) for n in re.findall(r"(?m)^## (\d+)\.", GUARANTEES.read_text(encoding="utf-8"))
     ]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def _sections() -> dict[str, str]:
+    """Heading -> text of each ``## `` section of docs/guarantees.md."""
+    parts = re.split(r"(?m)^## (.+)$", GUARANTEES.read_text(encoding="utf-8"))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_guarantee_names_a_test_that_proves_it() -> None:
+    unproved = [
+        heading
+        for heading, text in _sections().items()
+        if re.match(r"\d+\.", heading) and not REFERENCE.search(text)
+    ]
+    assert unproved == [], f"guarantees naming no test: {unproved}"
+
+
+def _xfails(root: Path = REPO) -> set[str]:
+    """``file::test`` of every test under ``root/tests`` marked xfail (a decorator, a param's
+    marks or a pytest.xfail call inside it); ``file`` alone for a module-wide mark."""
+    found: set[str] = set()
+    for path in sorted((root / "tests").rglob("*.py")):
+        file = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            functions = [node] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else []
+            if isinstance(node, ast.ClassDef):
+                functions = [n for n in node.body if isinstance(n, ast.FunctionDef)]
+            for function in functions:
+                if any(
+                    isinstance(n, ast.Attribute) and n.attr == "xfail" for n in ast.walk(function)
+                ):
+                    found.add(f"{file}::{function.name}")
+            if not functions and any(
+                isinstance(n, ast.Attribute) and n.attr == "xfail" for n in ast.walk(node)
+            ):
+                found.add(file)
+    return found
+
+
+def test_known_gaps_list_exactly_the_tests_marked_xfail() -> None:
+    """A known gap is a failing reproduction marked xfail, named in the guarantees' known-gaps
+    section; a gap that was closed leaves both (issue 19 point 8)."""
+    gaps = "".join(text for heading, text in _sections().items() if "known gap" in heading.lower())
+    listed = {f"{file}::{name}" if name else file for file, name in REFERENCE.findall(gaps)}
+    assert listed == _xfails()
+
+
+def test_the_xfail_finder_sees_every_way_to_mark_a_test(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "@pytest.mark.xfail(strict=True)\ndef test_gap():\n    pass\n\n"
+        "@pytest.mark.parametrize('n', [1, pytest.param(2, marks=pytest.mark.xfail)])\n"
+        "def test_param(n):\n    pass\n\n"
+        "def test_plain():\n    pass\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "tests" / "test_b.py").write_text(
+        "pytestmark = pytest.mark.xfail\n", encoding="utf-8"
+    )
+    assert _xfails(tmp_path) == {
+        "tests/test_a.py::test_gap",
+        "tests/test_a.py::test_param",
+        "tests/test_b.py",
+    }

@@ -25,7 +25,6 @@ import requests
 from migrate.extract import extract_from_settings
 from migrate.extract.checklists import SAVE_EVERY
 from migrate.extract.reference import MOBILE_APP_VERSION
-from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.generator import (
     CHECKLIST_ITEM_TYPES,
     KIND_CF_VALUE,
@@ -44,7 +43,7 @@ from tests.test_extract import (
     snapshot,
     write_config,
 )
-from tests.test_extract_resume import _kill_when
+from tests.test_extract_resume import _kill_when, committed
 
 Change = Callable[[Request, Any], Any]
 
@@ -589,12 +588,11 @@ def test_kill_9_mid_headers_and_details_then_resume_gives_a_clean_runs_db(tmp_pa
         app.forget()
         workdir = tmp_path / "killed"
         config = write_config(workdir, app.url, project_line=line, page_size=20)
-        app.faults.configure(
-            FaultConfig(
-                slow_rate=1.0, slow_seconds=0.05, paths="get_checklist_headers|checklists/v1/"
-            )
+        headers = (
+            "SELECT position FROM cursors WHERE endpoint = 'extract:checklists:headers' "
+            "AND position > 0"
         )
-        _kill_when(app, config, "checklist_headers", 2)
+        _kill_when(app, config, "checklist_headers", 2, ready=lambda: committed(workdir, headers))
         cursor = query(
             workdir,
             "SELECT position, state FROM cursors WHERE endpoint = ?",
@@ -603,11 +601,13 @@ def test_kill_9_mid_headers_and_details_then_resume_gives_a_clean_runs_db(tmp_pa
         assert cursor and 0 < cursor[0][0] < 50 and '"done": false' in cursor[0][1]
         assert query(workdir, "SELECT count(*) FROM raw_checklist_details") == [(0,)]
 
-        _kill_when(app, config, "checklist", SAVE_EVERY + 5)
+        details = f"SELECT count(*) >= {SAVE_EVERY} FROM raw_checklist_details"
+        _kill_when(
+            app, config, "checklist", SAVE_EVERY + 5, ready=lambda: committed(workdir, details)
+        )
         saved = query(workdir, "SELECT count(*) FROM raw_checklist_details")[0][0]
         assert SAVE_EVERY <= saved < 50
 
-        app.faults.clear()
         result = extract_from_settings(load_settings(config, env={}), ENV)
     assert result.completed and result.pass_run_id < result.run_id
     assert snapshot(workdir / "staging.db") == snapshot(tmp_path / "reference" / "staging.db")

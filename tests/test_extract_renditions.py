@@ -211,3 +211,46 @@ def test_marked_up_renditions_reach_the_procore_issue_beside_the_original(
         files = {(a["name"], a["sha256"]) for a in issues[row["container_id"]]["attachments"]}
         assert (row["filename"], row["sha256"]) in files
         assert row["original_sha256"] in {sha256 for _, sha256 in files}
+
+
+def test_issue_signature_images_reach_the_procore_issue_named_after_their_field(
+    tmp_path: Path,
+) -> None:
+    """Transform uploads each staged signature with its issue; the field's footer line names
+    the file instead of the signature's id, and the caption keeps who signed when."""
+    from migrate.demo import write_demo_config
+    from migrate.extract import extract_from_settings
+    from migrate.load import load_from_settings
+    from migrate.mappings import write_default_mappings
+    from migrate.sandbox.runner import Sandbox, SandboxOptions
+    from migrate.settings import load_settings
+    from migrate.transform import transform_from_settings
+
+    with Sandbox(SandboxOptions(issues=40, seed=11, procore_options={"spike_limit": 2000})) as box:
+        write_default_mappings(tmp_path / "mappings")
+        settings = load_settings(write_demo_config(tmp_path, box))
+        env = box.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        load_from_settings(settings, env)
+        issues = {
+            i["origin"]["origin_id"]: i
+            for i in box.procore_app.issues(box.procore_project_id)
+            if i.get("origin")
+        }
+    signatures = rows(
+        Path(settings.staging.path),
+        "SELECT id, container_id, filename, sha256, caption FROM attachments "
+        "WHERE kind = 'Signature' AND container_type = 'Issue' AND state = 'stored'",
+    )
+    loaded = [row for row in signatures if row["container_id"] in issues]
+    assert loaded  # some signed issue is in Procore now
+    for row in loaded:
+        issue = issues[row["container_id"]]
+        assert (row["filename"], row["sha256"]) in {
+            (a["name"], a["sha256"]) for a in issue["attachments"]
+        }
+        description = issue["description"]
+        assert f"signed (the image is the file {row['filename']})" in description
+        assert row["caption"] in description
+        assert row["id"] not in description  # the signature's id is no value for a reader

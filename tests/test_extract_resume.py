@@ -1,14 +1,16 @@
 """kill -9 in the middle of ``migrate extract``, then resume: same DB, nothing fetched twice.
 
 The extraction runs in a subprocess (``extract_from_settings`` with a config written here and
-credentials in its environment) against a simulator in this process, which is slowed down on
-the calls we aim at so each SIGKILL lands while such a call is in flight: mid issue listing,
-mid retrieve, mid downloads. A last run in this process finishes the pass; its DB must equal
-an uninterrupted run's, with no blob downloaded twice but the ones in flight at a kill.
+credentials in its environment) against a simulator in this process, which holds the calls we
+aim at until the child is dead, so each SIGKILL lands while such a call is in flight whatever
+the machine's load: mid issue listing, mid retrieve, mid downloads. A last run in this process
+finishes the pass; its DB must equal an uninterrupted run's, with no blob downloaded twice but
+the ones in flight at a kill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -16,15 +18,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from migrate.extract import extract_from_settings
-from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.generator import GeneratedProject
 from migrate.settings import load_settings
 from migrate.store import open_store
+from tests.gates import HeldCalls
 from tests.test_extract import (
     ENV,
     RecordingFieldApp,
@@ -45,29 +49,50 @@ _CHILD = (
 )
 
 
-def _kill_when(app: RecordingFieldApp, config: Path, route: str, calls: int) -> None:
-    """Start an extract subprocess; SIGKILL it once ``calls`` more ``route`` calls arrived."""
-    start = app.calls[route]
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(config)],
-        env={**os.environ, **ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while app.calls[route] < start + calls:
-            assert child.poll() is None, child.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, f"no {route} call within 60 s"
-            time.sleep(0.001)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
+def _kill_when(
+    app: RecordingFieldApp,
+    config: Path,
+    route: str,
+    calls: int,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+) -> None:
+    """Start an extract subprocess; SIGKILL it while its ``calls``-th ``route`` call (counted
+    from now) is in flight.
+
+    Every ``route`` call after the first ``calls - 1`` is held at a gate until the child is
+    dead, so the kill lands mid-call however busy the machine is; ``ready()`` (what the child
+    must have committed first) is waited for too. The waits only guard against a hang.
+    """
+    with HeldCalls(app, route, passes=calls - 1) as held:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(config)],
+            env={**os.environ, **ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        try:
+            while not (held.held > 0 and ready()):
+                assert child.poll() is None, child.communicate()[1].decode()[-2000:]
+                assert time.monotonic() < deadline, f"no held {route} call within 120 s"
+                time.sleep(0.005)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
 
 
 def _db(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path / "staging.db")
+
+
+def committed(workdir: Path, sql: str) -> Any:
+    """The first value ``sql`` reads from the child's staging DB (read-only; None: no row)."""
+    uri = (workdir / "staging.db").resolve().as_uri() + "?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        row = db.execute(sql).fetchone()
+    return row[0] if row else None
 
 
 @pytest.mark.slow
@@ -86,12 +111,11 @@ def test_kill_9_mid_listing_retrieve_and_downloads_then_resume(tmp_path: Path) -
         config = write_config(
             workdir, app.url, project_line=line, workers=WORKERS, page_size=PAGE_SIZE
         )
-        # Every aimed-at call takes 50 ms, so the kill lands while one is in flight.
-        app.faults.configure(
-            FaultConfig(slow_rate=1.0, slow_seconds=0.05, paths="get_issues|retrieve|binary_data")
+        listed = (
+            "SELECT position FROM cursors WHERE endpoint = 'extract:issues:listing' "
+            "AND position > 0"
         )
-
-        _kill_when(app, config, "get_issues", 3)
+        _kill_when(app, config, "get_issues", 3, ready=lambda: committed(workdir, listed))
         db = _db(workdir)
         listing = db.execute(
             "SELECT position, state FROM cursors WHERE endpoint = 'extract:issues:listing'"
@@ -107,7 +131,8 @@ def test_kill_9_mid_listing_retrieve_and_downloads_then_resume(tmp_path: Path) -
         )
         db.close()
 
-        _kill_when(app, config, "binary_data", 30)
+        stored = "SELECT count(*) FROM attachments WHERE state = 'stored'"
+        _kill_when(app, config, "binary_data", 30, ready=lambda: committed(workdir, stored))
         db = _db(workdir)
         stored_before = {
             i for (i,) in db.execute("SELECT id FROM attachments WHERE state = 'stored'")
@@ -119,7 +144,6 @@ def test_kill_9_mid_listing_retrieve_and_downloads_then_resume(tmp_path: Path) -
         assert 0 < len(stored_before) < total
         assert list((workdir / "blobs" / "tmp").iterdir())  # a download was cut off mid-file
 
-        app.faults.clear()
         downloads_before = app.downloads()
         result = extract_from_settings(load_settings(config, env={}), ENV)
 

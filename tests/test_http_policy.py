@@ -186,9 +186,11 @@ def test_dropped_half_body_is_retried_on_a_new_connection(server, app, sleeper):
 
 
 def test_slow_answer_beyond_read_timeout_is_retried(server, app, sleeper):
-    app.faults.configure(FaultConfig(slow_seconds=1.0))
+    # 10 s against a 1 s read timeout: the answers that are not slowed come well within it on
+    # a busy machine, the slowed one never does.
+    app.faults.configure(FaultConfig(slow_seconds=10.0))
     app.faults.inject("slow", path="^/items$")
-    policy = RetryPolicy(max_attempts=3, read_timeout=0.3)
+    policy = RetryPolicy(max_attempts=3, read_timeout=1.0)
     with make_client(server, sleeper, policy=policy) as client:
         assert client.request("GET", "/items").status_code == 200
     # Gave up on the slow answer (a timeout retry), did not wait it out.
@@ -425,7 +427,7 @@ def test_an_outage_shorter_than_give_up_after_is_ridden_out_past_max_attempts(sl
 def test_a_request_failing_alone_while_the_service_answers_ends_at_max_attempts(
     server, app, sleeper
 ):
-    app.faults.configure(FaultConfig(slow_seconds=1.0))
+    app.faults.configure(FaultConfig(slow_seconds=10.0))  # against a 1 s read timeout
     app.faults.inject("slow", count=3, path="^/items$")
 
     class OthersGetAnswers:
@@ -445,7 +447,7 @@ def test_a_request_failing_alone_while_the_service_answers_ends_at_max_attempts(
         def after_response(self, response: Any) -> None:
             pass
 
-    policy = RetryPolicy(max_attempts=3, read_timeout=0.3, give_up_after=600)
+    policy = RetryPolicy(max_attempts=3, read_timeout=1.0, give_up_after=600)
     client = make_client(server, sleeper, policy=policy, hooks=[OthersGetAnswers()])
     with client, pytest.raises(TransportError) as caught:
         client.request("GET", "/items")

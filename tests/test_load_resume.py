@@ -266,27 +266,29 @@ def test_killed_while_a_sync_call_is_in_flight(
         shutil.copytree(work, planted)
         expected = clean_run(tmp_path, planted / "staging.db")
 
-        # The simulator holds the sync call: before applying it (then refuses it: it never
-        # reached Procore), or after applying it with the answer not sent yet. The kill lands
-        # inside that pause.
+        # The simulator holds the sync call until the process is dead: before applying it
+        # (then refuses it: it never reached Procore), or after applying it with the answer
+        # not sent yet. The kill lands inside that pause, however busy the machine is.
+        gate = threading.Event()
         if applied:
-            app.sync_answer_delay = 0.5
+            app.sync_answer_gate = gate
+            ready = app.sync_answer_held.is_set
+            finished = ("coordination_issues.sync", 200)
         else:
-            app.sync_gate = threading.Event()
+            app.sync_gate = gate
             app.refuse_held_syncs = True
+            ready = lambda: app.call_counts().get("coordination_issues.sync", 0) > 0  # noqa: E731
+            finished = ("coordination_issues.sync", 503)
         child = start_child(config)
-        seen: list[float] = []
-
-        def ready() -> bool:
-            if app.call_counts().get("coordination_issues.sync", 0) and not seen:
-                seen.append(time.monotonic())
-            return bool(seen) and time.monotonic() - seen[0] >= 0.2
 
         assert kill_when(app, child, ready)
-        if app.sync_gate is not None:
-            app.sync_gate.set()
-        time.sleep(0.5)  # let the simulator finish the call the dead process started
-        app.sync_answer_delay, app.sync_gate = 0.0, None
+        gate.set()
+        # The simulator finishes the call the dead process started.
+        deadline = time.monotonic() + 120  # a hang guard, not a timing
+        while not app.statuses[finished] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.statuses[finished] == 1
+        app.sync_answer_gate, app.sync_gate = None, None
         (state,) = db_rows(
             settings, "SELECT DISTINCT state FROM id_map WHERE entity = 'coordination_issue'"
         )

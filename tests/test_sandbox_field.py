@@ -447,11 +447,14 @@ def test_ticket_expires_after_max_calls_and_a_new_login_works() -> None:
 
 
 def test_ticket_expires_after_max_seconds() -> None:
-    running = Field(GeneratedProject(issues=10), ticket_max_seconds=0.3)
+    now = [1000.0]  # the simulator's clock for ticket ages, moved by hand: no sleep to outlast
+    running = Field(GeneratedProject(issues=10), ticket_max_seconds=30, ticket_clock=lambda: now[0])
     try:
-        assert running.post("/api/projects").status_code == 200
-        time.sleep(0.45)
+        now[0] += 30
+        assert running.post("/api/projects").status_code == 200  # 30 s old: still alive
+        now[0] += 0.5
         assert running.post("/api/projects").status_code == 401
+        assert running.post("/api/projects").status_code == 401  # it stays dead
     finally:
         running.close()
 

@@ -32,9 +32,9 @@ from migrate.report.status import (
     StatusReport,
     status_from_settings,
 )
-from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Settings, load_settings
+from tests.gates import HeldCalls
 
 ISSUES = 40
 
@@ -392,33 +392,42 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def kill_load_mid_batch(settings: Settings, box: Sandbox, hold_seconds: float = 3.0) -> None:
+def kill_load_mid_batch(settings: Settings, box: Sandbox) -> None:
     """Run `migrate load` in a child process and SIGKILL it while a sync call is in flight.
 
-    The simulator holds sync calls ``hold_seconds`` before applying them, so the batch is
-    recorded 'sent' in id_map, the process dies, and Procore creates the issues afterwards:
-    what a real kill -9 mid-call leaves behind.
+    The simulator holds every sync call at a gate until the child is dead, then applies it:
+    the batch is recorded 'sent' in id_map, the process dies, and Procore creates the issues
+    afterwards, which is what a real kill -9 mid-call leaves behind. Nothing here depends on
+    how fast the machine is: the kill cannot come too late, whatever the load on the box.
     """
-    box.procore_app.faults.configure(
-        FaultConfig(slow_rate=1.0, slow_seconds=hold_seconds, paths=r"coordination_issues/sync")
-    )
+    app = box.procore_app
     env = {**os.environ, **box.environment()}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _LOAD_SCRIPT, str(settings.config_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(
-            lambda: _scalar(settings, "SELECT COUNT(*) FROM id_map WHERE state = 'sent'"),
-            30,
-            "a sync batch in flight",
+    with HeldCalls(app, "coordination_issues.sync") as sync:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _LOAD_SCRIPT, str(settings.config_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-        box.procore_app.faults.clear()
+        try:
+            _wait_for(
+                lambda: (
+                    sync.held > 0
+                    and _scalar(settings, "SELECT COUNT(*) FROM id_map WHERE state = 'sent'")
+                ),
+                120,
+                "a sync batch in flight",
+            )
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(60)
+
+    # Procore applies the held batch after its client died.
+    def applied() -> bool:
+        with app.lock:
+            return any(name == "coordination_issues.sync" for name, _status in app.statuses)
+
+    _wait_for(applied, 120, "the held sync call to be applied")
 
 
 def test_killed_load_shows_interrupted_and_next_command_resumes(
@@ -472,3 +481,34 @@ def test_a_running_load_is_reported_as_running(tmp_path: Path) -> None:
     assert report.next_command == "migrate status"
     assert "is running" in report.next_reason
     assert isinstance(report, StatusReport)
+
+
+def test_status_without_a_procore_project_does_not_import_the_load_package(
+    tmp_path: Path,
+) -> None:
+    """Start-up: `status` spends the load package's import only when there is a plan to count
+    (issue 19 point 4; the time itself is measured by `python -m bench startup`)."""
+    from migrate.store import open_store
+
+    config = tmp_path / "migration.toml"
+    config.write_text("[target]\ncompany_id = 1\n", encoding="utf-8")
+    with open_store(load_settings(config).staging.path):
+        pass  # an empty staging DB: status reads it
+    code = (
+        "import sys\n"
+        "from migrate.cli import main\n"
+        "try:\n    main(['status', '--config', sys.argv[1]])\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[:2] == ['migrate', 'load'])\n"
+        "print(loaded, code, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    *_, last = done.stderr.strip().splitlines()
+    assert last == "[] 0", done.stderr

@@ -258,22 +258,29 @@ def test_procore_going_away_mid_load_ends_the_command_and_a_rerun_finishes_once(
 def test_ctrl_c_stops_every_upload_worker_and_prints_the_resume_command(
     boxes: list[Sandbox], tmp_path: Path
 ) -> None:
-    slow_storage = FaultConfig(slow_rate=1.0, slow_seconds=1.0, paths="^/s3/")
-    box = sandbox_with(procore_faults=slow_storage).start()
+    # Storage uploads after the fourth wait at the gate until Ctrl-C was seen: uploads are on
+    # the wire when it comes, whatever the machine's speed.
+    box = sandbox_with(
+        lambda box: GatedProcoreApp(box.project.target_state(), allow=4, **GENEROUS)
+    ).start()
     boxes.append(box)
     app = box.procore_app
+    assert isinstance(app, GatedProcoreApp)
     config = staged(box, tmp_path / "work")
 
     load = Child(["load", "--quiet"], config, box)
     wait_for(lambda: answered(app, "storage.upload") >= 4, "uploads")
-    at_interrupt = requests_seen(app)
+    wait_for(lambda: app.storage_seen > 4, "an upload held on the wire")
     load.process.send_signal(signal.SIGINT)
+    wait_for(lambda: any(line.startswith("Stopping;") for line in load.err), "the stop")
+    at_stop = requests_seen(app)  # the stop event is set before "Stopping;" is written
+    app.gate.set()  # the held uploads are answered within the grace
     assert load.wait() == 130, load.text()
     after_exit = requests_seen(app)
-    time.sleep(0.5)
-    # No worker kept going: at most the requests already on the wire (4 workers, the main
-    # thread) arrived after Ctrl-C, and none after the process ended.
-    assert after_exit - at_interrupt <= 5
+    time.sleep(0.5)  # a look for stragglers; its length only bounds what it could notice
+    # No worker kept going: once the stop was set, at most the requests already on the wire
+    # (4 workers, the main thread) arrived, and none after the process ended.
+    assert after_exit - at_stop <= 5
     assert requests_seen(app) == after_exit
     assert load.err[-1] == (
         "Interrupted: what was done so far is kept (this run is recorded as interrupted). "
@@ -330,12 +337,13 @@ def test_ctrl_c_stops_every_download_worker_and_extract_resumes(
 
     extract = Child(["extract", "--quiet"], config, box)
     wait_for(lambda: answered(field, "binary_data") >= 4, "downloads")
-    at_interrupt = requests_seen(field)
     extract.process.send_signal(signal.SIGINT)
+    wait_for(lambda: any(line.startswith("Stopping;") for line in extract.err), "the stop")
+    at_stop = requests_seen(field)  # the stop event is set before "Stopping;" is written
     assert extract.wait() == 130, extract.text()
     after_exit = requests_seen(field)
-    time.sleep(0.5)
-    assert after_exit - at_interrupt <= 5 and requests_seen(field) == after_exit
+    time.sleep(0.5)  # a look for stragglers; its length only bounds what it could notice
+    assert after_exit - at_stop <= 5 and requests_seen(field) == after_exit
     assert extract.err[-1].endswith(f"Resume with: {extract.resume_command}"), extract.text()
     assert "Aborted!" not in extract.text() and "Traceback" not in extract.text()
     assert run_statuses(config, "extract") == ["interrupted"]

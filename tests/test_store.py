@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from migrate.errors import StagingNotReady
+from migrate.errors import StagingNotReady, StagingRefused
 from migrate.store import (
     MIGRATIONS,
     Change,
@@ -40,6 +40,7 @@ from migrate.store import (
     start_run,
     upsert_rows,
 )
+from migrate.store import db as db_module
 from migrate.store.db import APPLICATION_ID
 from migrate.store.runs import PROCESS_TOKEN
 
@@ -757,3 +758,23 @@ def test_upsert_rows_inside_a_failed_transaction_leaves_nothing(store: Store, ru
         set_cursor(store, "companies", run_id, 1)
         raise RuntimeError("later in the page")
     assert count(store, "companies") == 0 and get_cursor(store, "companies") is None
+
+
+@pytest.mark.parametrize("linked", ["staging.db", "staging.db-wal"])
+def test_without_o_nofollow_a_linked_db_file_is_still_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: str
+) -> None:
+    """Where the OS has no O_NOFOLLOW (Windows), the staging files are checked with lstat
+    before they are opened (forced here): nothing is written or chmodded through a link."""
+    monkeypatch.setattr(db_module, "_O_NOFOLLOW", 0)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("someone else's file\n", encoding="utf-8")
+    target.chmod(0o644)
+    staging = tmp_path / "staging.db"
+    if linked == "staging.db-wal":
+        staging.write_bytes(b"")
+    (tmp_path / linked).symlink_to(target)
+    with pytest.raises(StagingRefused, match=f"{linked} is a symbolic link"):
+        db_module._create_private_file(staging)
+    assert target.read_text(encoding="utf-8") == "someone else's file\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644

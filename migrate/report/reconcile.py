@@ -27,11 +27,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from migrate.ids import ENTITY_ISSUE, ENTITY_LOCATION, issue_uuid
+from migrate.ids import ENTITY_ISSUE, issue_uuid
+from migrate.quarantine import open_quarantine_records, quarantined_source_ids
 from migrate.report.paths import actual_path, path_of, path_text
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 from migrate.store.ledger import LedgerRow, read_ledger, unaccounted
+from migrate.store.planned import (
+    id_map_rows,
+    known_issue_source_ids,
+    loaded_issue_rows,
+    loaded_location_rows,
+    loaded_then_deleted_rows,
+    planned_uuids,
+)
 from migrate.store.runs import run_rows
 from migrate.store.uploads import sent_sha256s
 from migrate.text import procore_name
@@ -242,22 +251,7 @@ def reconcile(
     from migrate.report.inspections import reconcile_inspections
 
     project = target_project_id
-    proj_sql, proj_params = _project_filter(project)
-    loaded = _rows(
-        store,
-        "SELECT m.source_id, m.target_id, m.payload_hash AS loaded_hash, m.target_status, "
-        "m.attachment_ids AS sent_attachment_ids, m.updated_at, m.target_project_id, "
-        "p.title, p.status, p.priority, p.issue_type, p.due_date, p.assignee_id, p.uuid, "
-        "p.identifier, p.payload_hash AS planned_hash, p.attachment_ids AS planned_attachment_ids, "
-        "p.location_source_id, l.path AS location_path, a.login AS assignee_login "
-        "FROM id_map m "
-        "LEFT JOIN planned_issues p ON p.source_id = m.source_id "
-        "LEFT JOIN planned_locations l ON l.source_id = p.location_source_id "
-        "LEFT JOIN target_assignees a ON a.id = p.assignee_id "
-        "AND a.project_id = m.target_project_id "
-        f"WHERE m.entity = ? AND m.state = 'loaded'{proj_sql} ORDER BY m.source_id",
-        (ENTITY_ISSUE, *proj_params),
-    )
+    loaded = loaded_issue_rows(store, project)
     # The name each file was uploaded under: load cleans control characters out of it.
     attachment_info = {
         row["id"]: {**row, "filename": procore_name(row["filename"] or "") or None}
@@ -347,15 +341,7 @@ def reconcile(
             "FROM v_attachments_pending WHERE waiting_for LIKE 'after load%' "
             "ORDER BY container_id, attachment_id",
         ),
-        deleted_after_load=_rows(
-            store,
-            "SELECT m.source_id, i.identifier, m.target_id AS procore_id, "
-            "CASE WHEN i.deleted = 1 THEN 'deleted' ELSE 'voided' END AS what "
-            "FROM id_map m JOIN issues i ON i.source_id = m.source_id "
-            "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
-            f"{_project_filter(project, 'm')[0]} ORDER BY m.source_id",
-            (ENTITY_ISSUE, *proj_params),
-        ),
+        deleted_after_load=loaded_then_deleted_rows(store, project),
         quarantine=_quarantine_groups(store),
         issue_results=issue_results,
         attachment_results=attachment_results,
@@ -372,12 +358,6 @@ def reconcile(
         field_ledger=read_ledger(store),
     )
     return reconciliation
-
-
-def _project_filter(project: int | None, alias: str = "m") -> tuple[str, tuple[Any, ...]]:
-    if project is None:
-        return "", ()
-    return f" AND {alias}.target_project_id = ?", (project,)
 
 
 def _kind(source_id: str) -> str:
@@ -531,17 +511,10 @@ def _person(user_id: Any, login: Any) -> str | None:
 def _compare_locations(
     store: Store, project: int | None, by_id: Mapping[int, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    proj_sql, proj_params = _project_filter(project)
     mismatches: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
     matched = 0
-    for row in _rows(
-        store,
-        "SELECT m.source_id, m.target_id, m.updated_at, l.path, l.path_text FROM id_map m "
-        "LEFT JOIN planned_locations l ON l.source_id = m.source_id "
-        f"WHERE m.entity = ? AND m.state = 'loaded'{proj_sql} ORDER BY m.source_id",
-        (ENTITY_LOCATION, *proj_params),
-    ):
+    for row in loaded_location_rows(store, project):
         if row["target_id"] not in by_id:
             missing.append(
                 {
@@ -582,26 +555,13 @@ def _orphans(
     loaded: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     mapped_ids = {row["target_id"] for row in loaded}
-    ours: dict[str, str] = {}
-    for uuid, source_id in store.conn.execute("SELECT uuid, source_id FROM planned_issues"):
-        ours[str(uuid).lower()] = source_id
+    ours = planned_uuids(store)
     if project is not None:
-        known_ids = store.conn.execute(
-            "SELECT source_id FROM issues UNION SELECT source_id FROM planned_issues "
-            "UNION SELECT source_id FROM skipped_records WHERE source_id IS NOT NULL "
-            "UNION SELECT source_id FROM quarantine WHERE source_id IS NOT NULL "
-            "UNION SELECT source_id FROM id_map WHERE entity = ?",
-            (ENTITY_ISSUE,),
-        )
-        for (source_id,) in known_ids:
+        for source_id in sorted(known_issue_source_ids(store) | quarantined_source_ids(store)):
             ours.setdefault(issue_uuid(project, source_id), source_id)
     id_map_state = {
-        source_id: (state, target_id)
-        for source_id, state, target_id in store.conn.execute(
-            "SELECT source_id, state, target_id FROM id_map WHERE entity = ?"
-            + _project_filter(project, "id_map")[0],
-            (ENTITY_ISSUE, *_project_filter(project, "id_map")[1]),
-        )
+        source_id: (row.state, row.target_id)
+        for source_id, row in id_map_rows(store, ENTITY_ISSUE, project).items()
     }
     journey = {
         source_id: state
@@ -773,11 +733,7 @@ def _count(store: Store, sql: str) -> int:
 
 def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
     groups: dict[tuple[str, str, str], QuarantineGroup] = {}
-    for row in _rows(
-        store,
-        "SELECT entity, stage, reason, hint, source_id, created_at, record FROM quarantine "
-        "WHERE released_at IS NULL ORDER BY entity, stage, reason, source_id, id",
-    ):
+    for row in open_quarantine_records(store):
         key = (row["entity"], row["stage"], row["reason"])
         group = groups.get(key)
         if group is None:

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.ids import ENTITY_INSPECTION, ENTITY_LOCATION
-from migrate.quarantine import open_quarantine
+from migrate.quarantine import open_counts_by_source_kind, open_quarantine, open_quarantine_count
 from migrate.report.inventory import LeftBehind, left_behind
 from migrate.report.inventory import status_json as inventory_json
 from migrate.report.inventory import status_lines as inventory_lines
@@ -84,6 +84,7 @@ from migrate.store.planned import (
     planned_inspection_counts,
     planned_issue_counts,
     planned_location_count,
+    skipped_counts,
     skipped_records,
     unfinished_inspection_count,
     unloaded_planned_inspection_count,
@@ -124,14 +125,16 @@ PLAN_KEYS = ("create", "update", "status_change", "deleted_at_source", "attachme
 
 # Quarantine and skipped rows name their entity per stage (transform says "issue", load says
 # "coordination_issue"): fold them onto the three entities status reports.
-_ENTITY_OF_ROW = """
-CASE
-    WHEN entity IN ('location', 'area') THEN 'location'
-    WHEN entity = 'checklist_item' OR source_id LIKE 'checklist_item:%' THEN 'checklist_item'
-    WHEN entity IN ('issue', 'coordination_issue') THEN 'issue'
-    ELSE entity
-END
-"""
+def _entity_of_row(entity: str, checklist_source: bool) -> str:
+    """The entity status counts a quarantine or skipped row under (``checklist_source``: its
+    source id starts with ``checklist_item:``)."""
+    if entity in ("location", "area"):
+        return "location"
+    if entity == "checklist_item" or checklist_source:
+        return "checklist_item"
+    if entity in ("issue", "coordination_issue"):
+        return "issue"
+    return entity
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,7 @@ def build_status(store: Store, target_project_id: int | None) -> StatusReport:
     attachments = _attachment_counts(store, target_project_id)
     deleted_ids, deleted_count = _deleted_after_load(store, target_project_id)
     quota_run, quota_requests, by_endpoint = _quota(store)
-    quarantine_open = _scalar(store, "SELECT COUNT(*) FROM quarantine WHERE released_at IS NULL")
+    quarantine_open = open_quarantine_count(store)
     sent = in_flight_count(store, target_project_id)
     plan, plan_problem = _plan_counts(store, target_project_id)
     inspections = _inspection_counts(store, target_project_id)
@@ -459,7 +462,6 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, int]]:
     counts = {e: dict.fromkeys(ENTITY_STATES, 0) for e in ENTITIES}
-    conn = store.conn
     counts["issue"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM issues")
     counts["checklist_item"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM checklist_items")
     counts["location"]["extracted"] = _scalar(store, "SELECT COUNT(*) FROM areas")
@@ -480,16 +482,14 @@ def _entity_counts(store: Store, project_id: int | None) -> dict[str, dict[str, 
             counts[kind]["pending"] = number
     counts["location"]["pending"] = unloaded_planned_location_count(store, project_id)
 
-    for entity, number in conn.execute(
-        f"SELECT {_ENTITY_OF_ROW}, COUNT(*) FROM skipped_records GROUP BY 1"
+    for state, by_kind in (
+        ("skipped", skipped_counts(store)),
+        ("quarantined", open_counts_by_source_kind(store)),
     ):
-        if entity in counts:
-            counts[entity]["skipped"] = int(number)
-    for entity, number in conn.execute(
-        f"SELECT {_ENTITY_OF_ROW}, COUNT(*) FROM quarantine WHERE released_at IS NULL GROUP BY 1"
-    ):
-        if entity in counts:
-            counts[entity]["quarantined"] = int(number)
+        for (entity, checklist_source), number in by_kind.items():
+            kind = _entity_of_row(entity, checklist_source)
+            if kind in counts:
+                counts[kind][state] += number
     return counts
 
 
@@ -588,12 +588,13 @@ def quota_requests(by_endpoint: dict[str, int]) -> int:
 
 def _plan_counts(store: Store, project_id: int | None) -> tuple[dict[str, int], str | None]:
     """What `migrate plan` would show, summed over entities (zeros without a project)."""
-    from migrate.errors import MigrateError
-    from migrate.load.plan import compute_plan
-
     totals = dict.fromkeys(PLAN_KEYS, 0)
     if project_id is None:
         return totals, None
+    # Imported here: the load package is start-up time `status` spends only with a project.
+    from migrate.errors import MigrateError
+    from migrate.load.plan import compute_plan
+
     try:
         counts = compute_plan(store, project_id).counts()
     except MigrateError as exc:

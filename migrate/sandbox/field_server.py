@@ -133,8 +133,8 @@ _CONDITION_OPS = (
 class _Ticket:
     __slots__ = ("calls", "created")
 
-    def __init__(self) -> None:
-        self.created = time.monotonic()
+    def __init__(self, created: float) -> None:
+        self.created = created
         self.calls = 0
 
 
@@ -316,8 +316,11 @@ class FieldApp(App):
         composites: str = "marked_up",
         export: str = "ready",
         issue_signatures: str = "listed",
+        ticket_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(faults)
+        #: What ticket ages are measured by (a test moves its own clock instead of sleeping).
+        self.ticket_clock = ticket_clock
         self.listing_default = _one_of("listing_default", listing_default, LISTING_DEFAULTS)
         self.composites = _one_of("composites", composites, COMPOSITE_READINGS)
         self.export = _one_of("export", export, EXPORT_BEHAVIOURS)
@@ -417,7 +420,7 @@ class FieldApp(App):
             too_many = self.ticket_max_calls is not None and state.calls > self.ticket_max_calls
             too_old = (
                 self.ticket_max_seconds is not None
-                and time.monotonic() - state.created > self.ticket_max_seconds
+                and self.ticket_clock() - state.created > self.ticket_max_seconds
             )
             if too_many or too_old:
                 del self._tickets[ticket or ""]
@@ -432,7 +435,7 @@ class FieldApp(App):
             return _unauthorized("The user's credentials have been rejected.")
         ticket = str(uuid.uuid4())
         with self.lock:
-            self._tickets[ticket] = _Ticket()
+            self._tickets[ticket] = _Ticket(self.ticket_clock())
             self.tickets_issued += 1
             self.issued_tickets.append(ticket)
         return json_response({"ticket": ticket})

@@ -251,11 +251,12 @@ def _map_row(row: Sequence[Any], title: str | None = None) -> MapRow:
     )
 
 
-def id_map_rows(store: Store, entity: str, project_id: int) -> dict[str, MapRow]:
-    """Every id_map row of ``entity`` for the Procore project, by source id."""
+def id_map_rows(store: Store, entity: str, project_id: int | None) -> dict[str, MapRow]:
+    """Every id_map row of ``entity`` for the Procore project, by source id (None: any
+    project, one row a source id)."""
+    clause, params = _project_clause(project_id, "m")
     rows = store.conn.execute(
-        f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ? AND m.target_project_id = ?",
-        (entity, project_id),
+        f"SELECT {_MAP_COLUMNS} FROM id_map m WHERE m.entity = ?{clause}", (entity, *params)
     )
     return {row[0]: _map_row(row) for row in rows}
 
@@ -518,16 +519,7 @@ def _unloaded_count(store: Store, table: str, entity: str, project_id: int | Non
 
 def loaded_then_deleted(store: Store, project_id: int | None) -> list[str]:
     """Source ids of loaded issues whose source was deleted or voided since, in order."""
-    clause, params = _project_clause(project_id, "m")
-    return [
-        row[0]
-        for row in store.conn.execute(
-            "SELECT m.source_id FROM id_map m JOIN issues i ON i.source_id = m.source_id "
-            "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
-            f"{clause} ORDER BY m.source_id",
-            (ENTITY_ISSUE, *params),
-        )
-    ]
+    return [row["source_id"] for row in loaded_then_deleted_rows(store, project_id)]
 
 
 # -- planned inspections (transform, issue 14) ---------------------------------------------------
@@ -969,3 +961,184 @@ def unfinished_inspection_count(store: Store, project_id: int | None) -> int:
         (ENTITY_INSPECTION, *params),
     ).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+# -- moved from transform and report (issue 19) --------------------------------------------------
+
+#: planned_issues columns in the order of the rows transform writes (``Planned.row``).
+PLANNED_COLUMNS = (
+    "source_id",
+    "source_kind",
+    "identifier",
+    "title",
+    "status",
+    "priority",
+    "issue_type",
+    "location_source_id",
+    "assignee_id",
+    "due_date",
+    "uuid",
+    "payload",
+    "attachment_ids",
+    "payload_hash",
+    "plan_run",
+)
+#: The columns the plan hash covers: all but the run that wrote the row and the payload (which
+#: enters through payload_hash).
+HASHED_COLUMNS = tuple(c for c in PLANNED_COLUMNS if c not in ("payload", "plan_run"))
+_INSERT_PLANNED = (
+    f"INSERT INTO planned_issues ({', '.join(PLANNED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in PLANNED_COLUMNS)})"
+)
+_INSERT_SKIPPED = (
+    "INSERT INTO skipped_records (entity, source_id, reason, run_id) VALUES (?, ?, ?, ?)"
+)
+_LOCATION_HASH_ORDER = "ORDER BY source_id"
+_ISSUE_HASH_ORDER = "ORDER BY source_kind <> 'issue', source_kind, source_id"
+
+
+def _dict_rows(store: Store, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    cursor = store.conn.execute(sql, tuple(params))
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def clear_plan(store: Store, skipped_entities: Sequence[str]) -> None:
+    """Empty the plan before transform rewrites it (in the caller's transaction): every planned
+    issue and location, and the skipped records of ``skipped_entities``."""
+    # Children first: planned_issues references planned_locations.
+    store.conn.execute("DELETE FROM planned_issues")
+    store.conn.execute("DELETE FROM planned_locations")
+    marks = ", ".join("?" for _ in skipped_entities)
+    store.conn.execute(
+        f"DELETE FROM skipped_records WHERE entity IN ({marks})", tuple(skipped_entities)
+    )
+
+
+def insert_planned_issues(store: Store, rows: Iterable[Sequence[Any]]) -> None:
+    """Insert planned_issues rows, each holding PLANNED_COLUMNS in order."""
+    store.conn.executemany(_INSERT_PLANNED, rows)
+
+
+def insert_skipped(store: Store, rows: Iterable[tuple[str, str, str, int]]) -> None:
+    """Insert skipped_records rows: (entity, source id, reason, run id)."""
+    store.conn.executemany(_INSERT_SKIPPED, rows)
+
+
+def insert_planned_locations(store: Store, rows: Iterable[Mapping[str, Any]], run_id: int) -> None:
+    """Insert planned_locations rows (dicts of every column but plan_run)."""
+    store.conn.executemany(
+        "INSERT INTO planned_locations (source_id, path, path_text, parent_source_id, depth, "
+        "is_leaf, field_area_ids, existing_target_id, plan_run) "
+        "VALUES (:source_id, :path, :path_text, :parent_source_id, :depth, :is_leaf, "
+        ":field_area_ids, :existing_target_id, :plan_run)",
+        [{**row, "plan_run": run_id} for row in rows],
+    )
+
+
+def planned_location_hash_rows(store: Store) -> Iterator[Sequence[Any]]:
+    """Every planned_locations row (all columns but plan_run), by source id: the plan hash's
+    locations part."""
+    columns = [
+        row[1]
+        for row in store.conn.execute("PRAGMA table_info(planned_locations)")
+        if row[1] != "plan_run"
+    ]
+    return iter(
+        store.conn.execute(
+            f"SELECT {', '.join(columns)} FROM planned_locations {_LOCATION_HASH_ORDER}"
+        )
+    )
+
+
+def planned_issue_hash_chunks(store: Store, size: int = 5000) -> Iterator[list[Any]]:
+    """planned_issues rows (HASHED_COLUMNS) in the order transform writes them, ``size`` at a
+    time: Field issues, then checklist items, each by source id."""
+    rows = store.conn.execute(
+        f"SELECT {', '.join(HASHED_COLUMNS)} FROM planned_issues {_ISSUE_HASH_ORDER}"
+    )
+    while chunk := rows.fetchmany(size):
+        yield chunk
+
+
+def loaded_issue_rows(store: Store, project_id: int | None) -> list[dict[str, Any]]:
+    """Loaded issue id_map rows with what was planned for them (planned_issues, the planned
+    location's path, the assignee's login), by source id; any project when None."""
+    clause, params = _project_clause(project_id, "m")
+    return _dict_rows(
+        store,
+        "SELECT m.source_id, m.target_id, m.payload_hash AS loaded_hash, m.target_status, "
+        "m.attachment_ids AS sent_attachment_ids, m.updated_at, m.target_project_id, "
+        "p.title, p.status, p.priority, p.issue_type, p.due_date, p.assignee_id, p.uuid, "
+        "p.identifier, p.payload_hash AS planned_hash, p.attachment_ids AS planned_attachment_ids, "
+        "p.location_source_id, l.path AS location_path, a.login AS assignee_login "
+        "FROM id_map m "
+        "LEFT JOIN planned_issues p ON p.source_id = m.source_id "
+        "LEFT JOIN planned_locations l ON l.source_id = p.location_source_id "
+        "LEFT JOIN target_assignees a ON a.id = p.assignee_id "
+        "AND a.project_id = m.target_project_id "
+        f"WHERE m.entity = ? AND m.state = 'loaded'{clause} ORDER BY m.source_id",
+        (ENTITY_ISSUE, *params),
+    )
+
+
+def loaded_location_rows(store: Store, project_id: int | None) -> list[dict[str, Any]]:
+    """Loaded location id_map rows with their planned path, by source id (source_id,
+    target_id, updated_at, path, path_text); any project when None."""
+    clause, params = _project_clause(project_id, "m")
+    return _dict_rows(
+        store,
+        "SELECT m.source_id, m.target_id, m.updated_at, l.path, l.path_text FROM id_map m "
+        "LEFT JOIN planned_locations l ON l.source_id = m.source_id "
+        f"WHERE m.entity = ? AND m.state = 'loaded'{clause} ORDER BY m.source_id",
+        (ENTITY_LOCATION, *params),
+    )
+
+
+def loaded_then_deleted_rows(store: Store, project_id: int | None) -> list[dict[str, Any]]:
+    """Loaded issues whose source was deleted or voided since, by source id (source_id,
+    identifier, procore_id, what: deleted / voided); any project when None."""
+    clause, params = _project_clause(project_id, "m")
+    return _dict_rows(
+        store,
+        "SELECT m.source_id, i.identifier, m.target_id AS procore_id, "
+        "CASE WHEN i.deleted = 1 THEN 'deleted' ELSE 'voided' END AS what "
+        "FROM id_map m JOIN issues i ON i.source_id = m.source_id "
+        "WHERE m.entity = ? AND m.state = 'loaded' AND (i.deleted = 1 OR i.voided = 1)"
+        f"{clause} ORDER BY m.source_id",
+        (ENTITY_ISSUE, *params),
+    )
+
+
+def planned_uuids(store: Store) -> dict[str, str]:
+    """Planned uuid (lower case) -> source id."""
+    return {
+        str(uuid).lower(): source_id
+        for uuid, source_id in store.conn.execute("SELECT uuid, source_id FROM planned_issues")
+    }
+
+
+def known_issue_source_ids(store: Store) -> set[str]:
+    """Every issue source id the staging DB knows outside quarantine: staged, planned, skipped
+    or in the issue id map (any project)."""
+    return {
+        source_id
+        for (source_id,) in store.conn.execute(
+            "SELECT source_id FROM issues UNION SELECT source_id FROM planned_issues "
+            "UNION SELECT source_id FROM skipped_records WHERE source_id IS NOT NULL "
+            "UNION SELECT source_id FROM id_map WHERE entity = ?",
+            (ENTITY_ISSUE,),
+        )
+    }
+
+
+def skipped_counts(store: Store) -> dict[tuple[str, bool], int]:
+    """(entity, whether the source id is a checklist item's) -> how many skipped_records rows."""
+    return {
+        (entity, bool(checklist)): int(number)
+        for entity, checklist, number in store.conn.execute(
+            "SELECT entity, COALESCE(source_id LIKE 'checklist_item:%', 0), COUNT(*) "
+            "FROM skipped_records "
+            "GROUP BY 1, 2"
+        )
+    }

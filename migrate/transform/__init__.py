@@ -37,13 +37,20 @@ from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.ledger import write_ledger
-from migrate.store.planned import planned_inspection_hash_rows
+from migrate.store.planned import (
+    clear_plan,
+    insert_skipped,
+    planned_inspection_hash_rows,
+    planned_issue_hash_chunks,
+    planned_location_count,
+    planned_location_hash_rows,
+)
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
 from migrate.title_template import DEFAULT_TITLE_TEMPLATE, template_problems
 from migrate.transform import checklists, inspections, issues, ledger, locations
-from migrate.transform.issues import HASHED_COLUMNS, IssueContext, plan_hash_lines
+from migrate.transform.issues import IssueContext, plan_hash_lines
 from migrate.transform.locations import LocationPlan
 from migrate.transform.target import (
     TargetReader,
@@ -209,10 +216,7 @@ def _run(
     tallies: dict[str, issues.EntityTally] = {}
     with store.transaction():
         conn = store.conn
-        # Children first: planned_issues references planned_locations.
-        conn.execute("DELETE FROM planned_issues")
-        conn.execute("DELETE FROM planned_locations")
-        conn.execute("DELETE FROM skipped_records WHERE entity IN (?, ?, ?)", REWRITTEN_ENTITIES)
+        clear_plan(store, REWRITTEN_ENTITIES)
 
         areas = locations.read_areas(store)
         with _bar(progress, "areas", len(areas)) as advance:
@@ -220,8 +224,8 @@ def _run(
                 areas, mappings, locations.read_target_index(store, target_project_id)
             )
             locations.save_planned_locations(store, location_plan, run_id)
-            conn.executemany(
-                issues.INSERT_SKIPPED,
+            insert_skipped(
+                store,
                 [
                     (locations.ENTITY, area_id, reason, run_id)
                     for area_id, reason in location_plan.skipped
@@ -305,9 +309,7 @@ def _run(
                 tallies[name].released = released.get(entity, 0)
             elif released.get(entity):
                 tallies[name] = issues.EntityTally(released=released[entity])
-        planned_locations = int(
-            conn.execute("SELECT COUNT(*) FROM planned_locations").fetchone()[0]
-        )
+        planned_locations = planned_location_count(store)
         plan_digest = digest.hexdigest()
 
     order = [name for name in ENTITIES if name in tallies]
@@ -398,11 +400,7 @@ def plan_hash(store: Store) -> str:
     row's payload_hash, which covers it with its location and attachment digests.
     """
     digest = _locations_digest(store)
-    rows = store.conn.execute(
-        f"SELECT {', '.join(HASHED_COLUMNS)} FROM planned_issues "
-        "ORDER BY source_kind <> 'issue', source_kind, source_id"
-    )
-    while chunk := rows.fetchmany(5000):
+    for chunk in planned_issue_hash_chunks(store):
         digest.update(plan_hash_lines(chunk))
     _inspections_digest(store, digest)
     return digest.hexdigest()
@@ -428,19 +426,8 @@ def _inspections_digest(store: Store, digest: Any) -> None:
 def _locations_digest(store: Store) -> Any:
     """A sha256 that has taken the planned locations and the planned_issues heading."""
     digest = hashlib.sha256()
-    columns = [
-        row[1]
-        for row in store.conn.execute("PRAGMA table_info(planned_locations)")
-        if row[1] != "plan_run"
-    ]
     digest.update(b"planned_locations\n")
-    digest.update(
-        plan_hash_lines(
-            store.conn.execute(
-                f"SELECT {', '.join(columns)} FROM planned_locations ORDER BY source_id"
-            )
-        )
-    )
+    digest.update(plan_hash_lines(planned_location_hash_rows(store)))
     digest.update(b"planned_issues\n")
     return digest
 

@@ -44,7 +44,15 @@ from migrate.mappings import (
 )
 from migrate.quarantine import Held, hold, record_json
 from migrate.store.db import Store, open_store
-from migrate.store.planned import UNSENT_DUE_DATE, UNSENT_TRADE, payload_hash_of_json
+from migrate.store.planned import (
+    HASHED_COLUMNS,
+    PLANNED_COLUMNS,
+    UNSENT_DUE_DATE,
+    UNSENT_TRADE,
+    insert_planned_issues,
+    insert_skipped,
+    payload_hash_of_json,
+)
 from migrate.transform.description import DescriptionWriter, clean_text
 from migrate.transform.titles import make_title
 from migrate.transform.validate import describe_problems, normalise_due_date, payload_problems
@@ -54,7 +62,9 @@ SOURCE_KIND = "issue"
 DELETED_AT_SOURCE = "deleted at source"
 BATCH_SIZE = 500
 #: Attachment kinds that become Procore attachments (files); others are listed in the footer.
-FILE_KINDS = ("Attachment", "DocumentReference")
+#: Attachment kinds uploaded to the coordination issue. A signature is its image, named after its
+#: field, with who signed when in its caption (kept in the description's Files section).
+FILE_KINDS = ("Attachment", "DocumentReference", "Signature")
 #: BIM 360 Field's web app, for the origin deep link (a link for people, not an API call).
 FIELD_WEB_URL = "https://bim360field.autodesk.com"
 ORIGIN_TYPE = "bim360_field_issue"
@@ -179,7 +189,7 @@ class Planned(NamedTuple):
     payload_hash: str
 
     def row(self, run_id: int) -> tuple[Any, ...]:
-        """Parameters of INSERT_PLANNED."""
+        """A planned_issues row: store.planned.PLANNED_COLUMNS in order."""
         payload = self.payload
         return (
             self.source_id,
@@ -527,8 +537,6 @@ def _not_migrated_reason(attachment: Mapping[str, Any]) -> str:
     if kind == "UriReference":
         url = attachment.get("source_url")
         return f"a link, not a file: {url}" if url else "a link, not a file"
-    if kind == "Signature":
-        return "a signature (Procore coordination issues take no signatures)"
     if state == "failed":
         failure = _FAILURES.get(attachment.get("failure") or "")
         if failure:
@@ -580,37 +588,7 @@ ISSUE_COLUMNS = (
 ANCILLARY_FIELDS = (("labor_hours", "Labor hours", "f--labor_hours"), ("cost", "Cost", "f--cost"))
 _ISSUE_SELECT = f"SELECT {', '.join(ISSUE_COLUMNS)} FROM issues"
 
-#: planned_issues columns in the order of `Planned.row`.
-PLANNED_COLUMNS = (
-    "source_id",
-    "source_kind",
-    "identifier",
-    "title",
-    "status",
-    "priority",
-    "issue_type",
-    "location_source_id",
-    "assignee_id",
-    "due_date",
-    "uuid",
-    "payload",
-    "attachment_ids",
-    "payload_hash",
-    "plan_run",
-)
-INSERT_PLANNED = (
-    f"INSERT INTO planned_issues ({', '.join(PLANNED_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in PLANNED_COLUMNS)})"
-)
-#: The columns the plan hash covers: all but the run that wrote the row and the payload (which
-#: enters through payload_hash).
-HASHED_COLUMNS = tuple(c for c in PLANNED_COLUMNS if c not in ("payload", "plan_run"))
 _HASHED_POSITIONS = tuple(PLANNED_COLUMNS.index(c) for c in HASHED_COLUMNS)
-
-
-INSERT_SKIPPED = (
-    "INSERT INTO skipped_records (entity, source_id, reason, run_id) VALUES (?, ?, ?, ?)"
-)
 
 
 def plan_hash_lines(rows: Iterable[Sequence[Any]]) -> bytes:
@@ -741,10 +719,27 @@ def enrich(record: dict[str, Any], context: IssueContext) -> None:
         value = record.get(key)
         if value is not None and value != "" and name not in custom:
             custom[name] = {"value": value, "id": field_id}
+    _point_signatures_at_their_files(custom, record.get("attachments"))
     record["custom_fields"] = custom
     raised_from = context.raised_from.get(record["source_id"])
     if raised_from:
         record["raised_from"] = raised_from
+
+
+def _point_signatures_at_their_files(custom: dict[str, Any], attachments: Any) -> None:
+    """A signature field's value is the id of its signature: say which file holds the image."""
+    signed = {
+        str(a.get("id")): a.get("filename") or str(a.get("id"))
+        for a in attachments or ()
+        if a.get("kind") == "Signature"
+    }
+    if not signed:
+        return
+    for name, raw in custom.items():
+        value = raw.get("value") if isinstance(raw, Mapping) else raw
+        if isinstance(value, str) and value in signed:
+            detail = dict(raw) if isinstance(raw, Mapping) else {}
+            custom[name] = {**detail, "value": f"signed (the image is the file {signed[value]})"}
 
 
 def raw_payloads(store: Store, source_ids: Sequence[str]) -> dict[str, Any]:
@@ -783,7 +778,7 @@ class EntityTally:
 
 @dataclass
 class BatchResult:
-    """One mapped batch, ready to write: INSERT_PLANNED rows, (source_id, reason), Held."""
+    """One mapped batch, ready to write: planned_issues rows, (source_id, reason), Held."""
 
     count: int = 0
     planned: list[tuple[Any, ...]] = field(default_factory=list)
@@ -829,11 +824,11 @@ def write_batch(
 
     `digest` (a hashlib object), when given, takes the batch's plan hash lines.
     """
-    store.conn.executemany(INSERT_PLANNED, batch.planned)
+    insert_planned_issues(store, batch.planned)
     if digest is not None:
         digest.update(batch.hash_lines)
-    store.conn.executemany(
-        INSERT_SKIPPED, [(entity, source_id, reason, run_id) for source_id, reason in batch.skipped]
+    insert_skipped(
+        store, [(entity, source_id, reason, run_id) for source_id, reason in batch.skipped]
     )
     hold(store, entity, "transform", batch.held, run_id)
     tally.extracted += batch.count

@@ -16,6 +16,7 @@ from typing import Any
 
 from migrate.mappings import Mappings
 from migrate.store.db import Store
+from migrate.store.planned import insert_planned_locations
 from migrate.text import procore_name
 
 ENTITY = "area"
@@ -238,10 +239,4 @@ def read_target_index(store: Store, project_id: int) -> dict[tuple[int | None, s
 
 def save_planned_locations(store: Store, plan: LocationPlan, run_id: int) -> None:
     """Insert the planned rows (the caller has emptied the table in the same transaction)."""
-    store.conn.executemany(
-        "INSERT INTO planned_locations (source_id, path, path_text, parent_source_id, depth, "
-        "is_leaf, field_area_ids, existing_target_id, plan_run) "
-        "VALUES (:source_id, :path, :path_text, :parent_source_id, :depth, :is_leaf, "
-        ":field_area_ids, :existing_target_id, :plan_run)",
-        [{**row, "plan_run": run_id} for row in plan.rows],
-    )
+    insert_planned_locations(store, plan.rows, run_id)

@@ -186,6 +186,23 @@ def assert_fired(box: Sandbox, chaos: Chaos, reference: Reference, expiries: lis
         assert box.procore_app.call_counts()["oauth.token"] > reference.token_requests
 
 
+def wait_until_answered(app: Any, timeout: float = 120.0) -> None:
+    """Wait until the simulator has answered (or deliberately dropped) every request it
+    received; the timeout only guards against a hang."""
+
+    def unanswered() -> int:
+        with app.lock:
+            received = sum(app.calls.values())
+            answered = sum(app.statuses.values())
+        dropped = app.faults.fired["drop"] + app.faults.fired["lost_response"]
+        return received - answered - dropped
+
+    deadline = time.monotonic() + timeout
+    while unanswered() > 0:
+        assert time.monotonic() < deadline, f"{app.name}: {unanswered()} requests unanswered"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_fault_matrix_run_ends_in_the_clean_state(
     name: str,
@@ -207,8 +224,9 @@ def test_fault_matrix_run_ends_in_the_clean_state(
     with token_expiry(box, chaos.token_expiry) as expiries:
         outcome = run_pipeline(load_settings(config), box.environment())
     seconds = time.monotonic() - started
-    if chaos.timeout is not None:
-        time.sleep(chaos.faults.slow_seconds)  # requests given up on land late: count them too
+    if chaos.timeout is not None:  # requests given up on land late: count them too
+        for app in (box.field_app, box.procore_app):
+            wait_until_answered(app)
     print(
         f"{name}: {seconds:.1f} s; fired on Field {box.field_app.faults.fired}, on Procore "
         f"{box.procore_app.faults.fired}; Field tickets {box.field_app.tickets_issued}, "
