@@ -236,6 +236,8 @@ def make_legacy(path: Path) -> None:
             "ALTER TABLE attachments DROP COLUMN rendition_of; "
             "ALTER TABLE attachments DROP COLUMN rendition_page; "
             "DROP TABLE project_exports; DROP TABLE source_inventory; "
+            # migration 13
+            "DROP TABLE field_ledger; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )

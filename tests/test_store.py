@@ -198,6 +198,8 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         # migration 12: the project export and the inventory of what is not migrated
         "project_exports",
         "source_inventory",
+        # migration 13: the field ledger, written by transform (issue 15)
+        "field_ledger",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

@@ -60,6 +60,9 @@ from migrate.load.state import open_quarantine
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.ledger import LedgerRow, read_ledger
+from migrate.store.ledger import failure_text as ledger_failure_text
+from migrate.store.ledger import plan_lines as ledger_plan_lines
 from migrate.store.planned import (
     UNSENT_DUE_DATE,
     UNSENT_TRADE,
@@ -103,6 +106,8 @@ class Plan:
     loaded_issues: int = 0
     #: What --apply-deletions closes: {source_id, target_id, title, target_status}.
     closes: list[dict[str, Any]] = field(default_factory=list)
+    #: Where every Field field went, as the last transform stored it (transform/ledger.py).
+    field_ledger: list[LedgerRow] = field(default_factory=list)
     _rows: dict[str, dict[str, list[tuple[Any, ...]]]] = field(
         default_factory=lambda: {entity: {kind: [] for kind in PLAN_KINDS} for entity in ENTITIES}
     )
@@ -160,6 +165,7 @@ class Plan:
             },
             "inspection_requests": dict(sorted(self.inspection_requests.items())),
             "warnings": list(self.warnings),
+            "field_ledger": [row._asdict() for row in self.field_ledger],
         }
         kinds = list(kinds)
         if kinds:
@@ -199,6 +205,8 @@ class Plan:
                 "inspections finished or updated (only what Procore lacks is sent); plus item "
                 "reads and templates."
             )
+        if self.transform_run_id is not None:
+            lines.extend(ledger_plan_lines(self.field_ledger))
         lines.extend(f"Warning: {warning}" for warning in self.warnings)
         if counts[ENTITY_ISSUE]["attachments_after_load"]:
             lines.append(
@@ -411,6 +419,13 @@ def _add_warnings(store: Store, plan: Plan) -> None:
             "run `migrate transform` so the plan includes its changes"
         )
     plan.warnings.extend(transform_warnings(store))
+    plan.field_ledger = read_ledger(store)
+    failure = ledger_failure_text(plan.field_ledger)
+    if failure:
+        plan.warnings.append(
+            f"{failure}: name a destination in migrate/transform/ledger.py (nothing may be "
+            "lost silently)"
+        )
 
 
 #: Issues are listed by identifier in a warning up to this many; past it, "and N more".

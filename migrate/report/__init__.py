@@ -7,7 +7,8 @@ DB, and writes into ``out_dir`` (default: ``report/`` beside the staging DB):
 - ``mismatches.csv``, ``missing.csv``, ``orphans.csv``, ``quarantine.csv`` (records link-free),
   ``issues.csv`` (every issue's journey plus its reconciliation result), ``inspections.csv``
   (every staged checklist: its inspection's outcome and the fields that differ, or why it was
-  skipped, quarantined or not loaded yet; see ``migrate.report.inspections``).
+  skipped, quarantined or not loaded yet; see ``migrate.report.inspections``),
+  ``field_ledger.csv`` (where every source field went; see ``migrate.report.ledger``).
 
 Files are 0600 in a 0700 folder the report created, CSV cells are inert (see ``files.py``).
 
@@ -44,6 +45,7 @@ CSV_NAMES = {
     "quarantine": "quarantine.csv",
     "issues": "issues.csv",
     "inspections": "inspections.csv",
+    "field_ledger": "field_ledger.csv",  # = migrate.transform.ledger.CSV_NAME (tests check)
 }
 
 __all__ = ["CSV_NAMES", "HTML_NAME", "ReportOptions", "ReportResult", "report_from_settings", "run"]
@@ -81,6 +83,8 @@ class ReportResult:
     requests: Mapping[str, int] | None = None
     #: Staged checklists by inspection outcome (match, differs, missing in Procore, …).
     inspections: Mapping[str, int] = field(default_factory=dict)
+    #: Source fields with values and no destination (the field ledger's failing check).
+    fields_unaccounted: str = ""
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -105,7 +109,7 @@ class ReportResult:
 
     @property
     def clean(self) -> bool:
-        return not (self.mismatches or self.missing or self.orphans)
+        return not (self.mismatches or self.missing or self.orphans or self.fields_unaccounted)
 
     @property
     def exit_code(self) -> int:
@@ -134,6 +138,8 @@ class ReportResult:
         if self.checks_not_run:
             lines.append("Checks not run: " + ", ".join(self.checks_not_run) + ".")
         lines.extend(self.left_behind)
+        if self.fields_unaccounted:
+            lines.append(f"FAILED: {self.fields_unaccounted}.")
         lines.append(f"Report: {self.path_html}")
         lines.append("CSV: " + ", ".join(str(p) for p in self.csv_paths.values()))
         return lines
@@ -188,6 +194,7 @@ def run(
     """Read Procore through ``client`` (None: offline), reconcile, write the files; the run is
     recorded (see ``store.runs.recorded_run``) with the requests it made."""
     from migrate.report import inventory as left_behind
+    from migrate.report import ledger as field_ledger
     from migrate.report.files import prepare_report_dir
     from migrate.report.html import render_report
     from migrate.report.inspections import fetch_inspections, loaded_inspection_ids
@@ -225,7 +232,10 @@ def run(
             title=f"Migration report: BIM 360 Field → Procore project {project_id}",
             generated_at=utc_now(),
             csv_files={key: path.name for key, path in csv_paths.items()},
-            extra_sections=[(left_behind.SECTION_HEADING, left_behind.report_section(found))],
+            extra_sections=[
+                (left_behind.SECTION_HEADING, left_behind.report_section(found)),
+                (field_ledger.SECTION_HEADING, field_ledger.report_section(rec.field_ledger)),
+            ],
         )
         _write_text(html_path, html_text)
         result = ReportResult(
@@ -242,6 +252,7 @@ def run(
             checks_not_run=[c.name for c in rec.checks if not c.ran],
             requests=requests_since(),
             inspections=rec.inspections.counts if rec.inspections else {},
+            fields_unaccounted=field_ledger.failure_text(rec.field_ledger),
         )
         recorded.succeed(result)
     return result
@@ -256,6 +267,7 @@ def _write_text(path: Path, text: str) -> None:
 def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
     import pandas as pd
 
+    from migrate.report import ledger as field_ledger
     from migrate.report.files import frame, write_csv
     from migrate.report.reconcile import (
         MISMATCH_COLUMNS,
@@ -300,6 +312,7 @@ def _write_csvs(store: Any, rec: Any, out_dir: Path) -> dict[str, Path]:
         "inspections": frame(inspection_rows, INSPECTION_COLUMNS).astype(
             {c: "Int64" for c in INSPECTION_INT_COLUMNS}
         ),
+        "field_ledger": frame(field_ledger.csv_rows(rec.field_ledger), field_ledger.CSV_COLUMNS),
     }
     paths: dict[str, Path] = {}
     for key, table in frames.items():

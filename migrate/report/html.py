@@ -14,6 +14,7 @@ from migrate.report import charts
 from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
 from migrate.report.inspections import OUTCOMES, summary_text
 from migrate.report.reconcile import Reconciliation
+from migrate.store.ledger import failure_text
 from migrate.text import terminal_safe
 
 MAX_ROWS = 500
@@ -165,6 +166,13 @@ def _verdict(rec: Reconciliation) -> str:
     )
     if rec.inspections is not None and rec.inspections.rows:
         quarantined += " " + summary_text(rec.inspections.counts)
+    if rec.fields_unaccounted:
+        return (
+            f'<div class="verdict bad">{escape(failure_text(rec.field_ledger))} (see "Where '
+            f'every BIM 360 Field field went"); {len(rec.mismatches)} field mismatch(es), '
+            f"{len(rec.missing)} missing, {len(rec.orphans)} orphan(s), {rec.matched} issue(s) "
+            f"match.{escape(quarantined)}</div>"
+        )
     if not rec.online:
         return (
             '<div class="verdict offline">Offline report: Procore was not read, so nothing was '

@@ -32,6 +32,7 @@ from migrate.quarantine import open_quarantine_records, quarantined_source_ids
 from migrate.report.paths import actual_path, path_of, path_text
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
+from migrate.store.ledger import LedgerRow, read_ledger, unaccounted
 from migrate.store.planned import (
     id_map_rows,
     known_issue_source_ids,
@@ -145,6 +146,8 @@ class Reconciliation:
     hourly_limit_known: bool
     #: Every staged checklist's outcome and the inspections' field differences (issue 14).
     inspections: InspectionReconciliation | None = None
+    #: Where every source field went, as transform stored it (transform/ledger.py).
+    field_ledger: list[LedgerRow] = field(default_factory=list)
 
     @property
     def quarantined(self) -> int:
@@ -152,8 +155,12 @@ class Reconciliation:
 
     @property
     def clean(self) -> bool:
-        """No mismatch, missing record or orphan."""
-        return not (self.mismatches or self.missing or self.orphans)
+        """No mismatch, missing record or orphan, and no source field without a destination."""
+        return not (self.mismatches or self.missing or self.orphans or self.fields_unaccounted)
+
+    @property
+    def fields_unaccounted(self) -> list[LedgerRow]:
+        return unaccounted(self.field_ledger)
 
 
 # -- reading Procore ---------------------------------------------------------------------------
@@ -348,6 +355,7 @@ def reconcile(
         hourly_limit=hourly_limit,
         hourly_limit_known=known,
         inspections=inspection_rec,
+        field_ledger=read_ledger(store),
     )
     return reconciliation
 

@@ -788,6 +788,21 @@ CREATE TABLE source_inventory (          -- Field families outside the pipeline,
 );
 """
 
+# Issue 15 point 1: where every BIM 360 Field field went, written by transform at every run
+# (migrate/transform/ledger.py decides the destinations).
+_FIELD_LEDGER_SQL = """
+CREATE TABLE field_ledger (              -- one row per source field: where its values went
+    position INTEGER PRIMARY KEY,        -- catalogue order
+    entity TEXT NOT NULL,                -- issue, issue comment, checklist item ...
+    field TEXT NOT NULL,                 -- staged column, or cf:<name> for a custom field
+    kind TEXT NOT NULL CHECK (kind IN ('target', 'footer', 'file', 'link', 'left_out', 'none')),
+    destination TEXT NOT NULL,           -- the Procore field, footer line, file or the reason
+    records INTEGER NOT NULL,            -- records of the entity
+    with_value INTEGER NOT NULL,         -- records whose field has a value (none + value: fails)
+    run_id INTEGER REFERENCES runs(id)
+);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -802,6 +817,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "inspection_journey_view", _M10_SQL),
     Migration(11, "target_trades", _TARGET_TRADES_SQL),
     Migration(12, "renditions_export_inventory", _M12_SQL),
+    Migration(13, "field_ledger", _FIELD_LEDGER_SQL),
 ]
 
 

@@ -36,6 +36,7 @@ from migrate.runlog import RunLog
 from migrate.settings import Settings, TransformSettings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
+from migrate.store.ledger import write_ledger
 from migrate.store.planned import (
     clear_plan,
     insert_skipped,
@@ -48,7 +49,7 @@ from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
 from migrate.title_template import DEFAULT_TITLE_TEMPLATE, template_problems
-from migrate.transform import checklists, inspections, issues, locations
+from migrate.transform import checklists, inspections, issues, ledger, locations
 from migrate.transform.issues import IssueContext, plan_hash_lines
 from migrate.transform.locations import LocationPlan
 from migrate.transform.target import (
@@ -290,6 +291,18 @@ def _run(
         else:
             inspections.clear_inspections(store, run_id)
         _inspections_digest(store, digest)
+        write_ledger(
+            store,
+            ledger.build_ledger(
+                store,
+                ledger.LedgerContext(
+                    mappings,
+                    checklists_as_inspections=settings.checklists_as_inspections,
+                    checklist_items_as_issues=settings.checklist_items_as_issues,
+                ),
+            ),
+            run_id,
+        )
         released = release_unconfirmed(store, STAGE, ENTITIES.values(), run_id)
         for name, entity in ENTITIES.items():
             if name in tallies:

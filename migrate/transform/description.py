@@ -179,7 +179,7 @@ class DescriptionWriter:
         if raised_from:
             lines += raised_from_section(raised_from)
         if files:
-            lines += _section("Files", _attachment_lines(files))
+            lines += file_section(files)
         if attachments_not_migrated:
             lines += _section(
                 "Attachments not migrated", _attachment_lines(attachments_not_migrated)
@@ -525,6 +525,12 @@ def comment_section(comments: Iterable[Mapping[str, Any]]) -> list[str]:
 def attachment_section(attachments: Iterable[Mapping[str, Any]]) -> list[str]:
     """The "Attachments not migrated:" section (``[{"name", "reason"}]``), or nothing."""
     return _section("Attachments not migrated", _attachment_lines(attachments))
+
+
+def file_section(files: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The "Files:" section: migrated files' captions and tags (``[{"name", "caption",
+    "tags"}]``), which Procore's files do not take, or nothing."""
+    return _section("Files", _attachment_lines(files))
 
 
 def raised_from_section(lines: Sequence[str]) -> list[str]:

@@ -48,7 +48,8 @@ identifier, name, checklist type, status, priority, phase, responsible company (
 resolves ``responsible_contractor`` to a Procore vendor by name, which transform cannot see),
 task or equipment source, tags, template, author and dates, custom fields by name (a signature
 field names its file), checklist comments with author and date (Procore has no inspection
-comment), each item's author and dates, and files not migrated with the reason. Checklists have
+comment), each item's author and dates, the captions and tags of attached files (Procore's files
+take neither), and files not migrated with the reason. Checklists have
 no area in BIM 360 Field's checklist API, so ``location_source_id`` is always NULL.
 
 Files: checklist files and every signature → the ``attachment_ids`` column (upload_ids at
@@ -91,9 +92,15 @@ from migrate.transform.description import (
     attachment_section,
     clean_text,
     comment_section,
+    file_section,
     labelled,
 )
-from migrate.transform.issues import DELETED_AT_SOURCE, EntityTally, split_attachments
+from migrate.transform.issues import (
+    DELETED_AT_SOURCE,
+    EntityTally,
+    described_files,
+    split_attachments,
+)
 from migrate.transform.validate import normalise_due_date
 
 ENTITY_CHECKLIST = "checklist"
@@ -667,7 +674,13 @@ def map_checklist(
     company = checklist.get("company_id")
     company_name = context.companies.get(company) if company else None
     description = describe(
-        checklist, company_name or company, custom_lines, stamps, files.not_migrated, own
+        checklist,
+        company_name or company,
+        custom_lines,
+        stamps,
+        files.not_migrated,
+        own,
+        files.described,
     )
     created = _text(checklist.get("created_at")).strip()
     inspection_date, ok = normalise_due_date(created[:10]) if created else (None, True)
@@ -709,6 +722,8 @@ class _Files:
         self.checklist_ids = list(ids)
         self._name(plain, ids)
         self.not_migrated += missing
+        # Captions and tags of the files attached: Procore's files take neither.
+        self.described: list[dict[str, str]] = described_files(plain, ids)
         self.item_hashes: list[str] = []
         self._signatures = {a["id"]: a for a in attachments if a["kind"] == "Signature"}
 
@@ -758,9 +773,9 @@ class _Files:
         self._name(attachments, ids)
         self.item_hashes += hashes
         for entry in missing:
-            self.not_migrated.append(
-                {"name": f"item {label} {entry['name']}", "reason": entry["reason"]}
-            )
+            self.not_migrated.append({**entry, "name": f"item {label} {entry['name']}"})
+        for entry in described_files(attachments, ids):
+            self.described.append({**entry, "name": f"item {label} {entry['name']}"})
         return ids
 
 
@@ -839,6 +854,7 @@ def describe(
     answers_lines: Sequence[str],
     not_migrated: Sequence[Mapping[str, str]],
     own_template: TemplatePlan | None,
+    files: Sequence[Mapping[str, str]] = (),
 ) -> str:
     """The inspection's description: the Field description, then the footer."""
     get = checklist.get
@@ -889,6 +905,7 @@ def describe(
     lines += comment_section(checklist["comments"])
     if answers_lines:
         lines += ["Item authors and dates:", *answers_lines]
+    lines += file_section(files)
     lines += attachment_section(not_migrated)
     body = clean_text(get("description")).strip()
     footer = "\n".join(lines)
@@ -950,6 +967,8 @@ _ATTACHMENT_COLUMNS = (
     "source_url",
     "error",
     "failure",
+    "caption",
+    "tags",
 )
 
 
