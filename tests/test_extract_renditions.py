@@ -179,28 +179,9 @@ def test_marked_up_renditions_reach_the_procore_issue_beside_the_original(
     tmp_path: Path,
 ) -> None:
     """Through transform and load unchanged: the composite is one more file of the issue."""
-    from migrate.demo import write_demo_config
-    from migrate.extract import extract_from_settings
-    from migrate.load import load_from_settings
-    from migrate.mappings import write_default_mappings
-    from migrate.sandbox.runner import Sandbox, SandboxOptions
-    from migrate.settings import load_settings
-    from migrate.transform import transform_from_settings
-
-    with Sandbox(SandboxOptions(issues=40, seed=11, procore_options={"spike_limit": 2000})) as box:
-        write_default_mappings(tmp_path / "mappings")
-        settings = load_settings(write_demo_config(tmp_path, box))
-        env = box.environment()
-        extract_from_settings(settings, env)
-        transform_from_settings(settings, env)
-        load_from_settings(settings, env)
-        issues = {
-            i["origin"]["origin_id"]: i
-            for i in box.procore_app.issues(box.procore_project_id)
-            if i.get("origin")
-        }
+    staging, issues = migrate_generated_project(tmp_path)
     staged = rows(
-        Path(settings.staging.path),
+        staging,
         "SELECT c.container_id, c.filename, c.sha256, o.filename AS original, "
         "o.sha256 AS original_sha256 FROM attachments c JOIN attachments o "
         "ON o.id = c.rendition_of WHERE c.state = 'stored' AND c.container_type = 'Issue'",
@@ -218,28 +199,9 @@ def test_issue_signature_images_reach_the_procore_issue_named_after_their_field(
 ) -> None:
     """Transform uploads each staged signature with its issue; the field's footer line names
     the file instead of the signature's id, and the caption keeps who signed when."""
-    from migrate.demo import write_demo_config
-    from migrate.extract import extract_from_settings
-    from migrate.load import load_from_settings
-    from migrate.mappings import write_default_mappings
-    from migrate.sandbox.runner import Sandbox, SandboxOptions
-    from migrate.settings import load_settings
-    from migrate.transform import transform_from_settings
-
-    with Sandbox(SandboxOptions(issues=40, seed=11, procore_options={"spike_limit": 2000})) as box:
-        write_default_mappings(tmp_path / "mappings")
-        settings = load_settings(write_demo_config(tmp_path, box))
-        env = box.environment()
-        extract_from_settings(settings, env)
-        transform_from_settings(settings, env)
-        load_from_settings(settings, env)
-        issues = {
-            i["origin"]["origin_id"]: i
-            for i in box.procore_app.issues(box.procore_project_id)
-            if i.get("origin")
-        }
+    staging, issues = migrate_generated_project(tmp_path)
     signatures = rows(
-        Path(settings.staging.path),
+        staging,
         "SELECT id, container_id, filename, sha256, caption FROM attachments "
         "WHERE kind = 'Signature' AND container_type = 'Issue' AND state = 'stored'",
     )
@@ -254,3 +216,29 @@ def test_issue_signature_images_reach_the_procore_issue_named_after_their_field(
         assert f"signed (the image is the file {row['filename']})" in description
         assert row["caption"] in description
         assert row["id"] not in description  # the signature's id is no value for a reader
+
+
+def migrate_generated_project(workdir: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """A 40-issue generated project through extract, transform and load: the staging DB and
+    the Procore issues by their Field id."""
+    from migrate.demo import write_demo_config
+    from migrate.extract import extract_from_settings
+    from migrate.load import load_from_settings
+    from migrate.mappings import write_default_mappings
+    from migrate.sandbox.runner import Sandbox, SandboxOptions
+    from migrate.settings import load_settings
+    from migrate.transform import transform_from_settings
+
+    with Sandbox(SandboxOptions(issues=40, seed=11, procore_options={"spike_limit": 2000})) as box:
+        write_default_mappings(workdir / "mappings")
+        settings = load_settings(write_demo_config(workdir, box))
+        env = box.environment()
+        extract_from_settings(settings, env)
+        transform_from_settings(settings, env)
+        load_from_settings(settings, env)
+        issues = {
+            i["origin"]["origin_id"]: i
+            for i in box.procore_app.issues(box.procore_project_id)
+            if i.get("origin")
+        }
+    return Path(settings.staging.path), issues
