@@ -77,3 +77,60 @@ class HeldCalls:
     ) -> Any:
         self.release()
         return None
+
+
+class HeldAfter:
+    """Every call to any of ``apps`` after the first ``passes`` (counted over all of them, any
+    route) waits until :meth:`release`: the process cannot get past that point, nor finish,
+    before the test acts on it. Use as a context manager, like :class:`HeldCalls`."""
+
+    def __init__(self, apps: list[App], passes: int, *, guard: float = 120.0) -> None:
+        self.apps = apps
+        self.passes = passes
+        self.guard = guard
+        self._gate = threading.Event()
+        self._lock = threading.Lock()
+        self._arrived = 0
+        self._installed: list[App] = []
+
+    def install(self) -> HeldAfter:
+        for app in self.apps:
+            unheld = app.before
+
+            def before(request: Request, route: Route, unheld: Any = unheld) -> Response | None:
+                early = unheld(request, route)
+                if early is None:
+                    with self._lock:
+                        self._arrived += 1
+                        hold = self._arrived > self.passes
+                    if hold:
+                        self._gate.wait(self.guard)
+                return early
+
+            app.before = before  # type: ignore[method-assign]
+            self._installed.append(app)
+        return self
+
+    def release(self) -> None:
+        self._gate.set()
+        for app in self._installed:
+            del app.before
+        self._installed = []
+
+    def __enter__(self) -> HeldAfter:
+        return self.install()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Any:
+        self.release()
+        return None
+
+
+def all_answered(app: App) -> bool:
+    """Every call ``app`` received has been answered (to a live client or a dead one)."""
+    with app.lock:
+        return sum(app.statuses.values()) >= sum(app.calls.values())

@@ -291,11 +291,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drain(self, request: Request) -> None:
         remaining = request.content_length - request.consumed
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 65536))
-            if not chunk:
-                break
-            remaining -= len(chunk)
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            # The client is gone (killed mid-upload): the call is still answered and counted,
+            # so a test can wait until every call a dead process made has been dealt with.
+            self.close_connection = True
 
     def _send(self, response: Response) -> None:
         body = response.body

@@ -42,7 +42,7 @@ from tests.chaos.conftest import (
     start_migrate_run,
     target_state,
 )
-from tests.gates import HeldCalls
+from tests.gates import HeldAfter, HeldCalls, all_answered
 from tests.test_load_resume import kill_when
 
 pytestmark = pytest.mark.slow
@@ -102,15 +102,15 @@ def kill_plan(case: int, ref: Reference) -> KillPlan:
             delay=rng.uniform(0, ref.transform_seconds / 3),
             second_after=second,
         )
-    if aim == "load":  # the last request, the sync call, is still to come
+    if aim == "load":  # one request at least is still to come
         return KillPlan(
             case,
             aim,
             procore_after=rng.randint(ref.transform_procore_requests + 1, ref.procore_requests - 1),
             second_after=second,
         )
-    if aim == "sync":  # the run's last request: Procore applies it, the process is gone
-        return KillPlan(case, aim, procore_after=ref.procore_requests, second_after=second)
+    if aim == "sync":  # as the sync call reaches Procore: it applies it, the process is gone
+        return KillPlan(case, aim, second_after=second)
     # Anywhere: any request but the last two, then up to 20 ms (by requests rather than time,
     # so a faster machine cannot finish the run before the kill).
     return KillPlan(
@@ -145,12 +145,14 @@ def kill_point(box: Sandbox, plan: KillPlan) -> Callable[[], bool]:
     return ready
 
 
-def sync_answers(box: Sandbox) -> int:
-    """Sync calls Procore has answered (to a live client or a dead one)."""
-    with box.procore_app.lock:
-        return sum(
-            n for (name, _status), n in box.procore_app.statuses.items() if name == SYNC_ROUTE
-        )
+def held_after(box: Sandbox, plan: KillPlan) -> HeldAfter:
+    """A gate holding every request after the plan's counted one, on the service it counts."""
+    if plan.field_after is not None:
+        return HeldAfter([box.field_app], plan.field_after)
+    if plan.procore_after is not None:
+        return HeldAfter([box.procore_app], plan.procore_after)
+    assert plan.any_after is not None
+    return HeldAfter([box.field_app, box.procore_app], plan.any_after)
 
 
 def after_more_requests(box: Sandbox, count: int) -> Callable[[], bool]:
@@ -184,18 +186,29 @@ def test_killed_then_resumed(
     box = sandbox_factory()
     config = prepare_workdir(tmp_path / "work", box)
 
-    # Load's sync call, the run's last request, waits in Procore until the kill: every kill
-    # point comes before the run can finish, however slowly this process looks.
-    with HeldCalls(box.procore_app, SYNC_ROUTE) as sync:
+    # The run cannot get past its kill point before the kill, however slowly this process
+    # looks: the sync aim holds load's sync call in Procore until the kill (Procore applies
+    # the batch the dead process sent); every other aim holds every request after the one
+    # counted (the process may still work locally during the plan's delay).
+    gate: HeldCalls | HeldAfter
+    if plan.aim == "sync":
+        gate = sync = HeldCalls(box.procore_app, SYNC_ROUTE)
+
+        def ready() -> bool:
+            return sync.held >= 1
+    else:
+        gate = held_after(box, plan)
+        ready = kill_point(box, plan)
+    with gate:
         child = start_migrate_run(config, box)
-        assert kill(child, box, kill_point(box, plan)), (
+        assert kill(child, box, ready), (
             f"{plan.describe()}: the run finished before the kill point\n{output_tail(config)}"
         )
     # Where the kill landed depends on the machine's speed; it is printed to replay a case,
-    # never asserted: what must hold is what survives.
+    # never asserted: what must hold is what survives. Held calls, released, are applied for
+    # the dead process; the resume starts once each is answered.
     print(f"killed in {running_stage(config)} at requests (field, procore) = {requests_seen(box)}")
-    if sync.held:  # Procore applies the batch the dead process sent
-        wait_for(lambda: sync_answers(box) >= 1)
+    wait_for(lambda: all_answered(box.procore_app) and all_answered(box.field_app))
     if plan.aim == "sync":
         assert target_state(box)["issues"].keys() == reference.state["issues"].keys()
         print(
