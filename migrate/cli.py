@@ -728,19 +728,14 @@ def quarantine_release(config_path: str | None, quarantine_ids: tuple[int, ...])
 
 
 def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
-    """A plain table; every cell is one line with control characters shown as escapes."""
+    """A table (migrate/termtable.py): cut cells end in "…", hints wrap, None prints empty."""
+    from migrate.termtable import render_records, terminal_width
+
     if not rows:
         _echo("(none)")
         return
-    columns = list(rows[0])
-    shown = [
-        {c: terminal_line("" if row.get(c) is None else row.get(c)) for c in columns}
-        for row in rows[:limit]
-    ]
-    widths = {c: min(40, max(len(c), *(len(r[c]) for r in shown))) for c in columns}
-    _echo("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in shown:
-        _echo("  ".join(row[c][: widths[c]].ljust(widths[c]) for c in columns))
+    for line in render_records(rows[:limit], width=terminal_width()):
+        _echo(line)
     if len(rows) > limit:
         _echo(f"… and {len(rows) - limit} more (use --json for all)")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from migrate.errors import EXIT_OK, EXIT_QUARANTINED
+from migrate.termtable import Column, render, size_text
 
 #: The four ways a source record can have moved since the previous run.
 CHANGE_KINDS = ("new", "changed", "unchanged", "deleted")
@@ -69,10 +70,6 @@ class NoProgress:
 
     def finish(self, entity: str) -> None:
         pass
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.1f} kB"
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ class ExtractResult:
         lines += count_table(self.counts, CHANGE_KINDS, column_width=9)
         lines.append(
             f"Attachments: {self.blobs_downloaded} downloaded "
-            f"({_megabytes(self.bytes_downloaded)}), {self.blobs_skipped} already stored, "
+            f"({size_text(self.bytes_downloaded)}), {self.blobs_skipped} already stored, "
             f"{self.blobs_failed} failed."
         )
         lines.append(
@@ -393,14 +390,14 @@ class LoadResult:
 
 
 def count_table(
-    counts: Mapping[str, Mapping[str, int]], kinds: Sequence[str], *, column_width: int
+    counts: Mapping[str, Mapping[str, int]], kinds: Sequence[str], *, column_width: int = 0
 ) -> list[str]:
-    """Per-entity counts as a text table: a header row, then one row per entity."""
-    width = max([len(entity) for entity in counts] + [6])
-    lines = [f"{'entity':<{width}}  " + "  ".join(f"{k:>{column_width}}" for k in kinds)]
-    for entity, by_kind in counts.items():
-        lines.append(
-            f"{entity:<{width}}  "
-            + "  ".join(f"{by_kind.get(k, 0):>{column_width}}" for k in kinds)
-        )
-    return lines
+    """Per-entity counts as a text table: a header row, then one row per entity.
+
+    ``column_width`` is the narrowest a count column gets (so tables printed one after
+    another line up); wider headers or counts widen it.
+    """
+    columns = [Column("entity"), *(Column(k, right=True, min_width=column_width) for k in kinds)]
+    return render(
+        columns, ([entity, *(c.get(k, 0) for k in kinds)] for entity, c in counts.items())
+    )

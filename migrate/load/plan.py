@@ -57,6 +57,7 @@ from migrate.load.decision import (
 )
 from migrate.load.inspections import lower_bound
 from migrate.load.state import open_quarantine
+from migrate.results import count_table
 from migrate.settings import Settings
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
@@ -175,17 +176,11 @@ class Plan:
     def summary_lines(self) -> list[str]:
         """The counts table ``migrate plan`` prints."""
         counts = self.counts()
-        width = max(len(entity) for entity in ENTITIES)
-        shown = list(PLAN_KINDS)
         lines = [
             f"Plan for Procore project {self.target_project_id} "
             f"(transform run {self.transform_run_id}); nothing is written to Procore."
         ]
-        lines.append(f"{'entity':<{width}}  " + "  ".join(f"{k:>{len(k)}}" for k in shown))
-        for entity in ENTITIES:
-            lines.append(
-                f"{entity:<{width}}  " + "  ".join(f"{counts[entity][k]:>{len(k)}}" for k in shown)
-            )
+        lines += count_table({entity: counts[entity] for entity in ENTITIES}, PLAN_KINDS)
         requests = self.requests
         lines.append(
             f"Issue requests load will make: {requests[Request.SYNC_CREATE]} sync create items, "

@@ -7,8 +7,8 @@ report's HTML section, e.g.::
 
     Not migrated: 70 photos (6.3 MB), 21 library files (0.6 GB), 10 library folders,
                  3 equipment, 3 tasks, 77 daily updates
-                 kept in BIM 360 Field's project export: database archive (2.1 KB),
-                 files archive (3.0 KB), stored in the blob store
+                 kept in BIM 360 Field's project export: database archive (2.1 kB),
+                 files archive (3.0 kB), stored in the blob store
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from migrate.store.db import Store
 from migrate.store.leftbehind import ExportArchive, InventoryRow, export_archives, inventory
+from migrate.termtable import size_text
 
 INDENT = " " * 13
 
@@ -42,16 +43,6 @@ class LeftBehind:
 def left_behind(store: Store) -> LeftBehind:
     """What extract recorded; empty on a DB no extract of this version has written."""
     return LeftBehind(families=inventory(store), archives=export_archives(store))
-
-
-def size_text(size: int) -> str:
-    """Bytes as people read them: 812 B, 6.3 MB, 0.6 GB (GB from half a gigabyte up)."""
-    if size >= 512 * 1024**2:
-        return f"{size / 1024**3:.1f} GB"
-    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def family_text(row: InventoryRow) -> str:
@@ -151,7 +142,6 @@ __all__ = [
     "export_text",
     "left_behind",
     "report_section",
-    "size_text",
     "status_json",
     "status_lines",
 ]

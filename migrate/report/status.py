@@ -93,6 +93,7 @@ from migrate.store.planned import (
 )
 from migrate.store.runs import last_run_row, latest_run_rows, run_rows
 from migrate.store.uploads import uploaded_count
+from migrate.termtable import Column, cut, render, size_text
 
 SCHEMA_VERSION = 1
 ENTITIES = ("issue", "checklist_item", "location")
@@ -232,29 +233,45 @@ class StatusReport:
         out.append("Stages")
         if not self.stages:
             out.append("  (nothing has run yet)")
-        for stage in self.stages:
-            took = _duration_text(stage.duration_seconds)
-            when = (stage.finished_at or stage.started_at or "")[:19].replace("T", " ")
-            out.append(
-                f"  {stage.command:<10} {stage.status:<12} {when:<19}  {took:>8}  "
-                f"run {stage.run_id}"
-            )
+        stage_rows = render(
+            _STAGE_COLUMNS,
+            (
+                (
+                    stage.command,
+                    stage.status,
+                    (stage.finished_at or stage.started_at or "")[:19].replace("T", " "),
+                    _duration_text(stage.duration_seconds),
+                    stage.run_id,
+                )
+                for stage in self.stages
+            ),
+            indent="  ",
+        )
+        if self.stages:
+            out.append(stage_rows[0])
+        for stage, line in zip(self.stages, stage_rows[1:], strict=True):
+            out.append(line)
             if stage.error and stage.status != "succeeded":
-                out.append(f"             {stage.error[:90]}")
+                out.append(f"    {cut(stage.error, _ERROR_WIDTH)}")
         for run in self.running:
             out.append(
                 f"  running now: migrate {run['command']} (run {run['run_id']}, pid {run['pid']})"
             )
         out.append("")
-        header = "".join(f"{state:>12}" for state in ENTITY_STATES)
-        out.append(f"{'Records':<15}{header}")
-        for entity, states in self.entities.items():
-            out.append(f"  {entity:<13}" + "".join(f"{states[s]:>12}" for s in ENTITY_STATES))
+        out.extend(
+            render(
+                [Column("Records"), *(Column(state, right=True) for state in ENTITY_STATES)],
+                [
+                    [entity, *(states[s] for s in ENTITY_STATES)]
+                    for entity, states in self.entities.items()
+                ],
+            )
+        )
         out.append(_inspection_line(self.inspections))
         a = self.attachments
         out.append("")
         out.append(
-            f"Attachments  stored {a['stored']} ({_bytes_text(a['bytes_stored'])}), "
+            f"Attachments  stored {a['stored']} ({size_text(a['bytes_stored'])}), "
             f"failed {a['failed']}, pending download {a['pending_download']}, "
             f"pending upload {a['pending_upload']}, uploaded {a['uploaded']}"
         )
@@ -702,6 +719,18 @@ def _ended(stage: StageRun) -> str:
     }.get(stage.status, f"ended as {stage.status}")
 
 
+#: The Stages table of ``migrate status`` (a stage's error goes on a line of its own).
+_STAGE_COLUMNS = (
+    Column("stage"),
+    Column("status"),
+    Column("finished"),
+    Column("took", right=True),
+    Column("run", right=True),
+)
+#: A failed stage's error, cut with "…" past this (the run log has it whole).
+_ERROR_WIDTH = 110
+
+
 def _duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -710,12 +739,3 @@ def _duration_text(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _bytes_text(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
