@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from migrate import __version__, stopping
-from migrate.errors import EXIT_INTERRUPTED, MigrateError
+from migrate.errors import EXIT_INTERRUPTED, MigrateError, StageFailed
 from migrate.ids import PLAN_KINDS
 from migrate.text import terminal_json, terminal_line, terminal_safe
 
@@ -70,6 +70,8 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except MigrateError as exc:
+            if isinstance(exc, StageFailed):  # resumed by the command exactly as typed
+                exc = StageFailed(exc.stage, exc.reason, resume_command=_resume_command())
             _echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except (OSError, sqlite3.Error) as exc:
@@ -193,10 +195,15 @@ def main() -> None:
 
 
 class TqdmProgress:
-    """The stages' progress callback, drawn as one tqdm bar per entity."""
+    """The stages' progress callback, drawn as one tqdm bar per entity.
 
-    def __init__(self, enabled: bool) -> None:
+    Each bar is labelled with its stage and entity ("load: attachments") and counts in its
+    own unit (files, records ...: ``migrate.results.bar_unit``).
+    """
+
+    def __init__(self, enabled: bool, stage: str = "") -> None:
         self.enabled = enabled
+        self.stage = stage
         self._bars: dict[str, Any] = {}
 
     def start(self, entity: str, total: int | None) -> None:
@@ -204,8 +211,13 @@ class TqdmProgress:
             return
         from tqdm import tqdm
 
+        from migrate.results import bar_unit
+
         self.finish(entity)
-        self._bars[entity] = tqdm(total=total, desc=f"{entity:<19}", unit="rec", leave=True)
+        label = f"{self.stage}: {entity}" if self.stage else entity
+        self._bars[entity] = tqdm(
+            total=total, desc=f"{label:<32}", unit=f" {bar_unit(entity)}", leave=True
+        )
 
     def advance(self, entity: str, n: int = 1) -> None:
         bar = self._bars.get(entity)
@@ -284,8 +296,23 @@ class LineProgress:
 def _progress(quiet: bool, stage: str) -> TqdmProgress | LineProgress:
     """Bars on a terminal, plain lines otherwise, nothing with --quiet."""
     if quiet or sys.stderr.isatty():
-        return TqdmProgress(enabled=not quiet)
+        return TqdmProgress(enabled=not quiet, stage=stage)
     return LineProgress(stage)
+
+
+class _StageEcho:
+    """`migrate run` as it goes: each stage's bars under its name, its summary once it ends."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def started(self, stage: str) -> TqdmProgress | LineProgress:
+        return _progress(self.quiet, stage)
+
+    def finished(self, stage: str, lines: list[str]) -> None:
+        for line in lines:
+            _echo(line)
+        sys.stdout.flush()
 
 
 def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -550,10 +577,10 @@ def run(
         full_refresh=full_refresh,
         **deletions,
         retry_rejected=retry_rejected,
-        progress=_progress(quiet, "run"),
         verbose_stream=_verbose_stream(verbose),
+        watcher=_StageEcho(quiet),
     )
-    for line in outcome.summary_lines():
+    for line in outcome.closing_lines():
         _echo(line)
     sys.exit(outcome.exit_code)
 

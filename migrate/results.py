@@ -30,6 +30,21 @@ class Progress(Protocol):
         """``entity`` is done (or stopped)."""
 
 
+#: What a progress bar counts, by the name its stage gives it; any other bar counts records.
+BAR_UNITS = {
+    "attachments": "files",
+    "reference": "lists",
+    "project export (status checks)": "checks",
+    "not migrated (counted)": "families",
+    "updates": "issues",
+}
+
+
+def bar_unit(entity: str) -> str:
+    """What the bar ``entity`` counts (plural): files, lists, records ..."""
+    return BAR_UNITS.get(entity, "records")
+
+
 class StageResult(Protocol):
     """What every stage's ``run`` returns (extract, transform, load, report).
 

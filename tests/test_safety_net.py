@@ -219,7 +219,7 @@ def test_status_and_report_say_what_is_not_migrated_and_where_the_export_keeps_i
             store, None, options=ReportOptions(target_project_id=None, out_dir=tmp_path / "rep")
         )
     text = "\n".join(lines)
-    gigabytes = sum(f["size"] for f in files) / 1024**3
+    gigabytes = sum(f["size"] for f in files) / 1e9
     assert f"Not migrated: {len(photos)} photos (" in text
     assert f"{len(files)} library files ({gigabytes:.1f} GB)" in text
     assert f"{len(data.daily_updates())} daily updates" in text

@@ -215,7 +215,7 @@ def test_procore_going_away_mid_load_ends_the_command_and_a_rerun_finishes_once(
     error = [line for line in load.err if line.startswith("Error:")]
     assert len(error) == 1, load.text()
     assert "has not answered for" in error[0] and "no answer" in error[0]
-    assert error[0].endswith("resume with `migrate load`."), error[0]
+    assert error[0].endswith(f"resume with `{load.resume_command}`."), error[0]
     assert "Traceback" not in load.text()
     # What the staging DB kept: the run failed, every upload storage confirmed is recorded
     # stored, nothing was loaded (the sync call was never reached).
