@@ -310,9 +310,17 @@ class _StageEcho:
         return _progress(self.quiet, stage)
 
     def finished(self, stage: str, lines: list[str]) -> None:
-        for line in lines:
-            _echo(line)
+        _echo_summary(lines, stage)
         sys.stdout.flush()
+
+
+def _echo_summary(lines: list[str], stage: str) -> None:
+    """A stage's summary; a stopped stage's "run again" line names the command as typed."""
+    from migrate.results import resume_line
+
+    generic = resume_line(f"migrate {stage}")
+    for line in lines:
+        _echo(resume_line(_resume_command()) if line == generic else line)
 
 
 def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -448,8 +456,7 @@ def extract(
         progress=_progress(quiet, "extract"),
         verbose_stream=_verbose_stream(verbose),
     )
-    for line in result.summary_lines():
-        _echo(line)
+    _echo_summary(result.summary_lines(), "extract")
 
 
 @main.command()
@@ -542,8 +549,7 @@ def load(
         progress=_progress(quiet, "load"),
         verbose_stream=_verbose_stream(verbose),
     )
-    for line in result.summary_lines():
-        _echo(line)
+    _echo_summary(result.summary_lines(), "load")
     sys.exit(result.exit_code)
 
 

@@ -45,6 +45,11 @@ def bar_unit(entity: str) -> str:
     return BAR_UNITS.get(entity, "records")
 
 
+def resume_line(command: str) -> str:
+    """A stopped stage's last summary line; the CLI puts in the command exactly as typed."""
+    return f"Run `{command}` again to finish; it resumes where this one stopped."
+
+
 class StageResult(Protocol):
     """What every stage's ``run`` returns (extract, transform, load, report).
 
@@ -187,9 +192,7 @@ class ExtractResult:
                 "the reason; transient failures are retried by the next run."
             )
         if not self.completed:
-            lines.append(
-                "Run `migrate extract` again to finish; it resumes where this one stopped."
-            )
+            lines.append(resume_line("migrate extract"))
         return lines
 
 
@@ -400,7 +403,7 @@ class LoadResult:
                 f"{self.quarantine_open} records are in quarantine: see `migrate quarantine list`."
             )
         if not self.completed:
-            lines.append("Run `migrate load` again to finish; it resumes where this one stopped.")
+            lines.append(resume_line("migrate load"))
         return lines
 
 
