@@ -108,11 +108,12 @@ class PreflightResult:
 
     def lines(self) -> list[str]:
         """The go / no-go table, the differences, where the files went, the verdict."""
-        width = max((len(f"{c.service}: {c.name}") for c in self.checks), default=10)
-        out = [f"{'check'.ljust(width)}  {'result'.ljust(5)}  detail"]
-        for check in self.checks:
-            label = f"{check.service}: {check.name}".ljust(width)
-            out.append(f"{label}  {check.verdict.ljust(5)}  {check.detail}")
+        from migrate.termtable import Column, render
+
+        out = render(
+            [Column("check"), Column("result"), Column("detail", wrap=True)],
+            ((f"{c.service}: {c.name}", c.verdict, c.detail) for c in self.checks),
+        )
         if self.differences:
             out.append(f"Differences from {self.expected_from}:")
             out.extend(f"  {line}" for line in self.differences)
