@@ -23,7 +23,7 @@ import click
 from migrate import __version__, stopping
 from migrate.errors import EXIT_INTERRUPTED, MigrateError, StageFailed
 from migrate.ids import PLAN_KINDS
-from migrate.text import terminal_json, terminal_line, terminal_safe
+from migrate.text import terminal_json, terminal_safe
 
 
 def _echo(text: object = "", *, err: bool = False) -> None:
@@ -726,6 +726,7 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
     from migrate.quarantine import show_quarantine
     from migrate.settings import load_settings
     from migrate.store import open_store
+    from migrate.termtable import cell_text
 
     settings = load_settings(config_path)
     with open_store(settings.staging.path, read_only=True) as store:
@@ -738,7 +739,7 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
             _echo("record:")
             _echo_json(value)
         else:
-            _echo(f"{key}: {terminal_line(value)}")
+            _echo(f"{key}: {cell_text(value)}".rstrip())  # nothing prints as nothing
 
 
 @quarantine.command("release")

@@ -134,6 +134,8 @@ def test_quarantine_list_shows_each_hint_whole_when_not_a_terminal(
     names = ["id", "entity", "source_id", "stage", "reason", "hint"]
     assert_aligned(lines, names, right={"id"})
     assert "None" not in listed.output
+    shown = cli(config, box, "quarantine", "show", str(rows[0]["id"])).output.splitlines()
+    assert "released_at:" in shown and "None" not in "\n".join(shown)
 
 
 def test_plan_show_cuts_with_an_ellipsis_and_prints_nothing_for_none(
