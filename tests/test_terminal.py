@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from migrate.cli import main
+from migrate.cli import TqdmProgress, main
 from migrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_QUARANTINED
 from migrate.sandbox.runner import Sandbox
 from migrate.termtable import Column, display_width, render, render_records, size_text
@@ -72,7 +72,9 @@ def column_starts(header: str, names: list[str]) -> list[int]:
     return starts
 
 
-def assert_aligned(lines: list[str], names: list[str], *, right: set[str] = frozenset()) -> None:
+def assert_aligned(
+    lines: list[str], names: list[str], *, right: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Every row's cells start (left columns) or end (right columns) where the header's do.
 
     A left cell starts on its header's first character, with a space before it; a right
@@ -158,6 +160,23 @@ def test_plan_show_cuts_with_an_ellipsis_and_prints_nothing_for_none(
         else:
             assert source_id in line
     assert_aligned(table, table[0].split(), right={"target_id"})
+
+
+def test_progress_is_labelled_with_its_stage(
+    migrated: tuple[Path, Sandbox, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, box, _ = migrated
+    again = cli(config, box, "run")  # not a terminal: progress as plain lines on stderr
+    assert again.exit_code == EXIT_QUARANTINED, again.output
+    stages = {line.split(":")[0] for line in again.stderr.splitlines()}
+    assert {"extract", "transform"} <= stages <= {"extract", "transform", "load"}, again.stderr
+    # On a terminal, a tqdm bar: its stage, its entity and what it counts.
+    bars = TqdmProgress(enabled=True, stage="load")
+    bars.start("attachments", 3)
+    bars.advance("attachments", 3)
+    bars.finish("attachments")
+    drawn = capsys.readouterr().err
+    assert "load: attachments" in drawn and "3/3" in drawn and " files" in drawn, drawn
 
 
 def test_a_table_on_a_terminal_wraps_hints_within_its_width() -> None:
