@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from migrate import __version__, stopping
-from migrate.errors import EXIT_INTERRUPTED, MigrateError, StageFailed
+from migrate.errors import EXIT_INTERRUPTED, MigrateError
 from migrate.ids import PLAN_KINDS
 from migrate.text import terminal_json, terminal_safe
 
@@ -65,6 +65,7 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from migrate import runlog
+        from migrate.errors import StageFailed
 
         runlog.last_error_log = None  # a command's traceback goes to a log of its own run
         try:
