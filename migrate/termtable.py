@@ -4,9 +4,9 @@ A cell holds one line of text with control and bidi characters shown as escapes
 (:func:`migrate.text.terminal_line`); nothing (None) prints as an empty cell. A cell longer
 than its column is cut with an ellipsis ("…"), never silently. Columns that carry sentences
 (a quarantine hint, a plan's detail) wrap instead: on a terminal they share its remaining
-width; elsewhere (a pipe, a file) the last of them is never cut and the others wrap at
-:data:`WRAP_WIDTH`. Columns are aligned by display width (a CJK character takes two cells),
-numbers to the right.
+width, or go on lines of their own under the row when too little is left; elsewhere (a
+pipe, a file) a last column of them is never cut and the others wrap at :data:`WRAP_WIDTH`.
+Columns are aligned by display width (a CJK character takes two cells), numbers to the right.
 
 Sizes are written one way everywhere, report included: :func:`size_text` (decimal units).
 """
@@ -181,7 +181,7 @@ def _wrap_widths(
     column needing less than its share keeps its own width and leaves the rest to others."""
     if width is None:
         last = wrapped[-1] == len(columns) - 1
-        return {i: 10**9 if last and i == wrapped[-1] else WRAP_WIDTH for i in wrapped}
+        return {i: sys.maxsize if last and i == wrapped[-1] else WRAP_WIDTH for i in wrapped}
     fixed = sum(widths[i] for i in range(len(columns)) if i not in wrapped)
     room = width - len(indent) - fixed - len(GAP) * (len(columns) - 1)
     shares: dict[int, int] = {}
