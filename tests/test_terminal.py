@@ -140,6 +140,44 @@ def test_quarantine_list_shows_each_hint_whole_when_not_a_terminal(
     assert "released_at:" in shown and "None" not in "\n".join(shown)
 
 
+@posix_only
+def test_quarantine_list_on_a_terminal_keeps_within_its_width(
+    migrated: tuple[Path, Sandbox, Any],
+) -> None:
+    import pty
+
+    config, box, _ = migrated
+    hints = [
+        row["hint"] for row in json.loads(cli(config, box, "quarantine", "list", "--json").output)
+    ]
+    for columns in (100, 200):
+        master, terminal = pty.openpty()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": str(columns)}
+        with subprocess.Popen(
+            [sys.executable, "-m", "migrate.cli", "quarantine", "list", "--config", str(config)],
+            env=env,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+        ) as child:
+            os.close(terminal)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal (EIO on Linux)
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""
+        os.close(master)
+        lines = b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
+        assert all(display_width(line) <= columns for line in lines), lines
+        words = " ".join(" ".join(line.split()) for line in lines)
+        for hint in hints:
+            assert " ".join(hint.split()) in words.replace("hint: ", ""), (hint, lines)
+
+
 def test_plan_show_cuts_with_an_ellipsis_and_prints_nothing_for_none(
     migrated: tuple[Path, Sandbox, Any],
 ) -> None:
