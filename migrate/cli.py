@@ -805,10 +805,10 @@ def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> No
         Path(workdir),
         issues=issues,
         seed=seed,
+        progress=_progress(quiet, "demo"),
         verbose_stream=_verbose_stream(verbose),
-        watcher=_StageEcho(quiet),
     )
-    for line in result.report_lines():
+    for line in result.summary_lines():
         _echo(line)
 
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from migrate.errors import ConfigError
 from migrate.results import Progress
-
-if TYPE_CHECKING:
-    from migrate.pipeline import StageWatcher
 
 #: Written into a demo folder so a later demo may wipe it, and nothing else.
 DEMO_MARKER = ".migrate-demo"
@@ -30,11 +27,8 @@ class DemoResult:
     report: Any  # ReportResult
 
     def summary_lines(self) -> list[str]:
-        return [*self.outcome.summary_lines(), *self.report_lines()]
-
-    def report_lines(self) -> list[str]:
-        """What follows the pipeline's stages (the CLI shows those as each one ends)."""
-        lines = ["== report"]
+        lines = list(self.outcome.summary_lines())
+        lines.append("== report")
         lines.append(
             f"reconciliation: {self.report.matched} issues match, "
             f"{len(self.report.mismatches)} mismatches, {len(self.report.missing)} missing, "
@@ -91,7 +85,6 @@ def run_demo(
     seed: int = 7,
     progress: Progress | None = None,
     verbose_stream: IO[str] | None = None,
-    watcher: StageWatcher | None = None,
 ) -> DemoResult:
     """Run the pipeline end to end against a fresh sandbox; returns what each stage did."""
     from migrate.mappings import write_default_mappings
@@ -107,8 +100,6 @@ def run_demo(
         config = write_demo_config(workdir, box)
         settings = load_settings(config)
         env = box.environment()
-        outcome = run_pipeline(
-            settings, env, progress=progress, verbose_stream=verbose_stream, watcher=watcher
-        )
+        outcome = run_pipeline(settings, env, progress=progress, verbose_stream=verbose_stream)
         report = report_from_settings(settings, env, out_dir=workdir / "report")
     return DemoResult(workdir=workdir, config_path=config, outcome=outcome, report=report)
