@@ -121,7 +121,9 @@ class Child:
 
     @property
     def resume_command(self) -> str:
-        return shlex.join(["migrate", *self.args])
+        """The command as typed, quoted as the CLI quotes it on this OS."""
+        words = ["migrate", *self.args]
+        return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
     def wait(self, timeout: float = 180.0) -> int:
         try:
