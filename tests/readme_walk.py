@@ -5,6 +5,10 @@ The README marks its walk with ``<!-- walk -->`` before a ```console block: line
 the first lines of a long output). A runbook shows what a command printed in that same run
 with ``<!-- walk-output: <command> -->`` before a plain fenced block (``migrate plan``, ...).
 
+Later situations a runbook shows (re-pointing to another Procore project) are FOLLOW_ON steps,
+run in the walk's folder before its last command stops the sandbox; a runbook names them
+(``<!-- walk-output: repoint: migrate plan -->``).
+
 The walk runs as written, in one bash shell, from the repository folder (where
 ``source .venv/bin/activate`` works) with HOME set to a temporary folder, so its ``~/...``
 folder is fresh. What each command printed on stdout is compared with what is shown after
@@ -12,7 +16,7 @@ the volatile parts are normalised (ports, pids, seconds, times, whitespace runs)
 stderr is not shown.
 
     python -m tests.readme_walk           # run the walk, print what differs (exit 1 if any)
-    python -m tests.readme_walk --write   # run it and rewrite the shown outputs from the run
+    python -m tests.readme_walk --write   # run it and rewrite the shown outputs (make docs)
 
 ``tests/test_readme_walk.py`` runs the check.
 """
@@ -23,6 +27,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,11 +70,46 @@ class Step:
     shown: list[str]
     printed: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    #: A step the README does not show (FOLLOW_ON): its name, and the exit codes it expects.
+    name: str | None = None
+    expected_exit: tuple[int, ...] = (0, 3)
 
     @property
     def key(self) -> str:
-        """The command without its trailing comment (how a runbook names it)."""
-        return self.command.split("  #", 1)[0].strip()
+        """How a runbook names it: the command without its trailing comment, or the name."""
+        return self.name or self.command.split("  #", 1)[0].strip()
+
+    @property
+    def shown_in_readme(self) -> bool:
+        return self.name is None
+
+
+def _edit_config(old: str, new: str) -> str:
+    """A shell command replacing `old` by `new` in migration.toml (as $EDITOR would)."""
+    code = (
+        "import pathlib; p = pathlib.Path('migration.toml'); "
+        f"p.write_text(p.read_text().replace({old!r}, {new!r}))"
+    )
+    return f"python -c {shlex.quote(code)}"
+
+
+#: Later situations the runbooks show, run after the README's walk in its folder (before
+#: its last command, which stops the sandbox): (name, command, expected exit codes).
+FOLLOW_ON = (
+    # Runbook 05: re-point to Procore project 5101 (the sandbox's second project), which is
+    # a new migration in a staging DB of its own.
+    ("repoint: edit project_id", _edit_config("project_id = 5100", "project_id = 5101"), (0,)),
+    ("repoint: migrate plan", "migrate plan 2>&1", (2,)),
+    (
+        "repoint: edit staging path",
+        _edit_config('path = "staging.db"', 'path = "staging-5101.db"'),
+        (0,),
+    ),
+    ("repoint: edit blobs", _edit_config('blobs = "blobs"', 'blobs = "blobs-5101"'), (0,)),
+    ("repoint: migrate extract", "migrate extract", (0,)),
+    ("repoint: migrate transform", "migrate transform", (0, 3)),
+    ("repoint: migrate plan after transform", "migrate plan", (0, 3)),
+)
 
 
 @dataclass
@@ -146,7 +186,12 @@ def read_documents() -> tuple[list[Step], list[Block]]:
                 outputs.append(block)
     if not walk:
         raise ValueError(f"{README} has no {WALK_MARK} block")
-    return walk, outputs
+    follow_on = [
+        Step(command=command, shown=[], name=name, expected_exit=codes)
+        for name, command, codes in FOLLOW_ON
+    ]
+    last = len(walk) - 1 if walk[-1].key == "migrate sandbox stop" else len(walk)
+    return walk[:last] + follow_on + walk[last:], outputs
 
 
 def normalise(lines: list[str]) -> list[str]:
@@ -244,13 +289,13 @@ def problems(steps: list[Step], outputs: list[Block], stderr: str = "") -> list[
     found = []
     by_key = {step.key: step for step in steps}
     for step in steps:
-        if step.exit_code not in (0, 3):
+        if step.exit_code not in step.expected_exit:
             found.append(
                 f"README walk: `{step.command}` exited {step.exit_code}:\n"
                 + "\n".join(step.printed + stderr.splitlines()[-20:])
             )
             stderr = ""  # the first failure's message has the end of it
-        elif not matches(step.shown, step.printed):
+        elif step.shown_in_readme and not matches(step.shown, step.printed):
             found.append(f"README walk: `{step.command}`:\n" + _diff(step.shown, step.printed))
     for block in outputs:
         step = by_key.get(block.output_of or "")
@@ -286,7 +331,7 @@ def rewrite(steps: list[Step], outputs: list[Block]) -> list[Path]:
     by_key = {step.key: step for step in steps}
     replacements: dict[Path, list[tuple[int, int, list[str]]]] = {}
     walk_lines: list[str] = []
-    for step in steps:
+    for step in filter(lambda step: step.shown_in_readme, steps):
         walk_lines.append(PROMPT + step.command)
         walk_lines += _shown_form(step.shown, step.printed)
     readme_lines = README.read_text(encoding="utf-8").splitlines()
@@ -318,7 +363,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="readme-walk-") as scratch:
         stderr = run_walk(steps, Path(scratch))
     if "--write" in argv:
-        failed = [s for s in steps if s.exit_code not in (0, 3)]
+        failed = [s for s in steps if s.exit_code not in s.expected_exit]
         if failed:
             print("\n".join(problems(failed, [], stderr)), file=sys.stderr)
             return 1
