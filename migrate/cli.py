@@ -1033,6 +1033,26 @@ def sandbox_stop(directory: str) -> None:
     _echo(background.stop(Path(directory)))
 
 
+@sandbox.command("change")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="The folder the sandbox was started for (where --write-config wrote).",
+)
+@_fail_cleanly
+def sandbox_change(directory: str) -> None:
+    """Change the detached sandbox's project as a day on site would (to rehearse a catch-up)."""
+    from pathlib import Path
+
+    from migrate.sandbox import background
+
+    for line in background.work_a_day(Path(directory)):
+        _echo(f"BIM 360 Field: {line}")
+
+
 def _sandbox_options(opts: dict[str, Any]) -> Any:
     from migrate.sandbox.faults import FaultConfig
     from migrate.sandbox.runner import SandboxOptions

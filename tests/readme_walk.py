@@ -84,6 +84,12 @@ class Step:
         return self.name is None
 
 
+CATCH_UP_SHOW = (
+    "--show create --show update --show status_change --show deleted_at_source "
+    "--show attachments_after_load"
+)
+
+
 def _edit_config(old: str, new: str) -> str:
     """A shell command replacing `old` by `new` in migration.toml (as $EDITOR would)."""
     code = (
@@ -96,6 +102,13 @@ def _edit_config(old: str, new: str) -> str:
 #: Later situations the runbooks show, run after the README's walk in its folder (before
 #: its last command, which stops the sandbox): (name, command, expected exit codes).
 FOLLOW_ON = (
+    # Runbook 02: a catch-up after a day of changes at the source.
+    ("catch-up: migrate sandbox change", "migrate sandbox change", (0,)),
+    ("catch-up: migrate extract", "migrate extract", (0,)),
+    ("catch-up: migrate transform", "migrate transform", (0, 3)),
+    ("catch-up: migrate plan --show", f"migrate plan {CATCH_UP_SHOW}", (0, 3)),
+    ("catch-up: migrate load", "migrate load", (0, 3)),
+    ("catch-up: migrate load --apply-deletions", "migrate load --apply-deletions", (0, 3)),
     # Runbook 05: re-point to Procore project 5101 (the sandbox's second project), which is
     # a new migration in a staging DB of its own.
     ("repoint: edit project_id", _edit_config("project_id = 5100", "project_id = 5101"), (0,)),

@@ -148,3 +148,21 @@ def _tail(path: Path, lines: int = 5) -> str:
         return f"see {path}."
     last = [line for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(last) if last else f"nothing in {path}."
+
+
+def work_a_day(folder: Path) -> list[str]:
+    """Ask the sandbox started for `folder` to change its project as a day on site would."""
+    import urllib.request
+
+    state = _read_state(folder / STATE_FILE)
+    if state is None or not _alive(int(state.get("pid", 0))):
+        raise ConfigError(
+            f"No sandbox is running for {folder}; start one with "
+            "`migrate sandbox serve --write-config migration.toml --detach`."
+        )
+    request = urllib.request.Request(
+        f"{state['field_url']}/sandbox/v1/work_a_day", b"", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        changes = json.loads(answer.read())["changes"]
+    return [str(change) for change in changes]
