@@ -152,6 +152,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def work_a_day(folder: Path) -> list[str]:
     """Ask the sandbox started for `folder` to change its project as a day on site would."""
+    import urllib.error
     import urllib.request
 
     state = _read_state(folder / STATE_FILE)
@@ -163,6 +164,10 @@ def work_a_day(folder: Path) -> list[str]:
     request = urllib.request.Request(
         f"{state['field_url']}/sandbox/v1/work_a_day", b"", method="POST"
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        changes = json.loads(answer.read())["changes"]
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            changes = json.loads(answer.read())["changes"]
+    except urllib.error.HTTPError as exc:
+        reason = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise ConfigError(f"The sandbox could not change its project: {reason}.") from None
     return [str(change) for change in changes]

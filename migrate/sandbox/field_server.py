@@ -1497,6 +1497,12 @@ class FieldApp(App):
             return issue_id
 
     # -- a working day at the source, for catch-up rehearsals --------------------------------
+    def current_issues(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """Copies of the project's issues as now served, voided ones included."""
+        with self.lock:
+            view = self._states[project_id or self.project.main.id].view()
+            return [copy.deepcopy(record) for record in view.scan(include_void=True)]
+
     def work_a_day(self) -> list[str]:
         """Change the main project as a day on site would; one line per change.
 
@@ -1531,7 +1537,10 @@ class FieldApp(App):
         ]
 
     def _work_a_day(self, request: Request) -> Response:
-        return json_response({"changes": self.work_a_day()})
+        try:
+            return json_response({"changes": self.work_a_day()})
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 409)
 
 
 # -- module helpers ---------------------------------------------------------------------------
