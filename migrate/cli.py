@@ -996,6 +996,17 @@ def sandbox_serve(**opts: Any) -> None:
             _echo("Stopped.")
 
 
+def _sandbox_folder_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False),
+        default=".",
+        show_default=True,
+        help="The folder the sandbox was started for (where --write-config wrote).",
+    )(func)
+
+
 def _serve_args_without_detach() -> list[str]:
     """This `sandbox serve` command's options, as arguments, less --detach."""
     context = click.get_current_context()
@@ -1015,14 +1026,7 @@ def _serve_args_without_detach() -> list[str]:
 
 
 @sandbox.command("stop")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    default=".",
-    show_default=True,
-    help="The folder the sandbox was started for (where --write-config wrote).",
-)
+@_sandbox_folder_option
 @_fail_cleanly
 def sandbox_stop(directory: str) -> None:
     """Stop a sandbox started with `migrate sandbox serve --detach`."""
@@ -1034,14 +1038,7 @@ def sandbox_stop(directory: str) -> None:
 
 
 @sandbox.command("change")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    default=".",
-    show_default=True,
-    help="The folder the sandbox was started for (where --write-config wrote).",
-)
+@_sandbox_folder_option
 @_fail_cleanly
 def sandbox_change(directory: str) -> None:
     """Change the detached sandbox's project as a day on site would (to rehearse a catch-up)."""
