@@ -372,17 +372,22 @@ def init(directory: str, force: bool) -> None:
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "migration.toml"
-    if config.exists() and not force:
+    kept = config.exists() and not force
+    if kept:
         _echo(f"{config} exists; keeping it (use --force to overwrite).")
     else:
         config.write_text(default_config_text(), encoding="utf-8")
         _echo(f"Wrote {config}")
     for path in write_default_mappings(folder / "mappings", overwrite=force):
         _echo(f"Wrote {path}")
-    _echo(
-        "Next: fill in [source] and [target], set the credentials in the environment "
-        "(see the comments in migration.toml), then run `migrate extract`."
-    )
+    # A kept migration.toml (e.g. one `sandbox serve --write-config` wrote) is filled in.
+    if kept:
+        _echo("Next: set the credentials in the environment, then run `migrate preflight`.")
+    else:
+        _echo(
+            "Next: fill in [source] and [target], set the credentials in the environment "
+            "(see the comments in migration.toml), then run `migrate preflight`."
+        )
 
 
 @main.command()

@@ -333,7 +333,13 @@ def _diff(shown: list[str], printed: list[str]) -> str:
 
 
 def _shown_form(shown: list[str], printed: list[str]) -> list[str]:
-    """What to show for `printed`: as many first lines as before when the block was cut."""
+    """What to show for `printed`: as many first lines as before when the block was cut.
+
+    A shown output that still matches is kept as it is, so a rewrite changes only what the
+    commands now print differently (not every port, pid and time).
+    """
+    if matches(shown, printed):
+        return shown
     if shown and shown[-1].strip() == ELLIDED:
         return printed[: len(shown) - 1] + [ELLIDED]
     return printed
