@@ -104,7 +104,7 @@ def _edit_config(old: str, new: str) -> str:
 FOLLOW_ON = (
     # Runbook 02: a catch-up after a day of changes at the source.
     ("catch-up: migrate sandbox change", "migrate sandbox change", (0,)),
-    ("catch-up: migrate extract", "migrate extract", (0,)),
+    ("catch-up: migrate extract", "migrate extract", (0, 3)),
     ("catch-up: migrate transform", "migrate transform", (0, 3)),
     ("catch-up: migrate plan --show", f"migrate plan {CATCH_UP_SHOW}", (0, 3)),
     ("catch-up: migrate load", "migrate load", (0, 3)),
@@ -119,7 +119,7 @@ FOLLOW_ON = (
         (0,),
     ),
     ("repoint: edit blobs", _edit_config('blobs = "blobs"', 'blobs = "blobs-5101"'), (0,)),
-    ("repoint: migrate extract", "migrate extract", (0,)),
+    ("repoint: migrate extract", "migrate extract", (0, 3)),
     ("repoint: migrate transform", "migrate transform", (0, 3)),
     ("repoint: migrate plan after transform", "migrate plan", (0, 3)),
 )
