@@ -36,6 +36,11 @@ def test_volatile_parts_are_normalised_and_a_cut_output_compares_its_first_lines
     assert not matches(shown[:1], printed)  # not cut: every line counts
     assert not matches(["Load run 5 finished in 18.2 s"], ["Load run 4 finished in 18.2 s"])
     assert matches(["a  b   2026-12-05 11:32:24"], ["a b 2027-01-01 00:00:00"])
+    # A late request answered 429 and retried changes the request counts, nothing else.
+    assert matches(
+        ["Requests to Procore: 326 (261 against the quota), 0 answered 429."],
+        ["Requests to Procore: 327 (262 against the quota), 1 answered 429."],
+    )
 
 
 def test_blocks_are_found_by_their_marker_with_their_indentation(tmp_path: Path) -> None:
