@@ -30,3 +30,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache
+
+# Rewrite the outputs the README's walk and the runbooks show, from a fresh run of the walk
+# against the sandbox (tests/readme_walk.py; tests/test_readme_walk.py checks them).
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m tests.readme_walk --write

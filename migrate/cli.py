@@ -408,17 +408,22 @@ def init(directory: str, force: bool) -> None:
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "migration.toml"
-    if config.exists() and not force:
+    kept = config.exists() and not force
+    if kept:
         _echo(f"{config} exists; keeping it (use --force to overwrite).")
     else:
         config.write_text(default_config_text(), encoding="utf-8")
         _echo(f"Wrote {config}")
     for path in write_default_mappings(folder / "mappings", overwrite=force):
         _echo(f"Wrote {path}")
-    _echo(
-        "Next: fill in [source] and [target], set the credentials in the environment "
-        "(see the comments in migration.toml), then run `migrate extract`."
-    )
+    # A kept migration.toml (e.g. one `sandbox serve --write-config` wrote) is filled in.
+    if kept:
+        _echo("Next: set the credentials in the environment, then run `migrate preflight`.")
+    else:
+        _echo(
+            "Next: fill in [source] and [target], set the credentials in the environment "
+            "(see the comments in migration.toml), then run `migrate preflight`."
+        )
 
 
 @main.command()
@@ -963,16 +968,41 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(exists=True, dir_okay=False),
     help="Behave as this contract.json (from `migrate preflight`) saw the real services do.",
 )
+@click.option(
+    "--write-config",
+    "config_out",
+    type=click.Path(dir_okay=False),
+    help="Write a migration.toml pointing at this sandbox here (its ports change each time).",
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Serve in the background (output in sandbox.log beside --write-config) and return "
+    "once serving; `migrate sandbox stop` ends it.",
+)
+@click.option("--state-file", hidden=True, type=click.Path(dir_okay=False))
 @_fault_options
 @_fail_cleanly
 def sandbox_serve(**opts: Any) -> None:
     """Serve both simulators until Ctrl-C; prints their base URLs and credentials."""
+    from pathlib import Path
+
+    from migrate.sandbox import background
     from migrate.sandbox.generator import load_project
     from migrate.sandbox.runner import Sandbox
 
+    folder = Path(opts["config_out"]).parent if opts["config_out"] else Path(".")
+    if opts["detach"]:
+        pid, printed = background.start(_serve_args_without_detach(), folder)
+        _echo(printed.replace("Serving; press Ctrl-C to stop.", "").rstrip())
+        _echo(f"Serving in the background (pid {pid}); `migrate sandbox stop` stops it.")
+        return
     options = _sandbox_options(opts)
     project = load_project(opts["project_file"]) if opts["project_file"] else None
     with Sandbox(options, project=project) as box:
+        if opts["config_out"]:
+            background.write_config(Path(opts["config_out"]), box.config_text())
+            _echo(f"Wrote {opts['config_out']} for this sandbox.")
         _echo(f"BIM 360 Field  {box.field_url}")
         _echo(f"Procore        {box.procore_url}")
         _echo(
@@ -987,11 +1017,72 @@ def sandbox_serve(**opts: Any) -> None:
             _echo(f"Procore behaves as {opts['contract_path']} observed (migrate preflight)")
         _echo("Serving; press Ctrl-C to stop.")
         sys.stdout.flush()
+        if opts["state_file"]:  # the detached parent waits for this file
+            background.write_state(
+                Path(opts["state_file"]),
+                pid=os.getpid(),
+                field_url=box.field_url,
+                procore_url=box.procore_url,
+            )
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             _echo("Stopped.")
+
+
+def _sandbox_folder_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False),
+        default=".",
+        show_default=True,
+        help="The folder the sandbox was started for (where --write-config wrote).",
+    )(func)
+
+
+def _serve_args_without_detach() -> list[str]:
+    """This `sandbox serve` command's options, as arguments, less --detach."""
+    context = click.get_current_context()
+    args: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if param.name in ("detach", "state_file") or value == param.default or value is None:
+            continue
+        assert isinstance(param, click.Option)
+        if param.is_flag and param.secondary_opts:
+            args.append(param.opts[-1] if value else param.secondary_opts[-1])
+        elif param.is_flag:
+            args.append(param.opts[-1])
+        else:
+            args += [param.opts[-1], str(value)]
+    return args
+
+
+@sandbox.command("stop")
+@_sandbox_folder_option
+@_fail_cleanly
+def sandbox_stop(directory: str) -> None:
+    """Stop a sandbox started with `migrate sandbox serve --detach`."""
+    from pathlib import Path
+
+    from migrate.sandbox import background
+
+    _echo(background.stop(Path(directory)))
+
+
+@sandbox.command("change")
+@_sandbox_folder_option
+@_fail_cleanly
+def sandbox_change(directory: str) -> None:
+    """Change the detached sandbox's project as a day on site would (to rehearse a catch-up)."""
+    from pathlib import Path
+
+    from migrate.sandbox import background
+
+    for line in background.work_a_day(Path(directory)):
+        _echo(f"BIM 360 Field: {line}")
 
 
 def _sandbox_options(opts: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ report is. Needs no network and no credentials: the sandbox's own are passed in 
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,13 @@ class DemoResult:
     report: Any  # ReportResult
 
     def summary_lines(self) -> list[str]:
-        lines = list(self.outcome.summary_lines())
+        # The stages name follow-up commands (`migrate quarantine list`, ...) as run in the
+        # migration folder; the demo's folder is elsewhere, so each names its config.
+        config = shown_path(self.config_path)
+        lines = [
+            _FOLLOW_UP.sub(lambda m: f"`migrate {m.group(1)} --config {config}`", line)
+            for line in self.outcome.summary_lines()
+        ]
         lines.append("== report")
         lines.append(
             f"reconciliation: {self.report.matched} issues match, "
@@ -39,6 +46,18 @@ class DemoResult:
         lines.append(f"Report: {self.report.path_html}")
         lines.append(f"Staging DB: {self.workdir / 'staging.db'}  (config {self.config_path})")
         return lines
+
+
+#: A command a summary line tells the reader to run: `migrate <command> [options]`.
+_FOLLOW_UP = re.compile(r"`migrate ([a-z][a-z -]*?)`")
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the current folder when it is inside it (shorter to copy)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -59,20 +78,7 @@ def write_demo_config(workdir: Path, box: Any) -> Path:
     config = workdir / "migration.toml"
     config.write_text(
         "# Written by `migrate demo` for its sandbox; the ports change every run.\n"
-        "[source]\n"
-        f'base_url = "{box.field_url}"\n'
-        f'project_id = "{box.field_project_id}"\n'
-        "[target]\n"
-        f'base_url = "{box.procore_url}"\n'
-        f'auth_url = "{box.procore_url}"\n'
-        f"company_id = {box.procore_company_id}\n"
-        f"project_id = {box.procore_project_id}\n"
-        "[staging]\n"
-        'path = "staging.db"\n'
-        'blobs = "blobs"\n'
-        'logs = "logs"\n'
-        "[mappings]\n"
-        'dir = "mappings"\n',
+        + box.config_text(),
         encoding="utf-8",
     )
     return config

@@ -117,6 +117,8 @@ class ExtractResult:
     source_problems: int = 0
     elapsed_seconds: float = 0.0
     full_refresh: bool = False
+    #: The first extract into this staging DB: every record retrieved, none compared.
+    first_pass: bool = False
     completed: bool = True
     #: What is not migrated and where the project export keeps it (report/inventory.py).
     left_behind: tuple[str, ...] = ()
@@ -158,13 +160,19 @@ class ExtractResult:
             "source_problems": self.source_problems,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "full_refresh": self.full_refresh,
+            "first_pass": self.first_pass,
             "completed": self.completed,
             "pass_run_id": self.pass_run_id,
         }
 
     def summary_lines(self) -> list[str]:
         """The one-screen summary the CLI prints after ``migrate extract``."""
-        how = "full refresh" if self.full_refresh else "incremental"
+        if self.full_refresh:
+            how = "full refresh"
+        elif self.first_pass:
+            how = "full: the first extract"
+        else:
+            how = "incremental"
         state = "finished" if self.completed else "stopped before finishing"
         resumed = "" if self.pass_run_id == self.run_id else f", resuming run {self.pass_run_id}"
         lines = [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import string
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -32,7 +31,6 @@ from migrate.clients.credentials import (
 from migrate.clients.urls import check_url, is_loopback_host
 from migrate.errors import ConfigError
 from migrate.redaction import is_credential_key
-from migrate.title_template import DEFAULT_TITLE_TEMPLATE
 
 CONFIG_ENV = "MIGRATE_CONFIG"
 DEFAULT_CONFIG_NAME = "migration.toml"
@@ -126,7 +124,6 @@ class TransformSettings:
     checklists_as_inspections: bool = True
     checklist_items_as_issues: bool = False
     unresolved_assignee: str = "unassign"
-    title_template: str = DEFAULT_TITLE_TEMPLATE
     #: The time zone whose calendar day a due date written as a date-time becomes.
     time_zone: str = "UTC"
 
@@ -279,6 +276,8 @@ class _Reader:
         known = {f.name: f for f in fields(cls)}
         for key in raw:
             self._check_secret(name, key)
+            if (name, key) == ("transform", "title_template"):
+                raise self._title_template_moved()
             if key not in known:
                 raise ConfigError(
                     f"[{name}] {key} in {self.path} is not a known key.{_suggest(key, known)}"
@@ -299,6 +298,16 @@ class _Reader:
                 f"[source] in {self.path} sets both project_id and project_name. Keep one of them."
             )
         return cls(**values)
+
+    def _title_template_moved(self) -> ConfigError:
+        # The title template has one home, fields.csv (the mapping workshop edits it there);
+        # a second copy here would silently win or lose, so it is refused, naming both.
+        mappings = self.data.get("mappings", {}).get("dir", MappingsSettings.dir)
+        fields_csv = self.base / str(mappings) / "fields.csv"
+        return ConfigError(
+            f"[transform] title_template in {self.path}: the title template lives only in the "
+            f"title_template row of {fields_csv}. Move it there and delete this line."
+        )
 
     # -- typed readers ------------------------------------------------------------------------
     def _by_default(self, section: str, key: str, value: Any, default: Any) -> Any:
@@ -398,19 +407,6 @@ class _Reader:
                 f'Write {key} = "UTC" or an IANA name such as "America/New_York".',
             ) from None
         return name.strip()
-
-    def _transform_title_template(self, section: str, key: str, value: Any) -> str:
-        template = self._string(section, key, value)
-        try:
-            list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise self.fail(
-                section,
-                key,
-                f"is not a valid template ({exc})",
-                "Use {field} placeholders and write literal braces as {{ }}.",
-            ) from None
-        return template
 
 
 def _suggest(word: str, candidates: Any) -> str:
@@ -518,6 +514,6 @@ checklists_as_inspections = true    # every checklist becomes a Procore inspecti
                                     # inspection_statuses.csv, responses.csv)
 checklist_items_as_issues = false   # also turn failed checklist items into issues
 unresolved_assignee = "unassign"    # or "quarantine": hold back issues whose assignee is unknown
-title_template = "{identifier} {description}"
 time_zone = "UTC"                   # due dates written as date-times become this zone's day
+# The issue title template is the title_template row of mappings/fields.csv (only there).
 """

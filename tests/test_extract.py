@@ -506,6 +506,9 @@ def test_a_rerun_without_source_change_retrieves_and_downloads_nothing(
     assert second.blobs_downloaded == 0 and second.blobs_skipped == first.blobs_downloaded
     assert snapshot(tmp_path / "staging.db") == before
     assert "0 downloaded" in "\n".join(second.summary_lines())
+    # The first extract retrieved everything: it says so rather than "incremental".
+    assert "(full: the first extract)" in first.summary_lines()[0]
+    assert "(incremental)" in second.summary_lines()[0]
 
 
 def _unlinked_issues(project: GeneratedProject) -> list[str]:
@@ -671,6 +674,7 @@ def test_a_service_that_stays_down_fails_the_stage_and_the_next_run_resumes(
     result = extract(app, tmp_path)
     assert app.calls["issues_retrieve"] == 0  # kept from the failed run
     assert result.pass_run_id == partial.run_id and result.completed
+    assert "(full: the first extract, resuming run" in result.summary_lines()[0]
     assert snapshot(tmp_path / "staging.db") == snapshot(clean / "staging.db")
 
 

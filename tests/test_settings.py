@@ -142,9 +142,9 @@ BAD_CONFIGS = [
         "Write checklist_items_as_issues = true or checklist_items_as_issues = false.",
     ),
     (
-        '[transform]\ntitle_template = "{identifier"\n',
-        "[transform] title_template in {path} is not a valid template (expected '}' before "
-        "end of string). Use {field} placeholders and write literal braces as {{ }}.",
+        '[transform]\ntitle_template = "{identifier}"\n',
+        "[transform] title_template in {path}: the title template lives only in the "
+        "title_template row of {fields}. Move it there and delete this line.",
     ),
     (
         "[staging]\npath = 5\n",
@@ -173,7 +173,10 @@ def test_bad_config_gives_one_exact_line(tmp_path, text, message):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
-    assert str(caught.value) == message.replace("{path}", str(path))
+    fields_csv = path.parent / "mappings" / "fields.csv"
+    assert str(caught.value) == message.replace("{path}", str(path)).replace(
+        "{fields}", str(fields_csv)
+    )
     assert caught.value.exit_code == 2
     assert "\n" not in str(caught.value)
     for secret in ("hunter2", "s3cr3t", "eyJ", '"abc"'):
@@ -238,7 +241,6 @@ def test_full_config_is_read_with_types(tmp_path):
         '[target]\nbase_url = "http://localhost:8002"\nauth_url = "http://[::1]:8003"\n'
         "company_id = 4100\nproject_id = 5100\n"
         '[transform]\nchecklist_items_as_issues = true\nunresolved_assignee = "quarantine"\n'
-        'title_template = "#{identifier}: {description}"\n'
     )
     settings = load_settings(config, env={})
     assert settings.source.base_url == "http://127.0.0.1:8001"
@@ -286,7 +288,6 @@ def test_default_config_text_loads_as_the_defaults(tmp_path):
         "project_name",
         "company_id",
         "auth_url",
-        "title_template",
         "unresolved_assignee",
         "checklist_items_as_issues",
         "checklists_as_inspections",

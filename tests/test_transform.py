@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from migrate.errors import EXIT_USAGE, ConfigError
+from migrate.errors import EXIT_USAGE
 from migrate.ids import NAMESPACE_MIGRATE, issue_uuid
 from migrate.load.plan import compute_plan
 from migrate.mappings import DEFAULT_FILES, MappingError, default_mappings, load_mappings
@@ -438,34 +438,23 @@ def test_empty_description_and_identifier_is_quarantined(store: Store) -> None:
     assert "give the issue an identifier or a description" in row["hint"]
 
 
-def test_template_giving_an_empty_title_is_quarantined(store: Store) -> None:
+def with_title_template(folder: Path, template: str) -> Any:
+    """The default mappings with `template` as fields.csv's title_template row."""
+    fields_csv = DEFAULT_FILES["fields.csv"].replace("{identifier} {description},", f"{template},")
+    return load_mappings(write_mappings(folder, **{"fields.csv": fields_csv}))
+
+
+def test_template_giving_an_empty_title_is_quarantined(store: Store, tmp_path: Path) -> None:
     add_issue(store, "noarea", identifier="A1", area_id=None)
-    transform(store, title_template="{area}")
+    transform(store, with_title_template(tmp_path / "maps", "{area}"))
     row = held(store, "noarea")
     assert row["reason"] == "empty title"
     assert "title template '{area}'" in row["hint"]
 
 
-def test_bad_title_template_is_a_config_error(store: Store) -> None:
-    with pytest.raises(ConfigError) as caught:
-        transform(store, title_template="{identifier} {colour}")
-    assert caught.value.exit_code == EXIT_USAGE
-    assert "unknown placeholder {colour}" in str(caught.value)
-
-
-def test_two_different_title_templates_are_refused(store: Store, tmp_path: Path) -> None:
-    folder = write_mappings(
-        tmp_path / "maps",
-        **{
-            "fields.csv": DEFAULT_FILES["fields.csv"].replace(
-                "{identifier} {description},", "{type}: {description},"
-            )
-        },
-    )
-    with pytest.raises(ConfigError, match="title template is set twice"):
-        transform(store, load_mappings(folder), title_template="{identifier}")
+def test_title_template_comes_from_fields_csv(store: Store, tmp_path: Path) -> None:
     add_issue(store, "t", description="Leak")
-    transform(store, load_mappings(folder))  # fields.csv alone changed it: used
+    transform(store, with_title_template(tmp_path / "maps", "{type}: {description}"))
     assert planned(store, "t")["title"] == "Punch item: Leak"
 
 

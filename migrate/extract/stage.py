@@ -39,18 +39,27 @@ from migrate.store import BlobStore, Store, get_cursor, open_store
 from migrate.store.cursors import clear_cursors, set_cursor
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.records import count_source_problems
-from migrate.store.runs import recorded_run
+from migrate.store.runs import has_succeeded, recorded_run
 from migrate.store.writer import acquire_writer
 
 
-def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int, bool]:
-    """(pass run id, full refresh): continue an unfinished pass, or start a new one."""
+def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int, bool, bool]:
+    """(pass run id, full refresh, first pass): continue an unfinished pass, or start one.
+
+    A first pass (no extract has finished on this staging DB) retrieves every record, so
+    its summary calls it full rather than incremental.
+    """
     found = get_cursor(store, PASS_CURSOR)
     if found is not None:
         same_project = found.state.get("project_id") == options.project_id
         wants_more = options.full_refresh and not found.state.get("full_refresh")
         if same_project and not wants_more:
-            return found.run_id, bool(found.state.get("full_refresh")) or options.full_refresh
+            return (
+                found.run_id,
+                bool(found.state.get("full_refresh")) or options.full_refresh,
+                bool(found.state.get("first_pass")),
+            )
+    first_pass = not has_succeeded(store, STAGE)
     with store.transaction():
         clear_cursors(store, CURSOR_PREFIX)
         set_cursor(
@@ -58,9 +67,13 @@ def _begin_pass(store: Store, options: ExtractOptions, run_id: int) -> tuple[int
             PASS_CURSOR,
             run_id,
             0,
-            {"project_id": options.project_id, "full_refresh": options.full_refresh},
+            {
+                "project_id": options.project_id,
+                "full_refresh": options.full_refresh,
+                "first_pass": first_pass,
+            },
         )
-    return run_id, options.full_refresh
+    return run_id, options.full_refresh, first_pass
 
 
 def _end_pass(store: Store) -> None:
@@ -104,7 +117,7 @@ def run(
             where=options.config or DEFAULT_CONFIG_NAME,
             run_id=recorded.id,
         )
-        pass_id, full_refresh = _begin_pass(store, options, recorded.id)
+        pass_id, full_refresh, first_pass = _begin_pass(store, options, recorded.id)
         ctx = Context(
             store=store,
             session=session,
@@ -113,6 +126,7 @@ def run(
             run_id=recorded.id,
             pass_id=pass_id,
             full_refresh=full_refresh,
+            first_pass=first_pass,
             progress=progress or NoProgress(),
             log=log,
         )

@@ -85,6 +85,8 @@ class Context:
     full_refresh: bool
     progress: Progress
     log: RunLog | None
+    #: No extract had finished on this staging DB when this pass began: every record is new.
+    first_pass: bool = False
     tally: Tally = field(default_factory=Tally)
 
     @property
@@ -181,5 +183,6 @@ def build_result(
         source_problems=tally.source_problems,
         elapsed_seconds=elapsed,
         full_refresh=ctx.full_refresh,
+        first_pass=ctx.first_pass,
         completed=completed and not tally.incomplete,
     )

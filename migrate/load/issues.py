@@ -83,8 +83,8 @@ _HINTS = {
     "location_id": "The location is no longer in this Procore project (deleted there after "
     "migrate created it): restore it in Procore and run `migrate load "
     "--retry-rejected`, or map the area elsewhere in mappings/locations.csv.",
-    "title": "Shorten or fix the title (title_template in migration.toml), then run "
-    "`migrate transform` and `migrate load` again.",
+    "title": "Shorten or fix the title (the title_template row of mappings/fields.csv), then "
+    "run `migrate transform` and `migrate load` again.",
     "status": "Map the BIM 360 Field status to a Procore status in mappings/status.csv.",
     "priority": "Map the priority to low, medium, high or critical in the mappings.",
     "issue_type": "Map the issue type to one of Procore's issue types in the mappings.",

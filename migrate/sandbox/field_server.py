@@ -404,10 +404,12 @@ class FieldApp(App):
         add("POST", "/api/binary_data", self._binary_data, "binary_data")
         # The URLs retrieve hands out carry every parameter, so clients simply GET them.
         add("GET", "/api/binary_data", self._binary_data, "binary_data")
+        # The sandbox's own: a day of source changes for catch-up rehearsals.
+        add("POST", "/sandbox/v1/work_a_day", self._work_a_day, "work_a_day")
 
     # -- auth ----------------------------------------------------------------------------
     def before(self, request: Request, route: Route) -> Response | None:
-        if route.name == "login":
+        if route.name in ("login", "work_a_day"):  # work_a_day: the sandbox's own, no ticket
             return None
         if route.name == "export_file":
             return None  # a pre-signed storage URL: its signature is the credential
@@ -1493,6 +1495,52 @@ class FieldApp(App):
                 ],
             }
             return issue_id
+
+    # -- a working day at the source, for catch-up rehearsals --------------------------------
+    def current_issues(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """Copies of the project's issues as now served, voided ones included."""
+        with self.lock:
+            view = self._states[project_id or self.project.main.id].view()
+            return [copy.deepcopy(record) for record in view.scan(include_void=True)]
+
+    def work_a_day(self) -> list[str]:
+        """Change the main project as a day on site would; one line per change.
+
+        What `migrate sandbox change` asks for (POST /sandbox/v1/work_a_day), so runbook 02's
+        catch-up can be rehearsed: of the first four Open issues, one is closed, one edited,
+        one voided and one gets a new photo; and one issue is added.
+        """
+        with self.lock:
+            view = self._states[self.project.main.id].view()
+            open_issues = [
+                (record["id"], record["fields"]["f--identifier"])
+                for record in view.scan(include_void=False)
+                if record["fields"]["f--status"] == "Open"
+            ][:4]
+        if len(open_issues) < 4:
+            raise ValueError("the project has fewer than 4 Open issues to change")
+        (closed, closed_name), (edited, edited_name) = open_issues[:2]
+        (voided, voided_name), (photographed, photographed_name) = open_issues[2:]
+        self.update_issue(closed, status="Closed")
+        self.update_issue(edited, description="Re-inspected: the crack has widened to 3 mm.")
+        self.void_issue(voided)
+        self.add_attachment(photographed, "after-load.jpg", 4096, "image/jpeg")
+        added = self.add_issue(description="Water ingress at the loading dock door")
+        added_name = self._states[self.project.main.id].view().find(added)
+        assert added_name is not None
+        return [
+            f"closed issue {closed_name}",
+            f"edited the description of issue {edited_name}",
+            f"voided issue {voided_name}",
+            f"added a photo to issue {photographed_name}",
+            f"added issue {added_name['fields']['f--identifier']}",
+        ]
+
+    def _work_a_day(self, request: Request) -> Response:
+        try:
+            return json_response({"changes": self.work_a_day()})
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 409)
 
 
 # -- module helpers ---------------------------------------------------------------------------

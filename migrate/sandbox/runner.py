@@ -120,6 +120,25 @@ class Sandbox:
     def procore_project_id(self) -> int:
         return self.project.target_state()["projects"][0]["id"]
 
+    def config_text(self) -> str:
+        """A migration.toml pointing at this sandbox (its URLs, project and company)."""
+        return (
+            "[source]\n"
+            f'base_url = "{self.field_url}"\n'
+            f'project_id = "{self.field_project_id}"\n'
+            "[target]\n"
+            f'base_url = "{self.procore_url}"\n'
+            f'auth_url = "{self.procore_url}"\n'
+            f"company_id = {self.procore_company_id}\n"
+            f"project_id = {self.procore_project_id}\n"
+            "[staging]\n"
+            'path = "staging.db"\n'
+            'blobs = "blobs"\n'
+            'logs = "logs"\n'
+            "[mappings]\n"
+            'dir = "mappings"\n'
+        )
+
     def environment(self) -> dict[str, str]:
         """Environment variables a pipeline run needs to talk to this sandbox."""
         opts = self.options

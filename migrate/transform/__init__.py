@@ -126,29 +126,16 @@ def busy_as_error(store: Store) -> Iterator[None]:
         ) from exc
 
 
-def choose_title_template(mappings: Mappings, settings: TransformSettings) -> str:
-    """The title template: whichever of fields.csv and migration.toml changed the default.
+def choose_title_template(mappings: Mappings) -> str:
+    """The title template: the title_template row of fields.csv, else the default.
 
-    Both may set it; one that still holds the default gives way to the other, and two
-    different non-default templates are a ConfigError rather than a silent choice.
+    fields.csv is its only home (settings.py refuses a [transform] title_template).
     """
-    from_fields = mappings.fields.title_template
-    from_settings = settings.title_template
-    chosen, where = DEFAULT_TITLE_TEMPLATE, "the default title template"
-    if from_fields and from_fields != DEFAULT_TITLE_TEMPLATE:
-        chosen, where = from_fields, f"the title_template row in {mappings.file('fields.csv')}"
-        if from_settings not in (DEFAULT_TITLE_TEMPLATE, from_fields):
-            raise ConfigError(
-                f"The title template is set twice: {from_fields!r} in "
-                f"{mappings.file('fields.csv')} and {from_settings!r} in [transform] "
-                "title_template. Keep one of them (or make them equal)."
-            )
-    elif from_settings:
-        chosen, where = from_settings, "[transform] title_template"
+    chosen = mappings.fields.title_template or DEFAULT_TITLE_TEMPLATE
     problems = template_problems(chosen)
     if problems:
         raise ConfigError(
-            f"{where} {chosen!r} "
+            f"the title_template row in {mappings.file('fields.csv')} {chosen!r} "
             + "; ".join(problems)
             + ". Use {identifier} {description} {type} {category} {area} {location_detail} "
             "{status}."
@@ -171,7 +158,7 @@ def run(
     The run is recorded (see ``store.runs.recorded_run``).
     """
     started = time.monotonic()
-    template = choose_title_template(options.mappings, options.settings)
+    template = choose_title_template(options.mappings)
     project_id = options.target_project_id
     args = {
         "target_project_id": project_id,
@@ -480,7 +467,7 @@ def transform_from_settings(
         settings=settings.transform,
         offline=offline,
     )
-    choose_title_template(mappings, settings.transform)
+    choose_title_template(mappings)
     with contextlib.ExitStack() as stack:
         client = None if offline else stack.enter_context(procore_client(settings, env))
         store = stack.enter_context(open_store(settings.staging.path, create=False))
