@@ -71,6 +71,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from migrate import stopping
 
@@ -109,6 +110,26 @@ class _Sent:
     # True: the server counted it. None: unknown (no answer came). 429s are dropped: a refused
     # request takes no slot.
     counted: bool | None = True
+    method: str = ""
+    endpoint: str = ""  # the URL's path, ids folded to ":id" (never the query: it may be secret)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One answer as the budget saw it: what the report's quota charts are drawn from.
+
+    ``limit`` / ``remaining`` / ``reset`` are the X-Rate-Limit-* headers (None when the answer
+    carried none, which means Procore did not count the request against its quota).
+    """
+
+    sent_at: float  # Unix seconds
+    answered_at: float
+    method: str
+    endpoint: str
+    status: int
+    limit: int | None
+    remaining: int | None
+    reset: float | None
 
 
 @dataclass
@@ -190,6 +211,21 @@ class RateBudget:
         self.last_limit: int | None = None
         self.last_remaining: int | None = None
         self.last_reset: float | None = None
+        self._readings: list[Reading] | None = None
+
+    def record_readings(self) -> None:
+        """Keep a :class:`Reading` of every answer from now on (load stores them for the report)."""
+        with self._cond:
+            if self._readings is None:
+                self._readings = []
+
+    def take_readings(self) -> list[Reading]:
+        """The readings kept since the last call (oldest answer first), forgetting them."""
+        with self._cond:
+            if self._readings is None:
+                return []
+            taken, self._readings = self._readings, []
+            return taken
 
     def stop_waiting_when(self, event: threading.Event) -> None:
         """Let a thread waiting for quota go (uncounted) once ``event`` is set.
@@ -217,7 +253,7 @@ class RateBudget:
                 now, mono = self._now(), self._clock()
                 wait = self._wait_needed(now, mono)
                 if wait <= 0:
-                    self._release(now, mono)
+                    self._release(now, mono, method, url)
                     return
                 if wait >= _LOG_WAITS_FROM and not logged:
                     logged = True
@@ -258,6 +294,20 @@ class RateBudget:
                 else:
                     self._done.append(entry)
             report = _parse(headers)
+            if self._readings is not None and entry is not None:
+                limit, remaining, reset = report if report is not None else (None, None, None)
+                self._readings.append(
+                    Reading(
+                        entry.sent_at,
+                        now,
+                        entry.method,
+                        entry.endpoint,
+                        status,
+                        limit,
+                        remaining,
+                        reset,
+                    )
+                )
             if status == 429:
                 self._on_429(headers, report, now)
             if report is not None:
@@ -390,9 +440,11 @@ class RateBudget:
     def _reserve(self, window: _Window) -> int:
         return int(window.limit * self.reserve_fraction)
 
-    def _release(self, now: float, mono: float) -> None:
+    def _release(self, now: float, mono: float, method: str, url: str) -> None:
         self._seq += 1
-        entry = _Sent(self._seq, now, mono, len(self._in_flight))
+        entry = _Sent(self._seq, now, mono, len(self._in_flight), method=method.upper())
+        if self._readings is not None:
+            entry.endpoint = _endpoint(url)
         self._in_flight[entry.seq] = entry
         self._local.entry = entry
         self._last_sent_mono = mono
@@ -560,6 +612,13 @@ class RateBudget:
         keep = 2 * largest + 256
         if len(self._done) > 2 * keep:
             del self._done[: len(self._done) - keep]
+
+
+def _endpoint(url: str) -> str:
+    """``https://host/rest/v1.0/projects/5/locations?q=1`` → ``/rest/v1.0/projects/:id/locations``
+    (the query is dropped: it may carry a secret)."""
+    path = urlsplit(url).path
+    return "/".join(":id" if part.isdigit() else part for part in path.split("/"))
 
 
 def _done_at(entry: _Sent) -> float:

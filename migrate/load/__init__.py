@@ -46,6 +46,7 @@ from migrate.store.blobs import BlobStore
 from migrate.store.db import Store, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import MapRow, PlanEntry, id_map_rows, loaded_count
+from migrate.store.rate_readings import save_readings
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
@@ -110,6 +111,8 @@ def run(
         "apply_deletions": options.apply_deletions,
     }
     with recorded_run(store, COMMAND, args, log=log) as recorded:
+        client.budget.record_readings()
+        client.budget.take_readings()  # only this run's answers
         loader = _Loader(store, client, blobs, options, progress, log, recorded.id)
         recorded.track(lambda: loader.result(completed=False))
         try:
@@ -123,6 +126,9 @@ def run(
                     resume_command=RESUME_COMMAND,
                 ) from exc
             raise
+        finally:
+            # Stopped and failed runs too: the report charts the quota they spent.
+            save_readings(store, recorded.id, client.budget.take_readings())
         recorded.succeed(result)
     return result
 
