@@ -4,7 +4,8 @@ figures the Procore simulator saw.
 
 Skipped (with the reason) when /usr/bin/chromium is absent; `.ci/run` installs Debian's
 package so CI always runs it. Screenshots are kept in ``test-artefacts/report-browser/``
-(git-ignored; ``MIGRATE_TEST_ARTEFACTS`` moves it) for a person to look at.
+(git-ignored; ``MIGRATE_TEST_ARTEFACTS`` moves it) with the page itself, for a person to look
+at.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ MEASURE = """<script>
   const out = document.createElement("pre");
   out.id = "measured";
   out.textContent = JSON.stringify({scrollWidth: doc.scrollWidth, innerWidth: window.innerWidth,
-                                    charts});
+                                    scrollHeight: doc.scrollHeight, charts});
   document.body.appendChild(out);
 })();
 </script>"""
@@ -122,7 +123,8 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Migrated:
     from migrate.transform import transform_from_settings
 
     workdir = tmp_path_factory.mktemp("browser")
-    options = SandboxOptions(issues=30, seed=5, procore_options={"spike_limit": SPIKE_LIMIT})
+    # Seed 2: two issues in two different deleted areas, quarantined for one reason.
+    options = SandboxOptions(issues=30, seed=2, procore_options={"spike_limit": SPIKE_LIMIT})
     with Sandbox(options) as box:
         write_default_mappings(workdir / "mappings")
         settings = load_settings(write_demo_config(workdir, box))
@@ -134,6 +136,8 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Migrated:
         during = _answers(box)
         during.subtract(before)
         result = report_from_settings(settings, env, out_dir=workdir / "report")
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(result.path_html, ARTEFACTS / "report.html")
     return Migrated(result.path_html, Path(settings.staging.path), +during)
 
 
@@ -193,12 +197,13 @@ def test_report_fits_the_window(migrated: Migrated, tmp_path: Path, width: int) 
         assert chart["width"] > 100 and chart["height"] > 50, chart
         assert chart["left"] >= 0 and chart["right"] <= width, chart
 
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTEFACTS / f"report-{width}px.png"
     shot.unlink(missing_ok=True)
     url = _alone(migrated.report, tmp_path / "shot")
+    # The whole page in one picture (capped: a screenshot is kept, not a poster).
+    height = min(int(measured["scrollHeight"]), 20_000)
     taken = _chromium(
-        tmp_path / "profile-png", f"--screenshot={shot}", f"--window-size={width},4000", url
+        tmp_path / "profile-png", f"--screenshot={shot}", f"--window-size={width},{height}", url
     )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 20_000  # a real page, not a blank image
@@ -239,6 +244,29 @@ def test_quota_charts_carry_what_procore_served(migrated: Migrated) -> None:
         end = datetime.fromisoformat(_data(svg, "end"))
         assert start <= datetime.fromisoformat(started.replace("Z", "+00:00"))
         assert end >= datetime.fromisoformat(finished.replace("Z", "+00:00"))
+
+
+def test_each_quarantined_record_shows_its_own_hint(migrated: Migrated) -> None:
+    """Records quarantined for one reason but in different areas each get their own hint."""
+    with sqlite3.connect(migrated.staging) as conn:
+        rows = conn.execute(
+            "SELECT reason, source_id, hint FROM quarantine WHERE released_at IS NULL"
+        ).fetchall()
+    by_reason: dict[str, set[str]] = {}
+    for reason, _, hint in rows:
+        by_reason.setdefault(reason, set()).add(hint)
+    assert any(len(hints) >= 2 for hints in by_reason.values()), "no reason with two hints"
+    page = migrated.report.read_text(encoding="utf-8")
+    blocks = re.findall(r'<div class="quarantine-record">(.*?)</div>', page, re.DOTALL)
+    shown = {}
+    for block in blocks:
+        source = re.search(r"<code>(.*?)</code>", block)
+        hint = re.search(r'<p class="hint record-hint">(.*?)</p>', block, re.DOTALL)
+        assert source
+        shown[html.unescape(source.group(1))] = html.unescape(hint.group(1)) if hint else None
+    for reason, source_id, hint in rows:
+        if len(by_reason[reason]) >= 2:
+            assert shown[source_id] == hint, (source_id, shown.get(source_id), hint)
 
 
 def test_report_is_self_contained(migrated: Migrated) -> None:

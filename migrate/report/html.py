@@ -35,7 +35,7 @@ h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:2px solid #eee;padding-bot
 table{border-collapse:collapse;margin:8px 0;font-size:13px;display:block;max-width:100%;
 overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-td{max-width:40em}
+td{max-width:40em}td.when{white-space:nowrap}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fff4f2}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -209,6 +209,8 @@ def _cell(value: Any, column: str = "") -> str:
         is_id = column == "id" or column.endswith("_id")
         shown = f"{value:,}" if isinstance(value, int) and not is_id else str(value)
         return f'<td class="num">{escape(shown)}</td>'
+    if column.endswith("_at"):  # a timestamp reads badly broken over two lines
+        return f'<td class="when">{_shown(value)}</td>'
     return f"<td>{_shown(value)}</td>"
 
 
