@@ -67,6 +67,7 @@ import logging
 import math
 import threading
 import time
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -211,21 +212,21 @@ class RateBudget:
         self.last_limit: int | None = None
         self.last_remaining: int | None = None
         self.last_reset: float | None = None
-        self._readings: list[Reading] | None = None
+        self._readings: _ReadingLog | None = None
 
     def record_readings(self) -> None:
         """Keep a :class:`Reading` of every answer from now on (load stores them for the report)."""
         with self._cond:
             if self._readings is None:
-                self._readings = []
+                self._readings = _ReadingLog()
 
     def take_readings(self) -> list[Reading]:
         """The readings kept since the last call (oldest answer first), forgetting them."""
         with self._cond:
             if self._readings is None:
                 return []
-            taken, self._readings = self._readings, []
-            return taken
+            taken, self._readings = self._readings, _ReadingLog()
+        return taken.readings()
 
     def stop_waiting_when(self, event: threading.Event) -> None:
         """Let a thread waiting for quota go (uncounted) once ``event`` is set.
@@ -295,19 +296,7 @@ class RateBudget:
                     self._done.append(entry)
             report = _parse(headers)
             if self._readings is not None and entry is not None:
-                limit, remaining, reset = report if report is not None else (None, None, None)
-                self._readings.append(
-                    Reading(
-                        entry.sent_at,
-                        now,
-                        entry.method,
-                        entry.endpoint,
-                        status,
-                        limit,
-                        remaining,
-                        reset,
-                    )
-                )
+                self._readings.add(entry, now, status, report)
             if status == 429:
                 self._on_429(headers, report, now)
             if report is not None:
@@ -612,6 +601,51 @@ class RateBudget:
         keep = 2 * largest + 256
         if len(self._done) > 2 * keep:
             del self._done[: len(self._done) - keep]
+
+
+class _ReadingLog:
+    """Readings kept in columns (about 40 bytes each: a load run's tens of thousands of answers
+    stay small in memory until they are stored)."""
+
+    def __init__(self) -> None:
+        self.times = array("d")  # sent_at, answered_at, reset (NaN: none) per reading
+        self.numbers = array("q")  # status, limit, remaining (-1: none) per reading
+        self.calls = array("I")  # index into names
+        self.names: list[tuple[str, str]] = []
+        self._name_index: dict[tuple[str, str], int] = {}
+
+    def add(
+        self, entry: _Sent, answered_at: float, status: int, report: tuple[int, int, float] | None
+    ) -> None:
+        limit, remaining, reset = report if report is not None else (-1, -1, math.nan)
+        self.times.extend((entry.sent_at, answered_at, reset))
+        self.numbers.extend((status, limit, remaining))
+        name = (entry.method, entry.endpoint)
+        index = self._name_index.get(name)
+        if index is None:
+            index = self._name_index[name] = len(self.names)
+            self.names.append(name)
+        self.calls.append(index)
+
+    def readings(self) -> list[Reading]:
+        out = []
+        for i, call in enumerate(self.calls):
+            sent_at, answered_at, reset = self.times[3 * i : 3 * i + 3]
+            status, limit, remaining = self.numbers[3 * i : 3 * i + 3]
+            method, endpoint = self.names[call]
+            out.append(
+                Reading(
+                    sent_at,
+                    answered_at,
+                    method,
+                    endpoint,
+                    status,
+                    None if limit < 0 else limit,
+                    None if remaining < 0 else remaining,
+                    None if math.isnan(reset) else reset,
+                )
+            )
+        return out
 
 
 def _endpoint(url: str) -> str:
