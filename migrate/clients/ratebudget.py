@@ -75,6 +75,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from migrate import stopping
+from migrate.ratereading import Reading as Reading  # re-exported: what take_readings returns
 
 log = logging.getLogger("migrate.ratebudget")
 
@@ -113,24 +114,6 @@ class _Sent:
     counted: bool | None = True
     method: str = ""
     endpoint: str = ""  # the URL's path, ids folded to ":id" (never the query: it may be secret)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One answer as the budget saw it: what the report's quota charts are drawn from.
-
-    ``limit`` / ``remaining`` / ``reset`` are the X-Rate-Limit-* headers (None when the answer
-    carried none, which means Procore did not count the request against its quota).
-    """
-
-    sent_at: float  # Unix seconds
-    answered_at: float
-    method: str
-    endpoint: str
-    status: int
-    limit: int | None
-    remaining: int | None
-    reset: float | None
 
 
 @dataclass

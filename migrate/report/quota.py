@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from migrate.ratereading import Reading
 from migrate.report.status import parse_time
 from migrate.store.db import Store
-from migrate.store.rate_readings import StoredReading, run_readings, runs_with_readings
+from migrate.store.rate_readings import run_readings, runs_with_readings
 from migrate.store.runs import run_rows
 
 #: Procore's spike window, in seconds (procore-notes: "a 10-second spike window").
@@ -139,11 +140,11 @@ def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _counted(reading: StoredReading) -> bool:
+def _counted(reading: Reading) -> bool:
     return reading.limit is not None and reading.status != 429
 
 
-def _is_write(reading: StoredReading) -> bool:
+def _is_write(reading: Reading) -> bool:
     return reading.method.upper() in WRITE_METHODS
 
 
@@ -160,7 +161,7 @@ def _thin(
     return picked
 
 
-def _window_kinds(readings: Sequence[StoredReading]) -> tuple[int | None, int | None]:
+def _window_kinds(readings: Sequence[Reading]) -> tuple[int | None, int | None]:
     """(spike limit, hourly limit) as reported, None for a window never reported."""
     horizon: dict[int, float] = {}
     for r in readings:
@@ -226,7 +227,7 @@ def quota_figures(store: Store) -> QuotaFigures | None:
     return figures
 
 
-def _spike_windows(readings: Sequence[StoredReading], spike_limit: int | None) -> list[SpikeWindow]:
+def _spike_windows(readings: Sequence[Reading], spike_limit: int | None) -> list[SpikeWindow]:
     counted: Counter[int] = Counter()
     refused: Counter[int] = Counter()
     procore: dict[int, int] = {}
@@ -249,7 +250,7 @@ def _spike_windows(readings: Sequence[StoredReading], spike_limit: int | None) -
     ]
 
 
-def _hourly_line(counted: Sequence[StoredReading], start: float) -> list[tuple[datetime, int]]:
+def _hourly_line(counted: Sequence[Reading], start: float) -> list[tuple[datetime, int]]:
     """This run's requests in the hour before each of its requests (a sliding hour)."""
     times = sorted(r.sent_at for r in counted)
     points = [(_moment(start), 0)]
@@ -262,7 +263,7 @@ def _hourly_line(counted: Sequence[StoredReading], start: float) -> list[tuple[d
 
 
 def _write_buckets(
-    counted: Sequence[StoredReading], start: float, seconds: int
+    counted: Sequence[Reading], start: float, seconds: int
 ) -> list[tuple[datetime, int]]:
     first = math.floor(start / seconds)
     buckets: Counter[int] = Counter(
@@ -276,7 +277,7 @@ def _write_buckets(
 
 
 def _progress(
-    readings: Sequence[StoredReading], start: float
+    readings: Sequence[Reading], start: float
 ) -> tuple[dict[str, list[tuple[datetime, int]]], int]:
     """Write calls Procore accepted (2xx), cumulative by kind, each line from the run's start."""
     lines: dict[str, list[tuple[datetime, int]]] = defaultdict(list)

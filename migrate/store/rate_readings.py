@@ -1,6 +1,6 @@
 """The rate budget's readings of a load run (table ``rate_readings``): all its SQL.
 
-Load keeps a :class:`~migrate.clients.ratebudget.Reading` of every answer Procore gave it and
+Load keeps a :class:`~migrate.ratereading.Reading` of every answer Procore gave it and
 stores them when the run ends (failed and stopped runs included); the report draws the quota
 charts from them, in the windows Procore counts (``migrate/report/quota.py``).
 """
@@ -8,64 +8,17 @@ charts from them, in the windows Procore counts (``migrate/report/quota.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
 
+from migrate.ratereading import Reading
 from migrate.store.db import Store
 
-
-class ReadingLike(Protocol):
-    """What is stored of one answer (``migrate.clients.ratebudget.Reading`` has it)."""
-
-    @property
-    def sent_at(self) -> float: ...
-    @property
-    def answered_at(self) -> float: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def endpoint(self) -> str: ...
-    @property
-    def status(self) -> int: ...
-    @property
-    def limit(self) -> int | None: ...
-    @property
-    def remaining(self) -> int | None: ...
-    @property
-    def reset(self) -> float | None: ...
-
-
-class StoredReading(NamedTuple):
-    """One row of ``rate_readings`` (the fields of :class:`ReadingLike`)."""
-
-    sent_at: float
-    answered_at: float
-    method: str
-    endpoint: str
-    status: int
-    limit: int | None
-    remaining: int | None
-    reset: float | None
-
-
+#: The columns in the order of Reading's fields (``limit`` is a keyword in SQL).
 _COLUMNS = "sent_at, answered_at, method, endpoint, status, rate_limit, remaining, reset"
 
 
-def save_readings(store: Store, run_id: int, readings: Iterable[ReadingLike]) -> int:
+def save_readings(store: Store, run_id: int, readings: Iterable[Reading]) -> int:
     """Store a run's readings; how many were stored."""
-    rows = [
-        (
-            run_id,
-            r.sent_at,
-            r.answered_at,
-            r.method,
-            r.endpoint,
-            r.status,
-            r.limit,
-            r.remaining,
-            r.reset,
-        )
-        for r in readings
-    ]
+    rows = [(run_id, *reading) for reading in readings]
     if rows:
         with store.transaction():
             store.conn.executemany(
@@ -76,10 +29,10 @@ def save_readings(store: Store, run_id: int, readings: Iterable[ReadingLike]) ->
     return len(rows)
 
 
-def run_readings(store: Store, run_id: int) -> list[StoredReading]:
+def run_readings(store: Store, run_id: int) -> list[Reading]:
     """A run's readings, oldest sent first."""
     return [
-        StoredReading(*row)
+        Reading(*row)
         for row in store.conn.execute(
             f"SELECT {_COLUMNS} FROM rate_readings WHERE run_id = ? ORDER BY sent_at, rowid",
             (run_id,),
