@@ -405,7 +405,7 @@ def _charts(rec: Reconciliation) -> str:
             label_chars=44,
             keep_label_end=True,
         ),
-        *_quota_charts(rec.quota),
+        *quota_charts(rec.quota),
     ]
     return (
         _quota_note(rec.quota)
@@ -449,7 +449,7 @@ def _quota_note(quota: QuotaFigures | None) -> str:
     )
 
 
-def _quota_charts(quota: QuotaFigures | None) -> list[str]:
+def quota_charts(quota: QuotaFigures | None) -> list[str]:
     if quota is None:
         return [
             charts.empty_chart(chart_id, title, "No load run stored its rate readings")

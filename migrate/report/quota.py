@@ -279,11 +279,12 @@ def _write_buckets(
 def _progress(
     readings: Sequence[Reading], start: float
 ) -> tuple[dict[str, list[tuple[datetime, int]]], int]:
-    """Write calls Procore accepted (2xx), cumulative by kind, each line from the run's start."""
+    """Write calls Procore counted and accepted (2xx), cumulative by kind, each line from the
+    run's start."""
     lines: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     totals: Counter[str] = Counter()
     accepted = sorted(
-        (r for r in readings if _is_write(r) and 200 <= r.status < 300),
+        (r for r in readings if _counted(r) and _is_write(r) and 200 <= r.status < 300),
         key=lambda r: r.answered_at,
     )
     for r in accepted:
