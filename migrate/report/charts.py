@@ -1,8 +1,9 @@
 """Hand-written inline SVG charts for the HTML report: no dependency, no script, no fonts.
 
-Every function returns one ``<svg class="chart" data-chart="…">`` element sized in CSS pixels,
-with a ``<title>`` for screen readers. An empty series still draws the frame and says so, so a
-chart never silently disappears from the report.
+Every function returns one ``<svg class="chart" data-chart="…">`` element with a ``viewBox``
+(the page's CSS scales it down to a narrow window) and a ``<title>`` for screen readers; its
+``data-*`` attributes carry the figures it was drawn from. An empty series still draws the frame
+and says so, so a chart never silently disappears from the report.
 """
 
 from __future__ import annotations

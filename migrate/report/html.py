@@ -17,7 +17,7 @@ from migrate.report import charts
 from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
 from migrate.report.inspections import OUTCOMES, summary_text
 from migrate.report.quota import SPIKE_SECONDS, QuotaFigures
-from migrate.report.reconcile import Reconciliation
+from migrate.report.reconcile import QuarantineGroup, Reconciliation
 from migrate.store.ledger import failure_text
 from migrate.text import terminal_safe
 
@@ -317,31 +317,29 @@ def _checks(rec: Reconciliation) -> str:
     return _table(rows, ("check", "ran", "detail"), empty="No check ran.")
 
 
-def _group_hints(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The distinct hints of a quarantine group's records, in record order."""
-    return list(dict.fromkeys(str(r["hint"]) for r in records if r.get("hint")))
+def _shared_hint(group: QuarantineGroup) -> str | None:
+    """The hint every record of the group has, if they all have the same one."""
+    hints = group.hints
+    if len(hints) == 1 and all(r.get("hint") for r in group.records):
+        return hints[0]
+    return None
 
 
 def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
     if not rec.quarantine:
         return "<p>Nothing is quarantined.</p>"
     out = []
-    summary = []
-    for g in rec.quarantine:
-        hints = _group_hints(g.records)
-        summary.append(
-            {
-                "entity": g.entity,
-                "stage": g.stage,
-                "reason": g.reason,
-                "hint": hints[0]
-                if len(hints) == 1
-                else f"{len(hints)} different hints: one per record, below"
-                if hints
-                else "",
-                "records": len(g.records),
-            }
-        )
+    summary = [
+        {
+            "entity": g.entity,
+            "stage": g.stage,
+            "reason": g.reason,
+            "hint": _shared_hint(g)
+            or (f"{len(g.hints)} different hints: one per record, below" if g.hints else ""),
+            "records": len(g.records),
+        }
+        for g in rec.quarantine
+    ]
     out.append(_table(summary, ("entity", "stage", "reason", "hint", "records"), empty=""))
     where = csv_files.get("quarantine")
     if where:
@@ -349,8 +347,7 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
     # Open the groups when there are few records: the reader sees them without a click.
     opened = " open" if rec.quarantined <= 20 else ""
     for group in rec.quarantine:
-        hints = _group_hints(group.records)
-        shared = hints[0] if len(hints) == 1 and all(r.get("hint") for r in group.records) else None
+        shared = _shared_hint(group)
         out.append(
             f'<details class="quarantine-group"{opened}><summary>'
             f"<strong>{_shown(group.reason)}</strong>"

@@ -111,8 +111,13 @@ class QuarantineGroup:
     entity: str
     stage: str
     reason: str
-    hint: str | None
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hints(self) -> list[str]:
+        """The records' distinct hints, in record order: records of one reason may need
+        different fixes (issues in different deleted areas, say)."""
+        return list(dict.fromkeys(str(r["hint"]) for r in self.records if r.get("hint")))
 
 
 @dataclass
@@ -729,9 +734,7 @@ def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
         key = (row["entity"], row["stage"], row["reason"])
         group = groups.get(key)
         if group is None:
-            group = groups[key] = QuarantineGroup(
-                row["entity"], row["stage"], row["reason"], row["hint"]
-            )
+            group = groups[key] = QuarantineGroup(row["entity"], row["stage"], row["reason"])
         group.records.append(
             {
                 "source_id": row["source_id"],
