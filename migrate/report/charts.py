@@ -278,7 +278,19 @@ def time_chart(
     def y_of(value: float) -> float:
         return baseline - (baseline - top) * value / top_value
 
-    for s in series:
+    # Dots last, over the limit line: they are what Procore itself said.
+    drawing_order = [s for s in series if s.kind != "dots"] + [None]
+    drawing_order += [s for s in series if s.kind == "dots"]
+    for item in drawing_order:
+        if item is None:
+            if limit:
+                parts.append(
+                    f'<line class="limit" x1="{left}" y1="{y_of(limit):.1f}" x2="{right}" '
+                    f'y2="{y_of(limit):.1f}" stroke="{LIMIT_COLOR}" stroke-dasharray="6 4" '
+                    f'stroke-width="2"><title>{escape(limit_label)}</title></line>'
+                )
+            continue
+        s = item
         tops = stacked[s.label]
         unit = f" {s.unit}" if s.unit else ""
         if s.kind == "columns":
@@ -314,15 +326,10 @@ def time_chart(
             for moment, value in s.points:
                 parts.append(
                     f'<circle class="point" cx="{x_of(moment):.1f}" cy="{y_of(value):.1f}" '
-                    f'r="2.5" fill="{s.color}"><title>{moment.strftime("%H:%M:%S")}: '
+                    f'r="3.5" fill="{s.color}" stroke="#ffffff" stroke-width="1">'
+                    f"<title>{moment.strftime('%H:%M:%S')}: "
                     f"{_number(value)}{escape(unit)}</title></circle>"
                 )
-    if limit:
-        parts.append(
-            f'<line class="limit" x1="{left}" y1="{y_of(limit):.1f}" x2="{right}" '
-            f'y2="{y_of(limit):.1f}" stroke="{LIMIT_COLOR}" stroke-dasharray="6 4" '
-            f'stroke-width="2"><title>{escape(limit_label)}</title></line>'
-        )
     _time_ticks(parts, first, span, left, right, baseline)
     if y_label:
         middle = (top + baseline) / 2

@@ -23,6 +23,8 @@ from migrate.text import terminal_safe
 
 MAX_ROWS = 500
 MAX_RECORDS_PER_REASON = 50
+#: Cells with more characters than this get a minimum width (CSS ``td.long``).
+LONG_TEXT = 60
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;
@@ -36,7 +38,7 @@ h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:2px solid #eee;padding-bot
 table{border-collapse:collapse;margin:8px 0;font-size:13px;display:block;max-width:100%;
 overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-td{max-width:40em}td.when{white-space:nowrap}
+td{max-width:40em}td.when{white-space:nowrap}td.long{min-width:20em}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fff4f2}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -212,6 +214,10 @@ def _cell(value: Any, column: str = "") -> str:
         return f'<td class="num">{escape(shown)}</td>'
     if column.endswith("_at"):  # a timestamp reads badly broken over two lines
         return f'<td class="when">{_shown(value)}</td>'
+    if len(str(value)) > LONG_TEXT:
+        # Wide enough to read: a narrow window scrolls the table instead of squeezing the
+        # text into a tall sliver.
+        return f'<td class="long">{_shown(value)}</td>'
     return f"<td>{_shown(value)}</td>"
 
 
