@@ -468,7 +468,7 @@ def quota_charts(quota: QuotaFigures | None) -> list[str]:
             )
         ]
     progress = [
-        charts.Series("steps", f"{kind} ({points[-1][1]:,})", color, points, unit="writes")
+        charts.Series("steps", f"{kind}: {points[-1][1]:,} writes", color, points, unit="writes")
         for (kind, points), color in zip(
             quota.progress.items(), itertools.cycle(charts.SERIES_COLORS), strict=False
         )
