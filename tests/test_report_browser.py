@@ -47,7 +47,7 @@ ARTEFACTS = (
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 #: Small enough that the rate budget paces the load against it (the spike chart then shows
 #: windows near the limit), big enough to keep the load short.
-SPIKE_LIMIT = 60
+SPIKE_LIMIT = 100
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
