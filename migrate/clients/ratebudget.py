@@ -55,6 +55,10 @@ How it decides, and why:
   :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
   (the API client giving Procore up) releases the waiting thread to meet that error.
 
+- **Readings.** After :meth:`RateBudget.record_readings` every answer is kept as a
+  :class:`~migrate.ratereading.Reading` (method, path with ids folded, status, the three
+  headers); load stores them so the report charts the quota in the windows Procore counts.
+
 Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
 with the same limit cannot be told apart and share one entry; the model check then sets that
 model aside).
