@@ -997,6 +997,15 @@ def test_procore_failing_stops_the_stage_keeping_what_was_done(
     partial = failed.value.partial
     assert partial.completed is False and partial.uploads_done == 20
     assert db_rows(settings, "SELECT status FROM runs WHERE command = 'load'") == [("failed",)]
+    # The failed run's answers are kept for the report's quota charts, the two 503s included.
+    assert db_rows(
+        settings,
+        "SELECT method, status, COUNT(*) FROM rate_readings "
+        "WHERE endpoint = '/rest/v1.0/coordination_issues/sync' GROUP BY status",
+    ) == [("PATCH", 503, 2)]
+    assert db_rows(
+        settings, "SELECT COUNT(*) FROM rate_readings WHERE endpoint LIKE '%/uploads'"
+    ) == [(20,)]
     assert db_rows(
         settings,
         "SELECT state, COUNT(*) FROM id_map WHERE entity = 'coordination_issue' GROUP BY state",

@@ -689,3 +689,45 @@ def test_a_429_without_retry_after_holds_every_thread_until_the_reset_it_announc
     assert len(refused) == 1  # every refusal fell in the window someone else spent
     assert 1 <= refused[0][1] <= 4 and budget.rate_limited == refused[0][1]
     assert sum(counted for _, counted, _ in tally) == 41
+
+
+# -- issue 17: the readings the report's quota charts are drawn from -----------------------------
+
+
+def test_readings_keep_every_answer_with_its_headers_and_no_query() -> None:
+    clock = FakeTime(start=1_700_000_000.0)
+    budget = RateBudget(clock=clock.monotonic, wall=clock.wall, sleep=clock.sleep)
+    quota = Quota(SlidingWindow(3, 10.0))
+    budget.before_request("GET", "https://api.example/rest/v1.0/me")
+    budget.after_response(quota.answer(clock.wall()))
+    assert budget.take_readings() == []  # nothing is kept until someone asks for it
+
+    budget.record_readings()
+    calls = [
+        ("PATCH", "https://api.example/rest/v1.0/coordination_issues/600123?token=s3cret"),
+        ("POST", "https://api.example/rest/v1.1/projects/5100/uploads"),
+        ("GET", "https://api.example/rest/v1.0/projects/5100/locations?page=2"),
+    ]
+    for method, url in calls[:2]:
+        budget.before_request(method, url)
+        clock.sleep(0.001)
+        budget.after_response(quota.answer(clock.wall()))
+    budget.before_request(*calls[2])
+    clock.sleep(0.001)
+    refusal = {"X-Rate-Limit-Limit": "3", "X-Rate-Limit-Remaining": "0", "Retry-After": "1"}
+    refusal["X-Rate-Limit-Reset"] = str(math.ceil(clock.wall() + 1))
+    budget.after_response(Answer(429, refusal))  # someone else spent the window
+    budget.before_request("POST", "https://api.example/oauth/token")
+    budget.after_response(Answer(200))  # no rate-limit headers: Procore did not count it
+    readings = budget.take_readings()
+    assert [(r.method, r.endpoint, r.status) for r in readings] == [
+        ("PATCH", "/rest/v1.0/coordination_issues/:id", 200),
+        ("POST", "/rest/v1.1/projects/:id/uploads", 200),
+        ("GET", "/rest/v1.0/projects/:id/locations", 429),
+        ("POST", "/oauth/token", 200),
+    ]
+    assert [(r.limit, r.remaining) for r in readings] == [(3, 1), (3, 0), (3, 0), (None, None)]
+    assert all(r.sent_at <= r.answered_at for r in readings)
+    assert readings[2].reset is not None and readings[3].reset is None
+    assert "s3cret" not in repr(readings)
+    assert budget.take_readings() == []  # taken once

@@ -200,6 +200,8 @@ def test_schema_has_the_documented_tables(store: Store) -> None:
         "source_inventory",
         # migration 13: the field ledger, written by transform (issue 15)
         "field_ledger",
+        # migration 14: every Procore answer a load run saw, for the report (issue 17)
+        "rate_readings",
     }
     assert set(store.db.table_names()) == expected
     assert store.raw_tables == {name for name in expected if name.startswith("raw_")}

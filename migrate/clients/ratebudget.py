@@ -55,6 +55,10 @@ How it decides, and why:
   :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
   (the API client giving Procore up) releases the waiting thread to meet that error.
 
+- **Readings.** After :meth:`RateBudget.record_readings` every answer is kept as a
+  :class:`~migrate.ratereading.Reading` (method, path with ids folded, status, the three
+  headers); load stores them so the report charts the quota in the windows Procore counts.
+
 Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
 with the same limit cannot be told apart and share one entry; the model check then sets that
 model aside).
@@ -67,12 +71,15 @@ import logging
 import math
 import threading
 import time
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from migrate import stopping
+from migrate.ratereading import Reading as Reading  # re-exported: what take_readings returns
 
 log = logging.getLogger("migrate.ratebudget")
 
@@ -109,6 +116,8 @@ class _Sent:
     # True: the server counted it. None: unknown (no answer came). 429s are dropped: a refused
     # request takes no slot.
     counted: bool | None = True
+    method: str = ""
+    endpoint: str = ""  # the URL's path, ids folded to ":id" (never the query: it may be secret)
 
 
 @dataclass
@@ -190,6 +199,21 @@ class RateBudget:
         self.last_limit: int | None = None
         self.last_remaining: int | None = None
         self.last_reset: float | None = None
+        self._readings: _ReadingLog | None = None
+
+    def record_readings(self) -> None:
+        """Keep a :class:`Reading` of every answer from now on (load stores them for the report)."""
+        with self._cond:
+            if self._readings is None:
+                self._readings = _ReadingLog()
+
+    def take_readings(self) -> list[Reading]:
+        """The readings kept since the last call (oldest answer first), forgetting them."""
+        with self._cond:
+            if self._readings is None:
+                return []
+            taken, self._readings = self._readings, _ReadingLog()
+        return taken.readings()
 
     def stop_waiting_when(self, event: threading.Event) -> None:
         """Let a thread waiting for quota go (uncounted) once ``event`` is set.
@@ -217,7 +241,7 @@ class RateBudget:
                 now, mono = self._now(), self._clock()
                 wait = self._wait_needed(now, mono)
                 if wait <= 0:
-                    self._release(now, mono)
+                    self._release(now, mono, method, url)
                     return
                 if wait >= _LOG_WAITS_FROM and not logged:
                     logged = True
@@ -258,6 +282,8 @@ class RateBudget:
                 else:
                     self._done.append(entry)
             report = _parse(headers)
+            if self._readings is not None and entry is not None:
+                self._readings.add(entry, now, status, report)
             if status == 429:
                 self._on_429(headers, report, now)
             if report is not None:
@@ -390,9 +416,11 @@ class RateBudget:
     def _reserve(self, window: _Window) -> int:
         return int(window.limit * self.reserve_fraction)
 
-    def _release(self, now: float, mono: float) -> None:
+    def _release(self, now: float, mono: float, method: str, url: str) -> None:
         self._seq += 1
-        entry = _Sent(self._seq, now, mono, len(self._in_flight))
+        entry = _Sent(self._seq, now, mono, len(self._in_flight), method=method.upper())
+        if self._readings is not None:
+            entry.endpoint = _endpoint(url)
         self._in_flight[entry.seq] = entry
         self._local.entry = entry
         self._last_sent_mono = mono
@@ -560,6 +588,58 @@ class RateBudget:
         keep = 2 * largest + 256
         if len(self._done) > 2 * keep:
             del self._done[: len(self._done) - keep]
+
+
+class _ReadingLog:
+    """Readings kept in columns (about 40 bytes each: a load run's tens of thousands of answers
+    stay small in memory until they are stored)."""
+
+    def __init__(self) -> None:
+        self.times = array("d")  # sent_at, answered_at, reset (NaN: none) per reading
+        self.numbers = array("q")  # status, limit, remaining (-1: none) per reading
+        self.calls = array("I")  # index into names
+        self.names: list[tuple[str, str]] = []
+        self._name_index: dict[tuple[str, str], int] = {}
+
+    def add(
+        self, entry: _Sent, answered_at: float, status: int, report: tuple[int, int, float] | None
+    ) -> None:
+        limit, remaining, reset = report if report is not None else (-1, -1, math.nan)
+        self.times.extend((entry.sent_at, answered_at, reset))
+        self.numbers.extend((status, limit, remaining))
+        name = (entry.method, entry.endpoint)
+        index = self._name_index.get(name)
+        if index is None:
+            index = self._name_index[name] = len(self.names)
+            self.names.append(name)
+        self.calls.append(index)
+
+    def readings(self) -> list[Reading]:
+        out = []
+        for i, call in enumerate(self.calls):
+            sent_at, answered_at, reset = self.times[3 * i : 3 * i + 3]
+            status, limit, remaining = self.numbers[3 * i : 3 * i + 3]
+            method, endpoint = self.names[call]
+            out.append(
+                Reading(
+                    sent_at,
+                    answered_at,
+                    method,
+                    endpoint,
+                    status,
+                    None if limit < 0 else limit,
+                    None if remaining < 0 else remaining,
+                    None if math.isnan(reset) else reset,
+                )
+            )
+        return out
+
+
+def _endpoint(url: str) -> str:
+    """``https://host/rest/v1.0/projects/5/locations?q=1`` → ``/rest/v1.0/projects/:id/locations``
+    (the query is dropped: it may carry a secret)."""
+    path = urlsplit(url).path
+    return "/".join(":id" if part.isdigit() else part for part in path.split("/"))
 
 
 def _done_at(entry: _Sent) -> float:

@@ -12,7 +12,9 @@ do makes no write call at all.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,9 +45,10 @@ from migrate.results import LoadResult, Progress
 from migrate.runlog import RunLog
 from migrate.settings import Settings
 from migrate.store.blobs import BlobStore
-from migrate.store.db import Store, open_store
+from migrate.store.db import Store, StoreError, open_store
 from migrate.store.identity import Identity, pin_identity
 from migrate.store.planned import MapRow, PlanEntry, id_map_rows, loaded_count
+from migrate.store.rate_readings import save_readings
 from migrate.store.readiness import require_prior_stage
 from migrate.store.runs import recorded_run
 from migrate.store.writer import acquire_writer
@@ -110,6 +113,8 @@ def run(
         "apply_deletions": options.apply_deletions,
     }
     with recorded_run(store, COMMAND, args, log=log) as recorded:
+        client.budget.record_readings()
+        client.budget.take_readings()  # only this run's answers
         loader = _Loader(store, client, blobs, options, progress, log, recorded.id)
         recorded.track(lambda: loader.result(completed=False))
         try:
@@ -123,8 +128,24 @@ def run(
                     resume_command=RESUME_COMMAND,
                 ) from exc
             raise
+        finally:
+            # Stopped and failed runs too: the report charts the quota they spent.
+            _keep_readings(store, recorded.id, client, log)
         recorded.succeed(result)
     return result
+
+
+def _keep_readings(store: Store, run_id: int, client: ProcoreClient, log: RunLog | None) -> None:
+    """Store the run's rate readings; a failure to store them is logged, never raised, so it
+    cannot hide how the run ended (only the report's quota charts miss them)."""
+    readings = client.budget.take_readings()
+    try:
+        save_readings(store, run_id, readings)
+    except (sqlite3.Error, StoreError) as exc:
+        message = f"{len(readings)} rate readings not stored ({type(exc).__name__}: {exc})"
+        logging.getLogger("migrate.load").warning(message)
+        if log is not None:
+            log.event(STAGE, "rate_readings", level="warning", message=message)
 
 
 @dataclass

@@ -1,30 +1,44 @@
 """Hand-written inline SVG charts for the HTML report: no dependency, no script, no fonts.
 
-Every function returns one ``<svg class="chart" data-chart="…">`` element sized in CSS pixels,
-with a ``<title>`` for screen readers. An empty series still draws the frame and says so, so a
-chart never silently disappears from the report.
+Every function returns one ``<svg class="chart" data-chart="…">`` element with a ``viewBox``
+(the page's CSS scales it down to a narrow window) and a ``<title>`` for screen readers; its
+``data-*`` attributes carry the figures it was drawn from. An empty series still draws the frame
+and says so, so a chart never silently disappears from the report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from html import escape
 
 BAR_COLOR = "#3b6ea8"
 AFTER_COLOR = "#2e8b57"
 LINE_COLOR = "#3b6ea8"
 LIMIT_COLOR = "#c0392b"
-AVERAGE_COLOR = "#e08e0b"
+REFUSED_COLOR = "#c0392b"
+PROCORE_COLOR = "#e08e0b"
+#: Colours of the load-progress lines, in order.
+SERIES_COLORS = ("#3b6ea8", "#2e8b57", "#8e44ad", "#e08e0b", "#7f8c8d", "#16a085")
 GRID_COLOR = "#dddddd"
 TEXT_COLOR = "#333333"
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:12px"
 
 
-def _open(chart_id: str, title: str, width: int, height: int) -> list[str]:
+def _open(
+    chart_id: str,
+    title: str,
+    width: int,
+    height: int,
+    data: Mapping[str, str | int] | None = None,
+) -> list[str]:
+    attributes = "".join(
+        f' data-{escape(key)}="{escape(str(value))}"' for key, value in (data or {}).items()
+    )
     return [
-        f'<svg class="chart" data-chart="{escape(chart_id)}" role="img" '
+        f'<svg class="chart" data-chart="{escape(chart_id)}"{attributes} role="img" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'style="{FONT}" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
@@ -44,6 +58,13 @@ def _empty(parts: list[str], width: int, height: int, message: str) -> str:
     )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def empty_chart(
+    chart_id: str, title: str, message: str, *, width: int = 560, height: int = 250
+) -> str:
+    """A chart's frame saying why it has nothing to show."""
+    return _empty(_open(chart_id, title, width, height), width, height, message)
 
 
 def _truncate(label: str, limit: int, *, keep_end: bool = False) -> str:
@@ -119,18 +140,30 @@ def bar_chart(
     return "\n".join(parts)
 
 
-def _time_axis(
-    parts: list[str],
-    start: datetime,
-    end: datetime,
-    left: float,
-    right: float,
-    baseline: float,
+@dataclass(frozen=True)
+class Series:
+    """One series of a :func:`time_chart`.
+
+    ``kind``: ``"columns"`` (each point a column ``seconds`` wide starting at its moment;
+    ``stack_on`` names an earlier columns series it sits on), ``"steps"`` (a running total: a
+    step line) or ``"dots"``.
+    """
+
+    kind: str
+    label: str
+    color: str
+    points: Sequence[tuple[datetime, float]]
+    seconds: float = 0.0
+    stack_on: str = ""
+    unit: str = ""
+
+
+def _time_ticks(
+    parts: list[str], start: float, span: float, left: float, right: float, baseline: float
 ) -> None:
-    span = max((end - start).total_seconds(), 1.0)
     for fraction in (0.0, 0.5, 1.0):
         x = left + (right - left) * fraction
-        moment = datetime.fromtimestamp(start.timestamp() + span * fraction, tz=start.tzinfo)
+        moment = datetime.fromtimestamp(start + span * fraction, tz=UTC)
         text = moment.strftime("%H:%M:%S" if span < 6 * 3600 else "%m-%d %H:%M")
         anchor = ("start", "middle", "end")[int(fraction * 2)]
         parts.append(
@@ -153,136 +186,31 @@ def _value_axis(
         )
 
 
-def line_chart(
-    chart_id: str,
-    title: str,
-    points: Sequence[tuple[datetime, float]],
-    *,
-    width: int = 560,
-    height: int = 240,
-    y_label: str = "",
-    empty_message: str = "No data",
-) -> str:
-    """A step line over time (e.g. records loaded so far), with dots at each point."""
-    parts = _open(chart_id, title, width, height)
-    if not points:
-        return _empty(parts, width, height, empty_message)
-    left, right, top, baseline = 60.0, width - 20.0, 34.0, height - 30.0
-    ordered = sorted(points, key=lambda p: p[0])
-    start, end = ordered[0][0], ordered[-1][0]
-    span = max((end - start).total_seconds(), 1.0)
-    top_value = axis_top(max(value for _, value in ordered))
-    _value_axis(parts, top_value, left, right, top, baseline)
-    _time_axis(parts, start, end, left, right, baseline)
-
-    def x_of(moment: datetime) -> float:
-        return left + (right - left) * (moment - start).total_seconds() / span
-
-    def y_of(value: float) -> float:
-        return baseline - (baseline - top) * value / top_value
-
-    path = [f"M{x_of(start):.1f},{baseline:.1f}"]
-    previous = 0.0
-    for moment, value in ordered:
-        x = x_of(moment)
-        path.append(f"L{x:.1f},{y_of(previous):.1f}")
-        path.append(f"L{x:.1f},{y_of(value):.1f}")
-        previous = value
-    parts.append(
-        f'<path class="series" d="{" ".join(path)}" fill="none" stroke="{LINE_COLOR}" '
-        'stroke-width="2"/>'
-    )
-    for moment, value in ordered:
-        parts.append(
-            f'<circle class="point" cx="{x_of(moment):.1f}" cy="{y_of(value):.1f}" r="3" '
-            f'fill="{LINE_COLOR}"><title>{moment.strftime("%Y-%m-%d %H:%M:%S")}: '
-            f"{_number(value)}</title></circle>"
-        )
-    if y_label:
-        parts.append(
-            f'<text x="14" y="{(top + baseline) / 2:.1f}" fill="{TEXT_COLOR}" '
-            f'transform="rotate(-90 14 {(top + baseline) / 2:.1f})" text-anchor="middle">'
-            f"{escape(y_label)}</text>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+def _legend_rows(items: Sequence[tuple[str, str, str]], width: float) -> list[list[int]]:
+    """Legend entries (by index) per row, wrapped to ``width`` (text widths estimated)."""
+    rows: list[list[int]] = [[]]
+    x = 0.0
+    for index, (_, _, label) in enumerate(items):
+        wide = 15 + 6.4 * len(label) + 12
+        if rows[-1] and x + wide > width:
+            rows.append([])
+            x = 0.0
+        rows[-1].append(index)
+        x += wide
+    return rows
 
 
-def rate_chart(
-    chart_id: str,
-    title: str,
-    buckets: Sequence[tuple[datetime, float]],
-    *,
-    limit: float | None,
-    limit_label: str,
-    averages: Sequence[tuple[datetime, datetime, float]] = (),
-    width: int = 560,
-    height: int = 240,
-    empty_message: str = "No data",
-) -> str:
-    """Columns per minute, a dashed limit line and optional average segments per run."""
-    parts = _open(chart_id, title, width, height)
-    if not buckets and not averages:
-        return _empty(parts, width, height, empty_message)
-    left, right, top, baseline = 60.0, width - 20.0, 34.0, height - 44.0
-    moments = [m for m, _ in buckets] + [m for a in averages for m in a[:2]]
-    start, end = min(moments), max(moments)
-    minutes = max(1, math.ceil((end - start).total_seconds() / 60) + 1)
-    highest = max([v for _, v in buckets] + [a[2] for a in averages] + [limit or 0])
-    top_value = axis_top(highest * 1.05)
-    _value_axis(parts, top_value, left, right, top, baseline)
-    column = (right - left) / minutes
-
-    def y_of(value: float) -> float:
-        return baseline - (baseline - top) * value / top_value
-
-    def x_of(moment: datetime) -> float:
-        return left + column * (moment - start).total_seconds() / 60
-
-    for moment, value in buckets:
-        x = x_of(moment)
-        parts.append(
-            f'<rect class="bar" x="{x + 1:.1f}" y="{y_of(value):.1f}" '
-            f'width="{max(column - 2, 1):.1f}" height="{baseline - y_of(value):.1f}" '
-            f'fill="{BAR_COLOR}"><title>{moment.strftime("%H:%M")}: {_number(value)} '
-            "write calls</title></rect>"
-        )
-    for first, last, value in averages:
-        parts.append(
-            f'<line class="average" x1="{x_of(first):.1f}" y1="{y_of(value):.1f}" '
-            f'x2="{max(x_of(last), x_of(first) + column):.1f}" y2="{y_of(value):.1f}" '
-            f'stroke="{AVERAGE_COLOR}" stroke-width="3"><title>run average: {_number(value)} '
-            "requests per minute</title></line>"
-        )
-    if limit:
-        parts.append(
-            f'<line class="limit" x1="{left}" y1="{y_of(limit):.1f}" x2="{right}" '
-            f'y2="{y_of(limit):.1f}" stroke="{LIMIT_COLOR}" stroke-dasharray="6 4" '
-            f'stroke-width="2"><title>{escape(limit_label)}</title></line>'
-        )
-    _time_axis(parts, start, end, left, right, baseline)
-    _legend(
-        parts,
-        20.0,
-        height - 8.0,
-        [
-            ("box", BAR_COLOR, "write calls/min"),
-            ("bar", AVERAGE_COLOR, "requests/min (run average)"),
-            *([("dash", LIMIT_COLOR, limit_label)] if limit else []),
-        ],
-    )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _legend(parts: list[str], x: float, y: float, items: Sequence[tuple[str, str, str]]) -> None:
+def _legend(parts: list[str], x0: float, y: float, items: Sequence[tuple[str, str, str]]) -> None:
     """One row of legend entries; widths estimated from the text (no font metrics here)."""
+    x = x0
     for kind, color, label in items:
         if kind == "box":
             parts.append(
                 f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" fill="{color}"/>'
             )
-        elif kind == "bar":
+        elif kind == "dot":
+            parts.append(f'<circle cx="{x + 5:.1f}" cy="{y - 4:.1f}" r="4" fill="{color}"/>')
+        elif kind == "line":
             parts.append(
                 f'<rect x="{x:.1f}" y="{y - 6:.1f}" width="12" height="3" fill="{color}"/>'
             )
@@ -296,3 +224,121 @@ def _legend(parts: list[str], x: float, y: float, items: Sequence[tuple[str, str
             f'<text x="{x + 15:.1f}" y="{y:.1f}" fill="{TEXT_COLOR}">{escape(label)}</text>'
         )
         x += 15 + 6.4 * len(label) + 12
+
+
+def time_chart(
+    chart_id: str,
+    title: str,
+    series: Sequence[Series],
+    *,
+    start: datetime,
+    end: datetime,
+    limit: float | None = None,
+    limit_label: str = "",
+    y_label: str = "",
+    data: Mapping[str, str | int] | None = None,
+    width: int = 560,
+    height: int = 250,
+    empty_message: str = "No data",
+) -> str:
+    """Values over time on one value axis: columns, step lines and dots, a dashed limit.
+
+    The time axis runs from ``start`` to ``end`` (the whole run, so a quiet stretch shows as
+    one). ``data`` becomes ``data-*`` attributes of the ``<svg>``, so tests read the figures
+    the chart was drawn from.
+    """
+    legend = [
+        ({"columns": "box", "steps": "line", "dots": "dot"}[s.kind], s.color, s.label)
+        for s in series
+    ]
+    if limit:
+        legend.append(("dash", LIMIT_COLOR, limit_label))
+    legend_rows = _legend_rows(legend, width - 40)
+    total_height = height + 16 * (len(legend_rows) - 1)
+    data = {"start": start.isoformat(), "end": end.isoformat(), **(data or {})}
+    parts = _open(chart_id, title, width, total_height, data)
+    if not any(s.points for s in series):
+        return _empty(parts, width, total_height, empty_message)
+    left, right, top, baseline = 60.0, width - 20.0, 34.0, height - 44.0
+    first, span = start.timestamp(), max((end - start).total_seconds(), 1.0)
+
+    def x_of(moment: datetime) -> float:
+        return left + (right - left) * min(max((moment.timestamp() - first) / span, 0.0), 1.0)
+
+    stacked: dict[str, dict[datetime, float]] = {}
+    highest = limit or 0.0
+    for s in series:
+        below = stacked.get(s.stack_on, {})
+        tops = {m: v + below.get(m, 0.0) for m, v in s.points}
+        stacked[s.label] = tops
+        highest = max([highest, *tops.values()])
+    top_value = axis_top(highest * 1.05)
+    _value_axis(parts, top_value, left, right, top, baseline)
+
+    def y_of(value: float) -> float:
+        return baseline - (baseline - top) * value / top_value
+
+    # Dots last, over the limit line: they are what Procore itself said.
+    drawing_order = [s for s in series if s.kind != "dots"] + [None]
+    drawing_order += [s for s in series if s.kind == "dots"]
+    for item in drawing_order:
+        if item is None:
+            if limit:
+                parts.append(
+                    f'<line class="limit" x1="{left}" y1="{y_of(limit):.1f}" x2="{right}" '
+                    f'y2="{y_of(limit):.1f}" stroke="{LIMIT_COLOR}" stroke-dasharray="6 4" '
+                    f'stroke-width="2"><title>{escape(limit_label)}</title></line>'
+                )
+            continue
+        s = item
+        tops = stacked[s.label]
+        unit = f" {s.unit}" if s.unit else ""
+        if s.kind == "columns":
+            for moment, value in s.points:
+                if not value:
+                    continue
+                # A column that began before the chart (a window open when the run started)
+                # is cut at its edge rather than drawn over the axis.
+                x = x_of(moment)
+                wide = x_of(moment + timedelta(seconds=s.seconds)) - x
+                gap = 1.0 if wide > 4 else 0.0
+                y = y_of(tops[moment])
+                parts.append(
+                    f'<rect class="bar" x="{x + gap / 2:.1f}" y="{y:.1f}" '
+                    f'width="{max(wide - gap, 0.5):.1f}" '
+                    f'height="{max(y_of(tops[moment] - value) - y, 0.5):.1f}" fill="{s.color}">'
+                    f"<title>{moment.strftime('%H:%M:%S')}: {_number(value)}{escape(unit)}"
+                    "</title></rect>"
+                )
+        elif s.kind == "steps":
+            ordered = sorted(s.points)
+            path = [f"M{x_of(ordered[0][0]):.1f},{y_of(ordered[0][1]):.1f}"]
+            for moment, value in ordered[1:]:
+                path.append(f"H{x_of(moment):.1f}V{y_of(value):.1f}")
+            path.append(f"H{x_of(end):.1f}")
+            last_moment, last_value = ordered[-1]
+            parts.append(
+                f'<path class="series" d="{"".join(path)}" fill="none" stroke="{s.color}" '
+                f'stroke-width="2"><title>{escape(s.label)}: {_number(last_value)}{escape(unit)} '
+                f"by {last_moment.strftime('%H:%M:%S')}</title></path>"
+            )
+        else:
+            for moment, value in s.points:
+                parts.append(
+                    f'<circle class="point" cx="{x_of(moment):.1f}" cy="{y_of(value):.1f}" '
+                    f'r="3.5" fill="{s.color}" stroke="#ffffff" stroke-width="1">'
+                    f"<title>{moment.strftime('%H:%M:%S')}: "
+                    f"{_number(value)}{escape(unit)}</title></circle>"
+                )
+    _time_ticks(parts, first, span, left, right, baseline)
+    if y_label:
+        middle = (top + baseline) / 2
+        parts.append(
+            f'<text x="14" y="{middle:.1f}" fill="{TEXT_COLOR}" '
+            f'transform="rotate(-90 14 {middle:.1f})" text-anchor="middle">'
+            f"{escape(y_label)}</text>"
+        )
+    for row, indexes in enumerate(legend_rows):
+        _legend(parts, 20.0, height - 8.0 + 16 * row, [legend[i] for i in indexes])
+    parts.append("</svg>")
+    return "\n".join(parts)

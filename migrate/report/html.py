@@ -6,35 +6,45 @@ images. Long lists are cut at ``MAX_ROWS`` with a pointer to the CSV file that h
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from html import escape
 from typing import Any
 
 from migrate.report import charts
 from migrate.report.inspections import CSV_COLUMNS as INSPECTION_COLUMNS
 from migrate.report.inspections import OUTCOMES, summary_text
-from migrate.report.reconcile import Reconciliation
+from migrate.report.quota import SPIKE_SECONDS, QuotaFigures
+from migrate.report.reconcile import QuarantineGroup, Reconciliation
 from migrate.store.ledger import failure_text
 from migrate.text import terminal_safe
 
 MAX_ROWS = 500
 MAX_RECORDS_PER_REASON = 50
+#: Cells with more characters than this get a minimum width (CSS ``td.long``).
+LONG_TEXT = 60
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;
-color:#222;padding:0 16px;line-height:1.4}
+color:#222;padding:0 16px;line-height:1.4;overflow-wrap:break-word}
 h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:2px solid #eee;padding-bottom:4px}
 .meta{color:#666}
 .verdict{padding:12px 16px;border-radius:6px;font-size:1.1em;margin:16px 0}
 .verdict.ok{background:#e6f4ea;border:1px solid #7cb88a}
 .verdict.bad{background:#fdecea;border:1px solid #e08a80}
 .verdict.offline{background:#fff6e0;border:1px solid #e0b050}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px;display:block;max-width:100%;
+overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+td{max-width:40em}td.when{white-space:nowrap}td.long{min-width:20em}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fff4f2}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
-.charts figure{margin:0;border:1px solid #eee;padding:8px;border-radius:6px}
+.charts figure{margin:0;border:1px solid #eee;padding:8px;border-radius:6px;min-width:0;
+max-width:100%;box-sizing:border-box}
+svg.chart{display:block;max-width:100%;height:auto}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px;max-height:320px}
 details{margin:8px 0}summary{cursor:pointer}
 .hint{color:#555;font-style:italic}.muted{color:#888}
@@ -202,6 +212,12 @@ def _cell(value: Any, column: str = "") -> str:
         is_id = column == "id" or column.endswith("_id")
         shown = f"{value:,}" if isinstance(value, int) and not is_id else str(value)
         return f'<td class="num">{escape(shown)}</td>'
+    if column.endswith("_at"):  # a timestamp reads badly broken over two lines
+        return f'<td class="when">{_shown(value)}</td>'
+    if len(str(value)) > LONG_TEXT:
+        # Wide enough to read: a narrow window scrolls the table instead of squeezing the
+        # text into a tall sliver.
+        return f'<td class="long">{_shown(value)}</td>'
     return f"<td>{_shown(value)}</td>"
 
 
@@ -307,6 +323,14 @@ def _checks(rec: Reconciliation) -> str:
     return _table(rows, ("check", "ran", "detail"), empty="No check ran.")
 
 
+def _shared_hint(group: QuarantineGroup) -> str | None:
+    """The hint every record of the group has, if they all have the same one."""
+    hints = group.hints
+    if len(hints) == 1 and all(r.get("hint") for r in group.records):
+        return hints[0]
+    return None
+
+
 def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
     if not rec.quarantine:
         return "<p>Nothing is quarantined.</p>"
@@ -316,7 +340,8 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
             "entity": g.entity,
             "stage": g.stage,
             "reason": g.reason,
-            "hint": g.hint,
+            "hint": _shared_hint(g)
+            or (f"{len(g.hints)} different hints: one per record, below" if g.hints else ""),
             "records": len(g.records),
         }
         for g in rec.quarantine
@@ -328,19 +353,26 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
     # Open the groups when there are few records: the reader sees them without a click.
     opened = " open" if rec.quarantined <= 20 else ""
     for group in rec.quarantine:
+        shared = _shared_hint(group)
         out.append(
             f'<details class="quarantine-group"{opened}><summary>'
             f"<strong>{_shown(group.reason)}</strong>"
             f" — {len(group.records)} {escape(group.entity)} record(s), stage "
             f"{escape(group.stage)}</summary>"
         )
-        if group.hint:
-            out.append(f'<p class="hint">{_shown(group.hint)}</p>')
+        if shared:
+            out.append(f'<p class="hint">{_shown(shared)}</p>')
         for record in group.records[:MAX_RECORDS_PER_REASON]:
+            # Records of one reason may need different fixes (another area, another field).
+            own_hint = (
+                f'<p class="hint record-hint">{_shown(record["hint"])}</p>'
+                if record.get("hint") and not shared
+                else ""
+            )
             out.append(
-                f"<p><code>{_shown(record['source_id'])}</code> "
+                f'<div class="quarantine-record"><p><code>{_shown(record["source_id"])}</code> '
                 f'<span class="muted">{escape(str(record["created_at"] or ""))}</span></p>'
-                f"<pre>{_shown(record['record'])}</pre>"
+                f"{own_hint}<pre>{_shown(record['record'])}</pre></div>"
             )
         if len(group.records) > MAX_RECORDS_PER_REASON:
             out.append(f"<p>… and {len(group.records) - MAX_RECORDS_PER_REASON} more.</p>")
@@ -349,10 +381,6 @@ def _quarantine(rec: Reconciliation, csv_files: Mapping[str, str]) -> str:
 
 
 def _charts(rec: Reconciliation) -> str:
-    per_minute = rec.hourly_limit / 60
-    limit_label = f"quota {rec.hourly_limit}/h = {per_minute:g}/min" + (
-        "" if rec.hourly_limit_known else " (default)"
-    )
     figures = [
         charts.bar_chart(
             "status-before",
@@ -380,28 +408,191 @@ def _charts(rec: Reconciliation) -> str:
             label_chars=44,
             keep_label_end=True,
         ),
-        charts.line_chart(
-            "load-progress",
-            "Load progress: records created in Procore",
-            rec.load_progress,
-            y_label="records",
-            empty_message="No load batch recorded",
-        ),
-        charts.rate_chart(
-            "requests-per-minute",
-            "Procore requests per minute against quota",
-            rec.write_calls_per_minute,
-            limit=per_minute,
-            limit_label=limit_label,
-            averages=rec.run_request_rates,
-            empty_message="No load run recorded",
-        ),
+        *quota_charts(rec.quota),
     ]
     return (
-        '<div class="charts">'
+        _quota_note(rec.quota)
+        + '<div class="charts">'
         + "".join(f"<figure>{figure}</figure>" for figure in figures)
         + "</div>"
     )
+
+
+#: The charts drawn from a load run's rate readings (empty frames when no run stored any).
+QUOTA_CHARTS = ("load-progress", "write-calls", "spike-window", "hourly-window")
+
+
+def _quota_note(quota: QuotaFigures | None) -> str:
+    if quota is None:
+        return (
+            "<p>No load run stored its rate readings, so the quota charts below are empty "
+            "(runs before this version did not keep them).</p>"
+        )
+    spike = (
+        f"{quota.spike_limit:,} per {_seconds_text(int(SPIKE_SECONDS))}"
+        if quota.spike_limit is not None
+        else "never reported"
+    )
+    hourly = f"{quota.hourly_limit:,} per hour" + (
+        "" if quota.hourly_limit_reported else " (Procore's documented default: never reported)"
+    )
+    others = (
+        f" {quota.other_load_runs} other load run(s) stored readings too; see Run history."
+        if quota.other_load_runs
+        else ""
+    )
+    return (
+        f'<p class="quota-note">Load run {quota.run_id}, '
+        f"{quota.started.strftime('%Y-%m-%d %H:%M:%S')} to "
+        f"{quota.finished.strftime('%H:%M:%S')} UTC: {quota.counted:,} requests Procore counted "
+        f"against its quota ({quota.writes:,} of them write calls), {quota.refused:,} refused "
+        f"with 429. Limits Procore reported: spike window {spike}; hourly window {hourly}. "
+        f"Busiest 10 s window: {quota.busiest_spike_window:,} requests; busiest hour: "
+        f"{quota.busiest_hour:,}.{others}</p>"
+    )
+
+
+def quota_charts(quota: QuotaFigures | None) -> list[str]:
+    if quota is None:
+        return [
+            charts.empty_chart(chart_id, title, "No load run stored its rate readings")
+            for chart_id, title in zip(
+                QUOTA_CHARTS,
+                (
+                    "Load progress",
+                    "Write calls to Procore",
+                    "Requests per 10 s spike window",
+                    "Requests in the trailing hour",
+                ),
+                strict=True,
+            )
+        ]
+    progress = [
+        charts.Series("steps", f"{kind}: {points[-1][1]:,} writes", color, points, unit="writes")
+        for (kind, points), color in zip(
+            quota.progress.items(), itertools.cycle(charts.SERIES_COLORS), strict=False
+        )
+    ]
+    columns, column_seconds = quota.spike_columns()
+    busiest = "" if column_seconds == SPIKE_SECONDS else f" (busiest per {column_seconds:g} s)"
+    spike_series = [
+        charts.Series(
+            "columns",
+            "counted" + busiest,
+            charts.BAR_COLOR,
+            [(w.start, w.counted) for w in columns],
+            seconds=column_seconds,
+            unit="requests in a 10 s window",
+        )
+    ]
+    if quota.refused:
+        spike_series.append(
+            charts.Series(
+                "columns",
+                "refused (429)",
+                charts.REFUSED_COLOR,
+                [(w.start, w.refused) for w in columns],
+                seconds=column_seconds,
+                stack_on=spike_series[0].label,
+                unit="refused",
+            )
+        )
+    reported = [(w.start + _HALF_SPIKE, w.procore_count) for w in columns]
+    if any(n is not None for _, n in reported):
+        spike_series.append(
+            charts.Series(
+                "dots",
+                "Procore's count (limit − remaining)",
+                charts.PROCORE_COLOR,
+                [(m, n) for m, n in reported if n is not None],
+                unit="in Procore's spike window",
+            )
+        )
+    hourly_series = [
+        charts.Series(
+            "steps",
+            "this run's requests in the hour before",
+            charts.LINE_COLOR,
+            quota.hourly_line,
+            unit="requests",
+        )
+    ]
+    if quota.hourly_reported:
+        hourly_series.append(
+            charts.Series(
+                "dots",
+                "Procore's count (limit − remaining)",
+                charts.PROCORE_COLOR,
+                quota.hourly_reported,
+                unit="in Procore's hourly window",
+            )
+        )
+    # Every quota chart spans the whole load run, so a quiet stretch shows as one.
+    over_the_run = functools.partial(charts.time_chart, start=quota.started, end=quota.finished)
+    return [
+        over_the_run(
+            "load-progress",
+            f"Load progress: {quota.accepted_writes:,} writes Procore accepted, by kind",
+            progress,
+            y_label="writes accepted so far",
+            data={"accepted-writes": quota.accepted_writes},
+            empty_message="No write call was accepted",
+        ),
+        over_the_run(
+            "write-calls",
+            f"{quota.writes:,} write calls (POST, PATCH, PUT, DELETE)",
+            [
+                charts.Series(
+                    "columns",
+                    f"write calls per {_seconds_text(quota.bucket_seconds)}",
+                    charts.BAR_COLOR,
+                    quota.write_buckets,
+                    seconds=quota.bucket_seconds,
+                    unit="write calls",
+                )
+            ],
+            y_label=f"per {_seconds_text(quota.bucket_seconds)}",
+            data={"write-calls": quota.writes, "bucket-seconds": quota.bucket_seconds},
+            empty_message="No write call",
+        ),
+        over_the_run(
+            "spike-window",
+            "Requests per 10 s spike window against the spike limit",
+            spike_series,
+            limit=quota.spike_limit,
+            limit_label=f"spike limit {quota.spike_limit:,} per 10 s" if quota.spike_limit else "",
+            y_label="requests per 10 s",
+            data={
+                "counted": quota.counted,
+                "refused": quota.refused,
+                "spike-limit": quota.spike_limit or "",
+                "busiest-window": quota.busiest_spike_window,
+            },
+            empty_message="No request counted",
+        ),
+        over_the_run(
+            "hourly-window",
+            "Requests in the trailing hour against the hourly limit",
+            hourly_series,
+            limit=quota.hourly_limit,
+            limit_label=f"hourly limit {quota.hourly_limit:,}"
+            + ("" if quota.hourly_limit_reported else " (documented default)"),
+            y_label="requests per hour",
+            data={"hourly-limit": quota.hourly_limit, "busiest-hour": quota.busiest_hour},
+            empty_message="No request counted",
+        ),
+    ]
+
+
+_HALF_SPIKE = timedelta(seconds=SPIKE_SECONDS / 2)
+
+
+def _seconds_text(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def _files(csv_files: Mapping[str, str]) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from migrate.ids import ENTITY_ISSUE, issue_uuid
 from migrate.quarantine import open_quarantine_records, quarantined_source_ids
 from migrate.report.paths import actual_path, path_of, path_text
+from migrate.report.quota import QuotaFigures, quota_figures
 from migrate.report.status import parse_time, request_total
 from migrate.store.db import Store
 from migrate.store.ledger import LedgerRow, read_ledger, unaccounted
@@ -69,8 +70,6 @@ ORPHAN_COLUMNS = (
     "why",
 )
 QUARANTINE_COLUMNS = ("entity", "stage", "reason", "hint", "source_id", "created_at", "record")
-#: Procore's documented default hourly quota, used when no run recorded the real one.
-DEFAULT_HOURLY_LIMIT = 3600
 TOP_LOCATIONS = 15
 NO_LOCATION = "(no location)"
 LINK_REMOVED = "[link removed]"
@@ -112,8 +111,13 @@ class QuarantineGroup:
     entity: str
     stage: str
     reason: str
-    hint: str | None
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hints(self) -> list[str]:
+        """The records' distinct hints, in record order: records of one reason may need
+        different fixes (issues in different deleted areas, say)."""
+        return list(dict.fromkeys(str(r["hint"]) for r in self.records if r.get("hint")))
 
 
 @dataclass
@@ -139,11 +143,9 @@ class Reconciliation:
     status_before: list[tuple[str, int]]
     status_after: list[tuple[str, int]]
     by_location: list[tuple[str, int]]
-    load_progress: list[tuple[Any, int]]
-    write_calls_per_minute: list[tuple[Any, int]]
-    run_request_rates: list[tuple[Any, Any, float]]
-    hourly_limit: int
-    hourly_limit_known: bool
+    #: The latest load run's use of Procore's quota, from its stored readings (None: no run
+    #: stored any).
+    quota: QuotaFigures | None
     #: Every staged checklist's outcome and the inspections' field differences (issue 14).
     inspections: InspectionReconciliation | None = None
     #: Where every source field went, as transform stored it (transform/ledger.py).
@@ -324,7 +326,6 @@ def reconcile(
     orphans.extend(inspection_rec.orphans)  # after the issue row counted the issues' own
     status_after = _status_after(loaded, procore_issues, online)
     by_location = _by_location(store, loaded, procore_issues, locations_by_id, online)
-    hourly_limit, known = _hourly_limit(store)
     reconciliation = Reconciliation(
         target_project_id=project,
         online=online,
@@ -349,11 +350,7 @@ def reconcile(
         status_before=_status_before(store),
         status_after=status_after,
         by_location=by_location,
-        load_progress=_load_progress(store),
-        write_calls_per_minute=_write_calls_per_minute(store),
-        run_request_rates=_run_request_rates(store),
-        hourly_limit=hourly_limit,
-        hourly_limit_known=known,
+        quota=quota_figures(store),
         inspections=inspection_rec,
         field_ledger=read_ledger(store),
     )
@@ -737,9 +734,7 @@ def _quarantine_groups(store: Store) -> list[QuarantineGroup]:
         key = (row["entity"], row["stage"], row["reason"])
         group = groups.get(key)
         if group is None:
-            group = groups[key] = QuarantineGroup(
-                row["entity"], row["stage"], row["reason"], row["hint"]
-            )
+            group = groups[key] = QuarantineGroup(row["entity"], row["stage"], row["reason"])
         group.records.append(
             {
                 "source_id": row["source_id"],
@@ -851,85 +846,3 @@ def _by_location(
             path = _json_list(row.get("location_path"))
         counts[path_text(path) or NO_LOCATION] += 1
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_LOCATIONS]
-
-
-def _load_progress(store: Store) -> list[tuple[Any, int]]:
-    """Records created so far, after each confirmed batch; starts at 0 when loading began."""
-    first_load = min(
-        (row["started_at"] for row in run_rows(store, "load") if row["started_at"] is not None),
-        default=None,
-    )
-    rows = store.conn.execute(
-        "SELECT confirmed_at, COALESCE(entities, item_count), kind FROM load_batches "
-        "WHERE state = 'confirmed' AND confirmed_at IS NOT NULL ORDER BY confirmed_at"
-    ).fetchall()
-    creates = [r for r in rows if "create" in str(r[2])]
-    chosen = creates or rows
-    points: list[tuple[Any, int]] = []
-    start = parse_time(first_load)
-    if start is not None and chosen:
-        points.append((start, 0))
-    total = 0
-    for confirmed_at, entities, _ in chosen:
-        moment = parse_time(confirmed_at)
-        if moment is None:
-            continue
-        total += int(entities or 0)
-        points.append((moment, total))
-    return points
-
-
-def _write_calls_per_minute(store: Store) -> list[tuple[Any, int]]:
-    counts: Counter[Any] = Counter()
-    for (sent_at,) in store.conn.execute("SELECT sent_at FROM load_batches"):
-        moment = parse_time(sent_at)
-        if moment is not None:
-            counts[moment.replace(second=0, microsecond=0)] += 1
-    return sorted(counts.items())
-
-
-def _run_request_rates(store: Store) -> list[tuple[Any, Any, float]]:
-    rates = []
-    for row in run_rows(store, "load"):
-        if row["finished_at"] is None or row["requests"] is None:
-            continue
-        start, end = parse_time(row["started_at"]), parse_time(row["finished_at"])
-        if start is None or end is None:
-            continue
-        total, _ = request_total(json.loads(row["requests"]))
-        # A run shorter than a minute made all its requests within one minute.
-        minutes = max((end - start).total_seconds() / 60, 1.0)
-        rates.append((start, end, round(total / minutes, 1)))
-    return rates
-
-
-def _hourly_limit(store: Store) -> tuple[int, bool]:
-    """The largest X-Rate-Limit-Limit a load run recorded (the hourly window), else 3600."""
-    best = 0
-    for row in run_rows(store, "load"):
-        if row["requests"] is None:
-            continue
-        try:
-            value = json.loads(row["requests"])
-        except ValueError:
-            continue
-        best = max(best, _limit_in(value))
-    return (best, True) if best else (DEFAULT_HOURLY_LIMIT, False)
-
-
-def _limit_in(value: Any) -> int:
-    if not isinstance(value, dict):
-        return 0
-    best = 0
-    windows = value.get("windows")
-    if isinstance(windows, dict):
-        for key in windows:
-            if str(key).isdigit():
-                best = max(best, int(key))
-    last = value.get("last")
-    if isinstance(last, dict) and isinstance(last.get("limit"), int):
-        best = max(best, last["limit"])
-    for item in value.values():
-        if isinstance(item, dict):
-            best = max(best, _limit_in(item))
-    return best

@@ -803,6 +803,23 @@ CREATE TABLE field_ledger (              -- one row per source field: where its 
 );
 """
 
+# Issue 17 point 1: every Procore answer a load run saw, with the X-Rate-Limit-* headers it
+# carried, so the report charts the quota as Procore counted it (migrate/store/rate_readings.py).
+_RATE_READINGS_SQL = """
+CREATE TABLE rate_readings (             -- every answer Procore gave a load run, quota headers too
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    sent_at REAL NOT NULL,               -- Unix seconds, when the rate budget let it go
+    answered_at REAL NOT NULL,
+    method TEXT NOT NULL,
+    endpoint TEXT NOT NULL,              -- path, ids folded to :id, no query string
+    status INTEGER NOT NULL,             -- 429: refused, took no slot
+    rate_limit INTEGER,                  -- X-Rate-Limit-Limit (NULL: not counted by Procore)
+    remaining INTEGER,                   -- X-Rate-Limit-Remaining
+    reset REAL                           -- X-Rate-Limit-Reset (Unix seconds)
+);
+CREATE INDEX rate_readings_run ON rate_readings(run_id, sent_at);
+"""
+
 # Append new migrations at the end; numbers are contiguous from 1.
 MIGRATIONS: list[Migration] = [
     Migration(1, "extract_schema", _M1_SQL),
@@ -818,6 +835,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "target_trades", _TARGET_TRADES_SQL),
     Migration(12, "renditions_export_inventory", _M12_SQL),
     Migration(13, "field_ledger", _FIELD_LEDGER_SQL),
+    Migration(14, "rate_readings", _RATE_READINGS_SQL),
 ]
 
 

@@ -522,6 +522,7 @@ NOT_SOURCE_TABLES = frozenset(
         "writer_lock",
         "schema_migrations",
         "field_ledger",
+        "rate_readings",
     }
 )
 
