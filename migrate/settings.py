@@ -39,11 +39,27 @@ DEFAULT_CONFIG_NAME = "migration.toml"
 
 UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
 
+#: Every environment variable migrate reads, by what it serves (the config file, BIM 360 Field,
+#: Procore): each command's `--help` lists the groups it reads. Credentials come only from here.
+ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
+    "config": ((CONFIG_ENV, "the config file when --config is not given (else ./migration.toml)"),),
+    "source": (
+        (FIELD_USERNAME_ENV, "BIM 360 Field login (user name or email)"),
+        (FIELD_PASSWORD_ENV, "BIM 360 Field password"),
+    ),
+    "target": (
+        (PROCORE_CLIENT_ID_ENV, "Procore app's client id (client-credentials grant)"),
+        (PROCORE_CLIENT_SECRET_ENV, "Procore app's client secret"),
+        (PROCORE_ACCESS_TOKEN_ENV, "or a ready Procore access token (wins; never renewed)"),
+    ),
+}
+
 # Credentials and URL rules belong to the clients (which must not import this module); they are
 # re-exported here so a command reads config and credentials from one place.
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
+    "ENVIRONMENT",
     "FIELD_PASSWORD_ENV",
     "FIELD_USERNAME_ENV",
     "PROCORE_ACCESS_TOKEN_ENV",

@@ -37,6 +37,7 @@ import logging
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError
 
 from migrate import __version__, stopping
 from migrate.clients.urls import check_url
@@ -552,7 +554,11 @@ class HttpClient:
                     self._outage.answered()  # a body cut short: the service is there
                 if exhausted:
                     raise TransportError(
-                        method=method, url=shown_url, attempts=attempt, cause=last_cause
+                        method=method,
+                        url=shown_url,
+                        attempts=attempt,
+                        cause=last_cause,
+                        unreachable=_unreachable(exc),
                     ) from None
                 self._wait(
                     "backoff",
@@ -893,6 +899,23 @@ def _never_sent(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectionError) and (
         "NewConnectionError" in text or "Connection refused" in text
     )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No connection could be made at all: refused, or the host name does not resolve.
+
+    Unlike a timeout or a reset (the service is there, or was), this is what a wrong URL looks
+    like when it is the first thing a client tries (ProcoreClient names ``auth_url`` then).
+    """
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError) or isinstance(
+        getattr(reason, "__cause__", None), ConnectionRefusedError | socket.gaierror
+    ):
+        return True
+    text = str(exc)
+    return "NewConnectionError" in text and "refused" in text.lower()
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")

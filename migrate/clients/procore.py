@@ -49,7 +49,13 @@ from migrate.clients.credentials import (
 )
 from migrate.clients.http import HttpClient, RetryPolicy, policy_for
 from migrate.clients.ratebudget import RateBudget
-from migrate.errors import ApiError, ConfigError, CredentialError, UploadBytesMismatch
+from migrate.errors import (
+    ApiError,
+    ConfigError,
+    CredentialError,
+    TransportError,
+    UploadBytesMismatch,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -165,6 +171,7 @@ class ProcoreClient:
                 f"{PROCORE_CLIENT_SECRET_ENV} in the environment, or {PROCORE_ACCESS_TOKEN_ENV}."
             )
         self._renewable = credentials.access_token is None
+        self._auth_reached = False  # see _first_grant
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -253,15 +260,15 @@ class ProcoreClient:
         """Ask for a token with the client-credentials grant (token lock held)."""
         assert self._client_id is not None and self._client_secret is not None
         started = self._clock()
-        response = self.auth.request(
-            "POST",
-            TOKEN_PATH,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": self._client_id.reveal(),
-                "client_secret": self._client_secret.reveal(),
-            },
-        )
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id.reveal(),
+            "client_secret": self._client_secret.reveal(),
+        }
+        if not self._auth_reached:
+            response = self._first_grant(form)
+        else:
+            response = self.auth.request("POST", TOKEN_PATH, data=form)
         body = _json_or_none(response)
         code = body.get("error") if isinstance(body, dict) else None
         if response.status_code == 401 or (
@@ -296,6 +303,48 @@ class ProcoreClient:
             "an unknown time" if lifetime is None else f"{lifetime:.0f} s",
         )
         return self._token
+
+    def _first_grant(self, form: Mapping[str, str]) -> requests.Response:
+        """The first token request of this client: a host that refuses the connection or does
+        not resolve is a wrong ``[target] auth_url`` (exit 2, at once), not an outage to ride
+        out with retries. Any other failure (a timeout, a 5xx) is retried as usual."""
+        try:
+            response = self.auth.request("POST", TOKEN_PATH, data=form, retry=False)
+        except TransportError as exc:
+            if exc.unreachable:
+                raise ConfigError(
+                    f"[target] auth_url = {self.auth.base_url} could not be reached "
+                    f"({exc.cause}). Set auth_url to the Procore login host for the app "
+                    "(https://login.procore.com, or the URL `migrate sandbox serve` prints), "
+                    "then run the command again."
+                ) from None
+            response = self.auth.request("POST", TOKEN_PATH, data=form)
+        self._auth_reached = True
+        return response
+
+    def check_access(self, project_id: int) -> dict[str, Any]:
+        """One cheap call before a stage's work (Show Project, seed 002) that proves the
+        credentials, ``[target] company_id`` and ``project_id`` even when there is nothing
+        to send. A refusal is a setting to fix (exit 2) naming the setting; a 401 is a
+        credential error (see _grant). Counted against the quota like any REST call."""
+        url = f"{PROJECTS_PATH}/{project_id}"
+        response = self._send("GET", url, params={"company_id": self.company_id}, ok=(200, 403, 404))
+        status = response.status_code
+        if status == 200:
+            return cast(dict[str, Any], self._json(response, url))
+        answer = self.auth.redact(_error_text(response))
+        if status == 404:
+            raise ConfigError(
+                f"[target] project_id = {project_id} was not found (404: {answer}) in Procore "
+                f"company {self.company_id}. Set project_id to the number in the project's "
+                "Procore URL, then run the command again."
+            )
+        raise ConfigError(
+            f"[target] company_id = {self.company_id} was refused (403: {answer}): the app has "
+            f"no access to that company, or project_id = {project_id} is not in it. Check "
+            "both in migration.toml and that the app is installed in the company, then run "
+            "the command again."
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
     def _headers(self, token: str, company: bool | int) -> dict[str, str]:
@@ -1173,6 +1222,15 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _error_text(response: requests.Response, limit: int = 120) -> str:
+    """A refusal's reason on one short line: ``{"errors": "..."}`` as its text, else the body."""
+    body = _json_or_none(response)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    text = errors if isinstance(errors, str) else response.text
+    text = " ".join(text.split()) or "empty answer"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _json_or_none(response: requests.Response) -> Any:

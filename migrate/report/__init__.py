@@ -217,6 +217,7 @@ def run(
         target = inspections = None
         if client is not None:
             assert project_id is not None
+            client.check_access(project_id)  # a wrong project or company: exit 2, named
             target = fetch_target(client, project_id)
             inspections = fetch_inspections(
                 client, project_id, loaded_inspection_ids(store, project_id)

@@ -666,6 +666,7 @@ class ProcoreApp(App):
         add("GET", "/rest/v1.0/companies", self._companies, "companies.list")
         add("GET", "/rest/v1.0/me", self._me, "me.show")
         add("GET", "/rest/v1.0/projects", self._projects_list, "projects.list")
+        add("GET", "/rest/v1.0/projects/{project_id}", self._project_show, "projects.show")
         add(
             "GET",
             "/rest/v1.0/companies/{company_id}/trades",
@@ -1087,6 +1088,25 @@ class ProcoreApp(App):
                     "active": True,
                     "company": {"id": self.company["id"], "name": self.company["name"]},
                 },
+            )
+
+    def _project_show(self, request: Request) -> Response:
+        """Show Project (seed 002: ``company_id`` and ``id`` required): what `migrate` calls
+        first, to prove the credentials, the company and the project in one request."""
+        raw = request.param("company_id")
+        if not raw:
+            raise HTTPError(400, {"errors": {"company_id": ["is missing"]}})
+        if _as_int(raw) != self.company["id"]:
+            raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+        with self.lock:
+            project = self._project(request.path_params["project_id"], in_path=True)
+            return json_response(
+                {
+                    "id": project["id"],
+                    "name": project["name"],
+                    "active": True,
+                    "company": {"id": self.company["id"], "name": self.company["name"]},
+                }
             )
 
     def _project_users(self, request: Request) -> Response:

@@ -186,6 +186,7 @@ def run(
         busy_as_error(store),
     ):
         if target is not None:
+            target.check_access(project_id)  # a wrong project or company: exit 2, named
             counts = snapshot_target(store, target, project_id, recorded.id)
             company_id = options.target_company_id
             if options.mappings.fields.trade and company_id is not None:
