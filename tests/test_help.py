@@ -28,7 +28,9 @@ PIPELINE_ORDER = [
 ]
 
 
-def _walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+def _walk(
+    group: click.Group, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
     found: list[tuple[tuple[str, ...], click.Command]] = []
     for name, command in group.commands.items():
         found.append(((*prefix, name), command))
@@ -37,7 +39,9 @@ def _walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[
     return found
 
 
-COMMANDS = [(path, command) for path, command in _walk(main) if not isinstance(command, click.Group)]
+COMMANDS = [
+    (path, command) for path, command in _walk(main) if not isinstance(command, click.Group)
+]
 
 
 def _help(*args: str) -> str:

@@ -328,7 +328,9 @@ class ProcoreClient:
         to send. A refusal is a setting to fix (exit 2) naming the setting; a 401 is a
         credential error (see _grant). Counted against the quota like any REST call."""
         url = f"{PROJECTS_PATH}/{project_id}"
-        response = self._send("GET", url, params={"company_id": self.company_id}, ok=(200, 403, 404))
+        response = self._send(
+            "GET", url, params={"company_id": self.company_id}, ok=(200, 403, 404)
+        )
         status = response.status_code
         if status == 200:
             return cast(dict[str, Any], self._json(response, url))
