@@ -313,8 +313,8 @@ class ProcoreClient:
         except TransportError as exc:
             if exc.unreachable:
                 raise ConfigError(
-                    f"[target] auth_url = {self.auth.base_url} could not be reached "
-                    f"({exc.cause}). Set auth_url to the Procore login host for the app "
+                    f"[target] auth_url = {self.auth.base_url} could not be reached: "
+                    f"{exc.cause}. Set auth_url to the Procore login host for the app "
                     "(https://login.procore.com, or the URL `migrate sandbox serve` prints), "
                     "then run the command again."
                 ) from None
