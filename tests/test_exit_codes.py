@@ -387,6 +387,17 @@ def test_an_unreachable_auth_url_exits_2_naming_it_at_once(clean: Migration) -> 
         line = _error_line(result)
         assert line.startswith(f"Error: [target] auth_url = {wrong} could not be reached"), line
         assert "refused" in line
+    # preflight reports it as its no-go row, with the same exit code.
+    preflight = m.migrate(
+        "preflight",
+        "--contract-out",
+        str(m.work / "contract.json"),
+        "--fields-out",
+        str(m.work / "fields.csv"),
+        config=config,
+    )
+    assert preflight.exit_code == EXIT_USAGE, preflight.output
+    assert f"[target] auth_url = {wrong} could not be reached" in preflight.stdout
     # One attempt each, not a quarter of an hour of retries: nothing reached Procore either.
     assert m.box.procore_app.call_counts().get("oauth.token", 0) == 0
 

@@ -1071,43 +1071,35 @@ class ProcoreApp(App):
     def _me(self, request: Request) -> Response:
         return json_response(dict(SERVICE_ACCOUNT))
 
-    def _projects_list(self, request: Request) -> Response:
+    def _company_param(self, request: Request) -> None:
+        """The ``company_id`` query parameter the project endpoints require: ours, or 400/403."""
         raw = request.param("company_id")
         if not raw:
             raise HTTPError(400, {"errors": {"company_id": ["is missing"]}})
         if _as_int(raw) != self.company["id"]:
             raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+
+    def _project_json(self, project: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": project["id"],
+            "name": project["name"],
+            "active": True,
+            "company": {"id": self.company["id"], "name": self.company["name"]},
+        }
+
+    def _projects_list(self, request: Request) -> Response:
+        self._company_param(request)
         with self.lock:
             projects = [p for p in self._projects.values() if p["company_id"] == self.company["id"]]
-            return self._paged(
-                request,
-                projects,
-                lambda p: {
-                    "id": p["id"],
-                    "name": p["name"],
-                    "active": True,
-                    "company": {"id": self.company["id"], "name": self.company["name"]},
-                },
-            )
+            return self._paged(request, projects, self._project_json)
 
     def _project_show(self, request: Request) -> Response:
         """Show Project (seed 002: ``company_id`` and ``id`` required): what `migrate` calls
         first, to prove the credentials, the company and the project in one request."""
-        raw = request.param("company_id")
-        if not raw:
-            raise HTTPError(400, {"errors": {"company_id": ["is missing"]}})
-        if _as_int(raw) != self.company["id"]:
-            raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+        self._company_param(request)
         with self.lock:
             project = self._project(request.path_params["project_id"], in_path=True)
-            return json_response(
-                {
-                    "id": project["id"],
-                    "name": project["name"],
-                    "active": True,
-                    "company": {"id": self.company["id"], "name": self.company["name"]},
-                }
-            )
+            return json_response(self._project_json(project))
 
     def _project_users(self, request: Request) -> Response:
         with self.lock:
