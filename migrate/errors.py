@@ -169,8 +169,6 @@ class TransportError(MigrateError):
     """The network or the service kept failing and the retries are used up.
 
     ``url`` must already be redacted; ``cause`` is a redacted description of the last failure.
-    ``unreachable``: no connection could be made at all (refused, or the host name does not
-    resolve), which at a client's first contact points at a wrong URL setting.
     """
 
     exit_code = EXIT_FAILED
@@ -183,13 +181,11 @@ class TransportError(MigrateError):
         url: str = "",
         attempts: int = 0,
         cause: str = "",
-        unreachable: bool = False,
     ) -> None:
         self.method = method
         self.url = url
         self.attempts = attempts
         self.cause = cause
-        self.unreachable = unreachable
         if message is None:
             tries = f"{attempts} attempt" + ("" if attempts == 1 else "s")
             message = (

@@ -79,7 +79,10 @@ class Migration:
         work.mkdir(parents=True, exist_ok=True)
         self.config = self.write_config("migration.toml")
 
-    def write_config(self, name: str, *, staging: str = "staging.db", **target: Any) -> Path:
+    def write_config(
+        self, name: str, *, staging: str = "staging.db", field_url: str = "", **target: Any
+    ) -> Path:
+        """A config for this sandbox; ``target`` and ``field_url`` replace its settings."""
         box = self.box
         values = {
             "base_url": box.procore_url,
@@ -91,7 +94,8 @@ class Migration:
         lines = [f"{key} = {value!r}".replace("'", '"') for key, value in values.items()]
         path = self.work / name
         path.write_text(
-            f'[source]\nbase_url = "{box.field_url}"\nproject_id = "{box.field_project_id}"\n'
+            f'[source]\nbase_url = "{field_url or box.field_url}"\n'
+            f'project_id = "{box.field_project_id}"\n'
             "[target]\n" + "\n".join(lines) + "\n"
             f'[staging]\npath = "{staging}"\nblobs = "blobs"\nlogs = "logs"\n'
             f'[mappings]\ndir = "{MAPPINGS.as_posix()}"\n',
@@ -400,6 +404,21 @@ def test_an_unreachable_auth_url_exits_2_naming_it_at_once(clean: Migration) -> 
     assert f"[target] auth_url = {wrong} could not be reached" in preflight.stdout
     # One attempt each, not a quarter of an hour of retries: nothing reached Procore either.
     assert m.box.procore_app.call_counts().get("oauth.token", 0) == 0
+
+
+def test_an_unreachable_base_url_at_first_contact_exits_2_naming_it(clean: Migration) -> None:
+    m = clean
+    wrong = f"http://127.0.0.1:{_closed_port()}"
+    field = m.write_config("wrong-field.toml", field_url=wrong)
+    for step in (["extract", "-q"], ["run", "-q"]):
+        result = m.migrate(*step, config=field)
+        assert result.exit_code == EXIT_USAGE, (step, result.output)
+        assert _error_line(result).startswith(f"Error: [source] base_url = {wrong} could not be")
+    assert m.migrate("extract", "-q").exit_code == EXIT_OK
+    procore = m.write_config("wrong-procore.toml", base_url=wrong)
+    result = m.migrate("transform", "-q", config=procore)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert _error_line(result).startswith(f"Error: [target] base_url = {wrong} could not be")
 
 
 # -- interrupted ---------------------------------------------------------------------------------

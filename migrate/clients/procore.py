@@ -53,7 +53,6 @@ from migrate.errors import (
     ApiError,
     ConfigError,
     CredentialError,
-    TransportError,
     UploadBytesMismatch,
 )
 
@@ -151,9 +150,20 @@ class ProcoreClient:
         pool = pool_size or max(4, settings.workers)
         secrets = credentials.redaction_values()
         self.api = HttpClient(
-            settings.base_url, policy=policy, pool_size=pool, secrets=secrets, hooks=[self.budget]
+            settings.base_url,
+            policy=policy,
+            pool_size=pool,
+            secrets=secrets,
+            hooks=[self.budget],
+            setting="[target] base_url",
         )
-        self.auth = HttpClient(settings.auth_url, policy=policy, pool_size=1, secrets=secrets)
+        self.auth = HttpClient(
+            settings.auth_url,
+            policy=policy,
+            pool_size=1,
+            secrets=secrets,
+            setting="[target] auth_url",
+        )
         self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets)
         # A thread waiting for quota must not outlive the API being given up on.
         self.budget.stop_waiting_when(self.api.given_up)
@@ -171,7 +181,6 @@ class ProcoreClient:
                 f"{PROCORE_CLIENT_SECRET_ENV} in the environment, or {PROCORE_ACCESS_TOKEN_ENV}."
             )
         self._renewable = credentials.access_token is None
-        self._auth_reached = False  # see _first_grant
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -265,10 +274,7 @@ class ProcoreClient:
             "client_id": self._client_id.reveal(),
             "client_secret": self._client_secret.reveal(),
         }
-        if not self._auth_reached:
-            response = self._first_grant(form)
-        else:
-            response = self.auth.request("POST", TOKEN_PATH, data=form)
+        response = self.auth.request("POST", TOKEN_PATH, data=form)
         body = _json_or_none(response)
         code = body.get("error") if isinstance(body, dict) else None
         if response.status_code == 401 or (
@@ -303,24 +309,6 @@ class ProcoreClient:
             "an unknown time" if lifetime is None else f"{lifetime:.0f} s",
         )
         return self._token
-
-    def _first_grant(self, form: Mapping[str, str]) -> requests.Response:
-        """The first token request of this client: a host that refuses the connection or does
-        not resolve is a wrong ``[target] auth_url`` (exit 2, at once), not an outage to ride
-        out with retries. Any other failure (a timeout, a 5xx) is retried as usual."""
-        try:
-            response = self.auth.request("POST", TOKEN_PATH, data=form, retry=False)
-        except TransportError as exc:
-            if exc.unreachable:
-                raise ConfigError(
-                    f"[target] auth_url = {self.auth.base_url} could not be reached: "
-                    f"{exc.cause}. Set auth_url to the Procore login host for the app "
-                    "(https://login.procore.com, or the URL `migrate sandbox serve` prints), "
-                    "then run the command again."
-                ) from None
-            response = self.auth.request("POST", TOKEN_PATH, data=form)
-        self._auth_reached = True
-        return response
 
     def check_access(self, project_id: int) -> dict[str, Any]:
         """One cheap call before a stage's work (Show Project, seed 002) that proves the
