@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from migrate.cli import main
+from migrate.clients.http import HttpClient, RetryPolicy
 from migrate.errors import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -34,10 +35,12 @@ from migrate.errors import (
     EXIT_OK,
     EXIT_QUARANTINED,
     EXIT_USAGE,
+    ServiceUnavailable,
     exit_codes_markdown,
 )
 from migrate.sandbox.faults import FaultConfig
-from migrate.sandbox.httpbase import Request, Response, Route, json_response
+from migrate.sandbox.httpbase import Request, Response, Route, RunningServer, json_response
+from migrate.sandbox.procore_server import ProcoreApp
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -419,6 +422,25 @@ def test_an_unreachable_base_url_at_first_contact_exits_2_naming_it(clean: Migra
     result = m.migrate("transform", "-q", config=procore)
     assert result.exit_code == EXIT_USAGE, result.output
     assert _error_line(result).startswith(f"Error: [target] base_url = {wrong} could not be")
+
+
+def test_a_service_that_answered_once_and_then_refuses_is_an_outage_not_a_setting() -> None:
+    app = ProcoreApp(**GENEROUS)
+    server = RunningServer(app)
+    client = HttpClient(
+        server.url,
+        setting="[target] base_url",
+        sleep=lambda seconds: None,
+        policy=RetryPolicy(connect_timeout=1, give_up_after=0, give_up_failures=3),
+    )
+    with client:
+        assert client.request("GET", "/rest/v1.0/companies").status_code == 401  # answered
+        server.stop()
+        with pytest.raises(ServiceUnavailable) as caught:
+            client.request("GET", "/rest/v1.0/companies")
+    assert caught.value.exit_code == EXIT_FAILED  # retried, then given up: resumable
+    assert client.stats.retries["connection"] >= 2
+    app.close()
 
 
 # -- interrupted ---------------------------------------------------------------------------------
