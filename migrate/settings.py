@@ -485,16 +485,19 @@ def load_settings(
 
 def default_config_text() -> str:
     """A commented ``migration.toml`` for ``migrate init``; it loads as the defaults."""
-    return _DEFAULT_CONFIG
+    credentials = "\n".join(
+        f"#   {name:<24} {meaning}"
+        for group in ("source", "target")
+        for name, meaning in ENVIRONMENT[group]
+    )
+    return _DEFAULT_CONFIG.replace("{credentials}", credentials)
 
 
 _DEFAULT_CONFIG = """\
 # migration.toml - settings for `migrate` (BIM 360 Field -> Procore).
 #
 # Credentials are NEVER written here. Set them in the environment:
-#   BIM360_FIELD_USERNAME, BIM360_FIELD_PASSWORD     (BIM 360 Field login)
-#   PROCORE_CLIENT_ID, PROCORE_CLIENT_SECRET         (Procore app, client-credentials grant)
-#   or PROCORE_ACCESS_TOKEN                          (a ready Procore token)
+{credentials}
 # Relative paths below are relative to this file's folder.
 
 [source]            # BIM 360 Field
