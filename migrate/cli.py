@@ -1064,6 +1064,37 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _generated_project_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--seed and --issues: the project `sandbox serve` and `sandbox generate` make."""
+    func = click.option(
+        "--issues",
+        type=click.IntRange(0),
+        default=300,
+        show_default=True,
+        help="How many issues the generated project has.",
+    )(func)
+    return click.option(
+        "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
+    )(func)
+
+
+#: The credentials `migrate sandbox serve` accepts: option, default, what it stands for.
+_SANDBOX_CREDENTIALS = (
+    ("--field-username", "demo@example.com", "BIM 360 Field login (BIM360_FIELD_USERNAME)"),
+    ("--field-password", "demo", "BIM 360 Field password (BIM360_FIELD_PASSWORD)"),
+    ("--procore-client-id", "demo-client", "Procore client id (PROCORE_CLIENT_ID)"),
+    ("--procore-client-secret", "demo-secret", "Procore client secret (PROCORE_CLIENT_SECRET)"),
+)
+
+
+def _sandbox_credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option, default, meaning in reversed(_SANDBOX_CREDENTIALS):
+        func = click.option(
+            option, default=default, show_default=True, help=f"The {meaning} it accepts."
+        )(func)
+    return func
+
+
 @sandbox.command(
     "serve",
     env=(),
@@ -1084,16 +1115,7 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Port for the Procore simulator (0 = any free port).",
 )
-@click.option(
-    "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
-)
-@click.option(
-    "--issues",
-    type=click.IntRange(0),
-    default=300,
-    show_default=True,
-    help="How many issues the generated project has.",
-)
+@_generated_project_options
 @click.option(
     "--project",
     "project_file",
@@ -1101,30 +1123,7 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     show_default="one generated from --seed and --issues",
     help="Serve a project written by `migrate sandbox generate` instead.",
 )
-@click.option(
-    "--field-username",
-    default="demo@example.com",
-    show_default=True,
-    help="The BIM 360 Field login the simulator accepts (BIM360_FIELD_USERNAME).",
-)
-@click.option(
-    "--field-password",
-    default="demo",
-    show_default=True,
-    help="The BIM 360 Field password it accepts (BIM360_FIELD_PASSWORD).",
-)
-@click.option(
-    "--procore-client-id",
-    default="demo-client",
-    show_default=True,
-    help="The Procore client id it accepts (PROCORE_CLIENT_ID).",
-)
-@click.option(
-    "--procore-client-secret",
-    default="demo-secret",
-    show_default=True,
-    help="The Procore client secret it accepts (PROCORE_CLIENT_SECRET).",
-)
+@_sandbox_credential_options
 @click.option(
     "--contract",
     "contract_path",
@@ -1211,16 +1210,7 @@ def _sandbox_options(opts: dict[str, Any]) -> Any:
     exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE),
     example="migrate sandbox generate --issues 3000 -o project.json",
 )
-@click.option(
-    "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
-)
-@click.option(
-    "--issues",
-    type=click.IntRange(0),
-    default=300,
-    show_default=True,
-    help="How many issues the generated project has.",
-)
+@_generated_project_options
 @click.option(
     "-o",
     "--out",
