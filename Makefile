@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Exit 3 is a finished demo: its generated project plants records that go to quarantine.
 demo: $(STAMP)
-	$(BIN)/migrate demo
+	$(BIN)/migrate demo || test $$? -eq 3
 
 test: $(STAMP)
 	$(BIN)/ruff check migrate tests bench

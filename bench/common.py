@@ -188,12 +188,15 @@ def procore_lower_bound(
     attachments: int,
     other_reads: int = 0,
     tokens: int = 1,
+    access_checks: int = 1,
 ) -> int:
     """The fewest Procore requests that create ``issues`` issues with their files.
 
     ``ceil(issues / 1000)`` sync calls + one call per leaf location Procore lacks (no bulk
     create) + the list pages needed for inner-node ids + 2 per attachment (create the upload,
-    POST it to storage) + ``other_reads`` (e.g. a snapshot) + the token.
+    POST it to storage) + ``other_reads`` (e.g. a snapshot) + the token + the access check
+    every stage that reads Procore starts with (one Show Project: credentials, company and
+    project proven even when nothing is to be sent).
     """
     return (
         math.ceil(issues / SYNC_ITEMS)
@@ -202,6 +205,7 @@ def procore_lower_bound(
         + 2 * attachments
         + other_reads
         + tokens
+        + access_checks
     )
 
 

@@ -9,7 +9,8 @@ lower bound
     ceil(issues / 1000)  +  location calls  +  2 per attachment  +  required reads
 
 where location calls are one per leaf path Procore lacks (it has no bulk create), required
-reads are the locations list pages needed to learn inner-node ids plus the token. The naive
+reads are the locations list pages needed to learn inner-node ids plus the token and the
+access check every load starts with (one Show Project). The naive
 baseline does the same work with one ``create_issue`` per issue and one find_or_create per
 location. A last, small run with a tight spike window (20 per 2 s) shows pacing: 429s and how
 much of the quota the run used. Appends a dated section to BENCHMARKS.md.
@@ -291,7 +292,8 @@ def append_benchmarks(
         "4 upload workers. Requests = "
         "every request Procore and its storage received (token included). Lower bound = "
         "ceil(issues/1000) + one call per new leaf location + locations list pages needed for "
-        "inner-node ids + 2 per attachment + 1 token.",
+        "inner-node ids + 2 per attachment + 1 token + 1 access check (Show Project, which "
+        "every load makes first, so a re-run with nothing to send makes 2 requests).",
         "",
         "| issues | attachments | locations (new leaves) | requests | lower bound | "
         "ratio | sync calls | 429s | wall s | re-run requests |",

@@ -311,7 +311,12 @@ def _procore_bound(store_path: Path, box: Any, created: int) -> dict[str, int]:
         1, math.ceil(snapshot_locations / 100)
     )
     bound = procore_lower_bound(
-        created, len(new_leaves), reads, attachments, other_reads=snapshot_pages
+        created,
+        len(new_leaves),
+        reads,
+        attachments,
+        other_reads=snapshot_pages,
+        access_checks=2,  # transform's and load's Show Project
     )
     return {
         "lower_bound": bound,
@@ -642,7 +647,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
         "Procore lower bound: ceil(issues / 1000) sync calls + 1 per leaf location Procore "
         "lacks + list pages for inner-node ids no leaf answer gives + 2 per attachment "
         "(create the upload: counts against the quota; POST to storage: does not) + the "
-        "transform's snapshot pages (assignees, locations) + 1 token (not counted by the "
+        "transform's snapshot pages (assignees, locations) + 2 access checks (the Show "
+        "Project call transform and load each start with) + 1 token (not counted by the "
         "quota). Procore requests include the transform's snapshot and every stage's token.",
         "",
         "| issues | quota requests during load | load s (scaled) | quota allowed meanwhile "

@@ -16,12 +16,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from migrate import __version__, stopping
-from migrate.errors import EXIT_INTERRUPTED, MigrateError
+from migrate.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    EXIT_USAGE,
+    MigrateError,
+)
 from migrate.ids import PLAN_KINDS
 from migrate.text import terminal_json, terminal_safe
 
@@ -113,12 +120,134 @@ def _describe_fault(
 _ARGV = "migrate.argv"
 
 
-class _Main(click.Group):
-    """The ``migrate`` group; it keeps the arguments it was given, for the resume command."""
+# -- help that reads like the runbook ----------------------------------------------------------
+
+#: What every command of a migration can end with (errors.EXIT_CODES holds the meanings).
+_STAGE_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED, EXIT_INTERRUPTED)
+#: What a command that only reads or sets up can end with (1: the disk or staging DB failed).
+_READ_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED)
+#: What the environment variables of a command are, by group (settings.ENVIRONMENT).
+_CONFIG, _SOURCE, _TARGET = "config", "source", "target"
+#: `migrate --help` lists the commands in the order a migration uses them.
+_COMMAND_ORDER = (
+    "init",
+    "preflight",
+    "extract",
+    "transform",
+    "plan",
+    "load",
+    "report",
+    "run",
+    "status",
+    "quarantine",
+    "demo",
+    "sandbox",
+)
+
+
+class _Runbook:
+    """Help for a command: its whole summary, then the environment variables it reads
+    (settings.ENVIRONMENT), its exit codes (errors.EXIT_CODES) and an example."""
+
+    env: tuple[str, ...] | None
+    exits: tuple[int, ...]
+    example: str
+
+    def _runbook(self, env: tuple[str, ...] | None, exits: tuple[int, ...], example: str) -> None:
+        self.env, self.exits, self.example = env, exits, example
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        # click cuts the summary at ~45 characters; the list wraps it instead, uncut.
+        command = cast(click.Command, self)
+        text = command.short_help or (command.help or "").split("\n\n")[0]
+        return " ".join(text.split())
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from migrate.errors import exit_code_row
+        from migrate.settings import ENVIRONMENT
+
+        if self.env is not None:
+            variables = [pair for group in self.env for pair in ENVIRONMENT[group]]
+            with formatter.section("Environment"):
+                formatter.write_dl(variables or [("(none)", "reads no environment variable")])
+        if self.exits:
+            with formatter.section("Exit codes"):
+                formatter.write_dl(
+                    [(str(code), exit_code_row(code).meaning) for code in self.exits]
+                )
+        if self.example:
+            with formatter.section("Example"):
+                formatter.write_text(self.example)
+        super().format_epilog(ctx, formatter)  # type: ignore[misc]
+
+
+class _RunbookCommand(_Runbook, click.Command):
+    def __init__(
+        self,
+        *args: Any,
+        env: tuple[str, ...] = (),
+        exits: tuple[int, ...] = _READ_EXITS,
+        example: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._runbook(env, exits, example)
+
+
+class _RunbookGroup(_Runbook, click.Group):
+    """A group whose commands get runbook help, listed in pipeline order (_COMMAND_ORDER) and
+    otherwise in the order they were added."""
+
+    command_class = _RunbookCommand
+
+    def __init__(
+        self,
+        *args: Any,
+        env: tuple[str, ...] | None = None,
+        exits: tuple[int, ...] = (),
+        example: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._runbook(env, exits, example)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        order = {name: i for i, name in enumerate(_COMMAND_ORDER)}
+        return sorted(self.commands, key=lambda name: order.get(name, len(order)))
+
+
+_RunbookGroup.group_class = _RunbookGroup
+
+
+class _Main(_RunbookGroup):
+    """The ``migrate`` group; it keeps the arguments it was given, for the resume command.
+
+    Ctrl-C in a command without its own handling (plan, status, ...) exits 130 as well.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV] = list(args)
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: nothing was left half-done.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from migrate.errors import EXIT_CODES
+        from migrate.settings import ENVIRONMENT
+
+        with formatter.section("Environment"):
+            formatter.write_dl([pair for group in ENVIRONMENT.values() for pair in group])
+        with formatter.section("Exit codes (every command)"):
+            formatter.write_dl([(str(row.code), row.meaning) for row in EXIT_CODES])
+        with formatter.section("Example"):
+            formatter.write_text(self.example)
+        formatter.write_paragraph()
+        formatter.write_text("`migrate COMMAND --help` gives each command's own.")
 
 
 def _resume_command() -> str:
@@ -182,7 +311,11 @@ def _handle_ctrl_c(resume: str) -> Any:
     return signal.signal(signal.SIGINT, on_ctrl_c)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    example="migrate demo   (then: migrate init, migrate preflight, migrate run)",
+)
 @click.version_option(__version__, prog_name="migrate")
 def main() -> None:
     """Move a construction project from Autodesk BIM 360 Field into Procore.
@@ -350,6 +483,7 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.IntRange(0),
         default=None,
         metavar="N",
+        show_default="10 % of the loaded issues, at least 25",
         help="With --apply-deletions: close up to N issues. Without it, load refuses to close "
         "more than 10 % of the loaded issues (at least 25).",
     )(func)
@@ -387,7 +521,9 @@ def _show_deletions(closing: Any) -> None:
 # -- setup and stages ----------------------------------------------------------------------
 
 
-@main.command()
+@main.command(
+    exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE), env=(), example="migrate init --dir my-migration"
+)
 @click.option(
     "--dir",
     "directory",
@@ -426,7 +562,11 @@ def init(directory: str, force: bool) -> None:
         )
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _SOURCE),
+    exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED),
+    example="migrate extract --config migration.toml   (again later: only what changed)",
+)
 @_config_option
 @click.option(
     "--full-refresh",
@@ -465,7 +605,9 @@ def extract(
     _echo_summary(result.summary_lines(), "extract")
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _TARGET), exits=_STAGE_EXITS, example="migrate transform --config migration.toml"
+)
 @_config_option
 @click.option(
     "--offline", is_flag=True, help="Reuse the last snapshot of Procore assignees and locations."
@@ -490,12 +632,13 @@ def transform(config_path: str | None, offline: bool, quiet: bool, verbose: bool
     sys.exit(result.exit_code)
 
 
-@main.command()
+@main.command(env=(_CONFIG,), example="migrate plan --show create --show update")
 @_config_option
 @click.option(
     "--show",
     type=click.Choice(PLAN_KINDS),
     multiple=True,
+    show_default="counts only",
     help="List the records of this kind (repeatable).",
 )
 @click.option(
@@ -528,7 +671,9 @@ def plan(
         _render_rows(rows)
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _TARGET), exits=_STAGE_EXITS, example="migrate load --config migration.toml"
+)
 @_config_option
 @_load_options
 @_output_options
@@ -559,7 +704,11 @@ def load(
     sys.exit(result.exit_code)
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _SOURCE, _TARGET),
+    exits=_STAGE_EXITS,
+    example="migrate run --dry-run   (then, the plan read: migrate run)",
+)
 @_config_option
 @click.option("--dry-run", is_flag=True, help="Stop after the plan; write nothing to Procore.")
 @click.option("--full-refresh", is_flag=True, help="Extract every record again.")
@@ -597,7 +746,11 @@ def run(
     sys.exit(outcome.exit_code)
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _SOURCE, _TARGET),
+    exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED),
+    example="migrate preflight --config migration.toml --contract-out contract.json",
+)
 @_config_option
 @click.option(
     "--probe-writes",
@@ -653,7 +806,7 @@ def preflight(
     sys.exit(result.exit_code)
 
 
-@main.command()
+@main.command(env=(_CONFIG,), example="migrate status --json")
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
@@ -670,7 +823,11 @@ def status(config_path: str | None, as_json: bool) -> None:
         _echo(line)
 
 
-@main.command()
+@main.command(
+    env=(_CONFIG, _TARGET),
+    exits=_STAGE_EXITS,
+    example="migrate report --out report/   (then open report/report.html)",
+)
 @_config_option
 @click.option(
     "--out",
@@ -692,12 +849,12 @@ def report(config_path: str | None, out_dir: str | None, offline: bool) -> None:
     sys.exit(result.exit_code)
 
 
-@main.group()
+@main.group(example="migrate quarantine list")
 def quarantine() -> None:
     """Records held back by transform or load, with the reason and a hint."""
 
 
-@quarantine.command("list")
+@quarantine.command("list", env=(_CONFIG,), example="migrate quarantine list --json")
 @_config_option
 @click.option("--all", "include_released", is_flag=True, help="Include released rows.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -722,7 +879,7 @@ def quarantine_list(config_path: str | None, include_released: bool, as_json: bo
     )
 
 
-@quarantine.command("show")
+@quarantine.command("show", env=(_CONFIG,), example="migrate quarantine show 12")
 @_config_option
 @click.argument("quarantine_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -748,7 +905,7 @@ def quarantine_show(config_path: str | None, quarantine_id: int, as_json: bool) 
             _echo(f"{key}: {cell_text(value)}".rstrip())  # nothing prints as nothing
 
 
-@quarantine.command("release")
+@quarantine.command("release", env=(_CONFIG,), example="migrate quarantine release 12 13")
 @_config_option
 @click.argument("quarantine_ids", type=int, nargs=-1, required=True)
 @_fail_cleanly
@@ -780,7 +937,7 @@ def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
         _echo(f"… and {len(rows) - limit} more (use --json for all)")
 
 
-@main.command()
+@main.command(env=(), exits=_STAGE_EXITS, example="migrate demo --issues 300 --workdir demo-work")
 @click.option(
     "--issues",
     type=click.IntRange(1),
@@ -788,7 +945,9 @@ def _render_rows(rows: list[dict[str, Any]], limit: int = 200) -> None:
     show_default=True,
     help="How many issues the generated project has.",
 )
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
+)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False),
@@ -815,12 +974,13 @@ def demo(issues: int, seed: int, workdir: str, quiet: bool, verbose: bool) -> No
     )
     for line in result.summary_lines():
         _echo(line)
+    sys.exit(result.exit_code)
 
 
 # -- sandbox -------------------------------------------------------------------------------
 
 
-@main.group()
+@main.group(example="migrate sandbox serve")
 def sandbox() -> None:
     """Simulators of BIM 360 Field and Procore on loopback, for rehearsals and tests."""
 
@@ -857,7 +1017,13 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=0.0,
             help="Fraction of requests delayed by --slow-seconds.",
         ),
-        click.option("--slow-seconds", type=click.FloatRange(0), default=0.5, show_default=True),
+        click.option(
+            "--slow-seconds",
+            type=click.FloatRange(0),
+            default=0.5,
+            show_default=True,
+            help="How long a request picked by --slow-rate is delayed.",
+        ),
         click.option(
             "--faults-on",
             type=click.Choice(["both", "field", "procore"]),
@@ -876,36 +1042,42 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--ticket-max-calls",
             type=click.IntRange(1),
             default=None,
+            show_default="never",
             help="BIM 360 Field tickets expire after this many calls.",
         ),
         click.option(
             "--ticket-max-seconds",
             type=click.FloatRange(0.1),
             default=None,
+            show_default="never",
             help="BIM 360 Field tickets expire after this many seconds.",
         ),
         click.option(
             "--token-ttl",
             type=click.FloatRange(1),
             default=None,
+            show_default="Procore's 5400",
             help="Procore access tokens expire after this many seconds.",
         ),
         click.option(
             "--hourly-limit",
             type=click.IntRange(1),
             default=None,
+            show_default="Procore's 3600",
             help="Procore requests allowed per hourly window.",
         ),
         click.option(
             "--spike-limit",
             type=click.IntRange(1),
             default=None,
+            show_default="Procore's 150",
             help="Procore requests allowed per spike window.",
         ),
         click.option(
             "--spike-window",
             type=click.FloatRange(0.1),
             default=None,
+            show_default="Procore's 10",
             help="Length of the Procore spike window in seconds.",
         ),
         click.option(
@@ -927,7 +1099,43 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@sandbox.command("serve")
+def _generated_project_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--seed and --issues: the project `sandbox serve` and `sandbox generate` make."""
+    func = click.option(
+        "--issues",
+        type=click.IntRange(0),
+        default=300,
+        show_default=True,
+        help="How many issues the generated project has.",
+    )(func)
+    return click.option(
+        "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
+    )(func)
+
+
+#: The credentials `migrate sandbox serve` accepts: option, default, what it stands for.
+_SANDBOX_CREDENTIALS = (
+    ("--field-username", "demo@example.com", "BIM 360 Field login (BIM360_FIELD_USERNAME)"),
+    ("--field-password", "demo", "BIM 360 Field password (BIM360_FIELD_PASSWORD)"),
+    ("--procore-client-id", "demo-client", "Procore client id (PROCORE_CLIENT_ID)"),
+    ("--procore-client-secret", "demo-secret", "Procore client secret (PROCORE_CLIENT_SECRET)"),
+)
+
+
+def _sandbox_credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option, default, meaning in reversed(_SANDBOX_CREDENTIALS):
+        func = click.option(
+            option, default=default, show_default=True, help=f"The {meaning} it accepts."
+        )(func)
+    return func
+
+
+@sandbox.command(
+    "serve",
+    env=(),
+    exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE),
+    example="migrate sandbox serve --issues 3000 --rate-limit-rate 0.05",
+)
 @click.option(
     "--port-field",
     type=click.IntRange(0, 65535),
@@ -942,30 +1150,20 @@ def _fault_options(func: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Port for the Procore simulator (0 = any free port).",
 )
-@click.option(
-    "--seed", type=int, default=7, show_default=True, help="Seed of the generated project."
-)
-@click.option(
-    "--issues",
-    type=click.IntRange(0),
-    default=300,
-    show_default=True,
-    help="How many issues the generated project has.",
-)
+@_generated_project_options
 @click.option(
     "--project",
     "project_file",
     type=click.Path(exists=True, dir_okay=False),
+    show_default="one generated from --seed and --issues",
     help="Serve a project written by `migrate sandbox generate` instead.",
 )
-@click.option("--field-username", default="demo@example.com", show_default=True)
-@click.option("--field-password", default="demo", show_default=True)
-@click.option("--procore-client-id", default="demo-client", show_default=True)
-@click.option("--procore-client-secret", default="demo-secret", show_default=True)
+@_sandbox_credential_options
 @click.option(
     "--contract",
     "contract_path",
     type=click.Path(exists=True, dir_okay=False),
+    show_default="the documents' reading",
     help="Behave as this contract.json (from `migrate preflight`) saw the real services do.",
 )
 @click.option(
@@ -1127,15 +1325,20 @@ def _sandbox_options(opts: dict[str, Any]) -> Any:
     )
 
 
-@sandbox.command("generate")
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--issues", type=click.IntRange(0), default=300, show_default=True)
+@sandbox.command(
+    "generate",
+    env=(),
+    exits=(EXIT_OK, EXIT_FAILED, EXIT_USAGE),
+    example="migrate sandbox generate --issues 3000 -o project.json",
+)
+@_generated_project_options
 @click.option(
     "-o",
     "--out",
     type=click.Path(dir_okay=False, writable=True),
     default="sandbox-project.json",
     show_default=True,
+    help="The JSON file to write (`migrate sandbox serve --project` reads it).",
 )
 @_fail_cleanly
 def sandbox_generate(seed: int, issues: int, out: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, worst_exit_code
 from migrate.results import Progress
 
 #: Written into a demo folder so a later demo may wipe it, and nothing else.
@@ -26,6 +26,12 @@ class DemoResult:
     config_path: Path
     outcome: Any  # PipelineOutcome
     report: Any  # ReportResult
+
+    @property
+    def exit_code(self) -> int:
+        """As `migrate run` then `migrate report` would exit (errors.EXIT_CODES): 3 while
+        records are in quarantine, 1 when the report finds Procore differing from staging."""
+        return worst_exit_code(self.outcome.exit_code, self.report.exit_code)
 
     def summary_lines(self) -> list[str]:
         # The stages name follow-up commands (`migrate quarantine list`, ...) as run in the

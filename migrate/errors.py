@@ -8,6 +8,7 @@ are redacted by ``migrate.clients.http`` before they get here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 #: Everything finished.
@@ -20,6 +21,71 @@ EXIT_USAGE = 2
 EXIT_QUARANTINED = 3
 #: Stopped by Ctrl-C (128 + SIGINT, as shells report it); what was done is kept.
 EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """One row of the exit-code table: the code, a short name and what it tells the engineer."""
+
+    code: int
+    name: str
+    meaning: str
+
+
+#: THE exit-code table: `migrate --help`, every command's help and the README render it, and
+#: every command exits with one of these codes (tests/test_exit_codes.py walks them).
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(EXIT_OK, "ok", "everything done (preflight: go; report: Procore matches staging)"),
+    ExitCode(
+        EXIT_FAILED,
+        "failed",
+        "a stage stopped partway, a check failed (preflight no-go, report mismatches) or the "
+        "disk or staging DB failed: what was done is kept; the message names the command to "
+        "run again",
+    ),
+    ExitCode(
+        EXIT_USAGE,
+        "usage",
+        "usage, configuration, mapping or credential error, or a setting the target refuses "
+        "(project or company not found, auth_url unreachable): one line naming what to fix",
+    ),
+    ExitCode(
+        EXIT_QUARANTINED,
+        "quarantined",
+        "finished, but records are in quarantine (`migrate quarantine list`); every command "
+        "that ends a pipeline run (transform, load, run, run --dry-run, report, demo) exits 3 "
+        "while any quarantine row is open",
+    ),
+    ExitCode(
+        EXIT_INTERRUPTED,
+        "interrupted",
+        "stopped by Ctrl-C: what was done is kept; the message gives the command to resume",
+    ),
+)
+
+
+def exit_code_row(code: int) -> ExitCode:
+    """The table's row for ``code`` (a KeyError for a code the table does not hold)."""
+    for row in EXIT_CODES:
+        if row.code == code:
+            return row
+    raise KeyError(f"exit code {code} is not in migrate.errors.EXIT_CODES")
+
+
+def exit_codes_markdown() -> str:
+    """The table as the README prints it (tests/test_exit_codes.py keeps the README equal)."""
+    lines = ["| code | meaning |", "| --- | --- |"]
+    lines += [f"| {row.code} | {row.meaning} |" for row in EXIT_CODES]
+    return "\n".join(lines)
+
+
+def worst_exit_code(*codes: int) -> int:
+    """The code a command that ran several steps exits with: failed > quarantined > ok."""
+    for severe in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_FAILED, EXIT_QUARANTINED):
+        if severe in codes:
+            return severe
+    return EXIT_OK
+
 
 _WHITESPACE = re.compile(r"\s+")
 

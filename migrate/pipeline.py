@@ -36,8 +36,12 @@ class PipelineOutcome:
 
     @property
     def exit_code(self) -> int:
+        """The last stage's code (errors.EXIT_CODES): a dry run exits 3 like transform does
+        while any quarantine row is open, whichever stage put it there."""
         if "load" in self.results:
             return self.results["load"].exit_code
+        if "transform" in self.results:
+            return self.results["transform"].exit_code
         return EXIT_QUARANTINED if self.quarantined else EXIT_OK
 
     def summary_lines(self) -> list[str]:

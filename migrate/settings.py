@@ -37,11 +37,27 @@ DEFAULT_CONFIG_NAME = "migration.toml"
 
 UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
 
+#: Every environment variable migrate reads, by what it serves (the config file, BIM 360 Field,
+#: Procore): each command's `--help` lists the groups it reads. Credentials come only from here.
+ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
+    "config": ((CONFIG_ENV, "the config file when --config is not given (else ./migration.toml)"),),
+    "source": (
+        (FIELD_USERNAME_ENV, "BIM 360 Field login (user name or email)"),
+        (FIELD_PASSWORD_ENV, "BIM 360 Field password"),
+    ),
+    "target": (
+        (PROCORE_CLIENT_ID_ENV, "Procore app's client id (client-credentials grant)"),
+        (PROCORE_CLIENT_SECRET_ENV, "Procore app's client secret"),
+        (PROCORE_ACCESS_TOKEN_ENV, "or a ready Procore access token (wins; never renewed)"),
+    ),
+}
+
 # Credentials and URL rules belong to the clients (which must not import this module); they are
 # re-exported here so a command reads config and credentials from one place.
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
+    "ENVIRONMENT",
     "FIELD_PASSWORD_ENV",
     "FIELD_USERNAME_ENV",
     "PROCORE_ACCESS_TOKEN_ENV",
@@ -465,16 +481,19 @@ def load_settings(
 
 def default_config_text() -> str:
     """A commented ``migration.toml`` for ``migrate init``; it loads as the defaults."""
-    return _DEFAULT_CONFIG
+    credentials = "\n".join(
+        f"#   {name:<24} {meaning}"
+        for group in ("source", "target")
+        for name, meaning in ENVIRONMENT[group]
+    )
+    return _DEFAULT_CONFIG.replace("{credentials}", credentials)
 
 
 _DEFAULT_CONFIG = """\
 # migration.toml - settings for `migrate` (BIM 360 Field -> Procore).
 #
 # Credentials are NEVER written here. Set them in the environment:
-#   BIM360_FIELD_USERNAME, BIM360_FIELD_PASSWORD     (BIM 360 Field login)
-#   PROCORE_CLIENT_ID, PROCORE_CLIENT_SECRET         (Procore app, client-credentials grant)
-#   or PROCORE_ACCESS_TOKEN                          (a ready Procore token)
+{credentials}
 # Relative paths below are relative to this file's folder.
 
 [source]            # BIM 360 Field

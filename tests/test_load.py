@@ -57,6 +57,16 @@ WRITE_ROUTES = (
     "locations.create",
 )
 GENEROUS = {"spike_limit": 100_000, "hourly_limit": 1_000_000}
+#: What a load with nothing to do still asks Procore: the access check it starts with (Show
+#: Project: credentials, company, project) and the token that needs.
+ACCESS_CHECK = {"oauth.token": 1, "projects.show": 1}
+
+
+def calls_since(app: Any, before: dict[str, int]) -> dict[str, int]:
+    """Requests the simulator received since ``before`` (its call_counts()), by route."""
+    return {k: n - before.get(k, 0) for k, n in app.call_counts().items() if n != before.get(k)}
+
+
 #: Simulator routes of the Inspections tool (checklists load there, issue 14).
 INSPECTION_ROUTES = (
     "inspection_types.",
@@ -504,7 +514,8 @@ def test_chain_spends_requests_close_to_the_lower_bound(chain: dict) -> None:
         "m.entity = 'coordination_issue' AND m.state = 'loaded' "
         "AND p.status NOT IN ('open', 'closed')",
     )[0]
-    lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments + moved
+    # + 1: the access check every load starts with (credentials, company, project).
+    lower_bound = -(-creates // 1000) + new_leaves + 2 * attachments + moved + 1
     calls = app.call_counts()
     before = chain["calls_before"]
     # The generated project's checklists load as inspections in the same run: their requests
@@ -531,8 +542,10 @@ def test_no_change_rerun_makes_no_write_call(chain: dict) -> None:
     app, settings = chain["sandbox"].procore_app, chain["settings"]
     before = app.call_counts()
     result = load_from_settings(settings, chain["env"])
-    assert app.call_counts() == before  # no write, and not even a read or a token
-    assert result.total_requests == 0
+    # No write: only the access check every load starts with (and the token it needs), so a
+    # wrong secret is found even when there is nothing to send.
+    assert calls_since(app, before) == ACCESS_CHECK
+    assert result.requests == {"GET /rest/v1.0/projects/:id": 1, "POST /oauth/token": 1}
     assert result.counts["coordination_issue"]["created"] == 0
     # Issues whose status Procore refused stay quarantined (counted rejected), not unchanged.
     counts = result.counts["coordination_issue"]

@@ -32,6 +32,7 @@ def field_session(
         policy=RetryPolicy(read_timeout=source.timeout),
         pool_size=max(4, source.workers),
         secrets=credentials.redaction_values(),
+        setting="[source] base_url",
     ) as http:
         session = FieldSession(
             http, credentials.username, credentials.password, page_size=source.page_size

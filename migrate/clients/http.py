@@ -37,6 +37,7 @@ import logging
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError
 
 from migrate import __version__, stopping
 from migrate.clients.urls import check_url
@@ -301,6 +303,10 @@ class _Outage:
             self._since = None
             self._last_answer = self._clock()
 
+    def never_answered(self) -> bool:
+        with self._lock:
+            return self._last_answer == -math.inf
+
     def answered_since(self, moment: float) -> bool:
         with self._lock:
             return self._last_answer >= moment
@@ -363,7 +369,13 @@ class HttpClient:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        setting: str = "",
     ) -> None:
+        #: The config setting that names ``base_url`` (``[target] auth_url``): a first request
+        #: that cannot connect at all (refused, or the name does not resolve) is that setting
+        #: being wrong, a ConfigError at once, not an outage to ride out. Once the service has
+        #: answered, the same failure is an outage (retried, see the module docstring).
+        self.setting = setting
         self._secrets: set[str] = set()
         self._secrets_lock = threading.Lock()
         for secret in secrets:
@@ -518,6 +530,13 @@ class HttpClient:
             except (requests.RequestException, _ShortBody) as exc:
                 reason, cause = _classify(exc, self.policy)
                 last_cause = self.redact(cause, extra_secrets)
+                if self.setting and _unreachable(exc) and self._outage.never_answered():
+                    raise ConfigError(
+                        f"{self.setting} = {self.base_url} could not be reached: {last_cause}. "
+                        f"Nothing answers there; check {self.setting} in the config (for the "
+                        "sandbox, the URL `migrate sandbox serve` prints), then run the "
+                        "command again."
+                    ) from None
                 if reason is None:  # not worth retrying (bad URL, TLS verification, ...)
                     raise TransportError(
                         method=method, url=shown_url, attempts=attempt, cause=last_cause
@@ -893,6 +912,23 @@ def _never_sent(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectionError) and (
         "NewConnectionError" in text or "Connection refused" in text
     )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No connection could be made at all: refused, or the host name does not resolve.
+
+    Unlike a timeout or a reset (the service is there, or was), this is what a wrong URL looks
+    like when it is the first thing a client tries (see ``HttpClient.setting``).
+    """
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError) or isinstance(
+        getattr(reason, "__cause__", None), ConnectionRefusedError | socket.gaierror
+    ):
+        return True
+    text = str(exc)
+    return "NewConnectionError" in text and "refused" in text.lower()
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")

@@ -49,7 +49,12 @@ from migrate.clients.credentials import (
 )
 from migrate.clients.http import HttpClient, RetryPolicy, policy_for
 from migrate.clients.ratebudget import RateBudget
-from migrate.errors import ApiError, ConfigError, CredentialError, UploadBytesMismatch
+from migrate.errors import (
+    ApiError,
+    ConfigError,
+    CredentialError,
+    UploadBytesMismatch,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -145,9 +150,20 @@ class ProcoreClient:
         pool = pool_size or max(4, settings.workers)
         secrets = credentials.redaction_values()
         self.api = HttpClient(
-            settings.base_url, policy=policy, pool_size=pool, secrets=secrets, hooks=[self.budget]
+            settings.base_url,
+            policy=policy,
+            pool_size=pool,
+            secrets=secrets,
+            hooks=[self.budget],
+            setting="[target] base_url",
         )
-        self.auth = HttpClient(settings.auth_url, policy=policy, pool_size=1, secrets=secrets)
+        self.auth = HttpClient(
+            settings.auth_url,
+            policy=policy,
+            pool_size=1,
+            secrets=secrets,
+            setting="[target] auth_url",
+        )
         self.storage = HttpClient(settings.base_url, policy=policy, pool_size=pool, secrets=secrets)
         # A thread waiting for quota must not outlive the API being given up on.
         self.budget.stop_waiting_when(self.api.given_up)
@@ -253,15 +269,12 @@ class ProcoreClient:
         """Ask for a token with the client-credentials grant (token lock held)."""
         assert self._client_id is not None and self._client_secret is not None
         started = self._clock()
-        response = self.auth.request(
-            "POST",
-            TOKEN_PATH,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": self._client_id.reveal(),
-                "client_secret": self._client_secret.reveal(),
-            },
-        )
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id.reveal(),
+            "client_secret": self._client_secret.reveal(),
+        }
+        response = self.auth.request("POST", TOKEN_PATH, data=form)
         body = _json_or_none(response)
         code = body.get("error") if isinstance(body, dict) else None
         if response.status_code == 401 or (
@@ -296,6 +309,32 @@ class ProcoreClient:
             "an unknown time" if lifetime is None else f"{lifetime:.0f} s",
         )
         return self._token
+
+    def check_access(self, project_id: int) -> dict[str, Any]:
+        """One cheap call before a stage's work (Show Project, seed 002) that proves the
+        credentials, ``[target] company_id`` and ``project_id`` even when there is nothing
+        to send. A refusal is a setting to fix (exit 2) naming the setting; a 401 is a
+        credential error (see _grant). Counted against the quota like any REST call."""
+        url = f"{PROJECTS_PATH}/{project_id}"
+        response = self._send(
+            "GET", url, params={"company_id": self.company_id}, ok=(200, 403, 404)
+        )
+        status = response.status_code
+        if status == 200:
+            return cast(dict[str, Any], self._json(response, url))
+        answer = self.auth.redact(_error_text(response))
+        if status == 404:
+            raise ConfigError(
+                f"[target] project_id = {project_id} was not found (404: {answer}) in Procore "
+                f"company {self.company_id}. Set project_id to the number in the project's "
+                "Procore URL, then run the command again."
+            )
+        raise ConfigError(
+            f"[target] company_id = {self.company_id} was refused (403: {answer}): the app has "
+            f"no access to that company, or project_id = {project_id} is not in it. Check "
+            "both in migration.toml and that the app is installed in the company, then run "
+            "the command again."
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
     def _headers(self, token: str, company: bool | int) -> dict[str, str]:
@@ -1173,6 +1212,15 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _error_text(response: requests.Response, limit: int = 120) -> str:
+    """A refusal's reason on one short line: ``{"errors": "..."}`` as its text, else the body."""
+    body = _json_or_none(response)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    text = errors if isinstance(errors, str) else response.text
+    text = " ".join(text.split()) or "empty answer"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _json_or_none(response: requests.Response) -> Any:

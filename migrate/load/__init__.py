@@ -252,6 +252,9 @@ class _Loader:
     # -- the phases ------------------------------------------------------------------------
     def load(self) -> LoadResult:
         ctx = self.ctx
+        # Credentials, company and project proven before anything else, even when nothing is
+        # to be sent (one request, counted like every other; see ProcoreClient.check_access).
+        ctx.client.check_access(ctx.project_id)
         abandoned = fail_open_batches(ctx.store)
         if abandoned:
             self._event(

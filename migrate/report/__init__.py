@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED, ConfigError
+from migrate.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    ApiError,
+    ConfigError,
+    StageFailed,
+    TransportError,
+)
 from migrate.settings import Settings
 
 if TYPE_CHECKING:
@@ -217,10 +225,14 @@ def run(
         target = inspections = None
         if client is not None:
             assert project_id is not None
-            target = fetch_target(client, project_id)
-            inspections = fetch_inspections(
-                client, project_id, loaded_inspection_ids(store, project_id)
-            )
+            try:
+                client.check_access(project_id)  # a wrong project or company: exit 2, named
+                target = fetch_target(client, project_id)
+                inspections = fetch_inspections(
+                    client, project_id, loaded_inspection_ids(store, project_id)
+                )
+            except (TransportError, ApiError) as exc:  # exit 1 naming the command to re-run
+                raise StageFailed(REPORT_COMMAND, str(exc)) from exc
         rec = reconcile(store, project_id, target, inspections)
         rec.runs = [run for run in rec.runs if run["run_id"] != recorded.id]
         prepare_report_dir(out_dir, (HTML_NAME, *CSV_NAMES.values()))

@@ -666,6 +666,7 @@ class ProcoreApp(App):
         add("GET", "/rest/v1.0/companies", self._companies, "companies.list")
         add("GET", "/rest/v1.0/me", self._me, "me.show")
         add("GET", "/rest/v1.0/projects", self._projects_list, "projects.list")
+        add("GET", "/rest/v1.0/projects/{project_id}", self._project_show, "projects.show")
         add(
             "GET",
             "/rest/v1.0/companies/{company_id}/trades",
@@ -1070,24 +1071,35 @@ class ProcoreApp(App):
     def _me(self, request: Request) -> Response:
         return json_response(dict(SERVICE_ACCOUNT))
 
-    def _projects_list(self, request: Request) -> Response:
+    def _company_param(self, request: Request) -> None:
+        """The ``company_id`` query parameter the project endpoints require: ours, or 400/403."""
         raw = request.param("company_id")
         if not raw:
             raise HTTPError(400, {"errors": {"company_id": ["is missing"]}})
         if _as_int(raw) != self.company["id"]:
             raise HTTPError(403, {"errors": f"You do not have access to company {raw}"})
+
+    def _project_json(self, project: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": project["id"],
+            "name": project["name"],
+            "active": True,
+            "company": {"id": self.company["id"], "name": self.company["name"]},
+        }
+
+    def _projects_list(self, request: Request) -> Response:
+        self._company_param(request)
         with self.lock:
             projects = [p for p in self._projects.values() if p["company_id"] == self.company["id"]]
-            return self._paged(
-                request,
-                projects,
-                lambda p: {
-                    "id": p["id"],
-                    "name": p["name"],
-                    "active": True,
-                    "company": {"id": self.company["id"], "name": self.company["name"]},
-                },
-            )
+            return self._paged(request, projects, self._project_json)
+
+    def _project_show(self, request: Request) -> Response:
+        """Show Project (seed 002: ``company_id`` and ``id`` required): what `migrate` calls
+        first, to prove the credentials, the company and the project in one request."""
+        self._company_param(request)
+        with self.lock:
+            project = self._project(request.path_params["project_id"], in_path=True)
+            return json_response(self._project_json(project))
 
     def _project_users(self, request: Request) -> Response:
         with self.lock:

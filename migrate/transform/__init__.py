@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from migrate.clients.factory import procore_client
-from migrate.errors import ConfigError, MigrateError
+from migrate.errors import (
+    ApiError,
+    ConfigError,
+    MigrateError,
+    StageFailed,
+    TransportError,
+)
 from migrate.mappings import (
     AssigneeDirectory,
     FieldUsers,
@@ -173,10 +179,14 @@ def run(
         busy_as_error(store),
     ):
         if target is not None:
-            counts = snapshot_target(store, target, project_id, recorded.id)
-            company_id = options.target_company_id
-            if options.mappings.fields.trade and company_id is not None:
-                counts["trades"] = snapshot_trades(store, target, company_id, recorded.id)
+            try:
+                target.check_access(project_id)  # a wrong project or company: exit 2, named
+                counts = snapshot_target(store, target, project_id, recorded.id)
+                company_id = options.target_company_id
+                if options.mappings.fields.trade and company_id is not None:
+                    counts["trades"] = snapshot_trades(store, target, company_id, recorded.id)
+            except (TransportError, ApiError) as exc:  # exit 1 naming the command, as others do
+                raise StageFailed(STAGE, str(exc)) from exc
             if log is not None:
                 log.info(STAGE, "snapshot_taken", counts=counts)
         elif options.offline:
