@@ -67,7 +67,7 @@ import logging
 import math
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -120,6 +120,8 @@ class _Report:
     reset: float  # Unix seconds
     seq: int  # of the request it answered
     in_flight_before: int
+    sent_at: float | None = None  # wall clock of the request it answered, when ours
+    done_at: float | None = None
 
 
 @dataclass
@@ -132,6 +134,11 @@ class _Window:
     shortest: float = 0.0  # lower bound of the window's length
     model_off_until: float = 0.0  # wall clock; math.inf once a 429 proved the model wrong
     model_failures: int = 0
+    # Seen to slide: requests left it while its reset stayed the same (see _slid).
+    sliding: bool = False
+    # The report the next ones are compared with to see that; one answered before they went
+    # out, so that they were surely counted after it.
+    anchor: _Report | None = None
 
 
 class RateBudget:
@@ -289,6 +296,7 @@ class RateBudget:
                         "reset": w.last.reset,
                         "span_seconds": None if w.span is None else round(w.span, 3),
                         "model": self._modelled(w, self._now()),
+                        "sliding": w.sliding,
                     }
                     for w in sorted(self._windows.values(), key=lambda w: w.limit)
                 },
@@ -313,12 +321,17 @@ class RateBudget:
             reserve = self._reserve(window)
             if free - reserve < 1:
                 gate = max(gate, self._blocked_wait(window, now))
-            elif self._modelled(window, now) and window.span == shortest_span:
-                # Pace by the likeliest length (the reset is rounded up to whole seconds); if
-                # that is too short, the model holds back whatever would not fit.
-                assert window.span is not None
-                likely = max(window.shortest, window.span - 0.5)
-                spacing = max(spacing, likely / max(1, window.limit - reserve))
+            elif (
+                self._modelled(window, now)
+                and not window.sliding
+                and window.span == shortest_span
+                and free - reserve <= _probe_slots(window.limit)
+            ):
+                # Until the window is seen to slide, its last few free slots are spread out
+                # until its reset: requests keep going out as the first ones may leave it
+                # (which shows how long it is, and that it slides) or across a fixed window's
+                # reset (which shows that it does not). The rest is spent at once.
+                spacing = max(spacing, (window.last.reset - now) / (free - reserve))
         if gate > 0:
             return gate
         if self._last_sent_mono is None:
@@ -330,10 +343,18 @@ class RateBudget:
         best = self._floor(window.last)
         if self._latest is not None:
             best = max(best, self._floor(self._latest, window))
-        if self._modelled(window, now):
+        if self._trusted(window, now):
             assert window.span is not None
             best = max(best, window.limit - self._occupied(now - window.span - self.safety))
         return best
+
+    @classmethod
+    def _trusted(cls, window: _Window, now: float) -> bool:
+        """Whether the model may admit requests the reports do not: only once the window was
+        seen to slide. Before that a fixed window that we happened to fill in a burst just
+        after its reset looks like a sliding one a little shorter than the time since our
+        previous burst, and the model would free its slots before the real reset."""
+        return window.sliding and cls._modelled(window, now)
 
     @staticmethod
     def _modelled(window: _Window, now: float) -> bool:
@@ -367,7 +388,7 @@ class RateBudget:
     def _blocked_wait(self, window: _Window, now: float) -> float:
         """How long until a window that is full (as far as we know) may take a request."""
         reset_wait = window.last.reset + self.safety - now
-        if self._modelled(window, now):
+        if self._trusted(window, now):
             assert window.span is not None
             # The model frees a slot when our oldest request in the window ages out.
             assert window.span is not None
@@ -408,21 +429,54 @@ class RateBudget:
         status: int,
         now: float,
     ) -> None:
-        if entry is not None:
-            seq, in_flight_before = entry.seq, entry.in_flight_before
+        report: _Report
+        if entry is not None and entry.counted:
+            report = _Report(
+                limit, remaining, reset, entry.seq, entry.in_flight_before, entry.sent_at, now
+            )
+        elif entry is not None:
+            report = _Report(limit, remaining, reset, entry.seq, entry.in_flight_before)
         else:  # an answer to a request the budget did not release: trust it least
-            seq, in_flight_before = self._seq, len(self._in_flight)
-        report = _Report(limit, remaining, reset, seq, in_flight_before)
+            report = _Report(limit, remaining, reset, self._seq, len(self._in_flight))
+        seq = report.seq
         window = self._windows.get(limit)
         if window is None:
             window = self._windows[limit] = _Window(limit, report)
         elif seq >= window.last.seq:
             window.last = report
+        if not window.sliding and report.done_at is not None:
+            anchor = window.anchor
+            if anchor is None or anchor.done_at is None or anchor.seq > seq:
+                window.anchor = report
+            elif report.sent_at is not None and report.sent_at > anchor.done_at:
+                window.sliding = self._slid(anchor, report)
+                window.anchor = report
         if self._latest is None or seq >= self._latest.seq:
             self._latest = report
         if status != 429 and entry is not None and entry.counted:
             self._learn_span(window, remaining, reset, entry)
             self._check_model(window, remaining, entry, now)
+
+    def _slid(self, earlier: _Report, later: _Report) -> bool:
+        """Whether requests left the window between two reports that name the same reset.
+
+        A window that resets all at once only gains requests until its reset: the later
+        report must count the earlier one's, plus every request of ours surely counted in
+        between (sent after the earlier answer, answered before the later request went out),
+        plus its own. Fewer means some left while the reset stayed put: the window slides.
+        Other clients' requests only add to the count, so they never fake this.
+        """
+        if (
+            later.reset != earlier.reset
+            or earlier.done_at is None
+            or later.sent_at is None
+            or later.sent_at <= earlier.done_at
+        ):
+            return False
+        start = bisect_right(self._done, earlier.done_at, key=_done_at)
+        end = bisect_left(self._done, later.sent_at, key=_done_at)
+        between = sum(1 for s in self._done[start:end] if s.counted and s.sent_at > earlier.done_at)
+        return later.limit - later.remaining < earlier.limit - earlier.remaining + between + 1
 
     def _learn_span(self, window: _Window, remaining: int, reset: float, entry: _Sent) -> None:
         """Narrow the window's length using ``reset`` = the oldest request in it + the length.
@@ -444,16 +498,23 @@ class RateBudget:
         if held < 1:
             return
         now = entry.done_at if entry.done_at is not None else self._last_wall
-        earliest: float | None
+        end = self._answered_before(entry)
+        start = max(0, end - held - _REORDER_SLACK)
+        sends = [s.sent_at for s in self._done[start:end] if s.counted]
+        latest_sends = heapq.nlargest(held, sends)
+        earliest: float | None = None
         if held == 1:
             earliest = entry.sent_at
-        else:
-            end = self._answered_before(entry)
-            start = max(0, end - (held - 1) - _REORDER_SLACK)
-            sends = [s.sent_at for s in self._done[start:end] if s.counted]
-            earliest = heapq.nlargest(held - 1, sends)[-1] if len(sends) >= held - 1 else None
-        if earliest is not None:
-            bound = reset - earliest
+        elif len(latest_sends) >= held - 1:
+            earliest = latest_sends[held - 2]
+        bounds = [] if earliest is None else [reset - earliest]
+        if len(latest_sends) >= held:
+            # At most held - 1 of the requests counted before this one are still in the window,
+            # so the held-th latest of them was counted (no earlier than it was sent) at least a
+            # length before this one was (no later than its answer): a bound free of the
+            # reset's rounding, as tight as the gap between our sends once requests age out.
+            bounds.append(now - latest_sends[held - 1])
+        for bound in bounds:
             if bound > 0 and (window.span is None or bound < window.span):
                 window.span = bound
         # This request is the last entry of the answered list; those in flight count as "now".
@@ -560,6 +621,11 @@ class RateBudget:
         keep = 2 * largest + 256
         if len(self._done) > 2 * keep:
             del self._done[: len(self._done) - keep]
+
+
+def _probe_slots(limit: int) -> int:
+    """Slots of a window not yet seen to slide that are spread out rather than spent at once."""
+    return max(5, limit // 10)
 
 
 def _done_at(entry: _Sent) -> float:
