@@ -15,28 +15,33 @@ How it decides, and why:
 - **When that floor runs out**, waiting for ``X-Rate-Limit-Reset`` is safe but slow: the header
   is whole Unix seconds, rounded up, which on a short window wastes a large share of the quota.
   So the budget also models each window as the sliding log Procore's sandbox uses. Every report
-  bounds the window's length from above (reset minus the send time of the oldest request the
-  window can still hold, :meth:`_learn_span`); a request of ours leaves the window at the latest
-  that long after its response arrived. That tells when slots free up, to a few milliseconds.
-  Each report also checks the model (the server must never count more requests than the model
-  allows for); when it does not hold (someone else spends the quota, or the windows are fixed
-  rather than sliding) the model is set aside and the budget spends down to the certain floor,
-  waits for the reset, then sends a single probe to learn the new state.
-- **Pacing, and never stalling.** Only the shortest window known (by its learned length) is
-  paced, evenly, by its length over its limit, and only while its model holds. A longer window
-  (the hourly one) and any window without a model only *gate*: requests go as fast as the
-  shorter windows allow until the certain floor (or the model) says it is spent, then wait for
-  its reset. Spreading an hourly window's remaining over the time to its reset, as this budget
-  once did, caps the rate at the hourly average (1 request/s at 3 600/h) however much spike
-  room is left (issue 16); spending it early costs nothing, because the hour's total is the
-  same either way, and the floor keeps it from ever being overspent. The same holds for fixed
-  windows (each resets all at once at ``X-Rate-Limit-Reset``): spending the room at once and
-  then waiting for the reset loses nothing to the reset being rounded up to whole seconds.
+  bounds the window's length from above (:meth:`_learn_span`): by the reset minus the send time
+  of the oldest request the window can still hold, and, free of the reset's rounding, by the
+  time since the latest request of ours the window no longer holds (its count says how many
+  of our latest it still holds). A request of ours leaves the window at the latest that long
+  after its response arrived. That tells when slots free up, to a few milliseconds.
+- **The model only for a window seen to slide.** A window that resets all at once, filled in a
+  burst just after its reset, fits a sliding model a little shorter than the time since our
+  previous burst, and that model would free its slots before the real reset (a 429). So the
+  model admits requests only once the window was seen to slide (:meth:`_slid`): two reports
+  naming the same reset, the later counting fewer than the earlier one's requests plus ours
+  surely counted in between, i.e. some left while the reset stayed put. Other clients'
+  requests only add to a count, so they never fake it. Until then the window is spent down
+  to its certain floor, then its reset is waited for.
+- **Spending, and never stalling.** Room is spent at once, not spread: the quota of a window is
+  the same whether spent early or late, so spreading only risks ending the run a window later
+  and, on an hourly window, caps the rate at the hourly average (1 request/s at 3 600/h)
+  however much spike room is left (issue 16). One exception: until the shortest window is
+  seen to slide (or found fixed, below), its last tenth of free slots (at least 5) is spread
+  until its reset, so requests keep going out as the first ones leave (which shows that it
+  slides, and how long it is, within the first window) or across a fixed window's reset
+  (which shows that it does not). Against fixed windows, spending the room at once and then
+  waiting for the reset loses nothing to the reset being rounded up to whole seconds.
 - **Telling fixed from sliding.** A server that counts fewer requests than we surely sent
   within the window's shortest possible length cannot be sliding (no one else's requests make
-  the count smaller): the model is set aside for good at once, since a sliding model of a
-  window that resets all at once overestimates the room right after a reset. A count higher
-  than the model allows (someone else spends the quota) sets it aside for two lengths first.
+  the count smaller): the model is set aside for good. A count higher than the model allows
+  (someone else spends the quota) sets it aside for two lengths first. Each report checks
+  the model that way.
 - **Threads.** Uploads run several at a time on one budget. Decisions and the bookkeeping of
   requests in flight happen under one lock, so two threads never both spend the last slot.
 - A 429 is recorded, and every thread holds off until its ``Retry-After`` is over or, when it
