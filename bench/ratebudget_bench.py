@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 "window's limit times the windows the run spanned; the smaller of the two). "
                 "Headers name the window with fewer requests left, or with the smaller share "
                 "of its limit left; a 429 would carry no Retry-After. Counted: the load's "
-                "requests, from its start (the client's first answer, its token, comes before). "
-                "Load average: the 1-minute load average as each load started (other work on "
-                "the same cores).",
+                "requests, from its start (the client's first answer, the company list, comes "
+                "before). Load average: the 1-minute load average as each load started (other "
+                "work on the same cores).",
                 "",
                 *HEADER,
                 *(describe(run) for run in runs),
