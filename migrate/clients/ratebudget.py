@@ -317,7 +317,7 @@ class RateBudget:
             return _POLL_SECONDS if self._in_flight and not self._responses else 0.0
         gate = 0.0
         spacing = 0.0
-        # Only the shortest window known paces; a longer one only gates (see "Pacing").
+        # Only the shortest window known is ever spread out (see "Spending"); others gate.
         shortest_span = min(
             (w.span for w in self._windows.values() if w.span is not None), default=math.inf
         )
