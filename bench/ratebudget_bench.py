@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import threading
 import time
@@ -77,7 +78,7 @@ def run_load(calls: int, time_scale: float, rate_windows: str, rate_report: str)
     client = ProcoreClient(settings, credentials, budget=budget)
     try:
         client.companies()  # the token and the first answer, as any run starts
-        counter = iter(range(calls - 1))
+        counter = iter(range(calls))
         lock = threading.Lock()
 
         def worker() -> None:
@@ -92,6 +93,8 @@ def run_load(calls: int, time_scale: float, rate_windows: str, rate_report: str)
             # credited with a whole window it had no time to spend.
             binding = hourly_window if calls > HOURLY[0] else spike_window
             time.sleep(binding - app.now() % binding)
+        load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        before = app.rate_stats()
         start = app.now()
         started = time.monotonic()
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(THREADS)]
@@ -111,7 +114,10 @@ def run_load(calls: int, time_scale: float, rate_windows: str, rate_report: str)
         windows_allowed(HOURLY[0], hourly_window, fixed, start, end),
         windows_allowed(SPIKE[0], spike_window, fixed, start, end),
     )
-    counted = stats["requests"] - stats["quota_rejections"]
+    # Only what was counted while the load ran (not the first answer, before ``start``).
+    counted = (stats["requests"] - stats["quota_rejections"]) - (
+        before["requests"] - before["quota_rejections"]
+    )
     snapshot = budget.snapshot()
     return {
         "calls": calls,
@@ -126,6 +132,7 @@ def run_load(calls: int, time_scale: float, rate_windows: str, rate_report: str)
         "waited_seconds": snapshot["waited_seconds"],
         "elapsed": elapsed,
         "per_second": counted / elapsed if elapsed else 0.0,
+        "load_average": load_average,
     }
 
 
@@ -134,14 +141,16 @@ def describe(run: dict[str, Any]) -> str:
         f"| {run['calls']:,} | {run['rate_windows']} | {run['rate_report']} | "
         f"{run['time_scale']:g}× | "
         f"{run['counted']:,} | {run['allowed']:,} | {run['used']:.1%} | {run['rate_limited']} | "
-        f"{run['waited_seconds']:.1f} | {run['elapsed']:.1f} | {run['per_second']:.0f} |"
+        f"{run['waited_seconds']:.1f} | {run['elapsed']:.1f} | {run['per_second']:.0f} | "
+        f"{run['load_average']:.1f} |"
     )
 
 
 HEADER = [
     "| calls | windows | headers name | time scale | counted by the server | windows allowed "
-    "| quota used | 429s | waited (s, summed over threads) | elapsed (s) | requests/s |",
-    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| quota used | 429s | waited (s, summed over threads) | elapsed (s) | requests/s "
+    "| load average |",
+    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -184,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                 "the server counted against what the windows allowed while the load ran (each "
                 "window's limit times the windows the run spanned; the smaller of the two). "
                 "Headers name the window with fewer requests left, or with the smaller share "
-                "of its limit left; a 429 would carry no Retry-After.",
+                "of its limit left; a 429 would carry no Retry-After. Counted: the load's "
+                "requests, from its start (the client's first answer, the company list, comes "
+                "before). Load average: the 1-minute load average as each load started (other "
+                "work on the same cores).",
                 "",
                 *HEADER,
                 *(describe(run) for run in runs),

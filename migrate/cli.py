@@ -1212,7 +1212,7 @@ def sandbox_serve(**opts: Any) -> None:
             f"   client id {options.procore_client_id} / secret {options.procore_client_secret}"
         )
         if opts["contract_path"]:
-            _echo(f"Procore behaves as {opts['contract_path']} observed (migrate preflight)")
+            _echo(f"Both services behave as {opts['contract_path']} observed (migrate preflight)")
         _echo("Serving; press Ctrl-C to stop.")
         sys.stdout.flush()
         if opts["state_file"]:  # the detached parent waits for this file
@@ -1306,9 +1306,11 @@ def _sandbox_options(opts: dict[str, Any]) -> Any:
     }
     procore_options.update(rate_windows=opts["rate_windows"], retry_after=opts["retry_after"])
     if opts.get("contract_path"):
-        from migrate.contract import read_contract, sandbox_options
+        from migrate.contract import field_sandbox_options, read_contract, sandbox_options
 
-        procore_options.update(sandbox_options(read_contract(opts["contract_path"])))
+        contract = read_contract(opts["contract_path"])
+        procore_options.update(sandbox_options(contract))
+        field_options.update(field_sandbox_options(contract))
     return SandboxOptions(
         seed=opts["seed"],
         issues=opts["issues"],

@@ -169,7 +169,34 @@ def sandbox_options(contract: Mapping[str, Any]) -> dict[str, Any]:
         options["rate_windows"] = procore["rate_windows"]
     if procore.get("requires_json_content_type") is False:
         options["require_json_content_type"] = False
+    if procore.get("rate_limit_headers") is False:
+        options["rate_limit_headers"] = False
+    refused = _refused_tools(procore)
+    if refused:
+        options["refused_tools"] = refused
     return options
+
+
+def field_sandbox_options(contract: Mapping[str, Any]) -> dict[str, Any]:
+    """FieldApp keyword arguments that make the simulator behave as ``contract`` observed."""
+    field = check_contract(contract)["field"]
+    options: dict[str, Any] = {}
+    if field.get("listing_matches_search") is False:
+        options["listing_default"] = "filter_always"
+    refused = _refused_tools(field)
+    if refused:
+        options["refused_tools"] = refused
+    return options
+
+
+#: The HTTP status a simulator answers for a tool a preflight saw in each state ("error": any
+#: other refusal; one that is not retried, as a 5xx would be until the service is given up).
+_TOOL_STATUS = {"forbidden": 403, "not_found": 404, "error": 400}
+
+
+def _refused_tools(section: Mapping[str, Any]) -> dict[str, int]:
+    tools = section.get("tools") or {}
+    return {tool: _TOOL_STATUS[state] for tool, state in tools.items() if state in _TOOL_STATUS}
 
 
 # -- what load follows ---------------------------------------------------------------------------

@@ -103,3 +103,30 @@ def test_the_xfail_finder_sees_every_way_to_mark_a_test(tmp_path: Path) -> None:
         "tests/test_a.py::test_param",
         "tests/test_b.py",
     }
+
+
+# -- issue 16: every runbook, and the README's real migration, start with preflight -------------
+SERVICE_COMMAND = re.compile(r"migrate (?:extract|transform|load|run|report)\b")
+
+
+def _preflight_comes_first(text: str) -> bool:
+    preflight = text.find("migrate preflight")
+    first_service_call = SERVICE_COMMAND.search(text)
+    return preflight >= 0 and (first_service_call is None or preflight < first_service_call.start())
+
+
+def test_every_runbook_runs_preflight_before_calling_the_services() -> None:
+    # From the prerequisites on: the introduction above them only says when to use it.
+    runbooks = {
+        path.name: path.read_text(encoding="utf-8").split("## Prerequisites", 1)
+        for path in sorted((REPO / "runbooks").glob("0*.md"))
+    }
+    assert runbooks and all(len(parts) == 2 for parts in runbooks.values())
+    late = [name for name, parts in runbooks.items() if not _preflight_comes_first(parts[1])]
+    assert late == []
+
+
+def test_the_readme_real_migration_starts_with_preflight() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A real migration", 1)[1].split("\n## ", 1)[0]
+    assert _preflight_comes_first(section)

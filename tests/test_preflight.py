@@ -23,7 +23,9 @@ from migrate.cli import main
 from migrate.clients.http import RetryPolicy
 from migrate.clients.procore import ProcoreClient
 from migrate.contract import (
+    CONTRACT_KEYS,
     documented,
+    field_sandbox_options,
     load_readings,
     read_contract,
     record_contract,
@@ -304,6 +306,82 @@ def test_simulators_replaying_another_contract_report_each_difference(tmp_path: 
     printed = "\n".join(result.lines())
     assert "Differences from first/contract.json:" in printed
     assert "procore.uuid_reuse: expected refused, observed accepted" in printed
+
+
+def test_replayed_access_headers_and_listing_are_reported_as_differences(tmp_path: Path) -> None:
+    # The readings the test above leaves alone: tools refused on either side, answers without
+    # rate-limit headers, a Field listing that counts fewer issues than its search.
+    other = documented()
+    other["procore"].update(
+        rate_limit_headers=False, tools={"inspections": "forbidden", "trades": "not_found"}
+    )
+    other["field"].update(
+        listing_matches_search=False, tools={"checklists": "forbidden", "custom_fields": "error"}
+    )
+    write_contract(tmp_path / "other.json", other)
+    contract = read_contract(tmp_path / "other.json")
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with sandbox_with() as documented_box:
+        preflight(documented_box, tmp_path / "first")
+    seen_before = read_contract(tmp_path / "first" / "contract.json")
+    replay = SandboxOptions(
+        issues=40,
+        procore_options={**QUICK_WINDOWS, **sandbox_options(contract)},
+        field_options=field_sandbox_options(contract),
+    )
+    with Sandbox(replay) as replaying:
+        result = preflight(
+            replaying, tmp_path / "second", expected=seen_before, expected_from="first"
+        )
+    observed = read_contract(tmp_path / "second" / "contract.json")
+    assert observed["procore"]["rate_limit_headers"] is False
+    assert observed["field"]["listing_matches_search"] is False
+    for section in ("procore", "field"):
+        for tool, state in other[section]["tools"].items():
+            assert observed[section]["tools"][tool] == state, (section, tool)
+    assert sorted(line.split(":")[0] for line in result.differences) == [
+        "field.listing_matches_search",
+        "field.tools.checklists",
+        "field.tools.custom_fields",
+        "procore.rate_limit_headers",
+        "procore.tools.inspections",
+        "procore.tools.trades",
+    ]
+
+
+def test_every_reading_a_contract_holds_is_replayed() -> None:
+    # Each key (but the format's own) turns into a simulator switch when it differs from the
+    # documented reading, so a rehearsal never silently meets the documented service instead.
+    other = documented()
+    other["procore"].update(
+        uuid_reuse="ignored",
+        create_statuses=["open"],
+        update_statuses=["closed"],
+        requires_json_content_type=False,
+        rate_limit_headers=False,
+        rate_windows="fixed",
+        tools={"inspections": "forbidden"},
+    )
+    other["field"].update(listing_matches_search=False, tools={"issue_fields": "error"})
+    for section in ("procore", "field"):
+        changed = {
+            k for k in CONTRACT_KEYS[section] if other[section][k] != documented()[section][k]
+        }
+        assert changed == set(CONTRACT_KEYS[section]), section
+    procore, field = sandbox_options(other), field_sandbox_options(other)
+    assert set(procore) == {
+        "uuid_reuse",
+        "create_statuses",
+        "update_statuses",
+        "require_json_content_type",
+        "rate_limit_headers",
+        "rate_windows",
+        "refused_tools",
+    }
+    assert set(field) == {"listing_default", "refused_tools"}
+    assert procore["refused_tools"] == {"inspections": 403}
+    assert field["refused_tools"] == {"issue_fields": 400}
 
 
 @pytest.mark.parametrize("reading", ["refused", "accepted", "ignored"])

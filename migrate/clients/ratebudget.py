@@ -15,28 +15,33 @@ How it decides, and why:
 - **When that floor runs out**, waiting for ``X-Rate-Limit-Reset`` is safe but slow: the header
   is whole Unix seconds, rounded up, which on a short window wastes a large share of the quota.
   So the budget also models each window as the sliding log Procore's sandbox uses. Every report
-  bounds the window's length from above (reset minus the send time of the oldest request the
-  window can still hold, :meth:`_learn_span`); a request of ours leaves the window at the latest
-  that long after its response arrived. That tells when slots free up, to a few milliseconds.
-  Each report also checks the model (the server must never count more requests than the model
-  allows for); when it does not hold (someone else spends the quota, or the windows are fixed
-  rather than sliding) the model is set aside and the budget spends down to the certain floor,
-  waits for the reset, then sends a single probe to learn the new state.
-- **Pacing, and never stalling.** Only the shortest window known (by its learned length) is
-  paced, evenly, by its length over its limit, and only while its model holds. A longer window
-  (the hourly one) and any window without a model only *gate*: requests go as fast as the
-  shorter windows allow until the certain floor (or the model) says it is spent, then wait for
-  its reset. Spreading an hourly window's remaining over the time to its reset, as this budget
-  once did, caps the rate at the hourly average (1 request/s at 3 600/h) however much spike
-  room is left (issue 16); spending it early costs nothing, because the hour's total is the
-  same either way, and the floor keeps it from ever being overspent. The same holds for fixed
-  windows (each resets all at once at ``X-Rate-Limit-Reset``): spending the room at once and
-  then waiting for the reset loses nothing to the reset being rounded up to whole seconds.
+  bounds the window's length from above (:meth:`_learn_span`): by the reset minus the send time
+  of the oldest request the window can still hold, and, free of the reset's rounding, by the
+  time since the latest request of ours the window no longer holds (its count says how many
+  of our latest it still holds). A request of ours leaves the window at the latest that long
+  after its response arrived. That tells when slots free up, to a few milliseconds.
+- **The model only for a window seen to slide.** A window that resets all at once, filled in a
+  burst just after its reset, fits a sliding model a little shorter than the time since our
+  previous burst, and that model would free its slots before the real reset (a 429). So the
+  model admits requests only once the window was seen to slide (:meth:`_slid`): two reports
+  naming the same reset, the later counting fewer than the earlier one's requests plus ours
+  surely counted in between, i.e. some left while the reset stayed put. Other clients'
+  requests only add to a count, so they never fake it. Until then the window is spent down
+  to its certain floor, then its reset is waited for.
+- **Spending, and never stalling.** Room is spent at once, not spread: the quota of a window is
+  the same whether spent early or late, so spreading only risks ending the run a window later
+  and, on an hourly window, caps the rate at the hourly average (1 request/s at 3 600/h)
+  however much spike room is left (issue 16). One exception: until the shortest window is
+  seen to slide (or found fixed, below), its last tenth of free slots (at least 5) is spread
+  until its reset, so requests keep going out as the first ones leave (which shows that it
+  slides, and how long it is, within the first window) or across a fixed window's reset
+  (which shows that it does not). Against fixed windows, spending the room at once and then
+  waiting for the reset loses nothing to the reset being rounded up to whole seconds.
 - **Telling fixed from sliding.** A server that counts fewer requests than we surely sent
   within the window's shortest possible length cannot be sliding (no one else's requests make
-  the count smaller): the model is set aside for good at once, since a sliding model of a
-  window that resets all at once overestimates the room right after a reset. A count higher
-  than the model allows (someone else spends the quota) sets it aside for two lengths first.
+  the count smaller): the model is set aside for good. A count higher than the model allows
+  (someone else spends the quota) sets it aside for two lengths first. Each report checks
+  the model that way.
 - **Threads.** Uploads run several at a time on one budget. Decisions and the bookkeeping of
   requests in flight happen under one lock, so two threads never both spend the last slot.
 - A 429 is recorded, and every thread holds off until its ``Retry-After`` is over or, when it
@@ -72,7 +77,7 @@ import math
 import threading
 import time
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -129,6 +134,8 @@ class _Report:
     reset: float  # Unix seconds
     seq: int  # of the request it answered
     in_flight_before: int
+    sent_at: float | None = None  # wall clock of the request it answered, when ours
+    done_at: float | None = None
 
 
 @dataclass
@@ -141,6 +148,11 @@ class _Window:
     shortest: float = 0.0  # lower bound of the window's length
     model_off_until: float = 0.0  # wall clock; math.inf once a 429 proved the model wrong
     model_failures: int = 0
+    # Seen to slide: requests left it while its reset stayed the same (see _slid).
+    sliding: bool = False
+    # The report the next ones are compared with to see that; one answered before they went
+    # out, so that they were surely counted after it.
+    anchor: _Report | None = None
 
 
 class RateBudget:
@@ -315,6 +327,7 @@ class RateBudget:
                         "reset": w.last.reset,
                         "span_seconds": None if w.span is None else round(w.span, 3),
                         "model": self._modelled(w, self._now()),
+                        "sliding": w.sliding,
                     }
                     for w in sorted(self._windows.values(), key=lambda w: w.limit)
                 },
@@ -330,7 +343,7 @@ class RateBudget:
             return _POLL_SECONDS if self._in_flight and not self._responses else 0.0
         gate = 0.0
         spacing = 0.0
-        # Only the shortest window known paces; a longer one only gates (see "Pacing").
+        # Only the shortest window known is ever spread out (see "Spending"); others gate.
         shortest_span = min(
             (w.span for w in self._windows.values() if w.span is not None), default=math.inf
         )
@@ -339,12 +352,17 @@ class RateBudget:
             reserve = self._reserve(window)
             if free - reserve < 1:
                 gate = max(gate, self._blocked_wait(window, now))
-            elif self._modelled(window, now) and window.span == shortest_span:
-                # Pace by the likeliest length (the reset is rounded up to whole seconds); if
-                # that is too short, the model holds back whatever would not fit.
-                assert window.span is not None
-                likely = max(window.shortest, window.span - 0.5)
-                spacing = max(spacing, likely / max(1, window.limit - reserve))
+            elif (
+                self._modelled(window, now)
+                and not window.sliding
+                and window.span == shortest_span
+                and free - reserve <= _probe_slots(window.limit)
+            ):
+                # Until the window is seen to slide, its last few free slots are spread out
+                # until its reset: requests keep going out as the first ones may leave it
+                # (which shows how long it is, and that it slides) or across a fixed window's
+                # reset (which shows that it does not). The rest is spent at once.
+                spacing = max(spacing, (window.last.reset - now) / (free - reserve))
         if gate > 0:
             return gate
         if self._last_sent_mono is None:
@@ -356,10 +374,18 @@ class RateBudget:
         best = self._floor(window.last)
         if self._latest is not None:
             best = max(best, self._floor(self._latest, window))
-        if self._modelled(window, now):
+        if self._trusted(window, now):
             assert window.span is not None
             best = max(best, window.limit - self._occupied(now - window.span - self.safety))
         return best
+
+    @classmethod
+    def _trusted(cls, window: _Window, now: float) -> bool:
+        """Whether the model may admit requests the reports do not: only once the window was
+        seen to slide. Before that a fixed window that we happened to fill in a burst just
+        after its reset looks like a sliding one a little shorter than the time since our
+        previous burst, and the model would free its slots before the real reset."""
+        return window.sliding and cls._modelled(window, now)
 
     @staticmethod
     def _modelled(window: _Window, now: float) -> bool:
@@ -393,7 +419,7 @@ class RateBudget:
     def _blocked_wait(self, window: _Window, now: float) -> float:
         """How long until a window that is full (as far as we know) may take a request."""
         reset_wait = window.last.reset + self.safety - now
-        if self._modelled(window, now):
+        if self._trusted(window, now):
             assert window.span is not None
             # The model frees a slot when our oldest request in the window ages out.
             assert window.span is not None
@@ -436,21 +462,54 @@ class RateBudget:
         status: int,
         now: float,
     ) -> None:
-        if entry is not None:
-            seq, in_flight_before = entry.seq, entry.in_flight_before
+        report: _Report
+        if entry is not None and entry.counted:
+            report = _Report(
+                limit, remaining, reset, entry.seq, entry.in_flight_before, entry.sent_at, now
+            )
+        elif entry is not None:
+            report = _Report(limit, remaining, reset, entry.seq, entry.in_flight_before)
         else:  # an answer to a request the budget did not release: trust it least
-            seq, in_flight_before = self._seq, len(self._in_flight)
-        report = _Report(limit, remaining, reset, seq, in_flight_before)
+            report = _Report(limit, remaining, reset, self._seq, len(self._in_flight))
+        seq = report.seq
         window = self._windows.get(limit)
         if window is None:
             window = self._windows[limit] = _Window(limit, report)
         elif seq >= window.last.seq:
             window.last = report
+        if not window.sliding and report.done_at is not None:
+            anchor = window.anchor
+            if anchor is None or anchor.done_at is None or anchor.seq > seq:
+                window.anchor = report
+            elif report.sent_at is not None and report.sent_at > anchor.done_at:
+                window.sliding = self._slid(anchor, report)
+                window.anchor = report
         if self._latest is None or seq >= self._latest.seq:
             self._latest = report
         if status != 429 and entry is not None and entry.counted:
             self._learn_span(window, remaining, reset, entry)
             self._check_model(window, remaining, entry, now)
+
+    def _slid(self, earlier: _Report, later: _Report) -> bool:
+        """Whether requests left the window between two reports that name the same reset.
+
+        A window that resets all at once only gains requests until its reset: the later
+        report must count the earlier one's, plus every request of ours surely counted in
+        between (sent after the earlier answer, answered before the later request went out),
+        plus its own. Fewer means some left while the reset stayed put: the window slides.
+        Other clients' requests only add to the count, so they never fake this.
+        """
+        if (
+            later.reset != earlier.reset
+            or earlier.done_at is None
+            or later.sent_at is None
+            or later.sent_at <= earlier.done_at
+        ):
+            return False
+        start = bisect_right(self._done, earlier.done_at, key=_done_at)
+        end = bisect_left(self._done, later.sent_at, key=_done_at)
+        between = sum(1 for s in self._done[start:end] if s.counted and s.sent_at > earlier.done_at)
+        return later.limit - later.remaining < earlier.limit - earlier.remaining + between + 1
 
     def _learn_span(self, window: _Window, remaining: int, reset: float, entry: _Sent) -> None:
         """Narrow the window's length using ``reset`` = the oldest request in it + the length.
@@ -472,16 +531,23 @@ class RateBudget:
         if held < 1:
             return
         now = entry.done_at if entry.done_at is not None else self._last_wall
-        earliest: float | None
+        end = self._answered_before(entry)
+        start = max(0, end - held - _REORDER_SLACK)
+        sends = [s.sent_at for s in self._done[start:end] if s.counted]
+        latest_sends = heapq.nlargest(held, sends)
+        earliest: float | None = None
         if held == 1:
             earliest = entry.sent_at
-        else:
-            end = self._answered_before(entry)
-            start = max(0, end - (held - 1) - _REORDER_SLACK)
-            sends = [s.sent_at for s in self._done[start:end] if s.counted]
-            earliest = heapq.nlargest(held - 1, sends)[-1] if len(sends) >= held - 1 else None
-        if earliest is not None:
-            bound = reset - earliest
+        elif len(latest_sends) >= held - 1:
+            earliest = latest_sends[held - 2]
+        bounds = [] if earliest is None else [reset - earliest]
+        if len(latest_sends) >= held:
+            # At most held - 1 of the requests counted before this one are still in the window,
+            # so the held-th latest of them was counted (no earlier than it was sent) at least a
+            # length before this one was (no later than its answer): a bound free of the
+            # reset's rounding, as tight as the gap between our sends once requests age out.
+            bounds.append(now - latest_sends[held - 1])
+        for bound in bounds:
             if bound > 0 and (window.span is None or bound < window.span):
                 window.span = bound
         # This request is the last entry of the answered list; those in flight count as "now".
@@ -640,6 +706,11 @@ def _endpoint(url: str) -> str:
     (the query is dropped: it may carry a secret)."""
     path = urlsplit(url).path
     return "/".join(":id" if part.isdigit() else part for part in path.split("/"))
+
+
+def _probe_slots(limit: int) -> int:
+    """Slots of a window not yet seen to slide that are spread out rather than spent at once."""
+    return max(5, limit // 10)
 
 
 def _done_at(entry: _Sent) -> float:

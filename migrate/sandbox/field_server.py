@@ -20,7 +20,11 @@ Strictness, where the documentation is silent:
 - Deleted issues vanish from every call; their attachments answer 404.
 - ``get_issues`` without ``issue_filter_id`` lists all issues whether or not
   ``default_to_all_issues`` is given; switch ``listing_default="default_filter"`` models the
-  other reading (a login's saved filter hides issues unless the client asks for all).
+  other reading (a login's saved filter hides issues unless the client asks for all), and
+  ``listing_default="filter_always"`` a service whose saved filter hides them even then.
+- ``refused_tools`` answers every request to a tool (by :data:`TOOL_PATHS`) with an error
+  status. With ``filter_always`` it replays what a preflight saw (`migrate sandbox serve
+  --contract`).
 - ``search`` with a truthy ``count`` and ``get_issues`` with ``count_only`` answer
   ``{"count": n}``; ``logout`` answers 200 with an empty body; ``ping`` answers the text
   ``I;200;Successful``.
@@ -61,12 +65,13 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import time
 import uuid
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -93,7 +98,17 @@ PAGE_DEFAULT = 25
 #: What ``/api/get_issues`` lists when asked with neither ``issue_filter_id`` nor a truthy
 #: ``default_to_all_issues`` (seed 003 does not say): "all" issues, or what a login's saved
 #: "default_filter" shows, modelled as every issue but one in three (by id).
-LISTING_DEFAULTS = ("all", "default_filter")
+#: "filter_always": the saved filter hides them even when the client asks for all (how a
+#: preflight that saw the listing count fewer than the search is replayed).
+LISTING_DEFAULTS = ("all", "default_filter", "filter_always")
+#: The paths of each tool a preflight checks (its names), for ``refused_tools``.
+TOOL_PATHS = {
+    "issues": r"/api/get_issues(\.json)?$",
+    "checklists": r"/fieldapi/checklists/v1",
+    "locations": r"/api/areas(\.json)?$",
+    "custom_fields": r"/api/custom_fields(\.json)?$",
+    "issue_fields": r"/fieldapi/issues/v1/fields(\.json)?$",
+}
 #: Which pages ``composites`` lists (seed 003 shows the key, not when it is there):
 #: "marked_up", only the pages with a markup (no ``markup`` key, the seed's shape); or
 #: "every_page", every page of every file, with ``markup`` (the SVG strings, [] when none)
@@ -316,9 +331,15 @@ class FieldApp(App):
         composites: str = "marked_up",
         export: str = "ready",
         issue_signatures: str = "listed",
+        refused_tools: Mapping[str, int] | None = None,
         ticket_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(faults)
+        unknown_tools = sorted(set(refused_tools or {}) - set(TOOL_PATHS))
+        if unknown_tools:
+            raise ValueError(f"unknown tools {unknown_tools}; known: {sorted(TOOL_PATHS)}")
+        #: Tool -> the HTTP status every request to it gets (a preflight saw it refused).
+        self.refused_tools = dict(refused_tools or {})
         #: What ticket ages are measured by (a test moves its own clock instead of sleeping).
         self.ticket_clock = ticket_clock
         self.listing_default = _one_of("listing_default", listing_default, LISTING_DEFAULTS)
@@ -427,6 +448,9 @@ class FieldApp(App):
             if too_many or too_old:
                 del self._tickets[ticket or ""]
                 return _unauthorized("ticket expired; log in again")
+        for tool, status in self.refused_tools.items():
+            if re.search(TOOL_PATHS[tool], request.path):
+                return json_response({"error": "Refused", "message": f"{tool}: refused"}, status)
         return None
 
     def _login(self, request: Request) -> Response:
@@ -821,7 +845,10 @@ class FieldApp(App):
         }:
             raise HTTPError(404, {"error": "Not Found", "message": "issue filter not found"})
         all_issues = (request.param("default_to_all_issues") or "").strip().lower() in _TRUTHY
-        if self.listing_default == "default_filter" and not filter_id and not all_issues:
+        hidden = self.listing_default == "filter_always" or (
+            self.listing_default == "default_filter" and not all_issues
+        )
+        if hidden and not filter_id:
             # Slow (a scan per page) and only for tests of clients that forget to ask for all.
             shown = [r for r in view.scan(include_void=False) if zlib.crc32(r["id"].encode()) % 3]
             if request.param("count_only"):

@@ -50,7 +50,9 @@ does not depend on leniency. The choices a client author should know about:
   deep link included (seed 000). Where they are silent the reading is a switch
   (``uuid_reuse``, ``create_statuses``, ``update_statuses``, ``rate_windows``,
   ``retry_after``), so `migrate sandbox serve --contract` can replay what a preflight saw
-  Procore do. Descriptions have no length limit: the seeds give none.
+  Procore do; so can ``rate_limit_headers=False`` (answers without the X-Rate-Limit headers)
+  and ``refused_tools`` (a tool's requests answered 403, 404 or 400, by :data:`TOOL_PATHS`).
+  Descriptions have no length limit: the seeds give none.
 - Unknown attributes in a create or update are errors, not silently dropped. ``uuid`` must be a
   canonical UUID (compared case-insensitively) and stays taken after the issue is deleted
   (Procore soft-deletes into a recycle bin). Sync updates may change only the eight fields of
@@ -89,7 +91,7 @@ import tempfile
 import time
 import uuid as uuidlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -349,6 +351,15 @@ class FixedWindow:
         return self.started + self.length
 
 
+#: The paths of each tool a preflight checks (its names), for ``refused_tools``.
+TOOL_PATHS = {
+    "coordination_issues": r"/coordination_issues",
+    "locations": r"/projects/\d+/locations",
+    "inspections": r"/checklist/",
+    "trades": r"/companies/\d+/trades",
+    "uploads": r"/uploads",
+}
+
 #: How the simulator's quota windows count: Procore's docs do not say (see procore-notes).
 RATE_WINDOW_KINDS = ("sliding", "fixed")
 #: Which window the X-Rate-Limit-* headers describe: fewer requests left, or smaller share left.
@@ -575,6 +586,8 @@ class ProcoreApp(App):
         create_statuses: tuple[str, ...] = CREATE_STATUSES,
         update_statuses: tuple[str, ...] = UPDATE_STATUSES,
         require_json_content_type: bool = True,
+        rate_limit_headers: bool = True,
+        refused_tools: Mapping[str, int] | None = None,
         faults: Faults | None = None,
     ) -> None:
         super().__init__(faults)
@@ -590,6 +603,13 @@ class ProcoreApp(App):
         self.create_statuses = tuple(create_statuses)
         self.update_statuses = tuple(update_statuses)
         self.require_json_content_type = require_json_content_type
+        #: Whether answers carry X-Rate-Limit-* headers (a preflight may see none).
+        self.rate_limit_headers = rate_limit_headers
+        unknown_tools = sorted(set(refused_tools or {}) - set(TOOL_PATHS))
+        if unknown_tools:
+            raise ValueError(f"unknown tools {unknown_tools}; known: {sorted(TOOL_PATHS)}")
+        #: Tool -> the HTTP status every request to it gets (a preflight saw it refused).
+        self.refused_tools = dict(refused_tools or {})
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -788,6 +808,9 @@ class ProcoreApp(App):
             return json_response({"errors": "Procore-Company-Id header must be an integer"}, 400)
         if int(raw) != self.company["id"]:
             return json_response({"errors": f"You do not have access to company {int(raw)}"}, 403)
+        for tool, status in self.refused_tools.items():
+            if re.search(TOOL_PATHS[tool], request.path):
+                return json_response({"errors": f"{tool}: refused as a preflight saw it"}, status)
         return None
 
     def decorate(self, request: Request, route: Route | None, response: Response) -> None:
@@ -800,7 +823,8 @@ class ProcoreApp(App):
                 headers = request.rate_limit_headers  # type: ignore[attr-defined]
             if response.status == 429:
                 self._stats["rate_limited"] += 1
-        response.headers.update(headers)
+        if self.rate_limit_headers:
+            response.headers.update(headers)
 
     def _count_request(self, request: Request, *, enforce: bool) -> int | None:
         """Count one request (lock held); the Retry-After seconds when it is over quota."""
