@@ -175,7 +175,9 @@ def plan_limits(
                 f"Procore's window of {window.limit} requests per {window.seconds:g} s is too "
                 f"small for a Prefect batch of {batch}: use a smaller batch."
             )
-        per_second = room / (window.seconds + delay_allowance)
+        # Rounded down to a thousandth of a slot a second, as Prefect stores it.
+        decay = math.floor(room * SLOTS_PER_REQUEST / (window.seconds + delay_allowance) * 1000)
+        per_second = decay / 1000 / SLOTS_PER_REQUEST
         limits.append(PrefectLimit(limit_name(prefix, window), window, burst, per_second))
     names = [limit.name for limit in limits]
     if len(set(names)) != len(names):

@@ -1,0 +1,180 @@
+"""A portfolio under Prefect (issue 18): Procore's quota held by Prefect's rate limits.
+
+The Prefect tests run against Prefect's ephemeral test server (a subprocess on loopback with a
+throwaway SQLite database, no network, analytics off) and skip, saying so, where the optional
+extra ``migrate[portfolio]`` is not installed (CI installs it). The plan tests need no Prefect.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from migrate.clients.ratebudget import RateBudget
+from migrate.clients.sharedquota import LedgerSettings, QuotaWindow, spend_store_from_env
+from migrate.errors import ConfigError
+from migrate.portfolio.prefect_quota import (
+    SLOTS_PER_REQUEST,
+    PrefectQuota,
+    ensure_limits,
+    plan_limits,
+)
+from migrate.sandbox.httpbase import RunningServer
+from migrate.sandbox.procore_server import ProcoreApp
+
+PROCORE = LedgerSettings((QuotaWindow(3600, 3600.0), QuotaWindow(150, 10.0)))
+
+#: Keep Prefect off the network and out of the user's ~/.prefect.
+QUIET_PREFECT = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+# -- the plan: no Prefect needed ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "quota",
+    [
+        PROCORE,
+        LedgerSettings((QuotaWindow(3600, 3600.0), QuotaWindow(150, 10.0)), reserve_fraction=0),
+        LedgerSettings((QuotaWindow(60, 6.0), QuotaWindow(12, 1.0))),
+        LedgerSettings((QuotaWindow(100, 5.0), QuotaWindow(30, 1.0))),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_each_limit_keeps_its_window_within_the_allowance(quota: LedgerSettings, batch: int) -> None:
+    plan = plan_limits(quota, batch=batch, delay_allowance=0.5)
+    for limit in plan.limits:
+        # The most Procore can count in one window: a full bucket, then decay over the window
+        # and the time a claimed slot may take to reach Procore.
+        assert limit.most_in_window(plan.delay_allowance) <= quota.allowed(limit.window) + 1e-9
+        assert limit.burst >= batch
+        assert limit.slots == limit.burst * SLOTS_PER_REQUEST
+
+
+def test_procore_quota_maps_to_a_small_burst_and_most_of_the_hour() -> None:
+    plan = plan_limits(PROCORE)  # batch 1, 2 s allowed from claim to count
+    hourly, spike = plan.limits
+    assert (hourly.name, spike.name) == ("procore-3600s", "procore-10s")
+    assert hourly.burst == spike.burst == 74  # half the spike window's 149 allowed
+    # The hourly limit paces a long run at 97 % of Procore's 3 600 an hour; a limit of 3 600
+    # with a decay of 1 a second would have let 7 200 through in an hour.
+    assert plan.sustained_per_second == hourly.per_second
+    assert 0.96 < hourly.per_second * 3600 / 3600 < 0.99
+    assert spike.per_second > 6
+
+
+def test_a_window_too_small_for_the_batch_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="smaller batch"):
+        plan_limits(LedgerSettings((QuotaWindow(4, 1.0),)), batch=4)
+
+
+def test_a_malformed_quota_spec_is_a_config_error() -> None:
+    env = {"MIGRATE_SHARED_QUOTA": "prefect:batch=2"}
+    with pytest.raises(ConfigError, match="Prefect limits"):
+        spend_store_from_env(env)
+
+
+# -- Prefect's ephemeral server ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prefect's test server for this module; its API URL, also set in the environment so
+    that worker processes find it."""
+    saved = {key: os.environ.get(key) for key in [*QUIET_PREFECT, "PREFECT_HOME"]}
+    os.environ.update(QUIET_PREFECT)
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    pytest.importorskip(
+        "prefect", reason="Prefect is the optional extra: pip install -e '.[test,portfolio]'"
+    )
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    saved["PREFECT_API_URL"] = os.environ.get("PREFECT_API_URL")
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            url = str(PREFECT_API_URL.value())
+            os.environ["PREFECT_API_URL"] = url
+            yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _spend(procore_url: str, spec: str, holder: str, requests: int) -> dict[str, Any]:
+    """A worker process (think: another machine): ``requests`` Procore calls, each paced only
+    by Prefect's limits; what its spend store counted."""
+    from migrate.clients.procore import ProcoreClient
+    from migrate.settings import Secret, TargetCredentials, TargetSettings
+
+    env = PrefectQuota(spec).environment(holder)
+    store = spend_store_from_env(env)
+    settings = TargetSettings(
+        base_url=procore_url, auth_url=procore_url, company_id=4100, project_id=5100
+    )
+    credentials = TargetCredentials(
+        client_id=Secret("demo-client"), client_secret=Secret("demo-secret")
+    )
+    budget = RateBudget(spend_store=store)
+    client = ProcoreClient(settings, credentials, budget=budget)
+    try:
+        for _ in range(requests):
+            client.assignees(5100)
+    finally:
+        client.close()
+    return {
+        "holder": holder,
+        "requests": budget.requests,
+        "rate_limited": budget.rate_limited,
+        "api_calls": store.api_calls,  # type: ignore[union-attr]
+        "refusals": store.refusals,  # type: ignore[union-attr]
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 4])
+def test_worker_processes_together_stay_within_procores_windows(
+    prefect_api: str, batch: int
+) -> None:
+    # Scaled windows: 30 a second and 100 in 5 s. Three processes asking for 40 each would
+    # send all 120 within a second or two unpaced.
+    quota = LedgerSettings((QuotaWindow(100, 5.0), QuotaWindow(30, 1.0)), reserve_fraction=0)
+    plan = plan_limits(quota, prefix=f"test-batch{batch}", batch=batch, delay_allowance=0.5)
+    ensure_limits(plan)
+    app = ProcoreApp(hourly_limit=100, hourly_window=5.0, spike_limit=30, spike_window=1.0)
+    server = RunningServer(app)
+    try:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=3, mp_context=spawn) as pool:
+            futures = [
+                pool.submit(_spend, server.url, plan.spec(), f"worker-{n}", 40) for n in range(3)
+            ]
+            workers = [future.result(timeout=300) for future in futures]
+        stats = app.rate_stats()
+    finally:
+        server.stop()
+        app.close()
+    assert [w["requests"] for w in workers] == [40, 40, 40]
+    assert stats["requests"] == 120
+    # Procore (the simulator) never counted more than a window allows: no 429, no request over
+    # either window, and the busiest spike window within its limit.
+    assert stats["rate_limited"] == 0 and stats["quota_rejections"] == 0
+    assert all(w["rate_limited"] == 0 for w in workers)
+    assert stats["max_in_spike_window"] <= 30
+    # What it cost in Prefect API calls: one per batch claimed, plus one per refusal.
+    calls = sum(w["api_calls"] for w in workers)
+    refusals = sum(w["refusals"] for w in workers)
+    assert calls - refusals >= 120 // batch
+    print(
+        f"batch {batch}: 120 Procore requests, {calls} Prefect API calls "
+        f"({refusals} refused), busiest spike window {stats['max_in_spike_window']}/30"
+    )
