@@ -1953,7 +1953,7 @@ class GeneratedProject(_AccountBase):
         if issues < 0:
             raise ValueError("issues must be >= 0")
         self.seed = seed
-        self.params = {
+        self.params: dict[str, Any] = {
             "issues": issues,
             "checklists": checklists,
             "second_project_issues": second_project_issues,
