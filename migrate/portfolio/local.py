@@ -26,7 +26,9 @@ from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED
 from migrate.portfolio import state
 from migrate.portfolio.config import Portfolio, ProjectEntry
 from migrate.portfolio.project import STAGES, ProjectOutcome
+from migrate.results import NoProgress, Progress
 
+_PROGRESS_ENTITY = "projects"
 #: Seconds between two looks at the running workers.
 _POLL_SECONDS = 0.2
 #: Each worker's own output (stage lines, anything unexpected) goes to this file in its folder.
@@ -81,10 +83,12 @@ def run_portfolio(
     rerun_completed: bool = False,
     parallel: int | None = None,
     on_outcome: Callable[[ProjectOutcome], None] | None = None,
+    progress: Progress | None = None,
 ) -> PortfolioRunResult:
     """Run ``stages`` for the portfolio's projects (``projects``: only those, by name), at most
     ``parallel`` (default ``[portfolio] parallel``) at once, every Procore call drawing on one
-    quota. Never raises for a project's failure; ``on_outcome`` is told as each one ends."""
+    quota. Never raises for a project's failure; ``on_outcome`` is told as each one ends and
+    ``progress`` counts "projects" done."""
     started = time.monotonic()
     chosen = [portfolio.project(name) for name in projects] if projects else portfolio.projects
     stage_list = tuple(s for s in STAGES if s in stages)
@@ -103,6 +107,8 @@ def run_portfolio(
         else:
             waiting.append(entry)
     create_ledger(portfolio.ledger_path, portfolio.quota)
+    progress = progress or NoProgress()
+    progress.start(_PROGRESS_ENTITY, len(waiting))
     limit = max(1, parallel or portfolio.parallel)
     running: dict[str, _Worker] = {}
     outcomes: dict[str, ProjectOutcome] = {}
@@ -119,11 +125,13 @@ def run_portfolio(
                 del running[name]
                 outcome = worker.finish(portfolio, code)
                 outcomes[name] = outcome
+                progress.advance(_PROGRESS_ENTITY)
                 if on_outcome is not None:
                     on_outcome(outcome)
     finally:
         for worker in running.values():  # only after Ctrl-C: they were told too
             worker.wait_then_finish(portfolio)
+        progress.finish(_PROGRESS_ENTITY)
     ordered = tuple(outcomes[e.name] for e in chosen if e.name in outcomes)
     return PortfolioRunResult(
         ordered, tuple(done_before), elapsed_seconds=time.monotonic() - started
