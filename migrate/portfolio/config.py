@@ -231,6 +231,7 @@ def _project(
     staging.setdefault("logs", str(folder / "logs"))
     try:
         settings = settings_from_data(sections, where)
+        settings.source_project()  # a ConfigError when it names no Field project
     except ConfigError as exc:
         raise ConfigError(f'project "{name}": {exc}') from None
     if settings.target.project_id is None:
@@ -238,7 +239,6 @@ def _project(
             f'project "{name}" in {where} names no Procore project. Add target.project_id = '
             "<number>."
         )
-    settings.source_project()  # a ConfigError when it names no Field project
     return ProjectEntry(name, settings)
 
 
