@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -36,6 +37,7 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from migrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, MigrateError
+from migrate.portfolio import state
 from migrate.portfolio.config import load_portfolio
 from migrate.portfolio.prefect_quota import (
     PrefectQuota,
@@ -103,13 +105,13 @@ def project_flow(
     report_path: str | None = None
     worst = EXIT_OK
     for stage in (s for s in STAGES if s in stages):
-        state = stage_task(portfolio_path, project, stage, quota_spec, return_state=True)
-        if state.is_failed():
-            error = _failure_text(state)
+        ended = stage_task(portfolio_path, project, stage, quota_spec, return_state=True)
+        if ended.is_failed():
+            error = _failure_text(ended)
             return ProjectOutcome(
                 project, EXIT_FAILED, finished, stage, error, report_path
             ).as_json()
-        outcome = ProjectOutcome.from_json(state.result())
+        outcome = ProjectOutcome.from_json(ended.result())
         finished.update(outcome.stages)
         report_path = outcome.report_path or report_path
         if not outcome.completed:
@@ -135,9 +137,11 @@ def _project_here(
     retry_delay_seconds: float | None,
 ) -> dict[str, Any]:
     """Runs :func:`project_flow` as a subflow in one of this process's threads."""
-    result: dict[str, Any] = project_flow(
-        portfolio_path, project, quota_spec, stages, stage_retries, retry_delay_seconds
-    )
+    with _attempt(portfolio_path, project, stages) as record:
+        result: dict[str, Any] = project_flow(
+            portfolio_path, project, quota_spec, stages, stage_retries, retry_delay_seconds
+        )
+        record(result)
     return result
 
 
@@ -151,6 +155,19 @@ def _project_on_workers(
 ) -> dict[str, Any]:
     """Runs ``deployment`` (of :func:`project_flow`) for one project on its work pool's
     workers and waits for it; the outcome is read from the flow run's result."""
+    with _attempt(portfolio_path, project, stages) as record:
+        result = _run_deployment(deployment, portfolio_path, project, quota_spec, stages)
+        record(result)
+    return result
+
+
+def _run_deployment(
+    deployment: str,
+    portfolio_path: str,
+    project: str,
+    quota_spec: str,
+    stages: Sequence[str],
+) -> dict[str, Any]:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
@@ -165,13 +182,13 @@ def _project_on_workers(
         },
         timeout=None,
     )
-    state = run.state
-    if state is not None and state.is_completed():
+    final = run.state
+    if final is not None and final.is_completed():
         try:
-            return dict(state.result())
+            return dict(final.result())
         except Exception:  # noqa: BLE001 - the result may not be persisted where we can read it
             return ProjectOutcome(project, EXIT_OK, {}).as_json()
-    reason = state.message if state is not None else "no state"
+    reason = final.message if final is not None else "no state"
     return ProjectOutcome(
         project, EXIT_FAILED, {}, "flow run", f"flow run {run.name}: {reason}"
     ).as_json()
@@ -196,7 +213,9 @@ def portfolio_flow(
     plan = prepare_limits(portfolio_path, batch, delay_allowance, limit_prefix)
     spec = plan.spec()
     path = str(portfolio.path)
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, min(portfolio.parallel, len(chosen))))
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
+        max_workers=max(1, min(portfolio.parallel, len(chosen)))
+    )
     with runner:
         if deployment:
             futures = [
@@ -265,16 +284,38 @@ def worst_exit_code(outcomes: Sequence[ProjectOutcome]) -> int:
     return max(codes, default=EXIT_OK)
 
 
-def _failure_text(state: Any) -> str:
+@contextmanager
+def _attempt(
+    portfolio_path: str, project: str, stages: Sequence[str]
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Record the run in the portfolio's own record (``portfolio.sqlite``), from the portfolio
+    flow's process only (SQLite is not for several machines at once), so ``migrate portfolio
+    status`` and ``report`` show it like a local run."""
+    portfolio = load_portfolio(portfolio_path)
+    stage_list = tuple(s for s in STAGES if s in stages)
+    attempt_id = state.start_attempt(portfolio.state_path, project, stage_list)
+    outcome: list[ProjectOutcome] = []
+    try:
+        yield lambda result: outcome.append(ProjectOutcome.from_json(result))
+    finally:
+        ended = outcome[0] if outcome else None
+        if ended is None:
+            ended = ProjectOutcome(
+                project, EXIT_FAILED, error="its Prefect flow run ended without an outcome"
+            )
+        state.finish_attempt(portfolio.state_path, attempt_id, ended)
+
+
+def _failure_text(failed: Any) -> str:
     """One line for a stage task that failed after its retries."""
     try:
-        state.result()
+        failed.result()
     except StageFailedRetryable as error:
         return error.outcome.error or str(error)
     except Exception as error:  # noqa: BLE001 - any task failure is this project's outcome
         text = str(error) if isinstance(error, MigrateError) else f"{type(error).__name__}: {error}"
         return " ".join(text.split())[:500]
-    return str(state.message or "failed")[:500]
+    return str(failed.message or "failed")[:500]
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -24,11 +24,12 @@ stretches. Note that a limit of 3 600 with a decay of 1 per second would let 7 2
 through in an hour (a full bucket, then an hour of decay): the burst must come out of the
 window's own allowance.
 
-``burst`` is the same for every window (half the smallest window's allowance, at least one
-batch), so the hourly window keeps almost all of its allowance for the steady rate: with
-Procore's 3 600/h and 150 per 10 s, a 1 % reserve and 2 s allowed for delays, the hourly limit
-takes a burst of 74 and then 0.97 requests a second (97 % of the quota an hour), and the spike
-limit 74 and then 6.25 a second, so the hourly one is what paces a long run.
+``burst`` is the same for every window, a tenth of the smallest window's allowance (at least
+one batch): whatever a bucket lets through at once comes out of what it can let through steadily,
+and over a long run only the steady rate counts. With Procore's 3 600/h and 150 per 10 s, a 1 %
+reserve and 2 s allowed for delays, each limit takes a burst of 15; then the hourly one lets
+0.985 requests a second through (98.5 % of the quota an hour) and the spike one 11.1, so the
+hourly limit is what paces a long run.
 
 Slots are hundredths of a request (:data:`SLOTS_PER_REQUEST`): Prefect's server drains
 ``floor(decay * seconds since the limit last changed)`` slots at each change, so every change
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 SLOTS_PER_REQUEST = 100
 #: The value of ``MIGRATE_SHARED_QUOTA`` that names Prefect's limits: ``prefect:<spec>``.
 PREFECT_SCHEME = "prefect:"
+#: The burst every limit allows, as a share of the smallest window's allowance (see above).
+BURST_SHARE = 0.1
 #: Prefect's answer when a limit has no free slots.
 _LOCKED = 423
 
@@ -166,7 +169,7 @@ def plan_limits(
     if not quota.windows:
         raise ConfigError("The portfolio's [quota] names no window to share.")
     allowed = {window: quota.allowed(window) for window in quota.windows}
-    burst = max(batch, min(allowed.values()) // 2)
+    burst = max(batch, math.ceil(min(allowed.values()) * BURST_SHARE))
     limits = []
     for window in quota.windows:
         room = allowed[window] - burst
