@@ -55,6 +55,11 @@ How it decides, and why:
   :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
   (the API client giving Procore up) releases the waiting thread to meet that error.
 
+- **A quota shared with other processes** (a portfolio of projects, issue 18): a
+  :class:`SpendStore` plugged in decides when each request may go, for every process at once
+  (:mod:`migrate.clients.sharedquota`'s SQLite ledger); this budget's own model, which sees
+  only its process's requests, is then not used. 429 holds, stopping and counters stay here.
+
 Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
 with the same limit cannot be told apart and share one entry; the model check then sets that
 model aside).
