@@ -1056,6 +1056,14 @@ def portfolio() -> None:
 @click.option("--all", "rerun_completed", is_flag=True, help="Run completed projects again too.")
 @click.option("--parallel", type=click.IntRange(1), help="Projects at once (default: the file's).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "prefect"]),
+    default="local",
+    show_default=True,
+    help="prefect: run the projects as Prefect flows, the quota held by Prefect's rate limits "
+    "(pip install 'migrate[portfolio]'; see docs/portfolio.md).",
+)
 @_stop_on_ctrl_c
 @_fail_cleanly
 def portfolio_run(
@@ -1065,6 +1073,7 @@ def portfolio_run(
     rerun_completed: bool,
     parallel: int | None,
     quiet: bool,
+    engine: str,
 ) -> None:
     """Run every project not yet completed, one process each, sharing one Procore quota."""
     from migrate.portfolio.config import load_portfolio
@@ -1075,6 +1084,13 @@ def portfolio_run(
     unknown = [s for s in chosen if s not in STAGES]
     if unknown or not chosen:
         raise click.BadParameter(f"choose from {', '.join(STAGES)}", param_hint="--stages")
+    if engine == "prefect":  # every chosen project runs; each stage resumes (--all is moot)
+        from migrate.portfolio.prefect_quota import require_prefect
+
+        require_prefect()
+        from migrate.portfolio.prefect_flow import run_from_cli
+
+        sys.exit(run_from_cli(portfolio_path, projects, chosen, _echo, parallel=parallel))
     result = run_portfolio(
         load_portfolio(portfolio_path),
         projects=projects or None,

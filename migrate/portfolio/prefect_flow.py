@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,9 +37,10 @@ import click
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from migrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, MigrateError
+from migrate.errors import EXIT_FAILED, EXIT_OK, ConfigError, MigrateError
 from migrate.portfolio import state
 from migrate.portfolio.config import load_portfolio
+from migrate.portfolio.local import PortfolioRunResult
 from migrate.portfolio.prefect_quota import (
     PrefectQuota,
     PrefectQuotaPlan,
@@ -205,17 +207,18 @@ def portfolio_flow(
     limit_prefix: str = "procore",
     stage_retries: int | None = None,
     retry_delay_seconds: float | None = None,
+    parallel: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every project of the portfolio (or those named), on one Procore quota held by
-    Prefect's rate limits; returns each project's outcome as JSON, in the file's order."""
+    Prefect's rate limits, ``parallel`` (default ``[portfolio] parallel``) at a time; returns
+    each project's outcome as JSON, in the file's order."""
     portfolio = load_portfolio(portfolio_path)
     chosen = [portfolio.project(name) for name in projects] if projects else portfolio.projects
     plan = prepare_limits(portfolio_path, batch, delay_allowance, limit_prefix)
     spec = plan.spec()
     path = str(portfolio.path)
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
-        max_workers=max(1, min(portfolio.parallel, len(chosen)))
-    )
+    at_once = max(1, min(parallel or portfolio.parallel, len(chosen)))
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=at_once)
     with runner:
         if deployment:
             futures = [
@@ -276,12 +279,24 @@ def run_portfolio(
     return [ProjectOutcome.from_json(result) for result in results]
 
 
-def worst_exit_code(outcomes: Sequence[ProjectOutcome]) -> int:
-    """The portfolio's exit code: 130 if any was stopped, else the worst project's."""
-    codes = [outcome.exit_code for outcome in outcomes]
-    if EXIT_INTERRUPTED in codes:
-        return EXIT_INTERRUPTED
-    return max(codes, default=EXIT_OK)
+def run_from_cli(
+    portfolio_path: str | None,
+    projects: Sequence[str],
+    stages: Sequence[str],
+    echo: Callable[[str], None],
+    **options: Any,
+) -> int:
+    """``migrate portfolio run --engine prefect``: run (``options`` as for
+    :func:`portfolio_flow`), print a line per project, and return the exit code (1 when any
+    project failed, 3 when any has quarantined records)."""
+    from migrate.portfolio.config import portfolio_path_from
+
+    started = time.monotonic()
+    outcomes = run_portfolio(str(portfolio_path_from(portfolio_path)), projects, stages, **options)
+    result = PortfolioRunResult(tuple(outcomes), elapsed_seconds=time.monotonic() - started)
+    for line in result.summary_lines():
+        echo(line)
+    return result.exit_code
 
 
 @contextmanager
@@ -374,9 +389,11 @@ def run(
     limit_prefix: str,
 ) -> None:
     try:
-        outcomes = run_portfolio(
+        code = run_from_cli(
             portfolio,
             projects,
+            STAGES,
+            click.echo,
             deployment=deployment,
             batch=batch,
             delay_allowance=delay_allowance,
@@ -385,11 +402,7 @@ def run(
     except ConfigError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(error.exit_code)
-    for outcome in outcomes:
-        state = "done" if outcome.completed else f"failed at {outcome.failed_stage}"
-        line = f"{outcome.name}: {state} (exit {outcome.exit_code})"
-        click.echo(line + (f": {outcome.error}" if outcome.error else ""))
-    sys.exit(worst_exit_code(outcomes))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

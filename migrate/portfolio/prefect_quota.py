@@ -146,6 +146,17 @@ class PrefectQuotaPlan:
         }
 
 
+def require_prefect() -> None:
+    """ConfigError (exit 2) with the install command when Prefect is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("prefect") is None:
+        raise ConfigError(
+            "Running a portfolio on Prefect needs the optional extra: "
+            "pip install 'migrate[portfolio]'."
+        )
+
+
 def limit_name(prefix: str, window: QuotaWindow) -> str:
     """``procore-3600s``: one name per window length, so every portfolio of the same Procore
     app and company (give each company its own ``prefix``) shares the same limits."""
