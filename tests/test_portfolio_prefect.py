@@ -30,7 +30,8 @@ from migrate.portfolio.prefect_quota import (
     ensure_limits,
     plan_limits,
 )
-from migrate.portfolio.sandbox import write_sandbox_portfolio
+from migrate.portfolio.sandbox import FIRST_PROCORE_PROJECT, write_sandbox_portfolio
+from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import RunningServer
 from migrate.sandbox.procore_server import ProcoreApp
 from migrate.sandbox.runner import Sandbox, SandboxOptions
@@ -242,3 +243,52 @@ def test_migrate_itself_never_imports_prefect() -> None:
         "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect loaded'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_project_refused_by_its_target_fails_alone_after_prefects_retry_and_resumes(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from migrate.portfolio.prefect_flow import run_portfolio
+
+    refused_id = FIRST_PROCORE_PROJECT + 1
+    refused = FaultConfig(error_rate=1.0, paths=rf"/projects/{refused_id}/")
+    with Sandbox(SandboxOptions(procore_faults=refused), project=_account()) as box:
+        path = write_sandbox_portfolio(
+            tmp_path,
+            box,
+            parallel=3,
+            spike=QuotaWindow(150, 10.0),
+            hourly=QuotaWindow(3600, 3600.0),
+            overrides={"p1": {"target": {"give_up_after": 2}}},
+        )
+        for key, value in box.environment().items():
+            monkeypatch.setenv(key, value)
+        options: dict[str, Any] = {
+            "limit_prefix": "test-retry",
+            "delay_allowance": 1.0,
+            "stage_retries": 1,
+            "retry_delay_seconds": 0,
+        }
+        first = {o.name: o for o in run_portfolio(str(path), **options)}
+        assert first["p0"].completed and first["p2"].completed
+        failed = first["p1"]
+        assert not failed.completed and failed.failed_stage and failed.error
+        for number in (0, 2):
+            _assert_project_in_procore(box, path, number)
+        before = box.project.target_state()["coordination_issues"].get(str(refused_id), [])
+        assert len(box.procore_app.issues(refused_id)) == len(before)
+        # Prefect ran the failed stage twice: its first run and one retry.
+        with get_client(sync_client=True) as prefect:
+            name = TaskRunFilterName(any_=[f"p1: {failed.failed_stage}"])
+            runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=name))
+        assert [run.run_count for run in runs] == [2]
+
+        box.procore_app.faults.configure(FaultConfig())  # the target takes requests again
+        second = run_portfolio(str(path), ["p1"], **options)
+        assert [o.name for o in second] == ["p1"] and second[0].completed, second[0]
+        _assert_project_in_procore(box, path, 1)
+        assert box.procore_app.rate_stats()["rate_limited"] == 0

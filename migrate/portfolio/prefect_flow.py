@@ -27,6 +27,7 @@ Command line (``python -m migrate.portfolio.prefect_flow --help``)::
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,10 +92,11 @@ def project_flow(
     stages: Sequence[str] = STAGES,
     stage_retries: int | None = None,
     retry_delay_seconds: float | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """One project's stages in order, each a task; stops at the first that does not finish.
-    Returns the project's :class:`ProjectOutcome` as JSON (a failed project is an outcome,
-    not a failed flow run, so the portfolio goes on)."""
+
+    Returns the project's :class:`ProjectOutcome` as JSON; when the project did not finish, in
+    a Failed state (red in Prefect's UI) whose message is the failed stage and its error."""
     stage_task = run_stage
     if stage_retries is not None or retry_delay_seconds is not None:
         stage_task = run_stage.with_options(
@@ -103,6 +105,17 @@ def project_flow(
                 STAGE_RETRY_DELAY_SECONDS if retry_delay_seconds is None else retry_delay_seconds
             ),
         )
+    outcome = _run_stages(stage_task, portfolio_path, project, quota_spec, stages)
+    if outcome.completed:
+        return outcome.as_json()
+    from prefect.states import Failed
+
+    return Failed(message=_state_message(outcome), data=outcome.as_json())
+
+
+def _run_stages(
+    stage_task: Any, portfolio_path: str, project: str, quota_spec: str, stages: Sequence[str]
+) -> ProjectOutcome:
     finished: dict[str, int] = {}
     report_path: str | None = None
     worst = EXIT_OK
@@ -110,9 +123,7 @@ def project_flow(
         ended = stage_task(portfolio_path, project, stage, quota_spec, return_state=True)
         if ended.is_failed():
             error = _failure_text(ended)
-            return ProjectOutcome(
-                project, EXIT_FAILED, finished, stage, error, report_path
-            ).as_json()
+            return ProjectOutcome(project, EXIT_FAILED, finished, stage, error, report_path)
         outcome = ProjectOutcome.from_json(ended.result())
         finished.update(outcome.stages)
         report_path = outcome.report_path or report_path
@@ -124,9 +135,35 @@ def project_flow(
                 outcome.failed_stage,
                 outcome.error,
                 report_path,
-            ).as_json()
+            )
         worst = max(worst, outcome.exit_code)
-    return ProjectOutcome(project, worst, finished, report_path=report_path).as_json()
+    return ProjectOutcome(project, worst, finished, report_path=report_path)
+
+
+def _state_message(outcome: ProjectOutcome) -> str:
+    """A failed project's flow-run message; :func:`_outcome_of` reads it back."""
+    return f"exit {outcome.exit_code} in {outcome.failed_stage}: {outcome.error}"
+
+
+def _outcome_of(project: str, final: Any, run_name: str) -> ProjectOutcome:
+    """A project flow run's outcome: its result when it can be read (same process, or results
+    persisted where this process can read them), else what its state says."""
+    if final is None:
+        return ProjectOutcome(project, EXIT_FAILED, {}, "flow run", f"{run_name}: no state")
+    try:
+        data = final.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a remote run's result may not be readable here
+        data = None
+    if isinstance(data, dict):
+        return ProjectOutcome.from_json(data)
+    if final.is_completed():
+        return ProjectOutcome(project, EXIT_OK, {})
+    message = str(final.message or final.name)
+    parsed = re.match(r"exit (\d+) in (\S+): (.*)", message)
+    if parsed:
+        code, stage, error = int(parsed[1]), parsed[2], parsed[3]
+        return ProjectOutcome(project, code, {}, stage, error)
+    return ProjectOutcome(project, EXIT_FAILED, {}, "flow run", f"{run_name}: {message}"[:500])
 
 
 @task(name="migrate-project-run", task_run_name="{project}")
@@ -140,9 +177,16 @@ def _project_here(
 ) -> dict[str, Any]:
     """Runs :func:`project_flow` as a subflow in one of this process's threads."""
     with _attempt(portfolio_path, project, stages) as record:
-        result: dict[str, Any] = project_flow(
-            portfolio_path, project, quota_spec, stages, stage_retries, retry_delay_seconds
+        final = project_flow(
+            portfolio_path,
+            project,
+            quota_spec,
+            stages,
+            stage_retries,
+            retry_delay_seconds,
+            return_state=True,
         )
+        result = _outcome_of(project, final, project).as_json()
         record(result)
     return result
 
@@ -184,16 +228,7 @@ def _run_deployment(
         },
         timeout=None,
     )
-    final = run.state
-    if final is not None and final.is_completed():
-        try:
-            return dict(final.result())
-        except Exception:  # noqa: BLE001 - the result may not be persisted where we can read it
-            return ProjectOutcome(project, EXIT_OK, {}).as_json()
-    reason = final.message if final is not None else "no state"
-    return ProjectOutcome(
-        project, EXIT_FAILED, {}, "flow run", f"flow run {run.name}: {reason}"
-    ).as_json()
+    return _outcome_of(project, run.state, str(run.name)).as_json()
 
 
 @flow(name="migrate-portfolio")

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -267,7 +268,6 @@ class PrefectSpendStore:
         self.hold_seconds = delay_allowance / 2
         self._lock = threading.Lock()
         self._client = client
-        self._owns_client = client is None
         self._pool: deque[float] = deque()  # expiry (Unix s) of each unused request's slots
         self._not_before = -math.inf
         #: Prefect API calls made, and how many of them were refused (423).
@@ -276,12 +276,6 @@ class PrefectSpendStore:
         #: Requests claimed, and claimed slots thrown away unused.
         self.claimed = 0
         self.expired = 0
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None and self._owns_client:
-                self._client.__exit__(None, None, None)
-            self._client = None
 
     # -- SpendStore --------------------------------------------------------------------------
     def claim(self, now: float) -> tuple[float, object]:
@@ -338,6 +332,8 @@ class PrefectSpendStore:
             client = get_client(sync_client=True)
             client.__enter__()
             self._client = client
+            # The rate budget has no close hook: the connection closes with this store.
+            weakref.finalize(self, client.__exit__, None, None, None)
         return self._client
 
     def _take_batch(self, now: float) -> float:
