@@ -31,7 +31,6 @@ from migrate.portfolio.prefect_quota import (
     plan_limits,
 )
 from migrate.portfolio.sandbox import FIRST_PROCORE_PROJECT, write_sandbox_portfolio
-from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.httpbase import RunningServer
 from migrate.sandbox.procore_server import ProcoreApp
 from migrate.sandbox.runner import Sandbox, SandboxOptions
@@ -92,6 +91,15 @@ def test_a_malformed_quota_spec_is_a_config_error() -> None:
     env = {"MIGRATE_SHARED_QUOTA": "prefect:batch=2"}
     with pytest.raises(ConfigError, match="Prefect limits"):
         spend_store_from_env(env)
+
+
+def test_migrate_itself_never_imports_prefect() -> None:
+    """Prefect is optional: the CLI, the local portfolio and the quota plan load without it."""
+    code = (
+        "import sys, migrate.cli, migrate.portfolio.local, migrate.portfolio.prefect_quota; "
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect loaded'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # -- Prefect's ephemeral server ------------------------------------------------------------------
@@ -199,22 +207,55 @@ HOURLY = QuotaWindow(600, 20.0)
 
 
 @pytest.mark.slow
-def test_three_projects_as_prefect_flows_load_within_the_shared_quota(
+def test_three_projects_as_prefect_flows_share_the_quota_and_a_failed_stage_is_retried(
     prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
     from migrate.portfolio import prefect_flow
 
+    refused_id = FIRST_PROCORE_PROJECT + 1
     options = SandboxOptions(procore_options=_procore_options(SPIKE, HOURLY))
     with Sandbox(options, project=_account()) as box:
         path = write_sandbox_portfolio(tmp_path, box, parallel=3, spike=SPIKE, hourly=HOURLY)
         for key, value in box.environment().items():  # a worker's credentials
             monkeypatch.setenv(key, value)
+        # p1's target refuses its first 16 requests: a request is given up after 8 attempts,
+        # so a stage of p1 fails, and fails again when Prefect retries it once.
+        box.procore_app.faults.inject("error", count=16, path=rf"/projects/{refused_id}/")
         # python -m migrate.portfolio.prefect_flow run ...
         args = ["run", str(path), "--batch", "2", "--delay-allowance", "1", "--limit-prefix", "t"]
-        result = CliRunner().invoke(prefect_flow.main, args)
-        assert result.exit_code in (0, 3), result.output
+        args += ["--stage-retries", "1", "--retry-delay", "0"]
+        first = CliRunner().invoke(prefect_flow.main, args)
+        assert first.exit_code == 1, first.output
+        assert "p0: done" in first.output and "p2: done" in first.output
+        assert "p1: FAILED in " in first.output
+        assert box.procore_app.faults.fired["error"] == 16
+        for number in (0, 2):
+            _assert_project_in_procore(box, path, number)
+        # Prefect ran the failed stage twice: its first run and one retry.
+        stage = first.output.split("p1: FAILED in ", 1)[1].split(":", 1)[0]
+        with get_client(sync_client=True) as prefect:
+            runs = prefect.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    name=TaskRunFilterName(any_=[f"p1: {stage}"]),
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED])),
+                )
+            )
+        assert [run.run_count for run in runs] == [2]
+
+        # The target takes requests again: running p1 again resumes it.
+        second = CliRunner().invoke(prefect_flow.main, [*args, "--project", "p1"])
+        assert second.exit_code in (0, 3), second.output
+        assert "p1: done" in second.output and "p0" not in second.output
         for number in range(3):
-            assert f"p{number}: done" in result.output
             _assert_project_in_procore(box, path, number)
 
         # The simulator's own count: never more than a window's limit, never a 429.
@@ -234,61 +275,3 @@ def test_three_projects_as_prefect_flows_load_within_the_shared_quota(
             f"3 projects, {stats['requests']} Procore requests, busiest spike window "
             f"{stats['max_in_spike_window']}/{SPIKE.limit}"
         )
-
-
-def test_migrate_itself_never_imports_prefect() -> None:
-    """Prefect is optional: the CLI, the local portfolio and the quota plan load without it."""
-    code = (
-        "import sys, migrate.cli, migrate.portfolio.local, migrate.portfolio.prefect_quota; "
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect loaded'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
-@pytest.mark.slow
-def test_a_project_refused_by_its_target_fails_alone_after_prefects_retry_and_resumes(
-    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
-
-    from migrate.portfolio.prefect_flow import run_portfolio
-
-    refused_id = FIRST_PROCORE_PROJECT + 1
-    refused = FaultConfig(error_rate=1.0, paths=rf"/projects/{refused_id}/")
-    with Sandbox(SandboxOptions(procore_faults=refused), project=_account()) as box:
-        path = write_sandbox_portfolio(
-            tmp_path,
-            box,
-            parallel=3,
-            spike=QuotaWindow(150, 10.0),
-            hourly=QuotaWindow(3600, 3600.0),
-            overrides={"p1": {"target": {"give_up_after": 2}}},
-        )
-        for key, value in box.environment().items():
-            monkeypatch.setenv(key, value)
-        options: dict[str, Any] = {
-            "limit_prefix": "test-retry",
-            "delay_allowance": 1.0,
-            "stage_retries": 1,
-            "retry_delay_seconds": 0,
-        }
-        first = {o.name: o for o in run_portfolio(str(path), **options)}
-        assert first["p0"].completed and first["p2"].completed
-        failed = first["p1"]
-        assert not failed.completed and failed.failed_stage and failed.error
-        for number in (0, 2):
-            _assert_project_in_procore(box, path, number)
-        before = box.project.target_state()["coordination_issues"].get(str(refused_id), [])
-        assert len(box.procore_app.issues(refused_id)) == len(before)
-        # Prefect ran the failed stage twice: its first run and one retry.
-        with get_client(sync_client=True) as prefect:
-            name = TaskRunFilterName(any_=[f"p1: {failed.failed_stage}"])
-            runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=name))
-        assert [run.run_count for run in runs] == [2]
-
-        box.procore_app.faults.configure(FaultConfig())  # the target takes requests again
-        second = run_portfolio(str(path), ["p1"], **options)
-        assert [o.name for o in second] == ["p1"] and second[0].completed, second[0]
-        _assert_project_in_procore(box, path, 1)
-        assert box.procore_app.rate_stats()["rate_limited"] == 0

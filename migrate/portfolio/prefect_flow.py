@@ -415,6 +415,20 @@ def limits(portfolio: str, batch: int, delay_allowance: float, limit_prefix: str
 @_batch_option
 @_delay_option
 @_prefix_option
+@click.option(
+    "--stage-retries",
+    type=click.IntRange(0),
+    default=STAGE_RETRIES,
+    show_default=True,
+    help="Prefect's retries of a failed stage (each resumes it).",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(0),
+    default=STAGE_RETRY_DELAY_SECONDS,
+    show_default=True,
+    help="Seconds before a failed stage is retried.",
+)
 def run(
     portfolio: str,
     projects: tuple[str, ...],
@@ -422,6 +436,8 @@ def run(
     batch: int,
     delay_allowance: float,
     limit_prefix: str,
+    stage_retries: int,
+    retry_delay: float,
 ) -> None:
     try:
         code = run_from_cli(
@@ -433,6 +449,8 @@ def run(
             batch=batch,
             delay_allowance=delay_allowance,
             limit_prefix=limit_prefix,
+            stage_retries=stage_retries,
+            retry_delay_seconds=retry_delay,
         )
     except ConfigError as error:
         click.echo(f"Error: {error}", err=True)
