@@ -56,8 +56,13 @@ def _assert_project_in_procore(box: Sandbox, portfolio_path: Path, number: int) 
     assert len(box.procore_app.inspections_of(project_id)) == inspections["loaded"]
 
 
-def test_three_projects_load_at_once_without_exceeding_the_shared_quota(tmp_path: Path) -> None:
-    options = SandboxOptions(procore_options=_procore_options(SPIKE, HOURLY))
+@pytest.mark.parametrize("rate_windows", ["sliding", "fixed"])
+def test_three_projects_load_at_once_without_exceeding_the_shared_quota(
+    tmp_path: Path, rate_windows: str
+) -> None:
+    """Under either reading of Procore's windows (sliding, or reset all at once)."""
+    procore = {**_procore_options(SPIKE, HOURLY), "rate_windows": rate_windows}
+    options = SandboxOptions(procore_options=procore)
     with Sandbox(options, project=_account()) as box:
         path = write_sandbox_portfolio(tmp_path, box, parallel=3, spike=SPIKE, hourly=HOURLY)
         runner = CliRunner()

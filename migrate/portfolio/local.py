@@ -187,7 +187,8 @@ def _start_worker(
     ]
     process = subprocess.Popen(
         command,
-        env=dict(env),
+        # Stage lines and errors may hold any character; the log file is UTF-8 on every OS.
+        env={**env, "PYTHONIOENCODING": "utf-8"},
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
