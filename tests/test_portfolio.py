@@ -173,3 +173,21 @@ def test_a_bad_portfolio_file_is_one_line_and_exit_2(
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert "hunter2" not in result.output
+
+
+def test_a_project_another_run_still_runs_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "portfolio.toml"
+    path.write_text(
+        '[defaults.target]\ncompany_id = 1\n[[project]]\nname = "a"\nsource.project_id = "x"\n'
+        "target.project_id = 1\n",
+        encoding="utf-8",
+    )
+    portfolio = load_portfolio(path)
+    attempt = state.start_attempt(portfolio.state_path, "a", ("extract",))
+    state.set_pid(portfolio.state_path, attempt, os.getpid())  # a live process runs it
+
+    result = run_portfolio(portfolio, {}, stages=("extract",))
+    assert result.outcomes == ()
+    assert result.still_running == (f"a (process {os.getpid()})",)
+    assert result.exit_code == 1
+    assert state.latest_attempts(portfolio.state_path)["a"].id == attempt

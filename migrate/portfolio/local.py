@@ -41,12 +41,15 @@ class PortfolioRunResult:
 
     outcomes: tuple[ProjectOutcome, ...]
     already_completed: tuple[str, ...] = ()
+    #: Projects left alone because a worker of another `portfolio run` still runs them.
+    still_running: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        """1 when any project failed, 3 when any waits on quarantined records, else 0."""
-        if any(not o.completed for o in self.outcomes):
+        """1 when any project failed (or another run still runs one), 3 when any waits on
+        quarantined records, else 0."""
+        if self.still_running or any(not o.completed for o in self.outcomes):
             return EXIT_FAILED
         if any(o.exit_code == EXIT_QUARANTINED for o in self.outcomes):
             return EXIT_QUARANTINED
@@ -63,6 +66,12 @@ class PortfolioRunResult:
         if self.already_completed:
             lines.append(
                 "Already completed, not run again: " + ", ".join(self.already_completed) + "."
+            )
+        if self.still_running:
+            lines.append(
+                "Still running in another `migrate portfolio run`, left alone: "
+                + ", ".join(self.still_running)
+                + "."
             )
         failed = [o.name for o in self.outcomes if not o.completed]
         if failed:
@@ -94,9 +103,13 @@ def run_portfolio(
     stage_list = tuple(s for s in STAGES if s in stages)
     latest = state.latest_attempts(portfolio.state_path)
     done_before: list[str] = []
+    busy: list[str] = []
     waiting: list[ProjectEntry] = []
     for entry in chosen:
         attempt = latest.get(entry.name)
+        if attempt is not None and attempt.alive:
+            busy.append(f"{entry.name} (process {attempt.pid})")
+            continue
         finished_all = (
             attempt is not None
             and attempt.status == state.COMPLETED
@@ -134,7 +147,7 @@ def run_portfolio(
         progress.finish(_PROGRESS_ENTITY)
     ordered = tuple(outcomes[e.name] for e in chosen if e.name in outcomes)
     return PortfolioRunResult(
-        ordered, tuple(done_before), elapsed_seconds=time.monotonic() - started
+        ordered, tuple(done_before), tuple(busy), elapsed_seconds=time.monotonic() - started
     )
 
 
@@ -194,4 +207,5 @@ def _start_worker(
         stderr=subprocess.STDOUT,
         cwd=str(portfolio.path.parent),
     )
+    state.set_pid(portfolio.state_path, attempt_id, process.pid)
     return _Worker(entry, attempt_id, process, log)

@@ -71,7 +71,7 @@ def project_status(
     if attempt is None:
         where = "not started"
     elif attempt.status == state.RUNNING:
-        where = "running" if report.running else "interrupted"
+        where = "running" if attempt.alive or report.running else "interrupted"
     else:
         where = attempt.status
     outcome = attempt.outcome if attempt is not None else None
