@@ -20,6 +20,7 @@ from migrate.portfolio import state
 from migrate.portfolio.config import load_portfolio
 from migrate.portfolio.local import run_portfolio
 from migrate.portfolio.sandbox import FIRST_PROCORE_PROJECT, write_sandbox_portfolio
+from migrate.portfolio.views import plan_portfolio
 from migrate.report.status import status_from_settings
 from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.generator import GeneratedProject
@@ -131,6 +132,9 @@ def test_one_project_refused_by_its_target_fails_alone_and_a_rerun_resumes_it(
         before = box.project.target_state()["coordination_issues"].get(str(refused_id), [])
         assert len(box.procore_app.issues(refused_id)) == len(before)
         kept = state.latest_attempts(portfolio.state_path)
+        plan = {p.name: p for p in plan_portfolio(portfolio).projects}
+        assert plan["p0"].requests == plan["p2"].requests == 0  # loaded: nothing left
+        assert plan["p1"].basis.startswith("staged counts") and plan["p1"].requests > 0
 
         box.procore_app.faults.configure(FaultConfig())  # the target takes requests again
         second = run_portfolio(portfolio, env)
