@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from migrate.sandbox.runner import Sandbox, SandboxOptions
 
 SPIKE = QuotaWindow(15, 1.0)
 HOURLY = QuotaWindow(120, 10.0)  # binds after the first burst: both windows are exercised
+HOURLY_REAL = QuotaWindow(3600, 3600.0)
 
 
 def _account() -> GeneratedProject:
@@ -195,3 +199,38 @@ def test_a_project_another_run_still_runs_is_left_alone(tmp_path: Path) -> None:
     assert result.still_running == (f"a (process {os.getpid()})",)
     assert result.exit_code == 1
     assert state.latest_attempts(portfolio.state_path)["a"].id == attempt
+
+
+def test_a_killed_worker_is_recorded_failed_and_a_rerun_finishes_the_project(
+    tmp_path: Path,
+) -> None:
+    """Wherever the kill lands in the load, the project is recorded failed (its worker said
+    nothing) and the next run loads it exactly once."""
+    with Sandbox(SandboxOptions(), project=_account()) as box:
+        path = write_sandbox_portfolio(
+            tmp_path, box, parallel=1, spike=QuotaWindow(150, 10.0), hourly=HOURLY_REAL
+        )
+        portfolio = load_portfolio(path)
+        env = {**os.environ, **box.environment()}
+        outcome: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(run_portfolio(portfolio, env, projects=["p0"]))
+        )
+        runner.start()
+        deadline = time.monotonic() + 300
+        attempt = None
+        while time.monotonic() < deadline:
+            attempt = state.latest_attempts(portfolio.state_path).get("p0")
+            if attempt is not None and attempt.pid and attempt.stage == "load":
+                break
+            time.sleep(0.05)
+        assert attempt is not None and attempt.pid and attempt.stage == "load"
+        os.kill(attempt.pid, signal.SIGTERM)  # TerminateProcess on Windows
+        runner.join(300)
+        (first,) = outcome[0].outcomes
+        if not first.completed:  # the kill landed before the worker recorded its outcome
+            assert "worker process ended" in (first.error or "")
+            assert first.failed_stage in ("load", "report")
+            second = run_portfolio(portfolio, env, projects=["p0"])
+            assert second.outcomes[0].completed, second.outcomes[0]
+        _assert_project_in_procore(box, path, 0)
