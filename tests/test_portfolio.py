@@ -234,3 +234,30 @@ def test_a_killed_worker_is_recorded_failed_and_a_rerun_finishes_the_project(
             second = run_portfolio(portfolio, env, projects=["p0"])
             assert second.outcomes[0].completed, second.outcomes[0]
         _assert_project_in_procore(box, path, 0)
+
+
+def test_each_project_gets_the_defaults_its_overrides_and_a_staging_of_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "portfolio.toml"
+    path.write_text(
+        '[portfolio]\nwork_dir = "w"\nparallel = 4\n[quota]\nhourly_limit = 1000\n'
+        '[defaults.target]\ncompany_id = 7\ntimeout = 30\n[defaults.transform]\ntime_zone = "UTC"\n'
+        '[[project]]\nname = "north"\nsource.project_name = "North Campus"\n'
+        'target.project_id = 1\ntransform.time_zone = "America/Chicago"\nmappings.dir = "m/n"\n'
+        '[[project]]\nname = "south"\nsource.project_id = "s-1"\ntarget.project_id = 2\n'
+        'staging.blobs = "bigdisk/south"\n',
+        encoding="utf-8",
+    )
+    portfolio = load_portfolio(path)
+    assert portfolio.parallel == 4 and portfolio.work_dir == tmp_path / "w"
+    assert {(w.limit, w.seconds) for w in portfolio.quota.windows} == {(1000, 3600.0), (150, 10.0)}
+    north, south = (portfolio.project(name).settings for name in ("north", "south"))
+    assert north.target.company_id == south.target.company_id == 7
+    assert north.target.timeout == south.target.timeout == 30
+    assert north.transform.time_zone == "America/Chicago" and south.transform.time_zone == "UTC"
+    assert north.mappings.dir == tmp_path / "m" / "n"
+    assert north.source_project() == ("project_name", "North Campus")
+    assert north.staging.path == tmp_path / "w" / "projects" / "north" / "staging.db"
+    assert south.staging.blobs == tmp_path / "bigdisk" / "south"
+    assert south.staging.path == tmp_path / "w" / "projects" / "south" / "staging.db"
