@@ -74,6 +74,7 @@ def test_three_projects_load_at_once_without_exceeding_the_shared_quota(
         args = ["--portfolio", str(path)]
         result = runner.invoke(main, ["portfolio", "run", *args, "-q"], env=box.environment())
         assert result.exit_code in (0, 3), result.output
+        assert "(0 answered 429)" in result.output
         for number in range(3):
             assert f"p{number}: done" in result.output
             _assert_project_in_procore(box, path, number)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from migrate.clients.sharedquota import create_ledger
+from migrate.clients.sharedquota import create_ledger, ledger_totals
 from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED
 from migrate.portfolio import state
 from migrate.portfolio.config import Portfolio, ProjectEntry
@@ -44,6 +44,9 @@ class PortfolioRunResult:
     #: Projects left alone because a worker of another `portfolio run` still runs them.
     still_running: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
+    #: Procore requests every project of the portfolio has spent so far, and 429s seen, per
+    #: the shared ledger (None when there is none).
+    quota_spent: tuple[int, int] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -78,6 +81,11 @@ class PortfolioRunResult:
             lines.append(
                 f"{len(failed)} of {len(self.outcomes)} projects failed; the others are kept. "
                 "Fix the cause and run `migrate portfolio run` again: it resumes them."
+            )
+        if self.quota_spent is not None:
+            requests, limited = self.quota_spent
+            lines.append(
+                f"Procore requests from the shared quota so far: {requests:,} ({limited} answered 429)."
             )
         lines.append(f"Took {self.elapsed_seconds:.0f} s.")
         return lines
@@ -146,8 +154,13 @@ def run_portfolio(
             worker.wait_then_finish(portfolio)
         progress.finish(_PROGRESS_ENTITY)
     ordered = tuple(outcomes[e.name] for e in chosen if e.name in outcomes)
+    totals = ledger_totals(portfolio.ledger_path).values()
     return PortfolioRunResult(
-        ordered, tuple(done_before), tuple(busy), elapsed_seconds=time.monotonic() - started
+        ordered,
+        tuple(done_before),
+        tuple(busy),
+        elapsed_seconds=time.monotonic() - started,
+        quota_spent=(sum(t["requests"] for t in totals), sum(t["rate_limited"] for t in totals)),
     )
 
 
