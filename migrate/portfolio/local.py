@@ -85,7 +85,8 @@ class PortfolioRunResult:
         if self.quota_spent is not None:
             requests, limited = self.quota_spent
             lines.append(
-                f"Procore requests from the shared quota so far: {requests:,} ({limited} answered 429)."
+                f"Procore requests from the shared quota so far: {requests:,} "
+                f"({limited} answered 429)."
             )
         lines.append(f"Took {self.elapsed_seconds:.0f} s.")
         return lines
