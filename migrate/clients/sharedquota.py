@@ -121,7 +121,9 @@ class LedgerSettings:
         )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_shared(path: Path) -> sqlite3.Connection:
+    """A connection to a small SQLite file several processes write: WAL (readers never wait),
+    a long busy timeout (writers queue), explicit transactions (``isolation_level=None``)."""
     conn = sqlite3.connect(
         path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
@@ -135,7 +137,7 @@ def create_ledger(path: str | os.PathLike[str], settings: LedgerSettings) -> Pat
     """Create the ledger at ``path`` (or set its windows anew); returns its absolute path."""
     where = Path(path).resolve()
     where.parent.mkdir(parents=True, exist_ok=True)
-    conn = _connect(where)
+    conn = connect_shared(where)
     try:
         conn.executescript(_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
@@ -195,7 +197,7 @@ class LedgerSpendStore:
         self.path = Path(path)
         self.holder = holder
         self._lock = threading.Lock()
-        self._conn = _connect(self.path)
+        self._conn = connect_shared(self.path)
         row = self._conn.execute("SELECT settings FROM ledger_settings WHERE id = 1").fetchone()
         if row is None:
             self._conn.close()
@@ -322,7 +324,7 @@ class LedgerSpendStore:
 
 def ledger_totals(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     """Per holder: requests spent and 429s seen, as the ledger recorded them."""
-    conn = _connect(Path(path))
+    conn = connect_shared(Path(path))
     try:
         rows = conn.execute("SELECT holder, requests, rate_limited FROM totals").fetchall()
     finally:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from migrate.clients.sharedquota import create_ledger
+from migrate.clients.sharedquota import create_ledger, ledger_totals
 from migrate.errors import EXIT_FAILED, EXIT_OK, EXIT_QUARANTINED
 from migrate.portfolio import state
 from migrate.portfolio.config import Portfolio, ProjectEntry
@@ -41,12 +41,18 @@ class PortfolioRunResult:
 
     outcomes: tuple[ProjectOutcome, ...]
     already_completed: tuple[str, ...] = ()
+    #: Projects left alone because a worker of another `portfolio run` still runs them.
+    still_running: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
+    #: Procore requests every project of the portfolio has spent so far, and 429s seen, per
+    #: the shared ledger (None when there is none).
+    quota_spent: tuple[int, int] | None = None
 
     @property
     def exit_code(self) -> int:
-        """1 when any project failed, 3 when any waits on quarantined records, else 0."""
-        if any(not o.completed for o in self.outcomes):
+        """1 when any project failed (or another run still runs one), 3 when any waits on
+        quarantined records, else 0."""
+        if self.still_running or any(not o.completed for o in self.outcomes):
             return EXIT_FAILED
         if any(o.exit_code == EXIT_QUARANTINED for o in self.outcomes):
             return EXIT_QUARANTINED
@@ -64,11 +70,23 @@ class PortfolioRunResult:
             lines.append(
                 "Already completed, not run again: " + ", ".join(self.already_completed) + "."
             )
+        if self.still_running:
+            lines.append(
+                "Still running in another `migrate portfolio run`, left alone: "
+                + ", ".join(self.still_running)
+                + "."
+            )
         failed = [o.name for o in self.outcomes if not o.completed]
         if failed:
             lines.append(
                 f"{len(failed)} of {len(self.outcomes)} projects failed; the others are kept. "
                 "Fix the cause and run `migrate portfolio run` again: it resumes them."
+            )
+        if self.quota_spent is not None:
+            requests, limited = self.quota_spent
+            lines.append(
+                f"Procore requests from the shared quota so far: {requests:,} "
+                f"({limited} answered 429)."
             )
         lines.append(f"Took {self.elapsed_seconds:.0f} s.")
         return lines
@@ -94,9 +112,13 @@ def run_portfolio(
     stage_list = tuple(s for s in STAGES if s in stages)
     latest = state.latest_attempts(portfolio.state_path)
     done_before: list[str] = []
+    busy: list[str] = []
     waiting: list[ProjectEntry] = []
     for entry in chosen:
         attempt = latest.get(entry.name)
+        if attempt is not None and attempt.alive:
+            busy.append(f"{entry.name} (process {attempt.pid})")
+            continue
         finished_all = (
             attempt is not None
             and attempt.status == state.COMPLETED
@@ -133,8 +155,13 @@ def run_portfolio(
             worker.wait_then_finish(portfolio)
         progress.finish(_PROGRESS_ENTITY)
     ordered = tuple(outcomes[e.name] for e in chosen if e.name in outcomes)
+    totals = ledger_totals(portfolio.ledger_path).values()
     return PortfolioRunResult(
-        ordered, tuple(done_before), elapsed_seconds=time.monotonic() - started
+        ordered,
+        tuple(done_before),
+        tuple(busy),
+        elapsed_seconds=time.monotonic() - started,
+        quota_spent=(sum(t["requests"] for t in totals), sum(t["rate_limited"] for t in totals)),
     )
 
 
@@ -187,10 +214,12 @@ def _start_worker(
     ]
     process = subprocess.Popen(
         command,
-        env=dict(env),
+        # Stage lines and errors may hold any character; the log file is UTF-8 on every OS.
+        env={**env, "PYTHONIOENCODING": "utf-8"},
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=str(portfolio.path.parent),
     )
+    state.set_pid(portfolio.state_path, attempt_id, process.pid)
     return _Worker(entry, attempt_id, process, log)

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from migrate.clients.sharedquota import connect_shared
 from migrate.portfolio.project import ProjectOutcome
+from migrate.processes import process_alive
 
-_BUSY_TIMEOUT_MS = 30_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     finished_at TEXT,
     stage TEXT,
     status TEXT NOT NULL,
-    outcome TEXT
+    outcome TEXT,
+    pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_project ON attempts (project, id);
 """
@@ -51,6 +53,12 @@ class Attempt:
     stage: str | None  # the stage running now, or the last one started
     status: str
     outcome: ProjectOutcome | None
+    pid: int | None = None  # the worker process
+
+    @property
+    def alive(self) -> bool:
+        """Still running in a live worker process (a killed portfolio leaves 'running' rows)."""
+        return self.status == RUNNING and self.pid is not None and process_alive(self.pid)
 
 
 def _now() -> str:
@@ -60,10 +68,8 @@ def _now() -> str:
 @contextmanager
 def _connect(path: Path) -> Iterator[sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn = connect_shared(path)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(_SCHEMA)
         yield conn
     finally:
@@ -78,6 +84,11 @@ def start_attempt(path: str | os.PathLike[str], project: str, stages: tuple[str,
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+
+def set_pid(path: str | os.PathLike[str], attempt_id: int, pid: int) -> None:
+    with _connect(Path(path)) as conn:
+        conn.execute("UPDATE attempts SET pid = ? WHERE id = ?", (pid, attempt_id))
 
 
 def mark_stage(path: str | os.PathLike[str], attempt_id: int, stage: str) -> None:
@@ -114,7 +125,7 @@ def latest_attempts(path: str | os.PathLike[str]) -> dict[str, Attempt]:
     return {attempt.project: attempt for attempt in map(_attempt, rows)}
 
 
-_COLUMNS = "id, project, stages, started_at, finished_at, stage, status, outcome"
+_COLUMNS = "id, project, stages, started_at, finished_at, stage, status, outcome, pid"
 
 
 def _attempt(row: tuple[Any, ...]) -> Attempt:
@@ -128,4 +139,5 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
         stage=row[5],
         status=str(row[6]),
         outcome=outcome,
+        pid=row[8],
     )

@@ -9,9 +9,10 @@
   requests come from its load plan (:func:`migrate.load.plan.compute_plan`, the decisions load
   executes): sync calls of up to ``PAYLOAD_BATCH`` items, one request per status change,
   location, upload and inspection write, plus the reads every project makes
-  (:data:`READS_PER_PROJECT`). Projects not yet transformed are estimated from the planned
-  ones' requests per staged record. Divided by the quota's sustained rate (the tighter of the
-  windows, less the reserve), that is a lower bound of the wall time: no schedule can beat it.
+  (:data:`READS_PER_PROJECT`). Projects not yet transformed are estimated from their staged
+  counts: one request per stored file, :data:`REQUESTS_PER_CHECKLIST` per checklist. Divided
+  by the quota's sustained rate (the tighter of the windows, less the reserve), that is a lower
+  bound of the wall time: no schedule can beat it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from migrate.portfolio.config import Portfolio, ProjectEntry
 #: bound). Measured on the sandbox (bench/portfolio_bench.py): 50 to 60 for a
 #: small project; the pages of issues and inspections read back grow with its size.
 READS_PER_PROJECT = 50
+#: Quota requests per checklist before its plan is known: a full one (answers, comments, item
+#: files, status) in the inspections benchmark.
+REQUESTS_PER_CHECKLIST = 9
 #: Records per page when reports read issues and inspections back.
 _PAGE = 100
 
@@ -71,7 +75,7 @@ def project_status(
     if attempt is None:
         where = "not started"
     elif attempt.status == state.RUNNING:
-        where = "running" if report.running else "interrupted"
+        where = "running" if attempt.alive or report.running else "interrupted"
     else:
         where = attempt.status
     outcome = attempt.outcome if attempt is not None else None
@@ -232,7 +236,7 @@ def _relative(target: Path, start: Path) -> str:
 @dataclass(frozen=True)
 class ProjectEstimate:
     name: str
-    basis: str  # "plan", "staged records" (extrapolated), "nothing staged"
+    basis: str  # the load plan, the staged counts, or nothing staged
     records: int  # issues and checklists staged
     requests: int  # still to spend (estimate)
     spent: int  # already spent, per the ledger
@@ -284,36 +288,22 @@ def sustained_rate(quota: LedgerSettings) -> float:
 
 def plan_portfolio(portfolio: Portfolio) -> PortfolioPlan:
     spent = _spent(portfolio)
-    known: list[tuple[ProjectEntry, int, int | None, int]] = []
-    for entry in portfolio.projects:
-        records, requests, size = _project_requests(entry)
-        known.append((entry, records, requests, size))
-    planned = [
-        (records, requests - READS_PER_PROJECT)
-        for _, records, requests, _ in known
-        if requests is not None and records
-    ]
-    per_record = (
-        sum(r for _, r in planned) / max(1, sum(n for n, _ in planned)) if planned else None
-    )
     estimates = []
-    for entry, records, requests, size in known:
-        if requests is not None:
-            basis = "plan"
-        elif records and per_record is not None:
-            basis = "staged records, at the planned projects' rate"
-            requests = math.ceil(records * per_record) + READS_PER_PROJECT
-        else:
-            basis = "nothing planned yet: run extract and transform first"
-            requests = READS_PER_PROJECT
+    for entry in portfolio.projects:
+        records, requests, size, basis = _project_requests(entry)
         estimates.append(
             ProjectEstimate(entry.name, basis, records, requests, spent.get(entry.name, 0), size)
         )
     return PortfolioPlan(tuple(estimates), sustained_rate(portfolio.quota))
 
 
-def _project_requests(entry: ProjectEntry) -> tuple[int, int | None, int]:
-    """(records staged, requests still to make per the load plan or None, bytes of files)."""
+def _project_requests(entry: ProjectEntry) -> tuple[int, int, int, str]:
+    """(records staged, requests still to make, bytes of files, what the estimate rests on).
+
+    From the load plan once transform has run; before that from the staged counts at the
+    benchmarks' rates (:data:`REQUESTS_PER_CHECKLIST`, one per stored file); with nothing
+    staged, only :data:`READS_PER_PROJECT`.
+    """
     from migrate.load.decision import PAYLOAD_BATCH, Request
     from migrate.load.plan import plan_from_settings
     from migrate.report.status import status_from_settings
@@ -322,12 +312,18 @@ def _project_requests(entry: ProjectEntry) -> tuple[int, int | None, int]:
     issues = status.entities.get("issue", {})
     records = int(issues.get("extracted", 0)) + int(status.inspections.get("extracted", 0))
     size = int(status.attachments.get("bytes_stored", 0))
-    if not status.staging_db_exists:
-        return records, None, size
+    if not status.staging_db_exists or not records:
+        return records, READS_PER_PROJECT, size, "nothing staged yet: run extract first"
     try:
         plan = plan_from_settings(entry.settings)
     except MigrateError:
-        return records, None, size
+        staged = (
+            math.ceil(int(issues.get("extracted", 0)) / PAYLOAD_BATCH)
+            + int(status.inspections.get("extracted", 0)) * REQUESTS_PER_CHECKLIST
+            + int(status.attachments.get("stored", 0))
+            + READS_PER_PROJECT
+        )
+        return records, staged, size, "staged counts (transform not run yet)"
     asked = plan.requests
     sync_items = asked.get(Request.SYNC_CREATE.value, 0) + asked.get(Request.SYNC_UPDATE.value, 0)
     writes = math.ceil(sync_items / PAYLOAD_BATCH)
@@ -343,4 +339,4 @@ def _project_requests(entry: ProjectEntry) -> tuple[int, int | None, int]:
     reads = READS_PER_PROJECT + 2 * math.ceil(loaded_or_planned / _PAGE)
     if not writes and status.quota_run_id is not None:
         reads = 0  # loaded, nothing left to write: only a report would read again
-    return records, writes + reads, size
+    return records, writes + reads, size, "load plan"

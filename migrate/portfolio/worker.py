@@ -9,15 +9,26 @@ portfolio's state file; its exit code is the project's.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from typing import Any
 
+from migrate import stopping
 from migrate.errors import MigrateError
 from migrate.portfolio import state
 from migrate.portfolio.config import load_portfolio
 from migrate.portfolio.project import LedgerQuota, ProjectOutcome, run_project
 
 
+def _on_ctrl_c(signum: int, frame: Any) -> None:
+    # As `migrate run` does: every worker thread and wait sees the stop, the stage records its
+    # run as interrupted; the Ctrl-C reaches this process with the parent's.
+    stopping.STOP.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, _on_ctrl_c)
     portfolio_path, name, stages_text, attempt_text = argv
     attempt_id = int(attempt_text)
     try:
