@@ -27,6 +27,7 @@ Command line (``python -m migrate.portfolio.prefect_flow --help``)::
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -344,6 +345,8 @@ def _attempt(
     portfolio = load_portfolio(portfolio_path)
     stage_list = tuple(s for s in STAGES if s in stages)
     attempt_id = state.start_attempt(portfolio.state_path, project, stage_list)
+    # A local `migrate portfolio run` leaves a project alone while this process lives.
+    state.set_pid(portfolio.state_path, attempt_id, os.getpid())
     outcome: list[ProjectOutcome] = []
     try:
         yield lambda result: outcome.append(ProjectOutcome.from_json(result))
