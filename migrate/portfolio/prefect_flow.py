@@ -202,34 +202,21 @@ def _project_on_workers(
 ) -> dict[str, Any]:
     """Runs ``deployment`` (of :func:`project_flow`) for one project on its work pool's
     workers and waits for it; the outcome is read from the flow run's result."""
-    with _attempt(portfolio_path, project, stages) as record:
-        result = _run_deployment(deployment, portfolio_path, project, quota_spec, stages)
-        record(result)
-    return result
-
-
-def _run_deployment(
-    deployment: str,
-    portfolio_path: str,
-    project: str,
-    quota_spec: str,
-    stages: Sequence[str],
-) -> dict[str, Any]:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    # Called from sync code, run_deployment returns the flow run, not a coroutine.
-    run: FlowRun = run_deployment(  # type: ignore[assignment]
-        deployment,
-        parameters={
-            "portfolio_path": portfolio_path,
-            "project": project,
-            "quota_spec": quota_spec,
-            "stages": list(stages),
-        },
-        timeout=None,
-    )
-    return _outcome_of(project, run.state, str(run.name)).as_json()
+    parameters = {
+        "portfolio_path": portfolio_path,
+        "project": project,
+        "quota_spec": quota_spec,
+        "stages": list(stages),
+    }
+    with _attempt(portfolio_path, project, stages) as record:
+        # Called from sync code, run_deployment returns the flow run, not a coroutine.
+        run: FlowRun = run_deployment(deployment, parameters=parameters, timeout=None)  # type: ignore[assignment]
+        result = _outcome_of(project, run.state, str(run.name)).as_json()
+        record(result)
+    return result
 
 
 @flow(name="migrate-portfolio")
@@ -256,35 +243,21 @@ def portfolio_flow(
     at_once = max(1, min(parallel or portfolio.parallel, len(chosen)))
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=at_once)
     with runner:
-        if deployment:
-            futures = [
-                runner.submit(
-                    _project_on_workers,
-                    {
-                        "deployment": deployment,
-                        "portfolio_path": path,
-                        "project": entry.name,
-                        "quota_spec": spec,
-                        "stages": list(stages),
-                    },
-                )
-                for entry in chosen
-            ]
-        else:
-            futures = [
-                runner.submit(
-                    _project_here,
-                    {
-                        "portfolio_path": path,
-                        "project": entry.name,
-                        "quota_spec": spec,
-                        "stages": list(stages),
-                        "stage_retries": stage_retries,
-                        "retry_delay_seconds": retry_delay_seconds,
-                    },
-                )
-                for entry in chosen
-            ]
+        futures = []
+        for entry in chosen:
+            parameters: dict[str, Any] = {
+                "portfolio_path": path,
+                "project": entry.name,
+                "quota_spec": spec,
+                "stages": list(stages),
+            }
+            if deployment:
+                parameters["deployment"] = deployment
+                futures.append(runner.submit(_project_on_workers, parameters))
+            else:
+                parameters["stage_retries"] = stage_retries
+                parameters["retry_delay_seconds"] = retry_delay_seconds
+                futures.append(runner.submit(_project_here, parameters))
         return [dict(future.result()) for future in futures]
 
 
