@@ -7,6 +7,7 @@ extra ``migrate[portfolio]`` is not installed (CI installs it). The plan tests n
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -107,17 +108,16 @@ def test_migrate_itself_never_imports_prefect() -> None:
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prefect's test server for this module; its API URL, also set in the environment so
     that worker processes find it."""
+    if importlib.util.find_spec("prefect") is None:
+        pytest.skip("Prefect is the optional extra: pip install -e '.[test,portfolio]'")
     saved = {key: os.environ.get(key) for key in [*QUIET_PREFECT, "PREFECT_HOME"]}
     os.environ.update(QUIET_PREFECT)
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
-    pytest.importorskip(
-        "prefect", reason="Prefect is the optional extra: pip install -e '.[test,portfolio]'"
-    )
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     saved["PREFECT_API_URL"] = os.environ.get("PREFECT_API_URL")
-    try:
+    try:  # prefect reads its settings (PREFECT_HOME) when first imported: after the above
         with prefect_test_harness(server_startup_timeout=120):
             url = str(PREFECT_API_URL.value())
             os.environ["PREFECT_API_URL"] = url
