@@ -146,12 +146,16 @@ def _spend(procore_url: str, spec: str, holder: str, requests: int) -> dict[str,
     )
     budget = RateBudget(spend_store=store)
     client = ProcoreClient(settings, credentials, budget=budget)
+    answered = 0
     try:
         for _ in range(requests):
             client.assignees(5100)
+            answered += 1
     finally:
         client.close()
     return {
+        "answered": answered,
+        "held_limits": store.held_limits,  # type: ignore[union-attr]
         "holder": holder,
         "requests": budget.requests,
         "rate_limited": budget.rate_limited,
@@ -196,6 +200,27 @@ def test_worker_processes_together_stay_within_procores_windows(prefect_api: str
         f"batch {batch}: 60 Procore requests, {calls} Prefect API calls "
         f"({refusals} refused), busiest spike window {stats['max_in_spike_window']}/30"
     )
+
+
+def test_a_429_holds_every_worker_through_prefects_limits(prefect_api: str) -> None:
+    # Someone outside the portfolio spent the quota: Procore answers one request with a 429.
+    quota = LedgerSettings((QuotaWindow(100, 5.0), QuotaWindow(30, 1.0)), reserve_fraction=0)
+    plan = plan_limits(quota, prefix="test-hold", delay_allowance=0.5)
+    ensure_limits(plan)
+    app = ProcoreApp(hourly_limit=100, hourly_window=5.0, spike_limit=30, spike_window=1.0)
+    app.faults.inject("rate_limit", count=1, path="/assignees", retry_after=1)
+    server = RunningServer(app)
+    try:
+        result = _spend(server.url, plan.spec(), "worker", 3)
+        stats = app.rate_stats()
+    finally:
+        server.stop()
+        app.close()
+    assert result["rate_limited"] == 1 and stats["quota_rejections"] == 0
+    # The refused request was sent again and answered: three answered in all.
+    assert result["answered"] == 3
+    # The hold took slots from both limits, so other workers wait too.
+    assert result["held_limits"] == 2
 
 
 # -- a portfolio as Prefect flows ----------------------------------------------------------------

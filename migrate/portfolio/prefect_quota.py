@@ -276,6 +276,8 @@ class PrefectSpendStore:
         #: Requests claimed, and claimed slots thrown away unused.
         self.claimed = 0
         self.expired = 0
+        #: Limits whose slots a 429's hold took (see :meth:`hold_until`).
+        self.held_limits = 0
 
     # -- SpendStore --------------------------------------------------------------------------
     def claim(self, now: float) -> tuple[float, object]:
@@ -313,7 +315,10 @@ class PrefectSpendStore:
             client = self._connected()
             self.api_calls += 1
             for limit in client.read_global_concurrency_limits(limit=200):
-                slots = min(limit.limit, math.ceil(limit.slot_decay_per_second * seconds))
+                # At most the room it had when last changed (its stored count has not decayed
+                # since): a limit already full holds everyone anyway.
+                room = limit.limit - limit.active_slots
+                slots = min(room, math.ceil(limit.slot_decay_per_second * seconds))
                 if limit.name not in self.names or slots < 1:
                     continue
                 self.api_calls += 1
@@ -323,6 +328,7 @@ class PrefectSpendStore:
                     )
                 except Exception:  # best effort: this process holds regardless
                     continue
+                self.held_limits += 1
 
     # -- Prefect (lock held) -------------------------------------------------------------------
     def _connected(self) -> SyncPrefectClient:
