@@ -103,6 +103,19 @@ def test_migrate_itself_never_imports_prefect() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("prefect") is None, reason="needs migrate[portfolio]")
+def test_migrate_portfolio_run_on_prefect_with_a_bad_file_is_one_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "portfolio.toml"
+    path.write_text("[portfolio]\nparallel = 0\n", encoding="utf-8")
+    args = ["portfolio", "run", "--engine", "prefect", "--portfolio", str(path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "[portfolio] parallel" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 # -- Prefect's ephemeral server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -298,10 +298,9 @@ def run_from_cli(
     """``migrate portfolio run --engine prefect``: run (``options`` as for
     :func:`portfolio_flow`), print a line per project, and return the exit code (1 when any
     project failed, 3 when any has quarantined records)."""
-    from migrate.portfolio.config import portfolio_path_from
-
+    path = load_portfolio(portfolio_path).path  # a bad file fails here, before any flow run
     started = time.monotonic()
-    outcomes = run_portfolio(str(portfolio_path_from(portfolio_path)), projects, stages, **options)
+    outcomes = run_portfolio(str(path), projects, stages, **options)
     result = PortfolioRunResult(tuple(outcomes), elapsed_seconds=time.monotonic() - started)
     for line in result.summary_lines():
         echo(line)
