@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -313,3 +315,56 @@ def test_three_projects_as_prefect_flows_share_the_quota_and_a_failed_stage_is_r
             f"3 projects, {stats['requests']} Procore requests, busiest spike window "
             f"{stats['max_in_spike_window']}/{SPIKE.limit}"
         )
+
+
+@pytest.mark.slow
+def test_a_project_runs_on_another_process_serving_the_project_deployment(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """The several-machines path: a separate process serves the ``migrate-project`` deployment
+    (as a worker on another machine would), and the portfolio flow hands it the project."""
+    from migrate.portfolio.prefect_flow import run_portfolio
+
+    options = SandboxOptions(procore_options=_procore_options(SPIKE, HOURLY))
+    with Sandbox(options, project=_account()) as box:
+        path = write_sandbox_portfolio(tmp_path, box, parallel=3, spike=SPIKE, hourly=HOURLY)
+        env = {**os.environ, **box.environment(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        serve = "from migrate.portfolio.prefect_flow import project_flow; project_flow.serve('t')"
+        worker = subprocess.Popen(
+            [sys.executable, "-c", serve], env=env, cwd=Path(__file__).resolve().parents[1]
+        )
+        outcomes: list[Any] = []
+        try:
+            _wait_for_deployment("migrate-project/t", worker)
+            run = threading.Thread(
+                target=lambda: outcomes.extend(
+                    run_portfolio(str(path), ["p0"], deployment="migrate-project/t")
+                ),
+                daemon=True,
+            )
+            run.start()
+            run.join(timeout=300)  # the deployment's flow run is waited for without a limit
+            assert not run.is_alive(), "the deployment's flow run did not finish"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+        assert [(o.name, o.completed) for o in outcomes] == [("p0", True)]
+        _assert_project_in_procore(box, path, 0)
+        assert box.procore_app.rate_stats()["rate_limited"] == 0
+
+
+def _wait_for_deployment(name: str, worker: subprocess.Popen[bytes]) -> None:
+    """Until the serving process has registered the deployment (it may take a while to start
+    on a busy machine)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as prefect:
+        for _ in range(600):
+            assert worker.poll() is None, "the serving process ended"
+            try:
+                prefect.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(0.2)
+    raise AssertionError(f"{name} was never served")

@@ -90,7 +90,7 @@ def project_flow(
     portfolio_path: str,
     project: str,
     quota_spec: str,
-    stages: Sequence[str] = STAGES,
+    stages: list[str] | None = None,
     stage_retries: int | None = None,
     retry_delay_seconds: float | None = None,
 ) -> Any:
@@ -106,7 +106,7 @@ def project_flow(
                 STAGE_RETRY_DELAY_SECONDS if retry_delay_seconds is None else retry_delay_seconds
             ),
         )
-    outcome = _run_stages(stage_task, portfolio_path, project, quota_spec, stages)
+    outcome = _run_stages(stage_task, portfolio_path, project, quota_spec, stages or STAGES)
     if outcome.completed:
         return outcome.as_json()
     from prefect.states import Failed
@@ -172,7 +172,7 @@ def _project_here(
     portfolio_path: str,
     project: str,
     quota_spec: str,
-    stages: Sequence[str],
+    stages: list[str],
     stage_retries: int | None,
     retry_delay_seconds: float | None,
 ) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def _project_on_workers(
     portfolio_path: str,
     project: str,
     quota_spec: str,
-    stages: Sequence[str],
+    stages: list[str],
 ) -> dict[str, Any]:
     """Runs ``deployment`` (of :func:`project_flow`) for one project on its work pool's
     workers and waits for it; the outcome is read from the flow run's result."""
@@ -222,8 +222,8 @@ def _project_on_workers(
 @flow(name="migrate-portfolio")
 def portfolio_flow(
     portfolio_path: str,
-    projects: Sequence[str] | None = None,
-    stages: Sequence[str] = STAGES,
+    projects: list[str] | None = None,
+    stages: list[str] | None = None,
     deployment: str | None = None,
     batch: int = 1,
     delay_allowance: float = 2.0,
@@ -240,6 +240,7 @@ def portfolio_flow(
     plan = prepare_limits(portfolio_path, batch, delay_allowance, limit_prefix)
     spec = plan.spec()
     path = str(portfolio.path)
+    stages = list(stages or STAGES)
     at_once = max(1, min(parallel or portfolio.parallel, len(chosen)))
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=at_once)
     with runner:
