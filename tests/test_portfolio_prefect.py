@@ -185,7 +185,8 @@ def test_worker_processes_together_stay_within_procores_windows(prefect_api: str
     # Scaled windows: 30 a second and 100 in 5 s. Three processes asking for 20 each would
     # send all 60 within a second unpaced.
     quota = LedgerSettings((QuotaWindow(100, 5.0), QuotaWindow(30, 1.0)), reserve_fraction=0)
-    plan = plan_limits(quota, prefix=f"test-batch{batch}", batch=batch, delay_allowance=0.5)
+    # A second from claim to count: room for a busy machine to pause a worker in between.
+    plan = plan_limits(quota, prefix=f"test-batch{batch}", batch=batch, delay_allowance=1.0)
     ensure_limits(plan)
     app = ProcoreApp(hourly_limit=100, hourly_window=5.0, spike_limit=30, spike_window=1.0)
     server = RunningServer(app)
