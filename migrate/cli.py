@@ -1352,5 +1352,134 @@ def sandbox_generate(seed: int, issues: int, out: str) -> None:
     _echo(f"Wrote {issues} issues (seed {seed}) to {out}")
 
 
+# -- portfolio (issue 18) -------------------------------------------------------------------
+
+
+def _portfolio_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--portfolio",
+        "portfolio_path",
+        type=click.Path(dir_okay=False),
+        envvar="MIGRATE_PORTFOLIO",
+        help="Portfolio file (default: ./portfolio.toml, or $MIGRATE_PORTFOLIO).",
+    )(func)
+
+
+@main.group()
+def portfolio() -> None:
+    """Many projects under one Procore quota, on this machine (see docs/portfolio.md)."""
+
+
+@portfolio.command("run")
+@_portfolio_option
+@click.option("--project", "projects", multiple=True, help="Only this project (repeatable).")
+@click.option(
+    "--stages",
+    default="extract,transform,load,report",
+    show_default=True,
+    help="Comma-separated stages to run for each project.",
+)
+@click.option("--all", "rerun_completed", is_flag=True, help="Run completed projects again too.")
+@click.option("--parallel", type=click.IntRange(1), help="Projects at once (default: the file's).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "prefect"]),
+    default="local",
+    show_default=True,
+    help="prefect: run the projects as Prefect flows, the quota held by Prefect's rate limits "
+    "(pip install 'migrate[portfolio]'; see docs/portfolio.md).",
+)
+@_stop_on_ctrl_c
+@_fail_cleanly
+def portfolio_run(
+    portfolio_path: str | None,
+    projects: tuple[str, ...],
+    stages: str,
+    rerun_completed: bool,
+    parallel: int | None,
+    quiet: bool,
+    engine: str,
+) -> None:
+    """Run every project not yet completed, one process each, sharing one Procore quota."""
+    from migrate.portfolio.config import load_portfolio
+    from migrate.portfolio.local import run_portfolio
+    from migrate.portfolio.project import STAGES
+
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(STAGES)}", param_hint="--stages")
+    if engine == "prefect":  # every chosen project runs; each stage resumes (--all is moot)
+        from migrate.portfolio.prefect_quota import require_prefect
+
+        require_prefect()
+        from migrate.portfolio.prefect_flow import run_from_cli
+
+        sys.exit(run_from_cli(portfolio_path, projects, chosen, _echo, parallel=parallel))
+    result = run_portfolio(
+        load_portfolio(portfolio_path),
+        projects=projects or None,
+        stages=chosen,
+        rerun_completed=rerun_completed,
+        parallel=parallel,
+        progress=_progress(quiet, "portfolio"),
+    )
+    for line in result.summary_lines():
+        _echo(line)
+    sys.exit(result.exit_code)
+
+
+@portfolio.command("status")
+@_portfolio_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def portfolio_status(portfolio_path: str | None, as_json: bool) -> None:
+    """Per project: state, stage, records, quarantined, errors, requests spent, last run."""
+    from migrate.portfolio.config import load_portfolio
+    from migrate.portfolio.views import portfolio_status as build
+
+    report = build(load_portfolio(portfolio_path))
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    for line in report.lines():
+        _echo(line)
+
+
+@portfolio.command("report")
+@_portfolio_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the page.")
+@_fail_cleanly
+def portfolio_report(portfolio_path: str | None, out_dir: str | None) -> None:
+    """One HTML page: every project's state, linking its own report."""
+    from pathlib import Path
+
+    from migrate.portfolio.config import load_portfolio
+    from migrate.portfolio.views import write_portfolio_report
+
+    path = write_portfolio_report(
+        load_portfolio(portfolio_path), Path(out_dir) if out_dir else None
+    )
+    _echo(f"Portfolio report: {path}")
+
+
+@portfolio.command("plan")
+@_portfolio_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def portfolio_plan(portfolio_path: str | None, as_json: bool) -> None:
+    """Requests still to make per project, and the hours the quota needs for them."""
+    from migrate.portfolio.config import load_portfolio
+    from migrate.portfolio.views import plan_portfolio
+
+    plan = plan_portfolio(load_portfolio(portfolio_path))
+    if as_json:
+        _echo_json(plan.to_json())
+        return
+    for line in plan.lines():
+        _echo(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

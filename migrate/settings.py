@@ -536,3 +536,12 @@ unresolved_assignee = "unassign"    # or "quarantine": hold back issues whose as
 time_zone = "UTC"                   # due dates written as date-times become this zone's day
 # The issue title template is the title_template row of mappings/fields.csv (only there).
 """
+
+
+# -- issue 18: a portfolio's projects ---------------------------------------------------------
+
+
+def settings_from_data(data: dict[str, Any], path: Path) -> Settings:
+    """Validate already-parsed ``migration.toml`` sections as if read from ``path`` (relative
+    paths are from its folder): how ``portfolio.toml`` checks each project's settings."""
+    return _Reader(path, data).read()

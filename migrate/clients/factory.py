@@ -16,6 +16,7 @@ from migrate.clients.credentials import source_credentials, target_credentials
 from migrate.clients.http import HttpClient, RetryPolicy
 from migrate.clients.procore import ProcoreClient
 from migrate.clients.ratebudget import RateBudget
+from migrate.clients.sharedquota import spend_store_from_env
 from migrate.settings import Settings
 
 
@@ -47,9 +48,9 @@ def procore_client(
     settings: Settings, env: Mapping[str, str] = os.environ, *, budget: RateBudget | None = None
 ) -> ProcoreClient:
     """The run's Procore client for ``[target]``: every REST call it makes draws on one rate
-    budget (``budget``, or a new one). Use it as a context manager to close its connections."""
-    return ProcoreClient(
-        settings.target,
-        target_credentials(env),
-        budget=budget if budget is not None else RateBudget(),
-    )
+    budget (``budget``, or a new one, which spends the portfolio's shared quota when the
+    environment names one: see :mod:`migrate.clients.sharedquota`). Use it as a context manager
+    to close its connections."""
+    if budget is None:
+        budget = RateBudget(spend_store=spend_store_from_env(env))
+    return ProcoreClient(settings.target, target_credentials(env), budget=budget)

@@ -59,10 +59,13 @@ How it decides, and why:
   slices, so a stop request (Ctrl-C, :mod:`migrate.stopping`) ends it at once with
   :class:`~migrate.stopping.Stopped`, and an event registered with :meth:`stop_waiting_when`
   (the API client giving Procore up) releases the waiting thread to meet that error.
-
 - **Readings.** After :meth:`RateBudget.record_readings` every answer is kept as a
   :class:`~migrate.ratereading.Reading` (method, path with ids folded, status, the three
   headers); load stores them so the report charts the quota in the windows Procore counts.
+- **A quota shared with other processes** (a portfolio of projects, issue 18): a
+  :class:`SpendStore` plugged in decides when each request may go, for every process at once
+  (:mod:`migrate.clients.sharedquota`'s SQLite ledger); this budget's own model, which sees
+  only its process's requests, is then not used. 429 holds, stopping and counters stay here.
 
 Both windows are learned separately, keyed by their ``X-Rate-Limit-Limit`` value (two windows
 with the same limit cannot be told apart and share one entry; the model check then sets that
@@ -109,6 +112,28 @@ class ResponseLike(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
+class SpendStore(Protocol):
+    """A quota shared with other processes (issue 18): with one plugged in, it decides when a
+    request may go, in place of this budget's own windows; the budget still waits (in stoppable
+    slices), holds every thread after a 429 and keeps its counters.
+
+    Each call is short (no long blocking): :meth:`claim` answers at once how long to wait.
+    """
+
+    def claim(self, now: float) -> tuple[float, object]:
+        """``(0, token)`` after recording one request going out now, or ``(seconds to wait,
+        None)`` with nothing recorded when the shared quota has no room."""
+        ...
+
+    def settle(self, token: object, now: float, status: int | None) -> None:
+        """The claimed request was answered with ``status`` (None: no answer came)."""
+        ...
+
+    def hold_until(self, until: float) -> None:
+        """A 429 asked to wait until ``until`` (Unix seconds): every process holds off."""
+        ...
+
+
 @dataclass
 class _Sent:
     """One attempt released by the budget."""
@@ -123,6 +148,7 @@ class _Sent:
     counted: bool | None = True
     method: str = ""
     endpoint: str = ""  # the URL's path, ids folded to ":id" (never the query: it may be secret)
+    spend_token: object = None  # the shared spend store's record of it (see SpendStore)
 
 
 @dataclass
@@ -178,8 +204,11 @@ class RateBudget:
         reserve_fraction: float = 0.01,
         stale_after: float = 600.0,
         stop: threading.Event | None = None,
+        spend_store: SpendStore | None = None,
     ) -> None:
         self._clock = clock
+        #: Shared with other processes: decides when a request may go (see SpendStore).
+        self._spend_store = spend_store
         self._stop = stop or stopping.STOP
         self._release_when: list[threading.Event] = []
         self._wall = wall
@@ -251,9 +280,14 @@ class RateBudget:
                 if any(event.is_set() for event in self._release_when):
                     return
                 now, mono = self._now(), self._clock()
-                wait = self._wait_needed(now, mono)
+                if self._spend_store is None:
+                    wait = self._wait_needed(now, mono)
+                    token = None
+                else:
+                    wait, token = self._shared_wait(now)
                 if wait <= 0:
                     self._release(now, mono, method, url)
+                    self._local.entry.spend_token = token
                     return
                 if wait >= _LOG_WAITS_FROM and not logged:
                     logged = True
@@ -289,6 +323,7 @@ class RateBudget:
             if entry is not None:
                 self._in_flight.pop(entry.seq, None)
                 entry.done_at = now
+                self._settle_shared(entry, now, status)
                 if status == 429:
                     entry.counted = False
                 else:
@@ -451,6 +486,18 @@ class RateBudget:
         self._local.entry = entry
         self._last_sent_mono = mono
         self.requests += 1
+
+    def _shared_wait(self, now: float) -> tuple[float, object]:
+        """With a spend store: a 429's hold first, then the shared quota's answer."""
+        assert self._spend_store is not None
+        if now < self._blocked_until:
+            return self._blocked_until - now, None
+        return self._spend_store.claim(now)
+
+    def _settle_shared(self, entry: _Sent, now: float, status: int | None) -> None:
+        if self._spend_store is not None and entry.spend_token is not None:
+            self._spend_store.settle(entry.spend_token, now, status)
+            entry.spend_token = None
 
     # -- learning (lock held) -----------------------------------------------------------------
     def _observe(
@@ -618,6 +665,8 @@ class RateBudget:
         else:
             until = now + 1.0
         self._blocked_until = max(self._blocked_until, until + self.safety)
+        if self._spend_store is not None:
+            self._spend_store.hold_until(self._blocked_until)
         if report is not None and report[1] == 0:
             # A real quota refusal: this window's model let us down, so stop trusting it.
             window = self._windows.get(report[0])
@@ -647,6 +696,7 @@ class RateBudget:
             return
         entry.done_at = now
         entry.counted = None  # maybe counted: it occupies a slot but proves nothing
+        self._settle_shared(entry, now, None)
         self._done.append(entry)
 
     def _trim(self) -> None:

@@ -50,7 +50,7 @@ import os
 import random
 import re
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -1696,7 +1696,9 @@ def _project_meta(
     return {
         "index": index,
         "id": pid(KIND_PROJECT, 0, 1),
-        "name": names[index % len(names)],
+        # A portfolio's further projects get a number once the names run out.
+        "name": names[index % len(names)]
+        + (f" {index // len(names) + 1}" if index >= len(names) else ""),
         "a360_project_id": None if index else f"b.{seed_tag:04x}a360",
         "created_at": field_time(start),
         "updated_at": field_time(as_of - timedelta(days=3)),
@@ -1934,6 +1936,8 @@ class GeneratedProject(_AccountBase):
     at least 3). ``big_attachment_size`` adds one attachment of that many bytes to the
     main project's first issue (e.g. 50 MB to prove streaming). ``second_project_issues``
     sizes the second project, which exists so project scoping can be tested.
+    ``more_projects`` adds further projects (a portfolio, issue 18), one per issue count given,
+    each with ``max(3, issues // 8)`` checklists and its own Procore project (5102, 5103, ...).
     """
 
     def __init__(
@@ -1944,21 +1948,25 @@ class GeneratedProject(_AccountBase):
         *,
         second_project_issues: int = 12,
         big_attachment_size: int | None = None,
+        more_projects: Sequence[int] = (),
     ) -> None:
         if issues < 0:
             raise ValueError("issues must be >= 0")
         self.seed = seed
-        self.params = {
+        self.params: dict[str, Any] = {
             "issues": issues,
             "checklists": checklists,
             "second_project_issues": second_project_issues,
             "big_attachment_size": big_attachment_size,
         }
+        if more_projects:
+            self.params["more_projects"] = list(more_projects)
         builder = _AccountBuilder(seed)
         self.companies = builder.companies()
         self.users = builder.users(self.companies)
         checklist_count = max(3, issues // 8) if checklists is None else checklists
         sizes = [(issues, checklist_count), (second_project_issues, 3)]
+        sizes += [(count, max(3, count // 8)) for count in more_projects]
         self.projects = [
             GeneratedFieldProject(
                 _project_meta(seed, n, count, lists, self.companies, self.users),
@@ -1973,13 +1981,15 @@ class GeneratedProject(_AccountBase):
         """The Procore starting state (see the brief): users, assignees, locations, issues."""
         rng = random.Random(f"{self.seed}:procore")
         gc = self.companies[0]
-        first, second = self.projects
+        first, second = self.projects[:2]
+        more = {5100 + n: project for n, project in enumerate(self.projects) if n >= 2}
         state: dict[str, Any] = {
             "company": {"id": 4100, "name": gc["name"]},
             "projects": [
                 {"id": 5100, "name": first.name, "company_id": 4100},
                 {"id": 5101, "name": second.name, "company_id": 4100},
-            ],
+            ]
+            + [{"id": pid, "name": p.name, "company_id": 4100} for pid, p in more.items()],
         }
         users: list[dict[str, Any]] = []
         second_members = set(second.user_ids)
@@ -1990,6 +2000,7 @@ class GeneratedProject(_AccountBase):
             if position % 7 == 5:
                 email = _case_variant(email)  # same person, different letter case
             project_ids = [5100] + ([5101] if user["id"] in second_members else [])
+            project_ids += [pid for pid, p in more.items() if user["id"] in p.user_ids]
             users.append(
                 {
                     "id": 7001 + len(users),
@@ -2020,7 +2031,9 @@ class GeneratedProject(_AccountBase):
             {
                 "id": 9001 + position,
                 "name": company["name"],
-                "project_ids": [5100] + ([5101] if company["id"] in second.company_ids else []),
+                "project_ids": [5100]
+                + ([5101] if company["id"] in second.company_ids else [])
+                + [pid for pid, p in more.items() if company["id"] in p.company_ids],
             }
             for position, company in enumerate(self.companies)
             if position % 3 != 2
@@ -2048,7 +2061,7 @@ class GeneratedProject(_AccountBase):
                 for n, u in enumerate(users)
                 if project_id in u["project_ids"] and n % 4 != 2
             ]
-            for project_id in (5100, 5101)
+            for project_id in (5100, 5101, *more)
         }
         live_paths = [
             a["full_path"].split(">")
@@ -2066,7 +2079,7 @@ class GeneratedProject(_AccountBase):
         for path in wanted:
             if path not in unique:
                 unique.append(path)
-        state["locations"] = {"5100": unique, "5101": []}
+        state["locations"] = {"5100": unique, "5101": []} | {str(pid): [] for pid in more}
         state["coordination_issues"] = {
             "5100": [
                 {
@@ -2089,7 +2102,7 @@ class GeneratedProject(_AccountBase):
                 },
             ],
             "5101": [],
-        }
+        } | {str(pid): [] for pid in more}
         return state
 
 
