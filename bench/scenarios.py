@@ -54,6 +54,7 @@ from bench.common import (
     thinned_project,
     timestamp,
 )
+from bench.inspections_bench import planned_bound
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 NAIVE_SIZE = 10_000
@@ -283,6 +284,8 @@ def _procore_bound(store_path: Path, box: Any, created: int) -> dict[str, int]:
     """Lower bound of the first run's Procore requests (transform snapshot + load)."""
     import sqlite3
 
+    from migrate.contract import LoadReadings
+
     project_id = box.procore_project_id
     conn = sqlite3.connect(store_path)
     try:
@@ -292,6 +295,12 @@ def _procore_bound(store_path: Path, box: Any, created: int) -> dict[str, int]:
         (attachments,) = conn.execute(
             "SELECT COALESCE(SUM(json_array_length(attachment_ids)), 0) FROM planned_issues"
         ).fetchone()
+        statuses = conn.execute("SELECT status, COUNT(*) FROM planned_issues GROUP BY status")
+        # Sync creates only the statuses Procore's create takes; the rest need one PATCH each.
+        readings = LoadReadings()
+        status_patches = sum(
+            n for status, n in statuses if readings.create_status(status) != status
+        )
         assignees, snapshot_locations = (
             conn.execute(
                 f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)
@@ -310,16 +319,23 @@ def _procore_bound(store_path: Path, box: Any, created: int) -> dict[str, int]:
     snapshot_pages = max(1, math.ceil(assignees / 100)) + max(
         1, math.ceil(snapshot_locations / 100)
     )
+    # The checklists' writes, held to the inspections bench's bound; each checklist file's
+    # Create Upload is followed by its storage POST, which the simulator counts here too.
+    inspection_kinds = planned_bound(store_path, project_id)
+    inspections = sum(inspection_kinds.values()) + inspection_kinds["uploads"]
     bound = procore_lower_bound(
         created,
         len(new_leaves),
         reads,
         attachments,
-        other_reads=snapshot_pages,
+        other_reads=snapshot_pages + inspections + status_patches,
         access_checks=2,  # transform's and load's Show Project
     )
     return {
         "lower_bound": bound,
+        "inspections": inspections,
+        "status_patches": status_patches,
+        **{f"inspections_{kind}": n for kind, n in inspection_kinds.items()},
         "attachments": attachments,
         "new_leaves": len(new_leaves),
         "location_reads": reads,
@@ -646,10 +662,15 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
         "voided ids, status history) + 1 detail call per checklist (no batch read exists). "
         "Procore lower bound: ceil(issues / 1000) sync calls + 1 per leaf location Procore "
         "lacks + list pages for inner-node ids no leaf answer gives + 2 per attachment "
-        "(create the upload: counts against the quota; POST to storage: does not) + the "
-        "transform's snapshot pages (assignees, locations) + 2 access checks (the Show "
-        "Project call transform and load each start with) + 1 token (not counted by the "
-        "quota). Procore requests include the transform's snapshot and every stage's token.",
+        "(create the upload: counts against the quota; POST to storage: does not) + 1 "
+        "status PATCH per issue whose status create does not take + the checklists' writes "
+        "(`planned_bound` of bench/inspections_bench.py: 1 create, 1 per checklist file "
+        "(+ its storage POST), 1 per answered item, 1 per item comment, 1 per item file, 1 "
+        "status change when not open) + the transform's snapshot pages (assignees, "
+        "locations) + 2 access checks (the Show Project call transform and load each start "
+        "with) + 1 token (not counted by the quota). Procore requests include the "
+        "transform's snapshot and every stage's token; reading checklist items back and the "
+        "inspection templates' building blocks are not in the bound.",
         "",
         "| issues | quota requests during load | load s (scaled) | quota allowed meanwhile "
         "| share used | fullest hourly window | fullest spike window | 429s |",
