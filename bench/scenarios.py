@@ -712,8 +712,8 @@ def append_benchmarks(runs: list[dict[str, Any]], naive: dict[str, Any] | None) 
     lines += [
         "",
         "No-change re-run: the same pipeline again in a new process; the Field side lists "
-        "and compares, the Procore side is the transform's snapshot (and the load's token "
-        "when it asks for one).",
+        "and compares, the Procore side is the transform's snapshot and each stage's access "
+        "check and token.",
     ]
     if naive is not None:
         ours = next((r for r in runs if r["size"] == naive["size"]), None)
