@@ -127,7 +127,7 @@ _STAGE_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED, EXIT_INTERRU
 #: What a command that only reads or sets up can end with (1: the disk or staging DB failed).
 _READ_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED)
 #: What the environment variables of a command are, by group (settings.ENVIRONMENT).
-_CONFIG, _SOURCE, _TARGET = "config", "source", "target"
+_CONFIG, _SOURCE, _TARGET, _PORTFOLIO = "config", "source", "target", "portfolio"
 #: `migrate --help` lists the commands in the order a migration uses them.
 _COMMAND_ORDER = (
     "init",
@@ -138,6 +138,7 @@ _COMMAND_ORDER = (
     "load",
     "report",
     "run",
+    "portfolio",
     "status",
     "quarantine",
     "demo",
@@ -1170,7 +1171,8 @@ def _sandbox_credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--write-config",
     "config_out",
     type=click.Path(dir_okay=False),
-    help="Write a migration.toml pointing at this sandbox here (its ports change each time).",
+    help="Write a migration.toml pointing at this sandbox here (its ports change each time; "
+    "default: none written).",
 )
 @click.option(
     "--detach",
@@ -1258,7 +1260,7 @@ def _serve_args_without_detach() -> list[str]:
     return args
 
 
-@sandbox.command("stop")
+@sandbox.command("stop", example="migrate sandbox stop --dir my-rehearsal")
 @_sandbox_folder_option
 @_fail_cleanly
 def sandbox_stop(directory: str) -> None:
@@ -1270,7 +1272,9 @@ def sandbox_stop(directory: str) -> None:
     _echo(background.stop(Path(directory)))
 
 
-@sandbox.command("change")
+@sandbox.command(
+    "change", example="migrate sandbox change --dir my-rehearsal   (then: migrate run)"
+)
 @_sandbox_folder_option
 @_fail_cleanly
 def sandbox_change(directory: str) -> None:
@@ -1365,14 +1369,24 @@ def _portfolio_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@main.group()
+@main.group(example="migrate portfolio run --parallel 4   (then: migrate portfolio status)")
 def portfolio() -> None:
     """Many projects under one Procore quota, on this machine (see docs/portfolio.md)."""
 
 
-@portfolio.command("run")
+@portfolio.command(
+    "run",
+    env=(_PORTFOLIO, _SOURCE, _TARGET),
+    exits=_STAGE_EXITS,
+    example="migrate portfolio run --parallel 4 --project tower-a --project tower-b",
+)
 @_portfolio_option
-@click.option("--project", "projects", multiple=True, help="Only this project (repeatable).")
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    help="Only this project (repeatable; default: every project).",
+)
 @click.option(
     "--stages",
     default="extract,transform,load,report",
@@ -1430,7 +1444,7 @@ def portfolio_run(
     sys.exit(result.exit_code)
 
 
-@portfolio.command("status")
+@portfolio.command("status", env=(_PORTFOLIO,), example="migrate portfolio status --json")
 @_portfolio_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
@@ -1447,9 +1461,16 @@ def portfolio_status(portfolio_path: str | None, as_json: bool) -> None:
         _echo(line)
 
 
-@portfolio.command("report")
+@portfolio.command(
+    "report", env=(_PORTFOLIO,), example="migrate portfolio report --out portfolio-report/"
+)
 @_portfolio_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the page.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for the page (default: <work_dir>/report).",
+)
 @_fail_cleanly
 def portfolio_report(portfolio_path: str | None, out_dir: str | None) -> None:
     """One HTML page: every project's state, linking its own report."""
@@ -1464,7 +1485,7 @@ def portfolio_report(portfolio_path: str | None, out_dir: str | None) -> None:
     _echo(f"Portfolio report: {path}")
 
 
-@portfolio.command("plan")
+@portfolio.command("plan", env=(_PORTFOLIO,), example="migrate portfolio plan --json")
 @_portfolio_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly

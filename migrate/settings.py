@@ -33,6 +33,7 @@ from migrate.errors import ConfigError
 from migrate.redaction import is_credential_key
 
 CONFIG_ENV = "MIGRATE_CONFIG"
+PORTFOLIO_ENV = "MIGRATE_PORTFOLIO"
 DEFAULT_CONFIG_NAME = "migration.toml"
 
 UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
@@ -41,6 +42,9 @@ UNRESOLVED_ASSIGNEE_CHOICES = ("unassign", "quarantine")
 #: Procore): each command's `--help` lists the groups it reads. Credentials come only from here.
 ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
     "config": ((CONFIG_ENV, "the config file when --config is not given (else ./migration.toml)"),),
+    "portfolio": (
+        (PORTFOLIO_ENV, "the portfolio file when --portfolio is not given (else ./portfolio.toml)"),
+    ),
     "source": (
         (FIELD_USERNAME_ENV, "BIM 360 Field login (user name or email)"),
         (FIELD_PASSWORD_ENV, "BIM 360 Field password"),
@@ -60,6 +64,7 @@ __all__ = [
     "ENVIRONMENT",
     "FIELD_PASSWORD_ENV",
     "FIELD_USERNAME_ENV",
+    "PORTFOLIO_ENV",
     "PROCORE_ACCESS_TOKEN_ENV",
     "PROCORE_CLIENT_ID_ENV",
     "PROCORE_CLIENT_SECRET_ENV",

@@ -128,5 +128,7 @@ def test_every_runbook_runs_preflight_before_calling_the_services() -> None:
 
 def test_the_readme_real_migration_starts_with_preflight() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## A real migration", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### The same walk against the real services", 1)[1].split("\n### ", 1)[
+        0
+    ]
     assert _preflight_comes_first(section)

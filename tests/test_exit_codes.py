@@ -293,14 +293,14 @@ def test_a_failing_service_makes_every_stage_exit_1_and_keeps_its_work(clean: Mi
     with Refusing(m.box.field_app, "issues_retrieve"):
         extract = m.migrate("extract", "-q")
     assert extract.exit_code == EXIT_FAILED, extract.output
-    assert _error_line(extract).endswith("resume with `migrate extract`.")
+    assert "resume with `migrate extract " in _error_line(extract)
     assert m.rows("SELECT status FROM runs WHERE command = 'extract'") == [("failed",)]
     assert m.migrate("extract", "-q").exit_code == EXIT_OK
 
     with Refusing(m.box.procore_app, "coordination_issues.assignees"):
         transform = m.migrate("transform", "-q")
     assert transform.exit_code == EXIT_FAILED, transform.output
-    assert _error_line(transform).endswith("resume with `migrate transform`.")
+    assert "resume with `migrate transform " in _error_line(transform)
     assert m.migrate("transform", "-q").exit_code == EXIT_OK
 
     before = m.procore()
@@ -308,9 +308,9 @@ def test_a_failing_service_makes_every_stage_exit_1_and_keeps_its_work(clean: Mi
         load = m.migrate("load", "-q")
         run = m.migrate("run", "-q")
     assert load.exit_code == EXIT_FAILED, load.output
-    assert _error_line(load).endswith("resume with `migrate load`.")
+    assert "resume with `migrate load " in _error_line(load)
     assert run.exit_code == EXIT_FAILED, run.output
-    assert _error_line(run).endswith("resume with `migrate run`.")
+    assert "resume with `migrate run " in _error_line(run)
     assert m.procore()["issues"] == before["issues"]  # the refused sync created nothing
     assert m.migrate("run", "-q").exit_code == EXIT_OK
 

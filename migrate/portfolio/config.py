@@ -42,9 +42,8 @@ from typing import Any
 
 from migrate.clients.sharedquota import LedgerSettings, QuotaWindow
 from migrate.errors import ConfigError
-from migrate.settings import Settings, settings_from_data
+from migrate.settings import PORTFOLIO_ENV, Settings, settings_from_data
 
-PORTFOLIO_ENV = "MIGRATE_PORTFOLIO"
 DEFAULT_PORTFOLIO_NAME = "portfolio.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SECTIONS = ("portfolio", "quota", "defaults", "project")
