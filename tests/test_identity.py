@@ -238,6 +238,8 @@ def make_legacy(path: Path) -> None:
             "DROP TABLE project_exports; DROP TABLE source_inventory; "
             # migration 13
             "DROP TABLE field_ledger; "
+            # migration 14
+            "DROP TABLE rate_readings; "
             "DELETE FROM schema_migrations WHERE number > 4; "
             "PRAGMA application_id = 0; PRAGMA user_version = 4;"
         )
