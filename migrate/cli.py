@@ -128,6 +128,8 @@ _STAGE_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED, EXIT_INTERRU
 _READ_EXITS = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED)
 #: What the environment variables of a command are, by group (settings.ENVIRONMENT).
 _CONFIG, _SOURCE, _TARGET, _PORTFOLIO = "config", "source", "target", "portfolio"
+#: What `migrate portfolio run` sets for a project's load (settings.ENVIRONMENT "shared").
+_SHARED = "shared"
 #: `migrate --help` lists the commands in the order a migration uses them.
 _COMMAND_ORDER = (
     "init",
@@ -673,7 +675,9 @@ def plan(
 
 
 @main.command(
-    env=(_CONFIG, _TARGET), exits=_STAGE_EXITS, example="migrate load --config migration.toml"
+    env=(_CONFIG, _TARGET, _SHARED),
+    exits=_STAGE_EXITS,
+    example="migrate load --config migration.toml",
 )
 @_config_option
 @_load_options
@@ -706,7 +710,7 @@ def load(
 
 
 @main.command(
-    env=(_CONFIG, _SOURCE, _TARGET),
+    env=(_CONFIG, _SOURCE, _TARGET, _SHARED),
     exits=_STAGE_EXITS,
     example="migrate run --dry-run   (then, the plan read: migrate run)",
 )

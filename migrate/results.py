@@ -310,6 +310,9 @@ class LoadResult:
     apply_deletions: bool = False
     elapsed_seconds: float = 0.0
     completed: bool = True
+    #: Company checklist templates this run "created", or "reused" (an identical one another
+    #: project of the company built: no copy made).
+    company_templates: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_requests(self) -> int:
@@ -361,6 +364,7 @@ class LoadResult:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "target_project_id": self.target_project_id,
             "completed": self.completed,
+            "company_templates": dict(self.company_templates),
         }
 
     def requests_json(self) -> dict[str, int]:
@@ -379,6 +383,12 @@ class LoadResult:
             f"Attachments: {self.uploads_done} uploaded, {self.uploads_reused} reused "
             "from an earlier attempt."
         )
+        if any(self.company_templates.values()):
+            lines.append(
+                f"Company checklist templates: {self.company_templates.get('created', 0)} "
+                f"created, {self.company_templates.get('reused', 0)} reused (identical ones "
+                "another project of the company built; no copy made)."
+            )
         lines.append(
             f"Requests to Procore: {self.total_requests} ({self.quota_requests} against the "
             f"quota, {self.write_requests} writes); {self.quota_wait_seconds:.1f} s waited on "

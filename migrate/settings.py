@@ -16,6 +16,7 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
+from migrate.clients.companylock import COMPANY_LOCK_ENV
 from migrate.clients.credentials import (
     FIELD_PASSWORD_ENV,
     FIELD_USERNAME_ENV,
@@ -54,11 +55,19 @@ ENVIRONMENT: dict[str, tuple[tuple[str, str], ...]] = {
         (PROCORE_CLIENT_SECRET_ENV, "Procore app's client secret"),
         (PROCORE_ACCESS_TOKEN_ENV, "or a ready Procore access token (wins; never renewed)"),
     ),
+    "shared": (
+        (
+            COMPANY_LOCK_ENV,
+            "set by `migrate portfolio run` for each project: the lock its load holds while "
+            "creating company checklist set-up (unset: none)",
+        ),
+    ),
 }
 
 # Credentials and URL rules belong to the clients (which must not import this module); they are
 # re-exported here so a command reads config and credentials from one place.
 __all__ = [
+    "COMPANY_LOCK_ENV",
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
     "ENVIRONMENT",

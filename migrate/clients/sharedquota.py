@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrate.clients.companylock import lock_environment
 from migrate.clients.ratebudget import SpendStore
 from migrate.errors import ConfigError
 
@@ -154,10 +155,12 @@ def create_ledger(path: str | os.PathLike[str], settings: LedgerSettings) -> Pat
 
 def quota_environment(ledger_path: str | os.PathLike[str], holder: str) -> dict[str, str]:
     """The environment entries that make every Procore client of a process spend the ledger's
-    quota (see :func:`spend_store_from_env`), as ``holder``."""
+    quota (see :func:`spend_store_from_env`), as ``holder``, and its load take the company lock
+    next to the ledger (:mod:`migrate.clients.companylock`)."""
     return {
         QUOTA_ENV: _LEDGER_SCHEME + str(Path(ledger_path).resolve()),
         QUOTA_HOLDER_ENV: holder,
+        **lock_environment(ledger_path),
     }
 
 

@@ -23,7 +23,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from migrate.contract import load_readings
 from migrate.errors import MigrateError, StageFailed
-from migrate.ids import ENTITY_INSPECTION, ENTITY_ISSUE, ENTITY_LOCATION
+from migrate.ids import (
+    ENTITY_INSPECTION,
+    ENTITY_INSPECTION_TEMPLATE,
+    ENTITY_ISSUE,
+    ENTITY_LOCATION,
+)
 from migrate.load.decision import (
     CLOSED,
     Action,
@@ -425,6 +430,11 @@ class _Loader:
             apply_deletions=self.options.apply_deletions,
             elapsed_seconds=time.monotonic() - self.started,
             completed=completed,
+            company_templates={
+                kind: n
+                for kind, n in ctx.counts.get(ENTITY_INSPECTION_TEMPLATE, Counter()).items()
+                if n
+            },
         )
 
 
@@ -444,9 +454,11 @@ def load_from_settings(
 ) -> LoadResult:
     """``migrate load``: the Procore client (one rate budget), staging DB, blob store and run
     log, then :func:`run`."""
+    from migrate.clients.companylock import company_lock_from_env
     from migrate.clients.factory import procore_client
 
     company_id, project_id = settings.target_ids()
+    company_lock = company_lock_from_env(env)
     options = LoadOptions(
         target_project_id=project_id,
         workers=settings.target.workers,
@@ -454,8 +466,10 @@ def load_from_settings(
         retry_rejected=retry_rejected,
         max_deletions=max_deletions,
         on_deletions=on_deletions,
+        company_lock=company_lock,
     )
     with (
+        company_lock,
         procore_client(settings, env) as client,
         open_store(settings.staging.path, create=False) as store,
     ):

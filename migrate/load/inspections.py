@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -250,11 +252,32 @@ class _Blocks:
         if row is not None and row.is_loaded:
             assert row.target_id is not None
             return row.target_id
-        if reuse or (row is not None and row.state == "sent"):
-            found = find(row is not None and row.state == "sent")
+        in_flight = row is not None and row.state == "sent"
+        if reuse or in_flight:
+            found = find(in_flight)
             if found is not None:
                 return self._loaded(entity, source_id, found, hashed)
-        return self._send(entity, source_id, hashed, create, find)
+        if not reuse:
+            return self._send(entity, source_id, hashed, create, find)
+        with self._company_lock():
+            # Another project of the company may have made it since that list: look again.
+            found = find(True)
+            if found is not None:
+                return self._loaded(entity, source_id, found, hashed)
+            return self._send(entity, source_id, hashed, create, find)
+
+    def _company_lock(self) -> AbstractContextManager[None]:
+        """Held while a company-level block is found or created (see companylock.py)."""
+        return self.ctx.options.company_lock.held(self._waiting_for_lock)
+
+    def _waiting_for_lock(self) -> None:
+        line = (
+            "waiting for the company set-up lock (another project of company "
+            f"{self.client.settings.company_id} is creating building blocks)"
+        )
+        print(line, file=sys.stderr, flush=True)
+        if self.ctx.log is not None:
+            self.ctx.log.info("load", "company_lock_wait", message=line, mirror=False)
 
     def _send(
         self,
@@ -407,15 +430,7 @@ class _Blocks:
                     return int(found["id"])
             return None
 
-        company_id = self._ensure(
-            ENTITY_INSPECTION_TEMPLATE,
-            planned.source_id,
-            "",
-            find,
-            lambda: client.create_company_template(fields),
-            reuse=False,
-        )
-        self._sections_and_items(company_id, payload)
+        company_id = self._company_template(planned, fields, find)
         project_template_id = self._project_template(planned.source_id, company_id)
         with ctx.store.transaction():
             update_loaded(
@@ -426,6 +441,141 @@ class _Blocks:
                 payload_hash=planned.payload_hash,
             )
         return _Template(project_template_id, type_id)
+
+    def _company_template(
+        self,
+        planned: PlannedInspectionTemplate,
+        fields: Mapping[str, Any],
+        find: Callable[[bool], int | None],
+    ) -> int:
+        """The company template of ``planned``, whole: recorded, reused, or built now.
+
+        Built under the company lock, so another project sees it whole or not at all; and
+        under it an identical one another project built is reused rather than copied.
+        """
+        ctx, payload = self.ctx, planned.payload
+        done = self._recorded_whole(planned)
+        if done is not None:
+            return done
+        with self._company_lock():
+            row = self._row(ENTITY_INSPECTION_TEMPLATE, planned.source_id)
+            if row is None or not row.is_loaded:
+                same = self._identical_template(planned, fields)
+                if same is not None:
+                    company_id, parts = same
+                    with ctx.store.transaction():
+                        for entity, source_id, target_id in parts:
+                            mark_loaded(
+                                ctx.store,
+                                entity,
+                                ctx.project_id,
+                                source_id,
+                                target_id,
+                                payload_hash="",
+                            )
+                    ctx.count("reused", ENTITY_INSPECTION_TEMPLATE)
+                    return company_id
+            made: list[bool] = []
+
+            def create() -> dict[str, Any]:
+                made.append(True)
+                return self.client.create_company_template(fields)
+
+            company_id = self._ensure(
+                ENTITY_INSPECTION_TEMPLATE, planned.source_id, "", find, create, reuse=False
+            )
+            if made:
+                ctx.count("created", ENTITY_INSPECTION_TEMPLATE)
+            self._sections_and_items(company_id, payload)
+            return company_id
+
+    def _recorded_whole(self, planned: PlannedInspectionTemplate) -> int | None:
+        """The company template's id when the id map has it and every section and item."""
+        ctx = self.ctx
+        row = self._row(ENTITY_INSPECTION_TEMPLATE, planned.source_id)
+        if row is None or not row.is_loaded:
+            return None
+        sections = planned.payload.get("sections") or []
+        keys = [str(section["key"]) for section in sections]
+        items = [str(item["source_id"]) for section in sections for item in section["items"]]
+        for entity, wanted in ((ENTITY_TEMPLATE_SECTION, keys), (ENTITY_TEMPLATE_ITEM, items)):
+            rows = map_rows_of(ctx.store, entity, ctx.project_id, wanted)
+            if any(key not in rows or not rows[key].is_loaded for key in wanted):
+                return None
+        return row.target_id
+
+    def _identical_template(
+        self, planned: PlannedInspectionTemplate, fields: Mapping[str, Any]
+    ) -> tuple[int, list[tuple[str, str, int]]] | None:
+        """A company template (made by another project) exactly as ``planned`` would be built:
+        its id and the id map rows (entity, source id, Procore id) of it, its sections and
+        items; None when there is none. Lock held."""
+        taken = self._taken(ENTITY_INSPECTION_TEMPLATE)
+        for found in self.client.company_templates(query=planned.name):
+            kind = found.get("inspection_type") or {}
+            if (
+                found.get("name") != fields["name"]
+                or found.get("description") != fields.get("description")
+                or kind.get("id") != fields.get("inspection_type_id")
+                or int(found["id"]) in taken
+            ):
+                continue
+            parts = self._same_contents(int(found["id"]), planned.payload)
+            if parts is not None:
+                template = (ENTITY_INSPECTION_TEMPLATE, planned.source_id, int(found["id"]))
+                return int(found["id"]), [template, *parts]
+        return None
+
+    def _same_contents(
+        self, company_id: int, payload: Mapping[str, Any]
+    ) -> list[tuple[str, str, int]] | None:
+        """The id map rows of template ``company_id``'s sections and items when they are the
+        planned ones, in order (names, positions, item types and response sets); else None."""
+        client = self.client
+        by_place = sorted(
+            client.company_template_sections(company_id),
+            key=lambda s: (s.get("position") or 0, s["id"]),
+        )
+        items: dict[int, list[dict[str, Any]]] = {}
+        for item in client.company_template_items(company_id):
+            items.setdefault(int(item.get("section_id") or 0), []).append(item)
+        planned_sections = sorted(payload.get("sections") or [], key=lambda s: s["position"])
+        if len(by_place) != len(planned_sections) or sum(map(len, items.values())) != sum(
+            len(s.get("items") or []) for s in planned_sections
+        ):
+            return None
+        parts: list[tuple[str, str, int]] = []
+        sets: list[tuple[Mapping[str, Any], Any]] = []
+        for section, found in zip(planned_sections, by_place, strict=True):
+            if (found.get("name"), found.get("position")) != (section["name"], section["position"]):
+                return None
+            parts.append((ENTITY_TEMPLATE_SECTION, str(section["key"]), int(found["id"])))
+            planned_items = sorted(section.get("items") or [], key=lambda i: i["position"])
+            found_items = sorted(
+                items.get(int(found["id"]), []), key=lambda i: (i.get("position") or 0, i["id"])
+            )
+            if len(found_items) != len(planned_items):
+                return None
+            for item, there in zip(planned_items, found_items, strict=True):
+                kind = str(item.get("type") or "default")
+                shown = there.get("type")
+                shown_kind = shown.get("name") if isinstance(shown, Mapping) else shown
+                chosen = item.get("response_set") if kind == "multiple_choice" else None
+                there_set = (there.get("response_set") or {}).get("id")
+                if (
+                    there.get("name") != item["name"]
+                    or there.get("position") != item["position"]
+                    or shown_kind != kind
+                    or (chosen is None) != (there_set is None)
+                ):
+                    return None
+                if chosen is not None:
+                    sets.append((chosen, there_set))
+                parts.append((ENTITY_TEMPLATE_ITEM, str(item["source_id"]), int(there["id"])))
+        # Last, as they may cost a look-up (or a create this build would make anyway).
+        if any(self.response_set(chosen) != there_set for chosen, there_set in sets):
+            return None
+        return parts
 
     def _sections_and_items(self, company_id: int, payload: Mapping[str, Any]) -> None:
         client = self.client

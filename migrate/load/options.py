@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from migrate.clients.companylock import CompanyLock, NoLock
 
 
 @dataclass(frozen=True)
@@ -24,3 +26,6 @@ class LoadOptions:
     #: Called with the issues about to be closed ({source_id, target_id, title,
     #: target_status}) before load writes anything, so the engineer sees them first.
     on_deletions: Callable[[Sequence[Mapping[str, Any]]], None] | None = None
+    #: Held while company-level inspection set-up is found or created (another project of
+    #: the company may be loading: `migrate portfolio run`); NoLock for a project alone.
+    company_lock: CompanyLock = field(default_factory=NoLock)

@@ -51,10 +51,12 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
+from migrate.clients.companylock import COMPANY_LOCK_ENV, CompanyLock
 from migrate.clients.sharedquota import QUOTA_ENV, QUOTA_HOLDER_ENV, LedgerSettings, QuotaWindow
 from migrate.errors import ConfigError, TransportError
 
@@ -69,6 +71,11 @@ PREFECT_SCHEME = "prefect:"
 BURST_SHARE = 0.1
 #: Prefect's answer when a limit has no free slots.
 _LOCKED = 423
+#: The company lock's lease (Prefect's shortest is 60 s) and how often its holder renews it.
+LOCK_LEASE_SECONDS = 60.0
+LOCK_RENEW_SECONDS = 15.0
+#: The longest a project waiting for the company lock goes without asking again.
+LOCK_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,9 @@ class PrefectQuotaPlan:
     batch: int = 1
     #: Longest time from claiming a request's slots to Procore counting it (seconds).
     delay_allowance: float = 2.0
+    #: The one-slot limit projects take while they create company building blocks
+    #: (:class:`PrefectCompanyLock`); empty: none.
+    company_lock: str = ""
 
     @property
     def names(self) -> list[str]:
@@ -118,13 +128,14 @@ class PrefectQuotaPlan:
     def spec(self) -> str:
         """What workers are told (``MIGRATE_SHARED_QUOTA=prefect:<spec>``): the limits' names
         and how to claim them; their sizes live on Prefect's server."""
-        return urlencode(
-            {
-                "names": ",".join(self.names),
-                "batch": self.batch,
-                "delay_allowance": self.delay_allowance,
-            }
-        )
+        fields: dict[str, Any] = {
+            "names": ",".join(self.names),
+            "batch": self.batch,
+            "delay_allowance": self.delay_allowance,
+        }
+        if self.company_lock:
+            fields["company_lock"] = self.company_lock
+        return urlencode(fields)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +143,7 @@ class PrefectQuotaPlan:
             "delay_allowance": self.delay_allowance,
             "slots_per_request": SLOTS_PER_REQUEST,
             "sustained_per_second": round(self.sustained_per_second, 4),
+            "company_lock": self.company_lock,
             "limits": [
                 {
                     "name": limit.name,
@@ -197,7 +209,13 @@ def plan_limits(
     names = [limit.name for limit in limits]
     if len(set(names)) != len(names):
         raise ConfigError(f"Two of the portfolio's quota windows have the same length: {names}.")
-    return PrefectQuotaPlan(tuple(limits), batch, delay_allowance)
+    return PrefectQuotaPlan(tuple(limits), batch, delay_allowance, company_lock_name(prefix))
+
+
+def company_lock_name(prefix: str) -> str:
+    """``procore-company-blocks``: the company lock of every portfolio with this ``prefix``
+    (the same scheme as the quota's limits: one prefix per Procore company)."""
+    return f"{prefix}-company-blocks"
 
 
 def ensure_limits(plan: PrefectQuotaPlan, client: SyncPrefectClient | None = None) -> None:
@@ -208,6 +226,11 @@ def ensure_limits(plan: PrefectQuotaPlan, client: SyncPrefectClient | None = Non
         for limit in plan.limits:
             prefect.upsert_global_concurrency_limit_by_name(
                 limit.name, limit.slots, slot_decay_per_second=limit.slot_decay_per_second
+            )
+        if plan.company_lock:
+            # One holder at a time; no decay: a dead holder's slot goes with its lease.
+            prefect.upsert_global_concurrency_limit_by_name(
+                plan.company_lock, 1, slot_decay_per_second=0.0
             )
 
     if client is not None:
@@ -225,7 +248,11 @@ class PrefectQuota:
     spec: str
 
     def environment(self, holder: str) -> dict[str, str]:
-        return {QUOTA_ENV: PREFECT_SCHEME + self.spec, QUOTA_HOLDER_ENV: holder}
+        env = {QUOTA_ENV: PREFECT_SCHEME + self.spec, QUOTA_HOLDER_ENV: holder}
+        lock = parse_qs(self.spec).get("company_lock", [""])[0]
+        if lock:
+            env[COMPANY_LOCK_ENV] = PREFECT_SCHEME + lock
+        return env
 
 
 def spend_store(spec: str, holder: str) -> PrefectSpendStore:
@@ -333,13 +360,8 @@ class PrefectSpendStore:
     # -- Prefect (lock held) -------------------------------------------------------------------
     def _connected(self) -> SyncPrefectClient:
         if self._client is None:
-            from prefect.client.orchestration import get_client
-
-            client = get_client(sync_client=True)
-            client.__enter__()
-            self._client = client
             # The rate budget has no close hook: the connection closes with this store.
-            weakref.finalize(self, client.__exit__, None, None, None)
+            self._client = connect(self)
         return self._client
 
     def _take_batch(self, now: float) -> float:
@@ -380,11 +402,141 @@ class PrefectSpendStore:
         return 0.0
 
     def _unreachable(self, error: Exception) -> TransportError:
-        return TransportError(
-            "Prefect's API did not grant Procore quota "
-            f"({type(error).__name__}: {str(error)[:200]}). What was done so far is kept; "
-            "run the project again (Prefect's task retries do) once the Prefect server answers."
-        )
+        return unreachable("grant Procore quota", error)
+
+
+def company_lock(name: str) -> PrefectCompanyLock:
+    """What :func:`migrate.clients.companylock.company_lock_from_env` builds for ``prefect:``."""
+    if not name.strip():
+        raise ConfigError(f"{COMPANY_LOCK_ENV}=prefect: names no Prefect limit.")
+    return PrefectCompanyLock(name.strip())
+
+
+class PrefectCompanyLock(CompanyLock):
+    """The company lock on several machines: one slot of the Prefect global concurrency limit
+    ``name`` (made by :func:`ensure_limits`, 1 slot, no decay), taken in ``concurrency`` mode
+    and given back when the lock is.
+
+    A holder killed without giving it back must not hold it for ever. The slot is taken with
+    a *lease* (Prefect 3.4+: ``/v2/concurrency_limits/increment-with-lease``) that a thread of
+    the holder renews every :data:`LOCK_RENEW_SECONDS`; a dead holder's lease runs out after
+    :data:`LOCK_LEASE_SECONDS` and Prefect's server (its repossessor) frees the slot. Slot
+    decay, the alternative, frees a slot after a fixed time whether or not its holder still
+    works: a long template build would then share the lock with the next project, which is
+    what the lock is there to stop. A Prefect server without leases answers 404: a
+    ConfigError naming the version needed.
+    """
+
+    def __init__(self, name: str, client: SyncPrefectClient | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self._client = client
+        self._lease: str | None = None
+        self._renewing: threading.Event | None = None
+        #: Prefect API calls made (takes, refusals, renewals, releases).
+        self.api_calls = 0
+
+    def _connected(self) -> SyncPrefectClient:
+        if self._client is None:
+            self._client = connect(self)
+        return self._client
+
+    def _acquire(self, on_wait: Callable[[], None]) -> None:
+        import httpx
+
+        from migrate import stopping
+
+        client = self._connected()
+        told = False
+        while True:
+            stopping.check()
+            self.api_calls += 1
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[self.name],
+                    slots=1,
+                    mode="concurrency",
+                    lease_duration=LOCK_LEASE_SECONDS,
+                )
+                break
+            except httpx.HTTPStatusError as error:
+                status = error.response.status_code
+                if status == _LOCKED:
+                    if not told:
+                        on_wait()
+                        told = True
+                    # Prefect's Retry-After follows the slot's average occupancy (up to 30 s):
+                    # a lock is usually held for seconds, so look again sooner.
+                    wait = _seconds(error.response.headers.get("Retry-After"))
+                    stopping.sleep(min(max(wait, 0.05), LOCK_POLL_SECONDS))
+                    continue
+                if status == 404:
+                    raise ConfigError(
+                        "Prefect's server has no concurrency leases (Prefect 3.4 or later "
+                        f"needed) for the company lock {self.name}."
+                    ) from None
+                raise unreachable("grant the company set-up lock", error) from None
+            except httpx.HTTPError as error:
+                raise unreachable("grant the company set-up lock", error) from None
+        granted = response.json()
+        self._lease = str(granted["lease_id"])
+        if self.name not in {limit.get("name") for limit in granted.get("limits") or []}:
+            # Prefect grants a lease on a limit that does not exist: no lock at all.
+            self._release()
+            raise ConfigError(
+                f"Prefect has no concurrency limit named {self.name}. Create it with "
+                "`python -m migrate.portfolio.prefect_flow limits` (or run the portfolio flow, "
+                "which does)."
+            )
+        stop = threading.Event()
+        self._renewing = stop
+        threading.Thread(
+            target=self._renew, args=(self._lease, stop), name="company-lock-lease", daemon=True
+        ).start()
+
+    def _renew(self, lease: str, stop: threading.Event) -> None:
+        from uuid import UUID
+
+        while not stop.wait(LOCK_RENEW_SECONDS):
+            try:
+                self.api_calls += 1
+                self._connected().renew_concurrency_lease(UUID(lease), LOCK_LEASE_SECONDS)
+            except Exception:  # best effort: the next renewal tries again
+                continue
+
+    def _release(self) -> None:
+        from uuid import UUID
+
+        if self._renewing is not None:
+            self._renewing.set()
+            self._renewing = None
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        try:
+            self.api_calls += 1
+            self._connected().release_concurrency_slots_with_lease(UUID(lease))
+        except Exception:  # the lease runs out instead; the next holder waits that long
+            return
+
+
+def connect(owner: object) -> SyncPrefectClient:
+    """A client of Prefect's API (``PREFECT_API_URL``), open until ``owner`` is collected."""
+    from prefect.client.orchestration import get_client
+
+    client = get_client(sync_client=True)
+    client.__enter__()
+    weakref.finalize(owner, client.__exit__, None, None, None)
+    return client
+
+
+def unreachable(what: str, error: Exception) -> TransportError:
+    """Prefect's API did not answer (or refused) ``what``: a transport failure, resumable."""
+    return TransportError(
+        f"Prefect's API did not {what} ({type(error).__name__}: {str(error)[:200]}). What was "
+        "done so far is kept; run the project again (Prefect's task retries do) once the "
+        "Prefect server answers."
+    )
 
 
 def _seconds(value: str | None) -> float:

@@ -1,0 +1,305 @@
+"""Company-level inspection set-up made once across a portfolio (issue 18, company lock).
+
+Two projects of one company load at once: each would list the company's response sets and
+templates, see nothing and create its own. The company lock (migrate/clients/companylock.py)
+makes the second wait while the first builds, then find what the first made; an identical
+company template is reused rather than copied. The race is forced by construction: project
+A's create is held in the simulator (tests/gates.py) while A holds the lock, and project B is
+seen waiting for the lock instead of reaching the held create.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.clients.companylock import (
+    COMPANY_LOCK_ENV,
+    NoLock,
+    SqliteCompanyLock,
+    company_lock_from_env,
+    lock_environment,
+)
+from migrate.clients.sharedquota import quota_environment
+from migrate.errors import ConfigError
+from migrate.ids import (
+    ENTITY_INSPECTION_TEMPLATE,
+    ENTITY_INSPECTION_TYPE,
+    ENTITY_RESPONSE_SET,
+    ENTITY_TEMPLATE_ITEM,
+    ENTITY_TEMPLATE_SECTION,
+)
+from migrate.load import load_from_settings
+from migrate.sandbox.httpbase import RunningServer
+from migrate.settings import Settings, load_settings
+from migrate.store import open_store
+from migrate.store.planned import id_map_rows, template_payload_hash
+from tests.gates import HeldCalls
+from tests.inspection_rows import TEMPLATES, plant_inspections
+from tests.test_load import GENEROUS, PROCORE_ENV, RecordingProcoreApp
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECTS = (5100, 5101)  # two projects of company 4100 in the simulator
+WAITING = "waiting for the company set-up lock"
+#: A project's load in a process of its own; prints what it did with company templates.
+CHILD = (
+    "import json, os, sys\n"
+    "from migrate.load import load_from_settings\n"
+    "from migrate.settings import load_settings\n"
+    "result = load_from_settings(load_settings(sys.argv[1]), os.environ)\n"
+    "print(json.dumps(result.as_json()['company_templates']), flush=True)\n"
+)
+#: Building blocks whose ids every project of the company shares.
+COMPANY_ENTITIES = (
+    ENTITY_INSPECTION_TYPE,
+    ENTITY_RESPONSE_SET,
+    ENTITY_INSPECTION_TEMPLATE,
+    ENTITY_TEMPLATE_SECTION,
+    ENTITY_TEMPLATE_ITEM,
+)
+#: Long enough for a busy machine to start a Python process and load to reach the point.
+GUARD_SECONDS = 120.0
+
+
+# -- the lock itself ----------------------------------------------------------------------------
+HOLDER = (
+    "import sys\n"
+    "from migrate.clients.companylock import SqliteCompanyLock\n"
+    "lock = SqliteCompanyLock(sys.argv[1])\n"
+    "with lock.held():\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()  # until killed\n"
+)
+
+
+def test_a_killed_holder_of_the_local_lock_lets_the_next_project_in(tmp_path: Path) -> None:
+    path = tmp_path / "company-lock.sqlite"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        waiting = threading.Event()
+        taken = threading.Event()
+        lock = SqliteCompanyLock(path)
+
+        def take() -> None:
+            with lock.held(on_wait=waiting.set):
+                taken.set()
+
+        thread = threading.Thread(target=take, daemon=True)
+        thread.start()
+        # The holder has it: the other process is told it waits, and does not get it.
+        assert waiting.wait(GUARD_SECONDS)
+        assert not taken.is_set()
+        holder.kill()  # no release: the OS drops the dead process's file lock
+        holder.wait(60)
+        assert taken.wait(GUARD_SECONDS), "the lock of a killed holder was never freed"
+        thread.join(GUARD_SECONDS)
+        assert lock.waits == 1
+        lock.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(60)
+
+
+def test_the_lock_is_reentrant_and_none_without_the_variable(tmp_path: Path) -> None:
+    assert isinstance(company_lock_from_env({}), NoLock)
+    env = lock_environment(tmp_path / "quota.sqlite")
+    assert env == {COMPANY_LOCK_ENV: f"sqlite:{(tmp_path / 'company-lock.sqlite').resolve()}"}
+    # The portfolio sets it with the shared quota, in one place.
+    assert (
+        quota_environment(tmp_path / "quota.sqlite", "p0")[COMPANY_LOCK_ENV]
+        == (env[COMPANY_LOCK_ENV])
+    )
+    with company_lock_from_env(env) as lock:
+        assert isinstance(lock, SqliteCompanyLock)
+        other = SqliteCompanyLock(lock.path)  # another process's, on a connection of its own
+        waiting, taken = threading.Event(), threading.Event()
+
+        def take() -> None:
+            with other.held(on_wait=waiting.set):
+                taken.set()
+
+        thread = threading.Thread(target=take, daemon=True)
+        with lock.held():  # a template's build...
+            with lock.held():  # ...and a response set inside it: no wait for itself
+                thread.start()
+                assert waiting.wait(GUARD_SECONDS)
+            assert not taken.is_set()  # the inner hold's end does not let go of it
+        assert taken.wait(GUARD_SECONDS)  # the outer one's does
+        thread.join(GUARD_SECONDS)
+        assert lock.waits == 0 and other.waits == 1
+        other.close()
+    with pytest.raises(ConfigError, match=COMPANY_LOCK_ENV):
+        company_lock_from_env({COMPANY_LOCK_ENV: "lock-it-please"})
+
+
+# -- two projects of one company loading at once -------------------------------------------------
+def project_folder(tmp: Path, url: str, project_id: int, count: int = 4) -> Path:
+    """A project's folder (migration.toml, staging DB) with ``count`` planned checklists of
+    both templates, planned for Procore project ``project_id``."""
+    folder = tmp / f"p{project_id}"
+    folder.mkdir()
+    config = folder / "migration.toml"
+    config.write_text(
+        f'[target]\nbase_url = "{url}"\nauth_url = "{url}"\n'
+        f"company_id = 4100\nproject_id = {project_id}\nworkers = 2\n\n"
+        '[staging]\npath = "staging.db"\nblobs = "blobs"\nlogs = "logs"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    open_store(settings.staging.path).close()
+    plant_inspections(settings, count, light=True)
+    store = open_store(settings.staging.path)
+    try:  # the planted transform run names project 5100
+        with store.transaction():
+            store.conn.execute(
+                "UPDATE runs SET args = ? WHERE command = 'transform'",
+                (json.dumps({"target_project_id": project_id}),),
+            )
+    finally:
+        store.close()
+    return config
+
+
+def company_ids(settings: Settings) -> dict[str, dict[str, int | None]]:
+    """The id map's Procore ids of the company's building blocks, by entity and source id."""
+    store = open_store(settings.staging.path, read_only=True)
+    try:
+        return {
+            entity: {
+                source: row.target_id
+                for source, row in id_map_rows(store, entity, settings.target.project_id).items()
+            }
+            for entity in COMPANY_ENTITIES
+        }
+    finally:
+        store.close()
+
+
+def _wait_until(what: str, done: Any, *alive: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + GUARD_SECONDS
+    while not done():
+        for process in alive:
+            if process.poll() is not None:
+                raise AssertionError(f"a load ended before {what}: exit {process.returncode}")
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def race_two_projects(tmp: Path, gate_route: str, lock_env: Mapping[str, str]) -> dict[str, Any]:
+    """Project A's ``gate_route`` create is held while A holds the company lock; project B
+    starts and must wait for the lock (not reach the gate); then A is let go. Returns what
+    Procore and both staging DBs hold."""
+    app = RecordingProcoreApp(**GENEROUS)
+    server = RunningServer(app)
+    try:
+        configs = [project_folder(tmp, server.url, project) for project in PROJECTS]
+        env = {**os.environ, **PROCORE_ENV, "PYTHONPATH": str(REPO), **lock_env}
+        logs = [tmp / f"load-{n}.err" for n in range(2)]
+        started = time.monotonic()
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            with HeldCalls(app, gate_route, guard=GUARD_SECONDS) as gate:
+                for n, config in enumerate(configs):
+                    with logs[n].open("wb") as err:
+                        processes.append(
+                            subprocess.Popen(
+                                [sys.executable, "-c", CHILD, str(config)],
+                                env=env,
+                                stdout=subprocess.PIPE,
+                                stderr=err,
+                            )
+                        )
+                    if n == 0:
+                        _wait_until("A reached the gate", lambda: gate.held >= 1, *processes)
+                        continue
+
+                    def b_waits() -> bool:
+                        # Without the lock B would reach the gate too: fail at once if it does.
+                        assert gate.held == 1, "project B reached the held create: no lock"
+                        return WAITING in logs[1].read_text(encoding="utf-8", errors="replace")
+
+                    _wait_until("B waited for the company lock", b_waits, *processes)
+                    assert gate.held == 1
+            outputs = [p.communicate(timeout=GUARD_SECONDS)[0] for p in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(60)
+        errors = [log.read_text(encoding="utf-8", errors="replace") for log in logs]
+        assert [p.returncode for p in processes] == [0, 0], errors
+        assert WAITING not in errors[0] and errors[1].count(WAITING) == 1
+        settings = [load_settings(config) for config in configs]
+        with app.lock:
+            inspections = app.inspections
+            templates = [dict(t) for t in inspections.company_templates.values()]
+            sets = [dict(s) for s in inspections.response_sets.values()]
+            synced = {int(t["id"]): t["synced_to"] for t in inspections.project_templates.values()}
+            # Each project's inspections, by the project template they were made from.
+            made_from = {
+                project: [
+                    int(inspections.lists[i]["template_id"])
+                    for i in inspections._project_lists.get(project, [])
+                ]
+                for project in PROJECTS
+            }
+        return {
+            "seconds": time.monotonic() - started,
+            "made": [json.loads(out.decode().strip().splitlines()[-1]) for out in outputs],
+            "templates": templates,
+            "sets": sets,
+            "synced": synced,
+            "made_from": made_from,
+            "ids": [company_ids(s) for s in settings],
+            "calls": app.call_counts(),
+        }
+    finally:
+        server.stop()
+        app.close()
+
+
+def assert_made_once(race: Mapping[str, Any]) -> None:
+    """One response set and one company template of each name; both projects' inspections
+    come from them; both id maps name the same Procore ids."""
+    template_names = Counter(t["name"] for t in race["templates"])
+    assert template_names == Counter(t["name"] for t in TEMPLATES.values()), template_names
+    set_names = Counter(s["name"] for s in race["sets"])
+    assert set_names and max(set_names.values()) == 1, set_names
+    assert race["calls"].get("response_sets.create") == 1  # "Acceptable/Rework/N/A"
+    assert race["made"] == [{"created": 2}, {"reused": 2}]
+    company = {int(t["id"]) for t in race["templates"]}
+    for project in PROJECTS:
+        made = race["made_from"][project]
+        assert len(made) == 4
+        assert {race["synced"][template] for template in made} == company
+    first, second = race["ids"]
+    assert first == second
+    assert set(first[ENTITY_INSPECTION_TEMPLATE].values()) == company
+    assert all(None not in ids.values() and ids for ids in first.values())
+
+
+@pytest.mark.parametrize("gate_route", ["response_sets.create", "company_templates.create"])
+def test_two_projects_loading_at_once_make_the_company_set_up_once(
+    tmp_path: Path, gate_route: str
+) -> None:
+    lock = lock_environment(tmp_path / "quota.sqlite")
+    race = race_two_projects(tmp_path, gate_route, lock)
+    assert_made_once(race)
+    print(f"{gate_route}: {race['made']} in {race['seconds']:.1f} s")
