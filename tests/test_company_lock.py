@@ -303,3 +303,52 @@ def test_two_projects_loading_at_once_make_the_company_set_up_once(
     race = race_two_projects(tmp_path, gate_route, lock)
     assert_made_once(race)
     print(f"{gate_route}: {race['made']} in {race['seconds']:.1f} s")
+
+
+def test_a_company_template_that_differs_in_one_item_is_not_reused(tmp_path: Path) -> None:
+    app = RecordingProcoreApp(**GENEROUS)
+    server = RunningServer(app)
+    try:
+        first, second = (
+            load_settings(project_folder(tmp_path, server.url, project)) for project in PROJECTS
+        )
+        # The second project's Pre-pour names one item differently; its other template is
+        # the same as the first project's.
+        store = open_store(second.staging.path)
+        try:
+            payload = json.loads(
+                store.conn.execute(
+                    "SELECT payload FROM planned_inspection_templates WHERE source_id = ?",
+                    ("tpl-prepour",),
+                ).fetchone()[0]
+            )
+            payload["sections"][0]["items"][2]["name"] = "1.3 Remarks"
+            with store.transaction():
+                store.conn.execute(
+                    "UPDATE planned_inspection_templates SET payload = ?, payload_hash = ? "
+                    "WHERE source_id = 'tpl-prepour'",
+                    (json.dumps(payload), template_payload_hash(payload)),
+                )
+        finally:
+            store.close()
+        lock = lock_environment(tmp_path / "quota.sqlite")
+        made = load_from_settings(first, {**PROCORE_ENV, **lock})
+        assert made.company_templates == {"created": 2}
+        made = load_from_settings(second, {**PROCORE_ENV, **lock})
+        assert made.exit_code == 0
+        assert made.company_templates == {"created": 1, "reused": 1}
+        assert "Company checklist templates: 1 created, 1 reused" in "\n".join(made.summary_lines())
+        with app.lock:
+            names = Counter(t["name"] for t in app.inspections.company_templates.values())
+        assert names == Counter({"Pre-pour": 2, TEMPLATES["tpl-comm"]["name"]: 1})
+        ids = [company_ids(settings) for settings in (first, second)]
+        templates = [i[ENTITY_INSPECTION_TEMPLATE] for i in ids]
+        assert templates[0]["tpl-comm"] == templates[1]["tpl-comm"]
+        assert templates[0]["tpl-prepour"] != templates[1]["tpl-prepour"]
+        # A second run finds everything in its own id map: no set-up read, no lock needed.
+        again = load_from_settings(second, {**PROCORE_ENV, **lock})
+        assert again.company_templates == {}
+        assert not any("/companies/" in endpoint for endpoint in again.requests)
+    finally:
+        server.stop()
+        app.close()

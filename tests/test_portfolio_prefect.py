@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
+from migrate.clients.companylock import COMPANY_LOCK_ENV
 from migrate.clients.ratebudget import RateBudget
 from migrate.clients.sharedquota import LedgerSettings, QuotaWindow, spend_store_from_env
 from migrate.errors import ConfigError
@@ -237,6 +238,28 @@ def test_a_429_holds_every_worker_through_prefects_limits(prefect_api: str) -> N
     assert result["answered"] == 3
     # The hold took slots from both limits, so other workers wait too.
     assert result["held_limits"] == 2
+
+
+def test_two_projects_on_prefects_company_lock_make_the_company_set_up_once(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """The race of tests/test_company_lock.py with the lock a portfolio's Prefect workers
+    take: the one-slot limit ``<prefix>-company-blocks``, named in each project's environment
+    by the same PrefectQuota that names the quota's limits."""
+    from prefect.client.orchestration import get_client
+
+    from tests.test_company_lock import assert_made_once, race_two_projects
+
+    plan = plan_limits(PROCORE, prefix="test-lock")
+    assert plan.company_lock == "test-lock-company-blocks"
+    ensure_limits(plan)
+    lock = PrefectQuota(plan.spec()).environment("p")[COMPANY_LOCK_ENV]
+    assert lock == "prefect:test-lock-company-blocks"
+    race = race_two_projects(tmp_path, "company_templates.create", {COMPANY_LOCK_ENV: lock})
+    assert_made_once(race)
+    with get_client(sync_client=True) as prefect:
+        limit = prefect.read_global_concurrency_limit_by_name(plan.company_lock)
+    assert (limit.limit, limit.active_slots) == (1, 0)  # given back, not left to the lease
 
 
 # -- a portfolio as Prefect flows ----------------------------------------------------------------
