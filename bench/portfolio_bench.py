@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         stats = box.procore_app.rate_stats()
         spent = sum(r["requests"] for r in ledger_totals(portfolio.ledger_path).values())
+        templates = company_templates(portfolio)
+        with box.procore_app.lock:
+            templates["in Procore"] = len(box.procore_app.inspections.company_templates)
     counted = stats["requests"] - before
     windows = [spike, hourly]
     admitted = min(allowed(limit, seconds, elapsed) for limit, seconds in windows)
@@ -119,7 +122,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "elapsed": elapsed,
         "lower_bound": bound,
         "failed": failed,
+        "company_templates": templates,
     }
+
+
+def company_templates(portfolio: Any) -> dict[str, int]:
+    """Company checklist templates the projects' loads created, and reused (an identical one
+    another project built: no copy), from each project's recorded load runs."""
+    import json
+
+    from migrate.store import open_store
+
+    totals = {"created": 0, "reused": 0}
+    for entry in portfolio.projects:
+        store = open_store(entry.settings.staging.path, read_only=True)
+        try:
+            rows = store.conn.execute(
+                "SELECT counts FROM runs WHERE command = 'load' AND counts IS NOT NULL"
+            ).fetchall()
+        finally:
+            store.close()
+        for (counts,) in rows:
+            for kind, n in (json.loads(counts).get("company_templates") or {}).items():
+                totals[kind] = totals.get(kind, 0) + int(n)
+    return totals
 
 
 def main(argv: list[str]) -> int:
@@ -155,6 +181,11 @@ def main(argv: list[str]) -> int:
         f"extract + transform of every project first: {result['staging_seconds']:.1f} s; "
         f"the ledger recorded {result['ledger']:,} requests in the measured phase; "
         f"failed projects: {result['failed'] or 'none'}."
+    )
+    made = result["company_templates"]
+    print(
+        f"company checklist templates: {made['created']} created, {made['reused']} reused "
+        f"(identical ones another project built); {made['in Procore']} in Procore."
     )
     if args.write:
         append_section(

@@ -267,12 +267,25 @@ def race_two_projects(tmp: Path, gate_route: str, lock_env: Mapping[str, str]) -
             "sets": sets,
             "synced": synced,
             "made_from": made_from,
+            "answers": {project: answers(app.inspections_of(project)) for project in PROJECTS},
             "ids": [company_ids(s) for s in settings],
             "calls": app.call_counts(),
         }
     finally:
         server.stop()
         app.close()
+
+
+def answers(inspections: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each inspection's answers by item name (the same checklists are planted in both)."""
+    return {
+        str(inspection["identifier"]): {
+            item["name"]: (item["response"], item["responded_with"])
+            for section in inspection["sections"]
+            for item in section["items"]
+        }
+        for inspection in inspections
+    }
 
 
 def assert_made_once(race: Mapping[str, Any]) -> None:
@@ -289,6 +302,10 @@ def assert_made_once(race: Mapping[str, Any]) -> None:
         made = race["made_from"][project]
         assert len(made) == 4
         assert {race["synced"][template] for template in made} == company
+    # The project that reused the set-up answered its items as the one that built it did.
+    built, reused = (race["answers"][project] for project in PROJECTS)
+    assert built == reused
+    assert any(answer != (None, None) for items in built.values() for answer in items.values())
     first, second = race["ids"]
     assert first == second
     assert set(first[ENTITY_INSPECTION_TEMPLATE].values()) == company
