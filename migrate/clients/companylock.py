@@ -63,13 +63,17 @@ class CompanyLock:
     @contextmanager
     def held(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         with self._mutex:
-            if self._depth == 0:
-                self._acquire(lambda: self._waiting(on_wait))
-            self._depth += 1
+            entered = False
             try:
+                if self._depth == 0:
+                    self._acquire(lambda: self._waiting(on_wait))
+                self._depth += 1
+                entered = True
                 yield
             finally:
-                self._depth -= 1
+                if entered:
+                    self._depth -= 1
+                # Also after a take interrupted half-way (Ctrl-C just after it succeeded).
                 if self._depth == 0:
                     self._release()
 
@@ -82,7 +86,7 @@ class CompanyLock:
         """Take the shared lock; call ``on_wait`` once before waiting for another holder."""
 
     def _release(self) -> None:
-        """Give the shared lock back."""
+        """Give the shared lock back, if this process holds it (safe to call when not)."""
 
     def close(self) -> None:
         """Let go of connections (the lock is not held any more)."""

@@ -3,7 +3,10 @@
 Building blocks first, once per run and only for the templates the work needs: inspection
 types and response sets (listed first and reused by name: Procore ships standard ones), the
 company template with its sections and typed items, and its project copy
-(``create_from_company_template``). Then, a group of checklists at a time:
+(``create_from_company_template``). Company-level blocks are found or created under the company
+lock (clients/companylock.py: other projects of the company may be loading), listed again under
+it before a create, and a company template is built whole under it; an identical company
+template another project built is reused, not copied. Then, a group of checklists at a time:
 
 1. each inspection is created open from its project template, with ``location_id``,
    ``responsible_contractor_id`` (a project vendor of that name, else omitted: transform put
