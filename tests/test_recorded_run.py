@@ -97,6 +97,22 @@ def test_a_failing_progress_reader_does_not_hide_the_error(store: Store) -> None
     assert (row.status, row.counts, row.error) == ("failed", None, "the real one")
 
 
+def test_an_interrupt_that_left_a_transaction_open_still_records_interrupted(
+    tmp_path: Path,
+) -> None:
+    # A Ctrl-C inside a `with store.transaction()`'s __enter__, after BEGIN, leaves the
+    # transaction open with nobody to end it; the run's end must not join it.
+    path = tmp_path / "staging.db"
+    with open_store(path) as store:
+        with pytest.raises(KeyboardInterrupt), recorded_run(store, "load") as run:
+            store.conn.execute("BEGIN IMMEDIATE")
+            store.conn.execute("UPDATE runs SET args = '{}' WHERE id = ?", (run.id,))
+            raise KeyboardInterrupt
+        assert not store.in_transaction
+    with open_store(path) as reopened:  # what the next command reads
+        assert only_run(reopened, "load").status == "interrupted"
+
+
 def test_the_lock_is_taken_with_the_run_row_and_released_after_its_end(store: Store) -> None:
     seen: list[tuple[str, Any]] = []
 

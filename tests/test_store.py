@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -41,6 +42,7 @@ from migrate.store import (
     upsert_rows,
 )
 from migrate.store import db as db_module
+from migrate.store.base import immediate_transaction
 from migrate.store.db import APPLICATION_ID
 from migrate.store.runs import PROCESS_TOKEN
 
@@ -441,6 +443,70 @@ def test_nested_transaction_rolls_back_only_the_inner_block(store: Store, run_id
         assert store.in_transaction
     ids = [row[0] for row in store.conn.execute("SELECT source_id FROM raw_areas")]
     assert ids == ["kept"]
+
+
+class CtrlCAfter(sqlite3.Connection):
+    """A connection on which Ctrl-C lands as a statement returns (as Python runs a signal
+    handler when a call returns): the statements starting with ``landing`` run, then raise."""
+
+    landing: str | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        cursor = super().execute(sql, parameters)
+        if self.landing is not None and sql.startswith(self.landing):
+            raise KeyboardInterrupt
+        return cursor
+
+
+def interrupted_connection(path: Path, landing: str) -> CtrlCAfter:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, factory=CtrlCAfter, isolation_level=None)
+    assert isinstance(conn, CtrlCAfter)
+    conn.execute("CREATE TABLE pages (page TEXT)")
+    conn.landing = landing
+    return conn
+
+
+def pages(path: Path) -> list[str]:
+    with sqlite3.connect(path) as other:
+        return [page for (page,) in other.execute("SELECT page FROM pages ORDER BY page")]
+
+
+def test_ctrl_c_right_after_begin_leaves_no_transaction_open(db_path: Path) -> None:
+    conn = interrupted_connection(db_path, "BEGIN")
+    store = Store(str(db_path), conn)
+    with pytest.raises(KeyboardInterrupt), store.transaction():
+        pytest.fail("the block does not run")
+    # Left open, the next write joined it and was lost at exit (a run stayed "running").
+    assert not store.in_transaction
+    conn.execute("INSERT INTO pages VALUES ('written after')")
+    assert pages(db_path) == ["written after"]
+    conn.close()
+
+
+def test_ctrl_c_right_after_a_savepoint_rolls_back_only_the_inner_block(db_path: Path) -> None:
+    conn = interrupted_connection(db_path, "SAVEPOINT")
+    store = Store(str(db_path), conn)
+    with store.transaction():
+        conn.execute("INSERT INTO pages VALUES ('outer')")
+        with pytest.raises(KeyboardInterrupt), store.transaction():
+            pytest.fail("the block does not run")
+        conn.execute("INSERT INTO pages VALUES ('outer, after')")
+    assert not store.in_transaction
+    assert pages(db_path) == ["outer", "outer, after"]
+    conn.close()
+
+
+@pytest.mark.parametrize(("landing", "kept"), [("BEGIN", []), ("COMMIT", ["page"])])
+def test_immediate_transaction_under_ctrl_c_raises_it_and_leaves_none_open(
+    db_path: Path, landing: str, kept: list[str]
+) -> None:
+    conn = interrupted_connection(db_path, landing)
+    with pytest.raises(KeyboardInterrupt), immediate_transaction(conn):
+        conn.execute("INSERT INTO pages VALUES ('page')")
+    assert not conn.in_transaction
+    assert pages(db_path) == kept
+    conn.close()
 
 
 def test_dangling_reference_written_directly_fails_at_commit_with_names(store: Store) -> None:

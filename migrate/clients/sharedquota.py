@@ -41,6 +41,7 @@ from typing import Any
 from migrate.clients.companylock import lock_environment
 from migrate.clients.ratebudget import SpendStore
 from migrate.errors import ConfigError
+from migrate.store.base import immediate_transaction
 
 #: ``ledger:<path of the SQLite ledger>``; unset: every process has a quota of its own.
 QUOTA_ENV = "MIGRATE_SHARED_QUOTA"
@@ -141,13 +142,12 @@ def create_ledger(path: str | os.PathLike[str], settings: LedgerSettings) -> Pat
     conn = connect_shared(where)
     try:
         conn.executescript(_SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT INTO ledger_settings (id, settings) VALUES (1, ?) "
-            "ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
-            (json.dumps(settings.as_json()),),
-        )
-        conn.execute("COMMIT")
+        with immediate_transaction(conn):
+            conn.execute(
+                "INSERT INTO ledger_settings (id, settings) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+                (json.dumps(settings.as_json()),),
+            )
     finally:
         conn.close()
     return where
@@ -219,14 +219,11 @@ class LedgerSpendStore:
         with self._lock:
             if now < self._not_before:
                 return self._not_before - now, None
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(self._conn) as conn:
                 wait = self._wait(conn, now)
                 if wait > 0:
-                    conn.execute("ROLLBACK")
                     self._not_before = now + wait
-                    return wait, None
+                    return wait, None  # nothing written: the commit is empty
                 cursor = conn.execute(
                     "INSERT INTO spends (holder, sent_at) VALUES (?, ?)", (self.holder, now)
                 )
@@ -238,17 +235,11 @@ class LedgerSpendStore:
                 self._claims += 1
                 if self._claims % 200 == 0:
                     self._forget(conn, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return 0.0, cursor.lastrowid
 
     def settle(self, token: object, now: float, status: int | None) -> None:
         with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(self._conn) as conn:
                 if status == 429:
                     # A refused request takes no slot.
                     conn.execute("DELETE FROM spends WHERE id = ?", (token,))
@@ -262,27 +253,16 @@ class LedgerSpendStore:
                         "UPDATE spends SET done_at = ?, status = ? WHERE id = ?",
                         (now, status, token),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             # A slot may have freed up: let the next claim look at the ledger.
             self._not_before = -math.inf
 
     def hold_until(self, until: float) -> None:
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO holds (id, until) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
-                    (until,),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO holds (id, until) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
+                (until,),
+            )
 
     # -- deciding (transaction open) ---------------------------------------------------------
     def _wait(self, conn: sqlite3.Connection, now: float) -> float:

@@ -148,19 +148,22 @@ class Store:
         conn = self.conn
         if conn.in_transaction:
             name = f"migrate_sp_{next(self._savepoints)}"
-            conn.execute(f"SAVEPOINT {name}")
             try:
+                conn.execute(f"SAVEPOINT {name}")
                 yield self
             except BaseException:
-                # An error that already ended the whole transaction leaves no savepoint behind.
+                # An error that already ended the whole transaction leaves no savepoint behind,
+                # and a Ctrl-C can land before SAVEPOINT ran (see immediate_transaction).
                 if conn.in_transaction:
-                    conn.execute(f"ROLLBACK TO {name}")
-                    conn.execute(f"RELEASE {name}")
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        conn.execute(f"ROLLBACK TO {name}")
+                        conn.execute(f"RELEASE {name}")
                 raise
             conn.execute(f"RELEASE {name}")
             return
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            # Inside the try, as in immediate_transaction: a Ctrl-C right after BEGIN rolls back.
+            conn.execute("BEGIN IMMEDIATE")
             yield self
         except BaseException:
             if conn.in_transaction:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -389,11 +390,26 @@ def recorded_run(
             with capture:
                 yield run
         except BaseException as exc:
+            _roll_back_left_open(store)
             _record_end(run, log, exc)
             raise
         _record_end(run, log, None)
     finally:
         lock.__exit__(None, None, None)
+
+
+def _roll_back_left_open(store: Store) -> None:
+    """Roll back a transaction the block left open when it raised, before the end is recorded.
+
+    The block's own transactions have all ended by now (the run row was committed before it,
+    so the run is never inside one), yet a Ctrl-C landing inside a ``with`` statement's
+    ``__enter__``, after BEGIN, leaves the transaction open with nobody to end it. The run's
+    final status would join it and be lost when the process exits: the run stayed "running".
+    What the open transaction holds is a page the interrupted block never finished.
+    """
+    if store.conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            store.conn.execute("ROLLBACK")
 
 
 def _record_end(run: RecordedRun, log: RunLog | None, error: BaseException | None) -> None:
