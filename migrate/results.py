@@ -383,7 +383,8 @@ class LoadResult:
             f"Attachments: {self.uploads_done} uploaded, {self.uploads_reused} reused "
             "from an earlier attempt."
         )
-        if any(self.company_templates.values()):
+        # Only when one was reused: a project alone creates its own, as always.
+        if self.company_templates.get("reused"):
             lines.append(
                 f"Company checklist templates: {self.company_templates.get('created', 0)} "
                 f"created, {self.company_templates.get('reused', 0)} reused (identical ones "

@@ -423,12 +423,16 @@ class _Blocks:
             fields["inspection_type_id"] = type_id
 
         def find(fresh: bool) -> int | None:
+            """The template our create made before its answer was lost: same name and
+            description, and still empty (its sections come after the create's answer), so
+            never another project's whole one."""
             taken = self._taken(ENTITY_INSPECTION_TEMPLATE)
             for found in client.company_templates(query=planned.name):
                 if (
                     found.get("name") == planned.name
                     and found.get("description") == description
                     and int(found["id"]) not in taken
+                    and not client.company_template_sections(int(found["id"]))
                 ):
                     return int(found["id"])
             return None
@@ -462,7 +466,9 @@ class _Blocks:
             return done
         with self._company_lock():
             row = self._row(ENTITY_INSPECTION_TEMPLATE, planned.source_id)
-            if row is None or not row.is_loaded:
+            # A create of ours whose answer was lost made an empty template: finish that one.
+            ours = row is not None and row.state == "sent" and find(True) is not None
+            if (row is None or not row.is_loaded) and not ours:
                 same = self._identical_template(planned, fields)
                 if same is not None:
                     company_id, parts = same
