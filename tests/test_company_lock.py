@@ -297,7 +297,12 @@ def assert_made_once(race: Mapping[str, Any]) -> None:
     set_names = Counter(s["name"] for s in race["sets"])
     assert set_names and max(set_names.values()) == 1, set_names
     assert race["calls"].get("response_sets.create") == 1  # "Acceptable/Rework/N/A"
-    assert race["made"] == [{"created": 2}, {"reused": 2}]
+    # Each template built once and reused once; B reused at least the one A built while B
+    # waited (once A is let go, either may build the other template first).
+    made = Counter[str]()
+    for counts in race["made"]:
+        made.update(counts)
+    assert made == {"created": 2, "reused": 2} and race["made"][1].get("reused", 0) >= 1
     company = {int(t["id"]) for t in race["templates"]}
     for project in PROJECTS:
         made = race["made_from"][project]
