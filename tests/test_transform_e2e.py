@@ -28,6 +28,7 @@ from migrate.sandbox.runner import Sandbox, SandboxOptions
 from migrate.settings import Settings, target_credentials
 from migrate.store import Store, open_store
 from migrate.transform import transform_from_settings
+from tests.test_load import GENEROUS
 from tests.test_transform_inspections import make_settings
 
 
@@ -220,7 +221,8 @@ def test_the_trade_target_resolves_to_procore_trades_or_stays_in_the_text(
         "field_trade,procore_trade\nMechanical,HVAC\nglazing,glass & glazing\n",
         encoding="utf-8",
     )
-    with Sandbox(SandboxOptions(issues=60)) as sandbox:
+    # Generous windows: this proves where trades land, not pacing (real windows: ~20 s).
+    with Sandbox(SandboxOptions(issues=60, procore_options=GENEROUS)) as sandbox:
         settings = sandbox_settings(sandbox, tmp_path)
         env = sandbox.environment()
         extract_from_settings(settings, env)
