@@ -28,6 +28,7 @@ from migrate.report.status import status_from_settings
 from migrate.sandbox.faults import FaultConfig
 from migrate.sandbox.generator import GeneratedProject
 from migrate.sandbox.runner import Sandbox, SandboxOptions
+from tests.test_load import GENEROUS
 
 SPIKE = QuotaWindow(15, 1.0)
 HOURLY = QuotaWindow(120, 10.0)  # binds after the first burst: both windows are exercised
@@ -114,14 +115,16 @@ def test_one_project_refused_by_its_target_fails_alone_and_a_rerun_resumes_it(
     tmp_path: Path,
 ) -> None:
     refused = FaultConfig(error_rate=1.0, paths=rf"/projects/{FIRST_PROCORE_PROJECT + 1}/")
-    options = SandboxOptions(procore_faults=refused)
+    # Windows far from binding: this proves a failure stays with its project, not pacing (the
+    # shared-quota tests above do that); Procore's real windows made it a 37 s test.
+    options = SandboxOptions(procore_faults=refused, procore_options=GENEROUS)
     with Sandbox(options, project=_account()) as box:
         path = write_sandbox_portfolio(
             tmp_path,
             box,
             parallel=3,
-            spike=QuotaWindow(150, 10.0),
-            hourly=QuotaWindow(3600, 3600.0),
+            spike=QuotaWindow(GENEROUS["spike_limit"], 10.0),
+            hourly=QuotaWindow(GENEROUS["hourly_limit"], 3600.0),
             overrides={"p1": {"target": {"give_up_after": 2}}},
         )
         portfolio = load_portfolio(path)
