@@ -30,8 +30,8 @@ from migrate.sandbox.generator import GeneratedProject
 from migrate.sandbox.runner import Sandbox, SandboxOptions
 from tests.test_load import GENEROUS
 
-SPIKE = QuotaWindow(15, 1.0)
-HOURLY = QuotaWindow(120, 10.0)  # binds after the first burst: both windows are exercised
+SPIKE = QuotaWindow(30, 1.0)
+HOURLY = QuotaWindow(240, 10.0)  # binds after the first burst: both windows are exercised
 HOURLY_REAL = QuotaWindow(3600, 3600.0)
 
 
